@@ -1,0 +1,15 @@
+//! `proto`: the Amanda 3.5 network protocol, as values.
+//!
+//! Everything amanda-rs says on the wire is parsed and produced here: UDP datagrams
+//! (auth `bsd`, `bsdudp`), TCP frames (`bsdtcp`, multiplexed data connections),
+//! request and reply bodies, the DLE in both its legacy and XML forms, MESG stream lines,
+//! the 32 KiB dump-file header, the features bitmask, Amanda's string quoting, and the
+//! REQ/ACK/REP/ACK exchange state machines of both sides.
+//!
+//! What this crate must not do: touch a socket, a file, a clock or a random number
+//! generator. Parsers take bytes and return typed values or typed errors; state machines
+//! take events and `now` and return actions. The daemons (`amandad`, `dumper`) are the thin
+//! I/O shells around it. The reference is `shared/spec/amanda-protocol.md` (cited as
+//! "spec §N" in the docs here).
+
+pub mod pkt;

@@ -1,0 +1,8 @@
+//! amanda-rs integration tests: one binary, one module per area.
+//! Modules are named after what they prove; shared helpers live in `util`.
+
+mod conf_configs;
+mod fuzz_corpus;
+mod portpool_sockets;
+mod proto_golden;
+mod util;
