@@ -13,3 +13,23 @@
 //! "spec §N" in the docs here).
 
 pub mod pkt;
+pub mod udp;
+pub mod frame;
+pub mod tcp;
+pub mod security;
+pub mod crc;
+
+pub mod quote;
+pub mod features;
+pub mod options;
+pub mod request;
+pub mod dle;
+pub mod sendsize;
+pub mod sendbackup;
+pub mod selfcheck;
+pub mod mesg;
+pub mod header;
+
+pub mod exchange;
+
+pub mod fuzz;

@@ -1,0 +1,3 @@
+//! Fuzz entry points, reachable from stable tests (being written).
+pub mod bodies;
+pub mod wire;
