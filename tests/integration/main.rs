@@ -4,5 +4,6 @@
 mod conf_configs;
 mod fuzz_corpus;
 mod portpool_sockets;
+mod proto_bodies_golden;
 mod proto_golden;
 mod util;
