@@ -1,0 +1,2 @@
+//! The privileged tar helper (being written).
+fn main() {}

@@ -1,0 +1,12 @@
+//! `amandad`: the Amanda client daemon of amanda-rs, a drop-in replacement for Amanda 3.5.1's
+//! amandad under inetd, xinetd, systemd or standalone, for auth `bsd`, `bsdudp` and `bsdtcp`.
+//!
+//! One synchronous mio event loop (`server`) carries every exchange, stream, pipe and timer;
+//! the protocol itself lives in the sans-IO `proto` crate, the configuration in `conf`, and
+//! the work of each service in `services`. Blocking work (estimates, checks) runs on a small
+//! bounded worker pool, never on the loop.
+//!
+//! What this crate must not do: write to file descriptors 0-2 when started by a superserver
+//! (they are the socket), run its network-facing loop as root, or start a thread per request.
+
+pub mod services;

@@ -1,0 +1,2 @@
+//! The `amandad` binary (being written).
+fn main() {}
