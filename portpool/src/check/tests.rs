@@ -1,0 +1,170 @@
+//! The lint, on sites built by hand.
+
+use super::*;
+use crate::services::Services;
+use crate::site::{Privilege, SecurityFile, SiteDle};
+
+fn dle(host: &str, auth: Auth) -> SiteDle {
+    SiteDle {
+        host: host.into(),
+        disk: "/home".into(),
+        auth,
+        maxdumps: 1,
+        client_port: Some(10080),
+        client_port_set: true,
+        origin: Origin::File {
+            path: "disklist".into(),
+            line: 1,
+            column: 1,
+        },
+        size: None,
+    }
+}
+
+use crate::site::Origin;
+
+fn seed_site() -> Site {
+    let mut site = Site::new("daily");
+    site.inparallel = Setting::at(20, "amanda.conf", 3, 1);
+    site.server.reserved_udp = Setting::at(PortRange::new(850, 859).unwrap(), "amanda.conf", 4, 1);
+    site.services =
+        Some(Services::parse("/etc/services", "domain-s 853/udp\namanda 10080/udp\n").unwrap());
+    site.dles = (0..30)
+        .map(|i| dle(&format!("client{i}"), Auth::Bsd))
+        .collect();
+    site
+}
+
+#[test]
+fn nine_usable_ports_for_twenty_dumpers_is_an_error_that_says_what_to_change() {
+    let findings = check(&seed_site());
+    let cap = findings.iter().find(|f| f.code == "capacity").unwrap();
+    assert_eq!(cap.severity, Severity::Error);
+    assert_eq!(cap.origin, "amanda.conf:4:1");
+    assert!(
+        cap.message
+            .contains("850,859 has 9 usable ports but needs 21"),
+        "{}",
+        cap.message
+    );
+    assert_eq!(cap.fix, "set reserved-udp-port 850,871, or inparallel 8");
+    let lost = findings.iter().find(|f| f.code == "services").unwrap();
+    assert!(lost.message.contains("853 is domain-s in /etc/services"));
+    assert_eq!(exit_code(&findings), 2);
+}
+
+#[test]
+fn a_range_outside_the_security_file_is_the_cant_bind_error() {
+    let mut site = seed_site();
+    site.inparallel.value = 4;
+    site.server.reserved_udp = Setting::at(PortRange::new(850, 870).unwrap(), "amanda.conf", 4, 1);
+    site.security = Some(SecurityFile {
+        path: "/etc/amanda-security.conf".into(),
+        udp_port_range: Some(Setting::at(
+            PortRange::new(840, 860).unwrap(),
+            "/etc/amanda-security.conf",
+            2,
+            1,
+        )),
+        tcp_port_range: None,
+    });
+    let findings = check(&site);
+    let f = findings.iter().find(|f| f.code == "security-file").unwrap();
+    assert!(f.message.contains("refuses ports 861-870"), "{}", f.message);
+    assert!(f.message.contains("Can't bind a socket to connect to"));
+    assert_eq!(
+        f.fix,
+        "set reserved-udp-port 850,860, or udp_port_range=840,870 in /etc/amanda-security.conf"
+    );
+}
+
+#[test]
+fn a_non_root_server_cannot_bind_reserved_ports() {
+    let mut site = seed_site();
+    site.inparallel.value = 4;
+    site.privilege = Some(Privilege {
+        uid: 34,
+        cap_net_bind_service: false,
+        unprivileged_port_start: 1024,
+    });
+    let findings = check(&site);
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.code == "privilege" && f.severity == Severity::Error)
+    );
+    site.privilege = Some(Privilege {
+        uid: 34,
+        cap_net_bind_service: true,
+        unprivileged_port_start: 1024,
+    });
+    assert!(!check(&site).iter().any(|f| f.code == "privilege"));
+}
+
+#[test]
+fn client_conf_disagreeing_with_amanda_conf_is_a_warning() {
+    let mut site = seed_site();
+    site.inparallel.value = 4;
+    let mut client = site.server.clone();
+    client.reserved_udp = Setting::at(
+        PortRange::new(840, 860).unwrap(),
+        "amanda-client.conf",
+        7,
+        1,
+    );
+    site.client_conf = Some(("/etc/amanda/amanda-client.conf".into(), client));
+    let findings = check(&site);
+    let f = findings.iter().find(|f| f.code == "client-conf").unwrap();
+    assert_eq!(f.severity, Severity::Warning);
+    assert!(
+        f.message
+            .contains("840,860 in /etc/amanda/amanda-client.conf but 850,859 in amanda.conf")
+    );
+}
+
+#[test]
+fn a_consistent_site_has_no_finding_and_exit_code_0() {
+    let mut site = Site::new("ok");
+    site.inparallel.value = 4;
+    site.server.reserved_udp = Setting::at(PortRange::new(840, 850).unwrap(), "amanda.conf", 4, 1);
+    site.services = Some(Services::parse("/etc/services", "amanda 10080/udp\n").unwrap());
+    site.dles = vec![dle("a", Auth::Bsd), dle("b", Auth::Bsdudp)];
+    let findings = check(&site);
+    assert!(findings.is_empty(), "{findings:?}");
+    assert_eq!(exit_code(&findings), 0);
+    assert!(render(&site, &findings).contains("consistent"));
+}
+
+#[test]
+fn bsd_without_client_port_nor_services_entry_is_flagged() {
+    let mut site = Site::new("x");
+    site.inparallel.value = 2;
+    site.server.reserved_udp = Setting::at(PortRange::new(840, 850).unwrap(), "amanda.conf", 4, 1);
+    site.services = Some(Services::parse("/etc/services", "amanda 10080/tcp\n").unwrap());
+    let mut d = dle("a", Auth::Bsd);
+    d.client_port_set = false;
+    site.dles = vec![d];
+    let findings = check(&site);
+    assert!(findings.iter().any(|f| f.code == "client-port"));
+    assert_eq!(exit_code(&findings), 1);
+}
+
+#[test]
+fn bsdtcp_capacity_counts_dumps_at_once_not_dumpers() {
+    let mut site = Site::new("tcp");
+    site.inparallel.value = 20;
+    site.server.reserved_tcp = Setting::at(PortRange::new(600, 604).unwrap(), "amanda.conf", 5, 1);
+    // Three hosts with maxdumps 1: at most 3 dumps at once.
+    site.dles = (0..9)
+        .map(|i| dle(&format!("h{}", i % 3), Auth::Bsdtcp))
+        .collect();
+    assert!(!check(&site).iter().any(|f| f.code == "capacity"));
+    site.dles = (0..9)
+        .map(|i| dle(&format!("h{i}"), Auth::Bsdtcp))
+        .collect();
+    let f = check(&site)
+        .into_iter()
+        .find(|f| f.code == "capacity")
+        .unwrap();
+    assert!(f.message.contains("up to 9 dumps at once"), "{}", f.message);
+}

@@ -1,0 +1,71 @@
+//! Fuzz entry points: each takes arbitrary bytes and must never panic.
+//!
+//! `fuzz/fuzz_targets/<name>.rs` call these under libFuzzer; the test below replays the
+//! committed corpus `fuzz/corpus/<name>/` on stable. What this module must NOT do: touch
+//! files, sockets or clocks (beyond the test's corpus reading).
+
+use crate::range::{PortRange, Proto};
+use crate::services::Services;
+
+/// Fuzz targets: (name under fuzz/corpus/, entry point).
+#[allow(clippy::type_complexity)]
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("portpool_services", portpool_services),
+    ("portpool_range", portpool_range),
+];
+
+/// `/etc/services` text: lenient and strict parses agree, and every lookup Amanda's rule
+/// makes over the ports mentioned answers consistently.
+pub fn portpool_services(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (lenient, errors) = Services::parse_lenient("fuzz", &text);
+    match Services::parse("fuzz", &text) {
+        Ok(strict) => {
+            assert!(errors.is_empty());
+            assert_eq!(strict, lenient);
+        }
+        Err(first) => assert_eq!(Some(&first), errors.first()),
+    }
+    for proto in [Proto::Udp, Proto::Tcp] {
+        let all = PortRange::new(1, u16::MAX).expect("valid");
+        for (port, name) in lenient.foreign_in(all, proto) {
+            assert_eq!(lenient.foreign_owner(port, proto), Some(name.as_str()));
+        }
+    }
+}
+
+/// A port range as typed on the command line or in a config (`850,859`, `850-859`).
+pub fn portpool_range(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(range) = text.parse::<PortRange>() {
+        assert!(range.lo() >= 1 && range.lo() <= range.hi());
+        assert_eq!(range.to_string().parse::<PortRange>().ok(), Some(range));
+        assert_eq!(
+            range.amanda_notation().parse::<PortRange>().ok(),
+            Some(range)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TARGETS;
+    use std::path::Path;
+
+    #[test]
+    fn committed_fuzz_corpora_replay_without_panics() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        for (name, target) in TARGETS {
+            let dir = root.join(name);
+            let entries =
+                std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()));
+            let mut n = 0;
+            for entry in entries {
+                let path = entry.unwrap().path();
+                target(&std::fs::read(&path).unwrap());
+                n += 1;
+            }
+            assert!(n > 0, "empty corpus {name}");
+        }
+    }
+}

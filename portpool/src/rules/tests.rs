@@ -1,0 +1,112 @@
+//! Rule generation on a hand-built site (the integration tests feed the output to nft).
+
+use super::*;
+use crate::site::{Client, Origin, Setting, SiteDle};
+
+/// A server 198.18.0.1 with a bsd client and a bsdtcp client.
+pub(crate) fn two_client_site() -> Site {
+    let mut site = Site::new("daily");
+    site.server_name = "backup".into();
+    site.server_addresses = vec!["198.18.0.1".parse().unwrap()];
+    site.server.reserved_udp = Setting::default_value(PortRange::new(850, 859).unwrap());
+    let d = |host: &str, auth| SiteDle {
+        host: host.into(),
+        disk: "/".into(),
+        auth,
+        maxdumps: 1,
+        client_port: None,
+        client_port_set: false,
+        origin: Origin::Default,
+        size: None,
+    };
+    site.dles = vec![d("alpha", Auth::Bsd), d("beta", Auth::Bsdtcp)];
+    site.clients = vec![
+        Client {
+            name: "alpha".into(),
+            addresses: vec![
+                "198.18.0.2".parse().unwrap(),
+                "2001:db8::2".parse().unwrap(),
+            ],
+        },
+        Client {
+            name: "beta".into(),
+            addresses: vec!["198.18.0.3".parse().unwrap()],
+        },
+    ];
+    site
+}
+
+#[test]
+fn server_rules_open_each_auths_flows_from_the_configured_ranges() {
+    let text = render(&two_client_site(), Format::Nft, &Side::Server).unwrap();
+    assert!(
+        text.contains("ip daddr 198.18.0.2 udp sport 850-859 udp dport 10080 accept"),
+        "{text}"
+    );
+    assert!(text.contains("ip6 daddr 2001:db8::2 udp sport 850-859 udp dport 10080 accept"));
+    assert!(text.contains("ip daddr 198.18.0.3 tcp sport 512-1023 tcp dport 10080 accept"));
+    assert!(text.contains("ct helper set \"amanda\""));
+    assert!(text.contains("type \"amanda\" protocol udp"));
+    assert!(
+        text.contains("tcp dport 1024-65535"),
+        "bsd data streams to the client's unreserved ports"
+    );
+    assert!(!text.contains("table inet amanda_rs_client"));
+}
+
+#[test]
+fn client_rules_accept_only_the_server_on_10080() {
+    let text = render(
+        &two_client_site(),
+        Format::Nft,
+        &Side::Client("beta".into()),
+    )
+    .unwrap();
+    assert!(
+        text.contains("ip saddr 198.18.0.1 tcp sport 512-1023 tcp dport 10080 accept"),
+        "{text}"
+    );
+    assert!(text.contains("tcp dport 10080 drop"));
+    assert!(
+        !text.contains("udp dport 10080 drop"),
+        "beta speaks bsdtcp only"
+    );
+    assert!(text.contains("restore"));
+}
+
+#[test]
+fn iptables_format_has_the_helper_in_raw_and_ipv4_rules_only() {
+    let text = render(&two_client_site(), Format::Iptables, &Side::Server).unwrap();
+    assert!(text.contains(
+        "*raw\n-A OUTPUT -d 198.18.0.2/32 -p udp -m udp --dport 10080 -j CT --helper amanda"
+    ));
+    assert!(text.contains("--sport 850:859 --dport 10080"));
+    assert!(text.contains("# IPv6 peers need the same rules in ip6tables: 2001:db8::2"));
+    assert_eq!(text.matches("COMMIT").count(), 2);
+}
+
+#[test]
+fn unknown_addresses_are_an_error_not_missing_rules() {
+    let mut site = two_client_site();
+    site.clients[1].addresses.clear();
+    assert!(
+        render(&site, Format::Nft, &Side::All)
+            .unwrap_err()
+            .contains("beta")
+    );
+    let mut site = two_client_site();
+    site.server_addresses.clear();
+    assert!(
+        render(&site, Format::Nft, &Side::All)
+            .unwrap_err()
+            .contains("--server-address")
+    );
+    assert!(
+        render(
+            &two_client_site(),
+            Format::Nft,
+            &Side::Client("gamma".into())
+        )
+        .is_err()
+    );
+}

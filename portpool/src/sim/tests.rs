@@ -1,0 +1,123 @@
+//! The simulator's promises: the seed case, determinism, and the policies' signatures.
+
+use super::*;
+use crate::sim::report::{simulate, smallest_range};
+
+fn seed_case(seed: u64) -> SimParams {
+    let mut p = SimParams::seed_case();
+    p.seed = seed;
+    p.services = Services::parse("/etc/services", "domain-s 853/tcp\ndomain-s 853/udp\n").unwrap();
+    p.generate(40, 20, 2e9, 1.0, Auth::Bsd);
+    p
+}
+
+fn outcome(outcomes: &[Outcome], policy: Policy) -> &Outcome {
+    outcomes.iter().find(|o| o.policy == policy).unwrap()
+}
+
+#[test]
+fn seed_case_fails_about_half_under_amanda_24_and_none_under_portpool() {
+    let p = seed_case(1);
+    assert_eq!(p.effective(Proto::Udp).1, 9, "853 is domain-s: 9 usable");
+    let outcomes = run_all(&p);
+    let old = outcome(&outcomes, Policy::Amanda24);
+    let share = old.failed as f64 / p.dles.len() as f64;
+    assert!(
+        (0.4..=0.7).contains(&share),
+        "amanda-2.4 failed {} of 40",
+        old.failed
+    );
+    assert_eq!(
+        old.outside, 12,
+        "20 dumpers, 9 ports, one held by the planner"
+    );
+    let pp = outcome(&outcomes, Policy::Portpool);
+    assert_eq!((pp.failed, pp.done), (0, 40));
+    assert!(pp.waits > 0, "backpressure is visible as waits");
+    assert!(pp.within(p.window));
+    let mid = outcome(&outcomes, Policy::Amanda35);
+    assert!(
+        mid.blind_retry >= Duration::from_secs(1800),
+        "3.5 rescans for 30 minutes"
+    );
+    assert!(mid.makespan > pp.makespan);
+}
+
+#[test]
+fn the_same_seed_prints_the_same_night_and_another_seed_another() {
+    let a = simulate(&seed_case(7), false).1;
+    let b = simulate(&seed_case(7), false).1;
+    assert_eq!(a, b);
+    assert!(a.contains("seed 7"));
+    assert_ne!(a, simulate(&seed_case(8), false).1);
+}
+
+#[test]
+fn the_smallest_range_for_portpool_is_smaller_than_for_amanda() {
+    let p = seed_case(1);
+    let (pp, _) = smallest_range(&p, Policy::Portpool, Proto::Udp).unwrap();
+    let (old, _) = smallest_range(&p, Policy::Amanda24, Proto::Udp).unwrap();
+    assert!(pp.len() < old.len());
+    // 2.4 needs a port for each of the 20 dumpers and the planner, and 853 is lost.
+    assert_eq!(old, PortRange::new(850, 871).unwrap());
+}
+
+#[test]
+fn bsdtcp_holds_ports_in_time_wait_per_client() {
+    let mut p = SimParams::seed_case();
+    p.tcp_range = PortRange::new(600, 601).unwrap();
+    p.generate(6, 1, 1e7, 0.0, Auth::Bsdtcp);
+    p.maxdumps = 2;
+    p.record = true;
+    let o = run(&p, Policy::Portpool);
+    assert_eq!(o.failed, 0);
+    // One client, two ports, each held 60 s after every dump: the third dump waits.
+    assert!(
+        o.longest_wait >= Duration::from_secs(50),
+        "{:?}",
+        o.longest_wait
+    );
+    let trace = o.trace.unwrap();
+    assert!(trace.spans.iter().any(|s| s.kind == SpanKind::TimeWait));
+}
+
+#[test]
+fn amanda_35_fails_bsdtcp_connects_at_once_without_ports() {
+    let mut p = SimParams::seed_case();
+    p.tcp_range = PortRange::new(600, 600).unwrap();
+    p.generate(4, 4, 1e9, 0.0, Auth::Bsdtcp);
+    p.maxdumps = 1;
+    let o = run(&p, Policy::Amanda35);
+    assert!(o.failed > 0, "{o:?}");
+    assert!(
+        o.failures
+            .iter()
+            .any(|(why, _)| why.contains("no free reserved TCP port"))
+    );
+}
+
+#[test]
+fn the_plot_is_an_svg_with_a_panel_per_policy() {
+    let mut p = seed_case(1);
+    p.record = true;
+    let outcomes = run_all(&p);
+    let svg = svg::render(&p, &outcomes);
+    assert!(svg.starts_with("<?xml"));
+    assert!(svg.trim_end().ends_with("</svg>"));
+    for policy in Policy::ALL {
+        assert!(svg.contains(policy.name()));
+    }
+    assert!(svg.contains("outside"));
+}
+
+#[test]
+fn sizes_rates_and_durations_parse() {
+    assert_eq!(parse_size("2GiB").unwrap(), 2.0 * 1024f64.powi(3));
+    assert_eq!(parse_size("500MB").unwrap(), 5e8);
+    assert_eq!(parse_rate("1Gbit/s").unwrap(), 125e6);
+    assert_eq!(parse_rate("80MB/s").unwrap(), 8e7);
+    assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+    assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+    assert!(parse_size("lots").is_err());
+    assert!(parse_duration("8d").is_err());
+}

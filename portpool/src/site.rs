@@ -1,0 +1,294 @@
+//! The port-relevant facts of a site, as plain data.
+//!
+//! `portpool check`, `portpool rules` and `portpool --simulate CONFIG` all work on a
+//! [`Site`]: the server's ranges and parallelism, the DLEs with their auth, the clients
+//! with their addresses, what amanda-client.conf and /etc/amanda-security.conf say, and
+//! the services database. Tests build a `Site` directly; the CLI builds it from the parsed
+//! configuration through [`crate::conf_adapter`]. This module must NOT read files or
+//! resolve names.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use crate::range::{PortRange, Proto};
+use crate::services::Services;
+
+/// Amanda's port default for the client service (`amanda` 10080/udp and /tcp).
+pub const AMANDA_PORT: u16 = 10080;
+
+/// The auth methods whose ports this crate knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Auth {
+    Bsd,
+    Bsdudp,
+    Bsdtcp,
+}
+
+impl Auth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Auth::Bsd => "bsd",
+            Auth::Bsdudp => "bsdudp",
+            Auth::Bsdtcp => "bsdtcp",
+        }
+    }
+
+    /// The protocol of the control socket (and so which reserved range it uses).
+    pub fn control_proto(self) -> Proto {
+        match self {
+            Auth::Bsd | Auth::Bsdudp => Proto::Udp,
+            Auth::Bsdtcp => Proto::Tcp,
+        }
+    }
+
+    /// Data connections per dump, each from an unreserved TCP port (spec §5.5): bsd one
+    /// per stream (DATA, MESG, INDEX, STATE), bsdudp one, bsdtcp none (multiplexed).
+    pub fn data_connections(self) -> u32 {
+        match self {
+            Auth::Bsd => 4,
+            Auth::Bsdudp => 1,
+            Auth::Bsdtcp => 0,
+        }
+    }
+}
+
+impl fmt::Display for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Auth {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "bsd" => Ok(Auth::Bsd),
+            "bsdudp" => Ok(Auth::Bsdudp),
+            "bsdtcp" => Ok(Auth::Bsdtcp),
+            other => Err(format!(
+                "auth {other:?} uses no Amanda port range (known: bsd, bsdudp, bsdtcp)"
+            )),
+        }
+    }
+}
+
+/// Where a setting comes from, for messages: `amanda.conf:12:1`, or a default.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Origin {
+    #[default]
+    Default,
+    File {
+        path: String,
+        line: u32,
+        column: u32,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File { path, line, column } => write!(f, "{path}:{line}:{column}"),
+        }
+    }
+}
+
+/// A range setting and where it was set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+impl<T> Setting<T> {
+    pub fn default_value(value: T) -> Self {
+        Setting {
+            value,
+            origin: Origin::Default,
+        }
+    }
+
+    pub fn at(value: T, path: &str, line: u32, column: u32) -> Self {
+        Setting {
+            value,
+            origin: Origin::File {
+                path: path.to_owned(),
+                line,
+                column,
+            },
+        }
+    }
+}
+
+/// The three port ranges of amanda.conf / amanda-client.conf (spec §5.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ranges {
+    pub reserved_udp: Setting<PortRange>,
+    pub reserved_tcp: Setting<PortRange>,
+    pub unreserved_tcp: Setting<PortRange>,
+}
+
+impl Ranges {
+    /// Amanda's compiled-in defaults (512,1023 / 512,1023 / 1024,65535).
+    pub fn amanda_defaults() -> Self {
+        let r = |lo, hi| Setting::default_value(PortRange::new(lo, hi).expect("valid constant"));
+        Ranges {
+            reserved_udp: r(512, 1023),
+            reserved_tcp: r(512, 1023),
+            unreserved_tcp: r(1024, 65535),
+        }
+    }
+
+    /// The reserved range the control socket of `auth` uses.
+    pub fn control(&self, auth: Auth) -> &Setting<PortRange> {
+        match auth.control_proto() {
+            Proto::Udp => &self.reserved_udp,
+            Proto::Tcp => &self.reserved_tcp,
+        }
+    }
+}
+
+/// One DLE as far as ports are concerned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteDle {
+    pub host: String,
+    pub disk: String,
+    pub auth: Auth,
+    /// The dumptype's `maxdumps` (concurrent dumps of this host).
+    pub maxdumps: u32,
+    /// The dumptype's `client_port`, if numeric or resolved.
+    pub client_port: Option<u16>,
+    /// Whether `client_port` was set at all (Amanda 3.5.1 needs it or an
+    /// `amanda/udp` services entry for bsd/bsdudp).
+    pub client_port_set: bool,
+    pub origin: Origin,
+    /// Estimated size in bytes, when known (the simulator uses it).
+    pub size: Option<u64>,
+}
+
+/// What /etc/amanda-security.conf says about ports (the real Amanda's ambind enforces it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityFile {
+    pub path: String,
+    pub udp_port_range: Option<Setting<PortRange>>,
+    pub tcp_port_range: Option<Setting<PortRange>>,
+}
+
+impl SecurityFile {
+    pub fn range(&self, proto: Proto) -> Option<&Setting<PortRange>> {
+        match proto {
+            Proto::Udp => self.udp_port_range.as_ref(),
+            Proto::Tcp => self.tcp_port_range.as_ref(),
+        }
+    }
+}
+
+/// Whether the server process may bind ports below 1024.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privilege {
+    pub uid: u32,
+    pub cap_net_bind_service: bool,
+    /// `net.ipv4.ip_unprivileged_port_start` (1024 unless changed).
+    pub unprivileged_port_start: u16,
+}
+
+impl Privilege {
+    /// True when binding `port` needs no privilege, or the process has it.
+    pub fn can_bind(&self, port: u16) -> bool {
+        self.uid == 0 || self.cap_net_bind_service || port >= self.unprivileged_port_start
+    }
+}
+
+/// A client host and the addresses firewall rules should name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Everything `check`, `rules` and `--simulate CONFIG` need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    /// The configuration's name (the directory under /etc/amanda).
+    pub config: String,
+    /// Where amanda.conf is, for messages.
+    pub conf_path: String,
+    pub inparallel: Setting<u32>,
+    /// The server's ranges (amanda.conf).
+    pub server: Ranges,
+    /// The ranges of amanda-client.conf on this host, when it exists.
+    pub client_conf: Option<(String, Ranges)>,
+    pub security: Option<SecurityFile>,
+    pub services: Option<Services>,
+    pub dles: Vec<SiteDle>,
+    pub clients: Vec<Client>,
+    /// The server's own addresses (for the clients' rules).
+    pub server_name: String,
+    pub server_addresses: Vec<IpAddr>,
+    /// The privilege the server runs with, when known.
+    pub privilege: Option<Privilege>,
+    /// `netusage`, bytes per second, when set.
+    pub netusage: Option<f64>,
+}
+
+impl Site {
+    /// A site with Amanda's defaults and nothing else; tests and adapters fill it in.
+    pub fn new(config: &str) -> Self {
+        Site {
+            config: config.to_owned(),
+            conf_path: format!("/etc/amanda/{config}/amanda.conf"),
+            inparallel: Setting::default_value(10),
+            server: Ranges::amanda_defaults(),
+            client_conf: None,
+            security: None,
+            services: None,
+            dles: Vec::new(),
+            clients: Vec::new(),
+            server_name: "localhost".to_owned(),
+            server_addresses: Vec::new(),
+            privilege: None,
+            netusage: None,
+        }
+    }
+
+    /// The auths the DLEs use, sorted.
+    pub fn auths(&self) -> Vec<Auth> {
+        let mut auths: Vec<Auth> = self.dles.iter().map(|d| d.auth).collect();
+        auths.sort();
+        auths.dedup();
+        auths
+    }
+
+    /// The host names of the DLEs, in first-seen order.
+    pub fn hosts(&self) -> Vec<&str> {
+        let mut hosts: Vec<&str> = Vec::new();
+        for d in &self.dles {
+            if !hosts.contains(&d.host.as_str()) {
+                hosts.push(&d.host);
+            }
+        }
+        hosts
+    }
+
+    /// The most dumps that can run at once: `inparallel`, and per host `maxdumps` (and
+    /// no more than that host's DLEs).
+    pub fn peak_dumps(&self) -> u32 {
+        let per_hosts: u32 = self
+            .hosts()
+            .iter()
+            .map(|h| {
+                let dles: Vec<&SiteDle> = self.dles.iter().filter(|d| d.host == *h).collect();
+                let maxdumps = dles.iter().map(|d| d.maxdumps).max().unwrap_or(1).max(1);
+                maxdumps.min(dles.len() as u32)
+            })
+            .sum();
+        self.inparallel.value.min(per_hosts)
+    }
+
+    /// The port `/etc/services` or the dumptype gives the client service.
+    pub fn client_port(&self, dle: &SiteDle) -> u16 {
+        dle.client_port.unwrap_or(AMANDA_PORT)
+    }
+}
