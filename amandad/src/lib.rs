@@ -9,4 +9,13 @@
 //! What this crate must not do: write to file descriptors 0-2 when started by a superserver
 //! (they are the socket), run its network-facing loop as root, or start a thread per request.
 
+pub mod args;
+pub mod config;
+pub mod intake;
+pub mod launch;
+pub mod logging;
+pub mod privs;
+pub mod resolve;
+pub mod server;
 pub mod services;
+pub mod services_ports;

@@ -1,2 +1,134 @@
-//! The `amandad` binary (being written).
-fn main() {}
+//! `amandad`: the Amanda client daemon of amanda-rs.
+//!
+//! Exit codes: 0 after an idle exit or when the superserver's connection ended; 1 when it
+//! could not start (no socket, cannot bind, cannot drop privileges); 2 for a command-line
+//! error of amanda-rs's own options. Everything else is reported in the log and, for the
+//! server's benefit, in NAKs and REPs.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use log::{error, info, warn};
+
+use amandad::args::{self, Auth, RawArgs};
+use amandad::server::{Mode, Server, ServerConfig};
+use amandad::{config, launch, logging, privs, services};
+
+fn main() -> ExitCode {
+    let raw = match RawArgs::parse(std::env::args().skip(1)) {
+        Ok(r) => r,
+        Err(e) => {
+            // Not under a superserver with a broken line of Amanda's forms (those never
+            // fail), so stderr is a terminal or a service manager's log.
+            if !logging::fd_is_socket(2) {
+                eprintln!("amandad: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let args = raw.resolve();
+    if args.help && !logging::fd_is_socket(1) {
+        print!("{}", args::HELP);
+        return ExitCode::SUCCESS;
+    }
+    if args.version && !logging::fd_is_socket(1) {
+        println!(
+            "amandad-3.5.1 (amanda-rs {}, protocol-compatible)",
+            env!("CARGO_PKG_VERSION")
+        );
+        return ExitCode::SUCCESS;
+    }
+    let loaded = config::load(args.settings.as_deref(), args.client_conf.as_deref());
+    let level = std::env::var("AMANDA_RS_LOG")
+        .ok()
+        .unwrap_or_else(|| loaded.settings.log.level.clone())
+        .parse()
+        .unwrap_or(log::LevelFilter::Info);
+    let target = args.log.clone().or_else(|| {
+        loaded
+            .settings
+            .log
+            .file
+            .clone()
+            .map(args::LogTarget::File)
+    });
+    let note = logging::init(target.as_ref(), level);
+    std::panic::set_hook(Box::new(|info| error!("panic: {info}")));
+    if let Some(note) = note {
+        warn!("{note}");
+    }
+    match run(args, loaded) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    if let Some((e, _)) = &loaded.error {
+        error!("configuration error (every request will be refused with it): {e}");
+    }
+    let launched = launch::sockets(&args.listen)?;
+    let user = args
+        .user
+        .clone()
+        .unwrap_or_else(|| loaded.settings.user.clone());
+    let identity = privs::drop_to(&user).with_context(|| "dropping root")?;
+    // The auth of UDP sockets: -auth= when it names a UDP auth, else bsd.
+    let udp_auth = match args.auth {
+        Some(a) if a.is_udp() => a,
+        Some(Auth::Bsdtcp) if !launched.sockets.udp.is_empty() => {
+            warn!("-auth=bsdtcp given for a UDP socket; serving it as bsd");
+            Auth::Bsd
+        }
+        _ => Auth::Bsd,
+    };
+    let auth_name = match launched.mode {
+        Mode::InetdUdp => udp_auth.name(),
+        Mode::InetdTcp => Auth::Bsdtcp.name(),
+        Mode::Standalone => args.auth.unwrap_or(Auth::Bsdtcp).name(),
+    };
+    let features = services::features::advertised().to_hex();
+    info!(
+        "amandad (amanda-rs {}) started: {:?}, auth {auth_name}, uid {}, services {:?}",
+        env!("CARGO_PKG_VERSION"),
+        launched.mode,
+        identity.uid,
+        args.enabled.iter().map(|s| s.name()).collect::<Vec<_>>()
+    );
+    let services_udp = config::service_context(&loaded, udp_auth.name(), features.clone(), &user);
+    let services_tcp = config::service_context(&loaded, Auth::Bsdtcp.name(), features, &user);
+    // Finds GNU tar's version now, not during the first dump on the event loop.
+    services::warm_up(&services_udp);
+    let hosts = config::HostsFile::new(&loaded.settings, &user, identity.uid.as_raw());
+    let no_exit = args.no_exit || launched.mode == Mode::Standalone;
+    let idle_exit = args
+        .idle_exit
+        .unwrap_or_else(|| config::idle_exit(&loaded.settings));
+    let cfg = ServerConfig {
+        mode: launched.mode,
+        udp_auth,
+        enabled: args.enabled.clone(),
+        global_error: args.global_error.clone(),
+        conf_error: loaded.error.clone(),
+        idle_exit: (!no_exit).then_some(idle_exit),
+        responder: proto::exchange::ResponderConfig {
+            rep_tries: loaded.client.rep_tries.max(1),
+            ..Default::default()
+        },
+        keepalive: config::keepalive(&loaded.settings),
+        workers: loaded.settings.amandad.workers,
+        dns_check: loaded.settings.dns_check,
+        data_ports: config::data_ports(&loaded.client),
+        services_udp,
+        services_tcp,
+        hosts: Box::new(hosts),
+    };
+    let mut server = Server::new(cfg, launched.sockets).context("starting the event loop")?;
+    server.run().context("event loop")
+}

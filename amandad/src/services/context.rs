@@ -46,10 +46,89 @@ impl ServiceContext {
     }
 }
 
+impl ContextInner {
+    /// Debian's paths for everything, with `auth`, the hostname and our features filled in;
+    /// the daemon overrides what amanda-client.conf says.
+    pub fn debian_defaults(auth: &str) -> ContextInner {
+        ContextInner {
+            auth: auth.to_owned(),
+            peer_name: String::new(),
+            features_hex: crate::services::features::advertised_hex(),
+            gnutar_path: PathBuf::from("/usr/bin/tar"),
+            runtar_path: Some(PathBuf::from(crate::services::runtar::INSTALLED_PATH)),
+            gnutar_list_dir: PathBuf::from("/var/lib/amanda/gnutar-lists"),
+            amandates: PathBuf::from("/var/lib/amanda/amandates"),
+            tmp_dir: PathBuf::from("/tmp/amanda"),
+            config_name: None,
+        }
+    }
+
+    /// /etc/amanda-security.conf: which tar paths the privileged helper, and amgtar's
+    /// GNUTAR-PATH property, may use.
+    pub fn security_file(&self) -> &'static std::path::Path {
+        std::path::Path::new(conf::security::PATH)
+    }
+
+    /// This host's name, for requests without `hostname=` (the real services call
+    /// `gethostname()`).
+    pub fn local_hostname(&self) -> Vec<u8> {
+        nix::unistd::gethostname()
+            .map(|h| h.as_encoded_bytes().to_vec())
+            .unwrap_or_else(|_| b"localhost".to_vec())
+    }
+
+    /// `gnutar_list_dir`, or `None` when it is not configured (empty), in which case the
+    /// legacy GNUTAR program falls back to amandates and `--incremental --newer`.
+    pub fn list_dir(&self) -> Option<&std::path::Path> {
+        (!self.gnutar_list_dir.as_os_str().is_empty()).then_some(self.gnutar_list_dir.as_path())
+    }
+}
+
+/// Where the real client's applications live (`APPLICATION_DIR` on Debian). Only printed:
+/// it is the dump header's `RECOVER_CMD`, read by the server-side restore tools.
+pub const APPLICATION_DIR: &str = "/usr/lib/amanda/application";
+
+/// Directories whose free space selfcheck reports, as Debian's client does
+/// (`AMANDA_TMPDIR`, `AMANDA_DBGDIR`, /var/lib for Debian's dumpdates, /etc).
+pub const SPACE_CHECK_DIRS: [&str; 4] = ["/tmp/amanda", "/var/log/amanda", "/var/lib", "/etc"];
+
 impl std::ops::Deref for ServiceContext {
     type Target = ContextInner;
 
     fn deref(&self) -> &ContextInner {
         &self.inner
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A context whose state directories live in a fresh temporary directory (kept alive
+    /// for the whole test run), so tests never touch /var/lib/amanda.
+    pub(crate) fn test_context() -> ServiceContext {
+        ServiceContext::new(test_inner(&scratch_dir()))
+    }
+
+    /// A context rooted at `root` (gnutar-lists, amandates, tmp below it).
+    pub(crate) fn test_inner(root: &std::path::Path) -> ContextInner {
+        let mut c = ContextInner::debian_defaults("bsdtcp");
+        c.gnutar_list_dir = root.join("gnutar-lists");
+        c.amandates = root.join("amandates");
+        c.tmp_dir = root.join("tmp");
+        c.runtar_path = None;
+        for d in [&c.gnutar_list_dir, &c.tmp_dir] {
+            let _ = std::fs::create_dir_all(d);
+        }
+        c
+    }
+
+    fn scratch_dir() -> PathBuf {
+        let dir = tempfile::Builder::new()
+            .prefix("amandad-services-")
+            .tempdir()
+            .expect("tempdir");
+        // Leaked on purpose: contexts outlive the test that made them in worker threads.
+        dir.keep()
     }
 }

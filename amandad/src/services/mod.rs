@@ -70,10 +70,33 @@ pub enum Start {
     Backup(Box<backup::BackupPlan>),
 }
 
+// The services.
 pub mod backup;
 pub mod noop;
 pub mod selfcheck;
 pub mod sendsize;
+
+// What they are made of: how tar is run and what it says (tar, runtar, messages, regex),
+// the state files (listed, amandates), the lists (exinclude), the level-0 estimate without
+// tar (estimate), request parsing (request), our features, fuzz entry points.
+pub mod amandates;
+pub mod estimate;
+pub mod exinclude;
+pub mod features;
+pub mod fuzz;
+pub mod listed;
+pub mod messages;
+pub mod regex;
+pub mod request;
+pub mod runtar;
+pub mod tar;
+pub mod util;
+
+/// Work worth doing once at start-up, off the event loop (it runs `tar --version` and caches
+/// the answer that amgtar's SPARSE rule, the native estimate and selfcheck need).
+pub fn warm_up(ctx: &ServiceContext) {
+    let _ = tar::version_line(&ctx.gnutar_path);
+}
 
 /// Dispatches a request that passed every security check. `args` is the REQ body after the
 /// `SERVICE` line. Never panics and never blocks: errors in the request become `ERROR ...`

@@ -1,0 +1,198 @@
+//! From the command line, amanda-rs's settings and amanda-client.conf to what the loop and
+//! the services need.
+//!
+//! Errors in amanda-client.conf or the settings do not stop the daemon: like amandad, it
+//! starts and answers every request with a NAK naming the first error (spec §3.2 rule 2),
+//! so the server's amcheck shows the admin what to fix.
+
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use conf::amandahosts::{self, AmandaHosts, FileProblem};
+use conf::{ClientConfig, Settings};
+use log::warn;
+
+use crate::intake::HostsCheck;
+use crate::server::{DataPorts, Keepalive};
+use crate::services::context::{ContextInner, ServiceContext};
+
+/// Settings and amanda-client.conf, with the first problem found in either.
+pub struct Loaded {
+    pub settings: Settings,
+    pub client: ClientConfig,
+    /// The first error and whether there were more (answered to every request).
+    pub error: Option<(String, bool)>,
+    /// Warnings to log once the logger runs.
+    pub warnings: Vec<String>,
+}
+
+/// Loads the settings (`--settings` or the default file) and amanda-client.conf
+/// (`--client-conf`, or /etc/amanda/amanda-client.conf).
+pub fn load(settings_path: Option<&Path>, client_conf: Option<&Path>) -> Loaded {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let settings = Settings::load(settings_path).unwrap_or_else(|e| {
+        errors.push(e.to_string());
+        Settings::default()
+    });
+    let loaded = match client_conf {
+        Some(path) => {
+            let text = std::fs::read(path).unwrap_or_else(|e| {
+                errors.push(format!("{}: {e}", path.display()));
+                Vec::new()
+            });
+            let name = path.display().to_string();
+            ClientConfig::parse_with(&conf::fs::RealFs, &name, &text, path.parent())
+        }
+        None => ClientConfig::load(None),
+    };
+    let client = match loaded {
+        Ok(l) => {
+            warnings.extend(l.warnings.iter().map(ToString::to_string));
+            l.value
+        }
+        Err(e) => {
+            warnings.extend(e.warnings.iter().map(ToString::to_string));
+            errors.extend(e.errors.iter().map(ToString::to_string));
+            ClientConfig::parse_str("defaults", "")
+                .map(|l| l.value)
+                .unwrap_or_else(|_| unreachable_defaults())
+        }
+    };
+    let error = errors.first().map(|first| (first.clone(), errors.len() > 1));
+    Loaded {
+        settings,
+        client,
+        error,
+        warnings,
+    }
+}
+
+fn unreachable_defaults() -> ClientConfig {
+    // An empty amanda-client.conf always parses; this only guards the impossible.
+    panic!("the built-in amanda-client.conf defaults do not parse")
+}
+
+/// The keepalive of the settings, or none when disabled.
+pub fn keepalive(settings: &Settings) -> Option<Keepalive> {
+    settings.heartbeat.enabled.then(|| Keepalive {
+        idle: settings.heartbeat.idle(),
+        interval: settings.heartbeat.interval(),
+        retries: settings.heartbeat.probes,
+    })
+}
+
+/// The client's data-stream port range.
+pub fn data_ports(client: &ClientConfig) -> DataPorts {
+    let r = &client.unreserved_tcp_port;
+    DataPorts {
+        low: r.low,
+        high: r.high,
+    }
+}
+
+/// The facts the services need.
+pub fn service_context(
+    loaded: &Loaded,
+    auth: &str,
+    features_hex: String,
+    user: &str,
+) -> ServiceContext {
+    let settings = &loaded.settings;
+    let runtar_path = settings
+        .amandad
+        .runtar_path
+        .clone()
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|d| d.join("amandad-runtar")))
+        })
+        .filter(|p| p.exists());
+    let tmp_dir = std::env::temp_dir().join(format!("amandad-rs-{user}"));
+    let _ = std::fs::create_dir_all(&tmp_dir);
+    ServiceContext::new(ContextInner {
+        auth: auth.to_string(),
+        peer_name: String::new(),
+        features_hex,
+        gnutar_path: settings.gnutar_path.clone(),
+        runtar_path,
+        gnutar_list_dir: PathBuf::from(&loaded.client.gnutar_list_dir),
+        amandates: PathBuf::from(&loaded.client.amandates),
+        tmp_dir,
+        config_name: Some(loaded.client.conf.clone()).filter(|c| !c.is_empty()),
+    })
+}
+
+/// `.amandahosts`, re-read when the file changes (a long-running daemon must see the admin's
+/// edits; a per-request re-read is what the real amandad does by being short-lived).
+pub struct HostsFile {
+    path: PathBuf,
+    uid: u32,
+    login: String,
+    cache: RefCell<Option<(Stamp, Result<AmandaHosts, FileProblem>)>>,
+}
+
+type Stamp = (u64, u64, i64, SystemTime);
+
+impl HostsFile {
+    /// The file of `login` (uid `uid`): the settings' override or `~login/.amandahosts`.
+    pub fn new(settings: &Settings, login: &str, uid: u32) -> HostsFile {
+        let path = settings.amandahosts_path.clone().unwrap_or_else(|| {
+            crate::privs::home_of(login)
+                .unwrap_or_else(|| PathBuf::from("/var/backups"))
+                .join(".amandahosts")
+        });
+        HostsFile {
+            path,
+            uid,
+            login: login.to_string(),
+            cache: RefCell::new(None),
+        }
+    }
+
+    fn stamp(&self) -> Option<Stamp> {
+        let md = std::fs::metadata(&self.path).ok()?;
+        Some((md.dev(), md.ino(), md.size() as i64, md.modified().ok()?))
+    }
+
+    fn with_current<T>(&self, f: impl FnOnce(&Result<AmandaHosts, FileProblem>) -> T) -> T {
+        let stamp = self.stamp();
+        let mut cache = self.cache.borrow_mut();
+        let fresh = matches!((&*cache, stamp), (Some((s, _)), Some(now)) if *s == now);
+        if !fresh {
+            let loaded = amandahosts::load(&self.path, self.uid, &self.login);
+            if let Err(e) = &loaded {
+                warn!("{e}");
+            }
+            let key = stamp.unwrap_or((0, 0, -1, SystemTime::UNIX_EPOCH));
+            *cache = Some((key, loaded));
+        }
+        match &*cache {
+            Some((_, hosts)) => f(hosts),
+            None => f(&Err(FileProblem::CannotOpen {
+                path: self.path.display().to_string(),
+                reason: "not loaded".into(),
+            })),
+        }
+    }
+}
+
+impl HostsCheck for HostsFile {
+    fn check(&self, host: &str, addr: IpAddr, user: &str, service: &str) -> Result<(), String> {
+        self.with_current(|hosts| match hosts {
+            Ok(h) => h
+                .check(host, amandahosts::is_amanda_loopback(&addr), user, service)
+                .map_err(|r| r.to_string()),
+            Err(problem) => Err(problem.refusal(host, user, service).to_string()),
+        })
+    }
+}
+
+/// The idle exit of the settings.
+pub fn idle_exit(settings: &Settings) -> Duration {
+    Duration::from_secs(settings.amandad.idle_exit_secs)
+}

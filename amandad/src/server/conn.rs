@@ -1,0 +1,206 @@
+//! A TCP connection of the loop: a non-blocking socket, what it still has to write, and what
+//! the peer said (frames, for multiplexed connections).
+//!
+//! Output is one contiguous buffer written from `pos`; producers append whole frames or raw
+//! bytes and the loop flushes. The buffer's length is the connection's backpressure: the
+//! dump relay stops reading its pipes while [`Conn::pending`] is above [`HIGH_WATER`].
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+
+use mio::net::TcpStream;
+use proto::frame::{self, FrameReader};
+
+/// Stop feeding a connection above this many unwritten bytes.
+pub const HIGH_WATER: usize = 4 << 20;
+
+/// Largest payload of a data frame we write (the real amandad writes 32 KiB; servers accept
+/// up to 4 MiB).
+pub const MAX_DATA_FRAME: usize = 256 << 10;
+
+/// What a connection carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A bsdtcp control connection: frames, control packets and multiplexed streams.
+    Control,
+    /// A bsdudp data connection: frames of multiplexed streams.
+    DataMux,
+    /// A bsd data connection: the raw bytes of one stream.
+    DataRaw,
+}
+
+/// One TCP connection.
+pub struct Conn {
+    pub sock: TcpStream,
+    pub peer: SocketAddr,
+    pub role: Role,
+    out: Vec<u8>,
+    pos: usize,
+    /// Close (shutdown for writing) once everything is written.
+    pub close_when_flushed: bool,
+    /// The write side has been shut down.
+    pub write_closed: bool,
+    /// The peer closed its side (EOF read) or the connection failed.
+    pub read_closed: bool,
+    pub reader: FrameReader,
+    /// Counter for our stream handles on this connection (499999, 499998, ...).
+    pub stream_handles: proto::tcp::StreamHandles,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, peer: SocketAddr, role: Role) -> Conn {
+        Conn {
+            sock,
+            peer,
+            role,
+            out: Vec::new(),
+            pos: 0,
+            close_when_flushed: false,
+            write_closed: false,
+            read_closed: false,
+            reader: FrameReader::new(),
+            stream_handles: proto::tcp::StreamHandles::default(),
+        }
+    }
+
+    /// Bytes queued but not yet written.
+    pub fn pending(&self) -> usize {
+        self.out.len() - self.pos
+    }
+
+    /// True if more output may be queued without exceeding the high-water mark.
+    pub fn has_room(&self) -> bool {
+        self.pending() < HIGH_WATER
+    }
+
+    /// Queues raw bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Queues `payload` as frames on `handle`, split at [`MAX_DATA_FRAME`]. An empty payload
+    /// queues nothing (a zero-length frame would end the stream; use [`Conn::push_eof`]).
+    pub fn push_frames(&mut self, handle: u32, payload: &[u8]) {
+        self.compact();
+        for chunk in payload.chunks(MAX_DATA_FRAME) {
+            // chunk.len() <= MAX_DATA_FRAME < the 4 MiB limit, so encoding cannot fail.
+            let _ = frame::encode_frame(handle, chunk, &mut self.out);
+        }
+    }
+
+    /// Queues the end-of-stream frame of `handle`.
+    pub fn push_eof(&mut self, handle: u32) {
+        self.compact();
+        self.out.extend_from_slice(&frame::eof_frame(handle));
+    }
+
+    /// Reads up to `max` bytes from `fd` straight into the output buffer, as one frame on
+    /// `handle` when `handle` is `Some`, else raw. Returns the bytes read (0 at EOF) and
+    /// hands them to `inspect` first (the CRC). No intermediate copy.
+    pub fn read_into(
+        &mut self,
+        fd: RawFd,
+        handle: Option<u32>,
+        max: usize,
+        inspect: impl FnOnce(&[u8]),
+    ) -> io::Result<usize> {
+        self.compact();
+        let header = if handle.is_some() { frame::HEADER_LEN } else { 0 };
+        let start = self.out.len();
+        self.out.reserve(header + max);
+        self.out.resize(start + header, 0);
+        let spare = self.out.spare_capacity_mut();
+        let want = spare.len().min(max);
+        // SAFETY: read writes at most `want` bytes into the spare capacity of `out`, which is
+        // allocated (reserved above) and exclusively borrowed here.
+        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+        if n < 0 {
+            self.out.truncate(start);
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n == 0 {
+            self.out.truncate(start);
+            return Ok(0);
+        }
+        // SAFETY: the kernel initialised exactly n bytes after the current length.
+        unsafe { self.out.set_len(start + header + n) };
+        if let Some(handle) = handle {
+            // n <= MAX_DATA_FRAME-sized reads, below the 4 MiB limit.
+            if let Ok(h) = frame::encode_header(handle, n) {
+                self.out[start..start + header].copy_from_slice(&h);
+            }
+        }
+        inspect(&self.out[start + header..]);
+        Ok(n)
+    }
+
+    /// Forgets the last `n` queued bytes (output nobody reads any more).
+    pub fn discard_tail(&mut self, n: usize) {
+        let keep = self.out.len().saturating_sub(n).max(self.pos);
+        self.out.truncate(keep);
+    }
+
+    /// Writes as much queued output as the socket takes. Returns `Ok(true)` when everything
+    /// was written. Shuts the write side down once flushed if asked to.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        while self.pos < self.out.len() {
+            match self.sock.write(&self.out[self.pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.pos = 0;
+        if self.close_when_flushed && !self.write_closed {
+            self.write_closed = true;
+            let _ = self.sock.shutdown(std::net::Shutdown::Write);
+        }
+        Ok(true)
+    }
+
+    /// Reads what the peer sent into `buf` (cleared first), until WouldBlock or EOF.
+    pub fn read_available(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.clear();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.sock.read(&mut chunk) {
+                Ok(0) => {
+                    self.read_closed = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if buf.len() > 8 << 20 {
+                        // Process what we have; the next readable event brings the rest.
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.read_closed = true;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The socket's fd.
+    pub fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    fn compact(&mut self) {
+        // Drop written bytes once they are most of the buffer, so it does not grow forever.
+        if self.pos > 0 && self.pos >= self.out.len() / 2 {
+            self.out.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+}

@@ -1,0 +1,708 @@
+//! The sendbackup relay: the data streams of one dump, from the REP to the last byte.
+//!
+//! Streams by auth (spec §4.2-§4.4):
+//! - bsd: one listening TCP socket per stream (DATA, MESG, INDEX), each accepting one raw
+//!   connection from the server;
+//! - bsdudp: one listening socket; its one connection carries every stream as frames, DATA
+//!   on the port number as handle, MESG and INDEX on 499999, 499998;
+//! - bsdtcp: frames on the control connection itself, handles 499999, 499998, 499997.
+//!
+//! The listening sockets exist before the REP is sent (the REP names their ports) and take
+//! their ports from the client's `unreserved-tcp-port` range, so a firewall in front of the
+//! client can stay narrow. After the server's ACK they wait 30 s for the server to connect.
+//! Then the dump runs: the MESG header first (nothing reaches DATA before `sendbackup: info
+//! end`), the archive from the data pipe straight into the DATA stream's output buffer (one
+//! read, no intermediate copy; the CRC is taken on that same buffer), tar's messages through
+//! [`BackupRun::on_messages`]. A connection's unwritten output is the backpressure: the data
+//! pipe is not read while it is above the high-water mark.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::Interest;
+use mio::net::TcpListener;
+use mio::unix::SourceFd;
+
+use super::conn::{HIGH_WATER, Role};
+use super::{Route, Server, Source, Timer, Work};
+use crate::args::Auth;
+use crate::services::backup::{BackupPlan, BackupRun, StreamOutput};
+
+/// How long the server has to connect to our data streams after its ACK (amandad: 30 s).
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest single read from the data pipe.
+const DATA_READ: usize = 256 << 10;
+
+/// The streams of a dump, in CONNECT order.
+pub const DATA: usize = 0;
+pub const MESG: usize = 1;
+pub const INDEX: usize = 2;
+
+/// The client's port range for data-stream listeners (amanda-client.conf
+/// `unreserved-tcp-port`; Debian's build: 50000-50100).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataPorts {
+    pub low: u16,
+    pub high: u16,
+}
+
+/// Where one stream's bytes go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sink {
+    /// The stream does not exist (no index).
+    Absent,
+    /// Not connected yet (bsd/bsdudp before the server connects).
+    Pending,
+    /// A raw connection of its own (bsd).
+    Raw(u64),
+    /// Frames with `handle` on a connection (bsdudp data connection, bsdtcp control).
+    Framed(u64, u32),
+}
+
+struct Pipe {
+    fd: OwnedFd,
+    token: mio::Token,
+    /// An edge said readable and we have not seen WouldBlock since.
+    readable: bool,
+    eof: bool,
+}
+
+/// One sendbackup, from its REP to its last byte.
+pub struct Dump {
+    auth: Auth,
+    plan: Option<Box<BackupPlan>>,
+    sinks: [Sink; 3],
+    /// Stream ids as announced in the REP (ports or handles).
+    ids: [i64; 3],
+    listeners: Vec<(usize, TcpListener, mio::Token)>,
+    /// Set when the server ACKed; the dump starts when every stream is connected.
+    acked: bool,
+    accept_deadline: Option<Instant>,
+    run: Option<BackupRun>,
+    child: Option<Child>,
+    data: Option<Pipe>,
+    msgs: Option<Pipe>,
+    /// Our side of every stream is closed (the dump is complete or aborted).
+    finished: bool,
+    closed_by_peer: [bool; 3],
+    started: Instant,
+    bytes: u64,
+    /// For logs: `dump <id> (<auth>)`.
+    label: String,
+}
+
+impl Dump {
+    /// True if connection `id` carries one of this dump's streams.
+    pub fn uses_conn(&self, id: u64) -> bool {
+        self.sinks.iter().any(|s| match s {
+            Sink::Raw(c) | Sink::Framed(c, _) => *c == id,
+            _ => false,
+        })
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The server sent end-of-stream for `handle` on `conn`.
+    pub fn peer_closed_stream(&mut self, conn: u64, handle: u32) {
+        for (i, s) in self.sinks.iter().enumerate() {
+            if *s == Sink::Framed(conn, handle) {
+                self.closed_by_peer[i] = true;
+            }
+        }
+    }
+
+    /// The server closed connection `conn` (every stream on it).
+    pub fn peer_closed_conn(&mut self, conn: u64) {
+        for (i, s) in self.sinks.iter().enumerate() {
+            if matches!(s, Sink::Raw(c) | Sink::Framed(c, _) if *c == conn) {
+                self.closed_by_peer[i] = true;
+            }
+        }
+    }
+}
+
+/// True if the REQ's OPTIONS line carries server features with `partial_estimate` (bit 52).
+pub fn server_wants_partial(args: &[u8]) -> bool {
+    server_feature(args, proto::features::Feature::PARTIAL_ESTIMATE)
+}
+
+fn server_feature(args: &[u8], feature: proto::features::Feature) -> bool {
+    let line = args.split(|&b| b == b'\n').next().unwrap_or_default();
+    let Some(value) = line.strip_prefix(b"OPTIONS ") else {
+        return false;
+    };
+    proto::options::Options::parse(value)
+        .options
+        .features
+        .is_some_and(|f| f.has(feature))
+}
+
+impl Server {
+    /// A sendbackup REQ was accepted and planned: open the streams and send the REP.
+    pub(super) fn start_backup(&mut self, ex_id: u64, plan: Box<BackupPlan>) {
+        let Some(ex) = self.exchanges.get(&ex_id) else { return };
+        let route = ex.route.clone();
+        let auth = match route {
+            Route::Tcp { .. } => Auth::Bsdtcp,
+            Route::Udp { .. } => self.cfg.udp_auth,
+        };
+        let index = plan.index;
+        let wanted = [true, true, index];
+        let mut sinks = [Sink::Absent; 3];
+        let mut ids = [-1i64; 3];
+        let mut listeners = Vec::new();
+        let dump_id = self.new_id();
+        match (&route, auth) {
+            (Route::Tcp { conn, .. }, _) => {
+                let Some((_, c)) = self.conns.get_mut(conn) else { return };
+                for i in 0..3 {
+                    if wanted[i] {
+                        let h = c.stream_handles.next().unwrap_or(0);
+                        sinks[i] = Sink::Framed(*conn, h);
+                        ids[i] = i64::from(h);
+                    }
+                }
+            }
+            (Route::Udp { peer, .. }, auth) => {
+                let count = if auth == Auth::Bsd {
+                    wanted.iter().filter(|w| **w).count()
+                } else {
+                    1
+                };
+                for slot in 0..count {
+                    match self.open_data_listener(peer.ip()) {
+                        Ok((listener, port)) => listeners.push((slot, listener, port)),
+                        Err(e) => {
+                            let msg = format!(
+                                "ERROR [amandad: cannot listen for the data streams in {}-{}: {e}]\n",
+                                self.cfg.data_ports.low, self.cfg.data_ports.high
+                            );
+                            warn!("{}", msg.trim_end());
+                            self.reply(ex_id, msg.into_bytes());
+                            return;
+                        }
+                    }
+                }
+                if auth == Auth::Bsd {
+                    let mut it = listeners.iter();
+                    for i in 0..3 {
+                        if wanted[i] && let Some((_, _, port)) = it.next() {
+                            sinks[i] = Sink::Pending;
+                            ids[i] = i64::from(*port);
+                        }
+                    }
+                } else if let Some((_, _, port)) = listeners.first() {
+                    let mut handles = proto::tcp::StreamHandles::default();
+                    for i in 0..3 {
+                        if wanted[i] {
+                            sinks[i] = Sink::Pending;
+                            ids[i] = if i == DATA {
+                                i64::from(*port)
+                            } else {
+                                i64::from(handles.next().unwrap_or(0))
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        let mut registered = Vec::new();
+        for (slot, listener, _) in listeners {
+            let mut l = listener;
+            let token = self.token(Source::DataListener(dump_id, slot));
+            if let Err(e) = self.poll.registry().register(&mut l, token, Interest::READABLE) {
+                warn!("registering a data listener: {e}");
+            }
+            registered.push((slot, l, token));
+        }
+        let rep = rewrite_connect(&plan.rep, &ids);
+        let label = format!("dump {dump_id} ({})", auth.name());
+        info!(
+            "{label}: streams DATA {} MESG {} INDEX {}",
+            ids[DATA], ids[MESG], ids[INDEX]
+        );
+        self.dumps.insert(
+            dump_id,
+            Dump {
+                auth,
+                plan: Some(plan),
+                sinks,
+                ids,
+                listeners: registered,
+                acked: false,
+                accept_deadline: None,
+                run: None,
+                child: None,
+                data: None,
+                msgs: None,
+                finished: false,
+                closed_by_peer: [false; 3],
+                started: Instant::now(),
+                bytes: 0,
+                label,
+            },
+        );
+        if let Some(ex) = self.exchanges.get_mut(&ex_id) {
+            ex.work = Work::Backup(dump_id);
+        }
+        self.reply(ex_id, rep);
+    }
+
+    fn open_data_listener(&self, server_ip: IpAddr) -> io::Result<(TcpListener, u16)> {
+        let DataPorts { low, high } = self.cfg.data_ports;
+        let wildcard = match server_ip {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let count = u32::from(high.saturating_sub(low)) + 1;
+        // Start somewhere in the range, like Amanda's bind_portrange, so that concurrent
+        // amandad processes rarely collide.
+        let start = (std::process::id() ^ self.next_id as u32) % count;
+        let mut last_err = io::Error::new(io::ErrorKind::AddrInUse, "every port is busy");
+        for i in 0..count {
+            let port = low as u32 + (start + i) % count;
+            let port = port as u16;
+            if crate::services_ports::reserved_elsewhere(port) {
+                continue;
+            }
+            let addr = SocketAddr::new(wildcard, port);
+            let sock = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            sock.set_reuse_address(true)?;
+            if let Err(e) = sock.bind(&addr.into()) {
+                last_err = e;
+                continue;
+            }
+            sock.listen(4)?;
+            sock.set_nonblocking(true)?;
+            let std: std::net::TcpListener = sock.into();
+            return Ok((TcpListener::from_std(std), port));
+        }
+        Err(last_err)
+    }
+
+    /// The server ACKed the sendbackup REP.
+    pub(super) fn backup_acked(&mut self, id: u64) {
+        let Some(d) = self.dumps.get_mut(&id) else { return };
+        d.acked = true;
+        if d.sinks.contains(&Sink::Pending) {
+            let t = Instant::now() + ACCEPT_TIMEOUT;
+            d.accept_deadline = Some(t);
+            self.timers.insert((t, Timer::Dump(id)));
+        } else {
+            self.spawn_dump(id);
+        }
+    }
+
+    pub(super) fn accept_data(&mut self, id: u64, slot: usize) {
+        loop {
+            let Some(d) = self.dumps.get_mut(&id) else { return };
+            let Some(pos) = d.listeners.iter().position(|(s, _, _)| *s == slot) else {
+                return;
+            };
+            let (sock, peer) = match d.listeners[pos].1.accept() {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("accepting a data connection: {e}");
+                    return;
+                }
+            };
+            if !d.acked {
+                // Before the ACK the server has no business connecting; amandad accepts only
+                // after it.
+                debug!("data connection from {peer} before the ACK; refused");
+                continue;
+            }
+            let (_, mut listener, token) = d.listeners.remove(pos);
+            let _ = self.poll.registry().deregister(&mut listener);
+            self.sources.remove(&token);
+            let role = if d.auth == Auth::Bsd {
+                Role::DataRaw
+            } else {
+                Role::DataMux
+            };
+            let conn = match self.add_conn(sock, peer, role) {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!("registering a data connection: {e}");
+                    return;
+                }
+            };
+            let Some(d) = self.dumps.get_mut(&id) else { return };
+            if d.auth == Auth::Bsd {
+                // The n-th listener carries the n-th existing stream.
+                let mut existing = (0..3).filter(|i| d.sinks[*i] != Sink::Absent);
+                if let Some(i) = existing.nth(slot) {
+                    d.sinks[i] = Sink::Raw(conn);
+                }
+            } else {
+                for i in 0..3 {
+                    if d.sinks[i] == Sink::Pending {
+                        d.sinks[i] = Sink::Framed(conn, d.ids[i] as u32);
+                    }
+                }
+            }
+            debug!("{}: server connected from {peer}", d.label);
+            if !d.sinks.contains(&Sink::Pending) {
+                if let Some(t) = d.accept_deadline.take() {
+                    self.timers.remove(&(t, Timer::Dump(id)));
+                }
+                self.spawn_dump(id);
+                return;
+            }
+        }
+    }
+
+    pub(super) fn dump_timeout(&mut self, id: u64, now: Instant) {
+        let Some(d) = self.dumps.get(&id) else { return };
+        if d.accept_deadline.is_some_and(|t| t <= now) {
+            self.abort_dump(id, "the server did not connect to the data streams within 30 s");
+        }
+    }
+
+    fn spawn_dump(&mut self, id: u64) {
+        let Some(d) = self.dumps.get_mut(&id) else { return };
+        let Some(plan) = d.plan.take() else { return };
+        let spawned = match BackupRun::spawn(plan.spec) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("{}: cannot start the backup: {e}", d.label);
+                let text = BackupRun::spawn_failure_mesg(&e);
+                self.write_stream(id, MESG, &text);
+                self.close_streams(id);
+                return;
+            }
+        };
+        let header = spawned.run.mesg_header().to_vec();
+        let data_token = self.token(Source::DataPipe(id));
+        let msg_token = self.token(Source::MsgPipe(id));
+        for (fd, token) in [(&spawned.data, data_token), (&spawned.messages, msg_token)] {
+            let raw = fd.as_raw_fd();
+            set_nonblocking(raw);
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut SourceFd(&raw), token, Interest::READABLE)
+            {
+                warn!("registering a dump pipe: {e}");
+            }
+        }
+        let Some(d) = self.dumps.get_mut(&id) else { return };
+        d.run = Some(spawned.run);
+        d.child = Some(spawned.child);
+        d.data = Some(Pipe {
+            fd: spawned.data,
+            token: data_token,
+            readable: true,
+            eof: false,
+        });
+        d.msgs = Some(Pipe {
+            fd: spawned.messages,
+            token: msg_token,
+            readable: true,
+            eof: false,
+        });
+        info!("{}: started", d.label);
+        // The header completes `sendbackup: info end` before any DATA byte can be written.
+        self.write_stream(id, MESG, &header);
+        self.pump_dump(id);
+    }
+
+    pub(super) fn pipe_ready(&mut self, id: u64, data: bool) {
+        if let Some(d) = self.dumps.get_mut(&id) {
+            let pipe = if data { &mut d.data } else { &mut d.msgs };
+            if let Some(p) = pipe {
+                p.readable = true;
+            }
+        }
+        self.pump_dump(id);
+    }
+
+    /// Moves as much as the pipes have and the connections take; finishes the dump when both
+    /// pipes reached EOF.
+    pub(super) fn pump_dump(&mut self, id: u64) {
+        self.pump_messages(id);
+        self.pump_data(id);
+        self.maybe_finish(id);
+    }
+
+    fn pump_data(&mut self, id: u64) {
+        loop {
+            let Some(d) = self.dumps.get_mut(&id) else { return };
+            let Some(pipe) = d.data.as_mut() else { return };
+            if !pipe.readable || pipe.eof {
+                return;
+            }
+            let fd = pipe.fd.as_raw_fd();
+            let (conn, handle) = match d.sinks[DATA] {
+                Sink::Raw(c) => (c, None),
+                Sink::Framed(c, h) => (c, Some(h)),
+                _ => return,
+            };
+            let discard = d.closed_by_peer[DATA];
+            let run = d.run.as_mut();
+            let Some((_, c)) = self.conns.get_mut(&conn) else { return };
+            if c.pending() >= HIGH_WATER {
+                return;
+            }
+            let crc = run.filter(|r| r.crc_wanted());
+            let result = c.read_into(fd, handle, DATA_READ, |bytes| {
+                if let Some(r) = crc {
+                    r.on_data(bytes);
+                }
+            });
+            match result {
+                Ok(0) => {
+                    if let Some(p) = self.dumps.get_mut(&id).and_then(|d| d.data.as_mut()) {
+                        p.eof = true;
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    if let Some(d) = self.dumps.get_mut(&id) {
+                        d.bytes += n as u64;
+                    }
+                    if discard {
+                        // The server stopped listening; keep draining tar so it can finish.
+                        if let Some((_, c)) = self.conns.get_mut(&conn) {
+                            c.discard_tail(n + handle.map_or(0, |_| proto::frame::HEADER_LEN));
+                        }
+                    }
+                    self.flush_conn(conn);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Some(p) = self.dumps.get_mut(&id).and_then(|d| d.data.as_mut()) {
+                        p.readable = false;
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    warn!("reading the archive: {e}");
+                    if let Some(p) = self.dumps.get_mut(&id).and_then(|d| d.data.as_mut()) {
+                        p.eof = true;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn pump_messages(&mut self, id: u64) {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let Some(d) = self.dumps.get_mut(&id) else { return };
+            let Some(pipe) = d.msgs.as_mut() else { return };
+            if !pipe.readable || pipe.eof {
+                return;
+            }
+            // SAFETY: read writes at most chunk.len() bytes into chunk, which we own.
+            let n = unsafe { libc::read(pipe.fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => pipe.readable = false,
+                    io::ErrorKind::Interrupted => continue,
+                    _ => pipe.eof = true,
+                }
+                if !pipe.eof {
+                    return;
+                }
+                continue;
+            }
+            if n == 0 {
+                pipe.eof = true;
+                return;
+            }
+            let mut out = StreamOutput::default();
+            if let Some(run) = d.run.as_mut() {
+                run.on_messages(&chunk[..n as usize], &mut out);
+            }
+            self.write_output(id, out);
+        }
+    }
+
+    fn write_output(&mut self, id: u64, out: StreamOutput) {
+        if !out.mesg.is_empty() {
+            self.write_stream(id, MESG, &out.mesg);
+        }
+        if !out.index.is_empty() {
+            self.write_stream(id, INDEX, &out.index);
+        }
+    }
+
+    fn write_stream(&mut self, id: u64, stream: usize, bytes: &[u8]) {
+        let Some(d) = self.dumps.get(&id) else { return };
+        if d.closed_by_peer[stream] {
+            return;
+        }
+        match d.sinks[stream] {
+            Sink::Raw(c) => self.with_conn(c, |c| c.push(bytes)),
+            Sink::Framed(c, h) => self.with_conn(c, |c| c.push_frames(h, bytes)),
+            Sink::Absent | Sink::Pending => {}
+        }
+    }
+
+    fn maybe_finish(&mut self, id: u64) {
+        let Some(d) = self.dumps.get_mut(&id) else { return };
+        let done = d.data.as_ref().is_some_and(|p| p.eof) && d.msgs.as_ref().is_some_and(|p| p.eof);
+        if !done || d.finished {
+            return;
+        }
+        // tar closed both pipes: it is exiting, so this wait is short.
+        let status = match d.child.take().map(|mut c| c.wait()) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                warn!("{}: waiting for tar: {e}", d.label);
+                std::os::unix::process::ExitStatusExt::from_raw(1 << 8)
+            }
+            None => return,
+        };
+        let mut out = StreamOutput::default();
+        if let Some(run) = d.run.as_mut() {
+            run.finish(status, &mut out);
+        }
+        let secs = d.started.elapsed().as_secs_f64();
+        info!(
+            "{}: tar {status}; {} bytes in {secs:.2}s ({:.1} MiB/s)",
+            d.label,
+            d.bytes,
+            d.bytes as f64 / secs.max(1e-6) / (1 << 20) as f64
+        );
+        for token in [d.data.as_ref().map(|p| p.token), d.msgs.as_ref().map(|p| p.token)]
+            .into_iter()
+            .flatten()
+        {
+            self.sources.remove(&token);
+        }
+        if let Some(d) = self.dumps.get_mut(&id) {
+            // Dropping the fds closes them, which also removes them from the poll set.
+            d.data = None;
+            d.msgs = None;
+        }
+        self.write_output(id, out);
+        self.close_streams(id);
+    }
+
+    /// Ends every stream of the dump (end-of-stream frames, or shutdown of raw connections).
+    fn close_streams(&mut self, id: u64) {
+        let Some(d) = self.dumps.get_mut(&id) else { return };
+        d.finished = true;
+        let sinks = d.sinks;
+        let mux = d.auth == Auth::Bsdudp;
+        let mut conns = Vec::new();
+        for s in sinks {
+            match s {
+                Sink::Raw(c) => {
+                    if let Some((_, conn)) = self.conns.get_mut(&c) {
+                        conn.close_when_flushed = true;
+                    }
+                    conns.push(c);
+                }
+                Sink::Framed(c, h) => {
+                    if let Some((_, conn)) = self.conns.get_mut(&c) {
+                        conn.push_eof(h);
+                        if mux {
+                            conn.close_when_flushed = true;
+                        }
+                    }
+                    conns.push(c);
+                }
+                _ => {}
+            }
+        }
+        for c in conns {
+            self.flush_conn(c);
+        }
+        self.maybe_reap_dump(id);
+    }
+
+    /// Stops a dump: kills tar, drops listeners, closes streams.
+    pub(super) fn abort_dump(&mut self, id: u64, why: &str) {
+        let Some(d) = self.dumps.get_mut(&id) else { return };
+        if d.finished {
+            return;
+        }
+        warn!("{}: aborted: {why}", d.label);
+        if let Some(mut child) = d.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let mut tokens = Vec::new();
+        for p in [d.data.take(), d.msgs.take()].into_iter().flatten() {
+            tokens.push(p.token);
+        }
+        for (_, mut l, token) in d.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut l);
+            tokens.push(token);
+        }
+        for t in tokens {
+            self.sources.remove(&t);
+        }
+        self.close_streams(id);
+        // A dump whose streams are gone entirely can go now.
+        if let Some(d) = self.dumps.get(&id)
+            && !d.sinks.iter().any(|s| matches!(s, Sink::Raw(_) | Sink::Framed(..)))
+        {
+            self.dumps.remove(&id);
+        }
+    }
+
+    /// Forgets a finished dump once its connections have nothing left to write; aborts a
+    /// running one whose streams the server closed.
+    pub(super) fn maybe_reap_dump(&mut self, id: u64) {
+        let Some(d) = self.dumps.get(&id) else { return };
+        if !d.finished {
+            let lost = (0..3).any(|i| d.closed_by_peer[i] && matches!(d.sinks[i], Sink::Raw(_) | Sink::Framed(..)));
+            if lost && d.closed_by_peer[DATA] {
+                self.abort_dump(id, "the server closed the DATA stream early");
+            }
+            return;
+        }
+        let flushed = d.sinks.iter().all(|s| match s {
+            Sink::Raw(c) | Sink::Framed(c, _) => self.conns.get(c).is_none_or(|(_, c)| c.pending() == 0),
+            _ => true,
+        });
+        if flushed {
+            let label = d.label.clone();
+            self.dumps.remove(&id);
+            debug!("{label}: done");
+        }
+    }
+}
+
+/// Rewrites the service's CONNECT line (labels 150..153) to the stream ids (spec §6.7.2).
+fn rewrite_connect(rep: &[u8], ids: &[i64; 3]) -> Vec<u8> {
+    use proto::sendbackup::Stream;
+    let id = |i: usize| u32::try_from(ids[i]).ok();
+    proto::sendbackup::rewrite_connect(rep, |stream| match stream {
+        Stream::Data => id(DATA),
+        Stream::Mesg => id(MESG),
+        Stream::Index => id(INDEX),
+        Stream::State => None,
+    })
+    .body
+}
+
+fn set_nonblocking(fd: i32) {
+    // SAFETY: fcntl on an fd we own; failure leaves it blocking, which only costs latency.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+}

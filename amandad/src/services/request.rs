@@ -1,0 +1,134 @@
+//! What the selfcheck, sendsize and sendbackup requests have in common: the `OPTIONS` line,
+//! the choice between XML and legacy DLE lines, the host name, and the checks of a DLE
+//! that the real services make before doing anything (auth, client-side filters).
+//!
+//! What this module must not do: touch the file system, or word an error differently from
+//! the real client (the texts here are the real services').
+
+use proto::dle::{Compress, DataPath, Dle, Encrypt};
+use proto::features::Features;
+use proto::options::Options;
+use proto::request::ServiceInput;
+
+use crate::services::ServiceContext;
+use crate::services::features::advertised;
+
+/// The parsed head of a request.
+#[derive(Debug)]
+pub struct Head {
+    /// `ERROR [...]` lines the real `parse_g_options` prints for a bad OPTIONS line; they
+    /// come first in the reply.
+    pub diagnostics: Vec<u8>,
+    /// The options.
+    pub options: Options,
+    /// The server's features (the 2.4.2p2 default set when it sent none).
+    pub server: Features,
+    /// `hostname=`, or this host's name.
+    pub hostname: Vec<u8>,
+    /// The rest of the input.
+    pub input: ServiceInput,
+}
+
+/// Splits `args` and reads its OPTIONS line; `None` when there is none (each service has
+/// its own text for that).
+pub fn head(ctx: &ServiceContext, args: &[u8]) -> Option<Head> {
+    let mut input = ServiceInput::split(args, &advertised());
+    let parsed = input.options.take()?;
+    let diagnostics = parsed
+        .diagnostics
+        .iter()
+        .flat_map(|d| d.error_line())
+        .collect();
+    let server = parsed.options.effective_features();
+    let hostname = parsed
+        .options
+        .hostname
+        .as_ref()
+        .map(|h| h.to_vec())
+        .unwrap_or_else(|| ctx.local_hostname());
+    Some(Head {
+        diagnostics,
+        options: parsed.options,
+        server,
+        hostname,
+        input,
+    })
+}
+
+/// The auth check of selfcheck and sendbackup (spec §4.1 step 6): `Some((ours, theirs))`
+/// when the DLE names another auth than the one amandad serves.
+pub fn auth_mismatch<'a>(ctx: &'a ServiceContext, dle: &'a Dle) -> Option<(&'a str, &'a [u8])> {
+    let theirs = dle.auth.as_ref()?;
+    (!theirs.as_bytes().eq_ignore_ascii_case(ctx.auth.as_bytes()))
+        .then_some((ctx.auth.as_str(), theirs.as_bytes()))
+}
+
+/// Why we refuse a DLE outright: what it asks of the client that amanda-rs does not do
+/// (and does not advertise, so a real server refuses such dumptypes before sending them).
+pub fn unsupported_request(dle: &Dle) -> Option<String> {
+    match &dle.compress {
+        Compress::Fast | Compress::Best | Compress::Custom(_) => {
+            return Some("client-side compression is not supported by this client (amanda-rs); use server-side compression".into());
+        }
+        _ => {}
+    }
+    if matches!(dle.encrypt, Encrypt::Custom { .. }) {
+        return Some("client-side encryption is not supported by this client (amanda-rs); use server-side encryption".into());
+    }
+    if dle.kencrypt {
+        return Some("kencrypt is not supported by this client (amanda-rs)".into());
+    }
+    if matches!(dle.data_path, Some(DataPath::DirectTcp(_))) {
+        return Some("data-path DIRECTTCP is not supported by this client (amanda-rs)".into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::context::tests::test_context;
+
+    #[test]
+    fn options_diagnostics_are_kept_as_error_lines() {
+        let ctx = test_context();
+        let h = head(
+            &ctx,
+            b"OPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;frob=1;hostname=h;\n",
+        )
+        .unwrap();
+        assert_eq!(h.diagnostics, b"ERROR [unknown option \"frob=1\"]\n");
+        assert_eq!(h.hostname, b"h");
+        assert!(head(&ctx, b"GNUTAR /x 0 OPTIONS |;\n").is_none());
+    }
+
+    #[test]
+    fn auth_is_compared_case_insensitively() {
+        let ctx = test_context();
+        let mut dle = Dle::default();
+        assert!(auth_mismatch(&ctx, &dle).is_none());
+        dle.auth = Some("BSDTCP".into());
+        assert!(auth_mismatch(&ctx, &dle).is_none());
+        dle.auth = Some("bsd".into());
+        assert_eq!(
+            auth_mismatch(&ctx, &dle),
+            Some(("bsdtcp", b"bsd".as_slice()))
+        );
+    }
+
+    #[test]
+    fn client_side_filters_are_refused() {
+        let mut dle = Dle {
+            compress: Compress::Fast,
+            ..Dle::default()
+        };
+        assert!(unsupported_request(&dle).unwrap().contains("compression"));
+        dle.compress = Compress::ServerFast;
+        assert!(unsupported_request(&dle).is_none());
+        dle.encrypt = Encrypt::Custom {
+            program: "x".into(),
+            decrypt_option: None,
+        };
+        assert!(unsupported_request(&dle).unwrap().contains("encryption"));
+    }
+}

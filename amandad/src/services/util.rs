@@ -1,0 +1,96 @@
+//! Small helpers the services share: C error texts, access checks as the real client words
+//! them, and paths from wire bytes.
+//!
+//! What this module must not do: hold policy (which check, which message); it only
+//! answers questions about the system.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// glibc's `strerror` text for an errno value ("No such file or directory").
+pub fn strerror_errno(errno: i32) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for its length; the XSI/GNU strerror_r that libc binds
+    // (`__xpg_strerror_r` on glibc) writes a NUL-terminated string into it.
+    let rc = unsafe { libc::strerror_r(errno, buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return format!("Unknown error {errno}");
+    }
+    let end = memchr::memchr(0, &buf).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The C text for an I/O error (without Rust's " (os error N)" suffix).
+pub fn strerror(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => strerror_errno(n),
+        None => e.to_string(),
+    }
+}
+
+/// The symbolic errno name ("ENOENT"), as Amanda's JSON messages carry it.
+pub fn errno_name(errno: i32) -> String {
+    format!("{:?}", nix::errno::Errno::from_raw(errno))
+}
+
+/// `access(2)`-style check with the effective ids (Amanda's `EUIDACCESS`).
+pub fn euid_access(path: &Path, mode: libc::c_int) -> Result<(), i32> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| libc::EINVAL)?;
+    // SAFETY: `c` is a valid NUL-terminated path; eaccess only reads it.
+    let rc = unsafe { libc::eaccess(c.as_ptr(), mode) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
+    }
+}
+
+/// A path from bytes received on the wire (any bytes but NUL are valid in Unix paths).
+pub fn path_from_bytes(b: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(b))
+}
+
+/// Lossy UTF-8 for messages.
+pub fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The real and effective uid, for the `(ruid:N euid:N)` texts.
+pub fn uids() -> (u32, u32) {
+    (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::geteuid().as_raw(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_texts_are_glibcs() {
+        assert_eq!(strerror_errno(libc::ENOENT), "No such file or directory");
+        assert_eq!(
+            strerror(&io::Error::from_raw_os_error(libc::EACCES)),
+            "Permission denied"
+        );
+        assert_eq!(errno_name(libc::ENOENT), "ENOENT");
+    }
+
+    #[test]
+    fn access_checks_report_errno() {
+        assert_eq!(
+            euid_access(Path::new("/nonexistent/x"), libc::F_OK),
+            Err(libc::ENOENT)
+        );
+        assert!(euid_access(Path::new("/"), libc::F_OK).is_ok());
+        assert_eq!(
+            euid_access(Path::new("a\0b"), libc::F_OK),
+            Err(libc::EINVAL)
+        );
+    }
+}

@@ -1,0 +1,392 @@
+//! Issue 3's acceptance: the real Amanda 3.5.1 server (Debian) backs up our amandad.
+//!
+//! For auth bsd, bsdudp and bsdtcp, with our amandad under openbsd-inetd and standalone, the
+//! real `amcheck` must report no problem, `amdump` must dump every DLE, and `amfetchdump`
+//! must give back trees identical to the originals (contents, modes, owners, mtimes,
+//! symlinks, empty directories, names with spaces, tabs, quotes, backslashes and UTF-8). A
+//! level 1 after changes, restored on top of level 0, must equal the changed tree. And bad
+//! requests must get exactly the real amandad's answers (a differential test that sends the
+//! same packets to both).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+
+use std::time::Duration;
+
+use crate::util::{self, Launch, Program, RealServer, Scratch, ServerOptions, start_ours};
+use crate::{require_root, require_tool};
+
+fn setup() -> std::sync::MutexGuard<'static, ()> {
+    let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    util::ensure_amandahosts_line("localhost backup amdump");
+    guard
+}
+
+/// Two DLEs: the tricky tree, and a directory whose own name has a space and UTF-8.
+fn make_dles(data: &Scratch) -> Vec<PathBuf> {
+    let a = data.join("plain");
+    util::make_tricky_tree(&a);
+    let b = data.join("dle with space é");
+    fs::create_dir_all(&b).expect("mkdir");
+    for i in 1..=5 {
+        fs::write(b.join(format!("f{i}.txt")), format!("dle2 file {i}\n")).expect("write");
+    }
+    fs::write(b.join("x y ü.txt"), "x\n").expect("write");
+    vec![a, b]
+}
+
+fn round_trip(auth: &str, launch: Launch, program: Program) {
+    require_root!();
+    require_tool!("/usr/sbin/amdump");
+    require_tool!(util::INETD);
+    let _guard = setup();
+    let data = Scratch::new("dles");
+    let dles = make_dles(&data);
+    let ours = start_ours(auth, launch);
+    let mut opts = ServerOptions::new(auth, ours.port);
+    opts.program = program;
+    let server = RealServer::new("localhost", &dles, &opts);
+
+    let (ok, out) = server.amcheck();
+    assert!(ok, "amcheck against our amandad ({auth}, {launch:?}) failed:\n{out}\n{}", ours.log());
+    assert!(
+        out.contains("Client check: 1 host checked") && out.contains("0 problems found"),
+        "amcheck output:\n{out}"
+    );
+    let (status, out, log) = server.amdump();
+    assert!(status.success(), "amdump failed ({status}):\n{out}\n{log}\n{}", ours.log());
+    let levels = RealServer::dumped_levels(&log);
+    assert_eq!(levels.len(), dles.len(), "every DLE dumped: {levels:?}\n{log}");
+    for dle in &dles {
+        let restored = data.join(format!("restored-{}", dle.file_name().unwrap().to_string_lossy()));
+        server.restore(dle, &restored);
+        util::assert_same_tree(dle, &restored, true);
+    }
+}
+
+#[test]
+fn real_server_backs_up_our_amandad_bsd_inetd() {
+    round_trip("bsd", Launch::Inetd, Program::Amgtar);
+}
+
+#[test]
+fn real_server_backs_up_our_amandad_bsdudp_inetd() {
+    round_trip("bsdudp", Launch::Inetd, Program::Amgtar);
+}
+
+#[test]
+fn real_server_backs_up_our_amandad_bsdtcp_inetd() {
+    round_trip("bsdtcp", Launch::Inetd, Program::Amgtar);
+}
+
+#[test]
+fn real_server_backs_up_our_amandad_bsd_standalone() {
+    round_trip("bsd", Launch::Standalone, Program::Amgtar);
+}
+
+#[test]
+fn real_server_backs_up_our_amandad_bsdudp_standalone() {
+    round_trip("bsdudp", Launch::Standalone, Program::Amgtar);
+}
+
+#[test]
+fn real_server_backs_up_our_amandad_bsdtcp_standalone() {
+    round_trip("bsdtcp", Launch::Standalone, Program::Amgtar);
+}
+
+#[test]
+fn real_server_backs_up_our_amandad_gnutar_program_bsdtcp() {
+    round_trip("bsdtcp", Launch::Inetd, Program::Gnutar);
+}
+
+#[test]
+fn real_server_backs_up_our_amandad_gnutar_program_bsd_standalone() {
+    round_trip("bsd", Launch::Standalone, Program::Gnutar);
+}
+
+/// Changes, additions and deletions between level 0 and level 1.
+fn change_tree(root: &Path) {
+    fs::write(root.join("numbers.txt"), "changed\n").expect("change");
+    fs::write(root.join("new file ✓.txt"), "added\n").expect("add");
+    fs::create_dir_all(root.join("new dir/inner")).expect("add dir");
+    fs::write(root.join("new dir/inner/z"), "z\n").expect("add");
+    fs::remove_file(root.join("file with spaces.txt")).expect("delete");
+    fs::remove_dir_all(root.join("empty dir")).expect("delete dir");
+    fs::remove_file(root.join("link-to-plain")).expect("delete link");
+    std::os::unix::fs::symlink("numbers.txt", root.join("link-to-plain")).expect("relink");
+}
+
+fn level_1_on_top_of_level_0(auth: &str, program: Program) {
+    require_root!();
+    require_tool!("/usr/sbin/amdump");
+    require_tool!(util::INETD);
+    let _guard = setup();
+    let data = Scratch::new("incr");
+    let dle = data.join("tree");
+    util::make_tricky_tree(&dle);
+    let ours = start_ours(auth, Launch::Inetd);
+    let mut opts = ServerOptions::new(auth, ours.port);
+    opts.program = program;
+    let server = RealServer::new("localhost", std::slice::from_ref(&dle), &opts);
+
+    let (status, out, log) = server.amdump();
+    assert!(status.success(), "level 0 amdump failed:\n{out}\n{log}\n{}", ours.log());
+    assert_eq!(RealServer::dumped_levels(&log).first().map(|l| l.1), Some(0));
+
+    // A second later, so that GNU tar's listed-incremental timestamps separate the runs.
+    std::thread::sleep(Duration::from_millis(1100));
+    change_tree(&dle);
+    server.force_level_1(&dle);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (status, out, log) = server.amdump();
+    assert!(status.success(), "level 1 amdump failed:\n{out}\n{log}\n{}", ours.log());
+    assert_eq!(
+        RealServer::dumped_levels(&log).first().map(|l| l.1),
+        Some(1),
+        "the second run must be a level 1:\n{log}"
+    );
+    let restored = data.join("restored");
+    server.restore(&dle, &restored);
+    // Extracting level 1 on top of level 0 touches directories; their mtimes are not compared.
+    util::assert_same_tree(&dle, &restored, false);
+}
+
+#[test]
+fn level_1_after_changes_restores_on_top_of_level_0_amgtar() {
+    level_1_on_top_of_level_0("bsdtcp", Program::Amgtar);
+}
+
+#[test]
+fn level_1_after_changes_restores_on_top_of_level_0_gnutar() {
+    level_1_on_top_of_level_0("bsd", Program::Gnutar);
+}
+
+// ---------------------------------------------------------------------------------------
+// Differential tests: the same packets to the real amandad and to ours.
+
+/// A UDP socket on a reserved port (we are root), or on an unreserved one.
+fn udp_from(reserved: bool) -> UdpSocket {
+    let range = if reserved { 600..1000 } else { 40000..41000 };
+    for port in range {
+        if let Ok(s) = UdpSocket::bind(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_millis(1500))).expect("timeout");
+            return s;
+        }
+    }
+    panic!("no free port");
+}
+
+/// Sends `dgram` from `sock` to the daemon on `port` and returns the replies (body after the
+/// header line, plus the type), until 1.5 s pass without one.
+fn exchange_udp(sock: &UdpSocket, port: u16, dgram: &[u8]) -> Vec<String> {
+    sock.send_to(dgram, ("127.0.0.1", port)).expect("send");
+    let mut replies = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = sock.recv(&mut buf) {
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        // The REP of a noop carries the daemon's own feature string; the rest must match.
+        let text = match text.find("features=") {
+            Some(i) => format!("{}features=<..>", &text[..i]),
+            None => text,
+        };
+        let is_rep = text.contains(" REP ");
+        replies.push(text);
+        if is_rep {
+            // ACK it so the daemon does not retransmit.
+            let header = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").replace(" REP ", " ACK ");
+            let _ = sock.send_to(format!("{header}\n").as_bytes(), ("127.0.0.1", port));
+        }
+    }
+    replies
+}
+
+fn req(handle: &str, user: Option<&str>, service: &str) -> Vec<u8> {
+    let mut s = format!("Amanda 3.5 REQ HANDLE {handle} SEQ 12345\n");
+    if let Some(u) = user {
+        s.push_str(&format!("SECURITY USER {u}\n"));
+    }
+    s.push_str(&format!("SERVICE {service}\nOPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;\n"));
+    s.into_bytes()
+}
+
+#[test]
+fn bad_udp_requests_get_the_same_answer_as_from_the_real_amandad() {
+    require_root!();
+    require_tool!("/usr/lib/amanda/amandad");
+    require_tool!(util::INETD);
+    let _guard = setup();
+    let real_port = util::free_port();
+    let _real = util::start_real_amandad("bsd", real_port);
+    let ours = start_ours("bsd", Launch::Standalone);
+
+    let cases: Vec<(&str, bool, Vec<u8>)> = vec![
+        ("good noop", true, req("000-00000001", Some("backup"), "noop")),
+        ("unreserved source port", false, req("000-00000002", Some("backup"), "noop")),
+        ("user not in .amandahosts", true, req("000-00000003", Some("nobody"), "noop")),
+        ("unknown service", true, req("000-00000004", Some("backup"), "frobnicate")),
+        ("no SECURITY line", true, req("000-00000005", None, "noop")),
+        ("SECURITY without USER", true, b"Amanda 3.5 REQ HANDLE 000-00000006 SEQ 1\nSECURITY FOO bar\nSERVICE noop\nOPTIONS x;\n".to_vec()),
+        ("nothing after the service", true, b"Amanda 3.5 REQ HANDLE 000-00000007 SEQ 1\nSECURITY USER backup\nSERVICE noop\n".to_vec()),
+        ("not Amanda", true, b"Hello there\n".to_vec()),
+        ("unknown packet type", true, b"Amanda 3.5 FOO HANDLE 000-00000008 SEQ 1\n".to_vec()),
+        ("stray ACK", true, b"Amanda 3.5 ACK HANDLE 000-00000009 SEQ 1\n".to_vec()),
+        ("empty datagram", true, Vec::new()),
+        ("binary garbage", true, (0..=255u8).cycle().take(3000).collect()),
+    ];
+    let mut differences = Vec::new();
+    for (name, reserved, dgram) in &cases {
+        let sock = udp_from(*reserved);
+        let real = exchange_udp(&sock, real_port, dgram);
+        let sock = udp_from(*reserved);
+        let mine = exchange_udp(&sock, ours.port, dgram);
+        // The port in "port N not secure" is the sender's, which differs between the two runs.
+        let norm = |v: &Vec<String>| -> Vec<String> {
+            v.iter()
+                .map(|s| {
+                    let mut out = s.clone();
+                    if let Some(i) = out.find(": port ") {
+                        let tail = out[i + 7..].find(' ').map(|j| i + 7 + j).unwrap_or(out.len());
+                        out.replace_range(i + 7..tail, "N");
+                    }
+                    out
+                })
+                .collect()
+        };
+        if norm(&real) != norm(&mine) {
+            differences.push(format!("{name}:\n  real: {real:?}\n  ours: {mine:?}"));
+        }
+    }
+    assert!(differences.is_empty(), "answers differ:\n{}\n{}", differences.join("\n"), ours.log());
+    // And the daemon is still fine.
+    let sock = udp_from(true);
+    let after = exchange_udp(&sock, ours.port, &req("000-00000099", Some("backup"), "noop"));
+    assert!(after.iter().any(|r| r.contains(" REP ")), "noop after the garbage: {after:?}");
+}
+
+/// A bsdtcp exchange: connects from a reserved port (or not), sends the REQ frame, returns
+/// the decoded reply frames as (handle, type byte, body) until the connection goes quiet.
+fn exchange_tcp(port: u16, reserved: bool, payload: &[u8]) -> Vec<(u32, Option<u8>, String)> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let range = if reserved { 600..1000 } else { 40000..41000 };
+    let mut bound = false;
+    for p in range {
+        if sock.bind(&SocketAddr::from(([127, 0, 0, 1], p)).into()).is_ok() {
+            bound = true;
+            break;
+        }
+    }
+    assert!(bound, "no source port");
+    sock.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into()).expect("connect");
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_millis(1500))).expect("timeout");
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&1u32.to_be_bytes());
+    frame.extend_from_slice(payload);
+    s.write_all(&frame).expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let mut out = Vec::new();
+    let mut rest = &got[..];
+    while rest.len() >= 8 {
+        let len = u32::from_be_bytes(rest[0..4].try_into().unwrap()) as usize;
+        let handle = u32::from_be_bytes(rest[4..8].try_into().unwrap());
+        let Some(payload) = rest.get(8..8 + len) else { break };
+        let body = String::from_utf8_lossy(payload.get(1..).unwrap_or_default()).into_owned();
+        let body = match body.find("features=") {
+            Some(i) => format!("{}features=<..>", &body[..i]),
+            None => body,
+        };
+        out.push((handle, payload.first().copied(), body));
+        rest = &rest[8 + len..];
+    }
+    out
+}
+
+fn tcp_req(user: Option<&str>, service: &str) -> Vec<u8> {
+    let mut s = vec![0u8];
+    if let Some(u) = user {
+        s.extend_from_slice(format!("SECURITY USER {u}\n").as_bytes());
+    }
+    s.extend_from_slice(
+        format!("SERVICE {service}\nOPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;\n").as_bytes(),
+    );
+    s.push(0);
+    s
+}
+
+#[test]
+fn bad_bsdtcp_requests_get_the_same_answer_as_from_the_real_amandad() {
+    require_root!();
+    require_tool!("/usr/lib/amanda/amandad");
+    require_tool!(util::INETD);
+    let _guard = setup();
+    let real_port = util::free_port();
+    let _real = util::start_real_amandad("bsdtcp", real_port);
+    let ours = start_ours("bsdtcp", Launch::Inetd);
+    let cases: Vec<(&str, bool, Vec<u8>)> = vec![
+        ("unreserved source port", false, tcp_req(Some("backup"), "noop")),
+        ("user not in .amandahosts", true, tcp_req(Some("nobody"), "noop")),
+        ("unknown service", true, tcp_req(Some("backup"), "frobnicate")),
+        ("no SECURITY line", true, tcp_req(None, "noop")),
+    ];
+    let mut differences = Vec::new();
+    for (name, reserved, payload) in &cases {
+        let real = exchange_tcp(real_port, *reserved, payload);
+        let mine = exchange_tcp(ours.port, *reserved, payload);
+        let norm = |v: &Vec<(u32, Option<u8>, String)>| -> Vec<(u32, Option<u8>, String)> {
+            v.iter()
+                .map(|(h, t, b)| {
+                    let mut b = b.clone();
+                    if let Some(i) = b.find(": port ") {
+                        let tail = b[i + 7..].find(' ').map(|j| i + 7 + j).unwrap_or(b.len());
+                        b.replace_range(i + 7..tail, "N");
+                    }
+                    (*h, *t, b)
+                })
+                .collect()
+        };
+        if norm(&real) != norm(&mine) {
+            differences.push(format!("{name}:\n  real: {real:?}\n  ours: {mine:?}"));
+        }
+    }
+    assert!(differences.is_empty(), "answers differ:\n{}\n{}", differences.join("\n"), ours.log());
+}
+
+#[test]
+fn oversized_and_garbage_frames_do_not_crash_or_hang_our_amandad() {
+    require_root!();
+    require_tool!(util::INETD);
+    let _guard = setup();
+    let ours = start_ours("bsdtcp", Launch::Standalone);
+    let addr = SocketAddr::from(([127, 0, 0, 1], ours.port));
+    let attacks: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+        [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1].to_vec(),
+        [0, 0, 0, 10, 0, 0, 0, 1, 9, 9].to_vec(),
+        (0..=255u8).cycle().take(100_000).collect(),
+    ];
+    for bytes in attacks {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        let _ = s.write_all(&bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    // Still serving.
+    let replies = exchange_tcp(ours.port, true, &tcp_req(Some("backup"), "noop"));
+    assert!(
+        replies.iter().any(|(_, t, _)| *t == Some(1)),
+        "no REP for a noop after the garbage: {replies:?}\n{}",
+        ours.log()
+    );
+}
