@@ -1,8 +1,10 @@
 //! amanda-rs integration tests: one binary, one module per area.
 //! Modules are named after what they prove; shared helpers live in `util`.
 
+mod amandad_interop;
 mod conf_configs;
 mod fuzz_corpus;
+mod interop_reference;
 mod portpool_sockets;
 mod proto_bodies_golden;
 mod proto_golden;
