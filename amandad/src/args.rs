@@ -335,7 +335,13 @@ mod tests {
 
     #[test]
     fn harness_line_with_amandas_other_services_is_accepted() {
-        let a = args(&["-auth=bsdtcp", "amdump", "amindexd", "amidxtaped", "senddiscover"]);
+        let a = args(&[
+            "-auth=bsdtcp",
+            "amdump",
+            "amindexd",
+            "amidxtaped",
+            "senddiscover",
+        ]);
         assert_eq!(a.auth, Some(Auth::Bsdtcp));
         assert_eq!(a.global_error, None);
     }

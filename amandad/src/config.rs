@@ -62,7 +62,9 @@ pub fn load(settings_path: Option<&Path>, client_conf: Option<&Path>) -> Loaded 
                 .unwrap_or_else(|_| unreachable_defaults())
         }
     };
-    let error = errors.first().map(|first| (first.clone(), errors.len() > 1));
+    let error = errors
+        .first()
+        .map(|first| (first.clone(), errors.len() > 1));
     Loaded {
         settings,
         client,

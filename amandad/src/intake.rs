@@ -197,13 +197,25 @@ mod tests {
 
     #[test]
     fn missing_security_line_gets_the_real_nak() {
-        let v = judge_with(true, &ServiceKind::ALL, 850, PacketType::Req, b"SERVICE noop\nOPTIONS x;\n");
+        let v = judge_with(
+            true,
+            &ServiceKind::ALL,
+            850,
+            PacketType::Req,
+            b"SERVICE noop\nOPTIONS x;\n",
+        );
         assert_eq!(nak(v), "ERROR no bsd SECURITY for P_REQ\n");
     }
 
     #[test]
     fn a_req_with_nothing_after_the_service_is_invalid() {
-        let v = judge_with(true, &ServiceKind::ALL, 850, PacketType::Req, b"SECURITY USER backup\nSERVICE noop\n");
+        let v = judge_with(
+            true,
+            &ServiceKind::ALL,
+            850,
+            PacketType::Req,
+            b"SECURITY USER backup\nSERVICE noop\n",
+        );
         assert_eq!(nak(v), "ERROR invalid REQ\n");
     }
 

@@ -26,7 +26,8 @@ pub fn init(target: Option<&LogTarget>, level: LevelFilter) -> Option<String> {
     let sink = match target {
         Some(LogTarget::Syslog) => Sink::Syslog,
         Some(LogTarget::Stderr) if fd_is_socket(2) => {
-            note = Some("--log stderr refused: stderr is a socket (superserver); using syslog".into());
+            note =
+                Some("--log stderr refused: stderr is a socket (superserver); using syslog".into());
             Sink::Syslog
         }
         Some(LogTarget::Stderr) => Sink::Stderr,
@@ -57,7 +58,10 @@ fn open_or_syslog(path: &Path, note: &mut Option<String>) -> Sink {
     match OpenOptions::new().create(true).append(true).open(path) {
         Ok(f) => Sink::File(f),
         Err(e) => {
-            *note = Some(format!("cannot open log file {}: {e}; using syslog", path.display()));
+            *note = Some(format!(
+                "cannot open log file {}: {e}; using syslog",
+                path.display()
+            ));
             Sink::Syslog
         }
     }
@@ -107,7 +111,13 @@ impl Log for Logger {
                 let _ = f.write_all(line.as_bytes());
             }
             Sink::Stderr => {
-                let _ = writeln!(std::io::stderr(), "{} {:5} {}", timestamp(), record.level(), record.args());
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{} {:5} {}",
+                    timestamp(),
+                    record.level(),
+                    record.args()
+                );
             }
             Sink::Syslog => {
                 let prio = match record.level() {
@@ -116,7 +126,8 @@ impl Log for Logger {
                     Level::Info => libc::LOG_INFO,
                     Level::Debug | Level::Trace => libc::LOG_DEBUG,
                 };
-                let text = CString::new(record.args().to_string().replace('\0', " ")).unwrap_or_default();
+                let text =
+                    CString::new(record.args().to_string().replace('\0', " ")).unwrap_or_default();
                 // SAFETY: "%s" and text are valid NUL-terminated strings.
                 unsafe { libc::syslog(prio, c"%s".as_ptr(), text.as_ptr()) };
             }
@@ -132,7 +143,9 @@ impl Log for Logger {
 
 /// `YYYY-MM-DD hh:mm:ss.mmm` in UTC.
 fn timestamp() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let tod = secs.rem_euclid(86_400);

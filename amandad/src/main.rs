@@ -44,14 +44,10 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| loaded.settings.log.level.clone())
         .parse()
         .unwrap_or(log::LevelFilter::Info);
-    let target = args.log.clone().or_else(|| {
-        loaded
-            .settings
-            .log
-            .file
-            .clone()
-            .map(args::LogTarget::File)
-    });
+    let target = args
+        .log
+        .clone()
+        .or_else(|| loaded.settings.log.file.clone().map(args::LogTarget::File));
     let note = logging::init(target.as_ref(), level);
     std::panic::set_hook(Box::new(|info| error!("panic: {info}")));
     if let Some(note) = note {

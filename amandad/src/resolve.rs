@@ -105,9 +105,8 @@ pub fn reverse_name(peer: SocketAddr) -> String {
 /// Amanda's `check_name_give_sockaddr`: `name` must resolve, with a canonical name that it
 /// is a prefix of, to an address equal to the peer's.
 pub fn forward_confirm(name: &str, peer: SocketAddr) -> Result<(), String> {
-    let (canon, addrs) = resolve(name).map_err(|e| {
-        format!("check_name_give_sockaddr: resolve_hostname('{name}'): {e}")
-    })?;
+    let (canon, addrs) = resolve(name)
+        .map_err(|e| format!("check_name_give_sockaddr: resolve_hostname('{name}'): {e}"))?;
     let Some(canon) = canon else {
         return Err(format!(
             "check_name_give_sockaddr: resolve_hostname('{name}') did not return a canonical name"
@@ -118,12 +117,18 @@ pub fn forward_confirm(name: &str, peer: SocketAddr) -> Result<(), String> {
         .get(..name.len())
         .is_some_and(|p| p.eq_ignore_ascii_case(name.as_bytes()));
     if !is_prefix {
-        return Err(format!("{name} doesn't resolve to itself, it resolves to {canon}"));
+        return Err(format!(
+            "{name} doesn't resolve to itself, it resolves to {canon}"
+        ));
     }
     if addrs.iter().any(|a| unmap(*a) == unmap(peer.ip())) {
         Ok(())
     } else {
-        Err(format!("{name} doesn't resolve to {}:{}", peer.ip(), peer.port()))
+        Err(format!(
+            "{name} doesn't resolve to {}:{}",
+            peer.ip(),
+            peer.port()
+        ))
     }
 }
 
@@ -151,13 +156,18 @@ fn resolve(name: &str) -> Result<(Option<String>, Vec<IpAddr>), String> {
         let ai = unsafe { &*cur };
         if canon.is_none() && !ai.ai_canonname.is_null() {
             // SAFETY: ai_canonname is a NUL-terminated string owned by the list.
-            canon = Some(unsafe { CStr::from_ptr(ai.ai_canonname) }.to_string_lossy().into_owned());
+            canon = Some(
+                unsafe { CStr::from_ptr(ai.ai_canonname) }
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
         if !ai.ai_addr.is_null() {
             // SAFETY: ai_addr points at ai_addrlen bytes of a sockaddr of family ai_family.
             let sa = unsafe {
                 socket2::SockAddr::try_init(|storage, len| {
-                    let n = (ai.ai_addrlen as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+                    let n =
+                        (ai.ai_addrlen as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
                     std::ptr::copy_nonoverlapping(ai.ai_addr.cast::<u8>(), storage.cast::<u8>(), n);
                     *len = n as libc::socklen_t;
                     Ok(())

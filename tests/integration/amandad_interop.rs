@@ -50,17 +50,32 @@ fn round_trip(auth: &str, launch: Launch, program: Program) {
     let server = RealServer::new("localhost", &dles, &opts);
 
     let (ok, out) = server.amcheck();
-    assert!(ok, "amcheck against our amandad ({auth}, {launch:?}) failed:\n{out}\n{}", ours.log());
+    assert!(
+        ok,
+        "amcheck against our amandad ({auth}, {launch:?}) failed:\n{out}\n{}",
+        ours.log()
+    );
     assert!(
         out.contains("Client check: 1 host checked") && out.contains("0 problems found"),
         "amcheck output:\n{out}"
     );
     let (status, out, log) = server.amdump();
-    assert!(status.success(), "amdump failed ({status}):\n{out}\n{log}\n{}", ours.log());
+    assert!(
+        status.success(),
+        "amdump failed ({status}):\n{out}\n{log}\n{}",
+        ours.log()
+    );
     let levels = RealServer::dumped_levels(&log);
-    assert_eq!(levels.len(), dles.len(), "every DLE dumped: {levels:?}\n{log}");
+    assert_eq!(
+        levels.len(),
+        dles.len(),
+        "every DLE dumped: {levels:?}\n{log}"
+    );
     for dle in &dles {
-        let restored = data.join(format!("restored-{}", dle.file_name().unwrap().to_string_lossy()));
+        let restored = data.join(format!(
+            "restored-{}",
+            dle.file_name().unwrap().to_string_lossy()
+        ));
         server.restore(dle, &restored);
         util::assert_same_tree(dle, &restored, true);
     }
@@ -132,8 +147,15 @@ fn level_1_on_top_of_level_0(auth: &str, program: Program) {
     let server = RealServer::new("localhost", std::slice::from_ref(&dle), &opts);
 
     let (status, out, log) = server.amdump();
-    assert!(status.success(), "level 0 amdump failed:\n{out}\n{log}\n{}", ours.log());
-    assert_eq!(RealServer::dumped_levels(&log).first().map(|l| l.1), Some(0));
+    assert!(
+        status.success(),
+        "level 0 amdump failed:\n{out}\n{log}\n{}",
+        ours.log()
+    );
+    assert_eq!(
+        RealServer::dumped_levels(&log).first().map(|l| l.1),
+        Some(0)
+    );
 
     // A second later, so that GNU tar's listed-incremental timestamps separate the runs.
     std::thread::sleep(Duration::from_millis(1100));
@@ -141,7 +163,11 @@ fn level_1_on_top_of_level_0(auth: &str, program: Program) {
     server.force_level_1(&dle);
     std::thread::sleep(Duration::from_millis(1100));
     let (status, out, log) = server.amdump();
-    assert!(status.success(), "level 1 amdump failed:\n{out}\n{log}\n{}", ours.log());
+    assert!(
+        status.success(),
+        "level 1 amdump failed:\n{out}\n{log}\n{}",
+        ours.log()
+    );
     assert_eq!(
         RealServer::dumped_levels(&log).first().map(|l| l.1),
         Some(1),
@@ -171,7 +197,8 @@ fn udp_from(reserved: bool) -> UdpSocket {
     let range = if reserved { 600..1000 } else { 40000..41000 };
     for port in range {
         if let Ok(s) = UdpSocket::bind(("127.0.0.1", port)) {
-            s.set_read_timeout(Some(Duration::from_millis(1500))).expect("timeout");
+            s.set_read_timeout(Some(Duration::from_millis(1500)))
+                .expect("timeout");
             return s;
         }
     }
@@ -195,7 +222,11 @@ fn exchange_udp(sock: &UdpSocket, port: u16, dgram: &[u8]) -> Vec<String> {
         replies.push(text);
         if is_rep {
             // ACK it so the daemon does not retransmit.
-            let header = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").replace(" REP ", " ACK ");
+            let header = String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .replace(" REP ", " ACK ");
             let _ = sock.send_to(format!("{header}\n").as_bytes(), ("127.0.0.1", port));
         }
     }
@@ -207,7 +238,9 @@ fn req(handle: &str, user: Option<&str>, service: &str) -> Vec<u8> {
     if let Some(u) = user {
         s.push_str(&format!("SECURITY USER {u}\n"));
     }
-    s.push_str(&format!("SERVICE {service}\nOPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;\n"));
+    s.push_str(&format!(
+        "SERVICE {service}\nOPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;\n"
+    ));
     s.into_bytes()
 }
 
@@ -247,7 +280,10 @@ fn bad_udp_requests_get_the_same_answer_as_from_the_real_amandad() {
                 .map(|s| {
                     let mut out = s.clone();
                     if let Some(i) = out.find(": port ") {
-                        let tail = out[i + 7..].find(' ').map(|j| i + 7 + j).unwrap_or(out.len());
+                        let tail = out[i + 7..]
+                            .find(' ')
+                            .map(|j| i + 7 + j)
+                            .unwrap_or(out.len());
                         out.replace_range(i + 7..tail, "N");
                     }
                     out
@@ -258,29 +294,47 @@ fn bad_udp_requests_get_the_same_answer_as_from_the_real_amandad() {
             differences.push(format!("{name}:\n  real: {real:?}\n  ours: {mine:?}"));
         }
     }
-    assert!(differences.is_empty(), "answers differ:\n{}\n{}", differences.join("\n"), ours.log());
+    assert!(
+        differences.is_empty(),
+        "answers differ:\n{}\n{}",
+        differences.join("\n"),
+        ours.log()
+    );
     // And the daemon is still fine.
     let sock = udp_from(true);
-    let after = exchange_udp(&sock, ours.port, &req("000-00000099", Some("backup"), "noop"));
-    assert!(after.iter().any(|r| r.contains(" REP ")), "noop after the garbage: {after:?}");
+    let after = exchange_udp(
+        &sock,
+        ours.port,
+        &req("000-00000099", Some("backup"), "noop"),
+    );
+    assert!(
+        after.iter().any(|r| r.contains(" REP ")),
+        "noop after the garbage: {after:?}"
+    );
 }
 
 /// A bsdtcp exchange: connects from a reserved port (or not), sends the REQ frame, returns
 /// the decoded reply frames as (handle, type byte, body) until the connection goes quiet.
 fn exchange_tcp(port: u16, reserved: bool, payload: &[u8]) -> Vec<(u32, Option<u8>, String)> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     let range = if reserved { 600..1000 } else { 40000..41000 };
     let mut bound = false;
     for p in range {
-        if sock.bind(&SocketAddr::from(([127, 0, 0, 1], p)).into()).is_ok() {
+        if sock
+            .bind(&SocketAddr::from(([127, 0, 0, 1], p)).into())
+            .is_ok()
+        {
             bound = true;
             break;
         }
     }
     assert!(bound, "no source port");
-    sock.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into()).expect("connect");
+    sock.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .expect("connect");
     let mut s: TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_millis(1500))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
     let mut frame = Vec::new();
     frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     frame.extend_from_slice(&1u32.to_be_bytes());
@@ -299,7 +353,9 @@ fn exchange_tcp(port: u16, reserved: bool, payload: &[u8]) -> Vec<(u32, Option<u
     while rest.len() >= 8 {
         let len = u32::from_be_bytes(rest[0..4].try_into().unwrap()) as usize;
         let handle = u32::from_be_bytes(rest[4..8].try_into().unwrap());
-        let Some(payload) = rest.get(8..8 + len) else { break };
+        let Some(payload) = rest.get(8..8 + len) else {
+            break;
+        };
         let body = String::from_utf8_lossy(payload.get(1..).unwrap_or_default()).into_owned();
         let body = match body.find("features=") {
             Some(i) => format!("{}features=<..>", &body[..i]),
@@ -317,7 +373,8 @@ fn tcp_req(user: Option<&str>, service: &str) -> Vec<u8> {
         s.extend_from_slice(format!("SECURITY USER {u}\n").as_bytes());
     }
     s.extend_from_slice(
-        format!("SERVICE {service}\nOPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;\n").as_bytes(),
+        format!("SERVICE {service}\nOPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;\n")
+            .as_bytes(),
     );
     s.push(0);
     s
@@ -333,9 +390,21 @@ fn bad_bsdtcp_requests_get_the_same_answer_as_from_the_real_amandad() {
     let _real = util::start_real_amandad("bsdtcp", real_port);
     let ours = start_ours("bsdtcp", Launch::Inetd);
     let cases: Vec<(&str, bool, Vec<u8>)> = vec![
-        ("unreserved source port", false, tcp_req(Some("backup"), "noop")),
-        ("user not in .amandahosts", true, tcp_req(Some("nobody"), "noop")),
-        ("unknown service", true, tcp_req(Some("backup"), "frobnicate")),
+        (
+            "unreserved source port",
+            false,
+            tcp_req(Some("backup"), "noop"),
+        ),
+        (
+            "user not in .amandahosts",
+            true,
+            tcp_req(Some("nobody"), "noop"),
+        ),
+        (
+            "unknown service",
+            true,
+            tcp_req(Some("backup"), "frobnicate"),
+        ),
         ("no SECURITY line", true, tcp_req(None, "noop")),
     ];
     let mut differences = Vec::new();
@@ -358,7 +427,12 @@ fn bad_bsdtcp_requests_get_the_same_answer_as_from_the_real_amandad() {
             differences.push(format!("{name}:\n  real: {real:?}\n  ours: {mine:?}"));
         }
     }
-    assert!(differences.is_empty(), "answers differ:\n{}\n{}", differences.join("\n"), ours.log());
+    assert!(
+        differences.is_empty(),
+        "answers differ:\n{}\n{}",
+        differences.join("\n"),
+        ours.log()
+    );
 }
 
 #[test]
@@ -378,7 +452,8 @@ fn oversized_and_garbage_frames_do_not_crash_or_hang_our_amandad() {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
         let _ = s.write_all(&bytes);
         let _ = s.shutdown(std::net::Shutdown::Write);
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink);
     }

@@ -20,7 +20,11 @@ fn real_server_backs_up_and_restores_real_client_over_bsd() {
     util::make_tricky_tree(&dle);
     let port = util::free_port();
     let _client = util::start_real_amandad("bsd", port);
-    let server = RealServer::new("localhost", &[dle.clone()], &ServerOptions::new("bsd", port));
+    let server = RealServer::new(
+        "localhost",
+        &[dle.clone()],
+        &ServerOptions::new("bsd", port),
+    );
 
     let (ok, out) = server.amcheck();
     assert!(ok, "amcheck failed:\n{out}");

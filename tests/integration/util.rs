@@ -164,7 +164,9 @@ pub fn chown_amanda(path: &Path) {
 
 /// Runs a command, panicking with its output if it fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
@@ -203,15 +205,19 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> (ExitStatus, Stri
         if start.elapsed() > limit {
             let _ = child.kill();
             let status = child.wait().expect("wait");
-            let mut text = String::from_utf8_lossy(&out_thread.join().unwrap_or_default())
-                .into_owned();
-            text.push_str(&String::from_utf8_lossy(&err_thread.join().unwrap_or_default()));
+            let mut text =
+                String::from_utf8_lossy(&out_thread.join().unwrap_or_default()).into_owned();
+            text.push_str(&String::from_utf8_lossy(
+                &err_thread.join().unwrap_or_default(),
+            ));
             panic!("{cmd:?} did not finish within {limit:?} ({status}); output:\n{text}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut text = String::from_utf8_lossy(&out_thread.join().unwrap_or_default()).into_owned();
-    text.push_str(&String::from_utf8_lossy(&err_thread.join().unwrap_or_default()));
+    text.push_str(&String::from_utf8_lossy(
+        &err_thread.join().unwrap_or_default(),
+    ));
     (status, text)
 }
 
@@ -251,7 +257,10 @@ pub fn make_tricky_tree(root: &Path) {
     let write = |rel: &str, data: &[u8]| fs::write(root.join(rel), data).expect("write");
     write("plain.txt", b"hello world\n");
     write("file with spaces.txt", b"spaces in name\n");
-    write("h\u{e9}llo w\u{f6}rld \u{2713}.txt", "unicode é ü 日本\n".as_bytes());
+    write(
+        "h\u{e9}llo w\u{f6}rld \u{2713}.txt",
+        "unicode é ü 日本\n".as_bytes(),
+    );
     write("sub dir/nested file.txt", b"nested\n");
     write("sub dir/deeper/x", b"deeper\n");
     write("empty-file", b"");
@@ -359,7 +368,13 @@ pub fn assert_same_tree(original: &Path, restored: &Path, dir_mtimes: bool) {
             None => problems.push(format!("missing in restore: {path:?}")),
             Some(eb) => {
                 let same = if ea.kind == 'd' && !dir_mtimes {
-                    Entry { mtime: 0, ..clone_entry(ea) } == Entry { mtime: 0, ..clone_entry(eb) }
+                    Entry {
+                        mtime: 0,
+                        ..clone_entry(ea)
+                    } == Entry {
+                        mtime: 0,
+                        ..clone_entry(eb)
+                    }
                 } else {
                     ea == eb
                 };
@@ -429,7 +444,9 @@ pub fn ensure_amandahosts_line(line: &str) {
             .expect("open /etc/amandahosts");
         writeln!(f, "{line}").expect("append /etc/amandahosts");
     }
-    run_ok(Command::new("chown").args([&format!("{AMANDA_USER}:{AMANDA_USER}"), "/etc/amandahosts"]));
+    run_ok(
+        Command::new("chown").args([&format!("{AMANDA_USER}:{AMANDA_USER}"), "/etc/amandahosts"]),
+    );
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).expect("chmod amandahosts");
     let home = Path::new("/var/backups/.amandahosts");
     if fs::symlink_metadata(home).is_err() {
@@ -473,7 +490,10 @@ impl Inetd {
         if line.split_whitespace().nth(1) == Some("dgram") {
             wait_bound_udp(port, Duration::from_secs(10));
         } else {
-            wait_listening_tcp(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10));
+            wait_listening_tcp(
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(10),
+            );
         }
         inetd
     }
@@ -605,13 +625,22 @@ impl RealServer {
         let n = CONFIG_SEQ.fetch_add(1, Ordering::Relaxed);
         let name = format!("rs-{}-{}-{n}", opts.auth, std::process::id());
         let work = Scratch::new(&name);
-        for d in ["config", "vtapes", "holding", "state/curinfo", "state/index", "state/log"] {
+        for d in [
+            "config",
+            "vtapes",
+            "holding",
+            "state/curinfo",
+            "state/index",
+            "state/log",
+        ] {
             fs::create_dir_all(work.join(d)).expect("mkdir");
         }
         let w = work.path().display().to_string();
         let program = match opts.program {
             Program::Gnutar => "    program \"GNUTAR\"\n".to_string(),
-            Program::Amgtar => "    program \"APPLICATION\"\n    application \"app_amgtar\"\n".to_string(),
+            Program::Amgtar => {
+                "    program \"APPLICATION\"\n    application \"app_amgtar\"\n".to_string()
+            }
         };
         let conf = format!(
             r#"org "{name}"
@@ -700,7 +729,9 @@ define dumptype rs {{
 
     fn as_amanda(&self, tool: &str, args: &[&str], limit: Duration) -> (ExitStatus, String) {
         let mut cmd = Command::new("runuser");
-        cmd.args(["-u", AMANDA_USER, "--", tool]).args(args).current_dir("/tmp");
+        cmd.args(["-u", AMANDA_USER, "--", tool])
+            .args(args)
+            .current_dir("/tmp");
         run_with_timeout(&mut cmd, limit)
     }
 
@@ -766,9 +797,19 @@ define dumptype rs {{
             let lvl = level.to_string();
             // amfetchdump -p pipes exactly one dump: select it by host, disk, any date, level.
             let mut cmd = Command::new("runuser");
-            cmd.args(["-u", AMANDA_USER, "--", "amfetchdump", "-a", "-p", &self.name, &host, &disk])
-                .args(["19700101-29991231", &lvl])
-                .current_dir("/tmp");
+            cmd.args([
+                "-u",
+                AMANDA_USER,
+                "--",
+                "amfetchdump",
+                "-a",
+                "-p",
+                &self.name,
+                &host,
+                &disk,
+            ])
+            .args(["19700101-29991231", &lvl])
+            .current_dir("/tmp");
             let out = cmd.output().expect("amfetchdump");
             if !out.status.success() || out.stdout.is_empty() {
                 break;
@@ -782,7 +823,11 @@ define dumptype rs {{
     /// GNU tar's incremental extraction (which also deletes what was deleted).
     pub fn restore(&self, disk: &Path, into: &Path) {
         let tars = self.fetch_all_levels(disk);
-        assert!(!tars.is_empty(), "amfetchdump found no dump of {}", disk.display());
+        assert!(
+            !tars.is_empty(),
+            "amfetchdump found no dump of {}",
+            disk.display()
+        );
         fs::create_dir_all(into).expect("mkdir restore");
         for tar in tars {
             extract_tar(&tar, into);
@@ -794,7 +839,15 @@ define dumptype rs {{
 /// incremental deletions.
 pub fn extract_tar(tar: &[u8], into: &Path) {
     let mut child = Command::new("tar")
-        .args(["--extract", "--preserve-permissions", "--same-owner", "--listed-incremental=/dev/null", "--file", "-", "-C"])
+        .args([
+            "--extract",
+            "--preserve-permissions",
+            "--same-owner",
+            "--listed-incremental=/dev/null",
+            "--file",
+            "-",
+            "-C",
+        ])
         .arg(into)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -857,7 +910,11 @@ impl Drop for OurAmandad {
             let _ = c.wait();
         }
         if std::thread::panicking() {
-            eprintln!("--- our amandad's log (port {}) ---\n{}", self.port, self.log());
+            eprintln!(
+                "--- our amandad's log (port {}) ---\n{}",
+                self.port,
+                self.log()
+            );
         }
     }
 }
@@ -865,7 +922,11 @@ impl Drop for OurAmandad {
 /// Installs the privileged tar helper the way a package would (root:backup 4750), in place.
 pub fn install_runtar() {
     let helper = workspace_bin("amandad-runtar");
-    run_ok(Command::new("chown").arg(format!("root:{AMANDA_USER}")).arg(&helper));
+    run_ok(
+        Command::new("chown")
+            .arg(format!("root:{AMANDA_USER}"))
+            .arg(&helper),
+    );
     fs::set_permissions(&helper, fs::Permissions::from_mode(0o4750)).expect("chmod runtar");
 }
 
@@ -911,7 +972,10 @@ pub fn start_ours(auth: &str, launch: Launch) -> OurAmandad {
                 .spawn()
                 .expect("start amandad");
             if proto == "tcp" {
-                wait_listening_tcp(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10));
+                wait_listening_tcp(
+                    SocketAddr::from(([127, 0, 0, 1], port)),
+                    Duration::from_secs(10),
+                );
             } else {
                 wait_bound_udp(port, Duration::from_secs(10));
             }
@@ -924,4 +988,3 @@ pub fn start_ours(auth: &str, launch: Launch) -> OurAmandad {
         }
     }
 }
-

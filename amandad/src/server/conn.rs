@@ -107,7 +107,11 @@ impl Conn {
         inspect: impl FnOnce(&[u8]),
     ) -> io::Result<usize> {
         self.compact();
-        let header = if handle.is_some() { frame::HEADER_LEN } else { 0 };
+        let header = if handle.is_some() {
+            frame::HEADER_LEN
+        } else {
+            0
+        };
         let start = self.out.len();
         self.out.reserve(header + max);
         self.out.resize(start + header, 0);

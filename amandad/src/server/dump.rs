@@ -147,7 +147,9 @@ fn server_feature(args: &[u8], feature: proto::features::Feature) -> bool {
 impl Server {
     /// A sendbackup REQ was accepted and planned: open the streams and send the REP.
     pub(super) fn start_backup(&mut self, ex_id: u64, plan: Box<BackupPlan>) {
-        let Some(ex) = self.exchanges.get(&ex_id) else { return };
+        let Some(ex) = self.exchanges.get(&ex_id) else {
+            return;
+        };
         let route = ex.route.clone();
         let auth = match route {
             Route::Tcp { .. } => Auth::Bsdtcp,
@@ -161,7 +163,9 @@ impl Server {
         let dump_id = self.new_id();
         match (&route, auth) {
             (Route::Tcp { conn, .. }, _) => {
-                let Some((_, c)) = self.conns.get_mut(conn) else { return };
+                let Some((_, c)) = self.conns.get_mut(conn) else {
+                    return;
+                };
                 for i in 0..3 {
                     if wanted[i] {
                         let h = c.stream_handles.next().unwrap_or(0);
@@ -193,7 +197,9 @@ impl Server {
                 if auth == Auth::Bsd {
                     let mut it = listeners.iter();
                     for i in 0..3 {
-                        if wanted[i] && let Some((_, _, port)) = it.next() {
+                        if wanted[i]
+                            && let Some((_, _, port)) = it.next()
+                        {
                             sinks[i] = Sink::Pending;
                             ids[i] = i64::from(*port);
                         }
@@ -217,7 +223,11 @@ impl Server {
         for (slot, listener, _) in listeners {
             let mut l = listener;
             let token = self.token(Source::DataListener(dump_id, slot));
-            if let Err(e) = self.poll.registry().register(&mut l, token, Interest::READABLE) {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut l, token, Interest::READABLE)
+            {
                 warn!("registering a data listener: {e}");
             }
             registered.push((slot, l, token));
@@ -294,7 +304,9 @@ impl Server {
 
     /// The server ACKed the sendbackup REP.
     pub(super) fn backup_acked(&mut self, id: u64) {
-        let Some(d) = self.dumps.get_mut(&id) else { return };
+        let Some(d) = self.dumps.get_mut(&id) else {
+            return;
+        };
         d.acked = true;
         if d.sinks.contains(&Sink::Pending) {
             let t = Instant::now() + ACCEPT_TIMEOUT;
@@ -307,7 +319,9 @@ impl Server {
 
     pub(super) fn accept_data(&mut self, id: u64, slot: usize) {
         loop {
-            let Some(d) = self.dumps.get_mut(&id) else { return };
+            let Some(d) = self.dumps.get_mut(&id) else {
+                return;
+            };
             let Some(pos) = d.listeners.iter().position(|(s, _, _)| *s == slot) else {
                 return;
             };
@@ -341,7 +355,9 @@ impl Server {
                     return;
                 }
             };
-            let Some(d) = self.dumps.get_mut(&id) else { return };
+            let Some(d) = self.dumps.get_mut(&id) else {
+                return;
+            };
             if d.auth == Auth::Bsd {
                 // The n-th listener carries the n-th existing stream.
                 let mut existing = (0..3).filter(|i| d.sinks[*i] != Sink::Absent);
@@ -369,12 +385,17 @@ impl Server {
     pub(super) fn dump_timeout(&mut self, id: u64, now: Instant) {
         let Some(d) = self.dumps.get(&id) else { return };
         if d.accept_deadline.is_some_and(|t| t <= now) {
-            self.abort_dump(id, "the server did not connect to the data streams within 30 s");
+            self.abort_dump(
+                id,
+                "the server did not connect to the data streams within 30 s",
+            );
         }
     }
 
     fn spawn_dump(&mut self, id: u64) {
-        let Some(d) = self.dumps.get_mut(&id) else { return };
+        let Some(d) = self.dumps.get_mut(&id) else {
+            return;
+        };
         let Some(plan) = d.plan.take() else { return };
         let spawned = match BackupRun::spawn(plan.spec) {
             Ok(s) => s,
@@ -392,15 +413,17 @@ impl Server {
         for (fd, token) in [(&spawned.data, data_token), (&spawned.messages, msg_token)] {
             let raw = fd.as_raw_fd();
             set_nonblocking(raw);
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(&mut SourceFd(&raw), token, Interest::READABLE)
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut SourceFd(&raw), token, Interest::READABLE)
             {
                 warn!("registering a dump pipe: {e}");
             }
         }
-        let Some(d) = self.dumps.get_mut(&id) else { return };
+        let Some(d) = self.dumps.get_mut(&id) else {
+            return;
+        };
         d.run = Some(spawned.run);
         d.child = Some(spawned.child);
         d.data = Some(Pipe {
@@ -441,7 +464,9 @@ impl Server {
 
     fn pump_data(&mut self, id: u64) {
         loop {
-            let Some(d) = self.dumps.get_mut(&id) else { return };
+            let Some(d) = self.dumps.get_mut(&id) else {
+                return;
+            };
             let Some(pipe) = d.data.as_mut() else { return };
             if !pipe.readable || pipe.eof {
                 return;
@@ -454,7 +479,9 @@ impl Server {
             };
             let discard = d.closed_by_peer[DATA];
             let run = d.run.as_mut();
-            let Some((_, c)) = self.conns.get_mut(&conn) else { return };
+            let Some((_, c)) = self.conns.get_mut(&conn) else {
+                return;
+            };
             if c.pending() >= HIGH_WATER {
                 return;
             }
@@ -504,13 +531,16 @@ impl Server {
     fn pump_messages(&mut self, id: u64) {
         let mut chunk = [0u8; 16 * 1024];
         loop {
-            let Some(d) = self.dumps.get_mut(&id) else { return };
+            let Some(d) = self.dumps.get_mut(&id) else {
+                return;
+            };
             let Some(pipe) = d.msgs.as_mut() else { return };
             if !pipe.readable || pipe.eof {
                 return;
             }
             // SAFETY: read writes at most chunk.len() bytes into chunk, which we own.
-            let n = unsafe { libc::read(pipe.fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
+            let n =
+                unsafe { libc::read(pipe.fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {
@@ -557,7 +587,9 @@ impl Server {
     }
 
     fn maybe_finish(&mut self, id: u64) {
-        let Some(d) = self.dumps.get_mut(&id) else { return };
+        let Some(d) = self.dumps.get_mut(&id) else {
+            return;
+        };
         let done = d.data.as_ref().is_some_and(|p| p.eof) && d.msgs.as_ref().is_some_and(|p| p.eof);
         if !done || d.finished {
             return;
@@ -582,9 +614,12 @@ impl Server {
             d.bytes,
             d.bytes as f64 / secs.max(1e-6) / (1 << 20) as f64
         );
-        for token in [d.data.as_ref().map(|p| p.token), d.msgs.as_ref().map(|p| p.token)]
-            .into_iter()
-            .flatten()
+        for token in [
+            d.data.as_ref().map(|p| p.token),
+            d.msgs.as_ref().map(|p| p.token),
+        ]
+        .into_iter()
+        .flatten()
         {
             self.sources.remove(&token);
         }
@@ -599,7 +634,9 @@ impl Server {
 
     /// Ends every stream of the dump (end-of-stream frames, or shutdown of raw connections).
     fn close_streams(&mut self, id: u64) {
-        let Some(d) = self.dumps.get_mut(&id) else { return };
+        let Some(d) = self.dumps.get_mut(&id) else {
+            return;
+        };
         d.finished = true;
         let sinks = d.sinks;
         let mux = d.auth == Auth::Bsdudp;
@@ -632,7 +669,9 @@ impl Server {
 
     /// Stops a dump: kills tar, drops listeners, closes streams.
     pub(super) fn abort_dump(&mut self, id: u64, why: &str) {
-        let Some(d) = self.dumps.get_mut(&id) else { return };
+        let Some(d) = self.dumps.get_mut(&id) else {
+            return;
+        };
         if d.finished {
             return;
         }
@@ -655,7 +694,10 @@ impl Server {
         self.close_streams(id);
         // A dump whose streams are gone entirely can go now.
         if let Some(d) = self.dumps.get(&id)
-            && !d.sinks.iter().any(|s| matches!(s, Sink::Raw(_) | Sink::Framed(..)))
+            && !d
+                .sinks
+                .iter()
+                .any(|s| matches!(s, Sink::Raw(_) | Sink::Framed(..)))
         {
             self.dumps.remove(&id);
         }
@@ -666,14 +708,18 @@ impl Server {
     pub(super) fn maybe_reap_dump(&mut self, id: u64) {
         let Some(d) = self.dumps.get(&id) else { return };
         if !d.finished {
-            let lost = (0..3).any(|i| d.closed_by_peer[i] && matches!(d.sinks[i], Sink::Raw(_) | Sink::Framed(..)));
+            let lost = (0..3).any(|i| {
+                d.closed_by_peer[i] && matches!(d.sinks[i], Sink::Raw(_) | Sink::Framed(..))
+            });
             if lost && d.closed_by_peer[DATA] {
                 self.abort_dump(id, "the server closed the DATA stream early");
             }
             return;
         }
         let flushed = d.sinks.iter().all(|s| match s {
-            Sink::Raw(c) | Sink::Framed(c, _) => self.conns.get(c).is_none_or(|(_, c)| c.pending() == 0),
+            Sink::Raw(c) | Sink::Framed(c, _) => {
+                self.conns.get(c).is_none_or(|(_, c)| c.pending() == 0)
+            }
             _ => true,
         });
         if flushed {

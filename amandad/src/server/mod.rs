@@ -36,8 +36,8 @@ use proto::security::{self, Peer};
 use proto::udp::Datagram;
 
 pub use conn::{Conn, Role};
-use dump::Dump;
 pub use dump::DataPorts;
+use dump::Dump;
 use pool::{JobOutput, Pool};
 
 use crate::args::Auth;
@@ -263,7 +263,9 @@ impl Server {
                 match source {
                     Source::Udp(i) => self.read_udp(i),
                     Source::Listener(i) => self.accept_control(i),
-                    Source::Conn(id) => self.conn_ready(id, event.is_readable(), event.is_writable()),
+                    Source::Conn(id) => {
+                        self.conn_ready(id, event.is_readable(), event.is_writable())
+                    }
                     Source::DataListener(dump, slot) => self.accept_data(dump, slot),
                     Source::DataPipe(dump) => self.pipe_ready(dump, true),
                     Source::MsgPipe(dump) => self.pipe_ready(dump, false),
@@ -403,10 +405,21 @@ impl Server {
 
     // ------------------------------------------------------------------ new requests
 
-    fn new_packet(&mut self, route: Route, peer_name: &str, peer: SocketAddr, ty: PacketType, body: &[u8]) {
+    fn new_packet(
+        &mut self,
+        route: Route,
+        peer_name: &str,
+        peer: SocketAddr,
+        ty: PacketType,
+        body: &[u8],
+    ) {
         let policy = Policy {
             global_error: self.cfg.global_error.as_deref(),
-            conf_error: self.cfg.conf_error.as_ref().map(|(t, more)| (t.as_str(), *more)),
+            conf_error: self
+                .cfg
+                .conf_error
+                .as_ref()
+                .map(|(t, more)| (t.as_str(), *more)),
             enabled: &self.cfg.enabled,
             hosts: self.cfg.hosts.as_ref(),
         };
@@ -414,7 +427,13 @@ impl Server {
             name: peer_name,
             port: peer.port(),
         };
-        let verdict = intake::judge(&policy, sec_peer, crate::resolve::unmap(peer.ip()), ty, body);
+        let verdict = intake::judge(
+            &policy,
+            sec_peer,
+            crate::resolve::unmap(peer.ip()),
+            ty,
+            body,
+        );
         match verdict {
             Verdict::Ignore(ty) => debug!("ignored {ty} from {peer} (no such exchange)"),
             Verdict::Nak(nak) => {
@@ -438,7 +457,10 @@ impl Server {
                 });
                 if running {
                     // amandad's rule 8: the same request is already being served.
-                    info!("{} from {peer} is already running; ACK only", service.name());
+                    info!(
+                        "{} from {peer} is already running; ACK only",
+                        service.name()
+                    );
                     self.send_packet(&route, PacketType::Ack, b"");
                     return;
                 }
@@ -475,7 +497,9 @@ impl Server {
         );
         // The ACK goes out before any work starts.
         self.sync_exchange(id);
-        let Some(ex) = self.exchanges.get(&id) else { return };
+        let Some(ex) = self.exchanges.get(&id) else {
+            return;
+        };
         // A DLE naming another auth than the one it arrived by is refused, as amandad does.
         let context = match ex.route {
             Route::Udp { .. } => &self.cfg.services_udp,
@@ -516,7 +540,9 @@ impl Server {
 
     /// Sends what the exchange's responder queued, acts on its events, re-arms its timer.
     fn sync_exchange(&mut self, id: u64) {
-        let Some(ex) = self.exchanges.get_mut(&id) else { return };
+        let Some(ex) = self.exchanges.get_mut(&id) else {
+            return;
+        };
         let route = ex.route.clone();
         let mut out = Vec::new();
         while let Some(p) = ex.responder.poll_transmit() {
@@ -556,7 +582,9 @@ impl Server {
     }
 
     fn finish_exchange(&mut self, id: u64, acked: bool) {
-        let Some(ex) = self.exchanges.remove(&id) else { return };
+        let Some(ex) = self.exchanges.remove(&id) else {
+            return;
+        };
         if let Some(t) = ex.scheduled {
             self.timers.remove(&(t, Timer::Exchange(id)));
         }
@@ -661,7 +689,9 @@ impl Server {
     /// The bsdtcp name check happens before anything is read; a failure is answered with
     /// amandad's refusal frame on handle 1 and the connection is closed.
     fn check_control_peer(&mut self, id: u64) {
-        let Some((_, c)) = self.conns.get(&id) else { return };
+        let Some((_, c)) = self.conns.get(&id) else {
+            return;
+        };
         let peer = c.peer;
         let name = self.resolver.lookup(Instant::now(), peer);
         if let Err(reason) = name.check {
@@ -692,7 +722,9 @@ impl Server {
     }
 
     fn flush_conn(&mut self, id: u64) {
-        let Some((_, c)) = self.conns.get_mut(&id) else { return };
+        let Some((_, c)) = self.conns.get_mut(&id) else {
+            return;
+        };
         match c.flush() {
             Ok(_) => {}
             Err(e) => {
@@ -705,7 +737,9 @@ impl Server {
     }
 
     fn maybe_close_conn(&mut self, id: u64) {
-        let Some((_, c)) = self.conns.get(&id) else { return };
+        let Some((_, c)) = self.conns.get(&id) else {
+            return;
+        };
         let done = c.read_closed && c.pending() == 0 && (c.write_closed || c.role == Role::Control);
         let unused = c.read_closed && c.pending() == 0 && !self.conn_in_use(id);
         if done && unused {
@@ -792,7 +826,9 @@ impl Server {
         let mut input = bytes;
         loop {
             let frame = {
-                let Some((_, c)) = self.conns.get_mut(&id) else { return };
+                let Some((_, c)) = self.conns.get_mut(&id) else {
+                    return;
+                };
                 match c.reader.next(&mut input) {
                     Ok(Some(f)) => f.into_owned(),
                     Ok(None) => return,
@@ -840,14 +876,22 @@ impl Server {
             }
             return;
         }
-        let Some((_, c)) = self.conns.get(&conn) else { return };
+        let Some((_, c)) = self.conns.get(&conn) else {
+            return;
+        };
         if c.role != Role::Control {
             return;
         }
         let peer = c.peer;
         let name = self.resolver.lookup(now, peer).name;
         let body = packet.body.to_vec();
-        self.new_packet(Route::Tcp { conn, handle }, &name, peer, packet.ptype, &body);
+        self.new_packet(
+            Route::Tcp { conn, handle },
+            &name,
+            peer,
+            packet.ptype,
+            &body,
+        );
     }
 
     fn peer_closed(&mut self, id: u64) {

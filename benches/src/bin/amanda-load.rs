@@ -31,7 +31,9 @@ fn main() -> Result<()> {
             .and_then(|i| args.get(i + 1).cloned())
     };
     let num = |name: &str, default: u64| -> Result<u64> {
-        get(name).map_or(Ok(default), |v| v.parse().with_context(|| format!("{name} {v}")))
+        get(name).map_or(Ok(default), |v| {
+            v.parse().with_context(|| format!("{name} {v}"))
+        })
     };
     let port = num("--port", 10080)? as u16;
     let auth = get("--auth").unwrap_or_else(|| "bsd".into());
@@ -144,7 +146,9 @@ fn noop_udp(port: u16, concurrency: usize, length: Duration) -> Result<Run> {
     while start.elapsed() < length {
         match sock.recv(&mut buf) {
             Ok(n) => {
-                let Some((ty, h)) = udp_header(&buf[..n]) else { continue };
+                let Some((ty, h)) = udp_header(&buf[..n]) else {
+                    continue;
+                };
                 if ty != b"REP" {
                     continue;
                 }
@@ -188,7 +192,9 @@ fn reserved_tcp(port: u16, slot: usize, attempt: u64) -> Result<TcpStream> {
         s.set_reuse_address(true)?;
         // Closing with RST leaves no TIME_WAIT behind, so ports are reusable at once.
         s.set_linger(Some(Duration::ZERO))?;
-        if s.bind(&SocketAddr::from(([127, 0, 0, 1], p)).into()).is_err() {
+        if s.bind(&SocketAddr::from(([127, 0, 0, 1], p)).into())
+            .is_err()
+        {
             continue;
         }
         if s.connect(&dest.into()).is_ok() {
@@ -383,10 +389,7 @@ fn sendbackup_tcp(port: u16, dir: &str) -> Result<()> {
     let dle = format!(
         "<dle>\n  <program>APPLICATION</program>\n  <disk>{dir}</disk>\n  <level>0</level>\n  <auth>bsdtcp</auth>\n  <record>NO</record>\n  <index>YES</index>\n  <datapath>AMANDA</datapath>\n  <backup-program>\n    <plugin>amgtar</plugin>\n  </backup-program>\n</dle>\n"
     );
-    let mut payload = tcp_req_payload(
-        "sendbackup",
-        "maxdumps=1;hostname=localhost;config=bench;",
-    );
+    let mut payload = tcp_req_payload("sendbackup", "maxdumps=1;hostname=localhost;config=bench;");
     payload.pop();
     payload.extend_from_slice(dle.as_bytes());
     payload.push(0);
