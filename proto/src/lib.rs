@@ -12,23 +12,23 @@
 //! I/O shells around it. The reference is `shared/spec/amanda-protocol.md` (cited as
 //! "spec §N" in the docs here).
 
-pub mod pkt;
-pub mod udp;
-pub mod frame;
-pub mod tcp;
-pub mod security;
 pub mod crc;
+pub mod frame;
+pub mod pkt;
+pub mod security;
+pub mod tcp;
+pub mod udp;
 
-pub mod quote;
-pub mod features;
-pub mod options;
-pub mod request;
 pub mod dle;
-pub mod sendsize;
-pub mod sendbackup;
-pub mod selfcheck;
-pub mod mesg;
+pub mod features;
 pub mod header;
+pub mod mesg;
+pub mod options;
+pub mod quote;
+pub mod request;
+pub mod selfcheck;
+pub mod sendbackup;
+pub mod sendsize;
 
 pub mod exchange;
 

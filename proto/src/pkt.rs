@@ -52,7 +52,9 @@ impl PacketType {
 
     /// Parses a UDP type name (exact, case-sensitive).
     pub fn from_name(name: &[u8]) -> Option<PacketType> {
-        PacketType::ALL.into_iter().find(|t| t.name().as_bytes() == name)
+        PacketType::ALL
+            .into_iter()
+            .find(|t| t.name().as_bytes() == name)
     }
 
     /// Parses a TCP type byte.

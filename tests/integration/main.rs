@@ -3,8 +3,8 @@
 
 mod amandad_interop;
 mod conf_configs;
-mod fuzz_corpus;
 mod interop_reference;
+mod netns;
 mod portpool_sockets;
 mod proto_bodies_golden;
 mod proto_golden;
