@@ -22,7 +22,7 @@ fn real_server_backs_up_and_restores_real_client_over_bsd() {
     let _client = util::start_real_amandad("bsd", port);
     let server = RealServer::new(
         "localhost",
-        &[dle.clone()],
+        std::slice::from_ref(&dle),
         &ServerOptions::new("bsd", port),
     );
 
