@@ -32,7 +32,8 @@ pub const DEFAULT_PATH: &str = "/etc/amanda-rs/amanda-rs.toml";
 pub struct Heartbeat {
     /// Send keepalive probes at all (default true).
     pub enabled: bool,
-    /// Idle time before the first probe, seconds (TCP_KEEPIDLE; default 60).
+    /// Idle time before the first probe, seconds (TCP_KEEPIDLE; default 10: under the
+    /// shortest idle timeouts firewalls and NAT devices use, not just the common hour).
     pub idle_secs: u64,
     /// Time between probes, seconds (TCP_KEEPINTVL; default 10).
     pub interval_secs: u64,
@@ -44,7 +45,7 @@ impl Default for Heartbeat {
     fn default() -> Self {
         Heartbeat {
             enabled: true,
-            idle_secs: 60,
+            idle_secs: 10,
             interval_secs: 10,
             probes: 6,
         }
@@ -266,7 +267,7 @@ mod tests {
         std::fs::write(&p, "").unwrap();
         let s = Settings::load_from(Some(&p), env(&[])).unwrap();
         assert_eq!(s, Settings::default());
-        assert_eq!(s.heartbeat.idle(), Duration::from_secs(60));
+        assert_eq!(s.heartbeat.idle(), Duration::from_secs(10));
         assert!(s.heartbeat.idle_secs * u64::from(s.heartbeat.probes) < 3600);
     }
 

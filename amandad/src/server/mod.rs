@@ -47,8 +47,8 @@ use crate::services::{self, ServiceContext, ServiceKind, Start};
 
 const WAKER: Token = Token(0);
 
-/// TCP keepalive of every connection (settings `keepalive_*`): well under the one-hour idle
-/// timeout of common firewalls, so quiet estimates and dumps survive.
+/// TCP keepalive of every connection (settings `[heartbeat]`): well under the idle timeouts
+/// of firewalls (often an hour, sometimes minutes), so quiet estimates and dumps survive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keepalive {
     pub idle: Duration,
@@ -59,7 +59,7 @@ pub struct Keepalive {
 impl Default for Keepalive {
     fn default() -> Self {
         Keepalive {
-            idle: Duration::from_secs(60),
+            idle: Duration::from_secs(10),
             interval: Duration::from_secs(10),
             retries: 6,
         }
