@@ -314,11 +314,27 @@ impl Drop for Topology {
 #[test]
 fn the_two_hosts_reach_each_other_through_the_router_and_are_torn_down() {
     let Some(t) = Topology::create() else { return };
-    let out = t.run(&t.server, "ping", &["-c", "1", "-W", "2", "198.18.1.2"]);
-    assert!(
-        out.status.success(),
-        "ping: {}",
-        String::from_utf8_lossy(&out.stdout)
+    t.spawn(
+        &t.client,
+        "python3",
+        &[
+            "-c",
+            "import socket; s = socket.socket(); s.bind(('198.18.1.2', 7777)); s.listen(); c, _ = s.accept(); c.send(b'ok')",
+        ],
+    );
+    let out = t.run(
+        &t.server,
+        "python3",
+        &[
+            "-c",
+            "import socket, time\nfor i in range(50):\n    try:\n        s = socket.create_connection(('198.18.1.2', 7777), timeout=3); print(s.recv(2).decode()); break\n    except ConnectionRefusedError:\n        time.sleep(0.1)",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "server -> client through the router: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let names = (t.server.clone(), t.router.clone(), t.client.clone());
     drop(t);

@@ -46,6 +46,18 @@ pub struct Conn {
     pub reader: FrameReader,
     /// Counter for our stream handles on this connection (499999, 499998, ...).
     pub stream_handles: proto::tcp::StreamHandles,
+    /// Payload bytes being spliced from a pipe straight into the socket, after `out` and
+    /// before `held`.
+    splice: Option<Splice>,
+    /// Output queued while a splice is in progress: it goes after the spliced bytes.
+    held: Vec<u8>,
+}
+
+/// A run of bytes that move from a pipe to the socket without passing through user space.
+#[derive(Clone, Copy, Debug)]
+struct Splice {
+    fd: RawFd,
+    left: usize,
 }
 
 impl Conn {
@@ -61,12 +73,38 @@ impl Conn {
             read_closed: false,
             reader: FrameReader::new(),
             stream_handles: proto::tcp::StreamHandles::default(),
+            splice: None,
+            held: Vec::new(),
         }
+    }
+
+    /// The buffer new output goes to: behind a splice in progress, if any.
+    fn sink(&mut self) -> &mut Vec<u8> {
+        if self.splice.is_some() {
+            &mut self.held
+        } else {
+            self.compact();
+            &mut self.out
+        }
+    }
+
+    /// Queues `len` bytes that are sitting in pipe `fd` (the caller knows they are there,
+    /// e.g. from `tee`): they are spliced into the socket after what is queued now.
+    pub fn push_splice(&mut self, fd: RawFd, len: usize) {
+        debug_assert!(self.splice.is_none(), "one splice at a time");
+        if len > 0 {
+            self.splice = Some(Splice { fd, left: len });
+        }
+    }
+
+    /// True while spliced bytes are still on their way.
+    pub fn splicing(&self) -> bool {
+        self.splice.is_some()
     }
 
     /// Bytes queued but not yet written.
     pub fn pending(&self) -> usize {
-        self.out.len() - self.pos
+        self.out.len() - self.pos + self.held.len() + self.splice.map_or(0, |s| s.left)
     }
 
     /// True if more output may be queued without exceeding the high-water mark.
@@ -76,24 +114,22 @@ impl Conn {
 
     /// Queues raw bytes.
     pub fn push(&mut self, bytes: &[u8]) {
-        self.compact();
-        self.out.extend_from_slice(bytes);
+        self.sink().extend_from_slice(bytes);
     }
 
     /// Queues `payload` as frames on `handle`, split at [`MAX_DATA_FRAME`]. An empty payload
     /// queues nothing (a zero-length frame would end the stream; use [`Conn::push_eof`]).
     pub fn push_frames(&mut self, handle: u32, payload: &[u8]) {
-        self.compact();
+        let out = self.sink();
         for chunk in payload.chunks(MAX_DATA_FRAME) {
             // chunk.len() <= MAX_DATA_FRAME < the 4 MiB limit, so encoding cannot fail.
-            let _ = frame::encode_frame(handle, chunk, &mut self.out);
+            let _ = frame::encode_frame(handle, chunk, out);
         }
     }
 
     /// Queues the end-of-stream frame of `handle`.
     pub fn push_eof(&mut self, handle: u32) {
-        self.compact();
-        self.out.extend_from_slice(&frame::eof_frame(handle));
+        self.sink().extend_from_slice(&frame::eof_frame(handle));
     }
 
     /// Reads up to `max` bytes from `fd` straight into the output buffer, as one frame on
@@ -106,6 +142,10 @@ impl Conn {
         max: usize,
         inspect: impl FnOnce(&[u8]),
     ) -> io::Result<usize> {
+        debug_assert!(
+            self.splice.is_none(),
+            "reading into the buffer behind a splice"
+        );
         self.compact();
         let header = if handle.is_some() {
             frame::HEADER_LEN
@@ -150,17 +190,54 @@ impl Conn {
     /// Writes as much queued output as the socket takes. Returns `Ok(true)` when everything
     /// was written. Shuts the write side down once flushed if asked to.
     pub fn flush(&mut self) -> io::Result<bool> {
-        while self.pos < self.out.len() {
-            match self.sock.write(&self.out[self.pos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        loop {
+            while self.pos < self.out.len() {
+                match self.sock.write(&self.out[self.pos..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => self.pos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.out.clear();
+            self.pos = 0;
+            let Some(sp) = self.splice.as_mut() else {
+                break;
+            };
+            // SAFETY: both descriptors are open (the pipe belongs to the dump, which ends the
+            // splice before closing it); no user memory is involved.
+            let n = unsafe {
+                libc::splice(
+                    sp.fd,
+                    std::ptr::null_mut(),
+                    self.sock.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    sp.left,
+                    libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    // The pipe holds the bytes (they were counted by tee): the socket is full.
+                    io::ErrorKind::WouldBlock => return Ok(false),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(e),
+                }
+            }
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the archive pipe ended inside a spliced frame",
+                ));
+            }
+            sp.left -= n as usize;
+            if sp.left == 0 {
+                self.splice = None;
+                std::mem::swap(&mut self.out, &mut self.held);
             }
         }
-        self.out.clear();
-        self.pos = 0;
         if self.close_when_flushed && !self.write_closed {
             self.write_closed = true;
             let _ = self.sock.shutdown(std::net::Shutdown::Write);

@@ -64,6 +64,31 @@ enum Sink {
     Framed(u64, u32),
 }
 
+/// The side pipe of the zero-copy DATA path, and /dev/null to drop its bytes when no CRC is
+/// wanted.
+struct SidePipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    null: std::fs::File,
+}
+
+impl SidePipe {
+    fn new() -> io::Result<SidePipe> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        // As big as the archive pipe, so one tee can see everything tar wrote.
+        // SAFETY: fcntl on a pipe we just created.
+        unsafe {
+            libc::fcntl(
+                write.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                DATA_READ as libc::c_int,
+            )
+        };
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+        Ok(SidePipe { read, write, null })
+    }
+}
+
 struct Pipe {
     fd: OwnedFd,
     token: mio::Token,
@@ -92,6 +117,12 @@ pub struct Dump {
     closed_by_peer: [bool; 3],
     started: Instant,
     bytes: u64,
+    /// The zero-copy DATA path: `tee` into this side pipe tells how many bytes the archive
+    /// pipe holds, the CRC is taken from the side copy, and the archive bytes are spliced
+    /// into the socket. `None` until first used; `splice_ok` false after the kernel refused.
+    side: Option<SidePipe>,
+    splice_ok: bool,
+    scratch: Vec<u8>,
     /// For logs: `dump <id> (<auth>)`.
     label: String,
 }
@@ -256,6 +287,9 @@ impl Server {
                 closed_by_peer: [false; 3],
                 started: Instant::now(),
                 bytes: 0,
+                side: None,
+                splice_ok: true,
+                scratch: Vec::new(),
                 label,
             },
         );
@@ -462,7 +496,111 @@ impl Server {
         self.maybe_finish(id);
     }
 
+    /// Moves archive bytes to the DATA stream without copying them through user space where
+    /// the kernel allows (pipe to socket with splice); falls back to [`Self::pump_data_buffered`].
     fn pump_data(&mut self, id: u64) {
+        loop {
+            let Some(d) = self.dumps.get_mut(&id) else {
+                return;
+            };
+            if !d.splice_ok || d.closed_by_peer[DATA] {
+                return self.pump_data_buffered(id);
+            }
+            let Some(pipe) = d.data.as_mut() else { return };
+            if !pipe.readable || pipe.eof {
+                return;
+            }
+            let fd = pipe.fd.as_raw_fd();
+            let (conn, handle) = match d.sinks[DATA] {
+                Sink::Raw(c) => (c, None),
+                Sink::Framed(c, h) => (c, Some(h)),
+                _ => return,
+            };
+            let Some((_, c)) = self.conns.get(&conn) else {
+                return;
+            };
+            if c.splicing() || c.pending() >= HIGH_WATER {
+                // The connection's writable event resumes us.
+                return;
+            }
+            if d.side.is_none() {
+                match SidePipe::new() {
+                    Ok(side) => d.side = Some(side),
+                    Err(e) => {
+                        debug!("{}: no side pipe ({e}); copying instead", d.label);
+                        d.splice_ok = false;
+                        continue;
+                    }
+                }
+            }
+            let Some(side) = d.side.as_ref() else { return };
+            // SAFETY: both descriptors are open pipes owned by this dump; no user memory.
+            let n = unsafe {
+                libc::tee(
+                    fd,
+                    side.write.as_raw_fd(),
+                    DATA_READ,
+                    libc::SPLICE_F_NONBLOCK,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) => {
+                        if let Some(p) = d.data.as_mut() {
+                            p.readable = false;
+                        }
+                    }
+                    Some(libc::EINTR) => continue,
+                    _ => {
+                        debug!("{}: tee refused ({e}); copying instead", d.label);
+                        d.splice_ok = false;
+                        continue;
+                    }
+                }
+                return;
+            }
+            if n == 0 {
+                if let Some(p) = d.data.as_mut() {
+                    p.eof = true;
+                }
+                return;
+            }
+            let n = n as usize;
+            // The one pass that needs the bytes: the CRC, from the side copy. Without a CRC
+            // the side copy is dropped unread.
+            let crc = d.run.as_ref().is_some_and(|r| r.crc_wanted());
+            let side_ok = if crc {
+                d.scratch.resize(n, 0);
+                let ok = read_exact_fd(side.read.as_raw_fd(), &mut d.scratch[..n]);
+                if ok && let Some(r) = d.run.as_mut() {
+                    r.on_data(&d.scratch[..n]);
+                }
+                ok
+            } else {
+                drain_to(side.read.as_raw_fd(), side.null.as_raw_fd(), n)
+            };
+            if !side_ok {
+                warn!(
+                    "{}: reading the side pipe failed; the dump is aborted",
+                    d.label
+                );
+                return self.abort_dump(id, "internal error on the DATA path");
+            }
+            d.bytes += n as u64;
+            if let Some((_, c)) = self.conns.get_mut(&conn) {
+                if let Some(h) = handle
+                    && let Ok(header) = proto::frame::encode_header(h, n)
+                {
+                    c.push(&header);
+                }
+                c.push_splice(fd, n);
+            }
+            self.flush_conn(conn);
+        }
+    }
+
+    fn pump_data_buffered(&mut self, id: u64) {
         loop {
             let Some(d) = self.dumps.get_mut(&id) else {
                 return;
@@ -676,6 +814,17 @@ impl Server {
             return;
         }
         warn!("{}: aborted: {why}", d.label);
+        // A splice in progress refers to the archive pipe closed below, and its frame can no
+        // longer be completed: that connection has to go.
+        let broken: Vec<u64> = d
+            .sinks
+            .iter()
+            .filter_map(|s| match s {
+                Sink::Raw(c) | Sink::Framed(c, _) => Some(*c),
+                _ => None,
+            })
+            .filter(|c| self.conns.get(c).is_some_and(|(_, conn)| conn.splicing()))
+            .collect();
         if let Some(mut child) = d.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -690,6 +839,9 @@ impl Server {
         }
         for t in tokens {
             self.sources.remove(&t);
+        }
+        for c in broken {
+            self.close_conn(c);
         }
         self.close_streams(id);
         // A dump whose streams are gone entirely can go now.
@@ -751,4 +903,46 @@ fn set_nonblocking(fd: i32) {
             libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
     }
+}
+
+/// Reads exactly `buf.len()` bytes that are known to be in pipe `fd`.
+fn read_exact_fd(fd: i32, buf: &mut [u8]) -> bool {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: read writes at most buf.len() - got bytes into the rest of buf.
+        let n = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n <= 0 {
+            return false;
+        }
+        got += n as usize;
+    }
+    true
+}
+
+/// Moves `n` bytes that are known to be in pipe `from` to `to` (/dev/null) without copying.
+fn drain_to(from: i32, to: i32, mut n: usize) -> bool {
+    while n > 0 {
+        // SAFETY: both descriptors are open; no user memory is involved.
+        let m = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                n,
+                libc::SPLICE_F_MOVE,
+            )
+        };
+        if m < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if m <= 0 {
+            return false;
+        }
+        n -= m as usize;
+    }
+    true
 }
