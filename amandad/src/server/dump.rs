@@ -28,6 +28,7 @@ use mio::net::TcpListener;
 use mio::unix::SourceFd;
 
 use super::conn::{HIGH_WATER, Role};
+use super::datapath::ZeroCopy;
 use super::{Route, Server, Source, Timer, Work};
 use crate::args::Auth;
 use crate::services::backup::{BackupPlan, BackupRun, StreamOutput};
@@ -64,31 +65,6 @@ enum Sink {
     Framed(u64, u32),
 }
 
-/// The side pipe of the zero-copy DATA path, and /dev/null to drop its bytes when no CRC is
-/// wanted.
-struct SidePipe {
-    read: OwnedFd,
-    write: OwnedFd,
-    null: std::fs::File,
-}
-
-impl SidePipe {
-    fn new() -> io::Result<SidePipe> {
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        // As big as the archive pipe, so one tee can see everything tar wrote.
-        // SAFETY: fcntl on a pipe we just created.
-        unsafe {
-            libc::fcntl(
-                write.as_raw_fd(),
-                libc::F_SETPIPE_SZ,
-                DATA_READ as libc::c_int,
-            )
-        };
-        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-        Ok(SidePipe { read, write, null })
-    }
-}
-
 struct Pipe {
     fd: OwnedFd,
     token: mio::Token,
@@ -120,9 +96,8 @@ pub struct Dump {
     /// The zero-copy DATA path: `tee` into this side pipe tells how many bytes the archive
     /// pipe holds, the CRC is taken from the side copy, and the archive bytes are spliced
     /// into the socket. `None` until first used; `splice_ok` false after the kernel refused.
-    side: Option<SidePipe>,
+    side: Option<ZeroCopy>,
     splice_ok: bool,
-    scratch: Vec<u8>,
     /// For logs: `dump <id> (<auth>)`.
     label: String,
 }
@@ -289,7 +264,6 @@ impl Server {
                 bytes: 0,
                 side: None,
                 splice_ok: true,
-                scratch: Vec::new(),
                 label,
             },
         );
@@ -524,7 +498,7 @@ impl Server {
                 return;
             }
             if d.side.is_none() {
-                match SidePipe::new() {
+                match ZeroCopy::new(DATA_READ) {
                     Ok(side) => d.side = Some(side),
                     Err(e) => {
                         debug!("{}: no side pipe ({e}); copying instead", d.label);
@@ -533,60 +507,40 @@ impl Server {
                     }
                 }
             }
-            let Some(side) = d.side.as_ref() else { return };
-            // SAFETY: both descriptors are open pipes owned by this dump; no user memory.
-            let n = unsafe {
-                libc::tee(
-                    fd,
-                    side.write.as_raw_fd(),
-                    DATA_READ,
-                    libc::SPLICE_F_NONBLOCK,
-                )
+            let (Some(side), Some(run)) = (d.side.as_mut(), d.run.as_mut()) else {
+                return;
             };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EAGAIN) => {
-                        if let Some(p) = d.data.as_mut() {
-                            p.readable = false;
-                        }
-                    }
-                    Some(libc::EINTR) => continue,
-                    _ => {
-                        debug!("{}: tee refused ({e}); copying instead", d.label);
-                        d.splice_ok = false;
-                        continue;
-                    }
-                }
-                return;
-            }
-            if n == 0 {
-                if let Some(p) = d.data.as_mut() {
-                    p.eof = true;
-                }
-                return;
-            }
-            let n = n as usize;
-            // The one pass that needs the bytes: the CRC, from the side copy. Without a CRC
-            // the side copy is dropped unread.
-            let crc = d.run.as_ref().is_some_and(|r| r.crc_wanted());
-            let side_ok = if crc {
-                d.scratch.resize(n, 0);
-                let ok = read_exact_fd(side.read.as_raw_fd(), &mut d.scratch[..n]);
-                if ok && let Some(r) = d.run.as_mut() {
-                    r.on_data(&d.scratch[..n]);
-                }
-                ok
+            // The one pass that needs the bytes is the CRC; without one they stay unread.
+            let taken = if run.crc_wanted() {
+                side.take(fd, Some(&mut |b: &[u8]| run.on_data(b)))
             } else {
-                drain_to(side.read.as_raw_fd(), side.null.as_raw_fd(), n)
+                side.take(fd, None)
             };
-            if !side_ok {
-                warn!(
-                    "{}: reading the side pipe failed; the dump is aborted",
-                    d.label
-                );
-                return self.abort_dump(id, "internal error on the DATA path");
-            }
+            let n = match taken {
+                Ok(0) => {
+                    if let Some(p) = d.data.as_mut() {
+                        p.eof = true;
+                    }
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Some(p) = d.data.as_mut() {
+                        p.readable = false;
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    debug!("{}: tee refused; copying instead", d.label);
+                    d.splice_ok = false;
+                    continue;
+                }
+                Err(e) => {
+                    warn!("{}: reading the archive: {e}", d.label);
+                    return self.abort_dump(id, "internal error on the DATA path");
+                }
+            };
             d.bytes += n as u64;
             if let Some((_, c)) = self.conns.get_mut(&conn) {
                 if let Some(h) = handle
@@ -903,46 +857,4 @@ fn set_nonblocking(fd: i32) {
             libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
     }
-}
-
-/// Reads exactly `buf.len()` bytes that are known to be in pipe `fd`.
-fn read_exact_fd(fd: i32, buf: &mut [u8]) -> bool {
-    let mut got = 0;
-    while got < buf.len() {
-        // SAFETY: read writes at most buf.len() - got bytes into the rest of buf.
-        let n = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
-        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        if n <= 0 {
-            return false;
-        }
-        got += n as usize;
-    }
-    true
-}
-
-/// Moves `n` bytes that are known to be in pipe `from` to `to` (/dev/null) without copying.
-fn drain_to(from: i32, to: i32, mut n: usize) -> bool {
-    while n > 0 {
-        // SAFETY: both descriptors are open; no user memory is involved.
-        let m = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                n,
-                libc::SPLICE_F_MOVE,
-            )
-        };
-        if m < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        if m <= 0 {
-            return false;
-        }
-        n -= m as usize;
-    }
-    true
 }

@@ -18,6 +18,7 @@
 //! pipes), or write to fds 0-2.
 
 mod conn;
+pub mod datapath;
 mod dump;
 mod pool;
 
