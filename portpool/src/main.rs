@@ -158,6 +158,10 @@ struct RulesArgs {
     /// The server's address(es) as clients see it (default: this host's name, resolved).
     #[arg(long = "server-address", value_name = "ADDR")]
     server_addresses: Vec<std::net::IpAddr>,
+    /// Make the table the host's whole input firewall: drop every incoming packet it does
+    /// not accept (loopback, ICMP and established traffic excepted).
+    #[arg(long)]
+    default_drop: bool,
 }
 
 fn main() -> ExitCode {
@@ -296,7 +300,10 @@ fn rules(args: &RulesArgs) -> Result<ExitCode> {
         Some("clients") => Side::Clients,
         Some(host) => Side::Client(host.to_owned()),
     };
-    let text = rules::render(&site, format, &side).map_err(anyhow::Error::msg)?;
+    let opts = rules::Options {
+        default_drop: args.default_drop,
+    };
+    let text = rules::render_with(&site, format, &side, &opts).map_err(anyhow::Error::msg)?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }

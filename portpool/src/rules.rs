@@ -33,6 +33,15 @@ pub enum Side {
     Client(String),
 }
 
+/// How the rules treat what they do not mention.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Drop every incoming packet the rules do not accept (loopback, ICMP and established
+    /// traffic excepted), so the table is the host's whole input firewall. Off by default:
+    /// the table then only guards the Amanda ports and leaves the rest to the admin's own.
+    pub default_drop: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dir {
     In,
@@ -264,6 +273,16 @@ fn dedup(rules: &mut Vec<Rule>) {
 
 /// The rules text for the chosen side(s).
 pub fn render(site: &Site, format: Format, side: &Side) -> Result<String, String> {
+    render_with(site, format, side, &Options::default())
+}
+
+/// [`render`] with [`Options`].
+pub fn render_with(
+    site: &Site,
+    format: Format,
+    side: &Side,
+    opts: &Options,
+) -> Result<String, String> {
     let hosts = plan(site)?;
     let chosen: Vec<&HostRules> = hosts
         .iter()
@@ -288,8 +307,8 @@ pub fn render(site: &Site, format: Format, side: &Side) -> Result<String, String
             out.push('\n');
         }
         match format {
-            Format::Nft => nft(site, h, &mut out),
-            Format::Iptables => iptables(site, h, &mut out),
+            Format::Nft => nft(site, h, opts, &mut out),
+            Format::Iptables => iptables(site, h, opts, &mut out),
         }
     }
     Ok(out)
@@ -304,8 +323,8 @@ pub fn render_host(site: &Site, format: Format, host: &str) -> Result<String, St
         .ok_or_else(|| format!("no host {host}"))?;
     let mut out = String::new();
     match format {
-        Format::Nft => nft(site, h, &mut out),
-        Format::Iptables => iptables(site, h, &mut out),
+        Format::Nft => nft(site, h, &Options::default(), &mut out),
+        Format::Iptables => iptables(site, h, &Options::default(), &mut out),
     }
     Ok(out)
 }
@@ -362,7 +381,7 @@ fn quote(comment: &str) -> String {
     comment.replace('"', "'")
 }
 
-fn nft(site: &Site, h: &HostRules, out: &mut String) {
+fn nft(site: &Site, h: &HostRules, opts: &Options, out: &mut String) {
     let _ = writeln!(out, "#!/usr/sbin/nft -f");
     let _ = writeln!(
         out,
@@ -415,11 +434,20 @@ fn nft(site: &Site, h: &HostRules, out: &mut String) {
     }
     for (dir, name, hook) in [(Dir::In, "input", "input"), (Dir::Out, "output", "output")] {
         let _ = writeln!(out, "\n    chain {name} {{");
+        let policy = if dir == Dir::In && opts.default_drop {
+            "drop"
+        } else {
+            "accept"
+        };
         let _ = writeln!(
             out,
-            "        type filter hook {hook} priority filter; policy accept;"
+            "        type filter hook {hook} priority filter; policy {policy};"
         );
         let _ = writeln!(out, "        ct state established,related accept");
+        if dir == Dir::In && opts.default_drop {
+            let _ = writeln!(out, "        iif \"lo\" accept");
+            let _ = writeln!(out, "        meta l4proto {{ icmp, ipv6-icmp }} accept");
+        }
         for r in h.rules.iter().filter(|r| r.dir == dir) {
             for fam in [Family::V4, Family::V6] {
                 let Some(p) = nft_peers(fam, &r.peers) else {
@@ -457,7 +485,7 @@ fn ipt_range(r: PortRange) -> String {
     }
 }
 
-fn iptables(site: &Site, h: &HostRules, out: &mut String) {
+fn iptables(site: &Site, h: &HostRules, opts: &Options, out: &mut String) {
     let chain = |dir: Dir| match dir {
         Dir::In => "AMANDA-RS-IN",
         Dir::Out => "AMANDA-RS-OUT",
@@ -502,8 +530,15 @@ fn iptables(site: &Site, h: &HostRules, out: &mut String) {
         let _ = writeln!(out, "COMMIT");
     }
     let _ = writeln!(out, "*filter");
+    if opts.default_drop {
+        let _ = writeln!(out, ":INPUT DROP [0:0]");
+    }
     for dir in [Dir::In, Dir::Out] {
         let _ = writeln!(out, ":{} - [0:0]", chain(dir));
+    }
+    if opts.default_drop {
+        let _ = writeln!(out, "-A INPUT -i lo -j ACCEPT");
+        let _ = writeln!(out, "-A INPUT -p icmp -j ACCEPT");
     }
     let _ = writeln!(out, "-A INPUT -j {}", chain(Dir::In));
     let _ = writeln!(out, "-A OUTPUT -j {}", chain(Dir::Out));

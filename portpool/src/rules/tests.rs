@@ -110,3 +110,22 @@ fn unknown_addresses_are_an_error_not_missing_rules() {
         .is_err()
     );
 }
+
+#[test]
+fn default_drop_makes_the_table_the_whole_input_firewall() {
+    let site = two_client_site();
+    let side = Side::Client("alpha".into());
+    let opts = Options { default_drop: true };
+    let nft = render_with(&site, Format::Nft, &side, &opts).unwrap();
+    let input = &nft[nft.find("chain input").unwrap()..nft.find("chain output").unwrap()];
+    assert!(input.contains("policy drop;"), "{input}");
+    assert!(input.contains("iif \"lo\" accept"));
+    assert!(input.contains("ct state established,related accept"));
+    let output = &nft[nft.find("chain output").unwrap()..];
+    assert!(output.contains("policy accept;"), "outgoing traffic is left alone");
+    let ipt = render_with(&site, Format::Iptables, &side, &opts).unwrap();
+    assert!(ipt.contains(":INPUT DROP [0:0]"), "{ipt}");
+    assert!(ipt.contains("-A INPUT -i lo -j ACCEPT"));
+    let plain = render(&site, Format::Nft, &side).unwrap();
+    assert!(!plain.contains("policy drop"), "off by default");
+}
