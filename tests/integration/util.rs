@@ -550,6 +550,8 @@ pub struct RealServer {
     pub work: Scratch,
     pub client_host: String,
     pub dles: Vec<PathBuf>,
+    /// Run the tools that talk to the client inside this network namespace.
+    pub netns: Option<String>,
 }
 
 /// Settings of a [`RealServer`].
@@ -724,11 +726,19 @@ define dumptype rs {{
             work,
             client_host: client_host.to_string(),
             dles: dles.to_vec(),
+            netns: None,
         }
     }
 
     fn as_amanda(&self, tool: &str, args: &[&str], limit: Duration) -> (ExitStatus, String) {
-        let mut cmd = Command::new("runuser");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "runuser"]);
+                c
+            }
+            None => Command::new("runuser"),
+        };
         cmd.args(["-u", AMANDA_USER, "--", tool])
             .args(args)
             .current_dir("/tmp");
