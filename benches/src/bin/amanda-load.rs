@@ -8,7 +8,7 @@
 //! Needs root (requests must come from reserved ports).
 //!
 //! ```text
-//! amanda-load noop --auth bsd|bsdtcp --port P [--concurrency 16] [--seconds 5]
+//! amanda-load noop --auth bsd|bsdtcp [--host ADDR] --port P [--concurrency 16] [--seconds 5]
 //! amanda-load hold --port P [--count 1000] [--seconds 5]      (bsd: REPs are never ACKed)
 //! amanda-load sendbackup --auth bsdtcp --port P --dir DIR      (amgtar level 0, data discarded)
 //! ```
@@ -36,15 +36,19 @@ fn main() -> Result<()> {
         })
     };
     let port = num("--port", 10080)? as u16;
+    let host: std::net::IpAddr = get("--host")
+        .unwrap_or_else(|| "127.0.0.1".into())
+        .parse()
+        .context("--host ADDR")?;
     let auth = get("--auth").unwrap_or_else(|| "bsd".into());
     match args.first().map(String::as_str) {
         Some("noop") => {
             let c = num("--concurrency", 16)? as usize;
             let secs = num("--seconds", 5)?;
             let r = if auth == "bsdtcp" {
-                noop_tcp(port, c, Duration::from_secs(secs))?
+                noop_tcp(SocketAddr::new(host, port), c, Duration::from_secs(secs))?
             } else {
-                noop_udp(port, c, Duration::from_secs(secs))?
+                noop_udp(SocketAddr::new(host, port), c, Duration::from_secs(secs))?
             };
             println!(
                 "auth={auth} concurrency={c} exchanges={} failures={} rate={:.0}/s median={:.3}ms p99={:.3}ms",
@@ -55,10 +59,14 @@ fn main() -> Result<()> {
                 r.quantile(0.99) * 1e3
             );
         }
-        Some("hold") => hold_udp(port, num("--count", 1000)? as usize, num("--seconds", 5)?)?,
+        Some("hold") => hold_udp(
+            SocketAddr::new(host, port),
+            num("--count", 1000)? as usize,
+            num("--seconds", 5)?,
+        )?,
         Some("sendbackup") => {
             let dir = get("--dir").context("--dir DIR")?;
-            sendbackup_tcp(port, &dir)?;
+            sendbackup_tcp(SocketAddr::new(host, port), &dir)?;
         }
         _ => bail!("usage: amanda-load noop|hold|sendbackup ... (see the source header)"),
     }
@@ -89,7 +97,7 @@ fn reserved_udp() -> Result<UdpSocket> {
     let start = (handle_base() >> 8) % 400;
     for i in 0..400 {
         let p = 600 + ((start + i) % 400) as u16;
-        if let Ok(s) = UdpSocket::bind(("127.0.0.1", p)) {
+        if let Ok(s) = UdpSocket::bind(("0.0.0.0", p)) {
             return Ok(s);
         }
     }
@@ -122,9 +130,9 @@ fn udp_header(d: &[u8]) -> Option<(&[u8], u64)> {
     Some((ty, u64::from_str_radix(handle, 16).ok()?))
 }
 
-fn noop_udp(port: u16, concurrency: usize, length: Duration) -> Result<Run> {
+fn noop_udp(dest: SocketAddr, concurrency: usize, length: Duration) -> Result<Run> {
     let sock = reserved_udp()?;
-    sock.connect(("127.0.0.1", port))?;
+    sock.connect(dest)?;
     sock.set_read_timeout(Some(Duration::from_millis(200)))?;
     // Handles unique to this run: a daemon may still hold exchanges of an earlier run from
     // the same source port.
@@ -183,18 +191,15 @@ fn noop_udp(port: u16, concurrency: usize, length: Duration) -> Result<Run> {
     Ok(run)
 }
 
-fn reserved_tcp(port: u16, slot: usize, attempt: u64) -> Result<TcpStream> {
+fn reserved_tcp(dest: SocketAddr, slot: usize, attempt: u64) -> Result<TcpStream> {
     // Each slot cycles through its own share of 512..1023 so slots never compete.
-    let dest = SocketAddr::from(([127, 0, 0, 1], port));
     for i in 0..500u64 {
         let p = 512 + ((slot as u64 * 31 + attempt * 7 + i) % 500) as u16;
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
         s.set_reuse_address(true)?;
         // Closing with RST leaves no TIME_WAIT behind, so ports are reusable at once.
         s.set_linger(Some(Duration::ZERO))?;
-        if s.bind(&SocketAddr::from(([127, 0, 0, 1], p)).into())
-            .is_err()
-        {
+        if s.bind(&SocketAddr::from(([0, 0, 0, 0], p)).into()).is_err() {
             continue;
         }
         if s.connect(&dest.into()).is_ok() {
@@ -234,7 +239,7 @@ fn tcp_req_payload(service: &str, extra: &str) -> Vec<u8> {
     p
 }
 
-fn noop_tcp(port: u16, concurrency: usize, length: Duration) -> Result<Run> {
+fn noop_tcp(dest: SocketAddr, concurrency: usize, length: Duration) -> Result<Run> {
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -251,7 +256,7 @@ fn noop_tcp(port: u16, concurrency: usize, length: Duration) -> Result<Run> {
                 attempt += 1;
                 let t = Instant::now();
                 let ok = (|| -> Result<()> {
-                    let mut s = reserved_tcp(port, slot, attempt)?;
+                    let mut s = reserved_tcp(dest, slot, attempt)?;
                     s.set_read_timeout(Some(Duration::from_secs(5)))?;
                     s.write_all(&req)?;
                     loop {
@@ -289,9 +294,9 @@ fn noop_tcp(port: u16, concurrency: usize, length: Duration) -> Result<Run> {
 /// Opens `count` noop exchanges whose REPs are never ACKed (the daemon keeps each one for
 /// its REP retransmissions), prints how many REPs came back, then waits so that the RSS of
 /// the daemon can be read while they are all in flight.
-fn hold_udp(port: u16, count: usize, secs: u64) -> Result<()> {
+fn hold_udp(dest: SocketAddr, count: usize, secs: u64) -> Result<()> {
     let sock = reserved_udp()?;
-    sock.connect(("127.0.0.1", port))?;
+    sock.connect(dest)?;
     sock.set_read_timeout(Some(Duration::from_millis(500)))?;
     let base = handle_base();
     for h in base..base + count as u64 {
@@ -382,8 +387,8 @@ impl FrameStream {
 
 /// Runs one amgtar level-0 sendbackup of `dir` over bsdtcp and discards the data. Prints the
 /// byte count and the rate.
-fn sendbackup_tcp(port: u16, dir: &str) -> Result<()> {
-    let mut s = reserved_tcp(port, 0, 1)?;
+fn sendbackup_tcp(dest: SocketAddr, dir: &str) -> Result<()> {
+    let mut s = reserved_tcp(dest, 0, 1)?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
     let _ = socket2::SockRef::from(&s).set_recv_buffer_size(4 << 20);
     let dle = format!(
