@@ -7,78 +7,13 @@
 //! octal escape is copied as is, without quote deletion or escape processing (fixed after
 //! 3.5.1). Unlike 3.5.1 we never read past the end when an octal escape ends the string.
 //!
-//! What this module must not do: quote (amanda-rs never writes Amanda configs).
+//! What this module must not do: quote (amanda-rs never writes Amanda configs), or keep a
+//! second copy of the rules (they live in `proto::quote`).
 
-/// Unquotes `raw` (which may include its enclosing quotes) like Amanda 3.5.1.
+/// Unquotes `raw` (which may include its enclosing quotes) like Amanda 3.5.1. The wire
+/// protocol uses the same function; there is one implementation, in `proto`.
 pub fn unquote(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while let Some(&c) = raw.get(i) {
-        if c == b'"' {
-            i += 1;
-            continue;
-        }
-        if c == b'\\' {
-            i += 1;
-            match raw.get(i) {
-                None => break,
-                Some(b'n') => {
-                    out.push(b'\n');
-                    i += 1;
-                    continue;
-                }
-                Some(b't') => {
-                    out.push(b'\t');
-                    i += 1;
-                    continue;
-                }
-                Some(b'r') => {
-                    out.push(b'\r');
-                    i += 1;
-                    continue;
-                }
-                Some(b'f') => {
-                    out.push(0x0c);
-                    i += 1;
-                    continue;
-                }
-                Some(b'0'..=b'7') => {
-                    let mut v: u8 = 0;
-                    let mut n = 0;
-                    while n < 3 {
-                        match raw.get(i) {
-                            Some(&d @ b'0'..=b'7') => {
-                                v = v.wrapping_shl(3).wrapping_add(d - b'0');
-                                i += 1;
-                                n += 1;
-                            }
-                            _ => break,
-                        }
-                    }
-                    if v != 0 {
-                        out.push(v);
-                    }
-                    // 3.5.1 copies the next character verbatim (see module docs).
-                    match raw.get(i) {
-                        Some(&next) => {
-                            out.push(next);
-                            i += 1;
-                        }
-                        None => break,
-                    }
-                    continue;
-                }
-                Some(&other) => {
-                    out.push(other);
-                    i += 1;
-                    continue;
-                }
-            }
-        }
-        out.push(c);
-        i += 1;
-    }
-    out
+    proto::quote::unquote_string(raw)
 }
 
 /// [`unquote`], decoded as UTF-8 (invalid sequences become U+FFFD).

@@ -233,6 +233,18 @@ fn exchange_udp(sock: &UdpSocket, port: u16, dgram: &[u8]) -> Vec<String> {
     replies
 }
 
+/// Replaces the number in `... port N not secure` by `N`: it is the sender's port, which
+/// differs between the run against the real amandad and the run against ours.
+fn mask_port(text: &str) -> String {
+    let mut out = text.to_string();
+    if let Some(i) = out.find(": port ") {
+        let start = i + ": port ".len();
+        let end = out[start..].find(' ').map_or(out.len(), |j| start + j);
+        out.replace_range(start..end, "N");
+    }
+    out
+}
+
 fn req(handle: &str, user: Option<&str>, service: &str) -> Vec<u8> {
     let mut s = format!("Amanda 3.5 REQ HANDLE {handle} SEQ 12345\n");
     if let Some(u) = user {
@@ -275,21 +287,7 @@ fn bad_udp_requests_get_the_same_answer_as_from_the_real_amandad() {
         let sock = udp_from(*reserved);
         let mine = exchange_udp(&sock, ours.port, dgram);
         // The port in "port N not secure" is the sender's, which differs between the two runs.
-        let norm = |v: &Vec<String>| -> Vec<String> {
-            v.iter()
-                .map(|s| {
-                    let mut out = s.clone();
-                    if let Some(i) = out.find(": port ") {
-                        let tail = out[i + 7..]
-                            .find(' ')
-                            .map(|j| i + 7 + j)
-                            .unwrap_or(out.len());
-                        out.replace_range(i + 7..tail, "N");
-                    }
-                    out
-                })
-                .collect()
-        };
+        let norm = |v: &Vec<String>| -> Vec<String> { v.iter().map(|s| mask_port(s)).collect() };
         if norm(&real) != norm(&mine) {
             differences.push(format!("{name}:\n  real: {real:?}\n  ours: {mine:?}"));
         }
@@ -412,16 +410,7 @@ fn bad_bsdtcp_requests_get_the_same_answer_as_from_the_real_amandad() {
         let real = exchange_tcp(real_port, *reserved, payload);
         let mine = exchange_tcp(ours.port, *reserved, payload);
         let norm = |v: &Vec<(u32, Option<u8>, String)>| -> Vec<(u32, Option<u8>, String)> {
-            v.iter()
-                .map(|(h, t, b)| {
-                    let mut b = b.clone();
-                    if let Some(i) = b.find(": port ") {
-                        let tail = b[i + 7..].find(' ').map(|j| i + 7 + j).unwrap_or(b.len());
-                        b.replace_range(i + 7..tail, "N");
-                    }
-                    (*h, *t, b)
-                })
-                .collect()
+            v.iter().map(|(h, t, b)| (*h, *t, mask_port(b))).collect()
         };
         if norm(&real) != norm(&mine) {
             differences.push(format!("{name}:\n  real: {real:?}\n  ours: {mine:?}"));
