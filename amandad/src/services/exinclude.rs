@@ -171,17 +171,15 @@ fn timestamp_now() -> String {
     )
 }
 
-/// `build_exclude`: `None` when the DLE excludes nothing.
-fn build_exclude(
-    list: &FileList,
+/// Creates the temporary list file of `kind` (`exclude` or `include`), or reports why not
+/// (message 4600004, as amgtar words it).
+fn open_list(
     place: &ListPlace<'_>,
+    kind: &str,
     messages: &mut Vec<ListMessage>,
-) -> Option<TempList> {
-    if list.files.is_empty() && list.lists.is_empty() {
-        return None;
-    }
-    let (mut file, path) = match create_temp(place, "exclude") {
-        Ok(x) => x,
+) -> Option<(std::fs::File, TempList)> {
+    match create_temp(place, kind) {
+        Ok((file, path)) => Some((file, TempList { path })),
         Err(e) => {
             messages.push(ListMessage {
                 code: 4_600_004,
@@ -192,10 +190,21 @@ fn build_exclude(
                     strerror(&e)
                 ),
             });
-            return None;
+            None
         }
-    };
-    let guard = TempList { path };
+    }
+}
+
+/// `build_exclude`: `None` when the DLE excludes nothing.
+fn build_exclude(
+    list: &FileList,
+    place: &ListPlace<'_>,
+    messages: &mut Vec<ListMessage>,
+) -> Option<TempList> {
+    if list.files.is_empty() && list.lists.is_empty() {
+        return None;
+    }
+    let (mut file, guard) = open_list(place, "exclude", messages)?;
     let mut out = Vec::new();
     for f in &list.files {
         out.extend_from_slice(&exclude_line(f));
@@ -322,22 +331,7 @@ fn build_include(
     if list.files.is_empty() && list.lists.is_empty() {
         return None;
     }
-    let (mut file, path) = match create_temp(place, "include") {
-        Ok(x) => x,
-        Err(e) => {
-            messages.push(ListMessage {
-                code: 4_600_004,
-                info: false,
-                text: format!(
-                    "Can't create '{}': {}",
-                    place.tmp_dir.display(),
-                    strerror(&e)
-                ),
-            });
-            return None;
-        }
-    };
-    let guard = TempList { path };
+    let (mut file, guard) = open_list(place, "include", messages)?;
     let mut out = Vec::new();
     let mut found = 0;
     for f in &list.files {
