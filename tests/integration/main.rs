@@ -3,8 +3,8 @@
 
 mod amandad_interop;
 mod conf_configs;
-mod firewall;
 mod dumper_interop;
+mod firewall;
 mod interop_reference;
 mod netns;
 mod portpool_sockets;

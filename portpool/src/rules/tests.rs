@@ -122,7 +122,10 @@ fn default_drop_makes_the_table_the_whole_input_firewall() {
     assert!(input.contains("iif \"lo\" accept"));
     assert!(input.contains("ct state established,related accept"));
     let output = &nft[nft.find("chain output").unwrap()..];
-    assert!(output.contains("policy accept;"), "outgoing traffic is left alone");
+    assert!(
+        output.contains("policy accept;"),
+        "outgoing traffic is left alone"
+    );
     let ipt = render_with(&site, Format::Iptables, &side, &opts).unwrap();
     assert!(ipt.contains(":INPUT DROP [0:0]"), "{ipt}");
     assert!(ipt.contains("-A INPUT -i lo -j ACCEPT"));

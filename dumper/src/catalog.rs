@@ -1,0 +1,628 @@
+//! The catalog: what was dumped, in an embedded SQLite database, so that choosing levels and
+//! finding restores never depends on parsing log files.
+//!
+//! One row per dump attempt in `dumps` (host, disk, level, run timestamp, date, sizes, CRCs,
+//! holding file, status, error, waits), one row per run in `runs`. A dump is inserted as
+//! `running` when it starts and updated when it ends, so a dumper that died leaves rows that
+//! the next open marks `lost`. The file lives beside the configuration's `infofile`
+//! (`<infofile>.dumper.sqlite`) and uses WAL journaling; only the driver thread writes it.
+//!
+//! The level-chain rule used by restore ([`chain`]) is a pure function over the rows, so it
+//! is tested without a database. What this module must not do: look at holding files (the
+//! caller checks that they exist) or decide levels.
+
+use std::path::{Path, PathBuf};
+
+use proto::crc::CrcValue;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The schema version in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id          INTEGER PRIMARY KEY,
+    timestamp   TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    started     INTEGER NOT NULL,
+    finished    INTEGER,
+    exit_status INTEGER
+);
+CREATE TABLE IF NOT EXISTS dumps (
+    id           INTEGER PRIMARY KEY,
+    run_id       INTEGER NOT NULL REFERENCES runs(id),
+    host         TEXT NOT NULL,
+    disk         BLOB NOT NULL,
+    level        INTEGER NOT NULL,
+    timestamp    TEXT NOT NULL,
+    date         TEXT NOT NULL,
+    started      INTEGER NOT NULL,
+    duration_ms  INTEGER,
+    status       TEXT NOT NULL,
+    bytes        INTEGER,
+    orig_kb      INTEGER,
+    crc          TEXT,
+    client_crc   TEXT,
+    native_crc   TEXT,
+    holding_file TEXT,
+    comp_suffix  TEXT,
+    program      TEXT,
+    error        TEXT,
+    waited_ms    INTEGER,
+    wait_reason  TEXT
+);
+CREATE INDEX IF NOT EXISTS dumps_by_dle ON dumps(host, disk, level, timestamp);
+";
+
+/// The state of a dump row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Started, not finished.
+    Running,
+    /// Success.
+    Done,
+    /// Success with notes.
+    Strange,
+    /// Failure.
+    Failed,
+    /// The dumper died while it was running.
+    Lost,
+}
+
+impl Status {
+    /// The text stored in the database.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Done => "done",
+            Status::Strange => "strange",
+            Status::Failed => "failed",
+            Status::Lost => "lost",
+        }
+    }
+
+    /// Reads the stored text (unknown text is [`Status::Lost`]).
+    pub fn parse(s: &str) -> Status {
+        match s {
+            "running" => Status::Running,
+            "done" => Status::Done,
+            "strange" => Status::Strange,
+            "failed" => Status::Failed,
+            _ => Status::Lost,
+        }
+    }
+
+    /// Done or strange: the holding file is complete.
+    pub const fn is_success(self) -> bool {
+        matches!(self, Status::Done | Status::Strange)
+    }
+}
+
+/// One dump, as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DumpRecord {
+    /// Row id (0 before insertion).
+    pub id: i64,
+    /// The client host.
+    pub host: String,
+    /// The disk name.
+    pub disk: Vec<u8>,
+    /// The level.
+    pub level: i32,
+    /// The run timestamp `YYYYMMDDhhmmss`.
+    pub timestamp: String,
+    /// `YYYY-MM-DD` of the run timestamp.
+    pub date: String,
+    /// When the dump started, seconds since the epoch.
+    pub started: i64,
+    /// How long it took.
+    pub duration_ms: Option<i64>,
+    /// Its state.
+    pub status: Status,
+    /// DATA bytes written after the header.
+    pub bytes: Option<i64>,
+    /// The client's `sendbackup: size` (KiB before compression).
+    pub orig_kb: Option<i64>,
+    /// CRC-32C of the DATA bytes as received.
+    pub crc: Option<CrcValue>,
+    /// The client's `client-CRC`.
+    pub client_crc: Option<CrcValue>,
+    /// The client's `native-CRC`.
+    pub native_crc: Option<CrcValue>,
+    /// The holding file (final name; set only on success).
+    pub holding_file: Option<PathBuf>,
+    /// `COMPRESS_SUFFIX` (client compression), e.g. `.gz`.
+    pub comp_suffix: Option<String>,
+    /// The `BACKUP` program (`/bin/tar`, `APPLICATION`).
+    pub program: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// How long it waited for ports or a slot before it started.
+    pub waited_ms: Option<i64>,
+    /// Why it waited.
+    pub wait_reason: Option<String>,
+}
+
+impl DumpRecord {
+    /// A `running` record for a dump that starts now.
+    pub fn started(host: &str, disk: &[u8], level: i32, timestamp: &str, started: i64) -> Self {
+        DumpRecord {
+            id: 0,
+            host: host.to_owned(),
+            disk: disk.to_vec(),
+            level,
+            timestamp: timestamp.to_owned(),
+            date: crate::clock::date_of_timestamp(timestamp).unwrap_or_default(),
+            started,
+            duration_ms: None,
+            status: Status::Running,
+            bytes: None,
+            orig_kb: None,
+            crc: None,
+            client_crc: None,
+            native_crc: None,
+            holding_file: None,
+            comp_suffix: None,
+            program: None,
+            error: None,
+            waited_ms: None,
+            wait_reason: None,
+        }
+    }
+}
+
+/// The catalog could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// SQLite said no; `path` is the database file.
+    #[error("catalog {path}: {source}")]
+    Sql {
+        /// The database file.
+        path: String,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer dumper.
+    #[error("catalog {path}: schema version {found} is newer than this dumper's {SCHEMA_VERSION}")]
+    NewerSchema {
+        /// The database file.
+        path: String,
+        /// The version found.
+        found: i64,
+    },
+    /// Its directory cannot be created.
+    #[error("catalog {path}: cannot create its directory: {source}")]
+    Dir {
+        /// The database file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The catalog database.
+pub struct Catalog {
+    conn: Connection,
+    path: String,
+}
+
+fn crc_text(c: &Option<CrcValue>) -> Option<String> {
+    c.map(|c| c.to_string())
+}
+
+fn crc_parse(s: Option<String>) -> Option<CrcValue> {
+    s.and_then(|s| CrcValue::parse(s.as_bytes()).ok())
+}
+
+impl Catalog {
+    /// The catalog file of a configuration whose `infofile` resolves to `infofile`.
+    pub fn path_for(infofile: &Path) -> PathBuf {
+        let mut s = infofile.as_os_str().to_owned();
+        s.push(".dumper.sqlite");
+        PathBuf::from(s)
+    }
+
+    /// Opens (creating it and its directory if needed) the catalog at `path`.
+    pub fn open(path: &Path) -> Result<Catalog, CatalogError> {
+        let display = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| CatalogError::Dir {
+                path: display.clone(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| CatalogError::Sql {
+            path: display.clone(),
+            source,
+        })?;
+        Self::init(conn, display)
+    }
+
+    /// A catalog in memory (tests).
+    pub fn open_in_memory() -> Result<Catalog, CatalogError> {
+        let conn = Connection::open_in_memory().map_err(|source| CatalogError::Sql {
+            path: ":memory:".into(),
+            source,
+        })?;
+        Self::init(conn, ":memory:".into())
+    }
+
+    fn init(conn: Connection, path: String) -> Result<Catalog, CatalogError> {
+        let sql = |source| CatalogError::Sql {
+            path: path.clone(),
+            source,
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(sql)?;
+        // WAL: readers (restore) never block the run; the result is ignored for :memory:.
+        let _ = conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()));
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql)?;
+        if version > SCHEMA_VERSION {
+            return Err(CatalogError::NewerSchema {
+                path,
+                found: version,
+            });
+        }
+        conn.execute_batch(SCHEMA).map_err(sql)?;
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            .map_err(sql)?;
+        Ok(Catalog { conn, path })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> CatalogError {
+        CatalogError::Sql {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The database file (for messages).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Records the start of a run; returns its id. Rows still `running` were left by a
+    /// dumper that died (runs of one configuration never overlap: `dumper run` holds its
+    /// lock) and become `lost`.
+    pub fn begin_run(
+        &mut self,
+        timestamp: &str,
+        config: &str,
+        started: i64,
+    ) -> Result<i64, CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE dumps SET status = 'lost', error = COALESCE(error, 'the dumper stopped during this dump') WHERE status = 'running'",
+                [],
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute(
+                "INSERT INTO runs (timestamp, config, started) VALUES (?1, ?2, ?3)",
+                params![timestamp, config, started],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Records the end of a run.
+    pub fn finish_run(
+        &mut self,
+        run: i64,
+        finished: i64,
+        exit_status: i32,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished = ?1, exit_status = ?2 WHERE id = ?3",
+                params![finished, exit_status, run],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Inserts a dump row (usually `running`); returns its id.
+    pub fn insert_dump(&mut self, run: i64, r: &DumpRecord) -> Result<i64, CatalogError> {
+        self.conn
+            .execute(
+                "INSERT INTO dumps (run_id, host, disk, level, timestamp, date, started, duration_ms,
+                    status, bytes, orig_kb, crc, client_crc, native_crc, holding_file, comp_suffix,
+                    program, error, waited_ms, wait_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                params![
+                    run,
+                    r.host,
+                    r.disk,
+                    r.level,
+                    r.timestamp,
+                    r.date,
+                    r.started,
+                    r.duration_ms,
+                    r.status.as_str(),
+                    r.bytes,
+                    r.orig_kb,
+                    crc_text(&r.crc),
+                    crc_text(&r.client_crc),
+                    crc_text(&r.native_crc),
+                    r.holding_file.as_ref().map(|p| p.display().to_string()),
+                    r.comp_suffix,
+                    r.program,
+                    r.error,
+                    r.waited_ms,
+                    r.wait_reason,
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Rewrites a dump row with the outcome in `r` (by `r.id`).
+    pub fn update_dump(&mut self, r: &DumpRecord) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE dumps SET duration_ms = ?1, status = ?2, bytes = ?3, orig_kb = ?4, crc = ?5,
+                    client_crc = ?6, native_crc = ?7, holding_file = ?8, comp_suffix = ?9,
+                    program = ?10, error = ?11, waited_ms = ?12, wait_reason = ?13, level = ?14
+                 WHERE id = ?15",
+                params![
+                    r.duration_ms,
+                    r.status.as_str(),
+                    r.bytes,
+                    r.orig_kb,
+                    crc_text(&r.crc),
+                    crc_text(&r.client_crc),
+                    crc_text(&r.native_crc),
+                    r.holding_file.as_ref().map(|p| p.display().to_string()),
+                    r.comp_suffix,
+                    r.program,
+                    r.error,
+                    r.waited_ms,
+                    r.wait_reason,
+                    r.level,
+                    r.id,
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every dump of `host`/`disk`, oldest first (any status).
+    pub fn history(&self, host: &str, disk: &[u8]) -> Result<Vec<DumpRecord>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, host, disk, level, timestamp, date, started, duration_ms, status, bytes,
+                        orig_kb, crc, client_crc, native_crc, holding_file, comp_suffix, program,
+                        error, waited_ms, wait_reason
+                 FROM dumps WHERE host = ?1 COLLATE NOCASE AND disk = ?2 ORDER BY timestamp, id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![host, disk], row_to_record)
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r.map_err(|e| self.err(e))?);
+        }
+        Ok(out)
+    }
+
+    /// The most recent successful dump of `host`/`disk` at `level`.
+    pub fn last_success(
+        &self,
+        host: &str,
+        disk: &[u8],
+        level: i32,
+    ) -> Result<Option<DumpRecord>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT id, host, disk, level, timestamp, date, started, duration_ms, status, bytes,
+                        orig_kb, crc, client_crc, native_crc, holding_file, comp_suffix, program,
+                        error, waited_ms, wait_reason
+                 FROM dumps WHERE host = ?1 COLLATE NOCASE AND disk = ?2 AND level = ?3
+                   AND status IN ('done', 'strange')
+                 ORDER BY timestamp DESC, id DESC LIMIT 1",
+                params![host, disk, level],
+                row_to_record,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every host/disk pair with a successful dump (for `restore` messages).
+    pub fn dles(&self) -> Result<Vec<(String, Vec<u8>)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT host, disk FROM dumps WHERE status IN ('done','strange') ORDER BY host, disk")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r.map_err(|e| self.err(e))?);
+        }
+        Ok(out)
+    }
+}
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DumpRecord> {
+    Ok(DumpRecord {
+        id: r.get(0)?,
+        host: r.get(1)?,
+        disk: r.get(2)?,
+        level: r.get(3)?,
+        timestamp: r.get(4)?,
+        date: r.get(5)?,
+        started: r.get(6)?,
+        duration_ms: r.get(7)?,
+        status: Status::parse(&r.get::<_, String>(8)?),
+        bytes: r.get(9)?,
+        orig_kb: r.get(10)?,
+        crc: crc_parse(r.get(11)?),
+        client_crc: crc_parse(r.get(12)?),
+        native_crc: crc_parse(r.get(13)?),
+        holding_file: r.get::<_, Option<String>>(14)?.map(PathBuf::from),
+        comp_suffix: r.get(15)?,
+        program: r.get(16)?,
+        error: r.get(17)?,
+        waited_ms: r.get(18)?,
+        wait_reason: r.get(19)?,
+    })
+}
+
+/// Which dumps a restore wants.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainSelector {
+    /// Stop the chain at this level (`--level N`): the full plus the incrementals up to N.
+    pub max_level: Option<i32>,
+    /// Only dumps of runs on or before this date (`YYYYMMDD`): the state as of that day.
+    pub until_date: Option<String>,
+}
+
+/// The level chain of one DLE for a restore, oldest first: the most recent full (level 0)
+/// allowed by `sel`, then repeatedly the most recent dump of the next level made after the
+/// previous element, while one exists (and up to `max_level`). Only successful dumps whose
+/// holding file `exists` are considered. `history` must be oldest first.
+pub fn chain(
+    history: &[DumpRecord],
+    sel: &ChainSelector,
+    exists: impl Fn(&Path) -> bool,
+) -> Vec<DumpRecord> {
+    let usable: Vec<&DumpRecord> = history
+        .iter()
+        .filter(|r| r.status.is_success())
+        .filter(|r| r.holding_file.as_deref().is_some_and(&exists))
+        .filter(|r| match &sel.until_date {
+            Some(d) => r.timestamp.get(..8).is_some_and(|t| t <= d.as_str()),
+            None => true,
+        })
+        .collect();
+    let key = |r: &DumpRecord| (r.timestamp.clone(), r.id);
+    let Some(full) = usable
+        .iter()
+        .filter(|r| r.level == 0)
+        .max_by_key(|r| key(r))
+        .copied()
+    else {
+        return Vec::new();
+    };
+    let mut out = vec![full.clone()];
+    let mut level = 0;
+    loop {
+        let next_level = level + 1;
+        if sel.max_level.is_some_and(|m| next_level > m) {
+            break;
+        }
+        let prev = match out.last() {
+            Some(p) => key(p),
+            None => break,
+        };
+        let next = usable
+            .iter()
+            .filter(|r| r.level == next_level && key(r) > prev)
+            .max_by_key(|r| key(r))
+            .copied();
+        match next {
+            Some(n) => {
+                out.push(n.clone());
+                level = next_level;
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: i64, level: i32, ts: &str, status: Status) -> DumpRecord {
+        let mut r = DumpRecord::started("h", b"/d", level, ts, 0);
+        r.id = id;
+        r.status = status;
+        r.holding_file = Some(PathBuf::from(format!("/hold/{id}")));
+        r
+    }
+
+    #[test]
+    fn chain_is_latest_full_then_latest_incrementals_after_it() {
+        let h = vec![
+            rec(1, 0, "20260101000000", Status::Done),
+            rec(2, 1, "20260102000000", Status::Done),
+            rec(3, 0, "20260103000000", Status::Done),
+            rec(4, 1, "20260104000000", Status::Done),
+            rec(5, 1, "20260105000000", Status::Strange),
+            rec(6, 1, "20260106000000", Status::Failed),
+        ];
+        let c = chain(&h, &ChainSelector::default(), |_| true);
+        assert_eq!(c.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3, 5]);
+    }
+
+    #[test]
+    fn chain_as_of_a_date_ignores_later_runs() {
+        let h = vec![
+            rec(1, 0, "20260101000000", Status::Done),
+            rec(2, 1, "20260102000000", Status::Done),
+            rec(3, 0, "20260103000000", Status::Done),
+        ];
+        let sel = ChainSelector {
+            until_date: Some("20260102".into()),
+            ..ChainSelector::default()
+        };
+        let c = chain(&h, &sel, |_| true);
+        assert_eq!(c.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2]);
+        let sel = ChainSelector {
+            max_level: Some(0),
+            ..sel
+        };
+        assert_eq!(chain(&h, &sel, |_| true).len(), 1);
+    }
+
+    #[test]
+    fn chain_skips_dumps_whose_holding_file_is_gone() {
+        let h = vec![
+            rec(1, 0, "20260101000000", Status::Done),
+            rec(2, 0, "20260103000000", Status::Done),
+        ];
+        let c = chain(&h, &ChainSelector::default(), |p| p != Path::new("/hold/2"));
+        assert_eq!(c.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn rows_round_trip_and_dead_runs_become_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        {
+            let mut c = Catalog::open(&path).unwrap();
+            let run = c.begin_run("20260101000000", "daily", 1).unwrap();
+            let mut r = rec(0, 0, "20260101000000", Status::Running);
+            r.id = c.insert_dump(run, &r).unwrap();
+            r.status = Status::Done;
+            r.bytes = Some(10240);
+            r.crc = Some(CrcValue {
+                crc: 0x1234_5678,
+                size: 10240,
+            });
+            c.update_dump(&r).unwrap();
+            let got = c.last_success("H", b"/d", 0).unwrap().unwrap();
+            assert_eq!(got, r);
+            let mut dead = rec(0, 1, "20260102000000", Status::Running);
+            dead.id = c.insert_dump(run, &dead).unwrap();
+            c.finish_run(run, 2, 0).unwrap();
+        }
+        let mut c = Catalog::open(&path).unwrap();
+        // Opening (restore, check) leaves a running row alone; the next run marks it lost.
+        assert_eq!(c.history("h", b"/d").unwrap()[1].status, Status::Running);
+        c.begin_run("20260103000000", "daily", 3).unwrap();
+        let h = c.history("h", b"/d").unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[1].status, Status::Lost);
+        assert_eq!(c.dles().unwrap(), vec![("h".to_owned(), b"/d".to_vec())]);
+    }
+}

@@ -1,0 +1,380 @@
+//! `dumper check CONFIG`: amcheck's job.
+//!
+//! Server side: the configuration and disklist load; every holding disk exists (or can be
+//! made), is writable by us and has space; the index directory and the catalog can be
+//! written; this process can bind reserved ports; and `portpool check` of the port settings
+//! (capacity of the ranges against `inparallel`/`maxdumps`, ports lost to /etc/services,
+//! /etc/amanda-security.conf, ...). Client side, per host (and auth/port): a `noop` and a
+//! `selfcheck` with all its DLEs; the client's own `OK`/`ERROR` lines are shown.
+//!
+//! Exit status, like amcheck's: 0 when no error was found, 1 otherwise (warnings do not
+//! count). What this module must not do: write anything but a probe file it removes.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proto::exchange::InitiatorConfig;
+use proto::selfcheck::read_reply;
+
+use crate::catalog::Catalog;
+use crate::estimate::noop_features;
+use crate::features::server_features;
+use crate::holding;
+use crate::net::exchange::{self, Outcome};
+use crate::net::tcp::FramedConn;
+use crate::net::udp::UdpControl;
+use crate::net::{self, PoolNeeds, Ports, Tuning, WaitEvent};
+use crate::plan::{self, Auth, Plan};
+use crate::privs;
+use crate::request::{self, ReqContext};
+
+/// The result of a check.
+pub struct CheckResult {
+    /// What to print.
+    pub text: String,
+    /// 0 or 1.
+    pub exit_status: i32,
+    /// Errors found.
+    pub errors: usize,
+}
+
+/// Options.
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    /// `CONFIG`.
+    pub config: String,
+    /// amanda-rs settings.
+    pub settings: conf::Settings,
+    /// Drop to dumpuser when root.
+    pub drop_privileges: bool,
+    /// Skip the client checks.
+    pub server_only: bool,
+}
+
+struct Out {
+    text: String,
+    errors: usize,
+    warnings: usize,
+}
+
+impl Out {
+    fn ok(&mut self, s: &str) {
+        let _ = writeln!(self.text, "  OK      {s}");
+    }
+    fn warn(&mut self, s: &str) {
+        self.warnings += 1;
+        let _ = writeln!(self.text, "  WARNING {s}");
+    }
+    fn err(&mut self, s: &str) {
+        self.errors += 1;
+        let _ = writeln!(self.text, "  ERROR   {s}");
+    }
+}
+
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let probe = dir.join(format!(".dumper-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Runs the checks.
+pub fn check(o: &CheckOptions) -> CheckResult {
+    let mut out = Out {
+        text: String::new(),
+        errors: 0,
+        warnings: 0,
+    };
+    let _ = writeln!(out.text, "dumper check {}", o.config);
+    let plan = match plan::load(&o.config) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(out.text, "\nServer:");
+            out.err(&e.to_string());
+            return finish(out);
+        }
+    };
+    let needs = PoolNeeds {
+        udp: plan.dles.iter().any(|d| d.auth.is_udp()),
+        tcp: plan.dles.iter().any(|d| !d.auth.is_udp()),
+    };
+    let ports = match Ports::new(&plan.config, &o.settings, needs) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            out.err(&format!("port pools: {e}"));
+            None
+        }
+    };
+    if o.drop_privileges
+        && privs::is_root()
+        && let Err(e) = privs::drop_to(&plan.config.dumpuser)
+    {
+        out.err(&e.to_string());
+    }
+    server_checks(&plan, o, &mut out);
+    if !o.server_only
+        && let Some(ports) = ports
+    {
+        client_checks(&plan, ports, &o.settings, &mut out);
+    }
+    finish(out)
+}
+
+fn finish(out: Out) -> CheckResult {
+    let mut text = out.text;
+    let _ = writeln!(
+        text,
+        "\n{} error(s), {} warning(s)",
+        out.errors, out.warnings
+    );
+    CheckResult {
+        text,
+        exit_status: i32::from(out.errors > 0),
+        errors: out.errors,
+    }
+}
+
+fn server_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
+    let _ = writeln!(out.text, "\nServer ({}):", plan.conf_path.display());
+    out.ok(&format!(
+        "{} DLE(s) on {} host(s), inparallel {}",
+        plan.dles.len(),
+        plan.hosts.len(),
+        plan.config.inparallel
+    ));
+    for w in &plan.warnings {
+        out.warn(w);
+    }
+    for d in &plan.dles {
+        if let Some(u) = &d.unsupported {
+            out.err(&format!("{} ({}): {u}", d.label(), d.location));
+        }
+    }
+    for h in &plan.holding {
+        match writable_dir(&h.dir) {
+            Ok(()) => {
+                let free = holding::allowance(h, 0);
+                let msg = format!(
+                    "holding disk {} ({}): {} MiB available",
+                    h.name,
+                    h.dir.display(),
+                    free / 1024 / 1024
+                );
+                if free < 1024 * 1024 {
+                    out.warn(&msg);
+                } else {
+                    out.ok(&msg);
+                }
+            }
+            Err(e) => out.err(&format!("holding disk {}: {e}", h.name)),
+        }
+    }
+    let indexdir = plan.config.path(&plan.config.indexdir);
+    match writable_dir(&indexdir) {
+        Ok(()) => out.ok(&format!("index directory {}", indexdir.display())),
+        Err(e) => out.err(&format!("indexdir: {e}")),
+    }
+    let cat = Catalog::path_for(&plan.config.path(&plan.config.infofile));
+    match Catalog::open(&cat) {
+        Ok(_) => out.ok(&format!("catalog {}", cat.display())),
+        Err(e) => out.err(&e.to_string()),
+    }
+    let reserved = plan.dles.iter().any(|d| d.unsupported.is_none());
+    if reserved {
+        if privs::can_bind_reserved() {
+            out.ok("this process can bind reserved ports (root or CAP_NET_BIND_SERVICE)");
+        } else {
+            out.err("this process cannot bind ports below 1024, which clients require: run dumper as root (it switches to dumpuser) or `setcap cap_net_bind_service=ep` its binary");
+        }
+    }
+    // portpool check of the port settings.
+    let sources = portpool::conf_adapter::Sources {
+        config: o.config.clone(),
+        config_dir: PathBuf::from(conf::loader::CONFIG_DIR),
+        client_conf: PathBuf::from("/etc/amanda/amanda-client.conf"),
+        security_file: PathBuf::from("/etc/amanda-security.conf"),
+        services: PathBuf::from(portpool::services::DEFAULT_PATH),
+    };
+    let mut sources = sources;
+    if plan::locate(&o.config).name.is_none() {
+        sources.config = plan.conf_path.display().to_string();
+    }
+    match portpool::conf_adapter::load_site(&sources) {
+        Ok(site) => {
+            let findings = portpool::check::check(&site);
+            if findings.is_empty() {
+                out.ok("portpool check: port settings are consistent");
+            }
+            for f in findings {
+                let line = format!(
+                    "portpool check [{}] {}: {} (fix: {})",
+                    f.code, f.origin, f.message, f.fix
+                );
+                match f.severity {
+                    portpool::check::Severity::Error => out.err(&line),
+                    portpool::check::Severity::Warning => out.warn(&line),
+                }
+            }
+        }
+        Err(e) => out.err(&format!("portpool check: {e}")),
+    }
+}
+
+fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut Out) {
+    let ours = server_features();
+    let tuning = Tuning::from_settings(settings);
+    let cfg = &plan.config;
+    let icfg = InitiatorConfig {
+        connect_tries: cfg.connect_tries.max(1),
+        req_tries: cfg.req_tries.max(1),
+        rep_wait: cfg.ctimeout,
+        ..InitiatorConfig::default()
+    };
+    // Groups (host, auth, port), in disklist order.
+    let mut groups: Vec<(String, Auth, u16, Vec<usize>)> = Vec::new();
+    for d in plan.dles.iter().filter(|d| d.unsupported.is_none()) {
+        match groups
+            .iter_mut()
+            .find(|g| g.0.eq_ignore_ascii_case(&d.host) && g.1 == d.auth && g.2 == d.client_port)
+        {
+            Some(g) => g.3.push(d.id),
+            None => groups.push((d.host.clone(), d.auth, d.client_port, vec![d.id])),
+        }
+    }
+    let _ = writeln!(out.text, "\nClients:");
+    for (host, auth, port, ids) in groups {
+        let _ = writeln!(out.text, " {host} (auth {auth}, port {port}):");
+        let maxdumps = plan
+            .hosts
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(&host))
+            .map_or(1, |h| h.maxdumps);
+        let dest = match net::resolve(&host, port) {
+            Ok(d) => d,
+            Err(e) => {
+                out.err(&e);
+                continue;
+            }
+        };
+        let user = cfg.dumpuser.clone();
+        let mut waits = |_: WaitEvent| {};
+        let (noop, selfcheck) = match auth {
+            Auth::Bsdtcp => {
+                let Some(pool) = ports.tcp_reserved.as_deref() else {
+                    continue;
+                };
+                let mut conn: Option<FramedConn> = None;
+                let mut connect = || {
+                    net::connect(pool, dest, "bsdtcp connection", &tuning, &mut waits)
+                        .map(|l| FramedConn::new(l, dest, &user))
+                        .map_err(|e| e.to_string())
+                };
+                let noop =
+                    exchange::run(icfg.clone(), request::noop(&ours), &mut conn, &mut connect);
+                let sc = match (&noop, conn.as_mut()) {
+                    (Outcome::Rep(body), Some(c)) => {
+                        let _ = c.close_handle(std::time::Instant::now() + Duration::from_secs(5));
+                        c.next_exchange();
+                        Some(selfcheck_req(plan, &ours, body, &host, maxdumps, &ids)).map(|req| {
+                            match req {
+                                Ok(req) => {
+                                    exchange::run(icfg.clone(), req, &mut conn, &mut connect)
+                                }
+                                Err(e) => Outcome::Broken(e),
+                            }
+                        })
+                    }
+                    _ => None,
+                };
+                if let Some(c) = conn.as_mut() {
+                    let _ = c.close_handle(std::time::Instant::now() + Duration::from_secs(5));
+                }
+                (noop, sc)
+            }
+            Auth::Bsd | Auth::Bsdudp => {
+                let Some(pool) = ports.udp.as_deref() else {
+                    continue;
+                };
+                let mut conn: Option<UdpControl> = None;
+                let name = net::pool_name(pool);
+                let mut connect = || {
+                    net::lease(pool, None, &mut waits)
+                        .map(|l| UdpControl::new(l, dest, &user))
+                        .map_err(|e| format!("{dest}: {name} pool: {e}"))
+                };
+                let noop =
+                    exchange::run(icfg.clone(), request::noop(&ours), &mut conn, &mut connect);
+                let sc = match (&noop, conn.as_mut()) {
+                    (Outcome::Rep(body), Some(c)) => {
+                        c.new_exchange();
+                        Some(
+                            match selfcheck_req(plan, &ours, body, &host, maxdumps, &ids) {
+                                Ok(req) => {
+                                    exchange::run(icfg.clone(), req, &mut conn, &mut connect)
+                                }
+                                Err(e) => Outcome::Broken(e),
+                            },
+                        )
+                    }
+                    _ => None,
+                };
+                (noop, sc)
+            }
+        };
+        match &noop {
+            Outcome::Rep(_) => out.ok("noop"),
+            other => out.err(&format!(
+                "{host}: noop {} (auth {auth}, port {port})",
+                other.failure().unwrap_or_default()
+            )),
+        }
+        match selfcheck {
+            Some(Outcome::Rep(body)) => {
+                let reply = read_reply(&body);
+                let mut problems = 0;
+                for r in &reply.results {
+                    let msg = String::from_utf8_lossy(&r.message);
+                    // amcheck counts everything above `info` as a problem.
+                    if r.severity.is_problem() {
+                        problems += 1;
+                        out.err(&format!("{host}: {msg}"));
+                    } else {
+                        out.ok(&format!("{host}: {msg}"));
+                    }
+                }
+                if problems == 0 {
+                    out.ok(&format!("{host}: selfcheck of {} DLE(s)", ids.len()));
+                }
+            }
+            Some(other) => out.err(&format!(
+                "{host}: selfcheck {}",
+                other.failure().unwrap_or_default()
+            )),
+            None => {}
+        }
+    }
+}
+
+fn selfcheck_req(
+    plan: &Plan,
+    ours: &proto::features::Features,
+    noop_body: &[u8],
+    host: &str,
+    maxdumps: u32,
+    ids: &[usize],
+) -> Result<Vec<u8>, String> {
+    let client =
+        noop_features(noop_body).unwrap_or_else(proto::features::Features::default_2_4_2p2);
+    let rctx = ReqContext {
+        ours,
+        client: &client,
+        maxdumps,
+        hostname: host,
+        config: &plan.config_name,
+        timestamp: None,
+    };
+    let dles: Vec<&proto::dle::Dle> = ids.iter().map(|&i| &plan.dles[i].dle).collect();
+    request::selfcheck(&rctx, &dles).map_err(|e| e.to_string())
+}

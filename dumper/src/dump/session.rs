@@ -1,0 +1,889 @@
+//! The data phase of one dump: a small mio loop over one framed connection (bsdtcp, bsdudp)
+//! or up to four raw ones (bsd), feeding the MESG lines to `proto`'s dump tracker, the INDEX
+//! bytes to the index file and the DATA bytes (with their CRC-32C, computed in the same pass)
+//! to the holding-file writer.
+//!
+//! Rules (spec §4.5, §6.7.4-§6.7.7):
+//! - DATA is consumed only after `sendbackup: info end`; framed DATA that arrives earlier is
+//!   buffered, up to [`MAX_EARLY_DATA`] bytes (more fails the dump); a raw DATA connection is
+//!   simply not read until then, so TCP holds it back.
+//! - The 32 KiB dump-file header is written when `info end` is seen; the final header (with
+//!   the sizes and CRCs) replaces it when the dump is committed.
+//! - On a framed connection each client stream ends with a zero-length frame, which we
+//!   answer with ours; the control handle of the request is answered the same way.
+//! - The dump ends when every stream ended; `dtimeout` without MESG or DATA bytes fails it
+//!   (`data timeout`); a connection that closes while streams are open fails it.
+//! - After the last stream we give the client a moment to close first, so that our side does
+//!   not sit in TIME_WAIT (the port would be held back from that client); the real bsdtcp
+//!   amandad waits for us instead, and then portpool's TIME_WAIT hold applies.
+//!
+//! Memory is bounded: one read buffer, the writer's buffers, the early-DATA bound, and
+//! the MESG line limit. What this module must not do: parse MESG lines itself (proto's
+//! `DumpTracker` does) or decide retries.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use portpool::Lease;
+use proto::crc::Crc32c;
+use proto::frame::{Decoder, Event, eof_frame};
+use proto::header::DumpHeader;
+use proto::mesg::{DataSummary, DumpStatus, DumpTracker, InfoFields, LineSplitter, SplitLine};
+
+use super::{DumpReport, Progress};
+use crate::holding::{Chunk, HoldingWriter};
+use crate::index::IndexWriter;
+
+/// Framed DATA accepted before `sendbackup: info end` (a correct client sends none).
+pub const MAX_EARLY_DATA: usize = 16 * 1024 * 1024;
+
+/// How long we wait for the client to close a connection after the last stream ended. The
+/// real amandad (bsdtcp) waits for the server to close first, so this is short: a client
+/// that closes at once saves us the TIME_WAIT, one that does not costs us nothing.
+const CLOSE_WAIT: Duration = Duration::from_millis(20);
+
+/// Size of the read buffer of framed and MESG/INDEX reads.
+const READ_BUF: usize = 1024 * 1024;
+
+/// A stream of a sendbackup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    /// Backup data.
+    Data,
+    /// Status lines.
+    Mesg,
+    /// File index.
+    Index,
+    /// Application state (not requested by us; drained and dropped).
+    State,
+}
+
+impl From<proto::sendbackup::Stream> for StreamKind {
+    fn from(s: proto::sendbackup::Stream) -> StreamKind {
+        match s {
+            proto::sendbackup::Stream::Data => StreamKind::Data,
+            proto::sendbackup::Stream::Mesg => StreamKind::Mesg,
+            proto::sendbackup::Stream::Index => StreamKind::Index,
+            proto::sendbackup::Stream::State => StreamKind::State,
+        }
+    }
+}
+
+impl std::fmt::Display for StreamKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StreamKind::Data => "DATA",
+            StreamKind::Mesg => "MESG",
+            StreamKind::Index => "INDEX",
+            StreamKind::State => "STATE",
+        })
+    }
+}
+
+enum Kind {
+    Raw {
+        stream: StreamKind,
+        ended: bool,
+    },
+    Framed {
+        decoder: Decoder,
+        /// (handle, stream, ended)
+        handles: Vec<(u32, StreamKind, bool)>,
+        /// The request's control handle, until the client closed it.
+        control: Option<u32>,
+        initial: Vec<u8>,
+        out: Vec<u8>,
+    },
+}
+
+/// One data connection.
+pub struct Source {
+    conn: Lease<mio::net::TcpStream>,
+    peer: SocketAddr,
+    kind: Kind,
+    tcp_eof: bool,
+}
+
+fn to_mio(lease: Lease<TcpStream>) -> Result<Lease<mio::net::TcpStream>, String> {
+    lease.try_map(|s| {
+        s.set_nonblocking(true)
+            .map_err(|e| format!("nonblocking socket: {e}"))?;
+        Ok(mio::net::TcpStream::from_std(s))
+    })
+}
+
+impl Source {
+    /// A raw (bsd) connection carrying one stream.
+    pub fn raw(
+        lease: Lease<TcpStream>,
+        peer: SocketAddr,
+        stream: StreamKind,
+    ) -> Result<Source, String> {
+        Ok(Source {
+            conn: to_mio(lease)?,
+            peer,
+            kind: Kind::Raw {
+                stream,
+                ended: false,
+            },
+            tcp_eof: false,
+        })
+    }
+
+    /// A framed connection: `handles` maps frame handles to streams; `initial` is what was
+    /// already read from it; `control` is the request's handle and whether the client
+    /// closed it already (then our zero-length frame goes out at once).
+    pub fn framed(
+        lease: Lease<TcpStream>,
+        peer: SocketAddr,
+        initial: Vec<u8>,
+        handles: Vec<(u32, StreamKind)>,
+        control: Option<(u32, bool)>,
+    ) -> Result<Source, String> {
+        let mut out = Vec::new();
+        let control = match control {
+            Some((h, true)) => {
+                out.extend_from_slice(&eof_frame(h));
+                None
+            }
+            Some((h, false)) => Some(h),
+            None => None,
+        };
+        Ok(Source {
+            conn: to_mio(lease)?,
+            peer,
+            kind: Kind::Framed {
+                decoder: Decoder::new(),
+                handles: handles.into_iter().map(|(h, k)| (h, k, false)).collect(),
+                control,
+                initial,
+                out,
+            },
+            tcp_eof: false,
+        })
+    }
+
+    fn open_streams(&self) -> Vec<StreamKind> {
+        match &self.kind {
+            Kind::Raw { stream, ended } => {
+                if *ended {
+                    vec![]
+                } else {
+                    vec![*stream]
+                }
+            }
+            Kind::Framed { handles, .. } => handles
+                .iter()
+                .filter(|(_, _, e)| !e)
+                .map(|(_, k, _)| *k)
+                .collect(),
+        }
+    }
+
+    fn flush_out(&mut self) -> io::Result<()> {
+        if let Kind::Framed { out, .. } = &mut self.kind {
+            while !out.is_empty() {
+                match self.conn.socket_mut().write(out) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        out.drain(..n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything that consumes the streams.
+struct Sink<'a> {
+    writer: Option<HoldingWriter>,
+    index: Option<IndexWriter>,
+    index_error: Option<String>,
+    tracker: DumpTracker,
+    splitter: LineSplitter,
+    crc: Crc32c,
+    early: Vec<u8>,
+    current: Option<Chunk>,
+    header: Option<Vec<u8>>,
+    error: Option<String>,
+    open: Vec<StreamKind>,
+    mesg_ended: bool,
+    stop: bool,
+    last_activity: Instant,
+    first_data: Option<Instant>,
+    last_data: Option<Instant>,
+    progress: &'a Progress,
+    header_base: &'a dyn Fn(&InfoFields) -> DumpHeader,
+}
+
+impl Sink<'_> {
+    fn fail(&mut self, e: String) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        self.stop = true;
+    }
+
+    fn data_enabled(&self) -> bool {
+        self.header.is_some()
+    }
+
+    fn on_bytes(&mut self, kind: StreamKind, bytes: &[u8]) {
+        match kind {
+            StreamKind::Mesg => {
+                self.last_activity = Instant::now();
+                self.splitter.push(bytes);
+                while let Some(l) = self.splitter.next_line() {
+                    match l {
+                        SplitLine::Line(line) => {
+                            self.tracker.on_line(&line);
+                        }
+                        SplitLine::TooLong { len } => {
+                            log::warn!("MESG line of {len} bytes dropped");
+                        }
+                    }
+                }
+                if self.tracker.retry_requested() {
+                    self.stop = true;
+                }
+                if self.header.is_none() && self.tracker.header_complete() {
+                    self.start_data();
+                }
+            }
+            StreamKind::Data => {
+                self.last_activity = Instant::now();
+                if self.header.is_some() {
+                    self.push_data(bytes);
+                } else if self.early.len() + bytes.len() > MAX_EARLY_DATA {
+                    self.fail(format!(
+                        "[client sent more than {MAX_EARLY_DATA} bytes of DATA before `sendbackup: info end`]"
+                    ));
+                } else {
+                    self.early.extend_from_slice(bytes);
+                }
+            }
+            StreamKind::Index => {
+                if let Some(ix) = &mut self.index {
+                    ix.write(bytes);
+                }
+            }
+            StreamKind::State => {}
+        }
+    }
+
+    /// `sendbackup: info end` was seen: write the header, then the early DATA.
+    fn start_data(&mut self) {
+        let header = match (self.header_base)(self.tracker.info()).build() {
+            Ok(h) => h,
+            Err(e) => {
+                self.fail(format!("[cannot build the dump-file header: {e}]"));
+                return;
+            }
+        };
+        if let Some(w) = &mut self.writer
+            && let Err(e) = w.write_all(&header)
+        {
+            self.fail(e.to_string());
+            return;
+        }
+        self.header = Some(header);
+        let early = std::mem::take(&mut self.early);
+        if !early.is_empty() {
+            self.push_data(&early);
+        }
+    }
+
+    fn mark_data(&mut self, n: usize) {
+        let now = Instant::now();
+        self.first_data.get_or_insert(now);
+        self.last_data = Some(now);
+        self.progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// DATA bytes from a framed connection: checksum and copy into writer buffers.
+    fn push_data(&mut self, mut bytes: &[u8]) {
+        if bytes.is_empty() || self.stop {
+            return;
+        }
+        self.crc.update(bytes);
+        self.mark_data(bytes.len());
+        while !bytes.is_empty() {
+            let Some(mut chunk) = self.take_chunk() else {
+                return;
+            };
+            let n = chunk.push(bytes);
+            bytes = &bytes[n..];
+            self.put_chunk(chunk);
+        }
+    }
+
+    fn take_chunk(&mut self) -> Option<Chunk> {
+        if let Some(c) = self.current.take() {
+            return Some(c);
+        }
+        let w = self.writer.as_mut()?;
+        match w.chunk() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.fail(e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Keeps a partly filled chunk, submits a full one.
+    fn put_chunk(&mut self, chunk: Chunk) {
+        if !chunk.is_full() {
+            self.current = Some(chunk);
+            return;
+        }
+        if let Some(w) = &mut self.writer
+            && let Err(e) = w.submit(chunk)
+        {
+            self.fail(e.to_string());
+        }
+    }
+
+    fn flush_current(&mut self) {
+        if let Some(c) = self.current.take()
+            && let Some(w) = &mut self.writer
+            && let Err(e) = w.submit(c)
+        {
+            self.fail(e.to_string());
+        }
+    }
+
+    fn on_eof(&mut self, kind: StreamKind) {
+        if let Some(i) = self.open.iter().position(|k| *k == kind) {
+            self.open.remove(i);
+        }
+        if kind == StreamKind::Mesg && !self.mesg_ended {
+            self.mesg_ended = true;
+            let rest = self.splitter.finish();
+            let partial = match &rest {
+                Some(Ok(p)) => Some(p.as_slice()),
+                _ => None,
+            };
+            self.tracker.on_mesg_eof(partial);
+            if self.header.is_none() {
+                // The real dumper stops here: "got no header information".
+                self.stop = true;
+            }
+        }
+    }
+}
+
+/// The data phase of one dump.
+pub struct Session<'a> {
+    sources: Vec<Source>,
+    sink: Sink<'a>,
+    dtimeout: Duration,
+    rbuf: Vec<u8>,
+}
+
+/// What the data phase produced.
+pub struct SessionResult {
+    writer: Option<HoldingWriter>,
+    index: Option<IndexWriter>,
+    index_error: Option<String>,
+    tracker: DumpTracker,
+    crc: Crc32c,
+    error: Option<String>,
+    first_data: Option<Instant>,
+    last_data: Option<Instant>,
+}
+
+impl<'a> Session<'a> {
+    /// A session over `sources`, writing to `writer` and `index`.
+    pub fn new(
+        sources: Vec<Source>,
+        writer: HoldingWriter,
+        index: Option<IndexWriter>,
+        dtimeout: Duration,
+        progress: &'a Progress,
+        header_base: &'a dyn Fn(&InfoFields) -> DumpHeader,
+    ) -> Session<'a> {
+        let open = sources.iter().flat_map(Source::open_streams).collect();
+        progress.bytes.store(0, Ordering::Relaxed);
+        Session {
+            sources,
+            sink: Sink {
+                writer: Some(writer),
+                index,
+                index_error: None,
+                tracker: DumpTracker::new(),
+                splitter: LineSplitter::default(),
+                crc: Crc32c::new(),
+                early: Vec::new(),
+                current: None,
+                header: None,
+                error: None,
+                open,
+                mesg_ended: false,
+                stop: false,
+                last_activity: Instant::now(),
+                first_data: None,
+                last_data: None,
+                progress,
+                header_base,
+            },
+            dtimeout,
+            rbuf: vec![0; READ_BUF],
+        }
+    }
+
+    /// Runs until every stream ended, the dump failed, or `dtimeout`.
+    pub fn run(mut self) -> SessionResult {
+        if let Err(e) = self.run_loop() {
+            self.sink.fail(e);
+        }
+        self.sink.flush_current();
+        self.linger();
+        let s = self.sink;
+        SessionResult {
+            writer: s.writer,
+            index: s.index,
+            index_error: s.index_error,
+            tracker: s.tracker,
+            crc: s.crc,
+            error: s.error,
+            first_data: s.first_data,
+            last_data: s.last_data,
+        }
+    }
+
+    fn run_loop(&mut self) -> Result<(), String> {
+        let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+        for (i, s) in self.sources.iter_mut().enumerate() {
+            poll.registry()
+                .register(
+                    s.conn.socket_mut(),
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .map_err(|e| format!("poll register: {e}"))?;
+        }
+        // Bytes read together with the REP.
+        for i in 0..self.sources.len() {
+            let initial = match &mut self.sources[i].kind {
+                Kind::Framed { initial, .. } => std::mem::take(initial),
+                Kind::Raw { .. } => Vec::new(),
+            };
+            if !initial.is_empty() {
+                self.decode(i, &initial)?;
+            }
+        }
+        let mut events = Events::with_capacity(16);
+        let mut data_was_enabled = self.sink.data_enabled();
+        // Everything is serviced once at the start (edge-triggered readiness may have fired
+        // before registration).
+        let mut ready: Vec<bool> = vec![true; self.sources.len()];
+        loop {
+            for (i, r) in ready.iter_mut().enumerate() {
+                if *r {
+                    *r = false;
+                    self.service(i)?;
+                }
+                if let Err(e) = self.sources[i].flush_out() {
+                    return Err(format!("{}: {e}", self.sources[i].peer));
+                }
+            }
+            // Raw DATA becomes readable for us only now: read what TCP held back.
+            if !data_was_enabled && self.sink.data_enabled() {
+                data_was_enabled = true;
+                for (i, s) in self.sources.iter().enumerate() {
+                    if matches!(
+                        s.kind,
+                        Kind::Raw {
+                            stream: StreamKind::Data,
+                            ..
+                        }
+                    ) {
+                        ready[i] = true;
+                    }
+                }
+                continue;
+            }
+            if self.sink.stop || self.sink.open.is_empty() {
+                return Ok(());
+            }
+            let idle = self.sink.last_activity.elapsed();
+            if idle >= self.dtimeout {
+                return Err("[data timeout]".into());
+            }
+            let wait = (self.dtimeout - idle).min(Duration::from_secs(60));
+            match poll.poll(&mut events, Some(wait)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("poll: {e}")),
+            }
+            for ev in events.iter() {
+                if let Some(r) = ready.get_mut(ev.token().0) {
+                    *r = true;
+                }
+            }
+        }
+    }
+
+    /// Reads a source until it would block (or, for raw DATA, until data is enabled).
+    fn service(&mut self, i: usize) -> Result<(), String> {
+        loop {
+            if self.sink.stop {
+                return Ok(());
+            }
+            let src = &mut self.sources[i];
+            if src.tcp_eof {
+                return Ok(());
+            }
+            match src.kind {
+                Kind::Raw {
+                    stream: StreamKind::Data,
+                    ended,
+                } => {
+                    if ended || !self.sink.data_enabled() {
+                        return Ok(());
+                    }
+                    if !self.read_raw_data(i)? {
+                        return Ok(());
+                    }
+                }
+                Kind::Raw { stream, ended } => {
+                    if ended {
+                        return Ok(());
+                    }
+                    let mut buf = std::mem::take(&mut self.rbuf);
+                    let r = read_some(&mut self.sources[i], &mut buf);
+                    let out = match r {
+                        Ok(Some(0)) => {
+                            self.raw_eof(i, stream);
+                            Ok(false)
+                        }
+                        Ok(Some(n)) => {
+                            self.sink.on_bytes(stream, &buf[..n]);
+                            Ok(true)
+                        }
+                        Ok(None) => Ok(false),
+                        Err(e) => Err(e),
+                    };
+                    self.rbuf = buf;
+                    if !out? {
+                        return Ok(());
+                    }
+                }
+                Kind::Framed { .. } => {
+                    let mut buf = std::mem::take(&mut self.rbuf);
+                    let r = read_some(&mut self.sources[i], &mut buf);
+                    let out = match r {
+                        Ok(Some(0)) => {
+                            self.framed_eof(i);
+                            Ok(false)
+                        }
+                        Ok(Some(n)) => self.decode(i, &buf[..n]).map(|()| true),
+                        Ok(None) => Ok(false),
+                        Err(e) => Err(e),
+                    };
+                    self.rbuf = buf;
+                    if !out? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One read of raw DATA straight into a writer buffer. `Ok(false)`: would block or EOF.
+    fn read_raw_data(&mut self, i: usize) -> Result<bool, String> {
+        let Some(mut chunk) = self.sink.take_chunk() else {
+            return Ok(false);
+        };
+        let src = &mut self.sources[i];
+        let start = chunk.filled;
+        let r = loop {
+            match src.conn.socket_mut().read(chunk.spare()) {
+                Ok(n) => break Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(format!("{} (DATA): {e}", src.peer)),
+            }
+        };
+        match r {
+            Ok(Some(0)) => {
+                self.sink.put_chunk(chunk);
+                self.raw_eof(i, StreamKind::Data);
+                Ok(false)
+            }
+            Ok(Some(n)) => {
+                chunk.filled += n;
+                self.sink.crc.update(&chunk.buf[start..start + n]);
+                self.sink.last_activity = Instant::now();
+                self.sink.mark_data(n);
+                self.sink.put_chunk(chunk);
+                Ok(true)
+            }
+            Ok(None) => {
+                self.sink.put_chunk(chunk);
+                Ok(false)
+            }
+            Err(e) => {
+                self.sink.put_chunk(chunk);
+                Err(e)
+            }
+        }
+    }
+
+    fn raw_eof(&mut self, i: usize, stream: StreamKind) {
+        let src = &mut self.sources[i];
+        src.tcp_eof = true;
+        // The client closed first: no TIME_WAIT on our side.
+        src.conn.set_no_time_wait();
+        if let Kind::Raw { ended, .. } = &mut src.kind {
+            *ended = true;
+        }
+        self.sink.on_eof(stream);
+    }
+
+    fn framed_eof(&mut self, i: usize) {
+        let src = &mut self.sources[i];
+        src.tcp_eof = true;
+        src.conn.set_no_time_wait();
+        let peer = src.peer;
+        let mut cut: Vec<StreamKind> = Vec::new();
+        let mut truncated = None;
+        if let Kind::Framed {
+            decoder, handles, ..
+        } = &mut src.kind
+        {
+            if let Err(e) = decoder.finish() {
+                truncated = Some(e.to_string());
+            }
+            for (_, k, ended) in handles.iter_mut() {
+                if !*ended {
+                    *ended = true;
+                    cut.push(*k);
+                }
+            }
+        }
+        if !cut.is_empty() {
+            let names: Vec<String> = cut.iter().map(ToString::to_string).collect();
+            let mut why = format!(
+                "[{peer}: connection closed by the client with {} still open",
+                names.join(", ")
+            );
+            if let Some(t) = truncated {
+                why.push_str(&format!(" ({t})"));
+            }
+            why.push(']');
+            // MESG processing first, so the tracker sees its end; then our error wins.
+            for k in &cut {
+                self.sink.on_eof(*k);
+            }
+            self.sink.fail(why);
+        }
+    }
+
+    /// Decodes frames from `bytes` read on framed source `i`.
+    fn decode(&mut self, i: usize, mut bytes: &[u8]) -> Result<(), String> {
+        loop {
+            let src = &mut self.sources[i];
+            let Kind::Framed {
+                decoder,
+                handles,
+                control,
+                out,
+                ..
+            } = &mut src.kind
+            else {
+                return Ok(());
+            };
+            let ev = match decoder.next(&mut bytes) {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(format!("[{}: {e}]", src.peer)),
+            };
+            match ev {
+                Event::Start(_) => {}
+                Event::Data { handle, chunk, .. } => {
+                    let kind = handles
+                        .iter()
+                        .find(|(h, _, ended)| *h == handle && !ended)
+                        .map(|(_, k, _)| *k);
+                    match kind {
+                        Some(k) => self.sink.on_bytes(k, chunk),
+                        None => log::debug!(
+                            "{}: {} bytes on handle {handle} went unclaimed",
+                            src.peer,
+                            chunk.len()
+                        ),
+                    }
+                }
+                Event::Eof { handle } => {
+                    if *control == Some(handle) {
+                        *control = None;
+                        out.extend_from_slice(&eof_frame(handle));
+                        continue;
+                    }
+                    let mut ended_kind = None;
+                    for (h, k, ended) in handles.iter_mut() {
+                        if *h == handle && !*ended {
+                            *ended = true;
+                            ended_kind = Some(*k);
+                        }
+                    }
+                    if let Some(k) = ended_kind {
+                        // The server answers each stream's close with its own.
+                        out.extend_from_slice(&eof_frame(handle));
+                        self.sink.on_eof(k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// After the last stream: give the client a moment to close first.
+    fn linger(&mut self) {
+        let until = Instant::now() + CLOSE_WAIT;
+        let mut scratch = [0u8; 4096];
+        for s in &mut self.sources {
+            let _ = s.flush_out();
+            if s.tcp_eof {
+                continue;
+            }
+            if self.sink.error.is_some() && !self.sink.open.is_empty() {
+                // A failed dump: do not wait for a client that may be stuck.
+                continue;
+            }
+            // Blocking reads with a timeout: the socket is still registered with a poll
+            // that is gone, which is harmless.
+            let sock = s.conn.socket_mut();
+            loop {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                match sock.read(&mut scratch) {
+                    Ok(0) => {
+                        s.tcp_eof = true;
+                        s.conn.set_no_time_wait();
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2).min(until - now));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = s.conn.socket_mut().flush();
+        }
+    }
+}
+
+/// One read. `Ok(None)`: would block.
+fn read_some(src: &mut Source, buf: &mut [u8]) -> Result<Option<usize>, String> {
+    loop {
+        match src.conn.socket_mut().read(buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("[{}: {e}]", src.peer)),
+        }
+    }
+}
+
+impl SessionResult {
+    /// The verdict, with the files committed (success) or removed (failure).
+    pub fn into_report(
+        self,
+        started: Instant,
+        header_base: &dyn Fn(&InfoFields) -> DumpHeader,
+    ) -> DumpReport {
+        let received = self.crc.value();
+        let outcome = self.tracker.finish(DataSummary { received });
+        let mut status = outcome.status;
+        let mut error = outcome.error.clone();
+        if let Some(e) = &self.error {
+            status = DumpStatus::Failed;
+            error = Some(match &outcome.error {
+                Some(t) if t != e => format!("{e} {t}"),
+                _ => e.clone(),
+            });
+        }
+        let mut warnings = Vec::new();
+        if let Some(e) = &self.index_error {
+            warnings.push(e.clone());
+        }
+        let success = matches!(status, DumpStatus::Done | DumpStatus::Strange);
+        let mut holding = None;
+        let mut index = None;
+        if success {
+            let mut h = header_base(&outcome.info);
+            h.orig_size = outcome.orig_kb.filter(|&k| k > 0);
+            h.native_crc = outcome.native_crc.filter(|c| c.crc != 0);
+            h.client_crc = Some(outcome.client_crc).filter(|c| c.crc != 0);
+            h.server_crc = Some(received).filter(|c| c.crc != 0);
+            let final_header = h.build().ok();
+            match self.writer {
+                Some(w) => {
+                    let path = w.final_path().to_path_buf();
+                    match w.commit_with_header(final_header) {
+                        Ok(_) => holding = Some(path),
+                        Err(e) => {
+                            status = DumpStatus::Failed;
+                            error = Some(e.to_string());
+                        }
+                    }
+                }
+                None => {
+                    status = DumpStatus::Failed;
+                    error = Some("[no holding file]".into());
+                }
+            }
+            if holding.is_some()
+                && let Some(ix) = self.index
+            {
+                match ix.commit() {
+                    Ok(p) => index = Some(p),
+                    Err(e) => warnings.push(e.to_string()),
+                }
+            }
+        } else {
+            if let Some(w) = self.writer {
+                w.abort();
+            }
+            drop(self.index);
+        }
+        let data_time = match (self.first_data, self.last_data) {
+            (Some(a), Some(b)) => b.saturating_duration_since(a),
+            _ => Duration::ZERO,
+        };
+        DumpReport {
+            status,
+            retryable: status == DumpStatus::Retry,
+            error,
+            bytes: received.size.max(0) as u64,
+            orig_kb: outcome.orig_kb,
+            crc: received,
+            client_crc: outcome.client_crc.into(),
+            native_crc: outcome.native_crc,
+            holding,
+            index,
+            info: outcome.info,
+            log: outcome
+                .log
+                .iter()
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .collect(),
+            duration: started.elapsed(),
+            data_time,
+            warnings,
+        }
+    }
+}

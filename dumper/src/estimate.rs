@@ -1,0 +1,370 @@
+//! noop and sendsize for one estimate group (a host, reached with one auth and port), as
+//! the planner does it (spec §6.4, §6.6): a `noop` to learn the client's features, then,
+//! if some DLE needs a client estimate, one `sendsize` for all of them. On bsdtcp both
+//! requests share one connection (handles 1 and 2); on bsd/bsdudp one reserved UDP port is
+//! held for both exchanges.
+//!
+//! What this module must not do: decide levels or schedule; an estimate error is returned
+//! per DLE and the driver fails that DLE.
+
+use std::time::{Duration, Instant};
+
+use conf::server::Etimeout;
+use proto::exchange::InitiatorConfig;
+use proto::features::Features;
+use proto::options::reply_features;
+use proto::sendsize::{EstimateResult, ReplyLine, SendsizeReply};
+
+use crate::net::exchange::{self, Outcome};
+use crate::net::tcp::FramedConn;
+use crate::net::udp::UdpControl;
+use crate::net::{self, Ports, Tuning, WaitEvent};
+use crate::plan::Auth;
+use crate::request::{self, ReqContext, SizeRequest};
+
+/// What every estimate shares.
+pub struct EstimateContext {
+    /// Our features.
+    pub ours: Features,
+    /// Config name.
+    pub config_name: String,
+    /// `SECURITY USER`.
+    pub user: String,
+    /// Ports.
+    pub ports: Ports,
+    /// Keepalive.
+    pub tuning: Tuning,
+    /// connect-tries, req-tries.
+    pub initiator: InitiatorConfig,
+    /// `ctimeout` (noop).
+    pub ctimeout: Duration,
+    /// `etimeout`.
+    pub etimeout: Etimeout,
+    /// The run timestamp.
+    pub timestamp: String,
+}
+
+/// One DLE of a group.
+#[derive(Clone, Debug)]
+pub struct EstimateDle {
+    /// The DLE id.
+    pub id: usize,
+    /// The DLE.
+    pub dle: proto::dle::Dle,
+    /// The level to estimate.
+    pub level: i32,
+    /// Its legacy dumpdate.
+    pub dumpdate: String,
+    /// Whether the client is asked (false: `estimate server`).
+    pub client: bool,
+}
+
+/// A group to estimate.
+#[derive(Clone, Debug)]
+pub struct EstimateGroup {
+    /// The host.
+    pub host: String,
+    /// The auth.
+    pub auth: Auth,
+    /// The client port.
+    pub port: u16,
+    /// The host's maxdumps.
+    pub maxdumps: u32,
+    /// The DLEs.
+    pub dles: Vec<EstimateDle>,
+}
+
+/// What came back.
+#[derive(Clone, Debug)]
+pub struct GroupResult {
+    /// The client's features (from its noop reply), if it answered.
+    pub features: Option<Features>,
+    /// Per DLE: estimated bytes (`None`: unknown / server estimate), or why not.
+    pub results: Vec<(usize, Result<Option<u64>, String>)>,
+    /// Notes for the report (a NAKed noop from an old client, ...).
+    pub notes: Vec<String>,
+}
+
+enum Conn {
+    Tcp(Option<FramedConn>),
+    Udp(Option<UdpControl>),
+}
+
+fn all_failed(g: &EstimateGroup, why: String) -> GroupResult {
+    GroupResult {
+        features: None,
+        results: g.dles.iter().map(|d| (d.id, Err(why.clone()))).collect(),
+        notes: Vec::new(),
+    }
+}
+
+/// The features in a noop REP.
+pub fn noop_features(body: &[u8]) -> Option<Features> {
+    body.split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"OPTIONS "))
+        .find_map(|l| reply_features(l).and_then(Result::ok))
+}
+
+/// Runs one exchange on the group's connection (opening it the first time).
+fn exchange(
+    ctx: &EstimateContext,
+    conn: &mut Conn,
+    dest: std::net::SocketAddr,
+    cfg: InitiatorConfig,
+    req: Vec<u8>,
+    waits: &mut dyn FnMut(WaitEvent),
+) -> Outcome {
+    match conn {
+        Conn::Tcp(c) => {
+            let Some(pool) = ctx.ports.tcp_reserved.as_deref() else {
+                return Outcome::Broken("no reserved-tcp-port pool".into());
+            };
+            exchange::run(cfg, req, c, || {
+                net::connect(pool, dest, "bsdtcp connection", &ctx.tuning, waits)
+                    .map(|l| FramedConn::new(l, dest, &ctx.user))
+                    .map_err(|e| e.to_string())
+            })
+        }
+        Conn::Udp(c) => {
+            let Some(pool) = ctx.ports.udp.as_deref() else {
+                return Outcome::Broken("no reserved-udp-port pool".into());
+            };
+            exchange::run(cfg, req, c, || {
+                let name = net::pool_name(pool);
+                net::lease(pool, None, waits)
+                    .map(|l| UdpControl::new(l, dest, &ctx.user))
+                    .map_err(|e| format!("{dest}: {name} pool: {e}"))
+            })
+        }
+    }
+}
+
+/// Prepares the connection for the next request of the group.
+fn next_request(conn: &mut Conn) {
+    match conn {
+        Conn::Tcp(Some(c)) => {
+            let _ = c.close_handle(Instant::now() + Duration::from_secs(5));
+            c.next_exchange();
+        }
+        Conn::Udp(Some(c)) => c.new_exchange(),
+        _ => {}
+    }
+}
+
+/// noop, then sendsize for the DLEs that want a client estimate.
+pub fn estimate_group(
+    ctx: &EstimateContext,
+    g: &EstimateGroup,
+    waits: &mut dyn FnMut(WaitEvent),
+) -> GroupResult {
+    let dest = match net::resolve(&g.host, g.port) {
+        Ok(d) => d,
+        Err(e) => return all_failed(g, format!("[{e}]")),
+    };
+    let mut conn = if g.auth.is_udp() {
+        Conn::Udp(None)
+    } else {
+        Conn::Tcp(None)
+    };
+    let mut notes = Vec::new();
+    let cfg = InitiatorConfig {
+        rep_wait: ctx.ctimeout,
+        ..ctx.initiator.clone()
+    };
+    let features = match exchange(ctx, &mut conn, dest, cfg, request::noop(&ctx.ours), waits) {
+        Outcome::Rep(body) => match noop_features(&body) {
+            Some(f) => f,
+            None => {
+                notes.push(format!(
+                    "{}: noop reply without features; assuming an Amanda 2.4.2 client",
+                    g.host
+                ));
+                Features::default_2_4_2p2()
+            }
+        },
+        other => {
+            let why = other.failure().unwrap_or_default();
+            return all_failed(
+                g,
+                format!("[{}: noop {why} ({} port {})]", g.host, g.auth, g.port),
+            );
+        }
+    };
+    let asked: Vec<&EstimateDle> = g.dles.iter().filter(|d| d.client).collect();
+    let mut results: Vec<(usize, Result<Option<u64>, String>)> = g
+        .dles
+        .iter()
+        .filter(|d| !d.client)
+        .map(|d| (d.id, Ok(None)))
+        .collect();
+    if asked.is_empty() {
+        finish(&mut conn);
+        return GroupResult {
+            features: Some(features),
+            results,
+            notes,
+        };
+    }
+    let rctx = ReqContext {
+        ours: &ctx.ours,
+        client: &features,
+        maxdumps: g.maxdumps,
+        hostname: &g.host,
+        config: &ctx.config_name,
+        timestamp: Some(&ctx.timestamp),
+    };
+    let reqs: Vec<SizeRequest<'_>> = asked
+        .iter()
+        .map(|d| SizeRequest {
+            dle: &d.dle,
+            levels: vec![d.level],
+            dumpdates: vec![d.dumpdate.clone()],
+        })
+        .collect();
+    let req = match request::sendsize(&rctx, &reqs) {
+        Ok(r) => r,
+        Err(e) => {
+            results.extend(asked.iter().map(|d| (d.id, Err(format!("[{e}]")))));
+            finish(&mut conn);
+            return GroupResult {
+                features: Some(features),
+                results,
+                notes,
+            };
+        }
+    };
+    let rep_wait = match ctx.etimeout {
+        Etimeout::PerDisk(d) => d.saturating_mul(asked.len().max(1) as u32),
+        Etimeout::PerHost(d) => d,
+    };
+    next_request(&mut conn);
+    let cfg = InitiatorConfig {
+        rep_wait,
+        ..ctx.initiator.clone()
+    };
+    let out = exchange(ctx, &mut conn, dest, cfg, req, waits);
+    finish(&mut conn);
+    match out {
+        Outcome::Rep(body) => {
+            results.extend(read_estimates(&g.host, &body, &asked));
+        }
+        other => {
+            let why = other.failure().unwrap_or_default();
+            results.extend(
+                asked
+                    .iter()
+                    .map(|d| (d.id, Err(format!("[{}: sendsize {why}]", g.host)))),
+            );
+        }
+    }
+    GroupResult {
+        features: Some(features),
+        results,
+        notes,
+    }
+}
+
+fn finish(conn: &mut Conn) {
+    if let Conn::Tcp(Some(c)) = conn {
+        let _ = c.close_handle(Instant::now() + Duration::from_secs(5));
+    }
+}
+
+/// The estimates of `asked` in a sendsize REP body (sizes in KiB there, bytes here).
+pub fn read_estimates(
+    host: &str,
+    body: &[u8],
+    asked: &[&EstimateDle],
+) -> Vec<(usize, Result<Option<u64>, String>)> {
+    let reply = match SendsizeReply::parse(body) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = format!("[{host}: bad sendsize reply: {e:?}]");
+            return asked.iter().map(|d| (d.id, Err(why.clone()))).collect();
+        }
+    };
+    let host_errors: Vec<String> = reply
+        .lines
+        .iter()
+        .filter_map(|l| match l {
+            ReplyLine::HostError(t) => Some(String::from_utf8_lossy(t).into_owned()),
+            _ => None,
+        })
+        .collect();
+    asked
+        .iter()
+        .map(|d| {
+            let disk = d.dle.disk.as_deref().unwrap_or_default();
+            let lines: Vec<_> = reply.estimates().filter(|e| e.disk == disk).collect();
+            let at_level = lines.iter().find(|e| e.level == d.level);
+            let error = lines.iter().find_map(|e| match &e.result {
+                EstimateResult::Error(m) => Some(String::from_utf8_lossy(m).into_owned()),
+                _ => None,
+            });
+            let r = match (at_level.map(|e| &e.result), error) {
+                (_, Some(m)) => Err(format!("[{m}]")),
+                (Some(EstimateResult::Size(kb)), _) if *kb >= 0 => {
+                    Ok(Some((*kb as u64).saturating_mul(1024)))
+                }
+                (Some(EstimateResult::Size(-1)), _) => Ok(None),
+                (Some(EstimateResult::Size(_)), _) => {
+                    Err(format!("[the client cannot estimate level {}]", d.level))
+                }
+                (Some(_), _) => Ok(None),
+                (None, _) if !host_errors.is_empty() => {
+                    Err(format!("[{host}: {}]", host_errors.join("; ")))
+                }
+                (None, _) => Err(format!(
+                    "[{host}: no estimate for level {} in the sendsize reply]",
+                    d.level
+                )),
+            };
+            (d.id, r)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ed(id: usize, disk: &str, level: i32) -> EstimateDle {
+        EstimateDle {
+            id,
+            dle: proto::dle::Dle {
+                program: "GNUTAR".into(),
+                disk: Some(disk.into()),
+                ..proto::dle::Dle::default()
+            },
+            level,
+            dumpdate: "1970:1:1:0:0:0".into(),
+            client: true,
+        }
+    }
+
+    #[test]
+    fn estimates_are_read_per_disk_and_level_like_the_bsdtcp_trace() {
+        let body = b"OPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;\n/tmp/amanda-harness/data/plain 0 SIZE 560\n\"/tmp/amanda-harness/data/dle with space \xc3\xa9\" 0 SIZE 10\n/missing 0 ERROR \"can not stat\"\n";
+        let a = ed(0, "/tmp/amanda-harness/data/plain", 0);
+        let b = ed(1, "/tmp/amanda-harness/data/dle with space \u{e9}", 0);
+        let c = ed(2, "/missing", 0);
+        let d = ed(3, "/absent", 1);
+        let r = read_estimates("localhost", body, &[&a, &b, &c, &d]);
+        assert_eq!(r[0], (0, Ok(Some(560 * 1024))));
+        assert_eq!(r[1], (1, Ok(Some(10 * 1024))));
+        assert_eq!(r[2], (2, Err("[can not stat]".into())));
+        assert!(
+            r[3].1
+                .as_ref()
+                .unwrap_err()
+                .contains("no estimate for level 1")
+        );
+    }
+
+    #[test]
+    fn noop_features_come_from_the_options_line() {
+        let f = noop_features(b"OPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;\n");
+        assert_eq!(f, Some(Features::amanda_3_5_1()));
+        assert_eq!(noop_features(b"garbage\n"), None);
+    }
+}

@@ -1,0 +1,121 @@
+//! Fuzz entry points of the dumper's parsers, reachable from stable Rust.
+//!
+//! - `dumper_tar_scan`: the restore's tar member reader ([`crate::tarscan`]), fed in two
+//!   chunks split at a data-chosen offset, then again as a second archive of a chain;
+//! - `dumper_estimates`: reading a sendsize REP body for a set of requested DLEs
+//!   ([`crate::estimate::read_estimates`]).
+//!
+//! The cargo-fuzz crate in `<repo>/fuzz` calls them (`fuzz_targets/<name>.rs`), and the test
+//! below replays the committed corpora `<repo>/fuzz/corpus/<name>/` in `cargo test`. What
+//! this module must not do: hold parsing logic of its own.
+
+use crate::estimate::{EstimateDle, read_estimates};
+use crate::tarscan::{Scanner, TarError, normalize};
+
+/// A fuzz target: its name (the directory under `fuzz/corpus/` and the cargo-fuzz binary)
+/// and its entry point.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// `(name, entry point)` of every target.
+pub const TARGETS: &[Target] = &[
+    ("dumper_tar_scan", tar_scan),
+    ("dumper_estimates", estimates),
+];
+
+/// The tar reader never panics, splits anywhere give the same verdict, and every member it
+/// accepts has a safe, normalised path.
+pub fn tar_scan(data: &[u8]) {
+    let split = data.first().map_or(0, |b| usize::from(*b) * 7) % (data.len() + 1);
+    let whole = {
+        let mut s = Scanner::new();
+        let r = s.feed(data).and_then(|()| s.finish());
+        (r, s.members().to_vec())
+    };
+    let parts = {
+        let mut s = Scanner::new();
+        let r = s
+            .feed(&data[..split])
+            .and_then(|()| s.feed(&data[split..]))
+            .and_then(|()| s.finish());
+        (r, s.members().to_vec())
+    };
+    assert_eq!(
+        whole.0.is_ok(),
+        parts.0.is_ok(),
+        "chunking changed the verdict"
+    );
+    if whole.0.is_ok() {
+        assert_eq!(whole.1, parts.1);
+    }
+    for m in &whole.1 {
+        assert_eq!(normalize(&m.path).as_deref(), Ok(m.path.as_slice()));
+        assert!(!m.path.starts_with(b"/"));
+    }
+    // As the second archive of a chain.
+    let mut s = Scanner::new();
+    if s.feed(data).and_then(|()| s.finish()).is_ok() {
+        s.next_archive();
+        let r: Result<(), TarError> = s.feed(data).and_then(|()| s.finish());
+        let _ = r;
+    }
+}
+
+/// Reading estimates never panics and answers once per requested DLE.
+pub fn estimates(data: &[u8]) {
+    let dles: Vec<EstimateDle> = ["/home", "/x y", "C:/"]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| EstimateDle {
+            id: i,
+            dle: proto::dle::Dle {
+                program: "GNUTAR".into(),
+                disk: Some((*d).into()),
+                ..proto::dle::Dle::default()
+            },
+            level: i as i32 % 2,
+            dumpdate: "1970:1:1:0:0:0".into(),
+            client: true,
+        })
+        .collect();
+    let asked: Vec<&EstimateDle> = dles.iter().collect();
+    let r = read_estimates("client", data, &asked);
+    assert_eq!(r.len(), asked.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    fn fuzz_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("fuzz")
+    }
+
+    #[test]
+    fn every_target_has_a_cargo_fuzz_binary() {
+        for (name, _) in super::TARGETS {
+            let file = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
+            assert!(file.is_file(), "{} is missing", file.display());
+        }
+    }
+
+    #[test]
+    fn committed_corpora_replay_without_panics() {
+        for (name, target) in super::TARGETS {
+            let dir = fuzz_dir().join("corpus").join(name);
+            let entries: Vec<_> = fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
+            assert!(!entries.is_empty(), "corpus {} is empty", dir.display());
+            for p in entries {
+                let data = fs::read(&p).expect("read corpus file");
+                target(&data);
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The `dumper` binary: argument handling and exit codes; the work is in the library.
+//!
+//! Exit codes: `run` returns amdump's bits (0 ok, 1 error, 2 strange, 4 failed, 8 missing);
+//! `check` 0 or 1 like amcheck; `restore` 0 or 1; `demo` 0 or 1; usage errors 2... except
+//! that clap itself exits 2 for bad arguments.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dumper",
+    version,
+    about = "amanda-rs server: back up Amanda clients to holding disks, amdump-style",
+    long_about = "amanda-rs server: back up Amanda clients (the real amandad or ours) to holding \
+disks, amdump-style, with a SQLite catalog, a port pool, restore and check.\n\n\
+CONFIG is the path of an amanda.conf (its disklist is its `diskfile`, relative to it) or a \
+configuration name under /etc/amanda. Started as root, dumper keeps only CAP_NET_BIND_SERVICE \
+and runs as the configured dumpuser."
+)]
+struct Cli {
+    /// amanda-rs settings file (default /etc/amanda-rs/amanda-rs.toml if it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    settings: Option<PathBuf>,
+    /// Log level for diagnostics on standard error (error, warn, info, debug, trace).
+    #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ProgressArg {
+    Auto,
+    Tty,
+    Plain,
+    Quiet,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Back up every DLE of CONFIG (for cron): estimates, levels, dumps, report.
+    Run {
+        /// amanda.conf path or configuration name.
+        config: String,
+        /// Progress display on standard error.
+        #[arg(long, value_enum, default_value = "auto")]
+        progress: ProgressArg,
+        /// Stay root instead of switching to dumpuser (tests only).
+        #[arg(long)]
+        no_drop_privileges: bool,
+        /// Seconds before a failed request is retried.
+        #[arg(long, default_value_t = 10)]
+        retry_delay: u64,
+    },
+    /// Check the server and every client, like amcheck.
+    Check {
+        /// amanda.conf path or configuration name.
+        config: String,
+        /// Only the server-side checks.
+        #[arg(long)]
+        server_only: bool,
+        /// Stay root instead of switching to dumpuser.
+        #[arg(long)]
+        no_drop_privileges: bool,
+    },
+    /// Extract a dump (by default the latest full plus the incrementals on top) into DIR.
+    Restore {
+        /// amanda.conf path or configuration name.
+        config: String,
+        /// The client host, as in the disklist.
+        #[arg(long)]
+        host: String,
+        /// The disk (DLE name), as in the disklist.
+        #[arg(long)]
+        disk: String,
+        /// Restore the chain up to this level only.
+        #[arg(long, conflicts_with = "date")]
+        level: Option<i32>,
+        /// Restore the state as of this day (YYYY-MM-DD).
+        #[arg(long)]
+        date: Option<String>,
+        /// Target directory (created if needed).
+        #[arg(long)]
+        into: PathBuf,
+        /// GNU tar to extract with.
+        #[arg(long, default_value = "/bin/tar")]
+        tar: PathBuf,
+    },
+    /// Back up a sample tree through our amandad on loopback, restore it, verify it.
+    Demo {
+        /// Keep the demo directory.
+        #[arg(long)]
+        keep: bool,
+        /// Our amandad (default: beside this binary).
+        #[arg(long)]
+        amandad: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::new()
+        .parse_filters(&cli.log_level)
+        .format_timestamp_millis()
+        .init();
+    let code = match real_main(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dumper: {e:#}");
+            1
+        }
+    };
+    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+}
+
+fn settings(path: Option<&PathBuf>) -> anyhow::Result<conf::Settings> {
+    Ok(conf::Settings::load(path.map(PathBuf::as_path))?)
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Cmd::Run {
+            config,
+            progress,
+            no_drop_privileges,
+            retry_delay,
+        } => {
+            let mut o = dumper::run::RunOptions::new(&config, settings(cli.settings.as_ref())?);
+            o.progress = match progress {
+                ProgressArg::Auto => dumper::progress::Mode::detect(),
+                ProgressArg::Tty => dumper::progress::Mode::Tty,
+                ProgressArg::Plain => dumper::progress::Mode::Plain,
+                ProgressArg::Quiet => dumper::progress::Mode::Quiet,
+            };
+            o.drop_privileges = !no_drop_privileges;
+            o.retry_delay = std::time::Duration::from_secs(retry_delay);
+            let r = dumper::run::run(o)?;
+            print!("{}", r.report);
+            Ok(r.exit_status)
+        }
+        Cmd::Check {
+            config,
+            server_only,
+            no_drop_privileges,
+        } => {
+            let r = dumper::check::check(&dumper::check::CheckOptions {
+                config,
+                settings: settings(cli.settings.as_ref())?,
+                drop_privileges: !no_drop_privileges,
+                server_only,
+            });
+            print!("{}", r.text);
+            Ok(r.exit_status)
+        }
+        Cmd::Restore {
+            config,
+            host,
+            disk,
+            level,
+            date,
+            into,
+            tar,
+        } => {
+            let restored = dumper::restore::restore(&dumper::restore::RestoreOptions {
+                config,
+                host,
+                disk,
+                level,
+                date,
+                into: into.clone(),
+                tar,
+            })?;
+            for r in &restored {
+                println!(
+                    "restored {} level {} of {} ({} members) from {}",
+                    String::from_utf8_lossy(&r.record.disk),
+                    r.record.level,
+                    r.record.timestamp,
+                    r.members,
+                    r.record
+                        .holding_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                );
+            }
+            println!("into {}", into.display());
+            Ok(0)
+        }
+        Cmd::Demo { keep, amandad } => {
+            dumper::demo::demo(&dumper::demo::DemoOptions { keep, amandad })
+        }
+    }
+}

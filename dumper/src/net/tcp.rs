@@ -1,0 +1,224 @@
+//! The bsdtcp control transport (spec §2.4, §4.4): packets in frames on one TCP connection
+//! from a reserved port, one control handle per request (1, 2, ...).
+//!
+//! [`FramedConn`] reads into its own buffer and decodes whole frames from it, so that bytes
+//! read past a REP (the first MESG frames of a sendbackup can arrive in the same segment)
+//! stay in the buffer for the data phase ([`FramedConn::into_parts`]). After an exchange the
+//! client closes its control handle with a zero-length frame; [`FramedConn::close_handle`]
+//! waits for it and answers with ours, as the real server does.
+//!
+//! What this module must not do: interpret stream data.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use portpool::Lease;
+use proto::exchange::Packet;
+use proto::frame::{self, FrameHeader, HEADER_LEN, MAX_FRAME_LEN};
+use proto::pkt::PacketType;
+use proto::tcp::{ControlHandles, Packet as TcpPacket};
+
+use super::exchange::Transport;
+
+/// A framed TCP connection to a client.
+pub struct FramedConn {
+    lease: Lease<TcpStream>,
+    peer: SocketAddr,
+    user: Vec<u8>,
+    handles: ControlHandles,
+    handle: u32,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    closed_by_peer: HashSet<u32>,
+    eof: bool,
+}
+
+impl FramedConn {
+    /// Wraps a connected, leased stream to `peer`; requests carry `SECURITY USER <user>`.
+    pub fn new(lease: Lease<TcpStream>, peer: SocketAddr, user: &str) -> FramedConn {
+        let mut handles = ControlHandles::new();
+        let handle = handles.next().unwrap_or(1);
+        FramedConn {
+            lease,
+            peer,
+            user: user.as_bytes().to_vec(),
+            handles,
+            handle,
+            buf: vec![0; 256 * 1024],
+            start: 0,
+            end: 0,
+            closed_by_peer: HashSet::new(),
+            eof: false,
+        }
+    }
+
+    /// The client.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The local (leased) port.
+    pub fn port(&self) -> u16 {
+        self.lease.port()
+    }
+
+    /// The control handle of the current exchange.
+    pub fn handle(&self) -> u32 {
+        self.handle
+    }
+
+    /// Moves to the next control handle, for another request on this connection.
+    pub fn next_exchange(&mut self) {
+        self.handle = self.handles.next().unwrap_or(1);
+    }
+
+    fn write_frame(&mut self, handle: u32, payload: &[u8]) -> io::Result<()> {
+        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+        frame::encode_frame(handle, payload, &mut out).map_err(io::Error::other)?;
+        self.lease.socket_mut().write_all(&out)
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// Reads the next whole frame, until `until`. `Ok(None)`: time is up.
+    fn next_frame(&mut self, until: Instant) -> Result<Option<(u32, Vec<u8>)>, String> {
+        loop {
+            let have = self.end - self.start;
+            if have >= HEADER_LEN {
+                let mut h = [0u8; HEADER_LEN];
+                h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+                let header = FrameHeader::from_bytes(h);
+                if header.len > MAX_FRAME_LEN {
+                    let mut d = frame::Decoder::new();
+                    let mut input = &self.buf[self.start..self.end];
+                    let why = match d.next(&mut input) {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "invalid frame".to_owned(),
+                    };
+                    return Err(format!("{}: {why}", self.peer));
+                }
+                let total = HEADER_LEN + header.len as usize;
+                if have >= total {
+                    let payload = self.buf[self.start + HEADER_LEN..self.start + total].to_vec();
+                    self.start += total;
+                    return Ok(Some((header.handle, payload)));
+                }
+                if self.start + total > self.buf.len() {
+                    self.compact();
+                    if self.buf.len() < total {
+                        self.buf.resize(total, 0);
+                    }
+                }
+            }
+            if self.eof {
+                return Err(format!("{}: connection closed by the client", self.peer));
+            }
+            if self.end == self.buf.len() || self.start == self.end {
+                self.compact();
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Ok(None);
+            }
+            let wait = (until - now).max(Duration::from_millis(1));
+            let end = self.end;
+            let sock = self.lease.socket_mut();
+            let _ = sock.set_read_timeout(Some(wait));
+            match sock.read(&mut self.buf[end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(format!("{}: {e}", self.peer)),
+            }
+        }
+    }
+
+    /// After an exchange: waits (until `until`) for the client's zero-length frame on the
+    /// current handle, then sends ours. Frames on other handles meanwhile are dropped.
+    pub fn close_handle(&mut self, until: Instant) -> Result<(), String> {
+        let h = self.handle;
+        while !self.closed_by_peer.contains(&h) {
+            match self.next_frame(until)? {
+                Some((handle, p)) if p.is_empty() => {
+                    self.closed_by_peer.insert(handle);
+                }
+                Some((handle, p)) => log::debug!(
+                    "{}: {} bytes on handle {handle} went unclaimed",
+                    self.peer,
+                    p.len()
+                ),
+                None => break,
+            }
+        }
+        self.write_frame(h, &[])
+            .map_err(|e| format!("{}: {e}", self.peer))
+    }
+
+    /// Whether the client closed handle `h` already.
+    pub fn peer_closed(&self, h: u32) -> bool {
+        self.closed_by_peer.contains(&h)
+    }
+
+    /// The connection and the bytes read but not decoded yet, for the data phase.
+    pub fn into_parts(self) -> (Lease<TcpStream>, Vec<u8>, HashSet<u32>) {
+        let rest = self.buf[self.start..self.end].to_vec();
+        (self.lease, rest, self.closed_by_peer)
+    }
+}
+
+impl Transport for FramedConn {
+    fn send(&mut self, p: &Packet) -> io::Result<()> {
+        let pkt = match p.ty {
+            PacketType::Req => TcpPacket::request(&self.user, &p.body)
+                .map_err(|e| io::Error::other(e.to_string()))?,
+            ty => TcpPacket::new(ty, &p.body[..]),
+        };
+        let mut out = Vec::new();
+        pkt.encode_frame(self.handle, &mut out)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        self.lease.socket_mut().write_all(&out)
+    }
+
+    fn recv(&mut self, until: Instant) -> Result<Option<(PacketType, Vec<u8>)>, String> {
+        loop {
+            let Some((handle, payload)) = self.next_frame(until)? else {
+                return Ok(None);
+            };
+            if payload.is_empty() {
+                self.closed_by_peer.insert(handle);
+                continue;
+            }
+            if handle != self.handle {
+                log::debug!(
+                    "{}: {} bytes on handle {handle} went unclaimed",
+                    self.peer,
+                    payload.len()
+                );
+                continue;
+            }
+            match TcpPacket::parse(&payload) {
+                Ok(p) => return Ok(Some((p.ptype, p.body.into_owned()))),
+                Err(e) => log::debug!("{}: bad packet on handle {handle}: {e}", self.peer),
+            }
+        }
+    }
+
+    fn send_errors_are_fatal(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,855 @@
+//! `dumper run CONFIG`: the shell around the [`Driver`]: it plans, starts estimates on
+//! threads and dumps on `inparallel` worker threads (fed over crossbeam channels), records
+//! everything in the catalog, and renders the report.
+//!
+//! Threads: the main thread owns the driver, the catalog and the display; one thread per
+//! running estimate group; `inparallel` dump workers, each with its own job channel, each
+//! running one dump at a time ([`dump::run`]) with its own mio loop and holding-file writer
+//! thread. Everything comes back to the main thread over one event channel.
+//!
+//! What this module must not do: speak the protocol (see `dump`, `estimate`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use proto::exchange::InitiatorConfig;
+use proto::features::Features;
+use proto::mesg::DumpStatus;
+
+use crate::catalog::{Catalog, DumpRecord, Status};
+use crate::clock;
+use crate::driver::{Action, DleSched, Driver, DriverConfig, HostSched, Input, Order, State};
+use crate::dump::{self, DumpContext, DumpJob, DumpReport, Progress};
+use crate::estimate::{self, EstimateContext, EstimateDle, EstimateGroup, GroupResult};
+use crate::features::server_features;
+use crate::holding;
+use crate::index;
+use crate::levels::{self, LevelChoice, LevelInput};
+use crate::net::{PoolNeeds, Ports, Tuning, WaitEvent};
+use crate::plan::{self, DleSpec, Plan};
+use crate::privs;
+use crate::progress::{self, View};
+use crate::report::{self, DleLine, Summary, Verdict, WaitLine};
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The `CONFIG` argument.
+    pub config: String,
+    /// amanda-rs settings (run_dir, heartbeat, TIME_WAIT hold).
+    pub settings: conf::Settings,
+    /// Progress display.
+    pub progress: progress::Mode,
+    /// When root: become `dumpuser` keeping only CAP_NET_BIND_SERVICE (default true).
+    pub drop_privileges: bool,
+    /// Writer buffers per dump.
+    pub buffers: usize,
+    /// Bytes per writer buffer.
+    pub buffer_size: usize,
+    /// Pause before retrying a dump.
+    pub retry_delay: Duration,
+}
+
+impl RunOptions {
+    /// Defaults for `config`.
+    pub fn new(config: &str, settings: conf::Settings) -> RunOptions {
+        RunOptions {
+            config: config.to_owned(),
+            settings,
+            progress: progress::Mode::detect(),
+            drop_privileges: true,
+            buffers: 4,
+            buffer_size: 1024 * 1024,
+            retry_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a run produced.
+pub struct RunResult {
+    /// The rendered report.
+    pub report: String,
+    /// amdump's exit status bits.
+    pub exit_status: i32,
+    /// The summary (for tests and callers).
+    pub summary: Summary,
+}
+
+enum Event {
+    Estimate(usize, GroupResult),
+    Wait(usize, WaitEvent),
+    Dumped(usize, usize, Box<DumpReport>),
+}
+
+struct Planned {
+    spec: Arc<DleSpec>,
+    level: Option<i32>,
+    level_reason: String,
+    dumpdate: String,
+    skipped: Option<String>,
+    failed: Option<String>,
+    group: Option<usize>,
+    host: usize,
+    size_hint: Option<u64>,
+    rate_kibps: Option<u64>,
+}
+
+/// Runs a night: plan, estimates, dumps, report.
+pub fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
+    let started = Instant::now();
+    let plan = plan::load(&opts.config)?;
+    let needs = PoolNeeds {
+        udp: plan
+            .dles
+            .iter()
+            .any(|d| d.unsupported.is_none() && d.auth.is_udp()),
+        tcp: plan
+            .dles
+            .iter()
+            .any(|d| d.unsupported.is_none() && !d.auth.is_udp()),
+    };
+    // The pools (and the host-wide registry directory) are made before the privilege drop.
+    let ports = Ports::new(&plan.config, &opts.settings, needs)
+        .map_err(|e| anyhow::anyhow!("port pools: {e}"))?;
+    let user = plan.config.dumpuser.clone();
+    if opts.drop_privileges && privs::is_root() {
+        privs::drop_to(&user)?;
+    }
+    let now = clock::now_unix();
+    let timestamp = clock::timestamp(clock::local(now));
+    let catalog_path = Catalog::path_for(&plan.config.path(&plan.config.infofile));
+    let _run_lock = lock_run(&catalog_path)?;
+    let mut catalog = Catalog::open(&catalog_path)?;
+    let run_id = catalog.begin_run(&timestamp, &plan.config_name, now)?;
+
+    let mut summary = Summary {
+        org: plan.config.org.clone(),
+        config: plan.config_name.clone(),
+        timestamp: timestamp.clone(),
+        hostname: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        notes: plan.warnings.clone(),
+        ..Summary::default()
+    };
+
+    let planned = plan_levels(&plan, &catalog, now)?;
+    let groups = estimate_groups(&plan, &planned);
+    let mut night = Night::new(&opts, &plan, planned, groups, ports, &timestamp, user);
+    night.drive(&mut catalog, run_id)?;
+    let lines = night.lines();
+    summary.dles = lines;
+    summary.estimate_time = night.estimate_time.unwrap_or_default();
+    summary.holding = night
+        .holding_written
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b > 0)
+        .map(|(i, b)| (plan.holding[i].dir.display().to_string(), *b))
+        .collect();
+    summary.notes.extend(night.notes.iter().cloned());
+    summary.errors.extend(night.errors.iter().cloned());
+    summary.wall = started.elapsed();
+    let exit_status = summary.exit_status();
+    let text = report::render(&summary);
+    if let Err(e) = catalog.finish_run(run_id, clock::now_unix(), exit_status) {
+        log::warn!("{e}");
+    }
+    write_report_file(&plan, &timestamp, &text);
+    Ok(RunResult {
+        report: text,
+        exit_status,
+        summary,
+    })
+}
+
+/// One `dumper run` per configuration at a time (amdump refuses to run twice too): an
+/// exclusive lock on `<catalog>.lock`, held until the run ends.
+fn lock_run(catalog: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let mut p = catalog.as_os_str().to_owned();
+    p.push(".lock");
+    let p = PathBuf::from(p);
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| anyhow::anyhow!("run lock {}: {e}", p.display()))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!(
+            "another `dumper run` of this configuration is running (lock {}: {e})",
+            p.display()
+        )
+    })
+}
+
+/// Keeps a copy of the report in `logdir` (best effort).
+fn write_report_file(plan: &Plan, timestamp: &str, text: &str) {
+    let dir = plan.config.path(&plan.config.logdir);
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let p = dir.join(format!("dumper.{timestamp}.report"));
+        if let Err(e) = std::fs::write(&p, text) {
+            log::warn!("{}: {e}", p.display());
+        }
+    }
+}
+
+/// The level of each DLE, its dumpdate, and what the catalog says about size and rate.
+fn plan_levels(plan: &Plan, catalog: &Catalog, now: i64) -> anyhow::Result<Vec<Planned>> {
+    let mut out = Vec::new();
+    for spec in &plan.dles {
+        let host = plan
+            .hosts
+            .iter()
+            .position(|h| h.name.eq_ignore_ascii_case(&spec.host))
+            .unwrap_or(0);
+        let history = catalog.history(&spec.host, &spec.disk)?;
+        let exists = |p: &Option<PathBuf>| p.as_deref().is_some_and(Path::exists);
+        let last_full = history
+            .iter()
+            .rev()
+            .find(|r| r.level == 0 && r.status.is_success() && exists(&r.holding_file));
+        let choice = levels::choose(&LevelInput {
+            now,
+            last_full: last_full.map(|r| r.started),
+            dumpcycle_days: spec.dumpcycle_days,
+            strategy: spec.strategy,
+            skip_full: spec.skip_full,
+            skip_incr: spec.skip_incr,
+        });
+        let (level, reason, skipped) = match choice {
+            LevelChoice::Dump { level, reason } => (Some(level), reason, None),
+            LevelChoice::Skip { reason } => (None, String::new(), Some(reason)),
+        };
+        // The legacy dumpdate: the last successful dump below this level.
+        let dumpdate = match level {
+            Some(l) if l > 0 => history
+                .iter()
+                .rev()
+                .find(|r| r.level < l && r.status.is_success())
+                .map_or_else(|| clock::dumpdate(0), |r| clock::dumpdate(r.started)),
+            _ => clock::dumpdate(0),
+        };
+        let same_level = history
+            .iter()
+            .rev()
+            .find(|r| Some(r.level) == level && r.status.is_success());
+        let size_hint = same_level.and_then(|r| r.bytes).map(|b| b.max(0) as u64);
+        let rate_kibps = history
+            .iter()
+            .rev()
+            .find(|r| r.status.is_success() && r.duration_ms.unwrap_or(0) > 0)
+            .and_then(|r| {
+                let kib = r.bytes? as f64 / 1024.0;
+                let secs = r.duration_ms? as f64 / 1000.0;
+                (secs > 0.0).then(|| (kib / secs) as u64)
+            });
+        out.push(Planned {
+            spec: Arc::new(spec.clone()),
+            level,
+            level_reason: reason,
+            dumpdate,
+            failed: spec.unsupported.clone(),
+            skipped,
+            group: None,
+            host,
+            size_hint,
+            rate_kibps,
+        });
+    }
+    Ok(out)
+}
+
+/// Groups the schedulable DLEs by (host, auth, port): one noop + sendsize each.
+fn estimate_groups(plan: &Plan, planned: &[Planned]) -> Vec<EstimateGroup> {
+    let mut groups: Vec<EstimateGroup> = Vec::new();
+    let mut index: HashMap<(String, &'static str, u16), usize> = HashMap::new();
+    let _ = plan;
+    for p in planned {
+        let (Some(level), None, None) = (p.level, &p.failed, &p.skipped) else {
+            continue;
+        };
+        let s = &p.spec;
+        let key = (s.host.to_ascii_lowercase(), s.auth.name(), s.client_port);
+        let g = *index.entry(key).or_insert_with(|| {
+            groups.push(EstimateGroup {
+                host: s.host.clone(),
+                auth: s.auth,
+                port: s.client_port,
+                maxdumps: 1,
+                dles: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        groups[g].dles.push(EstimateDle {
+            id: s.id,
+            dle: s.dle.clone(),
+            level,
+            dumpdate: p.dumpdate.clone(),
+            client: !s.estimate_server,
+        });
+    }
+    for g in &mut groups {
+        g.maxdumps = plan
+            .hosts
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(&g.host))
+            .map_or(1, |h| h.maxdumps);
+    }
+    groups
+}
+
+/// Per-DLE bookkeeping of the shell.
+struct Outcome {
+    report: Option<DumpReport>,
+    record: Option<DumpRecord>,
+    attempts: u32,
+}
+
+struct Night {
+    planned: Vec<Planned>,
+    groups: Vec<EstimateGroup>,
+    group_features: Vec<Option<Features>>,
+    driver: Driver,
+    ectx: Arc<EstimateContext>,
+    workers: Vec<Sender<(usize, DumpJob)>>,
+    worker_threads: Vec<std::thread::JoinHandle<()>>,
+    view: View,
+    events_tx: Sender<Event>,
+    events_rx: Receiver<Event>,
+    outcomes: Vec<Outcome>,
+    holding: Vec<plan::Holding>,
+    holding_used: Vec<u64>,
+    holding_written: Vec<u64>,
+    indexdir: PathBuf,
+    timestamp: String,
+    estimates_left: usize,
+    estimate_time: Option<Duration>,
+    started: Instant,
+    notes: Vec<String>,
+    errors: Vec<String>,
+}
+
+impl Night {
+    fn new(
+        opts: &RunOptions,
+        plan: &Plan,
+        mut planned: Vec<Planned>,
+        groups: Vec<EstimateGroup>,
+        ports: Ports,
+        timestamp: &str,
+        user: String,
+    ) -> Night {
+        let cfg = &plan.config;
+        for (gi, g) in groups.iter().enumerate() {
+            for d in &g.dles {
+                planned[d.id].group = Some(gi);
+            }
+        }
+        let initiator = InitiatorConfig {
+            connect_tries: cfg.connect_tries.max(1),
+            req_tries: cfg.req_tries.max(1),
+            ..InitiatorConfig::default()
+        };
+        let tuning = Tuning::from_settings(&opts.settings);
+        let ours = server_features();
+        let ectx = Arc::new(EstimateContext {
+            ours: ours.clone(),
+            config_name: plan.config_name.clone(),
+            user: user.clone(),
+            ports: ports.clone(),
+            tuning,
+            initiator: initiator.clone(),
+            ctimeout: cfg.ctimeout,
+            etimeout: cfg.etimeout,
+            timestamp: timestamp.to_owned(),
+        });
+        let dctx = Arc::new(DumpContext {
+            ours,
+            config_name: plan.config_name.clone(),
+            user,
+            ports,
+            tuning,
+            initiator,
+            dtimeout: cfg.dtimeout,
+            buffers: opts.buffers,
+            buffer_size: opts.buffer_size,
+        });
+        let hosts = plan
+            .hosts
+            .iter()
+            .map(|h| HostSched {
+                name: h.name.clone(),
+                maxdumps: h.maxdumps,
+            })
+            .collect();
+        let scheds = planned
+            .iter()
+            .map(|p| DleSched {
+                host: p.host,
+                group: p.group,
+                priority: p.spec.priority,
+                retries: p.spec.retry_dump,
+                size_hint: p.size_hint,
+                rate_kibps: p.rate_kibps,
+                failed: p.failed.clone().or_else(|| p.skipped.clone()),
+            })
+            .collect();
+        let inparallel = cfg.inparallel.max(1) as usize;
+        let driver = Driver::new(
+            DriverConfig {
+                inparallel,
+                netusage_kibps: u64::from(cfg.netusage_kibps),
+                order: Order::from_dumporder(&cfg.dumporder),
+                retry_delay: opts.retry_delay,
+                max_estimates: inparallel.max(4),
+            },
+            hosts,
+            scheds,
+        );
+        let (events_tx, events_rx) = unbounded();
+        let mut workers = Vec::new();
+        let mut worker_threads = Vec::new();
+        let mut progress = Vec::new();
+        for w in 0..inparallel {
+            let (tx, rx) = bounded::<(usize, DumpJob)>(1);
+            let p = Arc::new(Progress::default());
+            let ctx = Arc::clone(&dctx);
+            let ev = events_tx.clone();
+            let prog = Arc::clone(&p);
+            let t = std::thread::Builder::new()
+                .name(format!("dumper-{w}"))
+                .spawn(move || worker(w, ctx, rx, ev, prog))
+                .expect("spawn a dump worker");
+            workers.push(tx);
+            worker_threads.push(t);
+            progress.push(p);
+        }
+        let outcomes = planned
+            .iter()
+            .map(|_| Outcome {
+                report: None,
+                record: None,
+                attempts: 0,
+            })
+            .collect();
+        let ngroups = groups.len();
+        Night {
+            view: View::new(opts.progress, progress.clone()),
+            group_features: vec![None; ngroups],
+            estimates_left: ngroups,
+            planned,
+            groups,
+            driver,
+            ectx,
+            workers,
+            worker_threads,
+            events_tx,
+            events_rx,
+            outcomes,
+            holding: plan.holding.clone(),
+            holding_used: vec![0; plan.holding.len()],
+            holding_written: vec![0; plan.holding.len()],
+            indexdir: cfg.path(&cfg.indexdir),
+            timestamp: timestamp.to_owned(),
+            estimate_time: None,
+            started: Instant::now(),
+            notes: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn drive(&mut self, catalog: &mut Catalog, run_id: i64) -> anyhow::Result<()> {
+        self.driver.start(Instant::now());
+        let tick = Duration::from_millis(250);
+        'run: loop {
+            while let Some(a) = self.driver.poll_action() {
+                match a {
+                    Action::StartEstimate { group } => self.start_estimate(group),
+                    Action::StartDump {
+                        dle,
+                        worker,
+                        attempt,
+                    } => self.start_dump(catalog, run_id, dle, worker, attempt),
+                    Action::Failed { dle, reason } => {
+                        let label = self.planned[dle].spec.label();
+                        self.view.event(&format!("FAILED {label}: {reason}"));
+                        self.record_failure(catalog, run_id, dle, &reason);
+                    }
+                    Action::Finished => break 'run,
+                }
+            }
+            let timeout = match self.driver.poll_timeout() {
+                Some(t) => t.saturating_duration_since(Instant::now()).min(tick),
+                None => tick,
+            };
+            match self.events_rx.recv_timeout(timeout) {
+                Ok(ev) => self.on_event(catalog, ev),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    self.view.tick();
+                    self.driver.handle_timeout(Instant::now());
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.view.finish();
+        // Stop the workers.
+        self.workers.clear();
+        for t in self.worker_threads.drain(..) {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+
+    fn start_estimate(&mut self, group: usize) {
+        let Some(g) = self.groups.get(group).cloned() else {
+            return;
+        };
+        let ctx = Arc::clone(&self.ectx);
+        let tx = self.events_tx.clone();
+        self.view.event(&format!(
+            "estimate {} ({} DLE(s), auth {}, port {})",
+            g.host,
+            g.dles.len(),
+            g.auth,
+            g.port
+        ));
+        let spawned = std::thread::Builder::new()
+            .name(format!("estimate-{group}"))
+            .spawn(move || {
+                let mut sink = |_: WaitEvent| {};
+                let r = estimate::estimate_group(&ctx, &g, &mut sink);
+                let _ = tx.send(Event::Estimate(group, r));
+            });
+        if let Err(e) = spawned {
+            let results = self.groups[group]
+                .dles
+                .iter()
+                .map(|d| (d.id, Err(format!("[cannot start an estimate thread: {e}]"))))
+                .collect();
+            self.driver
+                .handle(Instant::now(), Input::EstimateDone { group, results });
+        }
+    }
+
+    fn start_dump(
+        &mut self,
+        catalog: &mut Catalog,
+        run_id: i64,
+        dle: usize,
+        worker: usize,
+        attempt: u32,
+    ) {
+        let p = &self.planned[dle];
+        let spec = Arc::clone(&p.spec);
+        let level = p.level.unwrap_or(0);
+        let features = p
+            .group
+            .and_then(|g| self.group_features.get(g).cloned().flatten())
+            .unwrap_or_else(Features::default_2_4_2p2);
+        let est = self.driver.track(dle).and_then(|t| t.estimate).unwrap_or(0);
+        let hd = holding::choose(&self.holding, &self.holding_used, est).unwrap_or(0);
+        if let Some(u) = self.holding_used.get_mut(hd) {
+            *u += est;
+        }
+        let holding_path = holding::dump_path(
+            &self.holding[hd].dir,
+            &self.timestamp,
+            &spec.host,
+            &spec.disk,
+            level,
+        );
+        let index_path = spec.dle.index.then(|| {
+            index::index_path(
+                &self.indexdir,
+                &spec.host,
+                &spec.disk,
+                &self.timestamp,
+                level,
+            )
+        });
+        let maxdumps = self
+            .groups
+            .get(p.group.unwrap_or(usize::MAX))
+            .map_or(1, |g| g.maxdumps);
+        let job = DumpJob {
+            spec: Arc::clone(&spec),
+            level,
+            dumpdate: p.dumpdate.clone(),
+            timestamp: self.timestamp.clone(),
+            holding_path,
+            index_path,
+            client_features: features,
+            maxdumps,
+        };
+        let mut rec = DumpRecord::started(
+            &spec.host,
+            &spec.disk,
+            level,
+            &self.timestamp,
+            clock::now_unix(),
+        );
+        match catalog.insert_dump(run_id, &rec) {
+            Ok(id) => rec.id = id,
+            Err(e) => self.errors.push(e.to_string()),
+        }
+        let o = &mut self.outcomes[dle];
+        o.record = Some(rec);
+        o.attempts = attempt;
+        let retry = if attempt > 1 {
+            format!(" (attempt {attempt})")
+        } else {
+            String::new()
+        };
+        self.view.event(&format!(
+            "dumping {} level {level} on worker {worker}{retry}: {}",
+            spec.label(),
+            p.level_reason
+        ));
+        self.view
+            .started(worker, format!("{} lvl {level}", spec.label()));
+        if self.workers[worker].send((dle, job)).is_err() {
+            self.driver.handle(
+                Instant::now(),
+                Input::DumpFinished {
+                    dle,
+                    ok: false,
+                    retryable: false,
+                    error: Some("[the dump worker is gone]".into()),
+                },
+            );
+        }
+    }
+
+    fn record_failure(&mut self, catalog: &mut Catalog, run_id: i64, dle: usize, reason: &str) {
+        let p = &self.planned[dle];
+        let mut rec = DumpRecord::started(
+            &p.spec.host,
+            &p.spec.disk,
+            p.level.unwrap_or(0),
+            &self.timestamp,
+            clock::now_unix(),
+        );
+        rec.status = Status::Failed;
+        rec.error = Some(reason.to_owned());
+        rec.duration_ms = Some(0);
+        if let Err(e) = catalog.insert_dump(run_id, &rec) {
+            self.errors.push(e.to_string());
+        }
+    }
+
+    fn on_event(&mut self, catalog: &mut Catalog, ev: Event) {
+        let now = Instant::now();
+        match ev {
+            Event::Estimate(group, r) => {
+                if let Some(f) = self.group_features.get_mut(group) {
+                    *f = r.features.clone();
+                }
+                self.notes.extend(r.notes.iter().cloned());
+                self.estimates_left = self.estimates_left.saturating_sub(1);
+                if self.estimates_left == 0 {
+                    self.estimate_time = Some(self.started.elapsed());
+                }
+                self.driver.handle(
+                    now,
+                    Input::EstimateDone {
+                        group,
+                        results: r.results,
+                    },
+                );
+            }
+            Event::Wait(dle, w) => {
+                let label = self.planned[dle].spec.label();
+                match w {
+                    WaitEvent::Waiting { pool, reason } => {
+                        self.view
+                            .event(&format!("{label} waits for a {pool} port: {reason}"));
+                        self.driver
+                            .handle(now, Input::PortWait { dle, pool, reason });
+                    }
+                    WaitEvent::Granted { pool, waited } => {
+                        self.view.event(&format!(
+                            "{label} got its {pool} port after {:.1}s",
+                            waited.as_secs_f64()
+                        ));
+                        self.driver
+                            .handle(now, Input::PortGranted { dle, pool, waited });
+                    }
+                }
+            }
+            Event::Dumped(dle, worker, report) => {
+                self.view.ended(worker);
+                let label = self.planned[dle].spec.label();
+                let ok = matches!(report.status, DumpStatus::Done | DumpStatus::Strange);
+                let rate = if report.duration.as_secs_f64() > 0.0 {
+                    report.bytes as f64 / 1024.0 / 1024.0 / report.duration.as_secs_f64()
+                } else {
+                    0.0
+                };
+                if ok {
+                    self.view.event(&format!(
+                        "{} {label}: {} bytes in {:.1}s ({rate:.1} MiB/s)",
+                        report.status,
+                        report.bytes,
+                        report.duration.as_secs_f64()
+                    ));
+                } else {
+                    self.view.event(&format!(
+                        "FAILED {label}: {}",
+                        report.error.as_deref().unwrap_or("[unknown]")
+                    ));
+                }
+                let waits = self
+                    .driver
+                    .track(dle)
+                    .map(|t| t.waits.clone())
+                    .unwrap_or_default();
+                if let Some(mut rec) = self.outcomes[dle].record.take() {
+                    rec.duration_ms = Some(report.duration.as_millis() as i64);
+                    rec.status = match report.status {
+                        DumpStatus::Done => Status::Done,
+                        DumpStatus::Strange => Status::Strange,
+                        _ => Status::Failed,
+                    };
+                    rec.bytes = Some(report.bytes as i64);
+                    rec.orig_kb = report.orig_kb;
+                    rec.crc = Some(report.crc);
+                    rec.client_crc = report.client_crc;
+                    rec.native_crc = report.native_crc;
+                    rec.holding_file = report.holding.clone();
+                    rec.comp_suffix = report
+                        .info
+                        .compress_suffix
+                        .as_ref()
+                        .map(|s| String::from_utf8_lossy(s).into_owned());
+                    rec.program = report
+                        .info
+                        .backup
+                        .as_ref()
+                        .map(|s| String::from_utf8_lossy(s).into_owned());
+                    rec.error = report.error.clone();
+                    let waited: Duration = waits.iter().filter_map(|w| w.waited).sum();
+                    rec.waited_ms = Some(waited.as_millis() as i64);
+                    rec.wait_reason = waits.first().map(|w| w.reason.clone());
+                    if let Err(e) = catalog.update_dump(&rec) {
+                        self.errors.push(e.to_string());
+                    }
+                    self.outcomes[dle].record = Some(rec);
+                }
+                if ok {
+                    // Correct the holding accounting with the real size.
+                    if let Some(h) = &report.holding
+                        && let Some(i) = self.holding.iter().position(|d| h.starts_with(&d.dir))
+                        && let Some(u) = self.holding_used.get_mut(i)
+                    {
+                        let est = self.driver.track(dle).and_then(|t| t.estimate).unwrap_or(0);
+                        let written = report.bytes + proto::header::HEADER_SIZE as u64;
+                        *u = u.saturating_sub(est) + written;
+                        if let Some(w) = self.holding_written.get_mut(i) {
+                            *w += written;
+                        }
+                    }
+                }
+                for w in &report.warnings {
+                    self.notes.push(format!("{label}: {w}"));
+                }
+                let input = Input::DumpFinished {
+                    dle,
+                    ok,
+                    retryable: report.retryable,
+                    error: report.error.clone(),
+                };
+                self.outcomes[dle].report = Some(*report);
+                self.driver.handle(now, input);
+            }
+        }
+    }
+
+    /// One report line per planned DLE.
+    fn lines(&self) -> Vec<DleLine> {
+        self.planned
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let track = self.driver.track(i);
+                let o = &self.outcomes[i];
+                let r = o.report.as_ref();
+                let verdict = match (&p.skipped, track.map(|t| &t.state), r.map(|r| r.status)) {
+                    (Some(_), _, _) => Verdict::Skipped,
+                    (_, Some(State::Done), Some(DumpStatus::Strange)) => Verdict::Strange,
+                    (_, Some(State::Done), _) => Verdict::Done,
+                    (_, Some(State::Failed(_)), _) => Verdict::Failed,
+                    _ => Verdict::Missing,
+                };
+                let error = match (&p.skipped, track.map(|t| &t.state)) {
+                    (Some(s), _) => Some(s.clone()),
+                    (_, Some(State::Failed(e))) => Some(e.clone()),
+                    _ => None,
+                };
+                let ok = matches!(verdict, Verdict::Done | Verdict::Strange);
+                DleLine {
+                    host: p.spec.host.clone(),
+                    disk: String::from_utf8_lossy(&p.spec.disk).into_owned(),
+                    level: p.level,
+                    verdict,
+                    orig_kb: r.and_then(|r| r.orig_kb),
+                    out_bytes: if ok { r.map_or(0, |r| r.bytes) } else { 0 },
+                    duration: r.map_or(Duration::ZERO, |r| r.duration),
+                    data_time: r.map_or(Duration::ZERO, |r| r.data_time),
+                    waits: track
+                        .map(|t| {
+                            t.waits
+                                .iter()
+                                .map(|w| WaitLine {
+                                    what: w.what.clone(),
+                                    reason: w.reason.clone(),
+                                    waited: w.waited.unwrap_or_default(),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    error,
+                    retried: track.map(|t| t.retried_errors.clone()).unwrap_or_default(),
+                    log: if ok && verdict == Verdict::Done {
+                        Vec::new()
+                    } else {
+                        r.map(|r| r.log.clone()).unwrap_or_default()
+                    },
+                    holding: r
+                        .and_then(|r| r.holding.as_ref())
+                        .map(|h| h.display().to_string()),
+                    attempts: o.attempts,
+                }
+            })
+            .collect()
+    }
+}
+
+fn worker(
+    w: usize,
+    ctx: Arc<DumpContext>,
+    rx: Receiver<(usize, DumpJob)>,
+    events: Sender<Event>,
+    progress: Arc<Progress>,
+) {
+    while let Ok((dle, job)) = rx.recv() {
+        let ev = events.clone();
+        let mut waits = |e: WaitEvent| {
+            let _ = ev.send(Event::Wait(dle, e));
+        };
+        let report = dump::run(&ctx, &job, &progress, &mut waits);
+        if events
+            .send(Event::Dumped(dle, w, Box::new(report)))
+            .is_err()
+        {
+            break;
+        }
+    }
+}

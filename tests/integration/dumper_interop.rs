@@ -1,0 +1,642 @@
+//! The dumper's acceptance: `dumper run` backs up the real Debian Amanda 3.5.1 client and
+//! our amandad, for auth bsd, bsdudp and bsdtcp, with `program "GNUTAR"` and with
+//! `program "APPLICATION"` + amgtar; every DLE is dumped, `dumper restore` gives back
+//! identical trees, and a level 1 after changes restores correctly on top of level 0.
+//! Debian's `amrestore` reads our holding files. Twenty DLEs share nine reserved UDP ports
+//! and all succeed, with the waits in the report. A client that dies in the middle of a dump
+//! fails only that dump, leaves no complete-looking file, and sets the exit status.
+//! `dumper check` gives clear per-host results.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::util::{self, Launch, Program, Scratch, amquote, start_ours, start_real_amandad};
+use crate::{require_root, require_tool};
+
+fn setup() -> std::sync::MutexGuard<'static, ()> {
+    let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    util::ensure_amandahosts_line("localhost backup amdump");
+    guard
+}
+
+/// A dumper configuration in a scratch directory (owned by the Amanda user, because the
+/// dumper switches to it).
+struct DumperConf {
+    work: Scratch,
+    conf: PathBuf,
+}
+
+/// One dumptype: (name, auth, client port, program, extra lines).
+struct Dt<'a> {
+    name: &'a str,
+    auth: &'a str,
+    port: u16,
+    program: Program,
+    extra: &'a str,
+}
+
+impl DumperConf {
+    fn new(
+        tag: &str,
+        globals: &str,
+        dumptypes: &[Dt<'_>],
+        disklist: &[(&str, &Path, &str)],
+    ) -> Self {
+        let work = Scratch::new(tag);
+        for d in ["config", "holding", "state"] {
+            fs::create_dir_all(work.join(d)).expect("mkdir");
+        }
+        let w = work.path().display().to_string();
+        let mut conf = format!(
+            r#"org "{tag}"
+dumpuser "{user}"
+{inparallel}
+netusage 10000000 Kbps
+dumpcycle 7 days
+etimeout 300
+dtimeout 300
+ctimeout 30
+infofile "{w}/state/curinfo"
+logdir "{w}/state/log"
+indexdir "{w}/state/index"
+define holdingdisk hd1 {{
+    directory "{w}/holding"
+    use 4096 mbytes
+}}
+holdingdisk "hd1"
+define application-tool app_amgtar {{
+    plugin "amgtar"
+    property "ATIME-PRESERVE" "no"
+}}
+{globals}
+"#,
+            user = util::AMANDA_USER,
+            inparallel = if globals.contains("inparallel") {
+                ""
+            } else {
+                "inparallel 4"
+            },
+        );
+        for dt in dumptypes {
+            let program = match dt.program {
+                Program::Gnutar => "    program \"GNUTAR\"\n".to_owned(),
+                Program::Amgtar => {
+                    "    program \"APPLICATION\"\n    application \"app_amgtar\"\n".to_owned()
+                }
+            };
+            conf.push_str(&format!(
+                "define dumptype {} {{\n    auth \"{}\"\n    client_port \"{}\"\n{program}    compress none\n    estimate client\n    index yes\n    record yes\n{}\n}}\n",
+                dt.name, dt.auth, dt.port, dt.extra
+            ));
+        }
+        fs::write(work.join("config/amanda.conf"), conf).expect("amanda.conf");
+        let list: String = disklist
+            .iter()
+            .map(|(host, path, dt)| {
+                format!("{host} {} {dt}\n", amquote(&path.display().to_string()))
+            })
+            .collect();
+        fs::write(work.join("config/disklist"), list).expect("disklist");
+        util::chown_amanda(work.path());
+        let conf = work.join("config/amanda.conf");
+        DumperConf { work, conf }
+    }
+
+    /// `dumper run`: (exit status, report and progress text).
+    fn run(&self) -> (ExitStatus, String) {
+        let mut cmd = Command::new(util::workspace_bin("dumper"));
+        cmd.arg("run")
+            .arg(&self.conf)
+            .args(["--progress", "plain", "--retry-delay", "1"]);
+        util::run_with_timeout(&mut cmd, Duration::from_secs(900))
+    }
+
+    /// `dumper restore` of the latest chain of `disk` into `into`.
+    fn restore(&self, host: &str, disk: &Path, into: &Path) -> String {
+        let mut cmd = Command::new(util::workspace_bin("dumper"));
+        cmd.arg("restore")
+            .arg(&self.conf)
+            .args(["--host", host, "--disk"])
+            .arg(disk)
+            .arg("--into")
+            .arg(into);
+        let (status, out) = util::run_with_timeout(&mut cmd, Duration::from_secs(300));
+        assert!(
+            status.success(),
+            "dumper restore of {} failed:\n{out}",
+            disk.display()
+        );
+        out
+    }
+
+    /// Every finished holding file (no `.tmp`), and every `.tmp` left.
+    fn holding_files(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        let mut done = Vec::new();
+        let mut tmp = Vec::new();
+        let Ok(runs) = fs::read_dir(self.work.join("holding")) else {
+            return (done, tmp);
+        };
+        for run in runs.flatten() {
+            for f in fs::read_dir(run.path()).into_iter().flatten().flatten() {
+                let p = f.path();
+                if p.extension().is_some_and(|e| e == "tmp") {
+                    tmp.push(p);
+                } else {
+                    done.push(p);
+                }
+            }
+        }
+        done.sort();
+        (done, tmp)
+    }
+}
+
+/// The tricky tree (GNUTAR) and a DLE whose own name has a space and UTF-8 (amgtar).
+fn make_dles(data: &Scratch) -> (PathBuf, PathBuf) {
+    let a = data.join("plain");
+    util::make_tricky_tree(&a);
+    let b = data.join("dle with space é");
+    fs::create_dir_all(b.join("sub")).expect("mkdir");
+    for i in 1..=5 {
+        fs::write(b.join(format!("f{i}.txt")), format!("dle2 file {i}\n")).expect("write");
+    }
+    fs::write(b.join("sub/x y ü.txt"), "x\n").expect("write");
+    (a, b)
+}
+
+/// Changes for the level 1: one file deleted, one added, one rewritten, a directory added.
+fn change(tree: &Path) {
+    let victim = fs::read_dir(tree)
+        .expect("read_dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_file() && !p.is_symlink())
+        .expect("a file to delete");
+    fs::remove_file(victim).expect("rm");
+    fs::write(tree.join("new after full.txt"), b"level 1 only\n").expect("write");
+    fs::create_dir_all(tree.join("new dir")).expect("mkdir");
+    fs::write(tree.join("new dir/inside"), b"inside\n").expect("write");
+    // Ensure the change is seen as newer than the full (1-second mtimes).
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
+/// Full, restore, change, level 1, restore on top: for one client and auth.
+fn round_trip(auth: &str, port: u16, tag: &str, log: impl Fn() -> String) {
+    let data = Scratch::new(&format!("{tag}-data"));
+    let (gnutar, amgtar) = make_dles(&data);
+    let conf = DumperConf::new(
+        tag,
+        "",
+        &[
+            Dt {
+                name: "gt",
+                auth,
+                port,
+                program: Program::Gnutar,
+                extra: "",
+            },
+            Dt {
+                name: "app",
+                auth,
+                port,
+                program: Program::Amgtar,
+                extra: "",
+            },
+        ],
+        &[("localhost", &gnutar, "gt"), ("localhost", &amgtar, "app")],
+    );
+    let (status, out) = conf.run();
+    assert!(
+        status.success(),
+        "dumper run ({auth}, {tag}) failed ({status}):\n{out}\n{}",
+        log()
+    );
+    let (files, tmp) = conf.holding_files();
+    assert_eq!(
+        files.len(),
+        2,
+        "two level-0 holding files: {files:?}\n{out}"
+    );
+    assert!(tmp.is_empty(), "no .tmp left: {tmp:?}");
+    for dle in [&gnutar, &amgtar] {
+        let into = data.join(format!(
+            "restored-0-{}",
+            dle.file_name().unwrap().to_string_lossy()
+        ));
+        conf.restore("localhost", dle, &into);
+        util::assert_same_tree(dle, &into, true);
+    }
+
+    change(&gnutar);
+    change(&amgtar);
+    let (status, out) = conf.run();
+    assert!(
+        status.success(),
+        "second dumper run ({auth}, {tag}) failed ({status}):\n{out}\n{}",
+        log()
+    );
+    let (files, _) = conf.holding_files();
+    let level1: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".1"))
+        .collect();
+    assert_eq!(
+        level1.len(),
+        2,
+        "two level-1 holding files: {files:?}\n{out}"
+    );
+    for dle in [&gnutar, &amgtar] {
+        let into = data.join(format!(
+            "restored-1-{}",
+            dle.file_name().unwrap().to_string_lossy()
+        ));
+        let said = conf.restore("localhost", dle, &into);
+        assert!(
+            said.contains("level 1"),
+            "the chain has the level 1: {said}"
+        );
+        util::assert_same_tree(dle, &into, false);
+    }
+}
+
+fn real_client(auth: &str) {
+    require_root!();
+    require_tool!("/usr/lib/amanda/amandad");
+    require_tool!(util::INETD);
+    let _guard = setup();
+    let port = util::free_port();
+    let inetd = start_real_amandad(auth, port);
+    let log_dir = inetd.dir.path().to_path_buf();
+    round_trip(auth, port, &format!("dr-real-{auth}"), || {
+        fs::read_to_string(log_dir.join("inetd.log")).unwrap_or_default()
+    });
+}
+
+fn our_client(auth: &str) {
+    require_root!();
+    let _guard = setup();
+    let ours = start_ours(auth, Launch::Standalone);
+    round_trip(auth, ours.port, &format!("dr-ours-{auth}"), || ours.log());
+}
+
+#[test]
+fn dumper_backs_up_the_real_client_over_bsdtcp_gnutar_and_amgtar() {
+    real_client("bsdtcp");
+}
+
+#[test]
+fn dumper_backs_up_the_real_client_over_bsd_gnutar_and_amgtar() {
+    real_client("bsd");
+}
+
+#[test]
+fn dumper_backs_up_the_real_client_over_bsdudp_gnutar_and_amgtar() {
+    real_client("bsdudp");
+}
+
+#[test]
+fn dumper_backs_up_our_amandad_over_bsdtcp_gnutar_and_amgtar() {
+    our_client("bsdtcp");
+}
+
+#[test]
+fn dumper_backs_up_our_amandad_over_bsd_gnutar_and_amgtar() {
+    our_client("bsd");
+}
+
+#[test]
+fn dumper_backs_up_our_amandad_over_bsdudp_gnutar_and_amgtar() {
+    our_client("bsdudp");
+}
+
+#[test]
+fn debian_amrestore_reads_our_holding_file_and_gives_our_tar_stream() {
+    require_root!();
+    require_tool!("/usr/sbin/amrestore");
+    let _guard = setup();
+    let ours = start_ours("bsdtcp", Launch::Standalone);
+    let data = Scratch::new("dr-amrestore-data");
+    let tree = data.join("tree");
+    util::make_tricky_tree(&tree);
+    let conf = DumperConf::new(
+        "dr-amrestore",
+        "",
+        &[Dt {
+            name: "gt",
+            auth: "bsdtcp",
+            port: ours.port,
+            program: Program::Gnutar,
+            extra: "",
+        }],
+        &[("localhost", &tree, "gt")],
+    );
+    let (status, out) = conf.run();
+    assert!(
+        status.success(),
+        "dumper run failed:\n{out}\n{}",
+        ours.log()
+    );
+    let (files, _) = conf.holding_files();
+    let file = files.first().expect("a holding file");
+    let ours_bytes = fs::read(file).expect("read holding file");
+    assert!(ours_bytes.starts_with(b"AMANDA: FILE "), "an Amanda header");
+    let our_tar = &ours_bytes[32768..];
+    let out = Command::new("runuser")
+        .args(["-u", util::AMANDA_USER, "--", "amrestore", "-p"])
+        .arg(file)
+        .current_dir("/tmp")
+        .output()
+        .expect("amrestore");
+    assert!(
+        out.status.success(),
+        "amrestore -p failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("host localhost"),
+        "amrestore read our header: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), our_tar.len(), "same length");
+    assert!(out.stdout == our_tar, "amrestore's tar stream equals ours");
+}
+
+#[test]
+fn twenty_dles_share_nine_reserved_udp_ports_all_succeed_and_the_waits_are_reported() {
+    require_root!();
+    require_tool!("/usr/lib/amanda/amandad");
+    require_tool!(util::INETD);
+    let _guard = setup();
+    // The real client: its requests take long enough (its event loop ticks in seconds)
+    // that twenty concurrent dumps need more than nine ports at once.
+    let port = util::free_port();
+    let inetd = start_real_amandad("bsd", port);
+    let data = Scratch::new("dr-ports-data");
+    let mut dles = Vec::new();
+    for i in 0..20 {
+        let d = data.join(format!("dle{i:02}"));
+        fs::create_dir_all(&d).expect("mkdir");
+        let bulk: Vec<u8> = (0..256 * 1024u32).map(|x| (x * 7 + i) as u8).collect();
+        fs::write(d.join("bulk.bin"), bulk).expect("write");
+        fs::write(d.join("small.txt"), format!("dle {i}\n")).expect("write");
+        dles.push(d);
+    }
+    let disklist: Vec<(&str, &Path, &str)> = dles
+        .iter()
+        .map(|d| ("localhost", d.as_path(), "bsd20"))
+        .collect();
+    let conf = DumperConf::new(
+        "dr-ports",
+        "inparallel 20\nreserved-udp-port 850,859",
+        &[Dt {
+            name: "bsd20",
+            auth: "bsd",
+            port,
+            program: Program::Gnutar,
+            extra: "    maxdumps 20",
+        }],
+        &disklist,
+    );
+    let (status, out) = conf.run();
+    assert!(status.success(), "dumper run failed ({status}):\n{out}");
+    drop(inetd);
+    let (files, tmp) = conf.holding_files();
+    assert_eq!(files.len(), 20, "every DLE dumped:\n{out}");
+    assert!(tmp.is_empty());
+    assert!(!out.contains("FAILED"), "no dump failed:\n{out}");
+    assert!(
+        out.contains("WAITS"),
+        "the report has a WAITS section:\n{out}"
+    );
+    assert!(
+        out.contains("for udp 850-859: no ports:") && out.contains("usable in udp 850-859"),
+        "the report says which dumps waited for a port and why:\n{out}"
+    );
+    eprintln!("{out}");
+    for d in dles.iter().take(3) {
+        let into = data.join(format!("r-{}", d.file_name().unwrap().to_string_lossy()));
+        conf.restore("localhost", d, &into);
+        util::assert_same_tree(d, &into, true);
+    }
+}
+
+/// A bsdtcp "client" that answers noop and sendsize, then accepts the sendbackup, sends
+/// the MESG header lines and some DATA, and drops the connection: a client that dies in the
+/// middle of a dump.
+fn dying_client(listener: TcpListener, stop: Arc<AtomicBool>, disk: String) {
+    use proto::frame::{FrameReader, encode_frame};
+    use proto::pkt::PacketType;
+    use proto::tcp::Packet;
+    let features = proto::features::Features::amanda_3_5_1().to_hex();
+    listener.set_nonblocking(true).expect("nonblocking");
+    while !stop.load(Ordering::Relaxed) {
+        let (mut s, _) = match listener.accept() {
+            Ok(c) => c,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let _ = s.set_nonblocking(false);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+        let features = features.clone();
+        let disk = disk.clone();
+        std::thread::spawn(move || {
+            let mut reader = FrameReader::new();
+            let mut buf = vec![0u8; 65536];
+            let send = |s: &mut TcpStream, handle: u32, p: Packet<'_>| {
+                let mut out = Vec::new();
+                p.encode_frame(handle, &mut out).expect("encode");
+                s.write_all(&out)
+            };
+            let mut sendbackup: Option<u32> = None;
+            loop {
+                let n = match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let mut input = &buf[..n];
+                while let Ok(Some(f)) = reader.next(&mut input) {
+                    if f.is_eof() {
+                        continue;
+                    }
+                    let Ok(p) = Packet::parse(&f.payload) else {
+                        continue;
+                    };
+                    match p.ptype {
+                        PacketType::Req => {
+                            let body =
+                                String::from_utf8_lossy(p.body_without_security()).into_owned();
+                            let _ = send(&mut s, f.handle, Packet::ack());
+                            let rep = if body.starts_with("SERVICE noop") {
+                                format!("OPTIONS features={features};\n")
+                            } else if body.starts_with("SERVICE sendsize") {
+                                format!(
+                                    "OPTIONS features={features};\n{disk} 0 SIZE 1024\n{disk} 1 SIZE 1024\n"
+                                )
+                            } else {
+                                sendbackup = Some(f.handle);
+                                format!(
+                                    "CONNECT DATA 499999 MESG 499998 INDEX 499997\nOPTIONS features={features};\n"
+                                )
+                            };
+                            let _ = send(
+                                &mut s,
+                                f.handle,
+                                Packet::new(PacketType::Rep, rep.into_bytes()),
+                            );
+                        }
+                        PacketType::Ack if sendbackup == Some(f.handle) => {
+                            // The server ACKed the CONNECT: start the dump, then die.
+                            let mut out = Vec::new();
+                            let _ = encode_frame(f.handle, &[], &mut out);
+                            let mesg = format!(
+                                "sendbackup: start [127.0.0.1:{disk} level 0]\nsendbackup: info BACKUP=/bin/tar\nsendbackup: info RECOVER_CMD=/bin/tar -xpGf - ...\nsendbackup: info end\n"
+                            );
+                            let _ = encode_frame(499_998, mesg.as_bytes(), &mut out);
+                            for _ in 0..16 {
+                                let _ = encode_frame(499_999, &[0x5a; 32768], &mut out);
+                            }
+                            let _ = s.write_all(&out);
+                            std::thread::sleep(Duration::from_millis(200));
+                            let _ = s.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn a_client_that_dies_mid_dump_fails_only_its_dump_and_leaves_no_complete_file() {
+    require_root!();
+    let _guard = setup();
+    let ours = start_ours("bsdtcp", Launch::Standalone);
+    let data = Scratch::new("dr-dies-data");
+    let good = data.join("good");
+    util::make_tricky_tree(&good);
+    let doomed = data.join("doomed");
+    fs::create_dir_all(&doomed).expect("mkdir");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dying_port = listener.local_addr().expect("addr").port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let fake = {
+        let stop = Arc::clone(&stop);
+        let disk = doomed.display().to_string();
+        std::thread::spawn(move || dying_client(listener, stop, disk))
+    };
+    let conf = DumperConf::new(
+        "dr-dies",
+        "",
+        &[
+            Dt {
+                name: "good",
+                auth: "bsdtcp",
+                port: ours.port,
+                program: Program::Gnutar,
+                extra: "",
+            },
+            Dt {
+                name: "dying",
+                auth: "bsdtcp",
+                port: dying_port,
+                program: Program::Gnutar,
+                extra: "",
+            },
+        ],
+        &[
+            ("127.0.0.1", &doomed, "dying"),
+            ("localhost", &good, "good"),
+        ],
+    );
+    let (status, out) = conf.run();
+    stop.store(true, Ordering::Relaxed);
+    let _ = fake.join();
+    assert_eq!(
+        status.code().map(|c| c & 4),
+        Some(4),
+        "exit status has amdump's `a DLE failed` bit ({status}):\n{out}"
+    );
+    assert!(
+        out.contains("127.0.0.1")
+            && out.contains("FAILED")
+            && out.contains("connection closed by the client"),
+        "the report names the failed dump and why:\n{out}"
+    );
+    let (files, tmp) = conf.holding_files();
+    assert!(tmp.is_empty(), "no .tmp left: {tmp:?}");
+    assert_eq!(
+        files.len(),
+        1,
+        "only the good dump has a holding file: {files:?}\n{out}"
+    );
+    assert!(
+        files[0].to_string_lossy().contains("localhost."),
+        "{files:?}"
+    );
+    let into = data.join("restored-good");
+    conf.restore("localhost", &good, &into);
+    util::assert_same_tree(&good, &into, true);
+}
+
+#[test]
+fn dumper_check_reports_each_host_and_fails_for_an_unreachable_client() {
+    require_root!();
+    let _guard = setup();
+    let ours = start_ours("bsdtcp", Launch::Standalone);
+    let data = Scratch::new("dr-check-data");
+    let tree = data.join("tree");
+    util::make_tricky_tree(&tree);
+    // Nothing listens on this port.
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let conf = DumperConf::new(
+        "dr-check",
+        "connect-tries 1\nreq-tries 1",
+        &[
+            Dt {
+                name: "ok",
+                auth: "bsdtcp",
+                port: ours.port,
+                program: Program::Gnutar,
+                extra: "",
+            },
+            Dt {
+                name: "dead",
+                auth: "bsdtcp",
+                port: dead,
+                program: Program::Gnutar,
+                extra: "",
+            },
+        ],
+        &[("localhost", &tree, "ok"), ("127.0.0.1", &tree, "dead")],
+    );
+    let mut cmd = Command::new(util::workspace_bin("dumper"));
+    cmd.arg("check").arg(&conf.conf);
+    let (status, out) = util::run_with_timeout(&mut cmd, Duration::from_secs(300));
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "an unreachable client is an error:\n{out}"
+    );
+    assert!(out.contains(" localhost (auth bsdtcp"), "{out}");
+    assert!(out.contains("OK      noop"), "{out}");
+    assert!(
+        out.contains(&format!("127.0.0.1:{dead}")) && out.contains("Connection refused"),
+        "the error names the peer and the cause:\n{out}"
+    );
+    assert!(out.contains("holding disk hd1"), "{out}");
+    assert!(out.contains("portpool check"), "{out}");
+    let _ = SocketAddr::from(([127, 0, 0, 1], dead));
+}
