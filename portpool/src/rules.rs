@@ -342,6 +342,82 @@ fn nft_range(r: PortRange) -> String {
     r.to_string()
 }
 
+/// One rule as nft rule lines (one per address family that has peers).
+fn nft_rule_lines(r: &Rule) -> Vec<String> {
+    let mut lines = Vec::new();
+    for fam in [Family::V4, Family::V6] {
+        let Some(p) = nft_peers(fam, &r.peers) else {
+            continue;
+        };
+        let addr = if r.dir == Dir::In { "saddr" } else { "daddr" };
+        let mut line = format!("{} {addr} {p} {}", fam.nft(), r.proto);
+        if let Some(s) = r.sport {
+            let _ = write!(line, " sport {}", nft_range(s));
+        }
+        if let Some(d) = r.dport {
+            let _ = write!(line, " {} dport {}", r.proto, nft_range(d));
+        }
+        let _ = write!(line, " accept comment \"{}\"", quote(&r.comment));
+        lines.push(line);
+    }
+    lines
+}
+
+/// A connection the server opens to a client during a night: the hops `dumper check
+/// --ports` exercises, as `portpool rules` opens them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flow {
+    /// `udp` or `tcp`.
+    pub proto: Proto,
+    /// The server's source ports.
+    pub sport: PortRange,
+    /// The client's destination ports.
+    pub dport: PortRange,
+    /// What it carries (`bsd control: server reserved-udp-port to amandad`).
+    pub what: String,
+    /// The server's rule for it (nft), as `portpool rules --side server` writes it.
+    pub server_rule: Vec<String>,
+    /// The client's rule for it (nft), as `portpool rules --side <client>` writes it.
+    pub client_rule: Vec<String>,
+}
+
+/// The flows the server opens to `client` (control and data; not the restore paths, which
+/// the client opens), in the order of the generated rules.
+pub fn flows(site: &Site, client: &str) -> Result<Vec<Flow>, String> {
+    let hosts = plan(site)?;
+    let c = hosts
+        .iter()
+        .find(|h| h.role == "client" && h.name == client)
+        .ok_or_else(|| format!("{client} is not a client of configuration {}", site.config))?;
+    let server = hosts.iter().find(|h| h.role == "server");
+    let mut out = Vec::new();
+    for r in c.rules.iter().filter(|r| r.dir == Dir::In) {
+        let (Some(sport), Some(dport)) = (r.sport, r.dport) else {
+            continue;
+        };
+        let server_rule = server
+            .and_then(|s| {
+                s.rules.iter().find(|x| {
+                    x.dir == Dir::Out
+                        && x.proto == r.proto
+                        && x.sport == r.sport
+                        && x.dport == r.dport
+                })
+            })
+            .map(nft_rule_lines)
+            .unwrap_or_default();
+        out.push(Flow {
+            proto: r.proto,
+            sport,
+            dport,
+            what: r.comment.clone(),
+            server_rule,
+            client_rule: nft_rule_lines(r),
+        });
+    }
+    Ok(out)
+}
+
 fn nft_peers(family: Family, peers: &[IpAddr]) -> Option<String> {
     let list: Vec<String> = peers
         .iter()
@@ -449,19 +525,8 @@ fn nft(site: &Site, h: &HostRules, opts: &Options, out: &mut String) {
             let _ = writeln!(out, "        meta l4proto {{ icmp, ipv6-icmp }} accept");
         }
         for r in h.rules.iter().filter(|r| r.dir == dir) {
-            for fam in [Family::V4, Family::V6] {
-                let Some(p) = nft_peers(fam, &r.peers) else {
-                    continue;
-                };
-                let addr = if dir == Dir::In { "saddr" } else { "daddr" };
-                let mut line = format!("        {} {addr} {p} {}", fam.nft(), r.proto);
-                if let Some(s) = r.sport {
-                    let _ = write!(line, " sport {}", nft_range(s));
-                }
-                if let Some(d) = r.dport {
-                    let _ = write!(line, " {} dport {}", r.proto, nft_range(d));
-                }
-                let _ = writeln!(out, "{line} accept comment \"{}\"", quote(&r.comment));
+            for line in nft_rule_lines(r) {
+                let _ = writeln!(out, "        {line}");
             }
         }
         if dir == Dir::In {

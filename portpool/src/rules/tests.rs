@@ -132,3 +132,39 @@ fn default_drop_makes_the_table_the_whole_input_firewall() {
     let plain = render(&site, Format::Nft, &side).unwrap();
     assert!(!plain.contains("policy drop"), "off by default");
 }
+
+#[test]
+fn flows_are_the_server_initiated_hops_with_both_sides_rules() {
+    let site = two_client_site();
+    let alpha = flows(&site, "alpha").unwrap();
+    let control = &alpha[0];
+    assert_eq!(control.proto, Proto::Udp);
+    assert_eq!(control.sport.to_string(), "850-859");
+    assert_eq!(control.dport.to_string(), "10080");
+    assert!(control.what.contains("control"), "{control:?}");
+    assert!(
+        control.client_rule[0]
+            .starts_with("ip saddr 198.18.0.1 udp sport 850-859 udp dport 10080 accept")
+    );
+    assert!(
+        control.server_rule[0]
+            .starts_with("ip daddr 198.18.0.2 udp sport 850-859 udp dport 10080 accept")
+    );
+    assert!(
+        flows
+            .iter()
+            .any(|f| f.proto == Proto::Tcp && f.what.contains("data"))
+    );
+    assert!(flows.iter().all(|f| !f.what.starts_with("restore")));
+    let beta = flows_for_tcp(&site);
+    assert_eq!(
+        beta.len(),
+        1,
+        "bsdtcp: the control connection only: {beta:?}"
+    );
+    assert!(super::flows(&site, "gamma").is_err());
+}
+
+fn flows_for_tcp(site: &Site) -> Vec<Flow> {
+    flows(site, "beta").unwrap()
+}
