@@ -50,6 +50,13 @@ pub struct CheckOptions {
     pub drop_privileges: bool,
     /// Skip the client checks.
     pub server_only: bool,
+    /// Also probe every hop of the night from the real source-port ranges (`--ports`).
+    pub ports: bool,
+    /// The server's address as the clients see it (for the rules the port check quotes);
+    /// by default the address this host routes to each client from.
+    pub server_address: Option<std::net::IpAddr>,
+    /// How long each port probe waits for an answer.
+    pub probe_timeout: Duration,
 }
 
 struct Out {
@@ -119,7 +126,83 @@ pub fn check(o: &CheckOptions) -> CheckResult {
     {
         client_checks(&plan, ports, &o.settings, &mut out);
     }
+    if o.ports {
+        ports_checks(&plan, o, &mut out);
+    }
     finish(out)
+}
+
+/// Where portpool finds the configuration and the host files.
+fn site_sources(plan: &Plan, o: &CheckOptions) -> portpool::conf_adapter::Sources {
+    let mut sources = portpool::conf_adapter::Sources {
+        config: o.config.clone(),
+        config_dir: PathBuf::from(conf::loader::CONFIG_DIR),
+        client_conf: PathBuf::from("/etc/amanda/amanda-client.conf"),
+        security_file: PathBuf::from("/etc/amanda-security.conf"),
+        services: PathBuf::from(portpool::services::DEFAULT_PATH),
+    };
+    if plan::locate(&o.config).name.is_none() {
+        sources.config = plan.conf_path.display().to_string();
+    }
+    sources
+}
+
+/// `--ports`: every hop of every client, from the real source ports (see `crate::ports`).
+fn ports_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
+    let _ = writeln!(
+        out.text,
+        "\nPorts (every hop the night uses, probed from the configured source ports):"
+    );
+    let mut site = match portpool::conf_adapter::load_site(&site_sources(plan, o)) {
+        Ok(s) => s,
+        Err(e) => {
+            out.err(&format!("port check: {e}"));
+            return;
+        }
+    };
+    portpool::conf_adapter::resolve_addresses(&mut site);
+    let services_text =
+        std::fs::read_to_string(portpool::services::DEFAULT_PATH).unwrap_or_default();
+    let services = portpool::services::Services::parse_lenient(
+        portpool::services::DEFAULT_PATH,
+        &services_text,
+    )
+    .0;
+    let clients = site.clients.clone();
+    for client in &clients {
+        let Some(addr) = client
+            .addresses
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or_else(|| client.addresses.first())
+            .copied()
+        else {
+            out.err(&format!("{}: no address to probe", client.name));
+            continue;
+        };
+        // The rules name the server by the address the client sees.
+        site.server_addresses = match o.server_address {
+            Some(a) => vec![a],
+            None => crate::net::local_address_towards(std::net::SocketAddr::new(addr, 10080))
+                .into_iter()
+                .collect(),
+        };
+        let flows = match portpool::rules::flows(&site, &client.name) {
+            Ok(f) => f,
+            Err(e) => {
+                out.err(&format!("{}: {e}", client.name));
+                continue;
+            }
+        };
+        let target = crate::ports::Target {
+            name: &client.name,
+            addr,
+            user: &plan.config.dumpuser,
+            config: &o.config,
+        };
+        let results = crate::ports::probe_client(&target, &flows, &services, o.probe_timeout);
+        out.errors += crate::ports::render(&target, &results, &mut out.text);
+    }
 }
 
 fn finish(out: Out) -> CheckResult {
@@ -190,17 +273,7 @@ fn server_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
         }
     }
     // portpool check of the port settings.
-    let sources = portpool::conf_adapter::Sources {
-        config: o.config.clone(),
-        config_dir: PathBuf::from(conf::loader::CONFIG_DIR),
-        client_conf: PathBuf::from("/etc/amanda/amanda-client.conf"),
-        security_file: PathBuf::from("/etc/amanda-security.conf"),
-        services: PathBuf::from(portpool::services::DEFAULT_PATH),
-    };
-    let mut sources = sources;
-    if plan::locate(&o.config).name.is_none() {
-        sources.config = plan.conf_path.display().to_string();
-    }
+    let sources = site_sources(plan, o);
     match portpool::conf_adapter::load_site(&sources) {
         Ok(site) => {
             let findings = portpool::check::check(&site);
@@ -272,7 +345,8 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
                         .map_err(|e| e.to_string())
                 };
                 let noop =
-                    exchange::run(icfg.clone(), request::noop(&ours), &mut conn, &mut connect);
+                    exchange::run(icfg.clone(), request::noop(&ours), &mut conn, &mut connect)
+                        .outcome;
                 let sc = match (&noop, conn.as_mut()) {
                     (Outcome::Rep(body), Some(c)) => {
                         let _ = c.close_handle(std::time::Instant::now() + Duration::from_secs(5));
@@ -281,6 +355,7 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
                             match req {
                                 Ok(req) => {
                                     exchange::run(icfg.clone(), req, &mut conn, &mut connect)
+                                        .outcome
                                 }
                                 Err(e) => Outcome::Broken(e),
                             }
@@ -305,7 +380,8 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
                         .map_err(|e| format!("{dest}: {name} pool: {e}"))
                 };
                 let noop =
-                    exchange::run(icfg.clone(), request::noop(&ours), &mut conn, &mut connect);
+                    exchange::run(icfg.clone(), request::noop(&ours), &mut conn, &mut connect)
+                        .outcome;
                 let sc = match (&noop, conn.as_mut()) {
                     (Outcome::Rep(body), Some(c)) => {
                         c.new_exchange();
@@ -313,6 +389,7 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
                             match selfcheck_req(plan, &ours, body, &host, maxdumps, &ids) {
                                 Ok(req) => {
                                     exchange::run(icfg.clone(), req, &mut conn, &mut connect)
+                                        .outcome
                                 }
                                 Err(e) => Outcome::Broken(e),
                             },

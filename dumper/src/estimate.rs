@@ -98,6 +98,13 @@ fn all_failed(g: &EstimateGroup, why: String) -> GroupResult {
     }
 }
 
+/// The report's note for REQs that had to be sent again.
+pub fn resent_note(host: &str, what: &str, resent: u32) -> String {
+    format!(
+        "{host}: {what}: {resent} REQ(s) sent again (lost or late packets; the protocol's retransmissions covered them)"
+    )
+}
+
 /// The features in a noop REP.
 pub fn noop_features(body: &[u8]) -> Option<Features> {
     body.split(|&b| b == b'\n')
@@ -105,7 +112,8 @@ pub fn noop_features(body: &[u8]) -> Option<Features> {
         .find_map(|l| reply_features(l).and_then(Result::ok))
 }
 
-/// Runs one exchange on the group's connection (opening it the first time).
+/// Runs one exchange on the group's connection (opening it the first time), adding its
+/// REQ resends to `resent`.
 fn exchange(
     ctx: &EstimateContext,
     conn: &mut Conn,
@@ -113,8 +121,9 @@ fn exchange(
     cfg: InitiatorConfig,
     req: Vec<u8>,
     waits: &mut dyn FnMut(WaitEvent),
+    resent: &mut u32,
 ) -> Outcome {
-    match conn {
+    let ex = match conn {
         Conn::Tcp(c) => {
             let Some(pool) = ctx.ports.tcp_reserved.as_deref() else {
                 return Outcome::Broken("no reserved-tcp-port pool".into());
@@ -136,7 +145,9 @@ fn exchange(
                     .map_err(|e| format!("{dest}: {name} pool: {e}"))
             })
         }
-    }
+    };
+    *resent += ex.resent;
+    ex.outcome
 }
 
 /// Prepares the connection for the next request of the group.
@@ -167,11 +178,20 @@ pub fn estimate_group(
         Conn::Tcp(None)
     };
     let mut notes = Vec::new();
+    let mut resent = 0;
     let cfg = InitiatorConfig {
         rep_wait: ctx.ctimeout,
         ..ctx.initiator.clone()
     };
-    let features = match exchange(ctx, &mut conn, dest, cfg, request::noop(&ctx.ours), waits) {
+    let features = match exchange(
+        ctx,
+        &mut conn,
+        dest,
+        cfg,
+        request::noop(&ctx.ours),
+        waits,
+        &mut resent,
+    ) {
         Outcome::Rep(body) => match noop_features(&body) {
             Some(f) => f,
             None => {
@@ -242,8 +262,11 @@ pub fn estimate_group(
         rep_wait,
         ..ctx.initiator.clone()
     };
-    let out = exchange(ctx, &mut conn, dest, cfg, req, waits);
+    let out = exchange(ctx, &mut conn, dest, cfg, req, waits, &mut resent);
     finish(&mut conn);
+    if resent > 0 {
+        notes.push(resent_note(&g.host, "noop and sendsize", resent));
+    }
     match out {
         Outcome::Rep(body) => {
             results.extend(read_estimates(&g.host, &body, &asked));

@@ -30,6 +30,7 @@ pub mod index;
 pub mod levels;
 pub mod net;
 pub mod plan;
+pub mod ports;
 pub mod privs;
 pub mod progress;
 pub mod report;

@@ -62,6 +62,16 @@ enum Cmd {
         /// Only the server-side checks.
         #[arg(long)]
         server_only: bool,
+        /// Also probe every hop the night uses (control port, data connections) from the
+        /// configured source-port ranges, and say per hop: open, refused or dropped.
+        #[arg(long)]
+        ports: bool,
+        /// The server's address as clients see it (for the rules --ports quotes).
+        #[arg(long, value_name = "ADDR")]
+        server_address: Option<std::net::IpAddr>,
+        /// Seconds each --ports probe waits for an answer.
+        #[arg(long, default_value_t = 3)]
+        probe_timeout: u64,
         /// Stay root instead of switching to dumpuser.
         #[arg(long)]
         no_drop_privileges: bool,
@@ -145,12 +155,18 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             config,
             server_only,
             no_drop_privileges,
+            ports,
+            server_address,
+            probe_timeout,
         } => {
             let r = dumper::check::check(&dumper::check::CheckOptions {
                 config,
                 settings: settings(cli.settings.as_ref())?,
                 drop_privileges: !no_drop_privileges,
                 server_only,
+                ports,
+                server_address,
+                probe_timeout: std::time::Duration::from_secs(probe_timeout.max(1)),
             });
             print!("{}", r.text);
             Ok(r.exit_status)

@@ -84,6 +84,8 @@ pub struct DleLine {
     pub holding: Option<String>,
     /// Attempts.
     pub attempts: u32,
+    /// sendbackup REQs sent again (lost or late packets the retransmissions covered).
+    pub resent: u32,
 }
 
 impl DleLine {
@@ -251,6 +253,23 @@ pub fn render(s: &Summary) -> String {
                     w.reason
                 );
             }
+        }
+    }
+    let resent: Vec<&DleLine> = s.dles.iter().filter(|d| d.resent > 0).collect();
+    if !resent.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nRETRANSMISSIONS (requests sent again because packets were lost or late):"
+        );
+        for d in &resent {
+            let _ = writeln!(
+                o,
+                "  {} {} lev {}  sendbackup REQ sent {} more time(s)",
+                d.host,
+                d.disk,
+                level(d.level),
+                d.resent
+            );
         }
     }
     let skipped: Vec<&DleLine> = s
@@ -428,6 +447,7 @@ mod tests {
             log: vec![],
             holding: None,
             attempts: 1,
+            resent: 0,
         }
     }
 
@@ -445,6 +465,22 @@ mod tests {
         s.dles.push(line(Verdict::Missing));
         s.errors.push("catalog".into());
         assert_eq!(s.exit_status(), 15);
+    }
+
+    #[test]
+    fn report_lists_retransmissions() {
+        let mut d = line(Verdict::Done);
+        d.resent = 2;
+        let s = Summary {
+            dles: vec![d],
+            ..Summary::default()
+        };
+        let text = render(&s);
+        assert!(text.contains("RETRANSMISSIONS"), "{text}");
+        assert!(
+            text.contains("sendbackup REQ sent 2 more time(s)"),
+            "{text}"
+        );
     }
 
     #[test]

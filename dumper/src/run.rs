@@ -311,6 +311,8 @@ struct Outcome {
     report: Option<DumpReport>,
     record: Option<DumpRecord>,
     attempts: u32,
+    /// sendbackup REQs sent again, over every attempt.
+    resent: u32,
 }
 
 struct Night {
@@ -438,6 +440,7 @@ impl Night {
                 report: None,
                 record: None,
                 attempts: 0,
+                resent: 0,
             })
             .collect();
         let ngroups = groups.len();
@@ -766,6 +769,7 @@ impl Night {
                     retryable: report.retryable,
                     error: report.error.clone(),
                 };
+                self.outcomes[dle].resent += report.resent;
                 self.outcomes[dle].report = Some(*report);
                 self.driver.handle(now, input);
             }
@@ -826,6 +830,7 @@ impl Night {
                         .and_then(|r| r.holding.as_ref())
                         .map(|h| h.display().to_string()),
                     attempts: o.attempts,
+                    resent: o.resent,
                 }
             })
             .collect()

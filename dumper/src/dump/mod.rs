@@ -119,6 +119,8 @@ pub struct DumpReport {
     pub data_time: Duration,
     /// Problems that did not fail the dump (index errors, ...).
     pub warnings: Vec<String>,
+    /// How many times the sendbackup REQ was sent again.
+    pub resent: u32,
 }
 
 impl DumpReport {
@@ -139,6 +141,7 @@ impl DumpReport {
             duration: started.elapsed(),
             data_time: Duration::ZERO,
             warnings: Vec::new(),
+            resent: 0,
         }
     }
 }
@@ -156,6 +159,19 @@ pub fn run(
     job: &DumpJob,
     progress: &Progress,
     waits: &mut dyn FnMut(WaitEvent),
+) -> DumpReport {
+    let mut resent = 0;
+    let mut report = run_counting(ctx, job, progress, waits, &mut resent);
+    report.resent = resent;
+    report
+}
+
+fn run_counting(
+    ctx: &DumpContext,
+    job: &DumpJob,
+    progress: &Progress,
+    waits: &mut dyn FnMut(WaitEvent),
+    resent: &mut u32,
 ) -> DumpReport {
     let started = Instant::now();
     let spec = &job.spec;
@@ -187,12 +203,13 @@ pub fn run(
                 return DumpReport::failed("[no reserved-tcp-port pool]".into(), false, started);
             };
             let mut conn: Option<FramedConn> = None;
-            let out = exchange::run(icfg, req, &mut conn, || {
+            let ex = exchange::run(icfg, req, &mut conn, || {
                 net::connect(pool, dest, "bsdtcp connection", &ctx.tuning, waits)
                     .map(|l| FramedConn::new(l, dest, &ctx.user))
                     .map_err(|e| e.to_string())
             });
-            let rep = match out {
+            *resent += ex.resent;
+            let rep = match ex.outcome {
                 Outcome::Rep(b) => Ok(b),
                 other => Err(other),
             };
@@ -206,15 +223,16 @@ pub fn run(
                 return DumpReport::failed("[no reserved-udp-port pool]".into(), false, started);
             };
             let mut udp: Option<UdpControl> = None;
-            let out = exchange::run(icfg, req, &mut udp, || {
+            let ex = exchange::run(icfg, req, &mut udp, || {
                 let name = net::pool_name(pool);
                 net::lease(pool, None, waits)
                     .map(|l| UdpControl::new(l, dest, &ctx.user))
                     .map_err(|e| format!("{dest}: {name} pool: {e}"))
             });
+            *resent += ex.resent;
             // The UDP port goes back to the pool now: the data flows over TCP.
             drop(udp);
-            let rep = match out {
+            let rep = match ex.outcome {
                 Outcome::Rep(b) => Ok(b),
                 other => Err(other),
             };

@@ -884,6 +884,8 @@ impl SessionResult {
             duration: started.elapsed(),
             data_time,
             warnings,
+            // Counted by the caller, which ran the exchange.
+            resent: 0,
         }
     }
 }

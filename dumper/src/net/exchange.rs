@@ -26,6 +26,11 @@ pub trait Transport {
     /// Whether a failed send means the transport is gone (TCP) rather than a lost packet
     /// (UDP).
     fn send_errors_are_fatal(&self) -> bool;
+
+    /// The hop, for errors: `server 198.18.0.1:850/udp -> client 198.18.1.2:10080/udp`.
+    fn hop(&self) -> String {
+        String::new()
+    }
 }
 
 /// How an exchange ended.
@@ -37,6 +42,16 @@ pub enum Outcome {
     Nak(Vec<u8>),
     /// No transport, no ACK or no REP (the real server's texts, with the connect reason).
     Failed(InitiatorError),
+    /// No ACK or no REP on an open transport: the real server's text plus the hop that
+    /// stayed silent, so the admin knows where to look.
+    Unanswered {
+        /// `timeout waiting for ACK` or `timeout waiting for REP`.
+        error: InitiatorError,
+        /// The hop (see [`Transport::hop`]).
+        hop: String,
+        /// How many times the REQ was sent.
+        sends: u32,
+    },
     /// The transport broke during the exchange.
     Broken(String),
 }
@@ -52,9 +67,27 @@ impl Outcome {
                 Some(format!("NAK: {}", t.strip_prefix("ERROR ").unwrap_or(t)))
             }
             Outcome::Failed(e) => Some(format!("request failed: {e}")),
+            Outcome::Unanswered {
+                error: e @ InitiatorError::AckTimeout,
+                hop,
+                sends,
+            } => Some(format!(
+                "request failed: {e}: no answer on {hop} to {sends} REQs (dropped on the way? `dumper check --ports` tests every hop)"
+            )),
+            Outcome::Unanswered { error, hop, .. } => Some(format!(
+                "request failed: {error} on {hop} (the client ACKed the REQ, so the hop is open; its service did not reply in time)"
+            )),
             Outcome::Broken(e) => Some(format!("request failed: {e}")),
         }
     }
+}
+
+/// An exchange's outcome and how many times its REQ had to be sent again (lost or late
+/// packets that the protocol's retransmissions covered; the report shows them).
+#[derive(Debug)]
+pub struct Exchanged {
+    pub outcome: Outcome,
+    pub resent: u32,
 }
 
 /// Runs one exchange whose REQ body is `req`. `transport` is used if already open (a second
@@ -63,7 +96,19 @@ pub fn run<T: Transport>(
     config: InitiatorConfig,
     req: Vec<u8>,
     transport: &mut Option<T>,
+    connect: impl FnMut() -> Result<T, String>,
+) -> Exchanged {
+    let mut resent = 0;
+    let outcome = drive(config, req, transport, connect, &mut resent);
+    Exchanged { outcome, resent }
+}
+
+fn drive<T: Transport>(
+    config: InitiatorConfig,
+    req: Vec<u8>,
+    transport: &mut Option<T>,
     mut connect: impl FnMut() -> Result<T, String>,
+    resent: &mut u32,
 ) -> Outcome {
     let mut ini = Initiator::new(Instant::now(), config, req);
     loop {
@@ -85,7 +130,10 @@ pub fn run<T: Transport>(
                         }
                     }
                 }
-                InitiatorEvent::Retransmit { send } => log::debug!("REQ sent again (send {send})"),
+                InitiatorEvent::Retransmit { send } => {
+                    *resent += 1;
+                    log::debug!("REQ sent again (send {send})");
+                }
                 InitiatorEvent::Acked | InitiatorEvent::Prep(_) => {}
                 InitiatorEvent::Rep(body) => {
                     if let Some(t) = transport.as_mut() {
@@ -98,6 +146,18 @@ pub fn run<T: Transport>(
                     return Outcome::Rep(body);
                 }
                 InitiatorEvent::Nak(body) => return Outcome::Nak(body),
+                InitiatorEvent::Failed(
+                    e @ (InitiatorError::AckTimeout | InitiatorError::RepTimeout),
+                ) => {
+                    return match transport.as_ref() {
+                        Some(t) if !t.hop().is_empty() => Outcome::Unanswered {
+                            error: e,
+                            hop: t.hop(),
+                            sends: ini.sends(),
+                        },
+                        _ => Outcome::Failed(e),
+                    };
+                }
                 InitiatorEvent::Failed(e) => return Outcome::Failed(e),
             }
         }
@@ -187,7 +247,8 @@ mod tests {
             &mut t,
             || unreachable!(),
         );
-        assert!(matches!(out, Outcome::Rep(ref b) if b.starts_with(b"OPTIONS")));
+        assert!(matches!(out.outcome, Outcome::Rep(ref b) if b.starts_with(b"OPTIONS")));
+        assert_eq!(out.resent, 0);
         assert_eq!(t.unwrap().sent, vec![PacketType::Req, PacketType::Ack]);
     }
 
@@ -205,8 +266,46 @@ mod tests {
             Err("connect to 127.0.0.1:9 from port 600 (tcp 512-1023 pool): refused".to_owned())
         });
         assert_eq!(tries, 2);
-        let msg = out.failure().unwrap();
+        let msg = out.outcome.failure().unwrap();
         assert!(msg.contains("127.0.0.1:9") && msg.contains("pool"), "{msg}");
+    }
+
+    #[test]
+    fn an_unanswered_req_names_the_hop_that_stayed_silent() {
+        struct Silent;
+        impl Transport for Silent {
+            fn send(&mut self, _: &Packet) -> io::Result<()> {
+                Ok(())
+            }
+            fn recv(&mut self, until: Instant) -> Result<Option<(PacketType, Vec<u8>)>, String> {
+                let now = Instant::now();
+                if until > now {
+                    std::thread::sleep(until - now);
+                }
+                Ok(None)
+            }
+            fn send_errors_are_fatal(&self) -> bool {
+                false
+            }
+            fn hop(&self) -> String {
+                "server 198.18.0.1:850/udp -> client 198.18.1.2:10080/udp".into()
+            }
+        }
+        let cfg = InitiatorConfig {
+            ack_wait: Duration::from_millis(10),
+            ..InitiatorConfig::default()
+        };
+        let out = run(
+            cfg,
+            b"SERVICE noop\n".to_vec(),
+            &mut Some(Silent),
+            || unreachable!(),
+        );
+        assert_eq!(out.resent, 2, "three sends in all");
+        assert_eq!(
+            out.outcome.failure().unwrap(),
+            "request failed: timeout waiting for ACK: no answer on server 198.18.0.1:850/udp -> client 198.18.1.2:10080/udp to 3 REQs (dropped on the way? `dumper check --ports` tests every hop)"
+        );
     }
 
     #[test]
@@ -225,6 +324,9 @@ mod tests {
             &mut t,
             || unreachable!(),
         );
-        assert_eq!(out.failure().unwrap(), "NAK: host x: port 40000 not secure");
+        assert_eq!(
+            out.outcome.failure().unwrap(),
+            "NAK: host x: port 40000 not secure"
+        );
     }
 }

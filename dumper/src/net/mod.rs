@@ -207,7 +207,10 @@ pub enum ConnectFailure {
         source: Box<LeaseError>,
     },
     /// The connect itself failed.
-    #[error("{what} to {dest} from port {port} ({pool} pool): {source}")]
+    #[error(
+        "{what} to {dest} from port {port} ({pool} pool): {source}{}",
+        silent_hint(source)
+    )]
     Connect {
         /// What was being connected.
         what: String,
@@ -220,6 +223,15 @@ pub enum ConnectFailure {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// What a connect that timed out most likely means, for the admin.
+fn silent_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        " (no answer: dropped on the way? `dumper check --ports` tests every hop)"
+    } else {
+        ""
+    }
 }
 
 /// Connects to `dest` from a port of `pool` (waiting for one if needed), with keepalive on.
@@ -276,6 +288,19 @@ pub fn connect(
         pool: name,
         source: std::io::Error::other("every source port tried is still in TIME_WAIT"),
     })
+}
+
+/// The address this host uses to reach `peer` (what the routing table picks), for messages
+/// and for rules: connecting a UDP socket sends nothing.
+pub fn local_address_towards(peer: SocketAddr) -> Option<std::net::IpAddr> {
+    let any: SocketAddr = if peer.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect(peer).ok()?;
+    s.local_addr().ok().map(|a| a.ip())
 }
 
 /// Resolves a client host name to an IPv4 address (Amanda 3.5.1 on Debian is built

@@ -218,6 +218,15 @@ impl Transport for FramedConn {
         }
     }
 
+    fn hop(&self) -> String {
+        let local = self
+            .lease
+            .socket()
+            .local_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        format!("server {local}/tcp -> client {}/tcp", self.peer)
+    }
+
     fn send_errors_are_fatal(&self) -> bool {
         true
     }

@@ -136,6 +136,16 @@ impl Transport for UdpControl {
         }
     }
 
+    fn hop(&self) -> String {
+        let local = super::local_address_towards(self.peer)
+            .map_or_else(|| "?".to_string(), |a| a.to_string());
+        format!(
+            "server {local}:{}/udp -> client {}/udp",
+            self.port(),
+            self.peer
+        )
+    }
+
     fn send_errors_are_fatal(&self) -> bool {
         false
     }
