@@ -2,14 +2,21 @@
 //! client, as nftables (default) or iptables-restore input.
 //!
 //! What flows (spec §4, §5.5): bsd/bsdudp control = UDP from the server's
-//! `reserved-udp-port` to the client's 10080 (with the `amanda` conntrack helper, which
-//! reads the REP's CONNECT line and lets the data connections through as RELATED); bsd
+//! `reserved-udp-port` to the client's 10080; bsd
 //! data = one TCP connection per stream from the server's `unreserved-tcp-port` to the
 //! client's `unreserved-tcp-port`, bsdudp one such connection; bsdtcp = one TCP connection
 //! from the server's `reserved-tcp-port` to the client's 10080. Restores go the other way:
 //! amrecover on a client talks to the server's 10080 from the client's reserved ports
 //! (bsd data: to the server's unreserved ports). Each generated table only accepts these
 //! flows (plus established/related) and drops other traffic to 10080.
+//!
+//! The kernel's `amanda` conntrack helper, which reads the REP's CONNECT line and admits the
+//! announced data ports as RELATED, is attached only for hosts whose DLEs all use bsd: it
+//! copies at most five digits of each port, so bsdudp's six-digit stream handles (`MESG
+//! 499999`) become an expectation for port 49999, and the next bsdudp REP from another
+//! server port collides with it and is dropped (sendto fails with EPERM). The explicit data
+//! rules make the helper unnecessary; for bsd it also covers clients whose data ports are
+//! not pinned by `unreserved-tcp-port`.
 //!
 //! This module must NOT resolve names or read files: addresses come in the [`Site`].
 
@@ -67,6 +74,8 @@ struct HostRules {
     /// Attach the amanda helper to UDP packets to these peers' port (Out: requests we
     /// send; In: requests we receive).
     helpers: Vec<(Dir, Vec<IpAddr>, u16)>,
+    /// Comment lines for the header (why something is absent).
+    notes: Vec<String>,
     /// Ports of this host that only the rules may reach.
     guarded: Vec<(Proto, u16)>,
 }
@@ -109,6 +118,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
         name: site.server_name.clone(),
         rules: Vec::new(),
         helpers: Vec::new(),
+        notes: Vec::new(),
         guarded: Vec::new(),
     };
     let mut clients = Vec::new();
@@ -126,8 +136,19 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
             name: client.name.clone(),
             rules: Vec::new(),
             helpers: Vec::new(),
+            notes: Vec::new(),
             guarded: Vec::new(),
         };
+        // See the module docs: the helper mangles bsdudp's stream handles.
+        let helper_ok = auths.contains(&Auth::Bsd) && !auths.contains(&Auth::Bsdudp);
+        if auths.contains(&Auth::Bsdudp) {
+            let note = format!(
+                "no amanda conntrack helper for {}: it turns bsdudp's handle MESG 499999 into port 49999 and then drops the next REP; the data rules below do its job",
+                client.name
+            );
+            host.notes.push(note.clone());
+            server.notes.push(note);
+        }
         let mut both =
             |dir_server: Dir, proto: Proto, sport: PortRange, dport: PortRange, comment: String| {
                 let dir_client = if dir_server == Dir::Out {
@@ -190,9 +211,11 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                     }
                 }
             }
-            if auths.iter().any(|a| *a != Auth::Bsdtcp) {
+            if helper_ok {
                 server.helpers.push((Dir::Out, addrs.clone(), port));
                 host.helpers.push((Dir::In, server_addrs.clone(), port));
+            }
+            if auths.iter().any(|a| *a != Auth::Bsdtcp) {
                 host.guarded.push((Proto::Udp, port));
             }
             if auths.contains(&Auth::Bsdtcp) {
@@ -227,7 +250,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                 }
             }
         }
-        if auths.iter().any(|a| *a != Auth::Bsdtcp) {
+        if helper_ok {
             server
                 .helpers
                 .push((Dir::In, addrs.clone(), crate::site::AMANDA_PORT));
@@ -469,12 +492,17 @@ fn nft(site: &Site, h: &HostRules, opts: &Options, out: &mut String) {
         "# Load with `nft -f FILE`. The table accepts Amanda's flows and drops other traffic to its\n\
          # 10080 ports; if another table of yours drops by default, copy these rules into it."
     );
+    for note in &h.notes {
+        let _ = writeln!(out, "# {note}");
+    }
     let table = table_name(h);
     let _ = writeln!(out, "table inet {table} {{");
-    let _ = writeln!(
-        out,
-        "    ct helper amanda {{\n        type \"amanda\" protocol udp\n        l3proto inet\n    }}"
-    );
+    if !h.helpers.is_empty() {
+        let _ = writeln!(
+            out,
+            "    ct helper amanda {{\n        type \"amanda\" protocol udp\n        l3proto inet\n    }}"
+        );
+    }
     let hook = |dir: Dir| match dir {
         Dir::Out => "output",
         Dir::In => "prerouting",
@@ -577,6 +605,9 @@ fn iptables(site: &Site, h: &HostRules, opts: &Options, out: &mut String) {
             "# IPv6 peers need the same rules in ip6tables: {}",
             v6.join(" ")
         );
+    }
+    for note in &h.notes {
+        let _ = writeln!(out, "# {note}");
     }
     if !h.helpers.is_empty() {
         let _ = writeln!(out, "*raw");

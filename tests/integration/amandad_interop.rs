@@ -454,3 +454,95 @@ fn oversized_and_garbage_frames_do_not_crash_or_hang_our_amandad() {
         ours.log()
     );
 }
+
+/// Under loss the server's ACK of the sendbackup REP can vanish while the server, which has
+/// the REP, already connects to the data streams. Those connections must be taken as the
+/// ACK (the real client accepts them too), not closed: closing them loses the dump.
+#[test]
+fn data_connections_before_a_lost_ack_still_get_the_whole_dump() {
+    require_root!();
+    require_tool!(util::INETD);
+    let _guard = setup();
+    let ours = start_ours("bsd", Launch::Standalone);
+    let data = Scratch::new("lost-ack");
+    let dle = data.join("dle");
+    fs::create_dir_all(&dle).expect("mkdir");
+    fs::write(dle.join("f.txt"), "lost ack\n".repeat(1000)).expect("write");
+
+    let body = format!(
+        "SERVICE sendbackup\nOPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;maxdumps=1;hostname=localhost;config=lostack;\n\
+         <dle>\n  <program>GNUTAR</program>\n  <disk>{d}</disk>\n  <level>0</level>\n  <auth>bsd</auth>\n  <record>NO</record>\n</dle>\n",
+        d = dle.display()
+    );
+    let dgram = format!("Amanda 3.5 REQ HANDLE 000-0000a0c4 SEQ 1\nSECURITY USER backup\n{body}");
+    let sock = udp_from(true);
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    sock.send_to(dgram.as_bytes(), ("127.0.0.1", ours.port))
+        .expect("send REQ");
+    // Wait for the REP, and pretend our ACK was lost: send none.
+    let mut buf = [0u8; 65536];
+    let rep = loop {
+        let n = sock.recv(&mut buf).expect("a REP within 20 s");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.contains(" REP ") {
+            break text;
+        }
+    };
+    let rep_body = rep.split_once('\n').map_or("", |(_, b)| b);
+    let ids = match proto::sendbackup::parse_reply(
+        proto::pkt::PacketType::Rep,
+        rep_body.as_bytes(),
+        // Which streams to expect depends on the client's features, as in the real dumper.
+        &rep_body
+            .split("features=")
+            .nth(1)
+            .and_then(|f| f.split(';').next())
+            .and_then(|f| proto::features::Features::parse(f.as_bytes()).ok())
+            .unwrap_or_else(proto::features::Features::amanda_3_5_1),
+    ) {
+        Ok(proto::sendbackup::Reply::Connect { ids, .. }) => ids,
+        other => panic!("sendbackup REP {rep:?}: {other:?}\n{}", ours.log()),
+    };
+    let connect = |port: i32| {
+        let port = u16::try_from(port).expect("a port");
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to a data stream");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        s
+    };
+    let mut streams: Vec<(proto::sendbackup::Stream, TcpStream)> = ids
+        .to_connect()
+        .map(|(which, port)| (which, connect(port)))
+        .collect();
+    let mut mesg = String::new();
+    let mut archive = Vec::new();
+    for (which, s) in &mut streams {
+        match which {
+            proto::sendbackup::Stream::Mesg => {
+                s.read_to_string(&mut mesg).expect("read MESG");
+            }
+            proto::sendbackup::Stream::Data => {
+                s.read_to_end(&mut archive).expect("read DATA");
+            }
+            _ => {
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink);
+            }
+        }
+    }
+    assert!(
+        mesg.contains("sendbackup: size") && mesg.contains("sendbackup: end"),
+        "the whole MESG stream without any ACK:\n{mesg}\n{}",
+        ours.log()
+    );
+    assert!(
+        archive.len() >= 9000,
+        "DATA: {} bytes\n{}",
+        archive.len(),
+        ours.log()
+    );
+    // The REP is still being retransmitted for want of an ACK; acknowledge it now.
+    let header = rep.lines().next().unwrap_or("").replace(" REP ", " ACK ");
+    let _ = sock.send_to(format!("{header}\n").as_bytes(), ("127.0.0.1", ours.port));
+}

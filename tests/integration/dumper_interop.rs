@@ -11,150 +11,18 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::util::{self, Launch, Program, Scratch, amquote, start_ours, start_real_amandad};
+use crate::util::{self, Dt, DumperConf, Launch, Program, Scratch, start_ours, start_real_amandad};
 use crate::{require_root, require_tool};
 
 fn setup() -> std::sync::MutexGuard<'static, ()> {
     let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     util::ensure_amandahosts_line("localhost backup amdump");
     guard
-}
-
-/// A dumper configuration in a scratch directory (owned by the Amanda user, because the
-/// dumper switches to it).
-struct DumperConf {
-    work: Scratch,
-    conf: PathBuf,
-}
-
-/// One dumptype: (name, auth, client port, program, extra lines).
-struct Dt<'a> {
-    name: &'a str,
-    auth: &'a str,
-    port: u16,
-    program: Program,
-    extra: &'a str,
-}
-
-impl DumperConf {
-    fn new(
-        tag: &str,
-        globals: &str,
-        dumptypes: &[Dt<'_>],
-        disklist: &[(&str, &Path, &str)],
-    ) -> Self {
-        let work = Scratch::new(tag);
-        for d in ["config", "holding", "state"] {
-            fs::create_dir_all(work.join(d)).expect("mkdir");
-        }
-        let w = work.path().display().to_string();
-        let mut conf = format!(
-            r#"org "{tag}"
-dumpuser "{user}"
-{inparallel}
-netusage 10000000 Kbps
-dumpcycle 7 days
-etimeout 300
-dtimeout 300
-ctimeout 30
-infofile "{w}/state/curinfo"
-logdir "{w}/state/log"
-indexdir "{w}/state/index"
-define holdingdisk hd1 {{
-    directory "{w}/holding"
-    use 4096 mbytes
-}}
-holdingdisk "hd1"
-define application-tool app_amgtar {{
-    plugin "amgtar"
-    property "ATIME-PRESERVE" "no"
-}}
-{globals}
-"#,
-            user = util::AMANDA_USER,
-            inparallel = if globals.contains("inparallel") {
-                ""
-            } else {
-                "inparallel 4"
-            },
-        );
-        for dt in dumptypes {
-            let program = match dt.program {
-                Program::Gnutar => "    program \"GNUTAR\"\n".to_owned(),
-                Program::Amgtar => {
-                    "    program \"APPLICATION\"\n    application \"app_amgtar\"\n".to_owned()
-                }
-            };
-            conf.push_str(&format!(
-                "define dumptype {} {{\n    auth \"{}\"\n    client_port \"{}\"\n{program}    compress none\n    estimate client\n    index yes\n    record yes\n{}\n}}\n",
-                dt.name, dt.auth, dt.port, dt.extra
-            ));
-        }
-        fs::write(work.join("config/amanda.conf"), conf).expect("amanda.conf");
-        let list: String = disklist
-            .iter()
-            .map(|(host, path, dt)| {
-                format!("{host} {} {dt}\n", amquote(&path.display().to_string()))
-            })
-            .collect();
-        fs::write(work.join("config/disklist"), list).expect("disklist");
-        util::chown_amanda(work.path());
-        let conf = work.join("config/amanda.conf");
-        DumperConf { work, conf }
-    }
-
-    /// `dumper run`: (exit status, report and progress text).
-    fn run(&self) -> (ExitStatus, String) {
-        let mut cmd = Command::new(util::workspace_bin("dumper"));
-        cmd.arg("run")
-            .arg(&self.conf)
-            .args(["--progress", "plain", "--retry-delay", "1"]);
-        util::run_with_timeout(&mut cmd, Duration::from_secs(900))
-    }
-
-    /// `dumper restore` of the latest chain of `disk` into `into`.
-    fn restore(&self, host: &str, disk: &Path, into: &Path) -> String {
-        let mut cmd = Command::new(util::workspace_bin("dumper"));
-        cmd.arg("restore")
-            .arg(&self.conf)
-            .args(["--host", host, "--disk"])
-            .arg(disk)
-            .arg("--into")
-            .arg(into);
-        let (status, out) = util::run_with_timeout(&mut cmd, Duration::from_secs(300));
-        assert!(
-            status.success(),
-            "dumper restore of {} failed:\n{out}",
-            disk.display()
-        );
-        out
-    }
-
-    /// Every finished holding file (no `.tmp`), and every `.tmp` left.
-    fn holding_files(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
-        let mut done = Vec::new();
-        let mut tmp = Vec::new();
-        let Ok(runs) = fs::read_dir(self.work.join("holding")) else {
-            return (done, tmp);
-        };
-        for run in runs.flatten() {
-            for f in fs::read_dir(run.path()).into_iter().flatten().flatten() {
-                let p = f.path();
-                if p.extension().is_some_and(|e| e == "tmp") {
-                    tmp.push(p);
-                } else {
-                    done.push(p);
-                }
-            }
-        }
-        done.sort();
-        (done, tmp)
-    }
 }
 
 /// The tricky tree (GNUTAR) and a DLE whose own name has a space and UTF-8 (amgtar).

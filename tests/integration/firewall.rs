@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::netns::{CLIENT_IP, SERVER_IP, Topology};
-use crate::util::{self, Program, RealServer, Scratch, ServerOptions};
+use crate::util::{self, Dt, DumperConf, Program, RealServer, Scratch, ServerOptions};
 use crate::{require_root, require_tool};
 
 /// The client's firewall from `portpool rules CONFIG --side <client> --default-drop`.
@@ -96,4 +96,367 @@ fn real_amanda_server_backs_up_our_amandad_behind_generated_rules_bsdtcp() {
 #[test]
 fn real_amanda_server_backs_up_our_amandad_behind_generated_rules_bsd() {
     real_server_through_the_client_firewall("bsd");
+}
+
+// ---------------------------------------------------------------------------------------
+// dumper (server namespace) -> our amandad (client namespace)
+
+/// Our amandad in the client namespace on `listen`, with extra environment (settings).
+fn start_amandad_env(t: &Topology, auth: &str, listen: &str, log: &Path, env: &[&str]) {
+    util::install_runtar();
+    let bin = util::workspace_bin("amandad");
+    let auth_arg = format!("-auth={auth}");
+    let log = log.display().to_string();
+    let bin = bin.display().to_string();
+    let mut args: Vec<&str> = env.to_vec();
+    args.extend([
+        bin.as_str(),
+        &auth_arg,
+        "amdump",
+        "--log",
+        &log,
+        "--listen",
+        listen,
+    ]);
+    t.spawn(&t.client, "env", &args);
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// `n` small DLEs readable by everyone (the quiet-tar test runs tar as the Amanda user).
+fn small_dles(data: &Scratch, n: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let d = data.join(format!("dle{i:02}"));
+            std::fs::create_dir_all(d.join("sub")).expect("mkdir");
+            std::fs::write(d.join("a.txt"), format!("dle {i}\n").repeat(100)).expect("write");
+            std::fs::write(d.join("sub/b.bin"), vec![i as u8; 20_000]).expect("write");
+            d
+        })
+        .collect()
+}
+
+fn dumper_conf(tag: &str, globals: &str, auth: &str, extra: &str, dles: &[PathBuf]) -> DumperConf {
+    let host = CLIENT_IP.to_string();
+    let list: Vec<(&str, &Path, &str)> = dles
+        .iter()
+        .map(|d| (host.as_str(), d.as_path(), "fw"))
+        .collect();
+    DumperConf::new(
+        tag,
+        globals,
+        &[Dt {
+            name: "fw",
+            auth,
+            port: 10080,
+            program: Program::Gnutar,
+            extra,
+        }],
+        &list,
+    )
+}
+
+fn setup_amandahosts() -> std::sync::MutexGuard<'static, ()> {
+    let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    util::ensure_amandahosts_line(&format!("{SERVER_IP} backup amdump"));
+    util::ensure_amandahosts_line("localhost backup amdump");
+    guard
+}
+
+fn twenty_dles_through_the_generated_rules(auth: &str) {
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    let Some(t) = Topology::create() else { return };
+    let _machine = setup_amandahosts();
+    let data = Scratch::new("fw-night");
+    let dles = small_dles(&data, 20);
+    let range = if auth == "bsdtcp" {
+        "reserved-tcp-port 600,609"
+    } else {
+        "reserved-udp-port 850,859"
+    };
+    let mut conf = dumper_conf(
+        &format!("fw-{auth}"),
+        &format!("inparallel 20\n{range}\n"),
+        auth,
+        // All 20 at once on the one client, so that 20 dumps contend for 10 ports.
+        "maxdumps 20\n",
+        &dles,
+    );
+    conf.netns = Some(t.server.clone());
+    let rules = client_rules(&conf.work.join("config"));
+    t.nft(&t.client, &rules).expect("load the client's rules");
+    let proto = if auth == "bsdtcp" { "tcp" } else { "udp" };
+    let log = data.join("amandad.log");
+    start_amandad_env(&t, auth, &format!("{proto}:{CLIENT_IP}:10080"), &log, &[]);
+
+    let (status, report) = conf.run();
+    let amandad_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.success(),
+        "dumper run through the firewall ({auth}) failed ({status}):\n{report}\n{rules}\n{}",
+        amandad_log()
+    );
+    assert_eq!(
+        report.matches("  OK").count(),
+        20,
+        "every DLE dumped:\n{report}"
+    );
+    assert!(
+        report.contains("WAITS"),
+        "the report shows the port waits:\n{report}"
+    );
+    assert!(report.contains("no ports:"), "with their reason:\n{report}");
+    for d in [&dles[0], &dles[19]] {
+        let into = data.join(format!(
+            "restored-{}",
+            d.file_name().unwrap().to_string_lossy()
+        ));
+        conf.restore(&CLIENT_IP.to_string(), d, &into);
+        util::assert_same_tree(d, &into, true);
+    }
+}
+
+#[test]
+fn dumper_backs_up_20_dles_through_generated_rules_with_10_ports_bsd() {
+    twenty_dles_through_the_generated_rules("bsd");
+}
+
+#[test]
+fn dumper_backs_up_20_dles_through_generated_rules_with_10_ports_bsdudp() {
+    twenty_dles_through_the_generated_rules("bsdudp");
+}
+
+#[test]
+fn dumper_backs_up_20_dles_through_generated_rules_with_10_ports_bsdtcp() {
+    twenty_dles_through_the_generated_rules("bsdtcp");
+}
+
+#[test]
+fn a_removed_rule_is_named_by_check_ports_and_by_the_failed_dump() {
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    let Some(t) = Topology::create() else { return };
+    let _machine = setup_amandahosts();
+    let data = Scratch::new("fw-hole");
+    let dles = small_dles(&data, 1);
+    let mut conf = dumper_conf("fw-hole", "", "bsd", "retry_dump 1\n", &dles);
+    conf.netns = Some(t.server.clone());
+    let rules = client_rules(&conf.work.join("config"));
+    let log = data.join("amandad.log");
+    start_amandad_env(&t, "bsd", &format!("udp:{CLIENT_IP}:10080"), &log, &[]);
+    let server_addr = SERVER_IP.to_string();
+    let check = |conf: &DumperConf| {
+        conf.check(&[
+            "--ports",
+            "--server-address",
+            &server_addr,
+            "--probe-timeout",
+            "2",
+        ])
+    };
+
+    let without = |needle: &str| -> String {
+        rules
+            .lines()
+            .filter(|l| !l.contains(needle))
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
+
+    // Without the control rule (loaded first, so no conntrack entry from an earlier probe
+    // lets the control datagrams in as ESTABLISHED): the control hop, from the server to
+    // the client's udp 10080, is named by the preflight and by the failed dump.
+    t.nft(&t.client, &without("bsd control"))
+        .expect("rules without control");
+    let (status, out) = check(&conf);
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "server {SERVER_IP}:840-860/udp -> client {CLIENT_IP}:10080/udp: no answer (dropped)"
+        )),
+        "the blocked control hop and its direction:\n{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "client: ip saddr {SERVER_IP} udp sport 840-860 udp dport 10080 accept"
+        )),
+        "the rule to add:\n{out}"
+    );
+    let (status, report) = conf.run();
+    assert!(!status.success(), "{report}");
+    assert!(
+        report.contains(&format!("-> client {CLIENT_IP}:10080/udp to "))
+            && report.contains("dropped on the way?"),
+        "the failed dump names the hop, not a bare timeout:\n{report}"
+    );
+
+    // Without the data rule: the preflight's data probes (plain SYNs, which no conntrack
+    // helper expects) name the data hop. The night itself may still pass when the kernel's
+    // amanda helper admits the announced ports as RELATED; the generated rules do not rely
+    // on it, as iptables setups often lack the helper.
+    t.nft(&t.client, &without("bsd data streams"))
+        .expect("rules without data");
+    let (status, out) = check(&conf);
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "-> client {CLIENT_IP}:50000-50100/tcp: no answer (dropped)"
+        )),
+        "the blocked data hop:\n{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "OK      server {SERVER_IP}:840-860/udp -> client {CLIENT_IP}:10080/udp: open"
+        )),
+        "the control hop is open again:\n{out}"
+    );
+
+    // All rules back: every hop is open and the dump goes through.
+    t.nft(&t.client, &rules).expect("rules");
+    let (status, out) = check(&conf);
+    assert!(status.success(), "all hops open:\n{out}");
+    let (status, report) = conf.run();
+    assert!(
+        status.success(),
+        "with every rule the dump succeeds:\n{report}"
+    );
+}
+
+/// A GNU tar that stays quiet for `secs` before a real archive (the estimate and --version
+/// calls go straight through).
+fn quiet_tar(dir: &Path, secs: u32) -> PathBuf {
+    let path = dir.join("quiet-tar");
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\ncase \"$*\" in *\"--file -\"*) sleep {secs};; esac\nexec /usr/bin/tar \"$@\"\n"),
+    )
+    .expect("write quiet-tar");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+fn quiet_dump_through_an_idle_dropping_firewall(heartbeat: bool) -> (bool, String) {
+    let t = Topology::create().expect("topology");
+    let _machine = setup_amandahosts();
+    let data = Scratch::new(if heartbeat {
+        "fw-idle-hb"
+    } else {
+        "fw-idle-nohb"
+    });
+    let dles = small_dles(&data, 1);
+    let mut conf = dumper_conf(
+        "fw-idle",
+        "dtimeout 75\nretry_dump 0\n",
+        "bsdtcp",
+        "",
+        &dles,
+    );
+    conf.netns = Some(t.server.clone());
+    t.router_idle_timeout(20)
+        .expect("router forgets connections idle for 20 s");
+    let tar = quiet_tar(data.path(), 60);
+    let log = data.join("amandad.log");
+    let gnutar = format!("AMANDA_RS_GNUTAR_PATH={}", tar.display());
+    let mut env = vec![
+        gnutar.as_str(),
+        "AMANDA_RS_AMANDAD__RUNTAR_PATH=/nonexistent",
+    ];
+    if !heartbeat {
+        env.push("AMANDA_RS_HEARTBEAT__ENABLED=false");
+        conf.env
+            .push(("AMANDA_RS_HEARTBEAT__ENABLED".into(), "false".into()));
+    }
+    start_amandad_env(&t, "bsdtcp", &format!("tcp:{CLIENT_IP}:10080"), &log, &env);
+    let (status, report) = conf.run();
+    (
+        status.success(),
+        format!(
+            "{report}\n--- amandad ---\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        ),
+    )
+}
+
+#[test]
+fn a_dump_quiet_for_60s_survives_a_20s_idle_firewall_with_the_default_heartbeat_and_fails_without()
+{
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    if Topology::create().is_none() {
+        return;
+    }
+    let (ok, report) = quiet_dump_through_an_idle_dropping_firewall(true);
+    assert!(
+        ok,
+        "with the default heartbeat the quiet dump must survive:\n{report}"
+    );
+    let (ok, report) = quiet_dump_through_an_idle_dropping_firewall(false);
+    assert!(
+        !ok,
+        "without a heartbeat the firewall forgets the connection:\n{report}"
+    );
+    assert!(report.contains("FAILED"), "{report}");
+}
+
+#[test]
+fn every_dump_survives_10_percent_loss_and_duplicated_reordered_datagrams_by_retransmission() {
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    let Some(t) = Topology::create() else { return };
+    let _machine = setup_amandahosts();
+    let data = Scratch::new("fw-loss");
+    let dles = small_dles(&data, 5);
+    let mut conf = dumper_conf("fw-loss", "inparallel 5\n", "bsd", "", &dles);
+    conf.netns = Some(t.server.clone());
+    t.router_loss(10).expect("10% loss in the router");
+    // amandad on the client's loopback; the relay takes the client's address and mangles the
+    // control datagrams on their way (the data connections go straight to amandad).
+    let log = data.join("amandad.log");
+    start_amandad_env(&t, "bsd", "udp:127.0.0.1:10080", &log, &[]);
+    let stats = data.join("relay.stats");
+    let relay = util::workspace_bin("udp-relay");
+    let listen = format!("{CLIENT_IP}:10080");
+    let stats_arg = stats.display().to_string();
+    t.spawn(
+        &t.client,
+        &relay,
+        &[
+            "--listen",
+            &listen,
+            "--target",
+            "127.0.0.1:10080",
+            "--dup",
+            "20",
+            "--reorder",
+            "20",
+            "--seed",
+            "7",
+            "--drop-first",
+            "--stats",
+            &stats_arg,
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, report) = conf.run();
+    let relayed = std::fs::read_to_string(&stats).unwrap_or_default();
+    assert!(
+        status.success(),
+        "dumper run under loss failed ({status}):\n{report}\nrelay: {relayed}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        report.matches("  OK").count(),
+        5,
+        "every DLE dumped:\n{report}"
+    );
+    assert!(
+        report.contains("sent again"),
+        "the report shows the retransmissions:\n{report}"
+    );
+    assert!(
+        relayed.contains("duplicated=") && !relayed.contains("duplicated=0 "),
+        "relay: {relayed}"
+    );
 }

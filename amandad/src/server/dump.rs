@@ -311,17 +311,29 @@ impl Server {
     }
 
     /// The server ACKed the sendbackup REP.
+    /// Also called for the first data connection that arrives before the ACK: the server
+    /// connects only after it has the REP, so its ACK was lost or is late (the REP keeps
+    /// being sent until one arrives). Idempotent.
     pub(super) fn backup_acked(&mut self, id: u64) {
         let Some(d) = self.dumps.get_mut(&id) else {
             return;
         };
         d.acked = true;
         if d.sinks.contains(&Sink::Pending) {
-            let t = Instant::now() + ACCEPT_TIMEOUT;
-            d.accept_deadline = Some(t);
-            self.timers.insert((t, Timer::Dump(id)));
+            if d.accept_deadline.is_none() {
+                let t = Instant::now() + ACCEPT_TIMEOUT;
+                d.accept_deadline = Some(t);
+                self.timers.insert((t, Timer::Dump(id)));
+            }
         } else {
             self.spawn_dump(id);
+        }
+    }
+
+    /// The sendbackup REP's exchange ended without an ACK.
+    pub(super) fn backup_unacked(&mut self, id: u64) {
+        if self.dumps.get(&id).is_some_and(|d| !d.acked) {
+            self.abort_dump(id, "the server did not ACK the sendbackup REP");
         }
     }
 
@@ -342,11 +354,12 @@ impl Server {
                     return;
                 }
             };
-            if !d.acked {
-                // Before the ACK the server has no business connecting; amandad accepts only
-                // after it.
-                debug!("data connection from {peer} before the ACK; refused");
-                continue;
+            let early = !d.acked;
+            if early {
+                debug!(
+                    "{}: data connection from {peer} before the ACK of the REP (lost or late)",
+                    d.label
+                );
             }
             let (_, mut listener, token) = d.listeners.remove(pos);
             let _ = self.poll.registry().deregister(&mut listener);
@@ -380,6 +393,11 @@ impl Server {
                 }
             }
             debug!("{}: server connected from {peer}", d.label);
+            if early {
+                // Counts as the ACK; sets the accept deadline or spawns when all are here.
+                self.backup_acked(id);
+                return;
+            }
             if !d.sinks.contains(&Sink::Pending) {
                 if let Some(t) = d.accept_deadline.take() {
                     self.timers.remove(&(t, Timer::Dump(id)));

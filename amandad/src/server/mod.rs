@@ -400,7 +400,13 @@ impl Server {
         };
         if let Err(e) = self.udp[*sock].send_to(&bytes, *peer) {
             // A full socket buffer loses the datagram; the protocol's retransmissions cover it.
-            warn!("udp send {ty} to {peer}: {e}");
+            // EPERM is this host's own netfilter refusing it, which retransmission will not fix.
+            let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                " (this host's firewall dropped it: check its output rules and conntrack helpers, e.g. with `portpool rules`)"
+            } else {
+                ""
+            };
+            warn!("udp send {ty} to {peer}: {e}{hint}");
         }
     }
 
@@ -604,7 +610,7 @@ impl Server {
             if acked {
                 self.backup_acked(dump_id);
             } else {
-                self.abort_dump(dump_id, "the server did not ACK the sendbackup REP");
+                self.backup_unacked(dump_id);
             }
         }
     }

@@ -164,3 +164,23 @@ fn flows_are_the_server_initiated_hops_with_both_sides_rules() {
     );
     assert!(flows(&site, "gamma").is_err());
 }
+
+#[test]
+fn a_bsdudp_client_gets_no_conntrack_helper_and_says_why() {
+    let mut site = two_client_site();
+    site.dles[0].auth = Auth::Bsdudp;
+    let client = render(&site, Format::Nft, &Side::Client("alpha".into())).unwrap();
+    assert!(!client.contains("ct helper"), "{client}");
+    assert!(
+        client.contains("# no amanda conntrack helper for alpha"),
+        "{client}"
+    );
+    assert!(
+        client.contains("tcp sport 1024-65535 tcp dport 1024-65535 accept"),
+        "the explicit data rule stays:\n{client}"
+    );
+    let server = render(&site, Format::Nft, &Side::Server).unwrap();
+    assert!(!server.contains("ct helper"), "{server}");
+    let ipt = render(&site, Format::Iptables, &Side::Client("alpha".into())).unwrap();
+    assert!(!ipt.contains("*raw"), "{ipt}");
+}

@@ -7,7 +7,10 @@
 //!
 //! ```text
 //! udp-relay --listen ADDR:PORT --target ADDR:PORT [--dup PERCENT] [--reorder PERCENT]
-//!           [--hold-ms N] [--seed N] [--ports LO-HI] [--stats FILE]
+//!           [--hold-ms N] [--seed N] [--ports LO-HI] [--stats FILE] [--drop-first]
+//!
+//! `--drop-first` loses the first datagram of each server peer, so that every peer's first
+//! request has to be sent again (a deterministic retransmission on top of the random ones).
 //! ```
 //!
 //! Deterministic for a seed (a xorshift generator). With `--stats FILE` it keeps a line of
@@ -69,6 +72,7 @@ fn main() {
     let mut buf = vec![0u8; 65536];
     let mut next_port = lo;
     let stats = arg(&args, "--stats");
+    let drop_first = args.iter().any(|a| a == "--drop-first");
     let mut written = [u64::MAX; 4];
     let send = |sock: &UdpSocket, to: SocketAddr, bytes: &[u8]| {
         let _ = sock.send_to(bytes, to);
@@ -88,6 +92,10 @@ fn main() {
                 };
                 sock.set_nonblocking(true).expect("nonblocking");
                 slot.insert(sock);
+                if drop_first {
+                    counts[0] += 1;
+                    continue;
+                }
             }
             let bytes = buf[..n].to_vec();
             counts[0] += 1;
