@@ -4,7 +4,8 @@
 //! [`DEFAULT_PATH`], optional; a path given explicitly must exist) < environment variables
 //! `AMANDA_RS_<KEY>`, where nested keys use `__` (`AMANDA_RS_HEARTBEAT__IDLE_SECS=30`,
 //! `AMANDA_RS_RUN_DIR=/run/x`). Values from the environment are parsed as numbers or
-//! booleans when they look like one.
+//! booleans when they look like one. `AMANDA_RS_LOG=LEVEL` is short for
+//! `AMANDA_RS_LOG__LEVEL=LEVEL`.
 //!
 //! To add a setting: add a field with a doc comment and a default in `Default for
 //! Settings` (and a check in [`Settings::validate`] if it has limits). Nothing else.
@@ -189,6 +190,13 @@ impl Settings {
                 .format(config::FileFormat::Toml)
                 .required(false),
         };
+        // `AMANDA_RS_LOG=debug` reads like env_logger's RUST_LOG; as a flat key it would
+        // collide with the `[log]` table, so it is taken as `log.level`.
+        let mut env = env.unwrap_or_else(|| std::env::vars().collect());
+        if let Some(level) = env.remove("AMANDA_RS_LOG") {
+            env.entry("AMANDA_RS_LOG__LEVEL".into()).or_insert(level);
+        }
+        let env = Some(env);
         let s: Settings = config::Config::builder()
             .add_source(config::Config::try_from(&Settings::default())?)
             .add_source(file)
@@ -295,6 +303,18 @@ mod tests {
         assert_eq!(s.log.level, "debug");
         assert!(!s.dns_check);
         assert_eq!(s.gnutar_path, PathBuf::from("/usr/bin/tar"));
+    }
+
+    #[test]
+    fn amanda_rs_log_is_the_log_level() {
+        let s = Settings::load_from(None, env(&[("AMANDA_RS_LOG", "warn")])).unwrap();
+        assert_eq!(s.log.level, "warn");
+        let s = Settings::load_from(
+            None,
+            env(&[("AMANDA_RS_LOG", "warn"), ("AMANDA_RS_LOG__LEVEL", "debug")]),
+        )
+        .unwrap();
+        assert_eq!(s.log.level, "debug", "the explicit key wins");
     }
 
     #[test]
