@@ -6,6 +6,8 @@
 //! `<that>.tmp`: it starts with the 32 KiB Amanda dump-file header, then the DATA bytes. Only
 //! a dump that succeeded is flushed (`fsync`), renamed to its final name, and its directory
 //! synced; a failed dump's `.tmp` is removed. So a file without `.tmp` is always complete.
+//! The writer holds an `flock` on its `.tmp` while it writes; a `.tmp` that nobody holds was
+//! left by a killed run, and [`sweep_stale`] removes it at the start of the next one.
 //! Files are not split into `chunksize` pieces (Amanda's chunker does that for old file
 //! systems; a single file is what `amrestore` reads best).
 //!
@@ -19,6 +21,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -68,6 +71,41 @@ pub fn tmp_path(final_path: &Path) -> PathBuf {
     let mut s = final_path.as_os_str().to_owned();
     s.push(".tmp");
     PathBuf::from(s)
+}
+
+/// Removes the `.tmp` files under `<holding dir>/<run>/` that no writer holds (a run that was
+/// killed left them), and run directories that end up empty. Returns what it removed.
+pub fn sweep_stale(holding_dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(runs) = fs::read_dir(holding_dir) else {
+        return removed;
+    };
+    for run in runs.flatten() {
+        let dir = run.path();
+        if !run.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(files) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let path = f.path();
+            if path.extension().is_none_or(|e| e != "tmp") {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            // SAFETY: flock on a descriptor we own; no memory is involved.
+            let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+            if free && fs::remove_file(&path).is_ok() {
+                removed.push(path);
+            }
+        }
+        // Only succeeds when nothing is left in it.
+        let _ = fs::remove_dir(&dir);
+    }
+    removed
 }
 
 /// Free bytes for unprivileged users on the file system of `dir` (its closest existing
@@ -227,6 +265,12 @@ impl HoldingWriter {
             .custom_flags(libc::O_CLOEXEC)
             .open(&tmp)
             .map_err(create_err)?;
+        // Marks the file as being written for `sweep_stale` in other runs; the lock goes with
+        // the descriptor when the writer thread closes it (or the process dies).
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(create_err(io::Error::last_os_error()));
+        }
         let buffers = buffers.max(2);
         // One message can sit in the channel while the writer writes another and the
         // network side fills a third: `buffers - 2` queued keeps the total at `buffers`.
@@ -458,6 +502,29 @@ fn writer_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweep_removes_only_tmp_files_nobody_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("20260101000000");
+        fs::create_dir_all(&run).unwrap();
+        let stale = run.join("h._a.0.tmp");
+        fs::write(&stale, b"partial").unwrap();
+        let done = run.join("h._b.0");
+        fs::write(&done, b"complete").unwrap();
+        let live = HoldingWriter::create(run.join("h._c.0"), 2, 4096).unwrap();
+        let removed = sweep_stale(dir.path());
+        assert_eq!(removed, vec![stale.clone()]);
+        assert!(!stale.exists());
+        assert!(done.exists(), "finished dumps stay");
+        assert!(live.tmp_path().exists(), "a file being written stays");
+        live.abort();
+        let empty = dir.path().join("20250101000000");
+        fs::create_dir_all(&empty).unwrap();
+        fs::write(empty.join("x.1.tmp"), b"").unwrap();
+        sweep_stale(dir.path());
+        assert!(!empty.exists(), "a run directory left empty goes");
+    }
 
     #[test]
     fn names_follow_amandas_driver() {

@@ -135,6 +135,18 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
         notes: plan.warnings.clone(),
         ..Summary::default()
     };
+    // A run that was killed (cron's timeout, a reboot) left its partial dumps as `.tmp`.
+    for h in &plan.holding {
+        let removed = holding::sweep_stale(&h.dir);
+        if let Some(first) = removed.first() {
+            summary.notes.push(format!(
+                "holding disk {}: removed {} partial dump file(s) an interrupted run left (e.g. {})",
+                h.dir.display(),
+                removed.len(),
+                first.display()
+            ));
+        }
+    }
 
     let planned = plan_levels(&plan, &catalog, now)?;
     let groups = estimate_groups(&plan, &planned);

@@ -426,9 +426,22 @@ fn a_client_that_dies_mid_dump_fails_only_its_dump_and_leaves_no_complete_file()
             ("localhost", &good, "good"),
         ],
     );
+    // What a run killed last night left behind: a partial dump nobody writes any more.
+    let killed = conf.work.join("holding/20250101000000");
+    fs::create_dir_all(&killed).expect("mkdir");
+    fs::write(killed.join("localhost._old.0.tmp"), b"partial").expect("write");
+    let _ = Command::new("chown")
+        .args(["-R", "backup:backup"])
+        .arg(conf.work.join("holding"))
+        .status();
     let (status, out) = conf.run();
     stop.store(true, Ordering::Relaxed);
     let _ = fake.join();
+    assert!(
+        out.contains("removed 1 partial dump file(s) an interrupted run left") && !killed.exists(),
+        "the killed run's partial file is swept and noted:
+{out}"
+    );
     assert_eq!(
         status.code().map(|c| c & 4),
         Some(4),
