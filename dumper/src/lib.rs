@@ -27,6 +27,7 @@ pub mod features;
 pub mod fuzz;
 pub mod holding;
 pub mod index;
+pub mod interrupt;
 pub mod levels;
 pub mod net;
 pub mod plan;

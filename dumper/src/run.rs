@@ -100,6 +100,7 @@ struct Planned {
 /// Runs a night: plan, estimates, dumps, report.
 pub fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
     let started = Instant::now();
+    crate::interrupt::install();
     let plan = plan::load(&opts.config)?;
     let needs = PoolNeeds {
         udp: plan
@@ -349,6 +350,8 @@ struct Night {
     started: Instant,
     notes: Vec<String>,
     errors: Vec<String>,
+    /// Per DLE, the `.tmp` holding file of its latest attempt (removed if interrupted).
+    tmp_files: Vec<Option<PathBuf>>,
 }
 
 impl Night {
@@ -456,6 +459,7 @@ impl Night {
             })
             .collect();
         let ngroups = groups.len();
+        let nplanned = planned.len();
         Night {
             view: View::new(opts.progress, progress.clone()),
             group_features: vec![None; ngroups],
@@ -478,13 +482,19 @@ impl Night {
             started: Instant::now(),
             notes: Vec::new(),
             errors: Vec::new(),
+            tmp_files: vec![None; nplanned],
         }
     }
 
     fn drive(&mut self, catalog: &mut Catalog, run_id: i64) -> anyhow::Result<()> {
         self.driver.start(Instant::now());
         let tick = Duration::from_millis(250);
+        let mut interrupted = None;
         'run: loop {
+            if let Some(sig) = crate::interrupt::received() {
+                interrupted = Some(sig);
+                break 'run;
+            }
             while let Some(a) = self.driver.poll_action() {
                 match a {
                     Action::StartEstimate { group } => self.start_estimate(group),
@@ -515,12 +525,42 @@ impl Night {
             }
         }
         self.view.finish();
+        if let Some(sig) = interrupted {
+            self.abandon(sig);
+            // The workers are left to die with the process: joining would wait for the
+            // dumps the admin asked to stop.
+            return Ok(());
+        }
         // Stop the workers.
         self.workers.clear();
         for t in self.worker_threads.drain(..) {
             let _ = t.join();
         }
         Ok(())
+    }
+
+    /// After a signal: removes the partial holding files of the dumps in progress and says
+    /// what was left undone. Their lines in the report come out as MISSING.
+    fn abandon(&mut self, sig: &str) {
+        let mut removed = 0;
+        for tmp in self.tmp_files.iter().flatten() {
+            if std::fs::remove_file(tmp).is_ok() {
+                removed += 1;
+            }
+        }
+        let undone = (0..self.planned.len())
+            .filter(|&i| {
+                self.planned[i].skipped.is_none()
+                    && !matches!(
+                        self.driver.track(i).map(|t| &t.state),
+                        Some(State::Done | State::Failed(_))
+                    )
+            })
+            .count();
+        self.notes.push(format!(
+            "interrupted by {sig} after {}s: {undone} DLE(s) not dumped ({removed} dump(s) in progress stopped, their partial holding files removed); what finished is in the catalog",
+            self.started.elapsed().as_secs()
+        ));
     }
 
     fn start_estimate(&mut self, group: usize) {
@@ -581,6 +621,7 @@ impl Night {
             &spec.disk,
             level,
         );
+        self.tmp_files[dle] = Some(holding::tmp_path(&holding_path));
         let index_path = spec.dle.index.then(|| {
             index::index_path(
                 &self.indexdir,

@@ -297,7 +297,9 @@ fn twenty_dles_share_nine_reserved_udp_ports_all_succeed_and_the_waits_are_repor
 /// A bsdtcp "client" that answers noop and sendsize, then accepts the sendbackup, sends
 /// the MESG header lines and some DATA, and drops the connection: a client that dies in the
 /// middle of a dump.
-fn dying_client(listener: TcpListener, stop: Arc<AtomicBool>, disk: String) {
+/// A bsdtcp client that starts a dump and then dies (`hang`: goes quiet, connection open,
+/// until `stop`).
+fn dying_client(listener: TcpListener, stop: Arc<AtomicBool>, disk: String, hang: bool) {
     use proto::frame::{FrameReader, encode_frame};
     use proto::pkt::PacketType;
     use proto::tcp::Packet;
@@ -315,6 +317,7 @@ fn dying_client(listener: TcpListener, stop: Arc<AtomicBool>, disk: String) {
         let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
         let features = features.clone();
         let disk = disk.clone();
+        let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
             let mut reader = FrameReader::new();
             let mut buf = vec![0u8; 65536];
@@ -372,6 +375,9 @@ fn dying_client(listener: TcpListener, stop: Arc<AtomicBool>, disk: String) {
                                 let _ = encode_frame(499_999, &[0x5a; 32768], &mut out);
                             }
                             let _ = s.write_all(&out);
+                            while hang && !stop.load(Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
                             std::thread::sleep(Duration::from_millis(200));
                             let _ = s.shutdown(std::net::Shutdown::Both);
                             return;
@@ -400,7 +406,7 @@ fn a_client_that_dies_mid_dump_fails_only_its_dump_and_leaves_no_complete_file()
     let fake = {
         let stop = Arc::clone(&stop);
         let disk = doomed.display().to_string();
-        std::thread::spawn(move || dying_client(listener, stop, disk))
+        std::thread::spawn(move || dying_client(listener, stop, disk, false))
     };
     let conf = DumperConf::new(
         "dr-dies",
@@ -467,6 +473,80 @@ fn a_client_that_dies_mid_dump_fails_only_its_dump_and_leaves_no_complete_file()
     let into = data.join("restored-good");
     conf.restore("localhost", &good, &into);
     util::assert_same_tree(&good, &into, true);
+}
+
+#[test]
+fn sigterm_stops_the_night_with_a_report_and_no_partial_file() {
+    require_root!();
+    let _guard = setup();
+    let data = Scratch::new("dr-term-data");
+    let disk = data.join("stuck");
+    fs::create_dir_all(&disk).expect("mkdir");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let fake = {
+        let stop = Arc::clone(&stop);
+        let d = disk.display().to_string();
+        std::thread::spawn(move || dying_client(listener, stop, d, true))
+    };
+    let conf = DumperConf::new(
+        "dr-term",
+        "",
+        &[Dt {
+            name: "stuck",
+            auth: "bsdtcp",
+            port,
+            program: Program::Gnutar,
+            extra: "",
+        }],
+        &[("127.0.0.1", &disk, "stuck")],
+    );
+    let mut child = conf.spawn_run();
+    // Wait until the dump is under way (its .tmp exists), then ask the night to stop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while conf.holding_files().1.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!conf.holding_files().1.is_empty(), "the dump never started");
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on our own child; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill");
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(s) = child.try_wait().expect("wait") {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = fake.join();
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("dumper did not stop within 20 s of SIGTERM");
+    };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    assert_eq!(
+        status.code().map(|c| c & 8),
+        Some(8),
+        "amdump's MISSING bit ({status}):\n{out}"
+    );
+    assert!(
+        out.contains("interrupted by SIGTERM") && out.contains("MISSING"),
+        "the report says what happened:\n{out}"
+    );
+    assert!(
+        conf.holding_files().1.is_empty() && conf.holding_files().0.is_empty(),
+        "no partial holding file, nothing that looks complete: {:?}",
+        conf.holding_files()
+    );
 }
 
 #[test]

@@ -1118,6 +1118,18 @@ define application-tool app_amgtar {{
         run_with_timeout(&mut cmd, Duration::from_secs(900))
     }
 
+    /// `dumper run` started in the background, its output piped.
+    pub fn spawn_run(&self) -> std::process::Child {
+        let mut cmd = self.dumper();
+        cmd.arg("run")
+            .arg(&self.conf)
+            .args(["--progress", "plain"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+    }
+
     /// `dumper check CONFIG ARGS...`: (exit status, output).
     pub fn check(&self, args: &[&str]) -> (ExitStatus, String) {
         let mut cmd = self.dumper();
