@@ -820,11 +820,29 @@ define dumptype rs {{
             ])
             .args(["19700101-29991231", &lvl])
             .current_dir("/tmp");
-            let out = cmd.output().expect("amfetchdump");
-            if !out.status.success() || out.stdout.is_empty() {
-                break;
+            // Level 0 must be there; a refusal of it is retried (amdump's last helpers may
+            // still hold the changer for a moment). A missing higher level ends the chain.
+            let tries = if level == 0 { 5 } else { 1 };
+            let mut got = None;
+            for attempt in 1..=tries {
+                let out = cmd.output().expect("amfetchdump");
+                if out.status.success() && !out.stdout.is_empty() {
+                    got = Some(out.stdout);
+                    break;
+                }
+                if level == 0 {
+                    eprintln!(
+                        "amfetchdump {disk} level 0, attempt {attempt}: {}\n{}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    std::thread::sleep(Duration::from_secs(2));
+                }
             }
-            tars.push(out.stdout);
+            match got {
+                Some(tar) => tars.push(tar),
+                None => break,
+            }
         }
         tars
     }
