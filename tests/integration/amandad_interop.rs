@@ -71,6 +71,12 @@ fn round_trip(auth: &str, launch: Launch, program: Program) {
         dles.len(),
         "every DLE dumped: {levels:?}\n{log}"
     );
+    // Dumped and also written to the (virtual) tape, where amfetchdump looks first.
+    assert_eq!(
+        log.lines().filter(|l| l.starts_with("DONE taper ")).count(),
+        dles.len(),
+        "every DLE taped:\n{log}"
+    );
     for dle in &dles {
         let restored = data.join(format!(
             "restored-{}",
