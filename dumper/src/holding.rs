@@ -21,12 +21,12 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::plan::Holding;
 
@@ -96,8 +96,7 @@ pub fn sweep_stale(holding_dir: &Path) -> Vec<PathBuf> {
             let Ok(file) = File::open(&path) else {
                 continue;
             };
-            // SAFETY: flock on a descriptor we own; no memory is involved.
-            let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+            let free = Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok();
             if free && fs::remove_file(&path).is_ok() {
                 removed.push(path);
             }
@@ -267,10 +266,8 @@ impl HoldingWriter {
             .map_err(create_err)?;
         // Marks the file as being written for `sweep_stale` in other runs; the lock goes with
         // the descriptor when the writer thread closes it (or the process dies).
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(create_err(io::Error::last_os_error()));
-        }
+        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| create_err(e.into()))?;
         let buffers = buffers.max(2);
         // One message can sit in the channel while the writer writes another and the
         // network side fills a third: `buffers - 2` queued keeps the total at `buffers`.
@@ -438,7 +435,7 @@ impl Drop for HoldingWriter {
 const PREALLOCATE_STEP: u64 = 128 * 1024 * 1024;
 
 fn writer_loop(
-    mut file: File,
+    mut file: Flock<File>,
     rx: Receiver<Msg>,
     back: Sender<Chunk>,
     path: String,
@@ -456,7 +453,7 @@ fn writer_loop(
                     match (i64::try_from(allocated), i64::try_from(len)) {
                         (Ok(off), Ok(len)) => {
                             let r = nix::fcntl::fallocate(
-                                &file,
+                                &*file,
                                 nix::fcntl::FallocateFlags::empty(),
                                 off,
                                 len,
