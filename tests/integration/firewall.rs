@@ -123,6 +123,18 @@ fn start_amandad_env(t: &Topology, auth: &str, listen: &str, log: &Path, env: &[
 }
 
 /// `n` small DLEs readable by everyone (the quiet-tar test runs tar as the Amanda user).
+/// Our amandad on the client's loopback (UDP), and `udp-relay` with `relay_args` on the
+/// client's address in front of it: the control datagrams take the relay's path, the data
+/// connections go straight to amandad.
+fn amandad_behind_relay(t: &Topology, auth: &str, log: &Path, relay_args: &[&str]) {
+    start_amandad_env(t, auth, "udp:127.0.0.1:10080", log, &[]);
+    let listen = format!("{CLIENT_IP}:10080");
+    let mut args = vec!["--listen", &listen, "--target", "127.0.0.1:10080"];
+    args.extend_from_slice(relay_args);
+    t.spawn(&t.client, util::workspace_bin("udp-relay"), &args);
+    std::thread::sleep(Duration::from_millis(300));
+}
+
 fn small_dles(data: &Scratch, n: usize) -> Vec<PathBuf> {
     (0..n)
         .map(|i| {
@@ -193,24 +205,12 @@ fn twenty_dles_through_the_generated_rules(auth: &str) {
         // millisecond and a reserved UDP port is free again before the next dump asks. A
         // real network has latency: the relay (this kernel has no netem) holds every control
         // datagram 300 ms, so exchanges overlap and 20 dumps contend for the 10 ports.
-        start_amandad_env(&t, auth, "udp:127.0.0.1:10080", &log, &[]);
-        t.spawn(
-            &t.client,
-            util::workspace_bin("udp-relay"),
-            &[
-                "--listen",
-                &format!("{CLIENT_IP}:10080"),
-                "--target",
-                "127.0.0.1:10080",
-                "--dup",
-                "0",
-                "--reorder",
-                "100",
-                "--hold-ms",
-                "300",
-            ],
+        amandad_behind_relay(
+            &t,
+            auth,
+            &log,
+            &["--dup", "0", "--reorder", "100", "--hold-ms", "300"],
         );
-        std::thread::sleep(Duration::from_millis(300));
     }
 
     let (status, report) = conf.run();
@@ -438,19 +438,13 @@ fn every_dump_survives_10_percent_loss_and_duplicated_reordered_datagrams_by_ret
     // amandad on the client's loopback; the relay takes the client's address and mangles the
     // control datagrams on their way (the data connections go straight to amandad).
     let log = data.join("amandad.log");
-    start_amandad_env(&t, "bsd", "udp:127.0.0.1:10080", &log, &[]);
     let stats = data.join("relay.stats");
-    let relay = util::workspace_bin("udp-relay");
-    let listen = format!("{CLIENT_IP}:10080");
     let stats_arg = stats.display().to_string();
-    t.spawn(
-        &t.client,
-        &relay,
+    amandad_behind_relay(
+        &t,
+        "bsd",
+        &log,
         &[
-            "--listen",
-            &listen,
-            "--target",
-            "127.0.0.1:10080",
             "--dup",
             "20",
             "--reorder",
@@ -462,7 +456,6 @@ fn every_dump_survives_10_percent_loss_and_duplicated_reordered_datagrams_by_ret
             &stats_arg,
         ],
     );
-    std::thread::sleep(Duration::from_millis(300));
     let (status, report) = conf.run();
     let relayed = std::fs::read_to_string(&stats).unwrap_or_default();
     assert!(
