@@ -10,7 +10,8 @@
 //! `amandad-runtar: error [<reason>]` on stderr when the helper refuses.
 //!
 //! What this program must not do: run anything but the checked tar, keep any environment
-//! variable, or create or write a file itself.
+//! variable, create or write a file itself, or touch a file the caller named with root's
+//! identity.
 
 use std::convert::Infallible;
 use std::ffi::{CString, OsString};
@@ -22,6 +23,7 @@ use amandad::services::runtar::{self, Policy, Refusal};
 use nix::unistd::{Gid, Uid};
 
 fn main() {
+    ensure_std_fds();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let Err(refusal) = run(&args);
     let _ = std::io::stderr().write_all(&runtar::refusal_line(&refusal));
@@ -30,15 +32,18 @@ fn main() {
 
 fn run(args: &[OsString]) -> Result<Infallible, Refusal> {
     let ruid = nix::unistd::getuid().as_raw();
+    let rgid = nix::unistd::getgid().as_raw();
     runtar::check_caller(ruid, runtar::amanda_uid())?;
     if !nix::unistd::geteuid().is_root() {
         return Err(Refusal::SecurityFile(
             "amandad-runtar is not setuid root".to_owned(),
         ));
     }
+    runtar::check_environment(std::env::vars_os().map(|(k, _)| k))?;
     let request = runtar::parse_args(args)?;
     let policy = load_policy()?;
-    let prepared = runtar::prepare(request, &policy, ruid)?;
+    // Every path the caller named is resolved and opened as the caller, never as root.
+    let prepared = runtar::as_caller(ruid, rgid, || runtar::prepare(request, &policy, ruid))??;
 
     // Become root entirely, so tar does not run with a mixed identity.
     let root_err = |what: &str, e: nix::Error| Refusal::SecurityFile(format!("{what}: {e}"));
@@ -56,8 +61,10 @@ fn run(args: &[OsString]) -> Result<Infallible, Refusal> {
         )
         .map_err(|e| root_err("fcntl", e))?;
     }
+    // Arguments come from argv, which holds no NUL: this cannot fail.
     let cstr = |b: &[u8]| {
-        CString::new(b).map_err(|_| Refusal::Operand(String::from_utf8_lossy(b).into_owned()))
+        CString::new(b)
+            .map_err(|_| Refusal::SecurityFile(format!("NUL in {:?}", String::from_utf8_lossy(b))))
     };
     let path = cstr(prepared.tar.as_os_str().as_bytes())?;
     let mut argv = vec![path.clone()];
@@ -70,6 +77,20 @@ fn run(args: &[OsString]) -> Result<Infallible, Refusal> {
         "can not execute {}: {e}",
         prepared.tar.display()
     )))
+}
+
+/// Opens /dev/null on any of fds 0, 1, 2 the caller closed, so that no file the helper or tar
+/// opens can become tar's standard output (the archive) or error by accident.
+fn ensure_std_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries the descriptor table; a free slot gives EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            // The lowest free descriptor is `fd` (the lower ones are open by now). No
+            // O_CLOEXEC: tar must inherit it.
+            // SAFETY: a constant NUL-terminated path; the descriptor is deliberately kept.
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        }
+    }
 }
 
 /// The `amandad-runtar:*` lines of /etc/amanda-security.conf; the built-in defaults when the

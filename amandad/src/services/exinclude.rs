@@ -6,9 +6,12 @@
 //!   are written one per line, in Amanda's quoting with the surrounding quotes removed
 //!   (tar unquotes `\t`, `\\` etc. again).
 //! * Include patterns must start with `./` (else message 4600005, an error unless the
-//!   include is optional); a pattern with a `/` after the `./` is written as is; any other
-//!   is expanded with `glob(3)` in the DLE's directory and every match is written as
-//!   `./<match>`. Nothing matched at all: message 4600008.
+//!   include is optional); a pattern with a `/` after the `./` is taken as is (Amanda-quoted,
+//!   quotes removed); any other is expanded with `glob(3)` in the DLE's directory and every
+//!   match is taken as `./<match>`. Nothing matched at all: message 4600008. The real client
+//!   writes these lines for tar to unquote; tar reads our list with `--verbatim-files-from
+//!   --null` (so that no line can be an option, issue 10), so each name is written already
+//!   unquoted the way tar's `unquote_string` would ([`tar_unquote`]) and ends with a NUL.
 //! * Relative list file names are relative to the DLE's directory. A list that cannot be
 //!   opened is message 4600002/4600006, only informational when optional and missing.
 //!
@@ -113,6 +116,63 @@ pub fn exclude_line(pattern: &[u8]) -> Vec<u8> {
     };
     line.push(b'\n');
     line
+}
+
+/// What GNU tar's `unquote_string` makes of a name it reads from a `--files-from` line (`\\`,
+/// `\a \b \f \n \r \t \v`, `\?` for DEL, up to three octal digits; any other escape
+/// is kept), cut at a NUL as tar's C string would be.
+pub fn tar_unquote(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] != b'\\' || i + 1 == s.len() {
+            out.push(s[i]);
+            i += 1;
+            continue;
+        }
+        let c = s[i + 1];
+        i += 2;
+        match c {
+            b'\\' => out.push(b'\\'),
+            b'a' => out.push(0x07),
+            b'b' => out.push(0x08),
+            b'f' => out.push(0x0c),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(0x0b),
+            b'?' => out.push(0x7f),
+            b'0'..=b'7' => {
+                let mut value = u32::from(c - b'0');
+                for _ in 0..2 {
+                    match s.get(i) {
+                        Some(d @ b'0'..=b'7') => {
+                            value = value * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                // tar stores the value in a char: only its low byte counts
+                out.push((value & 0xff) as u8);
+            }
+            other => {
+                out.push(b'\\');
+                out.push(other);
+            }
+        }
+    }
+    if let Some(nul) = memchr::memchr(0, &out) {
+        out.truncate(nul);
+    }
+    out
+}
+
+/// One `--files-from` entry: `line` as tar would have unquoted it, NUL-terminated.
+fn include_entry(line: &[u8], out: &mut Vec<u8>) {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    out.extend_from_slice(&tar_unquote(line));
+    out.push(0);
 }
 
 /// The lines of a list file as `pgets` gives them (newline removed, empty lines skipped).
@@ -308,16 +368,16 @@ fn add_include(
     };
     if inc.contains(&b'/') {
         // Not root: taken as is (Amanda-quoted, quotes removed).
-        out.extend_from_slice(&exclude_line(pattern));
+        include_entry(&exclude_line(pattern), out);
         return 1;
     }
     let matches = glob_in(dir, inc);
     for m in &matches {
         // The real client means to quote these but writes them raw (it tests the wrong
-        // pointer); so do we.
-        out.extend_from_slice(b"./");
-        out.extend_from_slice(m);
-        out.push(b'\n');
+        // pointer), and tar unquotes them; so do we.
+        let mut line = b"./".to_vec();
+        line.extend_from_slice(m);
+        include_entry(&line, out);
     }
     matches.len()
 }
@@ -405,6 +465,86 @@ mod tests {
     }
 
     #[test]
+    fn unquoting_is_tars() {
+        assert_eq!(tar_unquote(b"./a\\tb"), b"./a\tb");
+        assert_eq!(tar_unquote(b"./a\\\\b"), b"./a\\b");
+        assert_eq!(tar_unquote(b"./\\101\\0612"), b"./A12");
+        assert_eq!(tar_unquote(b"./\\q\\"), b"./\\q\\");
+        assert_eq!(tar_unquote(b"./\\?\\a"), b"./\x7f\x07");
+        assert_eq!(tar_unquote(b"./cut\\000here"), b"./cut");
+        assert_eq!(tar_unquote(b"./\\777"), b"./\xff");
+    }
+
+    /// issue 10: the include list is read `--verbatim-files-from --null`; the names tar
+    /// archives must be the ones it archived from the real client's newline list.
+    #[test]
+    fn verbatim_null_list_archives_what_the_quoted_list_did() {
+        if !Path::new("/usr/bin/tar").exists() {
+            crate::services::util::skip_unless_ci("no GNU tar at /usr/bin/tar");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        let lines: &[&[u8]] = &[
+            b"./tab\\there",
+            b"./back\\\\slash",
+            b"./oct\\101",
+            b"./keep\\q",
+            b"./new\\nline",
+            b"./dir/",
+            b"./-dash",
+            b"./plain name",
+        ];
+        std::fs::create_dir_all(data.join("dir")).unwrap();
+        for l in lines {
+            let name = tar_unquote(l);
+            let p = data.join(OsStr::from_bytes(&name));
+            if !p.exists() {
+                std::fs::write(p, b"x").unwrap();
+            }
+        }
+        let listing = |extra: &[&str], list: &[u8]| -> Vec<u8> {
+            let lf = d.path().join("list");
+            std::fs::write(&lf, list).unwrap();
+            let out = std::process::Command::new("/usr/bin/tar")
+                .env_clear()
+                .arg("--create")
+                .arg("--file=-")
+                .arg(format!("--directory={}", data.display()))
+                .args(extra)
+                .arg(format!("--files-from={}", lf.display()))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let mut t = std::process::Command::new("/usr/bin/tar")
+                .args(["--list", "--file=-"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            t.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+            t.wait_with_output().unwrap().stdout
+        };
+        let mut quoted = Vec::new();
+        let mut ours = Vec::new();
+        for l in lines {
+            quoted.extend_from_slice(l);
+            quoted.push(b'\n');
+            include_entry(l, &mut ours);
+        }
+        let want = listing(&[], &quoted);
+        assert!(!want.is_empty());
+        assert_eq!(
+            String::from_utf8_lossy(&listing(&["--verbatim-files-from", "--null"], &ours)),
+            String::from_utf8_lossy(&want)
+        );
+    }
+
+    #[test]
     fn exclude_patterns_are_quoted_like_add_exclude() {
         assert_eq!(exclude_line(b"*.o"), b"*.o\n");
         assert_eq!(exclude_line(b"a b"), b"a b\n");
@@ -445,7 +585,7 @@ mod tests {
         assert_eq!(std::fs::read(&excl).unwrap(), b"*.o\n*.tmp\n./cache\n");
         assert_eq!(
             std::fs::read(&incl).unwrap(),
-            b"./sub\n./sub/x\n./a.c\n./b.c\n"
+            b"./sub\0./sub/x\0./a.c\0./b.c\0"
         );
         assert_eq!(x.messages.len(), 1);
         assert!(x.messages[0].info, "optional and missing: informational");

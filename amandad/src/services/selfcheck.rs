@@ -608,16 +608,12 @@ impl Check {
         let Launch::Helper(helper) = tar::launch(&self.ctx) else {
             return m;
         };
+        let mut directory = std::ffi::OsString::from("--directory=");
+        directory.push(dir);
         let ok = std::process::Command::new(&helper)
             .arg(&self.ctx.gnutar_path)
-            .args([
-                "--create",
-                "--file",
-                "/dev/null",
-                "--no-recursion",
-                "--directory",
-            ])
-            .arg(dir)
+            .args(["--create", "--file=/dev/null", "--no-recursion"])
+            .arg(directory)
             .arg(".")
             .env_clear()
             .stdin(std::process::Stdio::null())

@@ -668,7 +668,9 @@ impl TarSetup {
 
     /// tar's arguments (after the program name). `snapshot`: the `.new` state file
     /// (`--listed-incremental`); `newer`: the amandates date (legacy form without a list
-    /// directory); `index`: add `--verbose --block-number` (backups only).
+    /// directory); `index`: add `--verbose --block-number` (backups only). Every value is
+    /// attached as `--name=value` and `--create` comes first: the form `amandad-runtar`
+    /// demands (issue 10), which tar reads the same way when it runs directly.
     pub fn args(
         &self,
         mode: Mode,
@@ -678,35 +680,37 @@ impl TarSetup {
         index: bool,
     ) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
-        let mut push = |s: &str| a.push(OsString::from(s));
-        push("--create");
+        let opt = |name: &str, value: &OsStr| {
+            let mut o = OsString::from(name);
+            o.push("=");
+            o.push(value);
+            o
+        };
+        a.push("--create".into());
         if mode == Mode::Backup && index {
-            push("--verbose");
-            push("--block-number");
+            a.push("--verbose".into());
+            a.push("--block-number".into());
         }
-        push("--file");
-        push(if mode == Mode::Estimate {
-            "/dev/null"
+        a.push(if mode == Mode::Estimate {
+            "--file=/dev/null".into()
         } else {
-            "-"
+            "--file=-".into()
         });
         match self.form {
             Form::Gnutar => {
                 if mode == Mode::Estimate {
-                    push("--numeric-owner");
+                    a.push("--numeric-owner".into());
                 }
-                a.push("--directory".into());
-                a.push(self.directory.clone().into_os_string());
+                a.push(opt("--directory", self.directory.as_os_str()));
                 a.push("--one-file-system".into());
                 match (snapshot, newer) {
-                    (Some(s), _) => {
-                        a.push("--listed-incremental".into());
-                        a.push(s.as_os_str().to_owned());
-                    }
+                    (Some(s), _) => a.push(opt("--listed-incremental", s.as_os_str())),
                     (None, n) => {
                         a.push("--incremental".into());
-                        a.push("--newer".into());
-                        a.push(n.unwrap_or("1970-01-01  0:00:00 GMT").into());
+                        a.push(opt(
+                            "--newer",
+                            OsStr::new(n.unwrap_or("1970-01-01  0:00:00 GMT")),
+                        ));
                     }
                 }
                 a.push("--sparse".into());
@@ -718,8 +722,7 @@ impl TarSetup {
                 if p.no_unquote {
                     a.push("--no-unquote".into());
                 }
-                a.push("--directory".into());
-                a.push(self.directory.clone().into_os_string());
+                a.push(opt("--directory", self.directory.as_os_str()));
                 if p.one_file_system {
                     a.push("--one-file-system".into());
                 }
@@ -739,15 +742,13 @@ impl TarSetup {
                     a.push("--xattrs".into());
                 }
                 if let Some(s) = snapshot {
-                    a.push("--listed-incremental".into());
-                    a.push(s.as_os_str().to_owned());
+                    a.push(opt("--listed-incremental", s.as_os_str()));
                 }
                 if p.sparse {
                     a.push("--sparse".into());
                 }
                 if let Some(bs) = &p.tar_blocksize {
-                    a.push("--blocking-factor".into());
-                    a.push(bs.into());
+                    a.push(opt("--blocking-factor", OsStr::new(bs)));
                 }
                 a.push("--ignore-failed-read".into());
                 a.push("--totals".into());
@@ -757,13 +758,15 @@ impl TarSetup {
             }
         }
         if let Some(e) = &lists.exclude {
-            a.push("--exclude-from".into());
-            a.push(e.path().as_os_str().to_owned());
+            a.push(opt("--exclude-from", e.path().as_os_str()));
         }
         match &lists.include {
             Some(i) => {
-                a.push("--files-from".into());
-                a.push(i.path().as_os_str().to_owned());
+                // The list holds NUL-terminated names, taken verbatim: a line of it is
+                // never an option (exinclude.rs writes it so).
+                a.push("--verbatim-files-from".into());
+                a.push("--null".into());
+                a.push(opt("--files-from", i.path().as_os_str()));
             }
             None => a.push(".".into()),
         }
@@ -960,7 +963,7 @@ mod tests {
             .collect();
         assert_eq!(
             args.join(" "),
-            "--create --verbose --block-number --file - --directory /home --one-file-system --atime-preserve=system --listed-incremental /l/h_home_0.new --sparse --ignore-failed-read --totals ."
+            "--create --verbose --block-number --file=- --directory=/home --one-file-system --atime-preserve=system --listed-incremental=/l/h_home_0.new --sparse --ignore-failed-read --totals ."
         );
         s.props.no_unquote = true;
         s.props.check_device = false;
@@ -979,7 +982,7 @@ mod tests {
             .collect();
         assert_eq!(
             args.join(" "),
-            "--create --file /dev/null --no-unquote --directory /home --one-file-system --atime-preserve=system --no-check-device --listed-incremental /l/x_1.new --sparse --blocking-factor 64 --ignore-failed-read --totals --exclude-vcs ."
+            "--create --file=/dev/null --no-unquote --directory=/home --one-file-system --atime-preserve=system --no-check-device --listed-incremental=/l/x_1.new --sparse --blocking-factor=64 --ignore-failed-read --totals --exclude-vcs ."
         );
     }
 
@@ -1023,7 +1026,7 @@ mod tests {
         assert_eq!(
             args.join(" "),
             format!(
-                "--create --file - --directory /home --one-file-system --listed-incremental /l/h_home_1.new --sparse --ignore-failed-read --totals --exclude-from {excl} ."
+                "--create --file=- --directory=/home --one-file-system --listed-incremental=/l/h_home_1.new --sparse --ignore-failed-read --totals --exclude-from={excl} ."
             )
         );
         let args: Vec<String> = s
@@ -1039,16 +1042,20 @@ mod tests {
             .collect();
         assert_eq!(
             args.join(" "),
-            "--create --file /dev/null --numeric-owner --directory /home --one-file-system --incremental --newer 2024-01-01  2:03:04 GMT --sparse --ignore-failed-read --totals ."
+            "--create --file=/dev/null --numeric-owner --directory=/home --one-file-system --incremental --newer=2024-01-01  2:03:04 GMT --sparse --ignore-failed-read --totals ."
         );
     }
 
+    // issue 10: everything amandad generates passes the helper's stricter rules (first
+    // --create, --name=value only, --verbatim-files-from before the include list).
     #[test]
-    fn every_generated_argv_passes_the_helpers_allow_list() {
+    fn every_generated_argv_passes_the_helpers_rules() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.c"), b"").unwrap();
         let s = TarSetup {
             form: Form::Amgtar,
             tar: "/usr/bin/tar".into(),
-            directory: "/home".into(),
+            directory: d.path().to_path_buf(),
             disk: b"/home".to_vec(),
             device: b"/home".to_vec(),
             list_base: None,
@@ -1060,32 +1067,47 @@ mod tests {
                 no_unquote: true,
                 check_device: false,
                 tar_blocksize: Some("64".into()),
+                command_options: vec!["--exclude-vcs".into(), "--exclude=*.tmp".into()],
                 ..AmgtarProps::default()
             },
-            exclude: FileList::default(),
-            include: FileList::default(),
+            exclude: FileList {
+                files: vec!["*.o".into()],
+                ..FileList::default()
+            },
+            include: FileList {
+                files: vec!["./*.c".into()],
+                ..FileList::default()
+            },
         };
-        for mode in [Mode::Backup, Mode::Estimate] {
-            for form in [Form::Gnutar, Form::Amgtar] {
-                let s = TarSetup { form, ..s.clone() };
-                let mut argv = vec![OsString::from("/usr/bin/tar")];
-                argv.extend(s.args(
-                    mode,
-                    Some(Path::new("/var/lib/amanda/gnutar-lists/h_0.new")),
-                    None,
-                    &ExInclude::default(),
-                    true,
-                ));
-                crate::services::runtar::parse_args(&argv).unwrap();
-                let mut argv = vec![OsString::from("/usr/bin/tar")];
-                argv.extend(s.args(
-                    mode,
-                    None,
-                    Some("1970-01-01  0:00:00 GMT"),
-                    &ExInclude::default(),
-                    true,
-                ));
-                crate::services::runtar::parse_args(&argv).unwrap();
+        let place = exinclude::ListPlace {
+            tmp_dir: d.path(),
+            prog: "sendbackup",
+            disk: b"/home",
+            dir: d.path(),
+        };
+        let with_lists = exinclude::build(&s.exclude, &s.include, &place);
+        assert!(with_lists.include.is_some() && with_lists.exclude.is_some());
+        let none = ExInclude::default();
+        for lists in [&none, &with_lists] {
+            for mode in [Mode::Backup, Mode::Estimate] {
+                for form in [Form::Gnutar, Form::Amgtar] {
+                    let s = TarSetup { form, ..s.clone() };
+                    for (snap, newer) in [
+                        (
+                            Some(Path::new("/var/lib/amanda/gnutar-lists/h_0.new")),
+                            None,
+                        ),
+                        (None, Some("1970-01-01  0:00:00 GMT")),
+                    ] {
+                        for index in [true, false] {
+                            let mut argv = vec![OsString::from("/usr/bin/tar")];
+                            argv.extend(s.args(mode, snap, newer, lists, index));
+                            if let Err(e) = crate::services::runtar::parse_args(&argv) {
+                                panic!("{argv:?}: {e}");
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -181,7 +181,7 @@ fn amgtar_estimates_and_property_errors() {
 /// The real Debian client, if installed and we are root: `runuser -u backup -- sendsize`.
 fn real_sendsize(req: &str) -> Option<Vec<u8>> {
     if !nix::unistd::geteuid().is_root() || !Path::new("/usr/lib/amanda/sendsize").exists() {
-        eprintln!("SKIPPED: needs root and the real amanda-client");
+        crate::services::util::skip_unless_ci("needs root and the real amanda-client");
         return None;
     }
     let mut child = std::process::Command::new("runuser")
@@ -339,7 +339,7 @@ fn excluded_files_estimate_like_the_real_client() {
 #[test]
 fn the_real_client_continues_our_incremental_chain() {
     if !nix::unistd::geteuid().is_root() || !Path::new("/usr/lib/amanda/sendsize").exists() {
-        eprintln!("SKIPPED: needs root and the real amanda-client");
+        crate::services::util::skip_unless_ci("needs root and the real amanda-client");
         return;
     }
     let dir = readable_tree();
