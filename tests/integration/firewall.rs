@@ -28,9 +28,11 @@ fn client_rules(config_dir: &Path) -> String {
     String::from_utf8(out.stdout).expect("utf-8 rules")
 }
 
-/// Starts our amandad in the client namespace, listening on the client's address.
-fn start_ours_in(t: &Topology, auth: &str, log: &Path) {
-    util::install_runtar();
+/// Starts our amandad in the client namespace, listening on the client's address, with the
+/// helper copy it returns.
+fn start_ours_in(t: &Topology, auth: &str, log: &Path) -> util::RuntarInstall {
+    let runtar = util::install_runtar();
+    let settings = runtar.settings().display().to_string();
     let proto = if auth == "bsdtcp" { "tcp" } else { "udp" };
     let bin = util::workspace_bin("amandad");
     let listen = format!("{proto}:{CLIENT_IP}:10080");
@@ -45,9 +47,12 @@ fn start_ours_in(t: &Topology, auth: &str, log: &Path) {
             &log.display().to_string(),
             "--listen",
             &listen,
+            "--settings",
+            &settings,
         ],
     );
     std::thread::sleep(Duration::from_millis(500));
+    runtar
 }
 
 fn real_server_through_the_client_firewall(auth: &str) {
@@ -67,7 +72,7 @@ fn real_server_through_the_client_firewall(auth: &str) {
     let rules = client_rules(&server.work.join("config"));
     t.nft(&t.client, &rules).expect("load the client's rules");
     let log: PathBuf = data.join("amandad.log");
-    start_ours_in(&t, auth, &log);
+    let _runtar = start_ours_in(&t, auth, &log);
 
     let (ok, out) = server.amcheck();
     let amandad_log = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -101,9 +106,17 @@ fn real_amanda_server_backs_up_our_amandad_behind_generated_rules_bsd() {
 // ---------------------------------------------------------------------------------------
 // dumper (server namespace) -> our amandad (client namespace)
 
-/// Our amandad in the client namespace on `listen`, with extra environment (settings).
-fn start_amandad_env(t: &Topology, auth: &str, listen: &str, log: &Path, env: &[&str]) {
-    util::install_runtar();
+/// Our amandad in the client namespace on `listen`, with extra environment (settings), and
+/// the helper copy it uses.
+fn start_amandad_env(
+    t: &Topology,
+    auth: &str,
+    listen: &str,
+    log: &Path,
+    env: &[&str],
+) -> util::RuntarInstall {
+    let runtar = util::install_runtar();
+    let settings = runtar.settings().display().to_string();
     let bin = util::workspace_bin("amandad");
     let auth_arg = format!("-auth={auth}");
     let log = log.display().to_string();
@@ -117,22 +130,31 @@ fn start_amandad_env(t: &Topology, auth: &str, listen: &str, log: &Path, env: &[
         &log,
         "--listen",
         listen,
+        "--settings",
+        &settings,
     ]);
     t.spawn(&t.client, "env", &args);
     std::thread::sleep(Duration::from_millis(500));
+    runtar
 }
 
 /// `n` small DLEs readable by everyone (the quiet-tar test runs tar as the Amanda user).
 /// Our amandad on the client's loopback (UDP), and `udp-relay` with `relay_args` on the
 /// client's address in front of it: the control datagrams take the relay's path, the data
 /// connections go straight to amandad.
-fn amandad_behind_relay(t: &Topology, auth: &str, log: &Path, relay_args: &[&str]) {
-    start_amandad_env(t, auth, "udp:127.0.0.1:10080", log, &[]);
+fn amandad_behind_relay(
+    t: &Topology,
+    auth: &str,
+    log: &Path,
+    relay_args: &[&str],
+) -> util::RuntarInstall {
+    let runtar = start_amandad_env(t, auth, "udp:127.0.0.1:10080", log, &[]);
     let listen = format!("{CLIENT_IP}:10080");
     let mut args = vec!["--listen", &listen, "--target", "127.0.0.1:10080"];
     args.extend_from_slice(relay_args);
     t.spawn(&t.client, util::workspace_bin("udp-relay"), &args);
     std::thread::sleep(Duration::from_millis(300));
+    runtar
 }
 
 fn small_dles(data: &Scratch, n: usize) -> Vec<PathBuf> {
@@ -198,8 +220,8 @@ fn twenty_dles_through_the_generated_rules(auth: &str) {
     let rules = client_rules(&conf.work.join("config"));
     t.nft(&t.client, &rules).expect("load the client's rules");
     let log = data.join("amandad.log");
-    if auth == "bsdtcp" {
-        start_amandad_env(&t, auth, &format!("tcp:{CLIENT_IP}:10080"), &log, &[]);
+    let _runtar = if auth == "bsdtcp" {
+        start_amandad_env(&t, auth, &format!("tcp:{CLIENT_IP}:10080"), &log, &[])
     } else {
         // On loopback-fast links our amandad answers a control exchange in well under a
         // millisecond and a reserved UDP port is free again before the next dump asks. A
@@ -210,8 +232,8 @@ fn twenty_dles_through_the_generated_rules(auth: &str) {
             auth,
             &log,
             &["--dup", "0", "--reorder", "100", "--hold-ms", "300"],
-        );
-    }
+        )
+    };
 
     let (status, report) = conf.run();
     let amandad_log = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -267,7 +289,7 @@ fn a_removed_rule_is_named_by_check_ports_and_by_the_failed_dump() {
     conf.netns = Some(t.server.clone());
     let rules = client_rules(&conf.work.join("config"));
     let log = data.join("amandad.log");
-    start_amandad_env(&t, "bsd", &format!("udp:{CLIENT_IP}:10080"), &log, &[]);
+    let _runtar = start_amandad_env(&t, "bsd", &format!("udp:{CLIENT_IP}:10080"), &log, &[]);
     let server_addr = SERVER_IP.to_string();
     let check = |conf: &DumperConf| {
         conf.check(&[
@@ -353,7 +375,7 @@ fn quiet_tar(dir: &Path, secs: u32) -> PathBuf {
     let path = dir.join("quiet-tar");
     std::fs::write(
         &path,
-        format!("#!/bin/sh\ncase \"$*\" in *\"--file -\"*) sleep {secs};; esac\nexec /usr/bin/tar \"$@\"\n"),
+        format!("#!/bin/sh\ncase \"$*\" in *\"--file=-\"*) sleep {secs};; esac\nexec /usr/bin/tar \"$@\"\n"),
     )
     .expect("write quiet-tar");
     use std::os::unix::fs::PermissionsExt;
@@ -392,7 +414,7 @@ fn quiet_dump_through_an_idle_dropping_firewall(heartbeat: bool) -> (bool, Strin
         conf.env
             .push(("AMANDA_RS_HEARTBEAT__ENABLED".into(), "false".into()));
     }
-    start_amandad_env(&t, "bsdtcp", &format!("tcp:{CLIENT_IP}:10080"), &log, &env);
+    let _runtar = start_amandad_env(&t, "bsdtcp", &format!("tcp:{CLIENT_IP}:10080"), &log, &env);
     let (status, report) = conf.run();
     (
         status.success(),
@@ -440,7 +462,7 @@ fn every_dump_survives_10_percent_loss_and_duplicated_reordered_datagrams_by_ret
     let log = data.join("amandad.log");
     let stats = data.join("relay.stats");
     let stats_arg = stats.display().to_string();
-    amandad_behind_relay(
+    let _runtar = amandad_behind_relay(
         &t,
         "bsd",
         &log,

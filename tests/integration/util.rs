@@ -30,11 +30,23 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Returns early from a test that needs root, saying so loudly.
+/// True when the environment says it is CI (`CI=true`): there a test that cannot run its
+/// real peer must fail, since a skip would pass silently (issue 10).
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Returns early from a test that needs root, saying so loudly; fails it under CI.
 #[macro_export]
 macro_rules! require_root {
     () => {
         if !$crate::util::is_root() {
+            if $crate::util::under_ci() {
+                panic!(
+                    "{} needs root, and CI=true: a skip would pass",
+                    module_path!()
+                );
+            }
             eprintln!(
                 "\n*** SKIPPED {}: needs root (run the tests as root, as .ci/run does) ***\n",
                 module_path!()
@@ -44,11 +56,19 @@ macro_rules! require_root {
     };
 }
 
-/// Returns early from a test whose external tool is missing, saying so loudly.
+/// Returns early from a test whose external tool is missing, saying so loudly; fails it
+/// under CI.
 #[macro_export]
 macro_rules! require_tool {
     ($path:expr) => {
         if !std::path::Path::new($path).exists() {
+            if $crate::util::under_ci() {
+                panic!(
+                    "{} needs {}, and CI=true: a skip would pass",
+                    module_path!(),
+                    $path
+                );
+            }
             eprintln!(
                 "\n*** SKIPPED {}: {} is not installed (run scripts/setup) ***\n",
                 module_path!(),
@@ -922,6 +942,8 @@ pub struct OurAmandad {
     child: Option<Child>,
     pub dir: Scratch,
     pub port: u16,
+    /// The helper copy it uses (removed after amandad is stopped).
+    pub runtar: RuntarInstall,
 }
 
 impl OurAmandad {
@@ -947,26 +969,98 @@ impl Drop for OurAmandad {
     }
 }
 
-/// Installs the privileged tar helper the way a package would (root:backup 4750), in place.
-pub fn install_runtar() {
-    let helper = workspace_bin("amandad-runtar");
+/// A copy of the privileged tar helper installed the way a package would (root:backup 4750)
+/// in a scratch directory of its own; removed on drop (also with `AMANDA_RS_KEEP`: a setuid
+/// root file must not outlive its test). The built `target/*/amandad-runtar` is never made
+/// setuid (issue 10).
+#[must_use = "the helper is removed when this is dropped"]
+pub struct RuntarInstall {
+    path: PathBuf,
+    settings: PathBuf,
+    _dir: Scratch,
+}
+
+impl RuntarInstall {
+    /// The installed helper.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// An amanda-rs settings file (for amandad's `--settings`) that points `runtar_path` at
+    /// this copy.
+    pub fn settings(&self) -> &Path {
+        &self.settings
+    }
+}
+
+impl Drop for RuntarInstall {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Installs a copy of the helper; see [`RuntarInstall`]. The scratch directory (and every
+/// directory above it) is traversable by the Amanda user, and its file system must honour
+/// setuid bits.
+pub fn install_runtar() -> RuntarInstall {
+    let built = workspace_bin("amandad-runtar");
+    // Earlier versions of this function made the build output itself setuid root.
+    if fs::metadata(&built).is_ok_and(|m| m.mode() & 0o6000 != 0) {
+        fs::set_permissions(&built, fs::Permissions::from_mode(0o755)).expect("chmod built helper");
+    }
+    let dir = Scratch::new("runtar");
+    let st = mount_flags(dir.path());
+    assert!(
+        st & libc::ST_NOSUID == 0,
+        "{} is on a nosuid file system: the helper copy would not be setuid",
+        dir.path().display()
+    );
+    let path = dir.join("amandad-runtar");
+    fs::copy(&built, &path).expect("copy amandad-runtar");
     run_ok(
         Command::new("chown")
             .arg(format!("root:{AMANDA_USER}"))
-            .arg(&helper),
+            .arg(&path),
     );
-    fs::set_permissions(&helper, fs::Permissions::from_mode(0o4750)).expect("chmod runtar");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o4750)).expect("chmod runtar");
+    let settings = dir.join("amanda-rs.toml");
+    fs::write(
+        &settings,
+        format!("[amandad]\nruntar_path = \"{}\"\n", path.display()),
+    )
+    .expect("write settings");
+    fs::set_permissions(&settings, fs::Permissions::from_mode(0o644)).expect("chmod settings");
+    RuntarInstall {
+        path,
+        settings,
+        _dir: dir,
+    }
+}
+
+/// `statvfs(2)`'s mount flags of the file system holding `path`.
+fn mount_flags(path: &Path) -> libc::c_ulong {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: `c` is a valid C string and `st` is plain data statvfs fills in.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    assert_eq!(rc, 0, "statvfs {}", path.display());
+    st.f_flag
 }
 
 /// Starts our amandad for `auth` on a free 127.0.0.1 port, under inetd or standalone.
 pub fn start_ours(auth: &str, launch: Launch) -> OurAmandad {
-    install_runtar();
+    let runtar = install_runtar();
     let dir = Scratch::new("ours");
     chown_amanda(dir.path());
     let port = free_port();
     let bin = workspace_bin("amandad");
     let log = dir.join("amandad.log");
-    let common = format!("-auth={auth} amdump --log {}", log.display());
+    let common = format!(
+        "-auth={auth} amdump --log {} --settings {}",
+        log.display(),
+        runtar.settings().display()
+    );
     match launch {
         Launch::Inetd => {
             let line = if auth == "bsdtcp" {
@@ -985,6 +1079,7 @@ pub fn start_ours(auth: &str, launch: Launch) -> OurAmandad {
                 child: None,
                 dir,
                 port,
+                runtar,
             }
         }
         Launch::Standalone => {
@@ -1012,6 +1107,7 @@ pub fn start_ours(auth: &str, launch: Launch) -> OurAmandad {
                 child: Some(child),
                 dir,
                 port,
+                runtar,
             }
         }
     }
