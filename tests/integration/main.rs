@@ -10,4 +10,5 @@ mod netns;
 mod portpool_sockets;
 mod proto_bodies_golden;
 mod proto_golden;
+mod runtar_attacks;
 mod util;
