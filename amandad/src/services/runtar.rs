@@ -19,7 +19,7 @@
 //! 4. every option is one of [`ALLOWED`], spelled in full (tar would expand abbreviations
 //!    such as `--to-com`), with its value attached as `--name=value` (never as the next
 //!    argument, never a short option or a cluster), and the value checked as tar will read
-//!    it (see [`check_value`]); exactly one `--file`, which is `-` or `/dev/null`; no option
+//!    it (see `check_value`); exactly one `--file`, which is `-` or `/dev/null`; no option
 //!    after the first operand (tar would still take it as an option);
 //! 5. operands come last (after the options, or after `--`): relative names that do not
 //!    start with `-`;

@@ -286,7 +286,7 @@ fn transform_is_plain(v: &[u8]) -> bool {
 }
 
 /// `Ok` when tar, reading `args` (after the program name), would only archive: create mode
-/// first, only [`HARMLESS`] options, the archive `-` or `/dev/null` (once), absolute
+/// first, only `HARMLESS` options, the archive `-` or `/dev/null` (once), absolute
 /// directories and list files, dates that are not file names, plain transforms, every
 /// `--files-from` read verbatim. `Err` names what breaks it.
 pub fn verdict(args: &[&[u8]]) -> Result<(), String> {
