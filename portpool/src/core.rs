@@ -625,6 +625,20 @@ impl PoolCore {
     }
 
     /// True when `port` may not be used towards `dest` at `now` (TIME_WAIT hold).
+    /// Whether a request made now, with nobody else waiting, would be granted at once:
+    /// a free port not held from `dest` (or a busy port whose retry time has come, which
+    /// the request would free first). Lets a caller that gives up at once (Amanda's blind
+    /// scans in the simulator) skip the request/cancel pair that could not succeed.
+    pub fn could_grant_now(&self, dest: Option<Dest>, now: Instant) -> bool {
+        if !self.waiters.is_empty() || self.busy.iter().any(|&(until, _)| until <= now) {
+            return true;
+        }
+        match dest {
+            None => !self.free.is_empty(),
+            Some(dest) => self.free.iter().any(|&p| !self.is_held(p, dest, now)),
+        }
+    }
+
     pub fn is_held(&self, port: u16, dest: Dest, now: Instant) -> bool {
         self.holds
             .get(&port)

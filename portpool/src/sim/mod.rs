@@ -37,7 +37,7 @@ pub mod rng;
 pub mod svg;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -403,9 +403,21 @@ struct ConfigState {
     planner_tries: u32,
     planner_connect_try: u32,
     udp_hosts: Vec<usize>,
+    /// Every host with a DLE in this config, ascending, with what its estimate costs.
+    hosts: BTreeMap<usize, HostInfo>,
     host_estimate_tries: HashMap<usize, u32>,
-    estimate_failed_hosts: Vec<usize>,
+    estimate_failed_hosts: HashSet<usize>,
     finished: bool,
+}
+
+/// What the planner needs of one host of one config, computed once from the DLEs (the
+/// night used to rescan every DLE per host: quadratic in the site's size).
+#[derive(Debug, Clone, Copy, Default)]
+struct HostInfo {
+    /// Some DLE of the host uses a UDP control protocol (bsd, bsdudp).
+    udp: bool,
+    /// The host's estimate time, ms.
+    estimate_ms: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -418,7 +430,6 @@ struct DleState {
     control_port: Option<u16>,
     data_ports: Vec<u16>,
     data_wanted: u32,
-    remaining: f64,
     transferring: bool,
     finished: bool,
 }
@@ -429,7 +440,7 @@ struct Night<'a> {
     base: Instant,
     now: u64,
     seq: u64,
-    events: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    events: Events,
     udp: PoolCore,
     tcp: PoolCore,
     data: PoolCore,
@@ -437,7 +448,15 @@ struct Night<'a> {
     configs: Vec<ConfigState>,
     dles: Vec<DleState>,
     host_running: Vec<u32>,
+    /// The DLEs transferring now, in start order, and beside them (same index) the bytes
+    /// each has left: a dense array, because every event moves them all.
     transferring: Vec<usize>,
+    remaining: Vec<f64>,
+    /// The least of `remaining` (infinite when nothing transfers), kept current so that
+    /// finding the next transfer end costs nothing per event.
+    least_remaining: f64,
+    /// Bytes per second of each transfer ([`Night::set_rate`]).
+    rate: f64,
     rng: Rng,
     out: Outcome,
     failures: HashMap<String, usize>,
@@ -445,6 +464,87 @@ struct Night<'a> {
     retrying: u32,
     tcp_estimates: HashMap<(usize, usize), u16>,
     trace: Option<Trace>,
+}
+
+/// The night's pending events in `(time, seq)` order. Most are scheduled with one of a few
+/// fixed delays (Amanda's blind retries, exchanges, timeouts); each such delay has its own
+/// FIFO, which is already sorted because `now` never goes back, so those events skip the
+/// heap. The order is exactly the single heap's.
+struct Events {
+    /// Per fixed delay (ms), its FIFO.
+    fixed: Vec<(u64, VecDeque<Scheduled>)>,
+    heap: BinaryHeap<Reverse<Scheduled>>,
+}
+
+/// An event at `(time ms, sequence number, event)`; the sequence number breaks ties in
+/// scheduling order.
+type Scheduled = (u64, u64, Ev);
+
+impl Events {
+    fn new(delays: [u64; 4]) -> Self {
+        let mut fixed: Vec<(u64, VecDeque<Scheduled>)> = Vec::new();
+        for d in delays {
+            if !fixed.iter().any(|(x, _)| *x == d) {
+                fixed.push((d, VecDeque::new()));
+            }
+        }
+        Events {
+            fixed,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    fn push(&mut self, delay: u64, entry: Scheduled) {
+        match self.fixed.iter_mut().find(|(d, _)| *d == delay) {
+            Some((_, q)) => q.push_back(entry),
+            None => self.heap.push(Reverse(entry)),
+        }
+    }
+
+    /// Where the first event is: `None` for the heap, `Some(i)` for FIFO `i`.
+    fn first(&self) -> Option<(Option<usize>, (u64, u64))> {
+        let mut best = self.heap.peek().map(|Reverse((t, s, _))| (None, (*t, *s)));
+        for (i, (_, q)) in self.fixed.iter().enumerate() {
+            if let Some(&(t, s, _)) = q.front()
+                && best.is_none_or(|(_, k)| (t, s) < k)
+            {
+                best = Some((Some(i), (t, s)));
+            }
+        }
+        best
+    }
+
+    /// When the first event is due.
+    fn next_time(&self) -> Option<u64> {
+        self.first().map(|(_, (t, _))| t)
+    }
+
+    fn pop(&mut self) -> Option<Scheduled> {
+        match self.first()?.0 {
+            None => self.heap.pop().map(|Reverse(e)| e),
+            Some(i) => self.fixed[i].1.pop_front(),
+        }
+    }
+}
+
+/// `x.ceil() as u64` for `x >= 0` (NaN gives 0, like the cast), without a call to libm's
+/// `ceil` (the baseline x86-64 target has no rounding instruction), on the night's
+/// hottest path.
+fn ceil_ms(x: f64) -> u64 {
+    let t = x as u64;
+    if (t as f64) < x {
+        t.saturating_add(1)
+    } else {
+        t
+    }
+}
+
+fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
 }
 
 fn ms(d: Duration) -> u64 {
@@ -465,8 +565,9 @@ impl<'a> Night<'a> {
                 planner_tries: 0,
                 planner_connect_try: 0,
                 udp_hosts: Vec::new(),
+                hosts: BTreeMap::new(),
                 host_estimate_tries: HashMap::new(),
-                estimate_failed_hosts: Vec::new(),
+                estimate_failed_hosts: HashSet::new(),
                 finished: false,
             })
             .collect();
@@ -477,6 +578,17 @@ impl<'a> Night<'a> {
             let c = p.dles[i].config.min(configs - 1);
             state[c].queue.push_back(i);
         }
+        for d in &p.dles {
+            // DLEs of a config number beyond the last belong to their own (empty) planner:
+            // only the queue clamps the config, as before.
+            let Some(cs) = state.get_mut(d.config) else {
+                continue;
+            };
+            let info = cs.hosts.entry(d.host).or_default();
+            info.udp |= d.auth != Auth::Bsdtcp;
+            info.estimate_ms +=
+                ms(p.estimate_per_dle) + (d.size as f64 / p.estimate_rate * 1000.0) as u64;
+        }
         let base = Instant::now();
         Night {
             p,
@@ -484,7 +596,12 @@ impl<'a> Night<'a> {
             base,
             now: 0,
             seq: 0,
-            events: BinaryHeap::new(),
+            events: Events::new([
+                ms(p.bind_retry),
+                ms(p.connect_retry_gap),
+                ms(p.exchange),
+                ms(p.req_timeout),
+            ]),
             udp: p.core(Proto::Udp, p.udp_range),
             tcp: p.core(Proto::Tcp, p.tcp_range),
             data: p.core(Proto::Tcp, p.data_range),
@@ -493,6 +610,9 @@ impl<'a> Night<'a> {
             dles: vec![DleState::default(); p.dles.len()],
             host_running: vec![0; p.hosts.len().max(1)],
             transferring: Vec::new(),
+            remaining: Vec::new(),
+            least_remaining: f64::INFINITY,
+            rate: 0.0,
             rng: Rng::new(p.seed ^ 0x5EED),
             out: Outcome {
                 policy,
@@ -524,7 +644,7 @@ impl<'a> Night<'a> {
 
     fn schedule(&mut self, delay: u64, ev: Ev) {
         self.seq += 1;
-        self.events.push(Reverse((self.now + delay, self.seq, ev)));
+        self.events.push(delay, (self.now + delay, self.seq, ev));
     }
 
     fn pool(&mut self, id: PoolId) -> &mut PoolCore {
@@ -562,6 +682,11 @@ impl<'a> Night<'a> {
     fn try_take(&mut self, id: PoolId, dest: Option<Dest>, kind: SpanKind) -> Option<u16> {
         let now = self.at(self.now);
         let pool = self.pool(id);
+        // A scan that cannot succeed changes nothing the night reports: skip the pool's
+        // request/cancel pair (most events of a long amanda-3.5 night are such scans).
+        if !pool.could_grant_now(dest, now) {
+            return None;
+        }
         let ticket = pool.request(dest, now).ok()?;
         // Grants are FIFO and nobody else waits under the Amanda policies, so the grant,
         // if any, is ours.
@@ -596,7 +721,8 @@ impl<'a> Night<'a> {
     }
 
     fn span_start(&mut self, id: PoolId, port: u16, kind: SpanKind) {
-        if id == PoolId::Data {
+        // Spans only feed the plot.
+        if id == PoolId::Data || self.trace.is_none() {
             return;
         }
         let proto = if id == PoolId::Udp {
@@ -608,7 +734,7 @@ impl<'a> Night<'a> {
     }
 
     fn span_end(&mut self, id: PoolId, port: u16) {
-        if id == PoolId::Data {
+        if id == PoolId::Data || self.trace.is_none() {
             return;
         }
         let proto = if id == PoolId::Udp {
@@ -653,21 +779,10 @@ impl<'a> Night<'a> {
     // ----- estimates -----
 
     fn start_estimates(&mut self) {
-        let p = self.p;
         for c in 0..self.configs.len() {
-            let mut hosts: Vec<usize> = p
-                .dles
-                .iter()
-                .filter(|d| d.config == c)
-                .map(|d| d.host)
-                .collect();
-            hosts.sort_unstable();
-            hosts.dedup();
-            let (udp_hosts, tcp_hosts): (Vec<usize>, Vec<usize>) = hosts.iter().partition(|&&h| {
-                p.dles
-                    .iter()
-                    .any(|d| d.host == h && d.config == c && d.auth != Auth::Bsdtcp)
-            });
+            let hosts = &self.configs[c].hosts;
+            let (udp_hosts, tcp_hosts): (Vec<usize>, Vec<usize>) =
+                hosts.keys().partition(|h| hosts[h].udp);
             self.configs[c].hosts_pending = hosts.len();
             self.configs[c].udp_hosts = udp_hosts.clone();
             if !udp_hosts.is_empty() {
@@ -682,11 +797,7 @@ impl<'a> Night<'a> {
                 self.host_estimate_start(c, h);
             }
             // amanda-2.4: the driver starts its dumpers now; each binds its UDP port at once.
-            if self.policy == Policy::Amanda24
-                && p.dles
-                    .iter()
-                    .any(|d| d.config == c && d.auth != Auth::Bsdtcp)
-            {
+            if self.policy == Policy::Amanda24 && self.configs[c].hosts.values().any(|h| h.udp) {
                 for i in 0..self.configs[c].dumpers.len() {
                     match self.try_take(PoolId::Udp, None, SpanKind::Idle) {
                         Some(port) => self.configs[c].dumpers[i].udp_port = Some(port),
@@ -707,14 +818,7 @@ impl<'a> Night<'a> {
     }
 
     fn host_estimate_time(&self, c: usize, h: usize) -> u64 {
-        self.p
-            .dles
-            .iter()
-            .filter(|d| d.config == c && d.host == h)
-            .map(|d| {
-                ms(self.p.estimate_per_dle) + (d.size as f64 / self.p.estimate_rate * 1000.0) as u64
-            })
-            .sum()
+        self.configs[c].hosts.get(&h).map_or(0, |i| i.estimate_ms)
     }
 
     fn planner_udp_try(&mut self, c: usize) {
@@ -773,7 +877,7 @@ impl<'a> Night<'a> {
             _ => match self.try_take(PoolId::Tcp, dest, SpanKind::Planner) {
                 Some(port) => self.host_estimate_granted(c, h, port),
                 None if self.policy == Policy::Amanda24 => {
-                    self.configs[c].estimate_failed_hosts.push(h);
+                    self.configs[c].estimate_failed_hosts.insert(h);
                     self.schedule(
                         ms(self.p.req_timeout),
                         Ev::EstimateDone { config: c, host: h },
@@ -788,7 +892,7 @@ impl<'a> Night<'a> {
                             Ev::HostEstimateRetry { config: c, host: h },
                         );
                     } else {
-                        self.configs[c].estimate_failed_hosts.push(h);
+                        self.configs[c].estimate_failed_hosts.insert(h);
                         self.schedule(0, Ev::EstimateDone { config: c, host: h });
                     }
                 }
@@ -824,7 +928,7 @@ impl<'a> Night<'a> {
         // DLEs whose estimates failed are not dumped.
         let p = self.p;
         let udp_failed = self.configs[c].planner_udp_failed;
-        let failed_hosts = self.configs[c].estimate_failed_hosts.clone();
+        let failed_hosts = std::mem::take(&mut self.configs[c].estimate_failed_hosts);
         let queue: Vec<usize> = self.configs[c].queue.drain(..).collect();
         for dle in queue {
             let d = &p.dles[dle];
@@ -1055,14 +1159,22 @@ impl<'a> Night<'a> {
     }
 
     fn start_transfer(&mut self, dle: usize) {
-        self.dles[dle].remaining = self.p.dles[dle].size as f64;
+        let size = self.p.dles[dle].size as f64;
         self.dles[dle].transferring = true;
         self.transferring.push(dle);
+        self.remaining.push(size);
+        self.least_remaining = self.least_remaining.min(size);
+        self.set_rate();
     }
 
     fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// The per-transfer rate changes only when a transfer starts or ends.
+    fn set_rate(&mut self) {
         let n = self.transferring.len().max(1) as f64;
-        (self.p.bandwidth / n).min(self.p.client_rate).max(1.0)
+        self.rate = (self.p.bandwidth / n).min(self.p.client_rate).max(1.0);
     }
 
     fn transfer_done(&mut self, dle: usize) {
@@ -1106,6 +1218,11 @@ impl<'a> Night<'a> {
     // ----- the loop -----
 
     fn route_grants(&mut self) {
+        // The pools' log events are the daemons' business; the night reads the metrics.
+        // Left queued they would grow with every blind retry of the Amanda policies.
+        for id in [PoolId::Udp, PoolId::Tcp, PoolId::Data] {
+            while self.pool(id).poll_event().is_some() {}
+        }
         loop {
             let mut any = false;
             for id in [PoolId::Udp, PoolId::Tcp, PoolId::Data] {
@@ -1165,27 +1282,32 @@ impl<'a> Night<'a> {
         if to > self.now && !self.transferring.is_empty() {
             let dt = (to - self.now) as f64 / 1000.0;
             let moved = self.rate() * dt;
-            for &dle in &self.transferring {
-                self.dles[dle].remaining -= moved;
+            let mut least = f64::INFINITY;
+            for r in &mut self.remaining {
+                *r -= moved;
+                // Not f64::min: no value is NaN, and the plain compare vectorises.
+                if *r < least {
+                    least = *r;
+                }
             }
+            self.least_remaining = least;
         }
         self.now = self.now.max(to);
     }
 
     fn next_transfer_end(&self) -> Option<u64> {
-        let min = self
-            .transferring
-            .iter()
-            .map(|&d| self.dles[d].remaining)
-            .fold(f64::INFINITY, f64::min);
+        let min = self.least_remaining;
         if !min.is_finite() {
             return None;
         }
         let secs = (min.max(0.0) / self.rate()).max(0.0);
-        Some(self.now + ((secs * 1000.0).ceil() as u64).max(if min > 0.5 { 1 } else { 0 }))
+        Some(self.now + ceil_ms(secs * 1000.0).max(if min > 0.5 { 1 } else { 0 }))
     }
 
     fn core_timer(&self) -> Option<u64> {
+        if self.udp.waiting() + self.tcp.waiting() + self.data.waiting() == 0 {
+            return None;
+        }
         [&self.udp, &self.tcp, &self.data]
             .iter()
             .filter_map(|c| c.poll_timeout())
@@ -1197,14 +1319,10 @@ impl<'a> Night<'a> {
         self.start_estimates();
         self.route_grants();
         loop {
-            let next_event = self.events.peek().map(|Reverse((t, _, _))| *t);
+            let next_event = self.events.next_time();
             let next_transfer = self.next_transfer_end();
             let next_timer = self.core_timer();
-            let Some(next) = [next_event, next_transfer, next_timer]
-                .into_iter()
-                .flatten()
-                .min()
-            else {
+            let Some(next) = min_some(min_some(next_event, next_transfer), next_timer) else {
                 break;
             };
             self.advance(next);
@@ -1212,11 +1330,23 @@ impl<'a> Night<'a> {
                 let done: Vec<usize> = self
                     .transferring
                     .iter()
-                    .copied()
-                    .filter(|&d| self.dles[d].remaining <= 0.5)
+                    .zip(&self.remaining)
+                    .filter(|&(_, &r)| r <= 0.5)
+                    .map(|(&d, _)| d)
                     .collect();
                 if !done.is_empty() {
-                    self.transferring.retain(|d| !done.contains(d));
+                    let mut i = 0;
+                    while i < self.transferring.len() {
+                        if self.remaining[i] <= 0.5 {
+                            self.transferring.remove(i);
+                            self.remaining.remove(i);
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    self.least_remaining =
+                        self.remaining.iter().copied().fold(f64::INFINITY, f64::min);
+                    self.set_rate();
                     for dle in done {
                         self.transfer_done(dle);
                     }
@@ -1232,7 +1362,7 @@ impl<'a> Night<'a> {
                 self.route_grants();
                 continue;
             }
-            let Some(Reverse((_, _, ev))) = self.events.pop() else {
+            let Some((_, _, ev)) = self.events.pop() else {
                 continue;
             };
             self.handle(ev);

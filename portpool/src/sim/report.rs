@@ -2,6 +2,7 @@
 //! Pure functions of the parameters and outcomes: the same input prints the same text.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::core::fmt_duration;
@@ -69,7 +70,14 @@ fn rate(bytes_per_s: f64) -> String {
 pub type SmallestRange = (Policy, Proto, Option<(PortRange, Outcome)>);
 
 /// The report `portpool --simulate` prints.
-pub fn render(params: &SimParams, outcomes: &[Outcome], smallest: &[SmallestRange]) -> String {
+/// `unconstrained` is the makespan of the portpool night with a port for every request
+/// (see [`unconstrained`]), for the line on the time cost of backpressure.
+pub fn render(
+    params: &SimParams,
+    outcomes: &[Outcome],
+    smallest: &[SmallestRange],
+    unconstrained: Option<Duration>,
+) -> String {
     let mut out = String::new();
     let total: f64 = params.dles.iter().map(|d| d.size as f64).sum();
     let n = params.dles.len();
@@ -165,15 +173,16 @@ pub fn render(params: &SimParams, outcomes: &[Outcome], smallest: &[SmallestRang
             }
         );
     }
-    if let Some(pp) = outcomes.iter().find(|o| o.policy == Policy::Portpool) {
-        let unconstrained = run(&unconstrained(params), Policy::Portpool);
-        let cost = pp.makespan.saturating_sub(unconstrained.makespan);
+    if let Some(pp) = outcomes.iter().find(|o| o.policy == Policy::Portpool)
+        && let Some(unconstrained) = unconstrained
+    {
+        let cost = pp.makespan.saturating_sub(unconstrained);
         let _ = writeln!(
             out,
             "\ntime cost of backpressure: portpool ends the night in {} with no failure; with a port for every \
              request it would take {} (+{}); {} requests waited {} in all",
             fmt_duration(pp.makespan),
-            fmt_duration(unconstrained.makespan),
+            fmt_duration(unconstrained),
             fmt_duration(cost),
             pp.waits,
             fmt_duration(pp.total_wait),
@@ -236,16 +245,82 @@ pub fn unconstrained(params: &SimParams) -> SimParams {
 }
 
 /// Run every policy and the range search, and render.
+///
+/// The nights are independent, so they run on up to `available_parallelism` threads
+/// (a large site's night takes seconds); each result goes back to its fixed place, so the
+/// text does not depend on the thread count.
 pub fn simulate(params: &SimParams, search: bool) -> (Vec<Outcome>, String) {
-    let outcomes = super::run_all(params);
-    let mut smallest = Vec::new();
-    if search {
-        let proto = primary_proto(params);
-        for policy in Policy::ALL {
-            smallest.push((policy, proto, smallest_range(params, policy, proto)));
+    #[derive(Clone, Copy)]
+    enum Job {
+        Night(Policy),
+        Search(Policy),
+        Unconstrained,
+    }
+    enum Done {
+        Night(Outcome),
+        Search(Policy, Option<(PortRange, Outcome)>),
+        Unconstrained(Duration),
+    }
+    let proto = primary_proto(params);
+    // Longest first: amanda-3.5's blind retries make its night the slowest to simulate.
+    let mut jobs: Vec<Job> = Vec::new();
+    for policy in [Policy::Amanda35, Policy::Portpool, Policy::Amanda24] {
+        jobs.push(Job::Night(policy));
+        if search {
+            jobs.push(Job::Search(policy));
         }
     }
-    let text = render(params, &outcomes, &smallest);
+    jobs.push(Job::Unconstrained);
+    let run_job = |job: Job| match job {
+        Job::Night(policy) => Done::Night(run(params, policy)),
+        Job::Search(policy) => Done::Search(policy, smallest_range(params, policy, proto)),
+        Job::Unconstrained => {
+            Done::Unconstrained(run(&unconstrained(params), Policy::Portpool).makespan)
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, jobs.len());
+    let next = AtomicUsize::new(0);
+    let finished: Vec<Done> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    while let Some(&job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        mine.push(run_job(job));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a simulation thread panicked"))
+            .collect()
+    });
+    let mut nights: Vec<Option<Outcome>> = Policy::ALL.iter().map(|_| None).collect();
+    let mut found: Vec<Option<SmallestRange>> = Policy::ALL.iter().map(|_| None).collect();
+    let mut free_ports = None;
+    let slot = |policy: Policy| {
+        Policy::ALL
+            .iter()
+            .position(|&p| p == policy)
+            .expect("every policy is in Policy::ALL")
+    };
+    for done in finished {
+        match done {
+            Done::Night(o) => {
+                let i = slot(o.policy);
+                nights[i] = Some(o);
+            }
+            Done::Search(policy, s) => found[slot(policy)] = Some((policy, proto, s)),
+            Done::Unconstrained(m) => free_ports = Some(m),
+        }
+    }
+    let outcomes: Vec<Outcome> = nights.into_iter().flatten().collect();
+    let smallest: Vec<SmallestRange> = found.into_iter().flatten().collect();
+    let text = render(params, &outcomes, &smallest, free_ports);
     (outcomes, text)
 }
 

@@ -121,3 +121,41 @@ fn sizes_rates_and_durations_parse() {
     assert!(parse_size("lots").is_err());
     assert!(parse_duration("8d").is_err());
 }
+
+/// Nights whose printed text was recorded on f8d43a5, before the simulator was made to
+/// scale (issue 11): the faster night must print exactly the same numbers for every policy.
+/// `PORTPOOL_WRITE_GOLDEN=1` rewrites the files (only ever from the reference commit).
+#[test]
+fn faster_simulation_prints_the_recorded_nights() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sim/golden");
+    type Case = (&'static str, usize, u32, u32, Auth, (u16, u16));
+    let cases: [Case; 4] = [
+        ("bsd-500-ip60", 500, 60, 1, Auth::Bsd, (850, 859)),
+        ("bsdtcp-600-ip30", 600, 30, 1, Auth::Bsdtcp, (600, 609)),
+        ("bsdudp-800-ip40-md2", 800, 40, 2, Auth::Bsdudp, (850, 855)),
+        ("bsd-300-ip20-wide", 300, 20, 1, Auth::Bsd, (850, 900)),
+    ];
+    for (name, dles, inparallel, maxdumps, auth, (lo, hi)) in cases {
+        let mut p = seed_case(3);
+        p.generate(dles, dles.div_ceil(2), 2e9, 1.0, auth);
+        p.inparallel = inparallel;
+        p.maxdumps = maxdumps;
+        let range = PortRange::new(lo, hi).unwrap();
+        p.udp_range = range;
+        p.tcp_range = range;
+        // The range search over TCP ranges runs the pool's debug invariants hundreds of
+        // thousands of times: too slow for a debug-build test, and the same code as UDP's.
+        let text = simulate(&p, auth != Auth::Bsdtcp).1;
+        let path = dir.join(format!("{name}.txt"));
+        if std::env::var_os("PORTPOOL_WRITE_GOLDEN").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text, want,
+            "{name}: the night differs from the recorded one"
+        );
+    }
+}
