@@ -88,7 +88,7 @@ fn client_ranges(site: &Site) -> Ranges {
     site.client_conf
         .as_ref()
         .map(|(_, r)| r.clone())
-        .unwrap_or_else(Ranges::amanda_defaults)
+        .unwrap_or_else(Ranges::built_in)
 }
 
 fn plan(site: &Site) -> Result<Vec<HostRules>, String> {

@@ -131,13 +131,18 @@ pub struct Ranges {
 }
 
 impl Ranges {
-    /// Amanda's compiled-in defaults (512,1023 / 512,1023 / 1024,65535).
-    pub fn amanda_defaults() -> Self {
-        let r = |lo, hi| Setting::default_value(PortRange::new(lo, hi).expect("valid constant"));
+    /// The ranges a host uses when its configuration does not set them: those of Debian's
+    /// Amanda 3.5.1 build (840,860 / 512,1023 / 50000,50100; see `conf::defaults`), which
+    /// the real amandad and ours both apply. Amanda's own source defaults (512,1023 /
+    /// 512,1023 / 1024,65535) are not what a Debian client listens on.
+    pub fn built_in() -> Self {
+        let r = |p: conf::PortRange| {
+            Setting::default_value(PortRange::new(p.low, p.high).expect("valid constant"))
+        };
         Ranges {
-            reserved_udp: r(512, 1023),
-            reserved_tcp: r(512, 1023),
-            unreserved_tcp: r(1024, 65535),
+            reserved_udp: r(conf::defaults::RESERVED_UDP_PORT),
+            reserved_tcp: r(conf::defaults::RESERVED_TCP_PORT),
+            unreserved_tcp: r(conf::defaults::UNRESERVED_TCP_PORT),
         }
     }
 
@@ -240,7 +245,7 @@ impl Site {
             config: config.to_owned(),
             conf_path: format!("/etc/amanda/{config}/amanda.conf"),
             inparallel: Setting::default_value(10),
-            server: Ranges::amanda_defaults(),
+            server: Ranges::built_in(),
             client_conf: None,
             security: None,
             services: None,

@@ -48,7 +48,7 @@ fn server_rules_open_each_auths_flows_from_the_configured_ranges() {
     assert!(text.contains("ct helper set \"amanda\""));
     assert!(text.contains("type \"amanda\" protocol udp"));
     assert!(
-        text.contains("tcp dport 1024-65535"),
+        text.contains("tcp dport 50000-50100"),
         "bsd data streams to the client's unreserved ports"
     );
     assert!(!text.contains("table inet amanda_rs_client"));
@@ -176,7 +176,7 @@ fn a_bsdudp_client_gets_no_conntrack_helper_and_says_why() {
         "{client}"
     );
     assert!(
-        client.contains("tcp sport 1024-65535 tcp dport 1024-65535 accept"),
+        client.contains("tcp sport 50000-50100 tcp dport 50000-50100 accept"),
         "the explicit data rule stays:\n{client}"
     );
     let server = render(&site, Format::Nft, &Side::Server).unwrap();
