@@ -1072,7 +1072,25 @@ fn worker(
         let mut waits = |e: WaitEvent| {
             let _ = ev.send(Event::Wait(dle, e));
         };
-        let report = dump::run(&ctx, &job, &progress, &mut waits);
+        // A bug in one dump (a panic) fails that dump; it must not leave the night waiting
+        // forever for a report that never comes.
+        let started = Instant::now();
+        let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            dump::run(&ctx, &job, &progress, &mut waits)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            let first = what.lines().next().unwrap_or_default();
+            DumpReport::failed(
+                format!("[internal error in the dump: {first}]"),
+                false,
+                started,
+            )
+        });
         if events
             .send(Event::Dumped(dle, w, Box::new(report)))
             .is_err()

@@ -128,7 +128,8 @@ pub struct DumpReport {
 }
 
 impl DumpReport {
-    fn failed(error: String, retryable: bool, started: Instant) -> DumpReport {
+    /// A dump that failed before any data, with `error`.
+    pub fn failed(error: String, retryable: bool, started: Instant) -> DumpReport {
         DumpReport {
             status: DumpStatus::Failed,
             retryable,
