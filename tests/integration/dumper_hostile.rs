@@ -5,7 +5,6 @@
 //! of the same night (same fake client, good script) finishes.
 
 use std::collections::HashMap;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -21,13 +20,21 @@ const MAX_RSS_KIB: u64 = 64 * 1024;
 pub struct Measured {
     pub status: ExitStatus,
     pub out: String,
-    /// Peak resident set size of the dumper process (wait4's ru_maxrss), KiB.
+    /// Peak resident set size of the dumper process (its last VmHWM), KiB.
     pub max_rss_kib: u64,
 }
 
-/// Runs `dumper run` and reaps it with wait4, whose rusage gives the peak RSS of exactly that
-/// process (a sample of /proc would miss a short peak).
-#[allow(clippy::zombie_processes)] // reaped by wait4, not by Child::wait
+/// The `VmHWM` (peak RSS) of process `pid`, KiB, while it runs.
+fn vm_hwm_kib(pid: libc::pid_t) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `dumper run`, sampling its VmHWM every 10 ms until it exits. VmHWM is the high-water
+/// mark of the process's own memory since its exec, so the last sample is its peak up to
+/// then (wait4's ru_maxrss would not do: it counts the test process's own RSS, which the
+/// child's address space had before exec).
 pub fn run_measured(conf: &DumperConf, limit: Duration) -> Measured {
     use std::io::Read;
     let mut child = conf.spawn_run();
@@ -53,19 +60,16 @@ pub fn run_measured(conf: &DumperConf, limit: Duration) -> Measured {
     })
     .collect();
     let deadline = Instant::now() + limit;
-    let mut raw = 0;
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: wait4 on our own child with valid pointers to locals.
-        let r = unsafe { libc::wait4(pid, &mut raw, libc::WNOHANG, &mut ru) };
-        if r == pid {
-            break;
+    let mut peak = 0;
+    let status = loop {
+        // Sampled before the exit check, so that the last sample is as late as can be.
+        peak = vm_hwm_kib(pid).unwrap_or(0).max(peak);
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
         }
-        assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
         if Instant::now() > deadline {
-            // SAFETY: kill(2) of our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = child.kill();
+            let _ = child.wait();
             let out: Vec<String> = readers
                 .into_iter()
                 .map(|t| t.join().unwrap_or_default())
@@ -75,16 +79,16 @@ pub fn run_measured(conf: &DumperConf, limit: Duration) -> Measured {
                 out.join("\n")
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let out: Vec<String> = readers
         .into_iter()
         .map(|t| t.join().unwrap_or_default())
         .collect();
     Measured {
-        status: ExitStatus::from_raw(raw),
+        status,
         out: out.join("\n"),
-        max_rss_kib: u64::try_from(ru.ru_maxrss).unwrap_or(0),
+        max_rss_kib: peak,
     }
 }
 
