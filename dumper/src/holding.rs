@@ -314,16 +314,27 @@ pub struct Verified {
     pub bytes: u64,
 }
 
+/// The dump-file header at the start of `path`.
+pub fn read_header(path: &Path) -> Result<DumpHeader, String> {
+    let mut f = File::open(path).map_err(|e| e.to_string())?;
+    header_of(&mut f)
+}
+
+/// Reads the header from `f`, leaving it positioned after it.
+fn header_of(f: &mut File) -> Result<DumpHeader, String> {
+    let mut head = vec![0u8; HEADER_SIZE];
+    f.read_exact(&mut head)
+        .map_err(|_| "shorter than a dump-file header".to_owned())?;
+    DumpHeader::parse(&head).map_err(|e| format!("header: {e}"))
+}
+
 /// Checks that `path` is a complete holding file as this module writes them: an Amanda
 /// dump-file header with a SERVER-CRC, a payload of exactly that many bytes, with that CRC.
 /// The error says what is wrong.
 pub fn verify(path: &Path) -> Result<Verified, String> {
     let mut f = File::open(path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
-    let mut head = vec![0u8; HEADER_SIZE];
-    f.read_exact(&mut head)
-        .map_err(|_| format!("{len} bytes, shorter than a dump-file header"))?;
-    let header = DumpHeader::parse(&head).map_err(|e| format!("header: {e}"))?;
+    let header = header_of(&mut f).map_err(|e| format!("{len} bytes: {e}"))?;
     if header.kind != FileKind::File {
         return Err(format!("not a whole dump ({:?})", header.kind));
     }

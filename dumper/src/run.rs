@@ -182,8 +182,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
 /// What a run that was killed (cron's timeout, a reboot, SIGKILL) left: partial dumps and
 /// indexes as `.tmp` files (removed), and finished holding files it renamed but never
 /// recorded (adopted after [`holding::verify`], or removed if they do not verify). Only the
-/// run directories of this catalog's runs are searched for the latter. Returns the notes
-/// for the report.
+/// dump files of this catalog's runs (in their directories, with their datestamp in the
+/// header) are considered for the latter. Returns the notes for the report.
 pub fn clean_up_after_killed_runs(
     holding: &[plan::Holding],
     indexdir: &Path,
@@ -232,6 +232,15 @@ pub fn clean_up_after_killed_runs(
                 if known.contains(&file) {
                     continue;
                 }
+                // Only dump files of that run are ours: anything else (Amanda's `pid` lock
+                // files, say) is left alone.
+                let ours = holding::read_header(&file).is_ok_and(|h| {
+                    h.kind == proto::header::FileKind::File
+                        && h.datestamp.as_bytes() == ts.as_bytes()
+                });
+                if !ours {
+                    continue;
+                }
                 match adopt(catalog, &ts, &file) {
                     Ok(()) => adopted.push(file),
                     Err(why) => {
@@ -271,12 +280,6 @@ pub fn clean_up_after_killed_runs(
 fn adopt(catalog: &mut Catalog, ts: &str, file: &Path) -> Result<(), String> {
     let v = holding::verify(file)?;
     let h = &v.header;
-    if h.datestamp.as_bytes() != ts.as_bytes() {
-        return Err(format!(
-            "its header is of run {}, not {ts}",
-            String::from_utf8_lossy(&h.datestamp)
-        ));
-    }
     let mut rec = DumpRecord::started(
         &String::from_utf8_lossy(&h.host),
         &h.disk,
@@ -1148,6 +1151,7 @@ mod tests {
         holding_file(&run_dir.join("h._b.0"), "/b", &[2; 5000], false);
         fs::write(run_dir.join("h._c.0.tmp"), b"partial").unwrap();
         holding_file(&hd.dir.join("20250101000000/h._z.0"), "/z", &[3; 10], false);
+        fs::write(run_dir.join("pid"), b"4242").unwrap();
         let idx = dir.path().join("index/h/_a");
         fs::create_dir_all(&idx).unwrap();
         fs::write(idx.join("20260101000000_0.gz.tmp"), b"x").unwrap();
@@ -1182,6 +1186,7 @@ mod tests {
             hd.dir.join("20250101000000/h._z.0").exists(),
             "not our run: left alone"
         );
+        assert!(run_dir.join("pid").exists(), "not a dump file: left alone");
         // Nothing is left to do the next time.
         assert!(clean_up_after_killed_runs(&[hd], &dir.path().join("index"), &mut cat).is_empty());
     }
