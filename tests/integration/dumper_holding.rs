@@ -30,9 +30,8 @@ fn fill(dir: &Path, tag: &str) {
 
 // issue 10: in one night two of these three failed ("cannot create ...: Resource
 // temporarily unavailable"); run one after the other, the second replaced the first's file.
-// The client is the fake running GNU tar: our amandad (like the real client) names its
-// incremental state after the sanitised disk name, so on the client too these three DLEs
-// share one state file (see the fake's module header).
+// Once against the fake client running GNU tar with a state file per DLE, once against our
+// amandad, which gives colliding disks their own incremental chains.
 #[test]
 fn dles_whose_names_sanitise_alike_are_all_dumped_and_restore_identically_on_two_nights() {
     require_root!();
@@ -44,6 +43,21 @@ fn dles_whose_names_sanitise_alike_are_all_dumped_and_restore_identically_on_two
             state: data.join("client-state"),
         },
     );
+    colliding_names_two_nights(&data, "dn-names", fake.port);
+}
+
+/// The same with our amandad as the client (issue 10): its `gnutar_list_dir` state of the
+/// three DLEs must not collide either.
+#[test]
+fn dles_whose_names_sanitise_alike_through_our_amandad_keep_their_own_incremental_state() {
+    require_root!();
+    let _guard = lock();
+    let data = Scratch::new("dn-ours");
+    let ours = util::start_ours("bsdtcp", util::Launch::Standalone);
+    colliding_names_two_nights(&data, "dn-names-ours", ours.port);
+}
+
+fn colliding_names_two_nights(data: &Scratch, config: &str, port: u16) {
     let dles = [data.join("x/a/b"), data.join("x/a_b"), data.join("x/a:b")];
     for (i, d) in dles.iter().enumerate() {
         fill(d, &format!("dle {i}"));
@@ -53,12 +67,12 @@ fn dles_whose_names_sanitise_alike_are_all_dumped_and_restore_identically_on_two
         .map(|d| ("127.0.0.1", d.as_path(), "gt"))
         .collect();
     let conf = DumperConf::new(
-        "dn-names",
+        config,
         "inparallel 3",
         &[Dt {
             name: "gt",
             auth: "bsdtcp",
-            port: fake.port,
+            port,
             program: Program::Gnutar,
             extra: "    maxdumps 3",
         }],
