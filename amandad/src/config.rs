@@ -16,7 +16,8 @@ use conf::{ClientConfig, Settings};
 use log::warn;
 
 use crate::intake::HostsCheck;
-use crate::server::{DataPorts, Keepalive};
+use crate::resolve::{CacheConfig, PoolConfig};
+use crate::server::{DataPorts, Keepalive, Limits};
 use crate::services::context::{ContextInner, ServiceContext};
 
 /// Settings and amanda-client.conf, with the first problem found in either.
@@ -197,4 +198,65 @@ impl HostsCheck for HostsFile {
 /// The idle exit of the settings.
 pub fn idle_exit(settings: &Settings) -> Duration {
     Duration::from_secs(settings.amandad.idle_exit_secs)
+}
+
+/// Descriptors kept out of the connection cap: the daemon's own (log, poll, waker, sockets,
+/// pipes of the pools) and about ten dumps at once (each: tar's two pipes, a side pipe, up
+/// to three listeners and three connections, /dev/null).
+pub const FD_RESERVE: u64 = 128;
+
+/// The loop's bounds from the settings, with the connection cap lowered to what
+/// RLIMIT_NOFILE leaves after [`FD_RESERVE`] (the soft limit is raised toward the hard one
+/// first). Returns a warning when the cap had to be lowered.
+pub fn limits(settings: &Settings) -> (Limits, Option<String>) {
+    let a = &settings.amandad;
+    let wanted = a.max_connections as u64;
+    let (cap, warning) = match fd_room(wanted + FD_RESERVE) {
+        Some(soft) if soft < wanted + FD_RESERVE => {
+            let cap = soft.saturating_sub(FD_RESERVE).max(1);
+            (
+                cap,
+                Some(format!(
+                    "amandad.max_connections {wanted} lowered to {cap}: RLIMIT_NOFILE is {soft} and {FD_RESERVE} descriptors are kept for dumps (raise the limit, e.g. LimitNOFILE= in the systemd unit)"
+                )),
+            )
+        }
+        _ => (wanted, None),
+    };
+    let limits = Limits {
+        max_connections: usize::try_from(cap).unwrap_or(usize::MAX),
+        unauth_timeout: Duration::from_secs(a.unauth_timeout_secs),
+        partial_input: a.partial_input_bytes,
+        max_output: a.max_output_bytes,
+        stalled_output: Duration::from_secs(a.stalled_output_secs),
+        max_requests_per_conn: a.max_requests_per_connection,
+        refusal_summary: Duration::from_secs(a.refusal_summary_secs),
+        name_cache: CacheConfig {
+            entries: a.name_cache_entries,
+            ttl: Duration::from_secs(a.name_cache_secs),
+            negative_ttl: Duration::from_secs(a.name_negative_cache_secs),
+        },
+        resolver: PoolConfig {
+            threads: a.resolver_threads,
+            queue: a.resolver_queue,
+        },
+    };
+    (limits, warning)
+}
+
+/// Raises the soft RLIMIT_NOFILE toward `want` (never past the hard limit) and returns the
+/// soft limit in force; `None` when it cannot be read or is unlimited.
+fn fd_room(want: u64) -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft == libc::RLIM_INFINITY {
+        return None;
+    }
+    if soft < want {
+        let target = want.min(hard);
+        if target > soft && setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_ok() {
+            return Some(target);
+        }
+    }
+    Some(soft)
 }

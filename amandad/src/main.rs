@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         .log
         .clone()
         .or_else(|| loaded.settings.log.file.clone().map(args::LogTarget::File));
-    let note = logging::init(target.as_ref(), level);
+    let note = logging::init(target.as_ref(), level, loaded.settings.log.max_bytes);
     std::panic::set_hook(Box::new(|info| error!("panic: {info}")));
     if let Some(note) = note {
         warn!("{note}");
@@ -106,6 +106,10 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
     let idle_exit = args
         .idle_exit
         .unwrap_or_else(|| config::idle_exit(&loaded.settings));
+    let (limits, lowered) = config::limits(&loaded.settings);
+    if let Some(w) = lowered {
+        warn!("{w}");
+    }
     let cfg = ServerConfig {
         mode: launched.mode,
         udp_auth,
@@ -124,6 +128,7 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
         services_udp,
         services_tcp,
         hosts: Box::new(hosts),
+        limits,
     };
     let mut server = Server::new(cfg, launched.sockets).context("starting the event loop")?;
     server.run().context("event loop")
