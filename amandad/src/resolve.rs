@@ -9,9 +9,10 @@
 //! Those lookups block (seconds, with an unreachable name server), so they run on a small
 //! pool of threads ([`Names`]): the loop asks, gets the cached answer or "pending", and is
 //! woken when the answer arrives. The queues are bounded (a flood of new source addresses
-//! gets "busy", never a thread or an unbounded queue) and have two lanes: addresses that
-//! already made an accepted request and TCP peers (the handshake proved the address) go
-//! before new UDP sources, which anyone can forge. The cache ([`NameCache`]) is bounded and
+//! gets "busy", never a thread or an unbounded queue) and have two lanes: peers on a
+//! reserved source port (what auth bsd requires of an Amanda server, and what an
+//! unprivileged user cannot send from) and addresses that already made an accepted request
+//! go before everyone else. The cache ([`NameCache`]) is bounded and
 //! drops the least recently used entry, never the whole table; failures are cached too
 //! (negative caching), and the addresses of servers that made accepted requests are kept
 //! apart from the flood and served while a refresh is under way.
@@ -280,10 +281,22 @@ impl Default for PoolConfig {
 /// Which lane a lookup waits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lane {
-    /// Known servers' refreshes and TCP peers.
+    /// Reserved source ports, and known servers' refreshes.
     Urgent,
-    /// New UDP sources.
+    /// Everyone else.
     Normal,
+}
+
+impl Lane {
+    /// The lane of a peer: an Amanda server sends from a reserved port; a flood from an
+    /// unprivileged user cannot.
+    pub fn of(peer: SocketAddr) -> Lane {
+        if peer.port() < 1024 {
+            Lane::Urgent
+        } else {
+            Lane::Normal
+        }
+    }
 }
 
 /// The answer to [`Names::lookup`].

@@ -552,3 +552,70 @@ fn data_connections_before_a_lost_ack_still_get_the_whole_dump() {
     let header = rep.lines().next().unwrap_or("").replace(" REP ", " ACK ");
     let _ = sock.send_to(format!("{header}\n").as_bytes(), ("127.0.0.1", ours.port));
 }
+
+/// Issue 10: the real amcheck of one host with 100 DLEs over bsd got no selfcheck answer
+/// from our amandad (the 295 KB REP never fit in a datagram) and said "timeout waiting for
+/// ACK" after 60 s. Now the reply is cut to one datagram and says, as an error amcheck
+/// shows, how many DLEs were left out and that bsdtcp has no such limit; `dumper check`
+/// warns about the host (portpool's check).
+#[test]
+fn amcheck_of_100_dles_over_bsd_names_what_did_not_fit_instead_of_timing_out() {
+    require_root!();
+    require_tool!("/usr/sbin/amcheck");
+    require_tool!(util::INETD);
+    let _guard = setup();
+    let data = Scratch::new("dles100");
+    let dles: Vec<PathBuf> = (0..100)
+        .map(|i| {
+            let d = data.join(format!("dle-{i:02}"));
+            fs::create_dir_all(&d).expect("mkdir");
+            fs::write(d.join("f"), "x\n").expect("write");
+            d
+        })
+        .collect();
+    let ours = start_ours("bsd", Launch::Standalone);
+    let server = RealServer::new("localhost", &dles, &ServerOptions::new("bsd", ours.port));
+    let start = std::time::Instant::now();
+    let (ok, out) = server.amcheck();
+    let took = start.elapsed();
+    assert!(
+        !out.contains("timeout waiting for ACK") && took < Duration::from_secs(50),
+        "amcheck waited {took:?}:\n{out}\n{}",
+        ours.log()
+    );
+    assert!(
+        out.contains("DLEs are left out and count as not checked")
+            && out.contains("auth bsdtcp has no such limit"),
+        "amcheck does not show the notice:\n{out}"
+    );
+    assert!(!ok, "a cut reply is a problem amcheck counts:\n{out}");
+    assert!(!out.contains("0 problems found"), "{out}");
+
+    let disklist: Vec<(&str, &Path, &str)> = dles
+        .iter()
+        .map(|d| ("localhost", d.as_path(), "rs"))
+        .collect();
+    let conf = util::DumperConf::new(
+        "dles100-dumper",
+        "",
+        &[util::Dt {
+            name: "rs",
+            auth: "bsd",
+            port: ours.port,
+            program: Program::Amgtar,
+            extra: "",
+        }],
+        &disklist,
+    );
+    let (_, text) = conf.check(&[]);
+    assert!(
+        text.contains("[selfcheck-datagram]")
+            && text.contains("localhost has 100 DLEs on auth bsd"),
+        "dumper check does not warn about the host:\n{text}"
+    );
+    // Our dumper asks for the legacy line form (no fe_selfcheck_message), which fits.
+    assert!(
+        text.contains("localhost: selfcheck of 100 DLE(s)"),
+        "dumper check's own selfcheck:\n{text}"
+    );
+}

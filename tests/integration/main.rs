@@ -1,6 +1,7 @@
 //! amanda-rs integration tests: one binary, one module per area.
 //! Modules are named after what they prove; shared helpers live in `util`.
 
+mod amandad_hostile;
 mod amandad_interop;
 mod conf_configs;
 mod dumper_interop;

@@ -500,7 +500,7 @@ impl Server {
         let ip = resolve::unmap(peer.ip());
         let lookup = match known {
             Some(name) => Lookup::Known(name),
-            None => self.names.lookup(now, peer, Lane::Normal),
+            None => self.names.lookup(now, peer, Lane::of(peer)),
         };
         let name = match lookup {
             Lookup::Known(name) => name,
@@ -1039,7 +1039,7 @@ impl Server {
             return;
         };
         let peer = c.peer;
-        match self.names.lookup(Instant::now(), peer, Lane::Urgent) {
+        match self.names.lookup(Instant::now(), peer, Lane::of(peer)) {
             Lookup::Known(name) => self.control_peer_named(id, name),
             Lookup::Pending => {
                 self.admission.busy(id);
