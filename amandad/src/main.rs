@@ -70,6 +70,11 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
         error!("configuration error (every request will be refused with it): {e}");
     }
     let launched = launch::sockets(&args.listen)?;
+    // Room for a burst of datagrams while the loop is busy (kernel memory, not ours); only
+    // root may go past net.core.rmem_max, so this comes before dropping it.
+    for s in &launched.sockets.udp {
+        config::widen_receive_buffer(s);
+    }
     let user = args
         .user
         .clone()

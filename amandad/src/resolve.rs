@@ -12,7 +12,9 @@
 //! gets "busy", never a thread or an unbounded queue) and have two lanes: peers on a
 //! reserved source port (what auth bsd requires of an Amanda server, and what an
 //! unprivileged user cannot send from) and addresses that already made an accepted request
-//! go before everyone else. The cache ([`NameCache`]) is bounded and
+//! go before everyone else, and with two threads or more one thread serves only them, so a
+//! name server that never answers holds up the flood, not the servers. The cache
+//! ([`NameCache`]) is bounded and
 //! drops the least recently used entry, never the whole table; failures are cached too
 //! (negative caching), and the addresses of servers that made accepted requests are kept
 //! apart from the flood and served while a refresh is under way.
@@ -320,7 +322,8 @@ pub struct Names {
 }
 
 impl Names {
-    /// Starts `pool.threads` lookup threads; each answer wakes the loop through `wake`.
+    /// Starts `pool.threads` lookup threads (the first of two or more serves the urgent lane
+    /// only); each answer wakes the loop through `wake`.
     pub fn new(
         cache: CacheConfig,
         pool: PoolConfig,
@@ -330,7 +333,9 @@ impl Names {
         let (urgent, urgent_rx) = bounded::<SocketAddr>(pool.queue.max(1));
         let (normal, normal_rx) = bounded::<SocketAddr>(pool.queue.max(1));
         let (out_tx, results) = unbounded();
-        for i in 0..pool.threads.max(1) {
+        let threads = pool.threads.max(1);
+        for i in 0..threads {
+            let urgent_only = i == 0 && threads > 1;
             let (urgent_rx, normal_rx) = (urgent_rx.clone(), normal_rx.clone());
             let out_tx: Sender<(SocketAddr, PeerName)> = out_tx.clone();
             let (lookup, wake) = (lookup.clone(), wake.clone());
@@ -338,9 +343,13 @@ impl Names {
                 .name(format!("amandad-resolver-{i}"))
                 .spawn(move || {
                     loop {
-                        let peer = select_biased! {
-                            recv(urgent_rx) -> m => m,
-                            recv(normal_rx) -> m => m,
+                        let peer = if urgent_only {
+                            urgent_rx.recv()
+                        } else {
+                            select_biased! {
+                                recv(urgent_rx) -> m => m,
+                                recv(normal_rx) -> m => m,
+                            }
                         };
                         // Both senders gone: the daemon is shutting down.
                         let Ok(peer) = peer else { return };
@@ -732,6 +741,41 @@ mod tests {
             names.lookup(Instant::now(), SocketAddr::new(ip(2), 702), Lane::Normal),
             Lookup::Known(name("127.0.0.2"))
         );
+    }
+
+    /// A name server that never answers holds up every thread that serves the normal lane;
+    /// a server on a reserved port is still answered at once.
+    #[test]
+    fn with_two_threads_a_stuck_normal_lane_never_delays_the_urgent_one() {
+        let gate = Arc::new(std::sync::Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let g = gate.clone();
+        let lookup: LookupFn = Arc::new(move |peer: SocketAddr| {
+            if peer.ip() != ip(1) {
+                drop(g.lock().unwrap());
+            }
+            name("x")
+        });
+        let mut names = Names::new(
+            CacheConfig::default(),
+            PoolConfig {
+                threads: 2,
+                queue: 4,
+            },
+            lookup,
+            Arc::new(|| {}),
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        for n in 2..20 {
+            names.lookup(t0, SocketAddr::new(ip(n), 40_000), Lane::Normal);
+        }
+        let peer = SocketAddr::new(ip(1), 700);
+        assert_eq!(Lane::of(peer), Lane::Urgent);
+        assert_eq!(names.lookup(t0, peer, Lane::of(peer)), Lookup::Pending);
+        let got = wait_results(&mut names, 1);
+        assert_eq!(got.first().map(|g| g.0), Some(ip(1)), "{got:?}");
+        drop(held);
     }
 
     #[test]

@@ -406,6 +406,16 @@ mod tests {
         assert_eq!(s.log.level, "debug");
         assert!(!s.dns_check);
         assert_eq!(s.gnutar_path, PathBuf::from("/usr/bin/tar"));
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("AMANDA_RS_AMANDAD__MAX_CONNECTIONS", "1000"),
+                ("AMANDA_RS_LOG__MAX_BYTES", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.amandad.max_connections, 1000);
+        assert_eq!(s.log.max_bytes, 0);
     }
 
     #[test]
@@ -430,6 +440,13 @@ mod tests {
             e.to_string(),
             "amanda-rs settings: heartbeat.probes must be between 1 and 127"
         );
+        std::fs::write(&p, "[amandad]\npartial_input_bytes = 1000\n").unwrap();
+        let e = Settings::load_from(Some(&p), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("amandad.partial_input_bytes"), "{e}");
+        std::fs::write(&p, "[amandad]\nresolver_threads = 0\n").unwrap();
+        assert!(Settings::load_from(Some(&p), env(&[])).is_err());
+        std::fs::write(&p, "[log]\nmax_bytes = 10\n").unwrap();
+        assert!(Settings::load_from(Some(&p), env(&[])).is_err());
         std::fs::write(&p, "[heartbeat]\nprobes = \"many\"\n").unwrap();
         assert!(Settings::load_from(Some(&p), env(&[])).is_err());
         assert!(Settings::load_from(Some(&dir.path().join("missing.toml")), env(&[])).is_err());

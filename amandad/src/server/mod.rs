@@ -64,6 +64,9 @@ const WAKER: Token = Token(0);
 /// one step is the most a peer can get past them.
 const READ_CHUNK: usize = 16 << 10;
 
+/// Datagrams read per socket before the other events get their turn.
+const UDP_BATCH: usize = 256;
+
 /// Connections accepted per listener before the other events get their turn (a flood of
 /// connections must not keep a server's REQ unread until its connection is evicted).
 const ACCEPT_BATCH: usize = 32;
@@ -261,6 +264,8 @@ pub struct Server {
     /// events), and when to retry after running out of descriptors.
     accept_more: Vec<bool>,
     accept_retry: Option<Instant>,
+    /// UDP sockets with datagrams left to read.
+    udp_more: Vec<bool>,
     /// Connections not read because their peer does not take its output, and those of them
     /// whose peer took some since.
     paused: HashSet<u64>,
@@ -293,9 +298,12 @@ impl Server {
             waiting: HashMap::new(),
             admission: Admission::new(limits.max_connections, limits.unauth_timeout),
             budget: InputBudget::new(limits.partial_input),
-            refusals: RefusalLog::new(limits.refusal_summary),
+            // Under inetd's `nowait` every connection is a process of its own: announcing
+            // each one's first refusal would be a line per hostile connection.
+            refusals: RefusalLog::new(limits.refusal_summary, cfg.mode != Mode::InetdTcp),
             accept_more: Vec::new(),
             accept_retry: None,
+            udp_more: Vec::new(),
             paused: HashSet::new(),
             to_resume: BTreeSet::new(),
             cfg,
@@ -324,6 +332,7 @@ impl Server {
                 .registry()
                 .register(&mut sock, token, Interest::READABLE)?;
             server.udp.push(sock);
+            server.udp_more.push(false);
         }
         for l in sockets.listeners {
             l.set_nonblocking(true)?;
@@ -382,6 +391,7 @@ impl Server {
             self.drain_jobs();
             self.drain_names();
             self.resume_reads();
+            self.resume_udp();
             self.resume_accepting();
             self.fire_timers();
             if self.busy() {
@@ -394,7 +404,7 @@ impl Server {
     }
 
     fn busy(&self) -> bool {
-        !self.exchanges.is_empty() || !self.dumps.is_empty()
+        !self.exchanges.is_empty() || !self.dumps.is_empty() || !self.waiting.is_empty()
     }
 
     fn should_exit(&self) -> bool {
@@ -428,7 +438,7 @@ impl Server {
         at(self.admission.deadline());
         at(self.refusals.deadline());
         at(self.stall_deadline());
-        if !self.to_resume.is_empty() {
+        if !self.to_resume.is_empty() || self.udp_more.iter().any(|m| *m) {
             at(Some(now));
         }
         if self.accept_more.iter().any(|m| *m) {
@@ -452,19 +462,36 @@ impl Server {
 
     // ------------------------------------------------------------------ UDP control
 
+    /// Reads up to [`UDP_BATCH`] datagrams; the rest wait for the next round, after the
+    /// events already seen (a flood must not starve connections and timers).
     fn read_udp(&mut self, sock: usize) {
-        loop {
-            let (n, peer) = match self.udp[sock].recv_from(&mut self.recv_buf) {
+        self.udp_more[sock] = true;
+        let mut n = 0;
+        while n < UDP_BATCH {
+            let (len, peer) = match self.udp[sock].recv_from(&mut self.recv_buf) {
                 Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.udp_more[sock] = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    warn!("udp recv: {e}");
+                    debug!("udp recv: {e}");
                     return;
                 }
             };
-            let datagram = self.recv_buf[..n].to_vec();
+            n += 1;
+            let datagram = self.recv_buf[..len].to_vec();
             self.udp_datagram(sock, peer, &datagram);
+        }
+    }
+
+    /// Continues reading the UDP sockets where a batch stopped.
+    fn resume_udp(&mut self) {
+        for i in 0..self.udp.len() {
+            if self.udp_more[i] {
+                self.read_udp(i);
+            }
         }
     }
 
@@ -479,7 +506,10 @@ impl Server {
             Ok(d) => d,
             Err(e) => {
                 // amandad drops what it cannot parse, silently for the peer.
-                debug!("dropped datagram from {peer}: {e}");
+                let ip = resolve::unmap(peer.ip());
+                self.refuse(Some(ip), Reason::Malformed, || {
+                    format!("dropped datagram from {peer}: {e}")
+                });
                 return;
             }
         };
@@ -577,14 +607,19 @@ impl Server {
             return;
         };
         let dgram = Datagram::new(ty, handle, *seq, body);
+        let ip = resolve::unmap(peer.ip());
+        let peer = *peer;
         let bytes = match dgram.to_vec() {
             Ok(b) => b,
             Err(e) => {
-                warn!("cannot send {ty} to {peer}: {e}");
+                // E.g. a handle too long to echo: the peer's doing, so rate-limited.
+                self.refuse(Some(ip), Reason::SendFailed, || {
+                    format!("cannot send {ty} to {peer}: {e}")
+                });
                 return;
             }
         };
-        if let Err(e) = self.udp[*sock].send_to(&bytes, *peer) {
+        if let Err(e) = self.udp[*sock].send_to(&bytes, peer) {
             // A full socket buffer loses the datagram; the protocol's retransmissions cover it.
             // EPERM is this host's own netfilter refusing it, which retransmission will not fix.
             let hint = if e.raw_os_error() == Some(libc::EPERM) {
@@ -592,7 +627,9 @@ impl Server {
             } else {
                 ""
             };
-            warn!("udp send {ty} to {peer}: {e}{hint}");
+            self.refuse(Some(ip), Reason::SendFailed, || {
+                format!("udp send {ty} to {peer}: {e}{hint}")
+            });
         }
     }
 
@@ -930,7 +967,7 @@ impl Server {
                 .with_interval(k.interval)
                 .with_retries(k.retries);
             if let Err(e) = socket2::SockRef::from(&sock).set_tcp_keepalive(&ka) {
-                warn!("keepalive on {peer}: {e}");
+                debug!("keepalive on {peer}: {e}");
             }
         }
         let _ = sock.set_nodelay(true);

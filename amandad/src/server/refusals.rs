@@ -40,9 +40,13 @@ pub enum Reason {
     TooManyRequests,
     /// Descriptors ran out while accepting.
     NoDescriptors,
+    /// A datagram that is not an Amanda packet.
+    Malformed,
+    /// A reply that could not be sent (a handle too long to echo, a local firewall).
+    SendFailed,
 }
 
-const REASONS: usize = 11;
+const REASONS: usize = 13;
 
 impl Reason {
     fn index(self) -> usize {
@@ -62,6 +66,8 @@ impl Reason {
             Reason::WrongDataPeer => "data connections from another address than the server's",
             Reason::TooManyRequests => "requests over the per-connection limit",
             Reason::NoDescriptors => "connections while out of descriptors",
+            Reason::Malformed => "malformed datagrams",
+            Reason::SendFailed => "replies that could not be sent",
         }
     }
 
@@ -77,6 +83,8 @@ impl Reason {
         Reason::WrongDataPeer,
         Reason::TooManyRequests,
         Reason::NoDescriptors,
+        Reason::Malformed,
+        Reason::SendFailed,
     ];
 }
 
@@ -111,14 +119,19 @@ impl Window {
 /// The refusal counter.
 pub struct RefusalLog {
     interval: Duration,
+    /// Log the first refusal after a quiet interval at once.
+    announce_first: bool,
     /// Open while refusals keep coming; closed after an interval without any.
     window: Option<Window>,
 }
 
 impl RefusalLog {
-    pub fn new(interval: Duration) -> RefusalLog {
+    /// `announce_first`: log the first refusal after a quiet interval at once (not for a
+    /// process that serves one connection: it would be a line per connection).
+    pub fn new(interval: Duration, announce_first: bool) -> RefusalLog {
         RefusalLog {
             interval: interval.max(Duration::from_secs(1)),
+            announce_first,
             window: None,
         }
     }
@@ -132,6 +145,9 @@ impl RefusalLog {
         reason: Reason,
         detail: &str,
     ) -> Option<String> {
+        if self.window.is_none() && !self.announce_first {
+            self.window = Some(Window::new(now));
+        }
         let Some(w) = &mut self.window else {
             self.window = Some(Window::new(now));
             let who = peer.map(|p| format!(" from {p}")).unwrap_or_default();
@@ -218,7 +234,7 @@ mod tests {
     /// Under a steady flood: one line at the start, then one summary per interval.
     #[test]
     fn a_flood_of_refusals_logs_one_summary_per_interval() {
-        let mut r = RefusalLog::new(Duration::from_secs(60));
+        let mut r = RefusalLog::new(Duration::from_secs(60), true);
         let t0 = Instant::now();
         let mut lines = Vec::new();
         // 10 minutes, 1000 refusals a second from 10,000 addresses.
@@ -250,7 +266,7 @@ mod tests {
 
     #[test]
     fn a_quiet_interval_closes_the_window_and_the_next_refusal_is_logged_at_once() {
-        let mut r = RefusalLog::new(Duration::from_secs(60));
+        let mut r = RefusalLog::new(Duration::from_secs(60), true);
         let t0 = Instant::now();
         assert!(r.record(t0, ip(1), Reason::NameCheck, "x").is_some());
         assert!(r.record(t0, ip(1), Reason::NameCheck, "x").is_none());
@@ -265,6 +281,19 @@ mod tests {
         assert!(
             r.record(t0 + Duration::from_secs(130), ip(2), Reason::Nak, "y")
                 .is_some()
+        );
+    }
+
+    #[test]
+    fn a_one_connection_process_announces_nothing_and_summarises_the_rest() {
+        let mut r = RefusalLog::new(Duration::from_secs(60), false);
+        let t0 = Instant::now();
+        assert!(r.record(t0, ip(1), Reason::Nak, "x").is_none());
+        assert!(r.record(t0, ip(1), Reason::Nak, "x").is_none());
+        let s = r.poll(t0 + Duration::from_secs(60)).unwrap();
+        assert!(
+            s.starts_with("refused 2 requests/connections from 1 peers"),
+            "{s}"
         );
     }
 }
