@@ -134,6 +134,8 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
         services_tcp,
         hosts: Box::new(hosts),
         limits,
+        // Checked when the settings were loaded.
+        extra_data_peers: loaded.settings.amandad.extra_data_peers().unwrap_or_default(),
     };
     let mut server = Server::new(cfg, launched.sockets).context("starting the event loop")?;
     server.run().context("event loop")

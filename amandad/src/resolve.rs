@@ -684,6 +684,25 @@ mod tests {
         got
     }
 
+    /// A resolver whose lookups of every address but 127.0.0.1 wait on `gate` (a name
+    /// server that does not answer while the test holds it).
+    fn gated(threads: usize, queue: usize, gate: &Arc<std::sync::Mutex<()>>) -> Names {
+        let g = gate.clone();
+        let lookup: LookupFn = Arc::new(move |peer: SocketAddr| {
+            if peer.ip() != ip(1) {
+                drop(g.lock().unwrap());
+            }
+            name(&peer.ip().to_string())
+        });
+        Names::new(
+            CacheConfig::default(),
+            PoolConfig { threads, queue },
+            lookup,
+            Arc::new(|| {}),
+        )
+        .unwrap()
+    }
+
     /// Issue 10: getnameinfo/getaddrinfo ran on the event loop for every new address. Now a
     /// lookup that takes seconds costs the caller nothing, a flood of new addresses gets
     /// "busy" beyond the bounded queue, and a known server's TCP lookup is not stuck behind
@@ -692,24 +711,7 @@ mod tests {
     fn slow_lookups_never_block_the_caller_and_the_queue_is_bounded() {
         let gate = Arc::new(std::sync::Mutex::new(()));
         let held = gate.lock().unwrap();
-        let g = gate.clone();
-        let lookup: LookupFn = Arc::new(move |peer: SocketAddr| {
-            if peer.ip() != ip(1) {
-                // A name server that does not answer.
-                drop(g.lock().unwrap());
-            }
-            name(&peer.ip().to_string())
-        });
-        let mut names = Names::new(
-            CacheConfig::default(),
-            PoolConfig {
-                threads: 2,
-                queue: 8,
-            },
-            lookup,
-            Arc::new(|| {}),
-        )
-        .unwrap();
+        let mut names = gated(2, 8, &gate);
         let t0 = Instant::now();
         let started = Instant::now();
         let mut busy = 0;
@@ -749,23 +751,7 @@ mod tests {
     fn with_two_threads_a_stuck_normal_lane_never_delays_the_urgent_one() {
         let gate = Arc::new(std::sync::Mutex::new(()));
         let held = gate.lock().unwrap();
-        let g = gate.clone();
-        let lookup: LookupFn = Arc::new(move |peer: SocketAddr| {
-            if peer.ip() != ip(1) {
-                drop(g.lock().unwrap());
-            }
-            name("x")
-        });
-        let mut names = Names::new(
-            CacheConfig::default(),
-            PoolConfig {
-                threads: 2,
-                queue: 4,
-            },
-            lookup,
-            Arc::new(|| {}),
-        )
-        .unwrap();
+        let mut names = gated(2, 4, &gate);
         let t0 = Instant::now();
         for n in 2..20 {
             names.lookup(t0, SocketAddr::new(ip(n), 40_000), Lane::Normal);
@@ -782,23 +768,7 @@ mod tests {
     fn urgent_lookups_overtake_the_normal_lane() {
         let gate = Arc::new(std::sync::Mutex::new(()));
         let held = gate.lock().unwrap();
-        let g = gate.clone();
-        let lookup: LookupFn = Arc::new(move |peer: SocketAddr| {
-            if peer.ip() != ip(1) {
-                drop(g.lock().unwrap());
-            }
-            name("x")
-        });
-        let mut names = Names::new(
-            CacheConfig::default(),
-            PoolConfig {
-                threads: 1,
-                queue: 4,
-            },
-            lookup,
-            Arc::new(|| {}),
-        )
-        .unwrap();
+        let mut names = gated(1, 4, &gate);
         let t0 = Instant::now();
         for n in 2..20 {
             names.lookup(t0, SocketAddr::new(ip(n), 700), Lane::Normal);

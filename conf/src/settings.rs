@@ -133,6 +133,21 @@ pub struct Amandad {
     /// Refused requests and connections are logged at debug one by one and as one summary
     /// line per this many seconds (default 60).
     pub refusal_summary_secs: u64,
+    /// Addresses, separated by spaces or commas, that may connect to the bsd/bsdudp data
+    /// ports besides the server whose request opened them (default none): for a server whose
+    /// control datagrams reach amandad through a relay or NAT its connections do not pass.
+    pub extra_data_peers: String,
+}
+
+impl Amandad {
+    /// [`Amandad::extra_data_peers`] as addresses, or the first word that is not one.
+    pub fn extra_data_peers(&self) -> Result<Vec<std::net::IpAddr>, String> {
+        self.extra_data_peers
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.parse().map_err(|_| w.to_string()))
+            .collect()
+    }
 }
 
 impl Default for Amandad {
@@ -153,6 +168,7 @@ impl Default for Amandad {
             name_cache_secs: 60,
             name_negative_cache_secs: 60,
             refusal_summary_secs: 60,
+            extra_data_peers: String::new(),
         }
     }
 }
@@ -340,6 +356,12 @@ impl Settings {
                 "must be between 1 and 86400",
             );
         }
+        if let Err(bad_word) = self.amandad.extra_data_peers() {
+            return Err(SettingsError::Invalid {
+                key: "amandad.extra_data_peers",
+                problem: format!("{bad_word:?} is not an IP address"),
+            });
+        }
         if self.log.max_bytes != 0 && self.log.max_bytes < 64 << 10 {
             return bad("log.max_bytes", "must be 0 (no limit) or at least 65536");
         }
@@ -445,6 +467,9 @@ mod tests {
         assert!(e.to_string().contains("amandad.partial_input_bytes"), "{e}");
         std::fs::write(&p, "[amandad]\nresolver_threads = 0\n").unwrap();
         assert!(Settings::load_from(Some(&p), env(&[])).is_err());
+        std::fs::write(&p, "[amandad]\nextra_data_peers = \"198.18.0.1, server\"\n").unwrap();
+        let e = Settings::load_from(Some(&p), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("\"server\" is not an IP address"), "{e}");
         std::fs::write(&p, "[log]\nmax_bytes = 10\n").unwrap();
         assert!(Settings::load_from(Some(&p), env(&[])).is_err());
         std::fs::write(&p, "[heartbeat]\nprobes = \"many\"\n").unwrap();

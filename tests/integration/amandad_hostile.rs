@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
+use crate::amandad_interop::{bsd_stream_ports, read_bsd_streams};
 use crate::require_root;
 use crate::util::{self, Scratch};
 
@@ -768,24 +769,6 @@ fn hostile_load(black_hole_dns: bool) {
     );
 }
 
-/// The CONNECT ids of a sendbackup REP (ports for bsd).
-fn connect_ports(rep: &str) -> Vec<(proto::sendbackup::Stream, u16)> {
-    let body = rep.split_once('\n').map_or("", |(_, b)| b);
-    let features = body
-        .split("features=")
-        .nth(1)
-        .and_then(|f| f.split(';').next())
-        .and_then(|f| proto::features::Features::parse(f.as_bytes()).ok())
-        .unwrap_or_else(proto::features::Features::amanda_3_5_1);
-    match proto::sendbackup::parse_reply(proto::pkt::PacketType::Rep, body.as_bytes(), &features) {
-        Ok(proto::sendbackup::Reply::Connect { ids, .. }) => ids
-            .to_connect()
-            .map(|(which, port)| (which, u16::try_from(port).expect("a port")))
-            .collect(),
-        other => panic!("sendbackup REP {rep:?}: {other:?}"),
-    }
-}
-
 /// Issue 10: a bsd data listener accepted the first connection from any address, and a
 /// connection before the ACK counted as the ACK. Now another address is closed (and its
 /// connection counts for nothing) while the server's own connections get the dump.
@@ -818,7 +801,7 @@ fn data_listeners_accept_only_the_requesting_servers_address() {
         }
     };
     // No ACK yet: an intruder from another loopback address connects first, to every port.
-    let ports = connect_ports(&rep);
+    let ports = bsd_stream_ports(&rep);
     for (_, port) in &ports {
         let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
         s.bind(&SocketAddrV4::new(v4(0, 0, 2), 0).into())
@@ -846,31 +829,7 @@ fn data_listeners_accept_only_the_requesting_servers_address() {
         }
     }
     // The server itself connects (its ACK "lost"): the whole dump.
-    let mut mesg = String::new();
-    let mut archive = Vec::new();
-    let mut streams: Vec<(proto::sendbackup::Stream, TcpStream)> = ports
-        .iter()
-        .map(|(which, port)| {
-            let s = TcpStream::connect(("127.0.0.1", *port)).expect("connect from the server");
-            s.set_read_timeout(Some(Duration::from_secs(30)))
-                .expect("timeout");
-            (*which, s)
-        })
-        .collect();
-    for (which, s) in &mut streams {
-        match which {
-            proto::sendbackup::Stream::Mesg => {
-                s.read_to_string(&mut mesg).expect("read MESG");
-            }
-            proto::sendbackup::Stream::Data => {
-                s.read_to_end(&mut archive).expect("read DATA");
-            }
-            _ => {
-                let mut sink = Vec::new();
-                let _ = s.read_to_end(&mut sink);
-            }
-        }
-    }
+    let (mesg, archive) = read_bsd_streams(&ports);
     assert!(
         mesg.contains("sendbackup: end") && archive.len() >= 10_000,
         "the server's own connections get the dump: MESG {mesg:?}, {} DATA bytes\n{}",

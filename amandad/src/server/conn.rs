@@ -64,6 +64,8 @@ pub struct Conn {
     pub last_progress: Instant,
     /// Exchanges running on this connection.
     pub exchanges: usize,
+    /// Whether the socket is registered for readable events (it follows [`Conn::reading`]).
+    pub interest_readable: bool,
 }
 
 /// A run of bytes that move from a pipe to the socket without passing through user space.
@@ -93,6 +95,7 @@ impl Conn {
             paused: false,
             last_progress: Instant::now(),
             exchanges: 0,
+            interest_readable: true,
         }
     }
 

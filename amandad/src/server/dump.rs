@@ -366,7 +366,8 @@ impl Server {
                 }
             };
             let from = crate::resolve::unmap(peer.ip());
-            if d.server_ip.is_some_and(|ip| ip != from) {
+            let allowed = |ip: IpAddr| ip == from || self.cfg.extra_data_peers.contains(&from);
+            if d.server_ip.is_some_and(|ip| !allowed(ip)) {
                 // Not the server that asked for this dump: close it and keep listening.
                 let (label, server) = (d.label.clone(), d.server_ip);
                 drop(sock);

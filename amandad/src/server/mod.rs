@@ -176,6 +176,9 @@ pub struct ServerConfig {
     pub services_tcp: ServiceContext,
     pub hosts: Box<dyn HostsCheck>,
     pub limits: Limits,
+    /// Addresses besides the requesting server's that may connect to bsd/bsdudp data ports
+    /// (settings `extra_data_peers`: a relay or NAT on the control path only).
+    pub extra_data_peers: Vec<IpAddr>,
 }
 
 /// The sockets the loop starts with.
@@ -1189,7 +1192,6 @@ impl Server {
         let Some((token, c)) = self.conns.get_mut(&id) else {
             return false;
         };
-        let before = c.reading();
         let pending = c.pending();
         if !c.paused && pending > bound {
             c.paused = true;
@@ -1203,18 +1205,19 @@ impl Server {
             self.paused.remove(&id);
         }
         let reading = c.reading();
-        if reading != before {
+        if reading != c.interest_readable {
             let interest = if reading {
                 Interest::READABLE | Interest::WRITABLE
             } else {
                 Interest::WRITABLE
             };
-            if let Err(e) = self
+            match self
                 .poll
                 .registry()
                 .reregister(&mut c.sock, *token, interest)
             {
-                debug!("reregistering connection {id}: {e}");
+                Ok(()) => c.interest_readable = reading,
+                Err(e) => debug!("reregistering connection {id}: {e}"),
             }
         }
         reading
