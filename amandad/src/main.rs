@@ -135,7 +135,11 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
         hosts: Box::new(hosts),
         limits,
         // Checked when the settings were loaded.
-        extra_data_peers: loaded.settings.amandad.extra_data_peers().unwrap_or_default(),
+        extra_data_peers: loaded
+            .settings
+            .amandad
+            .extra_data_peers()
+            .unwrap_or_default(),
     };
     let mut server = Server::new(cfg, launched.sockets).context("starting the event loop")?;
     server.run().context("event loop")

@@ -438,6 +438,15 @@ mod tests {
         .unwrap();
         assert_eq!(s.amandad.max_connections, 1000);
         assert_eq!(s.log.max_bytes, 0);
+        let s = Settings::load_from(
+            None,
+            env(&[("AMANDA_RS_AMANDAD__EXTRA_DATA_PEERS", "198.18.0.1, ::1")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.amandad.extra_data_peers(),
+            Ok(vec!["198.18.0.1".parse().unwrap(), "::1".parse().unwrap()])
+        );
     }
 
     #[test]
@@ -469,7 +478,10 @@ mod tests {
         assert!(Settings::load_from(Some(&p), env(&[])).is_err());
         std::fs::write(&p, "[amandad]\nextra_data_peers = \"198.18.0.1, server\"\n").unwrap();
         let e = Settings::load_from(Some(&p), env(&[])).unwrap_err();
-        assert!(e.to_string().contains("\"server\" is not an IP address"), "{e}");
+        assert!(
+            e.to_string().contains("\"server\" is not an IP address"),
+            "{e}"
+        );
         std::fs::write(&p, "[log]\nmax_bytes = 10\n").unwrap();
         assert!(Settings::load_from(Some(&p), env(&[])).is_err());
         std::fs::write(&p, "[heartbeat]\nprobes = \"many\"\n").unwrap();
