@@ -6,6 +6,7 @@ mod amandad_interop;
 mod conf_configs;
 mod dumper_interop;
 mod firewall;
+mod hostile;
 mod interop_reference;
 mod netns;
 mod portpool_sockets;

@@ -67,9 +67,10 @@ const READ_CHUNK: usize = 16 << 10;
 /// Datagrams read per socket before the other events get their turn.
 const UDP_BATCH: usize = 256;
 
-/// Connections accepted per listener before the other events get their turn (a flood of
-/// connections must not keep a server's REQ unread until its connection is evicted).
-const ACCEPT_BATCH: usize = 32;
+/// Connections accepted per listener and round, after the other events of the round: a
+/// flood of connections must not evict a server's connection before its REQ is read
+/// (well under the connection cap), nor fill the kernel's backlog (which drops SYNs).
+const ACCEPT_BATCH: usize = 64;
 
 /// Unwritten output at which an unauthenticated connection stops being read: its NAKs are
 /// a few hundred bytes, so anything beyond this is a peer that sends and never reads.
@@ -381,7 +382,8 @@ impl Server {
                 };
                 match source {
                     Source::Udp(i) => self.read_udp(i),
-                    Source::Listener(i) => self.accept_control(i),
+                    // Accepted after the other events, one batch a round.
+                    Source::Listener(i) => self.accept_more[i] = true,
                     Source::Conn(id) => {
                         self.conn_ready(id, event.is_readable(), event.is_writable())
                     }
@@ -983,8 +985,7 @@ impl Server {
         Ok(id)
     }
 
-    /// Accepts up to [`ACCEPT_BATCH`] connections; the rest wait for the next round, after
-    /// the events already seen (see [`Self::resume_accepting`]).
+    /// Accepts up to [`ACCEPT_BATCH`] connections; the rest wait for the next round.
     fn accept_control(&mut self, i: usize) {
         self.accept_more[i] = true;
         let mut n = 0;
@@ -1018,7 +1019,7 @@ impl Server {
         }
     }
 
-    /// Continues accepting where a batch stopped.
+    /// Accepts a batch on every listener with connections waiting.
     fn resume_accepting(&mut self) {
         if self.accept_retry.is_some_and(|t| t > Instant::now()) {
             return;
