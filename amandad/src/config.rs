@@ -16,7 +16,8 @@ use conf::{ClientConfig, Settings};
 use log::warn;
 
 use crate::intake::HostsCheck;
-use crate::server::{DataPorts, Keepalive};
+use crate::resolve::{CacheConfig, PoolConfig};
+use crate::server::{DataPorts, Keepalive, Limits};
 use crate::services::context::{ContextInner, ServiceContext};
 
 /// Settings and amanda-client.conf, with the first problem found in either.
@@ -197,4 +198,121 @@ impl HostsCheck for HostsFile {
 /// The idle exit of the settings.
 pub fn idle_exit(settings: &Settings) -> Duration {
     Duration::from_secs(settings.amandad.idle_exit_secs)
+}
+
+/// Descriptors kept out of the connection cap: the daemon's own (log, poll, waker, sockets,
+/// pipes of the pools) and about ten dumps at once (each: tar's two pipes, a side pipe, up
+/// to three listeners and three connections, /dev/null).
+pub const FD_RESERVE: u64 = 128;
+
+/// The loop's bounds from the settings, with the connection cap lowered to what
+/// RLIMIT_NOFILE leaves after [`FD_RESERVE`] (the soft limit is raised toward the hard one
+/// first). Returns a warning when the cap had to be lowered.
+pub fn limits(settings: &Settings) -> (Limits, Option<String>) {
+    let a = &settings.amandad;
+    let wanted = a.max_connections as u64;
+    let (cap, warning) = connection_cap(wanted, fd_room(wanted + FD_RESERVE));
+    let limits = Limits {
+        max_connections: usize::try_from(cap).unwrap_or(usize::MAX),
+        unauth_timeout: Duration::from_secs(a.unauth_timeout_secs),
+        partial_input: a.partial_input_bytes,
+        max_output: a.max_output_bytes,
+        stalled_output: Duration::from_secs(a.stalled_output_secs),
+        max_requests_per_conn: a.max_requests_per_connection,
+        refusal_summary: Duration::from_secs(a.refusal_summary_secs),
+        name_cache: CacheConfig {
+            entries: a.name_cache_entries,
+            ttl: Duration::from_secs(a.name_cache_secs),
+            negative_ttl: Duration::from_secs(a.name_negative_cache_secs),
+        },
+        resolver: PoolConfig {
+            threads: a.resolver_threads,
+            queue: a.resolver_queue,
+        },
+    };
+    (limits, warning)
+}
+
+/// The cap on connections that leaves [`FD_RESERVE`] of `soft` descriptors (`None`:
+/// unlimited), and a warning when that is less than `wanted`.
+fn connection_cap(wanted: u64, soft: Option<u64>) -> (u64, Option<String>) {
+    match soft {
+        Some(soft) if soft < wanted + FD_RESERVE => {
+            let cap = soft.saturating_sub(FD_RESERVE).max(1);
+            (
+                cap,
+                Some(format!(
+                    "amandad.max_connections {wanted} lowered to {cap}: RLIMIT_NOFILE is {soft} and {FD_RESERVE} descriptors are kept for dumps (raise the limit, e.g. LimitNOFILE= in the systemd unit)"
+                )),
+            )
+        }
+        _ => (wanted, None),
+    }
+}
+
+/// The receive buffer asked for on UDP sockets: at least a second of a flood of small
+/// datagrams (each costs the kernel about 1 KiB), so that a server's REQ among them is not
+/// dropped while the loop is busy.
+pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Sets [`UDP_RECEIVE_BUFFER`] on `sock`: past `net.core.rmem_max` when root, else as far as
+/// the limit allows.
+pub fn widen_receive_buffer(sock: &std::net::UdpSocket) {
+    let s = socket2::SockRef::from(sock);
+    if s.recv_buffer_size().is_ok_and(|n| n >= UDP_RECEIVE_BUFFER) {
+        return;
+    }
+    use nix::sys::socket::{setsockopt, sockopt::RcvBufForce};
+    if setsockopt(sock, RcvBufForce, &UDP_RECEIVE_BUFFER).is_err() {
+        let _ = s.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE toward `want` (never past the hard limit) and returns the
+/// soft limit in force; `None` when it cannot be read or is unlimited.
+fn fd_room(want: u64) -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft == libc::RLIM_INFINITY {
+        return None;
+    }
+    if soft < want {
+        let target = want.min(hard);
+        if target > soft && setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_ok() {
+            return Some(target);
+        }
+    }
+    Some(soft)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 10: with `--nofile 256` 400 idle connections starved a fresh noop. The cap
+    /// keeps amandad under RLIMIT_NOFILE with room for dumps.
+    #[test]
+    fn the_connection_cap_stays_under_the_descriptor_limit() {
+        assert_eq!(connection_cap(256, Some(1024)), (256, None));
+        assert_eq!(connection_cap(256, None), (256, None));
+        let (cap, warning) = connection_cap(256, Some(256));
+        assert_eq!(cap, 128);
+        assert!(warning.unwrap().contains("RLIMIT_NOFILE is 256"));
+        assert_eq!(connection_cap(256, Some(100)).0, 1);
+    }
+
+    #[test]
+    fn every_bound_comes_from_the_settings() {
+        let mut s = Settings::default();
+        s.amandad.unauth_timeout_secs = 7;
+        s.amandad.partial_input_bytes = 5 << 20;
+        s.amandad.resolver_queue = 9;
+        s.amandad.name_negative_cache_secs = 11;
+        let (l, _) = limits(&s);
+        assert_eq!(l.unauth_timeout, Duration::from_secs(7));
+        assert_eq!(l.partial_input, 5 << 20);
+        assert_eq!(l.resolver.queue, 9);
+        assert_eq!(l.name_cache.negative_ttl, Duration::from_secs(11));
+        assert_eq!(l.max_requests_per_conn, 64);
+    }
 }

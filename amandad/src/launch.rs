@@ -101,7 +101,9 @@ fn bind_all(listen: &[Listen]) -> Result<Sockets, LaunchError> {
                     .and_then(|s| {
                         s.set_reuse_address(true)?;
                         s.bind(&addr.into())?;
-                        s.listen(1024)?;
+                        // The kernel caps it at net.core.somaxconn; a deep queue rides out
+                        // a burst of connections while the loop sheds them.
+                        s.listen(4096)?;
                         Ok(s)
                     })
                     .map_err(|source| LaunchError::Bind {

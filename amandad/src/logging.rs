@@ -4,13 +4,22 @@
 //! written to stdout or stderr there: a stray line on a bsdtcp connection corrupts the
 //! framing the server reads. [`init`] therefore refuses `stderr` when it is a socket and falls
 //! back to syslog when the log file cannot be opened.
+//!
+//! The file is bounded and rotatable without signals (inetd starts a process per request;
+//! nobody can signal them all): at most once a second, and on SIGHUP, the sink checks that
+//! the path still names the file it writes to and reopens it when logrotate renamed or
+//! removed it; when the file passes `[log] max_bytes` the sink renames it to `<file>.1`
+//! itself (under a lock, so concurrent amandad processes rotate once).
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -19,9 +28,10 @@ use crate::args::LogTarget;
 /// The default log file (the Amanda user can write /var/log/amanda/amandad on Debian).
 pub const DEFAULT_LOG_FILE: &str = "/var/log/amanda/amandad/amandad-rs.log";
 
-/// Installs the logger. `level` comes from the settings (or `AMANDA_RS_LOG`). Returns a
-/// note for the caller to log once the logger runs (e.g. why it fell back to syslog).
-pub fn init(target: Option<&LogTarget>, level: LevelFilter) -> Option<String> {
+/// Installs the logger. `level` comes from the settings (or `AMANDA_RS_LOG`), `max_bytes`
+/// bounds the log file (0: no bound). Returns a note for the caller to log once the logger
+/// runs (e.g. why it fell back to syslog).
+pub fn init(target: Option<&LogTarget>, level: LevelFilter, max_bytes: u64) -> Option<String> {
     let mut note = None;
     let sink = match target {
         Some(LogTarget::Syslog) => Sink::Syslog,
@@ -31,9 +41,12 @@ pub fn init(target: Option<&LogTarget>, level: LevelFilter) -> Option<String> {
             Sink::Syslog
         }
         Some(LogTarget::Stderr) => Sink::Stderr,
-        Some(LogTarget::File(path)) => open_or_syslog(path, &mut note),
-        None => open_or_syslog(Path::new(DEFAULT_LOG_FILE), &mut note),
+        Some(LogTarget::File(path)) => open_or_syslog(path, max_bytes, &mut note),
+        None => open_or_syslog(Path::new(DEFAULT_LOG_FILE), max_bytes, &mut note),
     };
+    if matches!(sink, Sink::File(_)) {
+        install_sighup();
+    }
     if matches!(sink, Sink::Syslog) {
         let ident = CString::new("amandad-rs").unwrap_or_default();
         // openlog keeps the pointer: leak the ident for the life of the process.
@@ -51,11 +64,11 @@ pub fn init(target: Option<&LogTarget>, level: LevelFilter) -> Option<String> {
     note
 }
 
-fn open_or_syslog(path: &Path, note: &mut Option<String>) -> Sink {
+fn open_or_syslog(path: &Path, max_bytes: u64, note: &mut Option<String>) -> Sink {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    match OpenOptions::new().create(true).append(true).open(path) {
+    match FileSink::open(path, max_bytes, CHECK_INTERVAL) {
         Ok(f) => Sink::File(f),
         Err(e) => {
             *note = Some(format!(
@@ -76,8 +89,114 @@ pub fn fd_is_socket(fd: i32) -> bool {
     }
 }
 
+/// How often the file sink looks at its path.
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Set by SIGHUP: reopen the log file at the next record.
+static REOPEN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sighup(_: libc::c_int) {
+    REOPEN.store(true, Ordering::Relaxed);
+}
+
+/// SIGHUP reopens the log file (standalone daemons under logrotate's `postrotate`).
+fn install_sighup() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(on_sighup),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let _ = unsafe { sigaction(Signal::SIGHUP, &action) };
+}
+
+/// An append-only log file that follows its path (reopened after a rename or removal) and
+/// rotates itself to `<path>.1` past `max_bytes`.
+pub struct FileSink {
+    path: PathBuf,
+    file: File,
+    /// Device and inode of `file`.
+    id: (u64, u64),
+    /// Bytes in the file as of the last look, plus what we wrote since.
+    size: u64,
+    max_bytes: u64,
+    interval: Duration,
+    last_check: Instant,
+}
+
+impl FileSink {
+    /// Opens (creates) `path` for appending.
+    pub fn open(path: &Path, max_bytes: u64, interval: Duration) -> std::io::Result<FileSink> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let md = file.metadata()?;
+        Ok(FileSink {
+            path: path.to_path_buf(),
+            file,
+            id: (md.dev(), md.ino()),
+            size: md.len(),
+            max_bytes,
+            interval,
+            last_check: Instant::now(),
+        })
+    }
+
+    /// Appends one line (one write, so concurrent processes do not interleave within it).
+    pub fn write_line(&mut self, line: &[u8]) {
+        let now = Instant::now();
+        if REOPEN.swap(false, Ordering::Relaxed)
+            || now.saturating_duration_since(self.last_check) >= self.interval
+        {
+            self.last_check = now;
+            self.follow_path();
+        }
+        if self.max_bytes > 0 && self.size + line.len() as u64 > self.max_bytes {
+            self.rotate();
+        }
+        if self.file.write_all(line).is_ok() {
+            self.size += line.len() as u64;
+        }
+    }
+
+    /// Reopens the file if the path names another file now (or none).
+    pub fn follow_path(&mut self) {
+        match std::fs::metadata(&self.path) {
+            Ok(md) if (md.dev(), md.ino()) == self.id => self.size = md.len(),
+            _ => self.reopen(),
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let Ok(fresh) = FileSink::open(&self.path, self.max_bytes, self.interval) {
+            self.file = fresh.file;
+            self.id = fresh.id;
+            self.size = fresh.size;
+        }
+    }
+
+    /// Renames the file to `<path>.1` and starts a new one. The lock and the inode check
+    /// make concurrent processes rotate once: the others find a new file at the path.
+    fn rotate(&mut self) {
+        let fd = self.file.as_raw_fd();
+        // SAFETY: flock on a descriptor we own; it is released below or when the file closes.
+        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+            return;
+        }
+        let still_ours =
+            std::fs::metadata(&self.path).is_ok_and(|md| (md.dev(), md.ino()) == self.id);
+        if still_ours {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            let _ = std::fs::rename(&self.path, &old);
+        }
+        // SAFETY: as above.
+        unsafe { libc::flock(fd, libc::LOCK_UN) };
+        self.reopen();
+    }
+}
+
 enum Sink {
-    File(File),
+    File(FileSink),
     Syslog,
     Stderr,
 }
@@ -108,7 +227,7 @@ impl Log for Logger {
                     record.level(),
                     record.args()
                 );
-                let _ = f.write_all(line.as_bytes());
+                f.write_line(line.as_bytes());
             }
             Sink::Stderr => {
                 let _ = writeln!(
@@ -136,7 +255,7 @@ impl Log for Logger {
 
     fn flush(&self) {
         if let Sink::File(f) = &mut *self.sink.lock().unwrap_or_else(|e| e.into_inner()) {
-            let _ = f.flush();
+            let _ = f.file.flush();
         }
     }
 }
@@ -175,6 +294,70 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Issue 10: the log had no bound and could not be rotated under inetd. A renamed or
+    /// removed file is noticed and a new one started at the path.
+    #[test]
+    fn the_sink_reopens_its_path_after_logrotate_renamed_or_removed_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("amandad-rs.log");
+        let mut sink = FileSink::open(&path, 0, Duration::ZERO).unwrap();
+        sink.write_line(b"one\n");
+        std::fs::rename(&path, dir.path().join("amandad-rs.log.1")).unwrap();
+        sink.write_line(b"two\n");
+        assert_eq!(lines(&path), ["two"]);
+        assert_eq!(lines(&dir.path().join("amandad-rs.log.1")), ["one"]);
+        std::fs::remove_file(&path).unwrap();
+        sink.write_line(b"three\n");
+        assert_eq!(lines(&path), ["three"]);
+    }
+
+    #[test]
+    fn sighup_reopens_at_once_between_periodic_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let mut sink = FileSink::open(&path, 0, Duration::from_secs(3600)).unwrap();
+        sink.write_line(b"before\n");
+        std::fs::rename(&path, dir.path().join("a.log.old")).unwrap();
+        sink.write_line(b"still the old file\n");
+        assert!(!path.exists());
+        REOPEN.store(true, Ordering::Relaxed);
+        sink.write_line(b"after\n");
+        assert_eq!(lines(&path), ["after"]);
+    }
+
+    #[test]
+    fn past_max_bytes_the_file_becomes_dot_1_and_a_new_one_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.log");
+        let mut sink = FileSink::open(&path, 1000, Duration::from_secs(3600)).unwrap();
+        let line = [b'x'; 99].iter().chain(b"\n").copied().collect::<Vec<u8>>();
+        for _ in 0..25 {
+            sink.write_line(&line);
+        }
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        assert!(size(&path) <= 1000, "{}", size(&path));
+        assert_eq!(size(&dir.path().join("b.log.1")), 1000);
+        assert!(!dir.path().join("b.log.2").exists(), "one old file only");
+        // Two writers (inetd children) share the file: each sees the other's rotation, and
+        // the bound holds within what one of them writes between its looks at the path.
+        let mut other = FileSink::open(&path, 1000, Duration::ZERO).unwrap();
+        for _ in 0..100 {
+            other.write_line(&line);
+            sink.write_line(&line);
+        }
+        assert!(size(&path) <= 2000, "{}", size(&path));
+        assert!(size(&dir.path().join("b.log.1")) <= 2000);
+        assert!(!dir.path().join("b.log.2").exists());
+    }
 
     #[test]
     fn civil_dates() {

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         .log
         .clone()
         .or_else(|| loaded.settings.log.file.clone().map(args::LogTarget::File));
-    let note = logging::init(target.as_ref(), level);
+    let note = logging::init(target.as_ref(), level, loaded.settings.log.max_bytes);
     std::panic::set_hook(Box::new(|info| error!("panic: {info}")));
     if let Some(note) = note {
         warn!("{note}");
@@ -70,6 +70,11 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
         error!("configuration error (every request will be refused with it): {e}");
     }
     let launched = launch::sockets(&args.listen)?;
+    // Room for a burst of datagrams while the loop is busy (kernel memory, not ours); only
+    // root may go past net.core.rmem_max, so this comes before dropping it.
+    for s in &launched.sockets.udp {
+        config::widen_receive_buffer(s);
+    }
     let user = args
         .user
         .clone()
@@ -106,6 +111,10 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
     let idle_exit = args
         .idle_exit
         .unwrap_or_else(|| config::idle_exit(&loaded.settings));
+    let (limits, lowered) = config::limits(&loaded.settings);
+    if let Some(w) = lowered {
+        warn!("{w}");
+    }
     let cfg = ServerConfig {
         mode: launched.mode,
         udp_auth,
@@ -124,6 +133,13 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
         services_udp,
         services_tcp,
         hosts: Box::new(hosts),
+        limits,
+        // Checked when the settings were loaded.
+        extra_data_peers: loaded
+            .settings
+            .amandad
+            .extra_data_peers()
+            .unwrap_or_default(),
     };
     let mut server = Server::new(cfg, launched.sockets).context("starting the event loop")?;
     server.run().context("event loop")

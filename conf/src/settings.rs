@@ -72,6 +72,10 @@ pub struct Log {
     pub file: Option<PathBuf>,
     /// Level: error, warn, info, debug or trace (default "info").
     pub level: String,
+    /// When the log file passes this many bytes it is renamed to `<file>.1` (replacing an
+    /// older one) and a new file is started; 0 = never (default 64 MiB). Logrotate does the
+    /// dated rotation; this is the bound when nobody runs it.
+    pub max_bytes: u64,
 }
 
 impl Default for Log {
@@ -79,6 +83,7 @@ impl Default for Log {
         Log {
             file: None,
             level: "info".into(),
+            max_bytes: 64 << 20,
         }
     }
 }
@@ -95,6 +100,54 @@ pub struct Amandad {
     pub idle_exit_secs: u64,
     /// The privileged tar helper (default: `amandad-runtar` beside the amandad binary).
     pub runtar_path: Option<PathBuf>,
+    /// Most bsdtcp control connections open at once (default 256; lowered to what
+    /// RLIMIT_NOFILE leaves after a reserve for dumps). Beyond it the oldest connection that
+    /// has not yet made an accepted request is closed to admit the new one.
+    pub max_connections: usize,
+    /// A connection that has made no accepted request within this many seconds is closed
+    /// (default 30; the Amanda server sends its REQ right after connecting).
+    pub unauth_timeout_secs: u64,
+    /// One budget for all partial input: frames being assembled and datagrams waiting for a
+    /// name lookup, bytes (default 16 MiB). Past it the largest holder is closed or dropped.
+    pub partial_input_bytes: usize,
+    /// A connection whose unwritten output passes this many bytes is not read until the
+    /// peer catches up (default 1 MiB).
+    pub max_output_bytes: usize,
+    /// Such a connection is closed when it takes none of its output for this many seconds,
+    /// unless it carries a running dump (default 120).
+    pub stalled_output_secs: u64,
+    /// Requests running at once on one bsdtcp connection (default 64; the Amanda server
+    /// runs a few). Further ones get a NAK.
+    pub max_requests_per_connection: usize,
+    /// Threads that resolve peer names, off the event loop (default 2).
+    pub resolver_threads: usize,
+    /// Addresses waiting for a lookup, at most (default 256); datagrams from further new
+    /// addresses are dropped (the server retransmits), connections closed.
+    pub resolver_queue: usize,
+    /// Peer names kept (least recently used dropped first; default 4096).
+    pub name_cache_entries: usize,
+    /// How long a looked-up name is reused, seconds (default 60).
+    pub name_cache_secs: u64,
+    /// How long a failed lookup or check is reused, seconds (default 60).
+    pub name_negative_cache_secs: u64,
+    /// Refused requests and connections are logged at debug one by one and as one summary
+    /// line per this many seconds (default 60).
+    pub refusal_summary_secs: u64,
+    /// Addresses, separated by spaces or commas, that may connect to the bsd/bsdudp data
+    /// ports besides the server whose request opened them (default none): for a server whose
+    /// control datagrams reach amandad through a relay or NAT its connections do not pass.
+    pub extra_data_peers: String,
+}
+
+impl Amandad {
+    /// [`Amandad::extra_data_peers`] as addresses, or the first word that is not one.
+    pub fn extra_data_peers(&self) -> Result<Vec<std::net::IpAddr>, String> {
+        self.extra_data_peers
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.parse().map_err(|_| w.to_string()))
+            .collect()
+    }
 }
 
 impl Default for Amandad {
@@ -103,6 +156,19 @@ impl Default for Amandad {
             workers: 2,
             idle_exit_secs: 30,
             runtar_path: None,
+            max_connections: 256,
+            unauth_timeout_secs: 30,
+            partial_input_bytes: 16 << 20,
+            max_output_bytes: 1 << 20,
+            stalled_output_secs: 120,
+            max_requests_per_connection: 64,
+            resolver_threads: 2,
+            resolver_queue: 256,
+            name_cache_entries: 4096,
+            name_cache_secs: 60,
+            name_negative_cache_secs: 60,
+            refusal_summary_secs: 60,
+            extra_data_peers: String::new(),
         }
     }
 }
@@ -265,8 +331,67 @@ impl Settings {
         ) {
             return bad("log.level", "must be error, warn, info, debug or trace");
         }
-        if !(1..=64).contains(&self.amandad.workers) {
+        let a = &self.amandad;
+        if !(1..=64).contains(&a.workers) {
             return bad("amandad.workers", "must be between 1 and 64");
+        }
+        if !(1..=1_000_000).contains(&a.max_connections) {
+            return bad("amandad.max_connections", "must be between 1 and 1000000");
+        }
+        if !(1..=3600).contains(&a.unauth_timeout_secs) {
+            return bad("amandad.unauth_timeout_secs", "must be between 1 and 3600");
+        }
+        // A bsdtcp control frame may be 4 MiB; a smaller budget could never take one whole.
+        if a.partial_input_bytes < (4 << 20) + 8 {
+            return bad(
+                "amandad.partial_input_bytes",
+                "must be at least 4194312 (one whole 4 MiB frame)",
+            );
+        }
+        if a.max_output_bytes < 64 << 10 {
+            return bad("amandad.max_output_bytes", "must be at least 65536");
+        }
+        if !(1..=86_400).contains(&a.stalled_output_secs) {
+            return bad("amandad.stalled_output_secs", "must be between 1 and 86400");
+        }
+        if !(1..=100_000).contains(&a.max_requests_per_connection) {
+            return bad(
+                "amandad.max_requests_per_connection",
+                "must be between 1 and 100000",
+            );
+        }
+        if !(1..=64).contains(&a.resolver_threads) {
+            return bad("amandad.resolver_threads", "must be between 1 and 64");
+        }
+        if !(1..=1_000_000).contains(&a.resolver_queue) {
+            return bad("amandad.resolver_queue", "must be between 1 and 1000000");
+        }
+        if !(16..=10_000_000).contains(&a.name_cache_entries) {
+            return bad(
+                "amandad.name_cache_entries",
+                "must be between 16 and 10000000",
+            );
+        }
+        if a.name_cache_secs > 86_400 || a.name_negative_cache_secs > 86_400 {
+            return bad(
+                "amandad.name_cache_secs",
+                "and name_negative_cache_secs must be at most 86400",
+            );
+        }
+        if !(1..=86_400).contains(&a.refusal_summary_secs) {
+            return bad(
+                "amandad.refusal_summary_secs",
+                "must be between 1 and 86400",
+            );
+        }
+        if let Err(bad_word) = self.amandad.extra_data_peers() {
+            return Err(SettingsError::Invalid {
+                key: "amandad.extra_data_peers",
+                problem: format!("{bad_word:?} is not an IP address"),
+            });
+        }
+        if self.log.max_bytes != 0 && self.log.max_bytes < 64 << 10 {
+            return bad("log.max_bytes", "must be 0 (no limit) or at least 65536");
         }
         if self.user.is_empty() {
             return bad("user", "must not be empty");
@@ -334,6 +459,25 @@ mod tests {
         assert_eq!(s.log.level, "debug");
         assert!(!s.dns_check);
         assert_eq!(s.gnutar_path, PathBuf::from("/usr/bin/tar"));
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("AMANDA_RS_AMANDAD__MAX_CONNECTIONS", "1000"),
+                ("AMANDA_RS_LOG__MAX_BYTES", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.amandad.max_connections, 1000);
+        assert_eq!(s.log.max_bytes, 0);
+        let s = Settings::load_from(
+            None,
+            env(&[("AMANDA_RS_AMANDAD__EXTRA_DATA_PEERS", "198.18.0.1, ::1")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.amandad.extra_data_peers(),
+            Ok(vec!["198.18.0.1".parse().unwrap(), "::1".parse().unwrap()])
+        );
     }
 
     // issue 10: the INDEX stream had no limit.
@@ -371,6 +515,19 @@ mod tests {
             e.to_string(),
             "amanda-rs settings: heartbeat.probes must be between 1 and 127"
         );
+        std::fs::write(&p, "[amandad]\npartial_input_bytes = 1000\n").unwrap();
+        let e = Settings::load_from(Some(&p), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("amandad.partial_input_bytes"), "{e}");
+        std::fs::write(&p, "[amandad]\nresolver_threads = 0\n").unwrap();
+        assert!(Settings::load_from(Some(&p), env(&[])).is_err());
+        std::fs::write(&p, "[amandad]\nextra_data_peers = \"198.18.0.1, server\"\n").unwrap();
+        let e = Settings::load_from(Some(&p), env(&[])).unwrap_err();
+        assert!(
+            e.to_string().contains("\"server\" is not an IP address"),
+            "{e}"
+        );
+        std::fs::write(&p, "[log]\nmax_bytes = 10\n").unwrap();
+        assert!(Settings::load_from(Some(&p), env(&[])).is_err());
         std::fs::write(&p, "[heartbeat]\nprobes = \"many\"\n").unwrap();
         assert!(Settings::load_from(Some(&p), env(&[])).is_err());
         assert!(Settings::load_from(Some(&dir.path().join("missing.toml")), env(&[])).is_err());

@@ -203,6 +203,7 @@ pub fn check(site: &Site) -> Vec<Finding> {
     client_conf(site, &protos, &mut out);
     data_range(site, &auths, peak, &mut out);
     client_port(site, &mut out);
+    selfcheck_datagram(site, &mut out);
     out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
 }
@@ -414,6 +415,62 @@ fn client_port(site: &Site, out: &mut Vec<Finding>) {
                 d.host, d.disk, d.auth, services.path
             ),
             format!("add `amanda 10080/udp` to {}, or client_port \"10080\" to the dumptype", services.path),
+        ));
+    }
+}
+
+/// The most a reply may carry over bsd/bsdudp: one datagram (65,503 bytes) less the
+/// longest header line.
+pub const UDP_REPLY_LIMIT: usize = 65_503 - 255;
+
+/// About how long a client's selfcheck reply is (amandad's `MESSAGE JSON` form, as measured
+/// for ours and the real one): the host-wide messages, then per DLE about 2.7 KB plus 11
+/// bytes per character of its name for an application (amgtar) DLE, 0.5 KB plus 4 per
+/// character for GNUTAR.
+pub fn selfcheck_reply_estimate<'a>(dles: impl IntoIterator<Item = (&'a str, bool)>) -> usize {
+    dles.into_iter()
+        .map(|(disk, application)| {
+            if application {
+                2_720 + 11 * disk.len()
+            } else {
+                500 + 4 * disk.len()
+            }
+        })
+        .sum::<usize>()
+        + 4_800
+}
+
+/// Hosts on bsd/bsdudp whose selfcheck reply likely passes one datagram: amcheck then sees
+/// only part of it (the real amandad cuts it silently; ours says how many DLEs were left
+/// out), so the check is incomplete every night.
+fn selfcheck_datagram(site: &Site, out: &mut Vec<Finding>) {
+    for host in site.hosts() {
+        let dles: Vec<&crate::site::SiteDle> = site
+            .dles
+            .iter()
+            .filter(|d| d.host == host && d.auth != Auth::Bsdtcp)
+            .collect();
+        let Some(first) = dles.first() else { continue };
+        let estimate = selfcheck_reply_estimate(dles.iter().map(|d| {
+            let app = site
+                .application_dles
+                .contains(&(d.host.clone(), d.disk.clone()));
+            (d.disk.as_str(), app)
+        }));
+        if estimate <= UDP_REPLY_LIMIT {
+            continue;
+        }
+        out.push(finding(
+            Severity::Warning,
+            "selfcheck-datagram",
+            first.origin.to_string(),
+            format!(
+                "{host} has {} DLEs on auth {}: amcheck's selfcheck reply is about {} KB, more than one UDP datagram holds (65503 bytes); the real amandad cuts it and amcheck reports DLEs nobody checked as fine, amanda-rs's amandad sends what fits and an error naming how many DLEs were left out",
+                dles.len(),
+                first.auth,
+                estimate / 1000
+            ),
+            format!("use auth bsdtcp for {host} (no size limit), or split its DLEs over fewer per host"),
         ));
     }
 }

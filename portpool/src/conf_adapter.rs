@@ -188,6 +188,10 @@ pub fn site_from(
             continue;
         };
         let port_text = e.dumptype.client_port.clone();
+        if e.dumptype.program == conf::model::Program::Application {
+            site.application_dles
+                .insert((e.host.clone(), e.disk_lossy().into_owned()));
+        }
         site.dles.push(SiteDle {
             host: e.host.clone(),
             disk: e.disk_lossy().into_owned(),

@@ -236,6 +236,9 @@ pub struct Site {
     pub privilege: Option<Privilege>,
     /// `netusage`, bytes per second, when set.
     pub netusage: Option<f64>,
+    /// The (host, disk) of DLEs backed up by an application (amgtar): their selfcheck
+    /// answers are about five times longer than GNUTAR's.
+    pub application_dles: std::collections::BTreeSet<(String, String)>,
 }
 
 impl Site {
@@ -255,6 +258,7 @@ impl Site {
             server_addresses: Vec::new(),
             privilege: None,
             netusage: None,
+            application_dles: Default::default(),
         }
     }
 

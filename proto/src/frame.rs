@@ -426,6 +426,12 @@ impl FrameReader {
         self.decoder.is_at_frame_boundary()
     }
 
+    /// Memory held for a frame being reassembled (the buffer's capacity): what a shell
+    /// counts against its budget for partial input.
+    pub fn buffered(&self) -> usize {
+        self.partial.capacity()
+    }
+
     /// See [`Decoder::finish`].
     pub fn finish(&self) -> Result<(), DecodeError> {
         self.decoder.finish()
@@ -475,6 +481,22 @@ mod tests {
         assert_eq!(&*frames[0].payload, b"\x00SERVICE noop\n\x00");
         assert!(frames[1].is_eof());
         assert_eq!(&*frames[2].payload, b"x");
+    }
+
+    #[test]
+    fn buffered_counts_a_partial_frame_and_drops_to_zero_when_it_completes() {
+        let payload = vec![7u8; 100_000];
+        let mut wire = Vec::new();
+        encode_frame(1, &payload, &mut wire).unwrap();
+        let mut reader = FrameReader::new();
+        let (first, rest) = wire.split_at(60_000);
+        let mut input = first;
+        assert!(reader.next(&mut input).unwrap().is_none());
+        assert!(reader.buffered() >= 60_000 - HEADER_LEN);
+        let mut input = rest;
+        let f = reader.next(&mut input).unwrap().unwrap();
+        assert_eq!(f.payload.len(), 100_000);
+        assert_eq!(reader.buffered(), 0);
     }
 
     #[test]

@@ -461,6 +461,56 @@ fn oversized_and_garbage_frames_do_not_crash_or_hang_our_amandad() {
     );
 }
 
+/// The streams a bsd sendbackup REP announces, and their ports.
+pub(crate) fn bsd_stream_ports(rep: &str) -> Vec<(proto::sendbackup::Stream, u16)> {
+    let body = rep.split_once('\n').map_or("", |(_, b)| b);
+    // Which streams to expect depends on the client's features, as in the real dumper.
+    let features = body
+        .split("features=")
+        .nth(1)
+        .and_then(|f| f.split(';').next())
+        .and_then(|f| proto::features::Features::parse(f.as_bytes()).ok())
+        .unwrap_or_else(proto::features::Features::amanda_3_5_1);
+    match proto::sendbackup::parse_reply(proto::pkt::PacketType::Rep, body.as_bytes(), &features) {
+        Ok(proto::sendbackup::Reply::Connect { ids, .. }) => ids
+            .to_connect()
+            .map(|(which, port)| (which, u16::try_from(port).expect("a port")))
+            .collect(),
+        other => panic!("sendbackup REP {rep:?}: {other:?}"),
+    }
+}
+
+/// Connects to every stream from 127.0.0.1, as the server does, and reads them to the end:
+/// (MESG text, DATA bytes).
+pub(crate) fn read_bsd_streams(ports: &[(proto::sendbackup::Stream, u16)]) -> (String, Vec<u8>) {
+    let mut streams: Vec<(proto::sendbackup::Stream, TcpStream)> = ports
+        .iter()
+        .map(|(which, port)| {
+            let s = TcpStream::connect(("127.0.0.1", *port)).expect("connect to a data stream");
+            s.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            (*which, s)
+        })
+        .collect();
+    let mut mesg = String::new();
+    let mut archive = Vec::new();
+    for (which, s) in &mut streams {
+        match which {
+            proto::sendbackup::Stream::Mesg => {
+                s.read_to_string(&mut mesg).expect("read MESG");
+            }
+            proto::sendbackup::Stream::Data => {
+                s.read_to_end(&mut archive).expect("read DATA");
+            }
+            _ => {
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink);
+            }
+        }
+    }
+    (mesg, archive)
+}
+
 /// Under loss the server's ACK of the sendbackup REP can vanish while the server, which has
 /// the REP, already connects to the data streams. Those connections must be taken as the
 /// ACK (the real client accepts them too), not closed: closing them loses the dump.
@@ -495,48 +545,7 @@ fn data_connections_before_a_lost_ack_still_get_the_whole_dump() {
             break text;
         }
     };
-    let rep_body = rep.split_once('\n').map_or("", |(_, b)| b);
-    let ids = match proto::sendbackup::parse_reply(
-        proto::pkt::PacketType::Rep,
-        rep_body.as_bytes(),
-        // Which streams to expect depends on the client's features, as in the real dumper.
-        &rep_body
-            .split("features=")
-            .nth(1)
-            .and_then(|f| f.split(';').next())
-            .and_then(|f| proto::features::Features::parse(f.as_bytes()).ok())
-            .unwrap_or_else(proto::features::Features::amanda_3_5_1),
-    ) {
-        Ok(proto::sendbackup::Reply::Connect { ids, .. }) => ids,
-        other => panic!("sendbackup REP {rep:?}: {other:?}\n{}", ours.log()),
-    };
-    let connect = |port: i32| {
-        let port = u16::try_from(port).expect("a port");
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to a data stream");
-        s.set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        s
-    };
-    let mut streams: Vec<(proto::sendbackup::Stream, TcpStream)> = ids
-        .to_connect()
-        .map(|(which, port)| (which, connect(port)))
-        .collect();
-    let mut mesg = String::new();
-    let mut archive = Vec::new();
-    for (which, s) in &mut streams {
-        match which {
-            proto::sendbackup::Stream::Mesg => {
-                s.read_to_string(&mut mesg).expect("read MESG");
-            }
-            proto::sendbackup::Stream::Data => {
-                s.read_to_end(&mut archive).expect("read DATA");
-            }
-            _ => {
-                let mut sink = Vec::new();
-                let _ = s.read_to_end(&mut sink);
-            }
-        }
-    }
+    let (mesg, archive) = read_bsd_streams(&bsd_stream_ports(&rep));
     assert!(
         mesg.contains("sendbackup: size") && mesg.contains("sendbackup: end"),
         "the whole MESG stream without any ACK:\n{mesg}\n{}",
@@ -551,4 +560,71 @@ fn data_connections_before_a_lost_ack_still_get_the_whole_dump() {
     // The REP is still being retransmitted for want of an ACK; acknowledge it now.
     let header = rep.lines().next().unwrap_or("").replace(" REP ", " ACK ");
     let _ = sock.send_to(format!("{header}\n").as_bytes(), ("127.0.0.1", ours.port));
+}
+
+/// Issue 10: the real amcheck of one host with 100 DLEs over bsd got no selfcheck answer
+/// from our amandad (the 295 KB REP never fit in a datagram) and said "timeout waiting for
+/// ACK" after 60 s. Now the reply is cut to one datagram and says, as an error amcheck
+/// shows, how many DLEs were left out and that bsdtcp has no such limit; `dumper check`
+/// warns about the host (portpool's check).
+#[test]
+fn amcheck_of_100_dles_over_bsd_names_what_did_not_fit_instead_of_timing_out() {
+    require_root!();
+    require_tool!("/usr/sbin/amcheck");
+    require_tool!(util::INETD);
+    let _guard = setup();
+    let data = Scratch::new("dles100");
+    let dles: Vec<PathBuf> = (0..100)
+        .map(|i| {
+            let d = data.join(format!("dle-{i:02}"));
+            fs::create_dir_all(&d).expect("mkdir");
+            fs::write(d.join("f"), "x\n").expect("write");
+            d
+        })
+        .collect();
+    let ours = start_ours("bsd", Launch::Standalone);
+    let server = RealServer::new("localhost", &dles, &ServerOptions::new("bsd", ours.port));
+    let start = std::time::Instant::now();
+    let (ok, out) = server.amcheck();
+    let took = start.elapsed();
+    assert!(
+        !out.contains("timeout waiting for ACK") && took < Duration::from_secs(50),
+        "amcheck waited {took:?}:\n{out}\n{}",
+        ours.log()
+    );
+    assert!(
+        out.contains("DLEs are left out and count as not checked")
+            && out.contains("auth bsdtcp has no such limit"),
+        "amcheck does not show the notice:\n{out}"
+    );
+    assert!(!ok, "a cut reply is a problem amcheck counts:\n{out}");
+    assert!(!out.contains("0 problems found"), "{out}");
+
+    let disklist: Vec<(&str, &Path, &str)> = dles
+        .iter()
+        .map(|d| ("localhost", d.as_path(), "rs"))
+        .collect();
+    let conf = util::DumperConf::new(
+        "dles100-dumper",
+        "",
+        &[util::Dt {
+            name: "rs",
+            auth: "bsd",
+            port: ours.port,
+            program: Program::Amgtar,
+            extra: "",
+        }],
+        &disklist,
+    );
+    let (_, text) = conf.check(&[]);
+    assert!(
+        text.contains("[selfcheck-datagram]")
+            && text.contains("localhost has 100 DLEs on auth bsd"),
+        "dumper check does not warn about the host:\n{text}"
+    );
+    // Our dumper asks for the legacy line form (no fe_selfcheck_message), which fits.
+    assert!(
+        text.contains("localhost: selfcheck of 100 DLE(s)"),
+        "dumper check's own selfcheck:\n{text}"
+    );
 }

@@ -148,7 +148,10 @@ fn amandad_behind_relay(
     log: &Path,
     relay_args: &[&str],
 ) -> util::RuntarInstall {
-    let runtar = start_amandad_env(t, auth, "udp:127.0.0.1:10080", log, &[]);
+    // The relay sends the control datagrams from 127.0.0.1; the data connections come
+    // from the server itself, which amandad accepts only when told (issue 10).
+    let peers = format!("AMANDA_RS_AMANDAD__EXTRA_DATA_PEERS={SERVER_IP}");
+    let runtar = start_amandad_env(t, auth, "udp:127.0.0.1:10080", log, &[&peers]);
     let listen = format!("{CLIENT_IP}:10080");
     let mut args = vec!["--listen", &listen, "--target", "127.0.0.1:10080"];
     args.extend_from_slice(relay_args);

@@ -1,6 +1,7 @@
 //! amanda-rs integration tests: one binary, one module per area.
 //! Modules are named after what they prove; shared helpers live in `util`.
 
+mod amandad_hostile;
 mod amandad_interop;
 mod conf_configs;
 mod dumper_holding;
@@ -8,6 +9,7 @@ mod dumper_hostile;
 mod dumper_interop;
 mod fake_amandad;
 mod firewall;
+mod hostile;
 mod interop_reference;
 mod netns;
 mod portpool_sockets;

@@ -3,11 +3,14 @@
 //!
 //! Output is one contiguous buffer written from `pos`; producers append whole frames or raw
 //! bytes and the loop flushes. The buffer's length is the connection's backpressure: the
-//! dump relay stops reading its pipes while [`Conn::pending`] is above [`HIGH_WATER`].
+//! dump relay stops reading its pipes while [`Conn::pending`] is above [`HIGH_WATER`], and
+//! the loop stops reading a peer whose output passed its bound (the peer does not read its
+//! replies) until it catches up.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
 
 use mio::net::TcpStream;
 use proto::frame::{self, FrameReader};
@@ -51,6 +54,18 @@ pub struct Conn {
     splice: Option<Splice>,
     /// Output queued while a splice is in progress: it goes after the spliced bytes.
     held: Vec<u8>,
+    /// The peer's name once known (control connections: looked up before anything is read).
+    pub peer_name: Option<String>,
+    /// Reading waits for the peer's name.
+    pub name_pending: bool,
+    /// Reading waits for the peer to take its output.
+    pub paused: bool,
+    /// Last time output was written (or there was none to write).
+    pub last_progress: Instant,
+    /// Exchanges running on this connection.
+    pub exchanges: usize,
+    /// Whether the socket is registered for readable events (it follows [`Conn::reading`]).
+    pub interest_readable: bool,
 }
 
 /// A run of bytes that move from a pipe to the socket without passing through user space.
@@ -75,7 +90,18 @@ impl Conn {
             stream_handles: proto::tcp::StreamHandles::default(),
             splice: None,
             held: Vec::new(),
+            peer_name: None,
+            name_pending: false,
+            paused: false,
+            last_progress: Instant::now(),
+            exchanges: 0,
+            interest_readable: true,
         }
+    }
+
+    /// Whether the loop reads from this connection now.
+    pub fn reading(&self) -> bool {
+        !self.read_closed && !self.name_pending && !self.paused
     }
 
     /// The buffer new output goes to: behind a splice in progress, if any.
@@ -190,11 +216,17 @@ impl Conn {
     /// Writes as much queued output as the socket takes. Returns `Ok(true)` when everything
     /// was written. Shuts the write side down once flushed if asked to.
     pub fn flush(&mut self) -> io::Result<bool> {
+        if self.pending() == 0 {
+            self.last_progress = Instant::now();
+        }
         loop {
             while self.pos < self.out.len() {
                 match self.sock.write(&self.out[self.pos..]) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => self.pos += n,
+                    Ok(n) => {
+                        self.pos += n;
+                        self.last_progress = Instant::now();
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
@@ -233,6 +265,7 @@ impl Conn {
                 ));
             }
             sp.left -= n as usize;
+            self.last_progress = Instant::now();
             if sp.left == 0 {
                 self.splice = None;
                 std::mem::swap(&mut self.out, &mut self.held);
@@ -245,27 +278,26 @@ impl Conn {
         Ok(true)
     }
 
-    /// Reads what the peer sent into `buf` (cleared first), until WouldBlock or EOF.
-    pub fn read_available(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+    /// Reads at most `max` bytes the peer sent into `buf` (cleared first). `Ok(0)` at EOF
+    /// (and `read_closed` is set); `WouldBlock` when nothing is waiting.
+    pub fn read_chunk(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         buf.clear();
-        let mut chunk = [0u8; 16 * 1024];
+        buf.resize(max, 0);
         loop {
-            match self.sock.read(&mut chunk) {
-                Ok(0) => {
-                    self.read_closed = true;
-                    return Ok(());
-                }
+            match self.sock.read(buf) {
                 Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    if buf.len() > 8 << 20 {
-                        // Process what we have; the next readable event brings the rest.
-                        return Ok(());
+                    buf.truncate(n);
+                    if n == 0 {
+                        self.read_closed = true;
                     }
+                    return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.read_closed = true;
+                    buf.clear();
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        self.read_closed = true;
+                    }
                     return Err(e);
                 }
             }

@@ -9,7 +9,10 @@
 //!
 //! The listening sockets exist before the REP is sent (the REP names their ports) and take
 //! their ports from the client's `unreserved-tcp-port` range, so a firewall in front of the
-//! client can stay narrow. After the server's ACK they wait 30 s for the server to connect.
+//! client can stay narrow. They accept only connections from the address the REQ came from
+//! (others are closed and counted as refusals), and a connection that arrives before the
+//! ACK counts as the ACK only because of that. After the server's ACK they wait 30 s for the
+//! server to connect.
 //! Then the dump runs: the MESG header first (nothing reaches DATA before `sendbackup: info
 //! end`), the archive from the data pipe straight into the DATA stream's output buffer (one
 //! read, no intermediate copy; the CRC is taken on that same buffer), tar's messages through
@@ -29,6 +32,7 @@ use mio::unix::SourceFd;
 
 use super::conn::{HIGH_WATER, Role};
 use super::datapath::ZeroCopy;
+use super::refusals::Reason;
 use super::{Route, Server, Source, Timer, Work};
 use crate::args::Auth;
 use crate::services::backup::{BackupPlan, BackupRun, StreamOutput};
@@ -100,6 +104,8 @@ pub struct Dump {
     splice_ok: bool,
     /// For logs: `dump <id> (<auth>)`.
     label: String,
+    /// The requesting server's address: the only one the data listeners accept.
+    server_ip: Option<IpAddr>,
 }
 
 impl Dump {
@@ -240,7 +246,11 @@ impl Server {
         }
         let rep = rewrite_connect(&plan.rep, &ids);
         let label = format!("dump {dump_id} ({})", auth.name());
-        info!(
+        let server_ip = match &route {
+            Route::Udp { peer, .. } => Some(crate::resolve::unmap(peer.ip())),
+            Route::Tcp { .. } => None,
+        };
+        debug!(
             "{label}: streams DATA {} MESG {} INDEX {}",
             ids[DATA], ids[MESG], ids[INDEX]
         );
@@ -265,6 +275,7 @@ impl Server {
                 side: None,
                 splice_ok: true,
                 label,
+                server_ip,
             },
         );
         if let Some(ex) = self.exchanges.get_mut(&ex_id) {
@@ -354,6 +365,21 @@ impl Server {
                     return;
                 }
             };
+            let from = crate::resolve::unmap(peer.ip());
+            let allowed = |ip: IpAddr| ip == from || self.cfg.extra_data_peers.contains(&from);
+            if d.server_ip.is_some_and(|ip| !allowed(ip)) {
+                // Not the server that asked for this dump: close it and keep listening.
+                let (label, server) = (d.label.clone(), d.server_ip);
+                drop(sock);
+                self.refuse(Some(from), Reason::WrongDataPeer, || {
+                    format!(
+                        "{label}: closed a data connection from {peer}: the dump was requested by {}",
+                        server.map_or_else(String::new, |s| s.to_string())
+                    )
+                });
+                continue;
+            }
+            // From the server itself, so it has the REP: its ACK was lost or is late.
             let early = !d.acked;
             if early {
                 debug!(
@@ -464,7 +490,7 @@ impl Server {
             readable: true,
             eof: false,
         });
-        info!("{}: started", d.label);
+        debug!("{}: started", d.label);
         // The header completes `sendbackup: info end` before any DATA byte can be written.
         self.write_stream(id, MESG, &header);
         self.pump_dump(id);

@@ -6,6 +6,14 @@
 //! the worker pool. Every readable source is drained to `WouldBlock` (edge-triggered); after
 //! each batch the exchanges' transmits are sent and the next timeout is computed from them.
 //!
+//! Every resource a peer can make the loop hold is bounded ([`Limits`]): control connections
+//! (a cap, oldest unauthenticated evicted first, and a deadline for making an accepted
+//! request; see [`limits`]), partial input (one budget for frames being assembled and
+//! datagrams waiting for a name, the largest holder dropped first), output (a peer that does
+//! not read its replies stops being read, and is closed when it takes nothing for a while),
+//! requests per connection, name lookups (a bounded queue, [`crate::resolve::Names`]), and
+//! the log (refusals are summarised, [`refusals`]).
+//!
 //! Protocol decisions are not made here: a new packet goes through [`crate::intake::judge`],
 //! an exchange is a [`proto::exchange::Responder`], a service's work comes from
 //! [`crate::services::start`]. What this module does is move bytes and keep the books: which
@@ -13,18 +21,20 @@
 //! and handle), which stream goes where, when to stop reading a pipe (the connection's
 //! output buffer is the backpressure), and when the process may exit.
 //!
-//! What this module must not do: block (file-system work goes to the pool, the only blocking
-//! calls are the name lookups of `resolve`, cached, and reaping a tar that already closed its
-//! pipes), or write to fds 0-2.
+//! What this module must not do: block (file-system work goes to the pool, name lookups to
+//! the resolver threads; the only blocking call is reaping a tar that already closed its
+//! pipes), write to fds 0-2, or log a line per refused request above debug.
 
 mod conn;
 pub mod datapath;
 mod dump;
+pub mod limits;
 mod pool;
+pub mod refusals;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,10 +53,68 @@ use pool::{JobOutput, Pool};
 
 use crate::args::Auth;
 use crate::intake::{self, HostsCheck, Policy, Verdict};
-use crate::resolve::Resolver;
+use crate::resolve::{self, CacheConfig, Lane, Lookup, Names, PeerName, PoolConfig};
 use crate::services::{self, ServiceContext, ServiceKind, Start};
+use limits::{Admission, Admit, Holder, InputBudget};
+use refusals::{Reason, RefusalLog};
 
 const WAKER: Token = Token(0);
+
+/// Bytes read from a connection per step: the loop looks at its bounds between steps, so
+/// one step is the most a peer can get past them.
+const READ_CHUNK: usize = 16 << 10;
+
+/// Datagrams read per socket before the other events get their turn.
+const UDP_BATCH: usize = 256;
+
+/// Connections accepted per listener and round, after the other events of the round: a
+/// flood of connections must not evict a server's connection before its REQ is read
+/// (well under the connection cap), nor fill the kernel's backlog (which drops SYNs).
+const ACCEPT_BATCH: usize = 64;
+
+/// Unwritten output at which an unauthenticated connection stops being read: its NAKs are
+/// a few hundred bytes, so anything beyond this is a peer that sends and never reads.
+const UNAUTH_MAX_OUTPUT: usize = 16 << 10;
+
+/// How long to wait before accepting again when descriptors ran out.
+const EMFILE_PAUSE: Duration = Duration::from_millis(100);
+
+/// The bounds of the loop (settings `[amandad]`; see README).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Control connections at once (already lowered to fit RLIMIT_NOFILE).
+    pub max_connections: usize,
+    /// Deadline for a control connection to make an accepted request.
+    pub unauth_timeout: Duration,
+    /// Bytes of partial input (frames being assembled, datagrams waiting for a name).
+    pub partial_input: usize,
+    /// Unwritten output at which an authenticated connection stops being read.
+    pub max_output: usize,
+    /// A connection not read for its output is closed after this long without progress.
+    pub stalled_output: Duration,
+    /// Exchanges at once on one connection.
+    pub max_requests_per_conn: usize,
+    /// Refusals are summarised once per this interval.
+    pub refusal_summary: Duration,
+    pub name_cache: CacheConfig,
+    pub resolver: PoolConfig,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 256,
+            unauth_timeout: Duration::from_secs(30),
+            partial_input: 16 << 20,
+            max_output: 1 << 20,
+            stalled_output: Duration::from_secs(120),
+            max_requests_per_conn: 64,
+            refusal_summary: Duration::from_secs(60),
+            name_cache: CacheConfig::default(),
+            resolver: PoolConfig::default(),
+        }
+    }
+}
 
 /// TCP keepalive of every connection (settings `[heartbeat]`): well under the idle timeouts
 /// of firewalls (often an hour, sometimes minutes), so quiet estimates and dumps survive.
@@ -79,6 +147,15 @@ pub enum Mode {
     Standalone,
 }
 
+/// What waits for the name of one address.
+#[derive(Default)]
+struct Waiters {
+    /// The first datagram from it (later ones are dropped: the server retransmits).
+    datagram: Option<(usize, SocketAddr, Vec<u8>)>,
+    /// Control connections not read until the name is known.
+    conns: Vec<u64>,
+}
+
 /// Everything the loop is configured with.
 pub struct ServerConfig {
     pub mode: Mode,
@@ -99,6 +176,10 @@ pub struct ServerConfig {
     /// The services' view for requests on bsdtcp connections.
     pub services_tcp: ServiceContext,
     pub hosts: Box<dyn HostsCheck>,
+    pub limits: Limits,
+    /// Addresses besides the requesting server's that may connect to bsd/bsdudp data ports
+    /// (settings `extra_data_peers`: a relay or NAT on the control path only).
+    pub extra_data_peers: Vec<IpAddr>,
 }
 
 /// The sockets the loop starts with.
@@ -178,7 +259,21 @@ pub struct Server {
     /// Armed timers. Entries are removed when an exchange re-arms or ends, so the set holds
     /// at most one entry per live exchange or dump.
     timers: BTreeSet<(Instant, Timer)>,
-    resolver: Resolver,
+    names: Names,
+    waiting: HashMap<IpAddr, Waiters>,
+    admission: Admission,
+    budget: InputBudget,
+    refusals: RefusalLog,
+    /// Listeners with connections left in their backlog (accepting resumes after the other
+    /// events), and when to retry after running out of descriptors.
+    accept_more: Vec<bool>,
+    accept_retry: Option<Instant>,
+    /// UDP sockets with datagrams left to read.
+    udp_more: Vec<bool>,
+    /// Connections not read because their peer does not take its output, and those of them
+    /// whose peer took some since.
+    paused: HashSet<u64>,
+    to_resume: BTreeSet<u64>,
     last_busy: Instant,
     inetd_conn: Option<u64>,
     recv_buf: Vec<u8>,
@@ -190,11 +285,31 @@ impl Server {
     pub fn new(cfg: ServerConfig, sockets: Sockets) -> io::Result<Server> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let pool = Pool::new(cfg.workers, waker)?;
+        let pool = Pool::new(cfg.workers, waker.clone())?;
+        let limits = cfg.limits;
+        let names = Names::new(
+            limits.name_cache,
+            limits.resolver,
+            resolve::system_lookup(cfg.dns_check),
+            Arc::new(move || {
+                let _ = waker.wake();
+            }),
+        )?;
         let mut server = Server {
             poll,
             pool,
-            resolver: Resolver::new(cfg.dns_check),
+            names,
+            waiting: HashMap::new(),
+            admission: Admission::new(limits.max_connections, limits.unauth_timeout),
+            budget: InputBudget::new(limits.partial_input),
+            // Under inetd's `nowait` every connection is a process of its own: announcing
+            // each one's first refusal would be a line per hostile connection.
+            refusals: RefusalLog::new(limits.refusal_summary, cfg.mode != Mode::InetdTcp),
+            accept_more: Vec::new(),
+            accept_retry: None,
+            udp_more: Vec::new(),
+            paused: HashSet::new(),
+            to_resume: BTreeSet::new(),
             cfg,
             sources: HashMap::new(),
             next_token: 1,
@@ -221,6 +336,7 @@ impl Server {
                 .registry()
                 .register(&mut sock, token, Interest::READABLE)?;
             server.udp.push(sock);
+            server.udp_more.push(false);
         }
         for l in sockets.listeners {
             l.set_nonblocking(true)?;
@@ -231,12 +347,14 @@ impl Server {
                 .registry()
                 .register(&mut listener, token, Interest::READABLE)?;
             server.listeners.push(listener);
+            server.accept_more.push(false);
         }
         if let Some(c) = sockets.conn {
             c.set_nonblocking(true)?;
             let peer = c.peer_addr()?;
             let id = server.add_conn(TcpStream::from_std(c), peer, Role::Control)?;
             server.inetd_conn = Some(id);
+            server.admission.admit(Instant::now(), id);
             server.check_control_peer(id);
         }
         Ok(server)
@@ -256,6 +374,7 @@ impl Server {
                 let token = event.token();
                 if token == WAKER {
                     self.drain_jobs();
+                    self.drain_names();
                     continue;
                 }
                 let Some(source) = self.sources.get(&token).copied() else {
@@ -263,7 +382,8 @@ impl Server {
                 };
                 match source {
                     Source::Udp(i) => self.read_udp(i),
-                    Source::Listener(i) => self.accept_control(i),
+                    // Accepted after the other events, one batch a round.
+                    Source::Listener(i) => self.accept_more[i] = true,
                     Source::Conn(id) => {
                         self.conn_ready(id, event.is_readable(), event.is_writable())
                     }
@@ -274,6 +394,10 @@ impl Server {
             }
             // Results may also arrive without a wake-up having been seen yet.
             self.drain_jobs();
+            self.drain_names();
+            self.resume_reads();
+            self.resume_udp();
+            self.resume_accepting();
             self.fire_timers();
             if self.busy() {
                 self.last_busy = Instant::now();
@@ -285,7 +409,7 @@ impl Server {
     }
 
     fn busy(&self) -> bool {
-        !self.exchanges.is_empty() || !self.dumps.is_empty()
+        !self.exchanges.is_empty() || !self.dumps.is_empty() || !self.waiting.is_empty()
     }
 
     fn should_exit(&self) -> bool {
@@ -305,12 +429,25 @@ impl Server {
     fn next_timeout(&mut self) -> Option<Duration> {
         let now = Instant::now();
         let mut next = self.timers.first().map(|(t, _)| *t);
+        let mut at = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        };
         if self.cfg.mode == Mode::InetdUdp
             && !self.busy()
             && let Some(idle) = self.cfg.idle_exit
         {
-            let t = self.last_busy + idle;
-            next = Some(next.map_or(t, |n| n.min(t)));
+            at(Some(self.last_busy + idle));
+        }
+        at(self.admission.deadline());
+        at(self.refusals.deadline());
+        at(self.stall_deadline());
+        if !self.to_resume.is_empty() || self.udp_more.iter().any(|m| *m) {
+            at(Some(now));
+        }
+        if self.accept_more.iter().any(|m| *m) {
+            at(Some(self.accept_retry.unwrap_or(now)));
         }
         next.map(|t| t.saturating_duration_since(now))
     }
@@ -330,29 +467,54 @@ impl Server {
 
     // ------------------------------------------------------------------ UDP control
 
+    /// Reads up to [`UDP_BATCH`] datagrams; the rest wait for the next round, after the
+    /// events already seen (a flood must not starve connections and timers).
     fn read_udp(&mut self, sock: usize) {
-        loop {
-            let (n, peer) = match self.udp[sock].recv_from(&mut self.recv_buf) {
+        self.udp_more[sock] = true;
+        let mut n = 0;
+        while n < UDP_BATCH {
+            let (len, peer) = match self.udp[sock].recv_from(&mut self.recv_buf) {
                 Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.udp_more[sock] = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    warn!("udp recv: {e}");
+                    debug!("udp recv: {e}");
                     return;
                 }
             };
-            let datagram = self.recv_buf[..n].to_vec();
+            n += 1;
+            let datagram = self.recv_buf[..len].to_vec();
             self.udp_datagram(sock, peer, &datagram);
         }
     }
 
+    /// Continues reading the UDP sockets where a batch stopped.
+    fn resume_udp(&mut self) {
+        for i in 0..self.udp.len() {
+            if self.udp_more[i] {
+                self.read_udp(i);
+            }
+        }
+    }
+
     fn udp_datagram(&mut self, sock: usize, peer: SocketAddr, bytes: &[u8]) {
+        self.udp_packet(sock, peer, bytes, None);
+    }
+
+    /// A datagram, with its sender's name when the caller already has it.
+    fn udp_packet(&mut self, sock: usize, peer: SocketAddr, bytes: &[u8], known: Option<PeerName>) {
         let now = Instant::now();
         let dgram = match Datagram::parse(bytes) {
             Ok(d) => d,
             Err(e) => {
                 // amandad drops what it cannot parse, silently for the peer.
-                debug!("dropped datagram from {peer}: {e}");
+                let ip = resolve::unmap(peer.ip());
+                self.refuse(Some(ip), Reason::Malformed, || {
+                    format!("dropped datagram from {peer}: {e}")
+                });
                 return;
             }
         };
@@ -370,14 +532,73 @@ impl Server {
             }
             return;
         }
-        let name = self.resolver.lookup(now, peer);
+        let ip = resolve::unmap(peer.ip());
+        let lookup = match known {
+            Some(name) => Lookup::Known(name),
+            None => self.names.lookup(now, peer, Lane::of(peer)),
+        };
+        let name = match lookup {
+            Lookup::Known(name) => name,
+            Lookup::Pending => {
+                // Held (one per address, within the budget) until the name is known; the
+                // server retransmits anything dropped here.
+                let w = self.waiting.entry(ip).or_default();
+                if w.datagram.is_none() && self.budget.fits(bytes.len()) {
+                    w.datagram = Some((sock, peer, bytes.to_vec()));
+                    self.budget.set(Holder::Datagram(ip), bytes.len());
+                } else {
+                    debug!(
+                        "dropped {} from {peer}: its name is still being looked up",
+                        dgram.ptype
+                    );
+                }
+                return;
+            }
+            Lookup::Busy => {
+                self.refuse(Some(ip), Reason::ResolverBusy, || {
+                    format!(
+                        "dropped {} from {peer}: too many name lookups queued",
+                        dgram.ptype
+                    )
+                });
+                return;
+            }
+        };
         if let Err(reason) = &name.check {
             // On UDP a failed name check is a silent drop (the server sees a timeout).
-            warn!("dropped {} from {peer}: {reason}", dgram.ptype);
+            self.refuse(Some(ip), Reason::NameCheck, || {
+                format!("dropped {} from {peer}: {reason}", dgram.ptype)
+            });
             return;
         }
         let body = dgram.body.to_vec();
         self.new_packet(route, &name.name, peer, dgram.ptype, &body);
+    }
+
+    /// Counts a refusal: a debug line each, an info line for the first after a quiet
+    /// interval, then a summary per interval (see [`refusals`]).
+    fn refuse(&mut self, peer: Option<IpAddr>, reason: Reason, detail: impl FnOnce() -> String) {
+        let detail = detail();
+        debug!("{detail}");
+        if let Some(line) = self.refusals.record(Instant::now(), peer, reason, &detail) {
+            info!("{line}");
+        }
+    }
+
+    /// Answers from the resolver threads: what waited for them goes on.
+    fn drain_names(&mut self) {
+        for (ip, name) in self.names.take_results(Instant::now()) {
+            let Some(w) = self.waiting.remove(&ip) else {
+                continue;
+            };
+            if let Some((sock, peer, bytes)) = w.datagram {
+                self.budget.set(Holder::Datagram(ip), 0);
+                self.udp_packet(sock, peer, &bytes, Some(name.clone()));
+            }
+            for id in w.conns {
+                self.control_peer_named(id, name.clone());
+            }
+        }
     }
 
     fn send_udp(&mut self, route: &Route, ty: PacketType, body: &[u8]) {
@@ -391,14 +612,19 @@ impl Server {
             return;
         };
         let dgram = Datagram::new(ty, handle, *seq, body);
+        let ip = resolve::unmap(peer.ip());
+        let peer = *peer;
         let bytes = match dgram.to_vec() {
             Ok(b) => b,
             Err(e) => {
-                warn!("cannot send {ty} to {peer}: {e}");
+                // E.g. a handle too long to echo: the peer's doing, so rate-limited.
+                self.refuse(Some(ip), Reason::SendFailed, || {
+                    format!("cannot send {ty} to {peer}: {e}")
+                });
                 return;
             }
         };
-        if let Err(e) = self.udp[*sock].send_to(&bytes, *peer) {
+        if let Err(e) = self.udp[*sock].send_to(&bytes, peer) {
             // A full socket buffer loses the datagram; the protocol's retransmissions cover it.
             // EPERM is this host's own netfilter refusing it, which retransmission will not fix.
             let hint = if e.raw_os_error() == Some(libc::EPERM) {
@@ -406,7 +632,9 @@ impl Server {
             } else {
                 ""
             };
-            warn!("udp send {ty} to {peer}: {e}{hint}");
+            self.refuse(Some(ip), Reason::SendFailed, || {
+                format!("udp send {ty} to {peer}: {e}{hint}")
+            });
         }
     }
 
@@ -434,24 +662,18 @@ impl Server {
             name: peer_name,
             port: peer.port(),
         };
-        let verdict = intake::judge(
-            &policy,
-            sec_peer,
-            crate::resolve::unmap(peer.ip()),
-            ty,
-            body,
-        );
+        let ip = resolve::unmap(peer.ip());
+        let verdict = intake::judge(&policy, sec_peer, ip, ty, body);
         match verdict {
             Verdict::Ignore(ty) => debug!("ignored {ty} from {peer} (no such exchange)"),
             Verdict::Nak(nak) => {
-                info!(
-                    "refused request from {peer}: {}",
-                    String::from_utf8_lossy(&nak).trim_end()
-                );
-                self.send_packet(&route, PacketType::Nak, &nak);
-                if let Route::Tcp { conn, handle } = route {
-                    self.with_conn(conn, |c| c.push_eof(handle));
-                }
+                self.refuse(Some(ip), Reason::Nak, || {
+                    format!(
+                        "refused request from {peer}: {}",
+                        String::from_utf8_lossy(&nak).trim_end()
+                    )
+                });
+                self.nak(&route, &nak);
             }
             Verdict::Accept {
                 service,
@@ -459,21 +681,49 @@ impl Server {
                 args,
             } => {
                 let args = args.to_vec();
+                self.names.trust(ip);
+                if let Route::Tcp { conn, .. } = route {
+                    self.admission.authenticated(conn);
+                    let max = self.cfg.limits.max_requests_per_conn;
+                    if self
+                        .conns
+                        .get(&conn)
+                        .is_some_and(|(_, c)| c.exchanges >= max)
+                    {
+                        self.refuse(Some(ip), Reason::TooManyRequests, || {
+                            format!("refused {} from {peer}: {max} requests already running on its connection", service.name())
+                        });
+                        let text = format!(
+                            "ERROR amandad: {max} requests are already running on this connection\n"
+                        );
+                        self.nak(&route, text.as_bytes());
+                        return;
+                    }
+                }
                 let running = self.exchanges.values().any(|ex| {
                     ex.service == service && ex.args == args && ex.responder.awaiting_reply()
                 });
                 if running {
                     // amandad's rule 8: the same request is already being served.
-                    info!(
+                    debug!(
                         "{} from {peer} is already running; ACK only",
                         service.name()
                     );
                     self.send_packet(&route, PacketType::Ack, b"");
                     return;
                 }
-                info!("{} for {user}@{peer_name} ({peer})", service.name());
+                // One line per request is too many for info under load (issue 10).
+                debug!("{} for {user}@{peer_name} ({peer})", service.name());
                 self.start_exchange(route, service, args);
             }
+        }
+    }
+
+    /// Sends a NAK; on bsdtcp the handle ends with it.
+    fn nak(&mut self, route: &Route, body: &[u8]) {
+        self.send_packet(route, PacketType::Nak, body);
+        if let Route::Tcp { conn, handle } = *route {
+            self.with_conn(conn, |c| c.push_eof(handle));
         }
     }
 
@@ -488,6 +738,9 @@ impl Server {
             }
             Route::Tcp { conn, handle } => {
                 self.tcp_index.insert((*conn, *handle), id);
+                if let Some((_, c)) = self.conns.get_mut(conn) {
+                    c.exchanges += 1;
+                }
             }
         }
         self.exchanges.insert(
@@ -520,6 +773,7 @@ impl Server {
     }
 
     fn reply(&mut self, id: u64, body: Vec<u8>) {
+        let body = self.fit_reply(id, body);
         if let Some(ex) = self.exchanges.get_mut(&id) {
             ex.responder.reply(Instant::now(), body);
             if matches!(ex.work, Work::Running) {
@@ -527,6 +781,30 @@ impl Server {
             }
             self.sync_exchange(id);
         }
+    }
+
+    /// A REP that cannot fit in one datagram would never be sent (and the server would
+    /// time out): it becomes an error the server shows. Services that can shorten their
+    /// reply (selfcheck) do so themselves first.
+    fn fit_reply(&self, id: u64, body: Vec<u8>) -> Vec<u8> {
+        let Some(ex) = self.exchanges.get(&id) else {
+            return body;
+        };
+        let Route::Udp { handle, seq, .. } = &ex.route else {
+            return body;
+        };
+        let len = Datagram::new(PacketType::Rep, handle, *seq, &body[..]).encoded_len();
+        if len <= proto::udp::MAX_DGRAM {
+            return body;
+        }
+        let text = format!(
+            "the {} reply is {len} bytes, more than fits in one UDP datagram ({} bytes) of auth {}; auth bsdtcp has no such limit",
+            ex.service.name(),
+            proto::udp::MAX_DGRAM,
+            self.cfg.udp_auth.name()
+        );
+        warn!("exchange {id}: {text}");
+        format!("ERROR [amandad: {text}]\n").into_bytes()
     }
 
     fn drain_jobs(&mut self) {
@@ -577,7 +855,17 @@ impl Server {
                 ResponderEvent::DuplicateRequest => debug!("exchange {id}: duplicate REQ"),
                 ResponderEvent::Acked => self.finish_exchange(id, true),
                 ResponderEvent::GaveUp => {
-                    warn!("exchange {id}: the server never ACKed the REP; giving up");
+                    // A lost dump is worth a line of its own; other replies nobody wanted
+                    // (a peer that sends REQs and never ACKs) only at debug.
+                    if self
+                        .exchanges
+                        .get(&id)
+                        .is_some_and(|ex| ex.service == ServiceKind::Sendbackup)
+                    {
+                        warn!("exchange {id}: the server never ACKed the REP; giving up");
+                    } else {
+                        debug!("exchange {id}: the server never ACKed the REP; giving up");
+                    }
                     self.finish_exchange(id, false);
                 }
                 ResponderEvent::TimedOut => {
@@ -603,7 +891,10 @@ impl Server {
                 self.tcp_index.remove(&(*conn, *handle));
                 // The client closes the control handle first, then the server answers in kind.
                 let handle = *handle;
-                self.with_conn(*conn, |c| c.push_eof(handle));
+                self.with_conn(*conn, |c| {
+                    c.exchanges = c.exchanges.saturating_sub(1);
+                    c.push_eof(handle);
+                });
             }
         }
         if let Work::Backup(dump_id) = ex.work {
@@ -651,6 +942,25 @@ impl Server {
                 Timer::Dump(id) => self.dump_timeout(id, now),
             }
         }
+        for id in self.admission.expired(now) {
+            let timeout = self.cfg.limits.unauth_timeout.as_secs();
+            let peer = self.conns.get(&id).map(|(_, c)| c.peer);
+            self.refuse(
+                peer.map(|p| resolve::unmap(p.ip())),
+                Reason::Unauthenticated,
+                || {
+                    format!(
+                        "closed connection {id} from {}: no accepted request within {timeout} s",
+                        peer.map_or_else(|| "?".into(), |p| p.to_string())
+                    )
+                },
+            );
+            self.close_conn(id);
+        }
+        self.close_stalled(now);
+        if let Some(line) = self.refusals.poll(now) {
+            warn!("{line}");
+        }
     }
 
     // ------------------------------------------------------------------ TCP
@@ -662,7 +972,7 @@ impl Server {
                 .with_interval(k.interval)
                 .with_retries(k.retries);
             if let Err(e) = socket2::SockRef::from(&sock).set_tcp_keepalive(&ka) {
-                warn!("keepalive on {peer}: {e}");
+                debug!("keepalive on {peer}: {e}");
             }
         }
         let _ = sock.set_nodelay(true);
@@ -675,34 +985,138 @@ impl Server {
         Ok(id)
     }
 
+    /// Accepts up to [`ACCEPT_BATCH`] connections; the rest wait for the next round.
     fn accept_control(&mut self, i: usize) {
-        loop {
+        self.accept_more[i] = true;
+        let mut n = 0;
+        while n < ACCEPT_BATCH {
             let (sock, peer) = match self.listeners[i].accept() {
                 Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_more[i] = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // Out of descriptors (the cap is below RLIMIT_NOFILE, but dumps and
+                    // other processes count too): make room, or try again a little later.
+                    if let Some(v) = self.admission.oldest_unauthenticated() {
+                        self.close_for(v, Reason::NoDescriptors);
+                        continue;
+                    }
+                    self.refuse(None, Reason::NoDescriptors, || format!("accept: {e}"));
+                    self.accept_retry = Some(Instant::now() + EMFILE_PAUSE);
+                    return;
+                }
                 Err(e) => {
-                    warn!("accept: {e}");
+                    self.refuse(None, Reason::NoDescriptors, || format!("accept: {e}"));
+                    self.accept_retry = Some(Instant::now() + EMFILE_PAUSE);
                     return;
                 }
             };
-            match self.add_conn(sock, peer, Role::Control) {
-                Ok(id) => self.check_control_peer(id),
-                Err(e) => warn!("registering connection from {peer}: {e}"),
+            n += 1;
+            self.admit_control(sock, peer);
+        }
+    }
+
+    /// Accepts a batch on every listener with connections waiting.
+    fn resume_accepting(&mut self) {
+        if self.accept_retry.is_some_and(|t| t > Instant::now()) {
+            return;
+        }
+        self.accept_retry = None;
+        for i in 0..self.listeners.len() {
+            if self.accept_more[i] {
+                self.accept_control(i);
             }
         }
     }
 
+    fn admit_control(&mut self, sock: TcpStream, peer: SocketAddr) {
+        let id = match self.add_conn(sock, peer, Role::Control) {
+            Ok(id) => id,
+            Err(e) => {
+                debug!("registering connection from {peer}: {e}");
+                return;
+            }
+        };
+        match self.admission.admit(Instant::now(), id) {
+            Admit::Accept => {}
+            Admit::Evict(old) => self.close_for(old, Reason::OverCap),
+            Admit::Refuse => {
+                let cap = self.admission.cap();
+                self.refuse(Some(resolve::unmap(peer.ip())), Reason::OverCap, || {
+                    format!(
+                        "closed connection from {peer}: {cap} connections of servers already open"
+                    )
+                });
+                self.close_conn(id);
+                return;
+            }
+        }
+        self.check_control_peer(id);
+    }
+
+    /// Closes connection `id` for `reason`, counted as a refusal.
+    fn close_for(&mut self, id: u64, reason: Reason) {
+        let Some(peer) = self.conns.get(&id).map(|(_, c)| c.peer) else {
+            return;
+        };
+        let cap = self.admission.cap();
+        self.refuse(Some(resolve::unmap(peer.ip())), reason, || match reason {
+            Reason::OverCap => format!(
+                "closed connection {id} from {peer}: the oldest without an accepted request, to stay within {cap} connections"
+            ),
+            _ => format!("closed connection {id} from {peer} to free a descriptor"),
+        });
+        self.close_conn(id);
+    }
+
     /// The bsdtcp name check happens before anything is read; a failure is answered with
-    /// amandad's refusal frame on handle 1 and the connection is closed.
+    /// amandad's refusal frame on handle 1 and the connection is closed. The lookup runs
+    /// off the loop; the connection is not read until it is answered.
     fn check_control_peer(&mut self, id: u64) {
         let Some((_, c)) = self.conns.get(&id) else {
             return;
         };
         let peer = c.peer;
-        let name = self.resolver.lookup(Instant::now(), peer);
+        match self.names.lookup(Instant::now(), peer, Lane::of(peer)) {
+            Lookup::Known(name) => self.control_peer_named(id, name),
+            Lookup::Pending => {
+                self.admission.busy(id);
+                self.waiting
+                    .entry(resolve::unmap(peer.ip()))
+                    .or_default()
+                    .conns
+                    .push(id);
+                if let Some((_, c)) = self.conns.get_mut(&id) {
+                    c.name_pending = true;
+                }
+                self.refresh_interest(id);
+            }
+            Lookup::Busy => {
+                self.refuse(
+                    Some(resolve::unmap(peer.ip())),
+                    Reason::ResolverBusy,
+                    || format!("closed connection from {peer}: too many name lookups queued"),
+                );
+                self.close_conn(id);
+            }
+        }
+    }
+
+    /// The name of a control connection's peer is known: refuse it or start reading.
+    fn control_peer_named(&mut self, id: u64, name: PeerName) {
+        let Some((_, c)) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let peer = c.peer;
+        c.name_pending = false;
+        c.peer_name = Some(name.name);
         if let Err(reason) = name.check {
-            warn!("refused bsdtcp connection from {peer}: {reason}");
+            self.refuse(Some(resolve::unmap(peer.ip())), Reason::NameCheck, || {
+                format!("refused bsdtcp connection from {peer}: {reason}")
+            });
             self.with_conn(id, |c| {
                 let mut frame = Vec::new();
                 if security::preread_refusal_frame(
@@ -717,6 +1131,10 @@ impl Server {
                 c.close_when_flushed = true;
                 c.read_closed = true;
             });
+            return;
+        }
+        if self.refresh_interest(id) {
+            self.read_conn(id);
         }
     }
 
@@ -740,7 +1158,120 @@ impl Server {
                 return;
             }
         }
+        if c.paused {
+            // The peer took some output; whether reading resumes is decided after this
+            // round of events (no edge will come for bytes already waiting).
+            self.to_resume.insert(id);
+        }
         self.maybe_close_conn(id);
+    }
+
+    /// Resumes reading the paused connections whose peers caught up.
+    fn resume_reads(&mut self) {
+        for id in std::mem::take(&mut self.to_resume) {
+            let was_reading = self.conns.get(&id).is_some_and(|(_, c)| c.reading());
+            if self.refresh_interest(id) && !was_reading {
+                self.read_conn(id);
+            }
+        }
+    }
+
+    /// The most unwritten output connection `id` may have before it stops being read.
+    fn output_bound(&self, id: u64) -> usize {
+        if self.admission.is_unauthenticated(id) {
+            UNAUTH_MAX_OUTPUT
+        } else {
+            self.cfg.limits.max_output
+        }
+    }
+
+    /// Pauses reading a connection whose peer does not take its output and resumes it when
+    /// the output fell to half the bound; registers the interest that follows. Returns true
+    /// when the connection is (now) read.
+    fn refresh_interest(&mut self, id: u64) -> bool {
+        let bound = self.output_bound(id);
+        let Some((token, c)) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        let pending = c.pending();
+        if !c.paused && pending > bound {
+            c.paused = true;
+            self.paused.insert(id);
+            debug!(
+                "connection {id} to {}: {pending} bytes unread by the peer; not reading it",
+                c.peer
+            );
+        } else if c.paused && pending <= bound / 2 {
+            c.paused = false;
+            self.paused.remove(&id);
+        }
+        let reading = c.reading();
+        if reading != c.interest_readable {
+            let interest = if reading {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::WRITABLE
+            };
+            match self
+                .poll
+                .registry()
+                .reregister(&mut c.sock, *token, interest)
+            {
+                Ok(()) => c.interest_readable = reading,
+                Err(e) => debug!("reregistering connection {id}: {e}"),
+            }
+        }
+        reading
+    }
+
+    /// When the next paused connection may be closed for taking no output.
+    fn stall_deadline(&self) -> Option<Instant> {
+        let stall = self.cfg.limits.stalled_output;
+        self.paused
+            .iter()
+            .filter_map(|id| self.conns.get(id))
+            .map(|(_, c)| c.last_progress + stall)
+            .min()
+    }
+
+    /// Closes paused connections whose peer took nothing for `stalled_output`, unless they
+    /// carry a running dump (a server may pause a dump's stream for a long time, e.g. for a
+    /// tape change; keepalive finds a dead one).
+    fn close_stalled(&mut self, now: Instant) {
+        let stall = self.cfg.limits.stalled_output;
+        let due: Vec<u64> = self
+            .paused
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.conns
+                    .get(id)
+                    .is_some_and(|(_, c)| c.last_progress + stall <= now)
+            })
+            .collect();
+        for id in due {
+            if self
+                .dumps
+                .values()
+                .any(|d| d.uses_conn(id) && !d.is_finished())
+            {
+                if let Some((_, c)) = self.conns.get_mut(&id) {
+                    c.last_progress = now;
+                }
+                continue;
+            }
+            let Some(peer) = self.conns.get(&id).map(|(_, c)| c.peer) else {
+                self.paused.remove(&id);
+                continue;
+            };
+            self.refuse(Some(resolve::unmap(peer.ip())), Reason::Stalled, || {
+                format!(
+                    "closed connection {id} from {peer}: it took none of its replies for {} s",
+                    stall.as_secs()
+                )
+            });
+            self.close_conn(id);
+        }
     }
 
     fn maybe_close_conn(&mut self, id: u64) {
@@ -755,7 +1286,8 @@ impl Server {
     }
 
     fn conn_in_use(&self, id: u64) -> bool {
-        self.tcp_index.keys().any(|(c, _)| *c == id) || self.dumps.values().any(|d| d.uses_conn(id))
+        self.conns.get(&id).is_some_and(|(_, c)| c.exchanges > 0)
+            || self.dumps.values().any(|d| d.uses_conn(id))
     }
 
     fn close_conn(&mut self, id: u64) {
@@ -764,6 +1296,9 @@ impl Server {
             self.sources.remove(&token);
             debug!("closed connection {id} to {}", c.peer);
         }
+        self.admission.closed(id);
+        self.budget.set(Holder::Conn(id), 0);
+        self.paused.remove(&id);
         // Exchanges on a dead connection cannot be answered any more.
         let dead: Vec<u64> = self
             .tcp_index
@@ -804,28 +1339,92 @@ impl Server {
         }
     }
 
+    /// Reads what the peer sent, a chunk at a time, until it has nothing more or one of the
+    /// bounds says to stop (output not taken, name not known, budget).
     fn read_conn(&mut self, id: u64) {
-        let mut buf = std::mem::take(&mut self.read_buf);
-        let (role, peer, failed) = {
-            let Some((_, c)) = self.conns.get_mut(&id) else {
-                self.read_buf = buf;
-                return;
+        loop {
+            let mut buf = std::mem::take(&mut self.read_buf);
+            let (role, peer, result) = {
+                let Some((_, c)) = self.conns.get_mut(&id) else {
+                    self.read_buf = buf;
+                    return;
+                };
+                if !c.reading() {
+                    self.read_buf = buf;
+                    break;
+                }
+                let r = c.read_chunk(&mut buf, READ_CHUNK);
+                (c.role, c.peer, r)
             };
-            let failed = c.read_available(&mut buf).err();
-            (c.role, c.peer, failed)
-        };
-        if let Some(e) = failed {
-            debug!("read from {peer}: {e}");
+            match result {
+                Ok(0) => {
+                    self.read_buf = buf;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.read_buf = buf;
+                    return;
+                }
+                Err(e) => {
+                    debug!("read from {peer}: {e}");
+                    self.read_buf = buf;
+                    break;
+                }
+            }
+            self.admission.busy(id);
+            match role {
+                Role::Control | Role::DataMux => self.read_frames(id, &buf),
+                // The server sends nothing on a raw data stream; EOF is what matters.
+                Role::DataRaw => {}
+            }
+            self.read_buf = buf;
+            self.account_partial(id);
+            if !self.refresh_interest(id) {
+                break;
+            }
         }
-        match role {
-            Role::Control | Role::DataMux => self.read_frames(id, &buf),
-            // The server sends nothing on a raw data stream; EOF is what matters.
-            Role::DataRaw => {}
-        }
-        self.read_buf = buf;
-        let closed = self.conns.get(&id).is_none_or(|(_, c)| c.read_closed);
+        let closed = self.conns.get(&id).is_some_and(|(_, c)| c.read_closed);
         if closed {
             self.peer_closed(id);
+        }
+    }
+
+    /// Counts connection `id`'s partial frame against the budget; past it, gives up the
+    /// largest holders (this connection included) until it fits.
+    fn account_partial(&mut self, id: u64) {
+        let Some((_, c)) = self.conns.get(&id) else {
+            return;
+        };
+        self.budget.set(Holder::Conn(id), c.reader.buffered());
+        while self.budget.over() {
+            let Some(victim) = self.budget.victim() else {
+                break;
+            };
+            let limit = self.budget.limit();
+            match victim {
+                Holder::Conn(v) => {
+                    let peer = self.conns.get(&v).map(|(_, c)| c.peer);
+                    let held = self.conns.get(&v).map_or(0, |(_, c)| c.reader.buffered());
+                    self.refuse(peer.map(|p| resolve::unmap(p.ip())), Reason::Budget, || {
+                        format!(
+                            "closed connection {v} from {}: it holds {held} bytes of an unfinished frame, the most while all partial input passed {limit} bytes",
+                            peer.map_or_else(|| "?".into(), |p| p.to_string())
+                        )
+                    });
+                    self.close_conn(v);
+                    self.budget.set(victim, 0);
+                }
+                Holder::Datagram(ip) => {
+                    if let Some(w) = self.waiting.get_mut(&ip) {
+                        w.datagram = None;
+                    }
+                    self.budget.set(victim, 0);
+                    self.refuse(Some(ip), Reason::Budget, || {
+                        format!("dropped a datagram from {ip} waiting for its name: all partial input passed {limit} bytes")
+                    });
+                }
+            }
         }
     }
 
@@ -836,12 +1435,18 @@ impl Server {
                 let Some((_, c)) = self.conns.get_mut(&id) else {
                     return;
                 };
+                if c.read_closed {
+                    return;
+                }
                 match c.reader.next(&mut input) {
                     Ok(Some(f)) => f.into_owned(),
                     Ok(None) => return,
                     Err(e) => {
-                        warn!("from {}: {e}; closing the connection", c.peer);
                         c.read_closed = true;
+                        let peer = c.peer;
+                        self.refuse(Some(resolve::unmap(peer.ip())), Reason::BadFraming, || {
+                            format!("from {peer}: {e}; closing the connection")
+                        });
                         return;
                     }
                 }
@@ -890,7 +1495,10 @@ impl Server {
             return;
         }
         let peer = c.peer;
-        let name = self.resolver.lookup(now, peer).name;
+        // Control connections are read only once the name is known (and passed).
+        let Some(name) = c.peer_name.clone() else {
+            return;
+        };
         let body = packet.body.to_vec();
         self.new_packet(
             Route::Tcp { conn, handle },

@@ -19,8 +19,15 @@
 //!   (we do not implement them, and do not advertise them);
 //! * host-specific values (uids, free space, versions of tar) are ours.
 //!
+//! Over bsd and bsdudp the whole reply must fit in one datagram (65,503 bytes); the JSON
+//! form takes about 3 KB per amgtar DLE, so a host with a few dozen DLEs does not fit. The
+//! real amandad cuts such a reply and amcheck then reports "0 problems found" for DLEs
+//! nobody saw; never sending it (our first version) left amcheck waiting for a timeout.
+//! [`fit_datagram`] sends what fits, errors first, and says in the reply itself, as an
+//! error amcheck shows, how many DLEs are left out and that auth bsdtcp has no such limit.
+//!
 //! What this module must not do: block the event loop (the checks run as a job), or report
-//! a check we did not make.
+//! a check we did not make, or as checked a DLE whose results were left out.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -53,10 +60,23 @@ struct Needs {
     global: bool,
 }
 
+/// One piece of the reply, in the order the checks made it.
+#[derive(Clone, Debug)]
+enum Item {
+    /// Request diagnostics, already in their wire form.
+    Raw(Vec<u8>),
+    /// A message about the host (`None`) or about DLE number `n`.
+    Msg(Option<usize>, Box<JsonMessage>),
+}
+
 struct Check {
     ctx: ServiceContext,
-    out: Vec<u8>,
+    /// The reply's form; `None` until the request's OPTIONS are read.
     writer: Option<ReplyWriter>,
+    items: Vec<Item>,
+    /// The DLE being checked, if any.
+    dle: Option<usize>,
+    dles: usize,
     hostname: Vec<u8>,
     needs: Needs,
 }
@@ -205,25 +225,17 @@ impl Check {
     fn new(ctx: ServiceContext) -> Check {
         Check {
             ctx,
-            out: Vec::new(),
             writer: None,
+            items: Vec::new(),
+            dle: None,
+            dles: 0,
             hostname: Vec::new(),
             needs: Needs::default(),
         }
     }
 
     fn emit(&mut self, m: &JsonMessage) {
-        match &mut self.writer {
-            Some(w) if w.is_json() => self.out.extend(w.message(m)),
-            // Legacy servers count every line that is neither `OK` nor `ERROR` as an error:
-            // our warnings (the real client has none) go out as `OK` lines there.
-            _ if m.severity == Severity::Warning => {
-                let mut info = m.clone();
-                info.severity = Severity::Info;
-                self.out.extend(info.legacy_line());
-            }
-            _ => self.out.extend(m.legacy_line()),
-        }
+        self.items.push(Item::Msg(self.dle, Box::new(m.clone())));
     }
 
     fn run(mut self, args: &[u8]) -> Vec<u8> {
@@ -231,10 +243,22 @@ impl Check {
             Some(h) => h,
             None => return b"ERROR [Missing OPTIONS line in selfcheck input]\n".to_vec(),
         };
-        self.out.extend_from_slice(&h.diagnostics);
-        let writer = ReplyWriter::new(&h.server);
-        self.out.extend_from_slice(writer.header());
-        self.writer = Some(writer);
+        self.items.push(Item::Raw(h.diagnostics.clone()));
+        self.writer = Some(ReplyWriter::new(&h.server));
+        self.check(&h);
+        let (Some(writer), Some(limit)) = (self.writer.clone(), self.datagram_limit()) else {
+            return render(self.writer.clone(), &self.items);
+        };
+        let auth = self.ctx.auth.clone();
+        fit_datagram(writer, &self.items, self.dles, limit, &auth)
+    }
+
+    /// The most a reply body may have over bsd/bsdudp (one datagram with its header line).
+    fn datagram_limit(&self) -> Option<usize> {
+        (self.ctx.auth != "bsdtcp").then_some(MAX_UDP_BODY)
+    }
+
+    fn check(&mut self, h: &crate::services::request::Head) {
         self.hostname = h.hostname.clone();
         let host = self.hostname.clone();
         let (platform, distro) = platform_and_distro();
@@ -244,7 +268,7 @@ impl Check {
         self.emit(&msg::options(self.ctx.features_hex.as_bytes(), &host));
         if h.input.extra_options_lines > 0 {
             self.emit(&msg::multiple_options());
-            return self.out;
+            return;
         }
         if let Some(xml) = &h.input.xml {
             let dles = match proto::dle::xml::parse_dles(xml) {
@@ -254,19 +278,23 @@ impl Check {
                         Some(e.amanda_message().as_bytes()),
                         &host,
                     ));
-                    return self.out;
+                    return;
                 }
             };
-            for dle in &dles {
+            for (i, dle) in dles.iter().enumerate() {
+                self.dle = Some(i);
+                self.dles = i + 1;
                 self.check_options(dle);
                 self.check_disk(dle);
             }
         } else {
-            for line in &h.input.legacy_lines {
+            for (i, line) in h.input.legacy_lines.iter().enumerate() {
+                self.dle = Some(i);
+                self.dles = i + 1;
                 match proto::dle::legacy::LegacyLine::parse_selfcheck(line, &h.server) {
                     Ok(l) => {
                         for d in &l.diagnostics {
-                            self.out.extend(d.error_line());
+                            self.items.push(Item::Raw(d.error_line()));
                         }
                         if l.options.is_none() {
                             // "check all since no option"
@@ -278,15 +306,16 @@ impl Check {
                         self.check_disk(&l.dle);
                     }
                     Err(_) => {
+                        self.dle = None;
                         self.emit(&msg::format_error(None, &host));
-                        return self.out;
+                        return;
                     }
                 }
             }
         }
+        self.dle = None;
         self.check_security_file();
         self.check_overall();
-        self.out
     }
 
     fn names(dle: &Dle) -> (Vec<u8>, Vec<u8>) {
@@ -762,6 +791,164 @@ impl Check {
             ));
         }
     }
+}
+
+/// The largest reply body that fits in one datagram whatever its header line.
+pub const MAX_UDP_BODY: usize = proto::udp::MAX_DGRAM - proto::udp::MAX_HEADER_LINE;
+
+/// One message in the reply's form.
+fn message_bytes(writer: &mut ReplyWriter, m: &JsonMessage) -> Vec<u8> {
+    if writer.is_json() {
+        return writer.message(m);
+    }
+    // Legacy servers count every line that is neither `OK` nor `ERROR` as an error: our
+    // warnings (the real client has none) go out as `OK` lines there.
+    if m.severity == Severity::Warning {
+        let mut info = m.clone();
+        info.severity = Severity::Info;
+        return info.legacy_line();
+    }
+    m.legacy_line()
+}
+
+/// The reply with every item, in order.
+fn render(writer: Option<ReplyWriter>, items: &[Item]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut writer = writer;
+    let mut header_done = false;
+    for item in items {
+        match item {
+            Item::Raw(b) => out.extend_from_slice(b),
+            Item::Msg(_, m) => {
+                let Some(w) = writer.as_mut() else { continue };
+                if !header_done {
+                    out.extend_from_slice(w.header());
+                    header_done = true;
+                }
+                out.extend(message_bytes(w, m));
+            }
+        }
+    }
+    if !header_done && let Some(w) = &writer {
+        out.extend_from_slice(w.header());
+    }
+    out
+}
+
+/// The reply cut to `limit` bytes when it is longer: the messages about the host up to the
+/// first DLE's (version, OPTIONS), a notice, every error, the other host-wide checks, then
+/// whole DLEs as long as they fit. The notice, an error, says how many of the `dles` DLEs
+/// are left out (not every message of theirs is in the reply): amcheck shows it and counts
+/// a problem, so no DLE passes as checked that was not reported.
+fn fit_datagram(
+    writer: ReplyWriter,
+    items: &[Item],
+    dles: usize,
+    limit: usize,
+    auth: &str,
+) -> Vec<u8> {
+    let whole = render(Some(writer.clone()), items);
+    if whole.len() <= limit {
+        return whole;
+    }
+    // Sizes in the reply's form (a JSON message after the first also carries ",\n").
+    let size = |item: &Item| -> usize {
+        match item {
+            Item::Raw(b) => b.len(),
+            Item::Msg(_, m) if writer.is_json() => m.encode().len() + 2,
+            Item::Msg(_, m) => message_bytes(&mut writer.clone(), m).len(),
+        }
+    };
+    let first_dle = items
+        .iter()
+        .position(|i| matches!(i, Item::Msg(Some(_), _)))
+        .unwrap_or(items.len());
+    let is_error = |item: &Item| match item {
+        Item::Raw(_) => true,
+        Item::Msg(_, m) => m.severity == Severity::Error,
+    };
+    let notice = |left_out: usize| {
+        custom(
+            Origin::SELFCHECK,
+            3_600_099,
+            Severity::Error,
+            "selfcheck.c",
+            &[],
+            format!(
+                "the selfcheck reply for {dles} DLEs is {} bytes, more than one UDP datagram of auth {auth} holds ({} bytes): the results of {left_out} DLEs are left out and count as not checked; auth bsdtcp has no such limit",
+                whole.len(),
+                proto::udp::MAX_DGRAM
+            ),
+        )
+    };
+    // Room for the notice with the widest count it can have.
+    let mut used = writer.header().len() + size(&Item::Msg(None, Box::new(notice(dles))));
+    let mut keep = vec![false; items.len()];
+    let take = |i: usize, used: &mut usize, keep: &mut Vec<bool>| -> bool {
+        let n = size(&items[i]);
+        if *used + n > limit {
+            return false;
+        }
+        *used += n;
+        keep[i] = true;
+        true
+    };
+    let errors: Vec<usize> = (first_dle..items.len())
+        .filter(|&i| is_error(&items[i]))
+        .collect();
+    let host: Vec<usize> = (first_dle..items.len())
+        .filter(|&i| matches!(items[i], Item::Msg(None, _)) && !is_error(&items[i]))
+        .collect();
+    for &i in (0..first_dle)
+        .collect::<Vec<_>>()
+        .iter()
+        .chain(&errors)
+        .chain(&host)
+    {
+        take(i, &mut used, &mut keep);
+    }
+    // Whole DLEs, in order, while they fit.
+    let group = |i: usize| match &items[i] {
+        Item::Msg(Some(g), _) => Some(*g),
+        _ => None,
+    };
+    let mut full = true;
+    for g in 0..dles {
+        let members: Vec<usize> = (0..items.len()).filter(|&i| group(i) == Some(g)).collect();
+        let need: usize = members
+            .iter()
+            .filter(|&&i| !keep[i])
+            .map(|&i| size(&items[i]))
+            .sum();
+        if full && used + need <= limit {
+            used += need;
+            for i in members {
+                keep[i] = true;
+            }
+        } else {
+            full = false;
+        }
+    }
+    let left_out = (0..dles)
+        .filter(|&g| (0..items.len()).any(|i| group(i) == Some(g) && !keep[i]))
+        .count();
+    let mut kept: Vec<Item> = Vec::new();
+    let mut order: Vec<usize> = (0..first_dle).collect();
+    order.extend(&errors);
+    order.extend(&host);
+    order.extend((first_dle..items.len()).filter(|&i| group(i).is_some() && !is_error(&items[i])));
+    for (n, i) in order.into_iter().enumerate() {
+        if n == first_dle {
+            kept.push(Item::Msg(None, Box::new(notice(left_out))));
+        }
+        if keep[i] {
+            kept.push(items[i].clone());
+        }
+    }
+    if first_dle >= items.len() {
+        kept.push(Item::Msg(None, Box::new(notice(left_out))));
+    }
+    render(Some(writer), &kept)
 }
 
 #[cfg(test)]

@@ -168,3 +168,49 @@ fn bsdtcp_capacity_counts_dumps_at_once_not_dumpers() {
         .unwrap();
     assert!(f.message.contains("up to 9 dumps at once"), "{}", f.message);
 }
+
+/// Issue 10: amcheck of one host with 100 DLEs over bsd got no selfcheck answer (the reply
+/// is about 295 KB, one datagram holds 65,503 bytes). `portpool check` warns about such
+/// hosts; bsdtcp hosts and small ones are fine.
+#[test]
+fn a_bsd_host_with_too_many_dles_for_one_selfcheck_datagram_is_a_warning() {
+    let mut site = seed_site();
+    site.dles.clear();
+    for i in 0..100 {
+        let mut d = dle("big", Auth::Bsd);
+        d.disk = format!("/srv/dle{i:03}");
+        site.application_dles.insert(("big".into(), d.disk.clone()));
+        site.dles.push(d);
+        let mut d = dle("tcp", Auth::Bsdtcp);
+        d.disk = format!("/srv/dle{i:03}");
+        site.application_dles.insert(("tcp".into(), d.disk.clone()));
+        site.dles.push(d);
+    }
+    for i in 0..20 {
+        let mut d = dle("small", Auth::Bsdudp);
+        d.disk = format!("/srv/dle{i:03}");
+        site.dles.push(d);
+    }
+    let findings = check(&site);
+    let hits: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.code == "selfcheck-datagram")
+        .collect();
+    assert_eq!(hits.len(), 1, "{findings:#?}");
+    assert_eq!(hits[0].severity, Severity::Warning);
+    assert!(
+        hits[0]
+            .message
+            .starts_with("big has 100 DLEs on auth bsd: "),
+        "{}",
+        hits[0].message
+    );
+    assert!(hits[0].fix.contains("bsdtcp"));
+    // About the size measured for 100 amgtar DLEs (294,981 bytes).
+    let est =
+        selfcheck_reply_estimate((0..100).map(|_| ("/tmp/amanda-rs-tests/x-1-1/dle-00", true)));
+    assert!((250_000..350_000).contains(&est), "{est}");
+    // 100 GNUTAR DLEs with short names still fit; 200 do not.
+    assert!(selfcheck_reply_estimate((0..100).map(|_| ("/srv/a", false))) < UDP_REPLY_LIMIT);
+    assert!(selfcheck_reply_estimate((0..200).map(|_| ("/srv/a", false))) > UDP_REPLY_LIMIT);
+}

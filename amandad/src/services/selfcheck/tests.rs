@@ -218,3 +218,143 @@ fn unsupported_dumptypes_are_errors_and_a_missing_helper_is_a_warning() {
         String::from_utf8_lossy(&body)
     );
 }
+
+/// A reply of `dles` DLEs like amgtar's (five messages each, one error every ten DLEs).
+fn big_reply(dles: usize, json: bool) -> (ReplyWriter, Vec<Item>) {
+    let f = proto::features::Features::parse(F.as_bytes()).unwrap();
+    let mut features = f.clone();
+    if !json {
+        features = proto::features::Features::parse(b"").unwrap_or(f);
+    }
+    let writer = ReplyWriter::new(&features);
+    let host = b"client.example".to_vec();
+    let mut items = vec![
+        Item::Raw(Vec::new()),
+        Item::Msg(None, Box::new(msg::version(&host))),
+        Item::Msg(None, Box::new(msg::options(F.as_bytes(), &host))),
+    ];
+    for g in 0..dles {
+        let disk = format!("/srv/data/volume-{g:03}/some/longer/path");
+        let d = disk.as_bytes();
+        for _ in 0..4 {
+            items.push(Item::Msg(Some(g), Box::new(msg::amgtar_ok(d, d, &host))));
+        }
+        if g % 10 == 3 {
+            items.push(Item::Msg(
+                Some(g),
+                Box::new(msg::could_not_access(libc::ENOENT, b"access", &host, d, d)),
+            ));
+        } else {
+            items.push(Item::Msg(Some(g), Box::new(msg::disk_ok(&host, d, d))));
+        }
+    }
+    items.push(Item::Msg(
+        None,
+        Box::new(msg::space(b"/tmp", Ok(1 << 30), 64, &host)),
+    ));
+    (writer, items)
+}
+
+/// Issue 10: the selfcheck REP of 100 DLEs over bsd (294,981 bytes) was never sent, and
+/// amcheck timed out. It is cut to one datagram: the host's messages, every error, a notice
+/// that names the DLEs left out and bsdtcp, then whole DLEs.
+#[test]
+fn an_oversized_reply_over_udp_keeps_errors_and_names_what_was_left_out() {
+    let (writer, items) = big_reply(100, true);
+    let whole = render(Some(writer.clone()), &items);
+    assert!(whole.len() > 3 * MAX_UDP_BODY, "{}", whole.len());
+    let cut = fit_datagram(writer, &items, 100, MAX_UDP_BODY, "bsd");
+    assert!(cut.len() <= MAX_UDP_BODY, "{}", cut.len());
+    let msgs = parse_json_reply(&cut).expect("still a JSON reply");
+    let texts: Vec<String> = msgs
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.message).into_owned())
+        .collect();
+    let notice = msgs
+        .iter()
+        .find(|m| m.code == 3_600_099)
+        .expect("the notice");
+    assert_eq!(
+        notice.severity,
+        Severity::Error,
+        "amcheck counts it as a problem"
+    );
+    let text = String::from_utf8_lossy(&notice.message);
+    assert!(
+        text.contains("the selfcheck reply for 100 DLEs is "),
+        "{text}"
+    );
+    assert!(text.contains("auth bsdtcp has no such limit"), "{text}");
+    assert!(text.contains("count as not checked"), "{text}");
+    // Every one of the ten errors is there, before any DLE's OK.
+    let errors: Vec<usize> = msgs
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.severity == Severity::Error && m.code != 3_600_099)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(errors.len(), 10, "{texts:#?}");
+    let first_ok = msgs
+        .iter()
+        .position(|m| m.arg("disk").is_some() && m.severity != Severity::Error)
+        .unwrap();
+    assert!(errors.iter().all(|&e| e < first_ok));
+    // The count in the notice is the number of DLEs not wholly in the reply.
+    let whole_dles = (0..100)
+        .filter(|g| {
+            let disk = format!("/srv/data/volume-{g:03}/some/longer/path");
+            msgs.iter()
+                .filter(|m| m.arg("disk").is_some_and(|d| **d == *disk.as_bytes()))
+                .count()
+                == 5
+        })
+        .count();
+    assert!(whole_dles > 0 && whole_dles < 100);
+    assert!(
+        text.contains(&format!(
+            "the results of {} DLEs are left out",
+            100 - whole_dles
+        )),
+        "{text} ({whole_dles} whole)"
+    );
+    // The host-wide check after the DLEs is kept.
+    assert!(texts.iter().any(|t| t.contains("/tmp")), "{texts:#?}");
+}
+
+#[test]
+fn a_reply_that_fits_is_sent_unchanged_and_bsdtcp_is_never_cut() {
+    let (writer, items) = big_reply(5, true);
+    let whole = render(Some(writer.clone()), &items);
+    assert!(whole.len() < MAX_UDP_BODY);
+    assert_eq!(fit_datagram(writer, &items, 5, MAX_UDP_BODY, "bsd"), whole);
+    let mut inner = ContextInner::debian_defaults("bsdtcp");
+    inner.auth = "bsdtcp".into();
+    let check = Check::new(ServiceContext::new(inner));
+    assert_eq!(check.datagram_limit(), None);
+    let check = Check::new(ServiceContext::new(ContextInner::debian_defaults("bsdudp")));
+    assert_eq!(check.datagram_limit(), Some(MAX_UDP_BODY));
+}
+
+#[test]
+fn the_legacy_form_is_cut_the_same_way() {
+    let (writer, items) = big_reply(2000, false);
+    assert!(!writer.is_json());
+    let cut = fit_datagram(writer, &items, 2000, MAX_UDP_BODY, "bsdudp");
+    assert!(cut.len() <= MAX_UDP_BODY);
+    let text = String::from_utf8_lossy(&cut);
+    let first = text
+        .lines()
+        .position(|l| l.starts_with("ERROR [the selfcheck reply"))
+        .unwrap();
+    let first_ok = text
+        .lines()
+        .position(|l| l.starts_with("OK ") && l.contains("volume"))
+        .unwrap();
+    assert!(first < first_ok, "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("ERROR [client.example: Could not access"))
+            .count(),
+        200
+    );
+}
