@@ -16,6 +16,7 @@
 //! What this crate must not do: speak the wire format itself (that is `proto`), parse the
 //! configuration language (that is `conf`), or pick ports (that is `portpool`).
 
+pub mod amcatalog;
 pub mod catalog;
 pub mod check;
 pub mod clock;
