@@ -283,6 +283,11 @@ impl Catalog {
         &self.path
     }
 
+    /// The connection, for the taper's own tables (`taper::store`).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Records the start of a run; returns its id. Rows still `running` were left by a
     /// dumper that died (runs of one configuration never overlap: `dumper run` holds its
     /// lock) and become `lost`.

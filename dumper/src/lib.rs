@@ -39,4 +39,5 @@ pub mod report;
 pub mod request;
 pub mod restore;
 pub mod run;
+pub mod taper;
 pub mod tarscan;

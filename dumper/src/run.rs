@@ -181,7 +181,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
 
 /// One `dumper run` per configuration at a time (amdump refuses to run twice too): an
 /// exclusive lock on `<catalog>.lock`, held until the run ends.
-fn lock_run(catalog: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+pub(crate) fn lock_run(catalog: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
     let mut p = catalog.as_os_str().to_owned();
     p.push(".lock");
     let p = PathBuf::from(p);
