@@ -85,10 +85,8 @@ impl Info {
             };
             match k {
                 "command" => i.command = v.trim().parse().unwrap_or(0),
-                "full-rate" | "full-comp" | "incr-rate" | "incr-comp" => {
-                    if !v.trim().is_empty() {
-                        i.rates.push(line.to_owned());
-                    }
+                "full-rate" | "full-comp" | "incr-rate" | "incr-comp" if !v.trim().is_empty() => {
+                    i.rates.push(line.to_owned());
                 }
                 "stats" => {
                     let w: Vec<&str> = v.split_whitespace().collect();

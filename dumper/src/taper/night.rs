@@ -599,3 +599,52 @@ fn header_text(path: &Path) -> Option<Vec<u8>> {
     std::fs::File::open(path).ok()?.read_exact(&mut b).ok()?;
     DumpHeader::parse(&b).ok()?.build_text().ok()
 }
+
+/// The taper of `dumper run`: `(taper, None)`, `(None, None)` without a changer, or
+/// `(None, report)` when it cannot start (the dumps then stay on the holding disk and the
+/// report says why, with amdump's tape bit). With `autoflush`, dumps of earlier runs still
+/// on the holding disk are queued first.
+pub fn for_run(
+    plan: &Plan,
+    datestamp: &str,
+    settings: &conf::Settings,
+    catalog: &Catalog,
+) -> (Option<TapeNight>, Option<TapeReport>) {
+    let setup = Setup {
+        plan,
+        datestamp,
+        settings,
+        flush: false,
+    };
+    match TapeNight::start(&setup, catalog) {
+        Ok(Some(mut t)) => {
+            if plan.config.autoflush != conf::value::NoYesAll::No
+                && let Ok(left) = store::untaped(catalog.connection())
+            {
+                for d in &left {
+                    t.leftover(d);
+                }
+            }
+            (Some(t), None)
+        }
+        Ok(None) => (None, None),
+        Err(e) => (
+            None,
+            Some(TapeReport {
+                lines: vec![format!(
+                    "the taper cannot run; every dump stays on the holding disk: {e}"
+                )],
+                failed: true,
+                ..TapeReport::default()
+            }),
+        ),
+    }
+}
+
+/// Ids of the dumps with a complete copy on volumes (empty when there are none yet).
+pub fn taped_dumps(catalog: &Catalog) -> std::collections::HashSet<i64> {
+    let c = catalog.connection();
+    store::ensure(c)
+        .and_then(|()| store::taped_ids(c))
+        .unwrap_or_default()
+}
