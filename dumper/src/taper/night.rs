@@ -360,7 +360,11 @@ impl TapeNight {
                 slot,
                 tape,
                 replaced,
+                kept,
             } => {
+                for k in kept {
+                    self.report.lines.push(format!("volume {k}"));
+                }
                 let what = match replaced {
                     Replaced::Nothing => format!("volume {label}: new, labelled in {slot}"),
                     Replaced::Foreign(w) => {

@@ -169,15 +169,17 @@ pub fn next_label(p: &Policy<'_>, taken: &dyn Fn(&str) -> bool) -> Option<String
 }
 
 /// Chooses the next volume. `slots` are the changer's slots in order, `used` the labels
-/// written tonight, `keep` the output of [`protected`].
+/// written tonight, `keep` the output of [`protected`]. With the choice come the notes the
+/// report shows: the older volumes that were kept, and why.
 pub fn choose(
     slots: &[(String, SlotView)],
     tapelist: &Tapelist,
     used: &[String],
     keep: &BTreeMap<String, String>,
     p: &Policy<'_>,
-) -> Result<Choice, NoVolume> {
+) -> Result<(Choice, Vec<String>), NoVolume> {
     let mut reasons = Vec::new();
+    let mut kept_notes = Vec::new();
     let slot_of = |label: &str| {
         slots
             .iter()
@@ -211,17 +213,19 @@ pub fn choose(
             continue;
         };
         if let Some(why) = keep.get(&e.label) {
-            reasons.push(format!(
-                "{} (written {}) is kept: {why}",
-                e.label, e.datestamp
-            ));
+            let note = format!("{} (written {}) is kept: {why}", e.label, e.datestamp);
+            reasons.push(note.clone());
+            kept_notes.push(note);
             continue;
         }
-        return Ok(Choice::Reuse {
-            slot,
-            label: e.label.clone(),
-            written: e.datestamp.clone(),
-        });
+        return Ok((
+            Choice::Reuse {
+                slot,
+                label: e.label.clone(),
+                written: e.datestamp.clone(),
+            },
+            kept_notes,
+        ));
     }
     let allows = |w: &str| p.autolabel.template.is_some() && p.autolabel.when.contains(&w);
     let taken = |l: &str| tapelist.get(l).is_some() || slot_of(l).is_some();
@@ -232,11 +236,14 @@ pub fn choose(
                 if allows("empty") {
                     match next_label(p, &taken) {
                         Some(label) => {
-                            return Ok(Choice::Label {
-                                slot: i,
-                                label,
-                                replaces: None,
-                            });
+                            return Ok((
+                                Choice::Label {
+                                    slot: i,
+                                    label,
+                                    replaces: None,
+                                },
+                                kept_notes,
+                            ));
                         }
                         None => reasons.push(format!(
                             "{name} is empty but autolabel {:?} gives no free label matching labelstr",
@@ -287,11 +294,14 @@ pub fn choose(
     if let Some((slot, was)) = relabel
         && let Some(label) = next_label(p, &taken)
     {
-        return Ok(Choice::Label {
-            slot,
-            label,
-            replaces: Some(was),
-        });
+        return Ok((
+            Choice::Label {
+                slot,
+                label,
+                replaces: Some(was),
+            },
+            kept_notes,
+        ));
     }
     if slots.is_empty() {
         reasons.push("the changer has no slot".into());
@@ -345,7 +355,9 @@ mod tests {
             ("slot 2".into(), SlotView::Empty),
         ];
         let t = tl(&[("20260101000000", "vt-01")]);
-        let c = choose(&slots, &t, &[], &BTreeMap::new(), &policy(&a, 3)).unwrap();
+        let c = choose(&slots, &t, &[], &BTreeMap::new(), &policy(&a, 3))
+            .unwrap()
+            .0;
         assert_eq!(
             c,
             Choice::Label {
@@ -375,7 +387,9 @@ mod tests {
             ("20260102000000", "vt-02"),
             ("20260103000000", "vt-03"),
         ]);
-        let c = choose(&slots, &t, &[], &BTreeMap::new(), &policy(&a, 3)).unwrap();
+        let c = choose(&slots, &t, &[], &BTreeMap::new(), &policy(&a, 3))
+            .unwrap()
+            .0;
         assert_eq!(c.label(), "vt-01");
         // Written tonight already: the next oldest reusable one (none: tapecycle keeps 2).
         let e = choose(
@@ -397,7 +411,8 @@ mod tests {
             &BTreeMap::new(),
             &policy(&a, 2),
         )
-        .unwrap();
+        .unwrap()
+        .0;
         assert_eq!(c.label(), "vt-02");
     }
 
@@ -431,8 +446,15 @@ mod tests {
         let keep = protected(&copies);
         assert_eq!(keep.len(), 1);
         // tapecycle 2: vt-01 and vt-02 are reusable; vt-01 holds the only full.
-        let c = choose(&slots, &t, &[], &keep, &policy(&a, 2)).unwrap();
+        let (c, notes) = choose(&slots, &t, &[], &keep, &policy(&a, 2)).unwrap();
         assert_eq!(c.label(), "vt-02");
+        assert_eq!(notes.len(), 1);
+        assert!(
+            notes[0].contains(
+                "vt-01 (written 20260101000000) is kept: it holds the only full dump of h:/a"
+            ),
+            "{notes:?}"
+        );
         // A newer full on the holding disk frees it.
         let mut more = copies.clone();
         more.push(DumpCopy {
@@ -442,7 +464,9 @@ mod tests {
             labels: vec![],
             on_holding: true,
         });
-        let c = choose(&slots, &t, &[], &protected(&more), &policy(&a, 2)).unwrap();
+        let c = choose(&slots, &t, &[], &protected(&more), &policy(&a, 2))
+            .unwrap()
+            .0;
         assert_eq!(c.label(), "vt-01");
     }
 
@@ -481,7 +505,8 @@ mod tests {
             &BTreeMap::new(),
             &policy(&a, 3),
         )
-        .unwrap();
+        .unwrap()
+        .0;
         assert_eq!(
             c,
             Choice::Label {

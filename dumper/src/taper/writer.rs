@@ -162,6 +162,8 @@ pub enum Event {
         tape: u32,
         /// What was on it.
         replaced: Replaced,
+        /// Older volumes that were kept, and why.
+        kept: Vec<String>,
     },
     /// A dump is on volumes, synced.
     Taped {
@@ -453,8 +455,9 @@ impl Writer {
             autolabel: &self.cfg.autolabel,
             labelstr: &matches,
         };
-        let choice = planner::choose(&views, &self.tapelist, &self.used_labels, &keep, &policy)
-            .map_err(|e| Fail::Night(format!("changer {}: {e}", self.cfg.changer.name)))?;
+        let (choice, kept) =
+            planner::choose(&views, &self.tapelist, &self.used_labels, &keep, &policy)
+                .map_err(|e| Fail::Night(format!("changer {}: {e}", self.cfg.changer.name)))?;
         let slot = inv[choice.slot()].0.clone();
         let replaced = match &choice {
             Choice::Reuse { written, .. } => Replaced::Reused {
@@ -492,6 +495,7 @@ impl Writer {
             slot: slot.name.clone(),
             tape: self.used_labels.len() as u32,
             replaced,
+            kept,
         });
         self.current = Some(Open {
             slot,
