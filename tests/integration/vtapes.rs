@@ -167,7 +167,7 @@ define dumptype vt {{
     index yes
     record yes
     priority high
-    maxdumps 2
+    maxdumps 4
 }}
 {dumptypes}
 {extra}
