@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# The night end to end, with the taper, side by side on loopback (issue 15): the real
+# Amanda 3.5.1 (amdump with its taper + the real amandad under openbsd-inetd) against
+# amanda-rs (dumper with its taper + our amandad, standalone), auth bsdtcp, GNUTAR, compress
+# none, one DLE of one BIG_MIB MiB file (default 2048) of random bytes, level 0. Data,
+# holding disks and chg-disk vtapes are all on tmpfs; both servers start taping as soon as
+# a dump is on the holding disk (flush thresholds 0, taperflush 0) and the run ends when
+# the dump is on a vtape and its holding file is gone.
+#
+# For each: wall time of the whole run (estimate, dump to holding, holding to vtape), MiB/s
+# over that, the server's CPU seconds (user+sys of the run and its children; the client
+# daemons are not counted) and its largest resident set, then the ratios. Each run is
+# checked: the real one's log has `DONE taper`, ours says `TAPER: 1 dump(s) written`.
+#
+# Needs root, `scripts/setup` and the release binaries (cargo build --release --workspace
+# --bins), and about 3 x BIG_MIB MiB free on /dev/shm. Usage: sudo benches/compare-taper.sh
+# (env: BIG_MIB, RUNS (default 1: runs per server; the best wall time counts), ROOT, KEEP=1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIG_MIB=${BIG_MIB:-2048}
+RUNS=${RUNS:-1}
+ROOT=${ROOT:-/dev/shm/amanda-rs-taper-bench-$$}
+BIN=${BIN:-$PWD/target/release}
+AMUSER=backup
+
+die() { echo "compare-taper: $*" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || die "run as root (reserved ports, the Amanda user)"
+for f in /usr/sbin/amdump /usr/lib/amanda/amandad /usr/sbin/inetd "$BIN/dumper" "$BIN/amandad" "$BIN/amandad-runtar"; do
+    [ -x "$f" ] || die "$f is missing (scripts/setup; cargo build --release --workspace --bins)"
+done
+
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -n "${CFG:-}" ] && rm -f "/etc/amanda/$CFG"
+    if [ "${KEEP:-0}" != 1 ]; then rm -rf "$ROOT"; else echo "kept $ROOT"; fi
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+mkdir -p "$ROOT"/{data/big,real,ours}
+chmod 755 "$ROOT"
+echo "== generating $BIG_MIB MiB in $ROOT/data (tmpfs)"
+head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom > "$ROOT/data/big/big.bin"
+bytes=$(du -sb "$ROOT/data/big" | cut -f1)
+
+# ---------------------------------------------------------------- clients
+grep -q '^localhost backup amdump' /etc/amandahosts || echo 'localhost backup amdump' >> /etc/amandahosts
+RPORT=$(free_port)
+mkdir -p "$ROOT/real/inetd"
+printf '127.0.0.1:%s\tstream\ttcp\tnowait.1000\t%s.%s\t/usr/lib/amanda/amandad\tamandad -auth=bsdtcp amdump\n' \
+    "$RPORT" "$AMUSER" "$AMUSER" > "$ROOT/real/inetd/inetd.conf"
+/usr/sbin/inetd -i -R 100000 "$ROOT/real/inetd/inetd.conf" > "$ROOT/real/inetd/log" 2>&1 < /dev/null &
+pids+=($!)
+OPORT=$(free_port)
+chown "root:$AMUSER" "$BIN/amandad-runtar"; chmod 4750 "$BIN/amandad-runtar"
+"$BIN/amandad" -auth=bsdtcp amdump --log "$ROOT/ours/amandad.log" --listen "tcp:127.0.0.1:$OPORT" < /dev/null > /dev/null 2>&1 &
+pids+=($!)
+sleep 1
+
+# ---------------------------------------------------------------- configurations
+CFG="rs-tbench-$$"
+conf() { # dir port -> amanda.conf of that side
+    cat <<EOC
+org "$CFG"
+mailto ""
+dumpuser "$AMUSER"
+inparallel 2
+netusage 10000000 Kbps
+dumpcycle 0
+runspercycle 1
+tapecycle 2 tapes
+runtapes 1
+etimeout 1200
+dtimeout 1800
+ctimeout 30
+autoflush no
+flush-threshold-dumped 0
+flush-threshold-scheduled 0
+taperflush 0
+reserve 0
+define changer vtl {
+    tpchanger "chg-disk:$1/vtapes"
+    property "num-slot" "4"
+    property "auto-create-slot" "yes"
+}
+tpchanger "vtl"
+tapetype "HARDDISK"
+labelstr "^$CFG-[0-9][0-9]*\$"
+autolabel "$CFG-%%" any
+tapelist "$1/state/tapelist"
+infofile "$1/state/curinfo"
+logdir "$1/state/log"
+indexdir "$1/state/index"
+define tapetype HARDDISK {
+    length 100000 mbytes
+}
+define holdingdisk hd1 {
+    directory "$1/holding"
+    use 16000 mbytes
+    chunksize 0
+}
+holdingdisk "hd1"
+define dumptype bench {
+    auth "bsdtcp"
+    client_port "$2"
+    program "GNUTAR"
+    compress none
+    estimate client
+    index yes
+    record no
+    maxdumps 1
+}
+EOC
+}
+for who in real ours; do
+    mkdir -p "$ROOT/$who"/{config,holding,state/curinfo,state/index,state/log,vtapes}
+    port=$RPORT; [ $who = ours ] && port=$OPORT
+    conf "$ROOT/$who" "$port" > "$ROOT/$who/config/amanda.conf"
+    printf 'localhost %s bench\n' "$ROOT/data/big" > "$ROOT/$who/config/disklist"
+    touch "$ROOT/$who/state/tapelist"
+done
+chown -R "$AMUSER:$AMUSER" "$ROOT/real" "$ROOT/ours"
+ln -sfn "$ROOT/real/config" "/etc/amanda/$CFG"
+
+# ---------------------------------------------------------------- runs
+declare -A WALL CPU RSS
+measure() { # label cmd... -> keeps the best wall time and its CPU and RSS
+    local label=$1; shift
+    /usr/bin/time -f "%e %U %S %M" -o "$ROOT/time.$label" "$@" > "$ROOT/out.$label" 2>&1 || true
+    read -r w u s m < <(grep -v '^Command' "$ROOT/time.$label" | tail -1)
+    if [ -z "${WALL[$label]:-}" ] || python3 -c "import sys; sys.exit(0 if $w < ${WALL[$label]} else 1)"; then
+        WALL[$label]=$w
+        RSS[$label]=$((m / 1024))
+        CPU[$label]=$(python3 -c "print(f'{$u+$s:.2f}')")
+    fi
+}
+reset() { # side: empty holding, vtapes and catalog
+    rm -rf "$ROOT/$1/holding"/* "$ROOT/$1/vtapes"/* "$ROOT/$1/state"/*
+    mkdir -p "$ROOT/$1"/state/{curinfo,index,log}
+    touch "$ROOT/$1/state/tapelist"
+    chown -R "$AMUSER:$AMUSER" "$ROOT/$1"
+}
+for i in $(seq 1 "$RUNS"); do
+    echo "== run $i: real amdump (with its taper) + real amandad"
+    reset real
+    measure real runuser -u "$AMUSER" -- /usr/sbin/amdump "$CFG"
+    grep -q '^DONE taper' "$ROOT/real/state/log"/log.* ||
+        { echo "real amdump did not tape:"; cat "$ROOT/out.real"; grep -h "FAIL\|ERROR" "$ROOT/real/state/log"/* || true; exit 1; }
+    echo "== run $i: dumper (with its taper) + our amandad"
+    reset ours
+    measure ours "$BIN/dumper" run "$ROOT/ours/config/amanda.conf" --progress plain
+    grep -q 'TAPER: 1 dump(s) written' "$ROOT/out.ours" || { echo "dumper did not tape:"; cat "$ROOT/out.ours"; exit 1; }
+    [ -z "$(find "$ROOT/ours/holding" -type f)" ] || { echo "dumper left a holding file"; exit 1; }
+done
+vt_real=$(find "$ROOT/real/vtapes" -name '00001.*' -printf '%s\n' | head -1)
+vt_ours=$(find "$ROOT/ours/vtapes" -name '00001.*' -printf '%s\n' | head -1)
+
+# ---------------------------------------------------------------- table
+echo
+printf '%-44s %8s %10s %8s %10s %8s\n' "server (2 GiB level 0, holding + taper)" "wall s" "MiB/s" "CPU s" "CPU s/GiB" "RSS MiB"
+for who in real ours; do
+    name="real amdump + taper + real amandad"; [ $who = ours ] && name="dumper + taper + our amandad"
+    python3 -c "
+w,c,b=${WALL[$who]},${CPU[$who]},$bytes
+print(f'%-44s %8.2f %10.0f %8.2f %10.2f %8s' % ('$name',w,b/1048576/w,c,c/(b/2**30),'${RSS[$who]}'))"
+done
+python3 -c "
+rw,ow=${WALL[real]},${WALL[ours]}
+rc,oc=${CPU[real]},${CPU[ours]}
+print(f'ratio real/ours: end to end {rw/ow:.2f}x faster, server CPU {oc/max(rc,0.01):.2f}x of the real one')"
+echo "vtape file sizes: real $vt_real bytes, ours $vt_ours bytes (header + tar stream)"
