@@ -7,6 +7,11 @@
 # a dump is on the holding disk (flush thresholds 0, taperflush 0) and the run ends when
 # the dump is on a vtape and its holding file is gone.
 #
+# dumper runs twice: with its vtapes on the holding disk's file system (the taper then links
+# each holding file into the volume and rewrites its header, instead of copying it), and
+# with its vtapes on a second tmpfs mounted for the purpose (the taper copies, with
+# copy_file_range).
+#
 # For each: wall time of the whole run (estimate, dump to holding, holding to vtape), MiB/s
 # over that, the server's CPU seconds (user+sys of the run and its children; the client
 # daemons are not counted) and its largest resident set, then the ratios. Each run is
@@ -33,6 +38,7 @@ done
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    if mountpoint -q "$ROOT/copy-vtapes" 2>/dev/null; then umount "$ROOT/copy-vtapes"; fi
     [ -n "${CFG:-}" ] && rm -f "/etc/amanda/$CFG"
     if [ "${KEEP:-0}" != 1 ]; then rm -rf "$ROOT"; else echo "kept $ROOT"; fi
 }
@@ -115,14 +121,17 @@ define dumptype bench {
 }
 EOC
 }
-for who in real ours; do
+mkdir -p "$ROOT/copy-vtapes"
+mount -t tmpfs -o size=$((BIG_MIB + 256))m tmpfs "$ROOT/copy-vtapes"
+for who in real ours copy; do
     mkdir -p "$ROOT/$who"/{config,holding,state/curinfo,state/index,state/log,vtapes}
-    port=$RPORT; [ $who = ours ] && port=$OPORT
+    port=$RPORT; [ $who != real ] && port=$OPORT
     conf "$ROOT/$who" "$port" > "$ROOT/$who/config/amanda.conf"
     printf 'localhost %s bench\n' "$ROOT/data/big" > "$ROOT/$who/config/disklist"
     touch "$ROOT/$who/state/tapelist"
 done
-chown -R "$AMUSER:$AMUSER" "$ROOT/real" "$ROOT/ours"
+sed -i "s#chg-disk:$ROOT/copy/vtapes#chg-disk:$ROOT/copy-vtapes#" "$ROOT/copy/config/amanda.conf"
+chown -R "$AMUSER:$AMUSER" "$ROOT/real" "$ROOT/ours" "$ROOT/copy" "$ROOT/copy-vtapes"
 ln -sfn "$ROOT/real/config" "/etc/amanda/$CFG"
 
 # ---------------------------------------------------------------- runs
@@ -138,7 +147,7 @@ measure() { # label cmd... -> keeps the best wall time and its CPU and RSS
     fi
 }
 reset() { # side: empty holding, vtapes and catalog
-    rm -rf "$ROOT/$1/holding"/* "$ROOT/$1/vtapes"/* "$ROOT/$1/state"/*
+    rm -rf "$ROOT/$1/holding"/* "$ROOT/$1/vtapes"/* "$ROOT/$1/state"/* "$ROOT/copy-vtapes"/*
     mkdir -p "$ROOT/$1"/state/{curinfo,index,log}
     touch "$ROOT/$1/state/tapelist"
     chown -R "$AMUSER:$AMUSER" "$ROOT/$1"
@@ -154,21 +163,26 @@ for i in $(seq 1 "$RUNS"); do
     measure ours "$BIN/dumper" run "$ROOT/ours/config/amanda.conf" --progress plain
     grep -q 'TAPER: 1 dump(s) written' "$ROOT/out.ours" || { echo "dumper did not tape:"; cat "$ROOT/out.ours"; exit 1; }
     [ -z "$(find "$ROOT/ours/holding" -type f)" ] || { echo "dumper left a holding file"; exit 1; }
+    reset ours
+    echo "== run $i: dumper (with its taper, vtapes on another file system) + our amandad"
+    reset copy
+    measure copy "$BIN/dumper" run "$ROOT/copy/config/amanda.conf" --progress plain
+    grep -q 'TAPER: 1 dump(s) written' "$ROOT/out.copy" || { echo "dumper did not tape:"; cat "$ROOT/out.copy"; exit 1; }
+    reset copy
 done
-vt_real=$(find "$ROOT/real/vtapes" -name '00001.*' -printf '%s\n' | head -1)
-vt_ours=$(find "$ROOT/ours/vtapes" -name '00001.*' -printf '%s\n' | head -1)
 
 # ---------------------------------------------------------------- table
 echo
 printf '%-44s %8s %10s %8s %10s %8s\n' "server (2 GiB level 0, holding + taper)" "wall s" "MiB/s" "CPU s" "CPU s/GiB" "RSS MiB"
-for who in real ours; do
-    name="real amdump + taper + real amandad"; [ $who = ours ] && name="dumper + taper + our amandad"
+for who in real ours copy; do
+    name="real amdump + taper + real amandad"
+    [ $who = ours ] && name="dumper + taper (linked) + our amandad"
+    [ $who = copy ] && name="dumper + taper (copied) + our amandad"
     python3 -c "
 w,c,b=${WALL[$who]},${CPU[$who]},$bytes
 print(f'%-44s %8.2f %10.0f %8.2f %10.2f %8s' % ('$name',w,b/1048576/w,c,c/(b/2**30),'${RSS[$who]}'))"
 done
 python3 -c "
-rw,ow=${WALL[real]},${WALL[ours]}
-rc,oc=${CPU[real]},${CPU[ours]}
-print(f'ratio real/ours: end to end {rw/ow:.2f}x faster, server CPU {oc/max(rc,0.01):.2f}x of the real one')"
-echo "vtape file sizes: real $vt_real bytes, ours $vt_ours bytes (header + tar stream)"
+rw,ow,cw=${WALL[real]},${WALL[ours]},${WALL[copy]}
+rc,oc,cc=${CPU[real]},${CPU[ours]},${CPU[copy]}
+print(f'ratio real/ours: end to end {rw/ow:.2f}x faster (linked), {rw/cw:.2f}x (copied); server CPU {oc/max(rc,0.01):.2f}x / {cc/max(rc,0.01):.2f}x of the real one')"

@@ -194,7 +194,11 @@ fn open_one(path: &Path) -> Result<(DumpHeader, BufReader<File>), RestoreError> 
 fn open_dump(src: &Source) -> Result<(DumpHeader, Box<dyn Read + Send>), RestoreError> {
     let (h, r): (DumpHeader, Box<dyn Read + Send>) = match src {
         Source::Holding(path) => {
-            let (h, r) = open_one(path)?;
+            let (mut h, r) = open_one(path)?;
+            // A holding file a crash left linked into a volume (taper::writer::link_part).
+            if h.kind == (FileKind::SplitFile { part: 1, total: -1 }) {
+                h.kind = FileKind::File;
+            }
             if h.kind != FileKind::File {
                 return Err(RestoreError::BadFile {
                     path: path.display().to_string(),

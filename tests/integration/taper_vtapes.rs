@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::util::{self, Inetd, Launch, Scratch, start_ours};
-use crate::vtapes::{VtOpts, VtapeConf, random_tree, run_with_input};
+use crate::vtapes::{VtOpts, VtapeConf, random_tree};
 use crate::{require_root, require_tool};
 
 const TAPE_BIT: i32 = 16;
@@ -126,11 +126,18 @@ fn two_nights_on_vtapes_are_found_and_restored_by_the_real_amanda_tools() {
         "sethost localhost\nsetdisk {}\nhistory\nadd alpha.txt\nadd sub\nlist\nextract\nY\nY\nY\nY\nY\nY\nquit\n",
         dle.display()
     );
-    let mut cmd = Command::new("amrecover");
-    cmd.args(["-C", &c.name, "-s", "localhost", "-t", "localhost"])
+    // amrecover reads its commands from a file, as from a pipe.
+    let script_file = data.join("amrecover.in");
+    fs::write(&script_file, script).expect("write");
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(r#"exec amrecover "$@" < "$IN""#)
+        .arg("amrecover")
+        .args(["-C", &c.name, "-s", "localhost", "-t", "localhost"])
         .args(["-o", "auth=bsdtcp", "-o", &format!("client_port={port}")])
+        .env("IN", &script_file)
         .current_dir(&rec);
-    let (_, said) = run_with_input(&mut cmd, &script, Duration::from_secs(240));
+    let (_, said) = util::run_with_timeout(&mut cmd, Duration::from_secs(240));
     assert!(
         said.contains(&l1) && said.contains(&l2),
         "amrecover:\n{said}"
@@ -353,5 +360,45 @@ fn bad_volumes_keep_the_dumps_on_holding_say_why_and_set_the_tape_bit() {
     assert!(c.holding_files().is_empty());
     let into = data.join("restored");
     c.restore(&dle, &into);
+    util::assert_same_tree(&dle, &into, false);
+}
+
+/// Item 1 (issue 15): a single vfs device (`tapedev "file:DIR"`, no changer) takes the
+/// night; the second night reuses it (tapecycle 1) only because a newer full sits on it.
+#[test]
+fn a_single_file_device_takes_the_night_and_is_reused_after_tapecycle() {
+    require_root!();
+    let _g = lock();
+    let ours = start_ours("bsdtcp", Launch::Inetd);
+    let data = Scratch::new("tp-single-data");
+    let dle = data.join("d");
+    random_tree(&dle, 2, 40_000, 3);
+    let mut o = VtOpts::new("bsdtcp", ours.port, &[&dle]);
+    o.single = true;
+    o.tapecycle = 1;
+    o.dumptypes = "define dumptype vt-full {\n    vt\n    dumpcycle 0\n}\n".into();
+    o.dles[0].2 = "vt-full".into();
+    let c = VtapeConf::new("tp-single", &o, false);
+    let dev = c.work.join("vtapes/single");
+    for night in 1..=2 {
+        std::thread::sleep(Duration::from_millis(1100));
+        let (code, out) = c.run(&[]);
+        assert_eq!(code, 0, "night {night}:\n{out}\n{}", ours.log());
+        assert!(
+            out.contains("TAPER: 1 dump(s) written to 1 volume(s)"),
+            "{out}"
+        );
+        let files: Vec<String> = fs::read_dir(&dev)
+            .expect("device")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(files.len(), 2, "label and one dump: {files:?}");
+        if night == 2 {
+            assert!(out.contains("reused: overwritten localhost:"), "{out}");
+        }
+    }
+    let into = data.join("restored");
+    assert!(c.restore(&dle, &into).contains("from volume"));
     util::assert_same_tree(&dle, &into, false);
 }

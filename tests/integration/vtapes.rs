@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -37,6 +36,8 @@ pub struct VtOpts {
     pub extra: String,
     /// (host, disk, dumptype).
     pub dles: Vec<(String, PathBuf, String)>,
+    /// One `tapedev "file:<work>/vtapes/single"` instead of the chg-disk changer.
+    pub single: bool,
 }
 
 impl VtOpts {
@@ -56,6 +57,7 @@ impl VtOpts {
                 .iter()
                 .map(|d| ("localhost".to_owned(), d.to_path_buf(), "vt".to_owned()))
                 .collect(),
+            single: false,
         }
     }
 }
@@ -114,6 +116,14 @@ impl VtapeConf {
         } else {
             String::new()
         };
+        let changer = if o.single {
+            format!("tapedev \"file:{w}/vtapes/single\"\n")
+        } else {
+            format!(
+                "define changer vtl {{\n    tpchanger \"chg-disk:{w}/vtapes\"\n    property \"num-slot\" \"{}\"\n    property \"auto-create-slot\" \"yes\"\n}}\ntpchanger \"vtl\"\n",
+                o.slots
+            )
+        };
         let conf = format!(
             r#"org "{name}"
 mailto ""
@@ -132,13 +142,7 @@ autoflush no
 flush-threshold-dumped 0
 flush-threshold-scheduled 0
 taperflush 0
-define changer vtl {{
-    tpchanger "chg-disk:{w}/vtapes"
-    property "num-slot" "{slots}"
-    property "auto-create-slot" "yes"
-}}
-tpchanger "vtl"
-tapetype "VT"
+{changer}tapetype "VT"
 labelstr "^{name}-[0-9][0-9]*$"
 autolabel "{name}-%%" empty
 tapelist "{w}/state/tapelist"
@@ -174,7 +178,6 @@ define dumptype vt {{
 "#,
             tapecycle = o.tapecycle,
             runtapes = o.runtapes,
-            slots = o.slots,
             length = o.length_kb,
             holding = o.holding_use_kb,
             auth = o.auth,
@@ -314,54 +317,6 @@ impl Drop for VtapeConf {
             let _ = fs::remove_dir_all(Path::new("/var/log/amanda").join(d).join(&self.name));
         }
     }
-}
-
-/// Runs `cmd` with `input` on its standard input, killing it after `limit`.
-pub fn run_with_input(cmd: &mut Command, input: &str, limit: Duration) -> (ExitStatus, String) {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let mut stdin = child.stdin.take().expect("stdin");
-    let input = input.to_owned();
-    let feeder = std::thread::spawn(move || {
-        // amrecover reads its commands as it goes; a slow feed keeps its prompts in order.
-        for line in input.lines() {
-            if stdin.write_all(format!("{line}\n").as_bytes()).is_err() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    });
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stdout, &mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stderr, &mut s);
-        s
-    });
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            break child.wait().expect("wait");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let _ = feeder.join();
-    let mut text = String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned();
-    text.push_str(&String::from_utf8_lossy(&err_t.join().unwrap_or_default()));
-    (status, text)
 }
 
 /// A tree of `n` files of `size` pseudo-random (incompressible) bytes.

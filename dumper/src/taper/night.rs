@@ -63,6 +63,18 @@ struct Queued {
     bytes: u64,
 }
 
+impl Queued {
+    /// `host:disk level L` for messages.
+    fn what(&self) -> String {
+        format!(
+            "{}:{} level {}",
+            self.host,
+            String::from_utf8_lossy(&self.disk),
+            self.level
+        )
+    }
+}
+
 /// The taper of one night.
 pub struct TapeNight {
     storage: String,
@@ -90,7 +102,7 @@ impl TapeNight {
         let Some(changer) = Changer::from_config(cfg).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
-        let labels = Labels::from_config(cfg)?;
+        let labels = Labels::from_config(cfg, &s.plan.config_name)?;
         let tt = cfg.tapetype_def();
         let length_kib = tt.map_or(conf::defaults::TAPE_LENGTH_KIB, |t| t.length_kib);
         let part_kib = tt.map_or(0, |t| t.part_size_kib);
@@ -221,7 +233,7 @@ impl TapeNight {
                 orig_kb,
                 out_kb: (bytes / 1024) as i64,
                 secs: secs as i64,
-                date: rec.started,
+                date: crate::clock::unix_of_timestamp(&rec.timestamp).unwrap_or(rec.started),
                 location: None,
             },
         );
@@ -316,12 +328,7 @@ impl TapeNight {
                         level: q.level,
                         holding: q.holding.clone(),
                     };
-                    msgs.push(format!(
-                        "taping {}:{} level {}",
-                        q.host,
-                        String::from_utf8_lossy(&q.disk),
-                        q.level
-                    ));
+                    msgs.push(format!("taping {}", q.what()));
                     let sent = self.jobs.as_ref().map(|j| j.send(job).is_ok());
                     if sent != Some(true) {
                         self.sched.handle(Input::NotTaped {
@@ -339,10 +346,8 @@ impl TapeNight {
                     self.report.kept += 1;
                     self.report.failed |= error;
                     let l = format!(
-                        "{}:{} level {} of {}: not taped, kept on the holding disk ({}): {reason}",
-                        q.host,
-                        String::from_utf8_lossy(&q.disk),
-                        q.level,
+                        "{} of {}: not taped, kept on the holding disk ({}): {reason}",
+                        q.what(),
                         q.datestamp,
                         q.holding.display()
                     );
@@ -439,10 +444,8 @@ impl TapeNight {
             // Without the record the copy is unknown to us: keep the holding file.
             self.report.failed = true;
             self.report.lines.push(format!(
-                "{}:{} level {}: taped, but the catalog could not record it ({e}); kept on the holding disk ({})",
-                q.host,
-                String::from_utf8_lossy(&q.disk),
-                q.level,
+                "{}: taped, but the catalog could not record it ({e}); kept on the holding disk ({})",
+                q.what(),
                 q.holding.display()
             ));
             return;
@@ -531,10 +534,8 @@ impl TapeNight {
             .map(|p| format!("{}:{}", p.label, p.filenum))
             .collect();
         msgs.push(format!(
-            "taped {}:{} level {} to {} in {secs:.1}s",
-            q.host,
-            String::from_utf8_lossy(&q.disk),
-            q.level,
+            "taped {} to {} in {secs:.1}s",
+            q.what(),
             labels.join(" ")
         ));
     }
@@ -550,10 +551,8 @@ impl TapeNight {
         if interrupted {
             for q in self.queued.values() {
                 self.report.lines.push(format!(
-                    "{}:{} level {}: not taped (interrupted), kept on the holding disk ({})",
-                    q.host,
-                    String::from_utf8_lossy(&q.disk),
-                    q.level,
+                    "{}: not taped (interrupted), kept on the holding disk ({})",
+                    q.what(),
                     q.holding.display()
                 ));
             }

@@ -46,8 +46,9 @@ impl Labels {
         }
     }
 
-    /// From amanda.conf; a bad regex is an error naming where it was set.
-    pub fn from_config(cfg: &conf::Config) -> Result<Labels, String> {
+    /// From amanda.conf of configuration `name`; a bad regex is an error naming where it
+    /// was set.
+    pub fn from_config(cfg: &conf::Config, name: &str) -> Result<Labels, String> {
         use conf::value::Labelstr;
         let at = cfg
             .origin("labelstr")
@@ -65,7 +66,7 @@ impl Labels {
                     ));
                 };
                 let mut re = String::from("^");
-                let t = t.replace("$c", &cfg_name(cfg)).replace("$o", &cfg.org);
+                let t = t.replace("$c", name).replace("$o", &cfg.org);
                 for c in t.chars() {
                     if c == '%' {
                         re.push_str("[0-9]");
@@ -80,13 +81,6 @@ impl Labels {
             }
         }
     }
-}
-
-fn cfg_name(cfg: &conf::Config) -> String {
-    cfg.location
-        .as_ref()
-        .and_then(|l| l.name.clone())
-        .unwrap_or_default()
 }
 
 /// What the writer needs.
@@ -306,8 +300,13 @@ impl Writer {
         let mut head = vec![0u8; BLOCK];
         src.read_exact(&mut head)
             .map_err(|e| Fail::Dump(format!("{hold}: reading its header: {e}")))?;
-        let header =
+        let mut header =
             DumpHeader::parse(&head).map_err(|e| Fail::Dump(format!("{hold}: header: {e}")))?;
+        // A holding file that a crash left linked into a volume (see `link_part`) is still
+        // the whole dump.
+        if header.kind == (FileKind::SplitFile { part: 1, total: -1 }) {
+            header.kind = FileKind::File;
+        }
         if header.kind != FileKind::File {
             return Err(Fail::Dump(format!(
                 "{hold}: not a whole dump ({:?})",
@@ -325,17 +324,21 @@ impl Writer {
         for k in 0..nparts {
             let off = k * part_len;
             let n = part_len.min(payload - off.min(payload));
-            let row = self.write_part(job, &mut src, &header, k as u32 + 1, off, n)?;
+            let whole = (nparts == 1).then_some(job.holding.as_path());
+            let row = self.write_part(job, &mut src, whole, &header, k as u32 + 1, off, n)?;
             parts.push(row);
         }
         Ok((parts, header))
     }
 
-    /// Writes one part, on the loaded volume or a new one.
+    /// Writes one part, on the loaded volume or a new one. `whole`: the part is the whole
+    /// holding file, which may then be linked instead of copied.
+    #[allow(clippy::too_many_arguments)]
     fn write_part(
         &mut self,
         job: &TapeJob,
         src: &mut File,
+        whole: Option<&std::path::Path>,
         header: &DumpHeader,
         part: u32,
         off: u64,
@@ -378,14 +381,24 @@ impl Writer {
             let name = volume::part_file_name(filenum, &job.host, &job.disk, job.level);
             let path = o.slot.dir.join(std::ffi::OsStr::from_bytes(&name));
             let label = o.label.clone();
-            match copy_part(
-                &path,
-                &block,
-                src,
-                BLOCK as u64 + off,
-                n,
-                self.cfg.rate_kibps,
-            ) {
+            // Without a rate limit (which stands for a drive of its own), a whole dump on the
+            // same file system as the volume is linked, not copied.
+            let linked = whole
+                .filter(|_| self.cfg.rate_kibps == 0)
+                .is_some_and(|h| link_part(h, &path, &block));
+            let written = if linked {
+                Ok(())
+            } else {
+                copy_part(
+                    &path,
+                    &block,
+                    src,
+                    BLOCK as u64 + off,
+                    n,
+                    self.cfg.rate_kibps,
+                )
+            };
+            match written {
                 Ok(()) => {
                     volume::sync_dir(&o.slot.dir);
                     o.used += need;
@@ -528,6 +541,27 @@ impl Writer {
                 .collect(),
         }
     }
+}
+
+/// Makes the holding file `holding` the part file `path` without copying it: a hard link
+/// (same file system only), then the part's header over the dump's, synced. The holding
+/// name stays until the copy is recorded (the caller removes it); a crash in between leaves
+/// a holding file with a `SPLIT_FILE 1/-1` header, which the writer and restore still take
+/// as the whole dump. Returns false (and leaves nothing) when the link cannot be made.
+fn link_part(holding: &std::path::Path, path: &std::path::Path, block: &[u8]) -> bool {
+    use std::os::unix::fs::FileExt;
+    if std::fs::hard_link(holding, path).is_err() {
+        return false;
+    }
+    let done = OpenOptions::new().write(true).open(path).and_then(|f| {
+        f.write_all_at(block, 0)?;
+        f.sync_all()
+    });
+    if done.is_err() {
+        let _ = std::fs::remove_file(path);
+        return false;
+    }
+    true
 }
 
 /// Writes `block` then `n` bytes of `src` from `off` into a new file at `path`, synced.
