@@ -29,11 +29,9 @@ ROOT=${ROOT:-/dev/shm/amanda-rs-taper-bench-$$}
 BIN=${BIN:-$PWD/target/release}
 AMUSER=backup
 
-die() { echo "compare-taper: $*" >&2; exit 2; }
-[ "$(id -u)" = 0 ] || die "run as root (reserved ports, the Amanda user)"
-for f in /usr/sbin/amdump /usr/lib/amanda/amandad /usr/sbin/inetd "$BIN/dumper" "$BIN/amandad" "$BIN/amandad-runtar"; do
-    [ -x "$f" ] || die "$f is missing (scripts/setup; cargo build --release --workspace --bins)"
-done
+BENCH=compare-taper
+. benches/lib.sh
+need_tools
 
 pids=()
 cleanup() {
@@ -44,8 +42,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 mkdir -p "$ROOT"/{data/big,real,ours}
 chmod 755 "$ROOT"
 echo "== generating $BIG_MIB MiB in $ROOT/data (tmpfs)"
@@ -53,18 +49,7 @@ head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom > "$ROOT/data/big/big.bin"
 bytes=$(du -sb "$ROOT/data/big" | cut -f1)
 
 # ---------------------------------------------------------------- clients
-grep -q '^localhost backup amdump' /etc/amandahosts || echo 'localhost backup amdump' >> /etc/amandahosts
-RPORT=$(free_port)
-mkdir -p "$ROOT/real/inetd"
-printf '127.0.0.1:%s\tstream\ttcp\tnowait.1000\t%s.%s\t/usr/lib/amanda/amandad\tamandad -auth=bsdtcp amdump\n' \
-    "$RPORT" "$AMUSER" "$AMUSER" > "$ROOT/real/inetd/inetd.conf"
-/usr/sbin/inetd -i -R 100000 "$ROOT/real/inetd/inetd.conf" > "$ROOT/real/inetd/log" 2>&1 < /dev/null &
-pids+=($!)
-OPORT=$(free_port)
-chown "root:$AMUSER" "$BIN/amandad-runtar"; chmod 4750 "$BIN/amandad-runtar"
-"$BIN/amandad" -auth=bsdtcp amdump --log "$ROOT/ours/amandad.log" --listen "tcp:127.0.0.1:$OPORT" < /dev/null > /dev/null 2>&1 &
-pids+=($!)
-sleep 1
+start_clients
 
 # ---------------------------------------------------------------- configurations
 CFG="rs-tbench-$$"
@@ -173,7 +158,7 @@ done
 
 # ---------------------------------------------------------------- table
 echo
-printf '%-44s %8s %10s %8s %10s %8s\n' "server (2 GiB level 0, holding + taper)" "wall s" "MiB/s" "CPU s" "CPU s/GiB" "RSS MiB"
+printf '%-44s %8s %10s %8s %10s %8s\n' "server ($BIG_MIB MiB level 0, holding + taper)" "wall s" "MiB/s" "CPU s" "CPU s/GiB" "RSS MiB"
 for who in real ours copy; do
     name="real amdump + taper + real amandad"
     [ $who = ours ] && name="dumper + taper (linked) + our amandad"
