@@ -402,3 +402,45 @@ fn a_single_file_device_takes_the_night_and_is_reused_after_tapecycle() {
     assert!(c.restore(&dle, &into).contains("from volume"));
     util::assert_same_tree(&dle, &into, false);
 }
+
+/// Item 1 (issue 15): `part-size` splits a dump into parts, a volume that fills mid-dump
+/// is followed by the next one (`runtapes 3`), and the real amfetchdump reassembles the
+/// parts from three volumes into the dump, identical.
+#[test]
+fn a_dump_split_in_parts_across_volumes_is_restored_by_the_real_amfetchdump() {
+    require_root!();
+    require_tool!("/usr/sbin/amfetchdump");
+    let _g = lock();
+    let ours = start_ours("bsdtcp", Launch::Inetd);
+    let data = Scratch::new("tp-parts-data");
+    let dle = data.join("d");
+    random_tree(&dle, 3, 100_000, 5);
+    let mut o = VtOpts::new("bsdtcp", ours.port, &[&dle]);
+    o.part_size_kb = 64;
+    o.length_kb = 256;
+    o.runtapes = 3;
+    o.slots = 3;
+    let c = VtapeConf::new("tp-parts", &o, true);
+    let (code, out) = c.run(&[]);
+    assert_eq!(code, 0, "{out}\n{}", ours.log());
+    assert!(
+        out.contains("TAPER: 1 dump(s) written to 3 volume(s)"),
+        "{out}"
+    );
+    let log = fs::read_dir(c.work.join("state/log"))
+        .expect("logdir")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("log.2"))
+        .map(|e| fs::read_to_string(e.path()).expect("log"))
+        .expect("a trace log");
+    let parts = log.lines().filter(|l| l.starts_with("PART taper")).count();
+    assert_eq!(parts, 5, "{log}");
+    assert!(log.contains(" 5 0 "), "DONE taper says 5 parts: {log}");
+    let into = data.join("fetched");
+    fs::create_dir_all(&into).expect("mkdir");
+    util::extract_tar(&c.fetch(&dle, 0), &into);
+    util::assert_same_tree(&dle, &into, false);
+    let mine = data.join("restored");
+    c.restore(&dle, &mine);
+    util::assert_same_tree(&dle, &mine, false);
+}

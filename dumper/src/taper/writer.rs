@@ -598,3 +598,32 @@ fn copy_part(
     }
     out.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> conf::Config {
+        conf::Config::parse_str("amanda.conf", text).unwrap().value
+    }
+
+    #[test]
+    fn labelstr_errors_name_the_line_and_match_autolabel_follows_the_template() {
+        let e = Labels::from_config(&cfg("org \"o\"\nlabelstr \"^vt-[0-9\"\n"), "c").unwrap_err();
+        assert!(
+            e.starts_with("amanda.conf:2:1: labelstr \"^vt-[0-9\" is not a regular expression"),
+            "{e}"
+        );
+        let l = Labels::from_config(
+            &cfg("autolabel \"$c-%%%\" empty\nlabelstr match-autolabel\n"),
+            "daily",
+        )
+        .unwrap();
+        assert!(l.matches("daily-001") && !l.matches("daily-01") && !l.matches("x-001"));
+        assert!(
+            Labels::from_config(&cfg(""), "c")
+                .unwrap()
+                .matches("anything")
+        );
+    }
+}
