@@ -54,8 +54,9 @@ fn change_for_night_2(root: &Path) {
 }
 
 /// Acceptance 1 (issue 15): two `dumper run`s (full, then level 1) with a chg-disk
-/// changer; the real `amadmin find` lists both levels on their volumes, the real
-/// `amfetchdump` restores the chain identical, and the real `amrecover` on the client,
+/// changer; the real `amadmin find` lists both levels on their volumes (and `amreport`,
+/// `amadmin info` read the trace log and curinfo), the real `amfetchdump` restores the
+/// chain identical, and the real `amrecover` on the client,
 /// through the real amindexd and amidxtaped, restores one file and one directory identical.
 #[test]
 fn two_nights_on_vtapes_are_found_and_restored_by_the_real_amanda_tools() {
@@ -109,6 +110,20 @@ fn two_nights_on_vtapes_are_found_and_restored_by_the_real_amanda_tools() {
         })
     };
     assert!(row("0", &l1) && row("1", &l2), "amadmin find:\n{find}");
+
+    // amreport reads tonight's trace log, amadmin info the curinfo.
+    let report = c.work.join("amreport.txt");
+    let (s, said) = c.amanda("amreport", &[&c.name, "-f", &report.display().to_string()]);
+    let text = fs::read_to_string(&report).unwrap_or_default();
+    assert!(
+        s.success() && text.contains(&format!("These dumps were to tape {l2}.")),
+        "amreport: {said}\n{text}"
+    );
+    let (s, info) = c.amanda("amadmin", &[&c.name, "info"]);
+    assert!(
+        s.success() && info.contains(&l1) && info.contains(&l2),
+        "amadmin info:\n{info}"
+    );
 
     // amfetchdump: the chain, level 0 then level 1, identical to the tree.
     let into = data.join("fetched");

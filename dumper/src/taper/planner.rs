@@ -549,4 +549,69 @@ mod tests {
             Some("c-o-002")
         );
     }
+
+    /// Six nights in virtual time (issue 15): tapecycle 3, four slots, DLE a fully dumped
+    /// on night 1 only, b every night. Volumes: 01 02 03, then the new 04 (01 is the oldest
+    /// but holds a's only full), then 02 and 03 are reused; with three slots night 4 has
+    /// no volume and says why.
+    #[test]
+    fn six_nights_reuse_the_oldest_volume_but_never_the_only_full() {
+        fn night_plan(nslots: usize) -> Vec<Result<String, String>> {
+            let a = auto("vt-%%", &["empty"]);
+            let mut slots: Vec<(String, SlotView)> = (1..=nslots)
+                .map(|i| (format!("slot {i}"), SlotView::Empty))
+                .collect();
+            let mut t = Tapelist::default();
+            let mut copies: Vec<DumpCopy> = Vec::new();
+            let mut out = Vec::new();
+            for night in 1..=6 {
+                let ds = format!("2026010{night}000000");
+                // Tonight's dumps are on the holding disk when the volume is chosen.
+                let tonight = vec![
+                    DumpCopy {
+                        dle: "h:/a".into(),
+                        level: i32::from(night != 1),
+                        datestamp: ds.clone(),
+                        labels: vec![],
+                        on_holding: true,
+                    },
+                    DumpCopy {
+                        dle: "h:/b".into(),
+                        level: 0,
+                        datestamp: ds.clone(),
+                        labels: vec![],
+                        on_holding: true,
+                    },
+                ];
+                let mut all = copies.clone();
+                all.extend(tonight.iter().cloned());
+                match choose(&slots, &t, &[], &protected(&all), &policy(&a, 3)) {
+                    Ok((c, _)) => {
+                        let label = c.label().to_owned();
+                        slots[c.slot()].1 = lab(&label);
+                        t.upsert(TapeEntry::ours(&ds, &label, "c"));
+                        copies.retain(|x| !x.labels.contains(&label));
+                        for mut x in tonight {
+                            x.labels = vec![label.clone()];
+                            x.on_holding = false;
+                            copies.push(x);
+                        }
+                        out.push(Ok(label));
+                    }
+                    Err(e) => out.push(Err(e.to_string())),
+                }
+            }
+            out
+        }
+        let got: Vec<String> = night_plan(4).into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(got, ["vt-01", "vt-02", "vt-03", "vt-04", "vt-02", "vt-03"]);
+        let three = night_plan(3);
+        let e = three[3].as_ref().unwrap_err();
+        assert!(
+            e.contains(
+                "vt-01 (written 20260101000000) is kept: it holds the only full dump of h:/a"
+            ),
+            "{e}"
+        );
+    }
 }
