@@ -14,9 +14,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     name = "dumper",
     version,
-    about = "amanda-rs server: back up Amanda clients to holding disks, amdump-style",
+    about = "amanda-rs server: back up Amanda clients to holding disks and vtapes, amdump-style",
     long_about = "amanda-rs server: back up Amanda clients (the real amandad or ours) to holding \
-disks, amdump-style, with a SQLite catalog, a port pool, restore and check.\n\n\
+disks and chg-disk vtapes, amdump-style, with a SQLite catalog and Amanda's own, a port pool, \
+restore, flush and check.\n\n\
 CONFIG is the path of an amanda.conf (its disklist is its `diskfile`, relative to it) or a \
 configuration name under /etc/amanda. Started as root, dumper keeps only CAP_NET_BIND_SERVICE \
 and runs as the configured dumpuser."

@@ -5,7 +5,10 @@
 //! Threads: the main thread owns the driver, the catalog and the display; one thread per
 //! running estimate group; `inparallel` dump workers, each with its own job channel, each
 //! running one dump at a time ([`dump::run`]) with its own mio loop and holding-file writer
-//! thread. Everything comes back to the main thread over one event channel.
+//! thread. Everything comes back to the main thread over one event channel. With a changer,
+//! the taper (`taper::night`) is fed from the same dump events as the catalog; its writer
+//! thread reports on a channel of its own, polled by the same loop, and the night ends when
+//! it is done too.
 //!
 //! What this module must not do: speak the protocol (see `dump`, `estimate`).
 

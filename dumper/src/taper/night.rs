@@ -540,6 +540,22 @@ impl TapeNight {
         ));
     }
 
+    /// The run was interrupted: nothing more is written; the dump being written finishes
+    /// (its copy is not recorded and its holding file stays).
+    fn abandon(&mut self) {
+        for q in self.queued.values() {
+            self.report.lines.push(format!(
+                "{}: not taped (interrupted), kept on the holding disk ({})",
+                q.what(),
+                q.holding.display()
+            ));
+        }
+        self.report.kept += self.queued.len();
+        self.report.failed |= !self.queued.is_empty();
+        self.queued.clear();
+        self.jobs = None;
+    }
+
     /// Dumping is over: writes what the thresholds allow, waits for the writer, and ends
     /// the trace log. `interrupted`: keep everything not yet written.
     pub fn finish(
@@ -549,17 +565,7 @@ impl TapeNight {
         show: &mut dyn FnMut(&str),
     ) -> TapeReport {
         if interrupted {
-            for q in self.queued.values() {
-                self.report.lines.push(format!(
-                    "{}: not taped (interrupted), kept on the holding disk ({})",
-                    q.what(),
-                    q.holding.display()
-                ));
-            }
-            self.report.kept += self.queued.len();
-            self.report.failed |= !self.queued.is_empty();
-            self.queued.clear();
-            self.jobs = None;
+            self.abandon();
         }
         self.sched.handle(Input::DumpingDone);
         loop {
@@ -568,6 +574,11 @@ impl TapeNight {
             }
             if self.sched.is_finished() || self.jobs.is_none() {
                 break;
+            }
+            // A signal while the taper finishes the night: what is not written yet stays.
+            if crate::interrupt::received().is_some() {
+                self.abandon();
+                continue;
             }
             if let Ok(ev) = self.events.recv_timeout(Duration::from_millis(250)) {
                 let mut msgs = Vec::new();
