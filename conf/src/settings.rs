@@ -116,6 +116,31 @@ pub struct Taper {
     pub rate_limit_kibps: u64,
 }
 
+/// The server's (`dumper`'s) own knobs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Dumper {
+    /// The most one dump's INDEX stream may bring, in MiB before compression (default
+    /// 1024, about ten million file names); a client that sends more fails its dump, so
+    /// that it cannot fill the index directory (issue 10).
+    pub max_index_mib: u64,
+}
+
+impl Default for Dumper {
+    fn default() -> Self {
+        Dumper {
+            max_index_mib: 1024,
+        }
+    }
+}
+
+impl Dumper {
+    /// [`Dumper::max_index_mib`] in bytes.
+    pub fn max_index_bytes(&self) -> u64 {
+        self.max_index_mib.saturating_mul(1024 * 1024)
+    }
+}
+
 /// amanda-rs's settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -144,6 +169,8 @@ pub struct Settings {
     pub gnutar_path: PathBuf,
     /// Amanda's libexec directory (default "/usr/lib/amanda").
     pub libexec_dir: PathBuf,
+    /// The server.
+    pub dumper: Dumper,
 }
 
 impl Default for Settings {
@@ -160,6 +187,7 @@ impl Default for Settings {
             amandahosts_path: None,
             gnutar_path: PathBuf::from("/bin/tar"),
             libexec_dir: PathBuf::from("/usr/lib/amanda"),
+            dumper: Dumper::default(),
         }
     }
 }
@@ -258,6 +286,9 @@ impl Settings {
         if self.time_wait_hold_secs > 3600 {
             return bad("time_wait_hold_secs", "must be at most 3600");
         }
+        if self.dumper.max_index_mib == 0 {
+            return bad("dumper.max_index_mib", "must be at least 1");
+        }
         Ok(())
     }
 
@@ -315,6 +346,19 @@ mod tests {
         assert_eq!(s.log.level, "debug");
         assert!(!s.dns_check);
         assert_eq!(s.gnutar_path, PathBuf::from("/usr/bin/tar"));
+    }
+
+    // issue 10: the INDEX stream had no limit.
+    #[test]
+    fn the_index_limit_is_a_setting_with_a_bounded_default() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.dumper.max_index_bytes(), 1 << 30);
+        let s =
+            Settings::load_from(None, env(&[("AMANDA_RS_DUMPER__MAX_INDEX_MIB", "32")])).unwrap();
+        assert_eq!(s.dumper.max_index_bytes(), 32 << 20);
+        let e = Settings::load_from(None, env(&[("AMANDA_RS_DUMPER__MAX_INDEX_MIB", "0")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("dumper.max_index_mib"), "{e}");
     }
 
     #[test]

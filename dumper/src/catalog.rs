@@ -4,20 +4,28 @@
 //! One row per dump attempt in `dumps` (host, disk, level, run timestamp, date, sizes, CRCs,
 //! holding file, status, error, waits), one row per run in `runs`. A dump is inserted as
 //! `running` when it starts and updated when it ends, so a dumper that died leaves rows that
-//! the next open marks `lost`. The file lives beside the configuration's `infofile`
+//! the next run marks `lost` (and, if the dump's holding file was complete after all, the
+//! run shell adopts it: [`Catalog::adopt`]). Holding file names are stored as their bytes
+//! (older rows as text), so that any name restores. The file lives beside the configuration's `infofile`
 //! (`<infofile>.dumper.sqlite`) and uses WAL journaling; only the driver thread writes it.
 //!
 //! The level-chain rule used by restore ([`chain`]) is a pure function over the rows, so it
 //! is tested without a database. What this module must not do: look at holding files (the
 //! caller checks that they exist) or decide levels.
 
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use proto::crc::CrcValue;
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// The schema version in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema version in `PRAGMA user_version`. 2: `holding_file` holds the name's bytes
+/// (a BLOB; version 1 wrote text, which is still read), so a dumper of version 1 refuses the
+/// catalog instead of failing on such a row.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -214,6 +222,23 @@ fn crc_parse(s: Option<String>) -> Option<CrcValue> {
     s.and_then(|s| CrcValue::parse(s.as_bytes()).ok())
 }
 
+/// A path as stored: its exact bytes.
+fn path_blob(p: &Option<PathBuf>) -> Option<&[u8]> {
+    p.as_deref().map(|p| p.as_os_str().as_bytes())
+}
+
+/// A stored path: bytes, or the text older versions wrote.
+pub(crate) fn path_read(v: ValueRef<'_>) -> Option<PathBuf> {
+    match v {
+        ValueRef::Blob(b) | ValueRef::Text(b) => Some(PathBuf::from(OsStr::from_bytes(b))),
+        _ => None,
+    }
+}
+
+const COLUMNS: &str = "id, host, disk, level, timestamp, date, started, duration_ms, status, bytes,
+    orig_kb, crc, client_crc, native_crc, holding_file, comp_suffix, program, error, waited_ms,
+    wait_reason";
+
 impl Catalog {
     /// The catalog file of a configuration whose `infofile` resolves to `infofile`.
     pub fn path_for(infofile: &Path) -> PathBuf {
@@ -351,7 +376,7 @@ impl Catalog {
                     crc_text(&r.crc),
                     crc_text(&r.client_crc),
                     crc_text(&r.native_crc),
-                    r.holding_file.as_ref().map(|p| p.display().to_string()),
+                    path_blob(&r.holding_file),
                     r.comp_suffix,
                     r.program,
                     r.error,
@@ -379,7 +404,7 @@ impl Catalog {
                     crc_text(&r.crc),
                     crc_text(&r.client_crc),
                     crc_text(&r.native_crc),
-                    r.holding_file.as_ref().map(|p| p.display().to_string()),
+                    path_blob(&r.holding_file),
                     r.comp_suffix,
                     r.program,
                     r.error,
@@ -397,12 +422,10 @@ impl Catalog {
     pub fn history(&self, host: &str, disk: &[u8]) -> Result<Vec<DumpRecord>, CatalogError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT id, host, disk, level, timestamp, date, started, duration_ms, status, bytes,
-                        orig_kb, crc, client_crc, native_crc, holding_file, comp_suffix, program,
-                        error, waited_ms, wait_reason
-                 FROM dumps WHERE host = ?1 COLLATE NOCASE AND disk = ?2 ORDER BY timestamp, id",
-            )
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM dumps WHERE host = ?1 COLLATE NOCASE AND disk = ?2
+                 ORDER BY timestamp, id"
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![host, disk], row_to_record)
@@ -423,17 +446,83 @@ impl Catalog {
     ) -> Result<Option<DumpRecord>, CatalogError> {
         self.conn
             .query_row(
-                "SELECT id, host, disk, level, timestamp, date, started, duration_ms, status, bytes,
-                        orig_kb, crc, client_crc, native_crc, holding_file, comp_suffix, program,
-                        error, waited_ms, wait_reason
-                 FROM dumps WHERE host = ?1 COLLATE NOCASE AND disk = ?2 AND level = ?3
-                   AND status IN ('done', 'strange')
-                 ORDER BY timestamp DESC, id DESC LIMIT 1",
+                &format!(
+                    "SELECT {COLUMNS} FROM dumps
+                     WHERE host = ?1 COLLATE NOCASE AND disk = ?2 AND level = ?3
+                       AND status IN ('done', 'strange')
+                     ORDER BY timestamp DESC, id DESC LIMIT 1"
+                ),
                 params![host, disk, level],
                 row_to_record,
             )
             .optional()
             .map_err(|e| self.err(e))
+    }
+
+    /// The timestamps of this catalog's runs: the holding directories it made.
+    pub fn run_timestamps(&self) -> Result<HashSet<String>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT timestamp FROM runs")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Every holding file a row names.
+    pub fn holding_files(&self) -> Result<HashSet<PathBuf>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT holding_file FROM dumps WHERE holding_file IS NOT NULL")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok(path_read(r.get_ref(0)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = HashSet::new();
+        for r in rows {
+            out.extend(r.map_err(|e| self.err(e))?);
+        }
+        Ok(out)
+    }
+
+    /// Records a complete holding file that a dumper renamed into place but died before
+    /// recording: the newest unfinished row (`lost`, `running` or `failed`, no holding file)
+    /// of that dump becomes `done` with the file's facts in `r`, or, without one, `r` is
+    /// inserted into the run of that timestamp. Returns the row id.
+    pub fn adopt(&mut self, r: &DumpRecord) -> Result<i64, CatalogError> {
+        let row: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT id FROM dumps WHERE timestamp = ?1 AND host = ?2 COLLATE NOCASE AND disk = ?3
+                   AND level = ?4 AND status IN ('lost', 'running', 'failed') AND holding_file IS NULL
+                 ORDER BY id DESC LIMIT 1",
+                params![r.timestamp, r.host, r.disk, r.level],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let mut rec = r.clone();
+        match row {
+            Some(id) => {
+                rec.id = id;
+                rec.error = None;
+                self.update_dump(&rec)?;
+                Ok(id)
+            }
+            None => {
+                let run: i64 = self
+                    .conn
+                    .query_row(
+                        "SELECT id FROM runs WHERE timestamp = ?1 ORDER BY id DESC LIMIT 1",
+                        params![r.timestamp],
+                        |row| row.get(0),
+                    )
+                    .map_err(|e| self.err(e))?;
+                self.insert_dump(run, &rec)
+            }
+        }
     }
 
     /// Every host/disk pair with a successful dump (for `restore` messages).
@@ -471,7 +560,7 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DumpRecord> {
         crc: crc_parse(r.get(11)?),
         client_crc: crc_parse(r.get(12)?),
         native_crc: crc_parse(r.get(13)?),
-        holding_file: r.get::<_, Option<String>>(14)?.map(PathBuf::from),
+        holding_file: path_read(r.get_ref(14)?),
         comp_suffix: r.get(15)?,
         program: r.get(16)?,
         error: r.get(17)?,
@@ -597,6 +686,41 @@ mod tests {
         ];
         let c = chain(&h, &ChainSelector::default(), |p| p != Path::new("/hold/2"));
         assert_eq!(c.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1]);
+    }
+
+    // issue 10: names were stored lossily (`display()`), so a non-UTF-8 name did not restore.
+    #[test]
+    fn holding_names_are_stored_exactly_and_adoption_finishes_a_lost_row() {
+        let mut c = Catalog::open_in_memory().unwrap();
+        let run = c.begin_run("20260101000000", "daily", 1).unwrap();
+        let mut r = rec(0, 0, "20260101000000", Status::Running);
+        r.holding_file = None;
+        r.id = c.insert_dump(run, &r).unwrap();
+        c.begin_run("20260102000000", "daily", 2).unwrap();
+        assert_eq!(c.history("h", b"/d").unwrap()[0].status, Status::Lost);
+        let name = PathBuf::from(OsStr::from_bytes(b"/hold/20260101000000/h._d\xff~2.0"));
+        let mut found = DumpRecord::started("h", b"/d", 0, "20260101000000", 0);
+        found.status = Status::Done;
+        found.holding_file = Some(name.clone());
+        assert_eq!(
+            c.adopt(&found).unwrap(),
+            r.id,
+            "the lost row is the one adopted"
+        );
+        let h = c.history("h", b"/d").unwrap();
+        assert_eq!((h.len(), h[0].status), (1, Status::Done));
+        assert_eq!(h[0].holding_file.as_deref(), Some(name.as_path()));
+        assert!(c.holding_files().unwrap().contains(&name));
+        assert_eq!(
+            c.run_timestamps().unwrap(),
+            HashSet::from(["20260101000000".to_owned(), "20260102000000".to_owned()])
+        );
+        // A file with no row of its own gets one, in the run of its timestamp.
+        let mut other = found.clone();
+        other.disk = b"/e".to_vec();
+        other.holding_file = Some(PathBuf::from("/hold/20260101000000/h._e.0"));
+        c.adopt(&other).unwrap();
+        assert_eq!(c.history("h", b"/e").unwrap().len(), 1);
     }
 
     #[test]

@@ -2,12 +2,23 @@
 //!
 //! A dump of `host:disk` at level L in run T is written as
 //! `<holding dir>/<T>/<host>.<sanitised disk>.<L>` (Amanda's driver names them the same way;
-//! sanitising turns `/`, `:` and `\` into `_`). While the dump runs the file is
-//! `<that>.tmp`: it starts with the 32 KiB Amanda dump-file header, then the DATA bytes. Only
-//! a dump that succeeded is flushed (`fsync`), renamed to its final name, and its directory
-//! synced; a failed dump's `.tmp` is removed. So a file without `.tmp` is always complete.
-//! The writer holds an `flock` on its `.tmp` while it writes; a `.tmp` that nobody holds was
-//! left by a killed run, and [`sweep_stale`] removes it at the start of the next one.
+//! sanitising turns `/`, `:` and `\` into `_`). Sanitising is not injective (`/x/a/b`,
+//! `/x/a_b` and `/x/a:b` all become `_x_a_b`; Amanda's disklist parser refuses such DLEs), so
+//! [`unique_names`] gives every DLE of a night its own stem, the later ones of a colliding
+//! set a `~2`, `~3`... suffix, and [`pick_free`] skips names already on the disk. Amanda's
+//! tools do not care: `amrestore`, `amfetchdump` and `amflush` read the header of every file
+//! in a holding directory, never its name; the catalog records the actual name.
+//!
+//! While the dump runs the file is `<that>.tmp`: it starts with the 32 KiB Amanda dump-file
+//! header, then the DATA bytes. The writer takes an `flock` on the `.tmp` before it
+//! truncates it, so it never cuts a file another writer holds. Only a dump that succeeded is
+//! flushed (`fsync`), renamed to its final name (never over an existing file), and its
+//! directory synced; a failed dump's `.tmp` is removed. So a file without `.tmp` is always
+//! complete, and its final header carries the SERVER-CRC (CRC and byte count of the payload)
+//! by which [`verify`] checks it. Every directory created on the way is synced into its
+//! parent. A `.tmp` that nobody holds was left by a killed run, and [`sweep_stale`] removes
+//! it at the start of the next one; a finished file that a killed run renamed but never
+//! recorded is adopted or removed by the run shell, after [`verify`].
 //! Files are not split into `chunksize` pieces (Amanda's chunker does that for old file
 //! systems; a single file is what `amrestore` reads best).
 //!
@@ -19,14 +30,19 @@
 //! What this module must not do: know the protocol or the header's contents (the caller
 //! builds the header), or decide which holding disk to use beyond free space.
 
+use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use nix::fcntl::{Flock, FlockArg};
+use proto::crc::Crc32c;
+use proto::header::{DumpHeader, FileKind, HEADER_SIZE};
 
 use crate::plan::Holding;
 
@@ -43,16 +59,53 @@ pub fn sanitise(name: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// `<host>.<sanitised disk>.<level>`.
-pub fn file_name(host: &str, disk: &[u8], level: i32) -> Vec<u8> {
+/// `<host>.<sanitised disk>`: Amanda's stem of a DLE's holding file name.
+pub fn stem(host: &str, disk: &[u8]) -> Vec<u8> {
     let mut n = sanitise(host.as_bytes());
     n.push(b'.');
     n.extend_from_slice(&sanitise(disk));
+    n
+}
+
+/// `<host>.<sanitised disk>.<level>`.
+pub fn file_name(host: &str, disk: &[u8], level: i32) -> Vec<u8> {
+    with_level(&stem(host, disk), level)
+}
+
+fn with_level(stem: &[u8], level: i32) -> Vec<u8> {
+    let mut n = stem.to_vec();
     n.extend_from_slice(format!(".{level}").as_bytes());
     n
 }
 
-/// The final path of a dump's holding file.
+fn suffixed(name: &[u8], n: u32) -> Vec<u8> {
+    let mut v = name.to_vec();
+    v.extend_from_slice(format!("~{n}").as_bytes());
+    v
+}
+
+/// Makes `names` (in disklist order) unique: the first of equal names keeps it, the later
+/// ones get `~2`, `~3`, ...: the first suffix that is neither taken nor any DLE's own name.
+/// Injective, and stable from night to night while the disklist does not change.
+pub fn unique_names(names: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let own: HashSet<&[u8]> = names.iter().map(Vec::as_slice).collect();
+    let mut used: HashSet<Vec<u8>> = HashSet::new();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let mut pick = name.clone();
+        let mut n = 1;
+        while used.contains(&pick) || (n > 1 && own.contains(pick.as_slice())) {
+            n += 1;
+            pick = suffixed(name, n);
+        }
+        used.insert(pick.clone());
+        out.push(pick);
+    }
+    out
+}
+
+/// The final path of a dump's holding file with Amanda's name (see [`pick_free`] for the
+/// name a dump actually gets).
 pub fn dump_path(
     holding_dir: &Path,
     timestamp: &str,
@@ -60,10 +113,128 @@ pub fn dump_path(
     disk: &[u8],
     level: i32,
 ) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
     holding_dir
         .join(timestamp)
-        .join(std::ffi::OsStr::from_bytes(&file_name(host, disk, level)))
+        .join(OsStr::from_bytes(&file_name(host, disk, level)))
+}
+
+/// The final path for a dump whose unique stem is `stem`: `<dir>/<stem>.<level>`, or, if
+/// that name is `claimed` by another dump of this run or already on the disk (as a
+/// finished file or a `.tmp`), `<dir>/<stem>~N.<level>` with the first free N.
+pub fn pick_free(dir: &Path, stem: &[u8], level: i32, claimed: &HashSet<PathBuf>) -> PathBuf {
+    let taken = |p: &PathBuf| {
+        claimed.contains(p)
+            || fs::symlink_metadata(p).is_ok()
+            || fs::symlink_metadata(tmp_path(p)).is_ok()
+    };
+    let mut path = dir.join(OsStr::from_bytes(&with_level(stem, level)));
+    let mut n = 1;
+    while taken(&path) {
+        n += 1;
+        path = dir.join(OsStr::from_bytes(&with_level(&suffixed(stem, n), level)));
+    }
+    path
+}
+
+/// `fsync` of a directory, so that entries created or renamed in it survive a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("fsync of directory {}: {e}", dir.display()),
+        )
+    })
+}
+
+/// Syncs the directory of `path` after a rename into it; on failure, the text of the
+/// warning (`what`: `holding disk`, `index`).
+pub fn sync_parent(path: &Path, what: &str) -> Option<String> {
+    let dir = path.parent()?;
+    sync_dir(dir)
+        .err()
+        .map(|e| format!("{what}: {e}: {} may not survive a crash", path.display()))
+}
+
+/// Creates `dir` and its missing parents, syncing each new directory into its parent (and
+/// the parent of the first missing one), so that a crash cannot lose the directory of a
+/// file that was synced.
+pub fn create_dir_synced(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut p = dir;
+    while fs::symlink_metadata(p).is_err() {
+        missing.push(p);
+        match p.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+            _ => break,
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match fs::create_dir(d) {
+            Ok(()) => {}
+            // Another dump of this run made it at the same moment; it syncs it too.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("mkdir {}: {e}", d.display()),
+                ));
+            }
+        }
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`, and nothing changed).
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use nix::errno::Errno;
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        // The file system cannot do it: a hard link cannot replace either.
+        Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens `path` for writing, creating it, with an exclusive `flock` taken **before** the
+/// file is truncated: a file another writer holds is refused (`WouldBlock`), never cut.
+/// Retries when the name was swept away between the open and the lock.
+pub fn open_locked(path: &Path, mode: u32) -> io::Result<Flock<File>> {
+    for _ in 0..8 {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(mode)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(path)?;
+        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!(
+                    "{} is being written by another dumper ({e})",
+                    path.display()
+                ),
+            )
+        })?;
+        // A sweeper may have removed the name between our open and our lock: then the
+        // lock is on an orphaned inode, and the name must be opened again.
+        let (ours, named) = (file.metadata()?, fs::symlink_metadata(path));
+        if named.is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino()) {
+            file.set_len(0)?;
+            return Ok(file);
+        }
+    }
+    Err(io::Error::other(format!(
+        "{}: removed by someone else each time it was created",
+        path.display()
+    )))
 }
 
 /// The in-progress name of a holding file.
@@ -77,34 +248,123 @@ pub fn tmp_path(final_path: &Path) -> PathBuf {
 /// killed left them), and run directories that end up empty. Returns what it removed.
 pub fn sweep_stale(holding_dir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    let Ok(runs) = fs::read_dir(holding_dir) else {
-        return removed;
-    };
-    for run in runs.flatten() {
-        let dir = run.path();
-        if !run.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let Ok(files) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for f in files.flatten() {
-            let path = f.path();
-            if path.extension().is_none_or(|e| e != "tmp") {
-                continue;
-            }
-            let Ok(file) = File::open(&path) else {
-                continue;
-            };
-            let free = Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok();
-            if free && fs::remove_file(&path).is_ok() {
-                removed.push(path);
-            }
-        }
+    for dir in subdirs(holding_dir) {
+        removed.extend(sweep_tmp_in(&dir));
         // Only succeeds when nothing is left in it.
         let _ = fs::remove_dir(&dir);
     }
     removed
+}
+
+/// The subdirectories of `dir` (not following symlinks).
+pub fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Removes the `*.tmp` files directly in `dir` that no writer holds an `flock` on.
+pub fn sweep_tmp_in(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(files) = fs::read_dir(dir) else {
+        return removed;
+    };
+    for f in files.flatten() {
+        let path = f.path();
+        if path.extension().is_none_or(|e| e != "tmp") {
+            continue;
+        }
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        let free = Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok();
+        if free && fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// The finished (not `.tmp`) regular files of the run directory `<holding dir>/<timestamp>`.
+pub fn finished_files(run_dir: &Path) -> Vec<PathBuf> {
+    let Ok(files) = fs::read_dir(run_dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = files
+        .flatten()
+        .filter(|f| f.file_type().is_ok_and(|t| t.is_file()))
+        .map(|f| f.path())
+        .filter(|p| p.extension().is_none_or(|e| e != "tmp"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A holding file that passed [`verify`].
+#[derive(Clone, Debug)]
+pub struct Verified {
+    /// Its header.
+    pub header: DumpHeader,
+    /// Payload bytes (the file minus its header).
+    pub bytes: u64,
+}
+
+/// The dump-file header at the start of `path`.
+pub fn read_header(path: &Path) -> Result<DumpHeader, String> {
+    let mut f = File::open(path).map_err(|e| e.to_string())?;
+    header_of(&mut f)
+}
+
+/// Reads the header from `f`, leaving it positioned after it.
+fn header_of(f: &mut File) -> Result<DumpHeader, String> {
+    let mut head = vec![0u8; HEADER_SIZE];
+    f.read_exact(&mut head)
+        .map_err(|_| "shorter than a dump-file header".to_owned())?;
+    DumpHeader::parse(&head).map_err(|e| format!("header: {e}"))
+}
+
+/// Checks that `path` is a complete holding file as this module writes them: an Amanda
+/// dump-file header with a SERVER-CRC, a payload of exactly that many bytes, with that CRC.
+/// The error says what is wrong.
+pub fn verify(path: &Path) -> Result<Verified, String> {
+    let mut f = File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let header = header_of(&mut f).map_err(|e| format!("{len} bytes: {e}"))?;
+    if header.kind != FileKind::File {
+        return Err(format!("not a whole dump ({:?})", header.kind));
+    }
+    let Some(expected) = header.server_crc else {
+        return Err("its header has no SERVER-CRC (it was never finished)".into());
+    };
+    let bytes = len - HEADER_SIZE as u64;
+    if i64::try_from(bytes).ok() != Some(expected.size) {
+        return Err(format!(
+            "{bytes} payload bytes, its header's SERVER-CRC says {}",
+            expected.size
+        ));
+    }
+    let mut crc = Crc32c::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => crc.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if crc.value() != expected {
+        return Err(format!(
+            "payload CRC {}, its header's SERVER-CRC says {expected}",
+            crc.value()
+        ));
+    }
+    Ok(Verified { header, bytes })
 }
 
 /// Free bytes for unprivileged users on the file system of `dir` (its closest existing
@@ -223,6 +483,18 @@ pub enum HoldingError {
     },
 }
 
+/// What the writer thread gives back: the bytes written and the file, still locked.
+type WriterResult = Result<(u64, Flock<File>), HoldingError>;
+
+/// A committed holding file.
+#[derive(Debug)]
+pub struct Committed {
+    /// Bytes written, header included.
+    pub written: u64,
+    /// Why the directory could not be synced after the rename, if it could not.
+    pub dir_sync: Option<String>,
+}
+
 /// Writes one holding file through a writer thread. Create it with
 /// [`HoldingWriter::create`], get buffers with [`HoldingWriter::chunk`], hand them over
 /// with [`HoldingWriter::submit`], and end with [`HoldingWriter::commit`] or
@@ -231,7 +503,7 @@ pub struct HoldingWriter {
     tx: Option<Sender<Msg>>,
     free_rx: Receiver<Chunk>,
     free_tx: Sender<Chunk>,
-    thread: Option<JoinHandle<Result<u64, HoldingError>>>,
+    thread: Option<JoinHandle<WriterResult>>,
     allocated: usize,
     max_buffers: usize,
     buffer_size: usize,
@@ -254,20 +526,11 @@ impl HoldingWriter {
             source,
         };
         if let Some(dir) = final_path.parent() {
-            fs::create_dir_all(dir).map_err(create_err)?;
+            create_dir_synced(dir).map_err(create_err)?;
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(create_err)?;
-        // Marks the file as being written for `sweep_stale` in other runs; the lock goes with
-        // the descriptor when the writer thread closes it (or the process dies).
-        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| create_err(e.into()))?;
+        // The lock marks the file as being written for `sweep_stale` in other runs; it goes
+        // with the descriptor when the writer thread closes it (or the process dies).
+        let file = open_locked(&tmp, 0o600).map_err(create_err)?;
         let buffers = buffers.max(2);
         // One message can sit in the channel while the writer writes another and the
         // network side fills a third: `buffers - 2` queued keeps the total at `buffers`.
@@ -368,16 +631,21 @@ impl HoldingWriter {
         }
     }
 
-    /// Waits for every byte to be written, `fsync`s, renames to the final name and syncs the
-    /// directory. Returns the bytes written (header included).
-    pub fn commit(self) -> Result<u64, HoldingError> {
-        self.commit_with_header(None)
+    /// Waits for every byte to be written, `fsync`s, renames to the final name (never over
+    /// an existing file) and syncs the directory.
+    pub fn commit(self) -> Result<Committed, HoldingError> {
+        self.commit_with_header(None, None)
     }
 
     /// Like [`HoldingWriter::commit`], first overwriting the start of the file with
     /// `header` (same length as the header written first: the final header with sizes and
-    /// CRCs filled in).
-    pub fn commit_with_header(mut self, header: Option<Vec<u8>>) -> Result<u64, HoldingError> {
+    /// CRCs filled in), and refusing (removing the file) if `expected_len` is given and the
+    /// file has another length.
+    pub fn commit_with_header(
+        mut self,
+        header: Option<Vec<u8>>,
+        expected_len: Option<u64>,
+    ) -> Result<Committed, HoldingError> {
         if let Some(h) = header {
             let sent = self.tx.as_ref().map(|tx| tx.send(Msg::Rewrite(h)).is_ok());
             if sent != Some(true) {
@@ -385,7 +653,8 @@ impl HoldingWriter {
             }
         }
         self.tx = None;
-        let written = match self.thread.take().map(JoinHandle::join) {
+        // The file comes back still locked, so that no sweeper takes it before the rename.
+        let (written, _lock) = match self.thread.take().map(JoinHandle::join) {
             Some(Ok(r)) => r?,
             _ => return Err(self.gone()),
         };
@@ -393,14 +662,29 @@ impl HoldingWriter {
             path: self.tmp.display().to_string(),
             source,
         };
-        fs::rename(&self.tmp, &self.final_path).map_err(finish)?;
-        if let Some(dir) = self.final_path.parent()
-            && let Ok(d) = File::open(dir)
-        {
-            let _ = d.sync_all();
+        if let Some(want) = expected_len.filter(|w| *w != written) {
+            return Err(finish(io::Error::other(format!(
+                "{written} bytes written, {want} expected (header and DATA)"
+            ))));
         }
+        rename_noreplace(&self.tmp, &self.final_path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                finish(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{} exists already; it is not replaced",
+                        self.final_path.display()
+                    ),
+                ))
+            } else {
+                finish(e)
+            }
+        })?;
         self.done = true;
-        Ok(written)
+        // The file is complete and in place; a failed directory sync only means the rename
+        // might not survive a crash, which the caller reports.
+        let dir_sync = sync_parent(&self.final_path, "holding disk");
+        Ok(Committed { written, dir_sync })
     }
 
     /// Stops the writer and removes the `.tmp` file.
@@ -439,7 +723,7 @@ fn writer_loop(
     rx: Receiver<Msg>,
     back: Sender<Chunk>,
     path: String,
-) -> Result<u64, HoldingError> {
+) -> WriterResult {
     let mut written: u64 = 0;
     let mut allocated: u64 = 0;
     let mut preallocate = true;
@@ -493,7 +777,7 @@ fn writer_loop(
     }
     file.sync_all()
         .map_err(|source| HoldingError::Finish { path, source })?;
-    Ok(written)
+    Ok((written, file))
 }
 
 #[cfg(test)]
@@ -535,6 +819,181 @@ mod tests {
         );
     }
 
+    // issue 10: `/x/a/b`, `/x/a_b` and `/x/a:b` of one host mapped to one holding file.
+    #[test]
+    fn names_are_unique_for_dles_that_sanitise_alike() {
+        let stems: Vec<Vec<u8>> = [
+            ("h", b"/x/a/b".as_slice()),
+            ("h", b"/x/a_b"),
+            ("h", b"/x/a:b"),
+            ("h", b"/x/a_b~2"),
+            ("a.b", b"c"),
+            ("a", b"b.c"),
+            ("h", b"/y"),
+        ]
+        .iter()
+        .map(|(h, d)| stem(h, d))
+        .collect();
+        let unique = unique_names(&stems);
+        let text: Vec<String> = unique
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "h._x_a_b",
+                "h._x_a_b~3",
+                "h._x_a_b~4",
+                "h._x_a_b~2",
+                "a.b.c",
+                "a.b.c~2",
+                "h._y"
+            ],
+            "the first keeps Amanda's name; a DLE whose own name looks suffixed keeps it"
+        );
+        let set: HashSet<&Vec<u8>> = unique.iter().collect();
+        assert_eq!(set.len(), unique.len());
+    }
+
+    #[test]
+    fn pick_free_skips_claimed_names_and_names_on_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut claimed = HashSet::new();
+        let a = pick_free(dir.path(), b"h._d", 0, &claimed);
+        assert_eq!(a, dir.path().join("h._d.0"));
+        claimed.insert(a.clone());
+        let b = pick_free(dir.path(), b"h._d", 0, &claimed);
+        assert_eq!(b, dir.path().join("h._d~2.0"));
+        fs::write(tmp_path(&b), b"").unwrap();
+        fs::write(dir.path().join("h._d~3.0"), b"").unwrap();
+        assert_eq!(
+            pick_free(dir.path(), b"h._d", 0, &claimed),
+            dir.path().join("h._d~4.0")
+        );
+    }
+
+    // issue 10: `create` truncated the `.tmp` before it took the lock.
+    #[test]
+    fn create_never_truncates_a_file_another_writer_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let fin = dir.path().join("run/h._d.0");
+        let mut first = HoldingWriter::create(fin.clone(), 2, 4096).unwrap();
+        first.write_all(&[7u8; 100_000]).unwrap();
+        // Until the writer thread has the bytes (the file is preallocated beyond them).
+        let mut len = 0;
+        for _ in 0..200 {
+            len = fs::metadata(tmp_path(&fin)).unwrap().len();
+            if len >= 100_000 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(len >= 100_000, "{len}");
+        let err = HoldingWriter::create(fin.clone(), 2, 4096).err().unwrap();
+        assert!(
+            err.to_string().contains("being written by another dumper"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::metadata(tmp_path(&fin)).unwrap().len(),
+            len,
+            "not truncated"
+        );
+        assert_eq!(first.commit().unwrap().written, 100_000);
+    }
+
+    // issue 10: a second rename replaced the first dump's finished file.
+    #[test]
+    fn commit_never_replaces_a_finished_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fin = dir.path().join("h._d.0");
+        fs::write(&fin, b"an earlier dump").unwrap();
+        let mut w = HoldingWriter::create(fin.clone(), 2, 4096).unwrap();
+        w.write_all(b"a later dump").unwrap();
+        let err = w.commit().unwrap_err().to_string();
+        assert!(err.contains("exists already"), "{err}");
+        assert_eq!(fs::read(&fin).unwrap(), b"an earlier dump");
+        assert!(!tmp_path(&fin).exists(), "the refused dump is removed");
+    }
+
+    #[test]
+    fn commit_refuses_a_file_of_the_wrong_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let fin = dir.path().join("h._d.0");
+        let mut w = HoldingWriter::create(fin.clone(), 2, 4096).unwrap();
+        w.write_all(&[1u8; 5000]).unwrap();
+        let err = w
+            .commit_with_header(None, Some(6000))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("5000 bytes written, 6000 expected"), "{err}");
+        assert!(!fin.exists() && !tmp_path(&fin).exists());
+    }
+
+    #[test]
+    fn created_directories_exist_and_rename_lands_in_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        create_dir_synced(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_dir_synced(&deep).unwrap();
+        let e = sync_dir(&dir.path().join("missing")).unwrap_err();
+        assert!(e.to_string().contains("fsync of directory"), "{e}");
+    }
+
+    #[test]
+    fn verify_accepts_only_complete_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let payload = vec![42u8; 70_000];
+        let mut crc = Crc32c::new();
+        crc.update(&payload);
+        let dle = proto::dle::Dle {
+            program: "GNUTAR".into(),
+            disk: Some("/d".into()),
+            ..proto::dle::Dle::default()
+        };
+        let info = proto::mesg::InfoFields {
+            backup: Some("/bin/tar".into()),
+            ..Default::default()
+        };
+        let mut h = DumpHeader::for_dump(b"20260101000000", b"h", &dle, 0, &info, None);
+        let first = h.build().unwrap();
+        h.server_crc = Some(crc.value());
+        let good = dir.path().join("good");
+        fs::write(&good, [h.build().unwrap(), payload.clone()].concat()).unwrap();
+        let v = verify(&good).unwrap();
+        assert_eq!((v.bytes, v.header.level), (70_000, 0));
+        let cases = [
+            (
+                "short",
+                [h.build().unwrap(), payload[..1000].to_vec()].concat(),
+                "1000 payload bytes",
+            ),
+            (
+                "unfinished",
+                [first, payload.clone()].concat(),
+                "no SERVER-CRC",
+            ),
+            (
+                "tiny",
+                b"AMANDA: FILE".to_vec(),
+                "shorter than a dump-file header",
+            ),
+        ];
+        for (name, bytes, why) in cases {
+            let p = dir.path().join(name);
+            fs::write(&p, bytes).unwrap();
+            let e = verify(&p).unwrap_err();
+            assert!(e.contains(why), "{name}: {e}");
+        }
+        let mut bad = [h.build().unwrap(), payload].concat();
+        *bad.last_mut().unwrap() ^= 1;
+        let p = dir.path().join("flipped");
+        fs::write(&p, bad).unwrap();
+        assert!(verify(&p).unwrap_err().contains("payload CRC"));
+    }
+
     #[test]
     fn commit_renames_only_a_complete_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -544,7 +1003,7 @@ mod tests {
         let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
         w.write_all(&data).unwrap();
         assert!(!fin.exists());
-        assert_eq!(w.commit().unwrap(), data.len() as u64);
+        assert_eq!(w.commit().unwrap().written, data.len() as u64);
         assert_eq!(fs::read(&fin).unwrap(), data);
         assert!(!tmp_path(&fin).exists());
     }
@@ -573,6 +1032,6 @@ mod tests {
             w.submit(c).unwrap();
         }
         assert!(w.allocated <= 4);
-        assert_eq!(w.commit().unwrap(), 1000 * 8192);
+        assert_eq!(w.commit().unwrap().written, 1000 * 8192);
     }
 }

@@ -10,9 +10,15 @@
 //! thread reports on a channel of its own, polled by the same loop, and the night ends when
 //! it is done too.
 //!
+//! At the start of a run it cleans up after a run that was killed: `.tmp` holding and index
+//! files nobody writes are removed; a finished holding file that no catalog row names (a
+//! run died between the rename and the catalog update) is adopted into the catalog if it
+//! verifies ([`holding::verify`]: header, size, CRC), else removed; the report's NOTES say
+//! what was done ([`clean_up_after_killed_runs`]).
+//!
 //! What this module must not do: speak the protocol (see `dump`, `estimate`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,18 +145,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
         notes: plan.warnings.clone(),
         ..Summary::default()
     };
-    // A run that was killed (cron's timeout, a reboot) left its partial dumps as `.tmp`.
-    for h in &plan.holding {
-        let removed = holding::sweep_stale(&h.dir);
-        if let Some(first) = removed.first() {
-            summary.notes.push(format!(
-                "holding disk {}: removed {} partial dump file(s) an interrupted run left (e.g. {})",
-                h.dir.display(),
-                removed.len(),
-                first.display()
-            ));
-        }
-    }
+    let indexdir = plan.config.path(&plan.config.indexdir);
+    summary.notes.extend(clean_up_after_killed_runs(
+        &plan.holding,
+        &indexdir,
+        &mut catalog,
+    ));
 
     let planned = plan_levels(&plan, &catalog, now)?;
     let groups = estimate_groups(&plan, &planned);
@@ -192,6 +192,129 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
         exit_status,
         summary,
     })
+}
+
+/// What a run that was killed (cron's timeout, a reboot, SIGKILL) left: partial dumps and
+/// indexes as `.tmp` files (removed), and finished holding files it renamed but never
+/// recorded (adopted after [`holding::verify`], or removed if they do not verify). Only the
+/// dump files of this catalog's runs (in their directories, with their datestamp in the
+/// header) are considered for the latter. Returns the notes for the report.
+pub fn clean_up_after_killed_runs(
+    holding: &[plan::Holding],
+    indexdir: &Path,
+    catalog: &mut Catalog,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for h in holding {
+        let removed = holding::sweep_stale(&h.dir);
+        if let Some(first) = removed.first() {
+            notes.push(format!(
+                "holding disk {}: removed {} partial dump file(s) an interrupted run left (e.g. {})",
+                h.dir.display(),
+                removed.len(),
+                first.display()
+            ));
+        }
+    }
+    let removed = index::sweep_stale(indexdir);
+    if let Some(first) = removed.first() {
+        notes.push(format!(
+            "index directory {}: removed {} partial index file(s) an interrupted run left (e.g. {})",
+            indexdir.display(),
+            removed.len(),
+            first.display()
+        ));
+    }
+    let (ours, known) = match (catalog.run_timestamps(), catalog.holding_files()) {
+        (Ok(t), Ok(f)) => (t, f),
+        (Err(e), _) | (_, Err(e)) => {
+            notes.push(format!("cannot look for unrecorded holding files: {e}"));
+            return notes;
+        }
+    };
+    for h in holding {
+        let mut adopted = Vec::new();
+        let mut swept = Vec::new();
+        for run_dir in holding::subdirs(&h.dir) {
+            let ts = run_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            if !ts.as_ref().is_some_and(|t| ours.contains(t)) {
+                continue;
+            }
+            let ts = ts.unwrap_or_default();
+            for file in holding::finished_files(&run_dir) {
+                if known.contains(&file) {
+                    continue;
+                }
+                // Only dump files of that run are ours: anything else (Amanda's `pid` lock
+                // files, say) is left alone.
+                let ours = holding::read_header(&file).is_ok_and(|h| {
+                    h.kind == proto::header::FileKind::File
+                        && h.datestamp.as_bytes() == ts.as_bytes()
+                });
+                if !ours {
+                    continue;
+                }
+                match adopt(catalog, &ts, &file) {
+                    Ok(()) => adopted.push(file),
+                    Err(why) => {
+                        if let Err(e) = std::fs::remove_file(&file) {
+                            notes.push(format!(
+                                "holding disk {}: cannot remove {}, an unrecorded file that does not verify ({why}): {e}",
+                                h.dir.display(),
+                                file.display()
+                            ));
+                        } else {
+                            swept.push(format!("{} ({why})", file.display()));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(first) = adopted.first() {
+            notes.push(format!(
+                "holding disk {}: adopted {} complete dump file(s) an interrupted run had not recorded (header, size and CRC verified; e.g. {}); they are in the catalog now",
+                h.dir.display(),
+                adopted.len(),
+                first.display()
+            ));
+        }
+        if let Some(first) = swept.first() {
+            notes.push(format!(
+                "holding disk {}: removed {} unrecorded file(s) an interrupted run left that do not verify (e.g. {first})",
+                h.dir.display(),
+                swept.len(),
+            ));
+        }
+    }
+    notes
+}
+
+/// Verifies an unrecorded holding file of run `ts` and records it in the catalog.
+fn adopt(catalog: &mut Catalog, ts: &str, file: &Path) -> Result<(), String> {
+    let v = holding::verify(file)?;
+    let h = &v.header;
+    let mut rec = DumpRecord::started(
+        &String::from_utf8_lossy(&h.host),
+        &h.disk,
+        h.level,
+        ts,
+        clock::now_unix(),
+    );
+    rec.status = Status::Done;
+    rec.bytes = i64::try_from(v.bytes).ok();
+    rec.orig_kb = h.orig_size;
+    rec.crc = h.server_crc;
+    rec.client_crc = h.client_crc;
+    rec.native_crc = h.native_crc;
+    rec.holding_file = Some(file.to_path_buf());
+    rec.comp_suffix = h
+        .comp_suffix
+        .as_ref()
+        .map(|s| String::from_utf8_lossy(s).into_owned());
+    rec.program = Some(String::from_utf8_lossy(&h.program).into_owned());
+    catalog.adopt(&rec).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// One `dumper run` per configuration at a time (amdump refuses to run twice too): an
@@ -371,6 +494,14 @@ struct Night {
     errors: Vec<String>,
     /// Per DLE, the `.tmp` holding file of its latest attempt (removed if interrupted).
     tmp_files: Vec<Option<PathBuf>>,
+    /// Per DLE, its holding-file stem, unique in the night ([`holding::unique_names`]).
+    stems: Vec<Vec<u8>>,
+    /// Per DLE, its index directory relative to `indexdir`, unique too.
+    index_keys: Vec<Vec<u8>>,
+    /// Holding files claimed by this night's dumps (so no two get the same name).
+    claimed: HashSet<PathBuf>,
+    /// Per DLE, the holding file its latest attempt claimed.
+    claims: Vec<Option<PathBuf>>,
     /// The taper, when the configuration has a changer.
     tape: Option<crate::taper::night::TapeNight>,
 }
@@ -417,6 +548,7 @@ impl Night {
             tuning,
             initiator,
             dtimeout: cfg.dtimeout,
+            max_index_bytes: opts.settings.dumper.max_index_bytes(),
             buffers: opts.buffers,
             buffer_size: opts.buffer_size,
         });
@@ -481,6 +613,7 @@ impl Night {
             .collect();
         let ngroups = groups.len();
         let nplanned = planned.len();
+        let (stems, index_keys, name_notes) = unique_names(&planned);
         Night {
             view: View::new(opts.progress, progress.clone()),
             group_features: vec![None; ngroups],
@@ -501,9 +634,13 @@ impl Night {
             timestamp: timestamp.to_owned(),
             estimate_time: None,
             started: Instant::now(),
-            notes: Vec::new(),
+            notes: name_notes,
             errors: Vec::new(),
             tmp_files: vec![None; nplanned],
+            stems,
+            index_keys,
+            claimed: HashSet::new(),
+            claims: vec![None; nplanned],
             tape: None,
         }
     }
@@ -637,19 +774,24 @@ impl Night {
         if let Some(u) = self.holding_used.get_mut(hd) {
             *u += est;
         }
-        let holding_path = holding::dump_path(
-            &self.holding[hd].dir,
-            &self.timestamp,
-            &spec.host,
-            &spec.disk,
+        // A name of its own: not another DLE's (unique stems), not one on the disk already
+        // (a killed run of the same second, an adopted orphan).
+        if let Some(old) = self.claims[dle].take() {
+            self.claimed.remove(&old);
+        }
+        let holding_path = holding::pick_free(
+            &self.holding[hd].dir.join(&self.timestamp),
+            &self.stems[dle],
             level,
+            &self.claimed,
         );
+        self.claimed.insert(holding_path.clone());
+        self.claims[dle] = Some(holding_path.clone());
         self.tmp_files[dle] = Some(holding::tmp_path(&holding_path));
         let index_path = spec.dle.index.then(|| {
             index::index_path(
                 &self.indexdir,
-                &spec.host,
-                &spec.disk,
+                &self.index_keys[dle],
                 &self.timestamp,
                 level,
             )
@@ -951,6 +1093,37 @@ impl Night {
     }
 }
 
+/// The holding-file stem and index key of every DLE, unique in the night, and a note for
+/// each DLE whose Amanda name had to change because another DLE's sanitises the same.
+fn unique_names(planned: &[Planned]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<String>) {
+    let stems: Vec<Vec<u8>> = planned
+        .iter()
+        .map(|p| holding::stem(&p.spec.host, &p.spec.disk))
+        .collect();
+    let keys: Vec<Vec<u8>> = planned
+        .iter()
+        .map(|p| index::index_key(&p.spec.host, &p.spec.disk))
+        .collect();
+    let (unique_stems, unique_keys) = (holding::unique_names(&stems), holding::unique_names(&keys));
+    let mut notes = Vec::new();
+    for (i, p) in planned.iter().enumerate() {
+        if unique_stems[i] == stems[i] && unique_keys[i] == keys[i] {
+            continue;
+        }
+        let first = stems
+            .iter()
+            .position(|s| *s == stems[i])
+            .map_or_else(String::new, |j| planned[j].spec.label());
+        notes.push(format!(
+            "{}: Amanda's file names for it are those of {first} (sanitising turns / : \\ into _; Amanda's disklist refuses such a pair): its holding files are {}.<level>, its index directory {} (amrecover finds only {first}'s index)",
+            p.spec.label(),
+            String::from_utf8_lossy(&unique_stems[i]),
+            String::from_utf8_lossy(&unique_keys[i]),
+        ));
+    }
+    (unique_stems, unique_keys, notes)
+}
+
 fn worker(
     w: usize,
     ctx: Arc<DumpContext>,
@@ -963,12 +1136,119 @@ fn worker(
         let mut waits = |e: WaitEvent| {
             let _ = ev.send(Event::Wait(dle, e));
         };
-        let report = dump::run(&ctx, &job, &progress, &mut waits);
+        // A bug in one dump (a panic) fails that dump; it must not leave the night waiting
+        // forever for a report that never comes.
+        let started = Instant::now();
+        let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            dump::run(&ctx, &job, &progress, &mut waits)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            let first = what.lines().next().unwrap_or_default();
+            DumpReport::failed(
+                format!("[internal error in the dump: {first}]"),
+                false,
+                started,
+            )
+        });
         if events
             .send(Event::Dumped(dle, w, Box::new(report)))
             .is_err()
         {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::crc::Crc32c;
+    use proto::header::DumpHeader;
+    use std::fs;
+
+    fn holding_file(path: &Path, disk: &str, payload: &[u8], finished: bool) {
+        let dle = proto::dle::Dle {
+            program: "GNUTAR".into(),
+            disk: Some(disk.into()),
+            ..proto::dle::Dle::default()
+        };
+        let info = proto::mesg::InfoFields {
+            backup: Some("/bin/tar".into()),
+            ..Default::default()
+        };
+        let mut h = DumpHeader::for_dump(b"20260101000000", b"h", &dle, 0, &info, None);
+        if finished {
+            let mut crc = Crc32c::new();
+            crc.update(payload);
+            h.server_crc = Some(crc.value());
+        }
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, [h.build().unwrap(), payload.to_vec()].concat()).unwrap();
+    }
+
+    // issue 10: a run killed between the rename and the catalog update left a complete
+    // holding file that nothing adopted or removed.
+    #[test]
+    fn the_next_run_adopts_complete_unrecorded_files_and_removes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let hd = plan::Holding {
+            name: "hd".into(),
+            dir: dir.path().join("hold"),
+            use_kib: 0,
+        };
+        let run_dir = hd.dir.join("20260101000000");
+        let mut cat = Catalog::open_in_memory().unwrap();
+        let run = cat.begin_run("20260101000000", "t", 0).unwrap();
+        let mut lost = DumpRecord::started("h", b"/a", 0, "20260101000000", 0);
+        lost.id = cat.insert_dump(run, &lost).unwrap();
+        // The killed run: /a renamed but not recorded; /b's file cut short; a partial .tmp;
+        // a file in a directory that is not one of our runs stays.
+        holding_file(&run_dir.join("h._a.0"), "/a", &[1; 5000], true);
+        holding_file(&run_dir.join("h._b.0"), "/b", &[2; 5000], false);
+        fs::write(run_dir.join("h._c.0.tmp"), b"partial").unwrap();
+        holding_file(&hd.dir.join("20250101000000/h._z.0"), "/z", &[3; 10], false);
+        fs::write(run_dir.join("pid"), b"4242").unwrap();
+        let idx = dir.path().join("index/h/_a");
+        fs::create_dir_all(&idx).unwrap();
+        fs::write(idx.join("20260101000000_0.gz.tmp"), b"x").unwrap();
+
+        cat.begin_run("20260102000000", "t", 1).unwrap();
+        let notes = clean_up_after_killed_runs(
+            std::slice::from_ref(&hd),
+            &dir.path().join("index"),
+            &mut cat,
+        );
+        let all = notes.join("\n");
+        assert!(all.contains("removed 1 partial dump file(s)"), "{all}");
+        assert!(all.contains("removed 1 partial index file(s)"), "{all}");
+        assert!(
+            all.contains("adopted 1 complete dump file(s)") && all.contains("h._a.0"),
+            "{all}"
+        );
+        assert!(
+            all.contains("removed 1 unrecorded file(s)") && all.contains("no SERVER-CRC"),
+            "{all}"
+        );
+        let a = cat.history("h", b"/a").unwrap();
+        assert_eq!(a.len(), 1, "the lost row itself is finished");
+        assert_eq!(a[0].status, Status::Done);
+        assert_eq!(
+            a[0].holding_file.as_deref(),
+            Some(run_dir.join("h._a.0").as_path())
+        );
+        assert_eq!(a[0].bytes, Some(5000));
+        assert!(!run_dir.join("h._b.0").exists() && !run_dir.join("h._c.0.tmp").exists());
+        assert!(
+            hd.dir.join("20250101000000/h._z.0").exists(),
+            "not our run: left alone"
+        );
+        assert!(run_dir.join("pid").exists(), "not a dump file: left alone");
+        // Nothing is left to do the next time.
+        assert!(clean_up_after_killed_runs(&[hd], &dir.path().join("index"), &mut cat).is_empty());
     }
 }

@@ -425,7 +425,7 @@ impl PoolCore {
         if self.metrics.usable == 0 {
             return Err(Misuse::Empty(self.metrics.skipped_ports));
         }
-        self.observe(now);
+        let now = self.observe(now);
         let ticket = Ticket(self.next_ticket);
         self.next_ticket += 1;
         self.waiters.push_back(Waiter {
@@ -450,7 +450,7 @@ impl PoolCore {
 
     /// The bind of a granted port succeeded: the port is leased.
     pub fn bound(&mut self, ticket: Ticket, now: Instant) -> Result<u16, Misuse> {
-        self.observe(now);
+        let now = self.observe(now);
         let (port, waiter, waited) = self
             .binding
             .remove(&ticket)
@@ -481,7 +481,7 @@ impl PoolCore {
         by: Option<u32>,
         now: Instant,
     ) -> Result<u16, Misuse> {
-        self.observe(now);
+        let now = self.observe(now);
         let (port, waiter, _) = self
             .binding
             .remove(&ticket)
@@ -502,7 +502,7 @@ impl PoolCore {
     /// The bind failed for a reason that is not the port's fault (EACCES...): the port
     /// is free again and the request ends.
     pub fn bind_failed(&mut self, ticket: Ticket, now: Instant) -> Result<u16, Misuse> {
-        self.observe(now);
+        let now = self.observe(now);
         let (port, _, _) = self
             .binding
             .remove(&ticket)
@@ -518,7 +518,7 @@ impl PoolCore {
     /// A waiter gives up (deadline). Returns false when the ticket is not waiting (it may
     /// have a grant in flight: the shell must take that grant instead).
     pub fn cancel(&mut self, ticket: Ticket, now: Instant) -> bool {
-        self.observe(now);
+        let now = self.observe(now);
         let Some(pos) = self.waiters.iter().position(|w| w.ticket == ticket) else {
             return false;
         };
@@ -537,7 +537,7 @@ impl PoolCore {
     /// A lease ends. `active_close` says whether this side closed a TCP connection first
     /// (then the port is held from the lease's destination for the TIME_WAIT interval).
     pub fn release(&mut self, port: u16, active_close: bool, now: Instant) -> Result<(), Misuse> {
-        self.observe(now);
+        let now = self.observe(now);
         let index = self.range.index_of(port).ok_or(Misuse::NotLeased(port))?;
         let State::Leased { dest } = self.states[index] else {
             return Err(Misuse::NotLeased(port));
@@ -567,7 +567,7 @@ impl PoolCore {
     /// Let time pass: busy ports whose retry time came are free again, expired holds end,
     /// and waiters are served.
     pub fn tick(&mut self, now: Instant) {
-        self.observe(now);
+        let now = self.observe(now);
         self.assign(now);
         self.after_change(now);
     }
@@ -832,10 +832,15 @@ impl PoolCore {
         Ok(())
     }
 
-    fn observe(&mut self, now: Instant) {
-        // Time never goes backwards for the core: a caller passing an older instant
-        // (threads racing to lock) is treated as "now" of the latest caller.
-        self.last_now = Some(self.last_now.map_or(now, |t| t.max(now)));
+    /// The core's "now": time never goes backwards for it, so a caller passing an older
+    /// instant (threads that read the clock, then raced for the lock) gets the latest
+    /// caller's. Every operation must use the returned instant, not its argument: with the
+    /// argument, a port whose retry time lies between the two stayed busy after it (the
+    /// "still busy after its retry time" invariant failure seen under load, issue 10).
+    fn observe(&mut self, now: Instant) -> Instant {
+        let now = self.last_now.map_or(now, |t| t.max(now));
+        self.last_now = Some(now);
+        now
     }
 
     fn eligible(&self, port: u16, dest: Option<Dest>, now: Instant) -> bool {

@@ -7,7 +7,10 @@
 //! stream chunks of any size into lines, with a cap on the line length so that a hostile
 //! client cannot make us buffer without limit. [`DumpTracker`] is the sans-IO heart of the
 //! dumper's `do_dump`: feed it the lines, tell it when MESG ends and what arrived on DATA,
-//! and it says DONE, STRANGE, FAILED or RETRY with the real dumper's texts.
+//! and it says DONE, STRANGE, FAILED or RETRY with the real dumper's texts, plus the checks
+//! the real dumper skips (a missing client-CRC, a `size` line that disagrees with the bytes).
+//! Its memory does not grow with the stream: the log keeps only what a report shows
+//! ([`MesgLog`]), `state` lines are capped.
 //!
 //! What this module must not do: read sockets, keep time (a `data timeout` is the caller's),
 //! or compute CRCs of data (see `crc`).
@@ -483,9 +486,94 @@ pub struct DumpOutcome {
     pub info: InfoFields,
     /// For RETRY: (delay, level, message), as the dumper passes them on.
     pub retry: Option<(i32, i32, ByteString)>,
-    /// The dumper's log of the dump: every logged MESG line (`??`-prefixed when unknown) and
-    /// its own notes, as it writes them to the `.errout` file.
+    /// The dumper's log of the dump, bounded ([`MesgLog`]): the logged MESG lines
+    /// (`??`-prefixed when unknown) as far as they were kept, a `... N more lines` marker
+    /// for those that were not, and the dumper's own notes.
     pub log: Vec<ByteString>,
+}
+
+/// The log of one dump's MESG stream, kept only as far as a report needs it: the first
+/// [`MesgLog::HEAD_LINES`] lines, then (once those are taken) the last
+/// [`MesgLog::TAIL_LINES`] strange lines, each cut to [`MesgLog::LINE_BYTES`]; every other
+/// line is only counted. The dumper's own notes (a handful per dump) are always kept, last.
+/// So a client that sends endless lines costs a counter, not memory (issue 10).
+#[derive(Debug, Clone, Default)]
+pub struct MesgLog {
+    head: Vec<ByteString>,
+    tail: VecDeque<ByteString>,
+    notes: Vec<ByteString>,
+    omitted: u64,
+}
+
+impl MesgLog {
+    /// Lines kept from the start of the stream (amreport shows 100 per dump too).
+    pub const HEAD_LINES: usize = 100;
+    /// Strange lines kept from the end, after the head is full.
+    pub const TAIL_LINES: usize = 20;
+    /// Bytes kept of one line; the rest is replaced by a `[... N more bytes]` marker.
+    pub const LINE_BYTES: usize = 1024;
+
+    /// An empty log.
+    pub fn new() -> MesgLog {
+        MesgLog::default()
+    }
+
+    fn cut(line: &[u8]) -> ByteString {
+        if line.len() <= Self::LINE_BYTES {
+            return line.into();
+        }
+        let mut v = line[..Self::LINE_BYTES].to_vec();
+        v.extend_from_slice(
+            format!(" [... {} more bytes]", line.len() - Self::LINE_BYTES).as_bytes(),
+        );
+        v.into()
+    }
+
+    /// Logs a MESG line; `strange` lines are the ones kept from the end of a long stream.
+    pub fn push(&mut self, line: &[u8], strange: bool) {
+        if self.head.len() < Self::HEAD_LINES {
+            self.head.push(Self::cut(line));
+        } else if strange {
+            if self.tail.len() == Self::TAIL_LINES {
+                self.tail.pop_front();
+                self.omitted += 1;
+            }
+            self.tail.push_back(Self::cut(line));
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    /// A note of the dumper itself (always kept, after the lines).
+    pub fn note(&mut self, line: &[u8]) {
+        self.notes.push(Self::cut(line));
+    }
+
+    /// Lines that were counted but not kept.
+    pub fn omitted(&self) -> u64 {
+        self.omitted
+    }
+
+    /// Bytes held (for tests of the bound).
+    pub fn held_bytes(&self) -> usize {
+        self.head
+            .iter()
+            .chain(&self.tail)
+            .chain(&self.notes)
+            .map(|l| l.len())
+            .sum()
+    }
+
+    /// The log as the report shows it.
+    pub fn into_lines(self) -> Vec<ByteString> {
+        let mut out = self.head;
+        if self.omitted > 0 {
+            out.push(format!("... {} more lines", self.omitted).into());
+        }
+        out.extend(self.tail);
+        out.extend(self.notes);
+        out
+    }
 }
 
 /// The dumper's bookkeeping of one dump (spec §6.7.7). Feed MESG lines with
@@ -504,14 +592,41 @@ pub struct DumpTracker {
     native_crc: Option<CrcValue>,
     client_crc: Option<CrcValue>,
     retry: Option<(i32, i32, ByteString)>,
-    log: Vec<ByteString>,
+    log: MesgLog,
     state_lines: Vec<ByteString>,
+    state_bytes: usize,
+    state_dropped: u64,
+    too_long: u64,
+    client_filters: Option<bool>,
 }
 
 impl DumpTracker {
+    /// Bytes of `sendbackup: state` lines kept; more are dropped and the dump is STRANGE.
+    pub const MAX_STATE_BYTES: usize = 1024 * 1024;
+
     /// A fresh tracker.
     pub fn new() -> DumpTracker {
         DumpTracker::default()
+    }
+
+    /// Tells the tracker whether the client runs a filter (client compression or client
+    /// encryption) between the backup program and DATA. Without one, the `size` line and
+    /// the native-CRC describe exactly the DATA bytes, and [`DumpTracker::finish`] checks
+    /// them against what arrived; unknown (never called), only the checks that need no such
+    /// knowledge are made.
+    pub fn set_client_filters(&mut self, filters: bool) {
+        self.client_filters = Some(filters);
+    }
+
+    /// A MESG line longer than the splitter keeps (its length in bytes): logged as an
+    /// unknown line, so the dump is STRANGE.
+    pub fn on_too_long(&mut self, len: usize) {
+        self.result = self.result.max(1);
+        self.too_long += 1;
+        self.log.push(
+            format!("??[a MESG line of {len} bytes, longer than the dumper reads]").as_bytes(),
+            true,
+        );
     }
 
     fn fail(&mut self, text: String) {
@@ -529,13 +644,18 @@ impl DumpTracker {
             MesgLine::Strange(_) | MesgLine::Warning(_) => self.result = self.result.max(1),
             MesgLine::Unknown(_) | MesgLine::StateDone => {
                 self.result = self.result.max(1);
-                self.log.push([b"??".as_slice(), line].concat().into());
+                self.log.push(&[b"??".as_slice(), line].concat(), true);
                 logged = false;
             }
             MesgLine::Size(n) => self.size = Some(*n),
             MesgLine::NoOp(_) => logged = false,
             MesgLine::State(s) => {
-                self.state_lines.push(s.clone());
+                if self.state_bytes + s.len() <= Self::MAX_STATE_BYTES {
+                    self.state_bytes += s.len();
+                    self.state_lines.push(s.clone());
+                } else {
+                    self.state_dropped += 1;
+                }
                 logged = false;
             }
             MesgLine::NativeCrc(c) => self.native_crc = *c,
@@ -559,7 +679,8 @@ impl DumpTracker {
             MesgLine::Output(_) | MesgLine::Start(_) | MesgLine::Ignored(_) => {}
         }
         if logged {
-            self.log.push(line.into());
+            let strange = parsed.is_strange() || matches!(parsed, MesgLine::Error(_));
+            self.log.push(line, strange);
         }
         parsed
     }
@@ -589,65 +710,58 @@ impl DumpTracker {
     /// splitter, if any. Missing `size`/`end` lines fail the dump unless it already failed.
     pub fn on_mesg_eof(&mut self, partial: Option<&[u8]>) {
         if let Some(p) = partial.filter(|p| !p.is_empty()) {
-            self.log.push(
+            self.log.note(
                 format!(
                     "? dumper: error [partial line in msgbuf: {} bytes]",
                     p.len()
                 )
-                .into(),
+                .as_bytes(),
             );
-            self.log.push(
-                [
+            self.log.note(
+                &[
                     b"? dumper: error [partial line in msgbuf: \"".as_slice(),
                     p,
                     b"\"]",
                 ]
-                .concat()
-                .into(),
+                .concat(),
             );
         }
         if self.size.is_none() && self.result < 2 {
             self.log
-                .push("? dumper: strange [missing size line from sendbackup]".into());
+                .note(b"? dumper: strange [missing size line from sendbackup]");
             self.fail("missing size line from sendbackup".into());
         }
         if !self.end && self.result < 2 {
             self.log
-                .push("? dumper: strange [missing end line from sendbackup]".into());
+                .note(b"? dumper: strange [missing end line from sendbackup]");
             self.fail("missing end line from sendbackup".into());
         }
     }
 
     /// The verdict once every stream has ended: retry; client CRC vs DATA CRC; no header
-    /// information; no data; else DONE or STRANGE. `data` describes the DATA bytes received
-    /// (zero if DATA was never read).
+    /// information; no data; the `size` line and the native-CRC vs the bytes; else DONE or
+    /// STRANGE. `data` describes the DATA bytes received (zero if DATA was never read).
+    ///
+    /// Beyond the real dumper (issue 10): a missing or zero client-CRC is a STRANGE note
+    /// (the real dumper skips the check silently); a `size` line that disagrees with the
+    /// bytes it describes fails the dump, naming both numbers (with no client filter it
+    /// describes the DATA bytes, otherwise the native-CRC's byte count); with no client
+    /// filter a native-CRC that differs from the client-CRC fails it.
     pub fn finish(mut self, data: DataSummary) -> DumpOutcome {
-        let kb = u64::try_from(data.received.size.max(0))
+        let received = data.received;
+        let kb = u64::try_from(received.size.max(0))
             .unwrap_or(0)
             .div_ceil(1024);
-        let client_crc = match self.client_crc {
-            Some(c) if c.crc != 0 => c,
-            _ => data.received,
-        };
-        let base = |s: DumpTracker, status| DumpOutcome {
-            status,
-            error: s.error,
-            orig_kb: s.size,
-            kb,
-            native_crc: s.native_crc,
-            client_crc,
-            info: s.info,
-            retry: s.retry,
-            log: s.log,
-        };
+        // A zero CRC is how clients say "none"; it is accepted only if it really matches.
+        let sent_crc = self.client_crc.filter(|c| c.crc != 0 || *c == received);
+        let client_crc = sent_crc.unwrap_or(received);
         if self.retry.is_some() {
             self.error = None;
-            return base(self, DumpStatus::Retry);
+            return self.outcome(DumpStatus::Retry, kb, client_crc);
         }
-        if client_crc.crc != 0 && client_crc != data.received {
+        if sent_crc.is_some() && client_crc != received {
             self.fail(format!(
-                "client CRC ({client_crc}) do not match data-in CRC ({})",
-                data.received
+                "client CRC ({client_crc}) do not match data-in CRC ({received})"
             ));
         }
         if !self.info_end {
@@ -656,13 +770,84 @@ impl DumpTracker {
         if kb == 0 {
             self.fail("got no data".into());
         }
+        let native = self.native_crc.filter(|n| n.crc != 0 || n.size != 0);
+        if self.client_filters == Some(false)
+            && let (Some(n), Some(c)) = (native, sent_crc)
+            && n != c
+        {
+            self.fail(format!(
+                "native-CRC ({n}) differs from client-CRC ({c}) although the client runs no compression or encryption"
+            ));
+        }
+        if let Some(size_kb) = self.size.filter(|k| *k >= 0) {
+            let described = match (self.client_filters, native) {
+                (Some(false), _) => Some((received.size, "of DATA arrived")),
+                (_, Some(n)) => Some((n.size, "by its native-CRC")),
+                _ => None,
+            };
+            if let Some((bytes, what)) = described
+                && !kb_describes(size_kb, bytes)
+            {
+                self.fail(format!(
+                    "the size line says {size_kb} KiB, but {bytes} bytes ({} KiB) {what}",
+                    ceil_kb(bytes)
+                ));
+            }
+        }
+        if kb > 0 && sent_crc.is_none() {
+            let why = match self.client_crc {
+                None => "the client sent no client-CRC line".to_owned(),
+                Some(c) => format!("the client's client-CRC is {c}, i.e. none"),
+            };
+            self.log.note(
+                format!(
+                    "? dumper: strange [{why}: the DATA bytes could not be checked against what it sent]"
+                )
+                .as_bytes(),
+            );
+            self.result = self.result.max(1);
+        }
+        if self.state_dropped > 0 {
+            self.log.note(
+                format!(
+                    "? dumper: strange [{} state lines dropped: more than {} bytes of them]",
+                    self.state_dropped,
+                    Self::MAX_STATE_BYTES
+                )
+                .as_bytes(),
+            );
+            self.result = self.result.max(1);
+        }
         let status = match self.result {
             0 => DumpStatus::Done,
             1 => DumpStatus::Strange,
             _ => DumpStatus::Failed,
         };
-        base(self, status)
+        self.outcome(status, kb, client_crc)
     }
+
+    fn outcome(self, status: DumpStatus, kb: u64, client_crc: CrcValue) -> DumpOutcome {
+        DumpOutcome {
+            status,
+            error: self.error,
+            orig_kb: self.size,
+            kb,
+            native_crc: self.native_crc,
+            client_crc,
+            info: self.info,
+            retry: self.retry,
+            log: self.log.into_lines(),
+        }
+    }
+}
+
+/// Whether a `size` line of `kb` KiB describes `bytes` bytes: clients round either way.
+pub fn kb_describes(kb: i64, bytes: i64) -> bool {
+    kb == bytes.max(0) / 1024 || kb == ceil_kb(bytes)
+}
+
+fn ceil_kb(bytes: i64) -> i64 {
+    bytes.max(0) / 1024 + i64::from(bytes.max(0) % 1024 != 0)
 }
 
 #[cfg(test)]
@@ -845,6 +1030,183 @@ sendbackup: end
         assert_eq!(
             o.log[2],
             "? dumper: error [partial line in msgbuf: 4 bytes]"
+        );
+    }
+
+    fn tracker_after(mesg: &str, filters: Option<bool>) -> DumpTracker {
+        let mut t = DumpTracker::new();
+        if let Some(f) = filters {
+            t.set_client_filters(f);
+        }
+        feed(&mut t, mesg);
+        t.on_mesg_eof(None);
+        t
+    }
+
+    const HEAD: &str = "sendbackup: info BACKUP=/bin/tar\nsendbackup: info end\n";
+
+    // issue 10: a client that sends no client-CRC (or a zero one) was accepted silently.
+    #[test]
+    fn a_missing_or_zero_client_crc_makes_the_dump_strange_with_a_note() {
+        let data = DataSummary {
+            received: CrcValue { crc: 7, size: 2048 },
+        };
+        for (crc_line, why) in [
+            ("", "the client sent no client-CRC line"),
+            (
+                "sendbackup: client-CRC 00000000:0\n",
+                "the client's client-CRC is 00000000:0, i.e. none",
+            ),
+        ] {
+            let mesg = format!("{HEAD}{crc_line}sendbackup: size 2\nsendbackup: end\n");
+            let o = tracker_after(&mesg, Some(false)).finish(data);
+            assert_eq!((o.status, o.error), (DumpStatus::Strange, None), "{mesg}");
+            let note = o.log.last().unwrap().to_string();
+            assert!(
+                note.starts_with("? dumper: strange [") && note.contains(why),
+                "{note}"
+            );
+        }
+    }
+
+    // issue 10: the `size` line was never compared with the bytes received.
+    #[test]
+    fn a_size_line_that_disagrees_with_the_data_fails_naming_both_numbers() {
+        let data = DataSummary {
+            received: CrcValue {
+                crc: 7,
+                size: 10240,
+            },
+        };
+        let mesg = |size: i64| {
+            format!(
+                "{HEAD}sendbackup: client-CRC 00000007:10240\nsendbackup: size {size}\nsendbackup: end\n"
+            )
+        };
+        let o = tracker_after(&mesg(10), Some(false)).finish(data);
+        assert_eq!(o.status, DumpStatus::Done);
+        let o = tracker_after(&mesg(110), Some(false)).finish(data);
+        assert_eq!(o.status, DumpStatus::Failed);
+        assert_eq!(
+            o.error.as_deref(),
+            Some("the size line says 110 KiB, but 10240 bytes (10 KiB) of DATA arrived")
+        );
+        // Unknown filters and no native-CRC: nothing to compare the size with.
+        assert_eq!(
+            tracker_after(&mesg(110), None).finish(data).status,
+            DumpStatus::Done
+        );
+        // A negative size is a client that did not know (amgtar without a total).
+        assert_eq!(
+            tracker_after(&mesg(-1), Some(false)).finish(data).status,
+            DumpStatus::Done
+        );
+        // Either rounding is accepted.
+        assert!(kb_describes(1, 1000) && kb_describes(0, 1000) && !kb_describes(2, 1000));
+    }
+
+    #[test]
+    fn with_a_client_filter_the_size_line_is_checked_against_the_native_crc() {
+        let data = DataSummary {
+            received: CrcValue {
+                crc: 0x4e5f6a7b,
+                size: 1187,
+            },
+        };
+        assert_eq!(
+            tracker_after(TV10, Some(true)).finish(data).status,
+            DumpStatus::Done
+        );
+        let lying = TV10.replace("size 20", "size 200");
+        let o = tracker_after(&lying, Some(true)).finish(data);
+        assert_eq!(
+            o.error.as_deref(),
+            Some("the size line says 200 KiB, but 20480 bytes (20 KiB) by its native-CRC")
+        );
+        // The same lines claiming no filter: native-CRC and client-CRC must then agree.
+        let o = tracker_after(TV10, Some(false)).finish(data);
+        assert!(
+            o.error
+                .as_deref()
+                .unwrap()
+                .starts_with("native-CRC (0a1b2c3d:20480) differs from client-CRC"),
+            "{:?}",
+            o.error
+        );
+    }
+
+    // issue 10: the tracker kept every MESG line for the whole dump.
+    #[test]
+    fn the_log_of_an_endless_mesg_stream_stays_bounded_and_says_how_much_is_missing() {
+        let mut t = DumpTracker::new();
+        feed(&mut t, HEAD);
+        let long = format!("| {}", "x".repeat(60_000));
+        for i in 0..200_000 {
+            t.on_line(if i % 1000 == 0 {
+                long.as_bytes()
+            } else {
+                b"| tar: chatter"
+            });
+        }
+        t.on_line(b"? tar: the important one");
+        for _ in 0..5 {
+            t.on_too_long(1 << 20);
+        }
+        assert!(t.log.held_bytes() < 200 * 1024, "{}", t.log.held_bytes());
+        t.on_mesg_eof(Some(long.as_bytes()));
+        let o = t.finish(DataSummary::default());
+        assert!(
+            o.log.len() <= MesgLog::HEAD_LINES + MesgLog::TAIL_LINES + 8,
+            "{}",
+            o.log.len()
+        );
+        let text: Vec<String> = o.log.iter().map(ToString::to_string).collect();
+        let marker = text.iter().find(|l| l.starts_with("... ")).unwrap();
+        // 2 header lines, 200,000 chatter, 1 strange, 5 too long; the head and 6 strange kept.
+        assert_eq!(
+            marker,
+            &format!("... {} more lines", 200_008 - MesgLog::HEAD_LINES - 6)
+        );
+        assert!(
+            text.iter().any(|l| l == "? tar: the important one"),
+            "strange lines at the end are kept"
+        );
+        assert!(
+            text.iter()
+                .any(|l| l.starts_with("??[a MESG line of 1048576 bytes"))
+        );
+        assert!(
+            text.iter().all(|l| l.len() <= MesgLog::LINE_BYTES + 64),
+            "lines are cut"
+        );
+        assert!(
+            text.last().unwrap().contains("missing size line"),
+            "the dumper's notes come last"
+        );
+    }
+
+    #[test]
+    fn state_lines_are_capped() {
+        let mut t = DumpTracker::new();
+        let line = format!("sendbackup: state {}", "s".repeat(1000));
+        for _ in 0..2000 {
+            t.on_line(line.as_bytes());
+        }
+        let kept: usize = t.state_lines().iter().map(|l| l.len()).sum();
+        assert!(kept <= DumpTracker::MAX_STATE_BYTES);
+        feed(
+            &mut t,
+            &format!("{HEAD}sendbackup: size 1\nsendbackup: end\n"),
+        );
+        t.on_mesg_eof(None);
+        let o = t.finish(DataSummary {
+            received: CrcValue { crc: 1, size: 1024 },
+        });
+        assert_eq!(o.status, DumpStatus::Strange);
+        assert!(
+            o.log
+                .iter()
+                .any(|l| l.to_string().contains("state lines dropped"))
         );
     }
 

@@ -7,15 +7,15 @@
 //! fails only that dump, leaves no complete-looking file, and sets the exit status.
 //! `dumper check` gives clear per-host results.
 
+use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::fake_amandad::{FakeAmandad, Script};
 use crate::util::{self, Dt, DumperConf, Launch, Program, Scratch, start_ours, start_real_amandad};
 use crate::{require_root, require_tool};
 
@@ -294,102 +294,6 @@ fn twenty_dles_share_nine_reserved_udp_ports_all_succeed_and_the_waits_are_repor
     }
 }
 
-/// A bsdtcp "client" that answers noop and sendsize, then accepts the sendbackup, sends
-/// the MESG header lines and some DATA, and drops the connection: a client that dies in the
-/// middle of a dump.
-/// A bsdtcp client that starts a dump and then dies (`hang`: goes quiet, connection open,
-/// until `stop`).
-fn dying_client(listener: TcpListener, stop: Arc<AtomicBool>, disk: String, hang: bool) {
-    use proto::frame::{FrameReader, encode_frame};
-    use proto::pkt::PacketType;
-    use proto::tcp::Packet;
-    let features = proto::features::Features::amanda_3_5_1().to_hex();
-    listener.set_nonblocking(true).expect("nonblocking");
-    while !stop.load(Ordering::Relaxed) {
-        let (mut s, _) = match listener.accept() {
-            Ok(c) => c,
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        let _ = s.set_nonblocking(false);
-        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-        let features = features.clone();
-        let disk = disk.clone();
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let mut reader = FrameReader::new();
-            let mut buf = vec![0u8; 65536];
-            let send = |s: &mut TcpStream, handle: u32, p: Packet<'_>| {
-                let mut out = Vec::new();
-                p.encode_frame(handle, &mut out).expect("encode");
-                s.write_all(&out)
-            };
-            let mut sendbackup: Option<u32> = None;
-            loop {
-                let n = match s.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                let mut input = &buf[..n];
-                while let Ok(Some(f)) = reader.next(&mut input) {
-                    if f.is_eof() {
-                        continue;
-                    }
-                    let Ok(p) = Packet::parse(&f.payload) else {
-                        continue;
-                    };
-                    match p.ptype {
-                        PacketType::Req => {
-                            let body =
-                                String::from_utf8_lossy(p.body_without_security()).into_owned();
-                            let _ = send(&mut s, f.handle, Packet::ack());
-                            let rep = if body.starts_with("SERVICE noop") {
-                                format!("OPTIONS features={features};\n")
-                            } else if body.starts_with("SERVICE sendsize") {
-                                format!(
-                                    "OPTIONS features={features};\n{disk} 0 SIZE 1024\n{disk} 1 SIZE 1024\n"
-                                )
-                            } else {
-                                sendbackup = Some(f.handle);
-                                format!(
-                                    "CONNECT DATA 499999 MESG 499998 INDEX 499997\nOPTIONS features={features};\n"
-                                )
-                            };
-                            let _ = send(
-                                &mut s,
-                                f.handle,
-                                Packet::new(PacketType::Rep, rep.into_bytes()),
-                            );
-                        }
-                        PacketType::Ack if sendbackup == Some(f.handle) => {
-                            // The server ACKed the CONNECT: start the dump, then die.
-                            let mut out = Vec::new();
-                            let _ = encode_frame(f.handle, &[], &mut out);
-                            let mesg = format!(
-                                "sendbackup: start [127.0.0.1:{disk} level 0]\nsendbackup: info BACKUP=/bin/tar\nsendbackup: info RECOVER_CMD=/bin/tar -xpGf - ...\nsendbackup: info end\n"
-                            );
-                            let _ = encode_frame(499_998, mesg.as_bytes(), &mut out);
-                            for _ in 0..16 {
-                                let _ = encode_frame(499_999, &[0x5a; 32768], &mut out);
-                            }
-                            let _ = s.write_all(&out);
-                            while hang && !stop.load(Ordering::Relaxed) {
-                                std::thread::sleep(Duration::from_millis(50));
-                            }
-                            std::thread::sleep(Duration::from_millis(200));
-                            let _ = s.shutdown(std::net::Shutdown::Both);
-                            return;
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        });
-    }
-}
-
 #[test]
 fn a_client_that_dies_mid_dump_fails_only_its_dump_and_leaves_no_complete_file() {
     require_root!();
@@ -400,14 +304,8 @@ fn a_client_that_dies_mid_dump_fails_only_its_dump_and_leaves_no_complete_file()
     util::make_tricky_tree(&good);
     let doomed = data.join("doomed");
     fs::create_dir_all(&doomed).expect("mkdir");
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let dying_port = listener.local_addr().expect("addr").port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let fake = {
-        let stop = Arc::clone(&stop);
-        let disk = doomed.display().to_string();
-        std::thread::spawn(move || dying_client(listener, stop, disk, false))
-    };
+    let fake = FakeAmandad::start(HashMap::new(), Script::Dies { hang: false });
+    let dying_port = fake.port;
     let conf = DumperConf::new(
         "dr-dies",
         "",
@@ -441,8 +339,7 @@ fn a_client_that_dies_mid_dump_fails_only_its_dump_and_leaves_no_complete_file()
         .arg(conf.work.join("holding"))
         .status();
     let (status, out) = conf.run();
-    stop.store(true, Ordering::Relaxed);
-    let _ = fake.join();
+    drop(fake);
     assert!(
         out.contains("removed 1 partial dump file(s) an interrupted run left") && !killed.exists(),
         "the killed run's partial file is swept and noted:
@@ -482,14 +379,8 @@ fn sigterm_stops_the_night_with_a_report_and_no_partial_file() {
     let data = Scratch::new("dr-term-data");
     let disk = data.join("stuck");
     fs::create_dir_all(&disk).expect("mkdir");
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let fake = {
-        let stop = Arc::clone(&stop);
-        let d = disk.display().to_string();
-        std::thread::spawn(move || dying_client(listener, stop, d, true))
-    };
+    let fake = FakeAmandad::start(HashMap::new(), Script::Dies { hang: true });
+    let port = fake.port;
     let conf = DumperConf::new(
         "dr-term",
         "",
@@ -520,8 +411,7 @@ fn sigterm_stops_the_night_with_a_report_and_no_partial_file() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    stop.store(true, Ordering::Relaxed);
-    let _ = fake.join();
+    drop(fake);
     let Some(status) = status else {
         let _ = child.kill();
         panic!("dumper did not stop within 20 s of SIGTERM");

@@ -3,7 +3,10 @@
 
 mod amandad_interop;
 mod conf_configs;
+mod dumper_holding;
+mod dumper_hostile;
 mod dumper_interop;
+mod fake_amandad;
 mod firewall;
 mod interop_reference;
 mod netns;

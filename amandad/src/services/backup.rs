@@ -354,7 +354,7 @@ impl BackupRun {
         // State file, or the amandates date for the legacy form without a list directory.
         let (snapshot, newer) = match &setup.list_base {
             Some(base) => {
-                let s = Snapshot::prepare(base, spec.level).map_err(|e| {
+                let s = Snapshot::prepare(base, &setup.disk, spec.level).map_err(|e| {
                     let text = match form {
                         Form::Amgtar => e.to_string(),
                         Form::Gnutar => format!("error [{e}]"),

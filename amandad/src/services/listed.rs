@@ -16,6 +16,12 @@
 //! [`Snapshot`] is that `.new` file as a guard: dropped without [`Snapshot::commit`], it is
 //! deleted.
 //!
+//! One difference, because step 1 is not injective: `/x/a/b`, `/x/a_b` and `/x/a:b` all name
+//! the chain `<host>_x_a_b`, so two such DLEs would share (and clobber) one incremental state,
+//! and their concurrent dumps would delete each other's `.new` file. [`claim`] records which
+//! disk owns a chain name (`<chain>.disk`); the first disk to use the name keeps it (so a
+//! chain the real client made carries on), any other gets `<chain>~<hash of its name>`.
+//!
 //! What this module must not do: follow a symlink when creating the `.new` file, or leave a
 //! `.new` file behind on any path but a crash.
 
@@ -45,6 +51,69 @@ pub fn chain_base(list_dir: &Path, host: &[u8], disk: &[u8]) -> PathBuf {
     let mut name = host.to_vec();
     name.extend_from_slice(&sanitise(disk));
     list_dir.join(std::ffi::OsStr::from_bytes(&name))
+}
+
+/// The chain `disk` really uses: `base` (Amanda's name, [`chain_base`]) when `disk` owns it or
+/// nobody does yet, else `<base>~<16 hex digits>` from a hash of the disk name. Ownership is
+/// the file `<chain>.disk` holding the disk name, created atomically (written aside, then
+/// linked), so concurrent estimates and dumps of colliding DLEs agree on who owns what.
+pub fn claim(base: &Path, disk: &[u8]) -> Result<PathBuf, ListError> {
+    if owned_by(base, disk)? {
+        return Ok(base.to_path_buf());
+    }
+    let own = with_suffix(base, &format!("~{:016x}", fnv1a(disk)));
+    if owned_by(&own, disk)? {
+        return Ok(own);
+    }
+    Err(ListError::Create {
+        path: with_suffix(&own, ".disk").display().to_string(),
+        reason: "owned by another disk name (hash collision)".into(),
+    })
+}
+
+/// Whether `disk` owns the chain `base`, claiming it if nobody does.
+fn owned_by(base: &Path, disk: &[u8]) -> Result<bool, ListError> {
+    let owner = with_suffix(base, ".disk");
+    let err = |path: &Path, e: io::Error| ListError::Create {
+        path: path.display().to_string(),
+        reason: strerror(&e),
+    };
+    loop {
+        match std::fs::read(&owner) {
+            Ok(name) => return Ok(name == disk),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(&owner, e)),
+        }
+        let aside = with_suffix(base, &format!(".disk.{}", std::process::id()));
+        let _ = std::fs::remove_file(&aside);
+        {
+            use std::io::Write;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&aside)
+                .map_err(|e| err(&aside, e))?;
+            f.write_all(disk).map_err(|e| err(&aside, e))?;
+        }
+        let linked = std::fs::hard_link(&aside, &owner);
+        let _ = std::fs::remove_file(&aside);
+        match linked {
+            Ok(()) => return Ok(true),
+            // Someone else claimed it meanwhile: read whose it is.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(err(&owner, e)),
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: a stable name for a disk's own chain (not a security boundary: the
+/// owner file is compared with the full name).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
@@ -86,9 +155,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Steps 1-2 above for `level`: the previous level's file (if any) copied to
-    /// `<base>_<level>.new`.
-    pub fn prepare(base: &Path, level: i32) -> Result<Snapshot, ListError> {
+    /// Steps 1-2 above for `level`: the previous level's file (if any) of the chain `disk`
+    /// owns ([`claim`]) copied to `<base>_<level>.new`.
+    pub fn prepare(base: &Path, disk: &[u8], level: i32) -> Result<Snapshot, ListError> {
+        // When the owner file cannot be written, neither can the `.new` file: fall back to
+        // Amanda's name so that the error below is the real client's.
+        let base = &claim(base, disk).unwrap_or_else(|_| base.to_path_buf());
         let path = new_file(base, level);
         let _ = std::fs::remove_file(&path);
         let mut from = None;
@@ -241,7 +313,7 @@ mod tests {
         let base = chain_base(dir.path(), b"h", b"/d");
         std::fs::write(level_file(&base, 0), b"zero").unwrap();
         std::fs::write(level_file(&base, 2), b"two").unwrap();
-        let s = Snapshot::prepare(&base, 3).unwrap();
+        let s = Snapshot::prepare(&base, b"/d", 3).unwrap();
         assert_eq!(std::fs::read(s.path()).unwrap(), b"two");
         assert_eq!(s.copied_from(), Some(level_file(&base, 2).as_path()));
         drop(s);
@@ -250,12 +322,12 @@ mod tests {
             "dropped without commit: deleted"
         );
 
-        let s = Snapshot::prepare(&base, 2).unwrap();
+        let s = Snapshot::prepare(&base, b"/d", 2).unwrap();
         assert_eq!(std::fs::read(s.path()).unwrap(), b"zero");
         assert!(s.commit(true).is_none());
         assert_eq!(std::fs::read(level_file(&base, 2)).unwrap(), b"zero");
 
-        let s = Snapshot::prepare(&base, 0).unwrap();
+        let s = Snapshot::prepare(&base, b"/d", 0).unwrap();
         assert_eq!(std::fs::read(s.path()).unwrap(), b"");
         assert!(s.copied_from().is_none());
         assert!(s.commit(false).is_none());
@@ -274,7 +346,7 @@ mod tests {
         let victim = dir.path().join("victim");
         std::fs::write(&victim, b"keep").unwrap();
         std::os::unix::fs::symlink(&victim, new_file(&base, 0)).unwrap();
-        let s = Snapshot::prepare(&base, 0).unwrap();
+        let s = Snapshot::prepare(&base, b"/d", 0).unwrap();
         assert!(
             !std::fs::symlink_metadata(s.path())
                 .unwrap()
@@ -284,9 +356,52 @@ mod tests {
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
     }
 
+    /// Issue 10: `/x/a/b`, `/x/a_b` and `/x/a:b` share Amanda's chain name; each must keep
+    /// its own incremental state, the first one under Amanda's name.
+    #[test]
+    fn disks_whose_names_sanitise_alike_get_their_own_chains() {
+        let dir = tempfile::tempdir().unwrap();
+        let disks: [&[u8]; 3] = [b"/x/a/b", b"/x/a_b", b"/x/a:b"];
+        let base = chain_base(dir.path(), b"h", disks[0]);
+        for d in disks {
+            assert_eq!(
+                chain_base(dir.path(), b"h", d),
+                base,
+                "Amanda's name collides"
+            );
+        }
+        // A chain the real client left (no owner yet) goes to the first disk that asks.
+        std::fs::write(level_file(&base, 0), b"real client's").unwrap();
+        let bases: Vec<PathBuf> = disks.iter().map(|d| claim(&base, d).unwrap()).collect();
+        assert_eq!(bases[0], base);
+        assert_ne!(bases[1], bases[0]);
+        assert_ne!(bases[2], bases[0]);
+        assert_ne!(bases[2], bases[1]);
+        for (d, b) in disks.iter().zip(&bases) {
+            assert_eq!(&claim(&base, d).unwrap(), b, "stable");
+            assert!(b.parent() == Some(dir.path()), "inside the list directory");
+        }
+        // Concurrent level 0s of all three, then level 1s: separate files throughout.
+        let snaps: Vec<Snapshot> = disks
+            .iter()
+            .map(|d| Snapshot::prepare(&base, d, 0).unwrap())
+            .collect();
+        for (i, s) in snaps.into_iter().enumerate() {
+            std::fs::write(s.path(), format!("state {i}")).unwrap();
+            assert!(s.commit(true).is_none());
+        }
+        for (i, d) in disks.iter().enumerate() {
+            let s = Snapshot::prepare(&base, d, 1).unwrap();
+            assert_eq!(
+                std::fs::read_to_string(s.path()).unwrap(),
+                format!("state {i}")
+            );
+        }
+    }
+
     #[test]
     fn missing_list_dir_is_the_real_error_text() {
-        let e = Snapshot::prepare(Path::new("/nonexistent/dir/h_d"), 0).unwrap_err();
+        let e = Snapshot::prepare(Path::new("/nonexistent/dir/h_d"), b"/d", 0).unwrap_err();
         assert_eq!(
             e.to_string(),
             "error opening /nonexistent/dir/h_d_0.new: No such file or directory"

@@ -351,7 +351,7 @@ impl Job {
             );
         }
         let (snapshot, newer) = match &setup.list_base {
-            Some(base) => match Snapshot::prepare(base, level) {
+            Some(base) => match Snapshot::prepare(base, &setup.disk, level) {
                 Ok(s) => (Some(s), None),
                 Err(e) => {
                     let text = match setup.form {

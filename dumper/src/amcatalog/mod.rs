@@ -28,8 +28,11 @@ pub fn index_header_path(
     datestamp: &str,
     level: i32,
 ) -> PathBuf {
-    let gz = crate::index::index_path(indexdir, host, disk, datestamp, level);
-    gz.with_file_name(format!("{datestamp}_{level}.header"))
+    // The key Amanda's amindexd looks under (a DLE whose sanitised name collides with an
+    // earlier one's has its index under a suffixed key that Amanda never reads anyway).
+    let key = crate::index::index_key(host, disk);
+    crate::index::index_path(indexdir, &key, datestamp, level)
+        .with_file_name(format!("{datestamp}_{level}.header"))
 }
 
 /// Writes the `.header` file of a dump (atomically: `.tmp`, then rename).

@@ -12,6 +12,7 @@
 //! What this module must not do: schedule (the driver does), or touch the catalog (the
 //! run shell does, from the [`DumpReport`]).
 
+pub mod liveness;
 mod session;
 
 use std::net::SocketAddr;
@@ -21,10 +22,11 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use proto::crc::CrcValue;
+use proto::dle::{Compress, Encrypt};
 use proto::exchange::InitiatorConfig;
 use proto::features::{Feature, Features};
 use proto::header::DumpHeader;
-use proto::mesg::{DumpStatus, InfoFields};
+use proto::mesg::{DumpStatus, DumpTracker, InfoFields};
 use proto::pkt::PacketType;
 use proto::sendbackup::{Reply, ReplyError, StreamIds, parse_reply};
 
@@ -37,7 +39,7 @@ use crate::net::{self, Ports, Tuning, WaitEvent};
 use crate::plan::{Auth, DleSpec};
 use crate::request::{self, ReqContext};
 
-pub use session::{Source, StreamKind};
+pub use session::{Limits, Source, StreamKind};
 
 /// The dumper's wait for the sendbackup REP (`STARTUP_TIMEOUT`, 60 s).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -58,6 +60,8 @@ pub struct DumpContext {
     pub initiator: InitiatorConfig,
     /// `dtimeout`.
     pub dtimeout: Duration,
+    /// Bytes an INDEX stream may bring (amanda-rs setting `dumper.max_index_mib`).
+    pub max_index_bytes: u64,
     /// Writer buffers per dump (the memory bound is `buffers * buffer_size` + one read
     /// buffer).
     pub buffers: usize,
@@ -124,7 +128,8 @@ pub struct DumpReport {
 }
 
 impl DumpReport {
-    fn failed(error: String, retryable: bool, started: Instant) -> DumpReport {
+    /// A dump that failed before any data, with `error`.
+    pub fn failed(error: String, retryable: bool, started: Instant) -> DumpReport {
         DumpReport {
             status: DumpStatus::Failed,
             retryable,
@@ -313,11 +318,34 @@ fn run_counting(
             header_dle.as_deref(),
         )
     };
-    let result =
-        session::Session::new(sources, writer, index, ctx.dtimeout, progress, &header_base).run();
-    let mut report = result.into_report(started, &header_base);
+    let mut tracker = DumpTracker::new();
+    tracker.set_client_filters(client_filters(&spec.dle));
+    let limits = Limits {
+        dtimeout: ctx.dtimeout,
+        max_index_bytes: ctx.max_index_bytes,
+    };
+    let result = session::Session::new(
+        sources,
+        writer,
+        index,
+        tracker,
+        limits,
+        progress,
+        &header_base,
+    )
+    .run();
+    let mut report = result.into_report(started);
     report.warnings.extend(warnings);
     report
+}
+
+/// Whether the client filters the backup program's output before DATA (then the `size`
+/// line and native-CRC describe other bytes than DATA).
+fn client_filters(dle: &proto::dle::Dle) -> bool {
+    matches!(
+        dle.compress,
+        Compress::Fast | Compress::Best | Compress::Custom(_)
+    ) || matches!(dle.encrypt, Encrypt::Custom { .. })
 }
 
 /// What the control exchange left open.

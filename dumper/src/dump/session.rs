@@ -11,15 +11,19 @@
 //!   the sizes and CRCs) replaces it when the dump is committed.
 //! - On a framed connection each client stream ends with a zero-length frame, which we
 //!   answer with ours; the control handle of the request is answered the same way.
-//! - The dump ends when every stream ended; `dtimeout` without MESG or DATA bytes fails it
-//!   (`data timeout`); a connection that closes while streams are open fails it.
+//! - The dump ends when every stream ended; `dtimeout` without DATA progress fails it
+//!   (`data timeout`), MESG lines counting only for a bounded time ([`super::liveness`]); a
+//!   connection that closes while streams are open fails it.
+//! - The INDEX stream may bring at most [`Limits::max_index_bytes`]; more fails the dump.
+//! - The final header is the first one plus sizes and CRCs; if it cannot be built the dump
+//!   fails (a file with the first header could not be verified later).
 //! - After the last stream we give the client a moment to close first, so that our side does
 //!   not sit in TIME_WAIT (the port would be held back from that client); the real bsdtcp
 //!   amandad waits for us instead, and then portpool's TIME_WAIT hold applies.
 //!
-//! Memory is bounded: one read buffer, the writer's buffers, the early-DATA bound, and
-//! the MESG line limit. What this module must not do: parse MESG lines itself (proto's
-//! `DumpTracker` does) or decide retries.
+//! Memory is bounded: one read buffer, the writer's buffers, the early-DATA bound, the
+//! MESG line limit and the tracker's bounded log. What this module must not do: parse MESG
+//! lines itself (proto's `DumpTracker` does) or decide retries.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -28,11 +32,14 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 use portpool::Lease;
-use proto::crc::Crc32c;
+use proto::crc::{Crc32c, CrcValue};
 use proto::frame::{Decoder, Event, eof_frame};
-use proto::header::DumpHeader;
-use proto::mesg::{DataSummary, DumpStatus, DumpTracker, InfoFields, LineSplitter, SplitLine};
+use proto::header::{DumpHeader, HEADER_SIZE};
+use proto::mesg::{
+    DataSummary, DumpOutcome, DumpStatus, DumpTracker, InfoFields, LineSplitter, SplitLine,
+};
 
+use super::liveness::Liveness;
 use super::{DumpReport, Progress};
 use crate::holding::{Chunk, HoldingWriter};
 use crate::index::IndexWriter;
@@ -45,8 +52,20 @@ pub const MAX_EARLY_DATA: usize = 16 * 1024 * 1024;
 /// that closes at once saves us the TIME_WAIT, one that does not costs us nothing.
 const CLOSE_WAIT: Duration = Duration::from_millis(20);
 
+/// Reads of one source before the loop looks at its timeout and the other sources.
+const READS_PER_TURN: usize = 16;
+
 /// Size of the read buffer of framed and MESG/INDEX reads.
 const READ_BUF: usize = 1024 * 1024;
+
+/// What one dump may consume besides its buffers.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// `dtimeout`.
+    pub dtimeout: Duration,
+    /// Bytes the INDEX stream may bring (amanda-rs setting `dumper.max_index_mib`).
+    pub max_index_bytes: u64,
+}
 
 /// A stream of a sendbackup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -212,11 +231,15 @@ struct Sink<'a> {
     early: Vec<u8>,
     current: Option<Chunk>,
     header: Option<Vec<u8>>,
+    /// The header written first, to which the final one adds sizes and CRCs.
+    header_fields: Option<DumpHeader>,
     error: Option<String>,
     open: Vec<StreamKind>,
     mesg_ended: bool,
     stop: bool,
-    last_activity: Instant,
+    liveness: Liveness,
+    index_bytes: u64,
+    max_index_bytes: u64,
     first_data: Option<Instant>,
     last_data: Option<Instant>,
     progress: &'a Progress,
@@ -238,16 +261,15 @@ impl Sink<'_> {
     fn on_bytes(&mut self, kind: StreamKind, bytes: &[u8]) {
         match kind {
             StreamKind::Mesg => {
-                self.last_activity = Instant::now();
                 self.splitter.push(bytes);
+                let now = Instant::now();
                 while let Some(l) = self.splitter.next_line() {
+                    self.liveness.on_mesg_line(now);
                     match l {
                         SplitLine::Line(line) => {
                             self.tracker.on_line(&line);
                         }
-                        SplitLine::TooLong { len } => {
-                            log::warn!("MESG line of {len} bytes dropped");
-                        }
+                        SplitLine::TooLong { len } => self.tracker.on_too_long(len),
                     }
                 }
                 if self.tracker.retry_requested() {
@@ -258,7 +280,9 @@ impl Sink<'_> {
                 }
             }
             StreamKind::Data => {
-                self.last_activity = Instant::now();
+                if !bytes.is_empty() {
+                    self.liveness.on_data(Instant::now());
+                }
                 if self.header.is_some() {
                     self.push_data(bytes);
                 } else if self.early.len() + bytes.len() > MAX_EARLY_DATA {
@@ -270,6 +294,14 @@ impl Sink<'_> {
                 }
             }
             StreamKind::Index => {
+                self.index_bytes = self.index_bytes.saturating_add(bytes.len() as u64);
+                if self.index_bytes > self.max_index_bytes {
+                    self.fail(format!(
+                        "[the INDEX stream brought more than {} MiB, the limit (amanda-rs setting dumper.max_index_mib)]",
+                        self.max_index_bytes / (1024 * 1024)
+                    ));
+                    return;
+                }
                 if let Some(ix) = &mut self.index {
                     ix.write(bytes);
                 }
@@ -280,13 +312,15 @@ impl Sink<'_> {
 
     /// `sendbackup: info end` was seen: write the header, then the early DATA.
     fn start_data(&mut self) {
-        let header = match (self.header_base)(self.tracker.info()).build() {
+        let fields = (self.header_base)(self.tracker.info());
+        let header = match fields.build() {
             Ok(h) => h,
             Err(e) => {
                 self.fail(format!("[cannot build the dump-file header: {e}]"));
                 return;
             }
         };
+        self.header_fields = Some(fields);
         if let Some(w) = &mut self.writer
             && let Err(e) = w.write_all(&header)
         {
@@ -384,13 +418,13 @@ impl Sink<'_> {
 pub struct Session<'a> {
     sources: Vec<Source>,
     sink: Sink<'a>,
-    dtimeout: Duration,
     rbuf: Vec<u8>,
 }
 
 /// What the data phase produced.
 pub struct SessionResult {
     writer: Option<HoldingWriter>,
+    header_fields: Option<DumpHeader>,
     index: Option<IndexWriter>,
     index_error: Option<String>,
     tracker: DumpTracker,
@@ -406,7 +440,8 @@ impl<'a> Session<'a> {
         sources: Vec<Source>,
         writer: HoldingWriter,
         index: Option<IndexWriter>,
-        dtimeout: Duration,
+        tracker: DumpTracker,
+        limits: Limits,
         progress: &'a Progress,
         header_base: &'a dyn Fn(&InfoFields) -> DumpHeader,
     ) -> Session<'a> {
@@ -418,23 +453,25 @@ impl<'a> Session<'a> {
                 writer: Some(writer),
                 index,
                 index_error: None,
-                tracker: DumpTracker::new(),
+                tracker,
                 splitter: LineSplitter::default(),
                 crc: Crc32c::new(),
                 early: Vec::new(),
                 current: None,
                 header: None,
+                header_fields: None,
                 error: None,
                 open,
                 mesg_ended: false,
                 stop: false,
-                last_activity: Instant::now(),
+                liveness: Liveness::new(Instant::now(), limits.dtimeout),
+                index_bytes: 0,
+                max_index_bytes: limits.max_index_bytes,
                 first_data: None,
                 last_data: None,
                 progress,
                 header_base,
             },
-            dtimeout,
             rbuf: vec![0; READ_BUF],
         }
     }
@@ -449,6 +486,7 @@ impl<'a> Session<'a> {
         let s = self.sink;
         SessionResult {
             writer: s.writer,
+            header_fields: s.header_fields,
             index: s.index,
             index_error: s.index_error,
             tracker: s.tracker,
@@ -488,8 +526,7 @@ impl<'a> Session<'a> {
         loop {
             for (i, r) in ready.iter_mut().enumerate() {
                 if *r {
-                    *r = false;
-                    self.service(i)?;
+                    *r = self.service(i)?;
                 }
                 if let Err(e) = self.sources[i].flush_out() {
                     return Err(format!("{}: {e}", self.sources[i].peer));
@@ -514,11 +551,20 @@ impl<'a> Session<'a> {
             if self.sink.stop || self.sink.open.is_empty() {
                 return Ok(());
             }
-            let idle = self.sink.last_activity.elapsed();
-            if idle >= self.dtimeout {
-                return Err("[data timeout]".into());
+            let now = Instant::now();
+            if let Some(e) = self.sink.liveness.expired(now) {
+                return Err(e);
             }
-            let wait = (self.dtimeout - idle).min(Duration::from_secs(60));
+            // A source left readable gets its next turn after a poll that does not wait.
+            let wait = if ready.iter().any(|r| *r) {
+                Duration::ZERO
+            } else {
+                self.sink
+                    .liveness
+                    .deadline()
+                    .saturating_duration_since(now)
+                    .min(Duration::from_secs(60))
+            };
             match poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -532,15 +578,17 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Reads a source until it would block (or, for raw DATA, until data is enabled).
-    fn service(&mut self, i: usize) -> Result<(), String> {
-        loop {
+    /// Reads a source until it would block (or, for raw DATA, until data is enabled), or
+    /// for at most [`READS_PER_TURN`] reads: `Ok(true)` then, it is still readable. A peer
+    /// that sends without pause must not keep the loop from its timeout and other sources.
+    fn service(&mut self, i: usize) -> Result<bool, String> {
+        for _ in 0..READS_PER_TURN {
             if self.sink.stop {
-                return Ok(());
+                return Ok(false);
             }
             let src = &mut self.sources[i];
             if src.tcp_eof {
-                return Ok(());
+                return Ok(false);
             }
             match src.kind {
                 Kind::Raw {
@@ -548,15 +596,15 @@ impl<'a> Session<'a> {
                     ended,
                 } => {
                     if ended || !self.sink.data_enabled() {
-                        return Ok(());
+                        return Ok(false);
                     }
                     if !self.read_raw_data(i)? {
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
                 Kind::Raw { stream, ended } => {
                     if ended {
-                        return Ok(());
+                        return Ok(false);
                     }
                     let mut buf = std::mem::take(&mut self.rbuf);
                     let r = read_some(&mut self.sources[i], &mut buf);
@@ -574,7 +622,7 @@ impl<'a> Session<'a> {
                     };
                     self.rbuf = buf;
                     if !out? {
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
                 Kind::Framed { .. } => {
@@ -591,11 +639,12 @@ impl<'a> Session<'a> {
                     };
                     self.rbuf = buf;
                     if !out? {
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
             }
         }
+        Ok(true)
     }
 
     /// One read of raw DATA straight into a writer buffer. `Ok(false)`: would block or EOF.
@@ -622,7 +671,7 @@ impl<'a> Session<'a> {
             Ok(Some(n)) => {
                 chunk.filled += n;
                 self.sink.crc.update(&chunk.buf[start..start + n]);
-                self.sink.last_activity = Instant::now();
+                self.sink.liveness.on_data(Instant::now());
                 self.sink.mark_data(n);
                 self.sink.put_chunk(chunk);
                 Ok(true)
@@ -798,13 +847,25 @@ fn read_some(src: &mut Source, buf: &mut [u8]) -> Result<Option<usize>, String> 
     }
 }
 
+/// The final header: the first one, `h`, with the sizes and CRCs. One that cannot be built
+/// fails the dump (issue 10: the first header used to stay in place without a word, and a
+/// file without its SERVER-CRC cannot be verified later).
+fn final_header(
+    mut h: DumpHeader,
+    outcome: &DumpOutcome,
+    received: CrcValue,
+) -> Result<Vec<u8>, String> {
+    h.orig_size = outcome.orig_kb.filter(|&k| k > 0);
+    h.native_crc = outcome.native_crc.filter(|c| c.crc != 0);
+    h.client_crc = Some(outcome.client_crc).filter(|c| c.crc != 0);
+    h.server_crc = Some(received);
+    h.build()
+        .map_err(|e| format!("[cannot build the final dump-file header: {e}]"))
+}
+
 impl SessionResult {
     /// The verdict, with the files committed (success) or removed (failure).
-    pub fn into_report(
-        self,
-        started: Instant,
-        header_base: &dyn Fn(&InfoFields) -> DumpHeader,
-    ) -> DumpReport {
+    pub fn into_report(self, started: Instant) -> DumpReport {
         let received = self.crc.value();
         let outcome = self.tracker.finish(DataSummary { received });
         let mut status = outcome.status;
@@ -820,21 +881,36 @@ impl SessionResult {
         if let Some(e) = &self.index_error {
             warnings.push(e.clone());
         }
-        let success = matches!(status, DumpStatus::Done | DumpStatus::Strange);
         let mut holding = None;
         let mut index = None;
-        if success {
-            let mut h = header_base(&outcome.info);
-            h.orig_size = outcome.orig_kb.filter(|&k| k > 0);
-            h.native_crc = outcome.native_crc.filter(|c| c.crc != 0);
-            h.client_crc = Some(outcome.client_crc).filter(|c| c.crc != 0);
-            h.server_crc = Some(received).filter(|c| c.crc != 0);
-            let final_header = h.build().ok();
+        let final_header = match (status, self.header_fields) {
+            (DumpStatus::Done | DumpStatus::Strange, Some(h)) => {
+                match final_header(h, &outcome, received) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        status = DumpStatus::Failed;
+                        error = Some(e);
+                        None
+                    }
+                }
+            }
+            (DumpStatus::Done | DumpStatus::Strange, None) => {
+                status = DumpStatus::Failed;
+                error = Some("[no dump-file header was written]".into());
+                None
+            }
+            _ => None,
+        };
+        if let Some(header) = final_header {
+            let expected = HEADER_SIZE as u64 + received.size.max(0) as u64;
             match self.writer {
                 Some(w) => {
                     let path = w.final_path().to_path_buf();
-                    match w.commit_with_header(final_header) {
-                        Ok(_) => holding = Some(path),
+                    match w.commit_with_header(Some(header), Some(expected)) {
+                        Ok(c) => {
+                            holding = Some(path);
+                            warnings.extend(c.dir_sync);
+                        }
                         Err(e) => {
                             status = DumpStatus::Failed;
                             error = Some(e.to_string());
@@ -850,7 +926,10 @@ impl SessionResult {
                 && let Some(ix) = self.index
             {
                 match ix.commit() {
-                    Ok(p) => index = Some(p),
+                    Ok((p, dir_sync)) => {
+                        index = Some(p);
+                        warnings.extend(dir_sync);
+                    }
                     Err(e) => warnings.push(e.to_string()),
                 }
             }
@@ -887,5 +966,54 @@ impl SessionResult {
             // Counted by the caller, which ran the exchange.
             resent: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // issue 10: a final header that failed to build left the first one, silently.
+    #[test]
+    fn a_final_header_that_does_not_fit_fails_the_dump() {
+        let dle = proto::dle::Dle {
+            program: "GNUTAR".into(),
+            disk: Some("/d".into()),
+            ..proto::dle::Dle::default()
+        };
+        // A client's RECOVER_CMD (a MESG line of up to 64 KiB) fills the header.
+        let info = |pad: usize| InfoFields {
+            backup: Some("/bin/tar".into()),
+            recover_cmd: Some(format!("/bin/tar -x{}", "x".repeat(pad)).into()),
+            ..InfoFields::default()
+        };
+        let header =
+            |pad: usize| DumpHeader::for_dump(b"20260101000000", b"h", &dle, 0, &info(pad), None);
+        // The largest header that still builds without the sizes and CRCs.
+        let pad = (0..HEADER_SIZE)
+            .rev()
+            .find(|&p| header(p).build().is_ok())
+            .unwrap();
+        let crc = CrcValue {
+            crc: 0x1234_5678,
+            size: 1 << 40,
+        };
+        let outcome = DumpOutcome {
+            status: DumpStatus::Done,
+            error: None,
+            orig_kb: Some(1 << 30),
+            kb: 1 << 30,
+            native_crc: Some(crc),
+            client_crc: crc,
+            info: info(pad),
+            retry: None,
+            log: Vec::new(),
+        };
+        let e = final_header(header(pad), &outcome, crc).err().unwrap();
+        assert!(
+            e.starts_with("[cannot build the final dump-file header: header is"),
+            "{e}"
+        );
+        assert!(final_header(header(0), &outcome, crc).is_ok());
     }
 }

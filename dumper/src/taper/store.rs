@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, params};
 
 use super::planner::DumpCopy;
+use crate::catalog::path_read;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tape_parts (
@@ -155,7 +156,7 @@ pub fn copies(conn: &Connection) -> rusqlite::Result<Vec<DumpCopy>> {
          FROM dumps d WHERE d.status IN ('done', 'strange')",
     )?;
     stmt.query_map([], |r| {
-        let holding: Option<String> = r.get(5)?;
+        let holding = path_read(r.get_ref(5)?);
         let labels: Option<String> = r.get(6)?;
         Ok(DumpCopy {
             dle: format!(
@@ -168,7 +169,7 @@ pub fn copies(conn: &Connection) -> rusqlite::Result<Vec<DumpCopy>> {
             labels: labels
                 .map(|l| l.split(',').map(str::to_owned).collect())
                 .unwrap_or_default(),
-            on_holding: holding.is_some_and(|h| Path::new(&h).exists()),
+            on_holding: holding.is_some_and(|h| h.exists()),
         })
     })?
     .collect()
@@ -191,7 +192,7 @@ pub fn untaped(conn: &Connection) -> rusqlite::Result<Vec<Dumped>> {
                 disk: r.get(2)?,
                 level: r.get(3)?,
                 timestamp: r.get(4)?,
-                holding: r.get::<_, Option<String>>(5)?.map(PathBuf::from),
+                holding: path_read(r.get_ref(5)?),
                 orig_kb: r.get(6)?,
             })
         })?

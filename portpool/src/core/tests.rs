@@ -342,3 +342,24 @@ proptest! {
         }
     }
 }
+
+/// Issue 10: under load a thread that read the clock before another one took the lock calls
+/// the core with an older `now`. The core must act at its latest `now`: a bind that fails with
+/// EADDRINUSE reported at an older time made the port busy until a retry time already past,
+/// and nothing freed it ("still busy after its retry time", a panic in debug builds).
+#[test]
+fn an_older_now_from_a_racing_thread_does_not_leave_a_port_busy_past_its_retry_time() {
+    let base = Instant::now();
+    let mut cfg = CoreConfig::new(Proto::Udp, PortRange::new(850, 851).unwrap());
+    cfg.busy_retry = Duration::from_secs(1);
+    let mut core = PoolCore::new(cfg);
+    let a = core.request(None, t(base, 0)).unwrap();
+    core.poll_grant().unwrap();
+    // Another thread, later, at 7 s.
+    core.tick(t(base, 7));
+    // The first thread's bind failed; it read the clock at 5 s.
+    core.bind_busy(a, None, t(base, 5)).unwrap();
+    core.check_invariants();
+    let g = core.poll_grant().expect("the other port is free");
+    assert_eq!(g.ticket, a);
+}
