@@ -138,9 +138,26 @@ pub fn used_bytes(dir: &Path) -> io::Result<u64> {
     Ok(n)
 }
 
+/// A label Amanda can read back and that names one file in the volume's directory: no
+/// blank (the label line is split at blanks), no `/`, no control character, not empty.
+pub fn check_label(label: &str) -> Result<(), String> {
+    if label.is_empty()
+        || label.starts_with('.')
+        || label
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        return Err(format!(
+            "{label:?} cannot be a volume label (no blank, slash or control character, not empty, no leading dot)"
+        ));
+    }
+    Ok(())
+}
+
 /// Empties a volume and writes its label (the old files go first, the label last, each
 /// synced, so a crash leaves either the old volume or an empty one that is re-labelled).
 pub fn write_label(dir: &Path, datestamp: &str, label: &str) -> io::Result<()> {
+    check_label(label).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     fs::create_dir_all(dir)?;
     for e in fs::read_dir(dir)? {
         let e = e?;
@@ -217,6 +234,17 @@ mod tests {
         );
         write_label(d.path(), "20260101000000", "vt-01").unwrap();
         assert_eq!(files(d.path()).unwrap().len(), 1);
+        for bad in ["../x", "a b", "", ".hidden", "x\ny"] {
+            assert!(
+                write_label(d.path(), "20260101000000", bad).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            files(d.path()).unwrap().len(),
+            1,
+            "a refused label touches nothing"
+        );
         assert_eq!(used_bytes(d.path()).unwrap(), BLOCK as u64);
     }
 }
