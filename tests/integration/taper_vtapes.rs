@@ -332,6 +332,11 @@ fn bad_volumes_keep_the_dumps_on_holding_say_why_and_set_the_tape_bit() {
     fs::create_dir_all(&slot1).expect("mkdir");
     fs::write(slot1.join("notes.txt"), "not a vtape").expect("write");
     util::chown_amanda(&slot1);
+    let (st, said) = c.dumper("check", &["--server-only"], &[]);
+    assert!(
+        !st.success() && said.contains("taper: changer vtl") && said.contains("is not ours"),
+        "dumper check says why before the night:\n{said}"
+    );
     night("is not ours", &c);
     assert_eq!(
         fs::read(slot1.join("notes.txt")).unwrap(),
@@ -366,6 +371,11 @@ fn bad_volumes_keep_the_dumps_on_holding_say_why_and_set_the_tape_bit() {
 
     // Fixed: one usable slot; the flush writes the four dumps.
     c.write(&o);
+    let (st, said) = c.dumper("check", &["--server-only"], &[]);
+    assert!(
+        st.success() && said.contains("the next volume is a new volume"),
+        "dumper check:\n{said}"
+    );
     let (s, out) = c.dumper("flush", &[], &[]);
     assert_eq!(s.code(), Some(0), "dumper flush:\n{out}");
     assert!(

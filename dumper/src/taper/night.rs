@@ -99,32 +99,12 @@ impl TapeNight {
     /// a bad labelstr).
     pub fn start(s: &Setup<'_>, catalog: &Catalog) -> Result<Option<TapeNight>, String> {
         let cfg = &s.plan.config;
-        let Some(changer) = Changer::from_config(cfg).map_err(|e| e.to_string())? else {
+        let Some(wcfg) = writer_config(s.plan, s.datestamp, s.settings, catalog)? else {
             return Ok(None);
         };
-        let labels = Labels::from_config(cfg, &s.plan.config_name)?;
-        let tt = cfg.tapetype_def();
-        let length_kib = tt.map_or(conf::defaults::TAPE_LENGTH_KIB, |t| t.length_kib);
-        let part_kib = tt.map_or(0, |t| t.part_size_kib);
-        let volume_bytes = (length_kib.max(64) as u64) * 1024;
+        let volume_bytes = wcfg.volume_bytes;
         store::ensure(catalog.connection())
             .map_err(|e| format!("catalog {}: {e}", catalog.path()))?;
-        let catalog_path = PathBuf::from(catalog.path());
-        let wcfg = WriterConfig {
-            changer,
-            tapelist: cfg.path(&cfg.tapelist),
-            catalog: catalog_path,
-            config: s.plan.config_name.clone(),
-            org: cfg.org.clone(),
-            tapecycle: cfg.tapecycle,
-            runtapes: cfg.runtapes,
-            autolabel: cfg.autolabel.clone(),
-            labels,
-            volume_bytes,
-            part_bytes: (part_kib.max(0) as u64) * 1024,
-            rate_kibps: s.settings.taper.rate_limit_kibps,
-            datestamp: s.datestamp.to_owned(),
-        };
         let (jobs_tx, jobs_rx) = bounded(1);
         let (ev_tx, ev_rx) = unbounded();
         let thread = writer::spawn(wcfg, jobs_rx, ev_tx)
@@ -612,6 +592,52 @@ fn header_text(path: &Path) -> Option<Vec<u8>> {
     let mut b = vec![0u8; HEADER_SIZE];
     std::fs::File::open(path).ok()?.read_exact(&mut b).ok()?;
     DumpHeader::parse(&b).ok()?.build_text().ok()
+}
+
+/// The writer's settings from the configuration, or `None` without a changer.
+pub fn writer_config(
+    plan: &Plan,
+    datestamp: &str,
+    settings: &conf::Settings,
+    catalog: &Catalog,
+) -> Result<Option<WriterConfig>, String> {
+    let cfg = &plan.config;
+    let Some(changer) = Changer::from_config(cfg).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let labels = Labels::from_config(cfg, &plan.config_name)?;
+    let tt = cfg.tapetype_def();
+    let length_kib = tt.map_or(conf::defaults::TAPE_LENGTH_KIB, |t| t.length_kib);
+    let part_kib = tt.map_or(0, |t| t.part_size_kib);
+    Ok(Some(WriterConfig {
+        changer,
+        tapelist: cfg.path(&cfg.tapelist),
+        catalog: PathBuf::from(catalog.path()),
+        config: plan.config_name.clone(),
+        org: cfg.org.clone(),
+        tapecycle: cfg.tapecycle,
+        runtapes: cfg.runtapes,
+        autolabel: cfg.autolabel.clone(),
+        labels,
+        volume_bytes: (length_kib.max(64) as u64) * 1024,
+        part_bytes: (part_kib.max(0) as u64) * 1024,
+        rate_kibps: settings.taper.rate_limit_kibps,
+        datestamp: datestamp.to_owned(),
+    }))
+}
+
+/// `dumper check`'s view of the taper: `Ok(None)` without a changer, else the volume the
+/// next night would write, or why none can be used (with the amanda.conf location of a bad
+/// setting).
+pub fn check(
+    plan: &Plan,
+    settings: &conf::Settings,
+    catalog: &Catalog,
+) -> Result<Option<String>, String> {
+    match writer_config(plan, "0", settings, catalog)? {
+        None => Ok(None),
+        Some(w) => writer::next_volume(&w).map(Some),
+    }
 }
 
 /// The taper of `dumper run`: `(taper, None)`, `(None, None)` without a changer, or

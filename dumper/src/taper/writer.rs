@@ -438,39 +438,9 @@ impl Writer {
                 self.used_labels.join(", ")
             )));
         }
-        let inv = self
-            .cfg
-            .changer
-            .inventory()
-            .map_err(|e| Fail::Night(e.to_string()))?;
-        let views: Vec<(String, SlotView)> = inv
-            .iter()
-            .map(|(s, c)| {
-                (
-                    s.name.clone(),
-                    match c {
-                        Content::Empty => SlotView::Empty,
-                        Content::Labeled { label, .. } => SlotView::Labeled {
-                            label: label.clone(),
-                        },
-                        Content::NotAmanda(w) => SlotView::NotAmanda(w.clone()),
-                    },
-                )
-            })
-            .collect();
-        let keep = self.protected();
-        let labels = self.cfg.labels.clone();
-        let matches = move |l: &str| labels.matches(l);
-        let policy = Policy {
-            config: &self.cfg.config,
-            org: &self.cfg.org,
-            tapecycle: self.cfg.tapecycle,
-            autolabel: &self.cfg.autolabel,
-            labelstr: &matches,
-        };
-        let (choice, kept) =
-            planner::choose(&views, &self.tapelist, &self.used_labels, &keep, &policy)
-                .map_err(|e| Fail::Night(format!("changer {}: {e}", self.cfg.changer.name)))?;
+        let keep = protected(&self.cfg.catalog, &self.tapelist);
+        let (choice, kept, inv) =
+            pick(&self.cfg, &self.tapelist, &self.used_labels, &keep).map_err(Fail::Night)?;
         let slot = inv[choice.slot()].0.clone();
         let replaced = match &choice {
             Choice::Reuse { written, .. } => Replaced::Reused {
@@ -519,28 +489,97 @@ impl Writer {
         });
         Ok(())
     }
+}
 
-    /// The retention rule's input, from the catalog; if it cannot be read, every volume of
-    /// the tapelist is kept.
-    fn protected(&self) -> std::collections::BTreeMap<String, String> {
-        let copies = rusqlite::Connection::open_with_flags(
-            &self.cfg.catalog,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .and_then(|c| {
-            c.busy_timeout(Duration::from_secs(30))?;
-            store::copies(&c)
-        });
-        match copies {
-            Ok(c) => planner::protected(&c),
-            Err(e) => self
-                .tapelist
-                .entries
-                .iter()
-                .map(|t| (t.label.clone(), format!("the catalog cannot be read ({e})")))
-                .collect(),
-        }
+/// The retention rule's input, from the catalog; if it cannot be read, every volume of the
+/// tapelist is kept.
+fn protected(
+    catalog: &std::path::Path,
+    tapelist: &Tapelist,
+) -> std::collections::BTreeMap<String, String> {
+    let copies =
+        rusqlite::Connection::open_with_flags(catalog, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| {
+                c.busy_timeout(Duration::from_secs(30))?;
+                store::copies(&c)
+            });
+    match copies {
+        Ok(c) => planner::protected(&c),
+        Err(e) => tapelist
+            .entries
+            .iter()
+            .map(|t| (t.label.clone(), format!("the catalog cannot be read ({e})")))
+            .collect(),
     }
+}
+
+/// The changer's inventory and the planner's choice over it.
+type Picked = (Choice, Vec<String>, Vec<(Slot, Content)>);
+
+/// Reads the changer and asks the planner for the next volume.
+fn pick(
+    cfg: &WriterConfig,
+    tapelist: &Tapelist,
+    used: &[String],
+    keep: &std::collections::BTreeMap<String, String>,
+) -> Result<Picked, String> {
+    let inv = cfg.changer.inventory().map_err(|e| e.to_string())?;
+    let views: Vec<(String, SlotView)> = inv
+        .iter()
+        .map(|(s, c)| {
+            (
+                s.name.clone(),
+                match c {
+                    Content::Empty => SlotView::Empty,
+                    Content::Labeled { label, .. } => SlotView::Labeled {
+                        label: label.clone(),
+                    },
+                    Content::NotAmanda(w) => SlotView::NotAmanda(w.clone()),
+                },
+            )
+        })
+        .collect();
+    let labels = cfg.labels.clone();
+    let matches = move |l: &str| labels.matches(l);
+    let policy = Policy {
+        config: &cfg.config,
+        org: &cfg.org,
+        tapecycle: cfg.tapecycle,
+        autolabel: &cfg.autolabel,
+        labelstr: &matches,
+    };
+    let (choice, kept) = planner::choose(&views, tapelist, used, keep, &policy)
+        .map_err(|e| format!("changer {}: {e}", cfg.changer.name))?;
+    Ok((choice, kept, inv))
+}
+
+/// What the next night would write to (for `dumper check`): `slot: label (new|reused...)`,
+/// or why no volume can be used. Reads only.
+pub fn next_volume(cfg: &WriterConfig) -> Result<String, String> {
+    let tapelist = Tapelist::load(&cfg.tapelist).map_err(|e| e.to_string())?;
+    let keep = protected(&cfg.catalog, &tapelist);
+    let (choice, kept, inv) = pick(cfg, &tapelist, &[], &keep)?;
+    let slot = &inv[choice.slot()].0.name;
+    let what = match &choice {
+        Choice::Reuse { label, written, .. } => {
+            format!("{label} in {slot} (reused, last written {written})")
+        }
+        Choice::Label {
+            label,
+            replaces: None,
+            ..
+        } => format!("a new volume {label} in {slot}"),
+        Choice::Label {
+            label,
+            replaces: Some(w),
+            ..
+        } => format!("{label} in {slot}, labelled over {w}"),
+    };
+    let mut out = format!("the next volume is {what}");
+    for k in kept {
+        out.push_str(&format!("; {k}"));
+    }
+    Ok(out)
 }
 
 /// Makes the holding file `holding` the part file `path` without copying it: a hard link
