@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use proto::header::{DumpHeader, HEADER_SIZE};
 
 use super::changer::Changer;
-use super::sched::{Action, Input, SchedConfig, TaperSched};
+use super::sched::{Action, Input, Refused, SchedConfig, TaperSched};
 use super::store::{self, PartRow};
 use super::writer::{self, Event, Labels, Replaced, TapeJob, WriterConfig};
 use crate::amcatalog::log::{self as tlog, Crcs, DumpId, PartLine, TraceLog};
@@ -311,12 +311,12 @@ impl TapeNight {
                     msgs.push(format!("taping {}", q.what()));
                     let sent = self.jobs.as_ref().map(|j| j.send(job).is_ok());
                     if sent != Some(true) {
-                        self.sched.handle(Input::NotTaped {
+                        self.sched.handle(Input::NotTaped(Refused {
                             id,
                             reason: "the taper thread stopped".into(),
                             stop: true,
                             volume_open: false,
-                        });
+                        }));
                     }
                 }
                 Action::Keep { id, reason, error } => {
@@ -387,17 +387,7 @@ impl TapeNight {
                 self.taped(catalog, id, &parts, secs, &header, msgs);
                 self.sched.handle(Input::Taped { id, volume_open });
             }
-            Event::NotTaped {
-                id,
-                reason,
-                stop,
-                volume_open,
-            } => self.sched.handle(Input::NotTaped {
-                id,
-                reason,
-                stop,
-                volume_open,
-            }),
+            Event::NotTaped(r) => self.sched.handle(Input::NotTaped(r)),
             Event::VolumeDone { label, kb, files } => {
                 self.line(&tlog::tape_done(&label, kb, files));
                 self.report

@@ -56,17 +56,21 @@ pub enum Input {
         /// A volume is loaded.
         volume_open: bool,
     },
-    /// The writer could not write dump `id`.
-    NotTaped {
-        /// The dump.
-        id: usize,
-        /// Why.
-        reason: String,
-        /// No volume can be had tonight: keep everything else too.
-        stop: bool,
-        /// A volume is loaded.
-        volume_open: bool,
-    },
+    /// The writer could not write a dump.
+    NotTaped(Refused),
+}
+
+/// A dump the writer could not write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// The dump.
+    pub id: usize,
+    /// Why.
+    pub reason: String,
+    /// No volume can be had tonight: keep everything else too.
+    pub stop: bool,
+    /// A volume is loaded.
+    pub volume_open: bool,
 }
 
 /// What the shell must do.
@@ -134,12 +138,12 @@ impl TaperSched {
                 }
                 self.volume_open = volume_open;
             }
-            Input::NotTaped {
+            Input::NotTaped(Refused {
                 id,
                 reason,
                 stop,
                 volume_open,
-            } => {
+            }) => {
                 if self.in_flight == Some(id) {
                     self.in_flight = None;
                 }
@@ -346,12 +350,12 @@ mod tests {
             s.handle(Input::Dumped { id, bytes: MB });
         }
         assert_eq!(drain(&mut s), [Action::Tape(0)]);
-        s.handle(Input::NotTaped {
+        s.handle(Input::NotTaped(Refused {
             id: 0,
             reason: "runtapes 1: no more volumes tonight".into(),
             stop: true,
             volume_open: false,
-        });
+        }));
         let a = drain(&mut s);
         assert_eq!(a.len(), 3);
         assert!(a.iter().all(|x| matches!(x, Action::Keep { reason, error: true, .. } if reason.contains("runtapes 1"))));

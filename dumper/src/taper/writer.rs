@@ -24,6 +24,7 @@ use proto::header::{DumpHeader, FileKind};
 
 use super::changer::{Changer, Slot};
 use super::planner::{self, Choice, Policy, SlotView};
+use super::sched::Refused;
 use super::store::{self, PartRow};
 use super::volume::{self, BLOCK, Content};
 use crate::amcatalog::tapelist::{TapeEntry, Tapelist};
@@ -173,16 +174,7 @@ pub enum Event {
         volume_open: bool,
     },
     /// A dump could not be written; it stays on the holding disk.
-    NotTaped {
-        /// The job.
-        id: usize,
-        /// Why.
-        reason: String,
-        /// No volume can be had tonight.
-        stop: bool,
-        /// A volume is loaded.
-        volume_open: bool,
-    },
+    NotTaped(Refused),
     /// A volume is finished (full, or the night is over).
     VolumeDone {
         /// Its label.
@@ -277,12 +269,12 @@ impl Writer {
                         (r, true)
                     }
                 };
-                Event::NotTaped {
+                Event::NotTaped(Refused {
                     id: job.id,
                     reason,
                     stop,
                     volume_open: self.current.is_some(),
-                }
+                })
             }
         }
     }
