@@ -111,6 +111,12 @@ impl TapeNight {
             .map_err(|e| format!("cannot start the taper thread: {e}"))?;
         let logdir = cfg.path(&cfg.logdir);
         let mut report = TapeReport::default();
+        if cfg.taperalgo != conf::value::TaperAlgo::First && !s.flush {
+            report.lines.push(format!(
+                "taperalgo {:?} is not supported: dumps are written in the order they finish (first)",
+                cfg.taperalgo
+            ));
+        }
         let log = match TraceLog::create(&logdir, s.datestamp) {
             Ok(l) => Some(l),
             Err(e) => {
