@@ -21,11 +21,9 @@ ROOT=${ROOT:-/dev/shm/amanda-rs-bench-$$}
 BIN=${BIN:-$PWD/target/release}
 AMUSER=backup
 
-die() { echo "compare-dumper: $*" >&2; exit 2; }
-[ "$(id -u)" = 0 ] || die "run as root (reserved ports, the Amanda user)"
-for f in /usr/sbin/amdump /usr/lib/amanda/amandad /usr/sbin/inetd "$BIN/dumper" "$BIN/amandad" "$BIN/amandad-runtar"; do
-    [ -x "$f" ] || die "$f is missing (scripts/setup; cargo build --release --workspace --bins)"
-done
+BENCH=compare-dumper
+. benches/lib.sh
+need_tools
 
 pids=()
 cleanup() {
@@ -34,8 +32,6 @@ cleanup() {
     if [ "${KEEP:-0}" != 1 ]; then rm -rf "$ROOT"; else echo "kept $ROOT"; fi
 }
 trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 mkdir -p "$ROOT"/{data,real,ours}
 chmod 755 "$ROOT"
@@ -87,18 +83,7 @@ EOF
 echo "tar source alone: big $tar_big MiB/s, small $tar_small MiB/s; loopback TCP (python) $lo MiB/s"
 
 # ---------------------------------------------------------------- clients
-grep -q '^localhost backup amdump' /etc/amandahosts || echo 'localhost backup amdump' >> /etc/amandahosts
-RPORT=$(free_port)
-mkdir -p "$ROOT/real/inetd"
-printf '127.0.0.1:%s\tstream\ttcp\tnowait.1000\t%s.%s\t/usr/lib/amanda/amandad\tamandad -auth=bsdtcp amdump\n' \
-    "$RPORT" "$AMUSER" "$AMUSER" > "$ROOT/real/inetd/inetd.conf"
-/usr/sbin/inetd -i -R 100000 "$ROOT/real/inetd/inetd.conf" > "$ROOT/real/inetd/log" 2>&1 < /dev/null &
-pids+=($!)
-OPORT=$(free_port)
-chown "root:$AMUSER" "$BIN/amandad-runtar"; chmod 4750 "$BIN/amandad-runtar"
-"$BIN/amandad" -auth=bsdtcp amdump --log "$ROOT/ours/amandad.log" --listen "tcp:127.0.0.1:$OPORT" < /dev/null > /dev/null 2>&1 &
-pids+=($!)
-sleep 1
+start_clients
 
 # ---------------------------------------------------------------- configurations
 CFG="rs-bench-$$"

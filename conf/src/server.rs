@@ -17,7 +17,7 @@ use crate::model::{
 };
 use crate::resolve::{self, BlockKind, Defs, DumptypeBase, OverlayScope, Params, RawDef};
 use crate::source::{Location, SourceMap};
-use crate::value::{NoYesAll, PortRange, TaperAlgo, Value};
+use crate::value::{Autolabel, Labelstr, NoYesAll, PortRange, TaperAlgo, Value};
 
 /// `etimeout`: per disk, or (negative in the file) per host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +93,19 @@ pub struct Config {
     pub tpchanger: String,
     /// `tapedev`.
     pub tapedev: String,
+    /// `labelstr` (`None`: not set, any label is ours).
+    pub labelstr: Option<Labelstr>,
+    /// `autolabel` (no template: volumes are never labelled automatically).
+    pub autolabel: Autolabel,
+    /// `taperflush`: percent of a volume the holding disk must hold at the end of a run
+    /// before a new volume is started for it (default 0).
+    pub taperflush: u32,
+    /// `flush-threshold-dumped`: percent of a volume that must be dumped to the holding
+    /// disk before a new volume is started (default 0).
+    pub flush_threshold_dumped: u32,
+    /// `flush-threshold-scheduled`: the same, counting what is still to be dumped tonight
+    /// (default 0).
+    pub flush_threshold_scheduled: u32,
     /// The holding disks selected with `holdingdisk "name"` (or the old `holdingdisk NAME {}`),
     /// in order. Only these are used.
     pub holdingdisks: Vec<Arc<HoldingDisk>>,
@@ -288,6 +301,17 @@ impl Config {
             tapetype,
             tpchanger: g.str("tpchanger", ""),
             tapedev: g.str("tapedev", ""),
+            labelstr: match raw.globals.raw("labelstr") {
+                Some(Value::Labelstr(l)) => Some(l.clone()),
+                _ => None,
+            },
+            autolabel: match raw.globals.raw("autolabel") {
+                Some(Value::Autolabel(a)) => a.clone(),
+                _ => Autolabel::default(),
+            },
+            taperflush: g.u32("taperflush", 0),
+            flush_threshold_dumped: g.u32("flush_threshold_dumped", 0),
+            flush_threshold_scheduled: g.u32("flush_threshold_scheduled", 0),
             holdingdisks,
             holdingdisk_defs,
             dumptypes,
@@ -316,6 +340,12 @@ impl Config {
     /// config directory, like Amanda's config_dir_relative.
     pub fn path(&self, value: &str) -> PathBuf {
         resolve_relative(self.location.as_ref().map(|l| l.dir.as_path()), value)
+    }
+
+    /// The selected tapetype (Amanda makes an empty one with the defaults when the name is
+    /// not defined).
+    pub fn tapetype_def(&self) -> Option<&Arc<Tapetype>> {
+        self.tapetypes.get(&self.tapetype)
     }
 
     /// The disklist file.
@@ -499,6 +529,30 @@ mod tests {
         assert_eq!(
             errs("define dumptype d {\n  application \"nope\"\n}\n"),
             ["amanda.conf:2:15: application \"nope\" is not defined"]
+        );
+    }
+
+    #[test]
+    fn taper_settings_resolve() {
+        let c = cfg(concat!(
+            "tapecycle 3 tapes\nruntapes 2\ntaperflush 10\nflush-threshold-dumped 20\n",
+            "flush_threshold_scheduled 30\nlabelstr \"^vt-[0-9]+$\"\n",
+            "autolabel \"vt-%%\" empty\ntapetype \"T\"\n",
+            "define tapetype T {\n length 100 mbytes\n part-size 10 mbytes\n}\n",
+        ));
+        assert_eq!((c.tapecycle, c.runtapes, c.taperflush), (3, 2, 10));
+        assert_eq!(
+            (c.flush_threshold_dumped, c.flush_threshold_scheduled),
+            (20, 30)
+        );
+        assert_eq!(c.labelstr, Some(Labelstr::Regex("^vt-[0-9]+$".into())));
+        assert_eq!(c.autolabel.template.as_deref(), Some("vt-%%"));
+        assert_eq!(c.autolabel.when, ["empty"]);
+        let t = c.tapetype_def().unwrap();
+        assert_eq!((t.length_kib, t.part_size_kib), (102_400, 10_240));
+        assert_eq!(
+            errs("taperflush -1\n"),
+            ["amanda.conf:1:12: taperflush must be nonnegative, found -1"]
         );
     }
 

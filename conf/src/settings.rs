@@ -173,6 +173,15 @@ impl Default for Amandad {
     }
 }
 
+/// The dumper's taper.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Taper {
+    /// Write volumes at most this fast, KiB/s (default 0: as fast as the device goes). A
+    /// stand-in for a slow tape drive in tests and on shared disks.
+    pub rate_limit_kibps: u64,
+}
+
 /// The server's (`dumper`'s) own knobs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -210,6 +219,8 @@ pub struct Settings {
     pub heartbeat: Heartbeat,
     /// Logging.
     pub log: Log,
+    /// The dumper's taper.
+    pub taper: Taper,
     /// Run directory: portpool's host-wide lease registry lives here (default
     /// "/run/amanda-rs").
     pub run_dir: PathBuf,
@@ -235,6 +246,7 @@ impl Default for Settings {
             amandad: Amandad::default(),
             heartbeat: Heartbeat::default(),
             log: Log::default(),
+            taper: Taper::default(),
             run_dir: PathBuf::from("/run/amanda-rs"),
             time_wait_hold_secs: 60,
             dns_check: true,

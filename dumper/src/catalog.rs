@@ -228,7 +228,7 @@ fn path_blob(p: &Option<PathBuf>) -> Option<&[u8]> {
 }
 
 /// A stored path: bytes, or the text older versions wrote.
-fn path_read(v: ValueRef<'_>) -> Option<PathBuf> {
+pub(crate) fn path_read(v: ValueRef<'_>) -> Option<PathBuf> {
     match v {
         ValueRef::Blob(b) | ValueRef::Text(b) => Some(PathBuf::from(OsStr::from_bytes(b))),
         _ => None,
@@ -306,6 +306,11 @@ impl Catalog {
     /// The database file (for messages).
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The connection, for the taper's own tables (`taper::store`).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     /// Records the start of a run; returns its id. Rows still `running` were left by a

@@ -2,7 +2,8 @@
 //!
 //! Server side: the configuration and disklist load; every holding disk exists (or can be
 //! made), is writable by us and has space; the index directory and the catalog can be
-//! written; this process can bind reserved ports; and `portpool check` of the port settings
+//! written; the changer and the volume the next night would write (or why none can be);
+//! this process can bind reserved ports; and `portpool check` of the port settings
 //! (capacity of the ranges against `inparallel`/`maxdumps`, ports lost to /etc/services,
 //! /etc/amanda-security.conf, ...). Client side, per host (and auth/port): a `noop` and a
 //! `selfcheck` with all its DLEs; the client's own `OK`/`ERROR` lines are shown.
@@ -261,7 +262,15 @@ fn server_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
     }
     let cat = Catalog::path_for(&plan.config.path(&plan.config.infofile));
     match Catalog::open(&cat) {
-        Ok(_) => out.ok(&format!("catalog {}", cat.display())),
+        Ok(c) => {
+            out.ok(&format!("catalog {}", cat.display()));
+            // The changer and its volumes (issue 15).
+            match crate::taper::night::check(plan, &o.settings, &c) {
+                Ok(Some(next)) => out.ok(&format!("taper: {next}")),
+                Ok(None) => out.ok("no tpchanger or tapedev: dumps stay on the holding disk"),
+                Err(e) => out.err(&format!("taper: {e}")),
+            }
+        }
         Err(e) => out.err(&e.to_string()),
     }
     let reserved = plan.dles.iter().any(|d| d.unsupported.is_none());

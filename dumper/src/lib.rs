@@ -4,8 +4,11 @@
 //! size estimates, picks levels with a simple documented policy ([`levels`]), then dumps
 //! with `inparallel` workers, at most `maxdumps` per client and within `netusage`, into
 //! holding-disk files that Amanda's own tools can read, and records everything in a SQLite
-//! catalog ([`catalog`]). `dumper check` does amcheck's job, `dumper restore` extracts a
-//! level chain from the holding disk.
+//! catalog ([`catalog`]). With a changer, the [`taper`] writes finished dumps to vtapes while
+//! the night runs, and [`amcatalog`] keeps Amanda's own catalog (tapelist, trace log,
+//! curinfo) so that Amanda's restore tools find them. `dumper check` does amcheck's job,
+//! `dumper restore` extracts a level chain from the holding disk and the volumes, `dumper
+//! flush` does amflush's.
 //!
 //! Layout, after quinn and sozu: the scheduler ([`driver`]) is a sans-IO state machine with
 //! virtual-time tests; the shells do the I/O: [`run`] (the driver loop and the catalog),
@@ -16,6 +19,7 @@
 //! What this crate must not do: speak the wire format itself (that is `proto`), parse the
 //! configuration language (that is `conf`), or pick ports (that is `portpool`).
 
+pub mod amcatalog;
 pub mod catalog;
 pub mod check;
 pub mod clock;
@@ -38,4 +42,5 @@ pub mod report;
 pub mod request;
 pub mod restore;
 pub mod run;
+pub mod taper;
 pub mod tarscan;

@@ -1,6 +1,7 @@
 //! The `dumper` binary: argument handling and exit codes; the work is in the library.
 //!
-//! Exit codes: `run` returns amdump's bits (0 ok, 1 error, 2 strange, 4 failed, 8 missing);
+//! Exit codes: `run` returns amdump's bits (0 ok, 1 error, 2 strange, 4 failed, 8 missing,
+//! 16 a dump could not be written to a volume); `flush` 0 or 16;
 //! `check` 0 or 1 like amcheck; `restore` 0 or 1; `demo` 0 or 1; usage errors 2... except
 //! that clap itself exits 2 for bad arguments.
 
@@ -13,9 +14,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     name = "dumper",
     version,
-    about = "amanda-rs server: back up Amanda clients to holding disks, amdump-style",
+    about = "amanda-rs server: back up Amanda clients to holding disks and vtapes, amdump-style",
     long_about = "amanda-rs server: back up Amanda clients (the real amandad or ours) to holding \
-disks, amdump-style, with a SQLite catalog, a port pool, restore and check.\n\n\
+disks and chg-disk vtapes, amdump-style, with a SQLite catalog and Amanda's own, a port pool, \
+restore, flush and check.\n\n\
 CONFIG is the path of an amanda.conf (its disklist is its `diskfile`, relative to it) or a \
 configuration name under /etc/amanda. Started as root, dumper keeps only CAP_NET_BIND_SERVICE \
 and runs as the configured dumpuser."
@@ -54,6 +56,17 @@ enum Cmd {
         /// Seconds before a failed request is retried.
         #[arg(long, default_value_t = 10)]
         retry_delay: u64,
+    },
+    /// Write the dumps still on the holding disk to volumes (amflush's job).
+    Flush {
+        /// amanda.conf path or configuration name.
+        config: String,
+        /// Stay root instead of switching to dumpuser (tests only).
+        #[arg(long)]
+        no_drop_privileges: bool,
+        /// Print each volume and dump as it is written, on standard error.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Check the server and every client, like amcheck.
     Check {
@@ -151,6 +164,20 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             print!("{}", r.report);
             Ok(r.exit_status)
         }
+        Cmd::Flush {
+            config,
+            no_drop_privileges,
+            verbose,
+        } => {
+            let r = dumper::taper::flush::flush(&dumper::taper::flush::FlushOptions {
+                config,
+                settings: settings(cli.settings.as_ref())?,
+                drop_privileges: !no_drop_privileges,
+                verbose,
+            })?;
+            print!("{}", r.report);
+            Ok(r.exit_status)
+        }
         Cmd::Check {
             config,
             server_only,
@@ -196,11 +223,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
                     r.record.level,
                     r.record.timestamp,
                     r.members,
-                    r.record
-                        .holding_file
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
+                    r.source
                 );
             }
             println!("into {}", into.display());

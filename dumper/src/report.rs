@@ -8,7 +8,8 @@
 //!
 //! Exit status, as amdump(8) documents it, ORed: 0 success, 1 error (the run itself had a
 //! problem), 2 a DLE gave a strange message, 4 a DLE failed, 8 the status of a DLE is
-//! unknown (never finished). Bit 16 (tape) never applies.
+//! unknown (never finished), 16 a dump could not be written to a volume (the taper; it
+//! stays on the holding disk).
 //!
 //! What this module must not do: compute results (it renders them).
 
@@ -25,6 +26,8 @@ pub mod exit {
     pub const FAILED: i32 = 4;
     /// A DLE's status is unknown.
     pub const MISSING: i32 = 8;
+    /// A dump could not be written to a volume (amdump's tape bit).
+    pub const TAPE: i32 = 16;
 }
 
 /// A DLE's result.
@@ -127,6 +130,8 @@ pub struct Summary {
     pub notes: Vec<String>,
     /// Run-level errors (they set exit bit 1).
     pub errors: Vec<String>,
+    /// What the taper did (`None`: no changer configured, holding disk only).
+    pub taper: Option<crate::taper::night::TapeReport>,
 }
 
 impl Summary {
@@ -143,6 +148,9 @@ impl Summary {
                 Verdict::Failed => exit::FAILED,
                 Verdict::Missing => exit::MISSING,
             };
+        }
+        if self.taper.as_ref().is_some_and(|t| t.failed) {
+            s |= exit::TAPE;
         }
         s
     }
@@ -423,7 +431,33 @@ pub fn render(s: &Summary) -> String {
             let _ = writeln!(o, "\\--------");
         }
     }
+    if let Some(t) = &s.taper {
+        o.push('\n');
+        o.push_str(&render_taper(t));
+    }
     let _ = writeln!(o, "\n(exit status {})", s.exit_status());
+    o
+}
+
+/// The `TAPER` section: volumes written and overwritten, dumps left on the holding disk.
+pub fn render_taper(t: &crate::taper::night::TapeReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "TAPER: {} dump(s) written to {} volume(s) ({}), {} left on the holding disk{}",
+        t.taped,
+        t.volumes.len(),
+        size(t.bytes),
+        t.kept,
+        if t.volumes.is_empty() {
+            String::new()
+        } else {
+            format!("; volumes: {}", t.volumes.join(", "))
+        }
+    );
+    for l in &t.lines {
+        let _ = writeln!(o, "  {l}");
+    }
     o
 }
 
@@ -465,6 +499,11 @@ mod tests {
         s.dles.push(line(Verdict::Missing));
         s.errors.push("catalog".into());
         assert_eq!(s.exit_status(), 15);
+        s.taper = Some(crate::taper::night::TapeReport {
+            failed: true,
+            ..Default::default()
+        });
+        assert_eq!(s.exit_status(), 31);
     }
 
     #[test]

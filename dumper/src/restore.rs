@@ -1,5 +1,9 @@
 //! `dumper restore CONFIG --host H --disk D [--level N | --date YYYY-MM-DD] --into DIR`:
-//! extracts a level chain from the holding disk.
+//! extracts a level chain from the holding disk and the volumes.
+//!
+//! A dump is read from its holding file while it exists, else from its copy on volumes
+//! (issue 15): the parts the catalog lists, found by label in the changer's slots, each
+//! checked (a `SPLIT_FILE` of that dump, the expected part) and read after its header.
 //!
 //! The chain comes from the catalog ([`crate::catalog::chain`]): by default the latest full
 //! plus the latest incremental of each next level made after it; `--date` restores the
@@ -27,6 +31,8 @@ use proto::header::{DumpHeader, FileKind, HEADER_SIZE};
 use crate::catalog::{self, Catalog, ChainSelector, DumpRecord};
 use crate::clock;
 use crate::plan;
+use crate::taper::changer::Changer;
+use crate::taper::{store, volume};
 use crate::tarscan::{Scanner, prefixes};
 
 /// What to restore.
@@ -55,6 +61,80 @@ pub struct Restored {
     pub record: DumpRecord,
     /// Members extracted.
     pub members: usize,
+    /// Where it was read from (the holding file, or the volumes and file numbers).
+    pub source: String,
+}
+
+/// Where a dump is read from.
+#[derive(Clone, Debug)]
+enum Source {
+    /// Its holding file.
+    Holding(PathBuf),
+    /// Its parts on volumes: (part file, part number), in order.
+    Volume(Vec<(PathBuf, u32)>, String),
+}
+
+impl Source {
+    fn display(&self) -> String {
+        match self {
+            Source::Holding(p) => p.display().to_string(),
+            Source::Volume(_, d) => d.clone(),
+        }
+    }
+}
+
+/// The part files of a dump's copy on volumes.
+fn volume_source(
+    catalog: &Catalog,
+    changer: Option<&Changer>,
+    r: &DumpRecord,
+) -> Result<Source, RestoreError> {
+    let parts = store::parts(catalog.connection(), r.id)
+        .map_err(|e| RestoreError::Other(format!("catalog: {e}")))?;
+    let Some(changer) = changer else {
+        return Err(RestoreError::NotFound(
+            "the configuration has no changer".into(),
+        ));
+    };
+    let mut files = Vec::new();
+    let mut desc = Vec::new();
+    let mut slots: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
+    for p in &parts {
+        let dir = match slots.get(&p.label) {
+            Some(d) => d.clone(),
+            None => {
+                let slot = changer
+                    .find(&p.label)
+                    .map_err(|e| RestoreError::Other(e.to_string()))?
+                    .ok_or_else(|| {
+                        RestoreError::NotFound(format!(
+                            "volume {} (part {} of {}:{} level {}) is in no slot of {}",
+                            p.label,
+                            p.part,
+                            r.host,
+                            String::from_utf8_lossy(&r.disk),
+                            r.level,
+                            changer.name
+                        ))
+                    })?;
+                slots.insert(p.label.clone(), slot.dir.clone());
+                slot.dir
+            }
+        };
+        let name = volume::part_file_name(p.filenum, &r.host, &r.disk, r.level);
+        files.push((dir.join(std::ffi::OsStr::from_bytes(&name)), p.part));
+        desc.push(format!("{}:{}", p.label, p.filenum));
+    }
+    if files.is_empty() {
+        return Err(RestoreError::NotFound(format!(
+            "{}:{} level {} of {}: neither its holding file nor a copy on volumes exists",
+            r.host,
+            String::from_utf8_lossy(&r.disk),
+            r.level,
+            r.timestamp
+        )));
+    }
+    Ok(Source::Volume(files, format!("volume {}", desc.join(" "))))
 }
 
 /// Why a restore did not happen.
@@ -94,9 +174,8 @@ pub enum RestoreError {
     Other(String),
 }
 
-/// Opens a holding file positioned after its header, decompressing if the dump was
-/// client-compressed with gzip.
-fn open_dump(path: &Path) -> Result<(DumpHeader, Box<dyn Read + Send>), RestoreError> {
+/// Opens a file of a dump positioned after its header.
+fn open_one(path: &Path) -> Result<(DumpHeader, BufReader<File>), RestoreError> {
     let bad = |reason: String| RestoreError::BadFile {
         path: path.display().to_string(),
         reason,
@@ -107,9 +186,67 @@ fn open_dump(path: &Path) -> Result<(DumpHeader, Box<dyn Read + Send>), RestoreE
     r.read_exact(&mut head)
         .map_err(|e| bad(format!("reading the 32 KiB header: {e}")))?;
     let h = DumpHeader::parse(&head).map_err(|e| bad(format!("header: {e}")))?;
-    if h.kind != FileKind::File {
-        return Err(bad(format!("not a whole dump ({:?})", h.kind)));
-    }
+    Ok((h, r))
+}
+
+/// Opens a dump (its holding file, or its parts one after the other) positioned after its
+/// header, decompressing if the dump was client-compressed with gzip.
+fn open_dump(src: &Source) -> Result<(DumpHeader, Box<dyn Read + Send>), RestoreError> {
+    let (h, r): (DumpHeader, Box<dyn Read + Send>) = match src {
+        Source::Holding(path) => {
+            let (mut h, r) = open_one(path)?;
+            // A holding file a crash left linked into a volume (taper::writer::link_part).
+            if h.kind == (FileKind::SplitFile { part: 1, total: -1 }) {
+                h.kind = FileKind::File;
+            }
+            if h.kind != FileKind::File {
+                return Err(RestoreError::BadFile {
+                    path: path.display().to_string(),
+                    reason: format!("not a whole dump ({:?})", h.kind),
+                });
+            }
+            (h, Box::new(r))
+        }
+        Source::Volume(parts, _) => {
+            let mut first: Option<DumpHeader> = None;
+            let mut chained: Box<dyn Read + Send> = Box::new(io::empty());
+            for (path, part) in parts {
+                let (h, r) = open_one(path)?;
+                let bad = |reason: String| RestoreError::BadFile {
+                    path: path.display().to_string(),
+                    reason,
+                };
+                match h.kind {
+                    FileKind::SplitFile { part: p, .. } if p == *part as i32 => {}
+                    k => {
+                        return Err(bad(format!(
+                            "expected part {part} of a split dump, found {k:?}"
+                        )));
+                    }
+                }
+                if let Some(f) = &first
+                    && (f.host != h.host
+                        || f.disk != h.disk
+                        || f.level != h.level
+                        || f.datestamp != h.datestamp)
+                {
+                    return Err(bad("a part of another dump".into()));
+                }
+                first.get_or_insert(h);
+                chained = Box::new(chained.chain(r));
+            }
+            let Some(mut h) = first else {
+                return Err(RestoreError::NotFound("no parts".into()));
+            };
+            h.kind = FileKind::File;
+            (h, chained)
+        }
+    };
+    let path = src.display();
+    let bad = |reason: String| RestoreError::BadFile {
+        path: path.clone(),
+        reason,
+    };
     let body: Box<dyn Read + Send> = match h.comp_suffix.as_deref() {
         None | Some(b"N") => Box::new(r),
         Some(b".gz") => Box::new(flate2::read::MultiGzDecoder::new(r)),
@@ -124,12 +261,13 @@ fn open_dump(path: &Path) -> Result<(DumpHeader, Box<dyn Read + Send>), RestoreE
 }
 
 /// Lists and checks one archive; returns how many members it has.
-fn scan(path: &Path, scanner: &mut Scanner, into: &Path) -> Result<usize, RestoreError> {
-    let (_, mut body) = open_dump(path)?;
+fn scan(src: &Source, scanner: &mut Scanner, into: &Path) -> Result<usize, RestoreError> {
+    let path = src.display();
+    let (_, mut body) = open_dump(src)?;
     let before = scanner.members().len();
     let mut buf = vec![0u8; 1024 * 1024];
     let unsafe_err = |reason: String| RestoreError::Unsafe {
-        path: path.display().to_string(),
+        path: path.clone(),
         reason,
     };
     loop {
@@ -139,7 +277,7 @@ fn scan(path: &Path, scanner: &mut Scanner, into: &Path) -> Result<usize, Restor
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 return Err(RestoreError::BadFile {
-                    path: path.display().to_string(),
+                    path: path.clone(),
                     reason: e.to_string(),
                 });
             }
@@ -177,8 +315,9 @@ fn scan(path: &Path, scanner: &mut Scanner, into: &Path) -> Result<usize, Restor
 }
 
 /// Extracts one dump with GNU tar.
-fn extract(path: &Path, into: &Path, tar: &Path) -> Result<(), RestoreError> {
-    let (_, mut body) = open_dump(path)?;
+fn extract(src: &Source, into: &Path, tar: &Path) -> Result<(), RestoreError> {
+    let path = src.display();
+    let (_, mut body) = open_dump(src)?;
     let mut cmd = Command::new(tar);
     cmd.arg("--extract")
         .arg("--file=-")
@@ -195,7 +334,7 @@ fn extract(path: &Path, into: &Path, tar: &Path) -> Result<(), RestoreError> {
         cmd.arg("--no-same-owner");
     }
     let tar_err = |reason: String| RestoreError::Tar {
-        path: path.display().to_string(),
+        path: path.clone(),
         into: into.display().to_string(),
         reason,
     };
@@ -263,7 +402,15 @@ pub fn restore(o: &RestoreOptions) -> Result<Vec<Restored>, RestoreError> {
         max_level: o.level,
         until_date,
     };
-    let chain = catalog::chain(&history, &sel, Path::exists);
+    // A dump counts while its holding file or its copy on volumes exists (issue 15).
+    let taped = crate::taper::night::taped_dumps(&catalog);
+    let taped_paths: std::collections::HashSet<&Path> = history
+        .iter()
+        .filter(|r| taped.contains(&r.id))
+        .filter_map(|r| r.holding_file.as_deref())
+        .collect();
+    let chain = catalog::chain(&history, &sel, |p| p.exists() || taped_paths.contains(p));
+    let changer = Changer::from_config(&config).ok().flatten();
     if chain.is_empty() {
         let known: Vec<String> = catalog
             .dles()
@@ -300,15 +447,20 @@ pub fn restore(o: &RestoreOptions) -> Result<Vec<Restored>, RestoreError> {
     // Pass 1: check every file and every member of the chain.
     let mut scanner = Scanner::new();
     let mut counts = Vec::new();
+    let mut sources = Vec::new();
     for r in &chain {
-        let path = r.holding_file.clone().unwrap_or_default();
-        let (h, _) = open_dump(&path)?;
+        let src = match r.holding_file.clone().filter(|p| p.exists()) {
+            Some(p) => Source::Holding(p),
+            None => volume_source(&catalog, changer.as_ref(), r)?,
+        };
+        let path = src.display();
+        let (h, _) = open_dump(&src)?;
         if h.host.as_bytes() != r.host.as_bytes()
             || h.disk.as_bytes() != r.disk.as_slice()
             || h.level != r.level
         {
             return Err(RestoreError::BadFile {
-                path: path.display().to_string(),
+                path,
                 reason: format!(
                     "its header says {}:{} level {}, the catalog {}:{} level {}",
                     h.host,
@@ -320,16 +472,17 @@ pub fn restore(o: &RestoreOptions) -> Result<Vec<Restored>, RestoreError> {
                 ),
             });
         }
-        counts.push(scan(&path, &mut scanner, &o.into)?);
+        counts.push(scan(&src, &mut scanner, &o.into)?);
+        sources.push(src);
     }
     // Pass 2: extract, full first.
     let mut out = Vec::new();
-    for (r, n) in chain.into_iter().zip(counts) {
-        let path = r.holding_file.clone().unwrap_or_default();
-        extract(&path, &o.into, &o.tar)?;
+    for ((r, n), src) in chain.into_iter().zip(counts).zip(sources) {
+        extract(&src, &o.into, &o.tar)?;
         out.push(Restored {
             record: r,
             members: n,
+            source: src.display(),
         });
     }
     Ok(out)

@@ -5,7 +5,10 @@
 //! Threads: the main thread owns the driver, the catalog and the display; one thread per
 //! running estimate group; `inparallel` dump workers, each with its own job channel, each
 //! running one dump at a time ([`dump::run`]) with its own mio loop and holding-file writer
-//! thread. Everything comes back to the main thread over one event channel.
+//! thread. Everything comes back to the main thread over one event channel. With a changer,
+//! the taper (`taper::night`) is fed from the same dump events as the catalog; its writer
+//! thread reports on a channel of its own, polled by the same loop, and the night ends when
+//! it is done too.
 //!
 //! At the start of a run it cleans up after a run that was killed: `.tmp` holding and index
 //! files nobody writes are removed; a finished holding file that no catalog row names (a
@@ -152,7 +155,19 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
     let planned = plan_levels(&plan, &catalog, now)?;
     let groups = estimate_groups(&plan, &planned);
     let mut night = Night::new(&opts, &plan, planned, groups, ports, &timestamp, user);
+    let (tape, tape_error) =
+        crate::taper::night::for_run(&plan, &timestamp, &opts.settings, &catalog);
+    night.tape = tape;
     night.drive(&mut catalog, run_id)?;
+    // The night ends when the taper is done too (issue 15).
+    summary.taper = match night.tape.take() {
+        Some(t) => {
+            let interrupted = crate::interrupt::received().is_some();
+            let view = &mut night.view;
+            Some(t.finish(&catalog, interrupted, &mut |m| view.event(m)))
+        }
+        None => tape_error,
+    };
     let lines = night.lines();
     summary.dles = lines;
     summary.estimate_time = night.estimate_time.unwrap_or_default();
@@ -304,7 +319,7 @@ fn adopt(catalog: &mut Catalog, ts: &str, file: &Path) -> Result<(), String> {
 
 /// One `dumper run` per configuration at a time (amdump refuses to run twice too): an
 /// exclusive lock on `<catalog>.lock`, held until the run ends.
-fn lock_run(catalog: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+pub(crate) fn lock_run(catalog: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
     let mut p = catalog.as_os_str().to_owned();
     p.push(".lock");
     let p = PathBuf::from(p);
@@ -340,6 +355,7 @@ fn write_report_file(plan: &Plan, timestamp: &str, text: &str) {
 /// The level of each DLE, its dumpdate, and what the catalog says about size and rate.
 fn plan_levels(plan: &Plan, catalog: &Catalog, now: i64) -> anyhow::Result<Vec<Planned>> {
     let mut out = Vec::new();
+    let taped = crate::taper::night::taped_dumps(catalog);
     for spec in &plan.dles {
         let host = plan
             .hosts
@@ -347,11 +363,14 @@ fn plan_levels(plan: &Plan, catalog: &Catalog, now: i64) -> anyhow::Result<Vec<P
             .position(|h| h.name.eq_ignore_ascii_case(&spec.host))
             .unwrap_or(0);
         let history = catalog.history(&spec.host, &spec.disk)?;
-        let exists = |p: &Option<PathBuf>| p.as_deref().is_some_and(Path::exists);
+        // A full counts while its holding file or its copy on volumes exists (issue 15).
+        let exists = |r: &DumpRecord| {
+            r.holding_file.as_deref().is_some_and(Path::exists) || taped.contains(&r.id)
+        };
         let last_full = history
             .iter()
             .rev()
-            .find(|r| r.level == 0 && r.status.is_success() && exists(&r.holding_file));
+            .find(|r| r.level == 0 && r.status.is_success() && exists(r));
         let choice = levels::choose(&LevelInput {
             now,
             last_full: last_full.map(|r| r.started),
@@ -483,6 +502,8 @@ struct Night {
     claimed: HashSet<PathBuf>,
     /// Per DLE, the holding file its latest attempt claimed.
     claims: Vec<Option<PathBuf>>,
+    /// The taper, when the configuration has a changer.
+    tape: Option<crate::taper::night::TapeNight>,
 }
 
 impl Night {
@@ -620,6 +641,7 @@ impl Night {
             index_keys,
             claimed: HashSet::new(),
             claims: vec![None; nplanned],
+            tape: None,
         }
     }
 
@@ -632,6 +654,7 @@ impl Night {
                 interrupted = Some(sig);
                 break 'run;
             }
+            self.tape_tick(catalog);
             while let Some(a) = self.driver.poll_action() {
                 match a {
                     Action::StartEstimate { group } => self.start_estimate(group),
@@ -841,6 +864,40 @@ impl Night {
         if let Err(e) = catalog.insert_dump(run_id, &rec) {
             self.errors.push(e.to_string());
         }
+        if let Some(t) = &mut self.tape {
+            t.dumped(&rec);
+        }
+    }
+
+    /// The taper's share of the loop (issue 15): its events, what is still scheduled, and
+    /// the holding disk's free space for the driver's gate.
+    fn tape_tick(&mut self, catalog: &Catalog) {
+        let Some(t) = &mut self.tape else {
+            return;
+        };
+        for m in t.poll(catalog) {
+            self.view.event(&m);
+        }
+        for (path, bytes) in t.take_freed() {
+            if let Some(i) = self.holding.iter().position(|d| path.starts_with(&d.dir))
+                && let Some(u) = self.holding_used.get_mut(i)
+            {
+                *u = u.saturating_sub(bytes);
+            }
+        }
+        let scheduled: u64 = (0..self.planned.len())
+            .filter_map(|i| self.driver.track(i))
+            .filter(|t| !matches!(t.state, State::Done | State::Failed(_)))
+            .filter_map(|t| t.estimate)
+            .sum();
+        t.scheduled(scheduled);
+        let free = (0..self.holding.len())
+            .map(|i| holding::allowance(&self.holding[i], self.holding_used[i]))
+            .max()
+            .unwrap_or(0);
+        let will_free = t.will_free();
+        self.driver
+            .handle(Instant::now(), Input::HoldingSpace { free, will_free });
     }
 
     fn on_event(&mut self, catalog: &mut Catalog, ev: Event) {
@@ -939,6 +996,9 @@ impl Night {
                     if let Err(e) = catalog.update_dump(&rec) {
                         self.errors.push(e.to_string());
                     }
+                    if let Some(t) = &mut self.tape {
+                        t.dumped(&rec);
+                    }
                     self.outcomes[dle].record = Some(rec);
                 }
                 if ok {
@@ -958,6 +1018,7 @@ impl Night {
                 for w in &report.warnings {
                     self.notes.push(format!("{label}: {w}"));
                 }
+                self.tape_tick(catalog);
                 let input = Input::DumpFinished {
                     dle,
                     ok,

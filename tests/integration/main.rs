@@ -16,4 +16,6 @@ mod portpool_sockets;
 mod proto_bodies_golden;
 mod proto_golden;
 mod runtar_attacks;
+mod taper_vtapes;
 mod util;
+mod vtapes;

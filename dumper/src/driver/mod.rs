@@ -19,6 +19,10 @@
 //! - order among ready DLEs: higher `priority` first, then by estimated size (smallest
 //!   first, or largest first when `dumporder` starts with an upper-case letter), then
 //!   disklist order;
+//! - the holding disk (once the shell reports it with [`Input::HoldingSpace`]): a dump whose
+//!   estimate does not fit in the free holding space waits while something will free space
+//!   (the taper is writing, or other dumps run); when nothing will, it starts anyway and
+//!   its failure says why (issue 15);
 //! - a retryable failure (no REP, NAK, a stream that could not be connected) is retried
 //!   after `retry_delay`, at most `retry-dump` times; other failures are final;
 //! - every time a ready DLE cannot start, the reason is kept; when it starts, how long it
@@ -122,6 +126,15 @@ pub enum Input {
         pool: String,
         /// How long it waited.
         waited: Duration,
+    },
+    /// The holding disk: `free` bytes may still be written (what running dumps reserved
+    /// already taken off); `will_free`: the taper is writing or holds dumps it will write,
+    /// so space will come back.
+    HoldingSpace {
+        /// Bytes free for new dumps.
+        free: u64,
+        /// Space will be freed.
+        will_free: bool,
     },
     /// A dump ended.
     DumpFinished {
@@ -228,6 +241,7 @@ pub struct Driver {
     actions: VecDeque<Action>,
     finished_sent: bool,
     started: bool,
+    holding: Option<(u64, bool)>,
 }
 
 impl Driver {
@@ -273,6 +287,7 @@ impl Driver {
             actions: VecDeque::new(),
             finished_sent: false,
             started: false,
+            holding: None,
             cfg,
             hosts,
             dles,
@@ -338,6 +353,9 @@ impl Driver {
                 {
                     w.waited = Some(waited);
                 }
+            }
+            Input::HoldingSpace { free, will_free } => {
+                self.holding = Some((free, will_free));
             }
             Input::DumpFinished {
                 dle,
@@ -511,6 +529,17 @@ impl Driver {
                         self.charge(dle)
                     ),
                 ))
+            } else if let Some((free, will_free)) = self.holding
+                && (will_free || self.running() > 0)
+                && self.tracks[dle].estimate.unwrap_or(0) > free
+            {
+                Some((
+                    "holding",
+                    format!(
+                        "holding disk: the dump needs about {} bytes, {free} are free; waiting for the taper to free space",
+                        self.tracks[dle].estimate.unwrap_or(0)
+                    ),
+                ))
             } else {
                 None
             };
@@ -534,6 +563,11 @@ impl Driver {
                     }
                     t.attempts += 1;
                     t.state = State::Running { worker };
+                    // Until the shell reports the holding disk again, the dump's
+                    // estimate is taken as used.
+                    if let Some((free, _)) = &mut self.holding {
+                        *free = free.saturating_sub(t.estimate.unwrap_or(0));
+                    }
                     self.workers[worker] = Some(dle);
                     if let Some(n) = self.host_running.get_mut(host) {
                         *n += 1;

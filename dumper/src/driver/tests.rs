@@ -332,3 +332,95 @@ fn unsupported_dles_fail_without_scheduling_and_the_run_finishes() {
     assert_eq!(d.poll_action(), Some(Action::Finished));
     assert!(d.is_finished());
 }
+
+/// issue 15: a holding disk too small for the night makes dumps wait for the taper to free
+/// space instead of failing; with nothing to free, a dump starts anyway.
+#[test]
+fn dumps_wait_for_holding_space_while_the_taper_frees_it() {
+    let t0 = Instant::now();
+    let mut d = Driver::new(
+        cfg(4),
+        vec![host("a", 4)],
+        (0..3)
+            .map(|_| {
+                let mut x = dle(0, None);
+                x.size_hint = Some(1000);
+                x
+            })
+            .collect(),
+    );
+    d.handle(
+        t0,
+        Input::HoldingSpace {
+            free: 1500,
+            will_free: false,
+        },
+    );
+    d.start(t0);
+    let started = |d: &mut Driver| {
+        std::iter::from_fn(|| d.poll_action())
+            .filter(|a| matches!(a, Action::StartDump { .. }))
+            .count()
+    };
+    // One fits; the others wait while it runs.
+    assert_eq!(started(&mut d), 1);
+    d.handle(
+        t0,
+        Input::HoldingSpace {
+            free: 500,
+            will_free: false,
+        },
+    );
+    assert_eq!(started(&mut d), 0);
+    // Done and queued for the taper (the shell says so before the dump's end): still no
+    // room, but the taper will free it.
+    d.handle(
+        t0 + Duration::from_secs(5),
+        Input::HoldingSpace {
+            free: 500,
+            will_free: true,
+        },
+    );
+    d.handle(
+        t0 + Duration::from_secs(5),
+        Input::DumpFinished {
+            dle: 0,
+            ok: true,
+            retryable: false,
+            error: None,
+        },
+    );
+    assert_eq!(started(&mut d), 0);
+    d.handle(
+        t0 + Duration::from_secs(9),
+        Input::HoldingSpace {
+            free: 1500,
+            will_free: false,
+        },
+    );
+    assert_eq!(started(&mut d), 1);
+    let w = &d.track(1).unwrap().waits;
+    assert!(
+        w.iter()
+            .any(|w| w.what == "holding" && w.reason.contains("waiting for the taper")),
+        "{w:?}"
+    );
+    d.handle(
+        t0 + Duration::from_secs(12),
+        Input::DumpFinished {
+            dle: 1,
+            ok: true,
+            retryable: false,
+            error: None,
+        },
+    );
+    // Nothing runs and nothing will free space: the last one starts and will say why.
+    d.handle(
+        t0 + Duration::from_secs(12),
+        Input::HoldingSpace {
+            free: 10,
+            will_free: false,
+        },
+    );
+    assert_eq!(started(&mut d), 1);
+}

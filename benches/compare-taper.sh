@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# The night end to end, with the taper, side by side on loopback (issue 15): the real
+# Amanda 3.5.1 (amdump with its taper + the real amandad under openbsd-inetd) against
+# amanda-rs (dumper with its taper + our amandad, standalone), auth bsdtcp, GNUTAR, compress
+# none, one DLE of one BIG_MIB MiB file (default 2048) of random bytes, level 0. Data,
+# holding disks and chg-disk vtapes are all on tmpfs; both servers start taping as soon as
+# a dump is on the holding disk (flush thresholds 0, taperflush 0) and the run ends when
+# the dump is on a vtape and its holding file is gone.
+#
+# dumper runs twice: with its vtapes on the holding disk's file system (the taper then links
+# each holding file into the volume and rewrites its header, instead of copying it), and
+# with its vtapes on a second tmpfs mounted for the purpose (the taper copies, with
+# copy_file_range).
+#
+# For each: wall time of the whole run (estimate, dump to holding, holding to vtape), MiB/s
+# over that, the server's CPU seconds (user+sys of the run and its children; the client
+# daemons are not counted) and its largest resident set, then the ratios. Each run is
+# checked: the real one's log has `DONE taper`, ours says `TAPER: 1 dump(s) written`.
+#
+# Needs root, `scripts/setup` and the release binaries (cargo build --release --workspace
+# --bins), and about 3 x BIG_MIB MiB free on /dev/shm. Usage: sudo benches/compare-taper.sh
+# (env: BIG_MIB, RUNS (default 1: runs per server; the best wall time counts), ROOT, KEEP=1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIG_MIB=${BIG_MIB:-2048}
+RUNS=${RUNS:-1}
+ROOT=${ROOT:-/dev/shm/amanda-rs-taper-bench-$$}
+BIN=${BIN:-$PWD/target/release}
+AMUSER=backup
+
+BENCH=compare-taper
+. benches/lib.sh
+need_tools
+
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    if mountpoint -q "$ROOT/copy-vtapes" 2>/dev/null; then umount "$ROOT/copy-vtapes"; fi
+    [ -n "${CFG:-}" ] && rm -f "/etc/amanda/$CFG"
+    if [ "${KEEP:-0}" != 1 ]; then rm -rf "$ROOT"; else echo "kept $ROOT"; fi
+}
+trap cleanup EXIT
+
+mkdir -p "$ROOT"/{data/big,real,ours}
+chmod 755 "$ROOT"
+echo "== generating $BIG_MIB MiB in $ROOT/data (tmpfs)"
+head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom > "$ROOT/data/big/big.bin"
+bytes=$(du -sb "$ROOT/data/big" | cut -f1)
+
+# ---------------------------------------------------------------- clients
+start_clients
+
+# ---------------------------------------------------------------- configurations
+CFG="rs-tbench-$$"
+conf() { # dir port -> amanda.conf of that side
+    cat <<EOC
+org "$CFG"
+mailto ""
+dumpuser "$AMUSER"
+inparallel 2
+netusage 10000000 Kbps
+dumpcycle 0
+runspercycle 1
+tapecycle 2 tapes
+runtapes 1
+etimeout 1200
+dtimeout 1800
+ctimeout 30
+autoflush no
+flush-threshold-dumped 0
+flush-threshold-scheduled 0
+taperflush 0
+reserve 0
+define changer vtl {
+    tpchanger "chg-disk:$1/vtapes"
+    property "num-slot" "4"
+    property "auto-create-slot" "yes"
+}
+tpchanger "vtl"
+tapetype "HARDDISK"
+labelstr "^$CFG-[0-9][0-9]*\$"
+autolabel "$CFG-%%" any
+tapelist "$1/state/tapelist"
+infofile "$1/state/curinfo"
+logdir "$1/state/log"
+indexdir "$1/state/index"
+define tapetype HARDDISK {
+    length 100000 mbytes
+}
+define holdingdisk hd1 {
+    directory "$1/holding"
+    use 16000 mbytes
+    chunksize 0
+}
+holdingdisk "hd1"
+define dumptype bench {
+    auth "bsdtcp"
+    client_port "$2"
+    program "GNUTAR"
+    compress none
+    estimate client
+    index yes
+    record no
+    maxdumps 1
+}
+EOC
+}
+mkdir -p "$ROOT/copy-vtapes"
+mount -t tmpfs -o size=$((BIG_MIB + 256))m tmpfs "$ROOT/copy-vtapes"
+for who in real ours copy; do
+    mkdir -p "$ROOT/$who"/{config,holding,state/curinfo,state/index,state/log,vtapes}
+    port=$RPORT; [ $who != real ] && port=$OPORT
+    conf "$ROOT/$who" "$port" > "$ROOT/$who/config/amanda.conf"
+    printf 'localhost %s bench\n' "$ROOT/data/big" > "$ROOT/$who/config/disklist"
+    touch "$ROOT/$who/state/tapelist"
+done
+sed -i "s#chg-disk:$ROOT/copy/vtapes#chg-disk:$ROOT/copy-vtapes#" "$ROOT/copy/config/amanda.conf"
+chown -R "$AMUSER:$AMUSER" "$ROOT/real" "$ROOT/ours" "$ROOT/copy" "$ROOT/copy-vtapes"
+ln -sfn "$ROOT/real/config" "/etc/amanda/$CFG"
+
+# ---------------------------------------------------------------- runs
+declare -A WALL CPU RSS
+measure() { # label cmd... -> keeps the best wall time and its CPU and RSS
+    local label=$1; shift
+    /usr/bin/time -f "%e %U %S %M" -o "$ROOT/time.$label" "$@" > "$ROOT/out.$label" 2>&1 || true
+    read -r w u s m < <(grep -v '^Command' "$ROOT/time.$label" | tail -1)
+    if [ -z "${WALL[$label]:-}" ] || python3 -c "import sys; sys.exit(0 if $w < ${WALL[$label]} else 1)"; then
+        WALL[$label]=$w
+        RSS[$label]=$((m / 1024))
+        CPU[$label]=$(python3 -c "print(f'{$u+$s:.2f}')")
+    fi
+}
+reset() { # side: empty holding, vtapes and catalog
+    rm -rf "$ROOT/$1/holding"/* "$ROOT/$1/vtapes"/* "$ROOT/$1/state"/* "$ROOT/copy-vtapes"/*
+    mkdir -p "$ROOT/$1"/state/{curinfo,index,log}
+    touch "$ROOT/$1/state/tapelist"
+    chown -R "$AMUSER:$AMUSER" "$ROOT/$1"
+}
+for i in $(seq 1 "$RUNS"); do
+    echo "== run $i: real amdump (with its taper) + real amandad"
+    reset real
+    measure real runuser -u "$AMUSER" -- /usr/sbin/amdump "$CFG"
+    grep -q '^DONE taper' "$ROOT/real/state/log"/log.* ||
+        { echo "real amdump did not tape:"; cat "$ROOT/out.real"; grep -h "FAIL\|ERROR" "$ROOT/real/state/log"/* || true; exit 1; }
+    echo "== run $i: dumper (with its taper) + our amandad"
+    reset ours
+    measure ours "$BIN/dumper" run "$ROOT/ours/config/amanda.conf" --progress plain
+    grep -q 'TAPER: 1 dump(s) written' "$ROOT/out.ours" || { echo "dumper did not tape:"; cat "$ROOT/out.ours"; exit 1; }
+    [ -z "$(find "$ROOT/ours/holding" -type f)" ] || { echo "dumper left a holding file"; exit 1; }
+    reset ours
+    echo "== run $i: dumper (with its taper, vtapes on another file system) + our amandad"
+    reset copy
+    measure copy "$BIN/dumper" run "$ROOT/copy/config/amanda.conf" --progress plain
+    grep -q 'TAPER: 1 dump(s) written' "$ROOT/out.copy" || { echo "dumper did not tape:"; cat "$ROOT/out.copy"; exit 1; }
+    reset copy
+done
+
+# ---------------------------------------------------------------- table
+echo
+printf '%-44s %8s %10s %8s %10s %8s\n' "server ($BIG_MIB MiB level 0, holding + taper)" "wall s" "MiB/s" "CPU s" "CPU s/GiB" "RSS MiB"
+for who in real ours copy; do
+    name="real amdump + taper + real amandad"
+    [ $who = ours ] && name="dumper + taper (linked) + our amandad"
+    [ $who = copy ] && name="dumper + taper (copied) + our amandad"
+    python3 -c "
+w,c,b=${WALL[$who]},${CPU[$who]},$bytes
+print(f'%-44s %8.2f %10.0f %8.2f %10.2f %8s' % ('$name',w,b/1048576/w,c,c/(b/2**30),'${RSS[$who]}'))"
+done
+python3 -c "
+rw,ow,cw=${WALL[real]},${WALL[ours]},${WALL[copy]}
+rc,oc,cc=${CPU[real]},${CPU[ours]},${CPU[copy]}
+print(f'ratio real/ours: end to end {rw/ow:.2f}x faster (linked), {rw/cw:.2f}x (copied); server CPU {oc/max(rc,0.01):.2f}x / {cc/max(rc,0.01):.2f}x of the real one')"

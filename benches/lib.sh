@@ -1,0 +1,33 @@
+# Shared by the compare-*.sh scripts (sourced, not run): the checks, a free port, and the
+# two bsdtcp clients side by side on loopback. The caller sets BENCH (its name), BIN (the
+# release binaries), ROOT (its scratch directory, with real/ and ours/ made), AMUSER and
+# the array pids (what cleanup kills).
+
+die() { echo "$BENCH: $*" >&2; exit 2; }
+
+# Root, the real Amanda and our release binaries.
+need_tools() {
+    [ "$(id -u)" = 0 ] || die "run as root (reserved ports, the Amanda user)"
+    local f
+    for f in /usr/sbin/amdump /usr/lib/amanda/amandad /usr/sbin/inetd "$BIN/dumper" "$BIN/amandad" "$BIN/amandad-runtar"; do
+        [ -x "$f" ] || die "$f is missing (scripts/setup; cargo build --release --workspace --bins)"
+    done
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The real amandad under openbsd-inetd on RPORT, ours standalone on OPORT (both set here).
+start_clients() {
+    grep -q '^localhost backup amdump' /etc/amandahosts || echo 'localhost backup amdump' >> /etc/amandahosts
+    RPORT=$(free_port)
+    mkdir -p "$ROOT/real/inetd"
+    printf '127.0.0.1:%s\tstream\ttcp\tnowait.1000\t%s.%s\t/usr/lib/amanda/amandad\tamandad -auth=bsdtcp amdump\n' \
+        "$RPORT" "$AMUSER" "$AMUSER" > "$ROOT/real/inetd/inetd.conf"
+    /usr/sbin/inetd -i -R 100000 "$ROOT/real/inetd/inetd.conf" > "$ROOT/real/inetd/log" 2>&1 < /dev/null &
+    pids+=($!)
+    OPORT=$(free_port)
+    chown "root:$AMUSER" "$BIN/amandad-runtar"; chmod 4750 "$BIN/amandad-runtar"
+    "$BIN/amandad" -auth=bsdtcp amdump --log "$ROOT/ours/amandad.log" --listen "tcp:127.0.0.1:$OPORT" < /dev/null > /dev/null 2>&1 &
+    pids+=($!)
+    sleep 1
+}
