@@ -18,41 +18,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use proto::Auth;
+
 use crate::services::ServiceKind;
-
-/// The three auths amandad serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Auth {
-    /// UDP control, one TCP connection per data stream.
-    Bsd,
-    /// UDP control, one multiplexed TCP data connection.
-    Bsdudp,
-    /// Everything multiplexed on one TCP connection.
-    Bsdtcp,
-}
-
-impl Auth {
-    /// The name used in `-auth=`, amanda.conf and DLEs.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Auth::Bsd => "bsd",
-            Auth::Bsdudp => "bsdudp",
-            Auth::Bsdtcp => "bsdtcp",
-        }
-    }
-
-    /// Parses a name, case-insensitively like amandad.
-    pub fn from_name(name: &str) -> Option<Auth> {
-        [Auth::Bsd, Auth::Bsdudp, Auth::Bsdtcp]
-            .into_iter()
-            .find(|a| a.name().eq_ignore_ascii_case(name))
-    }
-
-    /// True for the auths whose control packets are UDP datagrams.
-    pub const fn is_udp(self) -> bool {
-        matches!(self, Auth::Bsd | Auth::Bsdudp)
-    }
-}
 
 /// Services the real amandad knows but amanda-rs does not implement: accepted on the command
 /// line (inetd.conf lines name them), answered as not enabled.

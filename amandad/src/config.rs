@@ -17,7 +17,7 @@ use log::warn;
 
 use crate::intake::HostsCheck;
 use crate::resolve::{CacheConfig, PoolConfig};
-use crate::server::{DataPorts, Keepalive, Limits};
+use crate::server::{Keepalive, Limits};
 use crate::services::context::{ContextInner, ServiceContext};
 
 /// Settings and amanda-client.conf, with the first problem found in either.
@@ -89,12 +89,8 @@ pub fn keepalive(settings: &Settings) -> Option<Keepalive> {
 }
 
 /// The client's data-stream port range.
-pub fn data_ports(client: &ClientConfig) -> DataPorts {
-    let r = &client.unreserved_tcp_port;
-    DataPorts {
-        low: r.low,
-        high: r.high,
-    }
+pub fn data_ports(client: &ClientConfig) -> proto::PortRange {
+    client.unreserved_tcp_port
 }
 
 /// The facts the services need.

@@ -10,9 +10,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use log::{error, info, warn};
 
-use amandad::args::{self, Auth, RawArgs};
+use amandad::args::{self, RawArgs};
 use amandad::server::{Mode, Server, ServerConfig};
 use amandad::{config, launch, logging, privs, services};
+use proto::Auth;
 
 fn main() -> ExitCode {
     let raw = match RawArgs::parse(std::env::args().skip(1)) {

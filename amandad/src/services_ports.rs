@@ -3,8 +3,8 @@
 
 use std::sync::OnceLock;
 
-use portpool::range::Proto;
 use portpool::services::Services;
+use proto::ports::Transport;
 
 fn services() -> &'static Services {
     static DB: OnceLock<Services> = OnceLock::new();
@@ -16,5 +16,5 @@ fn services() -> &'static Services {
 
 /// True if /etc/services assigns TCP `port` to a service that is not Amanda's.
 pub fn reserved_elsewhere(port: u16) -> bool {
-    services().foreign_owner(port, Proto::Tcp).is_some()
+    services().foreign_owner(port, Transport::Tcp).is_some()
 }

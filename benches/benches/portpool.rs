@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use portpool::sim::{self, Policy, SimParams};
-use portpool::site::Auth;
-use portpool::{CoreConfig, ModelBinder, Pool, PoolConfig, PoolCore, PortRange, Proto};
+use portpool::{CoreConfig, ModelBinder, Pool, PoolConfig, PoolCore, PortRange, Transport};
+use proto::Auth;
 
 fn config(lo: u16, hi: u16) -> PoolConfig {
-    let mut cfg = PoolConfig::new(Proto::Udp, PortRange::new(lo, hi).unwrap());
+    let mut cfg = PoolConfig::new(Transport::Udp, PortRange::new(lo, hi).unwrap());
     cfg.skip_services = false;
     cfg.run_dir = None;
     cfg
@@ -22,7 +22,7 @@ fn core_lease_release(c: &mut Criterion) {
     let mut g = c.benchmark_group("portpool/core");
     g.throughput(Throughput::Elements(1));
     let mut core = PoolCore::new(CoreConfig::new(
-        Proto::Udp,
+        Transport::Udp,
         PortRange::new(850, 859).unwrap(),
     ));
     let now = Instant::now();

@@ -15,10 +15,11 @@ use crate::defaults as D;
 use crate::diag::{Errors, Loaded, Sink};
 use crate::fs::{FileSystem, MemFs, RealFs};
 use crate::loader::{CONFIG_DIR, Document};
-use crate::model::{Application, Auth, Get, Named, Script};
+use crate::model::{Application, AuthSetting, Get, Named, Script};
 use crate::resolve::{self, BlockKind, Params};
 use crate::source::{Location, SourceMap};
-use crate::value::{PortRange, Properties, Value};
+use crate::value::{Properties, Value};
+use proto::ports::PortRange;
 
 /// A resolved amanda-client.conf.
 #[derive(Clone, Debug)]
@@ -34,7 +35,7 @@ pub struct ClientConfig {
     /// `tapedev` (default "").
     pub tapedev: String,
     /// `auth` (default bsdtcp).
-    pub auth: Auth,
+    pub auth: AuthSetting,
     /// `ssh_keys`.
     pub ssh_keys: String,
     /// `amandad_path`.
@@ -163,7 +164,7 @@ impl ClientConfig {
             tape_server: g.str("tape_server", D::TAPE_SERVER),
             amdump_server: g.str("amdump_server", D::AMDUMP_SERVER),
             tapedev: g.str("tapedev", D::TAPEDEV),
-            auth: Auth::parse(&g.str("auth", D::AUTH)),
+            auth: AuthSetting::parse(&g.str("auth", D::AUTH)),
             ssh_keys: g.str("ssh_keys", ""),
             amandad_path: g.str("amandad_path", ""),
             client_username: g.str("client_username", ""),
@@ -205,24 +206,12 @@ mod tests {
         let c = ClientConfig::parse_str("amanda-client.conf", "")
             .unwrap()
             .value;
-        assert_eq!(c.auth, Auth::Bsdtcp);
+        assert_eq!(c.auth, AuthSetting::Known(proto::Auth::Bsdtcp));
         assert_eq!(c.conf, "DailySet1");
         assert_eq!(c.gnutar_list_dir, "/var/lib/amanda/gnutar-lists");
         assert_eq!(c.amandates, "/var/lib/amanda/amandates");
-        assert_eq!(
-            c.reserved_udp_port,
-            PortRange {
-                low: 840,
-                high: 860
-            }
-        );
-        assert_eq!(
-            c.unreserved_tcp_port,
-            PortRange {
-                low: 50000,
-                high: 50100
-            }
-        );
+        assert_eq!(c.reserved_udp_port, PortRange::new(840, 860).unwrap());
+        assert_eq!(c.unreserved_tcp_port, PortRange::new(50000, 50100).unwrap());
     }
 
     #[test]
@@ -237,14 +226,8 @@ mod tests {
             .unwrap()
             .value;
         assert_eq!(c.conf, "a");
-        assert_eq!(c.auth, Auth::Bsdtcp);
-        assert_eq!(
-            c.reserved_tcp_port,
-            PortRange {
-                low: 600,
-                high: 700
-            }
-        );
+        assert_eq!(c.auth, AuthSetting::Known(proto::Auth::Bsdtcp));
+        assert_eq!(c.reserved_tcp_port, PortRange::new(600, 700).unwrap());
         assert_eq!(c.applications.get("X").unwrap().plugin, "amgtar");
         assert_eq!(
             c.origin("auth").unwrap().to_string(),

@@ -12,26 +12,17 @@
 //!
 //! What this module must not do: hold amanda-rs's own settings (see [`crate::settings`]).
 
-use crate::value::PortRange;
+use proto::ports::PortRange;
 
 /// `reserved-udp-port`: 840,860. Debian builds with `--with-udpportrange=840,860`;
 /// Amanda's own default is 512,1023. (amgetconf: `840,860`.)
-pub const RESERVED_UDP_PORT: PortRange = PortRange {
-    low: 840,
-    high: 860,
-};
+pub const RESERVED_UDP_PORT: PortRange = PortRange::from_const(840, 860);
 /// `reserved-tcp-port`: 512,1023. Debian leaves `LOW_TCPPORTRANGE` unset, so Amanda's
 /// default `512, IPPORT_RESERVED-1` applies. (amgetconf: `512,1023`.)
-pub const RESERVED_TCP_PORT: PortRange = PortRange {
-    low: 512,
-    high: 1023,
-};
+pub const RESERVED_TCP_PORT: PortRange = PortRange::from_const(512, 1023);
 /// `unreserved-tcp-port`: 50000,50100. Debian builds with `--with-tcpportrange=50000,50100`;
 /// Amanda's own default is 1024,65535. (amgetconf: `50000,50100`.)
-pub const UNRESERVED_TCP_PORT: PortRange = PortRange {
-    low: 50000,
-    high: 50100,
-};
+pub const UNRESERVED_TCP_PORT: PortRange = PortRange::from_const(50000, 50100);
 /// `auth` (amanda-client.conf and every dumptype): `bsdtcp` (conffile.c; the dumptype
 /// default is spelled `BSDTCP`). amandad's own default `-auth` is bsdtcp too.
 pub const AUTH: &str = "bsdtcp";

@@ -14,7 +14,6 @@ use crate::amandahosts::AmandaHosts;
 use crate::client::ClientConfig;
 use crate::disklist::Disklist;
 use crate::fs::MemFs;
-use crate::ports::{PortInputs, check};
 use crate::security::SecurityConf;
 use crate::server::Config;
 
@@ -36,13 +35,12 @@ fn split(data: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// amanda.conf text (before the first NUL; after it, the file `includefile "inc.conf"`
-/// reads), then the port check over the result.
+/// reads). The port lint over the result is portpool's fuzz target `portpool_site`.
 pub fn conf_amanda(data: &[u8]) {
     let (main, inc) = split(data);
     let fs = MemFs::new().with("/c/inc.conf", inc.to_vec());
     match Config::parse_with(&fs, "amanda.conf", main, Some(Path::new("/c"))) {
         Ok(l) => {
-            let _ = check(&PortInputs::new(&l.value, None, None));
             for w in &l.warnings {
                 let _ = w.to_string();
             }
@@ -72,11 +70,10 @@ fn disklist_config() -> &'static Config {
     })
 }
 
-/// A disklist resolved against a small fixed configuration, then the port check.
+/// A disklist resolved against a small fixed configuration.
 pub fn conf_disklist(data: &[u8]) {
     let config = disklist_config();
     if let Ok(l) = Disklist::parse(config, "disklist", data) {
-        let _ = check(&PortInputs::new(config, Some(&l.value), None));
         for e in &l.value.entries {
             let _ = e.disk_lossy();
         }

@@ -16,7 +16,6 @@
 //! | ~backup/.amandahosts | [`AmandaHosts::parse`], [`amandahosts::load`], [`AmandaHosts::check`] |
 //! | /etc/amanda-security.conf | [`SecurityConf::parse`], [`security::load`] |
 //! | /etc/amanda-rs/amanda-rs.toml + `AMANDA_RS_*` | [`Settings::load`] |
-//! | port capacity | [`ports::check`] |
 //!
 //! Semantics follow Amanda 3.5.1's common-src/conffile.c, server-src/diskfile.c and
 //! common-src/security-util.c, security-file.c (facts only; no code was copied), checked
@@ -39,7 +38,6 @@ pub mod keywords;
 mod lex;
 pub mod loader;
 pub mod model;
-pub mod ports;
 pub mod quote;
 pub mod resolve;
 pub mod security;
@@ -54,9 +52,8 @@ pub use client::ClientConfig;
 pub use diag::{Error, ErrorKind, Errors, Loaded, Warning, WarningKind};
 pub use disklist::{DiskEntry, Disklist};
 pub use loader::ConfigLocation;
-pub use model::{Application, Auth, Dumptype, HoldingDisk, Interface, Program, Script};
+pub use model::{Application, AuthSetting, Dumptype, HoldingDisk, Interface, Program, Script};
 pub use security::SecurityConf;
 pub use server::Config;
 pub use settings::Settings;
 pub use source::{Location, Span};
-pub use value::PortRange;

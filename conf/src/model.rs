@@ -19,63 +19,43 @@ use crate::value::{
     Properties, Strategy, Value,
 };
 
-/// An `auth` method. Compared case-insensitively (Amanda writes `BSDTCP` as the dumptype
-/// default and `bsdtcp` in amanda-client.conf).
+/// An `auth` as the configuration says it: one amanda-rs implements ([`proto::Auth`]), or
+/// any other word (`krb5`, `ssh`, `local`, ... or a typo) kept as written, so that messages
+/// quote what the user wrote. Compared case-insensitively (Amanda writes `BSDTCP` as the
+/// dumptype default and `bsdtcp` in amanda-client.conf).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
-pub enum Auth {
-    Bsd,
-    Bsdudp,
-    Bsdtcp,
-    Krb5,
-    Local,
-    Rsh,
-    Ssh,
-    Ssl,
+pub enum AuthSetting {
+    /// An auth amanda-rs implements.
+    Known(proto::Auth),
     /// Anything else, as written.
     Other(String),
 }
 
-impl Auth {
-    /// Parses an `auth` string (any case).
-    pub fn parse(s: &str) -> Auth {
-        match s.to_ascii_lowercase().as_str() {
-            "bsd" => Auth::Bsd,
-            "bsdudp" => Auth::Bsdudp,
-            "bsdtcp" => Auth::Bsdtcp,
-            "krb5" => Auth::Krb5,
-            "local" => Auth::Local,
-            "rsh" => Auth::Rsh,
-            "ssh" => Auth::Ssh,
-            "ssl" => Auth::Ssl,
-            _ => Auth::Other(s.to_string()),
+impl AuthSetting {
+    /// Reads an `auth` string (any case).
+    pub fn parse(s: &str) -> AuthSetting {
+        match proto::Auth::from_name(s) {
+            Some(a) => AuthSetting::Known(a),
+            None => AuthSetting::Other(s.to_string()),
         }
     }
-    /// The lower-case name.
+    /// The lower-case name of a known auth, or the text as written.
     pub fn as_str(&self) -> &str {
         match self {
-            Auth::Bsd => "bsd",
-            Auth::Bsdudp => "bsdudp",
-            Auth::Bsdtcp => "bsdtcp",
-            Auth::Krb5 => "krb5",
-            Auth::Local => "local",
-            Auth::Rsh => "rsh",
-            Auth::Ssh => "ssh",
-            Auth::Ssl => "ssl",
-            Auth::Other(s) => s,
+            AuthSetting::Known(a) => a.name(),
+            AuthSetting::Other(s) => s,
         }
     }
-    /// Whether the server sends its requests over UDP from `reserved-udp-port` (bsd, bsdudp).
-    pub fn uses_reserved_udp(&self) -> bool {
-        matches!(self, Auth::Bsd | Auth::Bsdudp)
-    }
-    /// Whether the server connects from `reserved-tcp-port` (bsdtcp).
-    pub fn uses_reserved_tcp(&self) -> bool {
-        matches!(self, Auth::Bsdtcp)
+    /// The auth, when amanda-rs implements it.
+    pub fn known(&self) -> Option<proto::Auth> {
+        match self {
+            AuthSetting::Known(a) => Some(*a),
+            AuthSetting::Other(_) => None,
+        }
     }
 }
 
-impl std::fmt::Display for Auth {
+impl std::fmt::Display for AuthSetting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -276,7 +256,7 @@ pub struct Dumptype {
     /// `comment`.
     pub comment: String,
     /// `auth` (default bsdtcp).
-    pub auth: Auth,
+    pub auth: AuthSetting,
     /// `program` (default DUMP).
     pub program: Program,
     /// `application`, resolved.
@@ -393,7 +373,7 @@ impl Dumptype {
             name: raw.name.clone(),
             location: raw.location.clone(),
             comment: g.str("comment", ""),
-            auth: Auth::parse(&g.str("auth", D::AUTH)),
+            auth: AuthSetting::parse(&g.str("auth", D::AUTH)),
             program: match g.str("program", D::PROGRAM).as_str() {
                 "GNUTAR" => Program::Gnutar,
                 "STAR" => Program::Star,

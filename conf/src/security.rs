@@ -17,7 +17,7 @@ use std::path::Path;
 
 use crate::diag::{ErrorKind, Errors, Loaded, Sink, WarningKind};
 use crate::source::Location;
-use crate::value::PortRange;
+use proto::ports::PortRange;
 
 /// Debian's path of the file (`--with-security-file` default).
 pub const PATH: &str = "/etc/amanda-security.conf";
@@ -167,7 +167,7 @@ fn parse_range(v: &str) -> Option<PortRange> {
     let (a, b) = v.split_once(',')?;
     let a: u16 = a.trim().parse().ok()?;
     let b: u16 = b.trim().parse().ok()?;
-    PortRange::new(a, b)
+    PortRange::new(a, b).ok()
 }
 
 /// The ownership rule for the file and each directory above it: owned by root (checked
@@ -236,17 +236,11 @@ mod tests {
         let c = SecurityConf::parse(PATH, DEBIAN.as_bytes()).unwrap().value;
         assert_eq!(
             c.tcp_port_range.as_ref().unwrap().value,
-            PortRange {
-                low: 512,
-                high: 1024
-            }
+            PortRange::new(512, 1024).unwrap()
         );
         assert_eq!(
             c.udp_port_range.as_ref().unwrap().value,
-            PortRange {
-                low: 840,
-                high: 860
-            }
+            PortRange::new(840, 860).unwrap()
         );
         assert_eq!(
             c.udp_port_range.as_ref().unwrap().location.to_string(),
@@ -273,7 +267,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             w.value.udp_port_range.unwrap().value,
-            PortRange { low: 1, high: 2 }
+            PortRange::new(1, 2).unwrap()
         );
         assert_eq!(w.warnings.len(), 2);
     }

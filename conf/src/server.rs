@@ -17,7 +17,8 @@ use crate::model::{
 };
 use crate::resolve::{self, BlockKind, Defs, DumptypeBase, OverlayScope, Params, RawDef};
 use crate::source::{Location, SourceMap};
-use crate::value::{Autolabel, Labelstr, NoYesAll, PortRange, TaperAlgo, Value};
+use crate::value::{Autolabel, Labelstr, NoYesAll, TaperAlgo, Value};
+use proto::ports::PortRange;
 
 /// `etimeout`: per disk, or (negative in the file) per host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,7 +386,7 @@ fn builtin() -> Location {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Auth, Program};
+    use crate::model::{AuthSetting, Program};
     use crate::value::{Compress, Estimate};
 
     fn cfg(text: &str) -> Config {
@@ -405,27 +406,9 @@ mod tests {
     #[test]
     fn empty_config_has_debian_defaults() {
         let c = cfg("");
-        assert_eq!(
-            c.reserved_udp_port,
-            PortRange {
-                low: 840,
-                high: 860
-            }
-        );
-        assert_eq!(
-            c.reserved_tcp_port,
-            PortRange {
-                low: 512,
-                high: 1023
-            }
-        );
-        assert_eq!(
-            c.unreserved_tcp_port,
-            PortRange {
-                low: 50000,
-                high: 50100
-            }
-        );
+        assert_eq!(c.reserved_udp_port, PortRange::new(840, 860).unwrap());
+        assert_eq!(c.reserved_tcp_port, PortRange::new(512, 1023).unwrap());
+        assert_eq!(c.unreserved_tcp_port, PortRange::new(50000, 50100).unwrap());
         assert_eq!(c.inparallel, 10);
         assert_eq!(c.netusage_kibps, 80000);
         assert_eq!(c.etimeout, Etimeout::PerDisk(Duration::from_secs(300)));
@@ -435,7 +418,7 @@ mod tests {
         assert_eq!(c.interfaces.get("default").unwrap().use_kibps, 80000);
         let nc = c.dumptype("no-compress").unwrap();
         assert_eq!(nc.compress, Compress::None);
-        assert_eq!(nc.auth, Auth::Bsdtcp);
+        assert_eq!(nc.auth, AuthSetting::Known(proto::Auth::Bsdtcp));
         assert!(c.origin("inparallel").is_none());
     }
 
@@ -448,7 +431,7 @@ mod tests {
         ));
         let g = c.dumptype("GrandChild").unwrap();
         assert!(!g.index);
-        assert_eq!(g.auth, Auth::Bsdtcp);
+        assert_eq!(g.auth, AuthSetting::Known(proto::Auth::Bsdtcp));
         assert_eq!(g.compress, Compress::ClientBest);
         assert_eq!(g.properties.get("a").unwrap().values, ["1", "2"]);
         assert_eq!(g.origin("index").unwrap().line, 2);

@@ -8,51 +8,13 @@
 //! What this module must not do: know where a parameter is allowed (see
 //! [`crate::keywords`]) or apply inheritance (see [`crate::resolve`]).
 
+use proto::ports::PortRange;
 use std::collections::BTreeMap;
-use std::fmt;
 
 use crate::diag::ErrorKind;
 use crate::keywords::{self, Kind, PortClass, Unit};
 use crate::source::{SourceMap, Span};
 use crate::syntax::{Tok, Token, describe};
-
-/// A TCP or UDP port range, both ends included.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct PortRange {
-    /// First port.
-    pub low: u16,
-    /// Last port (>= `low`).
-    pub high: u16,
-}
-
-impl PortRange {
-    /// A range; `None` if `low > high`.
-    pub fn new(low: u16, high: u16) -> Option<PortRange> {
-        (low <= high).then_some(PortRange { low, high })
-    }
-    /// How many ports it holds.
-    pub fn len(&self) -> u32 {
-        u32::from(self.high) - u32::from(self.low) + 1
-    }
-    /// Never true (a range holds at least one port); for clippy's `len` convention.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-    /// Whether `port` is in the range.
-    pub fn contains(&self, port: u16) -> bool {
-        self.low <= port && port <= self.high
-    }
-    /// The ports both ranges hold, if any.
-    pub fn intersect(&self, other: &PortRange) -> Option<PortRange> {
-        PortRange::new(self.low.max(other.low), self.high.min(other.high))
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{},{}", self.low, self.high)
-    }
-}
 
 /// `compress` (conffile.c: read_compress).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1284,10 +1246,16 @@ fn port_range(args: &mut Args<'_>, cx: &Cx<'_>, class: PortClass) -> Result<Port
             },
         ));
     }
-    // Both ends are within 1..=65535 here.
-    Ok(PortRange {
-        low: lo as u16,
-        high: hi as u16,
+    // Both ends are within 1..=65535 and in order here.
+    PortRange::new(lo as u16, hi as u16).map_err(|e| {
+        (
+            whole,
+            ErrorKind::Invalid {
+                keyword: cx.keyword.to_string(),
+                constraint: e.to_string(),
+                found: cx.sources.snippet(whole),
+            },
+        )
     })
 }
 
@@ -1409,17 +1377,11 @@ mod tests {
         let r = Kind::PortRange(PortClass::Reserved);
         assert_eq!(
             read_one(r, "840,860", None),
-            Ok(Value::PortRange(PortRange {
-                low: 840,
-                high: 860
-            }))
+            Ok(Value::PortRange(PortRange::new(840, 860).unwrap()))
         );
         assert_eq!(
             read_one(r, "840 860", None),
-            Ok(Value::PortRange(PortRange {
-                low: 840,
-                high: 860
-            }))
+            Ok(Value::PortRange(PortRange::new(840, 860).unwrap()))
         );
         assert_eq!(
             read_one(r, "850-859", None),

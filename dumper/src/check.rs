@@ -26,9 +26,10 @@ use crate::net::exchange::{self, Outcome};
 use crate::net::tcp::FramedConn;
 use crate::net::udp::UdpControl;
 use crate::net::{self, PoolNeeds, Ports, Tuning, WaitEvent};
-use crate::plan::{self, Auth, Plan};
+use crate::plan::{self, Plan};
 use crate::privs;
 use crate::request::{self, ReqContext};
+use proto::Auth;
 
 /// The result of a check.
 pub struct CheckResult {

@@ -19,8 +19,8 @@ use crate::net::exchange::{self, Outcome};
 use crate::net::tcp::FramedConn;
 use crate::net::udp::UdpControl;
 use crate::net::{self, Ports, Tuning, WaitEvent};
-use crate::plan::Auth;
 use crate::request::{self, ReqContext, SizeRequest};
+use proto::Auth;
 
 /// What every estimate shares.
 pub struct EstimateContext {

@@ -14,56 +14,15 @@
 use std::path::{Path, PathBuf};
 
 use conf::loader::ConfigLocation;
-use conf::model::{Auth as ConfAuth, Program};
+use conf::model::{AuthSetting, Program};
 use conf::value::{Compress as ConfCompress, DataPath as ConfDataPath, Encrypt as ConfEncrypt};
 use conf::value::{Estimate as ConfEstimate, ExecuteWhere as ConfWhere, Strategy};
 use conf::{Config, DiskEntry, Disklist};
-use portpool::{Proto, Services};
+use portpool::Services;
+use proto::Auth;
 use proto::dle::{
     Application, Compress, DataPath, Dle, Estimate, ExecuteWhere, FileList, Property, Script,
 };
-
-/// The three auths the dumper speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Auth {
-    /// UDP control from `reserved-udp-port`, one TCP data connection per stream.
-    Bsd,
-    /// UDP control, one multiplexed TCP data connection.
-    Bsdudp,
-    /// Control and streams multiplexed on one TCP connection from `reserved-tcp-port`.
-    Bsdtcp,
-}
-
-impl Auth {
-    /// The lower-case name, as in `<auth>` and `auth=`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Auth::Bsd => "bsd",
-            Auth::Bsdudp => "bsdudp",
-            Auth::Bsdtcp => "bsdtcp",
-        }
-    }
-
-    /// Whether control packets are UDP datagrams.
-    pub const fn is_udp(self) -> bool {
-        matches!(self, Auth::Bsd | Auth::Bsdudp)
-    }
-
-    /// The transport protocol of the client's `amanda` service for this auth.
-    pub const fn service_proto(self) -> Proto {
-        if self.is_udp() {
-            Proto::Udp
-        } else {
-            Proto::Tcp
-        }
-    }
-}
-
-impl std::fmt::Display for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// One DLE as the dumper will handle it.
 #[derive(Clone, Debug)]
@@ -278,12 +237,12 @@ fn client_port(text: &str, auth: Auth, services: &Services, warn: &mut Vec<Strin
         return p;
     }
     let name = if t.is_empty() { "amanda" } else { t };
-    match services.port_of(name, auth.service_proto()) {
+    match services.port_of(name, auth.transport()) {
         Some(p) => p,
         None => {
             warn.push(format!(
                 "service {name}/{} is not in {}; using port 10080 (set client_port \"10080\" in the dumptype to silence this)",
-                auth.service_proto(),
+                auth.transport(),
                 if services.path.is_empty() {
                     "/etc/services"
                 } else {
@@ -324,9 +283,7 @@ fn spec_of(id: usize, e: &DiskEntry, services: &Services, warn: &mut Vec<String>
         }
     };
     let auth = match dt.auth {
-        ConfAuth::Bsd => Auth::Bsd,
-        ConfAuth::Bsdudp => Auth::Bsdudp,
-        ConfAuth::Bsdtcp => Auth::Bsdtcp,
+        AuthSetting::Known(a) => a,
         ref other => {
             refuse(format!(
                 "auth \"{other}\" is not supported by dumper (use bsd, bsdudp or bsdtcp)"

@@ -21,11 +21,11 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use portpool::range::{PortRange, Proto};
 use portpool::rules::Flow;
 use portpool::services::Services;
 use proto::frame;
 use proto::pkt::PacketType;
+use proto::ports::{PortRange, Transport};
 use proto::udp::Datagram;
 
 /// What a probe of one hop from one source port found.
@@ -94,7 +94,7 @@ pub fn probe_client(
         .iter()
         .map(|f| {
             let control = f.dport.lo() == f.dport.hi();
-            let sample = if f.proto == Proto::Udp {
+            let sample = if f.proto == Transport::Udp {
                 32
             } else if control {
                 5
@@ -111,11 +111,11 @@ pub fn probe_client(
                         let dest = SocketAddr::new(target.addr, dport);
                         scope.spawn(move || {
                             let v = match (f.proto, control) {
-                                (Proto::Udp, _) => probe_udp(sport, dest, target.user, timeout),
-                                (Proto::Tcp, true) => {
+                                (Transport::Udp, _) => probe_udp(sport, dest, target.user, timeout),
+                                (Transport::Tcp, true) => {
                                     probe_tcp_control(sport, dest, target.user, timeout)
                                 }
-                                (Proto::Tcp, false) => probe_tcp_reach(sport, dest, timeout),
+                                (Transport::Tcp, false) => probe_tcp_reach(sport, dest, timeout),
                             };
                             (sport, v)
                         })
@@ -141,7 +141,7 @@ pub fn probe_client(
 }
 
 /// Up to `n` ports of `range`, spread evenly, minus those /etc/services gives to others.
-fn sample_ports(range: PortRange, proto: Proto, services: &Services, n: usize) -> Vec<u16> {
+fn sample_ports(range: PortRange, proto: Transport, services: &Services, n: usize) -> Vec<u16> {
     let usable: Vec<u16> = (range.lo()..=range.hi())
         .filter(|p| services.foreign_owner(*p, proto).is_none())
         .collect();
@@ -477,11 +477,11 @@ mod tests {
     fn samples_spread_over_the_range_and_skip_foreign_services() {
         let services = Services::parse("s", "domain-s 853/udp\n").unwrap();
         let r = PortRange::new(850, 859).unwrap();
-        let all = sample_ports(r, Proto::Udp, &services, 32);
+        let all = sample_ports(r, Transport::Udp, &services, 32);
         assert_eq!(all, vec![850, 851, 852, 854, 855, 856, 857, 858, 859]);
         let few = sample_ports(
             PortRange::new(512, 1023).unwrap(),
-            Proto::Tcp,
+            Transport::Tcp,
             &Services::empty(),
             5,
         );

@@ -129,7 +129,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
         privs::drop_to(&user)?;
     }
     let now = clock::now_unix();
-    let timestamp = clock::timestamp(clock::local(now));
+    let timestamp = proto::civil::timestamp(clock::local(now));
     let catalog_path = Catalog::path_for(&plan.config.path(&plan.config.infofile));
     let _run_lock = lock_run(&catalog_path)?;
     let mut catalog = Catalog::open(&catalog_path)?;
@@ -389,8 +389,11 @@ fn plan_levels(plan: &Plan, catalog: &Catalog, now: i64) -> anyhow::Result<Vec<P
                 .iter()
                 .rev()
                 .find(|r| r.level < l && r.status.is_success())
-                .map_or_else(|| clock::dumpdate(0), |r| clock::dumpdate(r.started)),
-            _ => clock::dumpdate(0),
+                .map_or_else(
+                    || proto::civil::dumpdate(0),
+                    |r| proto::civil::dumpdate(r.started),
+                ),
+            _ => proto::civil::dumpdate(0),
         };
         let same_level = history
             .iter()

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use parking_lot::Mutex;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::range::Proto;
+use proto::ports::Transport;
 
 /// Creates a socket bound to `port`. Errors are plain `io::Error`s: the pool reads
 /// EADDRINUSE as "busy elsewhere, try the next port", EACCES/EPERM as "needs privilege",
@@ -22,7 +22,7 @@ pub trait Binder: Send + Sync + 'static {
     /// What a lease owns: the bound socket.
     type Socket: Send + 'static;
 
-    fn bind(&self, proto: Proto, port: u16) -> io::Result<Self::Socket>;
+    fn bind(&self, proto: Transport, port: u16) -> io::Result<Self::Socket>;
 }
 
 /// Real sockets, bound to one local address (default 0.0.0.0).
@@ -48,13 +48,13 @@ impl SocketBinder {
 impl Binder for SocketBinder {
     type Socket = Socket;
 
-    fn bind(&self, proto: Proto, port: u16) -> io::Result<Socket> {
+    fn bind(&self, proto: Transport, port: u16) -> io::Result<Socket> {
         let local = SocketAddr::new(self.addr, port);
         let socket = match proto {
-            Proto::Udp => {
+            Transport::Udp => {
                 Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?
             }
-            Proto::Tcp => {
+            Transport::Tcp => {
                 let s = Socket::new(
                     Domain::for_address(local),
                     Type::STREAM,
@@ -76,14 +76,14 @@ impl Binder for SocketBinder {
 /// A socket that is not one: what [`ModelBinder`] hands out.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ModelSocket {
-    pub proto: Proto,
+    pub proto: Transport,
     pub port: u16,
 }
 
 /// A scripted binder: every port binds unless the table says otherwise.
 #[derive(Debug, Default)]
 pub struct ModelBinder {
-    script: Mutex<HashMap<(Proto, u16), Outcome>>,
+    script: Mutex<HashMap<(Transport, u16), Outcome>>,
 }
 
 /// What [`ModelBinder`] answers for a port.
@@ -103,12 +103,12 @@ impl ModelBinder {
     }
 
     /// Script the answer for a port.
-    pub fn set(&self, proto: Proto, port: u16, outcome: Outcome) {
+    pub fn set(&self, proto: Transport, port: u16, outcome: Outcome) {
         self.script.lock().insert((proto, port), outcome);
     }
 
     /// Forget the script for a port (it binds again).
-    pub fn clear(&self, proto: Proto, port: u16) {
+    pub fn clear(&self, proto: Transport, port: u16) {
         self.script.lock().remove(&(proto, port));
     }
 }
@@ -116,7 +116,7 @@ impl ModelBinder {
 impl Binder for ModelBinder {
     type Socket = ModelSocket;
 
-    fn bind(&self, proto: Proto, port: u16) -> io::Result<ModelSocket> {
+    fn bind(&self, proto: Transport, port: u16) -> io::Result<ModelSocket> {
         let mut script = self.script.lock();
         match script.get_mut(&(proto, port)) {
             None => Ok(ModelSocket { proto, port }),

@@ -6,8 +6,9 @@
 
 use std::fmt::Write as _;
 
-use crate::range::{PortRange, Proto};
-use crate::site::{Auth, Ranges, Setting, Site};
+use crate::site::{Ranges, Setting, Site};
+use proto::Auth;
+use proto::ports::{PortRange, Transport};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -44,22 +45,22 @@ fn finding(
     }
 }
 
-fn keyword(proto: Proto) -> &'static str {
+fn keyword(proto: Transport) -> &'static str {
     match proto {
-        Proto::Udp => "reserved-udp-port",
-        Proto::Tcp => "reserved-tcp-port",
+        Transport::Udp => "reserved-udp-port",
+        Transport::Tcp => "reserved-tcp-port",
     }
 }
 
-fn security_key(proto: Proto) -> &'static str {
+fn security_key(proto: Transport) -> &'static str {
     match proto {
-        Proto::Udp => "udp_port_range",
-        Proto::Tcp => "tcp_port_range",
+        Transport::Udp => "udp_port_range",
+        Transport::Tcp => "tcp_port_range",
     }
 }
 
 /// Ports of `range` Amanda skips, as `853 (domain-s)`.
-fn lost_ports(site: &Site, range: PortRange, proto: Proto) -> Vec<(u16, String)> {
+fn lost_ports(site: &Site, range: PortRange, proto: Transport) -> Vec<(u16, String)> {
     site.services
         .as_ref()
         .map(|s| s.foreign_in(range, proto))
@@ -67,7 +68,7 @@ fn lost_ports(site: &Site, range: PortRange, proto: Proto) -> Vec<(u16, String)>
 }
 
 /// The smallest range starting at `lo` with `need` usable ports, within `limit`.
-fn widened(site: &Site, lo: u16, need: u32, proto: Proto, limit: u16) -> Option<PortRange> {
+fn widened(site: &Site, lo: u16, need: u32, proto: Transport, limit: u16) -> Option<PortRange> {
     let mut hi = lo;
     loop {
         let range = PortRange::new(lo, hi).ok()?;
@@ -85,8 +86,8 @@ fn widened(site: &Site, lo: u16, need: u32, proto: Proto, limit: u16) -> Option<
 pub fn check(site: &Site) -> Vec<Finding> {
     let mut out = Vec::new();
     let auths = site.auths();
-    let protos: Vec<Proto> = {
-        let mut p: Vec<Proto> = auths.iter().map(|a| a.control_proto()).collect();
+    let protos: Vec<Transport> = {
+        let mut p: Vec<Transport> = auths.iter().map(|a| a.transport()).collect();
         p.dedup();
         p.sort();
         p.dedup();
@@ -102,8 +103,8 @@ pub fn check(site: &Site) -> Vec<Finding> {
     let maxdumps = site.dles.iter().map(|d| d.maxdumps).max().unwrap_or(1);
     for &proto in &protos {
         let setting = match proto {
-            Proto::Udp => &site.server.reserved_udp,
-            Proto::Tcp => &site.server.reserved_tcp,
+            Transport::Udp => &site.server.reserved_udp,
+            Transport::Tcp => &site.server.reserved_tcp,
         };
         let range = setting.value;
         let lost = lost_ports(site, range, proto);
@@ -140,13 +141,27 @@ pub fn check(site: &Site) -> Vec<Finding> {
         // holds one more. bsdtcp holds one per running dump (and one per host while
         // estimating).
         let (need, why) = match proto {
-            Proto::Udp => (
-                inparallel + 1,
-                format!(
-                    "inparallel {inparallel}: every dumper of the real Amanda keeps one port, plus one for the planner or amcheck"
-                ),
-            ),
-            Proto::Tcp => (
+            Transport::Udp => {
+                // A dumper binds its port at its first request: a night with fewer bsd/bsdudp
+                // DLEs than dumpers never wakes the rest.
+                let udp_dles = site.dles.iter().filter(|d| d.auth.is_udp()).count() as u32;
+                if site.dles.is_empty() || udp_dles >= inparallel {
+                    (
+                        inparallel + 1,
+                        format!(
+                            "inparallel {inparallel}: every dumper of the real Amanda keeps one port, plus one for the planner or amcheck"
+                        ),
+                    )
+                } else {
+                    (
+                        udp_dles + 1,
+                        format!(
+                            "{udp_dles} DLEs with auth bsd/bsdudp (inparallel {inparallel}): each dumper that runs one keeps its port, plus one for the planner or amcheck"
+                        ),
+                    )
+                }
+            }
+            Transport::Tcp => (
                 peak,
                 format!(
                     "inparallel {inparallel} with maxdumps {maxdumps} on {hosts} hosts: up to {peak} dumps at once, one reserved TCP connection each"
@@ -159,14 +174,14 @@ pub fn check(site: &Site) -> Vec<Finding> {
                 .map(|r| format!("{} {}", keyword(proto), r.amanda_notation()))
                 .unwrap_or_else(|| format!("a {} with {need} usable ports", keyword(proto)));
             let fewer = match proto {
-                Proto::Udp => format!("inparallel {}", usable.saturating_sub(1).max(1)),
-                Proto::Tcp => format!("inparallel {usable}"),
+                Transport::Udp => format!("inparallel {}", usable.saturating_sub(1).max(1)),
+                Transport::Tcp => format!("inparallel {usable}"),
             };
             let consequence = match proto {
-                Proto::Udp => {
+                Transport::Udp => {
                     "the real Amanda 3.5 blocks the surplus dumpers 30 minutes per try (15 s x 120) and then fails their DLEs; Amanda 2.4 sent them from ports outside the range, which the firewall drops; amanda-rs waits for a free port (backpressure) and is slower"
                 }
-                Proto::Tcp => {
+                Transport::Tcp => {
                     "the real Amanda 3.5 fails the surplus connections at once (then connect-tries, retry_dump); amanda-rs waits for a free port and is slower"
                 }
             };
@@ -181,7 +196,9 @@ pub fn check(site: &Site) -> Vec<Finding> {
                 ),
                 format!("set {wider}, or {fewer}"),
             ));
-        } else if proto == Proto::Tcp && (usable as usize) < hosts && auths.contains(&Auth::Bsdtcp)
+        } else if proto == Transport::Tcp
+            && (usable as usize) < hosts
+            && auths.contains(&Auth::Bsdtcp)
         {
             out.push(finding(
                 Severity::Warning,
@@ -230,7 +247,12 @@ fn validity(ranges: &Ranges, file: &str, out: &mut Vec<Finding>) {
     }
 }
 
-fn security_file(site: &Site, proto: Proto, setting: &Setting<PortRange>, out: &mut Vec<Finding>) {
+fn security_file(
+    site: &Site,
+    proto: Transport,
+    setting: &Setting<PortRange>,
+    out: &mut Vec<Finding>,
+) {
     let Some(sec) = &site.security else { return };
     let range = setting.value;
     match sec.range(proto) {
@@ -279,11 +301,11 @@ fn security_file(site: &Site, proto: Proto, setting: &Setting<PortRange>, out: &
         }
         None => {
             let (severity, what) = match proto {
-                Proto::Udp => (
+                Transport::Udp => (
                     Severity::Warning,
                     "the real Amanda's ambind falls back to the build's UDPPORTRANGE (Debian: 840,860)",
                 ),
-                Proto::Tcp => (
+                Transport::Tcp => (
                     Severity::Error,
                     "the real Amanda's ambind falls back to the build's LOW_TCPPORTRANGE, which Debian leaves unset: every privileged TCP bind is refused (\"No defined tcp_port_range\")",
                 ),
@@ -304,7 +326,7 @@ fn security_file(site: &Site, proto: Proto, setting: &Setting<PortRange>, out: &
     }
 }
 
-fn privilege(site: &Site, proto: Proto, setting: &Setting<PortRange>, out: &mut Vec<Finding>) {
+fn privilege(site: &Site, proto: Transport, setting: &Setting<PortRange>, out: &mut Vec<Finding>) {
     let Some(privilege) = site.privilege else {
         return;
     };
@@ -326,7 +348,7 @@ fn privilege(site: &Site, proto: Proto, setting: &Setting<PortRange>, out: &mut 
     }
 }
 
-fn client_conf(site: &Site, protos: &[Proto], out: &mut Vec<Finding>) {
+fn client_conf(site: &Site, protos: &[Transport], out: &mut Vec<Finding>) {
     let Some((path, client)) = &site.client_conf else {
         return;
     };
@@ -335,13 +357,13 @@ fn client_conf(site: &Site, protos: &[Proto], out: &mut Vec<Finding>) {
             "reserved-udp-port",
             &site.server.reserved_udp,
             &client.reserved_udp,
-            protos.contains(&Proto::Udp),
+            protos.contains(&Transport::Udp),
         ),
         (
             "reserved-tcp-port",
             &site.server.reserved_tcp,
             &client.reserved_tcp,
-            protos.contains(&Proto::Tcp),
+            protos.contains(&Transport::Tcp),
         ),
         (
             "unreserved-tcp-port",
@@ -379,7 +401,7 @@ fn data_range(site: &Site, auths: &[Auth], peak: u32, out: &mut Vec<Finding>) {
     }
     let s = &site.server.unreserved_tcp;
     let need = peak * per_dump;
-    let usable = s.value.len() - lost_ports(site, s.value, Proto::Tcp).len() as u32;
+    let usable = s.value.len() - lost_ports(site, s.value, Transport::Tcp).len() as u32;
     if usable < need {
         out.push(finding(
             Severity::Warning,
@@ -398,7 +420,7 @@ fn client_port(site: &Site, out: &mut Vec<Finding>) {
     let Some(services) = &site.services else {
         return;
     };
-    if services.port_of("amanda", Proto::Udp).is_some() {
+    if services.port_of("amanda", Transport::Udp).is_some() {
         return;
     }
     if let Some(d) = site

@@ -9,16 +9,15 @@ use std::net::{IpAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use conf::loader::ConfigLocation;
-use conf::model::Auth as ConfAuth;
 use conf::{ClientConfig, Config, Disklist, SecurityConf};
 
-use crate::range::PortRange;
 use crate::services::Services;
 use crate::sim::SimParams;
 use crate::sim::rng::Rng;
 use crate::site::{
-    AMANDA_PORT, Auth, Client, Origin, Privilege, Ranges, SecurityFile, Setting, Site, SiteDle,
+    AMANDA_PORT, Client, Origin, Privilege, Ranges, SecurityFile, Setting, Site, SiteDle,
 };
+use proto::ports::PortRange;
 
 /// Where to read a site from.
 #[derive(Debug, Clone)]
@@ -51,21 +50,17 @@ fn origin(loc: Option<&conf::Location>) -> Origin {
     }
 }
 
-fn range(r: conf::PortRange) -> Option<PortRange> {
-    PortRange::new(r.low.max(1), r.high.max(1)).ok()
-}
-
-fn setting(r: conf::PortRange, loc: Option<&conf::Location>) -> Option<Setting<PortRange>> {
+fn setting(r: PortRange, loc: Option<&conf::Location>) -> Option<Setting<PortRange>> {
     Some(Setting {
-        value: range(r)?,
+        value: r,
         origin: origin(loc),
     })
 }
 
 fn ranges(
-    udp: conf::PortRange,
-    tcp: conf::PortRange,
-    unres: conf::PortRange,
+    udp: PortRange,
+    tcp: PortRange,
+    unres: PortRange,
     origin_of: impl Fn(&str) -> Option<conf::Location>,
 ) -> Option<Ranges> {
     Some(Ranges {
@@ -75,15 +70,6 @@ fn ranges(
     })
 }
 
-fn auth(a: &ConfAuth) -> Option<Auth> {
-    match a {
-        ConfAuth::Bsd => Some(Auth::Bsd),
-        ConfAuth::Bsdudp => Some(Auth::Bsdudp),
-        ConfAuth::Bsdtcp => Some(Auth::Bsdtcp),
-        _ => None,
-    }
-}
-
 fn client_port(text: &str, services: &Services) -> Option<u16> {
     let t = text.trim();
     if t.is_empty() {
@@ -91,7 +77,7 @@ fn client_port(text: &str, services: &Services) -> Option<u16> {
     }
     t.parse::<u16>()
         .ok()
-        .or_else(|| services.port_of(t, crate::range::Proto::Tcp))
+        .or_else(|| services.port_of(t, proto::ports::Transport::Tcp))
 }
 
 /// Read amanda.conf, its disklist, amanda-client.conf, the security file and the
@@ -174,7 +160,7 @@ pub fn site_from(
         site.client_conf = Some((path.display().to_string(), r));
     }
     if let Some((path, s)) = security {
-        let entry = |e: &Option<conf::security::Entry<conf::PortRange>>| {
+        let entry = |e: &Option<conf::security::Entry<PortRange>>| {
             e.as_ref().and_then(|e| setting(e.value, Some(&e.location)))
         };
         site.security = Some(SecurityFile {
@@ -184,7 +170,7 @@ pub fn site_from(
         });
     }
     for e in &disklist.entries {
-        let Some(a) = auth(&e.dumptype.auth) else {
+        let Some(a) = e.dumptype.auth.known() else {
             continue;
         };
         let port_text = e.dumptype.client_port.clone();
@@ -311,6 +297,7 @@ pub fn resolve_addresses(site: &mut Site) {
 mod tests {
     use super::*;
     use crate::check::{Severity, check};
+    use proto::Auth;
 
     const AMANDA_CONF: &str = "\
 inparallel 20
@@ -381,8 +368,21 @@ define dumptype tcp-dt {
     }
 
     #[test]
-    fn the_seed_config_fails_the_capacity_check() {
+    fn the_seed_config_fails_the_capacity_check_once_it_has_more_dles_than_ports() {
+        // Two bsd DLEs wake two dumpers: nine ports are plenty.
         let findings = check(&site());
+        assert!(
+            !findings.iter().any(|f| f.code == "capacity"),
+            "{findings:#?}"
+        );
+        // Thirty wake all twenty dumpers, each keeping its port.
+        let mut many = site();
+        let first = many.dles[0].clone();
+        many.dles.extend((0..30).map(|i| SiteDle {
+            disk: format!("/d{i}"),
+            ..first.clone()
+        }));
+        let findings = check(&many);
         let cap = findings.iter().find(|f| f.code == "capacity").unwrap();
         assert_eq!(cap.severity, Severity::Error);
         assert!(

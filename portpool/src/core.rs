@@ -23,7 +23,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::range::{PortRange, Proto};
+use proto::ports::{PortRange, Transport};
 
 /// Who a TCP lease talks to (client:10080 for a bsdtcp control connection).
 pub type Dest = SocketAddr;
@@ -77,7 +77,7 @@ impl Unusable {
 /// The configuration of one pool core.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
-    pub proto: Proto,
+    pub proto: Transport,
     pub range: PortRange,
     /// Ports that are never leased, with the reason (kept for messages).
     pub unusable: Vec<(u16, Unusable)>,
@@ -89,7 +89,7 @@ pub struct CoreConfig {
 }
 
 impl CoreConfig {
-    pub fn new(proto: Proto, range: PortRange) -> Self {
+    pub fn new(proto: Transport, range: PortRange) -> Self {
         CoreConfig {
             proto,
             range,
@@ -112,7 +112,7 @@ pub enum PoolEvent {
 /// The summary of one exhaustion episode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Episode {
-    pub proto: Proto,
+    pub proto: Transport,
     pub range: PortRange,
     pub duration: Duration,
     pub usable: u32,
@@ -158,7 +158,7 @@ impl fmt::Display for Episode {
 /// Why a request waits: data for the dumper's messages, and a Display for the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shortage {
-    pub proto: Proto,
+    pub proto: Transport,
     pub range: PortRange,
     pub usable: u32,
     pub unusable: Vec<(u16, Unusable)>,
@@ -320,7 +320,7 @@ struct EpisodeState {
 /// The sans-IO pool. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct PoolCore {
-    proto: Proto,
+    proto: Transport,
     range: PortRange,
     time_wait: Duration,
     busy_retry: Duration,
@@ -398,7 +398,7 @@ impl PoolCore {
         core
     }
 
-    pub fn proto(&self) -> Proto {
+    pub fn proto(&self) -> Transport {
         self.proto
     }
 
@@ -542,7 +542,7 @@ impl PoolCore {
         let State::Leased { dest } = self.states[index] else {
             return Err(Misuse::NotLeased(port));
         };
-        if let (Proto::Tcp, Some(dest), true) = (self.proto, dest, active_close) {
+        if let (Transport::Tcp, Some(dest), true) = (self.proto, dest, active_close) {
             self.hold(port, dest, now + self.time_wait, now);
         }
         self.set_state(port, State::Free);
@@ -555,7 +555,7 @@ impl PoolCore {
     /// Record that `port` cannot reach `dest` until `until` (a connect failed with
     /// EADDRNOTAVAIL: a TIME_WAIT the pool did not know of). The port's state is unchanged.
     pub fn hold(&mut self, port: u16, dest: Dest, until: Instant, now: Instant) {
-        if self.proto != Proto::Tcp || !self.range.contains(port) {
+        if self.proto != Transport::Tcp || !self.range.contains(port) {
             return;
         }
         let holds = self.holds.entry(port).or_default();
@@ -799,7 +799,7 @@ impl PoolCore {
             }
             previous = Some(w.ticket);
         }
-        if !self.holds.is_empty() && self.proto != Proto::Tcp {
+        if !self.holds.is_empty() && self.proto != Transport::Tcp {
             return Err("TIME_WAIT holds on a UDP pool".into());
         }
         // Work conservation: no waiter could use a free port.

@@ -4,14 +4,15 @@
 //! committed corpus `fuzz/corpus/<name>/` on stable. What this module must NOT do: touch
 //! files, sockets or clocks (beyond the test's corpus reading).
 
-use crate::range::{PortRange, Proto};
 use crate::services::Services;
+use proto::ports::{PortRange, Transport};
 
 /// Fuzz targets: (name under fuzz/corpus/, entry point).
 #[allow(clippy::type_complexity)]
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("portpool_services", portpool_services),
     ("portpool_range", portpool_range),
+    ("portpool_site", portpool_site),
 ];
 
 /// `/etc/services` text: lenient and strict parses agree, and every lookup Amanda's rule
@@ -26,7 +27,7 @@ pub fn portpool_services(data: &[u8]) {
         }
         Err(first) => assert_eq!(Some(&first), errors.first()),
     }
-    for proto in [Proto::Udp, Proto::Tcp] {
+    for proto in [Transport::Udp, Transport::Tcp] {
         let all = PortRange::new(1, u16::MAX).expect("valid");
         for (port, name) in lenient.foreign_in(all, proto) {
             assert_eq!(lenient.foreign_owner(port, proto), Some(name.as_str()));
@@ -45,6 +46,33 @@ pub fn portpool_range(data: &[u8]) {
             Some(range)
         );
     }
+}
+
+/// amanda.conf text, then (after the first NUL) a disklist: the site `portpool check` reads
+/// from them, linted and rendered.
+pub fn portpool_site(data: &[u8]) {
+    let (conf_text, disklist) = match data.iter().position(|b| *b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &b"localhost /a d\n"[..]),
+    };
+    let text = String::from_utf8_lossy(conf_text);
+    let Ok(config) = conf::Config::parse_str("amanda.conf", &text) else {
+        return;
+    };
+    let Ok(dl) = conf::Disklist::parse(&config.value, "disklist", disklist) else {
+        return;
+    };
+    let services = Services::parse("/etc/services", "domain-s 853/udp\n").expect("valid");
+    let site = crate::conf_adapter::site_from(
+        &config.value,
+        &dl.value,
+        None,
+        None,
+        services,
+        std::path::Path::new("amanda.conf"),
+    );
+    let findings = crate::check::check(&site);
+    let _ = crate::check::render(&site, &findings);
 }
 
 #[cfg(test)]

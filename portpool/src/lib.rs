@@ -24,7 +24,6 @@ pub mod conf_adapter;
 pub mod core;
 pub mod fuzz;
 pub mod pool;
-pub mod range;
 pub mod registry;
 pub mod rules;
 pub mod services;
@@ -36,6 +35,6 @@ pub use crate::core::{
 };
 pub use binder::{Binder, ModelBinder, ModelSocket, SocketBinder};
 pub use pool::{ConnectError, Lease, LeaseError, Pool, PoolConfig, PoolError};
-pub use range::{PortRange, Proto};
+pub use proto::ports::{PortRange, Transport};
 pub use registry::{HostLock, Registry};
 pub use services::Services;

@@ -18,10 +18,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use portpool::check;
 use portpool::conf_adapter::{self, Sources};
-use portpool::range::PortRange;
 use portpool::rules::{self, Format, Side};
 use portpool::sim::{self, SimParams, parse_duration, parse_rate, parse_size};
-use portpool::site::Auth;
+use proto::Auth;
+use proto::ports::PortRange;
 
 #[derive(Parser, Debug)]
 #[command(

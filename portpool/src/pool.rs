@@ -27,14 +27,14 @@ use crate::binder::{BindErrorKind, Binder, SocketBinder, classify};
 use crate::core::{
     CoreConfig, Dest, Metrics, PoolCore, PoolEvent, Shortage, Ticket, Unusable, fmt_duration,
 };
-use crate::range::{PortRange, Proto};
 use crate::registry::{ClaimError, HostLock, Registry};
 use crate::services::{self, Services};
+use proto::ports::{PortRange, Transport};
 
 /// How to build a [`Pool`].
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
-    pub proto: Proto,
+    pub proto: Transport,
     pub range: PortRange,
     /// Skip ports `/etc/services` gives to other services, as Amanda does (default on).
     pub skip_services: bool,
@@ -57,7 +57,7 @@ pub struct PoolConfig {
 impl PoolConfig {
     /// Defaults: skip `/etc/services` ports, TIME_WAIT 60 s, busy retry 5 s, registry in
     /// `/run/amanda-rs/ports`.
-    pub fn new(proto: Proto, range: PortRange) -> Self {
+    pub fn new(proto: Transport, range: PortRange) -> Self {
         PoolConfig {
             proto,
             range,
@@ -164,19 +164,19 @@ pub enum LeaseError {
     NoUsablePorts { shortage: Shortage },
     #[error("binding port {port} needs root or CAP_NET_BIND_SERVICE ({proto} pool {range})")]
     PermissionDenied {
-        proto: Proto,
+        proto: Transport,
         port: u16,
         range: PortRange,
     },
     #[error("binding {proto} port {port}: {source}")]
     Bind {
-        proto: Proto,
+        proto: Transport,
         port: u16,
         source: io::Error,
     },
     #[error("host port registry, {proto} port {port}: {source}")]
     Registry {
-        proto: Proto,
+        proto: Transport,
         port: u16,
         source: ClaimError,
     },
@@ -196,7 +196,7 @@ struct State {
 }
 
 struct Shared {
-    proto: Proto,
+    proto: Transport,
     range: PortRange,
     state: Mutex<State>,
 }
@@ -283,7 +283,7 @@ impl<B: Binder> Pool<B> {
         })
     }
 
-    pub fn proto(&self) -> Proto {
+    pub fn proto(&self) -> Transport {
         self.shared.proto
     }
 
@@ -537,7 +537,7 @@ impl<S> Lease<S> {
         self.slot.port
     }
 
-    pub fn proto(&self) -> Proto {
+    pub fn proto(&self) -> Transport {
         self.slot.shared.proto
     }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::range::Proto;
+use proto::ports::Transport;
 
 /// The default directory of the lock files.
 pub const DEFAULT_RUN_DIR: &str = "/run/amanda-rs/ports";
@@ -78,12 +78,12 @@ impl Registry {
     }
 
     /// The lock file of a port.
-    pub fn path_of(&self, proto: Proto, port: u16) -> PathBuf {
+    pub fn path_of(&self, proto: Transport, port: u16) -> PathBuf {
         self.dir.join(format!("{proto}-{port}.lock"))
     }
 
     /// Claim `port` for this process without blocking.
-    pub fn try_claim(&self, proto: Proto, port: u16) -> Result<HostLock, ClaimError> {
+    pub fn try_claim(&self, proto: Transport, port: u16) -> Result<HostLock, ClaimError> {
         let path = self.path_of(proto, port);
         let io_err = |source| ClaimError::Io {
             path: path.clone(),
@@ -168,20 +168,20 @@ mod tests {
     fn a_claimed_port_is_held_until_the_lock_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::new(dir.path().join("ports")).unwrap();
-        let lock = reg.try_claim(Proto::Udp, 850).unwrap();
+        let lock = reg.try_claim(Transport::Udp, 850).unwrap();
         assert!(lock.path().ends_with("udp-850.lock"));
-        match reg.try_claim(Proto::Udp, 850) {
+        match reg.try_claim(Transport::Udp, 850) {
             Err(ClaimError::Held { pid }) => assert_eq!(pid, Some(std::process::id())),
             other => panic!("expected Held, got {other:?}"),
         }
         // Another protocol is another port.
-        let _tcp = reg.try_claim(Proto::Tcp, 850).unwrap();
+        let _tcp = reg.try_claim(Transport::Tcp, 850).unwrap();
         drop(lock);
         assert!(
-            !reg.path_of(Proto::Udp, 850).exists(),
+            !reg.path_of(Transport::Udp, 850).exists(),
             "released locks are unlinked"
         );
-        reg.try_claim(Proto::Udp, 850).unwrap();
+        reg.try_claim(Transport::Udp, 850).unwrap();
     }
 
     #[test]
@@ -189,8 +189,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::new(dir.path()).unwrap();
         // A file left behind with a pid, but no lock on it: its process is gone.
-        fs::write(reg.path_of(Proto::Tcp, 851), "999999\n").unwrap();
-        let lock = reg.try_claim(Proto::Tcp, 851).unwrap();
+        fs::write(reg.path_of(Transport::Tcp, 851), "999999\n").unwrap();
+        let lock = reg.try_claim(Transport::Tcp, 851).unwrap();
         let text = fs::read_to_string(lock.path()).unwrap();
         assert_eq!(text.trim(), std::process::id().to_string());
     }

@@ -23,8 +23,9 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use crate::range::{PortRange, Proto};
-use crate::site::{Auth, Ranges, Site};
+use crate::site::{Ranges, Site};
+use proto::Auth;
+use proto::ports::{PortRange, Transport};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -59,7 +60,7 @@ enum Dir {
 struct Rule {
     dir: Dir,
     peers: Vec<IpAddr>,
-    proto: Proto,
+    proto: Transport,
     sport: Option<PortRange>,
     dport: Option<PortRange>,
     comment: String,
@@ -77,7 +78,7 @@ struct HostRules {
     /// Comment lines for the header (why something is absent).
     notes: Vec<String>,
     /// Ports of this host that only the rules may reach.
-    guarded: Vec<(Proto, u16)>,
+    guarded: Vec<(Transport, u16)>,
 }
 
 fn single(port: u16) -> PortRange {
@@ -149,37 +150,40 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
             host.notes.push(note.clone());
             server.notes.push(note);
         }
-        let mut both =
-            |dir_server: Dir, proto: Proto, sport: PortRange, dport: PortRange, comment: String| {
-                let dir_client = if dir_server == Dir::Out {
-                    Dir::In
-                } else {
-                    Dir::Out
-                };
-                server.rules.push(Rule {
-                    dir: dir_server,
-                    peers: addrs.clone(),
-                    proto,
-                    sport: Some(sport),
-                    dport: Some(dport),
-                    comment: format!("{comment} ({})", client.name),
-                });
-                host.rules.push(Rule {
-                    dir: dir_client,
-                    peers: server_addrs.clone(),
-                    proto,
-                    sport: Some(sport),
-                    dport: Some(dport),
-                    comment,
-                });
+        let mut both = |dir_server: Dir,
+                        proto: Transport,
+                        sport: PortRange,
+                        dport: PortRange,
+                        comment: String| {
+            let dir_client = if dir_server == Dir::Out {
+                Dir::In
+            } else {
+                Dir::Out
             };
+            server.rules.push(Rule {
+                dir: dir_server,
+                peers: addrs.clone(),
+                proto,
+                sport: Some(sport),
+                dport: Some(dport),
+                comment: format!("{comment} ({})", client.name),
+            });
+            host.rules.push(Rule {
+                dir: dir_client,
+                peers: server_addrs.clone(),
+                proto,
+                sport: Some(sport),
+                dport: Some(dport),
+                comment,
+            });
+        };
         for &port in &ports {
             for &auth in &auths {
                 match auth {
                     Auth::Bsd | Auth::Bsdudp => {
                         both(
                             Dir::Out,
-                            Proto::Udp,
+                            Transport::Udp,
                             s.reserved_udp.value,
                             single(port),
                             format!("{auth} control: server reserved-udp-port to amandad"),
@@ -191,7 +195,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                         };
                         both(
                             Dir::Out,
-                            Proto::Tcp,
+                            Transport::Tcp,
                             s.unreserved_tcp.value,
                             c.unreserved_tcp.value,
                             format!(
@@ -202,7 +206,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                     Auth::Bsdtcp => {
                         both(
                             Dir::Out,
-                            Proto::Tcp,
+                            Transport::Tcp,
                             s.reserved_tcp.value,
                             single(port),
                             "bsdtcp control and data: server reserved-tcp-port to amandad"
@@ -216,10 +220,10 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                 host.helpers.push((Dir::In, server_addrs.clone(), port));
             }
             if auths.iter().any(|a| *a != Auth::Bsdtcp) {
-                host.guarded.push((Proto::Udp, port));
+                host.guarded.push((Transport::Udp, port));
             }
             if auths.contains(&Auth::Bsdtcp) {
-                host.guarded.push((Proto::Tcp, port));
+                host.guarded.push((Transport::Tcp, port));
             }
         }
         // Restore path: amrecover on the client talks to the server's amandad.
@@ -227,7 +231,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
             match auth {
                 Auth::Bsdtcp => both(
                     Dir::In,
-                    Proto::Tcp,
+                    Transport::Tcp,
                     c.reserved_tcp.value,
                     single(crate::site::AMANDA_PORT),
                     "restore: amrecover (bsdtcp) to the server's amindexd/amidxtaped".to_owned(),
@@ -235,14 +239,14 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                 Auth::Bsd | Auth::Bsdudp => {
                     both(
                         Dir::In,
-                        Proto::Udp,
+                        Transport::Udp,
                         c.reserved_udp.value,
                         single(crate::site::AMANDA_PORT),
                         format!("restore: amrecover ({auth}) to the server's amandad"),
                     );
                     both(
                         Dir::In,
-                        Proto::Tcp,
+                        Transport::Tcp,
                         c.unreserved_tcp.value,
                         s.unreserved_tcp.value,
                         format!("restore: {auth} data streams to the server's unreserved-tcp-port"),
@@ -261,10 +265,14 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
     let any_udp = site.dles.iter().any(|d| d.auth != Auth::Bsdtcp);
     let any_tcp = site.dles.iter().any(|d| d.auth == Auth::Bsdtcp);
     if any_udp {
-        server.guarded.push((Proto::Udp, crate::site::AMANDA_PORT));
+        server
+            .guarded
+            .push((Transport::Udp, crate::site::AMANDA_PORT));
     }
     if any_tcp {
-        server.guarded.push((Proto::Tcp, crate::site::AMANDA_PORT));
+        server
+            .guarded
+            .push((Transport::Tcp, crate::site::AMANDA_PORT));
     }
     dedup(&mut server.rules);
     let mut all = vec![server];
@@ -391,7 +399,7 @@ fn nft_rule_lines(r: &Rule) -> Vec<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flow {
     /// `udp` or `tcp`.
-    pub proto: Proto,
+    pub proto: Transport,
     /// The server's source ports.
     pub sport: PortRange,
     /// The client's destination ports.

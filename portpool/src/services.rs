@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::range::{PortRange, Proto};
+use proto::ports::{PortRange, Transport};
 
 /// What Amanda's rule looks for in a service name.
 pub const AMANDA_SERVICE_NAME: &str = "amanda";
@@ -32,7 +32,7 @@ pub struct ServicesError {
 /// that lists it. Only `tcp` and `udp` entries are kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Services {
-    first: BTreeMap<(Proto, u16), String>,
+    first: BTreeMap<(Transport, u16), String>,
     /// Where the text came from, for messages (`/etc/services`).
     pub path: String,
 }
@@ -82,19 +82,19 @@ impl Services {
     }
 
     /// The official name `getservbyport(port, proto)` would return.
-    pub fn name_of(&self, port: u16, proto: Proto) -> Option<&str> {
+    pub fn name_of(&self, port: u16, proto: Transport) -> Option<&str> {
         self.first.get(&(proto, port)).map(String::as_str)
     }
 
     /// The name of the service that makes Amanda skip `port`: listed, and not an Amanda
     /// name.
-    pub fn foreign_owner(&self, port: u16, proto: Proto) -> Option<&str> {
+    pub fn foreign_owner(&self, port: u16, proto: Transport) -> Option<&str> {
         self.name_of(port, proto)
             .filter(|name| !name.contains(AMANDA_SERVICE_NAME))
     }
 
     /// Every port of `range` that Amanda would skip, with the owning name, ascending.
-    pub fn foreign_in(&self, range: PortRange, proto: Proto) -> Vec<(u16, String)> {
+    pub fn foreign_in(&self, range: PortRange, proto: Transport) -> Vec<(u16, String)> {
         self.first
             .range((proto, range.lo())..=(proto, range.hi()))
             .filter(|(_, name)| !name.contains(AMANDA_SERVICE_NAME))
@@ -103,7 +103,7 @@ impl Services {
     }
 
     /// The port of a named service (official name), e.g. `amanda`/udp → 10080.
-    pub fn port_of(&self, name: &str, proto: Proto) -> Option<u16> {
+    pub fn port_of(&self, name: &str, proto: Transport) -> Option<u16> {
         self.first
             .iter()
             .find(|((p, _), n)| *p == proto && n.as_str() == name)
@@ -128,7 +128,7 @@ impl fmt::Display for Services {
 
 /// One line: `Ok(None)` for blank/comment lines; the protocol is `None` when it is neither
 /// tcp nor udp (ddp, sctp...). Errors carry a 1-based column.
-type Entry = (String, u16, Option<Proto>);
+type Entry = (String, u16, Option<Transport>);
 
 fn parse_line(raw: &str) -> Result<Option<Entry>, (usize, String)> {
     let content = raw.split('#').next().unwrap_or("");
@@ -158,8 +158,8 @@ fn parse_line(raw: &str) -> Result<Option<Entry>, (usize, String)> {
         ));
     }
     let proto = match proto_text {
-        "tcp" => Some(Proto::Tcp),
-        "udp" => Some(Proto::Udp),
+        "tcp" => Some(Transport::Tcp),
+        "udp" => Some(Transport::Udp),
         _ => None,
     };
     Ok(Some((name.to_owned(), port, proto)))
@@ -225,31 +225,31 @@ at-rtmp\t\t201/ddp
         let s = Services::parse("/etc/services", DEBIAN_EXCERPT).unwrap();
         let range = PortRange::new(850, 859).unwrap();
         assert_eq!(
-            s.foreign_in(range, Proto::Udp),
+            s.foreign_in(range, Transport::Udp),
             vec![(853, "domain-s".to_owned())]
         );
-        assert_eq!(s.foreign_owner(853, Proto::Tcp), Some("domain-s"));
-        assert_eq!(s.foreign_owner(852, Proto::Udp), None);
+        assert_eq!(s.foreign_owner(853, Transport::Tcp), Some("domain-s"));
+        assert_eq!(s.foreign_owner(852, Transport::Udp), None);
     }
 
     #[test]
     fn names_containing_amanda_are_not_foreign() {
         let s = Services::parse("/etc/services", DEBIAN_EXCERPT).unwrap();
-        assert_eq!(s.name_of(10080, Proto::Udp), Some("amanda"));
-        assert_eq!(s.foreign_owner(10080, Proto::Udp), None);
+        assert_eq!(s.name_of(10080, Transport::Udp), Some("amanda"));
+        assert_eq!(s.foreign_owner(10080, Transport::Udp), None);
         assert_eq!(
-            s.foreign_owner(10081, Proto::Tcp),
+            s.foreign_owner(10081, Transport::Tcp),
             None,
             "kamanda contains amanda"
         );
-        assert_eq!(s.port_of("amanda", Proto::Udp), Some(10080));
+        assert_eq!(s.port_of("amanda", Transport::Udp), Some(10080));
     }
 
     #[test]
     fn first_line_wins_and_protocols_are_separate() {
         let s = Services::parse("x", "exec 512/tcp\nbiff 512/udp comsat\nother 512/tcp\n").unwrap();
-        assert_eq!(s.name_of(512, Proto::Tcp), Some("exec"));
-        assert_eq!(s.name_of(512, Proto::Udp), Some("biff"));
+        assert_eq!(s.name_of(512, Transport::Tcp), Some("exec"));
+        assert_eq!(s.name_of(512, Transport::Udp), Some("biff"));
         assert_eq!(s.len(), 2);
     }
 
@@ -276,7 +276,7 @@ at-rtmp\t\t201/ddp
             let text: String = entries.iter().map(|(n, p, pr)| format!("{n}\t{p}/{pr}\t# c\n")).collect();
             let s = Services::parse("p", &text).unwrap();
             for (name, port, proto) in &entries {
-                let proto = if *proto == "tcp" { Proto::Tcp } else { Proto::Udp };
+                let proto = if *proto == "tcp" { Transport::Tcp } else { Transport::Udp };
                 let first = entries.iter().find(|(_, p2, pr2)| p2 == port && *pr2 == proto.as_str()).unwrap();
                 prop_assert_eq!(s.name_of(*port, proto), Some(first.0.as_str()));
                 let _ = name;

@@ -9,70 +9,13 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
-use crate::range::{PortRange, Proto};
 use crate::services::Services;
+use proto::Auth;
+use proto::ports::{PortRange, Transport};
 
 /// Amanda's port default for the client service (`amanda` 10080/udp and /tcp).
 pub const AMANDA_PORT: u16 = 10080;
-
-/// The auth methods whose ports this crate knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Auth {
-    Bsd,
-    Bsdudp,
-    Bsdtcp,
-}
-
-impl Auth {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Auth::Bsd => "bsd",
-            Auth::Bsdudp => "bsdudp",
-            Auth::Bsdtcp => "bsdtcp",
-        }
-    }
-
-    /// The protocol of the control socket (and so which reserved range it uses).
-    pub fn control_proto(self) -> Proto {
-        match self {
-            Auth::Bsd | Auth::Bsdudp => Proto::Udp,
-            Auth::Bsdtcp => Proto::Tcp,
-        }
-    }
-
-    /// Data connections per dump, each from an unreserved TCP port (spec §5.5): bsd one
-    /// per stream (DATA, MESG, INDEX, STATE), bsdudp one, bsdtcp none (multiplexed).
-    pub fn data_connections(self) -> u32 {
-        match self {
-            Auth::Bsd => 4,
-            Auth::Bsdudp => 1,
-            Auth::Bsdtcp => 0,
-        }
-    }
-}
-
-impl fmt::Display for Auth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Auth {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "bsd" => Ok(Auth::Bsd),
-            "bsdudp" => Ok(Auth::Bsdudp),
-            "bsdtcp" => Ok(Auth::Bsdtcp),
-            other => Err(format!(
-                "auth {other:?} uses no Amanda port range (known: bsd, bsdudp, bsdtcp)"
-            )),
-        }
-    }
-}
 
 /// Where a setting comes from, for messages: `amanda.conf:12:1`, or a default.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -136,9 +79,7 @@ impl Ranges {
     /// the real amandad and ours both apply. Amanda's own source defaults (512,1023 /
     /// 512,1023 / 1024,65535) are not what a Debian client listens on.
     pub fn built_in() -> Self {
-        let r = |p: conf::PortRange| {
-            Setting::default_value(PortRange::new(p.low, p.high).expect("valid constant"))
-        };
+        let r = Setting::default_value;
         Ranges {
             reserved_udp: r(conf::defaults::RESERVED_UDP_PORT),
             reserved_tcp: r(conf::defaults::RESERVED_TCP_PORT),
@@ -148,9 +89,9 @@ impl Ranges {
 
     /// The reserved range the control socket of `auth` uses.
     pub fn control(&self, auth: Auth) -> &Setting<PortRange> {
-        match auth.control_proto() {
-            Proto::Udp => &self.reserved_udp,
-            Proto::Tcp => &self.reserved_tcp,
+        match auth.transport() {
+            Transport::Udp => &self.reserved_udp,
+            Transport::Tcp => &self.reserved_tcp,
         }
     }
 }
@@ -182,10 +123,10 @@ pub struct SecurityFile {
 }
 
 impl SecurityFile {
-    pub fn range(&self, proto: Proto) -> Option<&Setting<PortRange>> {
+    pub fn range(&self, proto: Transport) -> Option<&Setting<PortRange>> {
         match proto {
-            Proto::Udp => self.udp_port_range.as_ref(),
-            Proto::Tcp => self.tcp_port_range.as_ref(),
+            Transport::Udp => self.udp_port_range.as_ref(),
+            Transport::Tcp => self.tcp_port_range.as_ref(),
         }
     }
 }

@@ -12,6 +12,10 @@
 //! I/O shells around it. The reference is `shared/spec/amanda-protocol.md` (cited as
 //! "spec §N" in the docs here).
 
+pub mod auth;
+pub mod civil;
+pub mod ports;
+
 pub mod crc;
 pub mod frame;
 pub mod pkt;
@@ -33,3 +37,7 @@ pub mod sendsize;
 pub mod exchange;
 
 pub mod fuzz;
+
+pub use auth::Auth;
+pub use ports::{PortRange, Transport};
+pub use sendbackup::Stream;

@@ -49,6 +49,16 @@ impl Stream {
         }
     }
 
+    /// The position in [`Stream::ALL`] (CONNECT order): an index for per-stream arrays.
+    pub const fn index(self) -> usize {
+        match self {
+            Stream::Data => 0,
+            Stream::Mesg => 1,
+            Stream::Index => 2,
+            Stream::State => 3,
+        }
+    }
+
     /// The service's local label: 150 + position.
     pub const fn label(self) -> i32 {
         DATA_FD_OFFSET

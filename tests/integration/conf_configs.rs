@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use conf::fs::{ChrootFs, MemFs};
-use conf::ports::{PortInputs, check};
-use conf::{AmandaHosts, Auth, ClientConfig, Config, ConfigLocation, Disklist, SecurityConf};
+use conf::{
+    AmandaHosts, AuthSetting, ClientConfig, Config, ConfigLocation, Disklist, SecurityConf,
+};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/conf")
@@ -68,7 +69,7 @@ fn debian_example_amanda_conf_parses_and_resolves_its_definitions() {
     assert_eq!(d.program, conf::Program::Gnutar);
     assert_eq!(d.compress, conf::value::Compress::ClientFast);
     assert_eq!(d.priority, 1);
-    assert_eq!(d.auth, Auth::Bsdtcp);
+    assert_eq!(d.auth, AuthSetting::Known(proto::Auth::Bsdtcp));
     let a = c.dumptype("dt_amgtar").unwrap();
     assert_eq!(a.application.as_ref().unwrap().plugin, "amgtar");
     assert_eq!(c.scripts.get("sc-email").unwrap().execute_on.len(), 12);
@@ -141,7 +142,7 @@ fn debian_quick_example_with_absolute_includes_parses() {
     assert_eq!(c.tapetype, "CD650");
     assert_eq!(c.tapetypes.get("cd650").unwrap().length_kib, 666000);
     let lev = c.dumptype("lev-medium").unwrap();
-    assert_eq!(lev.auth, Auth::Ssh);
+    assert_eq!(lev.auth, AuthSetting::Other("ssh".into()));
     assert_eq!(lev.maxpromoteday, 6);
     assert_eq!(lev.exclude.list_files, [".amanda-exclude.list"]);
     assert!(lev.exclude.optional);
@@ -196,7 +197,7 @@ fn debian_amserverconfig_templates_parse_with_their_includes() {
         assert!(l.warnings.is_empty(), "{template}: {:?}", l.warnings);
         assert_eq!(
             c.dumptype("gui-encrypt").unwrap().auth,
-            Auth::Bsdtcp,
+            AuthSetting::Known(proto::Auth::Bsdtcp),
             "{template}"
         );
         assert!(c.tapetypes.get(&c.tapetype).is_some(), "{template}");
@@ -221,7 +222,7 @@ fn debian_client_examples_parse() {
     )
     .value;
     assert_eq!(c.conf, "DailySet1");
-    assert_eq!(c.auth, Auth::Bsdtcp);
+    assert_eq!(c.auth, AuthSetting::Known(proto::Auth::Bsdtcp));
     assert_eq!(c.tapedev, "tape:/dev/YOUR-TAPE-DEVICE-HERE");
     let pg = ok(
         ClientConfig::parse_with(
@@ -261,11 +262,11 @@ fn debian_security_conf_and_harness_amandahosts() {
     .value;
     assert_eq!(
         s.tcp_port_range.unwrap().value,
-        conf::PortRange::new(512, 1024).unwrap()
+        proto::PortRange::new(512, 1024).unwrap()
     );
     assert_eq!(
         s.udp_port_range.unwrap().value,
-        conf::PortRange::new(840, 860).unwrap()
+        proto::PortRange::new(840, 860).unwrap()
     );
     let h = AmandaHosts::parse(
         "/var/backups/.amandahosts",
@@ -323,7 +324,7 @@ fn harness_bsdtcp_config_resolves_to_what_the_dumper_needs() {
         "/tmp/amanda-harness/data/dle with space é".as_bytes()
     );
     let d = &e.dumptype;
-    assert_eq!(d.auth, Auth::Bsdtcp);
+    assert_eq!(d.auth, AuthSetting::Known(proto::Auth::Bsdtcp));
     assert_eq!(d.client_port, "10080");
     assert_eq!(d.program, conf::Program::Application);
     let app = d.application.as_ref().unwrap();
@@ -336,7 +337,31 @@ fn harness_bsdtcp_config_resolves_to_what_the_dumper_needs() {
     assert_eq!(d.estimate, [conf::value::Estimate::Client]);
     assert!(d.index && d.record);
     assert_eq!((d.priority, d.maxdumps), (2, 1));
-    assert!(check(&PortInputs::new(&c, Some(&dl), None)).is_empty());
+    let site = site_of(&c, &dl, None, "/etc/amanda/bsdtcp/amanda.conf");
+    let findings = portpool::check::check(&site);
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f.severity == portpool::check::Severity::Error),
+        "{findings:#?}"
+    );
+}
+
+/// The site `portpool check` (and `dumper check`) lints, from a parsed configuration.
+fn site_of(
+    c: &Config,
+    dl: &Disklist,
+    security: Option<&SecurityConf>,
+    path: &str,
+) -> portpool::site::Site {
+    portpool::conf_adapter::site_from(
+        c,
+        dl,
+        None,
+        security.map(|s| (std::path::Path::new("/etc/amanda-security.conf"), s)),
+        portpool::Services::parse("/etc/services", "domain-s 853/udp\n").unwrap(),
+        std::path::Path::new(path),
+    )
 }
 
 #[test]
@@ -348,13 +373,26 @@ fn harness_port_exhaustion_config_is_caught_by_the_capacity_check() {
     )
     .unwrap()
     .value;
-    let findings = check(&PortInputs::new(&c, Some(&dl), Some(&security)));
-    let text: Vec<String> = findings.iter().map(|f| f.to_string()).collect();
+    let site = site_of(
+        &c,
+        &dl,
+        Some(&security),
+        "/etc/amanda/bsd-port-exhaustion/amanda.conf",
+    );
+    let findings = portpool::check::check(&site);
+    let capacity: Vec<&portpool::check::Finding> =
+        findings.iter().filter(|f| f.code == "capacity").collect();
+    assert_eq!(capacity.len(), 1, "{findings:#?}");
     assert_eq!(
-        text,
-        [
-            "/etc/amanda/bsd-port-exhaustion/amanda.conf:59:1: reserved-udp-port 850,852 within udp_port_range 840,860 gives 3 ports but inparallel 6 dumpers with auth bsd need 6: 3 dumps would wait or fail; widen to 850,855 or lower inparallel"
-        ]
+        capacity[0].origin,
+        "/etc/amanda/bsd-port-exhaustion/amanda.conf:59:1"
+    );
+    assert!(
+        capacity[0]
+            .message
+            .starts_with("reserved-udp-port 850,852 has 3 usable ports but needs 7"),
+        "{}",
+        capacity[0].message
     );
 }
 

@@ -13,8 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portpool::rules::{self, Format};
-use portpool::site::{Auth, Client, Origin, Setting, Site, SiteDle};
-use portpool::{LeaseError, Pool, PoolConfig, PortRange, Proto};
+use portpool::site::{Client, Origin, Setting, Site, SiteDle};
+use portpool::{LeaseError, Pool, PoolConfig, PortRange, Transport};
+use proto::Auth;
 
 use crate::util::{Scratch, is_root, run_with_timeout};
 use crate::{require_root, require_tool};
@@ -27,7 +28,7 @@ fn private_range() -> PortRange {
     PortRange::new(base, base + 2).unwrap()
 }
 
-fn pool_config(proto: Proto, range: PortRange, run_dir: Option<&Path>) -> PoolConfig {
+fn pool_config(proto: Transport, range: PortRange, run_dir: Option<&Path>) -> PoolConfig {
     let mut cfg = PoolConfig::new(proto, range);
     cfg.skip_services = false;
     cfg.run_dir = run_dir.map(Path::to_path_buf);
@@ -100,7 +101,7 @@ fn child_role() {
         }
         ["lease", dir, lo, hi] => {
             let range = PortRange::new(lo.parse().unwrap(), hi.parse().unwrap()).unwrap();
-            let pool = Pool::new(pool_config(Proto::Udp, range, Some(Path::new(dir)))).unwrap();
+            let pool = Pool::new(pool_config(Transport::Udp, range, Some(Path::new(dir)))).unwrap();
             let lease = pool.lease(Instant::now() + Duration::from_secs(5)).unwrap();
             println!("leased-port={}", lease.port());
             let _ = std::io::stdin().read(&mut [0u8; 1]);
@@ -146,7 +147,7 @@ fn child_role() {
 
 fn eacces_is_reported() {
     let pool = Pool::new(pool_config(
-        Proto::Udp,
+        Transport::Udp,
         PortRange::new(850, 851).unwrap(),
         None,
     ))
@@ -168,7 +169,7 @@ fn real_binds_skip_a_port_another_process_holds() {
     let range = private_range();
     let mut holder = Helper::spawn(child(&format!("hold-udp:{}", range.lo())));
     holder.line("ready");
-    let pool = Pool::new(pool_config(Proto::Udp, range, None)).unwrap();
+    let pool = Pool::new(pool_config(Transport::Udp, range, None)).unwrap();
     let lease = pool.try_lease().unwrap();
     assert_eq!(
         lease.port(),
@@ -200,7 +201,7 @@ fn binding_a_reserved_port_without_privilege_is_a_clear_error() {
 fn two_processes_never_lease_the_same_port_and_a_dead_ones_leases_come_back() {
     let dir = Scratch::new("portpool-registry");
     let range = private_range();
-    let pool = Pool::new(pool_config(Proto::Udp, range, Some(dir.path()))).unwrap();
+    let pool = Pool::new(pool_config(Transport::Udp, range, Some(dir.path()))).unwrap();
     let mine = pool.try_lease().unwrap();
     assert_eq!(mine.port(), range.lo());
     let mut other = Helper::spawn(child(&format!(
@@ -340,7 +341,7 @@ fn time_wait_in_namespace(x: SocketAddr, y: SocketAddr) {
 
     // The pool: it does not know about 850's TIME_WAIT towards X, learns it from
     // EADDRNOTAVAIL, and moves on to 851.
-    let mut cfg = pool_config(Proto::Tcp, PortRange::new(850, 851).unwrap(), None);
+    let mut cfg = pool_config(Transport::Tcp, PortRange::new(850, 851).unwrap(), None);
     cfg.time_wait = Duration::from_secs(60);
     let pool = Pool::new(cfg).unwrap();
     let deadline = || Instant::now() + Duration::from_secs(5);

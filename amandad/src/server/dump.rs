@@ -34,8 +34,8 @@ use super::conn::{HIGH_WATER, Role};
 use super::datapath::ZeroCopy;
 use super::refusals::Reason;
 use super::{Route, Server, Source, Timer, Work};
-use crate::args::Auth;
 use crate::services::backup::{BackupPlan, BackupRun, StreamOutput};
+use proto::{Auth, Stream};
 
 /// How long the server has to connect to our data streams after its ACK (amandad: 30 s).
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,18 +43,10 @@ const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest single read from the data pipe.
 const DATA_READ: usize = 256 << 10;
 
-/// The streams of a dump, in CONNECT order.
-pub const DATA: usize = 0;
-pub const MESG: usize = 1;
-pub const INDEX: usize = 2;
-
-/// The client's port range for data-stream listeners (amanda-client.conf
-/// `unreserved-tcp-port`; Debian's build: 50000-50100).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DataPorts {
-    pub low: u16,
-    pub high: u16,
-}
+/// The streams of a dump amandad opens, indexed by [`Stream::index`] (never STATE).
+const DATA: usize = Stream::Data.index();
+const MESG: usize = Stream::Mesg.index();
+const INDEX: usize = Stream::Index.index();
 
 /// Where one stream's bytes go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,8 +189,8 @@ impl Server {
                         Ok((listener, port)) => listeners.push((slot, listener, port)),
                         Err(e) => {
                             let msg = format!(
-                                "ERROR [amandad: cannot listen for the data streams in {}-{}: {e}]\n",
-                                self.cfg.data_ports.low, self.cfg.data_ports.high
+                                "ERROR [amandad: cannot listen for the data streams in {}: {e}]\n",
+                                self.cfg.data_ports
                             );
                             warn!("{}", msg.trim_end());
                             self.reply(ex_id, msg.into_bytes());
@@ -285,7 +277,7 @@ impl Server {
     }
 
     fn open_data_listener(&self, server_ip: IpAddr) -> io::Result<(TcpListener, u16)> {
-        let DataPorts { low, high } = self.cfg.data_ports;
+        let (low, high) = (self.cfg.data_ports.lo(), self.cfg.data_ports.hi());
         let wildcard = match server_ip {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -882,7 +874,6 @@ impl Server {
 
 /// Rewrites the service's CONNECT line (labels 150..153) to the stream ids (spec §6.7.2).
 fn rewrite_connect(rep: &[u8], ids: &[i64; 3]) -> Vec<u8> {
-    use proto::sendbackup::Stream;
     let id = |i: usize| u32::try_from(ids[i]).ok();
     proto::sendbackup::rewrite_connect(rep, |stream| match stream {
         Stream::Data => id(DATA),

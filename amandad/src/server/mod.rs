@@ -47,15 +47,14 @@ use proto::security::{self, Peer};
 use proto::udp::Datagram;
 
 pub use conn::{Conn, Role};
-pub use dump::DataPorts;
 use dump::Dump;
 use pool::{JobOutput, Pool};
 
-use crate::args::Auth;
 use crate::intake::{self, HostsCheck, Policy, Verdict};
 use crate::resolve::{self, CacheConfig, Lane, Lookup, Names, PeerName, PoolConfig};
 use crate::services::{self, ServiceContext, ServiceKind, Start};
 use limits::{Admission, Admit, Holder, InputBudget};
+use proto::Auth;
 use refusals::{Reason, RefusalLog};
 
 const WAKER: Token = Token(0);
@@ -170,7 +169,9 @@ pub struct ServerConfig {
     pub keepalive: Option<Keepalive>,
     pub workers: usize,
     pub dns_check: bool,
-    pub data_ports: DataPorts,
+    /// The client's port range for data-stream listeners (amanda-client.conf
+    /// `unreserved-tcp-port`; Debian's build: 50000-50100).
+    pub data_ports: proto::PortRange,
     /// The services' view for requests on UDP sockets (auth `udp_auth`).
     pub services_udp: ServiceContext,
     /// The services' view for requests on bsdtcp connections.

@@ -182,35 +182,6 @@ pub fn update(path: &Path, disk: &[u8], level: i32, date: i64) -> io::Result<()>
     Ok(())
 }
 
-/// `"%04d-%02d-%02d %2d:%02d:%02d GMT"` of a unix time, the `--newer` argument the legacy
-/// GNUTAR program passes (`gmtime`).
-pub fn tar_newer_date(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:2}:{:02}:{:02} GMT",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's
-/// algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,13 +234,6 @@ mod tests {
             load(&dir.path().join("missing")).unwrap(),
             Amandates::default()
         );
-    }
-
-    #[test]
-    fn newer_dates_are_formatted_like_gmtime() {
-        assert_eq!(tar_newer_date(0), "1970-01-01  0:00:00 GMT");
-        assert_eq!(tar_newer_date(1_704_074_584), "2024-01-01  2:03:04 GMT");
-        assert_eq!(tar_newer_date(951_782_400), "2000-02-29  0:00:00 GMT");
     }
 
     proptest! {

@@ -376,7 +376,7 @@ impl BackupRun {
                 })?;
                 (
                     None,
-                    Some(amandates::tar_newer_date(
+                    Some(proto::civil::tar_newer_date(
                         a.dump_since(&setup.disk, spec.level),
                     )),
                 )

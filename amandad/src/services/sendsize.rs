@@ -365,7 +365,7 @@ impl Job {
                 let since = amandates::load(&ctx.amandates)
                     .map(|a| a.dump_since(&setup.disk, level))
                     .unwrap_or(0);
-                (None, Some(amandates::tar_newer_date(since)))
+                (None, Some(proto::civil::tar_newer_date(since)))
             }
         };
         if level == 0

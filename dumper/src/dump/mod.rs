@@ -36,10 +36,11 @@ use crate::net::exchange::{self, Outcome};
 use crate::net::tcp::FramedConn;
 use crate::net::udp::UdpControl;
 use crate::net::{self, Ports, Tuning, WaitEvent};
-use crate::plan::{Auth, DleSpec};
+use crate::plan::DleSpec;
 use crate::request::{self, ReqContext};
+use proto::Auth;
 
-pub use session::{Limits, Source, StreamKind};
+pub use session::{Limits, Source};
 
 /// The dumper's wait for the sendbackup REP (`STARTUP_TIMEOUT`, 60 s).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -370,7 +371,7 @@ fn connect_streams(
                 (proto::sendbackup::Stream::Data, Some(h)) => h,
                 _ => u32::try_from(id).map_err(|_| format!("bad stream id {id} for {stream}"))?,
             };
-            m.push((handle, StreamKind::from(stream)));
+            m.push((handle, stream));
         }
         Ok::<_, String>(m)
     };
@@ -418,7 +419,7 @@ fn connect_streams(
                 let what = format!("{stream} stream");
                 let lease = net::connect(pool, to, &what, &ctx.tuning, waits)
                     .map_err(|e| format!("could not connect {stream} stream: {e}"))?;
-                out.push(Source::raw(lease, to, StreamKind::from(stream))?);
+                out.push(Source::raw(lease, to, stream)?);
             }
             Ok(out)
         }

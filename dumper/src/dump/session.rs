@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 use portpool::Lease;
+use proto::Stream;
 use proto::crc::{Crc32c, CrcValue};
 use proto::frame::{Decoder, Event, eof_frame};
 use proto::header::{DumpHeader, HEADER_SIZE};
@@ -67,50 +68,15 @@ pub struct Limits {
     pub max_index_bytes: u64,
 }
 
-/// A stream of a sendbackup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StreamKind {
-    /// Backup data.
-    Data,
-    /// Status lines.
-    Mesg,
-    /// File index.
-    Index,
-    /// Application state (not requested by us; drained and dropped).
-    State,
-}
-
-impl From<proto::sendbackup::Stream> for StreamKind {
-    fn from(s: proto::sendbackup::Stream) -> StreamKind {
-        match s {
-            proto::sendbackup::Stream::Data => StreamKind::Data,
-            proto::sendbackup::Stream::Mesg => StreamKind::Mesg,
-            proto::sendbackup::Stream::Index => StreamKind::Index,
-            proto::sendbackup::Stream::State => StreamKind::State,
-        }
-    }
-}
-
-impl std::fmt::Display for StreamKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            StreamKind::Data => "DATA",
-            StreamKind::Mesg => "MESG",
-            StreamKind::Index => "INDEX",
-            StreamKind::State => "STATE",
-        })
-    }
-}
-
 enum Kind {
     Raw {
-        stream: StreamKind,
+        stream: Stream,
         ended: bool,
     },
     Framed {
         decoder: Decoder,
         /// (handle, stream, ended)
-        handles: Vec<(u32, StreamKind, bool)>,
+        handles: Vec<(u32, Stream, bool)>,
         /// The request's control handle, until the client closed it.
         control: Option<u32>,
         initial: Vec<u8>,
@@ -139,7 +105,7 @@ impl Source {
     pub fn raw(
         lease: Lease<TcpStream>,
         peer: SocketAddr,
-        stream: StreamKind,
+        stream: Stream,
     ) -> Result<Source, String> {
         Ok(Source {
             conn: to_mio(lease)?,
@@ -159,7 +125,7 @@ impl Source {
         lease: Lease<TcpStream>,
         peer: SocketAddr,
         initial: Vec<u8>,
-        handles: Vec<(u32, StreamKind)>,
+        handles: Vec<(u32, Stream)>,
         control: Option<(u32, bool)>,
     ) -> Result<Source, String> {
         let mut out = Vec::new();
@@ -185,7 +151,7 @@ impl Source {
         })
     }
 
-    fn open_streams(&self) -> Vec<StreamKind> {
+    fn open_streams(&self) -> Vec<Stream> {
         match &self.kind {
             Kind::Raw { stream, ended } => {
                 if *ended {
@@ -234,7 +200,7 @@ struct Sink<'a> {
     /// The header written first, to which the final one adds sizes and CRCs.
     header_fields: Option<DumpHeader>,
     error: Option<String>,
-    open: Vec<StreamKind>,
+    open: Vec<Stream>,
     mesg_ended: bool,
     stop: bool,
     liveness: Liveness,
@@ -258,9 +224,9 @@ impl Sink<'_> {
         self.header.is_some()
     }
 
-    fn on_bytes(&mut self, kind: StreamKind, bytes: &[u8]) {
+    fn on_bytes(&mut self, kind: Stream, bytes: &[u8]) {
         match kind {
-            StreamKind::Mesg => {
+            Stream::Mesg => {
                 self.splitter.push(bytes);
                 let now = Instant::now();
                 while let Some(l) = self.splitter.next_line() {
@@ -279,7 +245,7 @@ impl Sink<'_> {
                     self.start_data();
                 }
             }
-            StreamKind::Data => {
+            Stream::Data => {
                 if !bytes.is_empty() {
                     self.liveness.on_data(Instant::now());
                 }
@@ -293,7 +259,7 @@ impl Sink<'_> {
                     self.early.extend_from_slice(bytes);
                 }
             }
-            StreamKind::Index => {
+            Stream::Index => {
                 self.index_bytes = self.index_bytes.saturating_add(bytes.len() as u64);
                 if self.index_bytes > self.max_index_bytes {
                     self.fail(format!(
@@ -306,7 +272,7 @@ impl Sink<'_> {
                     ix.write(bytes);
                 }
             }
-            StreamKind::State => {}
+            Stream::State => {}
         }
     }
 
@@ -394,11 +360,11 @@ impl Sink<'_> {
         }
     }
 
-    fn on_eof(&mut self, kind: StreamKind) {
+    fn on_eof(&mut self, kind: Stream) {
         if let Some(i) = self.open.iter().position(|k| *k == kind) {
             self.open.remove(i);
         }
-        if kind == StreamKind::Mesg && !self.mesg_ended {
+        if kind == Stream::Mesg && !self.mesg_ended {
             self.mesg_ended = true;
             let rest = self.splitter.finish();
             let partial = match &rest {
@@ -539,7 +505,7 @@ impl<'a> Session<'a> {
                     if matches!(
                         s.kind,
                         Kind::Raw {
-                            stream: StreamKind::Data,
+                            stream: Stream::Data,
                             ..
                         }
                     ) {
@@ -592,7 +558,7 @@ impl<'a> Session<'a> {
             }
             match src.kind {
                 Kind::Raw {
-                    stream: StreamKind::Data,
+                    stream: Stream::Data,
                     ended,
                 } => {
                     if ended || !self.sink.data_enabled() {
@@ -665,7 +631,7 @@ impl<'a> Session<'a> {
         match r {
             Ok(Some(0)) => {
                 self.sink.put_chunk(chunk);
-                self.raw_eof(i, StreamKind::Data);
+                self.raw_eof(i, Stream::Data);
                 Ok(false)
             }
             Ok(Some(n)) => {
@@ -687,7 +653,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn raw_eof(&mut self, i: usize, stream: StreamKind) {
+    fn raw_eof(&mut self, i: usize, stream: Stream) {
         let src = &mut self.sources[i];
         src.tcp_eof = true;
         // The client closed first: no TIME_WAIT on our side.
@@ -703,7 +669,7 @@ impl<'a> Session<'a> {
         src.tcp_eof = true;
         src.conn.set_no_time_wait();
         let peer = src.peer;
-        let mut cut: Vec<StreamKind> = Vec::new();
+        let mut cut: Vec<Stream> = Vec::new();
         let mut truncated = None;
         if let Kind::Framed {
             decoder, handles, ..

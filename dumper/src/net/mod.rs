@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conf::Settings;
-use portpool::{ConnectError, Lease, LeaseError, Pool, PoolConfig, PoolError, Proto};
+use portpool::{ConnectError, Lease, LeaseError, Pool, PoolConfig, PoolError, Transport};
 use socket2::{SockRef, Socket, TcpKeepalive};
 
 /// How long a request waits for a port before giving up: in practice never (a run ends
@@ -106,15 +106,6 @@ pub struct PoolNeeds {
     pub tcp: bool,
 }
 
-fn range(r: conf::PortRange, what: &str) -> Result<portpool::PortRange, PoolError> {
-    portpool::PortRange::new(r.low.max(1), r.high.max(r.low.max(1))).map_err(|e| {
-        PoolError::Services {
-            path: format!("amanda.conf {what}").into(),
-            source: std::io::Error::other(e.to_string()),
-        }
-    })
-}
-
 impl Ports {
     /// Builds the pools the run needs from amanda.conf's port settings and amanda-rs's
     /// `run_dir` (the host-wide lease registry is `<run_dir>/ports`) and TIME_WAIT hold.
@@ -123,7 +114,7 @@ impl Ports {
         settings: &Settings,
         needs: PoolNeeds,
     ) -> Result<Ports, PoolError> {
-        let make = |proto: Proto, r: portpool::PortRange| -> Result<Arc<Pool>, PoolError> {
+        let make = |proto: Transport, r: portpool::PortRange| -> Result<Arc<Pool>, PoolError> {
             let mut c = PoolConfig::new(proto, r);
             c.run_dir = Some(settings.run_dir.join("ports"));
             c.time_wait = settings.time_wait_hold();
@@ -131,20 +122,11 @@ impl Ports {
         };
         let mut p = Ports::default();
         if needs.udp {
-            p.udp = Some(make(
-                Proto::Udp,
-                range(config.reserved_udp_port, "reserved-udp-port")?,
-            )?);
-            p.tcp_data = Some(make(
-                Proto::Tcp,
-                range(config.unreserved_tcp_port, "unreserved-tcp-port")?,
-            )?);
+            p.udp = Some(make(Transport::Udp, config.reserved_udp_port)?);
+            p.tcp_data = Some(make(Transport::Tcp, config.unreserved_tcp_port)?);
         }
         if needs.tcp {
-            p.tcp_reserved = Some(make(
-                Proto::Tcp,
-                range(config.reserved_tcp_port, "reserved-tcp-port")?,
-            )?);
+            p.tcp_reserved = Some(make(Transport::Tcp, config.reserved_tcp_port)?);
         }
         Ok(p)
     }

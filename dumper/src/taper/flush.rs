@@ -44,7 +44,7 @@ pub fn flush(o: &FlushOptions) -> anyhow::Result<FlushResult> {
         privs::drop_to(&plan.config.dumpuser)?;
     }
     let now = clock::now_unix();
-    let datestamp = clock::timestamp(clock::local(now));
+    let datestamp = proto::civil::timestamp(clock::local(now));
     let catalog_path = Catalog::path_for(&plan.config.path(&plan.config.infofile));
     let _lock = crate::run::lock_run(&catalog_path)?;
     let mut catalog = Catalog::open(&catalog_path)?;

@@ -214,3 +214,95 @@ fn a_bsd_host_with_too_many_dles_for_one_selfcheck_datagram_is_a_warning() {
     assert!(selfcheck_reply_estimate((0..100).map(|_| ("/srv/a", false))) < UDP_REPLY_LIMIT);
     assert!(selfcheck_reply_estimate((0..200).map(|_| ("/srv/a", false))) > UDP_REPLY_LIMIT);
 }
+
+// The cases of conf's former port lint (issue 11: one lint), on configurations parsed by
+// conf, as `portpool check` reads them.
+
+fn site_of(conf_text: &str, disklist: &[u8], security: Option<&[u8]>) -> Site {
+    let config = conf::Config::parse_str("amanda.conf", conf_text)
+        .unwrap()
+        .value;
+    let dl = conf::Disklist::parse(&config, "disklist", disklist)
+        .unwrap()
+        .value;
+    let sec = security.map(|t| {
+        conf::security::SecurityConf::parse("/etc/amanda-security.conf", t)
+            .unwrap()
+            .value
+    });
+    crate::conf_adapter::site_from(
+        &config,
+        &dl,
+        None,
+        sec.as_ref()
+            .map(|s| (std::path::Path::new("/etc/amanda-security.conf"), s)),
+        Services::parse("/etc/services", "").unwrap(),
+        std::path::Path::new("amanda.conf"),
+    )
+}
+
+fn capacity(findings: &[Finding]) -> Vec<&Finding> {
+    findings.iter().filter(|f| f.code == "capacity").collect()
+}
+
+#[test]
+fn a_udp_range_smaller_than_inparallel_names_the_line_and_the_numbers() {
+    let disklist: String = (0..30).map(|i| format!("h{i} /d{i} d\n")).collect();
+    let site = site_of(
+        "inparallel 20\nreserved-udp-port 850,859\ndefine dumptype d {\n auth \"bsd\"\n}\n",
+        disklist.as_bytes(),
+        None,
+    );
+    let f = check(&site);
+    let c = capacity(&f);
+    assert_eq!(c.len(), 1, "{f:#?}");
+    assert_eq!(c[0].origin, "amanda.conf:2:1");
+    assert!(
+        c[0].message
+            .starts_with("reserved-udp-port 850,859 has 10 usable ports but needs 21"),
+        "{}",
+        c[0].message
+    );
+    assert!(
+        c[0].fix.contains("reserved-udp-port 850,870"),
+        "{}",
+        c[0].fix
+    );
+}
+
+#[test]
+fn a_bsdtcp_only_config_needs_no_udp_range() {
+    let site = site_of(
+        "inparallel 20\nreserved-udp-port 850,851\ndefine dumptype d {\n}\n",
+        b"localhost /a d\n",
+        None,
+    );
+    assert!(capacity(&check(&site)).is_empty(), "{:#?}", check(&site));
+}
+
+#[test]
+fn the_disklist_bounds_the_need_and_the_security_file_narrows_the_range() {
+    let conf_text = "inparallel 6\nreserved-udp-port 850,852\ndefine dumptype d {\n auth \"bsd\"\n maxdumps 6\n}\n";
+    let dl = b"localhost /a d\nlocalhost /b d\nlocalhost /c d\nlocalhost /d d\n";
+    let f = check(&site_of(conf_text, dl, None));
+    let c = capacity(&f);
+    assert_eq!(c.len(), 1, "{f:#?}");
+    assert!(
+        c[0].message
+            .starts_with("reserved-udp-port 850,852 has 3 usable ports but needs 5 (4 DLEs"),
+        "{}",
+        c[0].message
+    );
+    // Two DLEs fit three ports (two dumpers and the planner).
+    let f = check(&site_of(
+        conf_text,
+        b"localhost /a d\nlocalhost /b d\n",
+        None,
+    ));
+    assert!(capacity(&f).is_empty(), "{f:#?}");
+    let f = check(&site_of(conf_text, dl, Some(b"udp_port_range=840,851\n")));
+    assert!(
+        f.iter().any(|x| x.code == "security-file"),
+        "the range reaches outside udp_port_range: {f:#?}"
+    );
+}

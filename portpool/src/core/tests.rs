@@ -8,7 +8,7 @@ fn t(base: Instant, secs: u64) -> Instant {
 }
 
 fn udp_850_859() -> PoolCore {
-    let mut cfg = CoreConfig::new(Proto::Udp, PortRange::new(850, 859).unwrap());
+    let mut cfg = CoreConfig::new(Transport::Udp, PortRange::new(850, 859).unwrap());
     cfg.unusable.push((
         853,
         Unusable::Service {
@@ -91,7 +91,7 @@ fn waiters_are_served_first_come_first_served() {
 fn eaddrinuse_marks_the_port_busy_and_the_waiter_keeps_its_place() {
     let base = Instant::now();
     let mut core = PoolCore::new(CoreConfig::new(
-        Proto::Udp,
+        Transport::Udp,
         PortRange::new(850, 851).unwrap(),
     ));
     let a = core.request(None, base).unwrap();
@@ -122,7 +122,7 @@ fn eaddrinuse_marks_the_port_busy_and_the_waiter_keeps_its_place() {
 fn a_failed_bind_frees_the_port_and_ends_the_request() {
     let base = Instant::now();
     let mut core = PoolCore::new(CoreConfig::new(
-        Proto::Udp,
+        Transport::Udp,
         PortRange::new(850, 850).unwrap(),
     ));
     let a = core.request(None, base).unwrap();
@@ -137,7 +137,7 @@ fn a_failed_bind_frees_the_port_and_ends_the_request() {
 fn time_wait_holds_a_port_from_its_destination_only() {
     let base = Instant::now();
     let mut core = PoolCore::new(CoreConfig::new(
-        Proto::Tcp,
+        Transport::Tcp,
         PortRange::new(850, 850).unwrap(),
     ));
     let port = lease_now(&mut core, Some(dest(2)), base).unwrap();
@@ -167,7 +167,7 @@ fn time_wait_holds_a_port_from_its_destination_only() {
 fn a_passive_close_or_udp_leaves_no_hold() {
     let base = Instant::now();
     let mut core = PoolCore::new(CoreConfig::new(
-        Proto::Tcp,
+        Transport::Tcp,
         PortRange::new(850, 850).unwrap(),
     ));
     lease_now(&mut core, Some(dest(2)), base);
@@ -183,7 +183,7 @@ fn a_passive_close_or_udp_leaves_no_hold() {
 fn a_waiter_held_by_time_wait_does_not_block_other_destinations() {
     let base = Instant::now();
     let mut core = PoolCore::new(CoreConfig::new(
-        Proto::Tcp,
+        Transport::Tcp,
         PortRange::new(850, 850).unwrap(),
     ));
     lease_now(&mut core, Some(dest(2)), base);
@@ -205,7 +205,7 @@ fn a_waiter_held_by_time_wait_does_not_block_other_destinations() {
 fn released_ports_are_reused_least_recently_used_first() {
     let base = Instant::now();
     let mut core = PoolCore::new(CoreConfig::new(
-        Proto::Udp,
+        Transport::Udp,
         PortRange::new(850, 852).unwrap(),
     ));
     let a = lease_now(&mut core, None, base).unwrap();
@@ -217,7 +217,7 @@ fn released_ports_are_reused_least_recently_used_first() {
 
 #[test]
 fn an_empty_pool_refuses_requests_instead_of_blocking() {
-    let mut cfg = CoreConfig::new(Proto::Udp, PortRange::new(853, 853).unwrap());
+    let mut cfg = CoreConfig::new(Transport::Udp, PortRange::new(853, 853).unwrap());
     cfg.unusable
         .push((853, Unusable::Excluded { why: "test".into() }));
     let mut core = PoolCore::new(cfg);
@@ -274,7 +274,7 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..300),
     ) {
         let base = Instant::now();
-        let proto = if tcp { Proto::Tcp } else { Proto::Udp };
+        let proto = if tcp { Transport::Tcp } else { Transport::Udp };
         let range = PortRange::new(1000, 1000 + size - 1).unwrap();
         let mut cfg = CoreConfig::new(proto, range);
         cfg.time_wait = Duration::from_secs(3);
@@ -350,7 +350,7 @@ proptest! {
 #[test]
 fn an_older_now_from_a_racing_thread_does_not_leave_a_port_busy_past_its_retry_time() {
     let base = Instant::now();
-    let mut cfg = CoreConfig::new(Proto::Udp, PortRange::new(850, 851).unwrap());
+    let mut cfg = CoreConfig::new(Transport::Udp, PortRange::new(850, 851).unwrap());
     cfg.busy_retry = Duration::from_secs(1);
     let mut core = PoolCore::new(cfg);
     let a = core.request(None, t(base, 0)).unwrap();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 fn config(lo: u16, hi: u16) -> PoolConfig {
-    let mut cfg = PoolConfig::new(Proto::Udp, PortRange::new(lo, hi).unwrap());
+    let mut cfg = PoolConfig::new(Transport::Udp, PortRange::new(lo, hi).unwrap());
     cfg.skip_services = false;
     cfg.run_dir = None;
     cfg
@@ -99,7 +99,7 @@ fn contended_pool_never_leases_a_port_twice() {
 #[test]
 fn eaddrinuse_moves_on_to_the_next_port_and_remembers_it() {
     let binder = ModelBinder::new();
-    binder.set(Proto::Udp, 850, Outcome::InUse);
+    binder.set(Transport::Udp, 850, Outcome::InUse);
     let pool = Pool::with_binder(config(850, 852), binder).unwrap();
     let a = pool.try_lease().unwrap();
     assert_eq!(a.port(), 851);
@@ -121,7 +121,7 @@ fn eaddrinuse_moves_on_to_the_next_port_and_remembers_it() {
 #[test]
 fn eacces_is_a_clear_error_and_frees_the_port() {
     let binder = ModelBinder::new();
-    binder.set(Proto::Udp, 850, Outcome::Denied);
+    binder.set(Transport::Udp, 850, Outcome::Denied);
     let pool = Pool::with_binder(config(850, 851), binder).unwrap();
     let err = pool.try_lease().unwrap_err();
     assert_eq!(
@@ -134,7 +134,7 @@ fn eacces_is_a_clear_error_and_frees_the_port() {
     ));
     let m = pool.metrics();
     assert_eq!((m.in_use, m.bind_errors), (0, 1));
-    pool.binder().clear(Proto::Udp, 850);
+    pool.binder().clear(Transport::Udp, 850);
     assert_eq!(pool.try_lease().unwrap().port(), 850);
 }
 
@@ -182,7 +182,7 @@ fn a_blocked_lease_is_granted_when_a_port_is_released() {
 #[test]
 fn a_busy_port_is_retried_after_busy_retry_while_someone_waits() {
     let binder = ModelBinder::new();
-    binder.set(Proto::Udp, 850, Outcome::InUseFor(1));
+    binder.set(Transport::Udp, 850, Outcome::InUseFor(1));
     let mut cfg = config(850, 850);
     cfg.busy_retry = Duration::from_millis(30);
     let pool = Pool::with_binder(cfg, binder).unwrap();
@@ -194,7 +194,7 @@ fn a_busy_port_is_retried_after_busy_retry_while_someone_waits() {
 #[test]
 fn tcp_lease_for_a_destination_skips_ports_in_time_wait_towards_it() {
     let mut cfg = config(850, 851);
-    cfg.proto = Proto::Tcp;
+    cfg.proto = Transport::Tcp;
     let pool = Pool::with_binder(cfg, ModelBinder::new()).unwrap();
     let x: Dest = "198.18.0.2:10080".parse().unwrap();
     let y: Dest = "198.18.0.3:10080".parse().unwrap();

@@ -138,7 +138,7 @@ fn flows_are_the_server_initiated_hops_with_both_sides_rules() {
     let site = two_client_site();
     let alpha = flows(&site, "alpha").unwrap();
     let control = &alpha[0];
-    assert_eq!(control.proto, Proto::Udp);
+    assert_eq!(control.proto, Transport::Udp);
     assert_eq!(control.sport.to_string(), "850-859");
     assert_eq!(control.dport.to_string(), "10080");
     assert!(control.what.contains("control"), "{control:?}");
@@ -153,7 +153,7 @@ fn flows_are_the_server_initiated_hops_with_both_sides_rules() {
     assert!(
         alpha
             .iter()
-            .any(|f| f.proto == Proto::Tcp && f.what.contains("data"))
+            .any(|f| f.proto == Transport::Tcp && f.what.contains("data"))
     );
     assert!(alpha.iter().all(|f| !f.what.starts_with("restore")));
     let beta = flows(&site, "beta").unwrap();

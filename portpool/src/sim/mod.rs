@@ -42,9 +42,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::core::{CoreConfig, Dest, PoolCore, Ticket, Unusable};
-use crate::range::{PortRange, Proto};
 use crate::services::Services;
-use crate::site::{AMANDA_PORT, Auth};
+use crate::site::AMANDA_PORT;
+use proto::Auth;
+use proto::ports::{PortRange, Transport};
 
 use rng::Rng;
 
@@ -237,7 +238,7 @@ impl SimParams {
             .collect();
     }
 
-    fn unusable(&self, proto: Proto, range: PortRange) -> Vec<(u16, Unusable)> {
+    fn unusable(&self, proto: Transport, range: PortRange) -> Vec<(u16, Unusable)> {
         if !self.skip_services {
             return Vec::new();
         }
@@ -256,7 +257,7 @@ impl SimParams {
             .collect()
     }
 
-    fn core(&self, proto: Proto, range: PortRange) -> PoolCore {
+    fn core(&self, proto: Transport, range: PortRange) -> PoolCore {
         let mut cfg = CoreConfig::new(proto, range);
         cfg.time_wait = self.time_wait;
         cfg.unusable = self.unusable(proto, range);
@@ -264,18 +265,18 @@ impl SimParams {
     }
 
     /// Usable ports of the control range of `proto`, and the unusable ones.
-    pub fn effective(&self, proto: Proto) -> (PortRange, u32, Vec<(u16, Unusable)>) {
+    pub fn effective(&self, proto: Transport) -> (PortRange, u32, Vec<(u16, Unusable)>) {
         let range = match proto {
-            Proto::Udp => self.udp_range,
-            Proto::Tcp => self.tcp_range,
+            Transport::Udp => self.udp_range,
+            Transport::Tcp => self.tcp_range,
         };
         let unusable = self.unusable(proto, range);
         (range, range.len() - unusable.len() as u32, unusable)
     }
 
     /// The protocols the DLEs' control sockets use.
-    pub fn control_protos(&self) -> Vec<Proto> {
-        let mut p: Vec<Proto> = self.dles.iter().map(|d| d.auth.control_proto()).collect();
+    pub fn control_protos(&self) -> Vec<Transport> {
+        let mut p: Vec<Transport> = self.dles.iter().map(|d| d.auth.transport()).collect();
         p.sort();
         p.dedup();
         p
@@ -320,7 +321,7 @@ pub struct Trace {
     pub spans: Vec<Span>,
     /// (ms, requests waiting or rescanning)
     pub waiting: Vec<(u64, u32)>,
-    pub rows: Vec<(Proto, u16)>,
+    pub rows: Vec<(Transport, u16)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,7 +337,7 @@ pub enum SpanKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
-    pub proto: Proto,
+    pub proto: Transport,
     /// `None`: outside the range.
     pub port: Option<u16>,
     pub start_ms: u64,
@@ -460,7 +461,7 @@ struct Night<'a> {
     rng: Rng,
     out: Outcome,
     failures: HashMap<String, usize>,
-    lease_start: HashMap<(Proto, u16), (u64, SpanKind)>,
+    lease_start: HashMap<(Transport, u16), (u64, SpanKind)>,
     retrying: u32,
     tcp_estimates: HashMap<(usize, usize), u16>,
     trace: Option<Trace>,
@@ -602,9 +603,9 @@ impl<'a> Night<'a> {
                 ms(p.exchange),
                 ms(p.req_timeout),
             ]),
-            udp: p.core(Proto::Udp, p.udp_range),
-            tcp: p.core(Proto::Tcp, p.tcp_range),
-            data: p.core(Proto::Tcp, p.data_range),
+            udp: p.core(Transport::Udp, p.udp_range),
+            tcp: p.core(Transport::Tcp, p.tcp_range),
+            data: p.core(Transport::Tcp, p.data_range),
             owners: HashMap::new(),
             configs: state,
             dles: vec![DleState::default(); p.dles.len()],
@@ -656,9 +657,9 @@ impl<'a> Night<'a> {
     }
 
     fn control_pool(auth: Auth) -> PoolId {
-        match auth.control_proto() {
-            Proto::Udp => PoolId::Udp,
-            Proto::Tcp => PoolId::Tcp,
+        match auth.transport() {
+            Transport::Udp => PoolId::Udp,
+            Transport::Tcp => PoolId::Tcp,
         }
     }
 
@@ -716,7 +717,13 @@ impl<'a> Night<'a> {
         self.span_end(id, port);
         if active_close && id == PoolId::Tcp && self.trace.is_some() {
             let end = self.now + ms(self.p.time_wait);
-            self.push_span(Proto::Tcp, Some(port), self.now, end, SpanKind::TimeWait);
+            self.push_span(
+                Transport::Tcp,
+                Some(port),
+                self.now,
+                end,
+                SpanKind::TimeWait,
+            );
         }
     }
 
@@ -726,9 +733,9 @@ impl<'a> Night<'a> {
             return;
         }
         let proto = if id == PoolId::Udp {
-            Proto::Udp
+            Transport::Udp
         } else {
-            Proto::Tcp
+            Transport::Tcp
         };
         self.lease_start.insert((proto, port), (self.now, kind));
     }
@@ -738,9 +745,9 @@ impl<'a> Night<'a> {
             return;
         }
         let proto = if id == PoolId::Udp {
-            Proto::Udp
+            Transport::Udp
         } else {
-            Proto::Tcp
+            Transport::Tcp
         };
         if let Some((start, kind)) = self.lease_start.remove(&(proto, port)) {
             self.push_span(proto, Some(port), start, self.now, kind);
@@ -749,7 +756,7 @@ impl<'a> Night<'a> {
 
     fn push_span(
         &mut self,
-        proto: Proto,
+        proto: Transport,
         port: Option<u16>,
         start_ms: u64,
         end_ms: u64,
@@ -804,7 +811,7 @@ impl<'a> Night<'a> {
                         None => {
                             self.configs[c].dumpers[i].outside = true;
                             self.out.outside += 1;
-                            self.push_span(Proto::Udp, None, 0, u64::MAX, SpanKind::Outside);
+                            self.push_span(Transport::Udp, None, 0, u64::MAX, SpanKind::Outside);
                         }
                     }
                 }
@@ -989,9 +996,9 @@ impl<'a> Night<'a> {
         let auth = self.p.dles[dle].auth;
         let pool = Self::control_pool(auth);
         let dest = (auth == Auth::Bsdtcp).then(|| self.host_dest(self.p.dles[dle].host));
-        match (self.policy, auth.control_proto()) {
+        match (self.policy, auth.transport()) {
             (Policy::Portpool, _) => self.request(pool, dest, Owner::Control { dle }),
-            (Policy::Amanda24, Proto::Udp) => {
+            (Policy::Amanda24, Transport::Udp) => {
                 if self.configs[c].dumpers[d].outside {
                     self.schedule(ms(self.p.req_timeout), Ev::RequestTimeout { dle });
                 } else {
@@ -999,7 +1006,7 @@ impl<'a> Night<'a> {
                     self.schedule(ms(self.p.exchange), Ev::ExchangeDone { dle });
                 }
             }
-            (Policy::Amanda35, Proto::Udp) => {
+            (Policy::Amanda35, Transport::Udp) => {
                 if self.configs[c].dumpers[d].udp_port.is_some() {
                     self.mark_dumper_port_busy(c, d);
                     self.schedule(ms(self.p.exchange), Ev::ExchangeDone { dle });
@@ -1007,7 +1014,7 @@ impl<'a> Night<'a> {
                     self.dle_retry(dle);
                 }
             }
-            (_, Proto::Tcp) => match self.try_take(pool, dest, SpanKind::Dumper) {
+            (_, Transport::Tcp) => match self.try_take(pool, dest, SpanKind::Dumper) {
                 Some(port) => {
                     self.dles[dle].control_port = Some(port);
                     self.schedule(ms(self.p.exchange), Ev::ExchangeDone { dle });
@@ -1046,7 +1053,7 @@ impl<'a> Night<'a> {
             self.dles[dle].retry_started = Some(self.now);
             self.retrying += 1;
         }
-        if auth.control_proto() == Proto::Udp {
+        if auth.transport() == Transport::Udp {
             if let Some(port) = self.try_take(PoolId::Udp, None, SpanKind::Dumper) {
                 self.configs[c].dumpers[d].udp_port = Some(port);
                 self.end_retry(dle);
@@ -1103,11 +1110,11 @@ impl<'a> Night<'a> {
         if self.dles[dle].attempts < self.p.retry_dump.max(1) {
             self.configs[c].queue.push_front(dle);
         } else {
-            let why = match self.p.dles[dle].auth.control_proto() {
-                Proto::Udp => {
+            let why = match self.p.dles[dle].auth.transport() {
+                Transport::Udp => {
                     "[request failed: Can't bind a socket to connect to <host>] after blind retries"
                 }
-                Proto::Tcp => "[request failed: no free reserved TCP port]",
+                Transport::Tcp => "[request failed: no free reserved TCP port]",
             };
             self.fail(dle, why);
         }
@@ -1134,7 +1141,7 @@ impl<'a> Night<'a> {
         let auth = self.p.dles[dle].auth;
         // portpool: a UDP exchange ends with the REP; the port goes back now.
         if self.policy == Policy::Portpool
-            && auth.control_proto() == Proto::Udp
+            && auth.transport() == Transport::Udp
             && let Some(port) = self.dles[dle].control_port.take()
         {
             self.release(PoolId::Udp, port, false);

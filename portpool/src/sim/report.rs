@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::core::fmt_duration;
-use crate::range::{PortRange, Proto};
 use crate::sim::{Outcome, Policy, SimParams, run};
+use proto::ports::{PortRange, Transport};
 
 /// The range (same first port, fewest ports) with which `policy` finishes the night
 /// within its window without failures, and that night's outcome. Searched by bisection
@@ -15,11 +15,11 @@ use crate::sim::{Outcome, Policy, SimParams, run};
 pub fn smallest_range(
     params: &SimParams,
     policy: Policy,
-    proto: Proto,
+    proto: Transport,
 ) -> Option<(PortRange, Outcome)> {
     let base = match proto {
-        Proto::Udp => params.udp_range,
-        Proto::Tcp => params.tcp_range,
+        Transport::Udp => params.udp_range,
+        Transport::Tcp => params.tcp_range,
     };
     let limit: u16 = if base.lo() < 1024 { 1023 } else { u16::MAX };
     let try_hi = |hi: u16| -> Option<(PortRange, Outcome)> {
@@ -27,8 +27,8 @@ pub fn smallest_range(
         let mut p = params.clone();
         p.record = false;
         match proto {
-            Proto::Udp => p.udp_range = range,
-            Proto::Tcp => p.tcp_range = range,
+            Transport::Udp => p.udp_range = range,
+            Transport::Tcp => p.tcp_range = range,
         }
         let (_, usable, _) = p.effective(proto);
         if usable == 0 {
@@ -67,7 +67,7 @@ fn rate(bytes_per_s: f64) -> String {
 }
 
 /// A policy, the protocol whose range was searched, and what was found.
-pub type SmallestRange = (Policy, Proto, Option<(PortRange, Outcome)>);
+pub type SmallestRange = (Policy, Transport, Option<(PortRange, Outcome)>);
 
 /// The report `portpool --simulate` prints.
 /// `unconstrained` is the makespan of the portpool night with a port for every request
@@ -81,7 +81,7 @@ pub fn render(
     let mut out = String::new();
     let total: f64 = params.dles.iter().map(|d| d.size as f64).sum();
     let n = params.dles.len();
-    let mut auths: Vec<&str> = params.dles.iter().map(|d| d.auth.as_str()).collect();
+    let mut auths: Vec<&str> = params.dles.iter().map(|d| d.auth.name()).collect();
     auths.sort_unstable();
     auths.dedup();
     let _ = writeln!(
@@ -208,8 +208,8 @@ pub fn render(
                 Some((range, o)) => {
                     let mut p = params.clone();
                     match proto {
-                        Proto::Udp => p.udp_range = *range,
-                        Proto::Tcp => p.tcp_range = *range,
+                        Transport::Udp => p.udp_range = *range,
+                        Transport::Tcp => p.tcp_range = *range,
                     }
                     let (_, usable, _) = p.effective(*proto);
                     let _ = writeln!(
@@ -325,16 +325,16 @@ pub fn simulate(params: &SimParams, search: bool) -> (Vec<Outcome>, String) {
 }
 
 /// The protocol most DLEs' control sockets use.
-pub fn primary_proto(params: &SimParams) -> Proto {
+pub fn primary_proto(params: &SimParams) -> Transport {
     let udp = params
         .dles
         .iter()
-        .filter(|d| d.auth.control_proto() == Proto::Udp)
+        .filter(|d| d.auth.transport() == Transport::Udp)
         .count();
     if udp * 2 >= params.dles.len() {
-        Proto::Udp
+        Transport::Udp
     } else {
-        Proto::Tcp
+        Transport::Tcp
     }
 }
 

@@ -18,7 +18,11 @@ fn outcome(outcomes: &[Outcome], policy: Policy) -> &Outcome {
 #[test]
 fn seed_case_fails_about_half_under_amanda_24_and_none_under_portpool() {
     let p = seed_case(1);
-    assert_eq!(p.effective(Proto::Udp).1, 9, "853 is domain-s: 9 usable");
+    assert_eq!(
+        p.effective(Transport::Udp).1,
+        9,
+        "853 is domain-s: 9 usable"
+    );
     let outcomes = run_all(&p);
     let old = outcome(&outcomes, Policy::Amanda24);
     let share = old.failed as f64 / p.dles.len() as f64;
@@ -55,8 +59,8 @@ fn the_same_seed_prints_the_same_night_and_another_seed_another() {
 #[test]
 fn the_smallest_range_for_portpool_is_smaller_than_for_amanda() {
     let p = seed_case(1);
-    let (pp, _) = smallest_range(&p, Policy::Portpool, Proto::Udp).unwrap();
-    let (old, _) = smallest_range(&p, Policy::Amanda24, Proto::Udp).unwrap();
+    let (pp, _) = smallest_range(&p, Policy::Portpool, Transport::Udp).unwrap();
+    let (old, _) = smallest_range(&p, Policy::Amanda24, Transport::Udp).unwrap();
     assert!(pp.len() < old.len());
     // 2.4 needs a port for each of the 20 dumpers and the planner, and 853 is lost.
     assert_eq!(old, PortRange::new(850, 871).unwrap());

@@ -1,31 +1,32 @@
-//! Port ranges and transport protocols: the vocabulary every other module speaks.
+//! Port ranges and transports: the vocabulary every crate speaks about ports.
 //!
 //! A [`PortRange`] is what `reserved-udp-port 850,859` says in amanda.conf: an inclusive,
-//! non-empty interval of port numbers. This module parses and prints ranges; it must not
-//! decide which ports of a range are usable (that is [`crate::services`] and the pool).
+//! non-empty interval of port numbers, none of them 0. This module parses and prints ranges;
+//! it must not decide which ports of a range are usable (that is portpool's job, with
+//! /etc/services and the pool's state).
 
 use std::fmt;
 use std::str::FromStr;
 
-/// The transport protocol of a pool: UDP for the bsd/bsdudp control socket, TCP for
-/// bsdtcp control connections and for data connections.
+/// A transport: UDP for the bsd/bsdudp control packets, TCP for bsdtcp control connections
+/// and for data connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
+pub enum Transport {
     Udp,
     Tcp,
 }
 
-impl Proto {
+impl Transport {
     /// The name `/etc/services` and firewall rules use: `udp` or `tcp`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Proto::Udp => "udp",
-            Proto::Tcp => "tcp",
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
         }
     }
 }
 
-impl fmt::Display for Proto {
+impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -63,6 +64,13 @@ impl PortRange {
         Ok(PortRange { lo, hi })
     }
 
+    /// `lo..=hi` in a constant (the built-in defaults); a range that is not one fails to
+    /// compile.
+    pub const fn from_const(lo: u16, hi: u16) -> Self {
+        assert!(lo >= 1 && lo <= hi, "not a port range");
+        PortRange { lo, hi }
+    }
+
     /// A range of `len` ports starting at `lo`, clipped to 65535. `None` for `len == 0`
     /// or `lo == 0`.
     pub fn starting_at(lo: u16, len: u32) -> Option<Self> {
@@ -73,11 +81,11 @@ impl PortRange {
         PortRange::new(lo, u16::try_from(hi).ok()?).ok()
     }
 
-    pub fn lo(self) -> u16 {
+    pub const fn lo(self) -> u16 {
         self.lo
     }
 
-    pub fn hi(self) -> u16 {
+    pub const fn hi(self) -> u16 {
         self.hi
     }
 
