@@ -1,0 +1,383 @@
+//! TLS over any connected byte stream (a TCP socket, a connection the client opened, a
+//! tunnel through an HTTP CONNECT proxy): [`TlsLayer`] is rustls's sans-IO connection with
+//! Amanda's conventions, driven by the caller's loop; [`TlsStream`] is the same for blocking
+//! code (the dumper's control exchange), and hands its layer over to a non-blocking loop
+//! with [`TlsStream::into_parts`].
+//!
+//! Amanda's conventions (spec §13.1): the bytes inside are bsdtcp's frames, packed into
+//! records any way (both sides must accept any packing); nobody sends close_notify, the side
+//! that is done closes the socket, so a TCP EOF without close_notify is a normal end of the
+//! stream ([`TlsLayer::read`] returns 0), not an error.
+//!
+//! Bounds: rustls holds at most one incoming record before we read its plaintext out, and
+//! [`TlsLayer::write`] takes plaintext only while less than [`SEND_BUFFER`] bytes wait to be
+//! written, so a peer that does not read costs a bounded buffer here too.
+//!
+//! What this module must not do: own the socket (the caller's loop owns it and its
+//! readiness) or look at frames.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+
+/// Plaintext and records waiting to be written that make [`TlsLayer::write`] take no more.
+pub const SEND_BUFFER: usize = 256 << 10;
+
+/// A TLS error from rustls, as an `io::Error` of kind `InvalidData` (the peer's fault) whose
+/// text is rustls's.
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// The text of a TLS failure for the admin: for a certificate our verifier refused,
+/// `certificate verify failed: <why, naming the CA file>` (OpenSSL's words, then ours);
+/// else rustls's text or the I/O error.
+pub fn describe_error(e: &io::Error) -> String {
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return e.to_string();
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => {
+            format!("certificate verify failed: {}", o.0)
+        }
+        rustls::Error::InvalidCertificate(c) => format!("certificate verify failed: {c:?}"),
+        rustls::Error::AlertReceived(a) => {
+            format!(
+                "the peer refused the TLS handshake (alert {a:?}: its CA file does not hold the CA of our certificate, or our certificate does not fit its checks)"
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One TLS connection without its socket.
+pub struct TlsLayer {
+    conn: Connection,
+    /// The socket reached EOF.
+    eof: bool,
+}
+
+impl std::fmt::Debug for TlsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsLayer")
+            .field("handshaking", &self.conn.is_handshaking())
+            .field("eof", &self.eof)
+            .finish()
+    }
+}
+
+impl TlsLayer {
+    /// The TLS client end (we connected). `host` is only for rustls's bookkeeping: Amanda
+    /// checks names after the handshake, and no SNI is sent.
+    pub fn client(cfg: Arc<ClientConfig>, host: &str) -> io::Result<TlsLayer> {
+        let name = ServerName::try_from(host.to_string())
+            .unwrap_or_else(|_| ServerName::try_from("amanda.invalid").expect("a valid name"));
+        let mut c = ClientConnection::new(cfg, name).map_err(tls_error)?;
+        c.set_buffer_limit(Some(SEND_BUFFER));
+        Ok(TlsLayer {
+            conn: c.into(),
+            eof: false,
+        })
+    }
+
+    /// The TLS server end (we accepted).
+    pub fn server(cfg: Arc<ServerConfig>) -> io::Result<TlsLayer> {
+        let mut c = ServerConnection::new(cfg).map_err(tls_error)?;
+        c.set_buffer_limit(Some(SEND_BUFFER));
+        Ok(TlsLayer {
+            conn: c.into(),
+            eof: false,
+        })
+    }
+
+    /// The handshake is not finished yet.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// Records are waiting to be written.
+    pub fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// The peer's certificate (its first), once the handshake is done.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref())
+    }
+
+    /// `TLSv1_3 TLS13_AES_256_GCM_SHA384`, for logs.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:?} {:?}",
+            self.conn.protocol_version(),
+            self.conn.negotiated_cipher_suite().map(|s| s.suite())
+        )
+    }
+
+    /// Plaintext from the peer into `buf`: `Ok(0)` at the end of the stream (close_notify,
+    /// or a TCP EOF: Amanda's way to end), `WouldBlock` when `sock` has nothing more. Reads
+    /// from `sock` only as needed. After it, [`TlsLayer::flush`]: the handshake and alerts
+    /// produce records to send.
+    pub fn read(&mut self, sock: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // EOF without close_notify: how every Amanda connection ends.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            if self.eof {
+                return Ok(0);
+            }
+            match self.conn.read_tls(sock) {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = self.conn.process_new_packets() {
+                return Err(tls_error(e));
+            }
+        }
+    }
+
+    /// Reads records from `sock` and processes them (the handshake) without taking
+    /// plaintext. `Ok(false)` at EOF.
+    pub fn read_tls(&mut self, sock: &mut dyn Read) -> io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.conn.read_tls(sock)? == 0 {
+            self.eof = true;
+        }
+        self.conn.process_new_packets().map_err(tls_error)?;
+        Ok(!self.eof)
+    }
+
+    /// Queues plaintext; returns how much was taken (less when [`SEND_BUFFER`] is full, 0
+    /// during the handshake's first flight is fine: it is sent after the handshake).
+    pub fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.conn.writer().write(data)
+    }
+
+    /// Writes queued records to `sock`. `Ok(true)`: nothing is left.
+    pub fn flush(&mut self, sock: &mut dyn Write) -> io::Result<bool> {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(sock) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Queues a close_notify (sent by the next flush). Amanda never sends one; sending it
+    /// is harmless (OpenSSL's reader sees an ordinary end) and says the end was meant.
+    pub fn close(&mut self) {
+        self.conn.send_close_notify();
+    }
+}
+
+/// A [`TlsLayer`] with a blocking stream: `Read`/`Write` of plaintext. Reads honour the
+/// stream's own read timeout (WouldBlock/TimedOut come back as such).
+pub struct TlsStream<S: Read + Write> {
+    layer: TlsLayer,
+    sock: S,
+}
+
+impl<S: Read + Write> TlsStream<S> {
+    /// Wraps `sock` (connected, blocking).
+    pub fn new(layer: TlsLayer, sock: S) -> TlsStream<S> {
+        TlsStream { layer, sock }
+    }
+
+    /// Drives the handshake to its end, or fails (the peer's alert or EOF, or `until`
+    /// passed: `TimedOut`). The stream's read timeout bounds each wait.
+    pub fn handshake(&mut self, until: Instant) -> io::Result<()> {
+        loop {
+            self.flush_all()?;
+            if !self.layer.is_handshaking() {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                ));
+            }
+            match self.layer.read_tls(&mut self.sock) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the peer closed the connection during the TLS handshake",
+                    ));
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    // Send the alert we owe the peer, then report.
+                    let _ = self.flush_all();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn flush_all(&mut self) -> io::Result<()> {
+        // A blocking socket takes everything (or fails).
+        while !self.layer.flush(&mut self.sock)? {}
+        Ok(())
+    }
+
+    /// The layer (for the peer's certificate).
+    pub fn layer(&self) -> &TlsLayer {
+        &self.layer
+    }
+
+    /// The stream.
+    pub fn get_ref(&self) -> &S {
+        &self.sock
+    }
+
+    /// The stream.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.sock
+    }
+
+    /// The stream and the layer, for a non-blocking loop to go on with (plaintext rustls
+    /// already decrypted stays in the layer).
+    pub fn into_parts(self) -> (S, TlsLayer) {
+        (self.sock, self.layer)
+    }
+}
+
+impl<S: Read + Write> Read for TlsStream<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.layer.read(&mut self.sock, buf);
+        // Key updates and alerts are answered at once.
+        if self.layer.wants_write() {
+            self.flush_all()?;
+        }
+        r
+    }
+}
+
+impl<S: Read + Write> Write for TlsStream<S> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut n = self.layer.write(data)?;
+        if n == 0 && !data.is_empty() {
+            self.flush_all()?;
+            n = self.layer.write(data)?;
+        }
+        self.flush_all()?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_all()?;
+        self.sock.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::settings;
+    use crate::config::{client_config, server_config};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    /// A connected pair of TCP sockets on loopback.
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        (c, s)
+    }
+
+    #[test]
+    fn amssl_certificates_shake_hands_both_ways_and_carry_frames() {
+        let (c, s) = pair();
+        let (ccfg, _) = client_config(&settings("main", "client")).unwrap();
+        let (scfg, _) = server_config(&settings("main", "server")).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        let server = std::thread::spawn(move || {
+            let mut t = TlsStream::new(TlsLayer::server(scfg).unwrap(), s);
+            t.handshake(until).unwrap();
+            let cert = t.layer().peer_certificate().unwrap().to_vec();
+            let mut got = vec![0u8; 5];
+            t.read_exact(&mut got).unwrap();
+            t.write_all(b"world").unwrap();
+            // Amanda's end: close the socket without close_notify.
+            drop(t);
+            (cert, got)
+        });
+        let mut t = TlsStream::new(TlsLayer::client(ccfg, "127.0.0.1").unwrap(), c);
+        t.handshake(until).unwrap();
+        assert!(
+            t.layer().describe().contains("TLSv1_3"),
+            "{}",
+            t.layer().describe()
+        );
+        t.write_all(b"hello").unwrap();
+        let mut got = vec![0u8; 5];
+        t.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"world");
+        // A TCP EOF without close_notify is an ordinary end.
+        assert_eq!(t.read(&mut got).unwrap(), 0);
+        let (cert, hello) = server.join().unwrap();
+        assert_eq!(hello, b"hello");
+        assert_eq!(
+            cert,
+            crate::pem::certificates(include_bytes!("../testdata/main/client/crt.pem")).unwrap()[0]
+                .to_vec()
+        );
+    }
+
+    #[test]
+    fn a_certificate_of_another_ca_is_refused_by_both_ends() {
+        for (client_tree, server_tree) in [("other", "main"), ("main", "other"), ("same", "main")] {
+            let (c, s) = pair();
+            let (ccfg, _) = client_config(&settings(client_tree, "client")).unwrap();
+            let (scfg, _) = server_config(&settings(server_tree, "server")).unwrap();
+            let until = Instant::now() + Duration::from_secs(10);
+            let server = std::thread::spawn(move || {
+                let mut t = TlsStream::new(TlsLayer::server(scfg).unwrap(), s);
+                let r = t.handshake(until);
+                // TLS 1.3: the client finishes first; the refusal shows when it reads.
+                let mut b = [0u8; 1];
+                let r2 = r.and_then(|()| t.read(&mut b).map(|_| ()));
+                r2.err().map(|e| e.to_string())
+            });
+            let mut t = TlsStream::new(TlsLayer::client(ccfg, "localhost").unwrap(), c);
+            let client = t.handshake(until).and_then(|()| {
+                t.write_all(b"x")?;
+                let mut b = [0u8; 1];
+                t.read(&mut b).map(|_| ())
+            });
+            let server = server.join().unwrap();
+            let refused = client.is_err() || server.is_some();
+            assert!(refused, "{client_tree} vs {server_tree}: nobody refused");
+            let texts = format!("{client:?} {server:?}");
+            assert!(
+                texts.contains("CA file") || texts.contains("alert"),
+                "{client_tree} vs {server_tree}: {texts}"
+            );
+        }
+    }
+}
