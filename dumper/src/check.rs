@@ -107,7 +107,8 @@ pub fn check(o: &CheckOptions) -> CheckResult {
     };
     let needs = PoolNeeds {
         udp: plan.dles.iter().any(|d| d.auth.is_udp()),
-        tcp: plan.dles.iter().any(|d| !d.auth.is_udp()),
+        tcp: plan.dles.iter().any(|d| d.auth == Auth::Bsdtcp),
+        ssl: plan.dles.iter().any(|d| d.auth == Auth::Ssl),
     };
     let ports = match Ports::new(&plan.config, &o.settings, needs) {
         Ok(p) => Some(p),
@@ -343,16 +344,38 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
         };
         let user = cfg.dumpuser.clone();
         let mut waits = |_: WaitEvent| {};
+        let ssl = ids.first().and_then(|&i| plan.dles[i].ssl.clone());
+        if let Some(s) = &ssl {
+            // Our own files first: a broken one is named before any connection is tried.
+            match ssl::client_config(s) {
+                Ok((_, id)) => out.ok(&format!(
+                    "ssl: {} signed by {}",
+                    id.cert.subject(),
+                    id.ca_file
+                )),
+                Err(e) => {
+                    out.err(&format!("{host}: ssl: {e}"));
+                    continue;
+                }
+            }
+        }
         let (noop, selfcheck) = match auth {
-            Auth::Bsdtcp => {
-                let Some(pool) = ports.tcp_reserved.as_deref() else {
+            Auth::Bsdtcp | Auth::Ssl => {
+                let pool = match auth {
+                    Auth::Ssl => ports.tcp_data.as_deref(),
+                    _ => ports.tcp_reserved.as_deref(),
+                };
+                let Some(pool) = pool else {
                     continue;
                 };
                 let mut conn: Option<FramedConn> = None;
-                let mut connect = || {
-                    net::connect(pool, dest, "bsdtcp connection", &tuning, &mut waits)
+                let mut connect = || match &ssl {
+                    Some(s) => {
+                        net::tls::connect(&ports, dest, &host, s, &user, &tuning, &mut waits)
+                    }
+                    None => net::connect(pool, dest, "bsdtcp connection", &tuning, &mut waits)
                         .map(|l| FramedConn::new(l, dest, &user))
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.to_string()),
                 };
                 let noop =
                     exchange::run(icfg.clone(), request::noop(&ours), &mut conn, &mut connect)

@@ -68,6 +68,8 @@ pub struct EstimateGroup {
     pub auth: Auth,
     /// The client port.
     pub port: u16,
+    /// auth ssl: the settings (of the group's first DLE).
+    pub ssl: Option<std::sync::Arc<conf::SslSettings>>,
     /// The host's maxdumps.
     pub maxdumps: u32,
     /// The DLEs.
@@ -116,6 +118,7 @@ pub fn noop_features(body: &[u8]) -> Option<Features> {
 /// REQ resends to `resent`.
 fn exchange(
     ctx: &EstimateContext,
+    g: &EstimateGroup,
     conn: &mut Conn,
     dest: std::net::SocketAddr,
     cfg: InitiatorConfig,
@@ -124,6 +127,14 @@ fn exchange(
     resent: &mut u32,
 ) -> Outcome {
     let ex = match conn {
+        Conn::Tcp(c) if g.auth == Auth::Ssl => {
+            let Some(s) = g.ssl.as_deref() else {
+                return Outcome::Broken("no ssl settings".into());
+            };
+            exchange::run(cfg, req, c, || {
+                net::tls::connect(&ctx.ports, dest, &g.host, s, &ctx.user, &ctx.tuning, waits)
+            })
+        }
         Conn::Tcp(c) => {
             let Some(pool) = ctx.ports.tcp_reserved.as_deref() else {
                 return Outcome::Broken("no reserved-tcp-port pool".into());
@@ -185,6 +196,7 @@ pub fn estimate_group(
     };
     let features = match exchange(
         ctx,
+        g,
         &mut conn,
         dest,
         cfg,
@@ -262,7 +274,7 @@ pub fn estimate_group(
         rep_wait,
         ..ctx.initiator.clone()
     };
-    let out = exchange(ctx, &mut conn, dest, cfg, req, waits, &mut resent);
+    let out = exchange(ctx, g, &mut conn, dest, cfg, req, waits, &mut resent);
     finish(&mut conn);
     if resent > 0 {
         notes.push(resent_note(&g.host, "noop and sendsize", resent));

@@ -204,15 +204,32 @@ fn run_counting(
 
     // The request, on the auth's control transport.
     let (rep, control): (Result<Vec<u8>, Outcome>, Control) = match spec.auth {
-        Auth::Bsdtcp => {
-            let Some(pool) = ctx.ports.tcp_reserved.as_deref() else {
-                return DumpReport::failed("[no reserved-tcp-port pool]".into(), false, started);
+        Auth::Bsdtcp | Auth::Ssl => {
+            let pool = match spec.auth {
+                Auth::Ssl => ctx.ports.tcp_data.as_deref(),
+                _ => ctx.ports.tcp_reserved.as_deref(),
+            };
+            let Some(pool) = pool else {
+                return DumpReport::failed(
+                    format!("[no port pool for {}]", spec.auth),
+                    false,
+                    started,
+                );
             };
             let mut conn: Option<FramedConn> = None;
-            let ex = exchange::run(icfg, req, &mut conn, || {
-                net::connect(pool, dest, "bsdtcp connection", &ctx.tuning, waits)
+            let ex = exchange::run(icfg, req, &mut conn, || match spec.ssl.as_deref() {
+                Some(s) => net::tls::connect(
+                    &ctx.ports,
+                    dest,
+                    &spec.host,
+                    s,
+                    &ctx.user,
+                    &ctx.tuning,
+                    waits,
+                ),
+                None => net::connect(pool, dest, "bsdtcp connection", &ctx.tuning, waits)
                     .map(|l| FramedConn::new(l, dest, &ctx.user))
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string()),
             });
             *resent += ex.resent;
             let rep = match ex.outcome {
@@ -376,12 +393,13 @@ fn connect_streams(
         Ok::<_, String>(m)
     };
     match auth {
-        Auth::Bsdtcp => {
-            let Control::Tcp(conn) = control else {
-                return Err("bsdtcp connection is gone".into());
+        Auth::Bsdtcp | Auth::Ssl => {
+            let Control::Tcp(mut conn) = control else {
+                return Err(format!("{auth} connection is gone"));
             };
             let control_handle = conn.handle();
             let peer_closed = conn.peer_closed(control_handle);
+            let tls = conn.take_tls();
             let (lease, rest, _) = (*conn).into_parts();
             Source::framed(
                 lease,
@@ -390,7 +408,7 @@ fn connect_streams(
                 map_of(None)?,
                 Some((control_handle, peer_closed)),
             )
-            .map(|s| vec![s])
+            .map(|s| vec![s.with_tls(tls)])
         }
         Auth::Bsdudp => {
             let pool = ctx

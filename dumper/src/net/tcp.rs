@@ -7,6 +7,10 @@
 //! client closes its control handle with a zero-length frame; [`FramedConn::close_handle`]
 //! waits for it and answers with ours, as the real server does.
 //!
+//! auth ssl runs the same frames inside TLS ([`FramedConn::with_tls`], made by
+//! [`super::tls::connect`]); the TLS layer goes on to the data phase with
+//! [`FramedConn::take_tls`].
+//!
 //! What this module must not do: interpret stream data.
 
 use std::collections::HashSet;
@@ -34,6 +38,8 @@ pub struct FramedConn {
     end: usize,
     closed_by_peer: HashSet<u32>,
     eof: bool,
+    /// auth ssl: the frames go through this TLS layer.
+    tls: Option<ssl::TlsLayer>,
 }
 
 impl FramedConn {
@@ -52,6 +58,27 @@ impl FramedConn {
             end: 0,
             closed_by_peer: HashSet::new(),
             eof: false,
+            tls: None,
+        }
+    }
+
+    /// The same over TLS (auth ssl): `layer` has finished its handshake on the lease's
+    /// socket.
+    pub fn with_tls(mut self, layer: ssl::TlsLayer) -> FramedConn {
+        self.tls = Some(layer);
+        self
+    }
+
+    /// The TLS layer, for the data phase (before [`FramedConn::into_parts`]).
+    pub fn take_tls(&mut self) -> Option<ssl::TlsLayer> {
+        self.tls.take()
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let sock = self.lease.socket_mut();
+        match &mut self.tls {
+            Some(t) => super::tls::write_all(t, sock, bytes),
+            None => sock.write_all(bytes),
         }
     }
 
@@ -78,7 +105,7 @@ impl FramedConn {
     fn write_frame(&mut self, handle: u32, payload: &[u8]) -> io::Result<()> {
         let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
         frame::encode_frame(handle, payload, &mut out).map_err(io::Error::other)?;
-        self.lease.socket_mut().write_all(&out)
+        self.write_all(&out)
     }
 
     fn compact(&mut self) {
@@ -133,7 +160,11 @@ impl FramedConn {
             let end = self.end;
             let sock = self.lease.socket_mut();
             let _ = sock.set_read_timeout(Some(wait));
-            match sock.read(&mut self.buf[end..]) {
+            let got = match &mut self.tls {
+                Some(t) => super::tls::read(t, sock, &mut self.buf[end..]),
+                None => sock.read(&mut self.buf[end..]),
+            };
+            match got {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.end += n,
                 Err(e)
@@ -191,7 +222,7 @@ impl Transport for FramedConn {
         let mut out = Vec::new();
         pkt.encode_frame(self.handle, &mut out)
             .map_err(|e| io::Error::other(e.to_string()))?;
-        self.lease.socket_mut().write_all(&out)
+        self.write_all(&out)
     }
 
     fn recv(&mut self, until: Instant) -> Result<Option<(PacketType, Vec<u8>)>, String> {
@@ -224,7 +255,8 @@ impl Transport for FramedConn {
             .socket()
             .local_addr()
             .map_or_else(|_| "?".to_string(), |a| a.to_string());
-        format!("server {local}/tcp -> client {}/tcp", self.peer)
+        let tls = if self.tls.is_some() { " (ssl)" } else { "" };
+        format!("server {local}/tcp -> client {}/tcp{tls}", self.peer)
     }
 
     fn send_errors_are_fatal(&self) -> bool {
