@@ -4,10 +4,18 @@
 //! code (the dumper's control exchange), and hands its layer over to a non-blocking loop
 //! with [`TlsStream::into_parts`].
 //!
-//! Amanda's conventions (spec §13.1): the bytes inside are bsdtcp's frames, packed into
-//! records any way (both sides must accept any packing); nobody sends close_notify, the side
-//! that is done closes the socket, so a TCP EOF without close_notify is a normal end of the
-//! stream ([`TlsLayer::read`] returns 0), not an error.
+//! Amanda's conventions (spec §13.1): the bytes inside are bsdtcp's frames; nobody sends
+//! close_notify, the side that is done closes the socket, so a TCP EOF without close_notify
+//! is a normal end of the stream ([`TlsLayer::read`] returns 0), not an error.
+//!
+//! **Records must not hold bytes of two frames** ([`TlsLayer::write_frames`]). Amanda reads
+//! one frame per readable event of the socket, with `SSL_read`s of the frame's size; what a
+//! record holds beyond that frame stays in OpenSSL's buffer, the socket is not readable
+//! again, and the frame after it (often the last ones: the streams' ends) is read only
+//! when more bytes arrive, which may be never: the real dumper then fails the dump with
+//! `data timeout` (measured with Amanda 3.5.1's dumper against a sender that packed frames
+//! into full records). Amanda's own sender writes each frame in three records (length,
+//! handle, payload); one record per frame (or several, for a frame above 16 KiB) is enough.
 //!
 //! Bounds: rustls holds at most one incoming record before we read its plaintext out, and
 //! [`TlsLayer::write`] takes plaintext only while less than [`SEND_BUFFER`] bytes wait to be
@@ -58,6 +66,8 @@ pub struct TlsLayer {
     conn: Connection,
     /// The socket reached EOF.
     eof: bool,
+    /// [`TlsLayer::write_frames`]: bytes of the current frame not yet taken.
+    frame_left: usize,
 }
 
 impl std::fmt::Debug for TlsLayer {
@@ -80,6 +90,7 @@ impl TlsLayer {
         Ok(TlsLayer {
             conn: c.into(),
             eof: false,
+            frame_left: 0,
         })
     }
 
@@ -90,6 +101,7 @@ impl TlsLayer {
         Ok(TlsLayer {
             conn: c.into(),
             eof: false,
+            frame_left: 0,
         })
     }
 
@@ -164,6 +176,34 @@ impl TlsLayer {
     /// during the handshake's first flight is fine: it is sent after the handshake).
     pub fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.conn.writer().write(data)
+    }
+
+    /// Queues the start of a stream of whole frames (`[u32 len][u32 handle][payload]`, as
+    /// [`TlsLayer::write`]), never letting one record hold bytes of two frames (see the
+    /// module docs). `data` continues where the last call stopped. Returns how much was
+    /// taken. A frame header must not be cut between two calls' `data`.
+    pub fn write_frames(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut taken = 0;
+        while taken < data.len() {
+            if self.frame_left == 0 {
+                let Some(h) = data.get(taken..taken + 4) else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a frame header cut short",
+                    ));
+                };
+                let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+                self.frame_left = 8 + len;
+            }
+            let end = (taken + self.frame_left).min(data.len());
+            let n = self.conn.writer().write(&data[taken..end])?;
+            if n == 0 {
+                break;
+            }
+            taken += n;
+            self.frame_left -= n;
+        }
+        Ok(taken)
     }
 
     /// Writes queued records to `sock`. `Ok(true)`: nothing is left.
@@ -347,6 +387,55 @@ mod tests {
             crate::pem::certificates(include_bytes!("../testdata/main/client/crt.pem")).unwrap()[0]
                 .to_vec()
         );
+    }
+
+    /// The sizes of the TLS records in `wire` (5-byte headers).
+    fn record_sizes(mut wire: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        while wire.len() >= 5 {
+            let len = usize::from(u16::from_be_bytes([wire[3], wire[4]]));
+            out.push(len);
+            wire = &wire[(5 + len).min(wire.len())..];
+        }
+        out
+    }
+
+    // issue 13: the real dumper stalled ("data timeout") when a record held the end of one
+    // frame and the start of the next.
+    #[test]
+    fn no_record_holds_bytes_of_two_frames() {
+        let (c, s) = pair();
+        let (ccfg, _) = client_config(&settings("main", "client")).unwrap();
+        let (scfg, _) = server_config(&settings("main", "server")).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        let server = std::thread::spawn(move || {
+            let mut t = TlsStream::new(TlsLayer::server(scfg).unwrap(), s);
+            t.handshake(until).unwrap();
+            t
+        });
+        let mut client = TlsStream::new(TlsLayer::client(ccfg, "h").unwrap(), c);
+        client.handshake(until).unwrap();
+        let (_, mut layer) = server.join().unwrap().into_parts();
+        let frame = |handle: u32, len: usize| {
+            let mut f = (len as u32).to_be_bytes().to_vec();
+            f.extend_from_slice(&handle.to_be_bytes());
+            f.extend(std::iter::repeat_n(7u8, len));
+            f
+        };
+        let mut frames = frame(499_998, 100);
+        frames.extend(frame(499_999, 40_000));
+        frames.extend(frame(499_999, 0));
+        frames.extend(frame(499_998, 0));
+        // Fed in two pieces, the second starting inside the big frame.
+        let cut = 108 + 1000;
+        let mut taken = layer.write_frames(&frames[..cut]).unwrap();
+        taken += layer.write_frames(&frames[cut..]).unwrap();
+        assert_eq!(taken, frames.len());
+        let mut wire = Vec::new();
+        while layer.flush(&mut wire).unwrap() && layer.wants_write() {}
+        // Each plaintext record is its payload plus the content type byte and a 16-byte tag.
+        let plain: Vec<usize> = record_sizes(&wire).iter().map(|n| n - 17).collect();
+        assert_eq!(plain, vec![108, 1000, 16384, 16384, 6240, 8, 8]);
     }
 
     #[test]

@@ -31,3 +31,5 @@ pub mod x509;
 pub use check::{Check, CheckFailure, PeerIdentity, Side, check_peer};
 pub use config::{Identity, SetupError, client_config, server_config};
 pub use layer::{TlsLayer, TlsStream};
+// The daemons hold rustls configurations without depending on rustls themselves.
+pub use rustls;
