@@ -1431,11 +1431,15 @@ impl Server {
                     return;
                 }
                 Err(e) => {
-                    if self.conns.get(&id).is_some_and(|(_, c)| c.is_tls()) {
-                        let why = ssl::layer::describe_error(&e);
-                        self.refuse(Some(resolve::unmap(peer.ip())), Reason::Tls, || {
-                            format!("ssl connection from {peer}: {why}")
-                        });
+                    // A TLS failure (the handshake, a bad record) is a refusal worth a line;
+                    // a reset after the work is done is how Amanda's servers hang up.
+                    let tls_failure = self.conns.get(&id).is_some_and(|(_, c)| {
+                        c.tls.as_ref().is_some_and(|t| {
+                            t.layer.is_handshaking() || e.kind() == io::ErrorKind::InvalidData
+                        })
+                    });
+                    if tls_failure {
+                        self.refuse_tls(peer, &ssl::layer::describe_error(&e));
                         // The alert rustls owes the peer.
                         self.flush_conn(id);
                     } else {

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use conf::SslSettings;
 use ssl::{Check, CheckFailure, PeerIdentity, Side, TlsLayer};
@@ -165,9 +165,7 @@ impl Server {
         let ip = resolve::unmap(peer.ip());
         let Some(der) = der else {
             let e = CheckFailure::NoClientCertificate;
-            self.refuse(Some(ip), Reason::Tls, || {
-                format!("closed ssl connection from {peer}: {e}")
-            });
+            self.refuse_tls(peer, &e.to_string());
             self.close_conn(id);
             return;
         };
@@ -219,9 +217,7 @@ impl Server {
                     }
                 }
                 Err(e) => {
-                    self.refuse(Some(resolve::unmap(peer.ip())), Reason::Tls, || {
-                        format!("closed ssl connection from {peer}: {e}")
-                    });
+                    self.refuse_tls(peer, &e.to_string());
                     self.close_conn(id);
                 }
             }
@@ -234,10 +230,20 @@ impl Server {
         let Some(peer) = self.conns.get(&id).map(|(_, c)| c.peer) else {
             return;
         };
-        self.refuse(Some(resolve::unmap(peer.ip())), Reason::Tls, || {
-            format!("closed ssl connection from {peer}: {why}")
-        });
+        self.refuse_tls(peer, why);
         self.close_conn(id);
+    }
+
+    /// Counts an ssl refusal. Under inetd's `nowait` (one process per connection, which
+    /// logs its start anyway) it is also logged at once, so the admin sees which check
+    /// failed and which file to fix; standalone, refusals are summarised like the others
+    /// (a flood of handshakes must not grow the log).
+    pub(super) fn refuse_tls(&mut self, peer: SocketAddr, why: &str) {
+        let line = format!("refused ssl connection from {peer}: {why}");
+        if self.cfg.mode == super::Mode::InetdTcp {
+            warn!("{line}");
+        }
+        self.refuse(Some(resolve::unmap(peer.ip())), Reason::Tls, || line);
     }
 }
 
