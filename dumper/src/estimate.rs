@@ -89,6 +89,12 @@ pub struct GroupResult {
 
 enum Conn {
     Tcp(Option<FramedConn>),
+    /// auth ssl: a framed connection inside TLS to `host`.
+    Ssl {
+        conn: Option<FramedConn>,
+        host: String,
+        settings: std::sync::Arc<conf::SslSettings>,
+    },
     Udp(Option<UdpControl>),
 }
 
@@ -118,7 +124,6 @@ pub fn noop_features(body: &[u8]) -> Option<Features> {
 /// REQ resends to `resent`.
 fn exchange(
     ctx: &EstimateContext,
-    g: &EstimateGroup,
     conn: &mut Conn,
     dest: std::net::SocketAddr,
     cfg: InitiatorConfig,
@@ -127,14 +132,21 @@ fn exchange(
     resent: &mut u32,
 ) -> Outcome {
     let ex = match conn {
-        Conn::Tcp(c) if g.auth == Auth::Ssl => {
-            let Some(s) = g.ssl.as_deref() else {
-                return Outcome::Broken("no ssl settings".into());
-            };
-            exchange::run(cfg, req, c, || {
-                net::tls::connect(&ctx.ports, dest, &g.host, s, &ctx.user, &ctx.tuning, waits)
-            })
-        }
+        Conn::Ssl {
+            conn,
+            host,
+            settings,
+        } => exchange::run(cfg, req, conn, || {
+            net::tls::connect(
+                &ctx.ports,
+                dest,
+                host,
+                settings,
+                &ctx.user,
+                &ctx.tuning,
+                waits,
+            )
+        }),
         Conn::Tcp(c) => {
             let Some(pool) = ctx.ports.tcp_reserved.as_deref() else {
                 return Outcome::Broken("no reserved-tcp-port pool".into());
@@ -164,7 +176,7 @@ fn exchange(
 /// Prepares the connection for the next request of the group.
 fn next_request(conn: &mut Conn) {
     match conn {
-        Conn::Tcp(Some(c)) => {
+        Conn::Tcp(Some(c)) | Conn::Ssl { conn: Some(c), .. } => {
             let _ = c.close_handle(Instant::now() + Duration::from_secs(5));
             c.next_exchange();
         }
@@ -183,10 +195,14 @@ pub fn estimate_group(
         Ok(d) => d,
         Err(e) => return all_failed(g, format!("[{e}]")),
     };
-    let mut conn = if g.auth.is_udp() {
-        Conn::Udp(None)
-    } else {
-        Conn::Tcp(None)
+    let mut conn = match (&g.ssl, g.auth) {
+        (_, a) if a.is_udp() => Conn::Udp(None),
+        (Some(s), Auth::Ssl) => Conn::Ssl {
+            conn: None,
+            host: g.host.clone(),
+            settings: s.clone(),
+        },
+        _ => Conn::Tcp(None),
     };
     let mut notes = Vec::new();
     let mut resent = 0;
@@ -196,7 +212,6 @@ pub fn estimate_group(
     };
     let features = match exchange(
         ctx,
-        g,
         &mut conn,
         dest,
         cfg,
@@ -274,7 +289,7 @@ pub fn estimate_group(
         rep_wait,
         ..ctx.initiator.clone()
     };
-    let out = exchange(ctx, g, &mut conn, dest, cfg, req, waits, &mut resent);
+    let out = exchange(ctx, &mut conn, dest, cfg, req, waits, &mut resent);
     finish(&mut conn);
     if resent > 0 {
         notes.push(resent_note(&g.host, "noop and sendsize", resent));
@@ -300,7 +315,7 @@ pub fn estimate_group(
 }
 
 fn finish(conn: &mut Conn) {
-    if let Conn::Tcp(Some(c)) = conn {
+    if let Conn::Tcp(Some(c)) | Conn::Ssl { conn: Some(c), .. } = conn {
         let _ = c.close_handle(Instant::now() + Duration::from_secs(5));
     }
 }

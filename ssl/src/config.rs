@@ -124,17 +124,23 @@ pub fn fingerprint_file(s: &SslSettings, name: &str) -> Option<PathBuf> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SetupError {
     #[error("cannot read {file}: {error}")]
-    Read { file: SslFile, error: String },
+    Read { file: Box<SslFile>, error: String },
     #[error("{file}: {cause}")]
-    Pem { file: SslFile, cause: PemError },
+    Pem { file: Box<SslFile>, cause: PemError },
     #[error("{file}: {cause}")]
-    Cert { file: SslFile, cause: CertError },
+    Cert {
+        file: Box<SslFile>,
+        cause: CertError,
+    },
     #[error("{file}: {cause}")]
-    Key { file: SslFile, cause: KeyError },
+    Key { file: Box<SslFile>, cause: KeyError },
     #[error(
         "Private key does not match the certificate public key: {key} is not the key of {cert}"
     )]
-    KeyMismatch { key: SslFile, cert: SslFile },
+    KeyMismatch {
+        key: Box<SslFile>,
+        cert: Box<SslFile>,
+    },
     #[error(
         "ssl-cipher-list \"{list}\"{origin}: it names no TLS 1.2 suite amanda-rs has (it has {have})"
     )]
@@ -159,7 +165,7 @@ pub struct Identity {
 
 fn read(f: &SslFile) -> Result<Vec<u8>, SetupError> {
     std::fs::read(&f.path).map_err(|e| SetupError::Read {
-        file: f.clone(),
+        file: Box::new(f.clone()),
         error: e.to_string(),
     })
 }
@@ -170,11 +176,11 @@ pub fn identity(s: &SslSettings) -> Result<Identity, SetupError> {
     let key_file = file(s, FileKind::Key);
     let ca_file = file(s, FileKind::Ca);
     let pem_err = |file: &SslFile| {
-        let file = file.clone();
+        let file = Box::new(file.clone());
         move |cause| SetupError::Pem { file, cause }
     };
     let cert_err = |file: &SslFile| {
-        let file = file.clone();
+        let file = Box::new(file.clone());
         move |cause| SetupError::Cert { file, cause }
     };
     let chain = pem::certificates(&read(&cert_file)?).map_err(pem_err(&cert_file))?;
@@ -182,7 +188,7 @@ pub fn identity(s: &SslSettings) -> Result<Identity, SetupError> {
     let public = cert.public_key().map_err(cert_err(&cert_file))?;
     let key_der = pem::private_key(&read(&key_file)?).map_err(pem_err(&key_file))?;
     let key = sign::load(&key_der).map_err(|cause| SetupError::Key {
-        file: key_file.clone(),
+        file: Box::new(key_file.clone()),
         cause,
     })?;
     // Amanda's SSL_CTX_check_private_key: the key must be the certificate's.
@@ -196,8 +202,8 @@ pub fn identity(s: &SslSettings) -> Result<Identity, SetupError> {
         .is_some();
     if !matches {
         return Err(SetupError::KeyMismatch {
-            key: key_file,
-            cert: cert_file,
+            key: Box::new(key_file),
+            cert: Box::new(cert_file),
         });
     }
     let ca_ders = pem::certificates(&read(&ca_file)?).map_err(pem_err(&ca_file))?;

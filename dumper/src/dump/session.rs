@@ -199,7 +199,7 @@ impl Source {
             let sock = self.conn.socket_mut();
             loop {
                 if !out.is_empty() {
-                    let n = t.write(out)?;
+                    let n = t.write_frames(out)?;
                     out.drain(..n);
                 }
                 if !t.flush(sock)? || out.is_empty() {

@@ -39,7 +39,7 @@ pub struct FramedConn {
     closed_by_peer: HashSet<u32>,
     eof: bool,
     /// auth ssl: the frames go through this TLS layer.
-    tls: Option<ssl::TlsLayer>,
+    tls: Option<Box<ssl::TlsLayer>>,
 }
 
 impl FramedConn {
@@ -65,13 +65,13 @@ impl FramedConn {
     /// The same over TLS (auth ssl): `layer` has finished its handshake on the lease's
     /// socket.
     pub fn with_tls(mut self, layer: ssl::TlsLayer) -> FramedConn {
-        self.tls = Some(layer);
+        self.tls = Some(Box::new(layer));
         self
     }
 
     /// The TLS layer, for the data phase (before [`FramedConn::into_parts`]).
     pub fn take_tls(&mut self) -> Option<ssl::TlsLayer> {
-        self.tls.take()
+        self.tls.take().map(|t| *t)
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {

@@ -70,10 +70,10 @@ pub fn connect(
     Ok(FramedConn::new(lease, dest, user).with_tls(layer))
 }
 
-/// Writes all of `bytes` through `layer` to the blocking socket.
+/// Writes all of `bytes` (whole frames) through `layer` to the blocking socket.
 pub fn write_all(layer: &mut TlsLayer, sock: &mut TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
-        let n = layer.write(bytes)?;
+        let n = layer.write_frames(bytes)?;
         bytes = &bytes[n..];
         while !layer.flush(sock)? {}
     }
