@@ -11,6 +11,7 @@
 
 pub mod args;
 pub mod config;
+pub mod etc_services;
 pub mod intake;
 pub mod launch;
 pub mod logging;
@@ -18,4 +19,3 @@ pub mod privs;
 pub mod resolve;
 pub mod server;
 pub mod services;
-pub mod services_ports;

@@ -4,7 +4,7 @@
 //! committed corpus `fuzz/corpus/<name>/` on stable. What this module must NOT do: touch
 //! files, sockets or clocks (beyond the test's corpus reading).
 
-use crate::services::Services;
+use portpool_alloc::services::Services;
 use proto::ports::{PortRange, Transport};
 
 /// Fuzz targets: (name under fuzz/corpus/, entry point).

@@ -218,7 +218,7 @@ fn sim_params(args: &SimArgs) -> Result<SimParams> {
     let mean = parse_size(&args.size)
         .map_err(anyhow::Error::msg)
         .context("--size")?;
-    p.services = portpool::pool::load_services(&args.sources.services)?;
+    p.services = portpool_alloc::pool::load_services(&args.sources.services)?;
     if let Some(config) = &args.config {
         let site = conf_adapter::load_site(&sources(config, &args.sources))
             .with_context(|| format!("configuration {config}"))?;

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use portpool::rules::{self, Format};
 use portpool::site::{Client, Origin, Setting, Site, SiteDle};
-use portpool::{LeaseError, Pool, PoolConfig, PortRange, Transport};
+use portpool_alloc::{LeaseError, Pool, PoolConfig};
 use proto::Auth;
+use proto::ports::{PortRange, Transport};
 
 use crate::util::{Scratch, is_root, run_with_timeout};
 use crate::{require_root, require_tool};

@@ -15,7 +15,7 @@
 //! [`PoolCore::poll_timeout`] says when the pool next needs a [`PoolCore::tick`].
 //!
 //! What this module must NOT do: touch a socket, a file, a clock or a lock. The daemons'
-//! [`crate::Pool`] and the simulator ([`crate::sim`]) both drive this same type.
+//! [`crate::Pool`] and the simulator (`portpool::sim`) both drive this same type.
 //! LIFECYCLE.md beside this file draws the states.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -41,9 +41,9 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::core::{CoreConfig, Dest, PoolCore, Ticket, Unusable};
-use crate::services::Services;
 use crate::site::AMANDA_PORT;
+use portpool_alloc::core::{CoreConfig, Dest, PoolCore, Ticket, Unusable};
+use portpool_alloc::services::Services;
 use proto::Auth;
 use proto::ports::{PortRange, Transport};
 
