@@ -2,7 +2,6 @@
 //!
 //! ```text
 //! portpool --simulate [--inparallel 20 --range 850-859 --dles 40 ...] [--plot night.svg]
-//! portpool simulate   [same flags]            (the same)
 //! portpool check CONFIG                       exit 0: fine, 1: warnings, 2: errors
 //! portpool rules CONFIG [--format nft|iptables] [--side server|clients|HOST]
 //! ```
@@ -42,8 +41,6 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Simulate a backup night (same as --simulate).
-    Simulate(SimArgs),
     /// Lint the port settings of a configuration.
     Check(CheckArgs),
     /// Firewall rules for the server and each client of a configuration.
@@ -168,7 +165,6 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match (cli.command, cli.simulate) {
-        (Some(Command::Simulate(args)), _) => simulate(&args),
         (Some(Command::Check(args)), _) => check(&args),
         (Some(Command::Rules(args)), _) => rules(&args),
         (None, true) => simulate(&cli.sim),

@@ -525,17 +525,15 @@ fn simulate_reproduces_the_seed_case_and_the_same_seed_prints_the_same_night() {
     ];
     let text = run(&args);
     assert_eq!(text, run(&args), "same seed, same output");
+    // One spelling (issue 11): `--simulate`; the old `simulate` subcommand is gone.
+    let sub = Command::new(&bin)
+        .args(["simulate", "--range", "850-859"])
+        .output()
+        .expect("run portpool");
     assert_eq!(
-        run(&[
-            "simulate",
-            "--range",
-            "850-859",
-            "--inparallel",
-            "20",
-            "--services",
-            services
-        ]),
-        text
+        sub.status.code(),
+        Some(2),
+        "`portpool simulate` is not a command"
     );
     assert!(
         text.contains("udp 850-859: 9 usable (853 is domain-s in"),
