@@ -40,16 +40,15 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let loaded = config::load(args.settings.as_deref(), args.client_conf.as_deref());
-    let level = std::env::var("AMANDA_RS_LOG")
+    // AMANDA_RS_LOG is already in the settings; read here too for when they failed to load.
+    let filter = std::env::var("AMANDA_RS_LOG")
         .ok()
-        .unwrap_or_else(|| loaded.settings.log.level.clone())
-        .parse()
-        .unwrap_or(log::LevelFilter::Info);
+        .unwrap_or_else(|| loaded.settings.log.level.clone());
     let target = args
         .log
         .clone()
         .or_else(|| loaded.settings.log.file.clone().map(args::LogTarget::File));
-    let note = logging::init(target.as_ref(), level, loaded.settings.log.max_bytes);
+    let note = logging::init(target.as_ref(), &filter, loaded.settings.log.max_bytes);
     std::panic::set_hook(Box::new(|info| error!("panic: {info}")));
     if let Some(note) = note {
         warn!("{note}");

@@ -4,8 +4,9 @@
 //! [`DEFAULT_PATH`], optional; a path given explicitly must exist) < environment variables
 //! `AMANDA_RS_<KEY>`, where nested keys use `__` (`AMANDA_RS_HEARTBEAT__IDLE_SECS=30`,
 //! `AMANDA_RS_RUN_DIR=/run/x`). Values from the environment are parsed as numbers or
-//! booleans when they look like one. `AMANDA_RS_LOG=LEVEL` is short for
-//! `AMANDA_RS_LOG__LEVEL=LEVEL`.
+//! booleans when they look like one. `AMANDA_RS_LOG=FILTER` is short for
+//! `AMANDA_RS_LOG__LEVEL=FILTER`: the one log-level convention of amandad, dumper and
+//! portpool (a level, or env_logger's `target=level` directives; see [`is_log_filter`]).
 //!
 //! To add a setting: add a field with a doc comment and a default in `Default for
 //! Settings` (and a check in [`Settings::validate`] if it has limits). Nothing else.
@@ -70,7 +71,8 @@ impl Heartbeat {
 pub struct Log {
     /// Log file; none = standard error (default none).
     pub file: Option<PathBuf>,
-    /// Level: error, warn, info, debug or trace (default "info").
+    /// Level: error, warn, info, debug or trace, or env_logger directives such as
+    /// `warn,amandad::server=debug` (default "info"; see [`is_log_filter`]).
     pub level: String,
     /// When the log file passes this many bytes it is renamed to `<file>.1` (replacing an
     /// older one) and a new file is started; 0 = never (default 64 MiB). Logrotate does the
@@ -337,11 +339,11 @@ impl Settings {
         if h.enabled && !(1..=127).contains(&h.probes) {
             return bad("heartbeat.probes", "must be between 1 and 127");
         }
-        if !matches!(
-            self.log.level.as_str(),
-            "error" | "warn" | "info" | "debug" | "trace"
-        ) {
-            return bad("log.level", "must be error, warn, info, debug or trace");
+        if !is_log_filter(&self.log.level) {
+            return bad(
+                "log.level",
+                "must be error, warn, info, debug or trace, or directives like `warn,amandad::server=debug`",
+            );
         }
         let a = &self.amandad;
         if !(1..=64).contains(&a.workers) {
@@ -421,6 +423,32 @@ impl Settings {
     pub fn time_wait_hold(&self) -> Duration {
         Duration::from_secs(self.time_wait_hold_secs)
     }
+}
+
+/// True if `spec` is a log filter amanda-rs reads (`AMANDA_RS_LOG`, `[log] level`): a level
+/// (`off`, `error`, `warn`, `info`, `debug`, `trace`), or comma-separated env_logger
+/// directives, each a level or `target=level` (`warn,amandad::server=debug`). Stricter than
+/// env_logger, which takes any other word as a target: a misspelt level is an error here,
+/// not a filter that silences everything.
+pub fn is_log_filter(spec: &str) -> bool {
+    let is_level = |w: &str| {
+        ["off", "error", "warn", "info", "debug", "trace"]
+            .iter()
+            .any(|l| w.eq_ignore_ascii_case(l))
+    };
+    let is_target = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-')
+    };
+    !spec.trim().is_empty()
+        && spec
+            .split(',')
+            .map(str::trim)
+            .all(|d| match d.split_once('=') {
+                Some((target, level)) => is_target(target.trim()) && is_level(level.trim()),
+                None => is_level(d),
+            })
 }
 
 #[cfg(test)]
@@ -515,6 +543,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.log.level, "debug", "the explicit key wins");
+    }
+
+    // issue 11: one log-level convention; AMANDA_RS_LOG takes env_logger directives too.
+    #[test]
+    fn amanda_rs_log_takes_a_level_or_target_directives_and_refuses_a_misspelt_level() {
+        for ok in [
+            "debug",
+            "WARN",
+            "warn,amandad::server=debug",
+            "dumper=trace, off",
+        ] {
+            assert!(is_log_filter(ok), "{ok}");
+            let s = Settings::load_from(None, env(&[("AMANDA_RS_LOG", ok)])).unwrap();
+            assert_eq!(s.log.level, ok);
+        }
+        for bad in ["", "degub", "warn,", "amandad=loud", "=debug", "a b=info"] {
+            assert!(!is_log_filter(bad), "{bad:?}");
+        }
+        let e = Settings::load_from(None, env(&[("AMANDA_RS_LOG", "verbose")])).unwrap_err();
+        assert!(e.to_string().contains("log.level"), "{e}");
     }
 
     #[test]

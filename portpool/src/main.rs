@@ -162,7 +162,8 @@ struct RulesArgs {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // The one log-level convention of amanda-rs (README, "Log level"): AMANDA_RS_LOG.
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("AMANDA_RS_LOG", "warn")).init();
     let cli = Cli::parse();
     let result = match (cli.command, cli.simulate) {
         (Some(Command::Check(args)), _) => check(&args),
