@@ -1,4 +1,5 @@
-//! Fuzz entry points of the services, reachable from stable Rust.
+//! Fuzz entry points of amandad (the services and the tar machinery), reachable from stable
+//! Rust.
 //!
 //! Each `pub fn name(data: &[u8])` must never panic and checks the invariants of what it
 //! drives: the privileged helper's argument check (the security boundary), tar's stderr
@@ -18,7 +19,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use crate::services::messages::{
     BackupMessages, Classifier, MAX_LINE, StreamOutput, Table, UserRules,
 };
-use crate::services::runtar;
+use crate::tar::runtar;
 
 pub mod tar_model;
 
@@ -72,9 +73,9 @@ pub fn tar_stderr(data: &[u8]) {
 
 /// The amandates parser: never panics; formatting is a fixed point.
 pub fn amandates(data: &[u8]) {
-    let a = crate::services::amandates::Amandates::parse(data);
+    let a = crate::tar::amandates::Amandates::parse(data);
     let f = a.format();
-    assert_eq!(crate::services::amandates::Amandates::parse(&f).format(), f);
+    assert_eq!(crate::tar::amandates::Amandates::parse(&f).format(), f);
 }
 
 /// sendbackup and sendsize request handling on arbitrary bodies: never panics.
@@ -104,7 +105,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::tar_model;
-    use crate::services::runtar;
+    use crate::tar::runtar;
     use tar_model::Event::{Operand, Opt};
 
     fn fuzz_dir() -> PathBuf {

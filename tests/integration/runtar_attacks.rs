@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use amandad::services::exinclude::{self, ListPlace};
-use amandad::services::tar::{AmgtarProps, Form, Mode, TarSetup};
+use amandad::tar::exinclude::{self, ListPlace};
+use amandad::tar::gnutar::{AmgtarProps, Form, Mode, TarSetup};
 use proto::dle::FileList;
 
 use crate::util::{self, AMANDA_USER, RuntarInstall, Scratch};

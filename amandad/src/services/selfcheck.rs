@@ -38,11 +38,11 @@ use proto::dle::{Compress, Dle, Encrypt, Estimate};
 use proto::selfcheck::{JsonMessage, Origin, ReplyWriter, Severity, msg};
 
 use crate::services::context::SPACE_CHECK_DIRS;
-use crate::services::exinclude::{self, ListPlace};
 use crate::services::request::head;
-use crate::services::tar::{self, Launch, PropProblem, TarSetup};
 use crate::services::util::{euid_access, lossy, uids};
 use crate::services::{ServiceContext, Start};
+use crate::tar::exinclude::{self, ListPlace};
+use crate::tar::gnutar::{self, Launch, PropProblem, TarSetup};
 
 /// Starts a selfcheck: every check runs in the returned job.
 pub fn start(ctx: &ServiceContext, args: &[u8]) -> Start {
@@ -339,7 +339,7 @@ impl Check {
                 // Samba shares: the real client checks smbclient; we have no Samba support,
                 // which check_disk reports.
             } else {
-                let dir = tar::amname_to_dirname(&device);
+                let dir = gnutar::amname_to_dirname(&device);
                 let place = ListPlace {
                     tmp_dir: &self.ctx.tmp_dir,
                     prog: "selfcheck",
@@ -460,7 +460,7 @@ impl Check {
                 self.emit(&build(Origin::SELFCHECK, 3_600_030, &dev_args, None));
                 return;
             }
-            let dir = tar::amname_to_dirname(&device);
+            let dir = gnutar::amname_to_dirname(&device);
             if let Err(errno) = euid_access(&dir, libc::F_OK) {
                 self.emit(&msg::could_not_access(
                     errno, b"access", &host, &device, &disk,
@@ -555,7 +555,7 @@ impl Check {
             .props
             .command_options
             .iter()
-            .find(|o| !tar::command_option_allowed(o))
+            .find(|o| !gnutar::command_option_allowed(o))
         {
             relayed.push(build(
                 Origin::AMGTAR,
@@ -587,9 +587,9 @@ impl Check {
             let ok = m.severity == Severity::Info;
             relayed.push(m);
             if ok {
-                match tar::version_line(&setup.tar) {
+                match gnutar::version_line(&setup.tar) {
                     Some(line) => relayed.push(msg::amgtar_gtar_version(
-                        tar::version_number(&line).as_bytes(),
+                        gnutar::version_number(&line).as_bytes(),
                         &disk,
                         &device,
                         &host,
@@ -634,7 +634,7 @@ impl Check {
         if m.code != 3_600_063 {
             return m;
         }
-        let Launch::Helper(helper) = tar::launch(&self.ctx) else {
+        let Launch::Helper(helper) = gnutar::launch(&self.ctx) else {
             return m;
         };
         let mut directory = std::ffi::OsString::from("--directory=");
@@ -731,7 +731,7 @@ impl Check {
     /// The helper's checks: executable, setuid root, and allowed to run our tar. A helper
     /// that is missing or not setuid is a warning: tar then runs as the Amanda user.
     fn check_helper(&mut self) {
-        let user = crate::services::runtar::AMANDA_USER;
+        let user = crate::tar::runtar::AMANDA_USER;
         let consequence = format!("tar runs as {user} and backs up only what {user} can read");
         let Some(helper) = self.ctx.runtar_path.clone() else {
             self.emit(&custom(
@@ -775,9 +775,9 @@ impl Check {
                 }
             }
         }
-        let conf = tar::load_security(&self.ctx).unwrap_or_default();
-        let policy = crate::services::runtar::Policy::from_security_conf(&conf);
-        if let Err(e) = crate::services::runtar::check_tar(&self.ctx.gnutar_path, &policy) {
+        let conf = gnutar::load_security(&self.ctx).unwrap_or_default();
+        let policy = crate::tar::runtar::Policy::from_security_conf(&conf);
+        if let Err(e) = crate::tar::runtar::check_tar(&self.ctx.gnutar_path, &policy) {
             self.emit(&custom(
                 Origin::SELFCHECK,
                 3_600_092,

@@ -115,7 +115,7 @@ fn estimates_equal_real_tar_for_level_0_and_1_and_are_published_line_by_line() {
             crate::services::features::advertised_hex()
         )
     );
-    let want0 = crate::services::estimate::tests::real_tar_bytes(&data, true, &[])
+    let want0 = crate::tar::estimate::tests::real_tar_bytes(&data, true, &[])
         .unwrap()
         .div_ceil(1024);
     assert_eq!(l[1], format!("{disk} 0 SIZE {want0}"));
@@ -173,7 +173,7 @@ fn amgtar_estimates_and_property_errors() {
         &ctx,
         &format!("{}{}", opts("h3"), amgtar_dle(&disk, &[0], "")),
     );
-    let want0 = crate::services::estimate::tests::real_tar_bytes(&data, true, &[])
+    let want0 = crate::tar::estimate::tests::real_tar_bytes(&data, true, &[])
         .unwrap()
         .div_ceil(1024);
     assert_eq!(lines(&body)[1], format!("{disk} 0 SIZE {want0}"));
@@ -336,9 +336,8 @@ fn excluded_files_estimate_like_the_real_client() {
             String::from_utf8_lossy(&real).replace(F, &crate::services::features::advertised_hex());
         assert_eq!(String::from_utf8_lossy(&ours), real, "request:\n{req}");
         // really excluded: smaller than the whole tree
-        let all =
-            crate::services::estimate::tests::real_tar_bytes(&dir.path().join("data"), true, &[])
-                .unwrap();
+        let all = crate::tar::estimate::tests::real_tar_bytes(&dir.path().join("data"), true, &[])
+            .unwrap();
         assert!(
             !real.contains(&format!(" 0 SIZE {}\n", all.div_ceil(1024))),
             "{real}"
@@ -366,8 +365,8 @@ fn the_real_client_continues_our_incremental_chain() {
     inner.runtar_path = None;
     std::fs::create_dir_all(&inner.tmp_dir).unwrap();
     let ctx = ServiceContext::new(inner);
-    let base = crate::services::listed::chain_base(lists, host.as_bytes(), data.as_bytes());
-    let level0 = crate::services::listed::level_file(&base, 0);
+    let base = crate::tar::listed::chain_base(lists, host.as_bytes(), data.as_bytes());
+    let level0 = crate::tar::listed::level_file(&base, 0);
     struct Cleanup(std::path::PathBuf);
     impl Drop for Cleanup {
         fn drop(&mut self) {
