@@ -5,7 +5,8 @@
 //! drives: the privileged helper's argument check (the security boundary), tar's stderr
 //! state machine, the amandates parser, and the request parsing of sendbackup and sendsize
 //! (which runs no tar: a sendsize job is built, not run). The cargo-fuzz crate in
-//! `<repo>/fuzz` calls them; the test below replays `<repo>/fuzz/corpus/<name>/`.
+//! `<repo>/fuzz` calls them; the integration test `fuzz_corpora` replays
+//! `<repo>/fuzz/corpus/<name>/` through [`TARGETS`].
 //!
 //! The helper's oracle does not trust the helper's view of the command line: it asks
 //! [`tar_model`], an independent model of GNU tar's own parsing, what tar would do with an
@@ -23,11 +24,8 @@ use crate::tar::runtar;
 
 pub mod tar_model;
 
-/// A fuzz target: its name (corpus directory and cargo-fuzz binary) and entry point.
-pub type Target = (&'static str, fn(&[u8]));
-
-/// Every target.
-pub const TARGETS: &[Target] = &[
+/// Every target: (name of the corpus directory and cargo-fuzz binary, entry point).
+pub const TARGETS: &[proto::fuzz::Target] = &[
     ("amandad_runtar_args", runtar_args),
     ("amandad_tar_stderr", tar_stderr),
     ("amandad_amandates", amandates),
@@ -112,14 +110,6 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("..")
             .join("fuzz")
-    }
-
-    #[test]
-    fn every_target_has_a_cargo_fuzz_binary() {
-        for (name, _) in super::TARGETS {
-            let file = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
-            assert!(file.is_file(), "{} is missing", file.display());
-        }
     }
 
     fn words(list: &[&str]) -> Vec<Vec<u8>> {
@@ -426,21 +416,5 @@ mod tests {
             }
         }
         assert!(seen.0 >= 15 && seen.1 >= 4, "{seen:?}");
-    }
-
-    #[test]
-    fn committed_corpora_replay_without_panics() {
-        for (name, f) in super::TARGETS {
-            let dir = fuzz_dir().join("corpus").join(name);
-            let entries: Vec<_> = std::fs::read_dir(&dir)
-                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-                .filter_map(Result::ok)
-                .collect();
-            assert!(!entries.is_empty(), "{} is empty", dir.display());
-            for e in entries {
-                let data = std::fs::read(e.path()).unwrap();
-                f(&data);
-            }
-        }
     }
 }

@@ -8,6 +8,7 @@ mod dumper_holding;
 mod dumper_hostile;
 mod dumper_interop;
 mod firewall;
+mod fuzz_corpora;
 mod interop_reference;
 mod netns;
 mod portpool_sockets;
