@@ -43,7 +43,7 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use proto::exchange::{Packet, Responder, ResponderConfig, ResponderEvent};
 use proto::pkt::PacketType;
-use proto::security::{self, Peer};
+use proto::security::{self, Peer, SecurityLine};
 use proto::udp::Datagram;
 
 pub use conn::{Conn, Role};
