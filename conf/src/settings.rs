@@ -329,15 +329,19 @@ impl Settings {
                 problem: problem.into(),
             })
         };
+        // Whole-number settings with bounds, checked in this order.
+        let within = |key, value: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&value) {
+                Ok(())
+            } else {
+                bad(key, &format!("must be between {lo} and {hi}"))
+            }
+        };
         let h = &self.heartbeat;
-        if h.enabled && !(1..=7200).contains(&h.idle_secs) {
-            return bad("heartbeat.idle_secs", "must be between 1 and 7200");
-        }
-        if h.enabled && !(1..=600).contains(&h.interval_secs) {
-            return bad("heartbeat.interval_secs", "must be between 1 and 600");
-        }
-        if h.enabled && !(1..=127).contains(&h.probes) {
-            return bad("heartbeat.probes", "must be between 1 and 127");
+        if h.enabled {
+            within("heartbeat.idle_secs", h.idle_secs, 1, 7200)?;
+            within("heartbeat.interval_secs", h.interval_secs, 1, 600)?;
+            within("heartbeat.probes", h.probes.into(), 1, 127)?;
         }
         if !is_log_filter(&self.log.level) {
             return bad(
@@ -346,15 +350,19 @@ impl Settings {
             );
         }
         let a = &self.amandad;
-        if !(1..=64).contains(&a.workers) {
-            return bad("amandad.workers", "must be between 1 and 64");
-        }
-        if !(1..=1_000_000).contains(&a.max_connections) {
-            return bad("amandad.max_connections", "must be between 1 and 1000000");
-        }
-        if !(1..=3600).contains(&a.unauth_timeout_secs) {
-            return bad("amandad.unauth_timeout_secs", "must be between 1 and 3600");
-        }
+        within("amandad.workers", a.workers as u64, 1, 64)?;
+        within(
+            "amandad.max_connections",
+            a.max_connections as u64,
+            1,
+            1_000_000,
+        )?;
+        within(
+            "amandad.unauth_timeout_secs",
+            a.unauth_timeout_secs,
+            1,
+            3600,
+        )?;
         // A bsdtcp control frame may be 4 MiB; a smaller budget could never take one whole.
         if a.partial_input_bytes < (4 << 20) + 8 {
             return bad(
@@ -365,26 +373,34 @@ impl Settings {
         if a.max_output_bytes < 64 << 10 {
             return bad("amandad.max_output_bytes", "must be at least 65536");
         }
-        if !(1..=86_400).contains(&a.stalled_output_secs) {
-            return bad("amandad.stalled_output_secs", "must be between 1 and 86400");
-        }
-        if !(1..=100_000).contains(&a.max_requests_per_connection) {
-            return bad(
+        for (key, value, lo, hi) in [
+            (
+                "amandad.stalled_output_secs",
+                a.stalled_output_secs,
+                1,
+                86_400,
+            ),
+            (
                 "amandad.max_requests_per_connection",
-                "must be between 1 and 100000",
-            );
-        }
-        if !(1..=64).contains(&a.resolver_threads) {
-            return bad("amandad.resolver_threads", "must be between 1 and 64");
-        }
-        if !(1..=1_000_000).contains(&a.resolver_queue) {
-            return bad("amandad.resolver_queue", "must be between 1 and 1000000");
-        }
-        if !(16..=10_000_000).contains(&a.name_cache_entries) {
-            return bad(
+                a.max_requests_per_connection as u64,
+                1,
+                100_000,
+            ),
+            ("amandad.resolver_threads", a.resolver_threads as u64, 1, 64),
+            (
+                "amandad.resolver_queue",
+                a.resolver_queue as u64,
+                1,
+                1_000_000,
+            ),
+            (
                 "amandad.name_cache_entries",
-                "must be between 16 and 10000000",
-            );
+                a.name_cache_entries as u64,
+                16,
+                10_000_000,
+            ),
+        ] {
+            within(key, value, lo, hi)?;
         }
         if a.name_cache_secs > 86_400 || a.name_negative_cache_secs > 86_400 {
             return bad(
@@ -392,12 +408,12 @@ impl Settings {
                 "and name_negative_cache_secs must be at most 86400",
             );
         }
-        if !(1..=86_400).contains(&a.refusal_summary_secs) {
-            return bad(
-                "amandad.refusal_summary_secs",
-                "must be between 1 and 86400",
-            );
-        }
+        within(
+            "amandad.refusal_summary_secs",
+            a.refusal_summary_secs,
+            1,
+            86_400,
+        )?;
         if let Err(bad_word) = self.amandad.extra_data_peers() {
             return Err(SettingsError::Invalid {
                 key: "amandad.extra_data_peers",
