@@ -488,17 +488,25 @@ fn quote(comment: &str) -> String {
     comment.replace('"', "'")
 }
 
-fn nft(site: &Site, h: &HostRules, opts: &Options, out: &mut String) {
-    let _ = writeln!(out, "#!/usr/sbin/nft -f");
+/// The comment lines that open a rule file: whose rules they are, and how to load them.
+fn banner(site: &Site, h: &HostRules, kind: &str, load: &str, out: &mut String) {
     let _ = writeln!(
         out,
-        "# amanda-rs: firewall rules for the Amanda {} {} (configuration {}), from `portpool rules`.",
+        "# amanda-rs: {kind} rules for the Amanda {} {} (configuration {}), from `portpool rules`.",
         h.role, h.name, site.config
     );
-    let _ = writeln!(
+    let _ = writeln!(out, "# {load}");
+}
+
+fn nft(site: &Site, h: &HostRules, opts: &Options, out: &mut String) {
+    let _ = writeln!(out, "#!/usr/sbin/nft -f");
+    banner(
+        site,
+        h,
+        "firewall",
+        "Load with `nft -f FILE`. The table accepts Amanda's flows and drops other traffic to its\n\
+         # 10080 ports; if another table of yours drops by default, copy these rules into it.",
         out,
-        "# Load with `nft -f FILE`. The table accepts Amanda's flows and drops other traffic to its\n\
-         # 10080 ports; if another table of yours drops by default, copy these rules into it."
     );
     for note in &h.notes {
         let _ = writeln!(out, "# {note}");
@@ -591,14 +599,12 @@ fn iptables(site: &Site, h: &HostRules, opts: &Options, out: &mut String) {
         Dir::In => "AMANDA-RS-IN",
         Dir::Out => "AMANDA-RS-OUT",
     };
-    let _ = writeln!(
+    banner(
+        site,
+        h,
+        "iptables",
+        "Load with `iptables-restore --noflush < FILE` (IPv4; IPv6 peers are listed as comments).",
         out,
-        "# amanda-rs: iptables rules for the Amanda {} {} (configuration {}), from `portpool rules`.",
-        h.role, h.name, site.config
-    );
-    let _ = writeln!(
-        out,
-        "# Load with `iptables-restore --noflush < FILE` (IPv4; IPv6 peers are listed as comments)."
     );
     let v6: Vec<String> = h
         .rules
