@@ -90,26 +90,7 @@ fn custom(
     args: &[(&str, &[u8])],
     text: String,
 ) -> JsonMessage {
-    JsonMessage {
-        source_filename: file.into(),
-        source_line: 0,
-        severity,
-        process: origin.process.into(),
-        running_on: proto::selfcheck::RUNNING_ON_CLIENT.into(),
-        component: origin.component.into(),
-        module: origin.module.into(),
-        code,
-        merrno: None,
-        errnocode: None,
-        errnostr: None,
-        args: args
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect(),
-        message: text.into_bytes().into(),
-        quoted_message: None,
-        hint: None,
-    }
+    JsonMessage::custom(origin, code, severity, file, args, text.as_bytes())
 }
 
 fn build(origin: Origin, code: i32, args: &[(&str, &[u8])], errno: Option<i32>) -> JsonMessage {

@@ -135,13 +135,8 @@ pub fn tar_unquote(s: &[u8]) -> Vec<u8> {
         match c {
             b'\\' => out.push(b'\\'),
             b'a' => out.push(0x07),
-            b'b' => out.push(0x08),
-            b'f' => out.push(0x0c),
-            b'n' => out.push(b'\n'),
-            b'r' => out.push(b'\r'),
-            b't' => out.push(b'\t'),
-            b'v' => out.push(0x0b),
             b'?' => out.push(0x7f),
+            c if let Some(control) = proto::quote::c_control_escape(c) => out.push(control),
             b'0'..=b'7' => {
                 let mut value = u32::from(c - b'0');
                 for _ in 0..2 {

@@ -271,6 +271,22 @@ fn copy(input: &mut File, out: &mut File) -> Result<(), (bool, io::Error)> {
     out.sync_data().map_err(|e| (false, e))
 }
 
+/// How many incremental state files `dir` holds: every file but the `<chain>.disk` records
+/// of which disk owns a chain name (for tests that check nothing is left behind).
+#[cfg(test)]
+pub(crate) fn state_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("list dir")
+        .filter(|e| {
+            !e.as_ref()
+                .expect("dirent")
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".disk")
+        })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

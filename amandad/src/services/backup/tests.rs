@@ -350,19 +350,7 @@ fn a_failing_tar_is_reported_and_the_chain_is_untouched() {
     assert!(text.contains("sendbackup: error [dump ("), "{text}");
     assert!(text.contains("/usr/bin/tar returned 2]"), "{text}");
     assert!(!text.contains("sendbackup: end"), "{text}");
-    assert_eq!(
-        std::fs::read_dir(&ctx.gnutar_list_dir)
-            .unwrap()
-            // `<chain>.disk` records which disk owns the chain name; no state file is left.
-            .filter(|e| !e
-                .as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".disk"))
-            .count(),
-        0
-    );
+    assert_eq!(crate::tar::listed::state_files(&ctx.gnutar_list_dir), 0);
 }
 
 #[test]

@@ -125,19 +125,7 @@ fn estimates_equal_real_tar_for_level_0_and_1_and_are_published_line_by_line() {
     assert_eq!(partials.first().map(|p| lines(p).len()), Some(1));
     assert_eq!(partials.last(), Some(&body));
     // No state file is left behind by an estimate.
-    assert_eq!(
-        std::fs::read_dir(&ctx.gnutar_list_dir)
-            .unwrap()
-            // `<chain>.disk` records which disk owns the chain name; no state file is left.
-            .filter(|e| !e
-                .as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".disk"))
-            .count(),
-        0
-    );
+    assert_eq!(crate::tar::listed::state_files(&ctx.gnutar_list_dir), 0);
 }
 
 #[test]
@@ -192,27 +180,7 @@ fn amgtar_estimates_and_property_errors() {
 
 /// The real Debian client, if installed and we are root: `runuser -u backup -- sendsize`.
 fn real_sendsize(req: &str) -> Option<Vec<u8>> {
-    if !nix::unistd::geteuid().is_root() || !Path::new("/usr/lib/amanda/sendsize").exists() {
-        crate::services::util::skip_unless_ci("needs root and the real amanda-client");
-        return None;
-    }
-    let mut child = std::process::Command::new("runuser")
-        .args([
-            "-u",
-            "backup",
-            "--",
-            "/usr/lib/amanda/sendsize",
-            "amandad",
-            "bsdtcp",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    use std::io::Write;
-    child.stdin.take()?.write_all(req.as_bytes()).ok()?;
-    Some(child.wait_with_output().ok()?.stdout)
+    crate::services::util::real_client_service("sendsize", req)
 }
 
 fn readable_tree() -> tempfile::TempDir {
