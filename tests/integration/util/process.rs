@@ -1,7 +1,7 @@
 //! Running things: the workspace's binaries (built on first use), commands that must
 //! succeed, commands with a time limit.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -52,46 +52,70 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
-/// Runs `cmd`, killing it after `limit`. Returns its status and combined output.
-pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> (ExitStatus, String) {
+/// Runs `cmd` (stdin from /dev/null), killing it after `limit` (with its process group
+/// when it leads one, as after `process_group(0)`) and then panicking with what it wrote.
+/// Returns its status, stdout and stderr.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> (ExitStatus, Vec<u8>, Vec<u8>) {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out_thread = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stderr.read_to_end(&mut s);
-        s
-    });
+    let read_all = |mut from: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = from.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().expect("stdout")));
+    let err = read_all(Box::new(child.stderr.take().expect("stderr")));
     let start = Instant::now();
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            break status;
+            let out = out.join().unwrap_or_default();
+            return (status, out, err.join().unwrap_or_default());
         }
         if start.elapsed() > limit {
+            // SAFETY: kill has no memory preconditions; without such a group it is ESRCH.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.kill();
             let status = child.wait().expect("wait");
-            let mut text =
-                String::from_utf8_lossy(&out_thread.join().unwrap_or_default()).into_owned();
-            text.push_str(&String::from_utf8_lossy(
-                &err_thread.join().unwrap_or_default(),
-            ));
-            panic!("{cmd:?} did not finish within {limit:?} ({status}); output:\n{text}");
+            let out = out.join().unwrap_or_default();
+            let err = err.join().unwrap_or_default();
+            panic!(
+                "{cmd:?} did not finish within {limit:?} ({status}); output:\n{}{}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut text = String::from_utf8_lossy(&out_thread.join().unwrap_or_default()).into_owned();
-    text.push_str(&String::from_utf8_lossy(
-        &err_thread.join().unwrap_or_default(),
-    ));
+    }
+}
+
+/// Runs `cmd`, killing it after `limit`. Returns its status and combined output.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> (ExitStatus, String) {
+    let (status, out, err) = output_within(cmd, limit);
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    text.push_str(&String::from_utf8_lossy(&err));
     (status, text)
+}
+
+/// Runs `cmd` with `input` on its stdin and its stdout captured (stderr as the caller set
+/// it); the input is written from a thread, so a command that answers early cannot block.
+pub fn pipe_through(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = writer.join();
+    out
 }

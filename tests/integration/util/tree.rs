@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use super::pipe_through;
 
 /// Builds the test tree: names with spaces, a tab, quotes, a backslash and UTF-8, a symlink,
 /// empty file and directory, a 0700 directory, a 0600 file owned by root, a binary file, a
@@ -192,29 +193,21 @@ fn describe(e: &Entry) -> String {
 /// Extracts a GNU tar stream into `into` as root, keeping permissions, owners and
 /// incremental deletions.
 pub fn extract_tar(tar: &[u8], into: &Path) {
-    let mut child = Command::new("tar")
-        .args([
-            "--extract",
-            "--preserve-permissions",
-            "--same-owner",
-            "--listed-incremental=/dev/null",
-            "--file",
-            "-",
-            "-C",
-        ])
-        .arg(into)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tar");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let data = tar.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("tar wait");
-    let _ = writer.join();
+    let out = pipe_through(
+        Command::new("tar")
+            .args([
+                "--extract",
+                "--preserve-permissions",
+                "--same-owner",
+                "--listed-incremental=/dev/null",
+                "--file",
+                "-",
+                "-C",
+            ])
+            .arg(into)
+            .stderr(Stdio::piped()),
+        tar,
+    );
     assert!(
         out.status.success(),
         "tar -x into {} failed: {}",
