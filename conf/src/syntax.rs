@@ -116,14 +116,7 @@ pub(crate) fn parse_file(sources: &SourceMap, file: FileId, sink: &mut Sink) -> 
                 p.skip_line();
             }
             _ => {
-                let found = p.found(&t);
-                p.error(
-                    t.span,
-                    ErrorKind::Expected {
-                        expected: "a keyword".into(),
-                        found,
-                    },
-                );
+                p.expected(&t, "a keyword");
                 p.skip_line();
             }
         }
@@ -194,6 +187,18 @@ impl Parser<'_, '_> {
 
     fn found(&self, t: &Token) -> String {
         describe(self.sources, t)
+    }
+
+    /// Reports that `expected` was expected where `t` stands.
+    fn expected(&mut self, t: &Token, expected: &str) {
+        let found = self.found(t);
+        self.error(
+            t.span,
+            ErrorKind::Expected {
+                expected: expected.into(),
+                found,
+            },
+        );
     }
 
     fn top_item(&mut self, stmt: Statement) -> Item {
@@ -283,14 +288,7 @@ impl Parser<'_, '_> {
                         Tok::Newline => {}
                         Tok::Eof => self.push_back(after),
                         _ => {
-                            let found = self.found(&after);
-                            self.error(
-                                after.span,
-                                ErrorKind::Expected {
-                                    expected: "end of line after \"{\"".into(),
-                                    found,
-                                },
-                            );
+                            self.expected(&after, "end of line after \"{\"");
                             self.skip_line();
                         }
                     }
@@ -317,14 +315,7 @@ impl Parser<'_, '_> {
                             Tok::Newline => {}
                             Tok::Eof => self.push_back(after),
                             _ => {
-                                let found = self.found(&after);
-                                self.error(
-                                    after.span,
-                                    ErrorKind::Expected {
-                                        expected: "end of line after \"}\"".into(),
-                                        found,
-                                    },
-                                );
+                                self.expected(&after, "end of line after \"}\"");
                                 self.skip_line();
                             }
                         }
@@ -335,14 +326,7 @@ impl Parser<'_, '_> {
                             Tok::Eof => self.push_back(after),
                             Tok::RBrace => {
                                 // `}}`: the inner block closes, so does the outer one.
-                                let found = self.found(&after);
-                                self.error(
-                                    after.span,
-                                    ErrorKind::Expected {
-                                        expected: "end of line after \"}\"".into(),
-                                        found,
-                                    },
-                                );
+                                self.expected(&after, "end of line after \"}\"");
                                 return Some((
                                     Statement {
                                         head,
@@ -354,14 +338,7 @@ impl Parser<'_, '_> {
                                 ));
                             }
                             _ => {
-                                let found = self.found(&after);
-                                self.error(
-                                    after.span,
-                                    ErrorKind::Expected {
-                                        expected: "end of line after \"}\"".into(),
-                                        found,
-                                    },
-                                );
+                                self.expected(&after, "end of line after \"}\"");
                                 self.skip_line();
                             }
                         }
@@ -407,14 +384,7 @@ impl Parser<'_, '_> {
                     return None;
                 }
                 Tok::Other(_) => {
-                    let found = self.found(&t);
-                    self.error(
-                        t.span,
-                        ErrorKind::Expected {
-                            expected: "a word, a number or a quoted string".into(),
-                            found,
-                        },
-                    );
+                    self.expected(&t, "a word, a number or a quoted string");
                     self.skip_line();
                     return None;
                 }
@@ -471,14 +441,7 @@ impl Parser<'_, '_> {
                     }
                 }
                 _ => {
-                    let found = self.found(&t);
-                    self.error(
-                        t.span,
-                        ErrorKind::Expected {
-                            expected: "a keyword, a definition name or \"}\"".into(),
-                            found,
-                        },
-                    );
+                    self.expected(&t, "a keyword, a definition name or \"}\"");
                     self.skip_line();
                 }
             }
