@@ -195,26 +195,21 @@ fn sources(config: &str, s: &SourceArgs) -> Sources {
     }
 }
 
+/// A flag's value as the simulator parsed it, or an error naming the flag.
+fn flag<T>(parsed: std::result::Result<T, String>, name: &'static str) -> Result<T> {
+    parsed.map_err(anyhow::Error::msg).context(name)
+}
+
 fn sim_params(args: &SimArgs) -> Result<SimParams> {
     let mut p = SimParams::seed_case();
     p.seed = args.seed;
     p.configs = args.configs.max(1);
     p.skip_services = !args.no_skip_services;
-    p.bandwidth = parse_rate(&args.bandwidth)
-        .map_err(anyhow::Error::msg)
-        .context("--bandwidth")?;
-    p.client_rate = parse_rate(&args.client_rate)
-        .map_err(anyhow::Error::msg)
-        .context("--client-rate")?;
-    p.window = parse_duration(&args.window)
-        .map_err(anyhow::Error::msg)
-        .context("--window")?;
-    p.time_wait = parse_duration(&args.time_wait)
-        .map_err(anyhow::Error::msg)
-        .context("--time-wait")?;
-    let mean = parse_size(&args.size)
-        .map_err(anyhow::Error::msg)
-        .context("--size")?;
+    p.bandwidth = flag(parse_rate(&args.bandwidth), "--bandwidth")?;
+    p.client_rate = flag(parse_rate(&args.client_rate), "--client-rate")?;
+    p.window = flag(parse_duration(&args.window), "--window")?;
+    p.time_wait = flag(parse_duration(&args.time_wait), "--time-wait")?;
+    let mean = flag(parse_size(&args.size), "--size")?;
     p.services = portpool_alloc::pool::load_services(&args.sources.services)?;
     if let Some(config) = &args.config {
         let site = conf_adapter::load_site(&sources(config, &args.sources))

@@ -81,6 +81,19 @@ struct HostRules {
     guarded: Vec<(Transport, u16)>,
 }
 
+impl HostRules {
+    fn new(role: &'static str, name: &str) -> Self {
+        HostRules {
+            role,
+            name: name.to_owned(),
+            rules: Vec::new(),
+            helpers: Vec::new(),
+            notes: Vec::new(),
+            guarded: Vec::new(),
+        }
+    }
+}
+
 fn single(port: u16) -> PortRange {
     PortRange::new(port.max(1), port.max(1)).expect("non-zero port")
 }
@@ -114,14 +127,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
     let s = &site.server;
     let c = client_ranges(site);
     let server_addrs = site.server_addresses.clone();
-    let mut server = HostRules {
-        role: "server",
-        name: site.server_name.clone(),
-        rules: Vec::new(),
-        helpers: Vec::new(),
-        notes: Vec::new(),
-        guarded: Vec::new(),
-    };
+    let mut server = HostRules::new("server", &site.server_name);
     let mut clients = Vec::new();
     for client in &site.clients {
         let dles: Vec<_> = site.dles.iter().filter(|d| d.host == client.name).collect();
@@ -132,14 +138,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
         ports.sort_unstable();
         ports.dedup();
         let addrs = client.addresses.clone();
-        let mut host = HostRules {
-            role: "client",
-            name: client.name.clone(),
-            rules: Vec::new(),
-            helpers: Vec::new(),
-            notes: Vec::new(),
-            guarded: Vec::new(),
-        };
+        let mut host = HostRules::new("client", &client.name);
         // See the module docs: the helper mangles bsdudp's stream handles.
         let helper_ok = auths.contains(&Auth::Bsd) && !auths.contains(&Auth::Bsdudp);
         if auths.contains(&Auth::Bsdudp) {

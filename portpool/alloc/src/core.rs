@@ -705,25 +705,24 @@ impl PoolCore {
         if self.states.len() != n {
             return Err(format!("{} states for {n} ports", self.states.len()));
         }
-        let mut in_free = vec![false; n];
-        for &port in &self.free {
+        // The index of a listed port, which must be in the range and listed once.
+        let once = |seen: &mut Vec<bool>, port: u16, list: &str| {
             let i = self
                 .range
                 .index_of(port)
-                .ok_or(format!("free port {port} outside range"))?;
-            if std::mem::replace(&mut in_free[i], true) {
-                return Err(format!("port {port} twice in the free list"));
+                .ok_or(format!("{list} port {port} outside range"))?;
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(format!("port {port} twice in the {list} list"));
             }
+            Ok(i)
+        };
+        let mut in_free = vec![false; n];
+        for &port in &self.free {
+            once(&mut in_free, port, "free")?;
         }
         let mut in_busy = vec![false; n];
         for &(until, port) in &self.busy {
-            let i = self
-                .range
-                .index_of(port)
-                .ok_or(format!("busy port {port} outside range"))?;
-            if std::mem::replace(&mut in_busy[i], true) {
-                return Err(format!("port {port} twice in the busy list"));
-            }
+            let i = once(&mut in_busy, port, "busy")?;
             match self.states[i] {
                 State::Busy { until: u, .. } if u == until => {}
                 ref other => return Err(format!("busy list has port {port} in state {other:?}")),
