@@ -207,23 +207,7 @@ mod tests {
             assert!(verdict(bad).is_err(), "{bad:?}");
         }
         for good in [
-            &[
-                "--create",
-                "--verbose",
-                "--block-number",
-                "--file=-",
-                "--directory=/home",
-                "--one-file-system",
-                "--atime-preserve=system",
-                "--listed-incremental=/var/lib/amanda/gnutar-lists/h_0.new",
-                "--sparse",
-                "--ignore-failed-read",
-                "--totals",
-                "--exclude-from=/tmp/x",
-                "--verbatim-files-from",
-                "--null",
-                "--files-from=/tmp/y",
-            ][..],
+            runtar::tests::GOOD,
             &[
                 "--create",
                 "--file=/dev/null",

@@ -178,27 +178,31 @@ fn access_message(origin: Origin, path: &Path, mode: libc::c_int) -> JsonMessage
 
 /// `check_file_message`.
 fn file_message(origin: Origin, path: &Path, mode: libc::c_int) -> JsonMessage {
-    match std::fs::metadata(path) {
-        Err(e) => msg::cannot_stat_file(
-            origin,
-            path.as_os_str().as_bytes(),
-            e.raw_os_error().unwrap_or(libc::EIO),
-        ),
-        Ok(m) if !m.is_file() => msg::not_a_file(origin, path.as_os_str().as_bytes()),
-        Ok(_) => access_message(origin, path, mode),
-    }
+    path_message(origin, path, mode, false)
 }
 
 /// `check_dir_message`.
 fn dir_message(origin: Origin, path: &Path, mode: libc::c_int) -> JsonMessage {
+    path_message(origin, path, mode, true)
+}
+
+/// What the two checks share: stat `path`, check its type, then its access (a directory's
+/// as `path/.`).
+fn path_message(origin: Origin, path: &Path, mode: libc::c_int, dir: bool) -> JsonMessage {
+    let name = path.as_os_str().as_bytes();
     match std::fs::metadata(path) {
-        Err(e) => msg::cannot_stat_dir(
-            origin,
-            path.as_os_str().as_bytes(),
-            e.raw_os_error().unwrap_or(libc::EIO),
-        ),
-        Ok(m) if !m.is_dir() => msg::not_a_directory(origin, path.as_os_str().as_bytes()),
-        Ok(_) => access_message(origin, &path.join("."), mode),
+        Err(e) => {
+            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+            if dir {
+                msg::cannot_stat_dir(origin, name, errno)
+            } else {
+                msg::cannot_stat_file(origin, name, errno)
+            }
+        }
+        Ok(m) if dir && !m.is_dir() => msg::not_a_directory(origin, name),
+        Ok(m) if !dir && !m.is_file() => msg::not_a_file(origin, name),
+        Ok(_) if dir => access_message(origin, &path.join("."), mode),
+        Ok(_) => access_message(origin, path, mode),
     }
 }
 
