@@ -6,7 +6,7 @@
 //! Helper processes are this test binary run again with `PORTPOOL_CHILD` set: the test
 //! `child_role` then plays the part named there (and does nothing in a normal run).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -18,7 +18,7 @@ use portpool_alloc::{LeaseError, Pool, PoolConfig};
 use proto::Auth;
 use proto::ports::{PortRange, Transport};
 
-use crate::util::{Scratch, is_root, run_with_timeout};
+use crate::util::{self, Scratch, is_root, run_with_timeout};
 use crate::{require_root, require_tool};
 
 const CHILD_ENV: &str = "PORTPOOL_CHILD";
@@ -452,17 +452,7 @@ fn rules_are_accepted_by_nft_check() {
         let text = rules::render_host(&site, Format::Nft, host).unwrap();
         let path = dir.join(format!("{host}.nft"));
         std::fs::write(&path, &text).unwrap();
-        let out = Command::new("nft")
-            .arg("-c")
-            .arg("-f")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "nft -c -f {host}.nft:\n{}\n{text}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        util::run_ok(Command::new("nft").arg("-c").arg("-f").arg(&path));
     }
 }
 
@@ -473,19 +463,12 @@ fn rules_are_accepted_by_iptables_restore_test() {
     let site = rules_site();
     for host in ["backup", "alpha", "beta", "gamma"] {
         let text = rules::render_host(&site, Format::Iptables, host).unwrap();
-        let mut child = Command::new("iptables-restore")
-            .arg("--test")
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = util::pipe_through(
+            Command::new("iptables-restore")
+                .arg("--test")
+                .stderr(Stdio::piped()),
+            text.as_bytes(),
+        );
         assert!(
             out.status.success(),
             "iptables-restore --test {host}:\n{}\n{text}",

@@ -684,16 +684,11 @@ fn real_amrestore_reads_our_header_and_returns_the_tar_bytes() {
     );
 
     // -h keeps the header: amrestore writes our 32 KiB block back, then the tar bytes.
-    let out = Command::new("runuser")
-        .args(["-u", "backup", "--", AMRESTORE, "-h", "-p"])
-        .arg(&dump)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::util::run_ok(
+        Command::new("runuser")
+            .args(["-u", "backup", "--", AMRESTORE, "-h", "-p"])
+            .arg(&dump)
+            .current_dir(dir.path()),
     );
     assert_eq!(out.stdout.len(), HEADER_SIZE + tar_bytes.len());
     // amrestore rebuilds the header from what it parsed; its heredoc reader drops empty
