@@ -258,28 +258,17 @@ impl Parser<'_, '_> {
         loop {
             let t = self.next();
             match t.tok {
-                Tok::Newline => {
-                    return Some((
-                        Statement {
-                            head,
-                            args,
-                            block: None,
-                            span,
-                        },
-                        End::Line,
-                    ));
-                }
-                Tok::Eof => {
-                    self.push_back(t);
-                    return Some((
-                        Statement {
-                            head,
-                            args,
-                            block: None,
-                            span,
-                        },
-                        End::Line,
-                    ));
+                Tok::Newline | Tok::Eof => {
+                    if t.tok == Tok::Eof {
+                        self.push_back(t);
+                    }
+                    let stmt = Statement {
+                        head,
+                        args,
+                        block: None,
+                        span,
+                    };
+                    return Some((stmt, End::Line));
                 }
                 Tok::LBrace => {
                     let open = t.span;

@@ -176,6 +176,25 @@ fn access_message(origin: Origin, path: &Path, mode: libc::c_int) -> JsonMessage
     )
 }
 
+/// The errors of building a DLE's exclude/include lists, as `origin` reports them.
+fn list_errors(origin: Origin, lists: &exinclude::ExInclude, disk: &[u8]) -> Vec<JsonMessage> {
+    lists
+        .messages
+        .iter()
+        .filter(|m| !m.info)
+        .map(|m| {
+            custom(
+                origin,
+                m.code,
+                Severity::Error,
+                "client_util.c",
+                &[("disk", disk)],
+                m.text.clone(),
+            )
+        })
+        .collect()
+}
+
 /// `check_file_message`.
 fn file_message(origin: Origin, path: &Path, mode: libc::c_int) -> JsonMessage {
     path_message(origin, path, mode, false)
@@ -336,15 +355,8 @@ impl Check {
                     dle.include.as_ref().unwrap_or(&Default::default()),
                     &place,
                 );
-                for m in lists.messages.iter().filter(|m| !m.info) {
-                    self.emit(&custom(
-                        Origin::SELFCHECK,
-                        m.code,
-                        Severity::Error,
-                        "client_util.c",
-                        &[("disk", &disk)],
-                        m.text.clone(),
-                    ));
+                for m in list_errors(Origin::SELFCHECK, &lists, &disk) {
+                    self.emit(&m);
                 }
                 self.needs.runtar = true;
             }
@@ -524,16 +536,7 @@ impl Check {
             dir: &setup.directory,
         };
         let lists = exinclude::build(&setup.exclude, &setup.include, &place);
-        for m in lists.messages.iter().filter(|m| !m.info) {
-            relayed.push(custom(
-                Origin::AMGTAR,
-                m.code,
-                Severity::Error,
-                "client_util.c",
-                &[("disk", &disk)],
-                m.text.clone(),
-            ));
-        }
+        relayed.extend(list_errors(Origin::AMGTAR, &lists, &disk));
         drop(lists);
         relayed.push(msg::amgtar_ok(&disk, &device, &host));
         if let Some(bad) = setup
