@@ -39,6 +39,12 @@ fn pool_config(proto: Transport, range: PortRange, run_dir: Option<&Path>) -> Po
 /// This test binary, playing `role`.
 fn child(role: &str) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
+    as_child(&mut cmd, role);
+    cmd
+}
+
+/// The arguments and environment that make this test binary play `role`.
+fn as_child(cmd: &mut Command, role: &str) {
     cmd.args([
         "--exact",
         "portpool_sockets::child_role",
@@ -46,7 +52,6 @@ fn child(role: &str) -> Command {
         "--test-threads=1",
     ])
     .env(CHILD_ENV, role);
-    cmd
 }
 
 /// Kills the helper process on drop, even when the test fails.
@@ -286,14 +291,8 @@ impl Netns {
     fn exec(&self, ns: &str, role: &str) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns])
-            .arg(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "portpool_sockets::child_role",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, role);
+            .arg(std::env::current_exe().unwrap());
+        as_child(&mut cmd, role);
         cmd
     }
 }

@@ -55,18 +55,10 @@ ctimeout 30
 infofile "{w}/state/curinfo"
 logdir "{w}/state/log"
 indexdir "{w}/state/index"
-define holdingdisk hd1 {{
-    directory "{w}/holding"
-    use 4096 mbytes
-}}
-holdingdisk "hd1"
-define application-tool app_amgtar {{
-    plugin "amgtar"
-    property "ATIME-PRESERVE" "no"
-}}
-{globals}
+{holding_and_amgtar}{globals}
 "#,
             user = AMANDA_USER,
+            holding_and_amgtar = super::holding_and_amgtar(&w, "4096 mbytes"),
             inparallel = if globals.contains("inparallel") {
                 ""
             } else {

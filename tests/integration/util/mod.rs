@@ -112,3 +112,20 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join("fixtures")
         .join(rel)
 }
+
+/// The amanda.conf lines of the holding disk `hd1` (`<work>/holding`, `use` as given) and of
+/// the `app_amgtar` application that the test configurations share.
+pub fn holding_and_amgtar(work: &str, use_: &str) -> String {
+    format!(
+        r#"define holdingdisk hd1 {{
+    directory "{work}/holding"
+    use {use_}
+}}
+holdingdisk "hd1"
+define application-tool app_amgtar {{
+    plugin "amgtar"
+    property "ATIME-PRESERVE" "no"
+}}
+"#
+    )
+}
