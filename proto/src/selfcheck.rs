@@ -835,22 +835,15 @@ impl JsonMessage {
             errnostr.as_deref(),
             true,
         );
+        let quoted_message = (quoted != message).then(|| quoted.into());
         Some(JsonMessage {
-            source_filename: file.into(),
             source_line: line,
-            severity,
-            process: origin.process.into(),
-            running_on: RUNNING_ON_CLIENT.into(),
-            component: origin.component.into(),
-            module: origin.module.into(),
-            code,
             merrno: errno.filter(|&n| n != 0),
             errnocode,
             errnostr,
             args,
-            quoted_message: (quoted != message).then(|| quoted.into()),
-            message: message.into(),
-            hint: None,
+            quoted_message,
+            ..JsonMessage::custom(origin, code, severity, file, &[], &message)
         })
     }
 
