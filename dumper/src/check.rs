@@ -141,7 +141,7 @@ fn site_sources(plan: &Plan, o: &CheckOptions) -> portpool::conf_adapter::Source
         config_dir: PathBuf::from(conf::loader::CONFIG_DIR),
         client_conf: PathBuf::from("/etc/amanda/amanda-client.conf"),
         security_file: PathBuf::from("/etc/amanda-security.conf"),
-        services: PathBuf::from(portpool::services::DEFAULT_PATH),
+        services: PathBuf::from(portpool_alloc::services::DEFAULT_PATH),
     };
     if plan::locate(&o.config).name.is_none() {
         sources.config = plan.conf_path.display().to_string();
@@ -164,9 +164,9 @@ fn ports_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
     };
     portpool::conf_adapter::resolve_addresses(&mut site);
     let services_text =
-        std::fs::read_to_string(portpool::services::DEFAULT_PATH).unwrap_or_default();
-    let services = portpool::services::Services::parse_lenient(
-        portpool::services::DEFAULT_PATH,
+        std::fs::read_to_string(portpool_alloc::services::DEFAULT_PATH).unwrap_or_default();
+    let services = portpool_alloc::services::Services::parse_lenient(
+        portpool_alloc::services::DEFAULT_PATH,
         &services_text,
     )
     .0;

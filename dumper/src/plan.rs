@@ -18,7 +18,7 @@ use conf::model::{AuthSetting, Program};
 use conf::value::{Compress as ConfCompress, DataPath as ConfDataPath, Encrypt as ConfEncrypt};
 use conf::value::{Estimate as ConfEstimate, ExecuteWhere as ConfWhere, Strategy};
 use conf::{Config, DiskEntry, Disklist};
-use portpool::Services;
+use portpool_alloc::Services;
 use proto::Auth;
 use proto::dle::{
     Application, Compress, DataPath, Dle, Estimate, ExecuteWhere, FileList, Property, Script,
@@ -138,8 +138,9 @@ pub fn locate(arg: &str) -> ConfigLocation {
 /// Reads amanda.conf and its disklist.
 pub fn load(arg: &str) -> Result<Plan, PlanError> {
     let location = locate(arg);
-    let services = portpool::pool::load_services(Path::new(portpool::services::DEFAULT_PATH))
-        .unwrap_or_else(|_| Services::empty());
+    let services =
+        portpool_alloc::pool::load_services(Path::new(portpool_alloc::services::DEFAULT_PATH))
+            .unwrap_or_else(|_| Services::empty());
     load_at(&location, &services)
 }
 

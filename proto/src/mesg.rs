@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use crate::crc::CrcValue;
-use crate::quote::{ByteString, Strtok, atoi, parse_c_int};
+use crate::quote::{ByteString, Strtok, parse_c_int};
 
 /// The `sendbackup: info` keys the dumper stores into the dump-file header.
 pub const INFO_KEYS: [&str; 10] = [
@@ -117,18 +117,8 @@ impl MesgLine {
             b"client-CRC" => MesgLine::ClientCrc(rest.and_then(|r| CrcValue::parse(r).ok())),
             b"retry" => {
                 let mut t = Strtok::new(rest.unwrap_or_default());
-                let mut delay = None;
-                let mut level = None;
                 let mut message = None;
-                let mut tok = t.next_token(b" ");
-                if tok == Some(b"delay".as_slice()) {
-                    delay = t.next_token(b" ").map(atoi);
-                    tok = t.next_token(b" ");
-                }
-                if tok == Some(b"level".as_slice()) {
-                    level = t.next_token(b" ").map(atoi);
-                    tok = t.next_token(b" ");
-                }
+                let (delay, level, tok) = t.retry_delay_level();
                 if tok == Some(b"message".as_slice()) {
                     message = t.next_token(b"").map(ByteString::from);
                 }

@@ -336,18 +336,8 @@ pub fn parse_reply(kind: PacketType, body: &[u8], client: &Features) -> Result<R
                 }
             }
             b"RETRY" => {
-                let mut delay = None;
-                let mut level = None;
                 let mut message: ByteString = "\"No message\"".into();
-                let mut tok = t.next_token(b" ");
-                if tok == Some(b"delay".as_slice()) {
-                    delay = t.next_token(b" ").map(atoi);
-                    tok = t.next_token(b" ");
-                }
-                if tok == Some(b"level".as_slice()) {
-                    level = t.next_token(b" ").map(atoi);
-                    tok = t.next_token(b" ");
-                }
+                let (delay, level, tok) = t.retry_delay_level();
                 if tok == Some(b"message".as_slice())
                     && let Some(m) = t.next_token(b"\n")
                 {

@@ -38,6 +38,20 @@ fn f() -> Features {
     Features::amanda_3_5_1()
 }
 
+/// The OPTIONS of the golden requests: server features `f()`, maxdumps 1, the test host and
+/// configuration, with the dump's timestamp when `timestamped`.
+fn golden_options(client: &Features, timestamped: bool) -> Options {
+    let timestamp: Option<&[u8]> = timestamped.then_some(b"20240101020304");
+    Options::for_request(
+        &f(),
+        client,
+        1,
+        b"client.example.com",
+        b"DailySet1",
+        timestamp,
+    )
+}
+
 fn traces() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
@@ -684,16 +698,11 @@ fn real_amrestore_reads_our_header_and_returns_the_tar_bytes() {
     );
 
     // -h keeps the header: amrestore writes our 32 KiB block back, then the tar bytes.
-    let out = Command::new("runuser")
-        .args(["-u", "backup", "--", AMRESTORE, "-h", "-p"])
-        .arg(&dump)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::util::run_ok(
+        Command::new("runuser")
+            .args(["-u", "backup", "--", AMRESTORE, "-h", "-p"])
+            .arg(&dump)
+            .current_dir(dir.path()),
     );
     assert_eq!(out.stdout.len(), HEADER_SIZE + tar_bytes.len());
     // amrestore rebuilds the header from what it parsed; its heredoc reader drops empty
@@ -713,7 +722,7 @@ fn real_amrestore_reads_our_header_and_returns_the_tar_bytes() {
 #[test]
 fn tv3_selfcheck_request_for_a_legacy_client() {
     let client = Features::amanda_3_5_1().without(Feature::REQ_XML);
-    let opts = Options::for_request(&f(), &client, 1, b"client.example.com", b"DailySet1", None);
+    let opts = golden_options(&client, false);
     let dle = Dle {
         program: "GNUTAR".into(),
         disk: Some("/home".into()),
@@ -754,7 +763,7 @@ fn req(service: &str, opts: &Options, dles: &[u8]) -> String {
 
 #[test]
 fn tv4_selfcheck_xml_request_and_legacy_reply() {
-    let opts = Options::for_request(&f(), &f(), 1, b"client.example.com", b"DailySet1", None);
+    let opts = golden_options(&f(), false);
     let body = req(
         "selfcheck",
         &opts,
@@ -799,14 +808,7 @@ fn tv5_sendsize_legacy_request() {
     let client = f()
         .without(Feature::REQ_XML)
         .without(Feature::REQ_OPTIONS_TIMESTAMP);
-    let opts = Options::for_request(
-        &f(),
-        &client,
-        1,
-        b"client.example.com",
-        b"DailySet1",
-        Some(b"20240101020304"),
-    );
+    let opts = golden_options(&client, true);
     let dle = Dle {
         levels: vec![Level::new(0), Level::new(1)],
         spindle: -1,
@@ -836,14 +838,7 @@ fn tv5_sendsize_legacy_request() {
 
 #[test]
 fn tv6_sendsize_xml_request_prep_and_rep() {
-    let opts = Options::for_request(
-        &f(),
-        &f(),
-        1,
-        b"client.example.com",
-        b"DailySet1",
-        Some(b"20240101020304"),
-    );
+    let opts = golden_options(&f(), true);
     let dle = Dle {
         levels: vec![Level::new(0), Level::new(1)],
         spindle: -1,
@@ -888,14 +883,7 @@ fn tv6_sendsize_xml_request_prep_and_rep() {
 
 #[test]
 fn tv7_sendbackup_xml_request_and_reply() {
-    let opts = Options::for_request(
-        &f(),
-        &f(),
-        1,
-        b"client.example.com",
-        b"DailySet1",
-        Some(b"20240101020304"),
-    );
+    let opts = golden_options(&f(), true);
     let dle = Dle {
         levels: vec![Level::new(0)],
         ..home("bsdtcp")
@@ -936,7 +924,7 @@ fn tv7_sendbackup_xml_request_and_reply() {
 #[test]
 fn tv8_sendbackup_legacy_request_and_reply() {
     let client = Features::minimal_gnutar_client();
-    let opts = Options::for_request(&f(), &client, 1, b"client.example.com", b"DailySet1", None);
+    let opts = golden_options(&client, false);
     let dle = Dle {
         levels: vec![Level::new(0)],
         ..home("bsd")

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::util::vtapes::{VtOpts, VtapeConf, random_tree};
 use crate::util::{self, Inetd, Launch, Scratch, start_ours};
-use crate::vtapes::{VtOpts, VtapeConf, random_tree};
 use crate::{require_root, require_tool};
 
 const TAPE_BIT: i32 = 16;

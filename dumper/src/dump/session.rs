@@ -31,7 +31,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
-use portpool::Lease;
+use portpool_alloc::Lease;
 use proto::Stream;
 use proto::crc::{Crc32c, CrcValue};
 use proto::frame::{Decoder, Event, eof_frame};

@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conf::Settings;
-use portpool::{ConnectError, Lease, LeaseError, Pool, PoolConfig, PoolError, Transport};
+use portpool_alloc::{ConnectError, Lease, LeaseError, Pool, PoolConfig, PoolError};
+use proto::ports::{PortRange, Transport};
 use socket2::{SockRef, Socket, TcpKeepalive};
 
 /// How long a request waits for a port before giving up: in practice never (a run ends
@@ -114,7 +115,7 @@ impl Ports {
         settings: &Settings,
         needs: PoolNeeds,
     ) -> Result<Ports, PoolError> {
-        let make = |proto: Transport, r: portpool::PortRange| -> Result<Arc<Pool>, PoolError> {
+        let make = |proto: Transport, r: PortRange| -> Result<Arc<Pool>, PoolError> {
             let mut c = PoolConfig::new(proto, r);
             c.run_dir = Some(settings.run_dir.join("ports"));
             c.time_wait = settings.time_wait_hold();

@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use portpool::Lease;
+use portpool_alloc::Lease;
 use proto::exchange::Packet;
 use proto::frame::{self, FrameHeader, HEADER_LEN, MAX_FRAME_LEN};
 use proto::pkt::PacketType;

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use portpool::Lease;
+use portpool_alloc::Lease;
 use proto::exchange::Packet;
 use proto::pkt::PacketType;
 use proto::udp::{Datagram, MAX_DGRAM, sequence_from_time, server_handle};
