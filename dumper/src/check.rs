@@ -149,7 +149,7 @@ fn site_sources(plan: &Plan, o: &CheckOptions) -> portpool::conf_adapter::Source
     sources
 }
 
-/// `--ports`: every hop of every client, from the real source ports (see `crate::ports`).
+/// `--ports`: every hop of every client, from the real source ports (see `crate::check_ports`).
 fn ports_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
     let _ = writeln!(
         out.text,
@@ -196,14 +196,14 @@ fn ports_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
                 continue;
             }
         };
-        let target = crate::ports::Target {
+        let target = crate::check_ports::Target {
             name: &client.name,
             addr,
             user: &plan.config.dumpuser,
             config: &o.config,
         };
-        let results = crate::ports::probe_client(&target, &flows, &services, o.probe_timeout);
-        out.errors += crate::ports::render(&target, &results, &mut out.text);
+        let results = crate::check_ports::probe_client(&target, &flows, &services, o.probe_timeout);
+        out.errors += crate::check_ports::render(&target, &results, &mut out.text);
     }
 }
 

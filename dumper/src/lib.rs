@@ -22,6 +22,7 @@
 pub mod amcatalog;
 pub mod catalog;
 pub mod check;
+pub mod check_ports;
 pub mod clock;
 pub mod demo;
 pub mod driver;
@@ -35,7 +36,6 @@ pub mod interrupt;
 pub mod levels;
 pub mod net;
 pub mod plan;
-pub mod ports;
 pub mod privs;
 pub mod progress;
 pub mod report;
