@@ -24,7 +24,6 @@ pub mod catalog;
 pub mod check;
 pub mod check_ports;
 pub mod clock;
-pub mod demo;
 pub mod driver;
 pub mod dump;
 pub mod estimate;
