@@ -27,6 +27,7 @@ pub mod clock;
 pub mod driver;
 pub mod dump;
 pub mod estimate;
+pub mod failure;
 pub mod features;
 pub mod fuzz;
 pub mod holding;

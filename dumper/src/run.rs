@@ -33,10 +33,12 @@ use crate::clock;
 use crate::driver::{Action, DleSched, Driver, DriverConfig, HostSched, Input, Order, State};
 use crate::dump::{self, DumpContext, DumpJob, DumpReport, Progress};
 use crate::estimate::{self, EstimateContext, EstimateDle, EstimateGroup, GroupResult};
+use crate::failure::{DumpFailure, EstimateFailure, Internal};
 use crate::features::server_features;
 use crate::holding;
 use crate::index;
 use crate::levels::{self, LevelChoice, LevelInput};
+use crate::net::control::Link;
 use crate::net::{PoolNeeds, Ports, Tuning, WaitEvent};
 use crate::plan::{self, DleSpec, Plan};
 use crate::privs;
@@ -291,8 +293,17 @@ pub fn clean_up_after_killed_runs(
     notes
 }
 
+/// Why an unrecorded holding file was not adopted.
+#[derive(Debug, thiserror::Error)]
+enum AdoptError {
+    #[error("{0}")]
+    Verify(#[from] holding::VerifyError),
+    #[error("{0}")]
+    Catalog(#[from] crate::catalog::CatalogError),
+}
+
 /// Verifies an unrecorded holding file of run `ts` and records it in the catalog.
-fn adopt(catalog: &mut Catalog, ts: &str, file: &Path) -> Result<(), String> {
+fn adopt(catalog: &mut Catalog, ts: &str, file: &Path) -> Result<(), AdoptError> {
     let v = holding::verify(file)?;
     let h = &v.header;
     let mut rec = DumpRecord::started(
@@ -314,7 +325,8 @@ fn adopt(catalog: &mut Catalog, ts: &str, file: &Path) -> Result<(), String> {
         .as_ref()
         .map(|s| String::from_utf8_lossy(s).into_owned());
     rec.program = Some(String::from_utf8_lossy(&h.program).into_owned());
-    catalog.adopt(&rec).map(|_| ()).map_err(|e| e.to_string())
+    catalog.adopt(&rec)?;
+    Ok(())
 }
 
 /// One `dumper run` per configuration at a time (amdump refuses to run twice too): an
@@ -532,24 +544,22 @@ impl Night {
         };
         let tuning = Tuning::from_settings(&opts.settings);
         let ours = server_features();
-        let ectx = Arc::new(EstimateContext {
-            ours: ours.clone(),
-            config_name: plan.config_name.clone(),
-            user: user.clone(),
-            ports: ports.clone(),
-            tuning,
-            initiator: initiator.clone(),
-            ctimeout: cfg.ctimeout,
-            etimeout: cfg.etimeout,
-            timestamp: timestamp.to_owned(),
-        });
-        let dctx = Arc::new(DumpContext {
+        let link = Link {
             ours,
             config_name: plan.config_name.clone(),
             user,
             ports,
             tuning,
             initiator,
+        };
+        let ectx = Arc::new(EstimateContext {
+            link: link.clone(),
+            ctimeout: cfg.ctimeout,
+            etimeout: cfg.etimeout,
+            timestamp: timestamp.to_owned(),
+        });
+        let dctx = Arc::new(DumpContext {
+            link,
             dtimeout: cfg.dtimeout,
             max_index_bytes: opts.settings.dumper.max_index_bytes(),
             buffers: opts.buffers,
@@ -747,10 +757,11 @@ impl Night {
                 let _ = tx.send(Event::Estimate(group, r));
             });
         if let Err(e) = spawned {
+            let e = Arc::new(e);
             let results = self.groups[group]
                 .dles
                 .iter()
-                .map(|d| (d.id, Err(format!("[cannot start an estimate thread: {e}]"))))
+                .map(|d| (d.id, Err(EstimateFailure::Thread(Arc::clone(&e)))))
                 .collect();
             self.driver
                 .handle(Instant::now(), Input::EstimateDone { group, results });
@@ -844,9 +855,7 @@ impl Night {
                 Instant::now(),
                 Input::DumpFinished {
                     dle,
-                    ok: false,
-                    retryable: false,
-                    error: Some("[the dump worker is gone]".into()),
+                    failure: Some(DumpFailure::Internal(Internal::WorkerGone)),
                 },
             );
         }
@@ -945,7 +954,7 @@ impl Night {
             Event::Dumped(dle, worker, report) => {
                 self.view.ended(worker);
                 let label = self.planned[dle].spec.label();
-                let ok = matches!(report.status, DumpStatus::Done | DumpStatus::Strange);
+                let ok = report.ok();
                 let rate = if report.duration.as_secs_f64() > 0.0 {
                     report.bytes as f64 / 1024.0 / 1024.0 / report.duration.as_secs_f64()
                 } else {
@@ -961,7 +970,10 @@ impl Night {
                 } else {
                     self.view.event(&format!(
                         "FAILED {label}: {}",
-                        report.error.as_deref().unwrap_or("[unknown]")
+                        report
+                            .failure
+                            .as_ref()
+                            .map_or_else(|| "[unknown]".to_owned(), DumpFailure::report_text)
                     ));
                 }
                 let waits = self
@@ -992,7 +1004,7 @@ impl Night {
                         .backup
                         .as_ref()
                         .map(|s| String::from_utf8_lossy(s).into_owned());
-                    rec.error = report.error.clone();
+                    rec.error = report.failure.as_ref().map(DumpFailure::report_text);
                     let waited: Duration = waits.iter().filter_map(|w| w.waited).sum();
                     rec.waited_ms = Some(waited.as_millis() as i64);
                     rec.wait_reason = waits.first().map(|w| w.reason.clone());
@@ -1024,9 +1036,7 @@ impl Night {
                 self.tape_tick(catalog);
                 let input = Input::DumpFinished {
                     dle,
-                    ok,
-                    retryable: report.retryable,
-                    error: report.error.clone(),
+                    failure: report.failure.clone(),
                 };
                 self.outcomes[dle].resent += report.resent;
                 self.outcomes[dle].report = Some(*report);
@@ -1153,8 +1163,7 @@ fn worker(
                 .unwrap_or("(no message)");
             let first = what.lines().next().unwrap_or_default();
             DumpReport::failed(
-                format!("[internal error in the dump: {first}]"),
-                false,
+                DumpFailure::Internal(Internal::Panic(first.to_owned())),
                 started,
             )
         });

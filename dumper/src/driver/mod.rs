@@ -34,6 +34,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::failure::{DumpFailure, EstimateFailure};
+
 /// Which ready DLE goes first (after priority).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Order {
@@ -96,8 +98,9 @@ pub struct DleSched {
     pub failed: Option<String>,
 }
 
-/// What happened to an estimate of one DLE.
-pub type EstimateResult = Result<Option<u64>, String>;
+/// What happened to an estimate of one DLE: its size in bytes (`None`: unknown), or why
+/// there is none.
+pub type EstimateResult = crate::estimate::Estimate;
 
 /// An event for the driver.
 #[derive(Clone, Debug)]
@@ -140,12 +143,8 @@ pub enum Input {
     DumpFinished {
         /// The DLE.
         dle: usize,
-        /// Success (DONE or STRANGE).
-        ok: bool,
-        /// The failure may be retried.
-        retryable: bool,
-        /// The failure text.
-        error: Option<String>,
+        /// `None`: DONE or STRANGE; else why it failed (and whether a retry may help).
+        failure: Option<DumpFailure>,
     },
 }
 
@@ -308,12 +307,12 @@ impl Driver {
             Input::EstimateDone { group, results } => {
                 self.estimates_running = self.estimates_running.saturating_sub(1);
                 let members = self.groups.get(group).cloned().unwrap_or_default();
+                let mut results = results;
                 for dle in members {
-                    let r = results
-                        .iter()
-                        .find(|(d, _)| *d == dle)
-                        .map(|(_, r)| r.clone())
-                        .unwrap_or_else(|| Err("no estimate came back".to_owned()));
+                    let r = match results.iter().position(|(d, _)| *d == dle) {
+                        Some(i) => results.swap_remove(i).1,
+                        None => Err(EstimateFailure::NotReturned),
+                    };
                     let Some(t) = self.tracks.get_mut(dle) else {
                         continue;
                     };
@@ -327,7 +326,8 @@ impl Driver {
                             }
                             t.state = State::Ready;
                         }
-                        Err(reason) => {
+                        Err(failure) => {
+                            let reason = failure.to_string();
                             t.state = State::Failed(reason.clone());
                             self.actions.push_back(Action::Failed { dle, reason });
                         }
@@ -357,12 +357,7 @@ impl Driver {
             Input::HoldingSpace { free, will_free } => {
                 self.holding = Some((free, will_free));
             }
-            Input::DumpFinished {
-                dle,
-                ok,
-                retryable,
-                error,
-            } => {
+            Input::DumpFinished { dle, failure } => {
                 let Some(t) = self.tracks.get_mut(dle) else {
                     return;
                 };
@@ -377,15 +372,14 @@ impl Driver {
                 {
                     *n = n.saturating_sub(1);
                 }
-                let error = error.unwrap_or_else(|| "[unknown error]".to_owned());
-                t.state = if ok {
-                    State::Done
-                } else if retryable && t.retries_left > 0 {
-                    t.retries_left -= 1;
-                    t.retried_errors.push(error);
-                    State::RetryAt(now + self.cfg.retry_delay)
-                } else {
-                    State::Failed(error)
+                t.state = match failure {
+                    None => State::Done,
+                    Some(f) if f.retryable() && t.retries_left > 0 => {
+                        t.retries_left -= 1;
+                        t.retried_errors.push(f.report_text());
+                        State::RetryAt(now + self.cfg.retry_delay)
+                    }
+                    Some(f) => State::Failed(f.report_text()),
                 };
             }
         }

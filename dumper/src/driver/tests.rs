@@ -3,6 +3,28 @@
 //! milliseconds.
 
 use super::*;
+use crate::net::exchange::{Awaited, RequestFailure};
+
+/// A failure the driver retries (no ACK), or one it does not (the client's own error).
+fn failure(retryable: bool) -> DumpFailure {
+    if retryable {
+        DumpFailure::Control {
+            auth: proto::Auth::Bsd,
+            host: "h".into(),
+            port: 10080,
+            failure: Box::new(RequestFailure::Unanswered {
+                awaited: Awaited::Ack,
+                wait: Duration::from_secs(10),
+                hop: None,
+                sends: 3,
+            }),
+        }
+    } else {
+        DumpFailure::Client(proto::mesg::DumpError::Client(
+            "tar: /x: Cannot open".into(),
+        ))
+    }
+}
 
 fn cfg(inparallel: usize) -> DriverConfig {
     DriverConfig {
@@ -125,9 +147,7 @@ impl Night {
                     self.now,
                     Input::DumpFinished {
                         dle,
-                        ok,
-                        retryable,
-                        error: (!ok).then(|| "[request failed: timeout waiting for ACK]".into()),
+                        failure: (!ok).then(|| failure(retryable)),
                     },
                 );
             } else {
@@ -274,7 +294,10 @@ fn estimate_errors_fail_the_dle_and_dumps_start_per_group() {
             group: 1,
             results: vec![
                 (1, Ok(Some(10))),
-                (2, Err("[estimate: no such dir]".into())),
+                (
+                    2,
+                    Err(EstimateFailure::Client("estimate: no such dir".into())),
+                ),
             ],
         },
     );
@@ -385,9 +408,7 @@ fn dumps_wait_for_holding_space_while_the_taper_frees_it() {
         t0 + Duration::from_secs(5),
         Input::DumpFinished {
             dle: 0,
-            ok: true,
-            retryable: false,
-            error: None,
+            failure: None,
         },
     );
     assert_eq!(started(&mut d), 0);
@@ -409,9 +430,7 @@ fn dumps_wait_for_holding_space_while_the_taper_frees_it() {
         t0 + Duration::from_secs(12),
         Input::DumpFinished {
             dle: 1,
-            ok: true,
-            retryable: false,
-            error: None,
+            failure: None,
         },
     );
     // Nothing runs and nothing will free space: the last one starts and will say why.
