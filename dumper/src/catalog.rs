@@ -9,16 +9,27 @@
 //! (older rows as text), so that any name restores. The file lives beside the configuration's `infofile`
 //! (`<infofile>.dumper.sqlite`) and uses WAL journaling; only the driver thread writes it.
 //!
+//! What goes into a row is decided here too: from a dump's report ([`DumpRecord::finish`]),
+//! for a DLE that failed without a dump ([`DumpRecord::not_dumped`]), for a dump a signal
+//! stopped ([`DumpRecord::stopped`]), and for a holding file a killed run left
+//! ([`DumpRecord::adopted`]).
+//!
 //! The level-chain rule used by restore ([`chain`]) is a pure function over the rows, so it
 //! is tested without a database. What this module must not do: look at holding files (the
-//! caller checks that they exist) or decide levels.
+//! caller checks that they exist and verifies them) or decide levels.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use proto::crc::CrcValue;
+use proto::mesg::DumpStatus;
+
+use crate::dump::DumpReport;
+use crate::failure::DumpFailure;
+use crate::holding::Verified;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -177,6 +188,84 @@ impl DumpRecord {
             wait_reason: None,
         }
     }
+
+    /// The row of a dump that ended: its status, sizes, CRCs, holding file, program and
+    /// failure from `report`; how long it waited before it started, and the first reason.
+    pub fn finish(&mut self, report: &DumpReport, waited: Duration, wait_reason: Option<&str>) {
+        self.duration_ms = Some(millis(report.duration));
+        self.status = match report.status {
+            DumpStatus::Done => Status::Done,
+            DumpStatus::Strange => Status::Strange,
+            DumpStatus::Failed | DumpStatus::Retry => Status::Failed,
+        };
+        self.bytes = i64::try_from(report.bytes).ok();
+        self.orig_kb = report.orig_kb;
+        self.crc = Some(report.crc);
+        self.client_crc = report.client_crc;
+        self.native_crc = report.native_crc;
+        self.holding_file = report.holding.clone();
+        self.comp_suffix = lossy(report.info.compress_suffix.as_deref());
+        self.program = lossy(report.info.backup.as_deref());
+        self.error = report.failure.as_ref().map(DumpFailure::report_text);
+        self.waited_ms = Some(millis(waited));
+        self.wait_reason = wait_reason.map(str::to_owned);
+    }
+
+    /// The row of a DLE that failed without a dump attempt (its estimate, an unsupported
+    /// setting): `failed`, with the reason.
+    pub fn not_dumped(
+        host: &str,
+        disk: &[u8],
+        level: i32,
+        timestamp: &str,
+        now: i64,
+        reason: &str,
+    ) -> DumpRecord {
+        let mut rec = DumpRecord::started(host, disk, level, timestamp, now);
+        rec.status = Status::Failed;
+        rec.error = Some(reason.to_owned());
+        rec.duration_ms = Some(0);
+        rec
+    }
+
+    /// A running dump that will not finish ([`DumpFailure::Interrupted`]): `failed`, with
+    /// the failure's text.
+    pub fn stopped(&mut self, failure: &DumpFailure) {
+        self.status = Status::Failed;
+        self.error = Some(failure.report_text());
+    }
+
+    /// The row of the complete holding file `file` of run `timestamp` that no row names (a
+    /// run died between its rename and its row): `done`, with the facts of its verified
+    /// header.
+    pub fn adopted(timestamp: &str, file: &Path, v: &Verified, now: i64) -> DumpRecord {
+        let h = &v.header;
+        let mut rec = DumpRecord::started(
+            &String::from_utf8_lossy(&h.host),
+            &h.disk,
+            h.level,
+            timestamp,
+            now,
+        );
+        rec.status = Status::Done;
+        rec.bytes = i64::try_from(v.bytes).ok();
+        rec.orig_kb = h.orig_size;
+        rec.crc = h.server_crc;
+        rec.client_crc = h.client_crc;
+        rec.native_crc = h.native_crc;
+        rec.holding_file = Some(file.to_path_buf());
+        rec.comp_suffix = lossy(h.comp_suffix.as_deref());
+        rec.program = lossy(Some(&h.program[..]));
+        rec
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn lossy(b: Option<&[u8]>) -> Option<String> {
+    b.map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
 /// The catalog could not be used.

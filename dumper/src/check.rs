@@ -19,6 +19,7 @@ use proto::exchange::InitiatorConfig;
 use proto::selfcheck::read_reply;
 
 use crate::catalog::Catalog;
+use crate::driver::HoldingDisk;
 use crate::estimate::noop_features;
 use crate::features::server_features;
 use crate::holding;
@@ -271,7 +272,11 @@ fn server_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
     for h in &plan.holding {
         match writable_dir(&h.dir) {
             Ok(()) => {
-                let free = holding::allowance(h, 0);
+                let free = HoldingDisk::from_use_kib(h.use_kib).room(
+                    Some(holding::free_bytes(&h.dir).unwrap_or(0)),
+                    0,
+                    0,
+                );
                 let msg = format!(
                     "holding disk {} ({}): {} MiB available",
                     h.name,

@@ -28,7 +28,8 @@
 //! backpressure). Buffers come back over a second channel and are reused.
 //!
 //! What this module must not do: know the protocol or the header's contents (the caller
-//! builds the header), or decide which holding disk to use beyond free space.
+//! builds the header), or decide which holding disk a dump uses (the driver does, from
+//! [`free_bytes`] and the estimates: `driver::holding`).
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -43,8 +44,6 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use nix::fcntl::{Flock, FlockArg};
 use proto::crc::{Crc32c, CrcValue};
 use proto::header::{DumpHeader, FileKind, HEADER_SIZE};
-
-use crate::plan::Holding;
 
 /// Amanda's `sanitise_filename`: `/`, `:` and `\` become `_`.
 pub fn sanitise(name: &[u8]) -> Vec<u8> {
@@ -421,36 +420,6 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
         }
         p = p.parent()?;
     }
-}
-
-/// How many bytes a holding disk may still take: `use` > 0 caps what this run writes
-/// (`used_by_run` so far), `use` <= 0 keeps that much free.
-pub fn allowance(h: &Holding, used_by_run: u64) -> u64 {
-    let free = free_bytes(&h.dir).unwrap_or(0);
-    if h.use_kib > 0 {
-        let cap = (h.use_kib as u64).saturating_mul(1024);
-        free.min(cap.saturating_sub(used_by_run))
-    } else {
-        free.saturating_sub(h.use_kib.unsigned_abs().saturating_mul(1024))
-    }
-}
-
-/// Picks the holding disk with the largest allowance that fits `needed` bytes, or the
-/// largest one when none is known to fit (an estimate is only an estimate). `used` is
-/// what this run wrote to each so far. `None` only when there are no holding disks.
-pub fn choose(disks: &[Holding], used: &[u64], needed: u64) -> Option<usize> {
-    let allowances: Vec<u64> = disks
-        .iter()
-        .enumerate()
-        .map(|(i, h)| allowance(h, used.get(i).copied().unwrap_or(0)))
-        .collect();
-    let best = allowances
-        .iter()
-        .enumerate()
-        .max_by_key(|(_, a)| **a)
-        .map(|(i, _)| i)?;
-    let _ = needed;
-    Some(best)
 }
 
 /// A buffer travelling between the network side and the writer thread. Its `Vec` always
