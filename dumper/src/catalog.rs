@@ -30,8 +30,8 @@ use proto::mesg::DumpStatus;
 use crate::dump::DumpReport;
 use crate::failure::DumpFailure;
 use crate::holding::Verified;
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 /// The schema version in `PRAGMA user_version`. 2: `holding_file` holds the name's bytes
 /// (a BLOB; version 1 wrote text, which is still read), so a dumper of version 1 refuses the
@@ -328,6 +328,30 @@ const COLUMNS: &str = "id, host, disk, level, timestamp, date, started, duration
     orig_kb, crc, client_crc, native_crc, holding_file, comp_suffix, program, error, waited_ms,
     wait_reason";
 
+/// The columns a dump's outcome sets, in the order of [`outcome`].
+const OUTCOME_COLUMNS: &str = "duration_ms, status, bytes, orig_kb, crc, client_crc, native_crc, holding_file, comp_suffix, program, error, waited_ms, wait_reason";
+
+const OUTCOME_LEN: usize = 13;
+
+/// The values of [`OUTCOME_COLUMNS`] for `r`.
+fn outcome(r: &DumpRecord) -> [Value; OUTCOME_LEN] {
+    [
+        r.duration_ms.into(),
+        r.status.as_str().to_owned().into(),
+        r.bytes.into(),
+        r.orig_kb.into(),
+        crc_text(&r.crc).into(),
+        crc_text(&r.client_crc).into(),
+        crc_text(&r.native_crc).into(),
+        path_blob(&r.holding_file).map(<[u8]>::to_vec).into(),
+        r.comp_suffix.clone().into(),
+        r.program.clone().into(),
+        r.error.clone().into(),
+        r.waited_ms.into(),
+        r.wait_reason.clone().into(),
+    ]
+}
+
 impl Catalog {
     /// The catalog file of a configuration whose `infofile` resolves to `infofile`.
     pub fn path_for(infofile: &Path) -> PathBuf {
@@ -444,34 +468,26 @@ impl Catalog {
 
     /// Inserts a dump row (usually `running`); returns its id.
     pub fn insert_dump(&mut self, run: i64, r: &DumpRecord) -> Result<i64, CatalogError> {
+        let identity: [Value; 7] = [
+            run.into(),
+            r.host.clone().into(),
+            r.disk.clone().into(),
+            r.level.into(),
+            r.timestamp.clone().into(),
+            r.date.clone().into(),
+            r.started.into(),
+        ];
         self.conn
             .execute(
-                "INSERT INTO dumps (run_id, host, disk, level, timestamp, date, started, duration_ms,
-                    status, bytes, orig_kb, crc, client_crc, native_crc, holding_file, comp_suffix,
-                    program, error, waited_ms, wait_reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-                params![
-                    run,
-                    r.host,
-                    r.disk,
-                    r.level,
-                    r.timestamp,
-                    r.date,
-                    r.started,
-                    r.duration_ms,
-                    r.status.as_str(),
-                    r.bytes,
-                    r.orig_kb,
-                    crc_text(&r.crc),
-                    crc_text(&r.client_crc),
-                    crc_text(&r.native_crc),
-                    path_blob(&r.holding_file),
-                    r.comp_suffix,
-                    r.program,
-                    r.error,
-                    r.waited_ms,
-                    r.wait_reason,
-                ],
+                &format!(
+                    "INSERT INTO dumps (run_id, host, disk, level, timestamp, date, started, {OUTCOME_COLUMNS})
+                     VALUES ({})",
+                    (1..=identity.len() + OUTCOME_LEN)
+                        .map(|i| format!("?{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                params_from_iter(identity.into_iter().chain(outcome(r))),
             )
             .map_err(|e| self.err(e))?;
         Ok(self.conn.last_insert_rowid())
@@ -479,29 +495,20 @@ impl Catalog {
 
     /// Rewrites a dump row with the outcome in `r` (by `r.id`).
     pub fn update_dump(&mut self, r: &DumpRecord) -> Result<(), CatalogError> {
+        let sets: Vec<String> = OUTCOME_COLUMNS
+            .split(", ")
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ?{}", i + 1))
+            .collect();
         self.conn
             .execute(
-                "UPDATE dumps SET duration_ms = ?1, status = ?2, bytes = ?3, orig_kb = ?4, crc = ?5,
-                    client_crc = ?6, native_crc = ?7, holding_file = ?8, comp_suffix = ?9,
-                    program = ?10, error = ?11, waited_ms = ?12, wait_reason = ?13, level = ?14
-                 WHERE id = ?15",
-                params![
-                    r.duration_ms,
-                    r.status.as_str(),
-                    r.bytes,
-                    r.orig_kb,
-                    crc_text(&r.crc),
-                    crc_text(&r.client_crc),
-                    crc_text(&r.native_crc),
-                    path_blob(&r.holding_file),
-                    r.comp_suffix,
-                    r.program,
-                    r.error,
-                    r.waited_ms,
-                    r.wait_reason,
-                    r.level,
-                    r.id,
-                ],
+                &format!(
+                    "UPDATE dumps SET {}, level = ?{} WHERE id = ?{}",
+                    sets.join(", "),
+                    OUTCOME_LEN + 1,
+                    OUTCOME_LEN + 2
+                ),
+                params_from_iter(outcome(r).into_iter().chain([r.level.into(), r.id.into()])),
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -724,6 +731,11 @@ pub fn chain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outcome_columns_and_values_agree() {
+        assert_eq!(OUTCOME_COLUMNS.split(", ").count(), OUTCOME_LEN);
+    }
 
     fn rec(id: i64, level: i32, ts: &str, status: Status) -> DumpRecord {
         let mut r = DumpRecord::started("h", b"/d", level, ts, 0);

@@ -357,13 +357,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn rep_is_acked_and_returned() {
+    /// A noop to a peer that answers the REQ with `replies`.
+    fn noop_to(replies: Vec<(PacketType, Vec<u8>)>) -> (Exchanged, Script) {
         let mut t = Some(Script {
-            replies: VecDeque::from([vec![
-                (PacketType::Ack, vec![]),
-                (PacketType::Rep, b"OPTIONS features=00;\n".to_vec()),
-            ]]),
+            replies: VecDeque::from([replies]),
             pending: VecDeque::new(),
             sent: vec![],
         });
@@ -373,9 +370,18 @@ mod tests {
             &mut t,
             || unreachable!(),
         );
+        (out, t.unwrap())
+    }
+
+    #[test]
+    fn rep_is_acked_and_returned() {
+        let (out, t) = noop_to(vec![
+            (PacketType::Ack, vec![]),
+            (PacketType::Rep, b"OPTIONS features=00;\n".to_vec()),
+        ]);
         assert!(matches!(out.outcome, Ok(ref b) if b.starts_with(b"OPTIONS")));
         assert_eq!(out.resent, 0);
-        assert_eq!(t.unwrap().sent, vec![PacketType::Req, PacketType::Ack]);
+        assert_eq!(t.sent, vec![PacketType::Req, PacketType::Ack]);
     }
 
     #[test]
@@ -469,20 +475,10 @@ mod tests {
 
     #[test]
     fn nak_text_becomes_the_dumpers_message() {
-        let mut t = Some(Script {
-            replies: VecDeque::from([vec![(
-                PacketType::Nak,
-                b"ERROR host x: port 40000 not secure\n".to_vec(),
-            )]]),
-            pending: VecDeque::new(),
-            sent: vec![],
-        });
-        let out = run(
-            InitiatorConfig::default(),
-            b"SERVICE noop\n".to_vec(),
-            &mut t,
-            || unreachable!(),
-        );
+        let (out, _) = noop_to(vec![(
+            PacketType::Nak,
+            b"ERROR host x: port 40000 not secure\n".to_vec(),
+        )]);
         assert_eq!(
             out.outcome.unwrap_err().to_string(),
             "NAK: host x: port 40000 not secure"

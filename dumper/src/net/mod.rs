@@ -274,6 +274,14 @@ pub fn connect(
     sink: WaitSink<'_>,
 ) -> Result<Lease<TcpStream>, ConnectFailure> {
     let name = pool_name(pool);
+    let failed = |port, source| ConnectFailure::Connect {
+        what: what.to_owned(),
+        dest,
+        port,
+        pool: name.clone(),
+        timeout: CONNECT_TIMEOUT,
+        source: Arc::new(source),
+    };
     for _ in 0..64 {
         let lease = lease(pool, Some(dest), sink).map_err(|source| ConnectFailure::Lease {
             what: what.to_owned(),
@@ -290,38 +298,27 @@ pub fn connect(
             {
                 log::debug!("{name} port {port} → {dest}: still in TIME_WAIT; next port");
             }
-            Err(ConnectError::Connect { source, .. }) => {
-                return Err(ConnectFailure::Connect {
-                    what: what.to_owned(),
-                    dest,
-                    port,
-                    pool: name,
-                    timeout: CONNECT_TIMEOUT,
-                    source: Arc::new(source),
-                });
-            }
+            Err(ConnectError::Connect { source, .. }) => return Err(failed(port, source)),
             Err(other) => {
-                return Err(ConnectFailure::Connect {
-                    what: what.to_owned(),
-                    dest,
-                    port,
-                    pool: name,
-                    timeout: CONNECT_TIMEOUT,
-                    source: Arc::new(std::io::Error::other(other.to_string())),
-                });
+                return Err(failed(port, std::io::Error::other(other.to_string())));
             }
         }
     }
-    Err(ConnectFailure::Connect {
-        what: what.to_owned(),
-        dest,
-        port: 0,
-        pool: name,
-        timeout: CONNECT_TIMEOUT,
-        source: Arc::new(std::io::Error::other(
-            "every source port tried is still in TIME_WAIT",
-        )),
-    })
+    Err(failed(
+        0,
+        std::io::Error::other("every source port tried is still in TIME_WAIT"),
+    ))
+}
+
+/// Whether a read on a socket with a timeout only ran out of time (or was interrupted),
+/// rather than failed.
+pub fn only_waited(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
+    )
 }
 
 /// A control hop, as an unanswered request names it:

@@ -137,13 +137,7 @@ impl FramedConn {
             match sock.read(&mut self.buf[end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.end += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if super::only_waited(&e) => {}
                 Err(e) => return Err(self.io_error(e)),
             }
         }

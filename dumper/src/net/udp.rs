@@ -121,13 +121,7 @@ impl Transport for UdpControl {
                         Err(e) => log::debug!("udp port {}: from {from}: {e}", self.port()),
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if super::only_waited(&e) => {}
                 // ICMP errors (port unreachable) surface here on Linux: the REQ is retried.
                 Err(e) => {
                     log::debug!("udp port {}: {e}", self.port());
