@@ -1,6 +1,8 @@
 //! `dumper run CONFIG`: the shell around the [`Driver`]: it plans, starts estimates on
-//! threads and dumps on `inparallel` worker threads (fed over crossbeam channels), records
-//! everything in the catalog, and renders the report.
+//! threads and dumps on `inparallel` worker threads (fed over crossbeam channels), feeds
+//! their events to the driver, the catalog (rows made by `catalog`), the taper and the
+//! display (lines made by `progress`), tells the driver what the holding disks have free,
+//! executes its actions, and renders the report.
 //!
 //! Threads: the main thread owns the driver, the catalog and the display; one thread per
 //! running estimate group; `inparallel` dump workers, each with its own job channel, each
@@ -16,7 +18,8 @@
 //! verifies ([`holding::verify`]: header, size, CRC), else removed; the report's NOTES say
 //! what was done ([`clean_up_after_killed_runs`]).
 //!
-//! What this module must not do: speak the protocol (see `dump`, `estimate`).
+//! What this module must not do: speak the protocol (see `dump`, `estimate`), or decide
+//! what the driver decides (order, retries, which holding disk).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
