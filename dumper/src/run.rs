@@ -886,7 +886,7 @@ impl Night {
         let free = self
             .holding
             .iter()
-            .map(|h| holding::free_bytes(&h.dir).unwrap_or(0))
+            .map(|h| holding::free_bytes(&h.dir))
             .collect();
         self.driver.handle(now, Input::HoldingSpace { free, taper });
     }

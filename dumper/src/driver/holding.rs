@@ -115,10 +115,11 @@ impl Disks {
         }
     }
 
-    /// What the file systems have free now (one entry per disk; extra entries are ignored).
-    pub fn report(&mut self, free: &[u64]) {
+    /// What the file systems have free now (one entry per disk, `None` when it cannot be
+    /// read; extra entries are ignored).
+    pub fn report(&mut self, free: &[Option<u64>]) {
         for (d, f) in self.disks.iter_mut().zip(free) {
-            d.fs_free = Some(*f);
+            d.fs_free = *f;
         }
     }
 
@@ -204,7 +205,7 @@ mod tests {
     #[test]
     fn a_dump_goes_where_its_estimate_fits_spreading_the_writes() {
         let mut d = Disks::new(&[HoldingDisk::UNBOUNDED, HoldingDisk::UNBOUNDED]);
-        d.report(&[10_000, 3000]);
+        d.report(&[Some(10_000), Some(3000)]);
         d.reserve(0, 1000);
         // Disk 1 has less room but no dump: a small dump goes there...
         assert_eq!(d.choose(2000), Choice::Fits(1));

@@ -142,10 +142,11 @@ pub enum Input {
         waited: Duration,
     },
     /// The holding disks' file systems: `free[i]` bytes free on disk `i` now (statvfs;
-    /// what running dumps wrote so far is already off), and what the taper does.
+    /// what running dumps wrote so far is already off; `None`: it cannot be read, and only
+    /// `use` bounds the disk), and what the taper does.
     HoldingSpace {
         /// Free bytes per disk, in configuration order.
-        free: Vec<u64>,
+        free: Vec<Option<u64>>,
         /// The taper.
         taper: Taper,
     },

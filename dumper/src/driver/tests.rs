@@ -382,7 +382,7 @@ fn space(d: &mut Driver, at: Instant, free: &[u64], taper: Taper) {
     d.handle(
         at,
         Input::HoldingSpace {
-            free: free.to_vec(),
+            free: free.iter().map(|&f| Some(f)).collect(),
             taper,
         },
     );
