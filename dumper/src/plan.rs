@@ -162,28 +162,17 @@ pub fn load_at(location: &ConfigLocation, services: &Services) -> Result<Plan, P
     });
     let conf_display = location.file.display().to_string();
 
-    let mut holding: Vec<Holding> = config
-        .holdingdisks
-        .iter()
-        .map(|h| Holding {
-            name: h.name.clone(),
-            dir: config.path(&h.directory),
-            use_kib: h.use_kib,
-        })
-        .collect();
+    let holding_of = |h: &std::sync::Arc<conf::HoldingDisk>| Holding {
+        name: h.name.clone(),
+        dir: config.path(&h.directory),
+        use_kib: h.use_kib,
+    };
+    let mut holding: Vec<Holding> = config.holdingdisks.iter().map(holding_of).collect();
     if holding.is_empty() && !config.holdingdisk_defs.is_empty() {
         warnings.push(format!(
             "{conf_display}: holding disks are defined but none is selected with `holdingdisk \"name\"`; using all of them"
         ));
-        holding = config
-            .holdingdisk_defs
-            .iter()
-            .map(|h| Holding {
-                name: h.name.clone(),
-                dir: config.path(&h.directory),
-                use_kib: h.use_kib,
-            })
-            .collect();
+        holding = config.holdingdisk_defs.iter().map(holding_of).collect();
     }
     holding.retain(|h| !h.dir.as_os_str().is_empty());
     if holding.is_empty() {

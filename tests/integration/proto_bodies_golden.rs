@@ -281,12 +281,13 @@ fn every_reply_body_parses_and_reencodes_byte_identically() {
                     assert_eq!(request::nak_security(text), p.body, "{}", p.at);
                     let want = "NAK: user backup from localhost is not allowed to execute the service noop: \
                                 Please add the line \"localhost backup amdump\" to /var/backups/.amandahosts on the client";
-                    assert_eq!(
-                        sendbackup::parse_reply(PacketType::Nak, &p.body, &f()),
-                        Err(sendbackup::ReplyError::TryAgain(want.into())),
+                    let e = sendbackup::parse_reply(PacketType::Nak, &p.body, &f()).unwrap_err();
+                    assert!(
+                        matches!(e, sendbackup::ReplyError::Nak(_)) && e.retryable(),
                         "{}",
                         p.at
                     );
+                    assert_eq!(e.to_string(), want, "{}", p.at);
                 }
                 PacketType::Rep | PacketType::Prep => {
                     let service = services[&p.key];
@@ -1020,7 +1021,7 @@ fn tv14_rep_carrying_an_error() {
     assert_eq!(e.error_line(), body);
     assert_eq!(
         sendbackup::parse_reply(PacketType::Rep, body, &f()),
-        Err(sendbackup::ReplyError::Failed(
+        Err(sendbackup::ReplyError::Client(
             "FORMAT ERROR IN REQUEST PACKET 'no OPTIONS keyword'".into()
         ))
     );

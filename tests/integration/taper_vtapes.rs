@@ -222,7 +222,8 @@ fn tapecycle_3_over_6_nights_reuses_the_oldest_volume_but_never_the_only_full() 
             && n5.contains("is kept: it holds the only full dump of localhost:"),
         "night 5 says why 01 was kept:\n{n5}"
     );
-    // The full of `a` is still on volume 01, and the chain restores from the volumes.
+    // The full of `a` is still on volume 01, and the chain restores from the volumes. (Its
+    // file number there depends on which of night 1's two dumps ended first.)
     let into = data.join("restored-a");
     let said = c.restore(&a, &into);
     // Its file number on the volume depends on which of the night's two dumps was taped
