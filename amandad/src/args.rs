@@ -64,6 +64,13 @@ pub struct RawArgs {
     pub help: bool,
     pub services: Vec<String>,
     pub listen: Vec<Listen>,
+    pub own: OwnOptions,
+}
+
+/// amanda-rs's own options that go through unjudged (`--client-conf`, `--settings`, `--log`,
+/// `--user`, `--idle-exit`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnOptions {
     pub client_conf: Option<PathBuf>,
     pub settings: Option<PathBuf>,
     pub log: Option<LogTarget>,
@@ -124,17 +131,17 @@ impl RawArgs {
                 };
                 match name.as_str() {
                     "listen" => raw.listen.push(parse_listen(&value()?)?),
-                    "client-conf" => raw.client_conf = Some(PathBuf::from(value()?)),
-                    "settings" => raw.settings = Some(PathBuf::from(value()?)),
+                    "client-conf" => raw.own.client_conf = Some(PathBuf::from(value()?)),
+                    "settings" => raw.own.settings = Some(PathBuf::from(value()?)),
                     "log" => {
                         let v = value()?;
-                        raw.log = Some(match v.as_str() {
+                        raw.own.log = Some(match v.as_str() {
                             "syslog" => LogTarget::Syslog,
                             "stderr" => LogTarget::Stderr,
                             _ => LogTarget::File(PathBuf::from(v)),
                         });
                     }
-                    "user" => raw.user = Some(value()?),
+                    "user" => raw.own.user = Some(value()?),
                     "idle-exit" => {
                         let v = value()?;
                         let secs = v.parse::<u64>().map_err(|_| ArgsError::BadValue {
@@ -142,7 +149,7 @@ impl RawArgs {
                             value: v.clone(),
                             expected: "a number of seconds",
                         })?;
-                        raw.idle_exit = Some(Duration::from_secs(secs));
+                        raw.own.idle_exit = Some(Duration::from_secs(secs));
                     }
                     _ => return Err(ArgsError::UnknownOption(word)),
                 }
@@ -196,11 +203,7 @@ pub struct Args {
     pub no_exit: bool,
     /// Standalone listeners (from `--listen`, `-udp=`, `-tcp=`).
     pub listen: Vec<Listen>,
-    pub client_conf: Option<PathBuf>,
-    pub settings: Option<PathBuf>,
-    pub log: Option<LogTarget>,
-    pub user: Option<String>,
-    pub idle_exit: Option<Duration>,
+    pub own: OwnOptions,
     pub version: bool,
     pub help: bool,
 }
@@ -251,11 +254,7 @@ impl RawArgs {
             global_error,
             no_exit: self.no_exit,
             listen,
-            client_conf: self.client_conf,
-            settings: self.settings,
-            log: self.log,
-            user: self.user,
-            idle_exit: self.idle_exit,
+            own: self.own,
             version: self.version,
             help: self.help,
         }
@@ -377,9 +376,9 @@ mod tests {
 
     #[test]
     fn log_targets() {
-        assert_eq!(args(&["--log", "syslog"]).log, Some(LogTarget::Syslog));
+        assert_eq!(args(&["--log", "syslog"]).own.log, Some(LogTarget::Syslog));
         assert_eq!(
-            args(&["--log=/tmp/a.log"]).log,
+            args(&["--log=/tmp/a.log"]).own.log,
             Some(LogTarget::File("/tmp/a.log".into()))
         );
     }

@@ -28,11 +28,12 @@ use crate::args::LogTarget;
 /// The default log file (the Amanda user can write /var/log/amanda/amandad on Debian).
 pub const DEFAULT_LOG_FILE: &str = "/var/log/amanda/amandad/amandad-rs.log";
 
-/// Installs the logger. `level` comes from the settings (or `AMANDA_RS_LOG`), `max_bytes`
-/// bounds the log file (0: no bound). Returns a note for the caller to log once the logger
-/// runs (e.g. why it fell back to syslog).
-pub fn init(target: Option<&LogTarget>, level: LevelFilter, max_bytes: u64) -> Option<String> {
-    let mut note = None;
+/// Installs the logger. `filter` comes from `AMANDA_RS_LOG` or the settings' `[log] level`
+/// (a level, or env_logger directives such as `warn,amandad::server=debug`; anything else
+/// means `info`), `max_bytes` bounds the log file (0: no bound). Returns a note for the
+/// caller to log once the logger runs (e.g. why it fell back to syslog).
+pub fn init(target: Option<&LogTarget>, filter: &str, max_bytes: u64) -> Option<String> {
+    let (filter, mut note) = parse_filter(filter);
     let sink = match target {
         Some(LogTarget::Syslog) => Sink::Syslog,
         Some(LogTarget::Stderr) if fd_is_socket(2) => {
@@ -54,14 +55,30 @@ pub fn init(target: Option<&LogTarget>, level: LevelFilter, max_bytes: u64) -> O
         // SAFETY: ident is a valid NUL-terminated string that lives forever.
         unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
     }
+    let max_level = filter.filter();
     let logger = Logger {
         sink: Mutex::new(sink),
         pid: std::process::id(),
+        filter,
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(level);
+        log::set_max_level(max_level);
     }
     note
+}
+
+/// The filter of `spec` (see [`conf::settings::is_log_filter`]), or `info` and a note saying
+/// why when it is not one.
+fn parse_filter(spec: &str) -> (env_filter::Filter, Option<String>) {
+    let mut builder = env_filter::Builder::new();
+    if conf::settings::is_log_filter(spec) && builder.try_parse(spec).is_ok() {
+        return (builder.build(), None);
+    }
+    let info = env_filter::Builder::new()
+        .filter_level(LevelFilter::Info)
+        .build();
+    let note = format!("log filter {spec:?} not understood; logging at info");
+    (info, Some(note))
 }
 
 fn open_or_syslog(path: &Path, max_bytes: u64, note: &mut Option<String>) -> Sink {
@@ -204,15 +221,16 @@ enum Sink {
 struct Logger {
     sink: Mutex<Sink>,
     pid: u32,
+    filter: env_filter::Filter,
 }
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        self.filter.enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
-        if !self.enabled(record.metadata()) {
+        if !self.filter.matches(record) {
             return;
         }
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
@@ -271,6 +289,34 @@ fn timestamp() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 11: one log-level convention. `AMANDA_RS_LOG` (or `[log] level`) is a level or
+    /// env_logger's `target=level` directives; anything else logs at info, with a note.
+    #[test]
+    fn log_filter_directives_pick_the_modules_that_log_at_debug() {
+        let at = |filter: &env_filter::Filter, target: &str, level: Level| {
+            filter.enabled(&Metadata::builder().target(target).level(level).build())
+        };
+        let (f, note) = parse_filter("warn,amandad::server=debug");
+        assert_eq!(note, None);
+        assert!(at(&f, "amandad::server::dump", Level::Debug));
+        assert!(!at(&f, "amandad::server", Level::Trace));
+        assert!(
+            !at(&f, "amandad", Level::Info),
+            "the binary's own lines stay at warn"
+        );
+        assert!(at(&f, "amandad::resolve", Level::Warn));
+        let (f, note) = parse_filter("debug");
+        assert_eq!((f.filter(), note), (LevelFilter::Debug, None));
+        for bad in ["verbose", "amandad=loud", ""] {
+            let (f, note) = parse_filter(bad);
+            assert_eq!(f.filter(), LevelFilter::Info, "{bad:?}");
+            assert!(
+                note.is_some_and(|n| n.contains("not understood")),
+                "{bad:?}"
+            );
+        }
+    }
 
     fn lines(path: &Path) -> Vec<String> {
         std::fs::read_to_string(path)

@@ -39,17 +39,20 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let loaded = config::load(args.settings.as_deref(), args.client_conf.as_deref());
-    let level = std::env::var("AMANDA_RS_LOG")
+    let loaded = config::load(
+        args.own.settings.as_deref(),
+        args.own.client_conf.as_deref(),
+    );
+    // AMANDA_RS_LOG is already in the settings; read here too for when they failed to load.
+    let filter = std::env::var("AMANDA_RS_LOG")
         .ok()
-        .unwrap_or_else(|| loaded.settings.log.level.clone())
-        .parse()
-        .unwrap_or(log::LevelFilter::Info);
+        .unwrap_or_else(|| loaded.settings.log.level.clone());
     let target = args
+        .own
         .log
         .clone()
         .or_else(|| loaded.settings.log.file.clone().map(args::LogTarget::File));
-    let note = logging::init(target.as_ref(), level, loaded.settings.log.max_bytes);
+    let note = logging::init(target.as_ref(), &filter, loaded.settings.log.max_bytes);
     std::panic::set_hook(Box::new(|info| error!("panic: {info}")));
     if let Some(note) = note {
         warn!("{note}");
@@ -77,6 +80,7 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
         config::widen_receive_buffer(s);
     }
     let user = args
+        .own
         .user
         .clone()
         .unwrap_or_else(|| loaded.settings.user.clone());
@@ -123,6 +127,7 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
     let hosts = config::HostsFile::new(&loaded.settings, &user, identity.uid.as_raw());
     let no_exit = args.no_exit || launched.mode == Mode::Standalone;
     let idle_exit = args
+        .own
         .idle_exit
         .unwrap_or_else(|| config::idle_exit(&loaded.settings));
     let (limits, lowered) = config::limits(&loaded.settings);

@@ -128,6 +128,7 @@ fn driver_night(c: &mut Criterion) {
                     order: Order::LargestFirst,
                     retry_delay: Duration::from_secs(10),
                     max_estimates: 20,
+                    holding: vec![],
                 },
                 hosts.clone(),
                 dles.clone(),
@@ -157,9 +158,7 @@ fn driver_night(c: &mut Criterion) {
                     now,
                     Input::DumpFinished {
                         dle,
-                        ok: true,
-                        retryable: false,
-                        error: None,
+                        result: Ok(1_000_000),
                     },
                 );
                 done += 1;

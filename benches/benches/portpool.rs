@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use portpool::sim::{self, Policy, SimParams};
-use portpool::{CoreConfig, ModelBinder, Pool, PoolConfig, PoolCore, PortRange, Transport};
+use portpool_alloc::{CoreConfig, ModelBinder, Pool, PoolConfig, PoolCore};
 use proto::Auth;
+use proto::ports::{PortRange, Transport};
 
 fn config(lo: u16, hi: u16) -> PoolConfig {
     let mut cfg = PoolConfig::new(Transport::Udp, PortRange::new(lo, hi).unwrap());

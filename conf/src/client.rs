@@ -140,10 +140,9 @@ impl ClientConfig {
         text: &[u8],
         config_dir: Option<&Path>,
     ) -> Result<Loaded<ClientConfig>, Errors> {
-        let mut sink = Sink::default();
-        let doc = Document::from_text(fs, name, text, config_dir, &mut sink);
-        let raw = resolve::walk(&doc, true, &mut sink);
-        sink.finish(Self::from_raw(&raw))
+        Document::parse_text(fs, name, text, config_dir, |doc, sink| {
+            Self::from_raw(&resolve::walk(doc, true, sink))
+        })
     }
 
     fn from_raw(raw: &resolve::Raw) -> ClientConfig {

@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use crate::diag::{ErrorKind, Errors, Loaded, Sink};
 use crate::fs::{FileSystem, RealFs, strerror};
+use crate::lex::Cursor;
 use crate::loader::resolve_relative;
 use crate::model::{Dumptype, Interface, Program};
 use crate::quote;
@@ -258,45 +259,8 @@ impl DisklistSyntax {
     }
 }
 
-/// Byte cursor with line/column tracking for the disklist's own field syntax.
-struct Cur<'a> {
-    src: &'a [u8],
-    file: FileId,
-    pos: usize,
-    line: u32,
-    col: u32,
-}
-
-impl Cur<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.src.get(self.pos).copied()
-    }
-    fn peek2(&self) -> Option<u8> {
-        self.src.get(self.pos + 1).copied()
-    }
-    fn bump(&mut self) -> Option<u8> {
-        let c = self.peek()?;
-        self.pos += 1;
-        if c == b'\n' {
-            self.line = self.line.saturating_add(1);
-            self.col = 1;
-        } else if c & 0xC0 != 0x80 {
-            self.col = self.col.saturating_add(1);
-        }
-        Some(c)
-    }
-    fn mark(&self) -> (usize, u32, u32) {
-        (self.pos, self.line, self.col)
-    }
-    fn span(&self, m: (usize, u32, u32)) -> Span {
-        Span {
-            file: self.file,
-            start: m.0 as u32,
-            end: self.pos as u32,
-            line: m.1,
-            column: m.2,
-        }
-    }
+/// The disklist's own field syntax, on the configuration lexer's cursor.
+impl Cursor<'_> {
     /// Skips blanks and backslash-newlines; stops at a newline, a comment or a field.
     fn skip_blanks(&mut self) {
         loop {
@@ -376,30 +340,24 @@ fn split_file(
 ) -> Vec<DiskItem> {
     let text = sources.file(id).text().to_vec();
     let mut items = Vec::new();
-    let mut c = Cur {
-        src: &text,
-        file: id,
-        pos: 0,
-        line: 1,
-        col: 1,
-    };
+    let mut c = Cursor::resume(&text, id, (0, 1, 1));
     while c.peek().is_some() {
         c.skip_blanks();
         if c.at_eol() {
             c.finish_line();
             continue;
         }
-        let m = c.mark();
+        let m = c.position();
         let host = c.field(false).unwrap_or_default();
-        let host_span = c.span(m);
+        let host_span = c.span_from(m);
         let err = |sink: &mut Sink, sources: &SourceMap, span: Span, kind: ErrorKind| {
             sink.error(sources.location(span), kind);
         };
         if host == b"includefile" {
             c.skip_blanks();
-            let m = c.mark();
+            let m = c.position();
             let raw = if c.at_eol() { None } else { c.field(true) };
-            let span = c.span(m);
+            let span = c.span_from(m);
             c.skip_blanks();
             let extra = !c.at_eol();
             c.finish_line();
@@ -491,12 +449,12 @@ fn split_file(
             c.finish_line();
             continue;
         }
-        let m = c.mark();
+        let m = c.position();
         let Some(disk_raw) = c.field(true) else {
-            err(sink, sources, c.span(m), ErrorKind::UnterminatedString);
+            err(sink, sources, c.span_from(m), ErrorKind::UnterminatedString);
             break;
         };
-        let disk_span = c.span(m);
+        let disk_span = c.span_from(m);
         let disk = quote::unquote(&disk_raw);
         if disk.is_empty() {
             err(
@@ -516,15 +474,15 @@ fn split_file(
                 c.finish_line();
                 break;
             }
-            let m = c.mark();
+            let m = c.position();
             if c.peek() == Some(b'{') {
                 c.bump();
-                let open = c.span(m);
+                let open = c.span_from(m);
                 c.skip_blanks();
                 if !c.at_eol() {
-                    let m2 = c.mark();
+                    let m2 = c.position();
                     let _ = c.field(true);
-                    let s = c.span(m2);
+                    let s = c.span_from(m2);
                     err(
                         sink,
                         sources,
@@ -536,21 +494,19 @@ fn split_file(
                     );
                 }
                 c.finish_line();
-                let (block, end) = parse_block_at(sources, id, open, c.mark(), sink);
-                c.pos = end.0;
-                c.line = end.1;
-                c.col = end.2;
+                let (block, end) = parse_block_at(sources, id, open, c.position(), sink);
+                c = Cursor::resume(&text, id, end);
                 fields.push(Field::Block(block));
                 continue;
             }
             let Some(raw) = c.field(true) else {
-                err(sink, sources, c.span(m), ErrorKind::UnterminatedString);
+                err(sink, sources, c.span_from(m), ErrorKind::UnterminatedString);
                 broken = true;
                 break;
             };
             fields.push(Field::Word {
                 raw,
-                span: c.span(m),
+                span: c.span_from(m),
             });
         }
         if broken {

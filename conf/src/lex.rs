@@ -57,9 +57,10 @@ pub struct Token {
     pub span: Span,
 }
 
-/// A cursor over one file's bytes that yields [`Token`]s.
+/// A byte cursor over one file with line/column tracking (columns count UTF-8 characters):
+/// what the lexer and the disklist's own field syntax both walk with.
 #[derive(Clone, Debug)]
-pub(crate) struct Lexer<'a> {
+pub(crate) struct Cursor<'a> {
     src: &'a [u8],
     file: FileId,
     pos: usize,
@@ -67,31 +68,10 @@ pub(crate) struct Lexer<'a> {
     col: u32,
 }
 
-fn is_blank(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\r' | 0x0b | 0x0c)
-}
-
-impl<'a> Lexer<'a> {
-    /// A lexer at the start of `src`.
-    pub fn new(src: &'a [u8], file: FileId) -> Self {
-        Lexer {
-            src,
-            file,
-            pos: 0,
-            line: 1,
-            col: 1,
-        }
-    }
-
-    /// The current position: (byte offset, line, column).
-    pub fn position(&self) -> (usize, u32, u32) {
-        (self.pos, self.line, self.col)
-    }
-
-    /// A lexer that resumes at a position obtained from [`Lexer::position`] (possibly of
-    /// another lexer over the same bytes).
-    pub fn resume(src: &'a [u8], file: FileId, at: (usize, u32, u32)) -> Self {
-        Lexer {
+impl<'a> Cursor<'a> {
+    /// A cursor that starts at `at` (byte offset, line, column) of `src`.
+    pub(crate) fn resume(src: &'a [u8], file: FileId, at: (usize, u32, u32)) -> Self {
+        Cursor {
             src,
             file,
             pos: at.0.min(src.len()),
@@ -100,11 +80,20 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn peek(&self) -> Option<u8> {
+    /// The current position: (byte offset, line, column).
+    pub(crate) fn position(&self) -> (usize, u32, u32) {
+        (self.pos, self.line, self.col)
+    }
+
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.src.get(self.pos).copied()
     }
 
-    fn bump(&mut self) -> Option<u8> {
+    pub(crate) fn peek2(&self) -> Option<u8> {
+        self.src.get(self.pos + 1).copied()
+    }
+
+    pub(crate) fn bump(&mut self) -> Option<u8> {
         let c = self.peek()?;
         self.pos += 1;
         if c == b'\n' {
@@ -116,7 +105,13 @@ impl<'a> Lexer<'a> {
         Some(c)
     }
 
-    fn span_from(&self, start: (usize, u32, u32)) -> Span {
+    /// The bytes from offset `start` to here.
+    pub(crate) fn since(&self, start: usize) -> &'a [u8] {
+        self.src.get(start..self.pos).unwrap_or(&[])
+    }
+
+    /// The span from `start` (a [`Cursor::position`]) to here.
+    pub(crate) fn span_from(&self, start: (usize, u32, u32)) -> Span {
         Span {
             file: self.file,
             start: start.0 as u32,
@@ -124,6 +119,48 @@ impl<'a> Lexer<'a> {
             line: start.1,
             column: start.2,
         }
+    }
+}
+
+/// A cursor over one file's bytes that yields [`Token`]s.
+#[derive(Clone, Debug)]
+pub(crate) struct Lexer<'a> {
+    c: Cursor<'a>,
+}
+
+fn is_blank(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\r' | 0x0b | 0x0c)
+}
+
+impl<'a> Lexer<'a> {
+    /// A lexer at the start of `src`.
+    pub fn new(src: &'a [u8], file: FileId) -> Self {
+        Self::resume(src, file, (0, 1, 1))
+    }
+
+    /// The current position: (byte offset, line, column).
+    pub fn position(&self) -> (usize, u32, u32) {
+        self.c.position()
+    }
+
+    /// A lexer that resumes at a position obtained from [`Lexer::position`] (possibly of
+    /// another lexer over the same bytes).
+    pub fn resume(src: &'a [u8], file: FileId, at: (usize, u32, u32)) -> Self {
+        Lexer {
+            c: Cursor::resume(src, file, at),
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.c.peek()
+    }
+
+    fn bump(&mut self) -> Option<u8> {
+        self.c.bump()
+    }
+
+    fn span_from(&self, start: (usize, u32, u32)) -> Span {
+        self.c.span_from(start)
     }
 
     /// Skips to just before the next newline (or the end).
@@ -167,7 +204,7 @@ impl<'a> Lexer<'a> {
                     self.bump();
                 }
                 // The word is ASCII by construction.
-                let bytes = self.src.get(start.0..self.pos).unwrap_or(&[]);
+                let bytes = self.c.since(start.0);
                 Tok::Word(String::from_utf8_lossy(bytes).into_owned())
             }
             other => Tok::Other(other),
@@ -190,7 +227,7 @@ impl<'a> Lexer<'a> {
                 self.bump();
             }
         }
-        let text = self.src.get(start..self.pos).unwrap_or(&[]);
+        let text = self.c.since(start);
         // ASCII digits, '-' and '.' only, so this is valid UTF-8.
         let text = std::str::from_utf8(text).unwrap_or("0");
         if real {

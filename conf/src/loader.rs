@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::diag::{ErrorKind, Sink};
+use crate::diag::{ErrorKind, Errors, Loaded, Sink};
 use crate::fs::{FileSystem, strerror};
 use crate::source::{FileId, Location, SourceMap, Span};
 use crate::syntax::{Item, SyntaxFile, parse_file};
@@ -114,16 +114,7 @@ impl Document {
         sources: SourceMap,
         sink: &mut Sink,
     ) -> Document {
-        let mut l = Loading {
-            fs,
-            config_dir,
-            doc: Document {
-                sources,
-                files: BTreeMap::new(),
-                root: None,
-            },
-            stack: Vec::new(),
-        };
+        let mut l = Loading::new(fs, config_dir, sources);
         let display = path.to_string_lossy().into_owned();
         match fs.read(path) {
             Ok(bytes) => {
@@ -152,20 +143,27 @@ impl Document {
         config_dir: Option<&Path>,
         sink: &mut Sink,
     ) -> Document {
-        let mut l = Loading {
-            fs,
-            config_dir,
-            doc: Document {
-                sources: SourceMap::new(),
-                files: BTreeMap::new(),
-                root: None,
-            },
-            stack: vec![name.to_string()],
-        };
+        let mut l = Loading::new(fs, config_dir, SourceMap::new());
+        l.stack.push(name.to_string());
         let id = l.doc.sources.add(name, text.to_vec());
         l.doc.root = Some(id);
         l.parse(id, sink);
         l.doc
+    }
+
+    /// Parses text already in memory ([`Document::from_text`]) and builds a configuration
+    /// from it with `build`; the result carries the warnings, or is every error.
+    pub(crate) fn parse_text<T>(
+        fs: &dyn FileSystem,
+        name: &str,
+        text: &[u8],
+        config_dir: Option<&Path>,
+        build: impl FnOnce(&Document, &mut Sink) -> T,
+    ) -> Result<Loaded<T>, Errors> {
+        let mut sink = Sink::default();
+        let doc = Document::from_text(fs, name, text, config_dir, &mut sink);
+        let value = build(&doc, &mut sink);
+        sink.finish(value)
     }
 }
 
@@ -176,7 +174,20 @@ struct Loading<'a> {
     stack: Vec<String>,
 }
 
-impl Loading<'_> {
+impl<'a> Loading<'a> {
+    fn new(fs: &'a dyn FileSystem, config_dir: Option<&'a Path>, sources: SourceMap) -> Self {
+        Loading {
+            fs,
+            config_dir,
+            doc: Document {
+                sources,
+                files: BTreeMap::new(),
+                root: None,
+            },
+            stack: Vec::new(),
+        }
+    }
+
     fn parse(&mut self, id: FileId, sink: &mut Sink) {
         let mut syntax = parse_file(&self.doc.sources, id, sink);
         for item in &mut syntax.items {

@@ -172,10 +172,7 @@ impl Config {
         text: &[u8],
         config_dir: Option<&Path>,
     ) -> Result<Loaded<Config>, Errors> {
-        let mut sink = Sink::default();
-        let doc = Document::from_text(fs, name, text, config_dir, &mut sink);
-        let cfg = Self::resolve(&doc, &mut sink);
-        sink.finish(cfg)
+        Document::parse_text(fs, name, text, config_dir, Self::resolve)
     }
 
     /// Parses amanda.conf text with no `includefile` support (an include is an error).

@@ -4,8 +4,9 @@
 //! [`DEFAULT_PATH`], optional; a path given explicitly must exist) < environment variables
 //! `AMANDA_RS_<KEY>`, where nested keys use `__` (`AMANDA_RS_HEARTBEAT__IDLE_SECS=30`,
 //! `AMANDA_RS_RUN_DIR=/run/x`). Values from the environment are parsed as numbers or
-//! booleans when they look like one. `AMANDA_RS_LOG=LEVEL` is short for
-//! `AMANDA_RS_LOG__LEVEL=LEVEL`.
+//! booleans when they look like one. `AMANDA_RS_LOG=FILTER` is short for
+//! `AMANDA_RS_LOG__LEVEL=FILTER`: the one log-level convention of amandad, dumper and
+//! portpool (a level, or env_logger's `target=level` directives; see [`is_log_filter`]).
 //!
 //! To add a setting: add a field with a doc comment and a default in `Default for
 //! Settings` (and a check in [`Settings::validate`] if it has limits). Nothing else.
@@ -70,7 +71,8 @@ impl Heartbeat {
 pub struct Log {
     /// Log file; none = standard error (default none).
     pub file: Option<PathBuf>,
-    /// Level: error, warn, info, debug or trace (default "info").
+    /// Level: error, warn, info, debug or trace, or env_logger directives such as
+    /// `warn,amandad::server=debug` (default "info"; see [`is_log_filter`]).
     pub level: String,
     /// When the log file passes this many bytes it is renamed to `<file>.1` (replacing an
     /// older one) and a new file is started; 0 = never (default 64 MiB). Logrotate does the
@@ -327,32 +329,40 @@ impl Settings {
                 problem: problem.into(),
             })
         };
+        // Whole-number settings with bounds, checked in this order.
+        let within = |key, value: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&value) {
+                Ok(())
+            } else {
+                bad(key, &format!("must be between {lo} and {hi}"))
+            }
+        };
         let h = &self.heartbeat;
-        if h.enabled && !(1..=7200).contains(&h.idle_secs) {
-            return bad("heartbeat.idle_secs", "must be between 1 and 7200");
+        if h.enabled {
+            within("heartbeat.idle_secs", h.idle_secs, 1, 7200)?;
+            within("heartbeat.interval_secs", h.interval_secs, 1, 600)?;
+            within("heartbeat.probes", h.probes.into(), 1, 127)?;
         }
-        if h.enabled && !(1..=600).contains(&h.interval_secs) {
-            return bad("heartbeat.interval_secs", "must be between 1 and 600");
-        }
-        if h.enabled && !(1..=127).contains(&h.probes) {
-            return bad("heartbeat.probes", "must be between 1 and 127");
-        }
-        if !matches!(
-            self.log.level.as_str(),
-            "error" | "warn" | "info" | "debug" | "trace"
-        ) {
-            return bad("log.level", "must be error, warn, info, debug or trace");
+        if !is_log_filter(&self.log.level) {
+            return bad(
+                "log.level",
+                "must be error, warn, info, debug or trace, or directives like `warn,amandad::server=debug`",
+            );
         }
         let a = &self.amandad;
-        if !(1..=64).contains(&a.workers) {
-            return bad("amandad.workers", "must be between 1 and 64");
-        }
-        if !(1..=1_000_000).contains(&a.max_connections) {
-            return bad("amandad.max_connections", "must be between 1 and 1000000");
-        }
-        if !(1..=3600).contains(&a.unauth_timeout_secs) {
-            return bad("amandad.unauth_timeout_secs", "must be between 1 and 3600");
-        }
+        within("amandad.workers", a.workers as u64, 1, 64)?;
+        within(
+            "amandad.max_connections",
+            a.max_connections as u64,
+            1,
+            1_000_000,
+        )?;
+        within(
+            "amandad.unauth_timeout_secs",
+            a.unauth_timeout_secs,
+            1,
+            3600,
+        )?;
         // A bsdtcp control frame may be 4 MiB; a smaller budget could never take one whole.
         if a.partial_input_bytes < (4 << 20) + 8 {
             return bad(
@@ -363,26 +373,34 @@ impl Settings {
         if a.max_output_bytes < 64 << 10 {
             return bad("amandad.max_output_bytes", "must be at least 65536");
         }
-        if !(1..=86_400).contains(&a.stalled_output_secs) {
-            return bad("amandad.stalled_output_secs", "must be between 1 and 86400");
-        }
-        if !(1..=100_000).contains(&a.max_requests_per_connection) {
-            return bad(
+        for (key, value, lo, hi) in [
+            (
+                "amandad.stalled_output_secs",
+                a.stalled_output_secs,
+                1,
+                86_400,
+            ),
+            (
                 "amandad.max_requests_per_connection",
-                "must be between 1 and 100000",
-            );
-        }
-        if !(1..=64).contains(&a.resolver_threads) {
-            return bad("amandad.resolver_threads", "must be between 1 and 64");
-        }
-        if !(1..=1_000_000).contains(&a.resolver_queue) {
-            return bad("amandad.resolver_queue", "must be between 1 and 1000000");
-        }
-        if !(16..=10_000_000).contains(&a.name_cache_entries) {
-            return bad(
+                a.max_requests_per_connection as u64,
+                1,
+                100_000,
+            ),
+            ("amandad.resolver_threads", a.resolver_threads as u64, 1, 64),
+            (
+                "amandad.resolver_queue",
+                a.resolver_queue as u64,
+                1,
+                1_000_000,
+            ),
+            (
                 "amandad.name_cache_entries",
-                "must be between 16 and 10000000",
-            );
+                a.name_cache_entries as u64,
+                16,
+                10_000_000,
+            ),
+        ] {
+            within(key, value, lo, hi)?;
         }
         if a.name_cache_secs > 86_400 || a.name_negative_cache_secs > 86_400 {
             return bad(
@@ -390,12 +408,12 @@ impl Settings {
                 "and name_negative_cache_secs must be at most 86400",
             );
         }
-        if !(1..=86_400).contains(&a.refusal_summary_secs) {
-            return bad(
-                "amandad.refusal_summary_secs",
-                "must be between 1 and 86400",
-            );
-        }
+        within(
+            "amandad.refusal_summary_secs",
+            a.refusal_summary_secs,
+            1,
+            86_400,
+        )?;
         if let Err(bad_word) = self.amandad.extra_data_peers() {
             return Err(SettingsError::Invalid {
                 key: "amandad.extra_data_peers",
@@ -421,6 +439,32 @@ impl Settings {
     pub fn time_wait_hold(&self) -> Duration {
         Duration::from_secs(self.time_wait_hold_secs)
     }
+}
+
+/// True if `spec` is a log filter amanda-rs reads (`AMANDA_RS_LOG`, `[log] level`): a level
+/// (`off`, `error`, `warn`, `info`, `debug`, `trace`), or comma-separated env_logger
+/// directives, each a level or `target=level` (`warn,amandad::server=debug`). Stricter than
+/// env_logger, which takes any other word as a target: a misspelt level is an error here,
+/// not a filter that silences everything.
+pub fn is_log_filter(spec: &str) -> bool {
+    let is_level = |w: &str| {
+        ["off", "error", "warn", "info", "debug", "trace"]
+            .iter()
+            .any(|l| w.eq_ignore_ascii_case(l))
+    };
+    let is_target = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-')
+    };
+    !spec.trim().is_empty()
+        && spec
+            .split(',')
+            .map(str::trim)
+            .all(|d| match d.split_once('=') {
+                Some((target, level)) => is_target(target.trim()) && is_level(level.trim()),
+                None => is_level(d),
+            })
 }
 
 #[cfg(test)]
@@ -515,6 +559,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.log.level, "debug", "the explicit key wins");
+    }
+
+    // issue 11: one log-level convention; AMANDA_RS_LOG takes env_logger directives too.
+    #[test]
+    fn amanda_rs_log_takes_a_level_or_target_directives_and_refuses_a_misspelt_level() {
+        for ok in [
+            "debug",
+            "WARN",
+            "warn,amandad::server=debug",
+            "dumper=trace, off",
+        ] {
+            assert!(is_log_filter(ok), "{ok}");
+            let s = Settings::load_from(None, env(&[("AMANDA_RS_LOG", ok)])).unwrap();
+            assert_eq!(s.log.level, ok);
+        }
+        for bad in ["", "degub", "warn,", "amandad=loud", "=debug", "a b=info"] {
+            assert!(!is_log_filter(bad), "{bad:?}");
+        }
+        let e = Settings::load_from(None, env(&[("AMANDA_RS_LOG", "verbose")])).unwrap_err();
+        assert!(e.to_string().contains("log.level"), "{e}");
     }
 
     #[test]

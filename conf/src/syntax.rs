@@ -116,14 +116,7 @@ pub(crate) fn parse_file(sources: &SourceMap, file: FileId, sink: &mut Sink) -> 
                 p.skip_line();
             }
             _ => {
-                let found = p.found(&t);
-                p.error(
-                    t.span,
-                    ErrorKind::Expected {
-                        expected: "a keyword".into(),
-                        found,
-                    },
-                );
+                p.expected(&t, "a keyword");
                 p.skip_line();
             }
         }
@@ -196,6 +189,18 @@ impl Parser<'_, '_> {
         describe(self.sources, t)
     }
 
+    /// Reports that `expected` was expected where `t` stands.
+    fn expected(&mut self, t: &Token, expected: &str) {
+        let found = self.found(t);
+        self.error(
+            t.span,
+            ErrorKind::Expected {
+                expected: expected.into(),
+                found,
+            },
+        );
+    }
+
     fn top_item(&mut self, stmt: Statement) -> Item {
         if !is_includefile(&stmt) {
             return Item::Statement(stmt);
@@ -253,28 +258,17 @@ impl Parser<'_, '_> {
         loop {
             let t = self.next();
             match t.tok {
-                Tok::Newline => {
-                    return Some((
-                        Statement {
-                            head,
-                            args,
-                            block: None,
-                            span,
-                        },
-                        End::Line,
-                    ));
-                }
-                Tok::Eof => {
-                    self.push_back(t);
-                    return Some((
-                        Statement {
-                            head,
-                            args,
-                            block: None,
-                            span,
-                        },
-                        End::Line,
-                    ));
+                Tok::Newline | Tok::Eof => {
+                    if t.tok == Tok::Eof {
+                        self.push_back(t);
+                    }
+                    let stmt = Statement {
+                        head,
+                        args,
+                        block: None,
+                        span,
+                    };
+                    return Some((stmt, End::Line));
                 }
                 Tok::LBrace => {
                     let open = t.span;
@@ -283,14 +277,7 @@ impl Parser<'_, '_> {
                         Tok::Newline => {}
                         Tok::Eof => self.push_back(after),
                         _ => {
-                            let found = self.found(&after);
-                            self.error(
-                                after.span,
-                                ErrorKind::Expected {
-                                    expected: "end of line after \"{\"".into(),
-                                    found,
-                                },
-                            );
+                            self.expected(&after, "end of line after \"{\"");
                             self.skip_line();
                         }
                     }
@@ -317,14 +304,7 @@ impl Parser<'_, '_> {
                             Tok::Newline => {}
                             Tok::Eof => self.push_back(after),
                             _ => {
-                                let found = self.found(&after);
-                                self.error(
-                                    after.span,
-                                    ErrorKind::Expected {
-                                        expected: "end of line after \"}\"".into(),
-                                        found,
-                                    },
-                                );
+                                self.expected(&after, "end of line after \"}\"");
                                 self.skip_line();
                             }
                         }
@@ -335,14 +315,7 @@ impl Parser<'_, '_> {
                             Tok::Eof => self.push_back(after),
                             Tok::RBrace => {
                                 // `}}`: the inner block closes, so does the outer one.
-                                let found = self.found(&after);
-                                self.error(
-                                    after.span,
-                                    ErrorKind::Expected {
-                                        expected: "end of line after \"}\"".into(),
-                                        found,
-                                    },
-                                );
+                                self.expected(&after, "end of line after \"}\"");
                                 return Some((
                                     Statement {
                                         head,
@@ -354,14 +327,7 @@ impl Parser<'_, '_> {
                                 ));
                             }
                             _ => {
-                                let found = self.found(&after);
-                                self.error(
-                                    after.span,
-                                    ErrorKind::Expected {
-                                        expected: "end of line after \"}\"".into(),
-                                        found,
-                                    },
-                                );
+                                self.expected(&after, "end of line after \"}\"");
                                 self.skip_line();
                             }
                         }
@@ -407,14 +373,7 @@ impl Parser<'_, '_> {
                     return None;
                 }
                 Tok::Other(_) => {
-                    let found = self.found(&t);
-                    self.error(
-                        t.span,
-                        ErrorKind::Expected {
-                            expected: "a word, a number or a quoted string".into(),
-                            found,
-                        },
-                    );
+                    self.expected(&t, "a word, a number or a quoted string");
                     self.skip_line();
                     return None;
                 }
@@ -471,14 +430,7 @@ impl Parser<'_, '_> {
                     }
                 }
                 _ => {
-                    let found = self.found(&t);
-                    self.error(
-                        t.span,
-                        ErrorKind::Expected {
-                            expected: "a keyword, a definition name or \"}\"".into(),
-                            found,
-                        },
-                    );
+                    self.expected(&t, "a keyword, a definition name or \"}\"");
                     self.skip_line();
                 }
             }

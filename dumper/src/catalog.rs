@@ -9,18 +9,29 @@
 //! (older rows as text), so that any name restores. The file lives beside the configuration's `infofile`
 //! (`<infofile>.dumper.sqlite`) and uses WAL journaling; only the driver thread writes it.
 //!
+//! What goes into a row is decided here too: from a dump's report ([`DumpRecord::finish`]),
+//! for a DLE that failed without a dump ([`DumpRecord::not_dumped`]), for a dump a signal
+//! stopped ([`DumpRecord::stopped`]), and for a holding file a killed run left
+//! ([`DumpRecord::adopted`]).
+//!
 //! The level-chain rule used by restore ([`chain`]) is a pure function over the rows, so it
 //! is tested without a database. What this module must not do: look at holding files (the
-//! caller checks that they exist) or decide levels.
+//! caller checks that they exist and verifies them) or decide levels.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use proto::crc::CrcValue;
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension, params};
+use proto::mesg::DumpStatus;
+
+use crate::dump::DumpReport;
+use crate::failure::DumpFailure;
+use crate::holding::Verified;
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 /// The schema version in `PRAGMA user_version`. 2: `holding_file` holds the name's bytes
 /// (a BLOB; version 1 wrote text, which is still read), so a dumper of version 1 refuses the
@@ -177,6 +188,84 @@ impl DumpRecord {
             wait_reason: None,
         }
     }
+
+    /// The row of a dump that ended: its status, sizes, CRCs, holding file, program and
+    /// failure from `report`; how long it waited before it started, and the first reason.
+    pub fn finish(&mut self, report: &DumpReport, waited: Duration, wait_reason: Option<&str>) {
+        self.duration_ms = Some(millis(report.duration));
+        self.status = match report.status {
+            DumpStatus::Done => Status::Done,
+            DumpStatus::Strange => Status::Strange,
+            DumpStatus::Failed | DumpStatus::Retry => Status::Failed,
+        };
+        self.bytes = i64::try_from(report.bytes).ok();
+        self.orig_kb = report.orig_kb;
+        self.crc = Some(report.crc);
+        self.client_crc = report.client_crc;
+        self.native_crc = report.native_crc;
+        self.holding_file = report.holding.clone();
+        self.comp_suffix = lossy(report.info.compress_suffix.as_deref());
+        self.program = lossy(report.info.backup.as_deref());
+        self.error = report.failure.as_ref().map(DumpFailure::report_text);
+        self.waited_ms = Some(millis(waited));
+        self.wait_reason = wait_reason.map(str::to_owned);
+    }
+
+    /// The row of a DLE that failed without a dump attempt (its estimate, an unsupported
+    /// setting): `failed`, with the reason.
+    pub fn not_dumped(
+        host: &str,
+        disk: &[u8],
+        level: i32,
+        timestamp: &str,
+        now: i64,
+        reason: &str,
+    ) -> DumpRecord {
+        let mut rec = DumpRecord::started(host, disk, level, timestamp, now);
+        rec.status = Status::Failed;
+        rec.error = Some(reason.to_owned());
+        rec.duration_ms = Some(0);
+        rec
+    }
+
+    /// A running dump that will not finish ([`DumpFailure::Interrupted`]): `failed`, with
+    /// the failure's text.
+    pub fn stopped(&mut self, failure: &DumpFailure) {
+        self.status = Status::Failed;
+        self.error = Some(failure.report_text());
+    }
+
+    /// The row of the complete holding file `file` of run `timestamp` that no row names (a
+    /// run died between its rename and its row): `done`, with the facts of its verified
+    /// header.
+    pub fn adopted(timestamp: &str, file: &Path, v: &Verified, now: i64) -> DumpRecord {
+        let h = &v.header;
+        let mut rec = DumpRecord::started(
+            &String::from_utf8_lossy(&h.host),
+            &h.disk,
+            h.level,
+            timestamp,
+            now,
+        );
+        rec.status = Status::Done;
+        rec.bytes = i64::try_from(v.bytes).ok();
+        rec.orig_kb = h.orig_size;
+        rec.crc = h.server_crc;
+        rec.client_crc = h.client_crc;
+        rec.native_crc = h.native_crc;
+        rec.holding_file = Some(file.to_path_buf());
+        rec.comp_suffix = lossy(h.comp_suffix.as_deref());
+        rec.program = lossy(Some(&h.program[..]));
+        rec
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn lossy(b: Option<&[u8]>) -> Option<String> {
+    b.map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
 /// The catalog could not be used.
@@ -238,6 +327,30 @@ pub(crate) fn path_read(v: ValueRef<'_>) -> Option<PathBuf> {
 const COLUMNS: &str = "id, host, disk, level, timestamp, date, started, duration_ms, status, bytes,
     orig_kb, crc, client_crc, native_crc, holding_file, comp_suffix, program, error, waited_ms,
     wait_reason";
+
+/// The columns a dump's outcome sets, in the order of [`outcome`].
+const OUTCOME_COLUMNS: &str = "duration_ms, status, bytes, orig_kb, crc, client_crc, native_crc, holding_file, comp_suffix, program, error, waited_ms, wait_reason";
+
+const OUTCOME_LEN: usize = 13;
+
+/// The values of [`OUTCOME_COLUMNS`] for `r`.
+fn outcome(r: &DumpRecord) -> [Value; OUTCOME_LEN] {
+    [
+        r.duration_ms.into(),
+        r.status.as_str().to_owned().into(),
+        r.bytes.into(),
+        r.orig_kb.into(),
+        crc_text(&r.crc).into(),
+        crc_text(&r.client_crc).into(),
+        crc_text(&r.native_crc).into(),
+        path_blob(&r.holding_file).map(<[u8]>::to_vec).into(),
+        r.comp_suffix.clone().into(),
+        r.program.clone().into(),
+        r.error.clone().into(),
+        r.waited_ms.into(),
+        r.wait_reason.clone().into(),
+    ]
+}
 
 impl Catalog {
     /// The catalog file of a configuration whose `infofile` resolves to `infofile`.
@@ -355,34 +468,26 @@ impl Catalog {
 
     /// Inserts a dump row (usually `running`); returns its id.
     pub fn insert_dump(&mut self, run: i64, r: &DumpRecord) -> Result<i64, CatalogError> {
+        let identity: [Value; 7] = [
+            run.into(),
+            r.host.clone().into(),
+            r.disk.clone().into(),
+            r.level.into(),
+            r.timestamp.clone().into(),
+            r.date.clone().into(),
+            r.started.into(),
+        ];
         self.conn
             .execute(
-                "INSERT INTO dumps (run_id, host, disk, level, timestamp, date, started, duration_ms,
-                    status, bytes, orig_kb, crc, client_crc, native_crc, holding_file, comp_suffix,
-                    program, error, waited_ms, wait_reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-                params![
-                    run,
-                    r.host,
-                    r.disk,
-                    r.level,
-                    r.timestamp,
-                    r.date,
-                    r.started,
-                    r.duration_ms,
-                    r.status.as_str(),
-                    r.bytes,
-                    r.orig_kb,
-                    crc_text(&r.crc),
-                    crc_text(&r.client_crc),
-                    crc_text(&r.native_crc),
-                    path_blob(&r.holding_file),
-                    r.comp_suffix,
-                    r.program,
-                    r.error,
-                    r.waited_ms,
-                    r.wait_reason,
-                ],
+                &format!(
+                    "INSERT INTO dumps (run_id, host, disk, level, timestamp, date, started, {OUTCOME_COLUMNS})
+                     VALUES ({})",
+                    (1..=identity.len() + OUTCOME_LEN)
+                        .map(|i| format!("?{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                params_from_iter(identity.into_iter().chain(outcome(r))),
             )
             .map_err(|e| self.err(e))?;
         Ok(self.conn.last_insert_rowid())
@@ -390,29 +495,20 @@ impl Catalog {
 
     /// Rewrites a dump row with the outcome in `r` (by `r.id`).
     pub fn update_dump(&mut self, r: &DumpRecord) -> Result<(), CatalogError> {
+        let sets: Vec<String> = OUTCOME_COLUMNS
+            .split(", ")
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ?{}", i + 1))
+            .collect();
         self.conn
             .execute(
-                "UPDATE dumps SET duration_ms = ?1, status = ?2, bytes = ?3, orig_kb = ?4, crc = ?5,
-                    client_crc = ?6, native_crc = ?7, holding_file = ?8, comp_suffix = ?9,
-                    program = ?10, error = ?11, waited_ms = ?12, wait_reason = ?13, level = ?14
-                 WHERE id = ?15",
-                params![
-                    r.duration_ms,
-                    r.status.as_str(),
-                    r.bytes,
-                    r.orig_kb,
-                    crc_text(&r.crc),
-                    crc_text(&r.client_crc),
-                    crc_text(&r.native_crc),
-                    path_blob(&r.holding_file),
-                    r.comp_suffix,
-                    r.program,
-                    r.error,
-                    r.waited_ms,
-                    r.wait_reason,
-                    r.level,
-                    r.id,
-                ],
+                &format!(
+                    "UPDATE dumps SET {}, level = ?{} WHERE id = ?{}",
+                    sets.join(", "),
+                    OUTCOME_LEN + 1,
+                    OUTCOME_LEN + 2
+                ),
+                params_from_iter(outcome(r).into_iter().chain([r.level.into(), r.id.into()])),
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -635,6 +731,11 @@ pub fn chain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outcome_columns_and_values_agree() {
+        assert_eq!(OUTCOME_COLUMNS.split(", ").count(), OUTCOME_LEN);
+    }
 
     fn rec(id: i64, level: i32, ts: &str, status: Status) -> DumpRecord {
         let mut r = DumpRecord::started("h", b"/d", level, ts, 0);

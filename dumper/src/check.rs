@@ -19,16 +19,16 @@ use proto::exchange::InitiatorConfig;
 use proto::selfcheck::read_reply;
 
 use crate::catalog::Catalog;
+use crate::driver::HoldingDisk;
 use crate::estimate::noop_features;
 use crate::features::server_features;
 use crate::holding;
-use crate::net::exchange::{self, Outcome};
-use crate::net::tcp::FramedConn;
-use crate::net::udp::UdpControl;
+use crate::net::control::{Control, Link};
+use crate::net::exchange::RequestFailure;
 use crate::net::{self, PoolNeeds, Ports, Tuning, WaitEvent};
 use crate::plan::{self, Plan};
 use crate::privs;
-use crate::request::{self, ReqContext};
+use crate::request::{self, ReqContext, RequestError};
 use proto::Auth;
 
 /// The result of a check.
@@ -81,12 +81,44 @@ impl Out {
     }
 }
 
-fn writable_dir(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+/// A directory the night must write to, and cannot.
+#[derive(Debug, thiserror::Error)]
+enum DirError {
+    #[error("cannot create {}: {source}", .dir.display())]
+    Create {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not writable: {source}", .dir.display())]
+    NotWritable {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn writable_dir(dir: &Path) -> Result<(), DirError> {
+    std::fs::create_dir_all(dir).map_err(|source| DirError::Create {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let probe = dir.join(format!(".dumper-check-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
+    std::fs::write(&probe, b"").map_err(|source| DirError::NotWritable {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+/// Why a selfcheck got no reply.
+#[derive(Debug, thiserror::Error)]
+enum SelfcheckError {
+    /// The request cannot be made for this client.
+    #[error("request failed: {0}")]
+    Request(RequestError),
+    /// The exchange failed.
+    #[error("{0}")]
+    Exchange(RequestFailure),
 }
 
 /// Runs the checks.
@@ -142,7 +174,7 @@ fn site_sources(plan: &Plan, o: &CheckOptions) -> portpool::conf_adapter::Source
         config_dir: PathBuf::from(conf::loader::CONFIG_DIR),
         client_conf: PathBuf::from("/etc/amanda/amanda-client.conf"),
         security_file: PathBuf::from("/etc/amanda-security.conf"),
-        services: PathBuf::from(portpool::services::DEFAULT_PATH),
+        services: PathBuf::from(portpool_alloc::services::DEFAULT_PATH),
     };
     if plan::locate(&o.config).name.is_none() {
         sources.config = plan.conf_path.display().to_string();
@@ -150,7 +182,7 @@ fn site_sources(plan: &Plan, o: &CheckOptions) -> portpool::conf_adapter::Source
     sources
 }
 
-/// `--ports`: every hop of every client, from the real source ports (see `crate::ports`).
+/// `--ports`: every hop of every client, from the real source ports (see `crate::check_ports`).
 fn ports_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
     let _ = writeln!(
         out.text,
@@ -165,9 +197,9 @@ fn ports_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
     };
     portpool::conf_adapter::resolve_addresses(&mut site);
     let services_text =
-        std::fs::read_to_string(portpool::services::DEFAULT_PATH).unwrap_or_default();
-    let services = portpool::services::Services::parse_lenient(
-        portpool::services::DEFAULT_PATH,
+        std::fs::read_to_string(portpool_alloc::services::DEFAULT_PATH).unwrap_or_default();
+    let services = portpool_alloc::services::Services::parse_lenient(
+        portpool_alloc::services::DEFAULT_PATH,
         &services_text,
     )
     .0;
@@ -197,14 +229,14 @@ fn ports_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
                 continue;
             }
         };
-        let target = crate::ports::Target {
+        let target = crate::check_ports::Target {
             name: &client.name,
             addr,
             user: &plan.config.dumpuser,
             config: &o.config,
         };
-        let results = crate::ports::probe_client(&target, &flows, &services, o.probe_timeout);
-        out.errors += crate::ports::render(&target, &results, &mut out.text);
+        let results = crate::check_ports::probe_client(&target, &flows, &services, o.probe_timeout);
+        out.errors += crate::check_ports::render(&target, &results, &mut out.text);
     }
 }
 
@@ -241,7 +273,11 @@ fn server_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
     for h in &plan.holding {
         match writable_dir(&h.dir) {
             Ok(()) => {
-                let free = holding::allowance(h, 0);
+                let free = HoldingDisk::from_use_kib(h.use_kib).room(
+                    Some(holding::free_bytes(&h.dir).unwrap_or(0)),
+                    0,
+                    0,
+                );
                 let msg = format!(
                     "holding disk {} ({}): {} MiB available",
                     h.name,
@@ -307,14 +343,20 @@ fn server_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
 }
 
 fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut Out) {
-    let ours = server_features();
-    let tuning = Tuning::from_settings(settings);
     let cfg = &plan.config;
     let icfg = InitiatorConfig {
         connect_tries: cfg.connect_tries.max(1),
         req_tries: cfg.req_tries.max(1),
         rep_wait: cfg.ctimeout,
         ..InitiatorConfig::default()
+    };
+    let link = Link {
+        ours: server_features(),
+        config_name: plan.config_name.clone(),
+        user: cfg.dumpuser.clone(),
+        ports,
+        tuning: Tuning::from_settings(settings),
+        initiator: icfg.clone(),
     };
     // Groups (host, auth, port), in disklist order.
     let mut groups: Vec<(String, Auth, u16, Vec<usize>)> = Vec::new();
@@ -338,11 +380,10 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
         let dest = match net::resolve(&host, port) {
             Ok(d) => d,
             Err(e) => {
-                out.err(&e);
+                out.err(&e.to_string());
                 continue;
             }
         };
-        let user = cfg.dumpuser.clone();
         let mut waits = |_: WaitEvent| {};
         let ssl = ids.first().and_then(|&i| plan.dles[i].ssl.clone());
         if let Some(s) = &ssl {
@@ -359,89 +400,38 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
                 }
             }
         }
-        let (noop, selfcheck) = match auth {
-            Auth::Bsdtcp | Auth::Ssl => {
-                let pool = match auth {
-                    Auth::Ssl => ports.tcp_data.as_deref(),
-                    _ => ports.tcp_reserved.as_deref(),
-                };
-                let Some(pool) = pool else {
-                    continue;
-                };
-                let mut conn: Option<FramedConn> = None;
-                let mut connect = || match &ssl {
-                    Some(s) => {
-                        net::tls::connect(&ports, dest, &host, s, &user, &tuning, &mut waits)
-                    }
-                    None => net::connect(pool, dest, "bsdtcp connection", &tuning, &mut waits)
-                        .map(|l| FramedConn::new(l, dest, &user))
-                        .map_err(|e| e.to_string()),
-                };
-                let noop =
-                    exchange::run(icfg.clone(), request::noop(&ours), &mut conn, &mut connect)
-                        .outcome;
-                let sc = match (&noop, conn.as_mut()) {
-                    (Outcome::Rep(body), Some(c)) => {
-                        let _ = c.close_handle(std::time::Instant::now() + Duration::from_secs(5));
-                        c.next_exchange();
-                        Some(selfcheck_req(plan, &ours, body, &host, maxdumps, &ids)).map(|req| {
-                            match req {
-                                Ok(req) => {
-                                    exchange::run(icfg.clone(), req, &mut conn, &mut connect)
-                                        .outcome
-                                }
-                                Err(e) => Outcome::Broken(e),
-                            }
-                        })
-                    }
-                    _ => None,
-                };
-                if let Some(c) = conn.as_mut() {
-                    let _ = c.close_handle(std::time::Instant::now() + Duration::from_secs(5));
-                }
-                (noop, sc)
+        let mut conn = Control::for_dle(auth, &host, ssl.as_ref());
+        let noop = conn
+            .exchange(
+                &link,
+                dest,
+                icfg.clone(),
+                request::noop(&link.ours),
+                &mut waits,
+            )
+            .outcome;
+        let selfcheck = match &noop {
+            Ok(body) if conn.is_open() => {
+                conn.next_request();
+                Some(
+                    match selfcheck_req(plan, &link.ours, body, &host, maxdumps, &ids) {
+                        Ok(req) => conn
+                            .exchange(&link, dest, icfg.clone(), req, &mut waits)
+                            .outcome
+                            .map_err(SelfcheckError::Exchange),
+                        Err(e) => Err(SelfcheckError::Request(e)),
+                    },
+                )
             }
-            Auth::Bsd | Auth::Bsdudp => {
-                let Some(pool) = ports.udp.as_deref() else {
-                    continue;
-                };
-                let mut conn: Option<UdpControl> = None;
-                let name = net::pool_name(pool);
-                let mut connect = || {
-                    net::lease(pool, None, &mut waits)
-                        .map(|l| UdpControl::new(l, dest, &user))
-                        .map_err(|e| format!("{dest}: {name} pool: {e}"))
-                };
-                let noop =
-                    exchange::run(icfg.clone(), request::noop(&ours), &mut conn, &mut connect)
-                        .outcome;
-                let sc = match (&noop, conn.as_mut()) {
-                    (Outcome::Rep(body), Some(c)) => {
-                        c.new_exchange();
-                        Some(
-                            match selfcheck_req(plan, &ours, body, &host, maxdumps, &ids) {
-                                Ok(req) => {
-                                    exchange::run(icfg.clone(), req, &mut conn, &mut connect)
-                                        .outcome
-                                }
-                                Err(e) => Outcome::Broken(e),
-                            },
-                        )
-                    }
-                    _ => None,
-                };
-                (noop, sc)
-            }
+            _ => None,
         };
+        conn.finish();
         match &noop {
-            Outcome::Rep(_) => out.ok("noop"),
-            other => out.err(&format!(
-                "{host}: noop {} (auth {auth}, port {port})",
-                other.failure().unwrap_or_default()
-            )),
+            Ok(_) => out.ok("noop"),
+            Err(e) => out.err(&format!("{host}: noop {e} (auth {auth}, port {port})")),
         }
         match selfcheck {
-            Some(Outcome::Rep(body)) => {
+            Some(Ok(body)) => {
                 let reply = read_reply(&body);
                 let mut problems = 0;
                 for r in &reply.results {
@@ -458,10 +448,7 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
                     out.ok(&format!("{host}: selfcheck of {} DLE(s)", ids.len()));
                 }
             }
-            Some(other) => out.err(&format!(
-                "{host}: selfcheck {}",
-                other.failure().unwrap_or_default()
-            )),
+            Some(Err(e)) => out.err(&format!("{host}: selfcheck {e}")),
             None => {}
         }
     }
@@ -474,7 +461,7 @@ fn selfcheck_req(
     host: &str,
     maxdumps: u32,
     ids: &[usize],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, RequestError> {
     let client =
         noop_features(noop_body).unwrap_or_else(proto::features::Features::default_2_4_2p2);
     let rctx = ReqContext {
@@ -486,5 +473,5 @@ fn selfcheck_req(
         timestamp: None,
     };
     let dles: Vec<&proto::dle::Dle> = ids.iter().map(|&i| &plan.dles[i].dle).collect();
-    request::selfcheck(&rctx, &dles).map_err(|e| e.to_string())
+    request::selfcheck(&rctx, &dles)
 }

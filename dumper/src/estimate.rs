@@ -7,7 +7,7 @@
 //! What this module must not do: decide levels or schedule; an estimate error is returned
 //! per DLE and the driver fails that DLE.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conf::server::Etimeout;
 use proto::exchange::InitiatorConfig;
@@ -15,27 +15,16 @@ use proto::features::Features;
 use proto::options::reply_features;
 use proto::sendsize::{EstimateResult, ReplyLine, SendsizeReply};
 
-use crate::net::exchange::{self, Outcome};
-use crate::net::tcp::FramedConn;
-use crate::net::udp::UdpControl;
-use crate::net::{self, Ports, Tuning, WaitEvent};
+use crate::failure::EstimateFailure;
+use crate::net::control::{Control, Link};
+use crate::net::{self, WaitEvent};
 use crate::request::{self, ReqContext, SizeRequest};
 use proto::Auth;
 
 /// What every estimate shares.
 pub struct EstimateContext {
-    /// Our features.
-    pub ours: Features,
-    /// Config name.
-    pub config_name: String,
-    /// `SECURITY USER`.
-    pub user: String,
-    /// Ports.
-    pub ports: Ports,
-    /// Keepalive.
-    pub tuning: Tuning,
-    /// connect-tries, req-tries.
-    pub initiator: InitiatorConfig,
+    /// Who we are to the clients, the port pools, the retries.
+    pub link: Link,
     /// `ctimeout` (noop).
     pub ctimeout: Duration,
     /// `etimeout`.
@@ -43,6 +32,9 @@ pub struct EstimateContext {
     /// The run timestamp.
     pub timestamp: String,
 }
+
+/// Estimated bytes of a DLE (`None`: unknown, or a server estimate), or why not.
+pub type Estimate = Result<Option<u64>, EstimateFailure>;
 
 /// One DLE of a group.
 #[derive(Clone, Debug)]
@@ -81,24 +73,13 @@ pub struct EstimateGroup {
 pub struct GroupResult {
     /// The client's features (from its noop reply), if it answered.
     pub features: Option<Features>,
-    /// Per DLE: estimated bytes (`None`: unknown / server estimate), or why not.
-    pub results: Vec<(usize, Result<Option<u64>, String>)>,
+    /// Per DLE: its estimate, or why there is none.
+    pub results: Vec<(usize, Estimate)>,
     /// Notes for the report (a NAKed noop from an old client, ...).
     pub notes: Vec<String>,
 }
 
-enum Conn {
-    Tcp(Option<FramedConn>),
-    /// auth ssl: a framed connection inside TLS to `host`.
-    Ssl {
-        conn: Option<FramedConn>,
-        host: String,
-        settings: std::sync::Arc<conf::SslSettings>,
-    },
-    Udp(Option<UdpControl>),
-}
-
-fn all_failed(g: &EstimateGroup, why: String) -> GroupResult {
+fn all_failed(g: &EstimateGroup, why: EstimateFailure) -> GroupResult {
     GroupResult {
         features: None,
         results: g.dles.iter().map(|d| (d.id, Err(why.clone()))).collect(),
@@ -120,71 +101,6 @@ pub fn noop_features(body: &[u8]) -> Option<Features> {
         .find_map(|l| reply_features(l).and_then(Result::ok))
 }
 
-/// Runs one exchange on the group's connection (opening it the first time), adding its
-/// REQ resends to `resent`.
-fn exchange(
-    ctx: &EstimateContext,
-    conn: &mut Conn,
-    dest: std::net::SocketAddr,
-    cfg: InitiatorConfig,
-    req: Vec<u8>,
-    waits: &mut dyn FnMut(WaitEvent),
-    resent: &mut u32,
-) -> Outcome {
-    let ex = match conn {
-        Conn::Ssl {
-            conn,
-            host,
-            settings,
-        } => exchange::run(cfg, req, conn, || {
-            net::tls::connect(
-                &ctx.ports,
-                dest,
-                host,
-                settings,
-                &ctx.user,
-                &ctx.tuning,
-                waits,
-            )
-        }),
-        Conn::Tcp(c) => {
-            let Some(pool) = ctx.ports.tcp_reserved.as_deref() else {
-                return Outcome::Broken("no reserved-tcp-port pool".into());
-            };
-            exchange::run(cfg, req, c, || {
-                net::connect(pool, dest, "bsdtcp connection", &ctx.tuning, waits)
-                    .map(|l| FramedConn::new(l, dest, &ctx.user))
-                    .map_err(|e| e.to_string())
-            })
-        }
-        Conn::Udp(c) => {
-            let Some(pool) = ctx.ports.udp.as_deref() else {
-                return Outcome::Broken("no reserved-udp-port pool".into());
-            };
-            exchange::run(cfg, req, c, || {
-                let name = net::pool_name(pool);
-                net::lease(pool, None, waits)
-                    .map(|l| UdpControl::new(l, dest, &ctx.user))
-                    .map_err(|e| format!("{dest}: {name} pool: {e}"))
-            })
-        }
-    };
-    *resent += ex.resent;
-    ex.outcome
-}
-
-/// Prepares the connection for the next request of the group.
-fn next_request(conn: &mut Conn) {
-    match conn {
-        Conn::Tcp(Some(c)) | Conn::Ssl { conn: Some(c), .. } => {
-            let _ = c.close_handle(Instant::now() + Duration::from_secs(5));
-            c.next_exchange();
-        }
-        Conn::Udp(Some(c)) => c.new_exchange(),
-        _ => {}
-    }
-}
-
 /// noop, then sendsize for the DLEs that want a client estimate.
 pub fn estimate_group(
     ctx: &EstimateContext,
@@ -193,33 +109,19 @@ pub fn estimate_group(
 ) -> GroupResult {
     let dest = match net::resolve(&g.host, g.port) {
         Ok(d) => d,
-        Err(e) => return all_failed(g, format!("[{e}]")),
+        Err(e) => return all_failed(g, EstimateFailure::Resolve(e)),
     };
-    let mut conn = match (&g.ssl, g.auth) {
-        (_, a) if a.is_udp() => Conn::Udp(None),
-        (Some(s), Auth::Ssl) => Conn::Ssl {
-            conn: None,
-            host: g.host.clone(),
-            settings: s.clone(),
-        },
-        _ => Conn::Tcp(None),
-    };
+    let link = &ctx.link;
+    let mut conn = Control::for_dle(g.auth, &g.host, g.ssl.as_ref());
     let mut notes = Vec::new();
-    let mut resent = 0;
     let cfg = InitiatorConfig {
         rep_wait: ctx.ctimeout,
-        ..ctx.initiator.clone()
+        ..link.initiator.clone()
     };
-    let features = match exchange(
-        ctx,
-        &mut conn,
-        dest,
-        cfg,
-        request::noop(&ctx.ours),
-        waits,
-        &mut resent,
-    ) {
-        Outcome::Rep(body) => match noop_features(&body) {
+    let noop = conn.exchange(link, dest, cfg, request::noop(&link.ours), waits);
+    let mut resent = noop.resent;
+    let features = match noop.outcome {
+        Ok(body) => match noop_features(&body) {
             Some(f) => f,
             None => {
                 notes.push(format!(
@@ -229,23 +131,27 @@ pub fn estimate_group(
                 Features::default_2_4_2p2()
             }
         },
-        other => {
-            let why = other.failure().unwrap_or_default();
+        Err(failure) => {
             return all_failed(
                 g,
-                format!("[{}: noop {why} ({} port {})]", g.host, g.auth, g.port),
+                EstimateFailure::Noop {
+                    host: g.host.clone(),
+                    auth: g.auth,
+                    port: g.port,
+                    failure,
+                },
             );
         }
     };
     let asked: Vec<&EstimateDle> = g.dles.iter().filter(|d| d.client).collect();
-    let mut results: Vec<(usize, Result<Option<u64>, String>)> = g
+    let mut results: Vec<(usize, Estimate)> = g
         .dles
         .iter()
         .filter(|d| !d.client)
         .map(|d| (d.id, Ok(None)))
         .collect();
     if asked.is_empty() {
-        finish(&mut conn);
+        conn.finish();
         return GroupResult {
             features: Some(features),
             results,
@@ -253,11 +159,11 @@ pub fn estimate_group(
         };
     }
     let rctx = ReqContext {
-        ours: &ctx.ours,
+        ours: &link.ours,
         client: &features,
         maxdumps: g.maxdumps,
         hostname: &g.host,
-        config: &ctx.config_name,
+        config: &link.config_name,
         timestamp: Some(&ctx.timestamp),
     };
     let reqs: Vec<SizeRequest<'_>> = asked
@@ -271,8 +177,12 @@ pub fn estimate_group(
     let req = match request::sendsize(&rctx, &reqs) {
         Ok(r) => r,
         Err(e) => {
-            results.extend(asked.iter().map(|d| (d.id, Err(format!("[{e}]")))));
-            finish(&mut conn);
+            results.extend(
+                asked
+                    .iter()
+                    .map(|d| (d.id, Err(EstimateFailure::Request(e.clone())))),
+            );
+            conn.finish();
             return GroupResult {
                 features: Some(features),
                 results,
@@ -284,27 +194,27 @@ pub fn estimate_group(
         Etimeout::PerDisk(d) => d.saturating_mul(asked.len().max(1) as u32),
         Etimeout::PerHost(d) => d,
     };
-    next_request(&mut conn);
+    conn.next_request();
     let cfg = InitiatorConfig {
         rep_wait,
-        ..ctx.initiator.clone()
+        ..link.initiator.clone()
     };
-    let out = exchange(ctx, &mut conn, dest, cfg, req, waits, &mut resent);
-    finish(&mut conn);
+    let sendsize = conn.exchange(link, dest, cfg, req, waits);
+    resent += sendsize.resent;
+    conn.finish();
     if resent > 0 {
         notes.push(resent_note(&g.host, "noop and sendsize", resent));
     }
-    match out {
-        Outcome::Rep(body) => {
+    match sendsize.outcome {
+        Ok(body) => {
             results.extend(read_estimates(&g.host, &body, &asked));
         }
-        other => {
-            let why = other.failure().unwrap_or_default();
-            results.extend(
-                asked
-                    .iter()
-                    .map(|d| (d.id, Err(format!("[{}: sendsize {why}]", g.host)))),
-            );
+        Err(failure) => {
+            let why = EstimateFailure::Sendsize {
+                host: g.host.clone(),
+                failure,
+            };
+            results.extend(asked.iter().map(|d| (d.id, Err(why.clone()))));
         }
     }
     GroupResult {
@@ -314,22 +224,15 @@ pub fn estimate_group(
     }
 }
 
-fn finish(conn: &mut Conn) {
-    if let Conn::Tcp(Some(c)) | Conn::Ssl { conn: Some(c), .. } = conn {
-        let _ = c.close_handle(Instant::now() + Duration::from_secs(5));
-    }
-}
-
 /// The estimates of `asked` in a sendsize REP body (sizes in KiB there, bytes here).
-pub fn read_estimates(
-    host: &str,
-    body: &[u8],
-    asked: &[&EstimateDle],
-) -> Vec<(usize, Result<Option<u64>, String>)> {
+pub fn read_estimates(host: &str, body: &[u8], asked: &[&EstimateDle]) -> Vec<(usize, Estimate)> {
     let reply = match SendsizeReply::parse(body) {
         Ok(r) => r,
-        Err(e) => {
-            let why = format!("[{host}: bad sendsize reply: {e:?}]");
+        Err(error) => {
+            let why = EstimateFailure::BadReply {
+                host: host.to_owned(),
+                error,
+            };
             return asked.iter().map(|d| (d.id, Err(why.clone()))).collect();
         }
     };
@@ -352,22 +255,23 @@ pub fn read_estimates(
                 _ => None,
             });
             let r = match (at_level.map(|e| &e.result), error) {
-                (_, Some(m)) => Err(format!("[{m}]")),
+                (_, Some(m)) => Err(EstimateFailure::Client(m)),
                 (Some(EstimateResult::Size(kb)), _) if *kb >= 0 => {
                     Ok(Some((*kb as u64).saturating_mul(1024)))
                 }
                 (Some(EstimateResult::Size(-1)), _) => Ok(None),
                 (Some(EstimateResult::Size(_)), _) => {
-                    Err(format!("[the client cannot estimate level {}]", d.level))
+                    Err(EstimateFailure::CannotEstimate { level: d.level })
                 }
                 (Some(_), _) => Ok(None),
-                (None, _) if !host_errors.is_empty() => {
-                    Err(format!("[{host}: {}]", host_errors.join("; ")))
-                }
-                (None, _) => Err(format!(
-                    "[{host}: no estimate for level {} in the sendsize reply]",
-                    d.level
-                )),
+                (None, _) if !host_errors.is_empty() => Err(EstimateFailure::Host {
+                    host: host.to_owned(),
+                    errors: host_errors.clone(),
+                }),
+                (None, _) => Err(EstimateFailure::Missing {
+                    host: host.to_owned(),
+                    level: d.level,
+                }),
             };
             (d.id, r)
         })
@@ -400,14 +304,13 @@ mod tests {
         let c = ed(2, "/missing", 0);
         let d = ed(3, "/absent", 1);
         let r = read_estimates("localhost", body, &[&a, &b, &c, &d]);
-        assert_eq!(r[0], (0, Ok(Some(560 * 1024))));
-        assert_eq!(r[1], (1, Ok(Some(10 * 1024))));
-        assert_eq!(r[2], (2, Err("[can not stat]".into())));
-        assert!(
-            r[3].1
-                .as_ref()
-                .unwrap_err()
-                .contains("no estimate for level 1")
+        let error = |i: usize| r[i].1.as_ref().err().map(ToString::to_string);
+        assert_eq!(r[0].1.as_ref().ok(), Some(&Some(560 * 1024)));
+        assert_eq!(r[1].1.as_ref().ok(), Some(&Some(10 * 1024)));
+        assert_eq!(error(2).as_deref(), Some("[can not stat]"));
+        assert_eq!(
+            error(3).as_deref(),
+            Some("[localhost: no estimate for level 1 in the sendsize reply]")
         );
     }
 

@@ -28,7 +28,8 @@
 //! backpressure). Buffers come back over a second channel and are reused.
 //!
 //! What this module must not do: know the protocol or the header's contents (the caller
-//! builds the header), or decide which holding disk to use beyond free space.
+//! builds the header), or decide which holding disk a dump uses (the driver does, from
+//! [`free_bytes`] and the estimates: `driver::holding`).
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -41,10 +42,8 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use nix::fcntl::{Flock, FlockArg};
-use proto::crc::Crc32c;
+use proto::crc::{Crc32c, CrcValue};
 use proto::header::{DumpHeader, FileKind, HEADER_SIZE};
-
-use crate::plan::Holding;
 
 /// Amanda's `sanitise_filename`: `/`, `:` and `\` become `_`.
 pub fn sanitise(name: &[u8]) -> Vec<u8> {
@@ -314,39 +313,82 @@ pub struct Verified {
     pub bytes: u64,
 }
 
+/// Why a holding file is not a complete dump as this module writes them.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// It cannot be read.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// It is shorter than a header.
+    #[error("shorter than a dump-file header")]
+    Short,
+    /// Its header does not parse.
+    #[error("header: {0}")]
+    Header(proto::header::HeaderError),
+    /// Its header is bad (`len`: the file's size).
+    #[error("{len} bytes: {error}")]
+    BadHeader {
+        /// The file's length.
+        len: u64,
+        /// What is wrong with its header.
+        error: Box<VerifyError>,
+    },
+    /// It is not a whole dump (a split part, a label...).
+    #[error("not a whole dump ({0:?})")]
+    NotWhole(FileKind),
+    /// Its header has no SERVER-CRC: the dump never finished.
+    #[error("its header has no SERVER-CRC (it was never finished)")]
+    Unfinished,
+    /// The payload is not as long as the SERVER-CRC says.
+    #[error("{bytes} payload bytes, its header's SERVER-CRC says {}", .expected.size)]
+    Size {
+        /// The payload's length.
+        bytes: u64,
+        /// The header's SERVER-CRC.
+        expected: CrcValue,
+    },
+    /// The payload's CRC is not the SERVER-CRC.
+    #[error("payload CRC {actual}, its header's SERVER-CRC says {expected}")]
+    Crc {
+        /// The payload's.
+        actual: CrcValue,
+        /// The header's.
+        expected: CrcValue,
+    },
+}
+
 /// The dump-file header at the start of `path`.
-pub fn read_header(path: &Path) -> Result<DumpHeader, String> {
-    let mut f = File::open(path).map_err(|e| e.to_string())?;
+pub fn read_header(path: &Path) -> Result<DumpHeader, VerifyError> {
+    let mut f = File::open(path)?;
     header_of(&mut f)
 }
 
 /// Reads the header from `f`, leaving it positioned after it.
-fn header_of(f: &mut File) -> Result<DumpHeader, String> {
+fn header_of(f: &mut File) -> Result<DumpHeader, VerifyError> {
     let mut head = vec![0u8; HEADER_SIZE];
-    f.read_exact(&mut head)
-        .map_err(|_| "shorter than a dump-file header".to_owned())?;
-    DumpHeader::parse(&head).map_err(|e| format!("header: {e}"))
+    f.read_exact(&mut head).map_err(|_| VerifyError::Short)?;
+    DumpHeader::parse(&head).map_err(VerifyError::Header)
 }
 
 /// Checks that `path` is a complete holding file as this module writes them: an Amanda
 /// dump-file header with a SERVER-CRC, a payload of exactly that many bytes, with that CRC.
 /// The error says what is wrong.
-pub fn verify(path: &Path) -> Result<Verified, String> {
-    let mut f = File::open(path).map_err(|e| e.to_string())?;
-    let len = f.metadata().map_err(|e| e.to_string())?.len();
-    let header = header_of(&mut f).map_err(|e| format!("{len} bytes: {e}"))?;
+pub fn verify(path: &Path) -> Result<Verified, VerifyError> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let header = header_of(&mut f).map_err(|e| VerifyError::BadHeader {
+        len,
+        error: Box::new(e),
+    })?;
     if header.kind != FileKind::File {
-        return Err(format!("not a whole dump ({:?})", header.kind));
+        return Err(VerifyError::NotWhole(header.kind));
     }
     let Some(expected) = header.server_crc else {
-        return Err("its header has no SERVER-CRC (it was never finished)".into());
+        return Err(VerifyError::Unfinished);
     };
     let bytes = len - HEADER_SIZE as u64;
     if i64::try_from(bytes).ok() != Some(expected.size) {
-        return Err(format!(
-            "{bytes} payload bytes, its header's SERVER-CRC says {}",
-            expected.size
-        ));
+        return Err(VerifyError::Size { bytes, expected });
     }
     let mut crc = Crc32c::new();
     let mut buf = vec![0u8; 1024 * 1024];
@@ -355,14 +397,14 @@ pub fn verify(path: &Path) -> Result<Verified, String> {
             Ok(0) => break,
             Ok(n) => crc.update(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
     if crc.value() != expected {
-        return Err(format!(
-            "payload CRC {}, its header's SERVER-CRC says {expected}",
-            crc.value()
-        ));
+        return Err(VerifyError::Crc {
+            actual: crc.value(),
+            expected,
+        });
     }
     Ok(Verified { header, bytes })
 }
@@ -378,36 +420,6 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
         }
         p = p.parent()?;
     }
-}
-
-/// How many bytes a holding disk may still take: `use` > 0 caps what this run writes
-/// (`used_by_run` so far), `use` <= 0 keeps that much free.
-pub fn allowance(h: &Holding, used_by_run: u64) -> u64 {
-    let free = free_bytes(&h.dir).unwrap_or(0);
-    if h.use_kib > 0 {
-        let cap = (h.use_kib as u64).saturating_mul(1024);
-        free.min(cap.saturating_sub(used_by_run))
-    } else {
-        free.saturating_sub(h.use_kib.unsigned_abs().saturating_mul(1024))
-    }
-}
-
-/// Picks the holding disk with the largest allowance that fits `needed` bytes, or the
-/// largest one when none is known to fit (an estimate is only an estimate). `used` is
-/// what this run wrote to each so far. `None` only when there are no holding disks.
-pub fn choose(disks: &[Holding], used: &[u64], needed: u64) -> Option<usize> {
-    let allowances: Vec<u64> = disks
-        .iter()
-        .enumerate()
-        .map(|(i, h)| allowance(h, used.get(i).copied().unwrap_or(0)))
-        .collect();
-    let best = allowances
-        .iter()
-        .enumerate()
-        .max_by_key(|(_, a)| **a)
-        .map(|(i, _)| i)?;
-    let _ = needed;
-    Some(best)
 }
 
 /// A buffer travelling between the network side and the writer thread. Its `Vec` always
@@ -984,14 +996,15 @@ mod tests {
         for (name, bytes, why) in cases {
             let p = dir.path().join(name);
             fs::write(&p, bytes).unwrap();
-            let e = verify(&p).unwrap_err();
+            let e = verify(&p).unwrap_err().to_string();
             assert!(e.contains(why), "{name}: {e}");
         }
         let mut bad = [h.build().unwrap(), payload].concat();
         *bad.last_mut().unwrap() ^= 1;
         let p = dir.path().join("flipped");
         fs::write(&p, bad).unwrap();
-        assert!(verify(&p).unwrap_err().contains("payload CRC"));
+        assert!(matches!(verify(&p).unwrap_err(), VerifyError::Crc { .. }));
+        assert!(verify(&p).unwrap_err().to_string().contains("payload CRC"));
     }
 
     #[test]

@@ -10,11 +10,13 @@
 //! `dumper restore` extracts a level chain from the holding disk and the volumes, `dumper
 //! flush` does amflush's.
 //!
-//! Layout, after quinn and sozu: the scheduler ([`driver`]) is a sans-IO state machine with
-//! virtual-time tests; the shells do the I/O: [`run`] (the driver loop and the catalog),
-//! [`dump`] (one dump on a worker thread, with a small mio loop), [`net`] (ports leased
-//! from `portpool`, the UDP and framed-TCP transports around `proto`'s exchange state
-//! machine), [`holding`] (the writer thread and its bounded buffers).
+//! Layout, after quinn and sozu: the scheduler ([`driver`], with the holding disks'
+//! accounting) is a sans-IO state machine with virtual-time tests; the shells do the I/O:
+//! [`run`] (the driver loop), [`dump`] (one dump on a worker thread, with a small mio
+//! loop), [`net`] (ports leased from `portpool`, the UDP and framed-TCP transports around
+//! `proto`'s exchange state machine), [`holding`] (the writer thread and its bounded
+//! buffers). Why a DLE was not dumped is a type ([`failure`]), after rustls's errors; the
+//! catalog rows are made from the reports in [`catalog`].
 //!
 //! What this crate must not do: speak the wire format itself (that is `proto`), parse the
 //! configuration language (that is `conf`), or pick ports (that is `portpool`).
@@ -22,11 +24,12 @@
 pub mod amcatalog;
 pub mod catalog;
 pub mod check;
+pub mod check_ports;
 pub mod clock;
-pub mod demo;
 pub mod driver;
 pub mod dump;
 pub mod estimate;
+pub mod failure;
 pub mod features;
 pub mod fuzz;
 pub mod holding;
@@ -35,7 +38,6 @@ pub mod interrupt;
 pub mod levels;
 pub mod net;
 pub mod plan;
-pub mod ports;
 pub mod privs;
 pub mod progress;
 pub mod report;

@@ -2,8 +2,11 @@
 //!
 //! Exit codes: `run` returns amdump's bits (0 ok, 1 error, 2 strange, 4 failed, 8 missing,
 //! 16 a dump could not be written to a volume); `flush` 0 or 16;
-//! `check` 0 or 1 like amcheck; `restore` 0 or 1; `demo` 0 or 1; usage errors 2... except
-//! that clap itself exits 2 for bad arguments.
+//! `check` 0 or 1 like amcheck; `restore` 0 or 1; usage errors 2 (clap's).
+//!
+//! Diagnostics go to standard error at the level `AMANDA_RS_LOG` sets (a level such as
+//! `debug`, or an env_logger filter such as `warn,dumper::net=debug`; default `warn`), the
+//! same variable amandad and portpool read.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,9 +29,6 @@ struct Cli {
     /// amanda-rs settings file (default /etc/amanda-rs/amanda-rs.toml if it exists).
     #[arg(long, global = true, value_name = "FILE")]
     settings: Option<PathBuf>,
-    /// Log level for diagnostics on standard error (error, warn, info, debug, trace).
-    #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
-    log_level: String,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -112,21 +112,20 @@ enum Cmd {
         #[arg(long, default_value = "/bin/tar")]
         tar: PathBuf,
     },
-    /// Back up a sample tree through our amandad on loopback, restore it, verify it.
-    Demo {
-        /// Keep the demo directory.
-        #[arg(long)]
-        keep: bool,
-        /// Our amandad (default: beside this binary).
-        #[arg(long)]
-        amandad: Option<PathBuf>,
-    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One convention for every amanda-rs binary (issue 11): AMANDA_RS_LOG, a level or a
+    // filter; the settings file's `[log]` is amandad's log file, not this terminal.
     env_logger::Builder::new()
-        .parse_filters(&cli.log_level)
+        .parse_filters(
+            std::env::var("AMANDA_RS_LOG")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .as_deref()
+                .unwrap_or("warn"),
+        )
         .format_timestamp_millis()
         .init();
     let code = match real_main(cli) {
@@ -139,8 +138,16 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
 }
 
+/// amanda-rs settings. `AMANDA_RS_LOG` is left out: here it is the filter of the lines on
+/// standard error (see `main`), which may be more than the one level `[log] level` takes.
 fn settings(path: Option<&PathBuf>) -> anyhow::Result<conf::Settings> {
-    Ok(conf::Settings::load(path.map(PathBuf::as_path))?)
+    let env = std::env::vars()
+        .filter(|(k, _)| k != "AMANDA_RS_LOG")
+        .collect();
+    Ok(conf::Settings::load_from(
+        path.map(PathBuf::as_path),
+        Some(env),
+    )?)
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<i32> {
@@ -228,9 +235,6 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             }
             println!("into {}", into.display());
             Ok(0)
-        }
-        Cmd::Demo { keep, amandad } => {
-            dumper::demo::demo(&dumper::demo::DemoOptions { keep, amandad })
         }
     }
 }

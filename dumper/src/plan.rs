@@ -18,7 +18,7 @@ use conf::model::{AuthSetting, Program};
 use conf::value::{Compress as ConfCompress, DataPath as ConfDataPath, Encrypt as ConfEncrypt};
 use conf::value::{Estimate as ConfEstimate, ExecuteWhere as ConfWhere, Strategy};
 use conf::{Config, DiskEntry, Disklist};
-use portpool::Services;
+use portpool_alloc::Services;
 use proto::Auth;
 use proto::dle::{
     Application, Compress, DataPath, Dle, Estimate, ExecuteWhere, FileList, Property, Script,
@@ -140,8 +140,9 @@ pub fn locate(arg: &str) -> ConfigLocation {
 /// Reads amanda.conf and its disklist.
 pub fn load(arg: &str) -> Result<Plan, PlanError> {
     let location = locate(arg);
-    let services = portpool::pool::load_services(Path::new(portpool::services::DEFAULT_PATH))
-        .unwrap_or_else(|_| Services::empty());
+    let services =
+        portpool_alloc::pool::load_services(Path::new(portpool_alloc::services::DEFAULT_PATH))
+            .unwrap_or_else(|_| Services::empty());
     load_at(&location, &services)
 }
 
@@ -163,28 +164,17 @@ pub fn load_at(location: &ConfigLocation, services: &Services) -> Result<Plan, P
     });
     let conf_display = location.file.display().to_string();
 
-    let mut holding: Vec<Holding> = config
-        .holdingdisks
-        .iter()
-        .map(|h| Holding {
-            name: h.name.clone(),
-            dir: config.path(&h.directory),
-            use_kib: h.use_kib,
-        })
-        .collect();
+    let holding_of = |h: &std::sync::Arc<conf::HoldingDisk>| Holding {
+        name: h.name.clone(),
+        dir: config.path(&h.directory),
+        use_kib: h.use_kib,
+    };
+    let mut holding: Vec<Holding> = config.holdingdisks.iter().map(holding_of).collect();
     if holding.is_empty() && !config.holdingdisk_defs.is_empty() {
         warnings.push(format!(
             "{conf_display}: holding disks are defined but none is selected with `holdingdisk \"name\"`; using all of them"
         ));
-        holding = config
-            .holdingdisk_defs
-            .iter()
-            .map(|h| Holding {
-                name: h.name.clone(),
-                dir: config.path(&h.directory),
-                use_kib: h.use_kib,
-            })
-            .collect();
+        holding = config.holdingdisk_defs.iter().map(holding_of).collect();
     }
     holding.retain(|h| !h.dir.as_os_str().is_empty());
     if holding.is_empty() {

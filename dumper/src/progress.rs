@@ -8,9 +8,9 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::dump::Progress;
+use crate::dump::{DumpReport, Progress};
 
 /// How to show progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +139,72 @@ impl View {
         if let Some(s) = self.slots.get_mut(worker) {
             *s = None;
         }
+    }
+
+    /// An estimate group is asked.
+    pub fn estimating(&mut self, host: &str, dles: usize, auth: proto::Auth, port: u16) {
+        self.event(&format!(
+            "estimate {host} ({dles} DLE(s), auth {auth}, port {port})"
+        ));
+    }
+
+    /// A dump of `label` starts on `worker` (`attempt` 1 is the first; `why` is the level's
+    /// reason).
+    pub fn dump_started(
+        &mut self,
+        worker: usize,
+        label: &str,
+        level: i32,
+        attempt: u32,
+        why: &str,
+    ) {
+        let retry = if attempt > 1 {
+            format!(" (attempt {attempt})")
+        } else {
+            String::new()
+        };
+        self.event(&format!(
+            "dumping {label} level {level} on worker {worker}{retry}: {why}"
+        ));
+        self.started(worker, format!("{label} lvl {level}"));
+    }
+
+    /// The dump on `worker` ended as `report` says.
+    pub fn dump_ended(&mut self, worker: usize, label: &str, report: &DumpReport) {
+        self.ended(worker);
+        match &report.failure {
+            None => {
+                let secs = report.duration.as_secs_f64();
+                let rate = if secs > 0.0 {
+                    report.bytes as f64 / 1024.0 / 1024.0 / secs
+                } else {
+                    0.0
+                };
+                self.event(&format!(
+                    "{} {label}: {} bytes in {secs:.1}s ({rate:.1} MiB/s)",
+                    report.status, report.bytes
+                ));
+            }
+            Some(f) => self.failed(label, &f.report_text()),
+        }
+    }
+
+    /// `label` failed for good without (another) dump attempt.
+    pub fn failed(&mut self, label: &str, reason: &str) {
+        self.event(&format!("FAILED {label}: {reason}"));
+    }
+
+    /// A dump of `label` waits for a port of `pool`.
+    pub fn port_wait(&mut self, label: &str, pool: &str, reason: &str) {
+        self.event(&format!("{label} waits for a {pool} port: {reason}"));
+    }
+
+    /// It got its port after `waited`.
+    pub fn port_granted(&mut self, label: &str, pool: &str, waited: Duration) {
+        self.event(&format!(
+            "{label} got its {pool} port after {:.1}s",
+            waited.as_secs_f64()
+        ));
     }
 
     /// Redraws the worker lines (terminal only).

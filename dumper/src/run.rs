@@ -1,6 +1,8 @@
 //! `dumper run CONFIG`: the shell around the [`Driver`]: it plans, starts estimates on
-//! threads and dumps on `inparallel` worker threads (fed over crossbeam channels), records
-//! everything in the catalog, and renders the report.
+//! threads and dumps on `inparallel` worker threads (fed over crossbeam channels), feeds
+//! their events to the driver, the catalog (rows made by `catalog`), the taper and the
+//! display (lines made by `progress`), tells the driver what the holding disks have free,
+//! executes its actions, and renders the report.
 //!
 //! Threads: the main thread owns the driver, the catalog and the display; one thread per
 //! running estimate group; `inparallel` dump workers, each with its own job channel, each
@@ -16,7 +18,8 @@
 //! verifies ([`holding::verify`]: header, size, CRC), else removed; the report's NOTES say
 //! what was done ([`clean_up_after_killed_runs`]).
 //!
-//! What this module must not do: speak the protocol (see `dump`, `estimate`).
+//! What this module must not do: speak the protocol (see `dump`, `estimate`), or decide
+//! what the driver decides (order, retries, which holding disk).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -28,15 +31,19 @@ use proto::exchange::InitiatorConfig;
 use proto::features::Features;
 use proto::mesg::DumpStatus;
 
-use crate::catalog::{Catalog, DumpRecord, Status};
+use crate::catalog::{Catalog, DumpRecord};
 use crate::clock;
-use crate::driver::{Action, DleSched, Driver, DriverConfig, HostSched, Input, Order, State};
+use crate::driver::{
+    Action, DleSched, Driver, DriverConfig, HoldingDisk, HostSched, Input, Order, State, Taper,
+};
 use crate::dump::{self, DumpContext, DumpJob, DumpReport, Progress};
 use crate::estimate::{self, EstimateContext, EstimateDle, EstimateGroup, GroupResult};
+use crate::failure::{DumpFailure, EstimateFailure, Internal};
 use crate::features::server_features;
 use crate::holding;
 use crate::index;
 use crate::levels::{self, LevelChoice, LevelInput};
+use crate::net::control::Link;
 use crate::net::{PoolNeeds, Ports, Tuning, WaitEvent};
 use crate::plan::{self, DleSpec, Plan};
 use crate::privs;
@@ -176,7 +183,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
     summary.dles = lines;
     summary.estimate_time = night.estimate_time.unwrap_or_default();
     summary.holding = night
-        .holding_written
+        .driver
+        .holding_written()
         .iter()
         .enumerate()
         .filter(|(_, b)| **b > 0)
@@ -295,30 +303,20 @@ pub fn clean_up_after_killed_runs(
     notes
 }
 
+/// Why an unrecorded holding file was not adopted.
+#[derive(Debug, thiserror::Error)]
+enum AdoptError {
+    #[error("{0}")]
+    Verify(#[from] holding::VerifyError),
+    #[error("{0}")]
+    Catalog(#[from] crate::catalog::CatalogError),
+}
+
 /// Verifies an unrecorded holding file of run `ts` and records it in the catalog.
-fn adopt(catalog: &mut Catalog, ts: &str, file: &Path) -> Result<(), String> {
+fn adopt(catalog: &mut Catalog, ts: &str, file: &Path) -> Result<(), AdoptError> {
     let v = holding::verify(file)?;
-    let h = &v.header;
-    let mut rec = DumpRecord::started(
-        &String::from_utf8_lossy(&h.host),
-        &h.disk,
-        h.level,
-        ts,
-        clock::now_unix(),
-    );
-    rec.status = Status::Done;
-    rec.bytes = i64::try_from(v.bytes).ok();
-    rec.orig_kb = h.orig_size;
-    rec.crc = h.server_crc;
-    rec.client_crc = h.client_crc;
-    rec.native_crc = h.native_crc;
-    rec.holding_file = Some(file.to_path_buf());
-    rec.comp_suffix = h
-        .comp_suffix
-        .as_ref()
-        .map(|s| String::from_utf8_lossy(s).into_owned());
-    rec.program = Some(String::from_utf8_lossy(&h.program).into_owned());
-    catalog.adopt(&rec).map(|_| ()).map_err(|e| e.to_string())
+    catalog.adopt(&DumpRecord::adopted(ts, file, &v, clock::now_unix()))?;
+    Ok(())
 }
 
 /// One `dumper run` per configuration at a time (amdump refuses to run twice too): an
@@ -491,8 +489,6 @@ struct Night {
     events_rx: Receiver<Event>,
     outcomes: Vec<Outcome>,
     holding: Vec<plan::Holding>,
-    holding_used: Vec<u64>,
-    holding_written: Vec<u64>,
     indexdir: PathBuf,
     timestamp: String,
     estimates_left: usize,
@@ -537,24 +533,22 @@ impl Night {
         };
         let tuning = Tuning::from_settings(&opts.settings);
         let ours = server_features();
-        let ectx = Arc::new(EstimateContext {
-            ours: ours.clone(),
-            config_name: plan.config_name.clone(),
-            user: user.clone(),
-            ports: ports.clone(),
-            tuning,
-            initiator: initiator.clone(),
-            ctimeout: cfg.ctimeout,
-            etimeout: cfg.etimeout,
-            timestamp: timestamp.to_owned(),
-        });
-        let dctx = Arc::new(DumpContext {
+        let link = Link {
             ours,
             config_name: plan.config_name.clone(),
             user,
             ports,
             tuning,
             initiator,
+        };
+        let ectx = Arc::new(EstimateContext {
+            link: link.clone(),
+            ctimeout: cfg.ctimeout,
+            etimeout: cfg.etimeout,
+            timestamp: timestamp.to_owned(),
+        });
+        let dctx = Arc::new(DumpContext {
+            link,
             dtimeout: cfg.dtimeout,
             max_index_bytes: opts.settings.dumper.max_index_bytes(),
             buffers: opts.buffers,
@@ -588,6 +582,11 @@ impl Night {
                 order: Order::from_dumporder(&cfg.dumporder),
                 retry_delay: opts.retry_delay,
                 max_estimates: inparallel.max(4),
+                holding: plan
+                    .holding
+                    .iter()
+                    .map(|h| HoldingDisk::from_use_kib(h.use_kib))
+                    .collect(),
             },
             hosts,
             scheds,
@@ -636,8 +635,6 @@ impl Night {
             events_rx,
             outcomes,
             holding: plan.holding.clone(),
-            holding_used: vec![0; plan.holding.len()],
-            holding_written: vec![0; plan.holding.len()],
             indexdir: cfg.path(&cfg.indexdir),
             timestamp: timestamp.to_owned(),
             estimate_time: None,
@@ -654,6 +651,8 @@ impl Night {
     }
 
     fn drive(&mut self, catalog: &mut Catalog, run_id: i64) -> anyhow::Result<()> {
+        // The holding disks' space is known before the first dump is placed.
+        self.tick(catalog);
         self.driver.start(Instant::now());
         let tick = Duration::from_millis(250);
         let mut interrupted = None;
@@ -662,7 +661,7 @@ impl Night {
                 interrupted = Some(sig);
                 break 'run;
             }
-            self.tape_tick(catalog);
+            self.tick(catalog);
             while let Some(a) = self.driver.poll_action() {
                 match a {
                     Action::StartEstimate { group } => self.start_estimate(group),
@@ -670,10 +669,10 @@ impl Night {
                         dle,
                         worker,
                         attempt,
-                    } => self.start_dump(catalog, run_id, dle, worker, attempt),
+                        holding,
+                    } => self.start_dump(catalog, run_id, dle, worker, attempt, holding),
                     Action::Failed { dle, reason } => {
-                        let label = self.planned[dle].spec.label();
-                        self.view.event(&format!("FAILED {label}: {reason}"));
+                        self.view.failed(&self.planned[dle].spec.label(), &reason);
                         self.record_failure(catalog, run_id, dle, &reason);
                     }
                     Action::Finished => break 'run,
@@ -694,7 +693,7 @@ impl Night {
         }
         self.view.finish();
         if let Some(sig) = interrupted {
-            self.abandon(sig);
+            self.abandon(catalog, sig);
             // The workers are left to die with the process: joining would wait for the
             // dumps the admin asked to stop.
             return Ok(());
@@ -707,13 +706,27 @@ impl Night {
         Ok(())
     }
 
-    /// After a signal: removes the partial holding files of the dumps in progress and says
-    /// what was left undone. Their lines in the report come out as MISSING.
-    fn abandon(&mut self, sig: &str) {
+    /// After a signal: removes the partial holding files of the dumps in progress, records
+    /// them as stopped, and says what was left undone. Their lines in the report come out
+    /// as MISSING.
+    fn abandon(&mut self, catalog: &mut Catalog, sig: &'static str) {
         let mut removed = 0;
         for tmp in self.tmp_files.iter().flatten() {
             if std::fs::remove_file(tmp).is_ok() {
                 removed += 1;
+            }
+        }
+        let stopped = DumpFailure::Interrupted { signal: sig };
+        for dle in 0..self.planned.len() {
+            let running = matches!(
+                self.driver.track(dle).map(|t| &t.state),
+                Some(State::Running { .. })
+            );
+            if let (true, Some(rec)) = (running, &mut self.outcomes[dle].record) {
+                rec.stopped(&stopped);
+                if let Err(e) = catalog.update_dump(rec) {
+                    self.errors.push(e.to_string());
+                }
             }
         }
         let undone = (0..self.planned.len())
@@ -737,13 +750,7 @@ impl Night {
         };
         let ctx = Arc::clone(&self.ectx);
         let tx = self.events_tx.clone();
-        self.view.event(&format!(
-            "estimate {} ({} DLE(s), auth {}, port {})",
-            g.host,
-            g.dles.len(),
-            g.auth,
-            g.port
-        ));
+        self.view.estimating(&g.host, g.dles.len(), g.auth, g.port);
         let spawned = std::thread::Builder::new()
             .name(format!("estimate-{group}"))
             .spawn(move || {
@@ -752,10 +759,11 @@ impl Night {
                 let _ = tx.send(Event::Estimate(group, r));
             });
         if let Err(e) = spawned {
+            let e = Arc::new(e);
             let results = self.groups[group]
                 .dles
                 .iter()
-                .map(|d| (d.id, Err(format!("[cannot start an estimate thread: {e}]"))))
+                .map(|d| (d.id, Err(EstimateFailure::Thread(Arc::clone(&e)))))
                 .collect();
             self.driver
                 .handle(Instant::now(), Input::EstimateDone { group, results });
@@ -769,6 +777,7 @@ impl Night {
         dle: usize,
         worker: usize,
         attempt: u32,
+        hd: usize,
     ) {
         let p = &self.planned[dle];
         let spec = Arc::clone(&p.spec);
@@ -777,11 +786,6 @@ impl Night {
             .group
             .and_then(|g| self.group_features.get(g).cloned().flatten())
             .unwrap_or_else(Features::default_2_4_2p2);
-        let est = self.driver.track(dle).and_then(|t| t.estimate).unwrap_or(0);
-        let hd = holding::choose(&self.holding, &self.holding_used, est).unwrap_or(0);
-        if let Some(u) = self.holding_used.get_mut(hd) {
-            *u += est;
-        }
         // A name of its own: not another DLE's (unique stems), not one on the disk already
         // (a killed run of the same second, an adopted orphan).
         if let Some(old) = self.claims[dle].take() {
@@ -832,26 +836,14 @@ impl Night {
         let o = &mut self.outcomes[dle];
         o.record = Some(rec);
         o.attempts = attempt;
-        let retry = if attempt > 1 {
-            format!(" (attempt {attempt})")
-        } else {
-            String::new()
-        };
-        self.view.event(&format!(
-            "dumping {} level {level} on worker {worker}{retry}: {}",
-            spec.label(),
-            p.level_reason
-        ));
         self.view
-            .started(worker, format!("{} lvl {level}", spec.label()));
+            .dump_started(worker, &spec.label(), level, attempt, &p.level_reason);
         if self.workers[worker].send((dle, job)).is_err() {
             self.driver.handle(
                 Instant::now(),
                 Input::DumpFinished {
                     dle,
-                    ok: false,
-                    retryable: false,
-                    error: Some("[the dump worker is gone]".into()),
+                    result: Err(DumpFailure::Internal(Internal::WorkerGone)),
                 },
             );
         }
@@ -859,16 +851,14 @@ impl Night {
 
     fn record_failure(&mut self, catalog: &mut Catalog, run_id: i64, dle: usize, reason: &str) {
         let p = &self.planned[dle];
-        let mut rec = DumpRecord::started(
+        let rec = DumpRecord::not_dumped(
             &p.spec.host,
             &p.spec.disk,
             p.level.unwrap_or(0),
             &self.timestamp,
             clock::now_unix(),
+            reason,
         );
-        rec.status = Status::Failed;
-        rec.error = Some(reason.to_owned());
-        rec.duration_ms = Some(0);
         if let Err(e) = catalog.insert_dump(run_id, &rec) {
             self.errors.push(e.to_string());
         }
@@ -877,37 +867,36 @@ impl Night {
         }
     }
 
-    /// The taper's share of the loop (issue 15): its events, what is still scheduled, and
-    /// the holding disk's free space for the driver's gate.
-    fn tape_tick(&mut self, catalog: &Catalog) {
-        let Some(t) = &mut self.tape else {
-            return;
-        };
-        for m in t.poll(catalog) {
-            self.view.event(&m);
-        }
-        for (path, bytes) in t.take_freed() {
-            if let Some(i) = self.holding.iter().position(|d| path.starts_with(&d.dir))
-                && let Some(u) = self.holding_used.get_mut(i)
-            {
-                *u = u.saturating_sub(bytes);
+    /// Between events: the taper's share of the loop (issue 15: its events, what it freed,
+    /// what is still scheduled), and the holding disks' free space for the driver.
+    fn tick(&mut self, catalog: &Catalog) {
+        let now = Instant::now();
+        let mut taper = Taper::None;
+        if let Some(t) = &mut self.tape {
+            for m in t.poll(catalog) {
+                self.view.event(&m);
             }
+            for (path, bytes) in t.take_freed() {
+                if let Some(disk) = self.holding.iter().position(|d| path.starts_with(&d.dir)) {
+                    self.driver.handle(now, Input::HoldingFreed { disk, bytes });
+                }
+            }
+            t.scheduled(self.driver.scheduled_bytes());
+            taper = if t.will_free() {
+                Taper::WillFree
+            } else {
+                Taper::Idle
+            };
         }
-        let scheduled: u64 = (0..self.planned.len())
-            .filter_map(|i| self.driver.track(i))
-            .filter(|t| !matches!(t.state, State::Done | State::Failed(_)))
-            .filter_map(|t| t.estimate)
-            .sum();
-        t.scheduled(scheduled);
-        let free = (0..self.holding.len())
-            .map(|i| holding::allowance(&self.holding[i], self.holding_used[i]))
-            .max()
-            .unwrap_or(0);
-        let will_free = t.will_free();
-        self.driver
-            .handle(Instant::now(), Input::HoldingSpace { free, will_free });
+        let free = self
+            .holding
+            .iter()
+            .map(|h| holding::free_bytes(&h.dir))
+            .collect();
+        self.driver.handle(now, Input::HoldingSpace { free, taper });
     }
 
+    /// Feeds an event to the driver, the catalog, the taper and the display.
     fn on_event(&mut self, catalog: &mut Catalog, ev: Event) {
         let now = Instant::now();
         match ev {
@@ -932,110 +921,45 @@ impl Night {
                 let label = self.planned[dle].spec.label();
                 match w {
                     WaitEvent::Waiting { pool, reason } => {
-                        self.view
-                            .event(&format!("{label} waits for a {pool} port: {reason}"));
+                        self.view.port_wait(&label, &pool, &reason);
                         self.driver
                             .handle(now, Input::PortWait { dle, pool, reason });
                     }
                     WaitEvent::Granted { pool, waited } => {
-                        self.view.event(&format!(
-                            "{label} got its {pool} port after {:.1}s",
-                            waited.as_secs_f64()
-                        ));
+                        self.view.port_granted(&label, &pool, waited);
                         self.driver
                             .handle(now, Input::PortGranted { dle, pool, waited });
                     }
                 }
             }
             Event::Dumped(dle, worker, report) => {
-                self.view.ended(worker);
                 let label = self.planned[dle].spec.label();
-                let ok = matches!(report.status, DumpStatus::Done | DumpStatus::Strange);
-                let rate = if report.duration.as_secs_f64() > 0.0 {
-                    report.bytes as f64 / 1024.0 / 1024.0 / report.duration.as_secs_f64()
-                } else {
-                    0.0
-                };
-                if ok {
-                    self.view.event(&format!(
-                        "{} {label}: {} bytes in {:.1}s ({rate:.1} MiB/s)",
-                        report.status,
-                        report.bytes,
-                        report.duration.as_secs_f64()
-                    ));
-                } else {
-                    self.view.event(&format!(
-                        "FAILED {label}: {}",
-                        report.error.as_deref().unwrap_or("[unknown]")
-                    ));
-                }
-                let waits = self
-                    .driver
-                    .track(dle)
-                    .map(|t| t.waits.clone())
-                    .unwrap_or_default();
-                if let Some(mut rec) = self.outcomes[dle].record.take() {
-                    rec.duration_ms = Some(report.duration.as_millis() as i64);
-                    rec.status = match report.status {
-                        DumpStatus::Done => Status::Done,
-                        DumpStatus::Strange => Status::Strange,
-                        _ => Status::Failed,
-                    };
-                    rec.bytes = Some(report.bytes as i64);
-                    rec.orig_kb = report.orig_kb;
-                    rec.crc = Some(report.crc);
-                    rec.client_crc = report.client_crc;
-                    rec.native_crc = report.native_crc;
-                    rec.holding_file = report.holding.clone();
-                    rec.comp_suffix = report
-                        .info
-                        .compress_suffix
-                        .as_ref()
-                        .map(|s| String::from_utf8_lossy(s).into_owned());
-                    rec.program = report
-                        .info
-                        .backup
-                        .as_ref()
-                        .map(|s| String::from_utf8_lossy(s).into_owned());
-                    rec.error = report.error.clone();
-                    let waited: Duration = waits.iter().filter_map(|w| w.waited).sum();
-                    rec.waited_ms = Some(waited.as_millis() as i64);
-                    rec.wait_reason = waits.first().map(|w| w.reason.clone());
-                    if let Err(e) = catalog.update_dump(&rec) {
+                self.view.dump_ended(worker, &label, &report);
+                let waits = self.driver.track(dle).map_or(&[][..], |t| &t.waits[..]);
+                let waited: Duration = waits.iter().filter_map(|w| w.waited).sum();
+                let reason = waits.first().map(|w| w.reason.clone());
+                if let Some(rec) = &mut self.outcomes[dle].record {
+                    rec.finish(&report, waited, reason.as_deref());
+                    if let Err(e) = catalog.update_dump(rec) {
                         self.errors.push(e.to_string());
                     }
                     if let Some(t) = &mut self.tape {
-                        t.dumped(&rec);
-                    }
-                    self.outcomes[dle].record = Some(rec);
-                }
-                if ok {
-                    // Correct the holding accounting with the real size.
-                    if let Some(h) = &report.holding
-                        && let Some(i) = self.holding.iter().position(|d| h.starts_with(&d.dir))
-                        && let Some(u) = self.holding_used.get_mut(i)
-                    {
-                        let est = self.driver.track(dle).and_then(|t| t.estimate).unwrap_or(0);
-                        let written = report.bytes + proto::header::HEADER_SIZE as u64;
-                        *u = u.saturating_sub(est) + written;
-                        if let Some(w) = self.holding_written.get_mut(i) {
-                            *w += written;
-                        }
+                        t.dumped(rec);
                     }
                 }
                 for w in &report.warnings {
                     self.notes.push(format!("{label}: {w}"));
                 }
-                self.tape_tick(catalog);
-                let input = Input::DumpFinished {
-                    dle,
-                    ok,
-                    retryable: report.retryable,
-                    error: report.error.clone(),
+                // The taper has the dump now: the driver learns what it will free, and
+                // the disks' space, before the dump's own end.
+                self.tick(catalog);
+                let result = match &report.failure {
+                    None => Ok(report.bytes + proto::header::HEADER_SIZE as u64),
+                    Some(f) => Err(f.clone()),
                 };
                 self.outcomes[dle].resent += report.resent;
                 self.outcomes[dle].report = Some(*report);
-                self.driver.handle(now, input);
+                self.driver.handle(now, Input::DumpFinished { dle, result });
             }
         }
     }
@@ -1158,8 +1082,7 @@ fn worker(
                 .unwrap_or("(no message)");
             let first = what.lines().next().unwrap_or_default();
             DumpReport::failed(
-                format!("[internal error in the dump: {first}]"),
-                false,
+                DumpFailure::Internal(Internal::Panic(first.to_owned())),
                 started,
             )
         });
@@ -1175,6 +1098,7 @@ fn worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Status;
     use proto::crc::Crc32c;
     use proto::header::DumpHeader;
     use std::fs;

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| amandad::services::fuzz::amandates(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| amandad::fuzz::amandates(data));

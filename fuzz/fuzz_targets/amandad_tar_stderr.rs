@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| amandad::services::fuzz::tar_stderr(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| amandad::fuzz::tar_stderr(data));

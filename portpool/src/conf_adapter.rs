@@ -2,7 +2,7 @@
 //! few facts only the running system knows (privilege, addresses).
 //!
 //! This is the only module that knows `conf`'s types and the only one (with
-//! [`crate::pool::load_services`]) that reads configuration files or resolves names;
+//! [`portpool_alloc::pool::load_services`]) that reads configuration files or resolves names;
 //! `check`, `rules` and `sim` work on the plain model so tests can build it directly.
 
 use std::net::{IpAddr, ToSocketAddrs};
@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use conf::loader::ConfigLocation;
 use conf::{ClientConfig, Config, Disklist, SecurityConf};
 
-use crate::services::Services;
 use crate::sim::SimParams;
 use crate::sim::rng::Rng;
 use crate::site::{
     AMANDA_PORT, Client, Origin, Privilege, Ranges, SecurityFile, Setting, Site, SiteDle,
 };
+use portpool_alloc::services::Services;
 use proto::ports::PortRange;
 
 /// Where to read a site from.
@@ -36,7 +36,7 @@ pub enum SiteError {
     #[error("{0}")]
     Conf(String),
     #[error(transparent)]
-    Services(#[from] crate::pool::PoolError),
+    Services(#[from] portpool_alloc::pool::PoolError),
 }
 
 fn origin(loc: Option<&conf::Location>) -> Origin {
@@ -90,7 +90,7 @@ pub fn load_site(src: &Sources) -> Result<Site, SiteError> {
     let disklist: Disklist = Disklist::load(&config)
         .map_err(|e| SiteError::Conf(e.to_string()))?
         .value;
-    let services = crate::pool::load_services(&src.services)?;
+    let services = portpool_alloc::pool::load_services(&src.services)?;
     let security = if src.security_file.exists() {
         Some(
             conf::security::load(&src.security_file)

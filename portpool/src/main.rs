@@ -2,7 +2,6 @@
 //!
 //! ```text
 //! portpool --simulate [--inparallel 20 --range 850-859 --dles 40 ...] [--plot night.svg]
-//! portpool simulate   [same flags]            (the same)
 //! portpool check CONFIG                       exit 0: fine, 1: warnings, 2: errors
 //! portpool rules CONFIG [--format nft|iptables] [--side server|clients|HOST]
 //! ```
@@ -42,8 +41,6 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Simulate a backup night (same as --simulate).
-    Simulate(SimArgs),
     /// Lint the port settings of a configuration.
     Check(CheckArgs),
     /// Firewall rules for the server and each client of a configuration.
@@ -165,10 +162,10 @@ struct RulesArgs {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // The one log-level convention of amanda-rs (README, "Log level"): AMANDA_RS_LOG.
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("AMANDA_RS_LOG", "warn")).init();
     let cli = Cli::parse();
     let result = match (cli.command, cli.simulate) {
-        (Some(Command::Simulate(args)), _) => simulate(&args),
         (Some(Command::Check(args)), _) => check(&args),
         (Some(Command::Rules(args)), _) => rules(&args),
         (None, true) => simulate(&cli.sim),
@@ -198,27 +195,22 @@ fn sources(config: &str, s: &SourceArgs) -> Sources {
     }
 }
 
+/// A flag's value as the simulator parsed it, or an error naming the flag.
+fn flag<T>(parsed: std::result::Result<T, String>, name: &'static str) -> Result<T> {
+    parsed.map_err(anyhow::Error::msg).context(name)
+}
+
 fn sim_params(args: &SimArgs) -> Result<SimParams> {
     let mut p = SimParams::seed_case();
     p.seed = args.seed;
     p.configs = args.configs.max(1);
     p.skip_services = !args.no_skip_services;
-    p.bandwidth = parse_rate(&args.bandwidth)
-        .map_err(anyhow::Error::msg)
-        .context("--bandwidth")?;
-    p.client_rate = parse_rate(&args.client_rate)
-        .map_err(anyhow::Error::msg)
-        .context("--client-rate")?;
-    p.window = parse_duration(&args.window)
-        .map_err(anyhow::Error::msg)
-        .context("--window")?;
-    p.time_wait = parse_duration(&args.time_wait)
-        .map_err(anyhow::Error::msg)
-        .context("--time-wait")?;
-    let mean = parse_size(&args.size)
-        .map_err(anyhow::Error::msg)
-        .context("--size")?;
-    p.services = portpool::pool::load_services(&args.sources.services)?;
+    p.bandwidth = flag(parse_rate(&args.bandwidth), "--bandwidth")?;
+    p.client_rate = flag(parse_rate(&args.client_rate), "--client-rate")?;
+    p.window = flag(parse_duration(&args.window), "--window")?;
+    p.time_wait = flag(parse_duration(&args.time_wait), "--time-wait")?;
+    let mean = flag(parse_size(&args.size), "--size")?;
+    p.services = portpool_alloc::pool::load_services(&args.sources.services)?;
     if let Some(config) = &args.config {
         let site = conf_adapter::load_site(&sources(config, &args.sources))
             .with_context(|| format!("configuration {config}"))?;

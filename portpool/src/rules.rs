@@ -81,6 +81,19 @@ struct HostRules {
     guarded: Vec<(Transport, u16)>,
 }
 
+impl HostRules {
+    fn new(role: &'static str, name: &str) -> Self {
+        HostRules {
+            role,
+            name: name.to_owned(),
+            rules: Vec::new(),
+            helpers: Vec::new(),
+            notes: Vec::new(),
+            guarded: Vec::new(),
+        }
+    }
+}
+
 fn single(port: u16) -> PortRange {
     PortRange::new(port.max(1), port.max(1)).expect("non-zero port")
 }
@@ -114,14 +127,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
     let s = &site.server;
     let c = client_ranges(site);
     let server_addrs = site.server_addresses.clone();
-    let mut server = HostRules {
-        role: "server",
-        name: site.server_name.clone(),
-        rules: Vec::new(),
-        helpers: Vec::new(),
-        notes: Vec::new(),
-        guarded: Vec::new(),
-    };
+    let mut server = HostRules::new("server", &site.server_name);
     let mut clients = Vec::new();
     for client in &site.clients {
         let dles: Vec<_> = site.dles.iter().filter(|d| d.host == client.name).collect();
@@ -132,14 +138,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
         ports.sort_unstable();
         ports.dedup();
         let addrs = client.addresses.clone();
-        let mut host = HostRules {
-            role: "client",
-            name: client.name.clone(),
-            rules: Vec::new(),
-            helpers: Vec::new(),
-            notes: Vec::new(),
-            guarded: Vec::new(),
-        };
+        let mut host = HostRules::new("client", &client.name);
         // See the module docs: the helper mangles bsdudp's stream handles.
         let helper_ok = auths.contains(&Auth::Bsd) && !auths.contains(&Auth::Bsdudp);
         if auths.contains(&Auth::Bsdudp) {
@@ -505,17 +504,25 @@ fn quote(comment: &str) -> String {
     comment.replace('"', "'")
 }
 
-fn nft(site: &Site, h: &HostRules, opts: &Options, out: &mut String) {
-    let _ = writeln!(out, "#!/usr/sbin/nft -f");
+/// The comment lines that open a rule file: whose rules they are, and how to load them.
+fn banner(site: &Site, h: &HostRules, kind: &str, load: &str, out: &mut String) {
     let _ = writeln!(
         out,
-        "# amanda-rs: firewall rules for the Amanda {} {} (configuration {}), from `portpool rules`.",
+        "# amanda-rs: {kind} rules for the Amanda {} {} (configuration {}), from `portpool rules`.",
         h.role, h.name, site.config
     );
-    let _ = writeln!(
+    let _ = writeln!(out, "# {load}");
+}
+
+fn nft(site: &Site, h: &HostRules, opts: &Options, out: &mut String) {
+    let _ = writeln!(out, "#!/usr/sbin/nft -f");
+    banner(
+        site,
+        h,
+        "firewall",
+        "Load with `nft -f FILE`. The table accepts Amanda's flows and drops other traffic to its\n\
+         # 10080 ports; if another table of yours drops by default, copy these rules into it.",
         out,
-        "# Load with `nft -f FILE`. The table accepts Amanda's flows and drops other traffic to its\n\
-         # 10080 ports; if another table of yours drops by default, copy these rules into it."
     );
     for note in &h.notes {
         let _ = writeln!(out, "# {note}");
@@ -608,14 +615,12 @@ fn iptables(site: &Site, h: &HostRules, opts: &Options, out: &mut String) {
         Dir::In => "AMANDA-RS-IN",
         Dir::Out => "AMANDA-RS-OUT",
     };
-    let _ = writeln!(
+    banner(
+        site,
+        h,
+        "iptables",
+        "Load with `iptables-restore --noflush < FILE` (IPv4; IPv6 peers are listed as comments).",
         out,
-        "# amanda-rs: iptables rules for the Amanda {} {} (configuration {}), from `portpool rules`.",
-        h.role, h.name, site.config
-    );
-    let _ = writeln!(
-        out,
-        "# Load with `iptables-restore --noflush < FILE` (IPv4; IPv6 peers are listed as comments)."
     );
     let v6: Vec<String> = h
         .rules

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::services::Services;
+use portpool_alloc::services::Services;
 use proto::Auth;
 use proto::ports::{PortRange, Transport};
 

@@ -13,6 +13,8 @@
 
 use std::fmt;
 
+use crate::quote::c_sign;
+
 /// A running CRC-32C over a byte stream, plus the number of bytes seen.
 ///
 /// Start with [`Crc32c::new`], call [`Crc32c::update`] with every slice of the stream in order
@@ -171,18 +173,8 @@ fn skip_c_space(s: &[u8], mut pos: usize) -> usize {
 
 /// glibc `%x`: optional sign, optional `0x`, hex digits; `strtoul` overflow rules.
 /// Returns the value (before truncation to `unsigned int`) and the position after it.
-fn scan_hex(s: &[u8], mut pos: usize) -> Option<(u64, usize)> {
-    let negative = match s.get(pos) {
-        Some(b'-') => {
-            pos += 1;
-            true
-        }
-        Some(b'+') => {
-            pos += 1;
-            false
-        }
-        _ => false,
-    };
+fn scan_hex(s: &[u8], pos: usize) -> Option<(u64, usize)> {
+    let (negative, mut pos) = c_sign(s, pos);
     let mut digits = 0usize;
     // `0x` is consumed even when no hex digit follows: the `0` already counts as the number.
     if s.get(pos) == Some(&b'0') && matches!(s.get(pos + 1), Some(b'x' | b'X')) {
@@ -217,18 +209,8 @@ fn scan_hex(s: &[u8], mut pos: usize) -> Option<(u64, usize)> {
 
 /// glibc `%lld` / `strtoll` without the white-space skip: optional sign, decimal digits,
 /// saturating at the `i64` bounds.
-fn scan_decimal_i64(s: &[u8], mut pos: usize) -> Option<i64> {
-    let negative = match s.get(pos) {
-        Some(b'-') => {
-            pos += 1;
-            true
-        }
-        Some(b'+') => {
-            pos += 1;
-            false
-        }
-        _ => false,
-    };
+fn scan_decimal_i64(s: &[u8], pos: usize) -> Option<i64> {
+    let (negative, mut pos) = c_sign(s, pos);
     let mut value: i64 = 0;
     let mut digits = 0usize;
     while let Some(&b) = s.get(pos).filter(|b| b.is_ascii_digit()) {

@@ -17,6 +17,7 @@ pub mod civil;
 pub mod ports;
 
 pub mod crc;
+pub mod dataphase;
 pub mod frame;
 pub mod pkt;
 pub mod security;

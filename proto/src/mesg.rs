@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use crate::crc::CrcValue;
-use crate::quote::{ByteString, Strtok, atoi, parse_c_int};
+use crate::quote::{ByteString, Strtok, parse_c_int};
 
 /// The `sendbackup: info` keys the dumper stores into the dump-file header.
 pub const INFO_KEYS: [&str; 10] = [
@@ -117,18 +117,8 @@ impl MesgLine {
             b"client-CRC" => MesgLine::ClientCrc(rest.and_then(|r| CrcValue::parse(r).ok())),
             b"retry" => {
                 let mut t = Strtok::new(rest.unwrap_or_default());
-                let mut delay = None;
-                let mut level = None;
                 let mut message = None;
-                let mut tok = t.next_token(b" ");
-                if tok == Some(b"delay".as_slice()) {
-                    delay = t.next_token(b" ").map(atoi);
-                    tok = t.next_token(b" ");
-                }
-                if tok == Some(b"level".as_slice()) {
-                    level = t.next_token(b" ").map(atoi);
-                    tok = t.next_token(b" ");
-                }
+                let (delay, level, tok) = t.retry_delay_level();
                 if tok == Some(b"message".as_slice()) {
                     message = t.next_token(b"").map(ByteString::from);
                 }
@@ -189,12 +179,18 @@ impl MesgLine {
     /// The dumper's error text for an `Error` line (`full_line` is the whole line, used in
     /// `bad remote error: <line>` when the text does not start with `[`).
     pub fn error_text(rest: &[u8], full_line: &[u8]) -> String {
+        MesgLine::client_error(rest, full_line).to_string()
+    }
+
+    /// The failure an `Error` line makes: the text between `[` and `]`, or the whole line
+    /// when the text does not start with `[`.
+    pub fn client_error(rest: &[u8], full_line: &[u8]) -> DumpError {
         match rest.strip_prefix(b"[") {
             Some(inner) => {
                 let end = memchr::memchr(b']', inner).unwrap_or(inner.len());
-                String::from_utf8_lossy(&inner[..end]).into_owned()
+                DumpError::Client(String::from_utf8_lossy(&inner[..end]).into_owned())
             }
-            None => format!("bad remote error: {}", String::from_utf8_lossy(full_line)),
+            None => DumpError::BadRemoteError(String::from_utf8_lossy(full_line).into_owned()),
         }
     }
 
@@ -466,13 +462,87 @@ pub struct DataSummary {
     pub received: CrcValue,
 }
 
+/// What the dumper finds wrong with a dump from its MESG lines and the DATA received;
+/// `Display` is the dumper's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DumpError {
+    /// `sendbackup: error [<text>]`: the client's own text.
+    #[error("{0}")]
+    Client(String),
+    /// `sendbackup: error <text>` without brackets: the whole line.
+    #[error("bad remote error: {0}")]
+    BadRemoteError(String),
+    /// MESG ended without `sendbackup: size`.
+    #[error("missing size line from sendbackup")]
+    MissingSize,
+    /// MESG ended without `sendbackup: end`.
+    #[error("missing end line from sendbackup")]
+    MissingEnd,
+    /// The client's client-CRC is not the CRC of the DATA received.
+    #[error("client CRC ({client}) do not match data-in CRC ({received})")]
+    CrcMismatch {
+        /// What the client said it sent.
+        client: CrcValue,
+        /// What arrived.
+        received: CrcValue,
+    },
+    /// MESG ended before `sendbackup: info end`.
+    #[error("got no header information")]
+    NoHeader,
+    /// No DATA byte arrived.
+    #[error("got no data")]
+    NoData,
+    /// With no client filter, the native-CRC and the client-CRC describe the same bytes.
+    #[error(
+        "native-CRC ({native}) differs from client-CRC ({client}) although the client runs no compression or encryption"
+    )]
+    NativeCrcMismatch {
+        /// The client's native-CRC.
+        native: CrcValue,
+        /// The client's client-CRC.
+        client: CrcValue,
+    },
+    /// The `size` line does not describe the bytes it is about.
+    #[error(
+        "the size line says {size_kb} KiB, but {bytes} bytes ({} KiB) {}",
+        ceil_kb(*bytes),
+        described.as_str()
+    )]
+    SizeMismatch {
+        /// The `size` line, KiB.
+        size_kb: i64,
+        /// The bytes it should describe.
+        bytes: i64,
+        /// Which bytes those are.
+        described: Described,
+    },
+}
+
+/// The bytes a `sendbackup: size` line is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Described {
+    /// The DATA received (the client filters nothing).
+    DataArrived,
+    /// The native-CRC's byte count (the client compresses or encrypts).
+    NativeCrc,
+}
+
+impl Described {
+    fn as_str(self) -> &'static str {
+        match self {
+            Described::DataArrived => "of DATA arrived",
+            Described::NativeCrc => "by its native-CRC",
+        }
+    }
+}
+
 /// The outcome of a dump.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DumpOutcome {
     /// The verdict.
     pub status: DumpStatus,
-    /// The dumper's error text (for FAILED; the first one set wins).
-    pub error: Option<String>,
+    /// What the dumper found wrong (for FAILED; the first one set wins).
+    pub error: Option<DumpError>,
     /// `sendbackup: size` (original KiB), if received.
     pub orig_kb: Option<i64>,
     /// KiB received on DATA, rounded up.
@@ -588,7 +658,7 @@ pub struct DumpTracker {
     size: Option<i64>,
     end: bool,
     result: u8,
-    error: Option<String>,
+    error: Option<DumpError>,
     native_crc: Option<CrcValue>,
     client_crc: Option<CrcValue>,
     retry: Option<(i32, i32, ByteString)>,
@@ -629,10 +699,10 @@ impl DumpTracker {
         );
     }
 
-    fn fail(&mut self, text: String) {
+    fn fail(&mut self, error: DumpError) {
         self.result = 2;
         if self.error.is_none() {
-            self.error = Some(text);
+            self.error = Some(error);
         }
     }
 
@@ -671,8 +741,8 @@ impl DumpTracker {
             MesgLine::End => self.end = true,
             MesgLine::Error(rest) => {
                 self.end = true;
-                let text = MesgLine::error_text(rest, line);
-                self.fail(text);
+                let error = MesgLine::client_error(rest, line);
+                self.fail(error);
             }
             MesgLine::InfoEnd => self.info_end = true,
             MesgLine::Info { key, value } => self.info.set(key, value.clone()),
@@ -729,12 +799,12 @@ impl DumpTracker {
         if self.size.is_none() && self.result < 2 {
             self.log
                 .note(b"? dumper: strange [missing size line from sendbackup]");
-            self.fail("missing size line from sendbackup".into());
+            self.fail(DumpError::MissingSize);
         }
         if !self.end && self.result < 2 {
             self.log
                 .note(b"? dumper: strange [missing end line from sendbackup]");
-            self.fail("missing end line from sendbackup".into());
+            self.fail(DumpError::MissingEnd);
         }
     }
 
@@ -760,38 +830,41 @@ impl DumpTracker {
             return self.outcome(DumpStatus::Retry, kb, client_crc);
         }
         if sent_crc.is_some() && client_crc != received {
-            self.fail(format!(
-                "client CRC ({client_crc}) do not match data-in CRC ({received})"
-            ));
+            self.fail(DumpError::CrcMismatch {
+                client: client_crc,
+                received,
+            });
         }
         if !self.info_end {
-            self.fail("got no header information".into());
+            self.fail(DumpError::NoHeader);
         }
         if kb == 0 {
-            self.fail("got no data".into());
+            self.fail(DumpError::NoData);
         }
         let native = self.native_crc.filter(|n| n.crc != 0 || n.size != 0);
         if self.client_filters == Some(false)
             && let (Some(n), Some(c)) = (native, sent_crc)
             && n != c
         {
-            self.fail(format!(
-                "native-CRC ({n}) differs from client-CRC ({c}) although the client runs no compression or encryption"
-            ));
+            self.fail(DumpError::NativeCrcMismatch {
+                native: n,
+                client: c,
+            });
         }
         if let Some(size_kb) = self.size.filter(|k| *k >= 0) {
             let described = match (self.client_filters, native) {
-                (Some(false), _) => Some((received.size, "of DATA arrived")),
-                (_, Some(n)) => Some((n.size, "by its native-CRC")),
+                (Some(false), _) => Some((received.size, Described::DataArrived)),
+                (_, Some(n)) => Some((n.size, Described::NativeCrc)),
                 _ => None,
             };
-            if let Some((bytes, what)) = described
+            if let Some((bytes, described)) = described
                 && !kb_describes(size_kb, bytes)
             {
-                self.fail(format!(
-                    "the size line says {size_kb} KiB, but {bytes} bytes ({} KiB) {what}",
-                    ceil_kb(bytes)
-                ));
+                self.fail(DumpError::SizeMismatch {
+                    size_kb,
+                    bytes,
+                    described,
+                });
             }
         }
         if kb > 0 && sent_crc.is_none() {
@@ -1013,8 +1086,24 @@ sendbackup: end
             feed(&mut t, mesg);
             t.on_mesg_eof(None);
             let o = t.finish(*data);
-            assert_eq!((o.status, o.error.as_deref()), (*status, *error), "{mesg}");
+            let text = o.error.as_ref().map(ToString::to_string);
+            assert_eq!((o.status, text.as_deref()), (*status, *error), "{mesg}");
         }
+        // The CRC mismatch carries both values (issue 11).
+        let mut t = DumpTracker::new();
+        feed(&mut t, TV10);
+        let received = CrcValue { crc: 1, size: 1187 };
+        let o = t.finish(DataSummary { received });
+        assert_eq!(
+            o.error,
+            Some(DumpError::CrcMismatch {
+                client: CrcValue {
+                    crc: 0x4e5f_6a7b,
+                    size: 1187
+                },
+                received
+            })
+        );
     }
 
     #[test]
@@ -1088,8 +1177,16 @@ sendbackup: end
         let o = tracker_after(&mesg(110), Some(false)).finish(data);
         assert_eq!(o.status, DumpStatus::Failed);
         assert_eq!(
-            o.error.as_deref(),
-            Some("the size line says 110 KiB, but 10240 bytes (10 KiB) of DATA arrived")
+            o.error,
+            Some(DumpError::SizeMismatch {
+                size_kb: 110,
+                bytes: 10240,
+                described: Described::DataArrived
+            })
+        );
+        assert_eq!(
+            o.error.unwrap().to_string(),
+            "the size line says 110 KiB, but 10240 bytes (10 KiB) of DATA arrived"
         );
         // Unknown filters and no native-CRC: nothing to compare the size with.
         assert_eq!(
@@ -1120,15 +1217,16 @@ sendbackup: end
         let lying = TV10.replace("size 20", "size 200");
         let o = tracker_after(&lying, Some(true)).finish(data);
         assert_eq!(
-            o.error.as_deref(),
+            o.error.map(|e| e.to_string()).as_deref(),
             Some("the size line says 200 KiB, but 20480 bytes (20 KiB) by its native-CRC")
         );
         // The same lines claiming no filter: native-CRC and client-CRC must then agree.
         let o = tracker_after(TV10, Some(false)).finish(data);
         assert!(
             o.error
-                .as_deref()
+                .as_ref()
                 .unwrap()
+                .to_string()
                 .starts_with("native-CRC (0a1b2c3d:20480) differs from client-CRC"),
             "{:?}",
             o.error

@@ -270,6 +270,24 @@ pub fn until_nul(s: &[u8]) -> &[u8] {
     }
 }
 
+/// Splits off the first line of a reply body the way Amanda's planner
+/// (`skip_quoted_line`) and amcheck read them: a newline inside double quotes does not end
+/// the line (backslashes are not special there). Returns the line without its `\n`, and
+/// what follows it.
+pub fn split_quoted_line(s: &[u8]) -> (&[u8], &[u8]) {
+    let mut in_quotes = false;
+    let end = s.iter().position(|&b| {
+        if b == b'"' {
+            in_quotes = !in_quotes;
+        }
+        b == b'\n' && !in_quotes
+    });
+    match end {
+        Some(n) => (&s[..n], &s[n + 1..]),
+        None => (s, &[][..]),
+    }
+}
+
 /// The length of the quoted field at the start of `s`, like Amanda's `skip_quoted_string`:
 /// the field ends at a whitespace byte ([`is_space`]) outside double quotes, or at a NUL,
 /// or at the end; a backslash protects the next byte.
@@ -362,6 +380,47 @@ impl<'a> Strtok<'a> {
     pub fn remainder(&self) -> &'a [u8] {
         self.rest
     }
+
+    /// The optional `delay N` and `level N` words of a retry line (the REP's `RETRY` and
+    /// the MESG `sendbackup: retry`, read alike by Amanda), and the space-delimited token
+    /// that follows them.
+    pub fn retry_delay_level(&mut self) -> (Option<i32>, Option<i32>, Option<&'a [u8]>) {
+        let (mut delay, mut level) = (None, None);
+        let mut tok = self.next_token(b" ");
+        if tok == Some(b"delay".as_slice()) {
+            delay = self.next_token(b" ").map(atoi);
+            tok = self.next_token(b" ");
+        }
+        if tok == Some(b"level".as_slice()) {
+            level = self.next_token(b" ").map(atoi);
+            tok = self.next_token(b" ");
+        }
+        (delay, level, tok)
+    }
+}
+
+/// The control character of C's escapes `\b \f \n \r \t \v` (the letter after the
+/// backslash), or `None` for any other letter.
+pub fn c_control_escape(letter: u8) -> Option<u8> {
+    match letter {
+        b'b' => Some(0x08),
+        b'f' => Some(0x0c),
+        b'n' => Some(b'\n'),
+        b'r' => Some(b'\r'),
+        b't' => Some(b'\t'),
+        b'v' => Some(0x0b),
+        _ => None,
+    }
+}
+
+/// The optional sign C's `strtol` family reads at `s[pos]`: whether it was `-`, and the
+/// position after it.
+pub(crate) fn c_sign(s: &[u8], pos: usize) -> (bool, usize) {
+    match s.get(pos) {
+        Some(b'-') => (true, pos + 1),
+        Some(b'+') => (false, pos + 1),
+        _ => (false, pos),
+    }
 }
 
 /// The value of C's `atoi`/`strtol` on `s`: optional leading whitespace, optional sign,
@@ -375,17 +434,7 @@ pub fn parse_c_int(s: &[u8]) -> Option<i64> {
     {
         i += 1;
     }
-    let negative = match s.get(i) {
-        Some(b'-') => {
-            i += 1;
-            true
-        }
-        Some(b'+') => {
-            i += 1;
-            false
-        }
-        _ => false,
-    };
+    let (negative, mut i) = c_sign(s, i);
     let mut value: i64 = 0;
     let mut any = false;
     while let Some(&d @ b'0'..=b'9') = s.get(i) {

@@ -186,6 +186,28 @@ pub fn write_security_user_line(user: &[u8], out: &mut Vec<u8>) -> Result<(), Us
     Ok(())
 }
 
+/// The `SECURITY` line of a packet's body, read the same way for UDP datagrams and TCP
+/// packets (and by the receiver's check, [`split_security_line`]).
+pub trait SecurityLine {
+    /// The whole body.
+    fn body_bytes(&self) -> &[u8];
+
+    /// The `SECURITY ...` line at the start of the body (without its `\n`), if any.
+    fn security_line(&self) -> Option<&[u8]> {
+        split_security_line(self.body_bytes()).0
+    }
+
+    /// The user named by a `SECURITY USER <user>` line, if the body starts with one.
+    fn security_user(&self) -> Option<&[u8]> {
+        self.security_line().and_then(security_line_user)
+    }
+
+    /// The body after the `SECURITY` line (the whole body if there is none).
+    fn body_without_security(&self) -> &[u8] {
+        split_security_line(self.body_bytes()).1
+    }
+}
+
 /// Splits a body into its leading SECURITY line (without `\n`) and the rest. A body has a
 /// SECURITY line iff it starts with `SECURITY ` and contains a `\n`; otherwise the whole body
 /// is returned unchanged.
@@ -286,33 +308,22 @@ pub fn check_received<'a>(
 /// Call this after [`check_received`] and the `.amandahosts` check: amandad reports their
 /// errors first.
 pub fn parse_service_request(body: &[u8]) -> Result<ServiceRequest<'_>, RequestError> {
-    let is_space = |b: &u8| *b == b' ';
-    let start = body
-        .iter()
-        .position(|b| !is_space(b))
-        .ok_or(RequestError::InvalidReq)?;
-    let (_, body) = body.split_at(start);
-    let end = body
-        .iter()
-        .position(is_space)
-        .ok_or(RequestError::InvalidReq)?;
-    let (keyword, rest) = body.split_at(end);
+    // The next word ended by a delimiter, and what follows that delimiter; a word that
+    // runs to the end is no word.
+    fn word(s: &[u8], delim: fn(&u8) -> bool) -> Result<(&[u8], &[u8]), RequestError> {
+        let start = s
+            .iter()
+            .position(|b| !delim(b))
+            .ok_or(RequestError::InvalidReq)?;
+        let s = &s[start..];
+        let end = s.iter().position(delim).ok_or(RequestError::InvalidReq)?;
+        Ok((&s[..end], s.get(end + 1..).unwrap_or_default()))
+    }
+    let (keyword, rest) = word(body, |b| *b == b' ')?;
     if keyword != b"SERVICE" {
         return Err(RequestError::InvalidReq);
     }
-    let rest = rest.get(1..).unwrap_or_default();
-    let is_delim = |b: &u8| *b == b' ' || *b == b'\n';
-    let start = rest
-        .iter()
-        .position(|b| !is_delim(b))
-        .ok_or(RequestError::InvalidReq)?;
-    let (_, rest) = rest.split_at(start);
-    let end = rest
-        .iter()
-        .position(is_delim)
-        .ok_or(RequestError::InvalidReq)?;
-    let (service, rest) = rest.split_at(end);
-    let arguments = rest.get(1..).unwrap_or_default();
+    let (service, arguments) = word(rest, |b| *b == b' ' || *b == b'\n')?;
     if arguments.is_empty() {
         return Err(RequestError::InvalidReq);
     }

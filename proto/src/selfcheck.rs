@@ -21,7 +21,7 @@ use std::fmt;
 
 use crate::features::{Features, FeaturesError};
 use crate::options::reply_features;
-use crate::quote::{ByteString, is_space, quote_string, until_nul};
+use crate::quote::{ByteString, is_space, quote_string, split_quoted_line, until_nul};
 
 /// The version our messages report: the client we are compatible with.
 pub const AMANDA_VERSION: &str = "3.5.1";
@@ -763,6 +763,38 @@ fn render(
 }
 
 impl JsonMessage {
+    /// A message of `origin` outside the table of known codes: no errno, no hint, the
+    /// arguments and text as given.
+    pub fn custom(
+        origin: Origin,
+        code: i32,
+        severity: Severity,
+        source_filename: &str,
+        args: &[(&str, &[u8])],
+        message: &[u8],
+    ) -> JsonMessage {
+        JsonMessage {
+            source_filename: source_filename.into(),
+            source_line: 0,
+            severity,
+            process: origin.process.into(),
+            running_on: RUNNING_ON_CLIENT.into(),
+            component: origin.component.into(),
+            module: origin.module.into(),
+            code,
+            merrno: None,
+            errnocode: None,
+            errnostr: None,
+            args: args
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            message: message.into(),
+            quoted_message: None,
+            hint: None,
+        }
+    }
+
     /// Builds message `code` as the 3.5.1 client does (`build_message`): source file, line
     /// and severity from the 3.5.1 table, `origin`'s process/component/module, the
     /// arguments in order, `errno` giving `merrno`/`errnocode`/`errnostr`, and the text from
@@ -803,22 +835,15 @@ impl JsonMessage {
             errnostr.as_deref(),
             true,
         );
+        let quoted_message = (quoted != message).then(|| quoted.into());
         Some(JsonMessage {
-            source_filename: file.into(),
             source_line: line,
-            severity,
-            process: origin.process.into(),
-            running_on: RUNNING_ON_CLIENT.into(),
-            component: origin.component.into(),
-            module: origin.module.into(),
-            code,
             merrno: errno.filter(|&n| n != 0),
             errnocode,
             errnostr,
             args,
-            quoted_message: (quoted != message).then(|| quoted.into()),
-            message: message.into(),
-            hint: None,
+            quoted_message,
+            ..JsonMessage::custom(origin, code, severity, file, &[], &message)
         })
     }
 
@@ -1056,12 +1081,6 @@ fn json_string(s: &[u8]) -> Option<(Vec<u8>, &[u8])> {
                 let e = *s.get(i)?;
                 i += 1;
                 match e {
-                    b'b' => out.push(0x08),
-                    b'f' => out.push(0x0c),
-                    b'n' => out.push(b'\n'),
-                    b'r' => out.push(b'\r'),
-                    b't' => out.push(b'\t'),
-                    b'v' => out.push(0x0b),
                     b'u' => {
                         let hex = std::str::from_utf8(s.get(i..i + 4)?).ok()?;
                         let v = u32::from_str_radix(hex, 16).ok()?;
@@ -1070,7 +1089,7 @@ fn json_string(s: &[u8]) -> Option<(Vec<u8>, &[u8])> {
                         let mut buf = [0u8; 4];
                         out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
                     }
-                    other => out.push(other),
+                    other => out.push(crate::quote::c_control_escape(other).unwrap_or(other)),
                 }
             }
             other => out.push(other),
@@ -1181,17 +1200,7 @@ pub fn read_reply(body: &[u8]) -> SelfcheckReply {
     let mut reply = SelfcheckReply::default();
     let mut rest = body;
     while !rest.is_empty() {
-        let mut in_quotes = false;
-        let end = rest.iter().position(|&b| {
-            if b == b'"' {
-                in_quotes = !in_quotes;
-            }
-            b == b'\n' && !in_quotes
-        });
-        let (line, next) = match end {
-            Some(n) => (&rest[..n], &rest[n + 1..]),
-            None => (rest, &[][..]),
-        };
+        let (line, next) = split_quoted_line(rest);
         rest = next;
         if line.starts_with(b"OPTIONS ") {
             if let Some(f) = reply_features(line) {
@@ -1317,22 +1326,15 @@ pub mod msg {
 
     fn build(origin: Origin, code: i32, args: &[(&str, &[u8])], errno: Option<i32>) -> JsonMessage {
         // Every code used here is in the table; the fallback keeps this total.
-        JsonMessage::build(origin, code, args, errno).unwrap_or_else(|| JsonMessage {
-            source_filename: "selfcheck.c".into(),
-            source_line: 0,
-            severity: super::Severity::Error,
-            process: origin.process.into(),
-            running_on: super::RUNNING_ON_CLIENT.into(),
-            component: origin.component.into(),
-            module: origin.module.into(),
-            code,
-            merrno: None,
-            errnocode: None,
-            errnostr: None,
-            args: Vec::new(),
-            message: "NONE".into(),
-            quoted_message: None,
-            hint: None,
+        JsonMessage::build(origin, code, args, errno).unwrap_or_else(|| {
+            JsonMessage::custom(
+                origin,
+                code,
+                super::Severity::Error,
+                "selfcheck.c",
+                &[],
+                b"NONE",
+            )
         })
     }
 

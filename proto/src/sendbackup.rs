@@ -256,22 +256,50 @@ pub enum Reply {
     },
 }
 
-/// Why the dumper gives up on a reply; `Display` is the dumper's exact text.
+/// Why the dumper gives up on a reply; `Display` is the dumper's exact text, and
+/// [`ReplyError::retryable`] its choice between TRY-AGAIN and FAILED.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplyError {
-    /// Retryable (the driver's TRY-AGAIN): NAKs, strange packets, missing streams.
+    /// The client NAKed with `ERROR <text>`: its text (retryable).
+    #[error("NAK: {0}")]
+    Nak(String),
+    /// A NAK without an `ERROR` text (final).
+    #[error("request NAK")]
+    BareNak,
+    /// Neither REP nor NAK (retryable).
+    #[error("received strange packet type {}: {body}", kind.name())]
+    StrangePacket {
+        /// The packet type.
+        kind: PacketType,
+        /// Its body (lossy).
+        body: String,
+    },
+    /// The REP is the client's `ERROR <text>` (final); `[bogus error packet]` without text.
     #[error("{0}")]
-    TryAgain(String),
-    /// Final (FAILED): `ERROR` replies and unparsable replies.
-    #[error("{0}")]
-    Failed(String),
+    Client(String),
+    /// The REP does not parse; what was wrong, if the dumper says (final).
+    #[error("[parse of reply message failed: {}]", .0.as_deref().unwrap_or("(no additional information)"))]
+    Parse(Option<String>),
+    /// No DATA or MESG stream in the CONNECT line (retryable).
+    #[error("[couldn't open MESG or INDEX streams]")]
+    MissingStreams,
+}
+
+impl ReplyError {
+    /// Whether the dumper tells the driver TRY-AGAIN (NAKs, strange packets, missing
+    /// streams) rather than FAILED (`ERROR` replies, unparsable replies).
+    pub fn retryable(&self) -> bool {
+        match self {
+            ReplyError::Nak(_) | ReplyError::StrangePacket { .. } | ReplyError::MissingStreams => {
+                true
+            }
+            ReplyError::BareNak | ReplyError::Client(_) | ReplyError::Parse(_) => false,
+        }
+    }
 }
 
 fn parse_error(extra: Option<String>) -> ReplyError {
-    ReplyError::Failed(format!(
-        "[parse of reply message failed: {}]",
-        extra.as_deref().unwrap_or("(no additional information)")
-    ))
+    ReplyError::Parse(extra)
 }
 
 /// Reads a reply to a sendbackup request like the dumper's `sendbackup_response`.
@@ -281,19 +309,18 @@ pub fn parse_reply(kind: PacketType, body: &[u8], client: &Features) -> Result<R
     if kind == PacketType::Nak {
         let mut t = Strtok::new(body);
         if t.next_token(b" ") != Some(b"ERROR".as_slice()) {
-            return Err(ReplyError::Failed("request NAK".into()));
+            return Err(ReplyError::BareNak);
         }
         return match t.next_token(b"\n") {
-            Some(text) => Err(ReplyError::TryAgain(format!("NAK: {}", lossy(text)))),
-            None => Err(ReplyError::Failed("request NAK".into())),
+            Some(text) => Err(ReplyError::Nak(lossy(text))),
+            None => Err(ReplyError::BareNak),
         };
     }
     if kind != PacketType::Rep {
-        return Err(ReplyError::TryAgain(format!(
-            "received strange packet type {}: {}",
-            kind.name(),
-            lossy(body)
-        )));
+        return Err(ReplyError::StrangePacket {
+            kind,
+            body: lossy(body),
+        });
     }
     let nstreams = if client.has(Feature::SENDBACKUP_STREAM_STATE) {
         4
@@ -310,7 +337,7 @@ pub fn parse_reply(kind: PacketType, body: &[u8], client: &Features) -> Result<R
                 let text = t
                     .next_token(b"\n")
                     .map_or_else(|| "[bogus error packet]".to_owned(), lossy);
-                return Err(ReplyError::Failed(text));
+                return Err(ReplyError::Client(text));
             }
             b"CONNECT" => {
                 for (i, stream) in Stream::ALL.iter().enumerate().take(nstreams) {
@@ -336,18 +363,8 @@ pub fn parse_reply(kind: PacketType, body: &[u8], client: &Features) -> Result<R
                 }
             }
             b"RETRY" => {
-                let mut delay = None;
-                let mut level = None;
                 let mut message: ByteString = "\"No message\"".into();
-                let mut tok = t.next_token(b" ");
-                if tok == Some(b"delay".as_slice()) {
-                    delay = t.next_token(b" ").map(atoi);
-                    tok = t.next_token(b" ");
-                }
-                if tok == Some(b"level".as_slice()) {
-                    level = t.next_token(b" ").map(atoi);
-                    tok = t.next_token(b" ");
-                }
+                let (delay, level, tok) = t.retry_delay_level();
                 if tok == Some(b"message".as_slice())
                     && let Some(m) = t.next_token(b"\n")
                 {
@@ -389,9 +406,7 @@ pub fn parse_reply(kind: PacketType, body: &[u8], client: &Features) -> Result<R
     }
     let [data, mesg, index, state] = ports;
     if data == -1 || mesg == -1 {
-        return Err(ReplyError::TryAgain(
-            "[couldn't open MESG or INDEX streams]".into(),
-        ));
+        return Err(ReplyError::MissingStreams);
     }
     Ok(Reply::Connect {
         ids: StreamIds {
@@ -526,16 +541,13 @@ mod tests {
                 b"ERROR FORMAT ERROR IN REQUEST PACKET 'no OPTIONS keyword'\n",
                 &old
             ),
-            ReplyError::Failed("FORMAT ERROR IN REQUEST PACKET 'no OPTIONS keyword'".into())
+            ReplyError::Client("FORMAT ERROR IN REQUEST PACKET 'no OPTIONS keyword'".into())
         );
         assert_eq!(
             e(b"OPTIONS features=zz;\n", &old).to_string(),
             "[parse of reply message failed: (no additional information)]"
         );
-        assert_eq!(
-            e(b"OPTIONS ;\n", &old),
-            ReplyError::TryAgain("[couldn't open MESG or INDEX streams]".into())
-        );
+        assert_eq!(e(b"OPTIONS ;\n", &old), ReplyError::MissingStreams);
         assert_eq!(
             e(b"KENCRYPT\n", &old).to_string(),
             "[parse of reply message failed: next token is \"KENCRYPT\": expected \"CONNECT\", \"ERROR\" or \"OPTIONS\"]"
@@ -547,16 +559,51 @@ mod tests {
                 &old
             )
             .unwrap_err(),
-            ReplyError::TryAgain("NAK: frobnicate: invalid service".into())
+            ReplyError::Nak("frobnicate: invalid service".into())
         );
         assert_eq!(
             parse_reply(PacketType::Nak, b"nope", &old).unwrap_err(),
-            ReplyError::Failed("request NAK".into())
+            ReplyError::BareNak
         );
         assert_eq!(
             parse_reply(PacketType::Prep, b"x", &old).unwrap_err(),
-            ReplyError::TryAgain("received strange packet type PREP: x".into())
+            ReplyError::StrangePacket {
+                kind: PacketType::Prep,
+                body: "x".into()
+            }
         );
+        // The texts the dumper prints, and its choice between TRY-AGAIN and FAILED.
+        let texts = [
+            (
+                ReplyError::Nak("frobnicate: invalid service".into()),
+                "NAK: frobnicate: invalid service",
+                true,
+            ),
+            (ReplyError::BareNak, "request NAK", false),
+            (
+                parse_reply(PacketType::Prep, b"x", &old).unwrap_err(),
+                "received strange packet type PREP: x",
+                true,
+            ),
+            (
+                ReplyError::Client("[bogus error packet]".into()),
+                "[bogus error packet]",
+                false,
+            ),
+            (
+                ReplyError::MissingStreams,
+                "[couldn't open MESG or INDEX streams]",
+                true,
+            ),
+            (
+                parse_error(None),
+                "[parse of reply message failed: (no additional information)]",
+                false,
+            ),
+        ];
+        for (e, text, retryable) in texts {
+            assert_eq!((e.to_string().as_str(), e.retryable()), (text, retryable));
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::features::{Features, FeaturesError};
 use crate::options::reply_features;
 use crate::quote::{
     ByteString, is_space, parse_c_int, quote_string, quote_string_always, quoted_field_len,
-    unquote_string, until_nul,
+    split_quoted_line, unquote_string, until_nul,
 };
 
 /// The result for one (DLE, level).
@@ -141,25 +141,14 @@ pub struct SendsizeReply {
     pub lines: Vec<ReplyLine>,
 }
 
-/// Splits a body into lines like planner's `skip_quoted_line`: a newline inside double
-/// quotes does not end the line (backslashes are not special there).
+/// Splits a body into lines like planner's `skip_quoted_line` ([`split_quoted_line`]).
 fn quoted_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = until_nul(body);
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
-        let mut in_quotes = false;
-        let end = rest.iter().position(|&b| {
-            if b == b'"' {
-                in_quotes = !in_quotes;
-            }
-            b == b'\n' && !in_quotes
-        });
-        let (line, next) = match end {
-            Some(n) => (&rest[..n], &rest[n + 1..]),
-            None => (rest, &[][..]),
-        };
+        let (line, next) = split_quoted_line(rest);
         rest = next;
         Some(line)
     })

@@ -166,6 +166,12 @@ pub enum EncodeError {
 /// The ACK payload: type 3, empty body, NUL.
 pub const ACK_PAYLOAD: [u8; 2] = [3, 0];
 
+impl security::SecurityLine for Packet<'_> {
+    fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+}
+
 impl<'a> Packet<'a> {
     /// A packet with `body` as given (no SECURITY line is added; see [`Packet::request`]).
     pub fn new(ptype: PacketType, body: impl Into<Cow<'a, [u8]>>) -> Packet<'a> {
@@ -203,21 +209,6 @@ impl<'a> Packet<'a> {
             ptype,
             body: Cow::Borrowed(body),
         })
-    }
-
-    /// The `SECURITY ...` line at the start of the body (without `\n`), if any.
-    pub fn security_line(&self) -> Option<&[u8]> {
-        security::split_security_line(&self.body).0
-    }
-
-    /// The user named by a `SECURITY USER <user>` line, if the body starts with one.
-    pub fn security_user(&self) -> Option<&[u8]> {
-        self.security_line().and_then(security::security_line_user)
-    }
-
-    /// The body after the SECURITY line (the whole body if there is none).
-    pub fn body_without_security(&self) -> &[u8] {
-        security::split_security_line(&self.body).1
     }
 
     /// Length of the payload: type byte, body, NUL.
@@ -281,6 +272,7 @@ impl<'a> Packet<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::security::SecurityLine;
     use proptest::prelude::*;
 
     const F: &str = "ffffffff9efefbfffffffffffffff3fffbf71f";

@@ -197,6 +197,12 @@ pub enum EncodeError {
     SecurityUser(#[from] security::UserError),
 }
 
+impl security::SecurityLine for Datagram<'_> {
+    fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+}
+
 impl<'a> Datagram<'a> {
     /// A packet with version [`VERSION`] and `body` as given (no SECURITY line is added;
     /// use [`Datagram::request`] for a REQ).
@@ -284,22 +290,6 @@ impl<'a> Datagram<'a> {
             seq,
             body: Cow::Borrowed(body),
         })
-    }
-
-    /// The `SECURITY ...` line at the start of the body (without its `\n`), if there is one
-    /// (same rule as the receiver's security check, [`security::split_security_line`]).
-    pub fn security_line(&self) -> Option<&[u8]> {
-        security::split_security_line(&self.body).0
-    }
-
-    /// The user named by a `SECURITY USER <user>` line, if the body starts with one.
-    pub fn security_user(&self) -> Option<&[u8]> {
-        self.security_line().and_then(security::security_line_user)
-    }
-
-    /// The body after the `SECURITY` line (the whole body if there is none).
-    pub fn body_without_security(&self) -> &[u8] {
-        security::split_security_line(&self.body).1
     }
 
     /// Length of the header line, `\n` included.
@@ -483,6 +473,7 @@ impl<'a> Strtok<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::security::SecurityLine;
     use proptest::prelude::*;
 
     const F: &str = "ffffffff9efefbfffffffffffffff3fffbf71f";

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Socket, Type};
 
 use crate::amandad_interop::{bsd_stream_ports, read_bsd_streams};
-use crate::hostile::{
+use crate::require_root;
+use crate::util::hostile::{
     Daemon, FEATURES, Hostile, fd_count, hundred_mib, noop_tcp, noop_udp, raise_nofile,
     reserved_udp, sendbackup, status_kib, v4,
 };
-use crate::require_root;
 use crate::util::{self, Scratch};
 
 /// The refusal summary interval the tests configure.

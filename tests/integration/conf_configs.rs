@@ -359,7 +359,7 @@ fn site_of(
         dl,
         None,
         security.map(|s| (std::path::Path::new("/etc/amanda-security.conf"), s)),
-        portpool::Services::parse("/etc/services", "domain-s 853/udp\n").unwrap(),
+        portpool_alloc::Services::parse("/etc/services", "domain-s 853/udp\n").unwrap(),
         std::path::Path::new(path),
     )
 }

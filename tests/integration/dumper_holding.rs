@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use proto::crc::Crc32c;
 use proto::header::{DumpHeader, HEADER_SIZE};
 
-use crate::fake_amandad::{FakeAmandad, Script};
 use crate::require_root;
+use crate::util::fake_amandad::{FakeAmandad, Script};
 use crate::util::{self, Dt, DumperConf, Program, Scratch};
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {

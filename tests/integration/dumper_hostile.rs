@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use crate::fake_amandad::{FakeAmandad, Script};
 use crate::require_root;
+use crate::util::fake_amandad::{FakeAmandad, Script};
 use crate::util::{self, Dt, DumperConf, Program};
 
 /// The RSS bound of the acceptance.

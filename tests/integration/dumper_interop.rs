@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::fake_amandad::{FakeAmandad, Script};
+use crate::util::fake_amandad::{FakeAmandad, Script};
 use crate::util::{self, Dt, DumperConf, Launch, Program, Scratch, start_ours, start_real_amandad};
 use crate::{require_root, require_tool};
 

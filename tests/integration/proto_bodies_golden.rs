@@ -38,6 +38,20 @@ fn f() -> Features {
     Features::amanda_3_5_1()
 }
 
+/// The OPTIONS of the golden requests: server features `f()`, maxdumps 1, the test host and
+/// configuration, with the dump's timestamp when `timestamped`.
+fn golden_options(client: &Features, timestamped: bool) -> Options {
+    let timestamp: Option<&[u8]> = timestamped.then_some(b"20240101020304");
+    Options::for_request(
+        &f(),
+        client,
+        1,
+        b"client.example.com",
+        b"DailySet1",
+        timestamp,
+    )
+}
+
 fn traces() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
@@ -267,12 +281,13 @@ fn every_reply_body_parses_and_reencodes_byte_identically() {
                     assert_eq!(request::nak_security(text), p.body, "{}", p.at);
                     let want = "NAK: user backup from localhost is not allowed to execute the service noop: \
                                 Please add the line \"localhost backup amdump\" to /var/backups/.amandahosts on the client";
-                    assert_eq!(
-                        sendbackup::parse_reply(PacketType::Nak, &p.body, &f()),
-                        Err(sendbackup::ReplyError::TryAgain(want.into())),
+                    let e = sendbackup::parse_reply(PacketType::Nak, &p.body, &f()).unwrap_err();
+                    assert!(
+                        matches!(e, sendbackup::ReplyError::Nak(_)) && e.retryable(),
                         "{}",
                         p.at
                     );
+                    assert_eq!(e.to_string(), want, "{}", p.at);
                 }
                 PacketType::Rep | PacketType::Prep => {
                     let service = services[&p.key];
@@ -684,16 +699,11 @@ fn real_amrestore_reads_our_header_and_returns_the_tar_bytes() {
     );
 
     // -h keeps the header: amrestore writes our 32 KiB block back, then the tar bytes.
-    let out = Command::new("runuser")
-        .args(["-u", "backup", "--", AMRESTORE, "-h", "-p"])
-        .arg(&dump)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::util::run_ok(
+        Command::new("runuser")
+            .args(["-u", "backup", "--", AMRESTORE, "-h", "-p"])
+            .arg(&dump)
+            .current_dir(dir.path()),
     );
     assert_eq!(out.stdout.len(), HEADER_SIZE + tar_bytes.len());
     // amrestore rebuilds the header from what it parsed; its heredoc reader drops empty
@@ -713,7 +723,7 @@ fn real_amrestore_reads_our_header_and_returns_the_tar_bytes() {
 #[test]
 fn tv3_selfcheck_request_for_a_legacy_client() {
     let client = Features::amanda_3_5_1().without(Feature::REQ_XML);
-    let opts = Options::for_request(&f(), &client, 1, b"client.example.com", b"DailySet1", None);
+    let opts = golden_options(&client, false);
     let dle = Dle {
         program: "GNUTAR".into(),
         disk: Some("/home".into()),
@@ -754,7 +764,7 @@ fn req(service: &str, opts: &Options, dles: &[u8]) -> String {
 
 #[test]
 fn tv4_selfcheck_xml_request_and_legacy_reply() {
-    let opts = Options::for_request(&f(), &f(), 1, b"client.example.com", b"DailySet1", None);
+    let opts = golden_options(&f(), false);
     let body = req(
         "selfcheck",
         &opts,
@@ -799,14 +809,7 @@ fn tv5_sendsize_legacy_request() {
     let client = f()
         .without(Feature::REQ_XML)
         .without(Feature::REQ_OPTIONS_TIMESTAMP);
-    let opts = Options::for_request(
-        &f(),
-        &client,
-        1,
-        b"client.example.com",
-        b"DailySet1",
-        Some(b"20240101020304"),
-    );
+    let opts = golden_options(&client, true);
     let dle = Dle {
         levels: vec![Level::new(0), Level::new(1)],
         spindle: -1,
@@ -836,14 +839,7 @@ fn tv5_sendsize_legacy_request() {
 
 #[test]
 fn tv6_sendsize_xml_request_prep_and_rep() {
-    let opts = Options::for_request(
-        &f(),
-        &f(),
-        1,
-        b"client.example.com",
-        b"DailySet1",
-        Some(b"20240101020304"),
-    );
+    let opts = golden_options(&f(), true);
     let dle = Dle {
         levels: vec![Level::new(0), Level::new(1)],
         spindle: -1,
@@ -888,14 +884,7 @@ fn tv6_sendsize_xml_request_prep_and_rep() {
 
 #[test]
 fn tv7_sendbackup_xml_request_and_reply() {
-    let opts = Options::for_request(
-        &f(),
-        &f(),
-        1,
-        b"client.example.com",
-        b"DailySet1",
-        Some(b"20240101020304"),
-    );
+    let opts = golden_options(&f(), true);
     let dle = Dle {
         levels: vec![Level::new(0)],
         ..home("bsdtcp")
@@ -936,7 +925,7 @@ fn tv7_sendbackup_xml_request_and_reply() {
 #[test]
 fn tv8_sendbackup_legacy_request_and_reply() {
     let client = Features::minimal_gnutar_client();
-    let opts = Options::for_request(&f(), &client, 1, b"client.example.com", b"DailySet1", None);
+    let opts = golden_options(&client, false);
     let dle = Dle {
         levels: vec![Level::new(0)],
         ..home("bsd")
@@ -1032,7 +1021,7 @@ fn tv14_rep_carrying_an_error() {
     assert_eq!(e.error_line(), body);
     assert_eq!(
         sendbackup::parse_reply(PacketType::Rep, body, &f()),
-        Err(sendbackup::ReplyError::Failed(
+        Err(sendbackup::ReplyError::Client(
             "FORMAT ERROR IN REQUEST PACKET 'no OPTIONS keyword'".into()
         ))
     );

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use proto::crc::{Crc32c, CrcValue};
 use proto::frame::{self, DecodeError, Decoder, Event, FrameReader};
 use proto::pkt::PacketType;
-use proto::security::{self, Checked, Peer, PortRule, RefusalStyle};
+use proto::security::{self, Checked, Peer, PortRule, RefusalStyle, SecurityLine};
 use proto::tcp;
 use proto::udp::{self, Datagram};
 

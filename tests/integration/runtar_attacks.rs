@@ -7,15 +7,14 @@
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use amandad::services::exinclude::{self, ListPlace};
-use amandad::services::tar::{AmgtarProps, Form, Mode, TarSetup};
+use amandad::tar::exinclude::{self, ListPlace};
+use amandad::tar::gnutar::{AmgtarProps, Form, Mode, TarSetup};
 use proto::dle::FileList;
 
 use crate::util::{self, AMANDA_USER, RuntarInstall, Scratch};
@@ -41,63 +40,24 @@ fn run_as(user: &str, helper: &Path, env: &[(String, String)], args: &[OsString]
     for (k, v) in env {
         cmd.arg(format!("{k}={v}"));
     }
-    cmd.arg(helper)
-        .args(args)
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("runuser");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            // runuser forks: the whole group goes, tar included.
-            // SAFETY: kill has no memory preconditions; the group is the child's own.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-            panic!("the helper did not finish in 30 s: {args:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    cmd.arg(helper).args(args).process_group(0);
+    // runuser forks: on a timeout the whole group goes, tar included.
+    let (status, stdout, stderr) = util::output_within(&mut cmd, Duration::from_secs(30));
     Run {
         status,
-        stdout: reader.join().expect("stdout reader"),
-        stderr: String::from_utf8_lossy(&err_reader.join().expect("stderr reader")).into_owned(),
+        stdout,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
     }
 }
 
 /// The names in a tar archive.
 fn members(archive: &[u8]) -> Vec<String> {
-    let mut child = Command::new(TAR)
-        .args(["--list", "--file=-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tar --list");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let data = archive.to_vec();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        let _ = stdin.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("tar --list");
-    let _ = writer.join();
+    let out = util::pipe_through(
+        Command::new(TAR)
+            .args(["--list", "--file=-"])
+            .stderr(Stdio::null()),
+        archive,
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_owned)

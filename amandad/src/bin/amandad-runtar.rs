@@ -3,7 +3,7 @@
 //!
 //! Usage (by amandad only): `amandad-runtar <tar-path> <tar arguments>...`. Install it
 //! owned by root, group of the Amanda user, mode 4750. The rules, and why each exists, are
-//! in `amandad::services::runtar`; this file only wires them to the process: real uid,
+//! in `amandad::tar::runtar`; this file only wires them to the process: real uid,
 //! /etc/amanda-security.conf, privileges, `exec`.
 //!
 //! Exit status: tar's own when tar runs (this process becomes tar); 2 with one line
@@ -19,7 +19,7 @@ use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use amandad::services::runtar::{self, Policy, Refusal};
+use amandad::tar::runtar::{self, Policy, Refusal};
 use nix::unistd::{Gid, Uid};
 
 fn main() {

@@ -78,19 +78,10 @@ fn read_exact_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<()> {
     let mut got = 0;
     while got < buf.len() {
         let rest = &mut buf[got..];
-        // SAFETY: read writes at most rest.len() bytes into rest.
-        let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        got += n as usize;
+        got += retry_eintr(|| {
+            // SAFETY: read writes at most rest.len() bytes into rest.
+            unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) }
+        })?;
     }
     Ok(())
 }
@@ -98,28 +89,37 @@ fn read_exact_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<()> {
 /// Moves `n` bytes that are known to be in pipe `from` to `to` without copying them.
 fn drain_to(from: RawFd, to: RawFd, mut n: usize) -> io::Result<()> {
     while n > 0 {
-        // SAFETY: both descriptors are open; no user memory is involved.
-        let m = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                n,
-                libc::SPLICE_F_MOVE,
-            )
-        };
-        if m < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+        n -= retry_eintr(|| {
+            // SAFETY: both descriptors are open; no user memory is involved.
+            unsafe {
+                libc::splice(
+                    from,
+                    std::ptr::null_mut(),
+                    to,
+                    std::ptr::null_mut(),
+                    n,
+                    libc::SPLICE_F_MOVE,
+                )
             }
-            return Err(e);
-        }
-        if m == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        n -= m as usize;
+        })?;
     }
     Ok(())
+}
+
+/// The byte count of a `read`-like call on bytes known to be there: retried on EINTR; an
+/// error otherwise, and running dry (0) is `UnexpectedEof`.
+fn retry_eintr(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let n = call();
+        if n > 0 {
+            return Ok(n as usize);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }

@@ -292,7 +292,7 @@ impl Server {
         for i in 0..count {
             let port = low as u32 + (start + i) % count;
             let port = port as u16;
-            if crate::services_ports::reserved_elsewhere(port) {
+            if crate::etc_services::reserved_elsewhere(port) {
                 continue;
             }
             let addr = SocketAddr::new(wildcard, port);

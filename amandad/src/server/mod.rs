@@ -29,9 +29,9 @@ mod conn;
 pub mod datapath;
 mod dump;
 pub mod limits;
-mod pool;
 pub mod refusals;
 pub mod tls;
+mod workers;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
@@ -44,12 +44,12 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use proto::exchange::{Packet, Responder, ResponderConfig, ResponderEvent};
 use proto::pkt::PacketType;
-use proto::security::{self, Peer};
+use proto::security::{self, Peer, SecurityLine};
 use proto::udp::Datagram;
 
 pub use conn::{Conn, Role};
 use dump::Dump;
-use pool::{JobOutput, Pool};
+use workers::{JobOutput, Workers};
 
 use crate::intake::{self, HostsCheck, Policy, Verdict};
 use crate::resolve::{self, CacheConfig, Lane, Lookup, Names, PeerName, PoolConfig};
@@ -250,7 +250,7 @@ struct Exchange {
 /// The daemon's event loop and all its state.
 pub struct Server {
     poll: Poll,
-    pool: Pool,
+    workers: Workers,
     cfg: ServerConfig,
     sources: HashMap<Token, Source>,
     next_token: usize,
@@ -293,7 +293,7 @@ impl Server {
     pub fn new(cfg: ServerConfig, sockets: Sockets) -> io::Result<Server> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let pool = Pool::new(cfg.workers, waker.clone())?;
+        let workers = Workers::new(cfg.workers, waker.clone())?;
         let limits = cfg.limits;
         let tls_checks = match &cfg.tls {
             Some(a) => {
@@ -317,7 +317,7 @@ impl Server {
         )?;
         let mut server = Server {
             poll,
-            pool,
+            workers,
             names,
             waiting: HashMap::new(),
             admission: Admission::new(limits.max_connections, limits.unauth_timeout),
@@ -799,7 +799,7 @@ impl Server {
         };
         match services::start(context, service, &ex.args) {
             Start::Reply(body) => self.reply(id, body),
-            Start::Job(job) => self.pool.submit(id, job),
+            Start::Job(job) => self.workers.submit(id, job),
             Start::Backup(plan) => self.start_backup(id, plan),
         }
     }
@@ -840,7 +840,7 @@ impl Server {
     }
 
     fn drain_jobs(&mut self) {
-        while let Ok(out) = self.pool.results.try_recv() {
+        while let Ok(out) = self.workers.results.try_recv() {
             match out {
                 JobOutput::Partial(id, bytes) => {
                     if let Some(ex) = self.exchanges.get_mut(&id)

@@ -44,15 +44,15 @@ use proto::features::{Feature, Features};
 use proto::mesg::MesgLine;
 use proto::quote::quote_string;
 
-use crate::services::amandates;
 use crate::services::context::APPLICATION_DIR;
-use crate::services::exinclude::{self, ExInclude, ListPlace};
-use crate::services::listed::Snapshot;
 use crate::services::messages::{BackupMessages, Classifier, Table};
 use crate::services::request::{auth_mismatch, head, unsupported_request};
-use crate::services::tar::{self, Form, Launch, Mode, PropProblem, TarSetup};
 use crate::services::util::lossy;
 use crate::services::{ServiceContext, Start};
+use crate::tar::amandates;
+use crate::tar::exinclude::{self, ExInclude, ListPlace};
+use crate::tar::gnutar::{self, Form, Launch, Mode, PropProblem, TarSetup};
+use crate::tar::listed::Snapshot;
 
 pub use crate::services::messages::StreamOutput;
 
@@ -208,7 +208,7 @@ fn plan(ctx: &ServiceContext, args: &[u8]) -> Result<BackupPlan, Vec<u8>> {
     }
     // Only what needs no file system here (this runs on the event loop); the rest of the
     // DLE is resolved when the dump starts.
-    let form = tar::form_of(&dle).map_err(|e| fail(&mut out, error_line(&format!("[{e}]"))))?;
+    let form = gnutar::form_of(&dle).map_err(|e| fail(&mut out, error_line(&format!("[{e}]"))))?;
     let index = dle.index;
     // No STATE pair, even when the server has feature 117: we do not advertise it.
     out.extend_from_slice(&proto::sendbackup::connect_line(index, false));
@@ -413,12 +413,12 @@ impl BackupRun {
             Form::Amgtar => Classifier::new(Table::Amgtar, &setup.props.rules),
         }
         .map_err(|e| failure(&early, e.to_string()))?;
-        let launch = tar::launch(ctx);
+        let launch = gnutar::launch(ctx);
         let (data_r, data_w) =
             data_pipe().map_err(|e| failure(&early, format!("can't create pipe: {e}")))?;
         let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| failure(&early, format!("can't create pipe: {e}")))?;
-        let mut cmd = tar::command(&launch, &setup.tar, &args);
+        let mut cmd = gnutar::command(&launch, &setup.tar, &args);
         cmd.stdout(std::process::Stdio::from(data_w))
             .stderr(std::process::Stdio::from(err_w));
         let child = cmd.spawn().map_err(|e| {

@@ -55,7 +55,7 @@ impl ContextInner {
             peer_name: String::new(),
             features_hex: crate::services::features::advertised_hex(),
             gnutar_path: PathBuf::from("/usr/bin/tar"),
-            runtar_path: Some(PathBuf::from(crate::services::runtar::INSTALLED_PATH)),
+            runtar_path: Some(PathBuf::from(crate::tar::runtar::INSTALLED_PATH)),
             gnutar_list_dir: PathBuf::from("/var/lib/amanda/gnutar-lists"),
             amandates: PathBuf::from("/var/lib/amanda/amandates"),
             tmp_dir: PathBuf::from("/tmp/amanda"),

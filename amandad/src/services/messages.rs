@@ -16,7 +16,7 @@
 //! What this module must not do: any I/O (it is fed bytes and appends bytes), or allocate
 //! in proportion to anything but the input it was just given.
 
-use crate::services::regex::{Regex, RegexError};
+use crate::tar::regex::{Regex, RegexError};
 
 /// The longest piece of a line handled at once (amgtar reads with `fgets(line, 32768)`).
 pub const MAX_LINE: usize = 32767;

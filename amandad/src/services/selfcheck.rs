@@ -38,11 +38,11 @@ use proto::dle::{Compress, Dle, Encrypt, Estimate};
 use proto::selfcheck::{JsonMessage, Origin, ReplyWriter, Severity, msg};
 
 use crate::services::context::SPACE_CHECK_DIRS;
-use crate::services::exinclude::{self, ListPlace};
 use crate::services::request::head;
-use crate::services::tar::{self, Launch, PropProblem, TarSetup};
 use crate::services::util::{euid_access, lossy, uids};
 use crate::services::{ServiceContext, Start};
+use crate::tar::exinclude::{self, ListPlace};
+use crate::tar::gnutar::{self, Launch, PropProblem, TarSetup};
 
 /// Starts a selfcheck: every check runs in the returned job.
 pub fn start(ctx: &ServiceContext, args: &[u8]) -> Start {
@@ -90,26 +90,7 @@ fn custom(
     args: &[(&str, &[u8])],
     text: String,
 ) -> JsonMessage {
-    JsonMessage {
-        source_filename: file.into(),
-        source_line: 0,
-        severity,
-        process: origin.process.into(),
-        running_on: proto::selfcheck::RUNNING_ON_CLIENT.into(),
-        component: origin.component.into(),
-        module: origin.module.into(),
-        code,
-        merrno: None,
-        errnocode: None,
-        errnostr: None,
-        args: args
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect(),
-        message: text.into_bytes().into(),
-        quoted_message: None,
-        hint: None,
-    }
+    JsonMessage::custom(origin, code, severity, file, args, text.as_bytes())
 }
 
 fn build(origin: Origin, code: i32, args: &[(&str, &[u8])], errno: Option<i32>) -> JsonMessage {
@@ -195,29 +176,52 @@ fn access_message(origin: Origin, path: &Path, mode: libc::c_int) -> JsonMessage
     )
 }
 
+/// The errors of building a DLE's exclude/include lists, as `origin` reports them.
+fn list_errors(origin: Origin, lists: &exinclude::ExInclude, disk: &[u8]) -> Vec<JsonMessage> {
+    lists
+        .messages
+        .iter()
+        .filter(|m| !m.info)
+        .map(|m| {
+            custom(
+                origin,
+                m.code,
+                Severity::Error,
+                "client_util.c",
+                &[("disk", disk)],
+                m.text.clone(),
+            )
+        })
+        .collect()
+}
+
 /// `check_file_message`.
 fn file_message(origin: Origin, path: &Path, mode: libc::c_int) -> JsonMessage {
-    match std::fs::metadata(path) {
-        Err(e) => msg::cannot_stat_file(
-            origin,
-            path.as_os_str().as_bytes(),
-            e.raw_os_error().unwrap_or(libc::EIO),
-        ),
-        Ok(m) if !m.is_file() => msg::not_a_file(origin, path.as_os_str().as_bytes()),
-        Ok(_) => access_message(origin, path, mode),
-    }
+    path_message(origin, path, mode, false)
 }
 
 /// `check_dir_message`.
 fn dir_message(origin: Origin, path: &Path, mode: libc::c_int) -> JsonMessage {
+    path_message(origin, path, mode, true)
+}
+
+/// What the two checks share: stat `path`, check its type, then its access (a directory's
+/// as `path/.`).
+fn path_message(origin: Origin, path: &Path, mode: libc::c_int, dir: bool) -> JsonMessage {
+    let name = path.as_os_str().as_bytes();
     match std::fs::metadata(path) {
-        Err(e) => msg::cannot_stat_dir(
-            origin,
-            path.as_os_str().as_bytes(),
-            e.raw_os_error().unwrap_or(libc::EIO),
-        ),
-        Ok(m) if !m.is_dir() => msg::not_a_directory(origin, path.as_os_str().as_bytes()),
-        Ok(_) => access_message(origin, &path.join("."), mode),
+        Err(e) => {
+            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+            if dir {
+                msg::cannot_stat_dir(origin, name, errno)
+            } else {
+                msg::cannot_stat_file(origin, name, errno)
+            }
+        }
+        Ok(m) if dir && !m.is_dir() => msg::not_a_directory(origin, name),
+        Ok(m) if !dir && !m.is_file() => msg::not_a_file(origin, name),
+        Ok(_) if dir => access_message(origin, &path.join("."), mode),
+        Ok(_) => access_message(origin, path, mode),
     }
 }
 
@@ -339,7 +343,7 @@ impl Check {
                 // Samba shares: the real client checks smbclient; we have no Samba support,
                 // which check_disk reports.
             } else {
-                let dir = tar::amname_to_dirname(&device);
+                let dir = gnutar::amname_to_dirname(&device);
                 let place = ListPlace {
                     tmp_dir: &self.ctx.tmp_dir,
                     prog: "selfcheck",
@@ -351,15 +355,8 @@ impl Check {
                     dle.include.as_ref().unwrap_or(&Default::default()),
                     &place,
                 );
-                for m in lists.messages.iter().filter(|m| !m.info) {
-                    self.emit(&custom(
-                        Origin::SELFCHECK,
-                        m.code,
-                        Severity::Error,
-                        "client_util.c",
-                        &[("disk", &disk)],
-                        m.text.clone(),
-                    ));
+                for m in list_errors(Origin::SELFCHECK, &lists, &disk) {
+                    self.emit(&m);
                 }
                 self.needs.runtar = true;
             }
@@ -460,7 +457,7 @@ impl Check {
                 self.emit(&build(Origin::SELFCHECK, 3_600_030, &dev_args, None));
                 return;
             }
-            let dir = tar::amname_to_dirname(&device);
+            let dir = gnutar::amname_to_dirname(&device);
             if let Err(errno) = euid_access(&dir, libc::F_OK) {
                 self.emit(&msg::could_not_access(
                     errno, b"access", &host, &device, &disk,
@@ -539,23 +536,14 @@ impl Check {
             dir: &setup.directory,
         };
         let lists = exinclude::build(&setup.exclude, &setup.include, &place);
-        for m in lists.messages.iter().filter(|m| !m.info) {
-            relayed.push(custom(
-                Origin::AMGTAR,
-                m.code,
-                Severity::Error,
-                "client_util.c",
-                &[("disk", &disk)],
-                m.text.clone(),
-            ));
-        }
+        relayed.extend(list_errors(Origin::AMGTAR, &lists, &disk));
         drop(lists);
         relayed.push(msg::amgtar_ok(&disk, &device, &host));
         if let Some(bad) = setup
             .props
             .command_options
             .iter()
-            .find(|o| !tar::command_option_allowed(o))
+            .find(|o| !gnutar::command_option_allowed(o))
         {
             relayed.push(build(
                 Origin::AMGTAR,
@@ -587,9 +575,9 @@ impl Check {
             let ok = m.severity == Severity::Info;
             relayed.push(m);
             if ok {
-                match tar::version_line(&setup.tar) {
+                match gnutar::version_line(&setup.tar) {
                     Some(line) => relayed.push(msg::amgtar_gtar_version(
-                        tar::version_number(&line).as_bytes(),
+                        gnutar::version_number(&line).as_bytes(),
                         &disk,
                         &device,
                         &host,
@@ -634,7 +622,7 @@ impl Check {
         if m.code != 3_600_063 {
             return m;
         }
-        let Launch::Helper(helper) = tar::launch(&self.ctx) else {
+        let Launch::Helper(helper) = gnutar::launch(&self.ctx) else {
             return m;
         };
         let mut directory = std::ffi::OsString::from("--directory=");
@@ -731,7 +719,7 @@ impl Check {
     /// The helper's checks: executable, setuid root, and allowed to run our tar. A helper
     /// that is missing or not setuid is a warning: tar then runs as the Amanda user.
     fn check_helper(&mut self) {
-        let user = crate::services::runtar::AMANDA_USER;
+        let user = crate::tar::runtar::AMANDA_USER;
         let consequence = format!("tar runs as {user} and backs up only what {user} can read");
         let Some(helper) = self.ctx.runtar_path.clone() else {
             self.emit(&custom(
@@ -775,9 +763,9 @@ impl Check {
                 }
             }
         }
-        let conf = tar::load_security(&self.ctx).unwrap_or_default();
-        let policy = crate::services::runtar::Policy::from_security_conf(&conf);
-        if let Err(e) = crate::services::runtar::check_tar(&self.ctx.gnutar_path, &policy) {
+        let conf = gnutar::load_security(&self.ctx).unwrap_or_default();
+        let policy = crate::tar::runtar::Policy::from_security_conf(&conf);
+        if let Err(e) = crate::tar::runtar::check_tar(&self.ctx.gnutar_path, &policy) {
             self.emit(&custom(
                 Origin::SELFCHECK,
                 3_600_092,

@@ -9,7 +9,7 @@
 //! written`, rounded up to KiB. Levels >= 1 run tar against a copy of the previous level's
 //! listed-incremental state (client-src/sendsize.c getsize_gnutar; amgtar.c
 //! amgtar_estimate). A level 0 is computed without tar when the tree and options are ones
-//! [`crate::services::estimate`] models exactly (proven equal to tar in its tests); anything
+//! [`crate::tar::estimate`] models exactly (proven equal to tar in its tests); anything
 //! else runs tar. DLEs are estimated in parallel up to the request's `maxdumps`, never two
 //! of the same spindle at once (like the real client).
 //!
@@ -27,16 +27,16 @@ use proto::dle::{Dle, Estimate};
 use proto::features::{Feature, Features};
 use proto::sendsize::{EstimateLine, EstimateResult};
 
-use crate::services::amandates;
-use crate::services::estimate::{self, WalkOptions};
-use crate::services::exinclude::{self, ListPlace};
-use crate::services::listed::Snapshot;
 use crate::services::messages::{Classifier, LineSplitter, Table, size_kib_from_line};
-use crate::services::regex::Regex;
 use crate::services::request::{head, unsupported_request};
-use crate::services::tar::{self, Form, Launch, Mode, PropProblem, TarSetup};
 use crate::services::util::lossy;
 use crate::services::{Partial, ServiceContext, Start};
+use crate::tar::amandates;
+use crate::tar::estimate::{self, WalkOptions};
+use crate::tar::exinclude::{self, ListPlace};
+use crate::tar::gnutar::{self, Form, Launch, Mode, PropProblem, TarSetup};
+use crate::tar::listed::Snapshot;
+use crate::tar::regex::Regex;
 
 /// One DLE to estimate, with the levels asked for (and whether the server may estimate
 /// each itself).
@@ -385,12 +385,12 @@ impl Job {
             &lists,
             false,
         );
-        let launch = tar::launch(ctx);
+        let launch = gnutar::launch(ctx);
         let shown = match (&launch, setup.form) {
             (Launch::Helper(h), Form::Gnutar) => h.display().to_string(),
             _ => setup.tar.display().to_string(),
         };
-        let mut cmd = tar::command(&launch, &setup.tar, &args);
+        let mut cmd = gnutar::command(&launch, &setup.tar, &args);
         cmd.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         let mut child = match cmd.spawn() {
@@ -508,8 +508,8 @@ fn native_options(setup: &TarSetup, lists: &exinclude::ExInclude) -> Option<Walk
     if lists.exclude.is_some() || lists.include.is_some() || setup.has_lists() {
         return None;
     }
-    let version = tar::version_line(&setup.tar)?;
-    if !estimate::NATIVE_TAR_VERSIONS.contains(&tar::version_number(&version))
+    let version = gnutar::version_line(&setup.tar)?;
+    if !estimate::NATIVE_TAR_VERSIONS.contains(&gnutar::version_number(&version))
         || !version.contains("GNU tar")
     {
         return None;

@@ -77,6 +77,28 @@ pub(crate) fn skip_unless_ci(why: &str) {
     eprintln!("\n*** SKIPPED: {why} ***\n");
 }
 
+/// What the real Debian client's `service` (selfcheck, sendsize...) answers to the request
+/// `req`, run as `runuser -u backup -- /usr/lib/amanda/<service> amandad bsdtcp`; `None`
+/// (a skip, or a failure under CI) without root or the real amanda-client.
+#[cfg(test)]
+pub(crate) fn real_client_service(service: &str, req: &str) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let program = format!("/usr/lib/amanda/{service}");
+    if !nix::unistd::geteuid().is_root() || !Path::new(&program).exists() {
+        skip_unless_ci("needs root and the real amanda-client");
+        return None;
+    }
+    let mut child = std::process::Command::new("runuser")
+        .args(["-u", "backup", "--", &program, "amandad", "bsdtcp"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(req.as_bytes()).ok()?;
+    Some(child.wait_with_output().ok()?.stdout)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

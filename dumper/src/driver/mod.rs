@@ -19,10 +19,14 @@
 //! - order among ready DLEs: higher `priority` first, then by estimated size (smallest
 //!   first, or largest first when `dumporder` starts with an upper-case letter), then
 //!   disklist order;
-//! - the holding disk (once the shell reports it with [`Input::HoldingSpace`]): a dump whose
-//!   estimate does not fit in the free holding space waits while something will free space
-//!   (the taper is writing, or other dumps run); when nothing will, it starts anyway and
-//!   its failure says why (issue 15);
+//! - holding disks ([`holding`]): a dump goes to a disk where its estimate fits (the one
+//!   with the fewest running dumps, then the most room), and reserves its estimate there;
+//!   the reservation goes when it ends, and what it wrote counts until the taper removes
+//!   it ([`Input::HoldingFreed`]). The shell reports the file systems' free space
+//!   ([`Input::HoldingSpace`]). A dump that fits nowhere waits while something will free
+//!   space (the taper will, or other dumps run and their reservations may shrink); when
+//!   nothing will, it starts anyway on the disk with the most room, and its failure says
+//!   why (issue 15);
 //! - a retryable failure (no REP, NAK, a stream that could not be connected) is retried
 //!   after `retry_delay`, at most `retry-dump` times; other failures are final;
 //! - every time a ready DLE cannot start, the reason is kept; when it starts, how long it
@@ -33,6 +37,13 @@
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use crate::failure::{DumpFailure, EstimateFailure};
+
+pub mod holding;
+
+pub use holding::HoldingDisk;
+use holding::{Choice, Disks};
 
 /// Which ready DLE goes first (after priority).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +77,8 @@ pub struct DriverConfig {
     pub retry_delay: Duration,
     /// Estimate groups asked at once.
     pub max_estimates: usize,
+    /// The holding disks, in configuration order (none: one without limits).
+    pub holding: Vec<HoldingDisk>,
 }
 
 /// A client host.
@@ -96,8 +109,9 @@ pub struct DleSched {
     pub failed: Option<String>,
 }
 
-/// What happened to an estimate of one DLE.
-pub type EstimateResult = Result<Option<u64>, String>;
+/// What happened to an estimate of one DLE: its size in bytes (`None`: unknown), or why
+/// there is none.
+pub type EstimateResult = crate::estimate::Estimate;
 
 /// An event for the driver.
 #[derive(Clone, Debug)]
@@ -127,26 +141,43 @@ pub enum Input {
         /// How long it waited.
         waited: Duration,
     },
-    /// The holding disk: `free` bytes may still be written (what running dumps reserved
-    /// already taken off); `will_free`: the taper is writing or holds dumps it will write,
-    /// so space will come back.
+    /// The holding disks' file systems: `free[i]` bytes free on disk `i` now (statvfs;
+    /// what running dumps wrote so far is already off; `None`: it cannot be read, and only
+    /// `use` bounds the disk), and what the taper does.
     HoldingSpace {
-        /// Bytes free for new dumps.
-        free: u64,
-        /// Space will be freed.
-        will_free: bool,
+        /// Free bytes per disk, in configuration order.
+        free: Vec<Option<u64>>,
+        /// The taper.
+        taper: Taper,
+    },
+    /// The taper removed `bytes` of this run's files from holding disk `disk`.
+    HoldingFreed {
+        /// The disk.
+        disk: usize,
+        /// The bytes.
+        bytes: u64,
     },
     /// A dump ended.
     DumpFinished {
         /// The DLE.
         dle: usize,
-        /// Success (DONE or STRANGE).
-        ok: bool,
-        /// The failure may be retried.
-        retryable: bool,
-        /// The failure text.
-        error: Option<String>,
+        /// DONE or STRANGE with the bytes its holding file takes (header included), or
+        /// why it failed (and whether a retry may help).
+        result: Result<u64, DumpFailure>,
     },
+}
+
+/// The taper, as far as holding space goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Taper {
+    /// No taper tonight: space comes back only when running dumps end smaller than their
+    /// reservations (or fail).
+    #[default]
+    None,
+    /// A taper runs, with nothing to write now.
+    Idle,
+    /// The taper is writing or holds dumps it will write: space will come back.
+    WillFree,
 }
 
 /// What the shell must do.
@@ -157,7 +188,7 @@ pub enum Action {
         /// The group.
         group: usize,
     },
-    /// Dump this DLE on this worker.
+    /// Dump this DLE on this worker, to this holding disk.
     StartDump {
         /// The DLE.
         dle: usize,
@@ -165,6 +196,8 @@ pub enum Action {
         worker: usize,
         /// 1 for the first try.
         attempt: u32,
+        /// The holding disk (index in [`DriverConfig::holding`]).
+        holding: usize,
     },
     /// The DLE failed for good without (another) dump attempt.
     Failed {
@@ -224,6 +257,8 @@ pub struct Track {
     /// Errors of attempts that were retried.
     pub retried_errors: Vec<String>,
     blocked: Option<(Instant, String, String)>,
+    /// While it runs: its holding disk and the bytes reserved there.
+    reservation: Option<(usize, u64)>,
 }
 
 /// The scheduler. See the module docs.
@@ -241,7 +276,8 @@ pub struct Driver {
     actions: VecDeque<Action>,
     finished_sent: bool,
     started: bool,
-    holding: Option<(u64, bool)>,
+    disks: Disks,
+    taper: Taper,
 }
 
 impl Driver {
@@ -275,6 +311,7 @@ impl Driver {
                     waits: Vec::new(),
                     retried_errors: Vec::new(),
                     blocked: None,
+                    reservation: None,
                 }
             })
             .collect();
@@ -287,7 +324,8 @@ impl Driver {
             actions: VecDeque::new(),
             finished_sent: false,
             started: false,
-            holding: None,
+            disks: Disks::new(&cfg.holding),
+            taper: Taper::None,
             cfg,
             hosts,
             dles,
@@ -308,12 +346,12 @@ impl Driver {
             Input::EstimateDone { group, results } => {
                 self.estimates_running = self.estimates_running.saturating_sub(1);
                 let members = self.groups.get(group).cloned().unwrap_or_default();
+                let mut results = results;
                 for dle in members {
-                    let r = results
-                        .iter()
-                        .find(|(d, _)| *d == dle)
-                        .map(|(_, r)| r.clone())
-                        .unwrap_or_else(|| Err("no estimate came back".to_owned()));
+                    let r = match results.iter().position(|(d, _)| *d == dle) {
+                        Some(i) => results.swap_remove(i).1,
+                        None => Err(EstimateFailure::NotReturned),
+                    };
                     let Some(t) = self.tracks.get_mut(dle) else {
                         continue;
                     };
@@ -327,7 +365,8 @@ impl Driver {
                             }
                             t.state = State::Ready;
                         }
-                        Err(reason) => {
+                        Err(failure) => {
+                            let reason = failure.to_string();
                             t.state = State::Failed(reason.clone());
                             self.actions.push_back(Action::Failed { dle, reason });
                         }
@@ -354,15 +393,12 @@ impl Driver {
                     w.waited = Some(waited);
                 }
             }
-            Input::HoldingSpace { free, will_free } => {
-                self.holding = Some((free, will_free));
+            Input::HoldingSpace { free, taper } => {
+                self.disks.report(&free);
+                self.taper = taper;
             }
-            Input::DumpFinished {
-                dle,
-                ok,
-                retryable,
-                error,
-            } => {
+            Input::HoldingFreed { disk, bytes } => self.disks.freed(disk, bytes),
+            Input::DumpFinished { dle, result } => {
                 let Some(t) = self.tracks.get_mut(dle) else {
                     return;
                 };
@@ -377,15 +413,18 @@ impl Driver {
                 {
                     *n = n.saturating_sub(1);
                 }
-                let error = error.unwrap_or_else(|| "[unknown error]".to_owned());
-                t.state = if ok {
-                    State::Done
-                } else if retryable && t.retries_left > 0 {
-                    t.retries_left -= 1;
-                    t.retried_errors.push(error);
-                    State::RetryAt(now + self.cfg.retry_delay)
-                } else {
-                    State::Failed(error)
+                if let Some((disk, reserved)) = t.reservation.take() {
+                    let written = *result.as_ref().unwrap_or(&0);
+                    self.disks.release(disk, reserved, written);
+                }
+                t.state = match result {
+                    Ok(_) => State::Done,
+                    Err(f) if f.retryable() && t.retries_left > 0 => {
+                        t.retries_left -= 1;
+                        t.retried_errors.push(f.report_text());
+                        State::RetryAt(now + self.cfg.retry_delay)
+                    }
+                    Err(f) => State::Failed(f.report_text()),
                 };
             }
         }
@@ -428,6 +467,26 @@ impl Driver {
     /// Dumps running now.
     pub fn running(&self) -> usize {
         self.workers.iter().filter(|w| w.is_some()).count()
+    }
+
+    /// Estimated bytes of the DLEs not done or failed yet (for the taper's
+    /// `flush-threshold-scheduled`).
+    pub fn scheduled_bytes(&self) -> u64 {
+        self.tracks
+            .iter()
+            .filter(|t| !matches!(t.state, State::Done | State::Failed(_)))
+            .filter_map(|t| t.estimate)
+            .sum()
+    }
+
+    /// Bytes this run's finished dumps wrote to each holding disk.
+    pub fn holding_written(&self) -> Vec<u64> {
+        self.disks.written()
+    }
+
+    /// Room on holding disk `disk` for a new dump now.
+    pub fn holding_room(&self, disk: usize) -> u64 {
+        self.disks.room(disk)
     }
 
     fn step(&mut self, now: Instant) {
@@ -501,6 +560,7 @@ impl Driver {
     fn schedule(&mut self, now: Instant) {
         for dle in self.ready_in_order() {
             let host = self.dles[dle].host;
+            let need = self.tracks[dle].estimate.unwrap_or(0);
             let maxdumps = self.hosts.get(host).map_or(1, |h| h.maxdumps.max(1));
             let running_on_host = self.host_running.get(host).copied().unwrap_or(0);
             let idle = self.workers.iter().position(Option::is_none);
@@ -529,15 +589,17 @@ impl Driver {
                         self.charge(dle)
                     ),
                 ))
-            } else if let Some((free, will_free)) = self.holding
-                && (will_free || self.running() > 0)
-                && self.tracks[dle].estimate.unwrap_or(0) > free
+            } else if let Choice::Tightest { room, .. } = self.disks.choose(need)
+                && (self.taper == Taper::WillFree || self.running() > 0)
             {
+                let until = match self.taper {
+                    Taper::None => "the running dumps to end",
+                    Taper::Idle | Taper::WillFree => "the taper to free space",
+                };
                 Some((
                     "holding",
                     format!(
-                        "holding disk: the dump needs about {} bytes, {free} are free; waiting for the taper to free space",
-                        self.tracks[dle].estimate.unwrap_or(0)
+                        "holding disk: the dump needs about {need} bytes, {room} are free; waiting for {until}"
                     ),
                 ))
             } else {
@@ -563,11 +625,11 @@ impl Driver {
                     }
                     t.attempts += 1;
                     t.state = State::Running { worker };
-                    // Until the shell reports the holding disk again, the dump's
-                    // estimate is taken as used.
-                    if let Some((free, _)) = &mut self.holding {
-                        *free = free.saturating_sub(t.estimate.unwrap_or(0));
-                    }
+                    let disk = match self.disks.choose(need) {
+                        Choice::Fits(d) | Choice::Tightest { disk: d, .. } => d,
+                    };
+                    self.disks.reserve(disk, need);
+                    t.reservation = Some((disk, need));
                     self.workers[worker] = Some(dle);
                     if let Some(n) = self.host_running.get_mut(host) {
                         *n += 1;
@@ -576,6 +638,7 @@ impl Driver {
                         dle,
                         worker,
                         attempt: t.attempts,
+                        holding: disk,
                     });
                 }
                 (None, None) => {}

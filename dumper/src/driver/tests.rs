@@ -3,6 +3,28 @@
 //! milliseconds.
 
 use super::*;
+use crate::net::exchange::{Awaited, RequestFailure};
+
+/// A failure the driver retries (no ACK), or one it does not (the client's own error).
+fn failure(retryable: bool) -> DumpFailure {
+    if retryable {
+        DumpFailure::Control {
+            auth: proto::Auth::Bsd,
+            host: "h".into(),
+            port: 10080,
+            failure: Box::new(RequestFailure::Unanswered {
+                awaited: Awaited::Ack,
+                wait: Duration::from_secs(10),
+                hop: None,
+                sends: 3,
+            }),
+        }
+    } else {
+        DumpFailure::Client(proto::mesg::DumpError::Client(
+            "tar: /x: Cannot open".into(),
+        ))
+    }
+}
 
 fn cfg(inparallel: usize) -> DriverConfig {
     DriverConfig {
@@ -11,6 +33,7 @@ fn cfg(inparallel: usize) -> DriverConfig {
         order: Order::SmallestFirst,
         retry_delay: Duration::from_secs(30),
         max_estimates: 4,
+        holding: vec![],
     }
 }
 
@@ -83,6 +106,7 @@ impl Night {
                         dle,
                         worker,
                         attempt,
+                        ..
                     } => {
                         let (dur, ok, retry) = outcome(dle, attempt);
                         self.running.push((self.now + dur, dle, ok, retry));
@@ -125,9 +149,11 @@ impl Night {
                     self.now,
                     Input::DumpFinished {
                         dle,
-                        ok,
-                        retryable,
-                        error: (!ok).then(|| "[request failed: timeout waiting for ACK]".into()),
+                        result: if ok {
+                            Ok(1000)
+                        } else {
+                            Err(failure(retryable))
+                        },
                     },
                 );
             } else {
@@ -274,7 +300,10 @@ fn estimate_errors_fail_the_dle_and_dumps_start_per_group() {
             group: 1,
             results: vec![
                 (1, Ok(Some(10))),
-                (2, Err("[estimate: no such dir]".into())),
+                (
+                    2,
+                    Err(EstimateFailure::Client("estimate: no such dir".into())),
+                ),
             ],
         },
     );
@@ -289,7 +318,8 @@ fn estimate_errors_fail_the_dle_and_dumps_start_per_group() {
             Action::StartDump {
                 dle: 1,
                 worker: 0,
-                attempt: 1
+                attempt: 1,
+                holding: 0
             }
         ]
     );
@@ -333,94 +363,173 @@ fn unsupported_dles_fail_without_scheduling_and_the_run_finishes() {
     assert!(d.is_finished());
 }
 
+fn sized(host: usize, bytes: u64) -> DleSched {
+    let mut x = dle(host, None);
+    x.size_hint = Some(bytes);
+    x
+}
+
+fn starts(d: &mut Driver) -> Vec<(usize, usize)> {
+    std::iter::from_fn(|| d.poll_action())
+        .filter_map(|a| match a {
+            Action::StartDump { dle, holding, .. } => Some((dle, holding)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn space(d: &mut Driver, at: Instant, free: &[u64], taper: Taper) {
+    d.handle(
+        at,
+        Input::HoldingSpace {
+            free: free.iter().map(|&f| Some(f)).collect(),
+            taper,
+        },
+    );
+}
+
+fn finished(d: &mut Driver, at: Instant, dle: usize, result: Result<u64, DumpFailure>) {
+    d.handle(at, Input::DumpFinished { dle, result });
+}
+
 /// issue 15: a holding disk too small for the night makes dumps wait for the taper to free
 /// space instead of failing; with nothing to free, a dump starts anyway.
 #[test]
 fn dumps_wait_for_holding_space_while_the_taper_frees_it() {
     let t0 = Instant::now();
+    let mut c = cfg(4);
+    c.holding = vec![HoldingDisk::from_use_kib(1)];
+    c.holding[0].cap = Some(1500);
     let mut d = Driver::new(
-        cfg(4),
+        c,
         vec![host("a", 4)],
-        (0..3)
-            .map(|_| {
-                let mut x = dle(0, None);
-                x.size_hint = Some(1000);
-                x
-            })
-            .collect(),
+        (0..3).map(|_| sized(0, 1000)).collect(),
     );
-    d.handle(
-        t0,
-        Input::HoldingSpace {
-            free: 1500,
-            will_free: false,
-        },
-    );
+    space(&mut d, t0, &[1 << 30], Taper::Idle);
     d.start(t0);
-    let started = |d: &mut Driver| {
-        std::iter::from_fn(|| d.poll_action())
-            .filter(|a| matches!(a, Action::StartDump { .. }))
-            .count()
-    };
     // One fits; the others wait while it runs.
-    assert_eq!(started(&mut d), 1);
-    d.handle(
-        t0,
-        Input::HoldingSpace {
-            free: 500,
-            will_free: false,
-        },
-    );
-    assert_eq!(started(&mut d), 0);
+    assert_eq!(starts(&mut d), vec![(0, 0)]);
+    assert_eq!(d.holding_room(0), 500);
     // Done and queued for the taper (the shell says so before the dump's end): still no
     // room, but the taper will free it.
-    d.handle(
+    space(
+        &mut d,
         t0 + Duration::from_secs(5),
-        Input::HoldingSpace {
-            free: 500,
-            will_free: true,
-        },
+        &[1 << 30],
+        Taper::WillFree,
     );
-    d.handle(
-        t0 + Duration::from_secs(5),
-        Input::DumpFinished {
-            dle: 0,
-            ok: true,
-            retryable: false,
-            error: None,
-        },
-    );
-    assert_eq!(started(&mut d), 0);
+    finished(&mut d, t0 + Duration::from_secs(5), 0, Ok(1000));
+    assert_eq!(starts(&mut d), vec![]);
+    // The taper wrote it and removed the file.
     d.handle(
         t0 + Duration::from_secs(9),
-        Input::HoldingSpace {
-            free: 1500,
-            will_free: false,
+        Input::HoldingFreed {
+            disk: 0,
+            bytes: 1000,
         },
     );
-    assert_eq!(started(&mut d), 1);
+    space(&mut d, t0 + Duration::from_secs(9), &[1 << 30], Taper::Idle);
+    assert_eq!(starts(&mut d), vec![(1, 0)]);
     let w = &d.track(1).unwrap().waits;
     assert!(
         w.iter()
             .any(|w| w.what == "holding" && w.reason.contains("waiting for the taper")),
         "{w:?}"
     );
-    d.handle(
-        t0 + Duration::from_secs(12),
-        Input::DumpFinished {
-            dle: 1,
-            ok: true,
-            retryable: false,
-            error: None,
-        },
-    );
+    finished(&mut d, t0 + Duration::from_secs(12), 1, Ok(1000));
     // Nothing runs and nothing will free space: the last one starts and will say why.
+    space(&mut d, t0 + Duration::from_secs(12), &[10], Taper::Idle);
+    assert_eq!(starts(&mut d), vec![(2, 0)]);
+    assert_eq!(d.holding_written(), vec![2000]);
+}
+
+// issue 11: `holding::choose` ignored the estimate; the driver places dumps by it.
+#[test]
+fn a_dump_goes_to_a_holding_disk_where_its_estimate_fits() {
+    let t0 = Instant::now();
+    let mut c = cfg(4);
+    c.holding = vec![HoldingDisk::UNBOUNDED, HoldingDisk::UNBOUNDED];
+    let dles = vec![sized(0, 4000), sized(0, 2000), sized(0, 5000)];
+    let mut d = Driver::new(c.clone(), vec![host("a", 4)], dles);
+    space(&mut d, t0, &[10_000, 3000], Taper::None);
+    d.start(t0);
+    // Smallest first: 2000 fits both and goes to the idle disk with the most room; 4000
+    // then fits only disk 0; 5000 fits disk 0 no more (10000 - 2000 - 4000 = 4000)...
+    let got = starts(&mut d);
+    assert_eq!(got[..2], [(1, 0), (0, 0)]);
+    // ...and waits, as other dumps run whose reservations may shrink.
+    assert_eq!(got.len(), 2, "{got:?}");
+    let waiting = d.track(2).unwrap();
+    assert_eq!(waiting.state, State::Ready);
+    // dle 1 was much smaller than estimated: its real size frees the rest.
+    finished(&mut d, t0 + Duration::from_secs(1), 1, Ok(100));
+    assert_eq!(starts(&mut d), vec![(2, 0)]);
+    let w = &d.track(2).unwrap().waits;
+    assert!(
+        w.iter().any(|w| w.what == "holding"
+            && w.reason.contains("needs about 5000 bytes, 4000 are free")
+            && w.reason.contains("waiting for the running dumps to end")),
+        "{w:?}"
+    );
+
+    // With room on both, a dump goes to the disk with fewer running dumps.
+    let dles = vec![sized(0, 100), sized(0, 100)];
+    let mut d = Driver::new(c, vec![host("a", 4)], dles);
+    space(&mut d, t0, &[10_000, 3000], Taper::None);
+    d.start(t0);
+    assert_eq!(starts(&mut d), vec![(0, 0), (1, 1)]);
+}
+
+#[test]
+fn reservations_follow_the_real_size_failures_and_the_taper() {
+    let t0 = Instant::now();
+    let mut c = cfg(1);
+    c.holding = vec![HoldingDisk::from_use_kib(10)];
+    let mut d = Driver::new(c, vec![host("a", 4)], vec![sized(0, 4096), sized(0, 4096)]);
+    space(&mut d, t0, &[1 << 30], Taper::None);
+    d.start(t0);
+    assert_eq!(starts(&mut d), vec![(0, 0)]);
+    assert_eq!(
+        d.holding_room(0),
+        10 * 1024 - 4096,
+        "the estimate is reserved"
+    );
+    // A failed dump leaves nothing: its reservation goes.
+    finished(&mut d, t0, 0, Err(failure(false)));
+    assert_eq!(starts(&mut d), vec![(1, 0)]);
+    assert_eq!(d.holding_room(0), 10 * 1024 - 4096);
+    // A dump larger than estimated counts what it wrote.
+    finished(&mut d, t0, 1, Ok(6000));
+    assert_eq!(d.holding_room(0), 10 * 1024 - 6000);
+    assert_eq!(d.holding_written(), vec![6000]);
     d.handle(
-        t0 + Duration::from_secs(12),
-        Input::HoldingSpace {
-            free: 10,
-            will_free: false,
+        t0,
+        Input::HoldingFreed {
+            disk: 0,
+            bytes: 6000,
         },
     );
-    assert_eq!(started(&mut d), 1);
+    assert_eq!(d.holding_room(0), 10 * 1024);
+    assert_eq!(
+        d.holding_written(),
+        vec![6000],
+        "written stays for the report"
+    );
+}
+
+#[test]
+fn the_file_system_and_use_minus_n_bound_the_room() {
+    let t0 = Instant::now();
+    let mut c = cfg(2);
+    c.holding = vec![HoldingDisk::from_use_kib(-1)];
+    let mut d = Driver::new(c, vec![host("a", 4)], vec![sized(0, 2000), sized(0, 2000)]);
+    // 1024 bytes must stay free: 5000 - 1024 leaves room for one dump.
+    space(&mut d, t0, &[5000], Taper::None);
+    d.start(t0);
+    assert_eq!(starts(&mut d), vec![(0, 0)]);
+    assert_eq!(d.holding_room(0), 5000 - 1024 - 2000);
+    // The file system filled as the dump wrote; when it ends, the fresh free space counts.
+    space(&mut d, t0 + Duration::from_secs(1), &[3100], Taper::None);
+    finished(&mut d, t0 + Duration::from_secs(1), 0, Ok(1900));
+    assert_eq!(starts(&mut d), vec![(1, 0)], "3100 - 1024 >= 2000");
 }

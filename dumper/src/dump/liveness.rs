@@ -58,20 +58,42 @@ impl Liveness {
         }
     }
 
-    /// `Some(error text)` once `now` reached the deadline.
-    pub fn expired(&self, now: Instant) -> Option<String> {
+    /// `Some(timeout)` once `now` reached the deadline.
+    pub fn expired(&self, now: Instant) -> Option<DataTimeout> {
         if now < self.deadline() {
             return None;
         }
-        let quiet = now.saturating_duration_since(self.last_data).as_secs();
-        Some(if self.deadline() >= self.mesg_cap() {
-            format!(
-                "[data timeout: no DATA for {quiet}s; MESG lines alone keep a dump alive for at most {}s ({MESG_GRACE_FACTOR} x dtimeout)]",
+        Some(DataTimeout {
+            dtimeout: self.dtimeout,
+            quiet: now.saturating_duration_since(self.last_data),
+            mesg_kept_alive: self.deadline() >= self.mesg_cap(),
+        })
+    }
+}
+
+/// A dump idle for too long; `Display` is the report's text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataTimeout {
+    /// `dtimeout`.
+    pub dtimeout: Duration,
+    /// How long no DATA came.
+    pub quiet: Duration,
+    /// MESG lines kept the dump alive until their grace ran out.
+    pub mesg_kept_alive: bool,
+}
+
+impl std::fmt::Display for DataTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.mesg_kept_alive {
+            write!(
+                f,
+                "[data timeout: no DATA for {}s; MESG lines alone keep a dump alive for at most {}s ({MESG_GRACE_FACTOR} x dtimeout)]",
+                self.quiet.as_secs(),
                 (self.dtimeout * MESG_GRACE_FACTOR).as_secs()
             )
         } else {
-            "[data timeout]".to_owned()
-        })
+            f.write_str("[data timeout]")
+        }
     }
 }
 
@@ -86,7 +108,9 @@ mod tests {
         let t0 = Instant::now();
         let l = Liveness::new(t0, T);
         assert_eq!(l.expired(t0 + T - Duration::from_millis(1)), None);
-        assert_eq!(l.expired(t0 + T).as_deref(), Some("[data timeout]"));
+        let e = l.expired(t0 + T).unwrap();
+        assert_eq!(e.to_string(), "[data timeout]");
+        assert_eq!((e.dtimeout, e.quiet), (T, T));
     }
 
     #[test]
@@ -117,7 +141,8 @@ mod tests {
         };
         assert!(end.0 - t0 <= T * MESG_GRACE_FACTOR + Duration::from_secs(9));
         assert!(end.0 - t0 >= T * MESG_GRACE_FACTOR);
-        assert!(end.1.contains("MESG lines alone"), "{}", end.1);
+        assert!(end.1.mesg_kept_alive);
+        assert!(end.1.to_string().contains("MESG lines alone"), "{}", end.1);
         // DATA progress gives MESG its grace again.
         l.on_data(now);
         l.on_mesg_line(now + Duration::from_secs(9));

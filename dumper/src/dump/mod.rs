@@ -9,6 +9,9 @@
 //!     ─► verdict (proto::mesg::DumpTracker) ─► commit or remove the holding/index files
 //! ```
 //!
+//! A dump that fails says why as a [`DumpFailure`] in its [`DumpReport`]: the hop, the
+//! client's words, the timeout, the holding disk.
+//!
 //! What this module must not do: schedule (the driver does), or touch the catalog (the
 //! run shell does, from the [`DumpReport`]).
 
@@ -28,17 +31,18 @@ use proto::features::{Feature, Features};
 use proto::header::DumpHeader;
 use proto::mesg::{DumpStatus, DumpTracker, InfoFields};
 use proto::pkt::PacketType;
-use proto::sendbackup::{Reply, ReplyError, StreamIds, parse_reply};
+use proto::sendbackup::{Reply, StreamIds, parse_reply};
 
+use crate::failure::{DumpFailure, Internal, StreamSetup};
 use crate::holding::HoldingWriter;
 use crate::index::IndexWriter;
-use crate::net::exchange::{self, Outcome};
+use crate::net::control::{Control, Link};
+use crate::net::exchange::RequestFailure;
 use crate::net::tcp::FramedConn;
-use crate::net::udp::UdpControl;
-use crate::net::{self, Ports, Tuning, WaitEvent};
+use crate::net::{self, WaitEvent};
 use crate::plan::DleSpec;
 use crate::request::{self, ReqContext};
-use proto::Auth;
+use proto::{Auth, Stream};
 
 pub use session::{Limits, Source};
 
@@ -47,18 +51,8 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What every dump of a run shares.
 pub struct DumpContext {
-    /// Our features.
-    pub ours: Features,
-    /// The configuration name (`config=`).
-    pub config_name: String,
-    /// `SECURITY USER`: the configured `dumpuser`.
-    pub user: String,
-    /// The port pools.
-    pub ports: Ports,
-    /// Keepalive etc.
-    pub tuning: Tuning,
-    /// `connect-tries`, `req-tries`.
-    pub initiator: InitiatorConfig,
+    /// Who we are to the clients, the port pools, the retries.
+    pub link: Link,
     /// `dtimeout`.
     pub dtimeout: Duration,
     /// Bytes an INDEX stream may bring (amanda-rs setting `dumper.max_index_mib`).
@@ -94,12 +88,10 @@ pub struct DumpJob {
 /// How a dump ended.
 #[derive(Clone, Debug)]
 pub struct DumpReport {
-    /// DONE, STRANGE, FAILED (or RETRY when the client asked for it).
+    /// DONE, STRANGE, FAILED (or RETRY when the client asked for it on MESG).
     pub status: DumpStatus,
-    /// A failure the driver may retry (TRY-AGAIN: NAK, no REP, a connection that failed).
-    pub retryable: bool,
-    /// The error text, Amanda-style (`[request failed: timeout waiting for ACK]`).
-    pub error: Option<String>,
+    /// Why it failed: `Some` exactly when the status is FAILED or RETRY.
+    pub failure: Option<DumpFailure>,
     /// DATA bytes received (the holding file minus its header).
     pub bytes: u64,
     /// `sendbackup: size` (KiB).
@@ -129,12 +121,11 @@ pub struct DumpReport {
 }
 
 impl DumpReport {
-    /// A dump that failed before any data, with `error`.
-    pub fn failed(error: String, retryable: bool, started: Instant) -> DumpReport {
+    /// A dump that failed before any data.
+    pub fn failed(failure: DumpFailure, started: Instant) -> DumpReport {
         DumpReport {
             status: DumpStatus::Failed,
-            retryable,
-            error: Some(error),
+            failure: Some(failure),
             bytes: 0,
             orig_kb: None,
             crc: CrcValue::default(),
@@ -149,6 +140,16 @@ impl DumpReport {
             warnings: Vec::new(),
             resent: 0,
         }
+    }
+
+    /// DONE or STRANGE.
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// Whether the driver may try again.
+    pub fn retryable(&self) -> bool {
+        self.failure.as_ref().is_some_and(DumpFailure::retryable)
     }
 }
 
@@ -180,132 +181,84 @@ fn run_counting(
     resent: &mut u32,
 ) -> DumpReport {
     let started = Instant::now();
+    match dump(ctx, job, progress, waits, resent, started) {
+        Ok(report) => report,
+        Err(failure) => DumpReport::failed(failure, started),
+    }
+}
+
+/// One dump; `Err` when it failed before the data phase.
+fn dump(
+    ctx: &DumpContext,
+    job: &DumpJob,
+    progress: &Progress,
+    waits: &mut dyn FnMut(WaitEvent),
+    resent: &mut u32,
+    started: Instant,
+) -> Result<DumpReport, DumpFailure> {
     let spec = &job.spec;
-    let dest = match net::resolve(&spec.host, spec.client_port) {
-        Ok(d) => d,
-        Err(e) => return DumpReport::failed(format!("[{e}]"), true, started),
-    };
+    let link = &ctx.link;
+    let dest = net::resolve(&spec.host, spec.client_port).map_err(DumpFailure::Resolve)?;
     let rctx = ReqContext {
-        ours: &ctx.ours,
+        ours: &link.ours,
         client: &job.client_features,
         maxdumps: job.maxdumps,
         hostname: &spec.host,
-        config: &ctx.config_name,
+        config: &link.config_name,
         timestamp: Some(&job.timestamp),
     };
-    let (req, header_dle) = match request::sendbackup(&rctx, &spec.dle, job.level, &job.dumpdate) {
-        Ok(r) => r,
-        Err(e) => return DumpReport::failed(format!("[{e}]"), false, started),
-    };
+    let (req, header_dle) = request::sendbackup(&rctx, &spec.dle, job.level, &job.dumpdate)
+        .map_err(DumpFailure::Request)?;
     let icfg = InitiatorConfig {
         rep_wait: STARTUP_TIMEOUT,
-        ..ctx.initiator.clone()
+        ..link.initiator.clone()
     };
 
-    // The request, on the auth's control transport.
-    let (rep, control): (Result<Vec<u8>, Outcome>, Control) = match spec.auth {
-        Auth::Bsdtcp | Auth::Ssl => {
-            let pool = match spec.auth {
-                Auth::Ssl => ctx.ports.tcp_data.as_deref(),
-                _ => ctx.ports.tcp_reserved.as_deref(),
-            };
-            let Some(pool) = pool else {
-                return DumpReport::failed(
-                    format!("[no port pool for {}]", spec.auth),
-                    false,
-                    started,
-                );
-            };
-            let mut conn: Option<FramedConn> = None;
-            let ex = exchange::run(icfg, req, &mut conn, || match spec.ssl.as_deref() {
-                Some(s) => net::tls::connect(
-                    &ctx.ports,
-                    dest,
-                    &spec.host,
-                    s,
-                    &ctx.user,
-                    &ctx.tuning,
-                    waits,
-                ),
-                None => net::connect(pool, dest, "bsdtcp connection", &ctx.tuning, waits)
-                    .map(|l| FramedConn::new(l, dest, &ctx.user))
-                    .map_err(|e| e.to_string()),
-            });
-            *resent += ex.resent;
-            let rep = match ex.outcome {
-                Outcome::Rep(b) => Ok(b),
-                other => Err(other),
-            };
-            (
-                rep,
-                conn.map_or(Control::None, |c| Control::Tcp(Box::new(c))),
-            )
+    // The request, on the auth's control transport. The UDP port goes back to its pool
+    // when the exchange is over: the data flows over TCP.
+    let mut control = Control::for_dle(spec.auth, &spec.host, spec.ssl.as_ref());
+    let ex = control.exchange(link, dest, icfg, req, waits);
+    *resent += ex.resent;
+    let rep = ex.outcome.map_err(|failure| match failure {
+        RequestFailure::NoPool(pool) => DumpFailure::Internal(Internal::NoPool(pool)),
+        RequestFailure::Nak(body) => {
+            match parse_reply(PacketType::Nak, &body, &job.client_features) {
+                Err(e) => DumpFailure::from_reply(e),
+                Ok(_) => DumpFailure::Nak { text: None },
+            }
         }
-        Auth::Bsd | Auth::Bsdudp => {
-            let Some(pool) = ctx.ports.udp.as_deref() else {
-                return DumpReport::failed("[no reserved-udp-port pool]".into(), false, started);
-            };
-            let mut udp: Option<UdpControl> = None;
-            let ex = exchange::run(icfg, req, &mut udp, || {
-                let name = net::pool_name(pool);
-                net::lease(pool, None, waits)
-                    .map(|l| UdpControl::new(l, dest, &ctx.user))
-                    .map_err(|e| format!("{dest}: {name} pool: {e}"))
-            });
-            *resent += ex.resent;
-            // The UDP port goes back to the pool now: the data flows over TCP.
-            drop(udp);
-            let rep = match ex.outcome {
-                Outcome::Rep(b) => Ok(b),
-                other => Err(other),
-            };
-            (rep, Control::None)
-        }
-    };
-    let rep = match rep {
-        Ok(b) => b,
-        Err(Outcome::Nak(body)) => {
-            let e = match parse_reply(PacketType::Nak, &body, &job.client_features) {
-                Err(ReplyError::TryAgain(t)) => (t, true),
-                Err(ReplyError::Failed(t)) => (t, false),
-                Ok(_) => ("request NAK".to_owned(), false),
-            };
-            return DumpReport::failed(e.0, e.1, started);
-        }
-        Err(other) => {
-            let why = other.failure().unwrap_or_default();
-            return DumpReport::failed(
-                format!("[{why}] ({} {}:{})", spec.auth, spec.host, spec.client_port),
-                true,
-                started,
-            );
-        }
-    };
+        failure => DumpFailure::Control {
+            auth: spec.auth,
+            host: spec.host.clone(),
+            port: spec.client_port,
+            failure: Box::new(failure),
+        },
+    })?;
+    let control = control.into_tcp();
     // The client adds a STATE stream only when **we** advertise bit 117 too.
     let mut reply_features = job.client_features.clone();
-    if !ctx.ours.has(Feature::SENDBACKUP_STREAM_STATE) {
+    if !link.ours.has(Feature::SENDBACKUP_STREAM_STATE) {
         reply_features.remove(Feature::SENDBACKUP_STREAM_STATE);
     }
-    let (ids, features) = match parse_reply(PacketType::Rep, &rep, &reply_features) {
-        Ok(Reply::Connect { ids, features }) => (ids, features),
-        Ok(Reply::Retry { message, .. }) => {
-            return DumpReport::failed(
-                format!("[client asked to retry: {message}]"),
-                true,
-                started,
-            );
+    let ids = match parse_reply(PacketType::Rep, &rep, &reply_features) {
+        Ok(Reply::Connect { ids, .. }) => ids,
+        Ok(Reply::Retry {
+            delay,
+            level,
+            message,
+        }) => {
+            return Err(DumpFailure::Retry {
+                delay,
+                level,
+                message: String::from_utf8_lossy(&message).into_owned(),
+            });
         }
-        Err(ReplyError::TryAgain(t)) => return DumpReport::failed(t, true, started),
-        Err(ReplyError::Failed(t)) => return DumpReport::failed(t, false, started),
+        Err(e) => return Err(DumpFailure::from_reply(e)),
     };
-    let _ = features;
 
     // The files.
-    let writer = match HoldingWriter::create(job.holding_path.clone(), ctx.buffers, ctx.buffer_size)
-    {
-        Ok(w) => w,
-        Err(e) => return DumpReport::failed(e.to_string(), false, started),
-    };
+    let writer = HoldingWriter::create(job.holding_path.clone(), ctx.buffers, ctx.buffer_size)
+        .map_err(|e| DumpFailure::Holding(Arc::new(e)))?;
     let mut warnings = Vec::new();
     let index = match (&job.index_path, ids.index) {
         (Some(p), i) if i != -1 => match IndexWriter::create(p.clone()) {
@@ -318,14 +271,9 @@ fn run_counting(
         _ => None,
     };
 
-    // The streams.
-    let sources = match connect_streams(ctx, spec.auth, dest, ids, control, waits) {
-        Ok(s) => s,
-        Err(e) => {
-            writer.abort();
-            return DumpReport::failed(format!("[{e}]"), true, started);
-        }
-    };
+    // The streams (a failure drops, and so removes, the holding file).
+    let sources =
+        connect_streams(ctx, spec.auth, dest, ids, control, waits).map_err(DumpFailure::Streams)?;
     let header_base = |info: &InfoFields| {
         DumpHeader::for_dump(
             job.timestamp.as_bytes(),
@@ -354,7 +302,7 @@ fn run_counting(
     .run();
     let mut report = result.into_report(started);
     report.warnings.extend(warnings);
-    report
+    Ok(report)
 }
 
 /// Whether the client filters the backup program's output before DATA (then the `size`
@@ -366,41 +314,40 @@ fn client_filters(dle: &proto::dle::Dle) -> bool {
     ) || matches!(dle.encrypt, Encrypt::Custom { .. })
 }
 
-/// What the control exchange left open.
-enum Control {
-    None,
-    Tcp(Box<FramedConn>),
-}
-
 /// Opens the data connections of a sendbackup in the order DATA, MESG, INDEX, STATE.
+/// `control` is the bsdtcp connection, which carries them all.
 fn connect_streams(
     ctx: &DumpContext,
     auth: Auth,
     dest: SocketAddr,
     ids: StreamIds,
-    control: Control,
+    control: Option<FramedConn>,
     waits: &mut dyn FnMut(WaitEvent),
-) -> Result<Vec<Source>, String> {
+) -> Result<Vec<Source>, StreamSetup> {
     let map_of = |with_data_handle: Option<u32>| {
         let mut m = Vec::new();
         for (stream, id) in ids.to_connect() {
             let handle = match (stream, with_data_handle) {
-                (proto::sendbackup::Stream::Data, Some(h)) => h,
-                _ => u32::try_from(id).map_err(|_| format!("bad stream id {id} for {stream}"))?,
+                (Stream::Data, Some(h)) => h,
+                _ => u32::try_from(id).map_err(|_| StreamSetup::BadId { stream, id })?,
             };
             m.push((handle, stream));
         }
-        Ok::<_, String>(m)
+        Ok::<_, StreamSetup>(m)
     };
+    let port_of = |stream, id: i32| {
+        u16::try_from(id)
+            .map(|port| SocketAddr::new(dest.ip(), port))
+            .map_err(|_| StreamSetup::BadPort { stream, id })
+    };
+    let link = &ctx.link;
     match auth {
         Auth::Bsdtcp | Auth::Ssl => {
-            let Control::Tcp(mut conn) = control else {
-                return Err(format!("{auth} connection is gone"));
-            };
+            let mut conn = control.ok_or(StreamSetup::ControlGone)?;
             let control_handle = conn.handle();
             let peer_closed = conn.peer_closed(control_handle);
             let tls = conn.take_tls();
-            let (lease, rest, _) = (*conn).into_parts();
+            let (lease, rest, _) = conn.into_parts();
             Source::framed(
                 lease,
                 dest,
@@ -411,32 +358,35 @@ fn connect_streams(
             .map(|s| vec![s.with_tls(tls)])
         }
         Auth::Bsdudp => {
-            let pool = ctx
-                .ports
-                .tcp_data
-                .as_deref()
-                .ok_or("no unreserved-tcp-port pool")?;
-            let port =
-                u16::try_from(ids.data).map_err(|_| format!("bad DATA port {}", ids.data))?;
-            let to = SocketAddr::new(dest.ip(), port);
-            let lease = net::connect(pool, to, "bsdudp data connection", &ctx.tuning, waits)
-                .map_err(|e| format!("could not connect DATA stream: {e}"))?;
-            Source::framed(lease, to, Vec::new(), map_of(Some(u32::from(port)))?, None)
-                .map(|s| vec![s])
+            let pool = link.ports.tcp_data.as_deref().ok_or(StreamSetup::NoPool)?;
+            let to = port_of(Stream::Data, ids.data)?;
+            let lease = net::connect(pool, to, "bsdudp data connection", &link.tuning, waits)
+                .map_err(|error| StreamSetup::Connect {
+                    stream: Stream::Data,
+                    error: Box::new(error),
+                })?;
+            Source::framed(
+                lease,
+                to,
+                Vec::new(),
+                map_of(Some(u32::from(to.port())))?,
+                None,
+            )
+            .map(|s| vec![s])
         }
         Auth::Bsd => {
-            let pool = ctx
-                .ports
-                .tcp_data
-                .as_deref()
-                .ok_or("no unreserved-tcp-port pool")?;
+            let pool = link.ports.tcp_data.as_deref().ok_or(StreamSetup::NoPool)?;
             let mut out = Vec::new();
             for (stream, id) in ids.to_connect() {
-                let port = u16::try_from(id).map_err(|_| format!("bad {stream} port {id}"))?;
-                let to = SocketAddr::new(dest.ip(), port);
+                let to = port_of(stream, id)?;
                 let what = format!("{stream} stream");
-                let lease = net::connect(pool, to, &what, &ctx.tuning, waits)
-                    .map_err(|e| format!("could not connect {stream} stream: {e}"))?;
+                let lease =
+                    net::connect(pool, to, &what, &link.tuning, waits).map_err(|error| {
+                        StreamSetup::Connect {
+                            stream,
+                            error: Box::new(error),
+                        }
+                    })?;
                 out.push(Source::raw(lease, to, stream)?);
             }
             Ok(out)

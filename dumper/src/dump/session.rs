@@ -30,8 +30,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use mio::{Events, Interest, Poll, Token};
-use portpool::Lease;
+use portpool_alloc::Lease;
 use proto::Stream;
 use proto::crc::{Crc32c, CrcValue};
 use proto::frame::{Decoder, Event, eof_frame};
@@ -42,7 +44,8 @@ use proto::mesg::{
 
 use super::liveness::Liveness;
 use super::{DumpReport, Progress};
-use crate::holding::{Chunk, HoldingWriter};
+use crate::failure::{DumpFailure, Internal, LinkOp, StreamSetup};
+use crate::holding::{Chunk, HoldingError, HoldingWriter};
 use crate::index::IndexWriter;
 
 /// Framed DATA accepted before `sendbackup: info end` (a correct client sends none).
@@ -94,10 +97,10 @@ pub struct Source {
     tls: Option<ssl::TlsLayer>,
 }
 
-fn to_mio(lease: Lease<TcpStream>) -> Result<Lease<mio::net::TcpStream>, String> {
+fn to_mio(lease: Lease<TcpStream>) -> Result<Lease<mio::net::TcpStream>, StreamSetup> {
     lease.try_map(|s| {
         s.set_nonblocking(true)
-            .map_err(|e| format!("nonblocking socket: {e}"))?;
+            .map_err(|e| StreamSetup::Nonblocking(Arc::new(e)))?;
         Ok(mio::net::TcpStream::from_std(s))
     })
 }
@@ -108,7 +111,7 @@ impl Source {
         lease: Lease<TcpStream>,
         peer: SocketAddr,
         stream: Stream,
-    ) -> Result<Source, String> {
+    ) -> Result<Source, StreamSetup> {
         Ok(Source {
             conn: to_mio(lease)?,
             peer,
@@ -130,7 +133,7 @@ impl Source {
         initial: Vec<u8>,
         handles: Vec<(u32, Stream)>,
         control: Option<(u32, bool)>,
-    ) -> Result<Source, String> {
+    ) -> Result<Source, StreamSetup> {
         let mut out = Vec::new();
         let control = match control {
             Some((h, true)) => {
@@ -228,7 +231,6 @@ impl Source {
 struct Sink<'a> {
     writer: Option<HoldingWriter>,
     index: Option<IndexWriter>,
-    index_error: Option<String>,
     tracker: DumpTracker,
     splitter: LineSplitter,
     crc: Crc32c,
@@ -237,7 +239,7 @@ struct Sink<'a> {
     header: Option<Vec<u8>>,
     /// The header written first, to which the final one adds sizes and CRCs.
     header_fields: Option<DumpHeader>,
-    error: Option<String>,
+    error: Option<DumpFailure>,
     open: Vec<Stream>,
     mesg_ended: bool,
     stop: bool,
@@ -251,11 +253,15 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    fn fail(&mut self, e: String) {
+    fn fail(&mut self, e: DumpFailure) {
         if self.error.is_none() {
             self.error = Some(e);
         }
         self.stop = true;
+    }
+
+    fn holding_failed(&mut self, e: HoldingError) {
+        self.fail(DumpFailure::Holding(Arc::new(e)));
     }
 
     fn data_enabled(&self) -> bool {
@@ -290,9 +296,9 @@ impl Sink<'_> {
                 if self.header.is_some() {
                     self.push_data(bytes);
                 } else if self.early.len() + bytes.len() > MAX_EARLY_DATA {
-                    self.fail(format!(
-                        "[client sent more than {MAX_EARLY_DATA} bytes of DATA before `sendbackup: info end`]"
-                    ));
+                    self.fail(DumpFailure::EarlyData {
+                        limit: MAX_EARLY_DATA,
+                    });
                 } else {
                     self.early.extend_from_slice(bytes);
                 }
@@ -300,10 +306,9 @@ impl Sink<'_> {
             Stream::Index => {
                 self.index_bytes = self.index_bytes.saturating_add(bytes.len() as u64);
                 if self.index_bytes > self.max_index_bytes {
-                    self.fail(format!(
-                        "[the INDEX stream brought more than {} MiB, the limit (amanda-rs setting dumper.max_index_mib)]",
-                        self.max_index_bytes / (1024 * 1024)
-                    ));
+                    self.fail(DumpFailure::IndexCap {
+                        limit: self.max_index_bytes,
+                    });
                     return;
                 }
                 if let Some(ix) = &mut self.index {
@@ -319,8 +324,11 @@ impl Sink<'_> {
         let fields = (self.header_base)(self.tracker.info());
         let header = match fields.build() {
             Ok(h) => h,
-            Err(e) => {
-                self.fail(format!("[cannot build the dump-file header: {e}]"));
+            Err(error) => {
+                self.fail(DumpFailure::Internal(Internal::Header {
+                    final_header: false,
+                    error,
+                }));
                 return;
             }
         };
@@ -328,7 +336,7 @@ impl Sink<'_> {
         if let Some(w) = &mut self.writer
             && let Err(e) = w.write_all(&header)
         {
-            self.fail(e.to_string());
+            self.holding_failed(e);
             return;
         }
         self.header = Some(header);
@@ -370,7 +378,7 @@ impl Sink<'_> {
         match w.chunk() {
             Ok(c) => Some(c),
             Err(e) => {
-                self.fail(e.to_string());
+                self.holding_failed(e);
                 None
             }
         }
@@ -385,7 +393,7 @@ impl Sink<'_> {
         if let Some(w) = &mut self.writer
             && let Err(e) = w.submit(chunk)
         {
-            self.fail(e.to_string());
+            self.holding_failed(e);
         }
     }
 
@@ -394,7 +402,7 @@ impl Sink<'_> {
             && let Some(w) = &mut self.writer
             && let Err(e) = w.submit(c)
         {
-            self.fail(e.to_string());
+            self.holding_failed(e);
         }
     }
 
@@ -430,10 +438,9 @@ pub struct SessionResult {
     writer: Option<HoldingWriter>,
     header_fields: Option<DumpHeader>,
     index: Option<IndexWriter>,
-    index_error: Option<String>,
     tracker: DumpTracker,
     crc: Crc32c,
-    error: Option<String>,
+    error: Option<DumpFailure>,
     first_data: Option<Instant>,
     last_data: Option<Instant>,
 }
@@ -456,7 +463,6 @@ impl<'a> Session<'a> {
             sink: Sink {
                 writer: Some(writer),
                 index,
-                index_error: None,
                 tracker,
                 splitter: LineSplitter::default(),
                 crc: Crc32c::new(),
@@ -492,7 +498,6 @@ impl<'a> Session<'a> {
             writer: s.writer,
             header_fields: s.header_fields,
             index: s.index,
-            index_error: s.index_error,
             tracker: s.tracker,
             crc: s.crc,
             error: s.error,
@@ -501,8 +506,16 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn run_loop(&mut self) -> Result<(), String> {
-        let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+    fn run_loop(&mut self) -> Result<(), DumpFailure> {
+        let poll_failed = |what| {
+            move |e| {
+                DumpFailure::Internal(Internal::Poll {
+                    what,
+                    source: Arc::new(e),
+                })
+            }
+        };
+        let mut poll = Poll::new().map_err(poll_failed("poll"))?;
         for (i, s) in self.sources.iter_mut().enumerate() {
             poll.registry()
                 .register(
@@ -510,7 +523,7 @@ impl<'a> Session<'a> {
                     Token(i),
                     Interest::READABLE | Interest::WRITABLE,
                 )
-                .map_err(|e| format!("poll register: {e}"))?;
+                .map_err(poll_failed("poll register"))?;
         }
         // Bytes read together with the REP.
         for i in 0..self.sources.len() {
@@ -533,7 +546,11 @@ impl<'a> Session<'a> {
                     *r = self.service(i)?;
                 }
                 if let Err(e) = self.sources[i].flush_out() {
-                    return Err(format!("{}: {e}", self.sources[i].peer));
+                    return Err(DumpFailure::Link {
+                        peer: self.sources[i].peer,
+                        op: LinkOp::Write,
+                        source: Arc::new(e),
+                    });
                 }
             }
             // Raw DATA becomes readable for us only now: read what TCP held back.
@@ -557,7 +574,7 @@ impl<'a> Session<'a> {
             }
             let now = Instant::now();
             if let Some(e) = self.sink.liveness.expired(now) {
-                return Err(e);
+                return Err(DumpFailure::DataTimeout(e));
             }
             // A source left readable gets its next turn after a poll that does not wait.
             let wait = if ready.iter().any(|r| *r) {
@@ -572,7 +589,7 @@ impl<'a> Session<'a> {
             match poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("poll: {e}")),
+                Err(e) => return Err(poll_failed("poll")(e)),
             }
             for ev in events.iter() {
                 if let Some(r) = ready.get_mut(ev.token().0) {
@@ -585,7 +602,7 @@ impl<'a> Session<'a> {
     /// Reads a source until it would block (or, for raw DATA, until data is enabled), or
     /// for at most [`READS_PER_TURN`] reads: `Ok(true)` then, it is still readable. A peer
     /// that sends without pause must not keep the loop from its timeout and other sources.
-    fn service(&mut self, i: usize) -> Result<bool, String> {
+    fn service(&mut self, i: usize) -> Result<bool, DumpFailure> {
         for _ in 0..READS_PER_TURN {
             if self.sink.stop {
                 return Ok(false);
@@ -652,7 +669,7 @@ impl<'a> Session<'a> {
     }
 
     /// One read of raw DATA straight into a writer buffer. `Ok(false)`: would block or EOF.
-    fn read_raw_data(&mut self, i: usize) -> Result<bool, String> {
+    fn read_raw_data(&mut self, i: usize) -> Result<bool, DumpFailure> {
         let Some(mut chunk) = self.sink.take_chunk() else {
             return Ok(false);
         };
@@ -663,7 +680,13 @@ impl<'a> Session<'a> {
                 Ok(n) => break Ok(Some(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(format!("{} (DATA): {e}", src.peer)),
+                Err(e) => {
+                    break Err(DumpFailure::Link {
+                        peer: src.peer,
+                        op: LinkOp::ReadData,
+                        source: Arc::new(e),
+                    });
+                }
             }
         };
         match r {
@@ -714,7 +737,7 @@ impl<'a> Session<'a> {
         } = &mut src.kind
         {
             if let Err(e) = decoder.finish() {
-                truncated = Some(e.to_string());
+                truncated = Some(e);
             }
             for (_, k, ended) in handles.iter_mut() {
                 if !*ended {
@@ -724,25 +747,20 @@ impl<'a> Session<'a> {
             }
         }
         if !cut.is_empty() {
-            let names: Vec<String> = cut.iter().map(ToString::to_string).collect();
-            let mut why = format!(
-                "[{peer}: connection closed by the client with {} still open",
-                names.join(", ")
-            );
-            if let Some(t) = truncated {
-                why.push_str(&format!(" ({t})"));
-            }
-            why.push(']');
             // MESG processing first, so the tracker sees its end; then our error wins.
             for k in &cut {
                 self.sink.on_eof(*k);
             }
-            self.sink.fail(why);
+            self.sink.fail(DumpFailure::ClosedEarly {
+                peer,
+                open: cut,
+                truncated,
+            });
         }
     }
 
     /// Decodes frames from `bytes` read on framed source `i`.
-    fn decode(&mut self, i: usize, mut bytes: &[u8]) -> Result<(), String> {
+    fn decode(&mut self, i: usize, mut bytes: &[u8]) -> Result<(), DumpFailure> {
         loop {
             let src = &mut self.sources[i];
             let Kind::Framed {
@@ -758,7 +776,12 @@ impl<'a> Session<'a> {
             let ev = match decoder.next(&mut bytes) {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(format!("[{}: {e}]", src.peer)),
+                Err(error) => {
+                    return Err(DumpFailure::Frame {
+                        peer: src.peer,
+                        error,
+                    });
+                }
             };
             match ev {
                 Event::Start(_) => {}
@@ -839,13 +862,19 @@ impl<'a> Session<'a> {
 }
 
 /// One read. `Ok(None)`: would block.
-fn read_some(src: &mut Source, buf: &mut [u8]) -> Result<Option<usize>, String> {
+fn read_some(src: &mut Source, buf: &mut [u8]) -> Result<Option<usize>, DumpFailure> {
     loop {
         match src.read_plain(buf) {
             Ok(n) => return Ok(Some(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("[{}: {e}]", src.peer)),
+            Err(e) => {
+                return Err(DumpFailure::Link {
+                    peer: src.peer,
+                    op: LinkOp::Read,
+                    source: Arc::new(e),
+                });
+            }
         }
     }
 }
@@ -857,13 +886,15 @@ fn final_header(
     mut h: DumpHeader,
     outcome: &DumpOutcome,
     received: CrcValue,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, Internal> {
     h.orig_size = outcome.orig_kb.filter(|&k| k > 0);
     h.native_crc = outcome.native_crc.filter(|c| c.crc != 0);
     h.client_crc = Some(outcome.client_crc).filter(|c| c.crc != 0);
     h.server_crc = Some(received);
-    h.build()
-        .map_err(|e| format!("[cannot build the final dump-file header: {e}]"))
+    h.build().map_err(|error| Internal::Header {
+        final_header: true,
+        error,
+    })
 }
 
 impl SessionResult {
@@ -872,18 +903,28 @@ impl SessionResult {
         let received = self.crc.value();
         let outcome = self.tracker.finish(DataSummary { received });
         let mut status = outcome.status;
-        let mut error = outcome.error.clone();
-        if let Some(e) = &self.error {
+        let mut failure = match (&outcome.retry, &outcome.error) {
+            (Some((delay, level, message)), _) if status == DumpStatus::Retry => {
+                Some(DumpFailure::MesgRetry {
+                    delay: *delay,
+                    level: *level,
+                    message: String::from_utf8_lossy(message).into_owned(),
+                })
+            }
+            (_, Some(e)) if status == DumpStatus::Failed => Some(DumpFailure::Client(e.clone())),
+            _ => None,
+        };
+        if let Some(ours) = self.error {
             status = DumpStatus::Failed;
-            error = Some(match &outcome.error {
-                Some(t) if t != e => format!("{e} {t}"),
-                _ => e.clone(),
+            failure = Some(match outcome.error.clone() {
+                Some(client) if client.to_string() != ours.report_text() => DumpFailure::Both {
+                    ours: Box::new(ours),
+                    client,
+                },
+                _ => ours,
             });
         }
         let mut warnings = Vec::new();
-        if let Some(e) = &self.index_error {
-            warnings.push(e.clone());
-        }
         let mut holding = None;
         let mut index = None;
         let final_header = match (status, self.header_fields) {
@@ -892,14 +933,14 @@ impl SessionResult {
                     Ok(b) => Some(b),
                     Err(e) => {
                         status = DumpStatus::Failed;
-                        error = Some(e);
+                        failure = Some(DumpFailure::Internal(e));
                         None
                     }
                 }
             }
             (DumpStatus::Done | DumpStatus::Strange, None) => {
                 status = DumpStatus::Failed;
-                error = Some("[no dump-file header was written]".into());
+                failure = Some(DumpFailure::Internal(Internal::NoHeaderWritten));
                 None
             }
             _ => None,
@@ -916,13 +957,13 @@ impl SessionResult {
                         }
                         Err(e) => {
                             status = DumpStatus::Failed;
-                            error = Some(e.to_string());
+                            failure = Some(DumpFailure::Holding(Arc::new(e)));
                         }
                     }
                 }
                 None => {
                     status = DumpStatus::Failed;
-                    error = Some("[no holding file]".into());
+                    failure = Some(DumpFailure::Internal(Internal::NoHoldingFile));
                 }
             }
             if holding.is_some()
@@ -948,8 +989,7 @@ impl SessionResult {
         };
         DumpReport {
             status,
-            retryable: status == DumpStatus::Retry,
-            error,
+            failure,
             bytes: received.size.max(0) as u64,
             orig_kb: outcome.orig_kb,
             crc: received,
@@ -1014,7 +1054,8 @@ mod tests {
         };
         let e = final_header(header(pad), &outcome, crc).err().unwrap();
         assert!(
-            e.starts_with("[cannot build the final dump-file header: header is"),
+            e.to_string()
+                .starts_with("[cannot build the final dump-file header: header is"),
             "{e}"
         );
         assert!(final_header(header(0), &outcome, crc).is_ok());

@@ -2,7 +2,7 @@
 //! transports, and the blocking driver of one REQ/ACK/REP/ACK exchange
 //! ([`exchange::run`]) around `proto`'s sans-IO [`proto::exchange::Initiator`].
 //!
-//! Ports are a scheduled resource (the `Ports` struct): one [`portpool::Pool`] per
+//! Ports are a scheduled resource (the `Ports` struct): one [`portpool_alloc::Pool`] per
 //! (protocol, range), shared by every worker of the run:
 //!
 //! | pool | range | used for | held |
@@ -16,6 +16,7 @@
 //! reported through a [`WaitSink`]. What this module must not do: parse protocol bodies
 //! (that is `proto`) or know about dumps.
 
+pub mod control;
 pub mod exchange;
 pub mod tcp;
 pub mod tls;
@@ -26,7 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conf::Settings;
-use portpool::{ConnectError, Lease, LeaseError, Pool, PoolConfig, PoolError, Transport};
+use portpool_alloc::{ConnectError, Lease, LeaseError, Pool, PoolConfig, PoolError};
+use proto::ports::{PortRange, Transport};
 use socket2::{SockRef, Socket, TcpKeepalive};
 
 /// How long a request waits for a port before giving up: in practice never (a run ends
@@ -117,7 +119,7 @@ impl Ports {
         settings: &Settings,
         needs: PoolNeeds,
     ) -> Result<Ports, PoolError> {
-        let make = |proto: Transport, r: portpool::PortRange| -> Result<Arc<Pool>, PoolError> {
+        let make = |proto: Transport, r: PortRange| -> Result<Arc<Pool>, PoolError> {
             let mut c = PoolConfig::new(proto, r);
             c.run_dir = Some(settings.run_dir.join("ports"));
             c.time_wait = settings.time_wait_hold();
@@ -179,7 +181,7 @@ pub fn lease(
 
 /// Why a TCP connection could not be made; `Display` names the peer, the pool and the
 /// source port.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ConnectFailure {
     /// No port could be leased (permission, registry, ...).
     #[error("{what} to {dest}: {pool} pool: {source}")]
@@ -191,7 +193,7 @@ pub enum ConnectFailure {
         /// The pool, e.g. `tcp 512-1023`.
         pool: String,
         /// portpool's error (says which privilege is missing).
-        source: Box<LeaseError>,
+        source: Arc<LeaseError>,
     },
     /// The connect itself failed.
     #[error(
@@ -203,13 +205,59 @@ pub enum ConnectFailure {
         what: String,
         /// The peer.
         dest: SocketAddr,
-        /// The source port.
+        /// The source port (0: none was left to try).
         port: u16,
         /// The pool.
         pool: String,
+        /// How long the connect could take ([`CONNECT_TIMEOUT`]).
+        timeout: Duration,
         /// Why.
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
+}
+
+impl ConnectFailure {
+    /// What the peer (or the path to it) did.
+    pub fn event(&self) -> HopEvent {
+        match self {
+            ConnectFailure::Lease { .. } => HopEvent::NoPort,
+            ConnectFailure::Connect { source, .. } => HopEvent::of_io(source),
+        }
+    }
+}
+
+/// What happened on a hop, in the words an admin looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HopEvent {
+    /// The peer's kernel said no (RST, ICMP unreachable): nothing listens, or a firewall
+    /// rejects.
+    Refused,
+    /// Nothing came back at all: dropped on the way.
+    NoAnswer,
+    /// A connect or a read took longer than its timeout.
+    Timeout,
+    /// The connection was reset while in use.
+    Reset,
+    /// The peer closed the connection too early.
+    Closed,
+    /// No source port could be had (privileges, the host-wide registry).
+    NoPort,
+    /// Anything else (see the error's text).
+    Other,
+}
+
+impl HopEvent {
+    /// The event an I/O error stands for.
+    pub fn of_io(e: &std::io::Error) -> HopEvent {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable => HopEvent::Refused,
+            K::TimedOut | K::WouldBlock => HopEvent::Timeout,
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => HopEvent::Reset,
+            K::UnexpectedEof => HopEvent::Closed,
+            _ => HopEvent::Other,
+        }
+    }
 }
 
 /// What a connect that timed out most likely means, for the admin.
@@ -232,12 +280,20 @@ pub fn connect(
     sink: WaitSink<'_>,
 ) -> Result<Lease<TcpStream>, ConnectFailure> {
     let name = pool_name(pool);
+    let failed = |port, source| ConnectFailure::Connect {
+        what: what.to_owned(),
+        dest,
+        port,
+        pool: name.clone(),
+        timeout: CONNECT_TIMEOUT,
+        source: Arc::new(source),
+    };
     for _ in 0..64 {
         let lease = lease(pool, Some(dest), sink).map_err(|source| ConnectFailure::Lease {
             what: what.to_owned(),
             dest,
             pool: name.clone(),
-            source: Box::new(source),
+            source: Arc::new(source),
         })?;
         tuning.apply(SockRef::from(lease.socket()));
         let port = lease.port();
@@ -248,33 +304,66 @@ pub fn connect(
             {
                 log::debug!("{name} port {port} → {dest}: still in TIME_WAIT; next port");
             }
-            Err(ConnectError::Connect { source, .. }) => {
-                return Err(ConnectFailure::Connect {
-                    what: what.to_owned(),
-                    dest,
-                    port,
-                    pool: name,
-                    source,
-                });
-            }
+            Err(ConnectError::Connect { source, .. }) => return Err(failed(port, source)),
             Err(other) => {
-                return Err(ConnectFailure::Connect {
-                    what: what.to_owned(),
-                    dest,
-                    port,
-                    pool: name,
-                    source: std::io::Error::other(other.to_string()),
-                });
+                return Err(failed(port, std::io::Error::other(other.to_string())));
             }
         }
     }
-    Err(ConnectFailure::Connect {
-        what: what.to_owned(),
-        dest,
-        port: 0,
-        pool: name,
-        source: std::io::Error::other("every source port tried is still in TIME_WAIT"),
-    })
+    Err(failed(
+        0,
+        std::io::Error::other("every source port tried is still in TIME_WAIT"),
+    ))
+}
+
+/// Whether a read on a socket with a timeout only ran out of time (or was interrupted),
+/// rather than failed.
+pub fn only_waited(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
+    )
+}
+
+/// A control hop, as an unanswered request names it:
+/// `server 198.18.0.1:850/udp -> client 198.18.1.2:10080/udp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hop {
+    /// UDP (bsd, bsdudp) or TCP (bsdtcp).
+    pub transport: proto::ports::Transport,
+    /// Our address towards the client, if known.
+    pub local: Option<std::net::IpAddr>,
+    /// Our source port, if known.
+    pub source_port: Option<u16>,
+    /// The client's address and port.
+    pub peer: SocketAddr,
+}
+
+impl std::fmt::Display for Hop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use proto::ports::Transport as T;
+        let t = self.transport.as_str();
+        match self.transport {
+            T::Udp => {
+                let ip = self.local.map_or_else(|| "?".to_owned(), |a| a.to_string());
+                let port = self
+                    .source_port
+                    .map_or_else(|| "?".to_owned(), |p| p.to_string());
+                write!(f, "server {ip}:{port}/{t} -> client {}/{t}", self.peer)
+            }
+            T::Tcp => match (self.local, self.source_port) {
+                (Some(ip), Some(port)) => write!(
+                    f,
+                    "server {}/{t} -> client {}/{t}",
+                    SocketAddr::new(ip, port),
+                    self.peer
+                ),
+                _ => write!(f, "server ?/{t} -> client {}/{t}", self.peer),
+            },
+        }
+    }
 }
 
 /// The address this host uses to reach `peer` (what the routing table picks), for messages
@@ -290,18 +379,42 @@ pub fn local_address_towards(peer: SocketAddr) -> Option<std::net::IpAddr> {
     s.local_addr().ok().map(|a| a.ip())
 }
 
+/// A client host name that gives no address.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The resolver failed.
+    #[error("cannot resolve {host}: {source}")]
+    Lookup {
+        /// The name.
+        host: String,
+        /// The resolver's error.
+        source: Arc<std::io::Error>,
+    },
+    /// The name resolves, to nothing.
+    #[error("{host} resolves to no address")]
+    NoAddress {
+        /// The name.
+        host: String,
+    },
+}
+
 /// Resolves a client host name to an IPv4 address (Amanda 3.5.1 on Debian is built
 /// `--without-ipv6`), preferring what the name resolves to first.
-pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, ResolveError> {
     use std::net::ToSocketAddrs;
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .map_err(|e| ResolveError::Lookup {
+            host: host.to_owned(),
+            source: Arc::new(e),
+        })?
         .collect();
     addrs
         .iter()
         .find(|a| a.is_ipv4())
         .or_else(|| addrs.first())
         .copied()
-        .ok_or_else(|| format!("{host} resolves to no address"))
+        .ok_or_else(|| ResolveError::NoAddress {
+            host: host.to_owned(),
+        })
 }

@@ -16,15 +16,17 @@
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portpool::Lease;
+use portpool_alloc::Lease;
 use proto::exchange::Packet;
 use proto::frame::{self, FrameHeader, HEADER_LEN, MAX_FRAME_LEN};
 use proto::pkt::PacketType;
 use proto::tcp::{ControlHandles, Packet as TcpPacket};
 
-use super::exchange::Transport;
+use super::Hop;
+use super::exchange::{Transport, TransportError};
 
 /// A framed TCP connection to a client.
 pub struct FramedConn {
@@ -117,7 +119,7 @@ impl FramedConn {
     }
 
     /// Reads the next whole frame, until `until`. `Ok(None)`: time is up.
-    fn next_frame(&mut self, until: Instant) -> Result<Option<(u32, Vec<u8>)>, String> {
+    fn next_frame(&mut self, until: Instant) -> Result<Option<(u32, Vec<u8>)>, TransportError> {
         loop {
             let have = self.end - self.start;
             if have >= HEADER_LEN {
@@ -127,11 +129,10 @@ impl FramedConn {
                 if header.len > MAX_FRAME_LEN {
                     let mut d = frame::Decoder::new();
                     let mut input = &self.buf[self.start..self.end];
-                    let why = match d.next(&mut input) {
-                        Err(e) => e.to_string(),
-                        Ok(_) => "invalid frame".to_owned(),
-                    };
-                    return Err(format!("{}: {why}", self.peer));
+                    return Err(TransportError::Frame {
+                        peer: self.peer,
+                        error: d.next(&mut input).err(),
+                    });
                 }
                 let total = HEADER_LEN + header.len as usize;
                 if have >= total {
@@ -147,7 +148,7 @@ impl FramedConn {
                 }
             }
             if self.eof {
-                return Err(format!("{}: connection closed by the client", self.peer));
+                return Err(TransportError::Closed { peer: self.peer });
             }
             if self.end == self.buf.len() || self.start == self.end {
                 self.compact();
@@ -167,21 +168,22 @@ impl FramedConn {
             match got {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.end += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => return Err(format!("{}: {e}", self.peer)),
+                Err(e) if super::only_waited(&e) => {}
+                Err(e) => return Err(self.io_error(e)),
             }
+        }
+    }
+
+    fn io_error(&self, e: io::Error) -> TransportError {
+        TransportError::Io {
+            peer: self.peer,
+            source: Arc::new(e),
         }
     }
 
     /// After an exchange: waits (until `until`) for the client's zero-length frame on the
     /// current handle, then sends ours. Frames on other handles meanwhile are dropped.
-    pub fn close_handle(&mut self, until: Instant) -> Result<(), String> {
+    pub fn close_handle(&mut self, until: Instant) -> Result<(), TransportError> {
         let h = self.handle;
         while !self.closed_by_peer.contains(&h) {
             match self.next_frame(until)? {
@@ -196,8 +198,7 @@ impl FramedConn {
                 None => break,
             }
         }
-        self.write_frame(h, &[])
-            .map_err(|e| format!("{}: {e}", self.peer))
+        self.write_frame(h, &[]).map_err(|e| self.io_error(e))
     }
 
     /// Whether the client closed handle `h` already.
@@ -225,7 +226,7 @@ impl Transport for FramedConn {
         self.write_all(&out)
     }
 
-    fn recv(&mut self, until: Instant) -> Result<Option<(PacketType, Vec<u8>)>, String> {
+    fn recv(&mut self, until: Instant) -> Result<Option<(PacketType, Vec<u8>)>, TransportError> {
         loop {
             let Some((handle, payload)) = self.next_frame(until)? else {
                 return Ok(None);
@@ -249,14 +250,14 @@ impl Transport for FramedConn {
         }
     }
 
-    fn hop(&self) -> String {
-        let local = self
-            .lease
-            .socket()
-            .local_addr()
-            .map_or_else(|_| "?".to_string(), |a| a.to_string());
-        let tls = if self.tls.is_some() { " (ssl)" } else { "" };
-        format!("server {local}/tcp -> client {}/tcp{tls}", self.peer)
+    fn hop(&self) -> Option<Hop> {
+        let local = self.lease.socket().local_addr().ok();
+        Some(Hop {
+            transport: proto::ports::Transport::Tcp,
+            local: local.map(|a| a.ip()),
+            source_port: local.map(|a| a.port()),
+            peer: self.peer,
+        })
     }
 
     fn send_errors_are_fatal(&self) -> bool {

@@ -17,8 +17,24 @@ use std::time::{Duration, Instant};
 use conf::SslSettings;
 use ssl::{Check, Side, TlsLayer, TlsStream};
 
+use super::exchange::OpenError;
 use super::tcp::FramedConn;
 use super::{CONNECT_TIMEOUT, Ports, Tuning, WaitSink};
+
+/// Why an ssl connection could not be opened (besides the TCP connect itself, which is an
+/// [`OpenError::Connect`] like bsdtcp's). `Display` starts with Amanda's text.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SslFailure {
+    /// Our own certificate, key or CA file (names the file, the keyword and its line).
+    #[error("{0}")]
+    Setup(ssl::SetupError),
+    /// The TLS handshake (the client refused us, or we refused its certificate chain).
+    #[error("SSL_connect failed: {0}")]
+    Handshake(String),
+    /// A check after the handshake (CN, its resolution, the fingerprint file).
+    #[error("{0}")]
+    Check(ssl::CheckFailure),
+}
 
 /// Opens an ssl connection to `dest` (disklist host `host`) for requests as `user`.
 pub fn connect(
@@ -29,21 +45,22 @@ pub fn connect(
     user: &str,
     tuning: &Tuning,
     waits: WaitSink<'_>,
-) -> Result<FramedConn, String> {
-    let (cfg, _) = ssl::client_config(settings).map_err(|e| e.to_string())?;
+) -> Result<FramedConn, OpenError> {
+    let fail = |error| OpenError::Ssl { dest, error };
+    let (cfg, _) = ssl::client_config(settings).map_err(|e| fail(SslFailure::Setup(e)))?;
     let pool = ports
         .tcp_data
         .as_deref()
-        .ok_or("no unreserved-tcp-port pool")?;
-    let mut lease =
-        super::connect(pool, dest, "ssl connection", tuning, waits).map_err(|e| e.to_string())?;
-    let layer = TlsLayer::client(cfg, host).map_err(|e| format!("SSL_connect failed: {e}"))?;
+        .ok_or_else(|| OpenError::Initiator("no unreserved-tcp-port pool".into()))?;
+    let mut lease = super::connect(pool, dest, "ssl connection", tuning, waits)?;
+    let layer =
+        TlsLayer::client(cfg, host).map_err(|e| fail(SslFailure::Handshake(e.to_string())))?;
     let sock = lease.socket_mut();
     let _ = sock.set_read_timeout(Some(Duration::from_secs(1)));
     let mut stream = TlsStream::new(layer, &mut *sock);
     stream
         .handshake(Instant::now() + CONNECT_TIMEOUT)
-        .map_err(|e| format!("SSL_connect failed: {}", ssl::layer::describe_error(&e)))?;
+        .map_err(|e| fail(SslFailure::Handshake(ssl::layer::describe_error(&e))))?;
     let (_, layer) = stream.into_parts();
     // The fingerprint directory is named after the canonical name of the host, as Amanda's.
     let canonical = ssl::names::canonical_name(host);
@@ -58,7 +75,7 @@ pub fn connect(
         layer.peer_certificate(),
         &ssl::names::forward_confirm,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| fail(SslFailure::Check(e)))?;
     log::debug!(
         "ssl to {dest} ({host}): {}; peer {}{}",
         layer.describe(),

@@ -12,12 +12,13 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use portpool::Lease;
+use portpool_alloc::Lease;
 use proto::exchange::Packet;
 use proto::pkt::PacketType;
 use proto::udp::{Datagram, MAX_DGRAM, sequence_from_time, server_handle};
 
-use super::exchange::Transport;
+use super::Hop;
+use super::exchange::{Transport, TransportError};
 
 static NEXT_HANDLE: AtomicU32 = AtomicU32::new(0);
 
@@ -86,7 +87,7 @@ impl Transport for UdpControl {
         Ok(())
     }
 
-    fn recv(&mut self, until: Instant) -> Result<Option<(PacketType, Vec<u8>)>, String> {
+    fn recv(&mut self, until: Instant) -> Result<Option<(PacketType, Vec<u8>)>, TransportError> {
         loop {
             let now = Instant::now();
             if now >= until {
@@ -120,13 +121,7 @@ impl Transport for UdpControl {
                         Err(e) => log::debug!("udp port {}: from {from}: {e}", self.port()),
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if super::only_waited(&e) => {}
                 // ICMP errors (port unreachable) surface here on Linux: the REQ is retried.
                 Err(e) => {
                     log::debug!("udp port {}: {e}", self.port());
@@ -136,14 +131,13 @@ impl Transport for UdpControl {
         }
     }
 
-    fn hop(&self) -> String {
-        let local = super::local_address_towards(self.peer)
-            .map_or_else(|| "?".to_string(), |a| a.to_string());
-        format!(
-            "server {local}:{}/udp -> client {}/udp",
-            self.port(),
-            self.peer
-        )
+    fn hop(&self) -> Option<Hop> {
+        Some(Hop {
+            transport: proto::ports::Transport::Udp,
+            local: super::local_address_towards(self.peer),
+            source_port: Some(self.port()),
+            peer: self.peer,
+        })
     }
 
     fn send_errors_are_fatal(&self) -> bool {

@@ -18,6 +18,8 @@
 //!
 //! What this module must not do: speak the network protocol, or schedule dumps.
 
+use std::sync::Arc;
+
 pub mod changer;
 pub mod flush;
 pub mod night;
@@ -26,3 +28,43 @@ pub mod sched;
 pub mod store;
 pub mod volume;
 pub mod writer;
+
+/// Why the taper cannot run (or `dumper check` says no volume can be used); `Display`
+/// names the setting, the changer or the file.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum TaperError {
+    /// The changer (`tpchanger`, `tapedev`) cannot be driven or read.
+    #[error("{0}")]
+    Changer(Arc<changer::ChangerError>),
+    /// `labelstr` or `autolabel` is not usable.
+    #[error("{0}")]
+    Labels(#[from] writer::LabelsError),
+    /// The tapelist cannot be read.
+    #[error("{0}")]
+    Tapelist(Arc<crate::amcatalog::tapelist::TapelistError>),
+    /// No slot holds a volume tonight may use.
+    #[error("changer {changer}: {reasons}")]
+    NoVolume {
+        /// The changer's name.
+        changer: String,
+        /// Why each candidate was refused.
+        reasons: planner::NoVolume,
+    },
+    /// The catalog's taper tables.
+    #[error("catalog {path}: {source}")]
+    Catalog {
+        /// The database file.
+        path: String,
+        /// SQLite's error.
+        source: Arc<rusqlite::Error>,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the taper thread: {0}")]
+    Thread(Arc<std::io::Error>),
+}
+
+impl From<changer::ChangerError> for TaperError {
+    fn from(e: changer::ChangerError) -> TaperError {
+        TaperError::Changer(Arc::new(e))
+    }
+}

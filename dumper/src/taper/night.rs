@@ -9,11 +9,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use proto::header::{DumpHeader, HEADER_SIZE};
 
+use super::TaperError;
 use super::changer::Changer;
 use super::sched::{Action, Input, Refused, SchedConfig, TaperSched};
 use super::store::{self, PartRow};
@@ -97,18 +99,20 @@ impl TapeNight {
     /// Starts the taper of a night, or `Ok(None)` when the configuration has no changer
     /// (holding disk only). An error names the setting (a changer amanda-rs cannot drive,
     /// a bad labelstr).
-    pub fn start(s: &Setup<'_>, catalog: &Catalog) -> Result<Option<TapeNight>, String> {
+    pub fn start(s: &Setup<'_>, catalog: &Catalog) -> Result<Option<TapeNight>, TaperError> {
         let cfg = &s.plan.config;
         let Some(wcfg) = writer_config(s.plan, s.datestamp, s.settings, catalog)? else {
             return Ok(None);
         };
         let volume_bytes = wcfg.volume_bytes;
-        store::ensure(catalog.connection())
-            .map_err(|e| format!("catalog {}: {e}", catalog.path()))?;
+        store::ensure(catalog.connection()).map_err(|e| TaperError::Catalog {
+            path: catalog.path().to_owned(),
+            source: Arc::new(e),
+        })?;
         let (jobs_tx, jobs_rx) = bounded(1);
         let (ev_tx, ev_rx) = unbounded();
-        let thread = writer::spawn(wcfg, jobs_rx, ev_tx)
-            .map_err(|e| format!("cannot start the taper thread: {e}"))?;
+        let thread =
+            writer::spawn(wcfg, jobs_rx, ev_tx).map_err(|e| TaperError::Thread(Arc::new(e)))?;
         let logdir = cfg.path(&cfg.logdir);
         let mut report = TapeReport::default();
         if cfg.taperalgo != conf::value::TaperAlgo::First && !s.flush {
@@ -596,9 +600,9 @@ pub fn writer_config(
     datestamp: &str,
     settings: &conf::Settings,
     catalog: &Catalog,
-) -> Result<Option<WriterConfig>, String> {
+) -> Result<Option<WriterConfig>, TaperError> {
     let cfg = &plan.config;
-    let Some(changer) = Changer::from_config(cfg).map_err(|e| e.to_string())? else {
+    let Some(changer) = Changer::from_config(cfg)? else {
         return Ok(None);
     };
     let labels = Labels::from_config(cfg, &plan.config_name)?;
@@ -629,7 +633,7 @@ pub fn check(
     plan: &Plan,
     settings: &conf::Settings,
     catalog: &Catalog,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, TaperError> {
     match writer_config(plan, "0", settings, catalog)? {
         None => Ok(None),
         Some(w) => writer::next_volume(&w).map(Some),

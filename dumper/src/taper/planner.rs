@@ -556,7 +556,7 @@ mod tests {
     /// no volume and says why.
     #[test]
     fn six_nights_reuse_the_oldest_volume_but_never_the_only_full() {
-        fn night_plan(nslots: usize) -> Vec<Result<String, String>> {
+        fn night_plan(nslots: usize) -> Vec<Result<String, NoVolume>> {
             let a = auto("vt-%%", &["empty"]);
             let mut slots: Vec<(String, SlotView)> = (1..=nslots)
                 .map(|i| (format!("slot {i}"), SlotView::Empty))
@@ -598,7 +598,7 @@ mod tests {
                         }
                         out.push(Ok(label));
                     }
-                    Err(e) => out.push(Err(e.to_string())),
+                    Err(e) => out.push(Err(e)),
                 }
             }
             out
@@ -606,7 +606,7 @@ mod tests {
         let got: Vec<String> = night_plan(4).into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(got, ["vt-01", "vt-02", "vt-03", "vt-04", "vt-02", "vt-03"]);
         let three = night_plan(3);
-        let e = three[3].as_ref().unwrap_err();
+        let e = three[3].as_ref().unwrap_err().to_string();
         assert!(
             e.contains(
                 "vt-01 (written 20260101000000) is kept: it holds the only full dump of h:/a"

@@ -29,8 +29,19 @@ pub fn label_block(datestamp: &str, label: &str) -> Vec<u8> {
     b
 }
 
+/// Why a volume's first file is no label.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotALabel {
+    /// Another Amanda header (its kind).
+    #[error("its first file is an Amanda {0}, not a volume label")]
+    OtherHeader(String),
+    /// No Amanda header at all.
+    #[error("its first file is not an Amanda header")]
+    NotAmanda,
+}
+
 /// Reads a label block: `(datestamp, label)`, or why it is not one.
-pub fn parse_label_block(block: &[u8]) -> Result<(String, String), String> {
+pub fn parse_label_block(block: &[u8]) -> Result<(String, String), NotALabel> {
     let end = block
         .iter()
         .position(|&b| b == b'\n')
@@ -41,10 +52,8 @@ pub fn parse_label_block(block: &[u8]) -> Result<(String, String), String> {
         ["AMANDA:", "TAPESTART", "DATE", date, "TAPE", label, ..] => {
             Ok(((*date).to_owned(), (*label).to_owned()))
         }
-        ["AMANDA:", kind, ..] => Err(format!(
-            "its first file is an Amanda {kind}, not a volume label"
-        )),
-        _ => Err("its first file is not an Amanda header".to_owned()),
+        ["AMANDA:", kind, ..] => Err(NotALabel::OtherHeader((*kind).to_owned())),
+        _ => Err(NotALabel::NotAmanda),
     }
 }
 
@@ -138,18 +147,23 @@ pub fn used_bytes(dir: &Path) -> io::Result<u64> {
     Ok(n)
 }
 
+/// A label that cannot be one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} cannot be a volume label (no blank, slash or control character, not empty, no leading dot)"
+)]
+pub struct BadLabel(pub String);
+
 /// A label Amanda can read back and that names one file in the volume's directory: no
 /// blank (the label line is split at blanks), no `/`, no control character, not empty.
-pub fn check_label(label: &str) -> Result<(), String> {
+pub fn check_label(label: &str) -> Result<(), BadLabel> {
     if label.is_empty()
         || label.starts_with('.')
         || label
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == '/')
     {
-        return Err(format!(
-            "{label:?} cannot be a volume label (no blank, slash or control character, not empty, no leading dot)"
-        ));
+        return Err(BadLabel(label.to_owned()));
     }
     Ok(())
 }

@@ -16,12 +16,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conf::value::Autolabel;
 use crossbeam_channel::{Receiver, Sender};
 use proto::header::{DumpHeader, FileKind};
 
+use super::TaperError;
 use super::changer::{Changer, Slot};
 use super::planner::{self, Choice, Policy, SlotView};
 use super::sched::Refused;
@@ -49,7 +51,7 @@ impl Labels {
 
     /// From amanda.conf of configuration `name`; a bad regex is an error naming where it
     /// was set.
-    pub fn from_config(cfg: &conf::Config, name: &str) -> Result<Labels, String> {
+    pub fn from_config(cfg: &conf::Config, name: &str) -> Result<Labels, LabelsError> {
         use conf::value::Labelstr;
         let at = cfg
             .origin("labelstr")
@@ -57,14 +59,18 @@ impl Labels {
             .unwrap_or_else(|| "amanda.conf".into());
         match &cfg.labelstr {
             None => Ok(Labels::Any),
-            Some(Labelstr::Regex(r)) => regex::Regex::new(r)
-                .map(Labels::Regex)
-                .map_err(|e| format!("{at}: labelstr {r:?} is not a regular expression: {e}")),
+            Some(Labelstr::Regex(r)) => {
+                regex::Regex::new(r)
+                    .map(Labels::Regex)
+                    .map_err(|source| LabelsError::Labelstr {
+                        at,
+                        regex: r.clone(),
+                        source,
+                    })
+            }
             Some(Labelstr::MatchAutolabel) => {
                 let Some(t) = &cfg.autolabel.template else {
-                    return Err(format!(
-                        "{at}: labelstr match-autolabel needs an autolabel template"
-                    ));
+                    return Err(LabelsError::NoTemplate { at });
                 };
                 let mut re = String::from("^");
                 let t = t.replace("$c", name).replace("$o", &cfg.org);
@@ -78,10 +84,40 @@ impl Labels {
                 re.push('$');
                 regex::Regex::new(&re)
                     .map(Labels::Regex)
-                    .map_err(|e| format!("{at}: autolabel: {e}"))
+                    .map_err(|source| LabelsError::Autolabel { at, source })
             }
         }
     }
+}
+
+/// A `labelstr` (or the `autolabel` it refers to) that cannot be used; `at` is where
+/// amanda.conf sets it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum LabelsError {
+    /// Not a regular expression.
+    #[error("{at}: labelstr {regex:?} is not a regular expression: {source}")]
+    Labelstr {
+        /// Where.
+        at: String,
+        /// The text.
+        regex: String,
+        /// Why.
+        source: regex::Error,
+    },
+    /// `match-autolabel` without a template.
+    #[error("{at}: labelstr match-autolabel needs an autolabel template")]
+    NoTemplate {
+        /// Where.
+        at: String,
+    },
+    /// The autolabel template does not make a regular expression.
+    #[error("{at}: autolabel: {source}")]
+    Autolabel {
+        /// Where.
+        at: String,
+        /// Why.
+        source: regex::Error,
+    },
 }
 
 /// What the writer needs.
@@ -431,8 +467,8 @@ impl Writer {
             )));
         }
         let keep = protected(&self.cfg.catalog, &self.tapelist);
-        let (choice, kept, inv) =
-            pick(&self.cfg, &self.tapelist, &self.used_labels, &keep).map_err(Fail::Night)?;
+        let (choice, kept, inv) = pick(&self.cfg, &self.tapelist, &self.used_labels, &keep)
+            .map_err(|e| Fail::Night(e.to_string()))?;
         let slot = inv[choice.slot()].0.clone();
         let replaced = match &choice {
             Choice::Reuse { written, .. } => Replaced::Reused {
@@ -514,8 +550,8 @@ fn pick(
     tapelist: &Tapelist,
     used: &[String],
     keep: &std::collections::BTreeMap<String, String>,
-) -> Result<Picked, String> {
-    let inv = cfg.changer.inventory().map_err(|e| e.to_string())?;
+) -> Result<Picked, TaperError> {
+    let inv = cfg.changer.inventory()?;
     let views: Vec<(String, SlotView)> = inv
         .iter()
         .map(|(s, c)| {
@@ -540,15 +576,20 @@ fn pick(
         autolabel: &cfg.autolabel,
         labelstr: &matches,
     };
-    let (choice, kept) = planner::choose(&views, tapelist, used, keep, &policy)
-        .map_err(|e| format!("changer {}: {e}", cfg.changer.name))?;
+    let (choice, kept) =
+        planner::choose(&views, tapelist, used, keep, &policy).map_err(|reasons| {
+            TaperError::NoVolume {
+                changer: cfg.changer.name.clone(),
+                reasons,
+            }
+        })?;
     Ok((choice, kept, inv))
 }
 
 /// What the next night would write to (for `dumper check`): `slot: label (new|reused...)`,
 /// or why no volume can be used. Reads only.
-pub fn next_volume(cfg: &WriterConfig) -> Result<String, String> {
-    let tapelist = Tapelist::load(&cfg.tapelist).map_err(|e| e.to_string())?;
+pub fn next_volume(cfg: &WriterConfig) -> Result<String, TaperError> {
+    let tapelist = Tapelist::load(&cfg.tapelist).map_err(|e| TaperError::Tapelist(Arc::new(e)))?;
     let keep = protected(&cfg.catalog, &tapelist);
     let (choice, kept, inv) = pick(cfg, &tapelist, &[], &keep)?;
     let slot = &inv[choice.slot()].0.name;
@@ -640,7 +681,9 @@ mod tests {
 
     #[test]
     fn labelstr_errors_name_the_line_and_match_autolabel_follows_the_template() {
-        let e = Labels::from_config(&cfg("org \"o\"\nlabelstr \"^vt-[0-9\"\n"), "c").unwrap_err();
+        let e = Labels::from_config(&cfg("org \"o\"\nlabelstr \"^vt-[0-9\"\n"), "c")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("amanda.conf:2:1: labelstr \"^vt-[0-9\" is not a regular expression"),
             "{e}"

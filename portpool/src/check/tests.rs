@@ -1,8 +1,8 @@
 //! The lint, on sites built by hand.
 
 use super::*;
-use crate::services::Services;
 use crate::site::{Privilege, SecurityFile, SiteDle};
+use portpool_alloc::services::Services;
 
 fn dle(host: &str, auth: Auth) -> SiteDle {
     SiteDle {

@@ -41,9 +41,9 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::core::{CoreConfig, Dest, PoolCore, Ticket, Unusable};
-use crate::services::Services;
 use crate::site::AMANDA_PORT;
+use portpool_alloc::core::{CoreConfig, Dest, PoolCore, Ticket, Unusable};
+use portpool_alloc::services::Services;
 use proto::Auth;
 use proto::ports::{PortRange, Transport};
 
@@ -727,29 +727,27 @@ impl<'a> Night<'a> {
         }
     }
 
-    fn span_start(&mut self, id: PoolId, port: u16, kind: SpanKind) {
+    /// The control pool whose leases are plotted, when a plot is being recorded.
+    fn plotted(&self, id: PoolId) -> Option<Transport> {
         // Spans only feed the plot.
-        if id == PoolId::Data || self.trace.is_none() {
-            return;
+        match id {
+            _ if self.trace.is_none() => None,
+            PoolId::Data => None,
+            PoolId::Udp => Some(Transport::Udp),
+            PoolId::Tcp => Some(Transport::Tcp),
         }
-        let proto = if id == PoolId::Udp {
-            Transport::Udp
-        } else {
-            Transport::Tcp
-        };
-        self.lease_start.insert((proto, port), (self.now, kind));
+    }
+
+    fn span_start(&mut self, id: PoolId, port: u16, kind: SpanKind) {
+        if let Some(proto) = self.plotted(id) {
+            self.lease_start.insert((proto, port), (self.now, kind));
+        }
     }
 
     fn span_end(&mut self, id: PoolId, port: u16) {
-        if id == PoolId::Data || self.trace.is_none() {
-            return;
-        }
-        let proto = if id == PoolId::Udp {
-            Transport::Udp
-        } else {
-            Transport::Tcp
-        };
-        if let Some((start, kind)) = self.lease_start.remove(&(proto, port)) {
+        if let Some(proto) = self.plotted(id)
+            && let Some((start, kind)) = self.lease_start.remove(&(proto, port))
+        {
             self.push_span(proto, Some(port), start, self.now, kind);
         }
     }

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::core::fmt_duration;
 use crate::sim::{Outcome, Policy, SimParams, run};
+use portpool_alloc::core::fmt_duration;
 use proto::ports::{PortRange, Transport};
 
 /// The range (same first port, fewest ports) with which `policy` finishes the night

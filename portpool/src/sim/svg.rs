@@ -7,8 +7,8 @@
 
 use std::fmt::Write as _;
 
-use crate::core::fmt_duration;
 use crate::sim::{Outcome, SimParams, SpanKind};
+use portpool_alloc::core::fmt_duration;
 use std::time::Duration;
 
 const WIDTH: f64 = 1100.0;

@@ -273,6 +273,19 @@ pub enum XmlLayout {
     HeaderDle,
 }
 
+/// The rest of an opening tag that carries `value` raw: ` encoding="raw" raw="BASE64">`
+/// and the value with every byte [`needs_raw`] as `_`.
+pub(crate) fn push_raw(out: &mut Vec<u8>, value: &[u8]) {
+    out.extend_from_slice(b" encoding=\"raw\" raw=\"");
+    out.extend_from_slice(
+        base64::engine::general_purpose::STANDARD
+            .encode(value)
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\">");
+    out.extend(value.iter().map(|&b| if needs_raw(b) { b'_' } else { b }));
+}
+
 /// `amxml_format_tag`: `<tag>value</tag>`, or, when the value has a byte <= 0x20, >= 0x80
 /// or one of `< > " & \ '`, `<tag encoding="raw" raw="BASE64">value-with-those-as-_</tag>`.
 pub fn format_tag(tag: &str, value: &[u8]) -> Vec<u8> {
@@ -280,14 +293,7 @@ pub fn format_tag(tag: &str, value: &[u8]) -> Vec<u8> {
     out.push(b'<');
     out.extend_from_slice(tag.as_bytes());
     if value.iter().copied().any(needs_raw) {
-        out.extend_from_slice(b" encoding=\"raw\" raw=\"");
-        out.extend_from_slice(
-            base64::engine::general_purpose::STANDARD
-                .encode(value)
-                .as_bytes(),
-        );
-        out.extend_from_slice(b"\">");
-        out.extend(value.iter().map(|&b| if needs_raw(b) { b'_' } else { b }));
+        push_raw(&mut out, value);
     } else {
         out.push(b'>');
         out.extend_from_slice(value);

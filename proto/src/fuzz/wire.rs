@@ -8,7 +8,7 @@
 use crate::crc::{Crc32c, CrcValue};
 use crate::frame::{self, DecodeError, Decoder, Event, FrameReader};
 use crate::pkt::PacketType;
-use crate::security::{self, Checked, Peer, PortRule};
+use crate::security::{self, Checked, Peer, PortRule, SecurityLine};
 use crate::tcp;
 use crate::udp::{self, Datagram};
 

@@ -265,13 +265,13 @@ fn gnutar_dump_produces_the_real_mesg_index_crc_and_state_chain() {
     let listed = tar_list(&data);
     assert!(listed.contains("./sub dir/notes"), "{listed}");
     // The chain: <list dir>/<host><sanitised disk>_0 exists, no .new left.
-    let base = crate::services::listed::chain_base(
+    let base = crate::tar::listed::chain_base(
         &ctx.gnutar_list_dir,
         b"client.example.com",
         disk.as_bytes(),
     );
-    assert!(crate::services::listed::level_file(&base, 0).exists());
-    assert!(!crate::services::listed::new_file(&base, 0).exists());
+    assert!(crate::tar::listed::level_file(&base, 0).exists());
+    assert!(!crate::tar::listed::new_file(&base, 0).exists());
     let dates = amandates::load(&ctx.amandates).unwrap();
     assert!(dates.date(disk.as_bytes(), 0) > 0, "amandates updated");
 
@@ -291,7 +291,7 @@ fn gnutar_dump_produces_the_real_mesg_index_crc_and_state_chain() {
         "{listed}"
     );
     assert!(String::from_utf8(index).unwrap().contains("/new file\n"));
-    assert!(crate::services::listed::level_file(&base, 1).exists());
+    assert!(crate::tar::listed::level_file(&base, 1).exists());
 }
 
 #[test]
@@ -350,19 +350,7 @@ fn a_failing_tar_is_reported_and_the_chain_is_untouched() {
     assert!(text.contains("sendbackup: error [dump ("), "{text}");
     assert!(text.contains("/usr/bin/tar returned 2]"), "{text}");
     assert!(!text.contains("sendbackup: end"), "{text}");
-    assert_eq!(
-        std::fs::read_dir(&ctx.gnutar_list_dir)
-            .unwrap()
-            // `<chain>.disk` records which disk owns the chain name; no state file is left.
-            .filter(|e| !e
-                .as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".disk"))
-            .count(),
-        0
-    );
+    assert_eq!(crate::tar::listed::state_files(&ctx.gnutar_list_dir), 0);
 }
 
 #[test]

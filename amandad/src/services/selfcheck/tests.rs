@@ -1,6 +1,6 @@
 //! selfcheck tests: the reply compared with the real Debian client's for the same request.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::*;
 use crate::services::context::ContextInner;
@@ -34,27 +34,7 @@ fn run(ctx: &ServiceContext, args: &str) -> Vec<u8> {
 }
 
 fn real_selfcheck(req: &str) -> Option<Vec<u8>> {
-    if !nix::unistd::geteuid().is_root() || !Path::new("/usr/lib/amanda/selfcheck").exists() {
-        crate::services::util::skip_unless_ci("needs root and the real amanda-client");
-        return None;
-    }
-    let mut child = std::process::Command::new("runuser")
-        .args([
-            "-u",
-            "backup",
-            "--",
-            "/usr/lib/amanda/selfcheck",
-            "amandad",
-            "bsdtcp",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    use std::io::Write;
-    child.stdin.take()?.write_all(req.as_bytes()).ok()?;
-    Some(child.wait_with_output().ok()?.stdout)
+    crate::services::util::real_client_service("selfcheck", req)
 }
 
 /// (code, severity, process, message) with host-specific values blanked.

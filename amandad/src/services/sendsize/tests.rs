@@ -115,7 +115,7 @@ fn estimates_equal_real_tar_for_level_0_and_1_and_are_published_line_by_line() {
             crate::services::features::advertised_hex()
         )
     );
-    let want0 = crate::services::estimate::tests::real_tar_bytes(&data, true, &[])
+    let want0 = crate::tar::estimate::tests::real_tar_bytes(&data, true, &[])
         .unwrap()
         .div_ceil(1024);
     assert_eq!(l[1], format!("{disk} 0 SIZE {want0}"));
@@ -125,19 +125,7 @@ fn estimates_equal_real_tar_for_level_0_and_1_and_are_published_line_by_line() {
     assert_eq!(partials.first().map(|p| lines(p).len()), Some(1));
     assert_eq!(partials.last(), Some(&body));
     // No state file is left behind by an estimate.
-    assert_eq!(
-        std::fs::read_dir(&ctx.gnutar_list_dir)
-            .unwrap()
-            // `<chain>.disk` records which disk owns the chain name; no state file is left.
-            .filter(|e| !e
-                .as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".disk"))
-            .count(),
-        0
-    );
+    assert_eq!(crate::tar::listed::state_files(&ctx.gnutar_list_dir), 0);
 }
 
 #[test]
@@ -173,7 +161,7 @@ fn amgtar_estimates_and_property_errors() {
         &ctx,
         &format!("{}{}", opts("h3"), amgtar_dle(&disk, &[0], "")),
     );
-    let want0 = crate::services::estimate::tests::real_tar_bytes(&data, true, &[])
+    let want0 = crate::tar::estimate::tests::real_tar_bytes(&data, true, &[])
         .unwrap()
         .div_ceil(1024);
     assert_eq!(lines(&body)[1], format!("{disk} 0 SIZE {want0}"));
@@ -192,27 +180,7 @@ fn amgtar_estimates_and_property_errors() {
 
 /// The real Debian client, if installed and we are root: `runuser -u backup -- sendsize`.
 fn real_sendsize(req: &str) -> Option<Vec<u8>> {
-    if !nix::unistd::geteuid().is_root() || !Path::new("/usr/lib/amanda/sendsize").exists() {
-        crate::services::util::skip_unless_ci("needs root and the real amanda-client");
-        return None;
-    }
-    let mut child = std::process::Command::new("runuser")
-        .args([
-            "-u",
-            "backup",
-            "--",
-            "/usr/lib/amanda/sendsize",
-            "amandad",
-            "bsdtcp",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    use std::io::Write;
-    child.stdin.take()?.write_all(req.as_bytes()).ok()?;
-    Some(child.wait_with_output().ok()?.stdout)
+    crate::services::util::real_client_service("sendsize", req)
 }
 
 fn readable_tree() -> tempfile::TempDir {
@@ -336,9 +304,8 @@ fn excluded_files_estimate_like_the_real_client() {
             String::from_utf8_lossy(&real).replace(F, &crate::services::features::advertised_hex());
         assert_eq!(String::from_utf8_lossy(&ours), real, "request:\n{req}");
         // really excluded: smaller than the whole tree
-        let all =
-            crate::services::estimate::tests::real_tar_bytes(&dir.path().join("data"), true, &[])
-                .unwrap();
+        let all = crate::tar::estimate::tests::real_tar_bytes(&dir.path().join("data"), true, &[])
+            .unwrap();
         assert!(
             !real.contains(&format!(" 0 SIZE {}\n", all.div_ceil(1024))),
             "{real}"
@@ -366,8 +333,8 @@ fn the_real_client_continues_our_incremental_chain() {
     inner.runtar_path = None;
     std::fs::create_dir_all(&inner.tmp_dir).unwrap();
     let ctx = ServiceContext::new(inner);
-    let base = crate::services::listed::chain_base(lists, host.as_bytes(), data.as_bytes());
-    let level0 = crate::services::listed::level_file(&base, 0);
+    let base = crate::tar::listed::chain_base(lists, host.as_bytes(), data.as_bytes());
+    let level0 = crate::tar::listed::level_file(&base, 0);
     struct Cleanup(std::path::PathBuf);
     impl Drop for Cleanup {
         fn drop(&mut self) {

@@ -1,13 +1,12 @@
 //! The real server's DLE encoders (`xml_optionstr`, `xml_estimate`, `xml_application`,
 //! `xml_scripts`, `xml_property`, and the request builders of amcheck, planner and dumper).
 
-use base64::Engine as _;
-
-use super::{XmlLayout, format_tag, needs_raw};
+use super::{XmlLayout, format_tag, push_raw};
 use crate::dle::{
     Application, Compress, DataPath, Dle, Encrypt, Estimate, ExecuteWhere, Property, Script,
 };
 use crate::features::{Feature, Features};
+use crate::quote::ByteString;
 
 /// A value the server prints with `%s`: verbatim when safe, else the raw form (see the
 /// parent module's docs).
@@ -42,14 +41,7 @@ fn plain_open(out: &mut Vec<u8>, tag: &str, value: &[u8]) {
         out.push(b'>');
         out.extend_from_slice(value);
     } else {
-        out.extend_from_slice(b" encoding=\"raw\" raw=\"");
-        out.extend_from_slice(
-            base64::engine::general_purpose::STANDARD
-                .encode(value)
-                .as_bytes(),
-        );
-        out.extend_from_slice(b"\">");
-        out.extend(value.iter().map(|&b| if needs_raw(b) { b'_' } else { b }));
+        push_raw(out, value);
     }
 }
 
@@ -297,21 +289,39 @@ fn write_property(out: &mut Vec<u8>, p: &Property, priority: bool) {
     out.extend_from_slice(b"\n    </property>\n");
 }
 
-/// `xml_application`.
-fn write_application(out: &mut Vec<u8>, a: &Application, client: &Features) {
-    out.extend_from_slice(b"  <backup-program>\n    ");
-    out.extend_from_slice(&format_tag("plugin", &a.plugin));
-    out.push(b'\n');
-    for p in &a.properties {
+/// The properties and `client_name` that end an application or script element (the name
+/// only for a client with `name_feature`).
+fn write_plugin_tail(
+    out: &mut Vec<u8>,
+    properties: &[Property],
+    client_name: Option<&ByteString>,
+    name_feature: Feature,
+    client: &Features,
+) {
+    for p in properties {
         write_property(out, p, client.has(Feature::XML_PROPERTY_PRIORITY));
     }
-    if let Some(name) = a.client_name.as_ref().filter(|n| !n.is_empty())
-        && client.has(Feature::APPLICATION_CLIENT_NAME)
+    if let Some(name) = client_name.filter(|n| !n.is_empty())
+        && client.has(name_feature)
     {
         out.extend_from_slice(b"    ");
         out.extend_from_slice(&format_tag("client_name", name));
         out.push(b'\n');
     }
+}
+
+/// `xml_application`.
+fn write_application(out: &mut Vec<u8>, a: &Application, client: &Features) {
+    out.extend_from_slice(b"  <backup-program>\n    ");
+    out.extend_from_slice(&format_tag("plugin", &a.plugin));
+    out.push(b'\n');
+    write_plugin_tail(
+        out,
+        &a.properties,
+        a.client_name.as_ref(),
+        Feature::APPLICATION_CLIENT_NAME,
+        client,
+    );
     out.extend_from_slice(b"  </backup-program>\n");
 }
 
@@ -330,15 +340,12 @@ fn write_script(out: &mut Vec<u8>, s: &Script, client: &Features) {
         plain_tag(out, "execute_on", &s.execute_on.join(&b','));
         out.push(b'\n');
     }
-    for p in &s.properties {
-        write_property(out, p, client.has(Feature::XML_PROPERTY_PRIORITY));
-    }
-    if let Some(name) = s.client_name.as_ref().filter(|n| !n.is_empty())
-        && client.has(Feature::SCRIPT_CLIENT_NAME)
-    {
-        out.extend_from_slice(b"    ");
-        out.extend_from_slice(&format_tag("client_name", name));
-        out.push(b'\n');
-    }
+    write_plugin_tail(
+        out,
+        &s.properties,
+        s.client_name.as_ref(),
+        Feature::SCRIPT_CLIENT_NAME,
+        client,
+    );
     out.extend_from_slice(b"  </script>\n");
 }

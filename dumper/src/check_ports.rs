@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use portpool::rules::Flow;
-use portpool::services::Services;
+use portpool_alloc::services::Services;
 use proto::frame;
 use proto::pkt::PacketType;
 use proto::ports::{PortRange, Transport};

@@ -88,13 +88,7 @@ fn owned_by(base: &Path, disk: &[u8]) -> Result<bool, ListError> {
         let _ = std::fs::remove_file(&aside);
         {
             use std::io::Write;
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&aside)
-                .map_err(|e| err(&aside, e))?;
+            let mut f = create_private(&aside).map_err(|e| err(&aside, e))?;
             f.write_all(disk).map_err(|e| err(&aside, e))?;
         }
         let linked = std::fs::hard_link(&aside, &owner);
@@ -173,16 +167,10 @@ impl Snapshot {
                 break;
             }
         }
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| ListError::Create {
-                path: path.display().to_string(),
-                reason: strerror(&e),
-            })?;
+        let mut out = create_private(&path).map_err(|e| ListError::Create {
+            path: path.display().to_string(),
+            reason: strerror(&e),
+        })?;
         // From here on the guard deletes the file on every error path.
         let snap = Snapshot {
             path,
@@ -269,6 +257,33 @@ fn copy(input: &mut File, out: &mut File) -> Result<(), (bool, io::Error)> {
         out.write_all(&buf[..n]).map_err(|e| (false, e))?;
     }
     out.sync_data().map_err(|e| (false, e))
+}
+
+/// A new file only its owner can read, never through a symlink and never over an existing
+/// file.
+fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// How many incremental state files `dir` holds: every file but the `<chain>.disk` records
+/// of which disk owns a chain name (for tests that check nothing is left behind).
+#[cfg(test)]
+pub(crate) fn state_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("list dir")
+        .filter(|e| {
+            !e.as_ref()
+                .expect("dirent")
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".disk")
+        })
+        .count()
 }
 
 #[cfg(test)]

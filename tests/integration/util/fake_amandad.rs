@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use proto::crc::Crc32c;
 use proto::frame::{FrameReader, encode_frame};
 use proto::pkt::PacketType;
+use proto::security::SecurityLine;
 use proto::tcp::Packet;
 
 /// What the client does once its sendbackup REP was ACKed.

@@ -4,8 +4,8 @@
 //! (argp's `ARGP_IN_ORDER`). [`verdict`] says whether tar, reading an argv this way, would
 //! do only what the helper promises (no command, no file of the caller's choosing).
 //!
-//! What this module must not do: use the helper's own tables or checks (`runtar.rs`); it is
-//! the second opinion.
+//! What this module must not do: use the helper's own tables or checks
+//! (`crate::tar::runtar`); it is the second opinion.
 
 /// tar 1.34's long options, as `tar --help` lists them: `name` takes no argument, `name=`
 /// needs one, `name[=]` takes an optional one; `name:canonical` is another name of an option.

@@ -152,16 +152,7 @@ indexdir "{w}/state/index"
 define tapetype VT {{
     length {length} kbytes
 {part}}}
-define holdingdisk hd1 {{
-    directory "{w}/holding"
-    use {holding} kbytes
-}}
-holdingdisk "hd1"
-define application-tool app_amgtar {{
-    plugin "amgtar"
-    property "ATIME-PRESERVE" "no"
-}}
-define dumptype vt {{
+{holding_and_amgtar}define dumptype vt {{
     auth "{auth}"
     client_port "{port}"
     program "APPLICATION"
@@ -179,7 +170,8 @@ define dumptype vt {{
             tapecycle = o.tapecycle,
             runtapes = o.runtapes,
             length = o.length_kb,
-            holding = o.holding_use_kb,
+            holding_and_amgtar =
+                super::holding_and_amgtar(&w, &format!("{} kbytes", o.holding_use_kb)),
             auth = o.auth,
             port = o.port,
             dumptypes = o.dumptypes,

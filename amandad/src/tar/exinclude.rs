@@ -135,13 +135,8 @@ pub fn tar_unquote(s: &[u8]) -> Vec<u8> {
         match c {
             b'\\' => out.push(b'\\'),
             b'a' => out.push(0x07),
-            b'b' => out.push(0x08),
-            b'f' => out.push(0x0c),
-            b'n' => out.push(b'\n'),
-            b'r' => out.push(b'\r'),
-            b't' => out.push(b'\t'),
-            b'v' => out.push(0x0b),
             b'?' => out.push(0x7f),
+            c if let Some(control) = proto::quote::c_control_escape(c) => out.push(control),
             b'0'..=b'7' => {
                 let mut value = u32::from(c - b'0');
                 for _ in 0..2 {
@@ -182,7 +177,7 @@ fn list_lines(content: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 fn create_temp(place: &ListPlace<'_>, kind: &str) -> std::io::Result<(std::fs::File, PathBuf)> {
     let stamp = timestamp_now();
-    let disk = crate::services::listed::sanitise(place.disk);
+    let disk = crate::tar::listed::sanitise(place.disk);
     let mut last = None;
     for n in 0..1000u32 {
         let mut name = format!("{}.", place.prog).into_bytes();

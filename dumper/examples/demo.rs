@@ -1,15 +1,18 @@
-//! `dumper demo`: the whole job on one machine, in a minute. It creates a sample tree,
-//! starts **our** amandad standalone on a free 127.0.0.1 port (auth bsdtcp), writes an
-//! embedded default configuration (amanda.conf + disklist) into a temporary directory, runs
-//! `dumper run` (a full), changes the tree and runs again (a level 1), restores with
-//! `dumper restore` into a fresh directory, checks that the restored tree is identical to
-//! the sample (names, types, modes, owners, sizes, mtimes, symlink targets, contents; the
-//! deleted file must be gone), prints both reports, and cleans up.
+//! The README's main job (`sudo scripts/demo`), on one machine, in a minute: it creates a
+//! sample tree, starts **our** amandad standalone on a free 127.0.0.1 port (auth bsdtcp),
+//! writes an embedded default configuration (amanda.conf + disklist) into a temporary
+//! directory, runs `dumper run` (a full), changes the tree and runs again (a level 1),
+//! restores with `dumper restore` into a fresh directory, checks that the restored tree is
+//! identical to the sample (names, types, modes, owners, sizes, mtimes, symlink targets,
+//! contents; the deleted file must be gone), prints both reports, and cleans up.
 //!
-//! It builds nothing: it uses this binary and the `amandad` beside it (the release
-//! binaries after `cargo build --release`). It needs root, like a real server (reserved
-//! ports; our amandad switches to the Amanda user `backup`). What this module must not do:
-//! touch anything outside its temporary directory and the loopback interface.
+//! An example of the dumper crate, not a subcommand of the production binary (issue 11):
+//! `cargo run --release -p dumper --example demo`, or `scripts/demo`, which builds the
+//! release binaries first. It builds nothing itself: it drives the `dumper` and `amandad`
+//! binaries of the same target directory (`--bindir`, by default the directory above the
+//! one this example is in). It needs root, like a real server (reserved ports; our amandad
+//! switches to the Amanda user `backup`). What it must not do: touch anything outside its
+//! temporary directory and the loopback interface.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,13 +23,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Options.
-#[derive(Clone, Debug, Default)]
-pub struct DemoOptions {
-    /// Keep the directory.
-    pub keep: bool,
-    /// Our amandad (default: beside this binary).
-    pub amandad: Option<PathBuf>,
+/// Back up a sample tree through our amandad on loopback, restore it, verify it.
+#[derive(clap::Parser, Debug)]
+#[command(name = "demo")]
+struct DemoOptions {
+    /// Keep the demo directory.
+    #[arg(long)]
+    keep: bool,
+    /// Where the release binaries `dumper` and `amandad` are (default: the directory above
+    /// this example's, i.e. target/release).
+    #[arg(long, value_name = "DIR")]
+    bindir: Option<PathBuf>,
+    /// Our amandad (default: `amandad` in the bindir).
+    #[arg(long)]
+    amandad: Option<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    let o = DemoOptions::parse();
+    match demo(&o) {
+        Ok(0) => std::process::ExitCode::SUCCESS,
+        Ok(_) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("demo: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 struct Cleanup {
@@ -184,24 +207,34 @@ fn compare(a: &Path, b: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// Runs the demo; returns the exit status.
-pub fn demo(o: &DemoOptions) -> anyhow::Result<i32> {
-    if !crate::privs::is_root() {
+fn demo(o: &DemoOptions) -> anyhow::Result<i32> {
+    if !dumper::privs::is_root() {
         anyhow::bail!(
             "the demo needs root, like a real server: reserved source ports, and our amandad switches to the Amanda user (run it with sudo)"
         );
     }
-    let me = std::env::current_exe()?;
-    let bindir = me
-        .parent()
-        .ok_or_else(|| anyhow::anyhow!("cannot find the directory of {}", me.display()))?;
+    let bindir = match &o.bindir {
+        Some(d) => d.clone(),
+        None => {
+            // target/release/examples/demo: the binaries are one directory up.
+            let me = std::env::current_exe()?;
+            me.parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .ok_or_else(|| anyhow::anyhow!("cannot find the directory of {}", me.display()))?
+        }
+    };
+    let dumper = bindir.join("dumper");
     let amandad = o.amandad.clone().unwrap_or_else(|| bindir.join("amandad"));
-    if !amandad.exists() {
-        anyhow::bail!(
-            "{} is missing: build the release binaries first (cargo build --release --workspace --bins)",
-            amandad.display()
-        );
+    for bin in [&dumper, &amandad] {
+        if !bin.exists() {
+            anyhow::bail!(
+                "{} is missing: build the release binaries first (cargo build --release --workspace --bins)",
+                bin.display()
+            );
+        }
     }
-    let (uid, gid) = crate::privs::lookup("backup")?;
+    let (uid, gid) = dumper::privs::lookup("backup")?;
     let dir = std::env::temp_dir().join(format!("dumper-demo-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
@@ -261,7 +294,7 @@ pub fn demo(o: &DemoOptions) -> anyhow::Result<i32> {
     ));
     let w = work.display();
     let conf = format!(
-        r#"# amanda-rs demo configuration (written by `dumper demo`)
+        r#"# amanda-rs demo configuration (written by the demo, dumper/examples/demo.rs)
 org "dumper-demo"
 dumpuser "backup"
 inparallel 2
@@ -307,7 +340,7 @@ define dumptype demo {{
 
     let run = |what: &str| -> anyhow::Result<i32> {
         step(&format!("dumper run ({what})"));
-        let out = Command::new(&me)
+        let out = Command::new(&dumper)
             .arg("run")
             .arg(&conf_path)
             .args(["--progress", "plain"])
@@ -343,7 +376,7 @@ define dumptype demo {{
 
     let restored = dir.join("restored");
     step(&format!("dumper restore into {}", restored.display()));
-    let out = Command::new(&me)
+    let out = Command::new(&dumper)
         .arg("restore")
         .arg(&conf_path)
         .args(["--host", "localhost", "--disk"])

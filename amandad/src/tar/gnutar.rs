@@ -29,9 +29,9 @@ use std::sync::Mutex;
 use proto::dle::{Dle, FileList, Property};
 
 use crate::services::ServiceContext;
-use crate::services::exinclude::ExInclude;
 use crate::services::messages::UserRules;
 use crate::services::util::lossy;
+use crate::tar::exinclude::ExInclude;
 
 /// The two dumptype forms we implement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -568,7 +568,7 @@ impl TarSetup {
                     directory: amname_to_dirname(&device),
                     list_base: list_dir
                         .as_deref()
-                        .map(|d| crate::services::listed::chain_base(d, host, &disk)),
+                        .map(|d| crate::tar::listed::chain_base(d, host, &disk)),
                     list_dir,
                     disk,
                     device,
@@ -609,7 +609,7 @@ impl TarSetup {
                 if let Some(d) = props.gnutar_listdir.clone() {
                     let allowed_extra = security.as_ref().is_some_and(|c| {
                         c.program_paths.iter().any(|e| {
-                            e.value.0 == crate::services::runtar::KEY_LIST_DIR
+                            e.value.0 == crate::tar::runtar::KEY_LIST_DIR
                                 && std::fs::canonicalize(&e.value.1).ok()
                                     == std::fs::canonicalize(&d).ok()
                         })
@@ -626,7 +626,7 @@ impl TarSetup {
                             "GNUTAR-LISTDIR '{}' is not allowed by the security file '{}' (add \"{}={}\")",
                             d.display(),
                             ctx.security_file().display(),
-                            crate::services::runtar::KEY_LIST_DIR,
+                            crate::tar::runtar::KEY_LIST_DIR,
                             d.display()
                         )));
                     }
@@ -646,7 +646,7 @@ impl TarSetup {
                     directory,
                     list_base: list_dir
                         .as_deref()
-                        .map(|d| crate::services::listed::chain_base(d, host, &disk)),
+                        .map(|d| crate::tar::listed::chain_base(d, host, &disk)),
                     list_dir,
                     disk,
                     device,
@@ -865,7 +865,7 @@ pub fn command(launch: &Launch, tar: &Path, args: &[OsString]) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::services::exinclude;
+    use crate::tar::exinclude;
 
     fn prop(name: &str, values: &[&str]) -> Property {
         Property {
@@ -1102,7 +1102,7 @@ mod tests {
                         for index in [true, false] {
                             let mut argv = vec![OsString::from("/usr/bin/tar")];
                             argv.extend(s.args(mode, snap, newer, lists, index));
-                            if let Err(e) = crate::services::runtar::parse_args(&argv) {
+                            if let Err(e) = crate::tar::runtar::parse_args(&argv) {
                                 panic!("{argv:?}: {e}");
                             }
                         }

@@ -19,15 +19,15 @@ pub enum JobOutput {
     Done(u64, Vec<u8>),
 }
 
-/// The pool. Dropping it lets the threads finish their current job and exit.
-pub struct Pool {
+/// The worker threads. Dropping this lets the threads finish their current job and exit.
+pub struct Workers {
     jobs: Sender<(u64, Job)>,
     pub results: Receiver<JobOutput>,
 }
 
-impl Pool {
+impl Workers {
     /// Starts `threads` workers that wake the loop through `waker` after every output.
-    pub fn new(threads: usize, waker: Arc<mio::Waker>) -> std::io::Result<Pool> {
+    pub fn new(threads: usize, waker: Arc<mio::Waker>) -> std::io::Result<Workers> {
         let (jobs, job_rx) = unbounded::<(u64, Job)>();
         let (out_tx, results) = unbounded();
         for i in 0..threads.max(1) {
@@ -56,12 +56,12 @@ impl Pool {
                     }
                 })?;
         }
-        Ok(Pool { jobs, results })
+        Ok(Workers { jobs, results })
     }
 
     /// Queues a job for exchange `id`.
     pub fn submit(&self, id: u64, job: Job) {
-        // The receivers live as long as the pool, so sending cannot fail.
+        // The receivers live as long as the workers, so sending cannot fail.
         let _ = self.jobs.send((id, job));
     }
 }

@@ -785,7 +785,7 @@ pub fn os(b: &[u8]) -> OsString {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::services::util::skip_unless_ci;
 
@@ -807,7 +807,8 @@ mod tests {
         parse(&v)
     }
 
-    const GOOD: &[&str] = &[
+    /// What amgtar's backup asks of the helper (tar's arguments, after the tar path).
+    pub(crate) const GOOD: &[&str] = &[
         "--create",
         "--verbose",
         "--block-number",

@@ -15,7 +15,7 @@
 //! [`PoolCore::poll_timeout`] says when the pool next needs a [`PoolCore::tick`].
 //!
 //! What this module must NOT do: touch a socket, a file, a clock or a lock. The daemons'
-//! [`crate::Pool`] and the simulator ([`crate::sim`]) both drive this same type.
+//! [`crate::Pool`] and the simulator (`portpool::sim`) both drive this same type.
 //! LIFECYCLE.md beside this file draws the states.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -448,13 +448,24 @@ impl PoolCore {
         self.events.pop_front()
     }
 
-    /// The bind of a granted port succeeded: the port is leased.
-    pub fn bound(&mut self, ticket: Ticket, now: Instant) -> Result<u16, Misuse> {
+    /// The shell reports on the bind of `ticket`'s port: the observed time, and the port,
+    /// its waiter and how long that waited for its grant.
+    fn end_binding(
+        &mut self,
+        ticket: Ticket,
+        now: Instant,
+    ) -> Result<(Instant, (u16, Waiter, Duration)), Misuse> {
         let now = self.observe(now);
-        let (port, waiter, waited) = self
+        let binding = self
             .binding
             .remove(&ticket)
             .ok_or(Misuse::NotBinding(ticket.0))?;
+        Ok((now, binding))
+    }
+
+    /// The bind of a granted port succeeded: the port is leased.
+    pub fn bound(&mut self, ticket: Ticket, now: Instant) -> Result<u16, Misuse> {
+        let (now, (port, waiter, waited)) = self.end_binding(ticket, now)?;
         self.set_state(port, State::Leased { dest: waiter.dest });
         // The wait is what the request spent queued, up to its grant; the bind itself
         // is not waiting for a port.
@@ -481,11 +492,7 @@ impl PoolCore {
         by: Option<u32>,
         now: Instant,
     ) -> Result<u16, Misuse> {
-        let now = self.observe(now);
-        let (port, waiter, _) = self
-            .binding
-            .remove(&ticket)
-            .ok_or(Misuse::NotBinding(ticket.0))?;
+        let (now, (port, waiter, _)) = self.end_binding(ticket, now)?;
         let until = now + self.busy_retry;
         self.set_state(port, State::Busy { until, by });
         self.busy.push((until, port));
@@ -502,11 +509,7 @@ impl PoolCore {
     /// The bind failed for a reason that is not the port's fault (EACCES...): the port
     /// is free again and the request ends.
     pub fn bind_failed(&mut self, ticket: Ticket, now: Instant) -> Result<u16, Misuse> {
-        let now = self.observe(now);
-        let (port, _, _) = self
-            .binding
-            .remove(&ticket)
-            .ok_or(Misuse::NotBinding(ticket.0))?;
+        let (now, (port, _, _)) = self.end_binding(ticket, now)?;
         self.set_state(port, State::Free);
         self.free.push_front(port);
         self.metrics.bind_errors += 1;
@@ -702,25 +705,24 @@ impl PoolCore {
         if self.states.len() != n {
             return Err(format!("{} states for {n} ports", self.states.len()));
         }
-        let mut in_free = vec![false; n];
-        for &port in &self.free {
+        // The index of a listed port, which must be in the range and listed once.
+        let once = |seen: &mut Vec<bool>, port: u16, list: &str| {
             let i = self
                 .range
                 .index_of(port)
-                .ok_or(format!("free port {port} outside range"))?;
-            if std::mem::replace(&mut in_free[i], true) {
-                return Err(format!("port {port} twice in the free list"));
+                .ok_or(format!("{list} port {port} outside range"))?;
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(format!("port {port} twice in the {list} list"));
             }
+            Ok(i)
+        };
+        let mut in_free = vec![false; n];
+        for &port in &self.free {
+            once(&mut in_free, port, "free")?;
         }
         let mut in_busy = vec![false; n];
         for &(until, port) in &self.busy {
-            let i = self
-                .range
-                .index_of(port)
-                .ok_or(format!("busy port {port} outside range"))?;
-            if std::mem::replace(&mut in_busy[i], true) {
-                return Err(format!("port {port} twice in the busy list"));
-            }
+            let i = once(&mut in_busy, port, "busy")?;
             match self.states[i] {
                 State::Busy { until: u, .. } if u == until => {}
                 ref other => return Err(format!("busy list has port {port} in state {other:?}")),

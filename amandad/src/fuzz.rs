@@ -1,10 +1,12 @@
-//! Fuzz entry points of the services, reachable from stable Rust.
+//! Fuzz entry points of amandad (the services and the tar machinery), reachable from stable
+//! Rust.
 //!
 //! Each `pub fn name(data: &[u8])` must never panic and checks the invariants of what it
 //! drives: the privileged helper's argument check (the security boundary), tar's stderr
 //! state machine, the amandates parser, and the request parsing of sendbackup and sendsize
 //! (which runs no tar: a sendsize job is built, not run). The cargo-fuzz crate in
-//! `<repo>/fuzz` calls them; the test below replays `<repo>/fuzz/corpus/<name>/`.
+//! `<repo>/fuzz` calls them; the integration test `fuzz_corpora` replays
+//! `<repo>/fuzz/corpus/<name>/` through [`TARGETS`].
 //!
 //! The helper's oracle does not trust the helper's view of the command line: it asks
 //! [`tar_model`], an independent model of GNU tar's own parsing, what tar would do with an
@@ -18,15 +20,12 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use crate::services::messages::{
     BackupMessages, Classifier, MAX_LINE, StreamOutput, Table, UserRules,
 };
-use crate::services::runtar;
+use crate::tar::runtar;
 
 pub mod tar_model;
 
-/// A fuzz target: its name (corpus directory and cargo-fuzz binary) and entry point.
-pub type Target = (&'static str, fn(&[u8]));
-
-/// Every target.
-pub const TARGETS: &[Target] = &[
+/// Every target: (name of the corpus directory and cargo-fuzz binary, entry point).
+pub const TARGETS: &[proto::fuzz::Target] = &[
     ("amandad_runtar_args", runtar_args),
     ("amandad_tar_stderr", tar_stderr),
     ("amandad_amandates", amandates),
@@ -72,9 +71,9 @@ pub fn tar_stderr(data: &[u8]) {
 
 /// The amandates parser: never panics; formatting is a fixed point.
 pub fn amandates(data: &[u8]) {
-    let a = crate::services::amandates::Amandates::parse(data);
+    let a = crate::tar::amandates::Amandates::parse(data);
     let f = a.format();
-    assert_eq!(crate::services::amandates::Amandates::parse(&f).format(), f);
+    assert_eq!(crate::tar::amandates::Amandates::parse(&f).format(), f);
 }
 
 /// sendbackup and sendsize request handling on arbitrary bodies: never panics.
@@ -104,21 +103,13 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::tar_model;
-    use crate::services::runtar;
+    use crate::tar::runtar;
     use tar_model::Event::{Operand, Opt};
 
     fn fuzz_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("..")
             .join("fuzz")
-    }
-
-    #[test]
-    fn every_target_has_a_cargo_fuzz_binary() {
-        for (name, _) in super::TARGETS {
-            let file = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
-            assert!(file.is_file(), "{} is missing", file.display());
-        }
     }
 
     fn words(list: &[&str]) -> Vec<Vec<u8>> {
@@ -216,23 +207,7 @@ mod tests {
             assert!(verdict(bad).is_err(), "{bad:?}");
         }
         for good in [
-            &[
-                "--create",
-                "--verbose",
-                "--block-number",
-                "--file=-",
-                "--directory=/home",
-                "--one-file-system",
-                "--atime-preserve=system",
-                "--listed-incremental=/var/lib/amanda/gnutar-lists/h_0.new",
-                "--sparse",
-                "--ignore-failed-read",
-                "--totals",
-                "--exclude-from=/tmp/x",
-                "--verbatim-files-from",
-                "--null",
-                "--files-from=/tmp/y",
-            ][..],
+            runtar::tests::GOOD,
             &[
                 "--create",
                 "--file=/dev/null",
@@ -425,21 +400,5 @@ mod tests {
             }
         }
         assert!(seen.0 >= 15 && seen.1 >= 4, "{seen:?}");
-    }
-
-    #[test]
-    fn committed_corpora_replay_without_panics() {
-        for (name, f) in super::TARGETS {
-            let dir = fuzz_dir().join("corpus").join(name);
-            let entries: Vec<_> = std::fs::read_dir(&dir)
-                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-                .filter_map(Result::ok)
-                .collect();
-            assert!(!entries.is_empty(), "{} is empty", dir.display());
-            for e in entries {
-                let data = std::fs::read(e.path()).unwrap();
-                f(&data);
-            }
-        }
     }
 }

@@ -1,0 +1,181 @@
+//! The control transport of one client, as the requests of a dump, an estimate group or a
+//! check use it: opened on the first exchange from the pool its auth needs (a reserved UDP
+//! port for bsd/bsdudp, one bsdtcp connection from a reserved TCP port, one ssl connection
+//! from an unreserved TCP port with TLS and Amanda's certificate checks), kept for the
+//! next request (bsdtcp: handles 1, 2, ...; UDP: a new handle and sequence), and closed as
+//! the real server closes it.
+//!
+//! What this module must not do: build or read request bodies (see `request`, `proto`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proto::Auth;
+use proto::exchange::InitiatorConfig;
+use proto::features::Features;
+
+use super::exchange::{self, Exchanged, OpenError, RequestFailure};
+use super::tcp::FramedConn;
+use super::udp::UdpControl;
+use super::{Ports, Tuning, WaitEvent};
+
+/// What every request of a run shares: who we are to the clients, from which ports, and
+/// how a request is retried.
+#[derive(Clone)]
+pub struct Link {
+    /// Our features.
+    pub ours: Features,
+    /// The configuration name (`config=`).
+    pub config_name: String,
+    /// `SECURITY USER`: the configured `dumpuser`.
+    pub user: String,
+    /// The port pools.
+    pub ports: Ports,
+    /// Keepalive etc.
+    pub tuning: Tuning,
+    /// `connect-tries`, `req-tries`.
+    pub initiator: InitiatorConfig,
+}
+
+/// How long we wait for the client to close its control handle after an exchange.
+const CLOSE_HANDLE_WAIT: Duration = Duration::from_secs(5);
+
+/// The control transport towards one client (see the module docs).
+pub enum Control {
+    /// bsdtcp: one connection for every request (and, for a sendbackup, its streams).
+    Tcp(Option<FramedConn>),
+    /// ssl: the same inside TLS, to `host` (the disklist name, which names the fingerprint
+    /// file), with the dumptype's ssl settings.
+    Ssl {
+        conn: Option<FramedConn>,
+        host: String,
+        settings: Arc<conf::SslSettings>,
+    },
+    /// bsd, bsdudp: one reserved UDP port for every request.
+    Udp(Option<UdpControl>),
+}
+
+impl Control {
+    /// Not yet open, on the transport `auth` uses.
+    pub fn for_auth(auth: Auth) -> Control {
+        if auth.is_udp() {
+            Control::Udp(None)
+        } else {
+            Control::Tcp(None)
+        }
+    }
+
+    /// The transport of a DLE: [`Control::for_auth`], inside TLS for auth ssl (`settings`
+    /// are the dumptype's, `host` the disklist's name).
+    pub fn for_dle(auth: Auth, host: &str, settings: Option<&Arc<conf::SslSettings>>) -> Control {
+        match (auth, settings) {
+            (Auth::Ssl, Some(s)) => Control::Ssl {
+                conn: None,
+                host: host.to_string(),
+                settings: s.clone(),
+            },
+            _ => Control::for_auth(auth),
+        }
+    }
+
+    /// Whether an exchange opened it.
+    pub fn is_open(&self) -> bool {
+        match self {
+            Control::Tcp(c) | Control::Ssl { conn: c, .. } => c.is_some(),
+            Control::Udp(c) => c.is_some(),
+        }
+    }
+
+    /// Runs one exchange with `dest` (opening the transport the first time), with the
+    /// REP wait and tries of `cfg`.
+    pub fn exchange(
+        &mut self,
+        link: &Link,
+        dest: SocketAddr,
+        cfg: InitiatorConfig,
+        req: Vec<u8>,
+        waits: &mut dyn FnMut(WaitEvent),
+    ) -> Exchanged {
+        let no_pool = |name| Exchanged {
+            outcome: Err(RequestFailure::NoPool(name)),
+            resent: 0,
+        };
+        match self {
+            Control::Ssl {
+                conn,
+                host,
+                settings,
+            } => {
+                if link.ports.tcp_data.is_none() {
+                    return no_pool("unreserved-tcp-port");
+                }
+                exchange::run(cfg, req, conn, || {
+                    super::tls::connect(
+                        &link.ports,
+                        dest,
+                        host,
+                        settings,
+                        &link.user,
+                        &link.tuning,
+                        waits,
+                    )
+                })
+            }
+            Control::Tcp(c) => {
+                let Some(pool) = link.ports.tcp_reserved.as_deref() else {
+                    return no_pool("reserved-tcp-port");
+                };
+                exchange::run(cfg, req, c, || {
+                    super::connect(pool, dest, "bsdtcp connection", &link.tuning, waits)
+                        .map(|l| FramedConn::new(l, dest, &link.user))
+                        .map_err(OpenError::from)
+                })
+            }
+            Control::Udp(c) => {
+                let Some(pool) = link.ports.udp.as_deref() else {
+                    return no_pool("reserved-udp-port");
+                };
+                exchange::run(cfg, req, c, || {
+                    super::lease(pool, None, waits)
+                        .map(|l| UdpControl::new(l, dest, &link.user))
+                        .map_err(|e| OpenError::Lease {
+                            dest,
+                            pool: super::pool_name(pool),
+                            source: Arc::new(e),
+                        })
+                })
+            }
+        }
+    }
+
+    /// Prepares the next request on the same transport: on bsdtcp the client's close of
+    /// the last handle is awaited and answered, and the next handle taken; on UDP a new
+    /// handle and sequence.
+    pub fn next_request(&mut self) {
+        match self {
+            Control::Tcp(Some(c)) | Control::Ssl { conn: Some(c), .. } => {
+                let _ = c.close_handle(Instant::now() + CLOSE_HANDLE_WAIT);
+                c.next_exchange();
+            }
+            Control::Udp(Some(c)) => c.new_exchange(),
+            _ => {}
+        }
+    }
+
+    /// After the last request: closes the bsdtcp handle as the real server does.
+    pub fn finish(&mut self) {
+        if let Control::Tcp(Some(c)) | Control::Ssl { conn: Some(c), .. } = self {
+            let _ = c.close_handle(Instant::now() + CLOSE_HANDLE_WAIT);
+        }
+    }
+
+    /// The bsdtcp connection, for the streams of a sendbackup; a UDP port goes back to
+    /// its pool here.
+    pub fn into_tcp(self) -> Option<FramedConn> {
+        match self {
+            Control::Tcp(c) | Control::Ssl { conn: c, .. } => c,
+            Control::Udp(_) => None,
+        }
+    }
+}

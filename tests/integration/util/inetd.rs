@@ -1,0 +1,82 @@
+//! A private openbsd-inetd in the foreground, killed with everything it started on drop;
+//! the real Debian amandad under it.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{AMANDA_USER, Scratch, wait_bound_udp, wait_listening_tcp};
+
+/// The superserver binary of Debian's openbsd-inetd.
+pub const INETD: &str = "/usr/sbin/inetd";
+
+/// An openbsd-inetd running in the foreground with a private configuration; killed, with
+/// everything it started, on drop.
+pub struct Inetd {
+    child: Child,
+    pub dir: Scratch,
+}
+
+impl Inetd {
+    /// Starts inetd with one service line, e.g.
+    /// `127.0.0.1:10123 dgram udp wait backup.backup /path/amandad amandad -auth=bsd amdump`,
+    /// and waits until it listens on `port` (udp or tcp as the line says).
+    pub fn start(line: &str, port: u16) -> Inetd {
+        let dir = Scratch::new("inetd");
+        let conf = dir.join("inetd.conf");
+        fs::write(&conf, format!("{line}\n")).expect("write inetd.conf");
+        let log = fs::File::create(dir.join("inetd.log")).expect("inetd.log");
+        let child = Command::new(INETD)
+            .arg("-i")
+            .args(["-R", "100000"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("start inetd");
+        let inetd = Inetd { child, dir };
+        if line.split_whitespace().nth(1) == Some("dgram") {
+            wait_bound_udp(port, Duration::from_secs(10));
+        } else {
+            wait_listening_tcp(
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(10),
+            );
+        }
+        inetd
+    }
+}
+
+impl Drop for Inetd {
+    fn drop(&mut self) {
+        // inetd and its children share the process group we gave it.
+        let pgid = self.child.id() as i32;
+        // SAFETY: kill has no memory preconditions; a stale group id only yields ESRCH.
+        unsafe {
+            libc::kill(-pgid, libc::SIGTERM);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the real Debian amandad for `auth` under a private inetd on 127.0.0.1:`port`.
+pub fn start_real_amandad(auth: &str, port: u16) -> Inetd {
+    let line = match auth {
+        "bsdtcp" => format!(
+            "127.0.0.1:{port}\tstream\ttcp\tnowait.1000\t{AMANDA_USER}.{AMANDA_USER}\t/usr/lib/amanda/amandad\tamandad -auth=bsdtcp amdump"
+        ),
+        _ => format!(
+            "127.0.0.1:{port}\tdgram\tudp\twait\t{AMANDA_USER}.{AMANDA_USER}\t/usr/lib/amanda/amandad\tamandad -auth={auth} amdump"
+        ),
+    };
+    Inetd::start(&line, port)
+}
