@@ -198,6 +198,11 @@ impl Cert {
     /// Checks that `issuer` signed this certificate.
     pub fn verify_signed_by(&self, issuer: &Cert) -> Result<(), CertError> {
         let tbs = tbs_bytes(&self.der)?;
+        // RFC 5280 4.1.1.2: the algorithm outside must be the one inside the signed part
+        // (OpenSSL: "certificate signature algorithm mismatch").
+        if self.cert.signature_algorithm != self.cert.tbs_certificate.signature {
+            return Err(CertError::BadSignature);
+        }
         let alg = &self.cert.signature_algorithm.oid;
         let sig = self
             .cert
