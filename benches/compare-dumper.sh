@@ -150,15 +150,6 @@ chown -R "$AMUSER:$AMUSER" "$ROOT/real" "$ROOT/ours"
 
 # ---------------------------------------------------------------- runs
 declare -A WALL CPU RATE RSS
-measure() { # label cmd... -> fills WALL CPU from /usr/bin/time
-    local label=$1; shift
-    /usr/bin/time -f "%e %U %S %M" -o "$ROOT/time.$label" "$@" > "$ROOT/out.$label" 2>&1 || true
-    # /usr/bin/time prepends "Command exited with non-zero status N" when it is not 0.
-    read -r w u s m < <(grep -v '^Command' "$ROOT/time.$label" | tail -1)
-    WALL[$label]=$w
-    RSS[$label]=$((m / 1024))
-    CPU[$label]=$(python3 -c "print(f'{$u+$s:.2f}')")
-}
 for set in big small; do
     echo "== $set: real amdump (no taper) + real amandad"
     rm -rf "$ROOT/real/holding"/* "$ROOT/real/state/curinfo"/* "$ROOT/real/state/log"/*

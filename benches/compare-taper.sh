@@ -121,16 +121,6 @@ ln -sfn "$ROOT/real/config" "/etc/amanda/$CFG"
 
 # ---------------------------------------------------------------- runs
 declare -A WALL CPU RSS
-measure() { # label cmd... -> keeps the best wall time and its CPU and RSS
-    local label=$1; shift
-    /usr/bin/time -f "%e %U %S %M" -o "$ROOT/time.$label" "$@" > "$ROOT/out.$label" 2>&1 || true
-    read -r w u s m < <(grep -v '^Command' "$ROOT/time.$label" | tail -1)
-    if [ -z "${WALL[$label]:-}" ] || python3 -c "import sys; sys.exit(0 if $w < ${WALL[$label]} else 1)"; then
-        WALL[$label]=$w
-        RSS[$label]=$((m / 1024))
-        CPU[$label]=$(python3 -c "print(f'{$u+$s:.2f}')")
-    fi
-}
 reset() { # side: empty holding, vtapes and catalog
     rm -rf "$ROOT/$1/holding"/* "$ROOT/$1/vtapes"/* "$ROOT/$1/state"/* "$ROOT/copy-vtapes"/*
     mkdir -p "$ROOT/$1"/state/{curinfo,index,log}

@@ -31,3 +31,18 @@ start_clients() {
     pids+=($!)
     sleep 1
 }
+
+# measure LABEL CMD...: runs CMD under /usr/bin/time, output in $ROOT/out.LABEL; keeps in the
+# caller's associative arrays WALL, CPU (user+sys, children included) and RSS (MiB) the
+# numbers of the fastest run of LABEL so far.
+measure() {
+    local label=$1; shift
+    /usr/bin/time -f "%e %U %S %M" -o "$ROOT/time.$label" "$@" > "$ROOT/out.$label" 2>&1 || true
+    # /usr/bin/time prepends "Command exited with non-zero status N" when it is not 0.
+    read -r w u s m < <(grep -v '^Command' "$ROOT/time.$label" | tail -1)
+    if [ -z "${WALL[$label]:-}" ] || python3 -c "import sys; sys.exit(0 if $w < ${WALL[$label]} else 1)"; then
+        WALL[$label]=$w
+        RSS[$label]=$((m / 1024))
+        CPU[$label]=$(python3 -c "print(f'{$u+$s:.2f}')")
+    fi
+}

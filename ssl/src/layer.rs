@@ -412,41 +412,49 @@ mod tests {
 
     #[test]
     fn amssl_certificates_shake_hands_both_ways_and_carry_frames() {
-        let (c, s) = pair();
-        let (ccfg, _) = client_config(&settings("main", "client")).unwrap();
-        let (scfg, _) = server_config(&settings("main", "server")).unwrap();
-        let until = Instant::now() + Duration::from_secs(10);
-        let server = std::thread::spawn(move || {
-            let mut t = TlsStream::new(TlsLayer::server(scfg).unwrap(), s);
-            t.handshake(until).unwrap();
-            let cert = t.layer().peer_certificate().unwrap().to_vec();
-            let mut got = vec![0u8; 5];
-            t.read_exact(&mut got).unwrap();
-            t.write_all(b"world").unwrap();
-            // Amanda's end: close the socket without close_notify.
-            drop(t);
-            (cert, got)
-        });
-        let mut t = TlsStream::new(TlsLayer::client(ccfg, "127.0.0.1").unwrap(), c);
-        t.handshake(until).unwrap();
+        let (mut t, mut server) = handshaken("main", "main");
         assert!(
             t.layer().describe().contains("TLSv1_3"),
             "{}",
             t.layer().describe()
         );
+        let cert = server.layer().peer_certificate().unwrap().to_vec();
+        let server = std::thread::spawn(move || {
+            let mut got = vec![0u8; 5];
+            server.read_exact(&mut got).unwrap();
+            server.write_all(b"world").unwrap();
+            // Amanda's end: close the socket without close_notify.
+            drop(server);
+            got
+        });
         t.write_all(b"hello").unwrap();
         let mut got = vec![0u8; 5];
         t.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"world");
         // A TCP EOF without close_notify is an ordinary end.
         assert_eq!(t.read(&mut got).unwrap(), 0);
-        let (cert, hello) = server.join().unwrap();
-        assert_eq!(hello, b"hello");
-        assert_eq!(
-            cert,
-            crate::pem::certificates(include_bytes!("../testdata/main/client/crt.pem")).unwrap()[0]
-                .to_vec()
-        );
+        assert_eq!(server.join().unwrap(), b"hello");
+        let ours = crate::pem::certificates(include_bytes!("../testdata/main/client/crt.pem"));
+        assert_eq!(cert, ours.unwrap()[0].to_vec());
+    }
+
+    /// A client and a server of the test trees after their handshake.
+    fn handshaken(
+        client_tree: &'static str,
+        server_tree: &'static str,
+    ) -> (TlsStream<TcpStream>, TlsStream<TcpStream>) {
+        let (c, s) = pair();
+        let (ccfg, _) = client_config(&settings(client_tree, "client")).unwrap();
+        let (scfg, _) = server_config(&settings(server_tree, "server")).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        let server = std::thread::spawn(move || {
+            let mut t = TlsStream::new(TlsLayer::server(scfg).unwrap(), s);
+            t.handshake(until).unwrap();
+            t
+        });
+        let mut client = TlsStream::new(TlsLayer::client(ccfg, "127.0.0.1").unwrap(), c);
+        client.handshake(until).unwrap();
+        (client, server.join().unwrap())
     }
 
     /// The sizes of the TLS records in `wire` (5-byte headers).
@@ -464,18 +472,8 @@ mod tests {
     // frame and the start of the next.
     #[test]
     fn no_record_holds_bytes_of_two_frames() {
-        let (c, s) = pair();
-        let (ccfg, _) = client_config(&settings("main", "client")).unwrap();
-        let (scfg, _) = server_config(&settings("main", "server")).unwrap();
-        let until = Instant::now() + Duration::from_secs(10);
-        let server = std::thread::spawn(move || {
-            let mut t = TlsStream::new(TlsLayer::server(scfg).unwrap(), s);
-            t.handshake(until).unwrap();
-            t
-        });
-        let mut client = TlsStream::new(TlsLayer::client(ccfg, "h").unwrap(), c);
-        client.handshake(until).unwrap();
-        let (_, mut layer) = server.join().unwrap().into_parts();
+        let (_client, server) = handshaken("main", "main");
+        let (_, mut layer) = server.into_parts();
         let frame = |handle: u32, len: usize| {
             let mut f = (len as u32).to_be_bytes().to_vec();
             f.extend_from_slice(&handle.to_be_bytes());

@@ -127,4 +127,22 @@ mod tests {
         );
         assert_eq!(canonical_name("127.0.0.1"), "127.0.0.1");
     }
+
+    #[test]
+    fn an_unknown_name_names_the_resolver_error() {
+        let peer: SocketAddr = "127.0.0.1:700".parse().unwrap();
+        let err = forward_confirm("no-such-host.invalid", peer).unwrap_err();
+        assert!(
+            err.starts_with("check_name_give_sockaddr: resolve_hostname('no-such-host.invalid'): "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mapped_addresses_compare_as_ipv4() {
+        assert_eq!(
+            unmap("::ffff:127.0.0.1".parse().unwrap()),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+    }
 }

@@ -151,6 +151,37 @@ fn ssl_our_dumper_backs_up_the_real_amandad_restore_identical_and_encrypted() {
 // ---------------------------------------------------------------------------------------
 // Refusals by our amandad (the real amcheck is the server)
 
+/// A copy of the other CA's `side` tree ("server" or "client") that trusts both CAs (so
+/// only its peer refuses) and checks no fingerprint; and that CA file.
+fn other_ca_side(work: &Scratch, side: &str) -> (PathBuf, PathBuf) {
+    let (main, other) = (trees(Kind::Main), trees(Kind::OtherCa));
+    let from = if side == "server" {
+        &other.server
+    } else {
+        &other.client
+    };
+    let tree = copy_tree(from, &work.join(side));
+    fs::remove_dir_all(tree.join("remote")).expect("rm remote");
+    let cas = ssl_util::both_cas(&main, &other, &work.join("cas.pem"));
+    (tree, cas)
+}
+
+/// A copy of the main `side` tree whose `remote/<peer>/fingerprint` holds another
+/// certificate's line; and that file.
+fn wrong_fingerprint(work: &Scratch, side: &str, peer: &str) -> (PathBuf, PathBuf) {
+    let (main, other) = (trees(Kind::Main), trees(Kind::OtherCa));
+    let (from, wrong) = if side == "server" {
+        (&main.server, &other.client)
+    } else {
+        (&main.client, &other.server)
+    };
+    let tree = copy_tree(from, &work.join(side));
+    let fp = tree.join("remote").join(peer).join("fingerprint");
+    let line = fingerprint_line(&wrong.join("me/crt.pem"));
+    write_private(&fp, &format!("{line}\n"));
+    (tree, fp)
+}
+
 /// The real amcheck against our amandad: the server side's ssl lines, our client conf and
 /// settings. Returns amcheck's output and our amandad's log; amcheck must fail.
 fn amcheck_refused(
@@ -182,12 +213,10 @@ fn amcheck_refused(
 fn ssl_our_amandad_refuses_a_server_certificate_of_another_ca() {
     require_ssl_tools!();
     let _m = machine();
-    let (main, other) = (trees(Kind::Main), trees(Kind::OtherCa));
     let work = Scratch::new("ssl-otherca");
     // The server presents a certificate of another CA, and trusts both CAs itself.
-    let s = copy_tree(&other.server, &work.join("server"));
-    fs::remove_dir_all(s.join("remote/127.0.0.1")).expect("rm");
-    let cas = ssl_util::both_cas(&main, &other, &work.join("cas.pem"));
+    let (s, cas) = other_ca_side(&work, "server");
+    let main = trees(Kind::Main);
     let ca = format!("ssl-ca-cert-file \"{}\"", cas.display());
     let (out, log) = amcheck_refused(&ssl_dir(&s), &ca, "127.0.0.1", &ssl_dir(&main.client), "");
     assert!(
@@ -200,14 +229,9 @@ fn ssl_our_amandad_refuses_a_server_certificate_of_another_ca() {
 fn ssl_our_amandad_refuses_a_server_whose_fingerprint_is_not_on_file() {
     require_ssl_tools!();
     let _m = machine();
-    let (main, other) = (trees(Kind::Main), trees(Kind::OtherCa));
+    let main = trees(Kind::Main);
     let work = Scratch::new("ssl-fp");
-    let c = copy_tree(&main.client, &work.join("client"));
-    let fp = c.join("remote/localhost/fingerprint");
-    write_private(
-        &fp,
-        &format!("{}\n", fingerprint_line(&other.server.join("me/crt.pem"))),
-    );
+    let (c, fp) = wrong_fingerprint(&work, "client", "localhost");
     let (out, log) = amcheck_refused(&ssl_dir(&main.server), "", "127.0.0.1", &ssl_dir(&c), "");
     assert!(
         log.contains("No fingerprint match") && log.contains(&fp.display().to_string()),
@@ -292,11 +316,9 @@ fn check_refused(bind: &str, client_conf: &str, hosts: Option<&str>, server_conf
 fn ssl_our_dumper_refuses_a_client_certificate_of_another_ca() {
     require_ssl_tools!();
     let _m = machine();
-    let (main, other) = (trees(Kind::Main), trees(Kind::OtherCa));
     let work = Scratch::new("ssl-otherca");
-    let c = copy_tree(&other.client, &work.join("client"));
-    fs::remove_dir_all(c.join("remote/localhost")).expect("rm");
-    let cas = ssl_util::both_cas(&main, &other, &work.join("cas.pem"));
+    let (c, cas) = other_ca_side(&work, "client");
+    let main = trees(Kind::Main);
     let client_conf = format!("{}\nssl-ca-cert-file \"{}\"", ssl_dir(&c), cas.display());
     let out = check_refused("127.0.0.1", &client_conf, None, &ssl_dir(&main.server));
     assert!(
@@ -311,14 +333,9 @@ fn ssl_our_dumper_refuses_a_client_certificate_of_another_ca() {
 fn ssl_our_dumper_refuses_a_client_whose_fingerprint_is_not_on_file() {
     require_ssl_tools!();
     let _m = machine();
-    let (main, other) = (trees(Kind::Main), trees(Kind::OtherCa));
+    let main = trees(Kind::Main);
     let work = Scratch::new("ssl-fp");
-    let s = copy_tree(&main.server, &work.join("server"));
-    let fp = s.join("remote/127.0.0.1/fingerprint");
-    write_private(
-        &fp,
-        &format!("{}\n", fingerprint_line(&other.client.join("me/crt.pem"))),
-    );
+    let (s, fp) = wrong_fingerprint(&work, "server", "127.0.0.1");
     let out = check_refused("127.0.0.1", &ssl_dir(&main.client), None, &ssl_dir(&s));
     assert!(
         out.contains("No fingerprint match") && out.contains(&fp.display().to_string()),
