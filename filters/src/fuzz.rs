@@ -1,0 +1,111 @@
+//! Fuzz entry points of the filters, reachable from stable Rust.
+//!
+//! - `filters_gunzip`: [`crate::gunzip::Gunzip`] on arbitrary bytes, fed whole and in
+//!   chunks split at data-chosen offsets with small output buffers: it never panics, every
+//!   chunking gives the same bytes and the same verdict, and what it accepts is what
+//!   flate2's own multi-member decoder reads (for inputs without NUL padding).
+//!
+//! The cargo-fuzz crate in `<repo>/fuzz` calls it (`fuzz_targets/filters_gunzip.rs`), and
+//! the test below replays the committed corpus `<repo>/fuzz/corpus/filters_gunzip/` in
+//! `cargo test`. What this module must not do: hold decoding logic of its own.
+
+use std::io::Read;
+
+use crate::gunzip::{Gunzip, GunzipError};
+
+/// A fuzz target: its name (the directory under `fuzz/corpus/` and the cargo-fuzz binary)
+/// and its entry point.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// `(name, entry point)` of every target.
+pub const TARGETS: &[Target] = &[("filters_gunzip", gunzip)];
+
+/// Output is capped so that a small bomb in the corpus does not take minutes.
+const MAX_OUT: usize = 8 << 20;
+
+fn decode_all(data: &[u8], split: usize, out_buf: usize) -> (Vec<u8>, Result<(), GunzipError>) {
+    let mut d = Gunzip::new();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; out_buf.max(1)];
+    let parts = [&data[..split], &data[split..]];
+    for part in parts {
+        let mut rest = part;
+        loop {
+            match d.decode(rest, &mut buf) {
+                Ok(p) => {
+                    out.extend_from_slice(&buf[..p.produced]);
+                    rest = &rest[p.consumed..];
+                    if out.len() > MAX_OUT {
+                        return (out, Ok(()));
+                    }
+                    if p.consumed == 0 && p.produced == 0 {
+                        break;
+                    }
+                }
+                Err(e) => return (out, Err(e)),
+            }
+        }
+        assert!(rest.is_empty(), "input left unconsumed without an error");
+    }
+    (out, d.finish())
+}
+
+/// See the module header.
+pub fn gunzip(data: &[u8]) {
+    let split = data.first().map_or(0, |b| usize::from(*b) * 13) % (data.len() + 1);
+    let out_buf = data.get(1).map_or(1, |b| usize::from(*b) + 1);
+    let (whole, whole_r) = decode_all(data, data.len(), 64 * 1024);
+    let (parts, parts_r) = decode_all(data, split, out_buf);
+    if whole.len() > MAX_OUT || parts.len() > MAX_OUT {
+        return;
+    }
+    assert_eq!(whole_r, parts_r, "chunking changed the verdict");
+    assert_eq!(whole, parts, "chunking changed the output");
+    if whole_r.is_ok() && !data.contains(&0) {
+        // Without NUL padding, flate2's decoder must read the same bytes.
+        let mut theirs = Vec::new();
+        let r = flate2::read::MultiGzDecoder::new(data)
+            .take(MAX_OUT as u64 + 1)
+            .read_to_end(&mut theirs);
+        assert!(r.is_ok(), "we accepted what flate2 refuses: {r:?}");
+        assert_eq!(theirs, whole, "we and flate2 read different bytes");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    fn fuzz_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("fuzz")
+    }
+
+    #[test]
+    fn every_target_has_a_cargo_fuzz_binary() {
+        for (name, _) in super::TARGETS {
+            let file = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
+            assert!(file.is_file(), "{} is missing", file.display());
+        }
+    }
+
+    #[test]
+    fn committed_corpora_replay_without_panics() {
+        for (name, target) in super::TARGETS {
+            let dir = fuzz_dir().join("corpus").join(name);
+            let entries: Vec<_> = fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
+            assert!(!entries.is_empty(), "corpus {} is empty", dir.display());
+            for p in entries {
+                let data = fs::read(&p).expect("read corpus file");
+                target(&data);
+            }
+        }
+    }
+}
