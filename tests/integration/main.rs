@@ -4,10 +4,12 @@
 mod amandad_hostile;
 mod amandad_interop;
 mod conf_configs;
+mod crypt_setup;
 mod dumper_holding;
 mod dumper_hostile;
 mod dumper_interop;
 mod fake_amandad;
+mod filters_programs;
 mod firewall;
 mod hostile;
 mod interop_reference;
