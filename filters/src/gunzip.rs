@@ -327,13 +327,10 @@ impl Gunzip {
                     self.state = self.after(State::Fixed);
                 }
                 State::ExtraLen => {
-                    while self.got < 2 && i < input.len() {
-                        self.buf[self.got] = input[i];
-                        self.header_crc.update(&input[i..=i]);
-                        self.got += 1;
-                        i += 1;
-                    }
-                    if self.got < 2 {
+                    let from = i;
+                    let full = self.fill(input, &mut i, 2);
+                    self.header_crc.update(&input[from..i]);
+                    if !full {
                         break;
                     }
                     self.skip = usize::from(u16::from_le_bytes([self.buf[0], self.buf[1]]));
@@ -366,12 +363,7 @@ impl Gunzip {
                     }
                 }
                 State::HeaderCrc => {
-                    while self.got < 2 && i < input.len() {
-                        self.buf[self.got] = input[i];
-                        self.got += 1;
-                        i += 1;
-                    }
-                    if self.got < 2 {
+                    if !self.fill(input, &mut i, 2) {
                         break;
                     }
                     let stored = u16::from_le_bytes([self.buf[0], self.buf[1]]);
@@ -413,19 +405,14 @@ impl Gunzip {
                             let e = GunzipError::Deflate {
                                 member: self.member(),
                                 offset: self.bytes_in + i as u64,
-                                message: e.to_string(),
+                                message: inflate_message(&e),
                             };
                             return self.stop(e, i, o);
                         }
                     }
                 }
                 State::Trailer => {
-                    while self.got < 8 && i < input.len() {
-                        self.buf[self.got] = input[i];
-                        self.got += 1;
-                        i += 1;
-                    }
-                    if self.got < 8 {
+                    if !self.fill(input, &mut i, 8) {
                         break;
                     }
                     let at = self.bytes_in + i as u64 - 8;
@@ -495,6 +482,15 @@ impl Gunzip {
         })
     }
 
+    /// Copies bytes from `input[*i..]` into `buf` until it holds `n`; says whether it does.
+    fn fill(&mut self, input: &[u8], i: &mut usize, n: usize) -> bool {
+        let take = (n - self.got).min(input.len() - *i);
+        self.buf[self.got..self.got + take].copy_from_slice(&input[*i..*i + take]);
+        self.got += take;
+        *i += take;
+        self.got == n
+    }
+
     /// The header part that follows `done`, given the member's flags.
     fn after(&self, done: State) -> State {
         let order = [
@@ -546,6 +542,18 @@ impl Gunzip {
     /// Whether the decoder has stopped on an error.
     pub fn failed(&self) -> bool {
         self.error.is_some()
+    }
+}
+
+/// The inflater's complaint, in words for an admin. zlib-rs reports some corrupt data
+/// found on its fast path as "repeated call with bad state" although it is the first call
+/// after the damage (we never call again after an error).
+fn inflate_message(e: &flate2::DecompressError) -> String {
+    let m = e.message().unwrap_or("corrupt deflate data");
+    if m.contains("repeated call with bad state") {
+        "corrupt deflate data".to_owned()
+    } else {
+        m.to_owned()
     }
 }
 

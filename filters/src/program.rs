@@ -376,6 +376,14 @@ impl FilterCommand {
         })
     }
 
+    /// [`run`](Self::run) over bytes in memory: the program's output and its report.
+    pub fn run_on(self, input: &[u8]) -> Result<(Vec<u8>, FilterReport), RunFailure> {
+        let mut out = Vec::new();
+        let mut inp = input;
+        let report = self.run(&mut inp, &mut out)?;
+        Ok((out, report))
+    }
+
     /// Starts it and runs it to the end, blocking: `input` is written to its stdin (on a
     /// scoped thread), its stdout is copied to `output`, its stderr collected with the
     /// default bounds. `Ok` only when it exited 0 having read all its input.
@@ -820,10 +828,7 @@ mod tests {
     }
 
     fn run(cmd: FilterCommand, input: &[u8]) -> Result<(Vec<u8>, FilterReport), RunFailure> {
-        let mut out = Vec::new();
-        let mut inp = input;
-        let r = cmd.run(&mut inp, &mut out)?;
-        Ok((out, r))
+        cmd.run_on(input)
     }
 
     #[test]

@@ -86,10 +86,7 @@ fn gunzip_ours(data: &[u8]) -> Result<Vec<u8>, std::io::Error> {
 }
 
 fn run(cmd: FilterCommand, input: &[u8]) -> Result<(Vec<u8>, FilterReport), RunFailure> {
-    let mut out = Vec::new();
-    let mut inp = input;
-    let r = cmd.run(&mut inp, &mut out)?;
-    Ok((out, r))
+    cmd.run_on(input)
 }
 
 #[test]
