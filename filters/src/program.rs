@@ -68,7 +68,7 @@ pub enum FilterIo {
     /// A new pipe; the caller gets the other end from [`RunningFilter::take_stdin`] /
     /// [`RunningFilter::take_stdout`].
     Pipe,
-    /// This descriptor (moved into the child; the caller's copy is closed after spawn).
+    /// This descriptor (moved into the child, made blocking; ours is closed after spawn).
     Fd(OwnedFd),
     /// /dev/null.
     Null,
@@ -500,10 +500,17 @@ fn copy_counted(
     }
 }
 
+/// A given descriptor is made blocking first: programs expect blocking stdio, and the
+/// caller gave it away (a pipe end it had registered in its loop, say).
 fn stdio(io: FilterIo) -> Stdio {
     match io {
         FilterIo::Pipe => Stdio::piped(),
-        FilterIo::Fd(fd) => Stdio::from(fd),
+        FilterIo::Fd(fd) => {
+            if let Err(e) = set_nonblocking(fd.as_fd(), false) {
+                log::warn!("cannot make a filter's descriptor blocking: {e}");
+            }
+            Stdio::from(fd)
+        }
         FilterIo::Null => Stdio::null(),
     }
 }
