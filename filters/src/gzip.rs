@@ -6,26 +6,28 @@
 //! `amrestore` (which runs `/bin/gzip -dc`) and [`crate::gunzip`] read it back as one stream.
 //!
 //! Why this shape (measured on this 2-core machine, `tar -cf - -C / usr/share`, 589 MB,
-//! on tmpfs; CPU seconds of the compressing threads; `benches/compare-gzip.sh` reproduces
-//! the table, `cargo bench -p amanda-benches --bench filters` the per-chunk rates):
+//! on tmpfs; CPU seconds of the compressing process, all threads; the rows with gzip and
+//! ours are `benches/compare-gzip.sh`, the zlib-rs/zlib-ng rows a one-off program over the
+//! same members; `cargo bench -p amanda-benches --bench filters` gives per-sample rates):
 //!
-//! | compressor                           | output bytes | vs `gzip -1` | CPU s |
-//! |--------------------------------------|-------------:|-------------:|------:|
-//! | `gzip -1` (what Amanda runs for fast)|  266,135,511 |        1.000 | 12.1  |
-//! | zlib-rs level 1, 1 MiB members       |  305,196,009 |        1.147 |  4.0  |
-//! | zlib-rs level 2, 1 MiB members       |  260,138,890 |        0.977 |  7.5  |
-//! | libdeflate level 1, 1 MiB members    |  255,435,734 |        0.960 |  3.9  |
-//! | `gzip -9` (what Amanda runs for best)|  243,030,586 |        0.913 | 57.1  |
-//! | libdeflate level 9, 1 MiB members    |  ~240.9 M    |        0.905 | ~19   |
+//! | compressor                            | output bytes | vs `gzip -1` | CPU s |
+//! |---------------------------------------|-------------:|-------------:|------:|
+//! | `gzip -1` (what Amanda runs for fast) |  266,135,501 |        1.000 |  12.0 |
+//! | zlib-rs level 1, 1 MiB members        |  305,196,009 |        1.147 |   4.0 |
+//! | zlib-rs level 2, 1 MiB members        |  260,138,890 |        0.977 |   7.5 |
+//! | libdeflate level 1, 1 MiB members     |  255,435,734 |        0.960 |   4.4 |
+//! | `gzip -9` (what Amanda runs for best) |  243,030,576 |        0.913 |  62.4 |
+//! | libdeflate level 9, 1 MiB members     |  240,503,547 |        0.904 |  24.3 |
 //!
-//! (zlib-ng through flate2 gives byte-identical output to zlib-rs at the same CPU within
+//! zlib-ng through flate2 gives byte-identical output to zlib-rs at the same CPU within
 //! 10%, so it brings nothing over zlib-rs; level 1 of both is zlib-ng's `deflate_quick`,
-//! 15% larger than `gzip -1`, over the 5% the issue allows.) libdeflate level 1 is 4%
-//! *smaller* than `gzip -1` at a third of its CPU, so `fast` = libdeflate level 1; `best`
-//! = level 9, smaller than `gzip -9` at a third of its CPU (levels 10-12 are 1.6% smaller
-//! still but cost 2-4x `gzip -9`'s CPU, which no one asked for). Member size: 64 KiB
-//! members are 1.8% larger than 4 MiB ones, 1 MiB members 0.08% larger; 1 MiB keeps the
-//! memory per stream at a few MiB and the latency of the first output byte low.
+//! 15% larger than `gzip -1`, over the 5% the issue allows, and their level 2 costs 1.7x
+//! libdeflate level 1's CPU for a larger output. So `fast` = libdeflate level 1 (4% smaller
+//! than `gzip -1` at a third of its CPU); `best` = level 9, smaller than `gzip -9` at
+//! 40% of its CPU (on a 150 MB sample, levels 10-12 were 1.6% smaller still but cost
+//! 1.8-3.7x `gzip -9`'s CPU, which no one asked for). Member size (150 MB sample, level
+//! 1): 64 KiB members are 1.8% larger than 4 MiB ones, 1 MiB members 0.08% larger; 1 MiB
+//! keeps a stream's memory at a few MiB and its first output early.
 //!
 //! Threads: a [`GzipPool`] is shared by every stream of a daemon, so `compress_threads`
 //! bounds the cores compression takes whatever the number of concurrent dumps. The default
