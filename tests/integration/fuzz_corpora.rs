@@ -1,6 +1,7 @@
 //! Issue 11: one replay of every committed fuzz corpus, through the crates' own tables of
 //! fuzz entry points (`proto::fuzz::targets()`, `conf::fuzz::TARGETS`,
-//! `portpool::fuzz::TARGETS`, `amandad::fuzz::TARGETS`, `dumper::fuzz::TARGETS`), so every
+//! `portpool::fuzz::TARGETS`, `amandad::fuzz::TARGETS`, `dumper::fuzz::TARGETS`,
+//! `filters::fuzz::TARGETS`), so every
 //! input a fuzzer once found interesting stays a regression test on stable Rust.
 //!
 //! The inventory must match: a corpus directory under `fuzz/corpus/` that no table names, a
@@ -21,12 +22,13 @@ fn fuzz_dir() -> PathBuf {
 
 /// Every crate's targets, by name; a name listed twice is a failure.
 fn targets() -> BTreeMap<&'static str, fn(&[u8])> {
-    let tables: [(&str, Vec<Target>); 5] = [
+    let tables: [(&str, Vec<Target>); 6] = [
         ("proto", proto::fuzz::targets().collect()),
         ("conf", conf::fuzz::TARGETS.to_vec()),
         ("portpool", portpool::fuzz::TARGETS.to_vec()),
         ("amandad", amandad::fuzz::TARGETS.to_vec()),
         ("dumper", dumper::fuzz::TARGETS.to_vec()),
+        ("filters", filters::fuzz::TARGETS.to_vec()),
     ];
     let mut all = BTreeMap::new();
     for (krate, table) in tables {

@@ -7,6 +7,7 @@ mod conf_configs;
 mod dumper_holding;
 mod dumper_hostile;
 mod dumper_interop;
+mod filters_programs;
 mod firewall;
 mod fuzz_corpora;
 mod interop_reference;

@@ -22,6 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub mod crypt;
 pub mod dumper_conf;
 pub mod fake_amandad;
 pub mod hostile;
