@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use crate::netns::{CLIENT_IP, Topology};
 use crate::ssl_util::{
-    self, Capture, Kind, RealSslAmandad, SECLEVEL1, copy_tree, fingerprint_line, start_ours_ssl,
-    trees, write_private,
+    self, Capture, Kind, RealSslAmandad, SECLEVEL1, Trees, copy_tree, fingerprint_line,
+    start_ours_ssl, trees, write_private,
 };
 use crate::util::{self, Dt, DumperConf, Program, RealServer, Scratch, ServerOptions};
 use crate::{require_root, require_tool};
@@ -152,9 +152,10 @@ fn ssl_our_dumper_backs_up_the_real_amandad_restore_identical_and_encrypted() {
 // Refusals by our amandad (the real amcheck is the server)
 
 /// A copy of the other CA's `side` tree ("server" or "client") that trusts both CAs (so
-/// only its peer refuses) and checks no fingerprint; and that CA file.
-fn other_ca_side(work: &Scratch, side: &str) -> (PathBuf, PathBuf) {
-    let (main, other) = (trees(Kind::Main), trees(Kind::OtherCa));
+/// only its peer refuses) and checks no fingerprint; and that CA file. The caller holds
+/// `main` for the whole test: trees are made anew once nobody holds them, with a new CA.
+fn other_ca_side(main: &Trees, work: &Scratch, side: &str) -> (PathBuf, PathBuf) {
+    let other = trees(Kind::OtherCa);
     let from = if side == "server" {
         &other.server
     } else {
@@ -162,14 +163,14 @@ fn other_ca_side(work: &Scratch, side: &str) -> (PathBuf, PathBuf) {
     };
     let tree = copy_tree(from, &work.join(side));
     fs::remove_dir_all(tree.join("remote")).expect("rm remote");
-    let cas = ssl_util::both_cas(&main, &other, &work.join("cas.pem"));
+    let cas = ssl_util::both_cas(main, &other, &work.join("cas.pem"));
     (tree, cas)
 }
 
 /// A copy of the main `side` tree whose `remote/<peer>/fingerprint` holds another
-/// certificate's line; and that file.
-fn wrong_fingerprint(work: &Scratch, side: &str, peer: &str) -> (PathBuf, PathBuf) {
-    let (main, other) = (trees(Kind::Main), trees(Kind::OtherCa));
+/// certificate's line; and that file. The caller holds `main` (see [`other_ca_side`]).
+fn wrong_fingerprint(main: &Trees, work: &Scratch, side: &str, peer: &str) -> (PathBuf, PathBuf) {
+    let other = trees(Kind::OtherCa);
     let (from, wrong) = if side == "server" {
         (&main.server, &other.client)
     } else {
@@ -213,10 +214,10 @@ fn amcheck_refused(
 fn ssl_our_amandad_refuses_a_server_certificate_of_another_ca() {
     require_ssl_tools!();
     let _m = machine();
+    let main = trees(Kind::Main);
     let work = Scratch::new("ssl-otherca");
     // The server presents a certificate of another CA, and trusts both CAs itself.
-    let (s, cas) = other_ca_side(&work, "server");
-    let main = trees(Kind::Main);
+    let (s, cas) = other_ca_side(&main, &work, "server");
     let ca = format!("ssl-ca-cert-file \"{}\"", cas.display());
     let (out, log) = amcheck_refused(&ssl_dir(&s), &ca, "127.0.0.1", &ssl_dir(&main.client), "");
     assert!(
@@ -231,7 +232,7 @@ fn ssl_our_amandad_refuses_a_server_whose_fingerprint_is_not_on_file() {
     let _m = machine();
     let main = trees(Kind::Main);
     let work = Scratch::new("ssl-fp");
-    let (c, fp) = wrong_fingerprint(&work, "client", "localhost");
+    let (c, fp) = wrong_fingerprint(&main, &work, "client", "localhost");
     let (out, log) = amcheck_refused(&ssl_dir(&main.server), "", "127.0.0.1", &ssl_dir(&c), "");
     assert!(
         log.contains("No fingerprint match") && log.contains(&fp.display().to_string()),
@@ -316,9 +317,9 @@ fn check_refused(bind: &str, client_conf: &str, hosts: Option<&str>, server_conf
 fn ssl_our_dumper_refuses_a_client_certificate_of_another_ca() {
     require_ssl_tools!();
     let _m = machine();
-    let work = Scratch::new("ssl-otherca");
-    let (c, cas) = other_ca_side(&work, "client");
     let main = trees(Kind::Main);
+    let work = Scratch::new("ssl-otherca");
+    let (c, cas) = other_ca_side(&main, &work, "client");
     let client_conf = format!("{}\nssl-ca-cert-file \"{}\"", ssl_dir(&c), cas.display());
     let out = check_refused("127.0.0.1", &client_conf, None, &ssl_dir(&main.server));
     assert!(
@@ -335,7 +336,7 @@ fn ssl_our_dumper_refuses_a_client_whose_fingerprint_is_not_on_file() {
     let _m = machine();
     let main = trees(Kind::Main);
     let work = Scratch::new("ssl-fp");
-    let (s, fp) = wrong_fingerprint(&work, "server", "127.0.0.1");
+    let (s, fp) = wrong_fingerprint(&main, &work, "server", "127.0.0.1");
     let out = check_refused("127.0.0.1", &ssl_dir(&main.client), None, &ssl_dir(&s));
     assert!(
         out.contains("No fingerprint match") && out.contains(&fp.display().to_string()),
