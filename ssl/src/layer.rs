@@ -99,30 +99,26 @@ impl TlsLayer {
     pub fn client(cfg: Arc<ClientConfig>, host: &str) -> io::Result<TlsLayer> {
         let name = ServerName::try_from(host.to_string())
             .unwrap_or_else(|_| ServerName::try_from("amanda.invalid").expect("a valid name"));
-        let mut c = ClientConnection::new(cfg, name).map_err(tls_error)?;
-        c.set_buffer_limit(Some(SEND_BUFFER));
-        Ok(TlsLayer {
-            conn: c.into(),
-            eof: false,
-            frame_left: 0,
-            inbuf: Vec::new(),
-            in_pos: 0,
-            in_len: 0,
-        })
+        let c = ClientConnection::new(cfg, name).map_err(tls_error)?;
+        Ok(TlsLayer::new(c.into()))
     }
 
     /// The TLS server end (we accepted).
     pub fn server(cfg: Arc<ServerConfig>) -> io::Result<TlsLayer> {
-        let mut c = ServerConnection::new(cfg).map_err(tls_error)?;
-        c.set_buffer_limit(Some(SEND_BUFFER));
-        Ok(TlsLayer {
-            conn: c.into(),
+        let c = ServerConnection::new(cfg).map_err(tls_error)?;
+        Ok(TlsLayer::new(c.into()))
+    }
+
+    fn new(mut conn: Connection) -> TlsLayer {
+        conn.set_buffer_limit(Some(SEND_BUFFER));
+        TlsLayer {
+            conn,
             eof: false,
             frame_left: 0,
             inbuf: Vec::new(),
             in_pos: 0,
             in_len: 0,
-        })
+        }
     }
 
     /// The handshake is not finished yet.
