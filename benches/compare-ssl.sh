@@ -70,54 +70,9 @@ sleep 1
 # ---------------------------------------------------------------- configurations
 CFG="rs-bench-ssl-$$"
 conf() { # dir auth port -> amanda.conf
-    cat <<EOF
-org "$CFG"
-mailto ""
-dumpuser "$AMUSER"
-inparallel 1
-netusage 10000000 Kbps
-dumpcycle 0
-runspercycle 1
+    bench_conf "$1" "$2" "$3" "inparallel 1
 tapecycle 20 tapes
-etimeout 1200
-dtimeout 1800
-ctimeout 30
-autoflush no
-reserve 0
-define changer vtl {
-    tpchanger "chg-disk:$1/vtapes"
-    property "num-slot" "4"
-    property "auto-create-slot" "yes"
-}
-tpchanger "vtl"
-tapetype "HARDDISK"
-labelstr "^$CFG-[0-9][0-9]*\$"
-tapelist "$1/state/tapelist"
-infofile "$1/state/curinfo"
-logdir "$1/state/log"
-indexdir "$1/state/index"
-define tapetype HARDDISK {
-    length 100000 mbytes
-}
-define holdingdisk hd1 {
-    directory "$1/holding"
-    use 16000 mbytes
-    chunksize 0
-}
-holdingdisk "hd1"
-ssl-dir "$SERVER_SSL"
-define dumptype bench {
-    auth "$2"
-    client_port "$3"
-    program "GNUTAR"
-    compress none
-    estimate client
-    index yes
-    record no
-    maxdumps 1
-    ssl-cipher-list "DEFAULT:@SECLEVEL=1"
-}
-EOF
+ssl-dir \"$SERVER_SSL\"" '    ssl-cipher-list "DEFAULT:@SECLEVEL=1"'
 }
 for run in real-ssl ours-bsdtcp ours-ssl; do
     d="$ROOT/$run"
