@@ -434,21 +434,30 @@ mod tests {
         assert_eq!(cert, ours.unwrap()[0].to_vec());
     }
 
-    /// A client and a server of the test trees after their handshake.
-    fn handshaken(
-        client_tree: &'static str,
-        server_tree: &'static str,
-    ) -> (TlsStream<TcpStream>, TlsStream<TcpStream>) {
+    /// A client and a server of the test trees, connected, before their handshake; and
+    /// the handshake's deadline.
+    fn ends(
+        client_tree: &str,
+        server_tree: &str,
+    ) -> (TlsStream<TcpStream>, TlsStream<TcpStream>, Instant) {
         let (c, s) = pair();
         let (ccfg, _) = client_config(&settings(client_tree, "client")).unwrap();
         let (scfg, _) = server_config(&settings(server_tree, "server")).unwrap();
-        let until = Instant::now() + Duration::from_secs(10);
+        let client = TlsStream::new(TlsLayer::client(ccfg, "127.0.0.1").unwrap(), c);
+        let server = TlsStream::new(TlsLayer::server(scfg).unwrap(), s);
+        (client, server, Instant::now() + Duration::from_secs(10))
+    }
+
+    /// A client and a server of the test trees after their handshake.
+    fn handshaken(
+        client_tree: &str,
+        server_tree: &str,
+    ) -> (TlsStream<TcpStream>, TlsStream<TcpStream>) {
+        let (mut client, mut server, until) = ends(client_tree, server_tree);
         let server = std::thread::spawn(move || {
-            let mut t = TlsStream::new(TlsLayer::server(scfg).unwrap(), s);
-            t.handshake(until).unwrap();
-            t
+            server.handshake(until).unwrap();
+            server
         });
-        let mut client = TlsStream::new(TlsLayer::client(ccfg, "127.0.0.1").unwrap(), c);
         client.handshake(until).unwrap();
         (client, server.join().unwrap())
     }
@@ -495,19 +504,14 @@ mod tests {
     #[test]
     fn a_certificate_of_another_ca_is_refused_by_both_ends() {
         for (client_tree, server_tree) in [("other", "main"), ("main", "other"), ("same", "main")] {
-            let (c, s) = pair();
-            let (ccfg, _) = client_config(&settings(client_tree, "client")).unwrap();
-            let (scfg, _) = server_config(&settings(server_tree, "server")).unwrap();
-            let until = Instant::now() + Duration::from_secs(10);
+            let (mut t, mut server, until) = ends(client_tree, server_tree);
             let server = std::thread::spawn(move || {
-                let mut t = TlsStream::new(TlsLayer::server(scfg).unwrap(), s);
-                let r = t.handshake(until);
+                let r = server.handshake(until);
                 // TLS 1.3: the client finishes first; the refusal shows when it reads.
                 let mut b = [0u8; 1];
-                let r2 = r.and_then(|()| t.read(&mut b).map(|_| ()));
+                let r2 = r.and_then(|()| server.read(&mut b).map(|_| ()));
                 r2.err().map(|e| e.to_string())
             });
-            let mut t = TlsStream::new(TlsLayer::client(ccfg, "localhost").unwrap(), c);
             let client = t.handshake(until).and_then(|()| {
                 t.write_all(b"x")?;
                 let mut b = [0u8; 1];
