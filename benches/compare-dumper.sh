@@ -88,52 +88,8 @@ start_clients
 # ---------------------------------------------------------------- configurations
 CFG="rs-bench-$$"
 mkdir -p "$ROOT/real"/{config,holding,state/curinfo,state/index,state/log,vtapes}
-cat > "$ROOT/real/config/amanda.conf" <<EOF
-org "$CFG"
-mailto ""
-dumpuser "$AMUSER"
-inparallel 2
-netusage 10000000 Kbps
-dumpcycle 0
-runspercycle 1
-tapecycle 20 tapes
-etimeout 1200
-dtimeout 1800
-ctimeout 30
-autoflush no
-reserve 0
-define changer vtl {
-    tpchanger "chg-disk:$ROOT/real/vtapes"
-    property "num-slot" "4"
-    property "auto-create-slot" "yes"
-}
-tpchanger "vtl"
-tapetype "HARDDISK"
-labelstr "^$CFG-[0-9][0-9]*\$"
-tapelist "$ROOT/real/state/tapelist"
-infofile "$ROOT/real/state/curinfo"
-logdir "$ROOT/real/state/log"
-indexdir "$ROOT/real/state/index"
-define tapetype HARDDISK {
-    length 100000 mbytes
-}
-define holdingdisk hd1 {
-    directory "$ROOT/real/holding"
-    use 16000 mbytes
-    chunksize 0
-}
-holdingdisk "hd1"
-define dumptype bench {
-    auth "bsdtcp"
-    client_port "$RPORT"
-    program "GNUTAR"
-    compress none
-    estimate client
-    index yes
-    record no
-    maxdumps 1
-}
-EOF
+bench_conf "$ROOT/real" bsdtcp "$RPORT" "inparallel 2
+tapecycle 20 tapes" > "$ROOT/real/config/amanda.conf"
 printf 'localhost %s bench\nlocalhost %s bench\n' "$ROOT/data/big" "$ROOT/data/small" > "$ROOT/real/config/disklist"
 touch "$ROOT/real/state/tapelist"
 ln -sfn "$ROOT/real/config" "/etc/amanda/$CFG"
@@ -150,15 +106,6 @@ chown -R "$AMUSER:$AMUSER" "$ROOT/real" "$ROOT/ours"
 
 # ---------------------------------------------------------------- runs
 declare -A WALL CPU RATE RSS
-measure() { # label cmd... -> fills WALL CPU from /usr/bin/time
-    local label=$1; shift
-    /usr/bin/time -f "%e %U %S %M" -o "$ROOT/time.$label" "$@" > "$ROOT/out.$label" 2>&1 || true
-    # /usr/bin/time prepends "Command exited with non-zero status N" when it is not 0.
-    read -r w u s m < <(grep -v '^Command' "$ROOT/time.$label" | tail -1)
-    WALL[$label]=$w
-    RSS[$label]=$((m / 1024))
-    CPU[$label]=$(python3 -c "print(f'{$u+$s:.2f}')")
-}
 for set in big small; do
     echo "== $set: real amdump (no taper) + real amandad"
     rm -rf "$ROOT/real/holding"/* "$ROOT/real/state/curinfo"/* "$ROOT/real/state/log"/*

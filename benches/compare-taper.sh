@@ -54,57 +54,13 @@ start_clients
 # ---------------------------------------------------------------- configurations
 CFG="rs-tbench-$$"
 conf() { # dir port -> amanda.conf of that side
-    cat <<EOC
-org "$CFG"
-mailto ""
-dumpuser "$AMUSER"
-inparallel 2
-netusage 10000000 Kbps
-dumpcycle 0
-runspercycle 1
+    bench_conf "$1" bsdtcp "$2" "inparallel 2
 tapecycle 2 tapes
 runtapes 1
-etimeout 1200
-dtimeout 1800
-ctimeout 30
-autoflush no
 flush-threshold-dumped 0
 flush-threshold-scheduled 0
 taperflush 0
-reserve 0
-define changer vtl {
-    tpchanger "chg-disk:$1/vtapes"
-    property "num-slot" "4"
-    property "auto-create-slot" "yes"
-}
-tpchanger "vtl"
-tapetype "HARDDISK"
-labelstr "^$CFG-[0-9][0-9]*\$"
-autolabel "$CFG-%%" any
-tapelist "$1/state/tapelist"
-infofile "$1/state/curinfo"
-logdir "$1/state/log"
-indexdir "$1/state/index"
-define tapetype HARDDISK {
-    length 100000 mbytes
-}
-define holdingdisk hd1 {
-    directory "$1/holding"
-    use 16000 mbytes
-    chunksize 0
-}
-holdingdisk "hd1"
-define dumptype bench {
-    auth "bsdtcp"
-    client_port "$2"
-    program "GNUTAR"
-    compress none
-    estimate client
-    index yes
-    record no
-    maxdumps 1
-}
-EOC
+autolabel \"$CFG-%%\" any"
 }
 mkdir -p "$ROOT/copy-vtapes"
 mount -t tmpfs -o size=$((BIG_MIB + 256))m tmpfs "$ROOT/copy-vtapes"
@@ -121,16 +77,6 @@ ln -sfn "$ROOT/real/config" "/etc/amanda/$CFG"
 
 # ---------------------------------------------------------------- runs
 declare -A WALL CPU RSS
-measure() { # label cmd... -> keeps the best wall time and its CPU and RSS
-    local label=$1; shift
-    /usr/bin/time -f "%e %U %S %M" -o "$ROOT/time.$label" "$@" > "$ROOT/out.$label" 2>&1 || true
-    read -r w u s m < <(grep -v '^Command' "$ROOT/time.$label" | tail -1)
-    if [ -z "${WALL[$label]:-}" ] || python3 -c "import sys; sys.exit(0 if $w < ${WALL[$label]} else 1)"; then
-        WALL[$label]=$w
-        RSS[$label]=$((m / 1024))
-        CPU[$label]=$(python3 -c "print(f'{$u+$s:.2f}')")
-    fi
-}
 reset() { # side: empty holding, vtapes and catalog
     rm -rf "$ROOT/$1/holding"/* "$ROOT/$1/vtapes"/* "$ROOT/$1/state"/* "$ROOT/copy-vtapes"/*
     mkdir -p "$ROOT/$1"/state/{curinfo,index,log}

@@ -31,3 +31,71 @@ start_clients() {
     pids+=($!)
     sleep 1
 }
+
+# measure LABEL CMD...: runs CMD under /usr/bin/time, output in $ROOT/out.LABEL; keeps in the
+# caller's associative arrays WALL, CPU (user+sys, children included) and RSS (MiB) the
+# numbers of the fastest run of LABEL so far.
+measure() {
+    local label=$1; shift
+    /usr/bin/time -f "%e %U %S %M" -o "$ROOT/time.$label" "$@" > "$ROOT/out.$label" 2>&1 || true
+    # /usr/bin/time prepends "Command exited with non-zero status N" when it is not 0.
+    read -r w u s m < <(grep -v '^Command' "$ROOT/time.$label" | tail -1)
+    if [ -z "${WALL[$label]:-}" ] || python3 -c "import sys; sys.exit(0 if $w < ${WALL[$label]} else 1)"; then
+        WALL[$label]=$w
+        RSS[$label]=$((m / 1024))
+        CPU[$label]=$(python3 -c "print(f'{$u+$s:.2f}')")
+    fi
+}
+
+# bench_conf DIR AUTH PORT GLOBALS [DUMPTYPE]: the amanda.conf of one side, both servers
+# read it: chg-disk vtapes, holding disk and state under DIR, and the dumptype `bench`
+# (GNUTAR, no compression, client estimates) of AUTH on client PORT. GLOBALS (inparallel,
+# tapecycle, ...) and DUMPTYPE are the script's own lines. Uses CFG and AMUSER.
+bench_conf() {
+    cat <<EOC
+org "$CFG"
+mailto ""
+dumpuser "$AMUSER"
+netusage 10000000 Kbps
+dumpcycle 0
+runspercycle 1
+etimeout 1200
+dtimeout 1800
+ctimeout 30
+autoflush no
+reserve 0
+$4
+define changer vtl {
+    tpchanger "chg-disk:$1/vtapes"
+    property "num-slot" "4"
+    property "auto-create-slot" "yes"
+}
+tpchanger "vtl"
+tapetype "HARDDISK"
+labelstr "^$CFG-[0-9][0-9]*\$"
+tapelist "$1/state/tapelist"
+infofile "$1/state/curinfo"
+logdir "$1/state/log"
+indexdir "$1/state/index"
+define tapetype HARDDISK {
+    length 100000 mbytes
+}
+define holdingdisk hd1 {
+    directory "$1/holding"
+    use 16000 mbytes
+    chunksize 0
+}
+holdingdisk "hd1"
+define dumptype bench {
+    auth "$2"
+    client_port "$3"
+    program "GNUTAR"
+    compress none
+    estimate client
+    index yes
+    record no
+    maxdumps 1
+${5:-}
+}
+EOC
+}

@@ -3,7 +3,7 @@
 //!
 //! amandad accepts the real amandad's ad-hoc forms, in any order, so that an inetd.conf,
 //! xinetd or systemd line written for Amanda works unchanged:
-//! `-auth=<bsd|bsdudp|bsdtcp>`, `-no-exit`, `-udp=<port>`, `-tcp=<port>`, `--version`, and
+//! `-auth=<bsd|bsdudp|bsdtcp|ssl>`, `-no-exit`, `-udp=<port>`, `-tcp=<port>`, `--version`, and
 //! service words (`noop`, `selfcheck`, `sendsize`, `sendbackup`, or `amdump` for all four;
 //! Amanda's other services are accepted and answered as disabled). Its own options use the
 //! `--name[=value]` or `--name value` form:
@@ -268,10 +268,11 @@ amandad (amanda-rs) - the Amanda client daemon
 Under inetd/xinetd/systemd, use it like Amanda's amandad:
   amanda dgram  udp wait   backup /usr/sbin/amandad amandad -auth=bsd amdump
   amanda stream tcp nowait backup /usr/sbin/amandad amandad -auth=bsdtcp amdump
+  amanda stream tcp nowait backup /usr/sbin/amandad amandad -auth=ssl amdump
 Standalone:
   amandad -auth=bsd --listen udp:0.0.0.0:10080 --listen tcp:0.0.0.0:10080
 
-Amanda's forms: -auth=bsd|bsdudp|bsdtcp  -no-exit  -udp=PORT  -tcp=PORT  --version
+Amanda's forms: -auth=bsd|bsdudp|bsdtcp|ssl  -no-exit  -udp=PORT  -tcp=PORT  --version
                 services: noop selfcheck sendsize sendbackup, or amdump for all four
 amanda-rs's options:
   --listen udp:ADDR:PORT | tcp:ADDR:PORT   listen here (repeatable; standalone mode)

@@ -35,6 +35,8 @@ pub struct Policy<'a> {
     pub enabled: &'a [ServiceKind],
     /// The `.amandahosts` check.
     pub hosts: &'a dyn HostsCheck,
+    /// Whether the source port must be reserved (every auth but ssl).
+    pub port_rule: PortRule,
 }
 
 /// The verdict on a packet.
@@ -73,7 +75,7 @@ pub fn judge<'a>(
         };
         return Verdict::Nak(format!("ERROR {text}").into_bytes());
     }
-    let request = match security::check_received(ptype, peer, PortRule::Reserved, body) {
+    let request = match security::check_received(ptype, peer, policy.port_rule, body) {
         Err(e) => return Verdict::Nak(e.nak_body()),
         Ok(Checked::Other { ptype, .. }) => return Verdict::Ignore(ptype),
         Ok(Checked::Request(r)) => r,
@@ -133,6 +135,7 @@ mod tests {
             conf_error: None,
             enabled,
             hosts: &hosts,
+            port_rule: PortRule::Reserved,
         };
         let peer = Peer {
             name: "localhost",
@@ -238,6 +241,7 @@ mod tests {
             conf_error: Some(("amanda-client.conf:3: bad", true)),
             enabled: &ServiceKind::ALL,
             hosts: &hosts,
+            port_rule: PortRule::Reserved,
         };
         assert_eq!(
             nak(judge(&policy, peer, ip, PacketType::Req, NOOP)),

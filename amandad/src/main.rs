@@ -94,9 +94,14 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
         }
         _ => Auth::Bsd,
     };
+    // The auth of TCP connections: ssl when -auth=ssl, else bsdtcp.
+    let tcp_auth = match args.auth {
+        Some(Auth::Ssl) => Auth::Ssl,
+        _ => Auth::Bsdtcp,
+    };
     let auth_name = match launched.mode {
         Mode::InetdUdp => udp_auth.name(),
-        Mode::InetdTcp => Auth::Bsdtcp.name(),
+        Mode::InetdTcp => tcp_auth.name(),
         Mode::Standalone => args.auth.unwrap_or(Auth::Bsdtcp).name(),
     };
     let features = services::features::advertised().to_hex();
@@ -108,7 +113,15 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
         args.enabled.iter().map(|s| s.name()).collect::<Vec<_>>()
     );
     let services_udp = config::service_context(&loaded, udp_auth.name(), features.clone(), &user);
-    let services_tcp = config::service_context(&loaded, Auth::Bsdtcp.name(), features, &user);
+    let services_tcp = config::service_context(&loaded, tcp_auth.name(), features, &user);
+    // Loaded as the Amanda user, like Amanda's amandad reads its key and certificates.
+    let tls = (tcp_auth == Auth::Ssl).then(|| {
+        let acceptor = amandad::server::tls::Acceptor::new(loaded.client.ssl.clone());
+        if let Err(e) = &acceptor.config {
+            error!("auth ssl: {e}; every ssl connection will be closed until it is fixed");
+        }
+        acceptor
+    });
     // Finds GNU tar's version now, not during the first dump on the event loop.
     services::warm_up(&services_udp);
     let hosts = config::HostsFile::new(&loaded.settings, &user, identity.uid.as_raw());
@@ -138,6 +151,8 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
         data_ports: config::data_ports(&loaded.client),
         services_udp,
         services_tcp,
+        tcp_auth,
+        tls,
         hosts: Box::new(hosts),
         limits,
         // Checked when the settings were loaded.

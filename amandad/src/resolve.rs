@@ -24,7 +24,7 @@
 //! block the loop.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -427,13 +427,8 @@ impl Names {
     }
 }
 
-/// IPv4-mapped IPv6 addresses are compared as IPv4, as Amanda un-maps them.
-pub fn unmap(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
-}
+// Amanda's name check and address un-mapping are shared with auth ssl's certificate checks.
+pub use ssl::names::{forward_confirm, unmap};
 
 /// `getnameinfo` without `NI_NAMEREQD`: the host name, or the numeric address.
 pub fn reverse_name(peer: SocketAddr) -> String {
@@ -461,126 +456,16 @@ pub fn reverse_name(peer: SocketAddr) -> String {
         .into_owned()
 }
 
-/// Amanda's `check_name_give_sockaddr`: `name` must resolve, with a canonical name that it
-/// is a prefix of, to an address equal to the peer's.
-pub fn forward_confirm(name: &str, peer: SocketAddr) -> Result<(), String> {
-    let (canon, addrs) = resolve(name)
-        .map_err(|e| format!("check_name_give_sockaddr: resolve_hostname('{name}'): {e}"))?;
-    let Some(canon) = canon else {
-        return Err(format!(
-            "check_name_give_sockaddr: resolve_hostname('{name}') did not return a canonical name"
-        ));
-    };
-    let is_prefix = canon
-        .as_bytes()
-        .get(..name.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(name.as_bytes()));
-    if !is_prefix {
-        return Err(format!(
-            "{name} doesn't resolve to itself, it resolves to {canon}"
-        ));
-    }
-    if addrs.iter().any(|a| unmap(*a) == unmap(peer.ip())) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name} doesn't resolve to {}:{}",
-            peer.ip(),
-            peer.port()
-        ))
-    }
-}
-
-/// `getaddrinfo(name, AI_CANONNAME | AI_ADDRCONFIG)`: the canonical name and the addresses.
-fn resolve(name: &str) -> Result<(Option<String>, Vec<IpAddr>), String> {
-    let cname = CString::new(name).map_err(|_| "name contains a NUL byte".to_string())?;
-    // SAFETY: a zeroed addrinfo is a valid hints value.
-    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
-    hints.ai_flags = libc::AI_CANONNAME | libc::AI_ADDRCONFIG;
-    hints.ai_family = libc::AF_UNSPEC;
-    hints.ai_socktype = libc::SOCK_STREAM;
-    let mut res: *mut libc::addrinfo = std::ptr::null_mut();
-    // SAFETY: cname and hints are valid; res receives a list we free below.
-    let rc = unsafe { libc::getaddrinfo(cname.as_ptr(), std::ptr::null(), &hints, &mut res) };
-    if rc != 0 {
-        // SAFETY: gai_strerror returns a static NUL-terminated string.
-        let text = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
-        return Err(text.to_string_lossy().into_owned());
-    }
-    let mut canon = None;
-    let mut addrs = Vec::new();
-    let mut cur = res;
-    while !cur.is_null() {
-        // SAFETY: cur is a node of the list getaddrinfo returned and we have not freed it.
-        let ai = unsafe { &*cur };
-        if canon.is_none() && !ai.ai_canonname.is_null() {
-            // SAFETY: ai_canonname is a NUL-terminated string owned by the list.
-            canon = Some(
-                unsafe { CStr::from_ptr(ai.ai_canonname) }
-                    .to_string_lossy()
-                    .into_owned(),
-            );
-        }
-        if !ai.ai_addr.is_null() {
-            // SAFETY: ai_addr points at ai_addrlen bytes of a sockaddr of family ai_family.
-            let sa = unsafe {
-                socket2::SockAddr::try_init(|storage, len| {
-                    let n =
-                        (ai.ai_addrlen as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
-                    std::ptr::copy_nonoverlapping(ai.ai_addr.cast::<u8>(), storage.cast::<u8>(), n);
-                    *len = n as libc::socklen_t;
-                    Ok(())
-                })
-            };
-            if let Ok(((), sa)) = sa
-                && let Some(sock) = sa.as_socket()
-            {
-                addrs.push(sock.ip());
-            }
-        }
-        cur = ai.ai_next;
-    }
-    // SAFETY: res came from a successful getaddrinfo and is freed once.
-    unsafe { libc::freeaddrinfo(res) };
-    Ok((canon, addrs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn loopback_is_localhost_and_confirms() {
+        // forward_confirm's own tests are in ssl::names.
         let peer: SocketAddr = "127.0.0.1:516".parse().unwrap();
         assert_eq!(reverse_name(peer), "localhost");
         assert_eq!(forward_confirm("localhost", peer), Ok(()));
-    }
-
-    #[test]
-    fn a_name_that_does_not_resolve_to_the_peer_is_refused_with_amandas_text() {
-        let peer: SocketAddr = "127.0.0.3:700".parse().unwrap();
-        assert_eq!(
-            forward_confirm("localhost", peer),
-            Err("localhost doesn't resolve to 127.0.0.3:700".to_string())
-        );
-    }
-
-    #[test]
-    fn an_unknown_name_names_the_resolver_error() {
-        let peer: SocketAddr = "127.0.0.1:700".parse().unwrap();
-        let err = forward_confirm("no-such-host.invalid", peer).unwrap_err();
-        assert!(
-            err.starts_with("check_name_give_sockaddr: resolve_hostname('no-such-host.invalid'): "),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn mapped_addresses_compare_as_ipv4() {
-        assert_eq!(
-            unmap("::ffff:127.0.0.1".parse().unwrap()),
-            "127.0.0.1".parse::<IpAddr>().unwrap()
-        );
     }
 
     fn name(n: &str) -> PeerName {

@@ -71,6 +71,8 @@ pub struct ClientConfig {
     pub mailer: String,
     /// `property` lines.
     pub properties: Properties,
+    /// auth ssl: `ssl-dir` and the other `ssl-*` settings.
+    pub ssl: crate::ssl::SslSettings,
     /// `define application`s.
     pub applications: Named<Application>,
     /// `define script`s.
@@ -184,6 +186,7 @@ impl ClientConfig {
             },
             mailer: g.str("mailer", "/usr/bin/mail"),
             properties: g.props("property"),
+            ssl: crate::ssl::SslSettings::from_params(&raw.globals),
             applications,
             scripts,
             params: raw.globals.clone(),

@@ -44,6 +44,7 @@ pub mod security;
 pub mod server;
 pub mod settings;
 pub mod source;
+pub mod ssl;
 pub mod syntax;
 pub mod value;
 
@@ -57,3 +58,4 @@ pub use security::SecurityConf;
 pub use server::Config;
 pub use settings::Settings;
 pub use source::{Location, Span};
+pub use ssl::SslSettings;

@@ -340,6 +340,9 @@ pub struct Dumptype {
     pub max_warnings: i32,
     /// `retry_dump`.
     pub retry_dump: i32,
+    /// auth ssl: the `ssl-*` dumptype parameters (`dir` is set from the global `ssl-dir`
+    /// by [`crate::Config::ssl_for`]).
+    pub ssl: crate::ssl::SslSettings,
     /// `tag`s.
     pub tags: Vec<String>,
     /// Explicit parameters (with inherited ones), with their locations.
@@ -447,6 +450,7 @@ impl Dumptype {
             allow_split: g.bool("allow_split", true),
             max_warnings: g.i32("max_warnings", D::MAX_WARNINGS),
             retry_dump: g.i32("retry_dump", D::RETRY_DUMP),
+            ssl: crate::ssl::SslSettings::from_params(p),
             tags: match p.raw("tag") {
                 Some(Value::StrList(t)) => t.clone(),
                 _ => Vec::new(),

@@ -64,6 +64,8 @@ pub struct Config {
     pub reserved_tcp_port: PortRange,
     /// `unreserved-tcp-port` (Debian default 50000,50100).
     pub unreserved_tcp_port: PortRange,
+    /// `ssl-dir` (default /etc/amanda/ssl) and where it was set.
+    pub ssl_dir: (String, Option<String>),
     /// `dumpcycle` days (default 10).
     pub dumpcycle: u32,
     /// `runspercycle` (default 0).
@@ -132,6 +134,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// The ssl settings of dumptype `dt`, with the global `ssl-dir` (auth ssl reads it at
+    /// connection time, so where it stands in the file does not matter).
+    pub fn ssl_for(&self, dt: &Dumptype) -> crate::ssl::SslSettings {
+        dt.ssl.with_dir(&self.ssl_dir.0, self.ssl_dir.1.clone())
+    }
+
     /// Reads the configuration at `location` from the file system.
     pub fn load(location: &ConfigLocation) -> Result<Loaded<Config>, Errors> {
         Self::load_with(&RealFs, location)
@@ -278,6 +286,10 @@ impl Config {
             reserved_udp_port: range("reserved_udp_port", D::RESERVED_UDP_PORT),
             reserved_tcp_port: range("reserved_tcp_port", D::RESERVED_TCP_PORT),
             unreserved_tcp_port: range("unreserved_tcp_port", D::UNRESERVED_TCP_PORT),
+            ssl_dir: (
+                g.str("ssl_dir", crate::ssl::DEFAULT_SSL_DIR),
+                raw.globals.location("ssl_dir").map(ToString::to_string),
+            ),
             dumpcycle: g.u32("dumpcycle", D::DUMPCYCLE),
             runspercycle: g.i32("runspercycle", D::RUNSPERCYCLE),
             tapecycle: g.u32("tapecycle", D::TAPECYCLE),

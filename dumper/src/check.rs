@@ -139,7 +139,8 @@ pub fn check(o: &CheckOptions) -> CheckResult {
     };
     let needs = PoolNeeds {
         udp: plan.dles.iter().any(|d| d.auth.is_udp()),
-        tcp: plan.dles.iter().any(|d| !d.auth.is_udp()),
+        tcp: plan.dles.iter().any(|d| d.auth == Auth::Bsdtcp),
+        ssl: plan.dles.iter().any(|d| d.auth == Auth::Ssl),
     };
     let ports = match Ports::new(&plan.config, &o.settings, needs) {
         Ok(p) => Some(p),
@@ -384,7 +385,22 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
             }
         };
         let mut waits = |_: WaitEvent| {};
-        let mut conn = Control::for_auth(auth);
+        let ssl = ids.first().and_then(|&i| plan.dles[i].ssl.clone());
+        if let Some(s) = &ssl {
+            // Our own files first: a broken one is named before any connection is tried.
+            match ssl::client_config(s) {
+                Ok((_, id)) => out.ok(&format!(
+                    "ssl: {} signed by {}",
+                    id.cert.subject(),
+                    id.ca_file
+                )),
+                Err(e) => {
+                    out.err(&format!("{host}: ssl: {e}"));
+                    continue;
+                }
+            }
+        }
+        let mut conn = Control::for_dle(auth, &host, ssl.as_ref());
         let noop = conn
             .exchange(
                 &link,

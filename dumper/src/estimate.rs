@@ -60,6 +60,8 @@ pub struct EstimateGroup {
     pub auth: Auth,
     /// The client port.
     pub port: u16,
+    /// auth ssl: the settings (of the group's first DLE).
+    pub ssl: Option<std::sync::Arc<conf::SslSettings>>,
     /// The host's maxdumps.
     pub maxdumps: u32,
     /// The DLEs.
@@ -110,7 +112,7 @@ pub fn estimate_group(
         Err(e) => return all_failed(g, EstimateFailure::Resolve(e)),
     };
     let link = &ctx.link;
-    let mut conn = Control::for_auth(g.auth);
+    let mut conn = Control::for_dle(g.auth, &g.host, g.ssl.as_ref());
     let mut notes = Vec::new();
     let cfg = InitiatorConfig {
         rep_wait: ctx.ctimeout,

@@ -218,7 +218,7 @@ pub enum StreamSetup {
     #[error("no unreserved-tcp-port pool")]
     NoPool,
     /// The bsdtcp control connection did not survive the request.
-    #[error("bsdtcp connection is gone")]
+    #[error("bsdtcp/ssl connection is gone")]
     ControlGone,
     /// A socket could not be made non-blocking.
     #[error("nonblocking socket: {0}")]
@@ -389,7 +389,7 @@ fn request_ends(f: &RequestFailure) -> (Option<SocketAddr>, Option<u16>) {
                 let (peer, port) = connect_ends(c);
                 (Some(peer), port)
             }
-            OpenError::Lease { dest, .. } => (Some(*dest), None),
+            OpenError::Lease { dest, .. } | OpenError::Ssl { dest, .. } => (Some(*dest), None),
             OpenError::Initiator(_) => (None, None),
         },
         RequestFailure::Unanswered { hop, .. } => {

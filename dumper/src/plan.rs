@@ -59,6 +59,8 @@ pub struct DleSpec {
     pub location: String,
     /// Why the dumper cannot dump this DLE, if it cannot.
     pub unsupported: Option<String>,
+    /// auth ssl: the dumptype's ssl settings with the global `ssl-dir`.
+    pub ssl: Option<std::sync::Arc<conf::SslSettings>>,
 }
 
 impl DleSpec {
@@ -186,7 +188,11 @@ pub fn load_at(location: &ConfigLocation, services: &Services) -> Result<Plan, P
             continue;
         }
         let id = dles.len();
-        dles.push(spec_of(id, entry, services, &mut warnings));
+        let mut spec = spec_of(id, entry, services, &mut warnings);
+        if spec.auth == Auth::Ssl {
+            spec.ssl = Some(std::sync::Arc::new(config.ssl_for(dt)));
+        }
+        dles.push(spec);
     }
     let mut hosts: Vec<HostSpec> = Vec::new();
     for d in &dles {
@@ -276,7 +282,7 @@ fn spec_of(id: usize, e: &DiskEntry, services: &Services, warn: &mut Vec<String>
         AuthSetting::Known(a) => a,
         ref other => {
             refuse(format!(
-                "auth \"{other}\" is not supported by dumper (use bsd, bsdudp or bsdtcp)"
+                "auth \"{other}\" is not supported by dumper (use bsd, bsdudp, bsdtcp or ssl)"
             ));
             Auth::Bsdtcp
         }
@@ -401,6 +407,7 @@ fn spec_of(id: usize, e: &DiskEntry, services: &Services, warn: &mut Vec<String>
         dumptype: dt.name.clone(),
         location: e.location.to_string(),
         unsupported,
+        ssl: None,
     }
 }
 

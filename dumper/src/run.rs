@@ -126,7 +126,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
         tcp: plan
             .dles
             .iter()
-            .any(|d| d.unsupported.is_none() && !d.auth.is_udp()),
+            .any(|d| d.unsupported.is_none() && d.auth.reserved_source_port() && !d.auth.is_udp()),
+        ssl: plan
+            .dles
+            .iter()
+            .any(|d| d.unsupported.is_none() && !d.auth.reserved_source_port()),
     };
     // The pools (and the host-wide registry directory) are made before the privilege drop.
     let ports = Ports::new(&plan.config, &opts.settings, needs)
@@ -439,6 +443,7 @@ fn estimate_groups(plan: &Plan, planned: &[Planned]) -> Vec<EstimateGroup> {
                 host: s.host.clone(),
                 auth: s.auth,
                 port: s.client_port,
+                ssl: s.ssl.clone(),
                 maxdumps: 1,
                 dles: Vec::new(),
             });

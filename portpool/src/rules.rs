@@ -212,16 +212,26 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                                 .to_owned(),
                         );
                     }
+                    Auth::Ssl => {
+                        both(
+                            Dir::Out,
+                            Transport::Tcp,
+                            s.unreserved_tcp.value,
+                            single(port),
+                            "ssl control and data (TLS): server unreserved-tcp-port to amandad"
+                                .to_owned(),
+                        );
+                    }
                 }
             }
             if helper_ok {
                 server.helpers.push((Dir::Out, addrs.clone(), port));
                 host.helpers.push((Dir::In, server_addrs.clone(), port));
             }
-            if auths.iter().any(|a| *a != Auth::Bsdtcp) {
+            if auths.iter().any(|a| a.is_udp()) {
                 host.guarded.push((Transport::Udp, port));
             }
-            if auths.contains(&Auth::Bsdtcp) {
+            if auths.iter().any(|a| a.is_stream()) {
                 host.guarded.push((Transport::Tcp, port));
             }
         }
@@ -234,6 +244,13 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                     c.reserved_tcp.value,
                     single(crate::site::AMANDA_PORT),
                     "restore: amrecover (bsdtcp) to the server's amindexd/amidxtaped".to_owned(),
+                ),
+                Auth::Ssl => both(
+                    Dir::In,
+                    Transport::Tcp,
+                    c.unreserved_tcp.value,
+                    single(crate::site::AMANDA_PORT),
+                    "restore: amrecover (ssl) to the server's amindexd/amidxtaped".to_owned(),
                 ),
                 Auth::Bsd | Auth::Bsdudp => {
                     both(
@@ -261,8 +278,8 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
         dedup(&mut host.rules);
         clients.push(host);
     }
-    let any_udp = site.dles.iter().any(|d| d.auth != Auth::Bsdtcp);
-    let any_tcp = site.dles.iter().any(|d| d.auth == Auth::Bsdtcp);
+    let any_udp = site.dles.iter().any(|d| d.auth.is_udp());
+    let any_tcp = site.dles.iter().any(|d| d.auth.is_stream());
     if any_udp {
         server
             .guarded

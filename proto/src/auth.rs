@@ -19,11 +19,14 @@ pub enum Auth {
     Bsdudp,
     /// Control and every stream multiplexed on one TCP connection from a reserved port.
     Bsdtcp,
+    /// bsdtcp's multiplexing inside TLS on one TCP connection from an unreserved port,
+    /// authenticated by certificates of the Amanda CA (spec §13).
+    Ssl,
 }
 
 impl Auth {
     /// Every auth, in the order of the docs.
-    pub const ALL: [Auth; 3] = [Auth::Bsd, Auth::Bsdudp, Auth::Bsdtcp];
+    pub const ALL: [Auth; 4] = [Auth::Bsd, Auth::Bsdudp, Auth::Bsdtcp, Auth::Ssl];
 
     /// The lower-case name, as in `-auth=`, `auth "..."`, `<auth>` and `auth=`.
     pub const fn name(self) -> &'static str {
@@ -31,6 +34,7 @@ impl Auth {
             Auth::Bsd => "bsd",
             Auth::Bsdudp => "bsdudp",
             Auth::Bsdtcp => "bsdtcp",
+            Auth::Ssl => "ssl",
         }
     }
 
@@ -42,12 +46,24 @@ impl Auth {
     }
 
     /// The transport of the control packets (and so which reserved range the server's
-    /// source port comes from): UDP for bsd and bsdudp, TCP for bsdtcp.
+    /// source port comes from): UDP for bsd and bsdudp, TCP for bsdtcp and ssl.
     pub const fn transport(self) -> Transport {
         match self {
             Auth::Bsd | Auth::Bsdudp => Transport::Udp,
-            Auth::Bsdtcp => Transport::Tcp,
+            Auth::Bsdtcp | Auth::Ssl => Transport::Tcp,
         }
+    }
+
+    /// Whether the initiator must send from a reserved port (and the client checks it):
+    /// every auth but ssl, whose initiator connects from its `unreserved-tcp-port` range
+    /// (spec §13.1).
+    pub const fn reserved_source_port(self) -> bool {
+        !matches!(self, Auth::Ssl)
+    }
+
+    /// Whether control packets and streams share one TCP connection (bsdtcp, ssl).
+    pub const fn is_stream(self) -> bool {
+        matches!(self, Auth::Bsdtcp | Auth::Ssl)
     }
 
     /// Whether control packets are UDP datagrams.
@@ -56,13 +72,13 @@ impl Auth {
     }
 
     /// Data connections per dump, each to a port of the client's unreserved range
-    /// (spec §5.5): bsd one per stream (DATA, MESG, INDEX, STATE), bsdudp one, bsdtcp none
-    /// (the streams share the control connection).
+    /// (spec §5.5): bsd one per stream (DATA, MESG, INDEX, STATE), bsdudp one, bsdtcp and
+    /// ssl none (the streams share the control connection).
     pub const fn data_connections(self) -> u32 {
         match self {
             Auth::Bsd => 4,
             Auth::Bsdudp => 1,
-            Auth::Bsdtcp => 0,
+            Auth::Bsdtcp | Auth::Ssl => 0,
         }
     }
 }
@@ -75,7 +91,7 @@ impl fmt::Display for Auth {
 
 /// An auth name amanda-rs does not implement.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("auth {0:?} is not one of bsd, bsdudp, bsdtcp")]
+#[error("auth {0:?} is not one of bsd, bsdudp, bsdtcp, ssl")]
 pub struct UnknownAuth(pub String);
 
 impl FromStr for Auth {
@@ -98,6 +114,10 @@ mod tests {
         }
         assert_eq!(Auth::Bsdtcp.transport(), Transport::Tcp);
         assert!(Auth::Bsdudp.is_udp());
+        assert_eq!(Auth::from_name("SSL"), Some(Auth::Ssl));
+        assert_eq!(Auth::Ssl.transport(), Transport::Tcp);
+        assert!(!Auth::Ssl.reserved_source_port() && Auth::Bsdtcp.reserved_source_port());
+        assert_eq!(Auth::Ssl.data_connections(), 0);
         assert_eq!("krb5".parse::<Auth>(), Err(UnknownAuth("krb5".into())));
     }
 }

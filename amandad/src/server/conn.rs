@@ -6,6 +6,10 @@
 //! dump relay stops reading its pipes while [`Conn::pending`] is above [`HIGH_WATER`], and
 //! the loop stops reading a peer whose output passed its bound (the peer does not read its
 //! replies) until it catches up.
+//!
+//! auth ssl: the same buffer holds plaintext, which [`Conn::flush`] passes through the
+//! connection's TLS layer; reads return plaintext only once the handshake and the
+//! certificate checks are done (see `super::tls`). No splicing then.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -66,6 +70,8 @@ pub struct Conn {
     pub exchanges: usize,
     /// Whether the socket is registered for readable events (it follows [`Conn::reading`]).
     pub interest_readable: bool,
+    /// auth ssl: the TLS layer and how far its checks are.
+    pub tls: Option<super::tls::TlsConn>,
 }
 
 /// A run of bytes that move from a pipe to the socket without passing through user space.
@@ -96,6 +102,7 @@ impl Conn {
             last_progress: Instant::now(),
             exchanges: 0,
             interest_readable: true,
+            tls: None,
         }
     }
 
@@ -128,9 +135,13 @@ impl Conn {
         self.splice.is_some()
     }
 
-    /// Bytes queued but not yet written.
+    /// Bytes queued but not yet written (TLS records not yet written count as one).
     pub fn pending(&self) -> usize {
-        self.out.len() - self.pos + self.held.len() + self.splice.map_or(0, |s| s.left)
+        let tls = self.tls.as_ref().is_some_and(|t| t.layer.wants_write());
+        self.out.len() - self.pos
+            + self.held.len()
+            + self.splice.map_or(0, |s| s.left)
+            + usize::from(tls)
     }
 
     /// True if more output may be queued without exceeding the high-water mark.
@@ -219,6 +230,9 @@ impl Conn {
         if self.pending() == 0 {
             self.last_progress = Instant::now();
         }
+        if self.tls.is_some() {
+            return self.flush_tls();
+        }
         loop {
             while self.pos < self.out.len() {
                 match self.sock.write(&self.out[self.pos..]) {
@@ -278,9 +292,83 @@ impl Conn {
         Ok(true)
     }
 
+    /// [`Conn::flush`] through TLS: plaintext into the layer (as much as it takes), its
+    /// records to the socket.
+    fn flush_tls(&mut self) -> io::Result<bool> {
+        let Some(t) = self.tls.as_mut() else {
+            return Ok(true);
+        };
+        loop {
+            while self.pos < self.out.len() {
+                // One frame per record at most: Amanda's reader needs it (ssl::layer).
+                let n = t.layer.write_frames(&self.out[self.pos..])?;
+                if n == 0 {
+                    break;
+                }
+                self.pos += n;
+                self.last_progress = Instant::now();
+            }
+            if self.pos == self.out.len() {
+                self.out.clear();
+                self.pos = 0;
+            }
+            if !t.layer.flush(&mut self.sock)? {
+                return Ok(false);
+            }
+            self.last_progress = Instant::now();
+            if self.pos == self.out.len() {
+                break;
+            }
+        }
+        if self.close_when_flushed && !self.write_closed {
+            t.layer.close();
+            if !t.layer.flush(&mut self.sock)? {
+                return Ok(false);
+            }
+            self.write_closed = true;
+            let _ = self.sock.shutdown(std::net::Shutdown::Write);
+        }
+        Ok(true)
+    }
+
+    /// [`Conn::read_chunk`] through TLS: handshake records first (no plaintext), then
+    /// nothing until the certificate checks passed, then plaintext.
+    fn read_tls_chunk(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        buf.clear();
+        let Some(t) = self.tls.as_mut() else {
+            return Ok(0);
+        };
+        let result = loop {
+            if t.layer.is_handshaking() {
+                match t.layer.read_tls(&mut self.sock) {
+                    Ok(true) => continue,
+                    Ok(false) => break Ok(0),
+                    Err(e) => break Err(e),
+                }
+            }
+            if !t.checked {
+                break Err(io::ErrorKind::WouldBlock.into());
+            }
+            buf.resize(max, 0);
+            let r = t.layer.read(&mut self.sock, buf);
+            buf.truncate(*r.as_ref().unwrap_or(&0));
+            break r;
+        };
+        match &result {
+            Ok(0) => self.read_closed = true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => self.read_closed = true,
+            _ => {}
+        }
+        result
+    }
+
     /// Reads at most `max` bytes the peer sent into `buf` (cleared first). `Ok(0)` at EOF
     /// (and `read_closed` is set); `WouldBlock` when nothing is waiting.
     pub fn read_chunk(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        if self.tls.is_some() {
+            return self.read_tls_chunk(buf, max);
+        }
         buf.clear();
         buf.resize(max, 0);
         loop {

@@ -156,7 +156,7 @@ impl Server {
         };
         let route = ex.route.clone();
         let auth = match route {
-            Route::Tcp { .. } => Auth::Bsdtcp,
+            Route::Tcp { .. } => self.cfg.tcp_auth,
             Route::Udp { .. } => self.cfg.udp_auth,
         };
         let index = plan.index;
@@ -265,7 +265,8 @@ impl Server {
                 started: Instant::now(),
                 bytes: 0,
                 side: None,
-                splice_ok: true,
+                // TLS encrypts in user space: the archive bytes cannot be spliced.
+                splice_ok: auth != Auth::Ssl,
                 label,
                 server_ip,
             },

@@ -30,6 +30,7 @@ pub mod datapath;
 mod dump;
 pub mod limits;
 pub mod refusals;
+pub mod tls;
 mod workers;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -174,8 +175,12 @@ pub struct ServerConfig {
     pub data_ports: proto::PortRange,
     /// The services' view for requests on UDP sockets (auth `udp_auth`).
     pub services_udp: ServiceContext,
-    /// The services' view for requests on bsdtcp connections.
+    /// The services' view for requests on bsdtcp (or ssl) connections.
     pub services_tcp: ServiceContext,
+    /// The auth of TCP connections: bsdtcp, or ssl with [`ServerConfig::tls`].
+    pub tcp_auth: Auth,
+    /// auth ssl: the TLS setup of every TCP control connection.
+    pub tls: Option<tls::Acceptor>,
     pub hosts: Box<dyn HostsCheck>,
     pub limits: Limits,
     /// Addresses besides the requesting server's that may connect to bsd/bsdudp data ports
@@ -279,6 +284,8 @@ pub struct Server {
     inetd_conn: Option<u64>,
     recv_buf: Vec<u8>,
     read_buf: Vec<u8>,
+    /// auth ssl: the certificate-check thread.
+    tls_checks: Option<tls::CertChecks>,
 }
 
 impl Server {
@@ -288,6 +295,18 @@ impl Server {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let workers = Workers::new(cfg.workers, waker.clone())?;
         let limits = cfg.limits;
+        let tls_checks = match &cfg.tls {
+            Some(a) => {
+                let waker = waker.clone();
+                Some(tls::CertChecks::new(
+                    a.settings.clone(),
+                    Arc::new(move || {
+                        let _ = waker.wake();
+                    }),
+                )?)
+            }
+            None => None,
+        };
         let names = Names::new(
             limits.name_cache,
             limits.resolver,
@@ -327,6 +346,7 @@ impl Server {
             inetd_conn: None,
             recv_buf: vec![0; 65536],
             read_buf: Vec::new(),
+            tls_checks,
         };
         for s in sockets.udp {
             s.set_nonblocking(true)?;
@@ -376,6 +396,7 @@ impl Server {
                 if token == WAKER {
                     self.drain_jobs();
                     self.drain_names();
+                    self.drain_tls_checks();
                     continue;
                 }
                 let Some(source) = self.sources.get(&token).copied() else {
@@ -396,6 +417,7 @@ impl Server {
             // Results may also arrive without a wake-up having been seen yet.
             self.drain_jobs();
             self.drain_names();
+            self.drain_tls_checks();
             self.resume_reads();
             self.resume_udp();
             self.resume_accepting();
@@ -658,6 +680,15 @@ impl Server {
                 .map(|(t, more)| (t.as_str(), *more)),
             enabled: &self.cfg.enabled,
             hosts: self.cfg.hosts.as_ref(),
+            // ssl's initiator connects from an unreserved port (spec §13.1).
+            port_rule: match route {
+                Route::Tcp { conn, .. }
+                    if self.conns.get(&conn).is_some_and(|(_, c)| c.is_tls()) =>
+                {
+                    security::PortRule::Any
+                }
+                _ => security::PortRule::Reserved,
+            },
         };
         let sec_peer = Peer {
             name: peer_name,
@@ -982,7 +1013,21 @@ impl Server {
         self.poll
             .registry()
             .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
-        self.conns.insert(id, (token, Conn::new(sock, peer, role)));
+        let mut conn = Conn::new(sock, peer, role);
+        let tls = match role {
+            Role::Control => self.tls_for_new_conn(),
+            _ => None,
+        };
+        let mut tls_error = None;
+        match tls {
+            Some(Ok(t)) => conn.tls = Some(t),
+            Some(Err(e)) => tls_error = Some(e),
+            None => {}
+        }
+        self.conns.insert(id, (token, conn));
+        if let Some(e) = tls_error {
+            self.tls_refuse(id, &format!("no TLS setup: {e}"));
+        }
         Ok(id)
     }
 
@@ -1081,6 +1126,10 @@ impl Server {
             return;
         };
         let peer = c.peer;
+        if c.is_tls() && !self.tls_wants_name_check() {
+            self.read_conn(id);
+            return;
+        }
         match self.names.lookup(Instant::now(), peer, Lane::of(peer)) {
             Lookup::Known(name) => self.control_peer_named(id, name),
             Lookup::Pending => {
@@ -1113,6 +1162,19 @@ impl Server {
         };
         let peer = c.peer;
         c.name_pending = false;
+        if c.is_tls() {
+            // auth ssl: the name check passed or failed; the peer's name is its
+            // certificate's CN, known after the handshake.
+            match name.check {
+                Err(reason) => self.tls_refuse(id, &format!("ssl-check-host: {reason}")),
+                Ok(()) => {
+                    if self.refresh_interest(id) {
+                        self.read_conn(id);
+                    }
+                }
+            }
+            return;
+        }
         c.peer_name = Some(name.name);
         if let Err(reason) = name.check {
             self.refuse(Some(resolve::unmap(peer.ip())), Reason::NameCheck, || {
@@ -1365,10 +1427,24 @@ impl Server {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.read_buf = buf;
+                    self.tls_progress(id);
                     return;
                 }
                 Err(e) => {
-                    debug!("read from {peer}: {e}");
+                    // A TLS failure (the handshake, a bad record) is a refusal worth a line;
+                    // a reset after the work is done is how Amanda's servers hang up.
+                    let tls_failure = self.conns.get(&id).is_some_and(|(_, c)| {
+                        c.tls.as_ref().is_some_and(|t| {
+                            t.layer.is_handshaking() || e.kind() == io::ErrorKind::InvalidData
+                        })
+                    });
+                    if tls_failure {
+                        self.refuse_tls(peer, &ssl::layer::describe_error(&e));
+                        // The alert rustls owes the peer.
+                        self.flush_conn(id);
+                    } else {
+                        debug!("read from {peer}: {e}");
+                    }
                     self.read_buf = buf;
                     break;
                 }
@@ -1385,6 +1461,7 @@ impl Server {
                 break;
             }
         }
+        self.tls_progress(id);
         let closed = self.conns.get(&id).is_some_and(|(_, c)| c.read_closed);
         if closed {
             self.peer_closed(id);

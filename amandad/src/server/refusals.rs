@@ -44,9 +44,11 @@ pub enum Reason {
     Malformed,
     /// A reply that could not be sent (a handle too long to echo, a local firewall).
     SendFailed,
+    /// auth ssl: the TLS handshake or a certificate check failed.
+    Tls,
 }
 
-const REASONS: usize = 13;
+const REASONS: usize = 14;
 
 impl Reason {
     fn index(self) -> usize {
@@ -68,6 +70,7 @@ impl Reason {
             Reason::NoDescriptors => "connections while out of descriptors",
             Reason::Malformed => "malformed datagrams",
             Reason::SendFailed => "replies that could not be sent",
+            Reason::Tls => "ssl connections refused (TLS or certificate checks)",
         }
     }
 
@@ -85,6 +88,7 @@ impl Reason {
         Reason::NoDescriptors,
         Reason::Malformed,
         Reason::SendFailed,
+        Reason::Tls,
     ];
 }
 

@@ -216,7 +216,7 @@ fn dump(
 
     // The request, on the auth's control transport. The UDP port goes back to its pool
     // when the exchange is over: the data flows over TCP.
-    let mut control = Control::for_auth(spec.auth);
+    let mut control = Control::for_dle(spec.auth, &spec.host, spec.ssl.as_ref());
     let ex = control.exchange(link, dest, icfg, req, waits);
     *resent += ex.resent;
     let rep = ex.outcome.map_err(|failure| match failure {
@@ -342,10 +342,11 @@ fn connect_streams(
     };
     let link = &ctx.link;
     match auth {
-        Auth::Bsdtcp => {
-            let conn = control.ok_or(StreamSetup::ControlGone)?;
+        Auth::Bsdtcp | Auth::Ssl => {
+            let mut conn = control.ok_or(StreamSetup::ControlGone)?;
             let control_handle = conn.handle();
             let peer_closed = conn.peer_closed(control_handle);
+            let tls = conn.take_tls();
             let (lease, rest, _) = conn.into_parts();
             Source::framed(
                 lease,
@@ -354,7 +355,7 @@ fn connect_streams(
                 map_of(None)?,
                 Some((control_handle, peer_closed)),
             )
-            .map(|s| vec![s])
+            .map(|s| vec![s.with_tls(tls)])
         }
         Auth::Bsdudp => {
             let pool = link.ports.tcp_data.as_deref().ok_or(StreamSetup::NoPool)?;

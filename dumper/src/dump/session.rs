@@ -93,6 +93,8 @@ pub struct Source {
     peer: SocketAddr,
     kind: Kind,
     tcp_eof: bool,
+    /// auth ssl: everything passes this TLS layer.
+    tls: Option<ssl::TlsLayer>,
 }
 
 fn to_mio(lease: Lease<TcpStream>) -> Result<Lease<mio::net::TcpStream>, StreamSetup> {
@@ -118,6 +120,7 @@ impl Source {
                 ended: false,
             },
             tcp_eof: false,
+            tls: None,
         })
     }
 
@@ -151,7 +154,30 @@ impl Source {
                 out,
             },
             tcp_eof: false,
+            tls: None,
         })
+    }
+
+    /// The same connection inside TLS (auth ssl; the handshake is done).
+    pub fn with_tls(mut self, tls: Option<ssl::TlsLayer>) -> Source {
+        self.tls = tls;
+        self
+    }
+
+    /// One read of plaintext: from TLS when there is a layer, else from the socket.
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let sock = self.conn.socket_mut();
+        match &mut self.tls {
+            Some(t) => {
+                let r = t.read(sock, buf);
+                // The peer's key updates and our alerts go out at once.
+                if t.wants_write() {
+                    let _ = t.flush(sock);
+                }
+                r
+            }
+            None => sock.read(buf),
+        }
     }
 
     fn open_streams(&self) -> Vec<Stream> {
@@ -172,6 +198,18 @@ impl Source {
     }
 
     fn flush_out(&mut self) -> io::Result<()> {
+        if let (Some(t), Kind::Framed { out, .. }) = (&mut self.tls, &mut self.kind) {
+            let sock = self.conn.socket_mut();
+            loop {
+                if !out.is_empty() {
+                    let n = t.write_frames(out)?;
+                    out.drain(..n);
+                }
+                if !t.flush(sock)? || out.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
         if let Kind::Framed { out, .. } = &mut self.kind {
             while !out.is_empty() {
                 match self.conn.socket_mut().write(out) {
@@ -799,13 +837,12 @@ impl<'a> Session<'a> {
             }
             // Blocking reads with a timeout: the socket is still registered with a poll
             // that is gone, which is harmless.
-            let sock = s.conn.socket_mut();
             loop {
                 let now = Instant::now();
                 if now >= until {
                     break;
                 }
-                match sock.read(&mut scratch) {
+                match s.read_plain(&mut scratch) {
                     Ok(0) => {
                         s.tcp_eof = true;
                         s.conn.set_no_time_wait();
@@ -827,7 +864,7 @@ impl<'a> Session<'a> {
 /// One read. `Ok(None)`: would block.
 fn read_some(src: &mut Source, buf: &mut [u8]) -> Result<Option<usize>, DumpFailure> {
     loop {
-        match src.conn.socket_mut().read(buf) {
+        match src.read_plain(buf) {
             Ok(n) => return Ok(Some(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

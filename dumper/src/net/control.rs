@@ -1,6 +1,7 @@
 //! The control transport of one client, as the requests of a dump, an estimate group or a
 //! check use it: opened on the first exchange from the pool its auth needs (a reserved UDP
-//! port for bsd/bsdudp, one bsdtcp connection from a reserved TCP port), kept for the
+//! port for bsd/bsdudp, one bsdtcp connection from a reserved TCP port, one ssl connection
+//! from an unreserved TCP port with TLS and Amanda's certificate checks), kept for the
 //! next request (bsdtcp: handles 1, 2, ...; UDP: a new handle and sequence), and closed as
 //! the real server closes it.
 //!
@@ -44,6 +45,13 @@ const CLOSE_HANDLE_WAIT: Duration = Duration::from_secs(5);
 pub enum Control {
     /// bsdtcp: one connection for every request (and, for a sendbackup, its streams).
     Tcp(Option<FramedConn>),
+    /// ssl: the same inside TLS, to `host` (the disklist name, which names the fingerprint
+    /// file), with the dumptype's ssl settings.
+    Ssl {
+        conn: Option<FramedConn>,
+        host: String,
+        settings: Arc<conf::SslSettings>,
+    },
     /// bsd, bsdudp: one reserved UDP port for every request.
     Udp(Option<UdpControl>),
 }
@@ -58,10 +66,23 @@ impl Control {
         }
     }
 
+    /// The transport of a DLE: [`Control::for_auth`], inside TLS for auth ssl (`settings`
+    /// are the dumptype's, `host` the disklist's name).
+    pub fn for_dle(auth: Auth, host: &str, settings: Option<&Arc<conf::SslSettings>>) -> Control {
+        match (auth, settings) {
+            (Auth::Ssl, Some(s)) => Control::Ssl {
+                conn: None,
+                host: host.to_string(),
+                settings: s.clone(),
+            },
+            _ => Control::for_auth(auth),
+        }
+    }
+
     /// Whether an exchange opened it.
     pub fn is_open(&self) -> bool {
         match self {
-            Control::Tcp(c) => c.is_some(),
+            Control::Tcp(c) | Control::Ssl { conn: c, .. } => c.is_some(),
             Control::Udp(c) => c.is_some(),
         }
     }
@@ -81,6 +102,26 @@ impl Control {
             resent: 0,
         };
         match self {
+            Control::Ssl {
+                conn,
+                host,
+                settings,
+            } => {
+                if link.ports.tcp_data.is_none() {
+                    return no_pool("unreserved-tcp-port");
+                }
+                exchange::run(cfg, req, conn, || {
+                    super::tls::connect(
+                        &link.ports,
+                        dest,
+                        host,
+                        settings,
+                        &link.user,
+                        &link.tuning,
+                        waits,
+                    )
+                })
+            }
             Control::Tcp(c) => {
                 let Some(pool) = link.ports.tcp_reserved.as_deref() else {
                     return no_pool("reserved-tcp-port");
@@ -113,7 +154,7 @@ impl Control {
     /// handle and sequence.
     pub fn next_request(&mut self) {
         match self {
-            Control::Tcp(Some(c)) => {
+            Control::Tcp(Some(c)) | Control::Ssl { conn: Some(c), .. } => {
                 let _ = c.close_handle(Instant::now() + CLOSE_HANDLE_WAIT);
                 c.next_exchange();
             }
@@ -124,7 +165,7 @@ impl Control {
 
     /// After the last request: closes the bsdtcp handle as the real server does.
     pub fn finish(&mut self) {
-        if let Control::Tcp(Some(c)) = self {
+        if let Control::Tcp(Some(c)) | Control::Ssl { conn: Some(c), .. } = self {
             let _ = c.close_handle(Instant::now() + CLOSE_HANDLE_WAIT);
         }
     }
@@ -133,7 +174,7 @@ impl Control {
     /// its pool here.
     pub fn into_tcp(self) -> Option<FramedConn> {
         match self {
-            Control::Tcp(c) => c,
+            Control::Tcp(c) | Control::Ssl { conn: c, .. } => c,
             Control::Udp(_) => None,
         }
     }

@@ -100,6 +100,14 @@ pub enum OpenError {
     /// The initiator's own account, when no attempt left a failure of ours (not expected).
     #[error("{0}")]
     Initiator(String),
+    /// auth ssl: our files, the TLS handshake or a check of the client's certificate.
+    #[error("{error}")]
+    Ssl {
+        /// The client.
+        dest: SocketAddr,
+        /// What failed.
+        error: super::tls::SslFailure,
+    },
 }
 
 /// What a request waited for when time ran out.
@@ -175,7 +183,7 @@ impl RequestFailure {
             RequestFailure::Open { error, .. } => Some(match error {
                 OpenError::Connect(c) => c.event(),
                 OpenError::Lease { .. } => HopEvent::NoPort,
-                OpenError::Initiator(_) => HopEvent::Other,
+                OpenError::Initiator(_) | OpenError::Ssl { .. } => HopEvent::Other,
             }),
             RequestFailure::Unanswered {
                 awaited: Awaited::Ack,

@@ -9,7 +9,7 @@
 //! |---|---|---|---|
 //! | reserved UDP | `reserved-udp-port` | bsd/bsdudp control datagrams | one exchange |
 //! | reserved TCP | `reserved-tcp-port` | the bsdtcp connection (control and streams) | the whole dump; source ports still in TIME_WAIT towards the client are avoided |
-//! | data TCP | `unreserved-tcp-port` | bsd/bsdudp data connections | the whole dump |
+//! | data TCP | `unreserved-tcp-port` | bsd/bsdudp data connections, the ssl connection (control and streams) | the whole dump |
 //!
 //! When a pool is empty the caller waits its turn (FIFO) instead of failing; the wait and
 //! portpool's reason (`no ports: 9 usable in udp 850-859; 9 leased, 11 waiting`) are
@@ -19,6 +19,7 @@
 pub mod control;
 pub mod exchange;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use std::net::{SocketAddr, TcpStream};
@@ -106,6 +107,8 @@ pub struct PoolNeeds {
     pub udp: bool,
     /// Some DLE uses bsdtcp.
     pub tcp: bool,
+    /// Some DLE uses ssl (its connection comes from `unreserved-tcp-port`).
+    pub ssl: bool,
 }
 
 impl Ports {
@@ -125,6 +128,8 @@ impl Ports {
         let mut p = Ports::default();
         if needs.udp {
             p.udp = Some(make(Transport::Udp, config.reserved_udp_port)?);
+        }
+        if needs.udp || needs.ssl {
             p.tcp_data = Some(make(Transport::Tcp, config.unreserved_tcp_port)?);
         }
         if needs.tcp {

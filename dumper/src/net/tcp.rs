@@ -7,6 +7,10 @@
 //! client closes its control handle with a zero-length frame; [`FramedConn::close_handle`]
 //! waits for it and answers with ours, as the real server does.
 //!
+//! auth ssl runs the same frames inside TLS ([`FramedConn::with_tls`], made by
+//! [`super::tls::connect`]); the TLS layer goes on to the data phase with
+//! [`FramedConn::take_tls`].
+//!
 //! What this module must not do: interpret stream data.
 
 use std::collections::HashSet;
@@ -36,6 +40,8 @@ pub struct FramedConn {
     end: usize,
     closed_by_peer: HashSet<u32>,
     eof: bool,
+    /// auth ssl: the frames go through this TLS layer.
+    tls: Option<Box<ssl::TlsLayer>>,
 }
 
 impl FramedConn {
@@ -54,6 +60,27 @@ impl FramedConn {
             end: 0,
             closed_by_peer: HashSet::new(),
             eof: false,
+            tls: None,
+        }
+    }
+
+    /// The same over TLS (auth ssl): `layer` has finished its handshake on the lease's
+    /// socket.
+    pub fn with_tls(mut self, layer: ssl::TlsLayer) -> FramedConn {
+        self.tls = Some(Box::new(layer));
+        self
+    }
+
+    /// The TLS layer, for the data phase (before [`FramedConn::into_parts`]).
+    pub fn take_tls(&mut self) -> Option<ssl::TlsLayer> {
+        self.tls.take().map(|t| *t)
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let sock = self.lease.socket_mut();
+        match &mut self.tls {
+            Some(t) => super::tls::write_all(t, sock, bytes),
+            None => sock.write_all(bytes),
         }
     }
 
@@ -80,7 +107,7 @@ impl FramedConn {
     fn write_frame(&mut self, handle: u32, payload: &[u8]) -> io::Result<()> {
         let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
         frame::encode_frame(handle, payload, &mut out).map_err(io::Error::other)?;
-        self.lease.socket_mut().write_all(&out)
+        self.write_all(&out)
     }
 
     fn compact(&mut self) {
@@ -134,7 +161,11 @@ impl FramedConn {
             let end = self.end;
             let sock = self.lease.socket_mut();
             let _ = sock.set_read_timeout(Some(wait));
-            match sock.read(&mut self.buf[end..]) {
+            let got = match &mut self.tls {
+                Some(t) => super::tls::read(t, sock, &mut self.buf[end..]),
+                None => sock.read(&mut self.buf[end..]),
+            };
+            match got {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.end += n,
                 Err(e) if super::only_waited(&e) => {}
@@ -192,7 +223,7 @@ impl Transport for FramedConn {
         let mut out = Vec::new();
         pkt.encode_frame(self.handle, &mut out)
             .map_err(|e| io::Error::other(e.to_string()))?;
-        self.lease.socket_mut().write_all(&out)
+        self.write_all(&out)
     }
 
     fn recv(&mut self, until: Instant) -> Result<Option<(PacketType, Vec<u8>)>, TransportError> {

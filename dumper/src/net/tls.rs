@@ -1,0 +1,108 @@
+//! auth ssl's connection, initiator side (spec §13.1, §13.4): a TCP connection from the
+//! `unreserved-tcp-port` pool (no reserved port: amandad does not check it), TLS at once,
+//! then Amanda's checks of the client's certificate in Amanda's order; the result is a
+//! [`FramedConn`] whose frames go through TLS. A failure here is a connect failure, which
+//! the exchange retries `connect-tries` times like Amanda.
+//!
+//! Error texts begin with Amanda's (`SSL_connect failed: ...`, `Common name of certicate
+//! (...) doesn't resolv to IP (...)`, `No fingerprint match`) and go on with which check
+//! failed and which file to fix.
+//!
+//! What this module must not do: parse frames (that is [`super::tcp`]).
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use conf::SslSettings;
+use ssl::{Check, Side, TlsLayer, TlsStream};
+
+use super::exchange::OpenError;
+use super::tcp::FramedConn;
+use super::{CONNECT_TIMEOUT, Ports, Tuning, WaitSink};
+
+/// Why an ssl connection could not be opened (besides the TCP connect itself, which is an
+/// [`OpenError::Connect`] like bsdtcp's). `Display` starts with Amanda's text.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SslFailure {
+    /// Our own certificate, key or CA file (names the file, the keyword and its line).
+    #[error("{0}")]
+    Setup(ssl::SetupError),
+    /// The TLS handshake (the client refused us, or we refused its certificate chain).
+    #[error("SSL_connect failed: {0}")]
+    Handshake(String),
+    /// A check after the handshake (CN, its resolution, the fingerprint file).
+    #[error("{0}")]
+    Check(ssl::CheckFailure),
+}
+
+/// Opens an ssl connection to `dest` (disklist host `host`) for requests as `user`.
+pub fn connect(
+    ports: &Ports,
+    dest: SocketAddr,
+    host: &str,
+    settings: &SslSettings,
+    user: &str,
+    tuning: &Tuning,
+    waits: WaitSink<'_>,
+) -> Result<FramedConn, OpenError> {
+    let fail = |error| OpenError::Ssl { dest, error };
+    let (cfg, _) = ssl::client_config(settings).map_err(|e| fail(SslFailure::Setup(e)))?;
+    let pool = ports
+        .tcp_data
+        .as_deref()
+        .ok_or_else(|| OpenError::Initiator("no unreserved-tcp-port pool".into()))?;
+    let mut lease = super::connect(pool, dest, "ssl connection", tuning, waits)?;
+    let layer =
+        TlsLayer::client(cfg, host).map_err(|e| fail(SslFailure::Handshake(e.to_string())))?;
+    let sock = lease.socket_mut();
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut stream = TlsStream::new(layer, &mut *sock);
+    stream
+        .handshake(Instant::now() + CONNECT_TIMEOUT)
+        .map_err(|e| fail(SslFailure::Handshake(ssl::layer::describe_error(&e))))?;
+    let (_, layer) = stream.into_parts();
+    // The fingerprint directory is named after the canonical name of the host, as Amanda's.
+    let canonical = ssl::names::canonical_name(host);
+    let check = Check {
+        side: Side::Initiator,
+        settings,
+        host: Some(&canonical),
+        peer: dest,
+    };
+    let id = ssl::check_peer(
+        &check,
+        layer.peer_certificate(),
+        &ssl::names::forward_confirm,
+    )
+    .map_err(|e| fail(SslFailure::Check(e)))?;
+    log::debug!(
+        "ssl to {dest} ({host}): {}; peer {}{}",
+        layer.describe(),
+        id.subject,
+        id.fingerprint_file
+            .map(|p| format!(", fingerprint matches {}", p.display()))
+            .unwrap_or_default()
+    );
+    Ok(FramedConn::new(lease, dest, user).with_tls(layer))
+}
+
+/// Writes all of `bytes` (whole frames) through `layer` to the blocking socket.
+pub fn write_all(layer: &mut TlsLayer, sock: &mut TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let n = layer.write_frames(bytes)?;
+        bytes = &bytes[n..];
+        while !layer.flush(sock)? {}
+    }
+    while !layer.flush(sock)? {}
+    sock.flush()
+}
+
+/// Plaintext from the blocking socket (its read timeout applies: WouldBlock/TimedOut).
+pub fn read(layer: &mut TlsLayer, sock: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let r = layer.read(sock as &mut dyn Read, buf);
+    if layer.wants_write() {
+        let _ = layer.flush(sock);
+    }
+    r
+}
