@@ -123,6 +123,19 @@ pub(crate) mod tests {
         c
     }
 
+    /// A fresh directory (first, keep it alive) holding a context's state and a DLE
+    /// directory `data/` that `fill` populates; then the context, `data` and its disk name.
+    pub(crate) fn test_dle(
+        fill: impl FnOnce(&std::path::Path),
+    ) -> (tempfile::TempDir, ServiceContext, PathBuf, String) {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ServiceContext::new(test_inner(root.path()));
+        let data = root.path().join("data");
+        fill(&data);
+        let disk = data.display().to_string();
+        (root, ctx, data, disk)
+    }
+
     fn scratch_dir() -> PathBuf {
         let dir = tempfile::Builder::new()
             .prefix("amandad-services-")
