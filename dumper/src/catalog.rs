@@ -516,21 +516,14 @@ impl Catalog {
 
     /// Every dump of `host`/`disk`, oldest first (any status).
     pub fn history(&self, host: &str, disk: &[u8]) -> Result<Vec<DumpRecord>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
+        self.select_all(
+            &format!(
                 "SELECT {COLUMNS} FROM dumps WHERE host = ?1 COLLATE NOCASE AND disk = ?2
                  ORDER BY timestamp, id"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![host, disk], row_to_record)
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r.map_err(|e| self.err(e))?);
-        }
-        Ok(out)
+            ),
+            params![host, disk],
+            row_to_record,
+        )
     }
 
     /// The most recent successful dump of `host`/`disk` at `level`.
@@ -557,30 +550,29 @@ impl Catalog {
 
     /// The timestamps of this catalog's runs: the holding directories it made.
     pub fn run_timestamps(&self) -> Result<HashSet<String>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT DISTINCT timestamp FROM runs")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.select_all("SELECT DISTINCT timestamp FROM runs", [], |r| r.get(0))
     }
 
     /// Every holding file a row names.
     pub fn holding_files(&self) -> Result<HashSet<PathBuf>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT holding_file FROM dumps WHERE holding_file IS NOT NULL")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok(path_read(r.get_ref(0)?)))
-            .map_err(|e| self.err(e))?;
-        let mut out = HashSet::new();
-        for r in rows {
-            out.extend(r.map_err(|e| self.err(e))?);
-        }
-        Ok(out)
+        let files: Vec<Option<PathBuf>> = self.select_all(
+            "SELECT holding_file FROM dumps WHERE holding_file IS NOT NULL",
+            [],
+            |r| Ok(path_read(r.get_ref(0)?)),
+        )?;
+        Ok(files.into_iter().flatten().collect())
+    }
+
+    /// Every row of `sql` with `params`, each read by `row`.
+    fn select_all<T, C: FromIterator<T>>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<C, CatalogError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        let rows = stmt.query_map(params, row).map_err(|e| self.err(e))?;
+        rows.collect::<Result<C, _>>().map_err(|e| self.err(e))
     }
 
     /// Records a complete holding file that a dumper renamed into place but died before
@@ -623,20 +615,11 @@ impl Catalog {
 
     /// Every host/disk pair with a successful dump (for `restore` messages).
     pub fn dles(&self) -> Result<Vec<(String, Vec<u8>)>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT DISTINCT host, disk FROM dumps WHERE status IN ('done','strange') ORDER BY host, disk")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r.map_err(|e| self.err(e))?);
-        }
-        Ok(out)
+        self.select_all(
+            "SELECT DISTINCT host, disk FROM dumps WHERE status IN ('done','strange') ORDER BY host, disk",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 }
 
