@@ -26,18 +26,18 @@ use std::path::{Path, PathBuf};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use nix::fcntl::Flock;
+use proto::quote::sanitise_filename;
 
 use crate::holding::{
-    create_dir_synced, open_locked, rename_noreplace, sanitise, subdirs, sweep_tmp_in, sync_parent,
-    tmp_path,
+    create_dir_synced, open_locked, rename_noreplace, subdirs, sweep_tmp_in, sync_parent, tmp_path,
 };
 
 /// `<sanitised host>/<sanitised disk>`: where Amanda keeps a DLE's index files, relative to
 /// `indexdir` (made unique over a night's DLEs by [`crate::holding::unique_names`]).
 pub fn index_key(host: &str, disk: &[u8]) -> Vec<u8> {
-    let mut k = sanitise(host.as_bytes());
+    let mut k = sanitise_filename(host.as_bytes());
     k.push(b'/');
-    k.extend_from_slice(&sanitise(disk));
+    k.extend_from_slice(&sanitise_filename(disk));
     k
 }
 

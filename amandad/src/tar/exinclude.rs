@@ -177,7 +177,7 @@ fn list_lines(content: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 fn create_temp(place: &ListPlace<'_>, kind: &str) -> std::io::Result<(std::fs::File, PathBuf)> {
     let stamp = timestamp_now();
-    let disk = crate::tar::listed::sanitise(place.disk);
+    let disk = proto::quote::sanitise_filename(place.disk);
     let mut last = None;
     for n in 0..1000u32 {
         let mut name = format!("{}.", place.prog).into_bytes();

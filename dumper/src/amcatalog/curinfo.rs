@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::holding::sanitise;
+use proto::quote::sanitise_filename;
 
 /// One `stats:` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,8 +204,10 @@ impl Info {
 pub fn info_path(infofile: &Path, host: &str, disk: &[u8]) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;
     infofile
-        .join(std::ffi::OsStr::from_bytes(&sanitise(host.as_bytes())))
-        .join(std::ffi::OsStr::from_bytes(&sanitise(disk)))
+        .join(std::ffi::OsStr::from_bytes(&sanitise_filename(
+            host.as_bytes(),
+        )))
+        .join(std::ffi::OsStr::from_bytes(&sanitise_filename(disk)))
         .join("info")
 }
 
