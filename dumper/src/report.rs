@@ -506,15 +506,19 @@ mod tests {
         assert_eq!(s.exit_status(), 31);
     }
 
+    /// The report of a night of `dles` and nothing else.
+    fn render_dles(dles: Vec<DleLine>) -> String {
+        render(&Summary {
+            dles,
+            ..Summary::default()
+        })
+    }
+
     #[test]
     fn report_lists_retransmissions() {
         let mut d = line(Verdict::Done);
         d.resent = 2;
-        let s = Summary {
-            dles: vec![d],
-            ..Summary::default()
-        };
-        let text = render(&s);
+        let text = render_dles(vec![d]);
         assert!(text.contains("RETRANSMISSIONS"), "{text}");
         assert!(
             text.contains("sendbackup REQ sent 2 more time(s)"),
@@ -530,11 +534,7 @@ mod tests {
             reason: "no ports: 9 usable in udp 850-859; 9 leased, 11 waiting".into(),
             waited: Duration::from_millis(1200),
         });
-        let s = Summary {
-            dles: vec![waited, line(Verdict::Failed)],
-            ..Summary::default()
-        };
-        let r = render(&s);
+        let r = render_dles(vec![waited, line(Verdict::Failed)]);
         assert!(r.contains("FAILURE DUMP SUMMARY:"), "{r}");
         assert!(
             r.contains("localhost /data lev 0  FAILED [data timeout]"),
