@@ -324,7 +324,8 @@ pub(crate) fn path_read(v: ValueRef<'_>) -> Option<PathBuf> {
     }
 }
 
-const COLUMNS: &str = "id, host, disk, level, timestamp, date, started, duration_ms, status, bytes,
+pub(crate) const COLUMNS: &str =
+    "id, host, disk, level, timestamp, date, started, duration_ms, status, bytes,
     orig_kb, crc, client_crc, native_crc, holding_file, comp_suffix, program, error, waited_ms,
     wait_reason";
 
@@ -623,7 +624,7 @@ impl Catalog {
     }
 }
 
-fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DumpRecord> {
+pub(crate) fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DumpRecord> {
     Ok(DumpRecord {
         id: r.get(0)?,
         host: r.get(1)?,
