@@ -336,20 +336,10 @@ pub fn render(s: &Summary) -> String {
     let _ = writeln!(o, "  Sum of dump times           {}", hms(dump_time));
 
     let _ = writeln!(o, "\nDUMP SUMMARY:");
-    let hw = s
-        .dles
-        .iter()
-        .map(|d| d.host.len())
-        .max()
-        .unwrap_or(8)
-        .max(8);
-    let dw = s
-        .dles
-        .iter()
-        .map(|d| d.disk.len())
-        .max()
-        .unwrap_or(4)
-        .clamp(4, 48);
+    // The host and disk columns are as wide as their longest name, within limits.
+    let widest = |name: fn(&DleLine) -> &str| s.dles.iter().map(|d| name(d).len()).max();
+    let hw = widest(|d| &d.host).unwrap_or(8).max(8);
+    let dw = widest(|d| &d.disk).unwrap_or(4).clamp(4, 48);
     let _ = writeln!(
         o,
         "  {:<hw$} {:<dw$} {:>2} {:>11} {:>11} {:>6} {:>8} {:>10} {:>8}  STATUS",
