@@ -729,33 +729,38 @@ mod tests {
         r
     }
 
-    #[test]
-    fn chain_is_latest_full_then_latest_incrementals_after_it() {
-        let h = vec![
+    /// Nights 1 to 3 of 2026: a full, an incremental, a full (ids 1 to 3).
+    fn full_incremental_full() -> Vec<DumpRecord> {
+        vec![
             rec(1, 0, "20260101000000", Status::Done),
             rec(2, 1, "20260102000000", Status::Done),
             rec(3, 0, "20260103000000", Status::Done),
+        ]
+    }
+
+    fn ids(records: &[DumpRecord]) -> Vec<i64> {
+        records.iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn chain_is_latest_full_then_latest_incrementals_after_it() {
+        let mut h = full_incremental_full();
+        h.extend([
             rec(4, 1, "20260104000000", Status::Done),
             rec(5, 1, "20260105000000", Status::Strange),
             rec(6, 1, "20260106000000", Status::Failed),
-        ];
-        let c = chain(&h, &ChainSelector::default(), |_| true);
-        assert_eq!(c.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3, 5]);
+        ]);
+        assert_eq!(ids(&chain(&h, &ChainSelector::default(), |_| true)), [3, 5]);
     }
 
     #[test]
     fn chain_as_of_a_date_ignores_later_runs() {
-        let h = vec![
-            rec(1, 0, "20260101000000", Status::Done),
-            rec(2, 1, "20260102000000", Status::Done),
-            rec(3, 0, "20260103000000", Status::Done),
-        ];
+        let h = full_incremental_full();
         let sel = ChainSelector {
             until_date: Some("20260102".into()),
             ..ChainSelector::default()
         };
-        let c = chain(&h, &sel, |_| true);
-        assert_eq!(c.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(ids(&chain(&h, &sel, |_| true)), [1, 2]);
         let sel = ChainSelector {
             max_level: Some(0),
             ..sel
@@ -770,7 +775,7 @@ mod tests {
             rec(2, 0, "20260103000000", Status::Done),
         ];
         let c = chain(&h, &ChainSelector::default(), |p| p != Path::new("/hold/2"));
-        assert_eq!(c.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(ids(&c), [1]);
     }
 
     // issue 10: names were stored lossily (`display()`), so a non-UTF-8 name did not restore.
