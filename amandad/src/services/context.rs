@@ -54,10 +54,10 @@ impl ContextInner {
             auth: auth.to_owned(),
             peer_name: String::new(),
             features_hex: crate::services::features::advertised_hex(),
-            gnutar_path: PathBuf::from("/usr/bin/tar"),
+            gnutar_path: PathBuf::from(crate::tar::runtar::DEFAULT_GNUTAR),
             runtar_path: Some(PathBuf::from(crate::tar::runtar::INSTALLED_PATH)),
-            gnutar_list_dir: PathBuf::from("/var/lib/amanda/gnutar-lists"),
-            amandates: PathBuf::from("/var/lib/amanda/amandates"),
+            gnutar_list_dir: PathBuf::from(conf::defaults::GNUTAR_LIST_DIR),
+            amandates: PathBuf::from(conf::defaults::AMANDATES),
             tmp_dir: PathBuf::from("/tmp/amanda"),
             config_name: None,
         }

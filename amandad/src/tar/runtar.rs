@@ -66,8 +66,8 @@ pub const AMANDA_USER: &str = match option_env!("AMANDA_RS_USER") {
 pub const DEFAULT_GNUTAR: &str = "/usr/bin/tar";
 
 /// The list directory allowed when amanda-security.conf has no
-/// `amandad-runtar:gnutar_list_dir=` line (Debian's `gnutar_list_dir`).
-pub const DEFAULT_LIST_DIR: &str = "/var/lib/amanda/gnutar-lists";
+/// `amandad-runtar:gnutar_list_dir=` line (the client's default `gnutar_list_dir`).
+pub const DEFAULT_LIST_DIR: &str = conf::defaults::GNUTAR_LIST_DIR;
 
 /// The amanda-security.conf key for tar paths.
 pub const KEY_GNUTAR_PATH: &str = "amandad-runtar:gnutar_path";
