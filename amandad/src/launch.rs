@@ -84,16 +84,13 @@ pub fn sockets(listen: &[Listen]) -> Result<Launch, LaunchError> {
 
 fn bind_all(listen: &[Listen]) -> Result<Sockets, LaunchError> {
     let mut sockets = Sockets::default();
+    let failed = |what, addr| move |source| LaunchError::Bind { what, addr, source };
     for l in listen {
         match *l {
             Listen::Udp(addr) => {
                 let sock = new_socket(addr, Type::DGRAM, Protocol::UDP)
                     .and_then(|s| s.bind(&addr.into()).map(|()| s))
-                    .map_err(|source| LaunchError::Bind {
-                        what: "udp",
-                        addr,
-                        source,
-                    })?;
+                    .map_err(failed("udp", addr))?;
                 sockets.udp.push(sock.into());
             }
             Listen::Tcp(addr) => {
@@ -106,11 +103,7 @@ fn bind_all(listen: &[Listen]) -> Result<Sockets, LaunchError> {
                         s.listen(4096)?;
                         Ok(s)
                     })
-                    .map_err(|source| LaunchError::Bind {
-                        what: "tcp",
-                        addr,
-                        source,
-                    })?;
+                    .map_err(failed("tcp", addr))?;
                 sockets.listeners.push(sock.into());
             }
         }

@@ -318,6 +318,18 @@ mod tests {
         }
     }
 
+    /// A sink writing `name` in a fresh directory: (the directory, the path, the sink).
+    fn sink_in_tempdir(
+        name: &str,
+        max_bytes: u64,
+        interval: Duration,
+    ) -> (tempfile::TempDir, PathBuf, FileSink) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        let sink = FileSink::open(&path, max_bytes, interval).unwrap();
+        (dir, path, sink)
+    }
+
     fn lines(path: &Path) -> Vec<String> {
         std::fs::read_to_string(path)
             .unwrap_or_default()
@@ -330,9 +342,7 @@ mod tests {
     /// removed file is noticed and a new one started at the path.
     #[test]
     fn the_sink_reopens_its_path_after_logrotate_renamed_or_removed_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("amandad-rs.log");
-        let mut sink = FileSink::open(&path, 0, Duration::ZERO).unwrap();
+        let (dir, path, mut sink) = sink_in_tempdir("amandad-rs.log", 0, Duration::ZERO);
         sink.write_line(b"one\n");
         std::fs::rename(&path, dir.path().join("amandad-rs.log.1")).unwrap();
         sink.write_line(b"two\n");
@@ -345,9 +355,7 @@ mod tests {
 
     #[test]
     fn sighup_reopens_at_once_between_periodic_checks() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.log");
-        let mut sink = FileSink::open(&path, 0, Duration::from_secs(3600)).unwrap();
+        let (dir, path, mut sink) = sink_in_tempdir("a.log", 0, Duration::from_secs(3600));
         sink.write_line(b"before\n");
         std::fs::rename(&path, dir.path().join("a.log.old")).unwrap();
         sink.write_line(b"still the old file\n");
@@ -359,9 +367,7 @@ mod tests {
 
     #[test]
     fn past_max_bytes_the_file_becomes_dot_1_and_a_new_one_starts() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("b.log");
-        let mut sink = FileSink::open(&path, 1000, Duration::from_secs(3600)).unwrap();
+        let (dir, path, mut sink) = sink_in_tempdir("b.log", 1000, Duration::from_secs(3600));
         let line = [b'x'; 99].iter().chain(b"\n").copied().collect::<Vec<u8>>();
         for _ in 0..25 {
             sink.write_line(&line);

@@ -588,6 +588,13 @@ mod tests {
         .unwrap()
     }
 
+    /// Asks for 127.0.0.2 to 127.0.0.19 (from `port`) on the normal lane.
+    fn queue_normal_lookups(names: &mut Names, t0: Instant, port: u16) {
+        for n in 2..20 {
+            names.lookup(t0, SocketAddr::new(ip(n), port), Lane::Normal);
+        }
+    }
+
     /// Issue 10: getnameinfo/getaddrinfo ran on the event loop for every new address. Now a
     /// lookup that takes seconds costs the caller nothing, a flood of new addresses gets
     /// "busy" beyond the bounded queue, and a known server's TCP lookup is not stuck behind
@@ -638,9 +645,7 @@ mod tests {
         let held = gate.lock().unwrap();
         let mut names = gated(2, 4, &gate);
         let t0 = Instant::now();
-        for n in 2..20 {
-            names.lookup(t0, SocketAddr::new(ip(n), 40_000), Lane::Normal);
-        }
+        queue_normal_lookups(&mut names, t0, 40_000);
         let peer = SocketAddr::new(ip(1), 700);
         assert_eq!(Lane::of(peer), Lane::Urgent);
         assert_eq!(names.lookup(t0, peer, Lane::of(peer)), Lookup::Pending);
@@ -655,9 +660,7 @@ mod tests {
         let held = gate.lock().unwrap();
         let mut names = gated(1, 4, &gate);
         let t0 = Instant::now();
-        for n in 2..20 {
-            names.lookup(t0, SocketAddr::new(ip(n), 700), Lane::Normal);
-        }
+        queue_normal_lookups(&mut names, t0, 700);
         // The one thread is stuck on the first normal lookup; free it, and the urgent one
         // comes next although four normal ones were queued before it.
         assert_eq!(

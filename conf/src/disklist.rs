@@ -169,13 +169,7 @@ impl Disklist {
     /// available (it is an error).
     pub fn parse(config: &Config, name: &str, text: &[u8]) -> Result<Loaded<Disklist>, Errors> {
         let mut sink = Sink::default();
-        let syntax = DisklistSyntax::parse_into(
-            &crate::fs::MemFs::new(),
-            name,
-            text.to_vec(),
-            None,
-            &mut sink,
-        );
+        let syntax = DisklistSyntax::parse_in_memory(name, text, &mut sink);
         let list = Self::resolve_into(&syntax, config, &mut sink);
         sink.finish(list)
     }
@@ -234,14 +228,13 @@ impl DisklistSyntax {
     /// Splits disklist text (includes are an error here).
     pub fn parse(name: &str, text: &[u8]) -> Result<Loaded<DisklistSyntax>, Errors> {
         let mut sink = Sink::default();
-        let s = Self::parse_into(
-            &crate::fs::MemFs::new(),
-            name,
-            text.to_vec(),
-            None,
-            &mut sink,
-        );
+        let s = Self::parse_in_memory(name, text, &mut sink);
         sink.finish(s)
+    }
+
+    /// Splits `text` with no file system behind it, so an `includefile` is an error.
+    fn parse_in_memory(name: &str, text: &[u8], sink: &mut Sink) -> DisklistSyntax {
+        Self::parse_into(&crate::fs::MemFs::new(), name, text.to_vec(), None, sink)
     }
 
     fn parse_into(
@@ -562,6 +555,15 @@ impl Resolving<'_, '_> {
         }
     }
 
+    fn undefined_dumptype(&mut self, span: Span, name: String) {
+        let kind = ErrorKind::Undefined {
+            kind: "dumptype",
+            name,
+            hint: String::new(),
+        };
+        self.error(span, kind);
+    }
+
     fn line(&mut self, l: &DiskLine) {
         let lower = l.host.to_ascii_lowercase();
         if let Some(first) = self.hosts.get(&lower)
@@ -592,14 +594,7 @@ impl Resolving<'_, '_> {
                         device = Some(quote::unquote(raw));
                         match fields.next() {
                             None => {
-                                self.error(
-                                    *span,
-                                    ErrorKind::Undefined {
-                                        kind: "dumptype",
-                                        name,
-                                        hint: String::new(),
-                                    },
-                                );
+                                self.undefined_dumptype(*span, name);
                                 return;
                             }
                             Some(Field::Block(b)) => self.inline(l, b),
@@ -608,14 +603,7 @@ impl Resolving<'_, '_> {
                                 match self.config.dumptype(&name) {
                                     Some(d) => Some(d.clone()),
                                     None => {
-                                        self.error(
-                                            *span,
-                                            ErrorKind::Undefined {
-                                                kind: "dumptype",
-                                                name,
-                                                hint: String::new(),
-                                            },
-                                        );
+                                        self.undefined_dumptype(*span, name);
                                         return;
                                     }
                                 }
@@ -839,39 +827,41 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        assert_eq!(
-            list("h /x nosuch\n").unwrap_err(),
-            ["disklist:1:6: dumptype \"nosuch\" is not defined"]
-        );
-        assert_eq!(
-            list("h /x comp-root x1\n").unwrap_err(),
-            ["disklist:1:16: expected an integer spindle, found \"x1\""]
-        );
-        assert_eq!(
-            list("h /x comp-root 1 le1\n").unwrap_err(),
-            ["disklist:1:18: interface \"le1\" is not defined"]
-        );
-        assert_eq!(
-            list("h /x comp-root\nh /x comp-root\n").unwrap_err(),
-            ["disklist:2:3: duplicate disk record, previous on line 1"]
-        );
-        assert_eq!(
-            list("h /x comp-root\nH /y comp-root\n").unwrap_err(),
-            ["disklist:2:1: same host with different case: \"h\" and \"H\""]
-        );
-        assert_eq!(
-            list("h /x { comp-root\n}\n").unwrap_err(),
-            [
-                "disklist:1:8: expected end of line after \"{\" (an inline dumptype starts on the next line), found \"comp-root\""
-            ]
-        );
-        assert_eq!(
-            list("h /x {\n  index yes\n").unwrap_err(),
-            ["disklist:1:6: \"{\" is not closed by a \"}\" before the end of the file"]
-        );
-        assert_eq!(
-            list("h\n").unwrap_err(),
-            ["disklist:1:1: expected a disk name after the host, found end of line"]
-        );
+        for (text, error) in [
+            (
+                "h /x nosuch\n",
+                "disklist:1:6: dumptype \"nosuch\" is not defined",
+            ),
+            (
+                "h /x comp-root x1\n",
+                "disklist:1:16: expected an integer spindle, found \"x1\"",
+            ),
+            (
+                "h /x comp-root 1 le1\n",
+                "disklist:1:18: interface \"le1\" is not defined",
+            ),
+            (
+                "h /x comp-root\nh /x comp-root\n",
+                "disklist:2:3: duplicate disk record, previous on line 1",
+            ),
+            (
+                "h /x comp-root\nH /y comp-root\n",
+                "disklist:2:1: same host with different case: \"h\" and \"H\"",
+            ),
+            (
+                "h /x { comp-root\n}\n",
+                "disklist:1:8: expected end of line after \"{\" (an inline dumptype starts on the next line), found \"comp-root\"",
+            ),
+            (
+                "h /x {\n  index yes\n",
+                "disklist:1:6: \"{\" is not closed by a \"}\" before the end of the file",
+            ),
+            (
+                "h\n",
+                "disklist:1:1: expected a disk name after the host, found end of line",
+            ),
+        ] {
+            assert_eq!(list(text).unwrap_err(), [error], "{text:?}");
+        }
     }
 }

@@ -7,12 +7,11 @@
 //!
 //! What this module must not do: parse.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::defaults as D;
-use crate::resolve::{BlockKind, DumptypeBase, Params, RawDef, Scope};
+use crate::resolve::{BlockKind, DumptypeBase, NamedVec, Params, RawDef, Scope};
 use crate::source::Location;
 use crate::value::{
     Compress, DataPath, Encrypt, Estimate, ExInclude, ExecuteWhere, HoldingPolicy, PartCacheType,
@@ -74,44 +73,33 @@ pub enum Program {
 
 /// Definitions of one kind by name (case-insensitive), in definition order.
 #[derive(Clone, Debug)]
-pub struct Named<T> {
-    items: Vec<Arc<T>>,
-    index: HashMap<String, usize>,
-}
+pub struct Named<T>(NamedVec<Arc<T>>);
 
 impl<T> Default for Named<T> {
     fn default() -> Self {
-        Named {
-            items: Vec::new(),
-            index: HashMap::new(),
-        }
+        Named(NamedVec::default())
     }
 }
 
 impl<T> Named<T> {
     /// The definition named `name` (any case).
     pub fn get(&self, name: &str) -> Option<&Arc<T>> {
-        self.index
-            .get(&name.to_ascii_lowercase())
-            .and_then(|i| self.items.get(*i))
+        self.0.get(name)
     }
     /// All definitions in order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<T>> {
-        self.items.iter()
+        self.0.items.iter()
     }
     /// How many.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.0.items.len()
     }
     /// None.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.0.items.is_empty()
     }
     pub(crate) fn push(&mut self, name: &str, item: Arc<T>) {
-        self.index
-            .entry(name.to_ascii_lowercase())
-            .or_insert(self.items.len());
-        self.items.push(item);
+        self.0.push(name, item);
     }
 }
 

@@ -290,13 +290,18 @@ impl<T> NamedVec<T> {
     }
     /// Adds `item`; returns the existing one if the name is taken.
     pub fn insert(&mut self, name: &str, item: T) -> Result<(), &T> {
-        let key = name.to_ascii_lowercase();
-        if let Some(i) = self.index.get(&key) {
+        if let Some(i) = self.index.get(&name.to_ascii_lowercase()) {
             return Err(&self.items[*i]);
         }
-        self.index.insert(key, self.items.len());
-        self.items.push(item);
+        self.push(name, item);
         Ok(())
+    }
+    /// Adds `item` even if the name is taken; lookups keep finding the first.
+    pub fn push(&mut self, name: &str, item: T) {
+        self.index
+            .entry(name.to_ascii_lowercase())
+            .or_insert(self.items.len());
+        self.items.push(item);
     }
 }
 

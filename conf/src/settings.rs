@@ -480,12 +480,17 @@ mod tests {
         )
     }
 
+    /// `text` as the settings file, with no environment.
+    fn from_file(text: &str) -> Result<Settings, SettingsError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("amanda-rs.toml");
+        std::fs::write(&p, text).unwrap();
+        Settings::load_from(Some(&p), env(&[]))
+    }
+
     #[test]
     fn defaults_without_file_or_env() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.toml");
-        std::fs::write(&p, "").unwrap();
-        let s = Settings::load_from(Some(&p), env(&[])).unwrap();
+        let s = from_file("").unwrap();
         assert_eq!(s, Settings::default());
         assert_eq!(s.heartbeat.idle(), Duration::from_secs(10));
         assert!(s.heartbeat.idle_secs * u64::from(s.heartbeat.probes) < 3600);
@@ -583,29 +588,22 @@ mod tests {
 
     #[test]
     fn bad_values_and_missing_explicit_file_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("amanda-rs.toml");
-        std::fs::write(&p, "[heartbeat]\nprobes = 0\n").unwrap();
-        let e = Settings::load_from(Some(&p), env(&[])).unwrap_err();
+        let e = from_file("[heartbeat]\nprobes = 0\n").unwrap_err();
         assert_eq!(
             e.to_string(),
             "amanda-rs settings: heartbeat.probes must be between 1 and 127"
         );
-        std::fs::write(&p, "[amandad]\npartial_input_bytes = 1000\n").unwrap();
-        let e = Settings::load_from(Some(&p), env(&[])).unwrap_err();
+        let e = from_file("[amandad]\npartial_input_bytes = 1000\n").unwrap_err();
         assert!(e.to_string().contains("amandad.partial_input_bytes"), "{e}");
-        std::fs::write(&p, "[amandad]\nresolver_threads = 0\n").unwrap();
-        assert!(Settings::load_from(Some(&p), env(&[])).is_err());
-        std::fs::write(&p, "[amandad]\nextra_data_peers = \"198.18.0.1, server\"\n").unwrap();
-        let e = Settings::load_from(Some(&p), env(&[])).unwrap_err();
+        assert!(from_file("[amandad]\nresolver_threads = 0\n").is_err());
+        let e = from_file("[amandad]\nextra_data_peers = \"198.18.0.1, server\"\n").unwrap_err();
         assert!(
             e.to_string().contains("\"server\" is not an IP address"),
             "{e}"
         );
-        std::fs::write(&p, "[log]\nmax_bytes = 10\n").unwrap();
-        assert!(Settings::load_from(Some(&p), env(&[])).is_err());
-        std::fs::write(&p, "[heartbeat]\nprobes = \"many\"\n").unwrap();
-        assert!(Settings::load_from(Some(&p), env(&[])).is_err());
+        assert!(from_file("[log]\nmax_bytes = 10\n").is_err());
+        assert!(from_file("[heartbeat]\nprobes = \"many\"\n").is_err());
+        let dir = tempfile::tempdir().unwrap();
         assert!(Settings::load_from(Some(&dir.path().join("missing.toml")), env(&[])).is_err());
     }
 }

@@ -201,6 +201,20 @@ impl Parser<'_, '_> {
         );
     }
 
+    /// Consumes the end of the line after `brace`; anything else there is reported and the
+    /// rest of the line skipped.
+    fn end_of_line_after(&mut self, brace: &str) {
+        let after = self.next();
+        match after.tok {
+            Tok::Newline => {}
+            Tok::Eof => self.push_back(after),
+            _ => {
+                self.expected(&after, &format!("end of line after \"{brace}\""));
+                self.skip_line();
+            }
+        }
+    }
+
     fn top_item(&mut self, stmt: Statement) -> Item {
         if !is_includefile(&stmt) {
             return Item::Statement(stmt);
@@ -272,15 +286,7 @@ impl Parser<'_, '_> {
                 }
                 Tok::LBrace => {
                     let open = t.span;
-                    let after = self.next();
-                    match after.tok {
-                        Tok::Newline => {}
-                        Tok::Eof => self.push_back(after),
-                        _ => {
-                            self.expected(&after, "end of line after \"{\"");
-                            self.skip_line();
-                        }
-                    }
+                    self.end_of_line_after("{");
                     if depth + 1 > MAX_DEPTH {
                         self.error(
                             open,
@@ -297,17 +303,10 @@ impl Parser<'_, '_> {
                         return None;
                     }
                     let block = self.block_body(open, depth + 1);
+                    let mut end = End::Line;
                     if depth == 0 {
                         // After the outermost `}` only the end of the line may follow.
-                        let after = self.next();
-                        match after.tok {
-                            Tok::Newline => {}
-                            Tok::Eof => self.push_back(after),
-                            _ => {
-                                self.expected(&after, "end of line after \"}\"");
-                                self.skip_line();
-                            }
-                        }
+                        self.end_of_line_after("}");
                     } else {
                         let after = self.next();
                         match after.tok {
@@ -316,15 +315,7 @@ impl Parser<'_, '_> {
                             Tok::RBrace => {
                                 // `}}`: the inner block closes, so does the outer one.
                                 self.expected(&after, "end of line after \"}\"");
-                                return Some((
-                                    Statement {
-                                        head,
-                                        args,
-                                        block: Some(block),
-                                        span,
-                                    },
-                                    End::Close(after.span),
-                                ));
+                                end = End::Close(after.span);
                             }
                             _ => {
                                 self.expected(&after, "end of line after \"}\"");
@@ -332,15 +323,13 @@ impl Parser<'_, '_> {
                             }
                         }
                     }
-                    return Some((
-                        Statement {
-                            head,
-                            args,
-                            block: Some(block),
-                            span,
-                        },
-                        End::Line,
-                    ));
+                    let stmt = Statement {
+                        head,
+                        args,
+                        block: Some(block),
+                        span,
+                    };
+                    return Some((stmt, end));
                 }
                 Tok::RBrace => {
                     self.error(

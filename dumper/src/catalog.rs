@@ -324,7 +324,8 @@ pub(crate) fn path_read(v: ValueRef<'_>) -> Option<PathBuf> {
     }
 }
 
-const COLUMNS: &str = "id, host, disk, level, timestamp, date, started, duration_ms, status, bytes,
+pub(crate) const COLUMNS: &str =
+    "id, host, disk, level, timestamp, date, started, duration_ms, status, bytes,
     orig_kb, crc, client_crc, native_crc, holding_file, comp_suffix, program, error, waited_ms,
     wait_reason";
 
@@ -516,21 +517,14 @@ impl Catalog {
 
     /// Every dump of `host`/`disk`, oldest first (any status).
     pub fn history(&self, host: &str, disk: &[u8]) -> Result<Vec<DumpRecord>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
+        self.select_all(
+            &format!(
                 "SELECT {COLUMNS} FROM dumps WHERE host = ?1 COLLATE NOCASE AND disk = ?2
                  ORDER BY timestamp, id"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![host, disk], row_to_record)
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r.map_err(|e| self.err(e))?);
-        }
-        Ok(out)
+            ),
+            params![host, disk],
+            row_to_record,
+        )
     }
 
     /// The most recent successful dump of `host`/`disk` at `level`.
@@ -557,30 +551,29 @@ impl Catalog {
 
     /// The timestamps of this catalog's runs: the holding directories it made.
     pub fn run_timestamps(&self) -> Result<HashSet<String>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT DISTINCT timestamp FROM runs")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.select_all("SELECT DISTINCT timestamp FROM runs", [], |r| r.get(0))
     }
 
     /// Every holding file a row names.
     pub fn holding_files(&self) -> Result<HashSet<PathBuf>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT holding_file FROM dumps WHERE holding_file IS NOT NULL")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok(path_read(r.get_ref(0)?)))
-            .map_err(|e| self.err(e))?;
-        let mut out = HashSet::new();
-        for r in rows {
-            out.extend(r.map_err(|e| self.err(e))?);
-        }
-        Ok(out)
+        let files: Vec<Option<PathBuf>> = self.select_all(
+            "SELECT holding_file FROM dumps WHERE holding_file IS NOT NULL",
+            [],
+            |r| Ok(path_read(r.get_ref(0)?)),
+        )?;
+        Ok(files.into_iter().flatten().collect())
+    }
+
+    /// Every row of `sql` with `params`, each read by `row`.
+    fn select_all<T, C: FromIterator<T>>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<C, CatalogError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        let rows = stmt.query_map(params, row).map_err(|e| self.err(e))?;
+        rows.collect::<Result<C, _>>().map_err(|e| self.err(e))
     }
 
     /// Records a complete holding file that a dumper renamed into place but died before
@@ -623,24 +616,15 @@ impl Catalog {
 
     /// Every host/disk pair with a successful dump (for `restore` messages).
     pub fn dles(&self) -> Result<Vec<(String, Vec<u8>)>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT DISTINCT host, disk FROM dumps WHERE status IN ('done','strange') ORDER BY host, disk")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r.map_err(|e| self.err(e))?);
-        }
-        Ok(out)
+        self.select_all(
+            "SELECT DISTINCT host, disk FROM dumps WHERE status IN ('done','strange') ORDER BY host, disk",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 }
 
-fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DumpRecord> {
+pub(crate) fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DumpRecord> {
     Ok(DumpRecord {
         id: r.get(0)?,
         host: r.get(1)?,
@@ -745,33 +729,38 @@ mod tests {
         r
     }
 
-    #[test]
-    fn chain_is_latest_full_then_latest_incrementals_after_it() {
-        let h = vec![
+    /// Nights 1 to 3 of 2026: a full, an incremental, a full (ids 1 to 3).
+    fn full_incremental_full() -> Vec<DumpRecord> {
+        vec![
             rec(1, 0, "20260101000000", Status::Done),
             rec(2, 1, "20260102000000", Status::Done),
             rec(3, 0, "20260103000000", Status::Done),
+        ]
+    }
+
+    fn ids(records: &[DumpRecord]) -> Vec<i64> {
+        records.iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn chain_is_latest_full_then_latest_incrementals_after_it() {
+        let mut h = full_incremental_full();
+        h.extend([
             rec(4, 1, "20260104000000", Status::Done),
             rec(5, 1, "20260105000000", Status::Strange),
             rec(6, 1, "20260106000000", Status::Failed),
-        ];
-        let c = chain(&h, &ChainSelector::default(), |_| true);
-        assert_eq!(c.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3, 5]);
+        ]);
+        assert_eq!(ids(&chain(&h, &ChainSelector::default(), |_| true)), [3, 5]);
     }
 
     #[test]
     fn chain_as_of_a_date_ignores_later_runs() {
-        let h = vec![
-            rec(1, 0, "20260101000000", Status::Done),
-            rec(2, 1, "20260102000000", Status::Done),
-            rec(3, 0, "20260103000000", Status::Done),
-        ];
+        let h = full_incremental_full();
         let sel = ChainSelector {
             until_date: Some("20260102".into()),
             ..ChainSelector::default()
         };
-        let c = chain(&h, &sel, |_| true);
-        assert_eq!(c.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(ids(&chain(&h, &sel, |_| true)), [1, 2]);
         let sel = ChainSelector {
             max_level: Some(0),
             ..sel
@@ -786,7 +775,7 @@ mod tests {
             rec(2, 0, "20260103000000", Status::Done),
         ];
         let c = chain(&h, &ChainSelector::default(), |p| p != Path::new("/hold/2"));
-        assert_eq!(c.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(ids(&c), [1]);
     }
 
     // issue 10: names were stored lossily (`display()`), so a non-UTF-8 name did not restore.

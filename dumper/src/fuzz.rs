@@ -81,22 +81,3 @@ pub fn estimates(data: &[u8]) {
     let r = read_estimates("client", data, &asked);
     assert_eq!(r.len(), asked.len());
 }
-
-#[cfg(test)]
-mod tests {
-    use std::path::{Path, PathBuf};
-
-    fn fuzz_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("fuzz")
-    }
-
-    #[test]
-    fn every_target_has_a_cargo_fuzz_binary() {
-        for (name, _) in super::TARGETS {
-            let file = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
-            assert!(file.is_file(), "{} is missing", file.display());
-        }
-    }
-}

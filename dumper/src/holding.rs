@@ -44,25 +44,13 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use nix::fcntl::{Flock, FlockArg};
 use proto::crc::{Crc32c, CrcValue};
 use proto::header::{DumpHeader, FileKind, HEADER_SIZE};
-
-/// Amanda's `sanitise_filename`: `/`, `:` and `\` become `_`.
-pub fn sanitise(name: &[u8]) -> Vec<u8> {
-    name.iter()
-        .map(|&b| {
-            if matches!(b, b'/' | b':' | b'\\') {
-                b'_'
-            } else {
-                b
-            }
-        })
-        .collect()
-}
+use proto::quote::sanitise_filename;
 
 /// `<host>.<sanitised disk>`: Amanda's stem of a DLE's holding file name.
 pub fn stem(host: &str, disk: &[u8]) -> Vec<u8> {
-    let mut n = sanitise(host.as_bytes());
+    let mut n = sanitise_filename(host.as_bytes());
     n.push(b'.');
-    n.extend_from_slice(&sanitise(disk));
+    n.extend_from_slice(&sanitise_filename(disk));
     n
 }
 

@@ -26,18 +26,18 @@ use std::path::{Path, PathBuf};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use nix::fcntl::Flock;
+use proto::quote::sanitise_filename;
 
 use crate::holding::{
-    create_dir_synced, open_locked, rename_noreplace, sanitise, subdirs, sweep_tmp_in, sync_parent,
-    tmp_path,
+    create_dir_synced, open_locked, rename_noreplace, subdirs, sweep_tmp_in, sync_parent, tmp_path,
 };
 
 /// `<sanitised host>/<sanitised disk>`: where Amanda keeps a DLE's index files, relative to
 /// `indexdir` (made unique over a night's DLEs by [`crate::holding::unique_names`]).
 pub fn index_key(host: &str, disk: &[u8]) -> Vec<u8> {
-    let mut k = sanitise(host.as_bytes());
+    let mut k = sanitise_filename(host.as_bytes());
     k.push(b'/');
-    k.extend_from_slice(&sanitise(disk));
+    k.extend_from_slice(&sanitise_filename(disk));
     k
 }
 
@@ -229,12 +229,19 @@ mod tests {
         );
     }
 
+    /// A fresh index root with a writer of host `h`, disk `/d`, level 0 in it: (the root,
+    /// the index path, the writer).
+    fn writer_in_tempdir() -> (tempfile::TempDir, PathBuf, IndexWriter) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path(), "h", b"/d", "20260101000000", 0);
+        let w = IndexWriter::create(p.clone()).unwrap();
+        (dir, p, w)
+    }
+
     // issue 10: the index `.tmp` was truncated before anything checked who held it.
     #[test]
     fn an_index_being_written_is_neither_truncated_nor_swept() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path(), "h", b"/d", "20260101000000", 0);
-        let mut w = IndexWriter::create(p.clone()).unwrap();
+        let (dir, p, mut w) = writer_in_tempdir();
         w.write(&[b'/'; 100_000]);
         let before = fs::metadata(tmp_path(&p)).unwrap().len();
         assert!(
@@ -252,9 +259,7 @@ mod tests {
 
     #[test]
     fn committed_index_gunzips_to_the_client_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path(), "h", b"/d", "20260101000000", 0);
-        let mut w = IndexWriter::create(p.clone()).unwrap();
+        let (_dir, p, mut w) = writer_in_tempdir();
         w.write(b"/\n/a\n");
         w.write(b"/b/\n");
         assert_eq!(w.commit().unwrap(), (p.clone(), None));
@@ -267,9 +272,7 @@ mod tests {
 
     #[test]
     fn dropped_index_leaves_no_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path(), "h", b"/d", "20260101000000", 0);
-        let mut w = IndexWriter::create(p.clone()).unwrap();
+        let (_dir, p, mut w) = writer_in_tempdir();
         w.write(b"/\n");
         drop(w);
         assert!(!p.exists() && !tmp_path(&p).exists());

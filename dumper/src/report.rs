@@ -336,20 +336,10 @@ pub fn render(s: &Summary) -> String {
     let _ = writeln!(o, "  Sum of dump times           {}", hms(dump_time));
 
     let _ = writeln!(o, "\nDUMP SUMMARY:");
-    let hw = s
-        .dles
-        .iter()
-        .map(|d| d.host.len())
-        .max()
-        .unwrap_or(8)
-        .max(8);
-    let dw = s
-        .dles
-        .iter()
-        .map(|d| d.disk.len())
-        .max()
-        .unwrap_or(4)
-        .clamp(4, 48);
+    // The host and disk columns are as wide as their longest name, within limits.
+    let widest = |name: fn(&DleLine) -> &str| s.dles.iter().map(|d| name(d).len()).max();
+    let hw = widest(|d| &d.host).unwrap_or(8).max(8);
+    let dw = widest(|d| &d.disk).unwrap_or(4).clamp(4, 48);
     let _ = writeln!(
         o,
         "  {:<hw$} {:<dw$} {:>2} {:>11} {:>11} {:>6} {:>8} {:>10} {:>8}  STATUS",
@@ -506,15 +496,19 @@ mod tests {
         assert_eq!(s.exit_status(), 31);
     }
 
+    /// The report of a night of `dles` and nothing else.
+    fn render_dles(dles: Vec<DleLine>) -> String {
+        render(&Summary {
+            dles,
+            ..Summary::default()
+        })
+    }
+
     #[test]
     fn report_lists_retransmissions() {
         let mut d = line(Verdict::Done);
         d.resent = 2;
-        let s = Summary {
-            dles: vec![d],
-            ..Summary::default()
-        };
-        let text = render(&s);
+        let text = render_dles(vec![d]);
         assert!(text.contains("RETRANSMISSIONS"), "{text}");
         assert!(
             text.contains("sendbackup REQ sent 2 more time(s)"),
@@ -530,11 +524,7 @@ mod tests {
             reason: "no ports: 9 usable in udp 850-859; 9 leased, 11 waiting".into(),
             waited: Duration::from_millis(1200),
         });
-        let s = Summary {
-            dles: vec![waited, line(Verdict::Failed)],
-            ..Summary::default()
-        };
-        let r = render(&s);
+        let r = render_dles(vec![waited, line(Verdict::Failed)]);
         assert!(r.contains("FAILURE DUMP SUMMARY:"), "{r}");
         assert!(
             r.contains("localhost /data lev 0  FAILED [data timeout]"),

@@ -555,12 +555,19 @@ mod tests {
 
     use std::fs;
 
+    /// `<dir>/src` holding `file` (and its directories) with `content`.
+    fn source_tree(dir: &Path, file: &str, content: &[u8]) -> PathBuf {
+        let src = dir.join("src");
+        let path = src.join(file);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+        src
+    }
+
     #[test]
     fn a_holding_file_restores_through_the_catalog() {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        fs::create_dir_all(src.join("sub")).unwrap();
-        fs::write(src.join("sub/f"), b"content").unwrap();
+        let src = source_tree(dir.path(), "sub/f", b"content");
         let snap = dir.path().join("snap");
         let Some(tar) = tar_of(
             &[&format!("--listed-incremental={}", snap.display()), "."],
@@ -598,9 +605,7 @@ mod tests {
     #[test]
     fn a_member_through_a_symlink_already_in_the_target_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        fs::create_dir_all(src.join("etc")).unwrap();
-        fs::write(src.join("etc/passwd"), b"x").unwrap();
+        let src = source_tree(dir.path(), "etc/passwd", b"x");
         // A plain (non-incremental) archive without a directory member for `etc`.
         let Some(tar) = tar_of(&["--no-recursion", "./etc/passwd"], &src) else {
             return;

@@ -216,27 +216,22 @@ pub fn clean_up_after_killed_runs(
     indexdir: &Path,
     catalog: &mut Catalog,
 ) -> Vec<String> {
-    let mut notes = Vec::new();
-    for h in holding {
-        let removed = holding::sweep_stale(&h.dir);
-        if let Some(first) = removed.first() {
-            notes.push(format!(
-                "holding disk {}: removed {} partial dump file(s) an interrupted run left (e.g. {})",
-                h.dir.display(),
-                removed.len(),
-                first.display()
-            ));
-        }
-    }
-    let removed = index::sweep_stale(indexdir);
-    if let Some(first) = removed.first() {
-        notes.push(format!(
-            "index directory {}: removed {} partial index file(s) an interrupted run left (e.g. {})",
-            indexdir.display(),
+    // The note for the partial `what` files a sweep of `place` removed, if any.
+    let swept_note = |place: String, what: &str, removed: Vec<PathBuf>| {
+        let first = removed.first()?;
+        Some(format!(
+            "{place}: removed {} partial {what} file(s) an interrupted run left (e.g. {})",
             removed.len(),
             first.display()
-        ));
+        ))
+    };
+    let mut notes = Vec::new();
+    for h in holding {
+        let place = format!("holding disk {}", h.dir.display());
+        notes.extend(swept_note(place, "dump", holding::sweep_stale(&h.dir)));
     }
+    let place = format!("index directory {}", indexdir.display());
+    notes.extend(swept_note(place, "index", index::sweep_stale(indexdir)));
     let (ours, known) = match (catalog.run_timestamps(), catalog.holding_files()) {
         (Ok(t), Ok(f)) => (t, f),
         (Err(e), _) | (_, Err(e)) => {

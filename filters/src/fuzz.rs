@@ -23,7 +23,13 @@ pub const TARGETS: &[Target] = &[("filters_gunzip", gunzip)];
 /// Output is capped so that a small bomb in the corpus does not take minutes.
 const MAX_OUT: usize = 8 << 20;
 
-fn decode_all(data: &[u8], split: usize, out_buf: usize) -> (Vec<u8>, Result<(), GunzipError>) {
+/// Decodes `data` fed in two parts (cut at `split`) into an output buffer of `out_buf` bytes:
+/// what came out (at most a little over 8 MiB) and the verdict.
+pub(crate) fn decode_all(
+    data: &[u8],
+    split: usize,
+    out_buf: usize,
+) -> (Vec<u8>, Result<(), GunzipError>) {
     let mut d = Gunzip::new();
     let mut out = Vec::new();
     let mut buf = vec![0u8; out_buf.max(1)];

@@ -635,23 +635,7 @@ mod tests {
     }
 
     fn decode(data: &[u8]) -> (Vec<u8>, Result<(), GunzipError>) {
-        let mut d = Gunzip::new();
-        let mut out = Vec::new();
-        let mut buf = [0u8; 333];
-        let mut rest = data;
-        loop {
-            match d.decode(rest, &mut buf) {
-                Ok(p) => {
-                    out.extend_from_slice(&buf[..p.produced]);
-                    rest = &rest[p.consumed..];
-                    if p.consumed == 0 && p.produced == 0 {
-                        break;
-                    }
-                }
-                Err(e) => return (out, Err(e)),
-            }
-        }
-        (out, d.finish())
+        crate::fuzz::decode_all(data, data.len(), 333)
     }
 
     /// A member with every optional header field: FEXTRA, FNAME, FCOMMENT, FHCRC.

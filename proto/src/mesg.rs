@@ -990,24 +990,6 @@ sendbackup: end
     }
 
     #[test]
-    fn tv10_dump_is_done_when_the_crc_matches() {
-        let mut t = DumpTracker::new();
-        feed(&mut t, TV10);
-        assert!(t.header_complete());
-        t.on_mesg_eof(None);
-        let o = t.finish(DataSummary {
-            received: CrcValue {
-                crc: 0x4e5f6a7b,
-                size: 1187,
-            },
-        });
-        assert_eq!(o.status, DumpStatus::Done);
-        assert_eq!(o.error, None);
-        assert_eq!((o.orig_kb, o.kb), (Some(20), 2));
-        assert_eq!(o.info.compress_suffix.unwrap(), ".gz");
-    }
-
-    #[test]
     fn failures_carry_the_dumpers_texts() {
         let cases: &[(&str, DataSummary, DumpStatus, Option<&str>)] = &[
             (

@@ -61,28 +61,38 @@ pub enum OptionsDiagnostic {
 impl OptionsDiagnostic {
     /// The line the real client prints into its reply: `ERROR [<text>]\n`.
     pub fn error_line(&self) -> Vec<u8> {
-        let mut line = b"ERROR [".to_vec();
-        match self {
-            OptionsDiagnostic::BadFeatures(v) => {
-                line.extend_from_slice(b"bad features value \"");
-                line.extend_from_slice(v);
-                line.push(b'"');
-            }
-            OptionsDiagnostic::BadMaxdumps(v) => {
-                line.extend_from_slice(b"bad maxdumps value \"");
-                line.extend_from_slice(v);
-                line.push(b'"');
-            }
-            OptionsDiagnostic::Unknown(v) => {
-                line.extend_from_slice(b"unknown option \"");
-                line.extend_from_slice(v);
-                line.push(b'"');
-            }
-            other => line.extend_from_slice(other.to_string().as_bytes()),
-        }
-        line.extend_from_slice(b"]\n");
-        line
+        // The values go out as the bytes that came in (Display would make them lossy UTF-8).
+        let text = match self {
+            OptionsDiagnostic::BadFeatures(v) => [&b"bad features value \""[..], v, b"\""].concat(),
+            OptionsDiagnostic::BadMaxdumps(v) => [&b"bad maxdumps value \""[..], v, b"\""].concat(),
+            OptionsDiagnostic::Unknown(v) => [&b"unknown option \""[..], v, b"\""].concat(),
+            other => other.to_string().into_bytes(),
+        };
+        error_line(&text)
     }
+}
+
+/// A key given again: the client says so and takes the last value.
+fn repeated<T>(slot: &Option<T>, key: &'static str, diagnostics: &mut Vec<OptionsDiagnostic>) {
+    if slot.is_some() {
+        diagnostics.push(OptionsDiagnostic::Multiple(key));
+    }
+}
+
+/// A plain `key=value` option.
+fn set_once(
+    slot: &mut Option<ByteString>,
+    key: &'static str,
+    value: &[u8],
+    diagnostics: &mut Vec<OptionsDiagnostic>,
+) {
+    repeated(slot, key, diagnostics);
+    *slot = Some(value.into());
+}
+
+/// `ERROR [<text>]\n`: how the client reports a problem with a request in its reply.
+pub(crate) fn error_line(text: &[u8]) -> Vec<u8> {
+    [&b"ERROR ["[..], text, b"]\n"].concat()
 }
 
 impl fmt::Display for OptionsDiagnostic {
@@ -121,9 +131,7 @@ impl Options {
         let mut tokens = Strtok::new(value);
         while let Some(tok) = tokens.next_token(b";") {
             if let Some(v) = tok.strip_prefix(b"features=") {
-                if o.features.is_some() {
-                    diagnostics.push(OptionsDiagnostic::Multiple("features"));
-                }
+                repeated(&o.features, "features", &mut diagnostics);
                 o.features = match Features::parse(v) {
                     Ok(f) => Some(f),
                     Err(_) => {
@@ -132,19 +140,11 @@ impl Options {
                     }
                 };
             } else if let Some(v) = tok.strip_prefix(b"hostname=") {
-                if o.hostname.is_some() {
-                    diagnostics.push(OptionsDiagnostic::Multiple("hostname"));
-                }
-                o.hostname = Some(v.into());
+                set_once(&mut o.hostname, "hostname", v, &mut diagnostics);
             } else if let Some(v) = tok.strip_prefix(b"auth=") {
-                if o.auth.is_some() {
-                    diagnostics.push(OptionsDiagnostic::Multiple("auth"));
-                }
-                o.auth = Some(v.into());
+                set_once(&mut o.auth, "auth", v, &mut diagnostics);
             } else if let Some(v) = tok.strip_prefix(b"maxdumps=") {
-                if o.maxdumps.is_some() {
-                    diagnostics.push(OptionsDiagnostic::Multiple("maxdumps"));
-                }
+                repeated(&o.maxdumps, "maxdumps", &mut diagnostics);
                 match parse_c_i32(v) {
                     Some(n) if n > 0 => {
                         o.maxdumps =
@@ -153,9 +153,7 @@ impl Options {
                     _ => diagnostics.push(OptionsDiagnostic::BadMaxdumps(v.into())),
                 }
             } else if let Some(v) = tok.strip_prefix(b"config=") {
-                if o.config.is_some() {
-                    diagnostics.push(OptionsDiagnostic::Multiple("config"));
-                }
+                repeated(&o.config, "config", &mut diagnostics);
                 if v.contains(&b'/') {
                     o.config = None;
                     diagnostics.push(OptionsDiagnostic::InvalidConfig);
@@ -163,15 +161,10 @@ impl Options {
                     o.config = Some(v.into());
                 }
             } else if let Some(v) = tok.strip_prefix(b"timestamp=") {
-                if o.timestamp.is_some() {
-                    diagnostics.push(OptionsDiagnostic::Multiple("timestamp"));
-                }
-                o.timestamp = Some(v.into());
+                set_once(&mut o.timestamp, "timestamp", v, &mut diagnostics);
             } else if let Some(v) = tok.strip_prefix(b"data-shm-control-name=") {
-                if o.data_shm_control_name.is_some() {
-                    diagnostics.push(OptionsDiagnostic::Multiple("data-shm-control-name"));
-                }
-                o.data_shm_control_name = Some(v.into());
+                let name = &mut o.data_shm_control_name;
+                set_once(name, "data-shm-control-name", v, &mut diagnostics);
             } else {
                 diagnostics.push(OptionsDiagnostic::Unknown(tok.into()));
                 o.unknown.push(tok.into());

@@ -1,4 +1,5 @@
-//! Amanda's string quoting and C-style field splitting (spec §8.1), and [`ByteString`].
+//! Amanda's string quoting and C-style field splitting (spec §8.1), the names it gives files
+//! (`sanitise_filename`), and [`ByteString`].
 //!
 //! Disk names, devices, paths and messages travel as 8-bit strings. Where Amanda puts them
 //! into space-separated text it uses `quote_string` (quote only when needed),
@@ -462,10 +463,30 @@ pub fn atoi(s: &[u8]) -> i32 {
     parse_c_i32(s).unwrap_or(0)
 }
 
+/// Amanda's `sanitise_filename` (common-src/file.c): a host or disk name as both sides put
+/// it into file names (gnutar-lists, holding files, indexes, curinfo), with every `/`, `:`
+/// and `\` replaced by `_`.
+pub fn sanitise_filename(name: &[u8]) -> Vec<u8> {
+    name.iter()
+        .map(|&b| {
+            if matches!(b, b'/' | b':' | b'\\') {
+                b'_'
+            } else {
+                b
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn sanitised_file_names_have_no_slash_colon_or_backslash() {
+        assert_eq!(sanitise_filename(b"C:\\x/y"), b"C__x_y");
+    }
 
     #[test]
     fn plain_names_are_not_quoted() {

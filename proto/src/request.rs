@@ -401,23 +401,15 @@ mod tests {
         assert_eq!(r.known_service(), Some(Service::Noop));
         assert_eq!(r.encode(), b"SERVICE noop\nOPTIONS features=01;\n");
         // nothing after the name
-        assert_eq!(
-            RequestBody::parse(b"SERVICE noop\n"),
-            Err(RequestError::NoArguments)
-        );
-        assert_eq!(
-            RequestBody::parse(b"SERVICE noop"),
-            Err(RequestError::NoArguments)
-        );
-        assert_eq!(
-            RequestBody::parse(b"SERVICE \n"),
-            Err(RequestError::NoServiceName)
-        );
-        assert_eq!(
-            RequestBody::parse(b"SERVICEnoop x"),
-            Err(RequestError::NoServiceKeyword)
-        );
-        assert_eq!(RequestBody::parse(b""), Err(RequestError::NoServiceKeyword));
+        for (body, error) in [
+            (&b"SERVICE noop\n"[..], RequestError::NoArguments),
+            (b"SERVICE noop", RequestError::NoArguments),
+            (b"SERVICE \n", RequestError::NoServiceName),
+            (b"SERVICEnoop x", RequestError::NoServiceKeyword),
+            (b"", RequestError::NoServiceKeyword),
+        ] {
+            assert_eq!(RequestBody::parse(body), Err(error), "{body:?}");
+        }
         // a space after the name: arguments start right after it
         let r = RequestBody::parse(b"SERVICE frobnicate x").unwrap();
         assert_eq!(r.arguments, "x");

@@ -61,13 +61,7 @@ impl Stream {
 
     /// The service's local label: 150 + position.
     pub const fn label(self) -> i32 {
-        DATA_FD_OFFSET
-            + match self {
-                Stream::Data => 0,
-                Stream::Mesg => 1,
-                Stream::Index => 2,
-                Stream::State => 3,
-            }
+        DATA_FD_OFFSET + self.index() as i32
     }
 }
 

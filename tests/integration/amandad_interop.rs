@@ -37,6 +37,33 @@ fn make_dles(data: &Scratch) -> Vec<PathBuf> {
     vec![a, b]
 }
 
+/// Our amandad (`auth`, started by `launch`) and a real server configuration that dumps
+/// `dles` from it with `program`.
+fn ours_and_server(
+    auth: &str,
+    launch: Launch,
+    program: Program,
+    dles: &[PathBuf],
+) -> (util::ours::OurAmandad, RealServer) {
+    let ours = start_ours(auth, launch);
+    let mut opts = ServerOptions::new(auth, ours.port);
+    opts.program = program;
+    let server = RealServer::new("localhost", dles, &opts);
+    (ours, server)
+}
+
+/// Runs the real `amdump`; if it fails, fails the test with `what`, its output and log, and
+/// our amandad's log. Returns the log.
+fn amdump_ok(server: &RealServer, ours: &util::ours::OurAmandad, what: &str) -> String {
+    let (status, out, log) = server.amdump();
+    assert!(
+        status.success(),
+        "{what} failed ({status}):\n{out}\n{log}\n{}",
+        ours.log()
+    );
+    log
+}
+
 fn round_trip(auth: &str, launch: Launch, program: Program) {
     require_root!();
     require_tool!("/usr/sbin/amdump");
@@ -44,10 +71,7 @@ fn round_trip(auth: &str, launch: Launch, program: Program) {
     let _guard = setup();
     let data = Scratch::new("dles");
     let dles = make_dles(&data);
-    let ours = start_ours(auth, launch);
-    let mut opts = ServerOptions::new(auth, ours.port);
-    opts.program = program;
-    let server = RealServer::new("localhost", &dles, &opts);
+    let (ours, server) = ours_and_server(auth, launch, program, &dles);
 
     let (ok, out) = server.amcheck();
     assert!(
@@ -59,12 +83,7 @@ fn round_trip(auth: &str, launch: Launch, program: Program) {
         out.contains("Client check: 1 host checked") && out.contains("0 problems found"),
         "amcheck output:\n{out}"
     );
-    let (status, out, log) = server.amdump();
-    assert!(
-        status.success(),
-        "amdump failed ({status}):\n{out}\n{log}\n{}",
-        ours.log()
-    );
+    let log = amdump_ok(&server, &ours, "amdump");
     let levels = RealServer::dumped_levels(&log);
     assert_eq!(
         levels.len(),
@@ -87,44 +106,25 @@ fn round_trip(auth: &str, launch: Launch, program: Program) {
     }
 }
 
-#[test]
-fn real_server_backs_up_our_amandad_bsd_inetd() {
-    round_trip("bsd", Launch::Inetd, Program::Amgtar);
+/// One `#[test]` per case, each a [`round_trip`] with the auth, launch and program given.
+macro_rules! round_trip_tests {
+    ($($name:ident: $auth:literal, $launch:ident, $program:ident;)*) => {$(
+        #[test]
+        fn $name() {
+            round_trip($auth, Launch::$launch, Program::$program);
+        }
+    )*};
 }
 
-#[test]
-fn real_server_backs_up_our_amandad_bsdudp_inetd() {
-    round_trip("bsdudp", Launch::Inetd, Program::Amgtar);
-}
-
-#[test]
-fn real_server_backs_up_our_amandad_bsdtcp_inetd() {
-    round_trip("bsdtcp", Launch::Inetd, Program::Amgtar);
-}
-
-#[test]
-fn real_server_backs_up_our_amandad_bsd_standalone() {
-    round_trip("bsd", Launch::Standalone, Program::Amgtar);
-}
-
-#[test]
-fn real_server_backs_up_our_amandad_bsdudp_standalone() {
-    round_trip("bsdudp", Launch::Standalone, Program::Amgtar);
-}
-
-#[test]
-fn real_server_backs_up_our_amandad_bsdtcp_standalone() {
-    round_trip("bsdtcp", Launch::Standalone, Program::Amgtar);
-}
-
-#[test]
-fn real_server_backs_up_our_amandad_gnutar_program_bsdtcp() {
-    round_trip("bsdtcp", Launch::Inetd, Program::Gnutar);
-}
-
-#[test]
-fn real_server_backs_up_our_amandad_gnutar_program_bsd_standalone() {
-    round_trip("bsd", Launch::Standalone, Program::Gnutar);
+round_trip_tests! {
+    real_server_backs_up_our_amandad_bsd_inetd: "bsd", Inetd, Amgtar;
+    real_server_backs_up_our_amandad_bsdudp_inetd: "bsdudp", Inetd, Amgtar;
+    real_server_backs_up_our_amandad_bsdtcp_inetd: "bsdtcp", Inetd, Amgtar;
+    real_server_backs_up_our_amandad_bsd_standalone: "bsd", Standalone, Amgtar;
+    real_server_backs_up_our_amandad_bsdudp_standalone: "bsdudp", Standalone, Amgtar;
+    real_server_backs_up_our_amandad_bsdtcp_standalone: "bsdtcp", Standalone, Amgtar;
+    real_server_backs_up_our_amandad_gnutar_program_bsdtcp: "bsdtcp", Inetd, Gnutar;
+    real_server_backs_up_our_amandad_gnutar_program_bsd_standalone: "bsd", Standalone, Gnutar;
 }
 
 /// Changes, additions and deletions between level 0 and level 1.
@@ -147,17 +147,10 @@ fn level_1_on_top_of_level_0(auth: &str, program: Program) {
     let data = Scratch::new("incr");
     let dle = data.join("tree");
     util::make_tricky_tree(&dle);
-    let ours = start_ours(auth, Launch::Inetd);
-    let mut opts = ServerOptions::new(auth, ours.port);
-    opts.program = program;
-    let server = RealServer::new("localhost", std::slice::from_ref(&dle), &opts);
+    let dles = std::slice::from_ref(&dle);
+    let (ours, server) = ours_and_server(auth, Launch::Inetd, program, dles);
 
-    let (status, out, log) = server.amdump();
-    assert!(
-        status.success(),
-        "level 0 amdump failed:\n{out}\n{log}\n{}",
-        ours.log()
-    );
+    let log = amdump_ok(&server, &ours, "level 0 amdump");
     assert_eq!(
         RealServer::dumped_levels(&log).first().map(|l| l.1),
         Some(0)
@@ -168,12 +161,7 @@ fn level_1_on_top_of_level_0(auth: &str, program: Program) {
     change_tree(&dle);
     server.force_level_1(&dle);
     std::thread::sleep(Duration::from_millis(1100));
-    let (status, out, log) = server.amdump();
-    assert!(
-        status.success(),
-        "level 1 amdump failed:\n{out}\n{log}\n{}",
-        ours.log()
-    );
+    let log = amdump_ok(&server, &ours, "level 1 amdump");
     assert_eq!(
         RealServer::dumped_levels(&log).first().map(|l| l.1),
         Some(1),
@@ -198,10 +186,37 @@ fn level_1_after_changes_restores_on_top_of_level_0_gnutar() {
 // ---------------------------------------------------------------------------------------
 // Differential tests: the same packets to the real amandad and to ours.
 
+/// Where a client's source port comes from: reserved (we are root) or not.
+fn source_ports(reserved: bool) -> std::ops::Range<u16> {
+    if reserved { 600..1000 } else { 40000..41000 }
+}
+
+/// The daemon's own feature string differs from the real one; the rest of a reply must not.
+fn mask_features(text: String) -> String {
+    match text.find("features=") {
+        Some(i) => format!("{}features=<..>", &text[..i]),
+        None => text,
+    }
+}
+
+/// The ACK of the REP whose first line (the header) is in `rep`.
+fn ack_of(rep: &str) -> String {
+    let header = rep.lines().next().unwrap_or("").replace(" REP ", " ACK ");
+    format!("{header}\n")
+}
+
+/// The body of a request: `SECURITY USER` (when given), `SERVICE` and a 3.5.1 server's
+/// features.
+fn request_body(user: Option<&str>, service: &str) -> String {
+    let security = user.map_or(String::new(), |u| format!("SECURITY USER {u}\n"));
+    format!(
+        "{security}SERVICE {service}\nOPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;\n"
+    )
+}
+
 /// A UDP socket on a reserved port (we are root), or on an unreserved one.
 fn udp_from(reserved: bool) -> UdpSocket {
-    let range = if reserved { 600..1000 } else { 40000..41000 };
-    for port in range {
+    for port in source_ports(reserved) {
         if let Ok(s) = UdpSocket::bind(("127.0.0.1", port)) {
             s.set_read_timeout(Some(Duration::from_millis(1500)))
                 .expect("timeout");
@@ -219,22 +234,11 @@ fn exchange_udp(sock: &UdpSocket, port: u16, dgram: &[u8]) -> Vec<String> {
     let mut buf = [0u8; 65536];
     while let Ok(n) = sock.recv(&mut buf) {
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        // The REP of a noop carries the daemon's own feature string; the rest must match.
-        let text = match text.find("features=") {
-            Some(i) => format!("{}features=<..>", &text[..i]),
-            None => text,
-        };
-        let is_rep = text.contains(" REP ");
-        replies.push(text);
-        if is_rep {
+        if text.contains(" REP ") {
             // ACK it so the daemon does not retransmit.
-            let header = String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .next()
-                .unwrap_or("")
-                .replace(" REP ", " ACK ");
-            let _ = sock.send_to(format!("{header}\n").as_bytes(), ("127.0.0.1", port));
+            let _ = sock.send_to(ack_of(&text).as_bytes(), ("127.0.0.1", port));
         }
+        replies.push(mask_features(text));
     }
     replies
 }
@@ -251,15 +255,43 @@ fn mask_port(text: &str) -> String {
     out
 }
 
-fn req(handle: &str, user: Option<&str>, service: &str) -> Vec<u8> {
-    let mut s = format!("Amanda 3.5 REQ HANDLE {handle} SEQ 12345\n");
-    if let Some(u) = user {
-        s.push_str(&format!("SECURITY USER {u}\n"));
+/// The real amandad (under inetd) and ours, with the same auth, for differential tests:
+/// the real one's port, the real one (stopped on drop), ours.
+fn real_and_ours(auth: &str, launch: Launch) -> (u16, util::Inetd, util::ours::OurAmandad) {
+    let real_port = util::free_port();
+    let real = util::start_real_amandad(auth, real_port);
+    (real_port, real, start_ours(auth, launch))
+}
+
+/// Sends every `(name, from a reserved port, bytes)` case to both daemons through
+/// `exchange(port, reserved, bytes)` and fails naming each case whose answers differ after
+/// `normalise` (the port in "port N not secure" is the sender's, which differs between runs).
+fn assert_same_answers<A: PartialEq + std::fmt::Debug>(
+    cases: &[(&str, bool, Vec<u8>)],
+    real_port: u16,
+    ours: &util::ours::OurAmandad,
+    exchange: impl Fn(u16, bool, &[u8]) -> A,
+    normalise: impl Fn(&A) -> A,
+) {
+    let mut differences = Vec::new();
+    for (name, reserved, bytes) in cases {
+        let real = exchange(real_port, *reserved, bytes);
+        let mine = exchange(ours.port, *reserved, bytes);
+        if normalise(&real) != normalise(&mine) {
+            differences.push(format!("{name}:\n  real: {real:?}\n  ours: {mine:?}"));
+        }
     }
-    s.push_str(&format!(
-        "SERVICE {service}\nOPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;\n"
-    ));
-    s.into_bytes()
+    assert!(
+        differences.is_empty(),
+        "answers differ:\n{}\n{}",
+        differences.join("\n"),
+        ours.log()
+    );
+}
+
+fn req(handle: &str, user: Option<&str>, service: &str) -> Vec<u8> {
+    let body = request_body(user, service);
+    format!("Amanda 3.5 REQ HANDLE {handle} SEQ 12345\n{body}").into_bytes()
 }
 
 #[test]
@@ -268,10 +300,7 @@ fn bad_udp_requests_get_the_same_answer_as_from_the_real_amandad() {
     require_tool!("/usr/lib/amanda/amandad");
     require_tool!(util::INETD);
     let _guard = setup();
-    let real_port = util::free_port();
-    let _real = util::start_real_amandad("bsd", real_port);
-    let ours = start_ours("bsd", Launch::Standalone);
-
+    let (real_port, _real, ours) = real_and_ours("bsd", Launch::Standalone);
     let cases: Vec<(&str, bool, Vec<u8>)> = vec![
         ("good noop", true, req("000-00000001", Some("backup"), "noop")),
         ("unreserved source port", false, req("000-00000002", Some("backup"), "noop")),
@@ -286,23 +315,12 @@ fn bad_udp_requests_get_the_same_answer_as_from_the_real_amandad() {
         ("empty datagram", true, Vec::new()),
         ("binary garbage", true, (0..=255u8).cycle().take(3000).collect()),
     ];
-    let mut differences = Vec::new();
-    for (name, reserved, dgram) in &cases {
-        let sock = udp_from(*reserved);
-        let real = exchange_udp(&sock, real_port, dgram);
-        let sock = udp_from(*reserved);
-        let mine = exchange_udp(&sock, ours.port, dgram);
-        // The port in "port N not secure" is the sender's, which differs between the two runs.
-        let norm = |v: &Vec<String>| -> Vec<String> { v.iter().map(|s| mask_port(s)).collect() };
-        if norm(&real) != norm(&mine) {
-            differences.push(format!("{name}:\n  real: {real:?}\n  ours: {mine:?}"));
-        }
-    }
-    assert!(
-        differences.is_empty(),
-        "answers differ:\n{}\n{}",
-        differences.join("\n"),
-        ours.log()
+    assert_same_answers(
+        &cases,
+        real_port,
+        &ours,
+        |port, reserved, dgram| exchange_udp(&udp_from(reserved), port, dgram),
+        |replies| replies.iter().map(|s| mask_port(s)).collect(),
     );
     // And the daemon is still fine.
     let sock = udp_from(true);
@@ -322,9 +340,8 @@ fn bad_udp_requests_get_the_same_answer_as_from_the_real_amandad() {
 fn exchange_tcp(port: u16, reserved: bool, payload: &[u8]) -> Vec<(u32, Option<u8>, String)> {
     let sock =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    let range = if reserved { 600..1000 } else { 40000..41000 };
     let mut bound = false;
-    for p in range {
+    for p in source_ports(reserved) {
         if sock
             .bind(&SocketAddr::from(([127, 0, 0, 1], p)).into())
             .is_ok()
@@ -361,27 +378,14 @@ fn exchange_tcp(port: u16, reserved: bool, payload: &[u8]) -> Vec<(u32, Option<u
             break;
         };
         let body = String::from_utf8_lossy(payload.get(1..).unwrap_or_default()).into_owned();
-        let body = match body.find("features=") {
-            Some(i) => format!("{}features=<..>", &body[..i]),
-            None => body,
-        };
-        out.push((handle, payload.first().copied(), body));
+        out.push((handle, payload.first().copied(), mask_features(body)));
         rest = &rest[8 + len..];
     }
     out
 }
 
 fn tcp_req(user: Option<&str>, service: &str) -> Vec<u8> {
-    let mut s = vec![0u8];
-    if let Some(u) = user {
-        s.extend_from_slice(format!("SECURITY USER {u}\n").as_bytes());
-    }
-    s.extend_from_slice(
-        format!("SERVICE {service}\nOPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;\n")
-            .as_bytes(),
-    );
-    s.push(0);
-    s
+    [&[0u8][..], request_body(user, service).as_bytes(), &[0]].concat()
 }
 
 #[test]
@@ -390,9 +394,7 @@ fn bad_bsdtcp_requests_get_the_same_answer_as_from_the_real_amandad() {
     require_tool!("/usr/lib/amanda/amandad");
     require_tool!(util::INETD);
     let _guard = setup();
-    let real_port = util::free_port();
-    let _real = util::start_real_amandad("bsdtcp", real_port);
-    let ours = start_ours("bsdtcp", Launch::Inetd);
+    let (real_port, _real, ours) = real_and_ours("bsdtcp", Launch::Inetd);
     let cases: Vec<(&str, bool, Vec<u8>)> = vec![
         (
             "unreserved source port",
@@ -411,23 +413,10 @@ fn bad_bsdtcp_requests_get_the_same_answer_as_from_the_real_amandad() {
         ),
         ("no SECURITY line", true, tcp_req(None, "noop")),
     ];
-    let mut differences = Vec::new();
-    for (name, reserved, payload) in &cases {
-        let real = exchange_tcp(real_port, *reserved, payload);
-        let mine = exchange_tcp(ours.port, *reserved, payload);
-        let norm = |v: &Vec<(u32, Option<u8>, String)>| -> Vec<(u32, Option<u8>, String)> {
-            v.iter().map(|(h, t, b)| (*h, *t, mask_port(b))).collect()
-        };
-        if norm(&real) != norm(&mine) {
-            differences.push(format!("{name}:\n  real: {real:?}\n  ours: {mine:?}"));
-        }
-    }
-    assert!(
-        differences.is_empty(),
-        "answers differ:\n{}\n{}",
-        differences.join("\n"),
-        ours.log()
-    );
+    assert_same_answers(&cases, real_port, &ours, exchange_tcp, |frames| {
+        let masked = frames.iter().map(|(h, t, b)| (*h, *t, mask_port(b)));
+        masked.collect()
+    });
 }
 
 #[test]
@@ -558,8 +547,7 @@ fn data_connections_before_a_lost_ack_still_get_the_whole_dump() {
         ours.log()
     );
     // The REP is still being retransmitted for want of an ACK; acknowledge it now.
-    let header = rep.lines().next().unwrap_or("").replace(" REP ", " ACK ");
-    let _ = sock.send_to(format!("{header}\n").as_bytes(), ("127.0.0.1", ours.port));
+    let _ = sock.send_to(ack_of(&rep).as_bytes(), ("127.0.0.1", ours.port));
 }
 
 /// Issue 10: the real amcheck of one host with 100 DLEs over bsd got no selfcheck answer

@@ -34,16 +34,21 @@ fn ok<T>(r: Result<conf::Loaded<T>, conf::Errors>, what: &str) -> conf::Loaded<T
     r.unwrap_or_else(|e| panic!("{what} should parse without errors:\n{e}"))
 }
 
+/// The fixture `rel` as amanda-client.conf named `name` (no includes); it must parse cleanly.
+fn client_conf(name: &str, rel: &str) -> ClientConfig {
+    ok(
+        ClientConfig::parse_with(&MemFs::new(), name, &read(rel), None),
+        rel,
+    )
+    .value
+}
+
 #[test]
 fn debian_example_amanda_conf_parses_and_resolves_its_definitions() {
+    let rel = "debian/server/amanda.conf";
     let l = ok(
-        Config::parse_with(
-            &MemFs::new(),
-            "amanda.conf",
-            &read("debian/server/amanda.conf"),
-            None,
-        ),
-        "examples/amanda.conf",
+        Config::parse_with(&MemFs::new(), "amanda.conf", &read(rel), None),
+        rel,
     );
     let c = l.value;
     assert_eq!(c.org, "DailySet1");
@@ -211,41 +216,17 @@ fn debian_amserverconfig_templates_parse_with_their_includes() {
 
 #[test]
 fn debian_client_examples_parse() {
-    let c = ok(
-        ClientConfig::parse_with(
-            &MemFs::new(),
-            "amanda-client.conf",
-            &read("debian/client/amanda-client.conf"),
-            None,
-        ),
-        "amanda-client.conf",
-    )
-    .value;
+    let c = client_conf("amanda-client.conf", "debian/client/amanda-client.conf");
     assert_eq!(c.conf, "DailySet1");
     assert_eq!(c.auth, AuthSetting::Known(proto::Auth::Bsdtcp));
     assert_eq!(c.tapedev, "tape:/dev/YOUR-TAPE-DEVICE-HERE");
-    let pg = ok(
-        ClientConfig::parse_with(
-            &MemFs::new(),
-            "amanda-client-postgresql.conf",
-            &read("debian/client/amanda-client-postgresql.conf"),
-            None,
-        ),
+    let pg = client_conf(
         "amanda-client-postgresql.conf",
-    )
-    .value;
+        "debian/client/amanda-client-postgresql.conf",
+    );
     assert_eq!(pg.properties.first("foo-PG-PORT"), Some("5432"));
     assert_eq!(pg.ssh_keys, "/var/lib/amanda/.ssh/id_rsa_amrecover");
-    let etc = ok(
-        ClientConfig::parse_with(
-            &MemFs::new(),
-            "amanda-client.conf",
-            &read("debian/client/etc-amanda-client.conf"),
-            None,
-        ),
-        "/etc/amanda/amanda-client.conf",
-    )
-    .value;
+    let etc = client_conf("amanda-client.conf", "debian/client/etc-amanda-client.conf");
     assert_eq!(etc.conf, "harness");
     assert_eq!(etc.gnutar_list_dir, "/var/lib/amanda/gnutar-lists");
 }

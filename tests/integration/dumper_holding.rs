@@ -236,21 +236,12 @@ fn sigkill_at_random_points_never_leaves_a_false_complete_file_and_the_next_run_
             delay: Duration::from_millis(15),
         },
     );
-    let conf = DumperConf::new(
+    let conf = DumperConf::for_fake(
         "dk-kill",
         "inparallel 3",
-        &[Dt {
-            name: "fake",
-            auth: "bsdtcp",
-            port: fake.port,
-            program: Program::Gnutar,
-            extra: "    maxdumps 3",
-        }],
-        &[
-            ("127.0.0.1", Path::new("/k1"), "fake"),
-            ("127.0.0.1", Path::new("/k2"), "fake"),
-            ("127.0.0.1", Path::new("/k3"), "fake"),
-        ],
+        fake.port,
+        3,
+        &["/k1", "/k2", "/k3"],
     );
     let started = Instant::now();
     let (mut swept_tmp, mut swept_index, mut adopted, mut cleanups) = (0, 0, 0, 0);

@@ -5,13 +5,12 @@
 //! of the same night (same fake client, good script) finishes.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use crate::require_root;
 use crate::util::fake_amandad::{FakeAmandad, Script};
-use crate::util::{self, Dt, DumperConf, Program};
+use crate::util::{self, DumperConf};
 
 /// The RSS bound of the acceptance.
 const MAX_RSS_KIB: u64 = 64 * 1024;
@@ -103,21 +102,8 @@ fn night(tag: &str, script: Script, env: &[(&str, &str)]) -> Measured {
             delay: Duration::ZERO,
         },
     );
-    let mut conf = DumperConf::new(
-        tag,
-        "dtimeout 3\ninparallel 4",
-        &[Dt {
-            name: "fake",
-            auth: "bsdtcp",
-            port: fake.port,
-            program: Program::Gnutar,
-            extra: "    maxdumps 4",
-        }],
-        &[
-            ("127.0.0.1", Path::new("/hostile"), "fake"),
-            ("127.0.0.1", Path::new("/good"), "fake"),
-        ],
-    );
+    let globals = "dtimeout 3\ninparallel 4";
+    let mut conf = DumperConf::for_fake(tag, globals, fake.port, 4, &["/hostile", "/good"]);
     conf.env
         .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let started = Instant::now();

@@ -215,16 +215,11 @@ fn debian_amrestore_reads_our_holding_file_and_gives_our_tar_stream() {
     let ours_bytes = fs::read(file).expect("read holding file");
     assert!(ours_bytes.starts_with(b"AMANDA: FILE "), "an Amanda header");
     let our_tar = &ours_bytes[32768..];
-    let out = Command::new("runuser")
-        .args(["-u", util::AMANDA_USER, "--", "amrestore", "-p"])
-        .arg(file)
-        .current_dir("/tmp")
-        .output()
-        .expect("amrestore");
-    assert!(
-        out.status.success(),
-        "amrestore -p failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = util::run_ok(
+        Command::new("runuser")
+            .args(["-u", util::AMANDA_USER, "--", "amrestore", "-p"])
+            .arg(file)
+            .current_dir("/tmp"),
     );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("host localhost"),

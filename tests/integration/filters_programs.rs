@@ -17,6 +17,7 @@ use filters::{
     GzipWriter, Level, RunFailure,
 };
 
+use crate::util;
 use crate::util::crypt::{self, GpgLock};
 use crate::{require_root, require_tool};
 
@@ -58,20 +59,7 @@ fn ours(level: Level, data: &[u8]) -> Vec<u8> {
 
 /// `prog args... < input`, the way amrestore runs its filters; stdout and success.
 fn real(prog: &str, args: &[&str], input: &[u8]) -> (Vec<u8>, bool, String) {
-    let mut c = Command::new(prog)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{prog}: {e}"));
-    let mut stdin = c.stdin.take().expect("stdin");
-    let input = input.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = c.wait_with_output().expect("wait");
-    feeder.join().expect("feeder");
+    let out = util::pipe_through(Command::new(prog).args(args).stderr(Stdio::piped()), input);
     (
         out.stdout,
         out.status.success(),

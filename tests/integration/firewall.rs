@@ -12,18 +12,13 @@ use crate::{require_root, require_tool};
 
 /// The client's firewall from `portpool rules CONFIG --side <client> --default-drop`.
 fn client_rules(config_dir: &Path) -> String {
-    let out = Command::new(util::workspace_bin("portpool"))
-        .arg("rules")
-        .arg(config_dir)
-        .args(["--side", &CLIENT_IP.to_string()])
-        .args(["--server-address", &SERVER_IP.to_string()])
-        .arg("--default-drop")
-        .output()
-        .expect("portpool rules");
-    assert!(
-        out.status.success(),
-        "portpool rules: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = util::run_ok(
+        Command::new(util::workspace_bin("portpool"))
+            .arg("rules")
+            .arg(config_dir)
+            .args(["--side", &CLIENT_IP.to_string()])
+            .args(["--server-address", &SERVER_IP.to_string()])
+            .arg("--default-drop"),
     );
     String::from_utf8(out.stdout).expect("utf-8 rules")
 }

@@ -37,14 +37,16 @@ fn ip(args: &[&str]) -> Result<(), String> {
         .args(args)
         .output()
         .map_err(|e| format!("ip {args:?}: {e}"))?;
+    succeeded(&out, || format!("ip {}", args.join(" ")))
+}
+
+/// `Ok` if the command succeeded, else what failed (`what()`) and its stderr.
+fn succeeded(out: &Output, what: impl FnOnce() -> String) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(format!("{}: {}", what(), stderr.trim()))
     }
 }
 
@@ -92,96 +94,38 @@ impl Topology {
             format!("rc{tag}"),
             format!("c{tag}"),
         );
-        ip(&[
-            "link",
-            "add",
-            &s,
-            "netns",
-            &self.server,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &rs,
-            "netns",
-            &self.router,
-        ])?;
-        ip(&[
-            "link",
-            "add",
-            &c,
-            "netns",
-            &self.client,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &rc,
-            "netns",
-            &self.router,
-        ])?;
-        ip(&[
-            "-n",
-            &self.server,
-            "addr",
-            "add",
-            "198.18.0.1/24",
-            "dev",
-            &s,
-        ])?;
-        ip(&[
-            "-n",
-            &self.router,
-            "addr",
-            "add",
-            "198.18.0.254/24",
-            "dev",
-            &rs,
-        ])?;
-        ip(&[
-            "-n",
-            &self.router,
-            "addr",
-            "add",
-            "198.18.1.254/24",
-            "dev",
-            &rc,
-        ])?;
-        ip(&[
-            "-n",
-            &self.client,
-            "addr",
-            "add",
-            "198.18.1.2/24",
-            "dev",
-            &c,
-        ])?;
-        for (ns, dev) in [
-            (&self.server, &s),
-            (&self.router, &rs),
-            (&self.router, &rc),
-            (&self.client, &c),
+        // server [s] -- [rs] router [rc] -- [c] client, 198.18.0.0/24 and 198.18.1.0/24.
+        for (end, ns, router_end) in [(&s, &self.server, &rs), (&c, &self.client, &rc)] {
+            ip(&[
+                "link",
+                "add",
+                end,
+                "netns",
+                ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                router_end,
+                "netns",
+                &self.router,
+            ])?;
+        }
+        for (ns, addr, dev) in [
+            (&self.server, "198.18.0.1/24", &s),
+            (&self.router, "198.18.0.254/24", &rs),
+            (&self.router, "198.18.1.254/24", &rc),
+            (&self.client, "198.18.1.2/24", &c),
         ] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
-        ip(&[
-            "-n",
-            &self.server,
-            "route",
-            "add",
-            "default",
-            "via",
-            "198.18.0.254",
-        ])?;
-        ip(&[
-            "-n",
-            &self.client,
-            "route",
-            "add",
-            "default",
-            "via",
-            "198.18.1.254",
-        ])?;
+        for (ns, gateway) in [
+            (&self.server, "198.18.0.254"),
+            (&self.client, "198.18.1.254"),
+        ] {
+            ip(&["-n", ns, "route", "add", "default", "via", gateway])?;
+        }
         self.sysctl(&self.router.clone(), "net.ipv4.ip_forward", "1")?;
         Ok(())
     }
@@ -222,14 +166,7 @@ impl Topology {
     /// Sets a sysctl inside `ns`.
     pub fn sysctl(&self, ns: &str, key: &str, value: &str) -> Result<(), String> {
         let out = self.run(ns, "sysctl", &["-qw", &format!("{key}={value}")]);
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "sysctl {key}={value} in {ns}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        succeeded(&out, || format!("sysctl {key}={value} in {ns}"))
     }
 
     /// Replaces the nftables ruleset of `ns` with `rules` (nft syntax).
@@ -254,14 +191,7 @@ impl Topology {
                 .map_err(|e| e.to_string())?;
         }
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "nft -f in {ns}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        succeeded(&out, || format!("nft -f in {ns}"))
     }
 
     /// The router drops TCP connections idle for more than `secs` (conntrack forgets them and

@@ -480,15 +480,7 @@ fn rules_are_accepted_by_iptables_restore_test() {
 fn simulate_reproduces_the_seed_case_and_the_same_seed_prints_the_same_night() {
     let bin = portpool_bin();
     let run = |args: &[&str]| {
-        let out = Command::new(&bin)
-            .args(args)
-            .output()
-            .expect("run portpool");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = util::run_ok(Command::new(&bin).args(args));
         String::from_utf8(out.stdout).unwrap()
     };
     // Debian's /etc/services as far as 850-859 goes: 853 is DNS over TLS.

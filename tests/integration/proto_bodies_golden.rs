@@ -995,6 +995,7 @@ fn tv10_mesg_stream_of_a_legacy_gnutar_dump() {
     for line in mesg.lines() {
         t.on_line(line.as_bytes());
     }
+    assert!(t.header_complete());
     t.on_mesg_eof(None);
     let o = t.finish(DataSummary {
         received: CrcValue {
@@ -1003,7 +1004,9 @@ fn tv10_mesg_stream_of_a_legacy_gnutar_dump() {
         },
     });
     assert_eq!(o.status, DumpStatus::Done);
+    assert_eq!(o.error, None);
     assert_eq!((o.orig_kb, o.kb), (Some(20), 2));
+    assert_eq!(o.info.compress_suffix.unwrap(), ".gz");
     assert_eq!(
         o.native_crc,
         Some(CrcValue {

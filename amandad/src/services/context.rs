@@ -54,10 +54,10 @@ impl ContextInner {
             auth: auth.to_owned(),
             peer_name: String::new(),
             features_hex: crate::services::features::advertised_hex(),
-            gnutar_path: PathBuf::from("/usr/bin/tar"),
+            gnutar_path: PathBuf::from(crate::tar::runtar::DEFAULT_GNUTAR),
             runtar_path: Some(PathBuf::from(crate::tar::runtar::INSTALLED_PATH)),
-            gnutar_list_dir: PathBuf::from("/var/lib/amanda/gnutar-lists"),
-            amandates: PathBuf::from("/var/lib/amanda/amandates"),
+            gnutar_list_dir: PathBuf::from(conf::defaults::GNUTAR_LIST_DIR),
+            amandates: PathBuf::from(conf::defaults::AMANDATES),
             tmp_dir: PathBuf::from("/tmp/amanda"),
             config_name: None,
         }
@@ -121,6 +121,19 @@ pub(crate) mod tests {
             let _ = std::fs::create_dir_all(d);
         }
         c
+    }
+
+    /// A fresh directory (first, keep it alive) holding a context's state and a DLE
+    /// directory `data/` that `fill` populates; then the context, `data` and its disk name.
+    pub(crate) fn test_dle(
+        fill: impl FnOnce(&std::path::Path),
+    ) -> (tempfile::TempDir, ServiceContext, PathBuf, String) {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ServiceContext::new(test_inner(root.path()));
+        let data = root.path().join("data");
+        fill(&data);
+        let disk = data.display().to_string();
+        (root, ctx, data, disk)
     }
 
     fn scratch_dir() -> PathBuf {

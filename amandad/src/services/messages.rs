@@ -388,23 +388,27 @@ Total bytes written: 20480 (20KiB, 9.6MiB/s)\n";
         assert!(out.index.is_empty());
     }
 
+    fn assert_classified(c: &Classifier, cases: &[(&str, LineKind)]) {
+        for (line, kind) in cases {
+            assert_eq!(c.classify(line.as_bytes()), *kind, "{line:?}");
+        }
+    }
+
     #[test]
     fn gnutar_table_keeps_the_legacy_classification() {
-        let c = Classifier::gnutar();
-        assert_eq!(c.classify(b"tar: ./x: Directory is new"), LineKind::Ignore);
-        assert_eq!(
-            c.classify(b"Total bytes written: 10240 (10KiB)"),
-            LineKind::Size
-        );
-        assert_eq!(
-            c.classify(b"tar: ./a: File ./a shrunk by 3 bytes, padding with zeros"),
-            LineKind::Strange
-        );
-        assert_eq!(c.classify(b"tar: ./s: socket ignored"), LineKind::Normal);
-        // The parentheses are an ERE group, as in the real client.
-        assert_eq!(
-            c.classify(b"ERRDOS - ERRbadpath Directory invalid."),
-            LineKind::Error
+        assert_classified(
+            &Classifier::gnutar(),
+            &[
+                ("tar: ./x: Directory is new", LineKind::Ignore),
+                ("Total bytes written: 10240 (10KiB)", LineKind::Size),
+                (
+                    "tar: ./a: File ./a shrunk by 3 bytes, padding with zeros",
+                    LineKind::Strange,
+                ),
+                ("tar: ./s: socket ignored", LineKind::Normal),
+                // The parentheses are an ERE group, as in the real client.
+                ("ERRDOS - ERRbadpath Directory invalid.", LineKind::Error),
+            ],
         );
     }
 
@@ -415,19 +419,17 @@ Total bytes written: 20480 (20KiB, 9.6MiB/s)\n";
             ignore: vec!["^tar: \\./tmp/".into()],
             strange: vec![": socket ignored$".into()],
         };
-        let c = Classifier::new(Table::Amgtar, &user).unwrap();
-        assert_eq!(
-            c.classify(b"tar: ./x: Cannot stat: Permission denied"),
-            LineKind::Normal
+        assert_classified(
+            &Classifier::new(Table::Amgtar, &user).unwrap(),
+            &[
+                ("tar: ./x: Cannot stat: Permission denied", LineKind::Normal),
+                ("tar: ./tmp/a: Cannot stat: x", LineKind::Ignore),
+                // the built-in NORMAL rule with the same text is dropped: STRANGE wins
+                ("tar: ./s: socket ignored", LineKind::Strange),
+                ("amgtar: error x", LineKind::Error),
+                ("whatever", LineKind::Strange),
+            ],
         );
-        assert_eq!(
-            c.classify(b"tar: ./tmp/a: Cannot stat: x"),
-            LineKind::Ignore
-        );
-        // the built-in NORMAL rule with the same text is dropped: STRANGE wins
-        assert_eq!(c.classify(b"tar: ./s: socket ignored"), LineKind::Strange);
-        assert_eq!(c.classify(b"amgtar: error x"), LineKind::Error);
-        assert_eq!(c.classify(b"whatever"), LineKind::Strange);
         assert!(
             Classifier::new(
                 Table::Amgtar,

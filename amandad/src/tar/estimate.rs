@@ -428,6 +428,15 @@ pub(crate) mod tests {
         assert_eq!(got, want, "walk vs tar for {}", dir.display());
     }
 
+    /// A fresh directory with `dirs` made in it.
+    fn tree_with_dirs(dirs: &[&str]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for dir in dirs {
+            std::fs::create_dir_all(d.path().join(dir)).unwrap();
+        }
+        d
+    }
+
     fn write(p: &Path, len: usize) {
         std::fs::write(p, vec![b'x'; len]).unwrap();
     }
@@ -456,10 +465,8 @@ pub(crate) mod tests {
 
     #[test]
     fn plain_tree_matches_real_tar() {
-        let d = tempfile::tempdir().unwrap();
+        let d = tree_with_dirs(&["a/b", "empty dir"]);
         let r = d.path();
-        std::fs::create_dir_all(r.join("a/b")).unwrap();
-        std::fs::create_dir_all(r.join("empty dir")).unwrap();
         write(&r.join("a/f1"), 3);
         write(&r.join("f0"), 6);
         write(&r.join("empty"), 0);
@@ -508,10 +515,8 @@ pub(crate) mod tests {
 
     #[test]
     fn hard_links_fifos_and_sockets_match_real_tar() {
-        let d = tempfile::tempdir().unwrap();
+        let d = tree_with_dirs(&["a b", "a/x"]);
         let r = d.path();
-        std::fs::create_dir_all(r.join("a b")).unwrap();
-        std::fs::create_dir_all(r.join("a/x")).unwrap();
         write(&r.join("a/x/orig"), 5000);
         std::fs::hard_link(r.join("a/x/orig"), r.join("a b/second")).unwrap();
         std::fs::hard_link(r.join("a/x/orig"), r.join("zz")).unwrap();

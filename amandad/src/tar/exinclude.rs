@@ -177,7 +177,7 @@ fn list_lines(content: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 fn create_temp(place: &ListPlace<'_>, kind: &str) -> std::io::Result<(std::fs::File, PathBuf)> {
     let stamp = timestamp_now();
-    let disk = crate::tar::listed::sanitise(place.disk);
+    let disk = proto::quote::sanitise_filename(place.disk);
     let mut last = None;
     for n in 0..1000u32 {
         let mut name = format!("{}.", place.prog).into_bytes();
@@ -498,7 +498,7 @@ mod tests {
                 std::fs::write(p, b"x").unwrap();
             }
         }
-        let listing = |extra: &[&str], list: &[u8]| -> Vec<u8> {
+        let listing = |extra: &[&str], list: &[u8]| -> String {
             let lf = d.path().join("list");
             std::fs::write(&lf, list).unwrap();
             let out = std::process::Command::new("/usr/bin/tar")
@@ -515,14 +515,7 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            let mut t = std::process::Command::new("/usr/bin/tar")
-                .args(["--list", "--file=-"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            t.stdin.take().unwrap().write_all(&out.stdout).unwrap();
-            t.wait_with_output().unwrap().stdout
+            crate::tar::tests::tar_list(&out.stdout)
         };
         let mut quoted = Vec::new();
         let mut ours = Vec::new();
@@ -533,10 +526,7 @@ mod tests {
         }
         let want = listing(&[], &quoted);
         assert!(!want.is_empty());
-        assert_eq!(
-            String::from_utf8_lossy(&listing(&["--verbatim-files-from", "--null"], &ours)),
-            String::from_utf8_lossy(&want)
-        );
+        assert_eq!(listing(&["--verbatim-files-from", "--null"], &ours), want);
     }
 
     #[test]

@@ -935,10 +935,10 @@ mod tests {
         assert!(p.one_file_system, "a bad value leaves the default");
     }
 
-    #[test]
-    fn amgtar_argv_matches_amgtar_build_argv() {
-        let mut s = TarSetup {
-            form: Form::Amgtar,
+    /// A DLE `/home` of `form` with the default properties and no lists.
+    fn home(form: Form) -> TarSetup {
+        TarSetup {
+            form,
             tar: "/usr/bin/tar".into(),
             directory: "/home".into(),
             disk: b"/home".to_vec(),
@@ -948,40 +948,37 @@ mod tests {
             props: AmgtarProps::default(),
             exclude: FileList::default(),
             include: FileList::default(),
-        };
+        }
+    }
+
+    /// [`TarSetup::args`] (with the snapshot path as text), joined with spaces.
+    fn argv(
+        s: &TarSetup,
+        mode: Mode,
+        snapshot: Option<&str>,
+        newer: Option<&str>,
+        lists: &ExInclude,
+        index: bool,
+    ) -> String {
+        let args = s.args(mode, snapshot.map(Path::new), newer, lists, index);
+        let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+        args.join(" ")
+    }
+
+    #[test]
+    fn amgtar_argv_matches_amgtar_build_argv() {
+        let mut s = home(Form::Amgtar);
         let none = ExInclude::default();
-        let args: Vec<String> = s
-            .args(
-                Mode::Backup,
-                Some(Path::new("/l/h_home_0.new")),
-                None,
-                &none,
-                true,
-            )
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
         assert_eq!(
-            args.join(" "),
+            argv(&s, Mode::Backup, Some("/l/h_home_0.new"), None, &none, true),
             "--create --verbose --block-number --file=- --directory=/home --one-file-system --atime-preserve=system --listed-incremental=/l/h_home_0.new --sparse --ignore-failed-read --totals ."
         );
         s.props.no_unquote = true;
         s.props.check_device = false;
         s.props.tar_blocksize = Some("64".into());
         s.props.command_options = vec!["--exclude-vcs".into()];
-        let args: Vec<String> = s
-            .args(
-                Mode::Estimate,
-                Some(Path::new("/l/x_1.new")),
-                None,
-                &none,
-                true,
-            )
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
         assert_eq!(
-            args.join(" "),
+            argv(&s, Mode::Estimate, Some("/l/x_1.new"), None, &none, true),
             "--create --file=/dev/null --no-unquote --directory=/home --one-file-system --atime-preserve=system --no-check-device --listed-incremental=/l/x_1.new --sparse --blocking-factor=64 --ignore-failed-read --totals --exclude-vcs ."
         );
     }
@@ -990,19 +987,11 @@ mod tests {
     fn gnutar_argv_matches_sendbackup_gnutar_and_sendsize() {
         let d = tempfile::tempdir().unwrap();
         let s = TarSetup {
-            form: Form::Gnutar,
-            tar: "/usr/bin/tar".into(),
-            directory: "/home".into(),
-            disk: b"/home".to_vec(),
-            device: b"/home".to_vec(),
-            list_base: None,
-            list_dir: None,
-            props: AmgtarProps::default(),
             exclude: FileList {
                 files: vec!["*.o".into()],
                 ..FileList::default()
             },
-            include: FileList::default(),
+            ..home(Form::Gnutar)
         };
         let place = exinclude::ListPlace {
             tmp_dir: d.path(),
@@ -1012,36 +1001,28 @@ mod tests {
         };
         let lists = exinclude::build(&s.exclude, &s.include, &place);
         let excl = lists.exclude.as_ref().unwrap().path().display().to_string();
-        let args: Vec<String> = s
-            .args(
+        assert_eq!(
+            argv(
+                &s,
                 Mode::Backup,
-                Some(Path::new("/l/h_home_1.new")),
+                Some("/l/h_home_1.new"),
                 None,
                 &lists,
-                false,
-            )
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            args.join(" "),
+                false
+            ),
             format!(
                 "--create --file=- --directory=/home --one-file-system --listed-incremental=/l/h_home_1.new --sparse --ignore-failed-read --totals --exclude-from={excl} ."
             )
         );
-        let args: Vec<String> = s
-            .args(
+        assert_eq!(
+            argv(
+                &s,
                 Mode::Estimate,
                 None,
                 Some("2024-01-01  2:03:04 GMT"),
                 &ExInclude::default(),
-                false,
-            )
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            args.join(" "),
+                false
+            ),
             "--create --file=/dev/null --numeric-owner --directory=/home --one-file-system --incremental --newer=2024-01-01  2:03:04 GMT --sparse --ignore-failed-read --totals ."
         );
     }

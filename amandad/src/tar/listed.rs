@@ -31,25 +31,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::services::util::strerror;
+use proto::quote::sanitise_filename;
 
-/// `sanitise_filename`: `/`, `:` and `\` become `_`.
-pub fn sanitise(disk: &[u8]) -> Vec<u8> {
-    disk.iter()
-        .map(|&b| {
-            if matches!(b, b'/' | b':' | b'\\') {
-                b'_'
-            } else {
-                b
-            }
-        })
-        .collect()
-}
+use crate::services::util::strerror;
 
 /// `<list_dir>/<host><sanitised disk>`, the stem of every state file of a DLE.
 pub fn chain_base(list_dir: &Path, host: &[u8], disk: &[u8]) -> PathBuf {
     let mut name = host.to_vec();
-    name.extend_from_slice(&sanitise(disk));
+    name.extend_from_slice(&sanitise_filename(disk));
     list_dir.join(std::ffi::OsStr::from_bytes(&name))
 }
 
@@ -319,7 +308,6 @@ mod tests {
             level_file(&base, 0),
             Path::new("/l/localhost_tmp_amanda-harness_data_dle with space é_0")
         );
-        assert_eq!(sanitise(b"C:\\x/y"), b"C__x_y");
     }
 
     #[test]

@@ -21,3 +21,29 @@ pub mod gnutar;
 pub mod listed;
 pub mod regex;
 pub mod runtar;
+
+/// Helpers the tests of the tar machinery and of the services share.
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// The member names GNU tar lists for `archive` (`tar -tf -`), one a line. The archive
+    /// is written from a thread, so tar's output cannot block it.
+    pub(crate) fn tar_list(archive: &[u8]) -> String {
+        let mut child = Command::new("tar")
+            .args(["-tf", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let archive = archive.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&archive);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}

@@ -66,8 +66,8 @@ pub const AMANDA_USER: &str = match option_env!("AMANDA_RS_USER") {
 pub const DEFAULT_GNUTAR: &str = "/usr/bin/tar";
 
 /// The list directory allowed when amanda-security.conf has no
-/// `amandad-runtar:gnutar_list_dir=` line (Debian's `gnutar_list_dir`).
-pub const DEFAULT_LIST_DIR: &str = "/var/lib/amanda/gnutar-lists";
+/// `amandad-runtar:gnutar_list_dir=` line (the client's default `gnutar_list_dir`).
+pub const DEFAULT_LIST_DIR: &str = conf::defaults::GNUTAR_LIST_DIR;
 
 /// The amanda-security.conf key for tar paths.
 pub const KEY_GNUTAR_PATH: &str = "amandad-runtar:gnutar_path";
@@ -1185,6 +1185,20 @@ pub(crate) mod tests {
         }
     }
 
+    impl Fixture {
+        /// Asserts that the helper refuses `<option>=<path>` from caller `uid` with a reason
+        /// that contains `why`.
+        fn assert_refused(&self, option: &str, path: &Path, uid: u32, why: &str) {
+            let r = req(&[format!("{option}={}", path.display())]);
+            let e = prepare(r, &self.policy, uid).unwrap_err();
+            assert!(
+                e.to_string().contains(why),
+                "{option}={}: {e}",
+                path.display()
+            );
+        }
+    }
+
     fn uid() -> u32 {
         nix::unistd::getuid().as_raw()
     }
@@ -1242,31 +1256,25 @@ pub(crate) mod tests {
         let other = f.root.join("other");
         std::fs::create_dir(&other).unwrap();
         std::fs::write(other.join("x"), b"").unwrap();
-        let listed = |p: PathBuf| req(&[format!("--listed-incremental={}", p.display())]);
+        let refused = |path: &Path, why| f.assert_refused("--listed-incremental", path, uid(), why);
         // outside
-        let e = prepare(listed(other.join("x")), &f.policy, uid()).unwrap_err();
-        assert!(e.to_string().contains("not directly inside"), "{e}");
+        refused(&other.join("x"), "not directly inside");
         // a symlinked directory inside the list dir pointing elsewhere
         std::os::unix::fs::symlink(&other, f.root.join("lists/escape")).unwrap();
-        let e = prepare(listed(f.root.join("lists/escape/x")), &f.policy, uid()).unwrap_err();
-        assert!(e.to_string().contains("not directly inside"), "{e}");
+        refused(&f.root.join("lists/escape/x"), "not directly inside");
         // a symlinked file inside the list dir
         std::os::unix::fs::symlink("/etc/passwd", f.root.join("lists/link_0.new")).unwrap();
-        let e = prepare(listed(f.root.join("lists/link_0.new")), &f.policy, uid()).unwrap_err();
-        assert!(e.to_string().contains("symbolic link"), "{e}");
+        refused(&f.root.join("lists/link_0.new"), "symbolic link");
         // a file that does not exist (the helper never creates files as root)
-        let e = prepare(listed(f.root.join("lists/none")), &f.policy, uid()).unwrap_err();
-        assert!(e.to_string().contains("can not open"), "{e}");
+        refused(&f.root.join("lists/none"), "can not open");
         assert!(!f.root.join("lists/none").exists());
         // a hard link
         std::fs::write(f.root.join("lists/a"), b"").unwrap();
         std::fs::hard_link(f.root.join("lists/a"), f.root.join("lists/b")).unwrap();
-        let e = prepare(listed(f.root.join("lists/b")), &f.policy, uid()).unwrap_err();
-        assert!(e.to_string().contains("more than one link"), "{e}");
+        refused(&f.root.join("lists/b"), "more than one link");
         // a directory
         std::fs::create_dir(f.root.join("lists/dir")).unwrap();
-        let e = prepare(listed(f.root.join("lists/dir")), &f.policy, uid()).unwrap_err();
-        assert!(e.to_string().contains("not a regular file"), "{e}");
+        refused(&f.root.join("lists/dir"), "not a regular file");
     }
 
     #[test]
@@ -1284,13 +1292,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         // as seen by another caller uid, the file is not theirs
-        let e = prepare(
-            req(&[format!("--files-from={}", mine.display())]),
-            &f.policy,
-            uid() + 4242,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("not by the caller"), "{e}");
+        f.assert_refused("--files-from", &mine, uid() + 4242, "not by the caller");
         std::os::unix::fs::symlink(&mine, f.root.join("link")).unwrap();
         let e = prepare(
             req(&[format!("--exclude-from={}", f.root.join("link").display())]),

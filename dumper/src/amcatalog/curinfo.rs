@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::holding::sanitise;
+use proto::quote::sanitise_filename;
 
 /// One `stats:` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,36 +90,38 @@ impl Info {
                 }
                 "stats" => {
                     let w: Vec<&str> = v.split_whitespace().collect();
-                    let n = nums(&w[..w.len().min(5)].join(" "));
-                    if n.len() == 5 {
+                    if let [level, orig_kb, out_kb, secs, date] =
+                        nums(&w[..w.len().min(5)].join(" "))[..]
+                    {
+                        let location = match (w.get(5), w.get(6)) {
+                            (Some(f), Some(l)) => f.parse().ok().map(|f| (f, (*l).to_owned())),
+                            _ => None,
+                        };
+                        let level = level as i32;
                         i.stats.push(Stat {
-                            level: n[0] as i32,
-                            orig_kb: n[1],
-                            out_kb: n[2],
-                            secs: n[3],
-                            date: n[4],
-                            location: match (w.get(5), w.get(6)) {
-                                (Some(f), Some(l)) => f.parse().ok().map(|f| (f, (*l).to_owned())),
-                                _ => None,
-                            },
+                            level,
+                            orig_kb,
+                            out_kb,
+                            secs,
+                            date,
+                            location,
                         });
                     }
                 }
                 "last_level" => {
-                    let n = nums(v);
-                    if n.len() == 2 {
-                        i.last_level = Some((n[0] as i32, n[1] as i32));
+                    if let [level, runs] = nums(v)[..] {
+                        i.last_level = Some((level as i32, runs as i32));
                     }
                 }
                 "history" => {
-                    let n = nums(v);
-                    if n.len() == 5 {
+                    if let [level, orig_kb, out_kb, date, secs] = nums(v)[..] {
+                        let level = level as i32;
                         i.history.push(History {
-                            level: n[0] as i32,
-                            orig_kb: n[1],
-                            out_kb: n[2],
-                            date: n[3],
-                            secs: n[4],
+                            level,
+                            orig_kb,
+                            out_kb,
+                            date,
+                            secs,
                         });
                     }
                 }
@@ -204,8 +206,10 @@ impl Info {
 pub fn info_path(infofile: &Path, host: &str, disk: &[u8]) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;
     infofile
-        .join(std::ffi::OsStr::from_bytes(&sanitise(host.as_bytes())))
-        .join(std::ffi::OsStr::from_bytes(&sanitise(disk)))
+        .join(std::ffi::OsStr::from_bytes(&sanitise_filename(
+            host.as_bytes(),
+        )))
+        .join(std::ffi::OsStr::from_bytes(&sanitise_filename(disk)))
         .join("info")
 }
 

@@ -66,6 +66,20 @@ struct Queued {
 }
 
 impl Queued {
+    /// The dump of `rec`, in `holding`.
+    fn of(rec: &DumpRecord, holding: PathBuf, orig_kb: i64, bytes: u64) -> Queued {
+        Queued {
+            dump_id: rec.id,
+            host: rec.host.clone(),
+            disk: rec.disk.clone(),
+            level: rec.level,
+            datestamp: rec.timestamp.clone(),
+            holding,
+            orig_kb,
+            bytes,
+        }
+    }
+
     /// `host:disk level L` for messages.
     fn what(&self) -> String {
         format!(
@@ -237,37 +251,20 @@ impl TapeNight {
             );
             let _ = amcatalog::write_index_header(&p, &text);
         }
-        self.queue(Queued {
-            dump_id: rec.id,
-            host: rec.host.clone(),
-            disk: rec.disk.clone(),
-            level: rec.level,
-            datestamp: rec.timestamp.clone(),
-            holding,
-            orig_kb,
-            bytes,
-        });
+        self.queue(Queued::of(rec, holding, orig_kb, bytes));
     }
 
     /// Queues a dump of an earlier run still on the holding disk (`dumper flush`,
     /// `autoflush`).
-    pub fn leftover(&mut self, d: &store::Dumped) {
-        let Some(holding) = d.holding.clone() else {
+    pub fn leftover(&mut self, d: &DumpRecord) {
+        let Some(holding) = d.holding_file.clone() else {
             return;
         };
         let bytes = std::fs::metadata(&holding)
             .map(|m| m.len().saturating_sub(HEADER_SIZE as u64))
             .unwrap_or(0);
-        self.queue(Queued {
-            dump_id: d.id,
-            host: d.host.clone(),
-            disk: d.disk.clone(),
-            level: d.level,
-            datestamp: d.timestamp.clone(),
-            holding,
-            orig_kb: d.orig_kb.unwrap_or((bytes / 1024) as i64),
-            bytes,
-        });
+        let orig_kb = d.orig_kb.unwrap_or((bytes / 1024) as i64);
+        self.queue(Queued::of(d, holding, orig_kb, bytes));
     }
 
     fn queue(&mut self, q: Queued) {

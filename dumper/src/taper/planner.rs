@@ -347,6 +347,57 @@ mod tests {
         SlotView::Labeled { label: l.into() }
     }
 
+    /// [`choose`] with no protected volume: the choice.
+    fn pick(
+        slots: &[(String, SlotView)],
+        tapelist: &Tapelist,
+        used: &[String],
+        a: &Autolabel,
+        tapecycle: u32,
+    ) -> Result<Choice, NoVolume> {
+        choose(
+            slots,
+            tapelist,
+            used,
+            &BTreeMap::new(),
+            &policy(a, tapecycle),
+        )
+        .map(|(c, _)| c)
+    }
+
+    /// Slots 1 to 3 holding vt-01 to vt-03.
+    fn labelled_slots() -> Vec<(String, SlotView)> {
+        (1..=3)
+            .map(|i| (format!("slot {i}"), lab(&format!("vt-0{i}"))))
+            .collect()
+    }
+
+    /// vt-01 to vt-03 written on the first three nights of 2026.
+    fn three_nights() -> Tapelist {
+        tl(&[
+            ("20260101000000", "vt-01"),
+            ("20260102000000", "vt-02"),
+            ("20260103000000", "vt-03"),
+        ])
+    }
+
+    /// A copy of a dump of `dle`, on volume `label` or none.
+    fn copy(
+        dle: &str,
+        level: i32,
+        datestamp: &str,
+        label: Option<&str>,
+        on_holding: bool,
+    ) -> DumpCopy {
+        DumpCopy {
+            dle: dle.into(),
+            level,
+            datestamp: datestamp.into(),
+            labels: label.map(String::from).into_iter().collect(),
+            on_holding,
+        }
+    }
+
     #[test]
     fn an_empty_slot_is_labelled_with_the_next_counter() {
         let a = auto("vt-%%", &["empty"]);
@@ -355,9 +406,7 @@ mod tests {
             ("slot 2".into(), SlotView::Empty),
         ];
         let t = tl(&[("20260101000000", "vt-01")]);
-        let c = choose(&slots, &t, &[], &BTreeMap::new(), &policy(&a, 3))
-            .unwrap()
-            .0;
+        let c = pick(&slots, &t, &[], &a, 3).unwrap();
         assert_eq!(
             c,
             Choice::Label {
@@ -371,77 +420,36 @@ mod tests {
     #[test]
     fn the_oldest_volume_is_reused_after_tapecycle() {
         let a = auto("vt-%%", &["empty"]);
-        let slots: Vec<_> = (1..=3)
-            .map(|i| (format!("slot {i}"), lab(&format!("vt-0{i}"))))
-            .collect();
+        let slots = labelled_slots();
         let t = tl(&[("20260101000000", "vt-01"), ("20260102000000", "vt-02")]);
         // Two volumes, tapecycle 3: both are kept; vt-03 is not in the tapelist.
-        let e = choose(&slots, &t, &[], &BTreeMap::new(), &policy(&a, 3)).unwrap_err();
+        let e = pick(&slots, &t, &[], &a, 3).unwrap_err();
         assert!(
             e.to_string()
                 .contains("vt-03, which is not in the tapelist"),
             "{e}"
         );
-        let t = tl(&[
-            ("20260101000000", "vt-01"),
-            ("20260102000000", "vt-02"),
-            ("20260103000000", "vt-03"),
-        ]);
-        let c = choose(&slots, &t, &[], &BTreeMap::new(), &policy(&a, 3))
-            .unwrap()
-            .0;
+        let t = three_nights();
+        let c = pick(&slots, &t, &[], &a, 3).unwrap();
         assert_eq!(c.label(), "vt-01");
         // Written tonight already: the next oldest reusable one (none: tapecycle keeps 2).
-        let e = choose(
-            &slots,
-            &t,
-            &["vt-01".into()],
-            &BTreeMap::new(),
-            &policy(&a, 3),
-        )
-        .unwrap_err();
+        let e = pick(&slots, &t, &["vt-01".into()], &a, 3).unwrap_err();
         assert!(
             e.reasons.iter().any(|r| r.contains("tapecycle 3 keeps")),
             "{e}"
         );
-        let c = choose(
-            &slots,
-            &t,
-            &["vt-01".into()],
-            &BTreeMap::new(),
-            &policy(&a, 2),
-        )
-        .unwrap()
-        .0;
+        let c = pick(&slots, &t, &["vt-01".into()], &a, 2).unwrap();
         assert_eq!(c.label(), "vt-02");
     }
 
     #[test]
     fn a_volume_with_the_only_full_is_never_reused() {
         let a = auto("vt-%%", &["empty"]);
-        let slots: Vec<_> = (1..=3)
-            .map(|i| (format!("slot {i}"), lab(&format!("vt-0{i}"))))
-            .collect();
-        let t = tl(&[
-            ("20260101000000", "vt-01"),
-            ("20260102000000", "vt-02"),
-            ("20260103000000", "vt-03"),
-        ]);
+        let slots = labelled_slots();
+        let t = three_nights();
         let copies = vec![
-            DumpCopy {
-                dle: "h:/a".into(),
-                level: 0,
-                datestamp: "20260101000000".into(),
-                labels: vec!["vt-01".into()],
-                on_holding: false,
-            },
-            DumpCopy {
-                dle: "h:/a".into(),
-                level: 1,
-                datestamp: "20260102000000".into(),
-                labels: vec!["vt-02".into()],
-                on_holding: false,
-            },
+            copy("h:/a", 0, "20260101000000", Some("vt-01"), false),
+            copy("h:/a", 1, "20260102000000", Some("vt-02"), false),
         ];
         let keep = protected(&copies);
         assert_eq!(keep.len(), 1);
@@ -457,16 +465,8 @@ mod tests {
         );
         // A newer full on the holding disk frees it.
         let mut more = copies.clone();
-        more.push(DumpCopy {
-            dle: "h:/a".into(),
-            level: 0,
-            datestamp: "20260104000000".into(),
-            labels: vec![],
-            on_holding: true,
-        });
-        let c = choose(&slots, &t, &[], &protected(&more), &policy(&a, 2))
-            .unwrap()
-            .0;
+        more.push(copy("h:/a", 0, "20260104000000", None, true));
+        let (c, _) = choose(&slots, &t, &[], &protected(&more), &policy(&a, 2)).unwrap();
         assert_eq!(c.label(), "vt-01");
     }
 
@@ -480,14 +480,7 @@ mod tests {
             ),
             ("slot 2".into(), lab("other-07")),
         ];
-        let e = choose(
-            &slots,
-            &Tapelist::default(),
-            &[],
-            &BTreeMap::new(),
-            &policy(&a, 3),
-        )
-        .unwrap_err();
+        let e = pick(&slots, &Tapelist::default(), &[], &a, 3).unwrap_err();
         assert_eq!(e.reasons.len(), 2, "{e}");
         assert!(
             e.reasons[0].contains("slot 1 is not ours: slot1 holds 2 file(s)"),
@@ -498,15 +491,7 @@ mod tests {
             "{e}"
         );
         let a = auto("vt-%%", &["other_config"]);
-        let c = choose(
-            &slots,
-            &Tapelist::default(),
-            &[],
-            &BTreeMap::new(),
-            &policy(&a, 3),
-        )
-        .unwrap()
-        .0;
+        let c = pick(&slots, &Tapelist::default(), &[], &a, 3).unwrap();
         assert_eq!(
             c,
             Choice::Label {
@@ -516,23 +501,16 @@ mod tests {
             }
         );
         let none = Autolabel::default();
-        let e = choose(
+        let e = pick(
             &[("slot 1".into(), SlotView::Empty)],
             &Tapelist::default(),
             &[],
-            &BTreeMap::new(),
-            &policy(&none, 3),
+            &none,
+            3,
         )
         .unwrap_err();
         assert!(e.to_string().contains("autolabel does not allow"), "{e}");
-        let e = choose(
-            &[],
-            &Tapelist::default(),
-            &[],
-            &BTreeMap::new(),
-            &policy(&none, 3),
-        )
-        .unwrap_err();
+        let e = pick(&[], &Tapelist::default(), &[], &none, 3).unwrap_err();
         assert!(e.to_string().contains("no slot"), "{e}");
     }
 
@@ -568,20 +546,8 @@ mod tests {
                 let ds = format!("2026010{night}000000");
                 // Tonight's dumps are on the holding disk when the volume is chosen.
                 let tonight = vec![
-                    DumpCopy {
-                        dle: "h:/a".into(),
-                        level: i32::from(night != 1),
-                        datestamp: ds.clone(),
-                        labels: vec![],
-                        on_holding: true,
-                    },
-                    DumpCopy {
-                        dle: "h:/b".into(),
-                        level: 0,
-                        datestamp: ds.clone(),
-                        labels: vec![],
-                        on_holding: true,
-                    },
+                    copy("h:/a", i32::from(night != 1), &ds, None, true),
+                    copy("h:/b", 0, &ds, None, true),
                 ];
                 let mut all = copies.clone();
                 all.extend(tonight.iter().cloned());

@@ -6,12 +6,12 @@
 //! What this module must not do: choose volumes or write files.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rusqlite::{Connection, params};
 
 use super::planner::DumpCopy;
-use crate::catalog::path_read;
+use crate::catalog::{COLUMNS, DumpRecord, path_read, row_to_record};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tape_parts (
@@ -42,25 +42,6 @@ pub struct PartRow {
     pub filenum: u32,
     /// Payload bytes.
     pub bytes: u64,
-}
-
-/// A successful dump, as the taper needs it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Dumped {
-    /// `dumps.id`.
-    pub id: i64,
-    /// Host.
-    pub host: String,
-    /// Disk.
-    pub disk: Vec<u8>,
-    /// Level.
-    pub level: i32,
-    /// The run that dumped it.
-    pub timestamp: String,
-    /// Its holding file.
-    pub holding: Option<PathBuf>,
-    /// `sendbackup: size` KiB.
-    pub orig_kb: Option<i64>,
 }
 
 /// Creates the tables if needed.
@@ -177,36 +158,26 @@ pub fn copies(conn: &Connection) -> rusqlite::Result<Vec<DumpCopy>> {
 
 /// Successful dumps whose holding file exists and that have no copy on volumes, oldest
 /// first (what `dumper flush` and `autoflush` write).
-pub fn untaped(conn: &Connection) -> rusqlite::Result<Vec<Dumped>> {
-    let mut stmt = conn.prepare(
-        "SELECT id, host, disk, level, timestamp, holding_file, orig_kb FROM dumps
+pub fn untaped(conn: &Connection) -> rusqlite::Result<Vec<DumpRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM dumps
          WHERE status IN ('done', 'strange') AND holding_file IS NOT NULL
            AND id NOT IN (SELECT dump_id FROM tape_copies)
-         ORDER BY timestamp, id",
-    )?;
-    let all: Vec<Dumped> = stmt
-        .query_map([], |r| {
-            Ok(Dumped {
-                id: r.get(0)?,
-                host: r.get(1)?,
-                disk: r.get(2)?,
-                level: r.get(3)?,
-                timestamp: r.get(4)?,
-                holding: path_read(r.get_ref(5)?),
-                orig_kb: r.get(6)?,
-            })
-        })?
+         ORDER BY timestamp, id"
+    ))?;
+    let all: Vec<DumpRecord> = stmt
+        .query_map([], row_to_record)?
         .collect::<Result<_, _>>()?;
     Ok(all
         .into_iter()
-        .filter(|d| d.holding.as_deref().is_some_and(Path::exists))
+        .filter(|d| d.holding_file.as_deref().is_some_and(Path::exists))
         .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Catalog, DumpRecord, Status};
+    use crate::catalog::{Catalog, Status};
 
     #[test]
     fn copies_are_recorded_found_and_forgotten_with_their_volume() {

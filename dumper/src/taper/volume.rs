@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use proto::header::HEADER_SIZE;
 
-use crate::holding::sanitise;
+use proto::quote::sanitise_filename;
 
 /// The block of a volume label or a part header.
 pub const BLOCK: usize = HEADER_SIZE;
@@ -69,7 +69,7 @@ pub fn part_file_name(filenum: u32, host: &str, disk: &[u8], level: i32) -> Vec<
     n.push(b'.');
     n.extend_from_slice(disk);
     n.extend_from_slice(format!(".{level}").as_bytes());
-    sanitise(&n)
+    sanitise_filename(&n)
 }
 
 /// What a slot directory holds.

@@ -122,12 +122,18 @@ fn client_conf_disagreeing_with_amanda_conf_is_a_warning() {
     );
 }
 
+/// A site with `inparallel`, reserved UDP ports 840-850 and `services` as /etc/services.
+fn udp_site(name: &str, inparallel: u32, services: &str) -> Site {
+    let mut site = Site::new(name);
+    site.inparallel.value = inparallel;
+    site.server.reserved_udp = Setting::at(PortRange::new(840, 850).unwrap(), "amanda.conf", 4, 1);
+    site.services = Some(Services::parse("/etc/services", services).unwrap());
+    site
+}
+
 #[test]
 fn a_consistent_site_has_no_finding_and_exit_code_0() {
-    let mut site = Site::new("ok");
-    site.inparallel.value = 4;
-    site.server.reserved_udp = Setting::at(PortRange::new(840, 850).unwrap(), "amanda.conf", 4, 1);
-    site.services = Some(Services::parse("/etc/services", "amanda 10080/udp\n").unwrap());
+    let mut site = udp_site("ok", 4, "amanda 10080/udp\n");
     site.dles = vec![dle("a", Auth::Bsd), dle("b", Auth::Bsdudp)];
     let findings = check(&site);
     assert!(findings.is_empty(), "{findings:?}");
@@ -137,10 +143,7 @@ fn a_consistent_site_has_no_finding_and_exit_code_0() {
 
 #[test]
 fn bsd_without_client_port_nor_services_entry_is_flagged() {
-    let mut site = Site::new("x");
-    site.inparallel.value = 2;
-    site.server.reserved_udp = Setting::at(PortRange::new(840, 850).unwrap(), "amanda.conf", 4, 1);
-    site.services = Some(Services::parse("/etc/services", "amanda 10080/tcp\n").unwrap());
+    let mut site = udp_site("x", 2, "amanda 10080/tcp\n");
     let mut d = dle("a", Auth::Bsd);
     d.client_port_set = false;
     site.dles = vec![d];

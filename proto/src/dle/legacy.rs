@@ -44,19 +44,13 @@ pub enum OptionStringDiagnostic {
 impl OptionStringDiagnostic {
     /// The line selfcheck prints: `ERROR [<text>]\n`.
     pub fn error_line(&self) -> Vec<u8> {
-        let mut v = b"ERROR [".to_vec();
-        match self {
-            OptionStringDiagnostic::Multiple(what) => {
-                v.extend_from_slice(b"multiple ");
-                v.extend_from_slice(what.as_bytes());
-            }
+        let text = match self {
+            OptionStringDiagnostic::Multiple(what) => [&b"multiple "[..], what.as_bytes()].concat(),
             OptionStringDiagnostic::Unknown(tok) => {
-                v.extend_from_slice(b"unknown option: ");
-                v.extend_from_slice(&quote_string(tok));
+                [&b"unknown option: "[..], &quote_string(tok)].concat()
             }
-        }
-        v.extend_from_slice(b"]\n");
-        v
+        };
+        crate::options::error_line(&text)
     }
 }
 
@@ -79,31 +73,29 @@ pub fn parse_option_string(
     server: &Features,
 ) -> Vec<OptionStringDiagnostic> {
     let mut diags = Vec::new();
-    let mut clnt_encrypt: Option<(ByteString, Option<ByteString>)> = match &dle.encrypt {
+    // The client keeps each side's program and decrypt option apart; the last `encrypt-*`
+    // token picks the side. Start from what the DLE already says.
+    let (mut clnt_encrypt, mut clnt_decrypt, mut srv_encrypt, mut srv_decrypt) =
+        (None, None, None, None);
+    match &dle.encrypt {
+        Encrypt::None => {}
         Encrypt::Custom {
             program,
             decrypt_option,
-        } => Some((program.clone(), decrypt_option.clone())),
-        _ => None,
-    };
-    let mut srv_encrypt: Option<(ByteString, Option<ByteString>)> = match &dle.encrypt {
+        } => {
+            (clnt_encrypt, clnt_decrypt) = (Some(program.clone()), decrypt_option.clone());
+        }
         Encrypt::ServerCustom {
             program,
             decrypt_option,
-        } => Some((program.clone(), decrypt_option.clone())),
-        _ => None,
-    };
-    let mut clnt_decrypt = clnt_encrypt.as_ref().and_then(|(_, d)| d.clone());
-    let mut srv_decrypt = srv_encrypt.as_ref().and_then(|(_, d)| d.clone());
+        } => {
+            (srv_encrypt, srv_decrypt) = (Some(program.clone()), decrypt_option.clone());
+        }
+    }
     let mut encrypt_kind = match dle.encrypt {
         Encrypt::None => 0,
         Encrypt::Custom { .. } => 1,
         Encrypt::ServerCustom { .. } => 2,
-    };
-    let multiple_compress = |dle: &Dle, diags: &mut Vec<OptionStringDiagnostic>| {
-        if dle.compress != Compress::None {
-            diags.push(OptionStringDiagnostic::Multiple("compress option".into()));
-        }
     };
     let mut t = Strtok::new(s);
     while let Some(tok) = t.next_token(b";") {
@@ -121,35 +113,22 @@ pub fn parse_option_string(
                 diags.push(OptionStringDiagnostic::Multiple("auth option".into()));
             }
             dle.auth = Some("bsd".into());
-        } else if tok.starts_with(b"compress-fast") {
-            multiple_compress(dle, &mut diags);
-            dle.compress = Compress::Fast;
-        } else if tok.starts_with(b"compress-best") {
-            multiple_compress(dle, &mut diags);
-            dle.compress = Compress::Best;
-        } else if tok.starts_with(b"srvcomp-fast") {
-            multiple_compress(dle, &mut diags);
-            dle.compress = Compress::ServerFast;
-        } else if tok.starts_with(b"srvcomp-best") {
-            multiple_compress(dle, &mut diags);
-            dle.compress = Compress::ServerBest;
-        } else if let Some(p) = tok.strip_prefix(b"srvcomp-cust=") {
-            multiple_compress(dle, &mut diags);
-            dle.compress = Compress::ServerCustom(p.into());
-        } else if let Some(p) = tok.strip_prefix(b"comp-cust=") {
-            multiple_compress(dle, &mut diags);
-            dle.compress = Compress::Custom(p.into());
+        } else if let Some(compress) = compress_option(tok) {
+            if dle.compress != Compress::None {
+                diags.push(OptionStringDiagnostic::Multiple("compress option".into()));
+            }
+            dle.compress = compress;
         } else if let Some(p) = tok.strip_prefix(b"encrypt-serv-cust=") {
             if encrypt_kind != 0 {
                 diags.push(OptionStringDiagnostic::Multiple("encrypt option".into()));
             }
-            srv_encrypt = Some((p.into(), None));
+            srv_encrypt = Some(p.into());
             encrypt_kind = 2;
         } else if let Some(p) = tok.strip_prefix(b"encrypt-cust=") {
             if encrypt_kind != 0 {
                 diags.push(OptionStringDiagnostic::Multiple("encrypt option".into()));
             }
-            clnt_encrypt = Some((p.into(), None));
+            clnt_encrypt = Some(p.into());
             encrypt_kind = 1;
         } else if let Some(p) = tok.strip_prefix(b"server-decrypt-option=") {
             srv_decrypt = Some(p.into());
@@ -166,41 +145,11 @@ pub fn parse_option_string(
             }
             dle.index = true;
         } else if tok.starts_with(b"exclude-optional") {
-            let list = dle.exclude.get_or_insert_with(FileList::default);
-            if list.optional {
-                diags.push(OptionStringDiagnostic::Multiple(
-                    "exclude-optional option".into(),
-                ));
-            }
-            list.optional = true;
+            set_optional(&mut dle.exclude, "exclude-optional option", &mut diags);
         } else if tok == b"include-optional" {
-            let list = dle.include.get_or_insert_with(FileList::default);
-            if list.optional {
-                diags.push(OptionStringDiagnostic::Multiple(
-                    "include-optional option".into(),
-                ));
-            }
-            list.optional = true;
-        } else if let Some(v) = tok.strip_prefix(b"exclude-file=") {
-            dle.exclude
-                .get_or_insert_with(FileList::default)
-                .files
-                .push(unquote_string(v).into());
-        } else if let Some(v) = tok.strip_prefix(b"exclude-list=") {
-            dle.exclude
-                .get_or_insert_with(FileList::default)
-                .lists
-                .push(unquote_string(v).into());
-        } else if let Some(v) = tok.strip_prefix(b"include-file=") {
-            dle.include
-                .get_or_insert_with(FileList::default)
-                .files
-                .push(unquote_string(v).into());
-        } else if let Some(v) = tok.strip_prefix(b"include-list=") {
-            dle.include
-                .get_or_insert_with(FileList::default)
-                .lists
-                .push(unquote_string(v).into());
+            set_optional(&mut dle.include, "include-optional option", &mut diags);
+        } else if let Some((names, v)) = file_list_entry(dle, tok) {
+            names.push(unquote_string(v).into());
         } else if tok.starts_with(b"kencrypt") {
             dle.kencrypt = true;
         } else if tok != b"|" {
@@ -209,16 +158,65 @@ pub fn parse_option_string(
     }
     dle.encrypt = match encrypt_kind {
         1 => Encrypt::Custom {
-            program: clnt_encrypt.map(|(p, _)| p).unwrap_or_default(),
+            program: clnt_encrypt.unwrap_or_default(),
             decrypt_option: clnt_decrypt,
         },
         2 => Encrypt::ServerCustom {
-            program: srv_encrypt.map(|(p, _)| p).unwrap_or_default(),
+            program: srv_encrypt.unwrap_or_default(),
             decrypt_option: srv_decrypt,
         },
         _ => Encrypt::None,
     };
     diags
+}
+
+/// A compression token of the option string (matched by prefix, in the client's order).
+fn compress_option(tok: &[u8]) -> Option<Compress> {
+    Some(if tok.starts_with(b"compress-fast") {
+        Compress::Fast
+    } else if tok.starts_with(b"compress-best") {
+        Compress::Best
+    } else if tok.starts_with(b"srvcomp-fast") {
+        Compress::ServerFast
+    } else if tok.starts_with(b"srvcomp-best") {
+        Compress::ServerBest
+    } else if let Some(p) = tok.strip_prefix(b"srvcomp-cust=") {
+        Compress::ServerCustom(p.into())
+    } else {
+        Compress::Custom(tok.strip_prefix(b"comp-cust=")?.into())
+    })
+}
+
+/// The exclude or include list, created empty by its first option.
+fn file_list(list: &mut Option<FileList>) -> &mut FileList {
+    list.get_or_insert_with(FileList::default)
+}
+
+/// `exclude-file=`, `exclude-list=`, `include-file=` or `include-list=` at the start of `tok`:
+/// the names the value goes to, and the value (still quoted).
+fn file_list_entry<'d, 't>(
+    dle: &'d mut Dle,
+    tok: &'t [u8],
+) -> Option<(&'d mut Vec<ByteString>, &'t [u8])> {
+    let (list, rest) = match tok.strip_prefix(b"exclude-") {
+        Some(rest) => (&mut dle.exclude, rest),
+        None => (&mut dle.include, tok.strip_prefix(b"include-")?),
+    };
+    if let Some(v) = rest.strip_prefix(b"file=") {
+        Some((&mut file_list(list).files, v))
+    } else {
+        let v = rest.strip_prefix(b"list=")?;
+        Some((&mut file_list(list).lists, v))
+    }
+}
+
+/// `exclude-optional` / `include-optional`; `what` names the option when it is repeated.
+fn set_optional(list: &mut Option<FileList>, what: &str, diags: &mut Vec<OptionStringDiagnostic>) {
+    let list = file_list(list);
+    if list.optional {
+        diags.push(OptionStringDiagnostic::Multiple(what.into()));
+    }
+    list.optional = true;
 }
 
 /// The option string as the server's `optionstr` writes it for a client with `client`
@@ -240,25 +238,23 @@ pub fn option_string(dle: &Dle, client: &Features) -> Vec<u8> {
         Compress::ServerBest => fields.push(b"srvcomp-best".to_vec()),
         Compress::ServerCustom(p) => fields.push([b"srvcomp-cust=".as_slice(), p].concat()),
     }
-    match &dle.encrypt {
-        Encrypt::None => {}
-        Encrypt::Custom {
-            program,
-            decrypt_option,
-        } => {
-            fields.push([b"encrypt-cust=".as_slice(), program].concat());
-            if let Some(o) = decrypt_option {
-                fields.push([b"client-decrypt-option=".as_slice(), o].concat());
-            }
-        }
-        Encrypt::ServerCustom {
-            program,
-            decrypt_option,
-        } => {
-            fields.push([b"encrypt-serv-cust=".as_slice(), program].concat());
-            if let Some(o) = decrypt_option {
-                fields.push([b"server-decrypt-option=".as_slice(), o].concat());
-            }
+    if let Encrypt::Custom {
+        program,
+        decrypt_option,
+    }
+    | Encrypt::ServerCustom {
+        program,
+        decrypt_option,
+    } = &dle.encrypt
+    {
+        let (key, decrypt_key) = if matches!(dle.encrypt, Encrypt::Custom { .. }) {
+            (&b"encrypt-cust="[..], &b"client-decrypt-option="[..])
+        } else {
+            (&b"encrypt-serv-cust="[..], &b"server-decrypt-option="[..])
+        };
+        fields.push([key, program].concat());
+        if let Some(o) = decrypt_option {
+            fields.push([decrypt_key, o].concat());
         }
     }
     if !dle.record {
@@ -400,6 +396,26 @@ impl<'a> Cursor<'a> {
         if !self.at_end() {
             self.i += 1;
         }
+    }
+
+    /// The `<level>` field of a sendsize or sendbackup line.
+    fn level(&mut self) -> Result<i32, LegacyLineError> {
+        let bad = || LegacyLineError::new("bad level");
+        if self.at_end() {
+            return Err(bad());
+        }
+        self.int().ok_or_else(bad)
+    }
+
+    /// The `<dumpdate>` field after the level.
+    fn dumpdate(&mut self) -> Result<&'a [u8], LegacyLineError> {
+        self.skip_ws();
+        if self.at_end() {
+            return Err(LegacyLineError::new("no dumpdate"));
+        }
+        let dumpdate = self.word();
+        self.skip_delim();
+        Ok(dumpdate)
     }
 }
 
@@ -547,20 +563,12 @@ impl LegacyLine {
         let mut dle = make_dle(program, application);
         dle.estimates = vec![estimate];
         disk_and_device(&mut c, &mut dle, Some("no disk name"))?;
-        if c.at_end() {
-            return Err(LegacyLineError::new("bad level"));
-        }
-        let level = c.int().ok_or_else(|| LegacyLineError::new("bad level"))?;
+        let level = c.level()?;
         if !(0..400).contains(&level) {
             return Err(LegacyLineError::new("bad level"));
         }
         dle.levels = vec![Level::new(level)];
-        c.skip_ws();
-        if c.at_end() {
-            return Err(LegacyLineError::new("no dumpdate"));
-        }
-        let dumpdate = c.word();
-        c.skip_delim();
+        let dumpdate = c.dumpdate()?;
         dle.spindle = 0;
         c.skip_ws();
         let mut options = None;
@@ -598,17 +606,8 @@ impl LegacyLine {
         let (program, application) = program_word(&mut c, Some("no program name"))?;
         let mut dle = make_dle(program, application);
         disk_and_device(&mut c, &mut dle, Some("no disk name"))?;
-        if c.at_end() {
-            return Err(LegacyLineError::new("bad level"));
-        }
-        let level = c.int().ok_or_else(|| LegacyLineError::new("bad level"))?;
-        dle.levels = vec![Level::new(level)];
-        c.skip_ws();
-        if c.at_end() {
-            return Err(LegacyLineError::new("no dumpdate"));
-        }
-        let dumpdate = c.word();
-        c.skip_delim();
+        dle.levels = vec![Level::new(c.level()?)];
+        let dumpdate = c.dumpdate()?;
         c.skip_ws();
         if c.at_end() {
             return Err(LegacyLineError::new("no options"));
@@ -637,27 +636,8 @@ impl LegacyLine {
 fn parse_exclude_tail(c: &mut Cursor<'_>, dle: &mut Dle) -> Result<(), LegacyLineError> {
     while !c.at_end() {
         let rest = c.rest();
-        let value = || ByteString::from(unquote_string(rest.get(13..).unwrap_or_default()));
-        if rest.starts_with(b"exclude-file=") {
-            dle.exclude
-                .get_or_insert_with(FileList::default)
-                .files
-                .push(value());
-        } else if rest.starts_with(b"exclude-list=") {
-            dle.exclude
-                .get_or_insert_with(FileList::default)
-                .lists
-                .push(value());
-        } else if rest.starts_with(b"include-file=") {
-            dle.include
-                .get_or_insert_with(FileList::default)
-                .files
-                .push(value());
-        } else if rest.starts_with(b"include-list=") {
-            dle.include
-                .get_or_insert_with(FileList::default)
-                .lists
-                .push(value());
+        if let Some((names, v)) = file_list_entry(dle, rest) {
+            names.push(unquote_string(v).into());
         } else {
             return Err(LegacyLineError {
                 detail: Some(format!(
@@ -731,24 +711,19 @@ pub fn sendsize_lines(dle: &Dle, dumpdates: &[&[u8]], client: &Features) -> Vec<
                 out.extend_from_slice(o);
             }
             None => {
-                let one = |list: &Option<FileList>, files: bool| -> Option<ByteString> {
-                    let l = list.as_ref()?;
-                    let v = if files { &l.files } else { &l.lists };
-                    (v.len() == 1).then(|| v[0].clone())
-                };
-                if let Some(f) = one(&dle.exclude, true) {
-                    out.extend_from_slice(b" exclude-file=");
-                    out.extend_from_slice(&legacy_quote(&f));
-                } else if let Some(f) = one(&dle.exclude, false) {
-                    out.extend_from_slice(b" exclude-list=");
-                    out.extend_from_slice(&legacy_quote(&f));
-                }
-                if let Some(f) = one(&dle.include, true) {
-                    out.extend_from_slice(b" include-file=");
-                    out.extend_from_slice(&legacy_quote(&f));
-                } else if let Some(f) = one(&dle.include, false) {
-                    out.extend_from_slice(b" include-list=");
-                    out.extend_from_slice(&legacy_quote(&f));
+                let one = |names: &[ByteString]| (names.len() == 1).then(|| names[0].clone());
+                for (list, file_key, list_key) in [
+                    (&dle.exclude, &b" exclude-file="[..], &b" exclude-list="[..]),
+                    (&dle.include, b" include-file=", b" include-list="),
+                ] {
+                    let Some(l) = list else { continue };
+                    let tail = one(&l.files)
+                        .map(|f| (file_key, f))
+                        .or_else(|| one(&l.lists).map(|f| (list_key, f)));
+                    if let Some((key, name)) = tail {
+                        out.extend_from_slice(key);
+                        out.extend_from_slice(&legacy_quote(&name));
+                    }
                 }
             }
         }

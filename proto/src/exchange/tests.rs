@@ -293,13 +293,18 @@ fn quick() -> Service {
     Service::ReplyAfter(Duration::from_millis(20))
 }
 
+/// A pair whose server asks with the default settings and whose client answers at once.
+fn quick_pair() -> Pair {
+    Pair::new(InitiatorConfig::default(), quick())
+}
+
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
 #[test]
 fn clean_exchange_is_req_ack_rep_ack() {
-    let mut p = Pair::new(InitiatorConfig::default(), quick());
+    let mut p = quick_pair();
     p.drive();
     let kinds: Vec<_> = p.sent.iter().map(|(_, d, t)| (*d, *t)).collect();
     assert_eq!(
@@ -318,12 +323,7 @@ fn clean_exchange_is_req_ack_rep_ack() {
 
 #[test]
 fn lost_req_is_resent_after_ten_seconds() {
-    let mut p = Pair::new(InitiatorConfig::default(), quick()).rule(
-        Dir::ToClient,
-        PacketType::Req,
-        0,
-        Fate::Drop,
-    );
+    let mut p = quick_pair().rule(Dir::ToClient, PacketType::Req, 0, Fate::Drop);
     p.drive();
     assert_eq!(p.count(Dir::ToClient, PacketType::Req), 2);
     assert_eq!(p.sent[1].0, secs(10), "the REQ goes again 10 s later");
@@ -337,7 +337,7 @@ fn lost_req_is_resent_after_ten_seconds() {
 
 #[test]
 fn req_lost_three_times_fails_with_ack_timeout_after_thirty_seconds() {
-    let mut p = Pair::new(InitiatorConfig::default(), quick());
+    let mut p = quick_pair();
     for n in 0..3 {
         p = p.rule(Dir::ToClient, PacketType::Req, n, Fate::Drop);
     }
@@ -401,12 +401,7 @@ fn lost_client_ack_and_rep_are_recovered_by_the_dup_req_resending_the_rep() {
 #[test]
 fn client_that_skips_the_ack_is_still_understood() {
     // Covered by a lost ACK with a fast service: the REP arrives in the server's ACK wait.
-    let mut p = Pair::new(InitiatorConfig::default(), quick()).rule(
-        Dir::ToServer,
-        PacketType::Ack,
-        0,
-        Fate::Drop,
-    );
+    let mut p = quick_pair().rule(Dir::ToServer, PacketType::Ack, 0, Fate::Drop);
     p.drive();
     assert!(matches!(p.terminal()[..], [InitiatorEvent::Rep(_)]));
     assert_eq!(p.count(Dir::ToClient, PacketType::Req), 1);
@@ -414,7 +409,7 @@ fn client_that_skips_the_ack_is_still_understood() {
 
 #[test]
 fn lost_rep_is_resent_by_the_client_every_ten_seconds() {
-    let mut p = Pair::new(InitiatorConfig::default(), quick())
+    let mut p = quick_pair()
         .rule(Dir::ToServer, PacketType::Rep, 0, Fate::Drop)
         .rule(Dir::ToServer, PacketType::Rep, 1, Fate::Drop);
     p.drive();
@@ -425,12 +420,7 @@ fn lost_rep_is_resent_by_the_client_every_ten_seconds() {
 
 #[test]
 fn lost_server_ack_makes_the_client_resend_five_times_then_give_up() {
-    let mut p = Pair::new(InitiatorConfig::default(), quick()).rule(
-        Dir::ToClient,
-        PacketType::Ack,
-        0,
-        Fate::Drop,
-    );
+    let mut p = quick_pair().rule(Dir::ToClient, PacketType::Ack, 0, Fate::Drop);
     p.drive();
     // The server finished at the first REP and ignores the rest.
     assert!(matches!(p.terminal()[..], [InitiatorEvent::Rep(_)]));
@@ -446,12 +436,7 @@ fn lost_server_ack_makes_the_client_resend_five_times_then_give_up() {
 
 #[test]
 fn late_duplicate_req_after_the_service_finished_runs_the_service_again() {
-    let mut p = Pair::new(InitiatorConfig::default(), quick()).rule(
-        Dir::ToClient,
-        PacketType::Req,
-        0,
-        Fate::Duplicate(secs(60)),
-    );
+    let mut p = quick_pair().rule(Dir::ToClient, PacketType::Req, 0, Fate::Duplicate(secs(60)));
     p.drive();
     assert_eq!(
         p.service_starts, 2,
@@ -586,7 +571,7 @@ fn every_packet_duplicated_still_completes_once() {
 
 #[test]
 fn connect_failures_retry_five_seconds_apart_then_fail_with_the_shells_reason() {
-    let mut p = Pair::new(InitiatorConfig::default(), quick()).failing_connects(3);
+    let mut p = quick_pair().failing_connects(3);
     p.drive();
     let connects: Vec<_> = p
         .server_events
@@ -606,7 +591,7 @@ fn connect_failures_retry_five_seconds_apart_then_fail_with_the_shells_reason() 
 
 #[test]
 fn connect_that_succeeds_on_the_second_try_sends_the_req() {
-    let mut p = Pair::new(InitiatorConfig::default(), quick()).failing_connects(1);
+    let mut p = quick_pair().failing_connects(1);
     p.drive();
     assert!(matches!(p.terminal()[..], [InitiatorEvent::Rep(_)]));
     assert_eq!(p.sent[0].0, secs(5));

@@ -96,6 +96,19 @@ fn same_failure(a: &DecodeError, b: &DecodeError) -> bool {
     }
 }
 
+/// Hands each piece to `step` until `step` says the piece is used up (`Ok(false)`); stops at
+/// the first error.
+fn feed<'a, E>(
+    pieces: impl Iterator<Item = &'a [u8]>,
+    mut step: impl FnMut(&mut &'a [u8]) -> Result<bool, E>,
+) -> Result<(), E> {
+    for piece in pieces {
+        let mut input = piece;
+        while step(&mut input)? {}
+    }
+    Ok(())
+}
+
 /// The frame decoders under adversarial chunking: the first 8 bytes choose the read sizes,
 /// the rest is the byte stream. The streaming decoder, re-encoding what it yields, must give
 /// back exactly the bytes it consumed; the whole-frame reader must yield the same frames; and
@@ -129,34 +142,22 @@ pub fn frame_stream(data: &[u8]) {
     let mut dec = Decoder::new();
     let mut reencoded = Vec::new();
     let mut consumed = 0usize;
-    let mut streamed_err = None;
-    'outer: for piece in chunks(control, stream) {
-        let mut input = piece;
-        loop {
-            let before = input.len();
-            let ev = dec.next(&mut input);
-            consumed += before - input.len();
-            match ev {
-                Ok(Some(Event::Start(h))) => {
-                    assert!(h.len > 0 && h.len <= frame::MAX_FRAME_LEN);
-                    reencoded.extend_from_slice(&h.to_bytes());
-                }
-                Ok(Some(Event::Data { chunk, .. })) => reencoded.extend_from_slice(chunk),
-                Ok(Some(Event::Eof { handle })) => {
-                    reencoded.extend_from_slice(&frame::eof_frame(handle))
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    streamed_err = Some(e);
-                    break 'outer;
-                }
+    let streamed_result = feed(chunks(control, stream), |input| {
+        let before = input.len();
+        let ev = dec.next(input);
+        consumed += before - input.len();
+        match ev? {
+            Some(Event::Start(h)) => {
+                assert!(h.len > 0 && h.len <= frame::MAX_FRAME_LEN);
+                reencoded.extend_from_slice(&h.to_bytes());
             }
+            Some(Event::Data { chunk, .. }) => reencoded.extend_from_slice(chunk),
+            Some(Event::Eof { handle }) => reencoded.extend_from_slice(&frame::eof_frame(handle)),
+            None => return Ok(false),
         }
-    }
-    let streamed_result = match streamed_err {
-        Some(e) => Err(e),
-        None => dec.finish(),
-    };
+        Ok(true)
+    })
+    .and_then(|()| dec.finish());
     match &streamed_result {
         // Everything consumed, except a partial header still buffered in the decoder.
         Ok(()) => assert_eq!(reencoded, stream),
@@ -167,24 +168,14 @@ pub fn frame_stream(data: &[u8]) {
     // Whole frames, chunked.
     let mut reader = FrameReader::new();
     let mut frames = Vec::new();
-    let mut reader_err = None;
-    'outer2: for piece in chunks(control, stream) {
-        let mut input = piece;
-        loop {
-            match reader.next(&mut input) {
-                Ok(Some(f)) => frames.push((f.handle, f.payload.into_owned())),
-                Ok(None) => break,
-                Err(e) => {
-                    reader_err = Some(e);
-                    break 'outer2;
-                }
-            }
-        }
-    }
-    let reader_result = match reader_err {
-        Some(e) => Err(e),
-        None => reader.finish(),
-    };
+    let reader_result = feed(chunks(control, stream), |input| {
+        let Some(f) = reader.next(input)? else {
+            return Ok(false);
+        };
+        frames.push((f.handle, f.payload.into_owned()));
+        Ok(true)
+    })
+    .and_then(|()| reader.finish());
 
     assert_eq!(frames, reference);
     match (&reference_result, &streamed_result, &reader_result) {

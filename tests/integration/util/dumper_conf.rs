@@ -32,6 +32,24 @@ pub struct Dt<'a> {
 }
 
 impl DumperConf {
+    /// A configuration whose DLEs `disks` are all on the fake amandad listening at
+    /// 127.0.0.1:`port` (dumptype `fake`: bsdtcp, GNUTAR, `maxdumps` at once).
+    pub fn for_fake(tag: &str, globals: &str, port: u16, maxdumps: u32, disks: &[&str]) -> Self {
+        let extra = format!("    maxdumps {maxdumps}");
+        let fake = Dt {
+            name: "fake",
+            auth: "bsdtcp",
+            port,
+            program: Program::Gnutar,
+            extra: &extra,
+        };
+        let disklist: Vec<(&str, &Path, &str)> = disks
+            .iter()
+            .map(|d| ("127.0.0.1", Path::new(d), "fake"))
+            .collect();
+        Self::new(tag, globals, &[fake], &disklist)
+    }
+
     pub fn new(
         tag: &str,
         globals: &str,

@@ -6,7 +6,8 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use super::*;
-use crate::services::context::tests::{test_context, test_inner};
+use crate::services::context::tests::{test_context, test_dle, test_inner};
+use crate::tar::tests::tar_list;
 
 const F: &str = "ffffffff9efefbfffffffffffffff3fffbf71f";
 
@@ -182,24 +183,6 @@ fn plan_of(ctx: &ServiceContext, args: &str) -> BackupPlan {
     }
 }
 
-fn tar_list(data: &[u8]) -> String {
-    let mut child = std::process::Command::new("tar")
-        .args(["-tf", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let data = data.to_vec();
-    let w = std::thread::spawn(move || {
-        use std::io::Write;
-        let _ = stdin.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    w.join().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn tree(root: &Path) {
     std::fs::create_dir_all(root.join("sub dir")).unwrap();
     std::fs::write(root.join("file with spaces.txt"), b"hello\n").unwrap();
@@ -215,11 +198,7 @@ fn mesg_lines(m: &[u8]) -> Vec<String> {
 
 #[test]
 fn gnutar_dump_produces_the_real_mesg_index_crc_and_state_chain() {
-    let root = tempfile::tempdir().unwrap();
-    let ctx = ServiceContext::new(test_inner(root.path()));
-    let data_dir = root.path().join("data");
-    tree(&data_dir);
-    let disk = data_dir.display().to_string();
+    let (_root, ctx, data_dir, disk) = test_dle(tree);
     let (data, mesg, index) = run_dump(plan_of(&ctx, &gnutar_xml(&disk, 0, true)));
     let lines = mesg_lines(&mesg);
     assert_eq!(
@@ -296,12 +275,8 @@ fn gnutar_dump_produces_the_real_mesg_index_crc_and_state_chain() {
 
 #[test]
 fn amgtar_dump_produces_the_application_header_and_honours_properties() {
-    let root = tempfile::tempdir().unwrap();
-    let ctx = ServiceContext::new(test_inner(root.path()));
-    let data_dir = root.path().join("data");
-    tree(&data_dir);
+    let (_root, ctx, data_dir, disk) = test_dle(tree);
     std::fs::write(data_dir.join("skip.o"), b"obj").unwrap();
-    let disk = data_dir.display().to_string();
     let props = "    <property>\n      <name>EXCLUDE-FILE</name>\n      <value>*.o</value>\n    </property>\n    <property>\n      <name>ATIME-PRESERVE</name>\n      <value>NO</value>\n    </property>\n";
     let (data, mesg, index) = run_dump(plan_of(&ctx, &amgtar_xml(&disk, 0, props)));
     let lines = mesg_lines(&mesg);

@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::services::context::ContextInner;
-use crate::services::context::tests::{test_context, test_inner};
+use crate::services::context::tests::{test_context, test_dle, test_inner};
 
 const F: &str = "ffffffff9efefbfffffffffffffff3fffbf71f";
 
@@ -15,21 +14,22 @@ fn opts(host: &str) -> String {
     )
 }
 
-fn gnutar_dle(disk: &str, levels: &[i32]) -> String {
-    let lv: String = levels
+fn levels_xml(levels: &[i32]) -> String {
+    levels
         .iter()
         .map(|l| format!("  <level>{l}</level>\n"))
-        .collect();
+        .collect()
+}
+
+fn gnutar_dle(disk: &str, levels: &[i32]) -> String {
+    let lv = levels_xml(levels);
     format!(
         "<dle>\n  <program>GNUTAR</program>\n  <estimate>CLIENT </estimate>\n  <disk>{disk}</disk>\n{lv}  <spindle>-1</spindle>\n  <auth>bsdtcp</auth>\n  <record>YES</record>\n  <index>YES</index>\n  <datapath>AMANDA</datapath>\n</dle>\n"
     )
 }
 
 fn amgtar_dle(disk: &str, levels: &[i32], props: &str) -> String {
-    let lv: String = levels
-        .iter()
-        .map(|l| format!("  <level>{l}</level>\n"))
-        .collect();
+    let lv = levels_xml(levels);
     format!(
         "<dle>\n  <program>APPLICATION</program>\n  <backup-program>\n    <plugin>amgtar</plugin>\n{props}  </backup-program>\n  <estimate>CLIENT </estimate>\n  <disk>{disk}</disk>\n{lv}  <spindle>-1</spindle>\n  <auth>bsdtcp</auth>\n  <record>YES</record>\n  <index>YES</index>\n  <datapath>AMANDA</datapath>\n</dle>\n"
     )
@@ -68,11 +68,26 @@ fn request_errors_are_the_real_texts() {
     let ctx = test_context();
     let (r, _) = run(&ctx, "GNUTAR /x 0 1970:1:1:0:0:0 -1 OPTIONS |;\n");
     assert_eq!(r, b"ERROR [Missing OPTIONS line in sendsize input]\n");
-    let (r, _) = run(&ctx, "OPTIONS features=ffffffff;\nOPTIONS hostname=x;\n");
-    assert_eq!(
-        lines(&r).last().unwrap(),
-        "ERROR [Multiple OPTIONS line in sendsize input]"
-    );
+    let last = |req: &str| lines(&run(&ctx, req).0).pop().unwrap();
+    for (req, error) in [
+        (
+            "OPTIONS features=ffffffff;\nOPTIONS hostname=x;\n".to_owned(),
+            "ERROR [Multiple OPTIONS line in sendsize input]",
+        ),
+        (
+            "OPTIONS hostname=h;\nGNUTAR /x 0\n".to_owned(),
+            "ERROR FORMAT ERROR IN REQUEST PACKET 'no dumpdate'",
+        ),
+        (
+            format!(
+                "{}<dle><program>GNUTAR</program><disk>/x</disk></dle>",
+                opts("h")
+            ),
+            "ERROR Missing level in request",
+        ),
+    ] {
+        assert_eq!(last(&req), error, "{req:?}");
+    }
     let (r, _) = run(
         &ctx,
         &format!("{}<dle><program>GNUTAR</program>", opts("h")),
@@ -81,28 +96,11 @@ fn request_errors_are_the_real_texts() {
         lines(&r)[1].starts_with("ERROR FORMAT ERROR IN REQUEST PACKET '"),
         "{r:?}"
     );
-    let (r, _) = run(&ctx, "OPTIONS hostname=h;\nGNUTAR /x 0\n");
-    assert_eq!(
-        lines(&r).last().unwrap(),
-        "ERROR FORMAT ERROR IN REQUEST PACKET 'no dumpdate'"
-    );
-    let (r, _) = run(
-        &ctx,
-        &format!(
-            "{}<dle><program>GNUTAR</program><disk>/x</disk></dle>",
-            opts("h")
-        ),
-    );
-    assert_eq!(lines(&r).last().unwrap(), "ERROR Missing level in request");
 }
 
 #[test]
 fn estimates_equal_real_tar_for_level_0_and_1_and_are_published_line_by_line() {
-    let root = tempfile::tempdir().unwrap();
-    let ctx = ServiceContext::new(test_inner(root.path()));
-    let data = root.path().join("data");
-    tree(&data);
-    let disk = data.display().to_string();
+    let (_root, ctx, data, disk) = test_dle(tree);
     let (body, partials) = run(
         &ctx,
         &format!("{}{}", opts("h1"), gnutar_dle(&disk, &[0, 1])),
@@ -130,11 +128,7 @@ fn estimates_equal_real_tar_for_level_0_and_1_and_are_published_line_by_line() {
 
 #[test]
 fn levels_above_9_and_server_estimates_follow_the_real_rules() {
-    let root = tempfile::tempdir().unwrap();
-    let ctx = ServiceContext::new(test_inner(root.path()));
-    let data = root.path().join("data");
-    tree(&data);
-    let disk = data.display().to_string();
+    let (root, ctx, _, disk) = test_dle(tree);
     let (body, _) = run(&ctx, &format!("{}{}", opts("h2"), gnutar_dle(&disk, &[10])));
     assert_eq!(lines(&body)[1], format!("{disk} 10 SIZE -2"));
     let server = gnutar_dle(&disk, &[0]).replace("CLIENT ", "SERVER ");
@@ -152,11 +146,7 @@ fn levels_above_9_and_server_estimates_follow_the_real_rules() {
 
 #[test]
 fn amgtar_estimates_and_property_errors() {
-    let root = tempfile::tempdir().unwrap();
-    let ctx = ServiceContext::new(test_inner(root.path()));
-    let data = root.path().join("data");
-    tree(&data);
-    let disk = data.display().to_string();
+    let (_root, ctx, data, disk) = test_dle(tree);
     let (body, _) = run(
         &ctx,
         &format!("{}{}", opts("h3"), amgtar_dle(&disk, &[0], "")),
@@ -212,6 +202,19 @@ fn readable_tree() -> tempfile::TempDir {
     dir
 }
 
+/// The real client's reply, with its feature string replaced by the one we advertise.
+fn as_ours(real: &[u8]) -> String {
+    String::from_utf8_lossy(real).replace(F, &crate::services::features::advertised_hex())
+}
+
+/// `req` answered by the real client (`None` when it cannot run) and by us with our state
+/// under `dir`, both with the feature string we advertise: (ours, real).
+fn both_answer(dir: &Path, req: &str) -> Option<(String, String)> {
+    let real = as_ours(&real_sendsize(req)?);
+    let (ours, _) = run(&ServiceContext::new(test_inner(dir)), req);
+    Some((String::from_utf8_lossy(&ours).into_owned(), real))
+}
+
 #[test]
 fn reply_equals_the_real_clients_sendsize() {
     let dir = readable_tree();
@@ -219,21 +222,10 @@ fn reply_equals_the_real_clients_sendsize() {
     let host = format!("amandad-rs-test-{}", std::process::id());
     for dle in [gnutar_dle(&data, &[0]), amgtar_dle(&data, &[0], "")] {
         let req = format!("{}{dle}", opts(&host));
-        let Some(real) = real_sendsize(&req) else {
+        let Some((ours, real)) = both_answer(dir.path(), &req) else {
             return;
         };
-        let mut inner = ContextInner::debian_defaults("bsdtcp");
-        inner.gnutar_list_dir = dir.path().join("lists");
-        inner.amandates = dir.path().join("amandates");
-        inner.tmp_dir = dir.path().join("tmp");
-        inner.runtar_path = None;
-        std::fs::create_dir_all(&inner.gnutar_list_dir).unwrap();
-        std::fs::create_dir_all(&inner.tmp_dir).unwrap();
-        let ctx = ServiceContext::new(inner);
-        let (ours, _) = run(&ctx, &req);
-        let real =
-            String::from_utf8_lossy(&real).replace(F, &crate::services::features::advertised_hex());
-        assert_eq!(String::from_utf8_lossy(&ours), real, "request:\n{req}");
+        assert_eq!(ours, real, "request:\n{req}");
     }
 }
 
@@ -249,27 +241,16 @@ fn missing_disks_and_level_order_match_the_real_client() {
         gnutar_dle(&data, &[0, 1]),
         amgtar_dle(&missing, &[0, 1], "")
     );
-    let Some(real) = real_sendsize(&req) else {
+    let Some((ours, real)) = both_answer(dir.path(), &req) else {
         return;
     };
-    let mut inner = ContextInner::debian_defaults("bsdtcp");
-    inner.gnutar_list_dir = dir.path().join("lists");
-    inner.amandates = dir.path().join("amandates");
-    inner.tmp_dir = dir.path().join("tmp");
-    inner.runtar_path = None;
-    std::fs::create_dir_all(&inner.gnutar_list_dir).unwrap();
-    std::fs::create_dir_all(&inner.tmp_dir).unwrap();
-    let ctx = ServiceContext::new(inner);
-    let (ours, _) = run(&ctx, &req);
     // Host-specific: the debug file the real client points to.
     let cut = |s: &str| {
         s.lines()
             .map(|l| l.split(": see ").next().unwrap_or(l).to_owned())
             .collect::<Vec<_>>()
     };
-    let real =
-        String::from_utf8_lossy(&real).replace(F, &crate::services::features::advertised_hex());
-    assert_eq!(cut(&String::from_utf8_lossy(&ours)), cut(&real));
+    assert_eq!(cut(&ours), cut(&real));
 }
 
 fn exclude_dle(dle: &str) -> String {
@@ -289,20 +270,10 @@ fn excluded_files_estimate_like_the_real_client() {
         exclude_dle(&amgtar_dle(&data, &[0], "")),
     ] {
         let req = format!("{}{dle}", opts(&host));
-        let Some(real) = real_sendsize(&req) else {
+        let Some((ours, real)) = both_answer(dir.path(), &req) else {
             return;
         };
-        let mut inner = ContextInner::debian_defaults("bsdtcp");
-        inner.gnutar_list_dir = dir.path().join("lists");
-        inner.tmp_dir = dir.path().join("tmp");
-        inner.runtar_path = None;
-        std::fs::create_dir_all(&inner.gnutar_list_dir).unwrap();
-        std::fs::create_dir_all(&inner.tmp_dir).unwrap();
-        let ctx = ServiceContext::new(inner);
-        let (ours, _) = run(&ctx, &req);
-        let real =
-            String::from_utf8_lossy(&real).replace(F, &crate::services::features::advertised_hex());
-        assert_eq!(String::from_utf8_lossy(&ours), real, "request:\n{req}");
+        assert_eq!(ours, real, "request:\n{req}");
         // really excluded: smaller than the whole tree
         let all = crate::tar::estimate::tests::real_tar_bytes(&dir.path().join("data"), true, &[])
             .unwrap();
@@ -326,12 +297,8 @@ fn the_real_client_continues_our_incremental_chain() {
     let data = data_path.display().to_string();
     let host = format!("amandad-rs-chain-{}", std::process::id());
     let lists = Path::new("/var/lib/amanda/gnutar-lists");
-    let mut inner = ContextInner::debian_defaults("bsdtcp");
+    let mut inner = test_inner(dir.path());
     inner.gnutar_list_dir = lists.to_path_buf();
-    inner.amandates = dir.path().join("amandates");
-    inner.tmp_dir = dir.path().join("tmp");
-    inner.runtar_path = None;
-    std::fs::create_dir_all(&inner.tmp_dir).unwrap();
     let ctx = ServiceContext::new(inner);
     let base = crate::tar::listed::chain_base(lists, host.as_bytes(), data.as_bytes());
     let level0 = crate::tar::listed::level_file(&base, 0);
@@ -361,27 +328,18 @@ fn the_real_client_continues_our_incremental_chain() {
     let req = format!("{}{}", opts(&host), gnutar_dle(&data, &[0, 1]));
     let real = real_sendsize(&req).unwrap();
     let (ours, _) = run(&ctx, &req);
-    let real =
-        String::from_utf8_lossy(&real).replace(F, &crate::services::features::advertised_hex());
+    let real = as_ours(&real);
     assert_eq!(String::from_utf8_lossy(&ours), real);
-    let l1: i64 = real
-        .lines()
-        .find(|l| l.contains(" 1 SIZE "))
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let l0: i64 = real
-        .lines()
-        .find(|l| l.contains(" 0 SIZE "))
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let size = |level: i32| -> i64 {
+        let line = real
+            .lines()
+            .find(|l| l.contains(&format!(" {level} SIZE ")));
+        line.and_then(|l| l.rsplit(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (l1, l0) = (size(1), size(0));
     assert!(
         l1 < l0,
         "level 1 ({l1}) is an incremental of our level 0 ({l0})"

@@ -19,6 +19,11 @@ fn udp_850_859() -> PoolCore {
     PoolCore::new(cfg)
 }
 
+/// A pool of `transport` ports `lo..=hi`, all usable.
+fn core_of(transport: Transport, lo: u16, hi: u16) -> PoolCore {
+    PoolCore::new(CoreConfig::new(transport, PortRange::new(lo, hi).unwrap()))
+}
+
 fn dest(last: u8) -> Dest {
     SocketAddr::from(([198, 18, 0, last], 10080))
 }
@@ -90,10 +95,7 @@ fn waiters_are_served_first_come_first_served() {
 #[test]
 fn eaddrinuse_marks_the_port_busy_and_the_waiter_keeps_its_place() {
     let base = Instant::now();
-    let mut core = PoolCore::new(CoreConfig::new(
-        Transport::Udp,
-        PortRange::new(850, 851).unwrap(),
-    ));
+    let mut core = core_of(Transport::Udp, 850, 851);
     let a = core.request(None, base).unwrap();
     let b = core.request(None, base).unwrap();
     let ga = core.poll_grant().unwrap();
@@ -121,10 +123,7 @@ fn eaddrinuse_marks_the_port_busy_and_the_waiter_keeps_its_place() {
 #[test]
 fn a_failed_bind_frees_the_port_and_ends_the_request() {
     let base = Instant::now();
-    let mut core = PoolCore::new(CoreConfig::new(
-        Transport::Udp,
-        PortRange::new(850, 850).unwrap(),
-    ));
+    let mut core = core_of(Transport::Udp, 850, 850);
     let a = core.request(None, base).unwrap();
     core.poll_grant().unwrap();
     assert_eq!(core.bind_failed(a, base).unwrap(), 850);
@@ -136,10 +135,7 @@ fn a_failed_bind_frees_the_port_and_ends_the_request() {
 #[test]
 fn time_wait_holds_a_port_from_its_destination_only() {
     let base = Instant::now();
-    let mut core = PoolCore::new(CoreConfig::new(
-        Transport::Tcp,
-        PortRange::new(850, 850).unwrap(),
-    ));
+    let mut core = core_of(Transport::Tcp, 850, 850);
     let port = lease_now(&mut core, Some(dest(2)), base).unwrap();
     core.release(port, true, t(base, 1)).unwrap();
     assert!(core.is_held(850, dest(2), t(base, 1)));
@@ -166,10 +162,7 @@ fn time_wait_holds_a_port_from_its_destination_only() {
 #[test]
 fn a_passive_close_or_udp_leaves_no_hold() {
     let base = Instant::now();
-    let mut core = PoolCore::new(CoreConfig::new(
-        Transport::Tcp,
-        PortRange::new(850, 850).unwrap(),
-    ));
+    let mut core = core_of(Transport::Tcp, 850, 850);
     lease_now(&mut core, Some(dest(2)), base);
     core.release(850, false, base).unwrap();
     assert_eq!(lease_now(&mut core, Some(dest(2)), base), Some(850));
@@ -182,10 +175,7 @@ fn a_passive_close_or_udp_leaves_no_hold() {
 #[test]
 fn a_waiter_held_by_time_wait_does_not_block_other_destinations() {
     let base = Instant::now();
-    let mut core = PoolCore::new(CoreConfig::new(
-        Transport::Tcp,
-        PortRange::new(850, 850).unwrap(),
-    ));
+    let mut core = core_of(Transport::Tcp, 850, 850);
     lease_now(&mut core, Some(dest(2)), base);
     core.release(850, true, base).unwrap();
     let held = core.request(Some(dest(2)), base).unwrap();
@@ -204,10 +194,7 @@ fn a_waiter_held_by_time_wait_does_not_block_other_destinations() {
 #[test]
 fn released_ports_are_reused_least_recently_used_first() {
     let base = Instant::now();
-    let mut core = PoolCore::new(CoreConfig::new(
-        Transport::Udp,
-        PortRange::new(850, 852).unwrap(),
-    ));
+    let mut core = core_of(Transport::Udp, 850, 852);
     let a = lease_now(&mut core, None, base).unwrap();
     core.release(a, false, base).unwrap();
     assert_eq!(lease_now(&mut core, None, base), Some(851));

@@ -96,11 +96,16 @@ fn contended_pool_never_leases_a_port_twice() {
     assert_eq!(pool.metrics().granted, 16 * 200);
 }
 
+/// A UDP pool of 850..=`last` whose binds of port 850 end in `outcome`.
+fn pool_where_850_is(outcome: Outcome, last: u16) -> Pool<ModelBinder> {
+    let binder = ModelBinder::new();
+    binder.set(Transport::Udp, 850, outcome);
+    Pool::with_binder(config(850, last), binder).unwrap()
+}
+
 #[test]
 fn eaddrinuse_moves_on_to_the_next_port_and_remembers_it() {
-    let binder = ModelBinder::new();
-    binder.set(Transport::Udp, 850, Outcome::InUse);
-    let pool = Pool::with_binder(config(850, 852), binder).unwrap();
+    let pool = pool_where_850_is(Outcome::InUse, 852);
     let a = pool.try_lease().unwrap();
     assert_eq!(a.port(), 851);
     let b = pool.try_lease().unwrap();
@@ -120,9 +125,7 @@ fn eaddrinuse_moves_on_to_the_next_port_and_remembers_it() {
 
 #[test]
 fn eacces_is_a_clear_error_and_frees_the_port() {
-    let binder = ModelBinder::new();
-    binder.set(Transport::Udp, 850, Outcome::Denied);
-    let pool = Pool::with_binder(config(850, 851), binder).unwrap();
+    let pool = pool_where_850_is(Outcome::Denied, 851);
     let err = pool.try_lease().unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -104,21 +104,18 @@ impl<'a> Parser<'a> {
                 .map(|n| from + n + pat.len())
                 .ok_or(XmlErrorKind::UnexpectedEnd { open: None })
         };
-        if rest.starts_with(b"<!--") {
-            self.pos += skip_to(b"-->", 4)?;
-            return Ok(false);
-        }
-        if rest.starts_with(b"<![CDATA[") {
-            self.pos += skip_to(b"]]>", 9)?;
-            return Ok(false);
-        }
-        if rest.starts_with(b"<!") {
-            self.pos += skip_to(b">", 2)?;
-            return Ok(false);
-        }
-        if rest.starts_with(b"<?") {
-            self.pos += skip_to(b"?>", 2)?;
-            return Ok(false);
+        // Comments, CDATA, declarations and processing instructions are skipped (the first
+        // match wins, so `<!--` and `<![CDATA[` come before `<!`).
+        for (open, close) in [
+            (&b"<!--"[..], &b"-->"[..]),
+            (b"<![CDATA[", b"]]>"),
+            (b"<!", b">"),
+            (b"<?", b"?>"),
+        ] {
+            if rest.starts_with(open) {
+                self.pos += skip_to(close, open.len())?;
+                return Ok(false);
+            }
         }
         if rest.starts_with(b"</") {
             self.pos += 2;
