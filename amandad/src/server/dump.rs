@@ -10,20 +10,23 @@
 //! The listening sockets exist before the REP is sent (the REP names their ports) and take
 //! their ports from the client's `unreserved-tcp-port` range, so a firewall in front of the
 //! client can stay narrow. They accept only connections from the address the REQ came from
-//! (others are closed and counted as refusals), and a connection that arrives before the
-//! ACK counts as the ACK only because of that. After the server's ACK they wait 30 s for the
-//! server to connect.
-//! Then the dump runs: the MESG header first (nothing reaches DATA before `sendbackup: info
-//! end`), the archive from the data pipe straight into the DATA stream's output buffer (one
-//! read, no intermediate copy; the CRC is taken on that same buffer), tar's messages through
-//! [`BackupRun::on_messages`]. A connection's unwritten output is the backpressure: the data
-//! pipe is not read while it is above the high-water mark.
+//! (others are closed and counted as refusals).
+//!
+//! The rules of the data phase (when the dump starts, the accept deadline, nothing on DATA
+//! before `sendbackup: info end`, how each stream ends, what the server closing a stream
+//! means, the CRC accounting) are `proto::dataphase::Sender`'s; this shell feeds it what the
+//! sockets and pipes say and does what its events ask. What stays here: the sockets, the
+//! pipes, the processes, and moving bytes: the archive from the data pipe straight into the
+//! DATA stream's output buffer (one read, no intermediate copy; the CRC is taken on that same
+//! buffer), tar's messages through [`BackupRun::on_messages`]. A connection's unwritten
+//! output is the backpressure: the data pipe is not read while it is above the high-water
+//! mark.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, info, warn};
 use mio::Interest;
@@ -35,18 +38,14 @@ use super::datapath::ZeroCopy;
 use super::refusals::Reason;
 use super::{Route, Server, Source, Timer, Work};
 use crate::services::backup::{BackupPlan, BackupRun, StreamOutput};
+use proto::dataphase::{Sender, SenderConfig, SenderEvent};
 use proto::{Auth, Stream};
-
-/// How long the server has to connect to our data streams after its ACK (amandad: 30 s).
-const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest single read from the data pipe.
 const DATA_READ: usize = 256 << 10;
 
-/// The streams of a dump amandad opens, indexed by [`Stream::index`] (never STATE).
-const DATA: usize = Stream::Data.index();
-const MESG: usize = Stream::Mesg.index();
-const INDEX: usize = Stream::Index.index();
+/// The streams of a dump amandad opens, in [`Stream::index`] order (never STATE).
+const STREAMS: [Stream; 3] = [Stream::Data, Stream::Mesg, Stream::Index];
 
 /// Where one stream's bytes go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,20 +72,19 @@ struct Pipe {
 pub struct Dump {
     auth: Auth,
     plan: Option<Box<BackupPlan>>,
+    /// The data phase's rules and CRCs.
+    sender: Sender,
+    /// The sender's deadline as armed in the loop's timers.
+    armed: Option<Instant>,
+    /// Where each stream goes, indexed by [`Stream::index`].
     sinks: [Sink; 3],
     /// Stream ids as announced in the REP (ports or handles).
     ids: [i64; 3],
     listeners: Vec<(usize, TcpListener, mio::Token)>,
-    /// Set when the server ACKed; the dump starts when every stream is connected.
-    acked: bool,
-    accept_deadline: Option<Instant>,
     run: Option<BackupRun>,
     child: Option<Child>,
     data: Option<Pipe>,
     msgs: Option<Pipe>,
-    /// Our side of every stream is closed (the dump is complete or aborted).
-    finished: bool,
-    closed_by_peer: [bool; 3],
     started: Instant,
     bytes: u64,
     /// The zero-copy DATA path: `tee` into this side pipe tells how many bytes the archive
@@ -109,24 +107,29 @@ impl Dump {
         })
     }
 
+    /// Our side of every stream is closed or closing (the dump is complete or aborted).
     pub fn is_finished(&self) -> bool {
-        self.finished
+        self.sender.is_over()
+    }
+
+    fn sink(&self, stream: Stream) -> Sink {
+        self.sinks[stream.index()]
     }
 
     /// The server sent end-of-stream for `handle` on `conn`.
     pub fn peer_closed_stream(&mut self, conn: u64, handle: u32) {
-        for (i, s) in self.sinks.iter().enumerate() {
-            if *s == Sink::Framed(conn, handle) {
-                self.closed_by_peer[i] = true;
+        for s in STREAMS {
+            if self.sink(s) == Sink::Framed(conn, handle) {
+                self.sender.on_peer_closed(s);
             }
         }
     }
 
     /// The server closed connection `conn` (every stream on it).
     pub fn peer_closed_conn(&mut self, conn: u64) {
-        for (i, s) in self.sinks.iter().enumerate() {
-            if matches!(s, Sink::Raw(c) | Sink::Framed(c, _) if *c == conn) {
-                self.closed_by_peer[i] = true;
+        for s in STREAMS {
+            if matches!(self.sink(s), Sink::Raw(c) | Sink::Framed(c, _) if c == conn) {
+                self.sender.on_peer_closed(s);
             }
         }
     }
@@ -170,12 +173,10 @@ impl Server {
                 let Some((_, c)) = self.conns.get_mut(conn) else {
                     return;
                 };
-                for i in 0..3 {
-                    if wanted[i] {
-                        let h = c.stream_handles.next().unwrap_or(0);
-                        sinks[i] = Sink::Framed(*conn, h);
-                        ids[i] = i64::from(h);
-                    }
+                for (i, _) in wanted.iter().enumerate().filter(|(_, w)| **w) {
+                    let h = c.stream_handles.next().unwrap_or(0);
+                    sinks[i] = Sink::Framed(*conn, h);
+                    ids[i] = i64::from(h);
                 }
             }
             (Route::Udp { peer, .. }, auth) => {
@@ -213,7 +214,7 @@ impl Server {
                     for i in 0..3 {
                         if wanted[i] {
                             sinks[i] = Sink::Pending;
-                            ids[i] = if i == DATA {
+                            ids[i] = if i == Stream::Data.index() {
                                 i64::from(*port)
                             } else {
                                 i64::from(handles.next().unwrap_or(0))
@@ -242,26 +243,27 @@ impl Server {
             Route::Udp { peer, .. } => Some(crate::resolve::unmap(peer.ip())),
             Route::Tcp { .. } => None,
         };
-        debug!(
-            "{label}: streams DATA {} MESG {} INDEX {}",
-            ids[DATA], ids[MESG], ids[INDEX]
-        );
+        debug!("{label}: streams DATA {} MESG {} INDEX {}", ids[0], ids[1], ids[2]);
+        let streams: Vec<(Stream, bool)> = STREAMS
+            .iter()
+            .zip(sinks)
+            .filter(|(_, k)| *k != Sink::Absent)
+            .map(|(s, k)| (*s, matches!(k, Sink::Raw(_) | Sink::Framed(..))))
+            .collect();
         self.dumps.insert(
             dump_id,
             Dump {
                 auth,
                 plan: Some(plan),
+                sender: Sender::new(SenderConfig::default(), &streams),
+                armed: None,
                 sinks,
                 ids,
                 listeners: registered,
-                acked: false,
-                accept_deadline: None,
                 run: None,
                 child: None,
                 data: None,
                 msgs: None,
-                finished: false,
-                closed_by_peer: [false; 3],
                 started: Instant::now(),
                 bytes: 0,
                 side: None,
@@ -314,29 +316,48 @@ impl Server {
     }
 
     /// The server ACKed the sendbackup REP.
-    /// Also called for the first data connection that arrives before the ACK: the server
-    /// connects only after it has the REP, so its ACK was lost or is late (the REP keeps
-    /// being sent until one arrives). Idempotent.
     pub(super) fn backup_acked(&mut self, id: u64) {
-        let Some(d) = self.dumps.get_mut(&id) else {
-            return;
-        };
-        d.acked = true;
-        if d.sinks.contains(&Sink::Pending) {
-            if d.accept_deadline.is_none() {
-                let t = Instant::now() + ACCEPT_TIMEOUT;
-                d.accept_deadline = Some(t);
-                self.timers.insert((t, Timer::Dump(id)));
-            }
-        } else {
-            self.spawn_dump(id);
+        if let Some(d) = self.dumps.get_mut(&id) {
+            d.sender.on_acked(Instant::now());
         }
+        self.drive_dump(id);
     }
 
     /// The sendbackup REP's exchange ended without an ACK.
     pub(super) fn backup_unacked(&mut self, id: u64) {
-        if self.dumps.get(&id).is_some_and(|d| !d.acked) {
-            self.abort_dump(id, "the server did not ACK the sendbackup REP");
+        if let Some(d) = self.dumps.get_mut(&id) {
+            d.sender.on_unacked();
+        }
+        self.drive_dump(id);
+    }
+
+    /// Does what the dump's sender asks, and keeps its timer armed.
+    fn drive_dump(&mut self, id: u64) {
+        loop {
+            let Some(d) = self.dumps.get_mut(&id) else {
+                return;
+            };
+            let Some(event) = d.sender.poll_event() else {
+                break;
+            };
+            match event {
+                SenderEvent::Start => self.spawn_dump(id),
+                SenderEvent::Close => self.close_streams(id),
+                SenderEvent::Abort(e) => self.dump_aborted(id, &e.to_string()),
+            }
+        }
+        let Some(d) = self.dumps.get_mut(&id) else {
+            return;
+        };
+        let want = d.sender.poll_timeout();
+        if want != d.armed {
+            let old = std::mem::replace(&mut d.armed, want);
+            if let Some(t) = old {
+                self.timers.remove(&(t, Timer::Dump(id)));
+            }
+            if let Some(t) = want {
+                self.timers.insert((t, Timer::Dump(id)));
+            }
         }
     }
 
@@ -372,8 +393,7 @@ impl Server {
                 continue;
             }
             // From the server itself, so it has the REP: its ACK was lost or is late.
-            let early = !d.acked;
-            if early {
+            if !d.sender.acked() {
                 debug!(
                     "{}: data connection from {peer} before the ACK of the REP (lost or late)",
                     d.label
@@ -397,43 +417,35 @@ impl Server {
             let Some(d) = self.dumps.get_mut(&id) else {
                 return;
             };
+            let now = Instant::now();
             if d.auth == Auth::Bsd {
                 // The n-th listener carries the n-th existing stream.
-                let mut existing = (0..3).filter(|i| d.sinks[*i] != Sink::Absent);
-                if let Some(i) = existing.nth(slot) {
-                    d.sinks[i] = Sink::Raw(conn);
+                let mut existing = STREAMS.iter().filter(|s| d.sink(**s) != Sink::Absent);
+                if let Some(s) = existing.nth(slot) {
+                    d.sinks[s.index()] = Sink::Raw(conn);
+                    d.sender.on_connected(now, *s);
                 }
             } else {
-                for i in 0..3 {
-                    if d.sinks[i] == Sink::Pending {
-                        d.sinks[i] = Sink::Framed(conn, d.ids[i] as u32);
+                for s in STREAMS {
+                    if d.sink(s) == Sink::Pending {
+                        d.sinks[s.index()] = Sink::Framed(conn, d.ids[s.index()] as u32);
+                        d.sender.on_connected(now, s);
                     }
                 }
             }
             debug!("{}: server connected from {peer}", d.label);
-            if early {
-                // Counts as the ACK; sets the accept deadline or spawns when all are here.
-                self.backup_acked(id);
-                return;
-            }
-            if !d.sinks.contains(&Sink::Pending) {
-                if let Some(t) = d.accept_deadline.take() {
-                    self.timers.remove(&(t, Timer::Dump(id)));
-                }
-                self.spawn_dump(id);
-                return;
-            }
+            // Counts as the ACK if that was lost; starts the dump when every stream is here.
+            self.drive_dump(id);
         }
     }
 
     pub(super) fn dump_timeout(&mut self, id: u64, now: Instant) {
-        let Some(d) = self.dumps.get(&id) else { return };
-        if d.accept_deadline.is_some_and(|t| t <= now) {
-            self.abort_dump(
-                id,
-                "the server did not connect to the data streams within 30 s",
-            );
-        }
+        let Some(d) = self.dumps.get_mut(&id) else {
+            return;
+        };
+        d.armed = None;
+        d.sender.handle_timeout(now);
+        self.drive_dump(id);
     }
 
     fn spawn_dump(&mut self, id: u64) {
@@ -446,8 +458,10 @@ impl Server {
             Err(e) => {
                 warn!("{}: cannot start the backup: {e}", d.label);
                 let text = BackupRun::spawn_failure_mesg(&e);
-                self.write_stream(id, MESG, &text);
-                self.close_streams(id);
+                self.write_stream(id, Stream::Mesg, &text);
+                if let Some(d) = self.dumps.get_mut(&id) {
+                    d.sender.on_application_done();
+                }
                 return;
             }
         };
@@ -484,7 +498,10 @@ impl Server {
         });
         debug!("{}: started", d.label);
         // The header completes `sendbackup: info end` before any DATA byte can be written.
-        self.write_stream(id, MESG, &header);
+        self.write_stream(id, Stream::Mesg, &header);
+        if let Some(d) = self.dumps.get_mut(&id) {
+            d.sender.header_sent();
+        }
         self.pump_dump(id);
     }
 
@@ -504,6 +521,7 @@ impl Server {
         self.pump_messages(id);
         self.pump_data(id);
         self.maybe_finish(id);
+        self.drive_dump(id);
     }
 
     /// Moves archive bytes to the DATA stream without copying them through user space where
@@ -513,7 +531,10 @@ impl Server {
             let Some(d) = self.dumps.get_mut(&id) else {
                 return;
             };
-            if !d.splice_ok || d.closed_by_peer[DATA] {
+            if !d.sender.data_allowed() {
+                return;
+            }
+            if !d.splice_ok {
                 return self.pump_data_buffered(id);
             }
             let Some(pipe) = d.data.as_mut() else { return };
@@ -521,7 +542,7 @@ impl Server {
                 return;
             }
             let fd = pipe.fd.as_raw_fd();
-            let (conn, handle) = match d.sinks[DATA] {
+            let (conn, handle) = match d.sink(Stream::Data) {
                 Sink::Raw(c) => (c, None),
                 Sink::Framed(c, h) => (c, Some(h)),
                 _ => return,
@@ -543,12 +564,13 @@ impl Server {
                     }
                 }
             }
-            let (Some(side), Some(run)) = (d.side.as_mut(), d.run.as_mut()) else {
+            let crc_wanted = d.run.as_ref().is_some_and(BackupRun::crc_wanted);
+            let (Some(side), sender) = (d.side.as_mut(), &mut d.sender) else {
                 return;
             };
             // The one pass that needs the bytes is the CRC; without one they stay unread.
-            let taken = if run.crc_wanted() {
-                side.take(fd, Some(&mut |b: &[u8]| run.on_data(b)))
+            let taken = if crc_wanted {
+                side.take(fd, Some(&mut |b: &[u8]| sender.on_unfiltered(b)))
             } else {
                 side.take(fd, None)
             };
@@ -600,23 +622,22 @@ impl Server {
                 return;
             }
             let fd = pipe.fd.as_raw_fd();
-            let (conn, handle) = match d.sinks[DATA] {
+            let (conn, handle) = match d.sink(Stream::Data) {
                 Sink::Raw(c) => (c, None),
                 Sink::Framed(c, h) => (c, Some(h)),
                 _ => return,
             };
-            let discard = d.closed_by_peer[DATA];
-            let run = d.run.as_mut();
+            let crc_wanted = d.run.as_ref().is_some_and(BackupRun::crc_wanted);
+            let sender = &mut d.sender;
             let Some((_, c)) = self.conns.get_mut(&conn) else {
                 return;
             };
             if c.pending() >= HIGH_WATER {
                 return;
             }
-            let crc = run.filter(|r| r.crc_wanted());
             let result = c.read_into(fd, handle, DATA_READ, |bytes| {
-                if let Some(r) = crc {
-                    r.on_data(bytes);
+                if crc_wanted {
+                    sender.on_unfiltered(bytes);
                 }
             });
             match result {
@@ -629,12 +650,6 @@ impl Server {
                 Ok(n) => {
                     if let Some(d) = self.dumps.get_mut(&id) {
                         d.bytes += n as u64;
-                    }
-                    if discard {
-                        // The server stopped listening; keep draining tar so it can finish.
-                        if let Some((_, c)) = self.conns.get_mut(&conn) {
-                            c.discard_tail(n + handle.map_or(0, |_| proto::frame::HEADER_LEN));
-                        }
                     }
                     self.flush_conn(conn);
                 }
@@ -695,19 +710,19 @@ impl Server {
 
     fn write_output(&mut self, id: u64, out: StreamOutput) {
         if !out.mesg.is_empty() {
-            self.write_stream(id, MESG, &out.mesg);
+            self.write_stream(id, Stream::Mesg, &out.mesg);
         }
         if !out.index.is_empty() {
-            self.write_stream(id, INDEX, &out.index);
+            self.write_stream(id, Stream::Index, &out.index);
         }
     }
 
-    fn write_stream(&mut self, id: u64, stream: usize, bytes: &[u8]) {
+    fn write_stream(&mut self, id: u64, stream: Stream, bytes: &[u8]) {
         let Some(d) = self.dumps.get(&id) else { return };
-        if d.closed_by_peer[stream] {
+        if !d.sender.writable(stream) {
             return;
         }
-        match d.sinks[stream] {
+        match d.sink(stream) {
             Sink::Raw(c) => self.with_conn(c, |c| c.push(bytes)),
             Sink::Framed(c, h) => self.with_conn(c, |c| c.push_frames(h, bytes)),
             Sink::Absent | Sink::Pending => {}
@@ -719,7 +734,7 @@ impl Server {
             return;
         };
         let done = d.data.as_ref().is_some_and(|p| p.eof) && d.msgs.as_ref().is_some_and(|p| p.eof);
-        if !done || d.finished {
+        if !done || d.sender.is_over() {
             return;
         }
         // tar closed both pipes: it is exiting, so this wait is short.
@@ -732,8 +747,9 @@ impl Server {
             None => return,
         };
         let mut out = StreamOutput::default();
+        let crcs = (d.sender.native_crc(), d.sender.client_crc());
         if let Some(run) = d.run.as_mut() {
-            run.finish(status, &mut out);
+            run.finish(status, crcs, &mut out);
         }
         let secs = d.started.elapsed().as_secs_f64();
         info!(
@@ -757,7 +773,9 @@ impl Server {
             d.msgs = None;
         }
         self.write_output(id, out);
-        self.close_streams(id);
+        if let Some(d) = self.dumps.get_mut(&id) {
+            d.sender.on_application_done();
+        }
     }
 
     /// Ends every stream of the dump (end-of-stream frames, or shutdown of raw connections).
@@ -765,7 +783,6 @@ impl Server {
         let Some(d) = self.dumps.get_mut(&id) else {
             return;
         };
-        d.finished = true;
         let sinks = d.sinks;
         let mux = d.auth == Auth::Bsdudp;
         let mut conns = Vec::new();
@@ -795,14 +812,19 @@ impl Server {
         self.maybe_reap_dump(id);
     }
 
-    /// Stops a dump: kills tar, drops listeners, closes streams.
+    /// Stops a dump for a reason of the shell's (a connection lost, a pipe error).
     pub(super) fn abort_dump(&mut self, id: u64, why: &str) {
+        if let Some(d) = self.dumps.get_mut(&id) {
+            d.sender.fail(why);
+        }
+        self.drive_dump(id);
+    }
+
+    /// The sender aborted the dump: kills tar, drops listeners, closes streams.
+    fn dump_aborted(&mut self, id: u64, why: &str) {
         let Some(d) = self.dumps.get_mut(&id) else {
             return;
         };
-        if d.finished {
-            return;
-        }
         warn!("{}: aborted: {why}", d.label);
         // A splice in progress refers to the archive pipe closed below, and its frame can no
         // longer be completed: that connection has to go.
@@ -841,21 +863,24 @@ impl Server {
                 .iter()
                 .any(|s| matches!(s, Sink::Raw(_) | Sink::Framed(..)))
         {
-            self.dumps.remove(&id);
+            self.forget_dump(id);
         }
     }
 
-    /// Forgets a finished dump once its connections have nothing left to write; aborts a
-    /// running one whose streams the server closed.
+    fn forget_dump(&mut self, id: u64) {
+        if let Some(d) = self.dumps.remove(&id)
+            && let Some(t) = d.armed
+        {
+            self.timers.remove(&(t, Timer::Dump(id)));
+        }
+    }
+
+    /// Does what the sender asks after the server closed streams, and forgets a finished
+    /// dump once its connections have nothing left to write.
     pub(super) fn maybe_reap_dump(&mut self, id: u64) {
+        self.drive_dump(id);
         let Some(d) = self.dumps.get(&id) else { return };
-        if !d.finished {
-            let lost = (0..3).any(|i| {
-                d.closed_by_peer[i] && matches!(d.sinks[i], Sink::Raw(_) | Sink::Framed(..))
-            });
-            if lost && d.closed_by_peer[DATA] {
-                self.abort_dump(id, "the server closed the DATA stream early");
-            }
+        if !d.sender.is_over() {
             return;
         }
         let flushed = d.sinks.iter().all(|s| match s {
@@ -865,21 +890,17 @@ impl Server {
             _ => true,
         });
         if flushed {
-            let label = d.label.clone();
-            self.dumps.remove(&id);
-            debug!("{label}: done");
+            debug!("{}: done", d.label);
+            self.forget_dump(id);
         }
     }
 }
 
 /// Rewrites the service's CONNECT line (labels 150..153) to the stream ids (spec §6.7.2).
 fn rewrite_connect(rep: &[u8], ids: &[i64; 3]) -> Vec<u8> {
-    let id = |i: usize| u32::try_from(ids[i]).ok();
-    proto::sendbackup::rewrite_connect(rep, |stream| match stream {
-        Stream::Data => id(DATA),
-        Stream::Mesg => id(MESG),
-        Stream::Index => id(INDEX),
-        Stream::State => None,
+    proto::sendbackup::rewrite_connect(rep, |stream| {
+        ids.get(stream.index())
+            .and_then(|id| u32::try_from(*id).ok())
     })
     .body
 }

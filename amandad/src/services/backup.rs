@@ -6,11 +6,12 @@
 //!    labels in `plan.rep` to stream ids, and sends the REP.
 //! 2. When the server ACKs, the loop calls [`BackupRun::spawn`] with `plan.spec`, writes
 //!    [`BackupRun::mesg_header`] to MESG (nothing goes to DATA before it), then relays:
-//!    - bytes from `Spawned::data` to DATA, passing each chunk to [`BackupRun::on_data`] first
-//!      when [`BackupRun::crc_wanted`];
+//!    - bytes from `Spawned::data` to DATA, through the client filters, keeping the CRCs
+//!      (`proto::dataphase::Sender`) when [`BackupRun::crc_wanted`];
 //!    - bytes from `Spawned::messages` to [`BackupRun::on_messages`], which appends MESG and
 //!      INDEX bytes to a [`StreamOutput`] the loop then writes out;
-//! 3. after EOF on both pipes the loop reaps the child and calls [`BackupRun::finish`], writes
+//! 3. after EOF on both pipes the loop reaps the child and calls [`BackupRun::finish`] with
+//!    the CRCs, writes
 //!    the final MESG/INDEX bytes, and closes every stream.
 //!
 //! If [`BackupRun::spawn`] fails, [`BackupRun::spawn_failure_mesg`] is the whole MESG stream
@@ -28,8 +29,7 @@
 //!   amgtar's own messages, tar's messages, `sendbackup: error [...]` when tar fails,
 //!   `size <KiB>`, the CRC lines, `end`.
 //!
-//! The DATA pipe is made 1 MiB large (`F_SETPIPE_SZ`) so tar rarely waits for the loop, and
-//! [`BackupRun::on_data`] is a single CRC-32C pass over the bytes the loop already holds.
+//! The DATA pipe is made 1 MiB large (`F_SETPIPE_SZ`) so tar rarely waits for the loop.
 //!
 //! What this module must not do: touch the network, block (spawn only forks tar; reading
 //! and waiting are the loop's), or send a `STATE` stream (we do not advertise feature 117).
@@ -38,7 +38,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 
-use proto::crc::Crc32c;
+use proto::crc::CrcValue;
 use proto::dle::Dle;
 use proto::features::{Feature, Features};
 use proto::mesg::MesgLine;
@@ -119,7 +119,7 @@ pub struct BackupRun {
     form: Form,
     header: Vec<u8>,
     messages: BackupMessages,
-    crc: Option<Crc32c>,
+    crc_wanted: bool,
     pid: u32,
     tar: PathBuf,
     snapshot: Option<Snapshot>,
@@ -283,12 +283,18 @@ fn error_mesg(text: &str) -> Vec<u8> {
     mesg(&MesgLine::error(text.as_bytes()))
 }
 
-fn crc_lines(crc: &Crc32c) -> Vec<u8> {
-    let v = crc.value();
-    // No client-side filter: the native and client CRCs are of the same bytes.
-    let mut out = mesg(&MesgLine::NativeCrc(Some(v)));
-    out.extend(mesg(&MesgLine::ClientCrc(Some(v))));
+/// The CRC lines: native-CRC of the application's output, client-CRC of DATA (the same
+/// bytes without client filters).
+fn crc_lines((native, client): (CrcValue, CrcValue)) -> Vec<u8> {
+    let mut out = mesg(&MesgLine::NativeCrc(Some(native)));
+    out.extend(mesg(&MesgLine::ClientCrc(Some(client))));
     out
+}
+
+/// The CRCs of nothing.
+fn empty_crcs() -> (CrcValue, CrcValue) {
+    let v = proto::crc::Crc32c::new().value();
+    (v, v)
 }
 
 fn now() -> i64 {
@@ -321,7 +327,7 @@ impl BackupRun {
             m.extend(error_mesg(&reason));
             if form == Form::Amgtar {
                 if crc_wanted {
-                    m.extend(crc_lines(&Crc32c::new()));
+                    m.extend(crc_lines(empty_crcs()));
                 }
                 m.extend(mesg(&MesgLine::End));
             }
@@ -442,7 +448,7 @@ impl BackupRun {
             form,
             header,
             messages: BackupMessages::new(classifier, index),
-            crc: crc_wanted.then(Crc32c::new),
+            crc_wanted,
             pid: child.id(),
             tar: setup.tar.clone(),
             snapshot,
@@ -473,17 +479,10 @@ impl BackupRun {
         &self.header
     }
 
-    /// Whether the server wants CRC lines (feature 102); if not, [`BackupRun::on_data`]
-    /// need not be called.
+    /// Whether the server wants CRC lines (feature 102); if not, the CRCs need not be
+    /// taken.
     pub fn crc_wanted(&self) -> bool {
-        self.crc.is_some()
-    }
-
-    /// Bytes of the archive, in order, as they go to DATA.
-    pub fn on_data(&mut self, chunk: &[u8]) {
-        if let Some(c) = &mut self.crc {
-            c.update(chunk);
-        }
+        self.crc_wanted
     }
 
     /// Bytes tar wrote to stderr; appends the resulting MESG and INDEX bytes to `out`.
@@ -491,9 +490,15 @@ impl BackupRun {
         self.messages.push(chunk, out);
     }
 
-    /// tar exited with `status` and both pipes are at EOF: the closing MESG lines, and the
-    /// state files updated as the real client does. Call once.
-    pub fn finish(&mut self, status: ExitStatus, out: &mut StreamOutput) {
+    /// tar exited with `status` and both pipes are at EOF: the closing MESG lines (with
+    /// `crcs`, native and client, when [`BackupRun::crc_wanted`]), and the state files
+    /// updated as the real client does. Call once.
+    pub fn finish(
+        &mut self,
+        status: ExitStatus,
+        crcs: (CrcValue, CrcValue),
+        out: &mut StreamOutput,
+    ) {
         use std::os::unix::process::ExitStatusExt;
         self.messages.finish(out);
         let tar = self.tar.display().to_string();
@@ -524,8 +529,8 @@ impl BackupRun {
                     self.snapshot.take();
                     return;
                 };
-                if let Some(c) = &self.crc {
-                    out.mesg.extend(crc_lines(c));
+                if self.crc_wanted {
+                    out.mesg.extend(crc_lines(crcs));
                 }
                 if self.record {
                     if let Some(warning) = self.snapshot.take().and_then(|s| s.commit(true)) {
@@ -579,8 +584,8 @@ impl BackupRun {
                     let _ =
                         amandates::update(&self.amandates, &self.disk, self.level, self.dump_time);
                 }
-                if let Some(c) = &self.crc {
-                    out.mesg.extend(crc_lines(c));
+                if self.crc_wanted {
+                    out.mesg.extend(crc_lines(crcs));
                 }
                 out.mesg.extend(mesg(&MesgLine::End));
             }

@@ -1,6 +1,7 @@
 //! sendbackup tests: request parsing against the real client's texts, and whole dumps of
 //! temporary trees with the real GNU tar.
 
+use proto::crc::Crc32c;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -165,11 +166,12 @@ pub(crate) fn run_dump(plan: BackupPlan) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         run.on_messages(&buf[..n], &mut out);
     }
     let data = reader.join().unwrap();
+    let mut crc = Crc32c::new();
     for c in data.chunks(4096) {
-        run.on_data(c);
+        crc.update(c);
     }
     let status = child.wait().unwrap();
-    run.finish(status, &mut out);
+    run.finish(status, (crc.value(), crc.value()), &mut out);
     mesg.extend_from_slice(&out.mesg);
     (data, mesg, out.index)
 }
