@@ -139,6 +139,9 @@ pub struct Amandad {
     /// ports besides the server whose request opened them (default none): for a server whose
     /// control datagrams reach amandad through a relay or NAT its connections do not pass.
     pub extra_data_peers: String,
+    /// Threads that compress `compress client fast|best` (gzip), shared by every dump of
+    /// the daemon (default 0: as many as cores, at most 2).
+    pub compress_threads: usize,
 }
 
 impl Amandad {
@@ -171,6 +174,7 @@ impl Default for Amandad {
             name_negative_cache_secs: 60,
             refusal_summary_secs: 60,
             extra_data_peers: String::new(),
+            compress_threads: 0,
         }
     }
 }
@@ -387,6 +391,12 @@ impl Settings {
                 100_000,
             ),
             ("amandad.resolver_threads", a.resolver_threads as u64, 1, 64),
+            (
+                "amandad.compress_threads",
+                a.compress_threads as u64,
+                0,
+                256,
+            ),
             (
                 "amandad.resolver_queue",
                 a.resolver_queue as u64,

@@ -39,7 +39,8 @@ use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 
 use proto::crc::CrcValue;
-use proto::dle::Dle;
+use proto::dataphase::{FilterChain, Stage};
+use proto::dle::{Compress, Dle};
 use proto::features::{Feature, Features};
 use proto::mesg::MesgLine;
 use proto::quote::quote_string;
@@ -77,9 +78,15 @@ pub struct BackupSpec {
     level: i32,
     hostname: Vec<u8>,
     server: Features,
+    chain: FilterChain,
 }
 
 impl BackupSpec {
+    /// The client filters, in the order they run (compression, then encryption).
+    pub fn client_stages(&self) -> &[Stage] {
+        &self.chain.client
+    }
+
     /// The DLE name (for logs).
     pub fn disk(&self) -> &[u8] {
         &self.disk
@@ -203,6 +210,8 @@ fn plan(ctx: &ServiceContext, args: &[u8]) -> Result<BackupPlan, Vec<u8>> {
     if let Some(why) = unsupported_request(&dle) {
         return Err(fail(&mut out, error_line(&format!("[{why}]"))));
     }
+    let chain = FilterChain::of(&dle.compress, &dle.encrypt)
+        .map_err(|e| fail(&mut out, error_line(&format!("[{e}]"))))?;
     if !(0..amandates::DUMP_LEVELS).contains(&level) {
         return Err(fail(&mut out, format_error("bad level")));
     }
@@ -234,6 +243,7 @@ fn plan(ctx: &ServiceContext, args: &[u8]) -> Result<BackupPlan, Vec<u8>> {
             level,
             hostname: h.hostname,
             server: h.server,
+            chain,
         },
     })
 }
@@ -249,9 +259,19 @@ fn info(key: &str, value: &[u8]) -> Vec<u8> {
     })
 }
 
-/// The MESG lines before `info end`.
+/// What the restore pipes the archive through before the restore program, in front of
+/// RECOVER_CMD (no space after the pipe, like sendbackup.c): only for client gzip.
+const GUNZIP_PREFIX: &str = "/bin/gzip -dc |";
+
+/// The MESG lines before `info end` (spec §11.3): RECOVER_CMD with the gunzip step for
+/// client fast/best; COMPRESS_SUFFIX=.gz for client fast/best (the legacy program), for
+/// every compress mode but none (amgtar, as 3.5.1's application API does). The dumper
+/// takes the programs and decrypt options from its own DLE, so, like 3.5.1, no
+/// CLIENT_CUSTOM_COMPRESS / CLIENT_ENCRYPT / CLIENT_DECRYPT_OPTION lines.
 fn header_lines(spec: &BackupSpec) -> Vec<u8> {
     let mut h = Vec::new();
+    let gzip = matches!(spec.dle.compress, Compress::Fast | Compress::Best);
+    let gunzip = if gzip { GUNZIP_PREFIX } else { "" };
     match spec.form {
         Form::Gnutar => {
             h.extend(mesg(&MesgLine::start(
@@ -262,17 +282,24 @@ fn header_lines(spec: &BackupSpec) -> Vec<u8> {
             // The legacy program always runs the configured tar.
             let tar = spec.ctx.gnutar_path.as_os_str().as_encoded_bytes();
             h.extend(info("BACKUP", tar));
-            let mut recover = tar.to_vec();
+            let mut recover = gunzip.as_bytes().to_vec();
+            recover.extend_from_slice(tar);
             recover.extend_from_slice(b" -xpGf - ...");
             h.extend(info("RECOVER_CMD", &recover));
+            if gzip {
+                h.extend(info("COMPRESS_SUFFIX", b".gz"));
+            }
         }
         Form::Amgtar => {
             h.extend(info("BACKUP", b"APPLICATION"));
             h.extend(info("APPLICATION", b"amgtar"));
             h.extend(info(
                 "RECOVER_CMD",
-                format!("{APPLICATION_DIR}/amgtar restore [./file-to-restore]+").as_bytes(),
+                format!("{gunzip}{APPLICATION_DIR}/amgtar restore [./file-to-restore]+").as_bytes(),
             ));
+            if let Some(suffix) = FilterChain::client_compress_suffix(&spec.dle.compress) {
+                h.extend(info("COMPRESS_SUFFIX", suffix.as_bytes()));
+            }
         }
     }
     h.extend(mesg(&MesgLine::InfoEnd));
@@ -492,15 +519,33 @@ impl BackupRun {
 
     /// tar exited with `status` and both pipes are at EOF: the closing MESG lines (with
     /// `crcs`, native and client, when [`BackupRun::crc_wanted`]), and the state files
-    /// updated as the real client does. Call once.
+    /// updated as the real client does. `filter_error` is a client filter's failure (it
+    /// fails the dump, and its line comes first: tar was stopped because of it). Call once.
     pub fn finish(
         &mut self,
         status: ExitStatus,
         crcs: (CrcValue, CrcValue),
+        filter_error: Option<&str>,
         out: &mut StreamOutput,
     ) {
         use std::os::unix::process::ExitStatusExt;
         self.messages.finish(out);
+        if let Some(e) = filter_error {
+            out.mesg.extend(error_mesg(e));
+            self.snapshot.take();
+            if self.form == Form::Amgtar {
+                let size = self
+                    .messages
+                    .size_kib()
+                    .map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
+                out.mesg.extend(mesg(&MesgLine::Size(size)));
+                if self.crc_wanted {
+                    out.mesg.extend(crc_lines(crcs));
+                }
+                out.mesg.extend(mesg(&MesgLine::End));
+            }
+            return;
+        }
         let tar = self.tar.display().to_string();
         let failed = match (status.code(), status.signal()) {
             (Some(c), _) => !self

@@ -1,11 +1,11 @@
 //! What the selfcheck, sendsize and sendbackup requests have in common: the `OPTIONS` line,
 //! the choice between XML and legacy DLE lines, the host name, and the checks of a DLE
-//! that the real services make before doing anything (auth, client-side filters).
+//! that the real services make before doing anything (auth, what we do not implement).
 //!
 //! What this module must not do: touch the file system, or word an error differently from
 //! the real client (the texts here are the real services').
 
-use proto::dle::{Compress, DataPath, Dle, Encrypt};
+use proto::dle::{DataPath, Dle};
 use proto::features::Features;
 use proto::options::Options;
 use proto::request::ServiceInput;
@@ -66,15 +66,6 @@ pub fn auth_mismatch<'a>(ctx: &'a ServiceContext, dle: &'a Dle) -> Option<(&'a s
 /// Why we refuse a DLE outright: what it asks of the client that amanda-rs does not do
 /// (and does not advertise, so a real server refuses such dumptypes before sending them).
 pub fn unsupported_request(dle: &Dle) -> Option<String> {
-    match &dle.compress {
-        Compress::Fast | Compress::Best | Compress::Custom(_) => {
-            return Some("client-side compression is not supported by this client (amanda-rs); use server-side compression".into());
-        }
-        _ => {}
-    }
-    if matches!(dle.encrypt, Encrypt::Custom { .. }) {
-        return Some("client-side encryption is not supported by this client (amanda-rs); use server-side encryption".into());
-    }
     if dle.kencrypt {
         return Some("kencrypt is not supported by this client (amanda-rs)".into());
     }
@@ -117,18 +108,19 @@ mod tests {
     }
 
     #[test]
-    fn client_side_filters_are_refused() {
+    fn client_side_filters_are_accepted_and_kencrypt_refused() {
+        // issue 12: client compression and encryption are implemented.
+        use proto::dle::{Compress, Encrypt};
         let mut dle = Dle {
             compress: Compress::Fast,
+            encrypt: Encrypt::Custom {
+                program: "/usr/sbin/amcrypt-ossl".into(),
+                decrypt_option: None,
+            },
             ..Dle::default()
         };
-        assert!(unsupported_request(&dle).unwrap().contains("compression"));
-        dle.compress = Compress::ServerFast;
         assert!(unsupported_request(&dle).is_none());
-        dle.encrypt = Encrypt::Custom {
-            program: "x".into(),
-            decrypt_option: None,
-        };
-        assert!(unsupported_request(&dle).unwrap().contains("encryption"));
+        dle.kencrypt = true;
+        assert!(unsupported_request(&dle).unwrap().contains("kencrypt"));
     }
 }
