@@ -338,11 +338,11 @@ fn spawn(cmd: FilterCommand) -> Result<Program, String> {
     })
 }
 
-/// `read(2)` into `buf`; `Ok(None)` when it would block.
-fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+/// A `read(2)` or `write(2)` on a non-blocking descriptor: the byte count, `Ok(None)` when
+/// it would block; EINTR is retried.
+fn nonblocking(mut call: impl FnMut() -> isize) -> io::Result<Option<usize>> {
     loop {
-        // SAFETY: read writes at most buf.len() bytes into buf, which we own.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        let n = call();
         if n >= 0 {
             return Ok(Some(n as usize));
         }
@@ -355,21 +355,16 @@ fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     }
 }
 
+/// `read(2)` into `buf`; `Ok(None)` when it would block.
+pub(super) fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: read writes at most buf.len() bytes into buf, which we own.
+    nonblocking(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
+}
+
 /// `write(2)` of `buf`; `Ok(None)` when it would block.
 fn write_fd(fd: RawFd, buf: &[u8]) -> io::Result<Option<usize>> {
-    loop {
-        // SAFETY: write reads at most buf.len() bytes from buf.
-        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(None),
-            _ => return Err(e),
-        }
-    }
+    // SAFETY: write reads at most buf.len() bytes from buf.
+    nonblocking(|| unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })
 }
 
 /// One stage's share of a pump: feed it, close its input at the end, take its output while

@@ -733,7 +733,7 @@ impl Server {
                 if d.scratch.is_empty() {
                     d.scratch = vec![0; DATA_READ];
                 }
-                match read_pipe(pipe.fd.as_raw_fd(), &mut d.scratch) {
+                match super::chain::read_fd(pipe.fd.as_raw_fd(), &mut d.scratch) {
                     Ok(Some(0)) => {
                         pipe.eof = true;
                         if let Some(ch) = d.chain.as_mut() {
@@ -1124,23 +1124,6 @@ fn rewrite_connect(rep: &[u8], ids: &[i64; 3]) -> Vec<u8> {
             .and_then(|id| u32::try_from(*id).ok())
     })
     .body
-}
-
-/// `read(2)` into `buf`; `Ok(None)` when it would block.
-fn read_pipe(fd: i32, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    loop {
-        // SAFETY: read writes at most buf.len() bytes into buf, which we own.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(None),
-            _ => return Err(e),
-        }
-    }
 }
 
 fn set_nonblocking(fd: i32) {
