@@ -1,8 +1,8 @@
 //! Issue 12's client-side acceptance: the real Amanda 3.5.1 server (amcheck, amdump,
 //! amfetchdump) backs up our amandad, under inetd, over bsd, bsdudp and bsdtcp, with
 //! client compression and encryption: `compress client fast`, `client best`, `client custom`
-//! (/usr/bin/zstd), `encrypt client` with amcrypt-ossl and with amgpgcrypt, and client fast
-//! with encrypt client. amcheck must find no problem (it refused these dumptypes before:
+//! (/usr/bin/zstd), `encrypt client` with amcrypt-ossl and with amgpgcrypt, client fast with
+//! encrypt client, and client best with the legacy `program "GNUTAR"`. amcheck must find no problem (it refused these dumptypes before:
 //! "does not support fast compression"), every restore must be identical to the source, the
 //! tape header must say how to undo each stage, and the CRCs must be on the right bytes
 //! (native-CRC of the tar stream amfetchdump gives back, client-CRC = server-CRC of what was
@@ -76,6 +76,12 @@ fn variants() -> Vec<Variant> {
             header: vec![format!("comp N program APPLICATION {}", crypt_header(GPG))],
         },
         Variant {
+            name: "gnutar-best",
+            // Not on top of `rs` (its amgtar application cannot go with program GNUTAR).
+            lines: "    program \"GNUTAR\"\n    estimate client\n    index yes\n    record yes\n    maxdumps 1\n    compress client best\n".into(),
+            header: vec!["comp .gz program /".into()], // the configured tar
+        },
+        Variant {
             name: "fast-ossl",
             lines: format!("    compress client fast\n{}", encrypt_lines(OSSL)),
             header: vec![format!(
@@ -114,8 +120,18 @@ fn assign_dumptypes(server: &RealServer, dles: &[(PathBuf, &str)], defs: &str) {
     fs::write(server.work.join("config/disklist"), disklist).expect("disklist");
 }
 
-fn define(name: &str, lines: &str) -> String {
-    format!("define dumptype rs-{name} {{\n    rs\n{lines}}}\n")
+/// A dumptype on top of the test's `rs`, or (legacy GNUTAR) on its own with the same auth
+/// and port.
+fn define(name: &str, lines: &str, opts: &ServerOptions) -> String {
+    let base = if lines.contains("program \"GNUTAR\"") {
+        format!(
+            "    auth \"{}\"\n    client_port \"{}\"\n",
+            opts.auth, opts.client_port
+        )
+    } else {
+        "    rs\n".to_string()
+    };
+    format!("define dumptype rs-{name} {{\n{base}{lines}}}\n")
 }
 
 /// The first line of the tape header of `disk`'s dump.
@@ -223,7 +239,10 @@ fn round_trip(auth: &str) {
     let opts = ServerOptions::new(auth, ours.port);
     let paths: Vec<PathBuf> = dles.iter().map(|(d, _)| d.clone()).collect();
     let server = RealServer::new("localhost", &paths, &opts);
-    let defs: String = variants.iter().map(|v| define(v.name, &v.lines)).collect();
+    let defs: String = variants
+        .iter()
+        .map(|v| define(v.name, &v.lines, &opts))
+        .collect();
     let typed: Vec<(PathBuf, String)> = dles
         .iter()
         .map(|(d, n)| (d.clone(), format!("rs-{n}")))
@@ -376,8 +395,8 @@ fn bad_client_filter_programs_each_fail_their_dump_clearly() {
     let mut all = dles.clone();
     all.push(good.clone());
     let server = RealServer::new("localhost", &all, &opts);
-    let mut defs: String = cases.iter().map(|(n, l, _)| define(n, l)).collect();
-    defs.push_str(&define("good", "    compress client fast\n"));
+    let mut defs: String = cases.iter().map(|(n, l, _)| define(n, l, &opts)).collect();
+    defs.push_str(&define("good", "    compress client fast\n", &opts));
     let mut typed: Vec<(PathBuf, String)> = cases
         .iter()
         .zip(&dles)
