@@ -15,7 +15,8 @@
 #
 # Not a test: numbers vary with the machine's load (it is shared); the load average is
 # printed. Needs root, scripts/setup and release binaries (cargo build --release -p amandad
-# --bins). Usage: sudo benches/compare-codec.sh   (env: SRC=/usr/share, ROOT, KEEP=1)
+# --bins). Usage: sudo benches/compare-codec.sh   (env: SRC=/usr/share, ROOT, KEEP=1,
+# ONLY="ours-fast real-fast" for some rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -179,10 +180,12 @@ run() { # who variant
 echo "== $BYTES bytes, $FILES files; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
 for v in none fast zstd; do
     for who in real ours; do
+        case " ${ONLY:-$who-$v} " in *" $who-$v "*) ;; *) continue ;; esac
         echo "== $who amandad, $v"
         run "$who" "$v"
     done
 done
+[ -n "${ONLY:-}" ] && { for l in $ONLY; do echo "$l: dump ${RATE[$l]} MiB/s, ${KB[$l]} KiB, client CPU ${CPU[$l]} s, estimate ${EST[$l]} s"; done; exit 0; }
 
 # ---------------------------------------------------------------- table
 echo
