@@ -142,9 +142,22 @@ pub struct Amandad {
     /// Threads that compress `compress client fast|best` (gzip), shared by every dump of
     /// the daemon (default 0: as many as cores, at most 2).
     pub compress_threads: usize,
+    /// The only programs a DLE's `client_custom_compress` / `client_encrypt` may name,
+    /// separated by spaces or commas (default none: any absolute path, as Amanda; the
+    /// server chooses them, and amandad runs them as the Amanda user).
+    pub filter_programs: String,
 }
 
 impl Amandad {
+    /// [`Amandad::filter_programs`] as paths.
+    pub fn filter_programs(&self) -> Vec<std::path::PathBuf> {
+        self.filter_programs
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+            .map(std::path::PathBuf::from)
+            .collect()
+    }
+
     /// [`Amandad::extra_data_peers`] as addresses, or the first word that is not one.
     pub fn extra_data_peers(&self) -> Result<Vec<std::net::IpAddr>, String> {
         self.extra_data_peers
@@ -175,6 +188,7 @@ impl Default for Amandad {
             refusal_summary_secs: 60,
             extra_data_peers: String::new(),
             compress_threads: 0,
+            filter_programs: String::new(),
         }
     }
 }

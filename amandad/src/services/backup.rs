@@ -47,7 +47,7 @@ use proto::quote::quote_string;
 
 use crate::services::context::APPLICATION_DIR;
 use crate::services::messages::{BackupMessages, Classifier, Table};
-use crate::services::request::{auth_mismatch, head, unsupported_request};
+use crate::services::request::{auth_mismatch, filter_refusal, head, unsupported_request};
 use crate::services::util::lossy;
 use crate::services::{ServiceContext, Start};
 use crate::tar::amandates;
@@ -212,6 +212,9 @@ fn plan(ctx: &ServiceContext, args: &[u8]) -> Result<BackupPlan, Vec<u8>> {
     }
     let chain = FilterChain::of(&dle.compress, &dle.encrypt)
         .map_err(|e| fail(&mut out, error_line(&format!("[{e}]"))))?;
+    if let Some(why) = filter_refusal(ctx, &chain) {
+        return Err(fail(&mut out, error_line(&format!("[{why}]"))));
+    }
     if !(0..amandates::DUMP_LEVELS).contains(&level) {
         return Err(fail(&mut out, format_error("bad level")));
     }

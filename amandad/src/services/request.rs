@@ -5,6 +5,9 @@
 //! What this module must not do: touch the file system, or word an error differently from
 //! the real client (the texts here are the real services').
 
+use std::path::Path;
+
+use proto::dataphase::{FilterChain, Stage};
 use proto::dle::{DataPath, Dle};
 use proto::features::Features;
 use proto::options::Options;
@@ -75,6 +78,34 @@ pub fn unsupported_request(dle: &Dle) -> Option<String> {
     None
 }
 
+/// Why the client filters of a DLE cannot run here: a program that is not an absolute path,
+/// or (settings `amandad.filter_programs`) not one the admin allows. The server chooses
+/// these programs and amandad runs them as the Amanda user, with the backup on stdin.
+pub fn filter_refusal(ctx: &ServiceContext, chain: &FilterChain) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    for stage in &chain.client {
+        let (key, program) = match stage {
+            Stage::CustomCompress(p) => ("client_custom_compress", p),
+            Stage::Encrypt { program, .. } => ("client_encrypt", program),
+            Stage::Gzip(_) => continue,
+        };
+        let path = Path::new(std::ffi::OsStr::from_bytes(program.as_bytes()));
+        if !path.is_absolute() {
+            return Some(format!(
+                "{key} {}: not an absolute path (filter programs are named by their full path)",
+                path.display()
+            ));
+        }
+        if !ctx.filter_programs.is_empty() && !ctx.filter_programs.iter().any(|p| p == path) {
+            return Some(format!(
+                "{key} {} is not one of this client's amandad.filter_programs",
+                path.display()
+            ));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +135,42 @@ mod tests {
         assert_eq!(
             auth_mismatch(&ctx, &dle),
             Some(("bsdtcp", b"bsd".as_slice()))
+        );
+    }
+
+    #[test]
+    fn filter_programs_must_be_absolute_and_allowed() {
+        // issue 12: the server names the programs; the client admin may restrict them.
+        use proto::dle::{Compress, Encrypt};
+        let chain = |c: &str, e: &str| {
+            FilterChain::of(
+                &Compress::Custom(c.into()),
+                &Encrypt::Custom {
+                    program: e.into(),
+                    decrypt_option: None,
+                },
+            )
+            .unwrap()
+        };
+        let mut inner = crate::services::context::tests::test_inner(Path::new("/tmp"));
+        let ctx = ServiceContext::new(inner.clone());
+        assert_eq!(
+            filter_refusal(&ctx, &chain("/usr/bin/zstd", "/bin/sh")),
+            None
+        );
+        assert_eq!(
+            filter_refusal(&ctx, &chain("zstd", "/x")).unwrap(),
+            "client_custom_compress zstd: not an absolute path (filter programs are named by their full path)"
+        );
+        inner.filter_programs = vec!["/usr/bin/zstd".into(), "/usr/sbin/amcrypt-ossl".into()];
+        let ctx = ServiceContext::new(inner);
+        assert_eq!(
+            filter_refusal(&ctx, &chain("/usr/bin/zstd", "/usr/sbin/amcrypt-ossl")),
+            None
+        );
+        assert_eq!(
+            filter_refusal(&ctx, &chain("/usr/bin/zstd", "/bin/sh")).unwrap(),
+            "client_encrypt /bin/sh is not one of this client's amandad.filter_programs"
         );
     }
 

@@ -379,23 +379,18 @@ impl Check {
         // issue 12: the programs the dump will start, as the Amanda user starts them.
         match FilterChain::of(&dle.compress, &dle.encrypt) {
             Err(e) => unsupported = Some(e.to_string()),
-            Ok(chain) => {
-                for stage in &chain.client {
-                    let (Stage::CustomCompress(p) | Stage::Encrypt { program: p, .. }) = stage
-                    else {
-                        continue;
-                    };
-                    let path = Path::new(std::ffi::OsStr::from_bytes(p.as_bytes()));
-                    if path.is_absolute() {
-                        self.emit(&file_message(Origin::SELFCHECK, path, libc::X_OK));
-                    } else {
-                        unsupported = Some(format!(
-                            "{}: not an absolute path (filter programs are named by their full path)",
-                            path.display()
-                        ));
+            Ok(chain) => match crate::services::request::filter_refusal(&self.ctx, &chain) {
+                Some(why) => unsupported = Some(why),
+                None => {
+                    for stage in &chain.client {
+                        if let Stage::CustomCompress(p) | Stage::Encrypt { program: p, .. } = stage
+                        {
+                            let path = Path::new(std::ffi::OsStr::from_bytes(p.as_bytes()));
+                            self.emit(&file_message(Origin::SELFCHECK, path, libc::X_OK));
+                        }
                     }
                 }
-            }
+            },
         }
         if let Some(why) = unsupported {
             let app = dle
