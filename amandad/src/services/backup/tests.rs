@@ -534,3 +534,20 @@ fn mesg_header_of_each_filter_variant_is_the_real_clients() {
         "sendbackup: info RECOVER_CMD=/usr/bin/tar -xpGf - ...\nsendbackup: info end\n"
     ));
 }
+
+/// issue 12: a program outside `amandad.filter_programs` is refused before any stream opens.
+#[test]
+fn a_filter_program_the_client_does_not_allow_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let mut inner = test_inner(root.path());
+    inner.filter_programs = vec!["/usr/bin/zstd".into()];
+    let ctx = ServiceContext::new(inner);
+    let xml = amgtar_xml("/a", 0, "").replace(
+        "  <record>",
+        "  <encrypt>CUSTOM<custom-encrypt-program>/bin/sh</custom-encrypt-program>\n    <decrypt-option>-d</decrypt-option>\n  </encrypt>\n  <record>",
+    );
+    assert_eq!(
+        String::from_utf8(reply_of(&ctx, &xml)).unwrap(),
+        "ERROR [client_encrypt /bin/sh is not one of this client's amandad.filter_programs]\n"
+    );
+}
