@@ -417,6 +417,7 @@ fn bad_client_filter_programs_each_fail_their_dump_clearly() {
             .lines()
             .filter(|l| l.starts_with("FAIL dumper ") && split_quoted(l).get(3) == Some(&disk))
             .collect();
+        eprintln!("{name}: {}", fails.join("\n  "));
         assert!(
             fails.iter().any(|l| l.contains(want.as_str())),
             "{name}: no FAIL dumper line with {want:?}:\n{log}\n{}",

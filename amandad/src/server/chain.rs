@@ -99,6 +99,8 @@ enum Engine {
 struct StageRun {
     /// For messages: the stage as the dumptype names it (`gzip --fast`, the program).
     name: String,
+    /// The dumptype keyword that chose it, for error messages.
+    role: &'static str,
     engine: Engine,
     /// Its input.
     input: Buf,
@@ -147,6 +149,7 @@ impl ClientChain {
         let mut run = Vec::new();
         for stage in stages {
             let name = stage.to_string();
+            let role = role(stage);
             let engine = match stage {
                 Stage::Gzip(level) => Engine::Gzip {
                     stream: pool
@@ -154,15 +157,18 @@ impl ClientChain {
                         .map_err(|e| format!("{name}: {e}"))?,
                     finish_sent: false,
                 },
-                Stage::CustomCompress(p) => Engine::Program(Box::new(spawn(
-                    FilterCommand::compress(path_of(p.as_bytes())),
-                )?)),
-                Stage::Encrypt { program, .. } => Engine::Program(Box::new(spawn(
-                    FilterCommand::encrypt(path_of(program.as_bytes())),
-                )?)),
+                Stage::CustomCompress(p) => Engine::Program(Box::new(
+                    spawn(FilterCommand::compress(path_of(p.as_bytes())))
+                        .map_err(|e| format!("{role}: {e}"))?,
+                )),
+                Stage::Encrypt { program, .. } => Engine::Program(Box::new(
+                    spawn(FilterCommand::encrypt(path_of(program.as_bytes())))
+                        .map_err(|e| format!("{role}: {e}"))?,
+                )),
             };
             run.push(StageRun {
                 name,
+                role,
                 engine,
                 input: Buf::default(),
                 out_eof: false,
@@ -287,7 +293,8 @@ impl ClientChain {
             ) {
                 Ok(p) => progress |= p,
                 Err(e) => {
-                    self.fail(e);
+                    let why = format!("{}: {e}", stage.role);
+                    self.fail(why);
                     return Pumped { progress: true };
                 }
             }
@@ -306,6 +313,15 @@ impl ClientChain {
                 p.filter.kill();
             }
         }
+    }
+}
+
+/// The dumptype keyword behind a stage: errors name it, so the admin knows what to fix.
+fn role(stage: &Stage) -> &'static str {
+    match stage {
+        Stage::Gzip(_) => "compress client",
+        Stage::CustomCompress(_) => "client_custom_compress",
+        Stage::Encrypt { .. } => "client_encrypt",
     }
 }
 
