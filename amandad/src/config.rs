@@ -123,6 +123,7 @@ pub fn service_context(
         amandates: PathBuf::from(&loaded.client.amandates),
         tmp_dir,
         config_name: Some(loaded.client.conf.clone()).filter(|c| !c.is_empty()),
+        filter_programs: settings.amandad.filter_programs(),
     })
 }
 

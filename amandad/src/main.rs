@@ -161,6 +161,8 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
             .amandad
             .extra_data_peers()
             .unwrap_or_default(),
+        compress_threads: std::num::NonZeroUsize::new(loaded.settings.amandad.compress_threads)
+            .unwrap_or_else(filters::default_threads),
     };
     let mut server = Server::new(cfg, launched.sockets).context("starting the event loop")?;
     server.run().context("event loop")

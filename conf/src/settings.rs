@@ -139,9 +139,25 @@ pub struct Amandad {
     /// ports besides the server whose request opened them (default none): for a server whose
     /// control datagrams reach amandad through a relay or NAT its connections do not pass.
     pub extra_data_peers: String,
+    /// Threads that compress `compress client fast|best` (gzip), shared by every dump of
+    /// the daemon (default 0: as many as cores, at most 2).
+    pub compress_threads: usize,
+    /// The only programs a DLE's `client_custom_compress` / `client_encrypt` may name,
+    /// separated by spaces or commas (default none: any absolute path, as Amanda; the
+    /// server chooses them, and amandad runs them as the Amanda user).
+    pub filter_programs: String,
 }
 
 impl Amandad {
+    /// [`Amandad::filter_programs`] as paths.
+    pub fn filter_programs(&self) -> Vec<std::path::PathBuf> {
+        self.filter_programs
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+            .map(std::path::PathBuf::from)
+            .collect()
+    }
+
     /// [`Amandad::extra_data_peers`] as addresses, or the first word that is not one.
     pub fn extra_data_peers(&self) -> Result<Vec<std::net::IpAddr>, String> {
         self.extra_data_peers
@@ -171,6 +187,8 @@ impl Default for Amandad {
             name_negative_cache_secs: 60,
             refusal_summary_secs: 60,
             extra_data_peers: String::new(),
+            compress_threads: 0,
+            filter_programs: String::new(),
         }
     }
 }
@@ -387,6 +405,12 @@ impl Settings {
                 100_000,
             ),
             ("amandad.resolver_threads", a.resolver_threads as u64, 1, 64),
+            (
+                "amandad.compress_threads",
+                a.compress_threads as u64,
+                0,
+                256,
+            ),
             (
                 "amandad.resolver_queue",
                 a.resolver_queue as u64,

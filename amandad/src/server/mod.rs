@@ -25,6 +25,7 @@
 //! the resolver threads; the only blocking call is reaping a tar that already closed its
 //! pipes), write to fds 0-2, or log a line per refused request above debug.
 
+mod chain;
 mod conn;
 pub mod datapath;
 mod dump;
@@ -186,6 +187,9 @@ pub struct ServerConfig {
     /// Addresses besides the requesting server's that may connect to bsd/bsdudp data ports
     /// (settings `extra_data_peers`: a relay or NAT on the control path only).
     pub extra_data_peers: Vec<IpAddr>,
+    /// Threads compressing client gzip for all dumps together (settings
+    /// `compress_threads`).
+    pub compress_threads: std::num::NonZeroUsize,
 }
 
 /// The sockets the loop starts with.
@@ -205,6 +209,8 @@ enum Source {
     DataListener(u64, usize),
     DataPipe(u64),
     MsgPipe(u64),
+    /// A descriptor of a dump's client filter (stdin, stdout, stderr, pidfd).
+    Filter(u64),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -286,6 +292,10 @@ pub struct Server {
     read_buf: Vec<u8>,
     /// auth ssl: the certificate-check thread.
     tls_checks: Option<tls::CertChecks>,
+    /// Wakes the loop from other threads (workers, resolver, gzip pool).
+    waker: Arc<Waker>,
+    /// The gzip pool of every dump with client gzip, made at the first one.
+    gzip: Option<filters::GzipPool>,
 }
 
 impl Server {
@@ -295,25 +305,22 @@ impl Server {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let workers = Workers::new(cfg.workers, waker.clone())?;
         let limits = cfg.limits;
+        // The certificate checks and the resolver run on threads that wake the loop.
+        let wake = |waker: &Arc<Waker>| {
+            let waker = waker.clone();
+            Arc::new(move || {
+                let _ = waker.wake();
+            })
+        };
         let tls_checks = match &cfg.tls {
-            Some(a) => {
-                let waker = waker.clone();
-                Some(tls::CertChecks::new(
-                    a.settings.clone(),
-                    Arc::new(move || {
-                        let _ = waker.wake();
-                    }),
-                )?)
-            }
+            Some(a) => Some(tls::CertChecks::new(a.settings.clone(), wake(&waker))?),
             None => None,
         };
         let names = Names::new(
             limits.name_cache,
             limits.resolver,
             resolve::system_lookup(cfg.dns_check),
-            Arc::new(move || {
-                let _ = waker.wake();
-            }),
+            wake(&waker),
         )?;
         let mut server = Server {
             poll,
@@ -347,6 +354,8 @@ impl Server {
             recv_buf: vec![0; 65536],
             read_buf: Vec::new(),
             tls_checks,
+            waker,
+            gzip: None,
         };
         for s in sockets.udp {
             s.set_nonblocking(true)?;
@@ -397,6 +406,8 @@ impl Server {
                     self.drain_jobs();
                     self.drain_names();
                     self.drain_tls_checks();
+                    // Or the gzip pool has output.
+                    self.pump_filtered_dumps();
                     continue;
                 }
                 let Some(source) = self.sources.get(&token).copied() else {
@@ -412,6 +423,7 @@ impl Server {
                     Source::DataListener(dump, slot) => self.accept_data(dump, slot),
                     Source::DataPipe(dump) => self.pipe_ready(dump, true),
                     Source::MsgPipe(dump) => self.pipe_ready(dump, false),
+                    Source::Filter(dump) => self.pump_dump(dump),
                 }
             }
             // Results may also arrive without a wake-up having been seen yet.
@@ -480,6 +492,13 @@ impl Server {
         self.next_token += 1;
         self.sources.insert(token, source);
         token
+    }
+
+    /// The daemon's gzip pool (`compress_threads` threads, shared by every dump).
+    fn gzip_pool(&mut self) -> &filters::GzipPool {
+        let threads = self.cfg.compress_threads;
+        self.gzip
+            .get_or_insert_with(|| filters::GzipPool::new(threads))
     }
 
     fn new_id(&mut self) -> u64 {

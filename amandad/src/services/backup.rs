@@ -6,11 +6,12 @@
 //!    labels in `plan.rep` to stream ids, and sends the REP.
 //! 2. When the server ACKs, the loop calls [`BackupRun::spawn`] with `plan.spec`, writes
 //!    [`BackupRun::mesg_header`] to MESG (nothing goes to DATA before it), then relays:
-//!    - bytes from `Spawned::data` to DATA, passing each chunk to [`BackupRun::on_data`] first
-//!      when [`BackupRun::crc_wanted`];
+//!    - bytes from `Spawned::data` to DATA, through the client filters, keeping the CRCs
+//!      (`proto::dataphase::Sender`) when [`BackupRun::crc_wanted`];
 //!    - bytes from `Spawned::messages` to [`BackupRun::on_messages`], which appends MESG and
 //!      INDEX bytes to a [`StreamOutput`] the loop then writes out;
-//! 3. after EOF on both pipes the loop reaps the child and calls [`BackupRun::finish`], writes
+//! 3. after EOF on both pipes the loop reaps the child and calls [`BackupRun::finish`] with
+//!    the CRCs, writes
 //!    the final MESG/INDEX bytes, and closes every stream.
 //!
 //! If [`BackupRun::spawn`] fails, [`BackupRun::spawn_failure_mesg`] is the whole MESG stream
@@ -28,8 +29,7 @@
 //!   amgtar's own messages, tar's messages, `sendbackup: error [...]` when tar fails,
 //!   `size <KiB>`, the CRC lines, `end`.
 //!
-//! The DATA pipe is made 1 MiB large (`F_SETPIPE_SZ`) so tar rarely waits for the loop, and
-//! [`BackupRun::on_data`] is a single CRC-32C pass over the bytes the loop already holds.
+//! The DATA pipe is made 1 MiB large (`F_SETPIPE_SZ`) so tar rarely waits for the loop.
 //!
 //! What this module must not do: touch the network, block (spawn only forks tar; reading
 //! and waiting are the loop's), or send a `STATE` stream (we do not advertise feature 117).
@@ -38,15 +38,16 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 
-use proto::crc::Crc32c;
-use proto::dle::Dle;
+use proto::crc::CrcValue;
+use proto::dataphase::{FilterChain, Stage};
+use proto::dle::{Compress, Dle};
 use proto::features::{Feature, Features};
 use proto::mesg::MesgLine;
 use proto::quote::quote_string;
 
 use crate::services::context::APPLICATION_DIR;
 use crate::services::messages::{BackupMessages, Classifier, Table};
-use crate::services::request::{auth_mismatch, head, unsupported_request};
+use crate::services::request::{auth_mismatch, filter_refusal, head, unsupported_request};
 use crate::services::util::lossy;
 use crate::services::{ServiceContext, Start};
 use crate::tar::amandates;
@@ -77,9 +78,15 @@ pub struct BackupSpec {
     level: i32,
     hostname: Vec<u8>,
     server: Features,
+    chain: FilterChain,
 }
 
 impl BackupSpec {
+    /// The client filters, in the order they run (compression, then encryption).
+    pub fn client_stages(&self) -> &[Stage] {
+        &self.chain.client
+    }
+
     /// The DLE name (for logs).
     pub fn disk(&self) -> &[u8] {
         &self.disk
@@ -119,7 +126,7 @@ pub struct BackupRun {
     form: Form,
     header: Vec<u8>,
     messages: BackupMessages,
-    crc: Option<Crc32c>,
+    crc_wanted: bool,
     pid: u32,
     tar: PathBuf,
     snapshot: Option<Snapshot>,
@@ -203,6 +210,11 @@ fn plan(ctx: &ServiceContext, args: &[u8]) -> Result<BackupPlan, Vec<u8>> {
     if let Some(why) = unsupported_request(&dle) {
         return Err(fail(&mut out, error_line(&format!("[{why}]"))));
     }
+    let chain = FilterChain::of(&dle.compress, &dle.encrypt)
+        .map_err(|e| fail(&mut out, error_line(&format!("[{e}]"))))?;
+    if let Some(why) = filter_refusal(ctx, &chain) {
+        return Err(fail(&mut out, error_line(&format!("[{why}]"))));
+    }
     if !(0..amandates::DUMP_LEVELS).contains(&level) {
         return Err(fail(&mut out, format_error("bad level")));
     }
@@ -234,6 +246,7 @@ fn plan(ctx: &ServiceContext, args: &[u8]) -> Result<BackupPlan, Vec<u8>> {
             level,
             hostname: h.hostname,
             server: h.server,
+            chain,
         },
     })
 }
@@ -249,9 +262,19 @@ fn info(key: &str, value: &[u8]) -> Vec<u8> {
     })
 }
 
-/// The MESG lines before `info end`.
+/// What the restore pipes the archive through before the restore program, in front of
+/// RECOVER_CMD (no space after the pipe, like sendbackup.c): only for client gzip.
+const GUNZIP_PREFIX: &str = "/bin/gzip -dc |";
+
+/// The MESG lines before `info end` (spec §11.3): RECOVER_CMD with the gunzip step for
+/// client fast/best; COMPRESS_SUFFIX=.gz for client fast/best (the legacy program), for
+/// every compress mode but none (amgtar, as 3.5.1's application API does). The dumper
+/// takes the programs and decrypt options from its own DLE, so, like 3.5.1, no
+/// CLIENT_CUSTOM_COMPRESS / CLIENT_ENCRYPT / CLIENT_DECRYPT_OPTION lines.
 fn header_lines(spec: &BackupSpec) -> Vec<u8> {
     let mut h = Vec::new();
+    let gzip = matches!(spec.dle.compress, Compress::Fast | Compress::Best);
+    let gunzip = if gzip { GUNZIP_PREFIX } else { "" };
     match spec.form {
         Form::Gnutar => {
             h.extend(mesg(&MesgLine::start(
@@ -262,17 +285,24 @@ fn header_lines(spec: &BackupSpec) -> Vec<u8> {
             // The legacy program always runs the configured tar.
             let tar = spec.ctx.gnutar_path.as_os_str().as_encoded_bytes();
             h.extend(info("BACKUP", tar));
-            let mut recover = tar.to_vec();
+            let mut recover = gunzip.as_bytes().to_vec();
+            recover.extend_from_slice(tar);
             recover.extend_from_slice(b" -xpGf - ...");
             h.extend(info("RECOVER_CMD", &recover));
+            if gzip {
+                h.extend(info("COMPRESS_SUFFIX", b".gz"));
+            }
         }
         Form::Amgtar => {
             h.extend(info("BACKUP", b"APPLICATION"));
             h.extend(info("APPLICATION", b"amgtar"));
             h.extend(info(
                 "RECOVER_CMD",
-                format!("{APPLICATION_DIR}/amgtar restore [./file-to-restore]+").as_bytes(),
+                format!("{gunzip}{APPLICATION_DIR}/amgtar restore [./file-to-restore]+").as_bytes(),
             ));
+            if let Some(suffix) = FilterChain::client_compress_suffix(&spec.dle.compress) {
+                h.extend(info("COMPRESS_SUFFIX", suffix.as_bytes()));
+            }
         }
     }
     h.extend(mesg(&MesgLine::InfoEnd));
@@ -283,12 +313,18 @@ fn error_mesg(text: &str) -> Vec<u8> {
     mesg(&MesgLine::error(text.as_bytes()))
 }
 
-fn crc_lines(crc: &Crc32c) -> Vec<u8> {
-    let v = crc.value();
-    // No client-side filter: the native and client CRCs are of the same bytes.
-    let mut out = mesg(&MesgLine::NativeCrc(Some(v)));
-    out.extend(mesg(&MesgLine::ClientCrc(Some(v))));
+/// The CRC lines: native-CRC of the application's output, client-CRC of DATA (the same
+/// bytes without client filters).
+fn crc_lines((native, client): (CrcValue, CrcValue)) -> Vec<u8> {
+    let mut out = mesg(&MesgLine::NativeCrc(Some(native)));
+    out.extend(mesg(&MesgLine::ClientCrc(Some(client))));
     out
+}
+
+/// The CRCs of nothing.
+fn empty_crcs() -> (CrcValue, CrcValue) {
+    let v = proto::crc::Crc32c::new().value();
+    (v, v)
 }
 
 fn now() -> i64 {
@@ -321,7 +357,7 @@ impl BackupRun {
             m.extend(error_mesg(&reason));
             if form == Form::Amgtar {
                 if crc_wanted {
-                    m.extend(crc_lines(&Crc32c::new()));
+                    m.extend(crc_lines(empty_crcs()));
                 }
                 m.extend(mesg(&MesgLine::End));
             }
@@ -442,7 +478,7 @@ impl BackupRun {
             form,
             header,
             messages: BackupMessages::new(classifier, index),
-            crc: crc_wanted.then(Crc32c::new),
+            crc_wanted,
             pid: child.id(),
             tar: setup.tar.clone(),
             snapshot,
@@ -473,17 +509,10 @@ impl BackupRun {
         &self.header
     }
 
-    /// Whether the server wants CRC lines (feature 102); if not, [`BackupRun::on_data`]
-    /// need not be called.
+    /// Whether the server wants CRC lines (feature 102); if not, the CRCs need not be
+    /// taken.
     pub fn crc_wanted(&self) -> bool {
-        self.crc.is_some()
-    }
-
-    /// Bytes of the archive, in order, as they go to DATA.
-    pub fn on_data(&mut self, chunk: &[u8]) {
-        if let Some(c) = &mut self.crc {
-            c.update(chunk);
-        }
+        self.crc_wanted
     }
 
     /// Bytes tar wrote to stderr; appends the resulting MESG and INDEX bytes to `out`.
@@ -491,11 +520,35 @@ impl BackupRun {
         self.messages.push(chunk, out);
     }
 
-    /// tar exited with `status` and both pipes are at EOF: the closing MESG lines, and the
-    /// state files updated as the real client does. Call once.
-    pub fn finish(&mut self, status: ExitStatus, out: &mut StreamOutput) {
+    /// tar exited with `status` and both pipes are at EOF: the closing MESG lines (with
+    /// `crcs`, native and client, when [`BackupRun::crc_wanted`]), and the state files
+    /// updated as the real client does. `filter_error` is a client filter's failure (it
+    /// fails the dump, and its line comes first: tar was stopped because of it). Call once.
+    pub fn finish(
+        &mut self,
+        status: ExitStatus,
+        crcs: (CrcValue, CrcValue),
+        filter_error: Option<&str>,
+        out: &mut StreamOutput,
+    ) {
         use std::os::unix::process::ExitStatusExt;
         self.messages.finish(out);
+        if let Some(e) = filter_error {
+            out.mesg.extend(error_mesg(e));
+            self.snapshot.take();
+            if self.form == Form::Amgtar {
+                let size = self
+                    .messages
+                    .size_kib()
+                    .map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
+                out.mesg.extend(mesg(&MesgLine::Size(size)));
+                if self.crc_wanted {
+                    out.mesg.extend(crc_lines(crcs));
+                }
+                out.mesg.extend(mesg(&MesgLine::End));
+            }
+            return;
+        }
         let tar = self.tar.display().to_string();
         let failed = match (status.code(), status.signal()) {
             (Some(c), _) => !self
@@ -524,8 +577,8 @@ impl BackupRun {
                     self.snapshot.take();
                     return;
                 };
-                if let Some(c) = &self.crc {
-                    out.mesg.extend(crc_lines(c));
+                if self.crc_wanted {
+                    out.mesg.extend(crc_lines(crcs));
                 }
                 if self.record {
                     if let Some(warning) = self.snapshot.take().and_then(|s| s.commit(true)) {
@@ -579,8 +632,8 @@ impl BackupRun {
                     let _ =
                         amandates::update(&self.amandates, &self.disk, self.level, self.dump_time);
                 }
-                if let Some(c) = &self.crc {
-                    out.mesg.extend(crc_lines(c));
+                if self.crc_wanted {
+                    out.mesg.extend(crc_lines(crcs));
                 }
                 out.mesg.extend(mesg(&MesgLine::End));
             }

@@ -35,6 +35,9 @@ pub struct ContextInner {
     pub tmp_dir: PathBuf,
     /// The client configuration name (amanda-client.conf `conf`), if any.
     pub config_name: Option<String>,
+    /// The compression and encryption programs a DLE may name (settings
+    /// `amandad.filter_programs`); empty: any absolute path, as Amanda.
+    pub filter_programs: Vec<PathBuf>,
 }
 
 impl ServiceContext {
@@ -60,6 +63,7 @@ impl ContextInner {
             amandates: PathBuf::from(conf::defaults::AMANDATES),
             tmp_dir: PathBuf::from("/tmp/amanda"),
             config_name: None,
+            filter_programs: Vec::new(),
         }
     }
 

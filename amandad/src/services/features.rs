@@ -10,8 +10,8 @@
 //!
 //! What this module must not do: advertise a bit whose behaviour is not implemented here.
 //! In particular never bit 117 (`sendbackup_stream_state`: the dumper would then demand a
-//! `STATE` pair in the CONNECT line), and no client compression, encryption, kencrypt,
-//! calcsize, DUMP or pre/post-script bits.
+//! `STATE` pair in the CONNECT line), and no kencrypt, calcsize, DUMP or pre/post-script
+//! bits.
 
 use proto::features::{Feature, Features};
 
@@ -56,6 +56,26 @@ const ADVERTISED: &[(Feature, &str)] = &[
     (
         Feature::PROGRAM_APPLICATION_API,
         "program \"APPLICATION\" with the amgtar plugin",
+    ),
+    (
+        Feature::OPTIONS_COMPRESS_FAST,
+        "compress client fast: in-process gzip (issue 12)",
+    ),
+    (
+        Feature::OPTIONS_COMPRESS_BEST,
+        "compress client best: in-process gzip (issue 12)",
+    ),
+    (
+        Feature::OPTIONS_COMPRESS_CUST,
+        "compress client custom: client_custom_compress, no argument (issue 12)",
+    ),
+    (
+        Feature::OPTIONS_ENCRYPT_CUST,
+        "encrypt client: client_encrypt, no argument (issue 12)",
+    ),
+    (
+        Feature::OPTIONS_CLIENT_DECRYPT_OPTION,
+        "client_decrypt_option: only the server's restore uses it (issue 12)",
     ),
     (
         Feature::OPTIONS_SRVCOMP_FAST,
@@ -191,9 +211,9 @@ const ADVERTISED: &[(Feature, &str)] = &[
 ///
 /// Checked against a real 3.5.1 server: `program "GNUTAR"` and `program "APPLICATION"` with
 /// the amgtar application pass its validations (bits 15, 16, 80; 21-30 for the usual
-/// dumptype options), and a dumptype we cannot honour is refused by the server itself
-/// (client compression: "does not support fast compression"; client encryption; kencrypt;
-/// scripts: "does not support script").
+/// dumptype options), client compression and encryption (17, 18, 57, 59, 61), and a
+/// dumptype we cannot honour is refused by the server itself (kencrypt; scripts: "does not
+/// support script").
 pub fn advertised() -> Features {
     ADVERTISED.iter().map(|(f, _)| *f).collect()
 }
@@ -213,15 +233,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn never_advertises_state_stream_compression_encryption_or_calcsize() {
+    fn never_advertises_state_stream_kencrypt_or_calcsize() {
         let f = advertised();
         for bad in [
             Feature::SENDBACKUP_STREAM_STATE,
-            Feature::OPTIONS_COMPRESS_FAST,
-            Feature::OPTIONS_COMPRESS_BEST,
-            Feature::OPTIONS_COMPRESS_CUST,
-            Feature::OPTIONS_ENCRYPT_CUST,
-            Feature::OPTIONS_CLIENT_DECRYPT_OPTION,
             Feature::OPTIONS_KENCRYPT,
             Feature::CALCSIZE_ESTIMATE,
             Feature::SELFCHECK_CALCSIZE,
@@ -251,6 +266,12 @@ mod tests {
             Feature::SENDBACKUP_REQ_DEVICE,
             Feature::SENDSIZE_REQ_DEVICE,
             Feature::SELFCHECK_REQ_DEVICE,
+            // issue 12: the real amcheck refuses client compression/encryption without them.
+            Feature::OPTIONS_COMPRESS_FAST,
+            Feature::OPTIONS_COMPRESS_BEST,
+            Feature::OPTIONS_COMPRESS_CUST,
+            Feature::OPTIONS_ENCRYPT_CUST,
+            Feature::OPTIONS_CLIENT_DECRYPT_OPTION,
         ] {
             assert!(f.has(good), "{} must be advertised", good.name());
         }
@@ -259,7 +280,7 @@ mod tests {
     #[test]
     fn hex_is_stable() {
         // A change here changes what every server sees; update docs/README with it.
-        assert_eq!(advertised_hex(), "ffbff9ff9c00105410c0b10354000200000010");
+        assert_eq!(advertised_hex(), "ffbfffff9c00107e10c0b10354000200000010");
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! What the selfcheck, sendsize and sendbackup requests have in common: the `OPTIONS` line,
 //! the choice between XML and legacy DLE lines, the host name, and the checks of a DLE
-//! that the real services make before doing anything (auth, client-side filters).
+//! that the real services make before doing anything (auth, what we do not implement).
 //!
 //! What this module must not do: touch the file system, or word an error differently from
 //! the real client (the texts here are the real services').
 
-use proto::dle::{Compress, DataPath, Dle, Encrypt};
+use std::path::Path;
+
+use proto::dataphase::{FilterChain, Stage};
+use proto::dle::{DataPath, Dle};
 use proto::features::Features;
 use proto::options::Options;
 use proto::request::ServiceInput;
@@ -66,20 +69,39 @@ pub fn auth_mismatch<'a>(ctx: &'a ServiceContext, dle: &'a Dle) -> Option<(&'a s
 /// Why we refuse a DLE outright: what it asks of the client that amanda-rs does not do
 /// (and does not advertise, so a real server refuses such dumptypes before sending them).
 pub fn unsupported_request(dle: &Dle) -> Option<String> {
-    match &dle.compress {
-        Compress::Fast | Compress::Best | Compress::Custom(_) => {
-            return Some("client-side compression is not supported by this client (amanda-rs); use server-side compression".into());
-        }
-        _ => {}
-    }
-    if matches!(dle.encrypt, Encrypt::Custom { .. }) {
-        return Some("client-side encryption is not supported by this client (amanda-rs); use server-side encryption".into());
-    }
     if dle.kencrypt {
         return Some("kencrypt is not supported by this client (amanda-rs)".into());
     }
     if matches!(dle.data_path, Some(DataPath::DirectTcp(_))) {
         return Some("data-path DIRECTTCP is not supported by this client (amanda-rs)".into());
+    }
+    None
+}
+
+/// Why the client filters of a DLE cannot run here: a program that is not an absolute path,
+/// or (settings `amandad.filter_programs`) not one the admin allows. The server chooses
+/// these programs and amandad runs them as the Amanda user, with the backup on stdin.
+pub fn filter_refusal(ctx: &ServiceContext, chain: &FilterChain) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    for stage in &chain.client {
+        let (key, program) = match stage {
+            Stage::CustomCompress(p) => ("client_custom_compress", p),
+            Stage::Encrypt { program, .. } => ("client_encrypt", program),
+            Stage::Gzip(_) => continue,
+        };
+        let path = Path::new(std::ffi::OsStr::from_bytes(program.as_bytes()));
+        if !path.is_absolute() {
+            return Some(format!(
+                "{key} {}: not an absolute path (filter programs are named by their full path)",
+                path.display()
+            ));
+        }
+        if !ctx.filter_programs.is_empty() && !ctx.filter_programs.iter().any(|p| p == path) {
+            return Some(format!(
+                "{key} {} is not one of this client's amandad.filter_programs",
+                path.display()
+            ));
+        }
     }
     None
 }
@@ -117,18 +139,55 @@ mod tests {
     }
 
     #[test]
-    fn client_side_filters_are_refused() {
+    fn filter_programs_must_be_absolute_and_allowed() {
+        // issue 12: the server names the programs; the client admin may restrict them.
+        use proto::dle::{Compress, Encrypt};
+        let chain = |c: &str, e: &str| {
+            FilterChain::of(
+                &Compress::Custom(c.into()),
+                &Encrypt::Custom {
+                    program: e.into(),
+                    decrypt_option: None,
+                },
+            )
+            .unwrap()
+        };
+        let mut inner = crate::services::context::tests::test_inner(Path::new("/tmp"));
+        let ctx = ServiceContext::new(inner.clone());
+        assert_eq!(
+            filter_refusal(&ctx, &chain("/usr/bin/zstd", "/bin/sh")),
+            None
+        );
+        assert_eq!(
+            filter_refusal(&ctx, &chain("zstd", "/x")).unwrap(),
+            "client_custom_compress zstd: not an absolute path (filter programs are named by their full path)"
+        );
+        inner.filter_programs = vec!["/usr/bin/zstd".into(), "/usr/sbin/amcrypt-ossl".into()];
+        let ctx = ServiceContext::new(inner);
+        assert_eq!(
+            filter_refusal(&ctx, &chain("/usr/bin/zstd", "/usr/sbin/amcrypt-ossl")),
+            None
+        );
+        assert_eq!(
+            filter_refusal(&ctx, &chain("/usr/bin/zstd", "/bin/sh")).unwrap(),
+            "client_encrypt /bin/sh is not one of this client's amandad.filter_programs"
+        );
+    }
+
+    #[test]
+    fn client_side_filters_are_accepted_and_kencrypt_refused() {
+        // issue 12: client compression and encryption are implemented.
+        use proto::dle::{Compress, Encrypt};
         let mut dle = Dle {
             compress: Compress::Fast,
+            encrypt: Encrypt::Custom {
+                program: "/usr/sbin/amcrypt-ossl".into(),
+                decrypt_option: None,
+            },
             ..Dle::default()
         };
-        assert!(unsupported_request(&dle).unwrap().contains("compression"));
-        dle.compress = Compress::ServerFast;
         assert!(unsupported_request(&dle).is_none());
-        dle.encrypt = Encrypt::Custom {
-            program: "x".into(),
-            decrypt_option: None,
-        };
-        assert!(unsupported_request(&dle).unwrap().contains("encryption"));
+        dle.kencrypt = true;
+        assert!(unsupported_request(&dle).unwrap().contains("kencrypt"));
     }
 }

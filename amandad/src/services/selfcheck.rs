@@ -15,8 +15,11 @@
 //! * the amgtar directory check runs as the Amanda user; when that is refused and the helper
 //!   is usable, the helper itself probes the directory as root (tar `--no-recursion`), which
 //!   is what the backup will do;
-//! * client compression, encryption, DUMP and applications other than amgtar are errors
-//!   (we do not implement them, and do not advertise them);
+//! * client compression with gzip is in-process, so `/bin/gzip` is not checked; a custom
+//!   compressor or an encryption program is checked instead (absolute, a file, executable
+//!   by the Amanda user), which the real client does not do (issue 12);
+//! * kencrypt, DUMP and applications other than amgtar are errors (we do not implement
+//!   them, and do not advertise them);
 //! * host-specific values (uids, free space, versions of tar) are ours.
 //!
 //! Over bsd and bsdudp the whole reply must fit in one datagram (65,503 bytes); the JSON
@@ -34,7 +37,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use proto::dle::{Compress, Dle, Encrypt, Estimate};
+use proto::dataphase::{FilterChain, Stage};
+use proto::dle::{Dle, Estimate};
 use proto::selfcheck::{JsonMessage, Origin, ReplyWriter, Severity, msg};
 
 use crate::services::context::SPACE_CHECK_DIRS;
@@ -369,16 +373,25 @@ impl Check {
                 None,
             ));
         }
-        let unsupported = match (&dle.compress, &dle.encrypt) {
-            (Compress::Fast | Compress::Best | Compress::Custom(_), _) => Some(
-                "client-side compression is not supported by this client (amanda-rs); use server-side compression",
-            ),
-            (_, Encrypt::Custom { .. }) => Some(
-                "client-side encryption is not supported by this client (amanda-rs); use server-side encryption",
-            ),
-            _ if dle.kencrypt => Some("kencrypt is not supported by this client (amanda-rs)"),
-            _ => None,
-        };
+        let mut unsupported: Option<String> = dle
+            .kencrypt
+            .then(|| "kencrypt is not supported by this client (amanda-rs)".into());
+        // issue 12: the programs the dump will start, as the Amanda user starts them.
+        match FilterChain::of(&dle.compress, &dle.encrypt) {
+            Err(e) => unsupported = Some(e.to_string()),
+            Ok(chain) => match crate::services::request::filter_refusal(&self.ctx, &chain) {
+                Some(why) => unsupported = Some(why),
+                None => {
+                    for stage in &chain.client {
+                        if let Stage::CustomCompress(p) | Stage::Encrypt { program: p, .. } = stage
+                        {
+                            let path = Path::new(std::ffi::OsStr::from_bytes(p.as_bytes()));
+                            self.emit(&file_message(Origin::SELFCHECK, path, libc::X_OK));
+                        }
+                    }
+                }
+            },
+        }
         if let Some(why) = unsupported {
             let app = dle
                 .application

@@ -61,6 +61,9 @@ pub enum SendError {
     /// The server closed DATA while the dump was running.
     #[error("the server closed the DATA stream early")]
     PeerClosedData,
+    /// The client itself failed (a connection lost, a pipe error): the shell's reason.
+    #[error("{0}")]
+    Local(String),
 }
 
 fn names(streams: &[Stream]) -> String {
@@ -110,6 +113,8 @@ pub struct Sender {
     header_sent: bool,
     native: Crc32c,
     client: Crc32c,
+    /// No client filter: one CRC pass serves as both (see [`Sender::on_unfiltered`]).
+    unfiltered: bool,
     events: VecDeque<SenderEvent>,
 }
 
@@ -129,6 +134,7 @@ impl Sender {
             header_sent: false,
             native: Crc32c::new(),
             client: Crc32c::new(),
+            unfiltered: false,
             events: VecDeque::new(),
         }
     }
@@ -231,9 +237,21 @@ impl Sender {
         self.client.update(bytes);
     }
 
+    /// Without client filters: `bytes` are the application's output and go onto DATA as
+    /// they are, so one CRC pass gives both native-CRC and client-CRC. Use it instead of
+    /// [`Sender::on_native`] + [`Sender::on_sent`], never mixed with them.
+    pub fn on_unfiltered(&mut self, bytes: &[u8]) {
+        self.unfiltered = true;
+        self.client.update(bytes);
+    }
+
     /// native-CRC: the application's output.
     pub fn native_crc(&self) -> CrcValue {
-        self.native.value()
+        if self.unfiltered {
+            self.client.value()
+        } else {
+            self.native.value()
+        }
     }
 
     /// client-CRC: what went on DATA.
@@ -263,6 +281,16 @@ impl Sender {
     /// Whether the data phase ended (closed or aborted).
     pub fn is_over(&self) -> bool {
         matches!(self.phase, Phase::Closing | Phase::Aborted)
+    }
+
+    /// Whether the server has the REP (its ACK, or a stream it connected).
+    pub fn acked(&self) -> bool {
+        self.acked
+    }
+
+    /// The shell failed on its own (see [`SendError::Local`]); ignored once over.
+    pub fn fail(&mut self, why: impl Into<String>) {
+        self.abort(SendError::Local(why.into()));
     }
 
     fn abort(&mut self, e: SendError) {

@@ -417,3 +417,24 @@ fn with_client_filters_native_and_client_crcs_cover_their_own_bytes() {
     assert_eq!(s.client_crc().size, 10);
     assert_ne!(s.native_crc(), s.client_crc());
 }
+
+#[test]
+fn without_client_filters_one_pass_gives_both_crcs_and_the_shell_can_fail_the_phase() {
+    let mut s = Sender::new(SenderConfig::default(), &[(Stream::Data, true)]);
+    s.on_unfiltered(b"tar output");
+    assert_eq!(s.native_crc(), s.client_crc());
+    assert_eq!(s.native_crc().size, 10);
+    let t = Instant::now();
+    s.on_acked(t);
+    assert_eq!(s.poll_event(), Some(SenderEvent::Start));
+    s.fail("the server closed a data connection");
+    assert_eq!(
+        s.poll_event(),
+        Some(SenderEvent::Abort(SendError::Local(
+            "the server closed a data connection".into()
+        )))
+    );
+    assert!(s.is_over());
+    s.fail("again");
+    assert_eq!(s.poll_event(), None, "one abort only");
+}

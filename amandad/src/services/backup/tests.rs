@@ -1,6 +1,7 @@
 //! sendbackup tests: request parsing against the real client's texts, and whole dumps of
 //! temporary trees with the real GNU tar.
 
+use proto::crc::Crc32c;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -99,12 +100,14 @@ fn request_errors_use_the_real_texts() {
         r,
         b"ERROR [client configured for auth=bsdtcp while server requested 'bsd']\n"
     );
+    // issue 12: client compression is done, but a custom one needs its program.
     let r = reply_of(
         &ctx,
-        &gnutar_xml("/a", 0, true).replace("<record>YES</record>", "<compress>FAST</compress>"),
+        &gnutar_xml("/a", 0, true).replace("<record>YES</record>", "<compress>CUSTOM</compress>"),
     );
-    assert!(
-        String::from_utf8_lossy(&r).starts_with("ERROR [client-side compression is not supported")
+    assert_eq!(
+        String::from_utf8_lossy(&r),
+        "ERROR [client custom compression with no compression program specified]\n"
     );
     let r = reply_of(&ctx, &amgtar_xml("/a", 0, "").replace("amgtar", "amstar"));
     assert!(String::from_utf8_lossy(&r).starts_with("ERROR [Application 'amstar': not supported"));
@@ -166,11 +169,12 @@ pub(crate) fn run_dump(plan: BackupPlan) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         run.on_messages(&buf[..n], &mut out);
     }
     let data = reader.join().unwrap();
+    let mut crc = Crc32c::new();
     for c in data.chunks(4096) {
-        run.on_data(c);
+        crc.update(c);
     }
     let status = child.wait().unwrap();
-    run.finish(status, &mut out);
+    run.finish(status, (crc.value(), crc.value()), None, &mut out);
     mesg.extend_from_slice(&out.mesg);
     (data, mesg, out.index)
 }
@@ -434,5 +438,91 @@ fn the_data_pipe_is_made_large() {
     assert!(
         size == DATA_PIPE_SIZE || (max < DATA_PIPE_SIZE && size == 65536),
         "{size}"
+    );
+}
+
+/// issue 12: the MESG header of each client compression/encryption variant is the one the
+/// real 3.5.1 client sends (spec §11.3): the gunzip step before RECOVER_CMD only for client
+/// fast/best, COMPRESS_SUFFIX=.gz for every compress mode but none (amgtar) or for client
+/// fast/best only (legacy GNUTAR), and no program or decrypt-option lines.
+#[test]
+fn mesg_header_of_each_filter_variant_is_the_real_clients() {
+    let ctx = test_context();
+    let amgtar = "/usr/lib/amanda/application/amgtar restore [./file-to-restore]+";
+    let head = |xml: String| {
+        let plan = plan_of(&ctx, &xml);
+        String::from_utf8(header_lines(&plan.spec)).unwrap()
+    };
+    let with = |elements: &str| {
+        amgtar_xml("/a", 0, "").replace("  <record>", &format!("{elements}  <record>"))
+    };
+    let enc = "  <encrypt>CUSTOM<custom-encrypt-program>/usr/sbin/amcrypt-ossl</custom-encrypt-program>\n    <decrypt-option>-d</decrypt-option>\n  </encrypt>\n";
+    let cases = [
+        ("", format!("RECOVER_CMD={amgtar}\n"), false),
+        (
+            "  <compress>FAST</compress>\n",
+            format!("RECOVER_CMD=/bin/gzip -dc |{amgtar}\n"),
+            true,
+        ),
+        (
+            "  <compress>BEST</compress>\n",
+            format!("RECOVER_CMD=/bin/gzip -dc |{amgtar}\n"),
+            true,
+        ),
+        (
+            "  <compress>CUSTOM<custom-compress-program>/usr/bin/zstd</custom-compress-program>\n  </compress>\n",
+            format!("RECOVER_CMD={amgtar}\n"),
+            true,
+        ),
+        (
+            "  <compress>SERVER-FAST</compress>\n",
+            format!("RECOVER_CMD={amgtar}\n"),
+            true,
+        ),
+        (enc, format!("RECOVER_CMD={amgtar}\n"), false),
+    ];
+    for (elements, recover, suffix) in cases {
+        let h = head(with(elements));
+        let want = format!(
+            "sendbackup: info BACKUP=APPLICATION\nsendbackup: info APPLICATION=amgtar\nsendbackup: info {recover}{}sendbackup: info end\n",
+            if suffix {
+                "sendbackup: info COMPRESS_SUFFIX=.gz\n"
+            } else {
+                ""
+            }
+        );
+        assert_eq!(h, want, "{elements}");
+    }
+    let fast_enc = head(with(&format!("  <compress>FAST</compress>\n{enc}")));
+    assert!(fast_enc.contains("RECOVER_CMD=/bin/gzip -dc |/usr/lib/amanda/application/amgtar"));
+    assert!(
+        !fast_enc.contains("ENCRYPT") && !fast_enc.contains("DECRYPT"),
+        "{fast_enc}"
+    );
+
+    let legacy =
+        |c: &str| head(gnutar_xml("/a", 0, true).replace("  <record>", &format!("{c}  <record>")));
+    assert!(legacy("  <compress>FAST</compress>\n").ends_with(
+        "sendbackup: info RECOVER_CMD=/bin/gzip -dc |/usr/bin/tar -xpGf - ...\nsendbackup: info COMPRESS_SUFFIX=.gz\nsendbackup: info end\n"
+    ));
+    assert!(legacy("  <compress>SERVER-FAST</compress>\n").ends_with(
+        "sendbackup: info RECOVER_CMD=/usr/bin/tar -xpGf - ...\nsendbackup: info end\n"
+    ));
+}
+
+/// issue 12: a program outside `amandad.filter_programs` is refused before any stream opens.
+#[test]
+fn a_filter_program_the_client_does_not_allow_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let mut inner = test_inner(root.path());
+    inner.filter_programs = vec!["/usr/bin/zstd".into()];
+    let ctx = ServiceContext::new(inner);
+    let xml = amgtar_xml("/a", 0, "").replace(
+        "  <record>",
+        "  <encrypt>CUSTOM<custom-encrypt-program>/bin/sh</custom-encrypt-program>\n    <decrypt-option>-d</decrypt-option>\n  </encrypt>\n  <record>",
+    );
+    assert_eq!(
+        String::from_utf8(reply_of(&ctx, &xml)).unwrap(),
+        "ERROR [client_encrypt /bin/sh is not one of this client's amandad.filter_programs]\n"
     );
 }

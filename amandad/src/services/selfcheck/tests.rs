@@ -177,13 +177,12 @@ fn request_errors_end_the_reply() {
 fn unsupported_dumptypes_are_errors_and_a_missing_helper_is_a_warning() {
     let ctx = test_context();
     let dle =
-        gnutar_dle("/tmp", "bsdtcp").replace("<record>YES</record>", "<compress>FAST</compress>");
+        gnutar_dle("/tmp", "bsdtcp").replace("<record>YES</record>", "<kencrypt>YES</kencrypt>");
     let body = run(&ctx, &format!("{}{dle}", opts("h")));
     let msgs = parse_json_reply(&body).unwrap();
     assert!(
         msgs.iter()
-            .any(|m| m.severity == Severity::Error
-                && m.message.starts_with(b"client-side compression")),
+            .any(|m| m.severity == Severity::Error && m.message.starts_with(b"kencrypt")),
         "{}",
         String::from_utf8_lossy(&body)
     );
@@ -336,5 +335,47 @@ fn the_legacy_form_is_cut_the_same_way() {
             .filter(|l| l.starts_with("ERROR [client.example: Could not access"))
             .count(),
         200
+    );
+}
+
+/// issue 12: client compression and encryption are supported; the programs a dump would
+/// start are checked (present, executable), gzip is in-process and needs nothing.
+#[test]
+fn client_filters_are_checked_for_their_programs() {
+    let ctx = test_context();
+    let with = |xml: &str| {
+        let dle = gnutar_dle("/tmp", "bsdtcp").replace("<record>YES</record>", xml);
+        let body = run(&ctx, &format!("{}{dle}", opts("h")));
+        (
+            parse_json_reply(&body).unwrap(),
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    };
+    let (msgs, body) = with("<compress>FAST</compress>");
+    assert!(
+        !msgs.iter().any(|m| m.severity == Severity::Error),
+        "{body}"
+    );
+
+    let (msgs, body) = with(
+        "<compress>CUSTOM<custom-compress-program>/bin/cat</custom-compress-program>\n  </compress>\n  <encrypt>CUSTOM<custom-encrypt-program>/nonexistent/amcrypt</custom-encrypt-program>\n    <decrypt-option>-d</decrypt-option>\n  </encrypt>",
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.code == 3_600_064 && m.message.starts_with(b"/bin/cat executable")),
+        "{body}"
+    );
+    assert!(
+        msgs.iter().any(|m| m.severity == Severity::Error
+            && String::from_utf8_lossy(&m.message).contains("/nonexistent/amcrypt")),
+        "{body}"
+    );
+
+    let (msgs, body) = with("<compress>CUSTOM</compress>");
+    assert!(
+        msgs.iter().any(|m| m.severity == Severity::Error
+            && m.message
+                .ends_with(b"client custom compression with no compression program specified")),
+        "{body}"
     );
 }
