@@ -14,7 +14,11 @@
 //!
 //! A program that cannot start, exits non-zero or is killed fails the dump with its name and
 //! exit status ([`StageFailure`]); the caller then aborts the holding file, so nothing
-//! half-written stays. A program's stderr lines do not fail it: they make the dump STRANGE,
+//! half-written stays. When a stage is an external program, what is stored also goes
+//! through the undo chain a restore runs (decrypt with its option, `<prog> -d`, gunzip) at
+//! the same time, and the caller compares what comes back with the DATA received
+//! ([`Check`]): a program that writes garbage, or that cannot undo its own output, fails
+//! the dump instead of leaving a file that will not restore. Our gzip alone is not checked. A program's stderr lines do not fail it: they make the dump STRANGE,
 //! as `? data compress: <line>` / `? data encrypt: <line>` in its report, as in Amanda.
 //!
 //! What this module must not do: know the protocol (the receiver's CRC of DATA is checked
@@ -23,6 +27,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +35,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, bounded};
+use filters::gunzip::Gunzip;
 use filters::gzip::{GzipError, GzipPool, GzipWriter, Level};
 use filters::program::{FilterCommand, FilterError, RunningFilter};
 use filters::stderr::{StderrLine, StderrLines};
@@ -64,12 +70,42 @@ pub enum StageFailure {
         /// How long.
         waited: Duration,
     },
+    /// Undoing the stages, as a restore will, failed: what was stored would not restore.
+    #[error("[the server filters' output would not restore: {}]", unbracket(.0))]
+    Unrestorable(Box<StageFailure>),
+    /// Undoing the stages gave back other bytes than the DATA received.
+    #[error(
+        "[the server filters' output would not restore: undoing them gives back {got}, the DATA received was {want}]"
+    )]
+    Garbage {
+        /// What undoing gave (without NUL padding).
+        got: CrcValue,
+        /// The DATA.
+        want: CrcValue,
+    },
     /// The holding file behind the filters.
     #[error("{0}")]
     Holding(HoldingError),
     /// The pipeline thread is gone.
     #[error("[the server filter thread stopped]")]
     Gone,
+}
+
+impl StageFailure {
+    fn unrestorable(e: StageFailure) -> StageFailure {
+        match e {
+            e @ (StageFailure::Unrestorable(_) | StageFailure::Holding(_)) => e,
+            e => StageFailure::Unrestorable(Box::new(e)),
+        }
+    }
+}
+
+fn unbracket(e: &StageFailure) -> String {
+    let t = e.to_string();
+    t.strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .map(str::to_owned)
+        .unwrap_or(t)
 }
 
 fn stderr_tail(lines: &[String]) -> String {
@@ -87,6 +123,9 @@ pub struct Stored {
     pub crc: CrcValue,
     /// The programs' stderr lines, as the report shows them (`? data encrypt: ...`).
     pub messages: Vec<String>,
+    /// With an external program among the stages: what undoing them gave back, for the
+    /// caller to compare with the DATA received.
+    pub check: Option<Check>,
 }
 
 /// The report's name of a stage (Amanda's filter names).
@@ -98,12 +137,26 @@ fn stage_name(stage: &Stage) -> &'static str {
     }
 }
 
+/// What a chain of stages ends in: the holding file ([`Stored`]), or the check of what
+/// was stored ([`Check`]).
+trait Tail: Send + 'static {
+    /// A program's stderr lines, as the report shows them.
+    fn add_messages(&mut self, lines: Vec<String>);
+}
+
+impl Tail for Stored {
+    fn add_messages(&mut self, mut lines: Vec<String>) {
+        lines.append(&mut self.messages);
+        self.messages = lines;
+    }
+}
+
 /// One stage's input side, as the pipeline thread writes to it.
-trait StageSink: Send {
+trait StageSink<T>: Send {
     /// Writes all of `data` to the stage.
     fn put(&mut self, data: &[u8]) -> Result<(), StageFailure>;
     /// Ends the input; waits for the stage and those after it.
-    fn finish(self: Box<Self>) -> Result<Stored, StageFailure>;
+    fn finish(self: Box<Self>) -> Result<T, StageFailure>;
 }
 
 /// The last stage: the holding file.
@@ -111,11 +164,17 @@ struct HoldingSink {
     writer: HoldingWriter,
     current: Option<Chunk>,
     crc: Crc32c,
+    /// The undo chain the stored bytes also go through (see [`Check`]).
+    check: Option<Box<dyn StageSink<Check>>>,
 }
 
-impl StageSink for HoldingSink {
-    fn put(&mut self, mut data: &[u8]) -> Result<(), StageFailure> {
+impl StageSink<Stored> for HoldingSink {
+    fn put(&mut self, data: &[u8]) -> Result<(), StageFailure> {
         self.crc.update(data);
+        if let Some(c) = &mut self.check {
+            c.put(data).map_err(StageFailure::unrestorable)?;
+        }
+        let mut data = data;
         while !data.is_empty() {
             let mut c = match self.current.take() {
                 Some(c) => c,
@@ -136,11 +195,124 @@ impl StageSink for HoldingSink {
         if let Some(c) = self.current.take() {
             self.writer.submit(c).map_err(StageFailure::Holding)?;
         }
+        let check = match self.check.take() {
+            Some(c) => Some(c.finish().map_err(StageFailure::unrestorable)?),
+            None => None,
+        };
         Ok(Stored {
             crc: self.crc.value(),
             writer: self.writer,
             messages: Vec::new(),
+            check,
         })
+    }
+}
+
+/// What undoing the server stages on the stored bytes gave back: the CRC of everything up
+/// to its last non-NUL byte, and the NUL bytes after it (an encryption program may pad
+/// with NULs, as amcrypt-ossl does; tar and gzip ignore them on restore).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Check {
+    prefix: Crc32c,
+    nuls: u64,
+}
+
+impl Tail for Check {
+    // The undo programs' messages (amcrypt-ossl warns on every run) say nothing new.
+    fn add_messages(&mut self, _: Vec<String>) {}
+}
+
+impl Check {
+    /// Whether the undone bytes are `received` (the DATA), possibly followed by NULs.
+    pub fn gives_back(&self, received: CrcValue) -> bool {
+        let have = self.prefix.bytes();
+        let Ok(want) = u64::try_from(received.size) else {
+            return false;
+        };
+        if want < have || want - have > self.nuls {
+            return false;
+        }
+        let mut c = self.prefix;
+        feed_nuls(&mut c, want - have);
+        c.value() == received
+    }
+
+    /// The undone bytes without their NUL padding.
+    pub fn value(&self) -> CrcValue {
+        self.prefix.value()
+    }
+}
+
+fn feed_nuls(c: &mut Crc32c, mut n: u64) {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        c.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
+}
+
+/// The end of the check chain.
+struct CheckSink(Check);
+
+impl StageSink<Check> for CheckSink {
+    fn put(&mut self, data: &[u8]) -> Result<(), StageFailure> {
+        match data.iter().rposition(|&b| b != 0) {
+            None => self.0.nuls += data.len() as u64,
+            Some(last) => {
+                feed_nuls(&mut self.0.prefix, self.0.nuls);
+                self.0.prefix.update(&data[..=last]);
+                self.0.nuls = (data.len() - last - 1) as u64;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Check, StageFailure> {
+        Ok(self.0)
+    }
+}
+
+/// gunzip, in-process (the check of a gzip stage).
+struct GunzipSink<T> {
+    decoder: Gunzip,
+    out: Vec<u8>,
+    next: Box<dyn StageSink<T>>,
+}
+
+impl<T: Tail> StageSink<T> for GunzipSink<T> {
+    fn put(&mut self, mut data: &[u8]) -> Result<(), StageFailure> {
+        while !data.is_empty() {
+            let p = self
+                .decoder
+                .decode(data, &mut self.out)
+                .map_err(|e| StageFailure::Gzip(e.to_string()))?;
+            data = &data[p.consumed..];
+            if p.produced > 0 {
+                self.next.put(&self.out[..p.produced])?;
+            } else if p.consumed == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<T, StageFailure> {
+        // Whatever the decoder still holds.
+        loop {
+            let p = self
+                .decoder
+                .decode(&[], &mut self.out)
+                .map_err(|e| StageFailure::Gzip(e.to_string()))?;
+            if p.produced == 0 {
+                break;
+            }
+            self.next.put(&self.out[..p.produced])?;
+        }
+        self.decoder
+            .finish()
+            .map_err(|e| StageFailure::Gzip(e.to_string()))?;
+        self.next.finish()
     }
 }
 
@@ -148,12 +320,12 @@ impl StageSink for HoldingSink {
 type FailSlot = Arc<Mutex<Option<StageFailure>>>;
 
 /// `io::Write` over the next stage, for gzip's writer.
-struct NextWriter {
-    next: Box<dyn StageSink>,
+struct NextWriter<T> {
+    next: Box<dyn StageSink<T>>,
     failed: FailSlot,
 }
 
-impl Write for NextWriter {
+impl<T> Write for NextWriter<T> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self.next.put(buf) {
             Ok(()) => Ok(buf.len()),
@@ -171,8 +343,8 @@ impl Write for NextWriter {
 }
 
 /// gzip, in-process.
-struct GzipSink {
-    w: GzipWriter<NextWriter>,
+struct GzipSink<T> {
+    w: GzipWriter<NextWriter<T>>,
     failed: FailSlot,
 }
 
@@ -183,14 +355,14 @@ fn gzip_failure(failed: &FailSlot, e: io::Error) -> StageFailure {
         .unwrap_or_else(|| StageFailure::Gzip(e.to_string()))
 }
 
-impl StageSink for GzipSink {
+impl<T: Tail> StageSink<T> for GzipSink<T> {
     fn put(&mut self, data: &[u8]) -> Result<(), StageFailure> {
         self.w
             .write_all(data)
             .map_err(|e| gzip_failure(&self.failed, e))
     }
 
-    fn finish(self: Box<Self>) -> Result<Stored, StageFailure> {
+    fn finish(self: Box<Self>) -> Result<T, StageFailure> {
         let GzipSink { w, failed } = *self;
         match w.finish() {
             Ok(inner) => inner.next.finish(),
@@ -201,20 +373,20 @@ impl StageSink for GzipSink {
 
 /// An external program: we write its stdin; a thread copies its stdout into the next
 /// stage; another keeps its stderr lines.
-struct ProgramSink {
+struct ProgramSink<T> {
     stage: &'static str,
     filter: RunningFilter,
     stdin: Option<File>,
-    drain: Option<JoinHandle<Result<Box<dyn StageSink>, StageFailure>>>,
+    drain: Option<JoinHandle<Result<Box<dyn StageSink<T>>, StageFailure>>>,
     errs: Option<JoinHandle<Vec<StderrLine>>>,
 }
 
-impl ProgramSink {
+impl<T: Tail> ProgramSink<T> {
     fn start(
         stage: &'static str,
         cmd: FilterCommand,
-        next: Box<dyn StageSink>,
-    ) -> Result<ProgramSink, StageFailure> {
+        next: Box<dyn StageSink<T>>,
+    ) -> Result<ProgramSink<T>, StageFailure> {
         let program_failure = |error| StageFailure::Program {
             stage,
             error,
@@ -251,7 +423,7 @@ impl ProgramSink {
 
     /// Reaps the program (its input closed) and joins its threads: the next stage and
     /// the program's failure, if any (a later stage's failure wins: it made this one stop).
-    fn end(&mut self) -> (Result<Box<dyn StageSink>, StageFailure>, Vec<String>) {
+    fn end(&mut self) -> (Result<Box<dyn StageSink<T>>, StageFailure>, Vec<String>) {
         self.stdin = None;
         let drained = match self.drain.take().map(JoinHandle::join) {
             Some(Ok(r)) => r,
@@ -276,7 +448,7 @@ impl ProgramSink {
     }
 }
 
-impl StageSink for ProgramSink {
+impl<T: Tail> StageSink<T> for ProgramSink<T> {
     fn put(&mut self, data: &[u8]) -> Result<(), StageFailure> {
         let Some(stdin) = &mut self.stdin else {
             return Err(StageFailure::Gone);
@@ -312,20 +484,20 @@ impl StageSink for ProgramSink {
         }
     }
 
-    fn finish(mut self: Box<Self>) -> Result<Stored, StageFailure> {
+    fn finish(mut self: Box<Self>) -> Result<T, StageFailure> {
         let (r, lines) = self.end();
-        let mut stored = r?.finish()?;
-        let mut messages: Vec<String> = lines
-            .into_iter()
-            .map(|l| format!("? {}: {l}", self.stage))
-            .collect();
-        messages.append(&mut stored.messages);
-        stored.messages = messages;
-        Ok(stored)
+        let mut tail = r?.finish()?;
+        tail.add_messages(
+            lines
+                .into_iter()
+                .map(|l| format!("? {}: {l}", self.stage))
+                .collect(),
+        );
+        Ok(tail)
     }
 }
 
-impl Drop for ProgramSink {
+impl<T> Drop for ProgramSink<T> {
     fn drop(&mut self) {
         if self.filter.outcome().is_none() {
             // Aborted: kill the group so that the drain thread sees EOF, then join.
@@ -343,11 +515,11 @@ impl Drop for ProgramSink {
 
 /// Copies a program's stdout into `next`. If `next` fails, the program's group is killed
 /// so that it cannot block on a full pipe while we block on its stdin.
-fn drain_into(
+fn drain_into<T>(
     stdout: Option<File>,
-    mut next: Box<dyn StageSink>,
+    mut next: Box<dyn StageSink<T>>,
     pid: u32,
-) -> Result<Box<dyn StageSink>, StageFailure> {
+) -> Result<Box<dyn StageSink<T>>, StageFailure> {
     let Some(mut out) = stdout else {
         return Ok(next);
     };
@@ -391,17 +563,63 @@ fn read_stderr(stderr: Option<File>) -> Vec<StderrLine> {
     lines
 }
 
-/// Builds the stages in front of `writer`, last first.
+/// Builds the stages in front of `writer`, last first, and (when a stage is an external
+/// program) the check chain behind it.
 fn build(
     stages: &[Stage],
     gzip: &GzipPool,
     writer: HoldingWriter,
     pids: &mut Vec<u32>,
-) -> Result<Box<dyn StageSink>, StageFailure> {
-    let mut sink: Box<dyn StageSink> = Box::new(HoldingSink {
+) -> Result<Box<dyn StageSink<Stored>>, StageFailure> {
+    // Our gzip is trusted; a program's output is checked by undoing it as a restore will.
+    let external = stages.iter().any(|s| !matches!(s, Stage::Gzip(_)));
+    let check = if external {
+        let mut sink: Box<dyn StageSink<Check>> = Box::new(CheckSink(Check::default()));
+        // The stored bytes meet the last stage's undo first.
+        for stage in stages {
+            sink = match stage {
+                Stage::Gzip(_) => Box::new(GunzipSink {
+                    decoder: Gunzip::new(),
+                    out: vec![0; 256 * 1024],
+                    next: sink,
+                }),
+                Stage::CustomCompress(p) => {
+                    let s = ProgramSink::start(
+                        "check of data compress",
+                        FilterCommand::uncompress(path_of(p)),
+                        sink,
+                    )
+                    .map_err(StageFailure::unrestorable)?;
+                    pids.push(s.filter.pid());
+                    Box::new(s)
+                }
+                Stage::Encrypt {
+                    program,
+                    decrypt_option,
+                } => {
+                    let s = ProgramSink::start(
+                        "check of data encrypt",
+                        FilterCommand::decrypt(
+                            path_of(program),
+                            std::ffi::OsStr::from_bytes(decrypt_option),
+                        ),
+                        sink,
+                    )
+                    .map_err(StageFailure::unrestorable)?;
+                    pids.push(s.filter.pid());
+                    Box::new(s)
+                }
+            };
+        }
+        Some(sink)
+    } else {
+        None
+    };
+    let mut sink: Box<dyn StageSink<Stored>> = Box::new(HoldingSink {
         writer,
         current: None,
         crc: Crc32c::new(),
+        check,
     });
     for stage in stages.iter().rev() {
         let name = stage_name(stage);
@@ -436,7 +654,6 @@ fn build(
 }
 
 fn path_of(p: &[u8]) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
     PathBuf::from(std::ffi::OsStr::from_bytes(p))
 }
 
@@ -597,5 +814,169 @@ impl Drop for Pipeline {
             }
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::num::NonZeroUsize;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    fn pool() -> Arc<GzipPool> {
+        Arc::new(GzipPool::new(NonZeroUsize::new(2).unwrap()))
+    }
+
+    fn data() -> Vec<u8> {
+        (0..3_000_000u32)
+            .flat_map(|i| format!("line {} {}\n", i % 977, i / 3).into_bytes())
+            .take(3 << 20)
+            .collect()
+    }
+
+    fn script(dir: &Path, name: &str, body: &str) -> Vec<u8> {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.as_os_str().as_bytes().to_vec()
+    }
+
+    /// Runs `stages` over `input`: the stored payload and the check's verdict, or the
+    /// failure; the holding file is committed only on success.
+    fn run(stages: &[Stage], input: &[u8]) -> (Result<Vec<u8>, String>, bool) {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("f");
+        let mut w = HoldingWriter::create(path.clone(), 4, 64 * 1024).unwrap();
+        w.write_all(b"HEADER").unwrap();
+        let received = {
+            let mut c = Crc32c::new();
+            c.update(input);
+            c.value()
+        };
+        let r = (|| {
+            let mut p = Pipeline::start(stages, pool(), w, 4, 64 * 1024, Duration::from_secs(10))?;
+            let mut rest = input;
+            while !rest.is_empty() {
+                let mut c = p.chunk()?;
+                let n = c.push(rest);
+                rest = &rest[n..];
+                p.submit(c)?;
+            }
+            let stored = p.finish()?;
+            if let Some(c) = stored.check
+                && !c.gives_back(received)
+            {
+                return Err(StageFailure::Garbage {
+                    got: c.value(),
+                    want: received,
+                });
+            }
+            Ok(stored)
+        })();
+        let out = match r {
+            Ok(stored) => {
+                stored.writer.commit().unwrap();
+                let mut v = Vec::new();
+                File::open(&path).unwrap().read_to_end(&mut v).unwrap();
+                assert_eq!(&v[..6], b"HEADER");
+                assert_eq!(stored.crc.size as usize, v.len() - 6);
+                Ok(v[6..].to_vec())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let left = std::fs::read_dir(t.path()).unwrap().count() > 0;
+        (out, left)
+    }
+
+    // issue 12: `compress server fast` is gzip that `gzip -dc` reads.
+    #[test]
+    fn server_gzip_output_is_what_gzip_dc_reads() {
+        let input = data();
+        let (out, _) = run(&[Stage::Gzip(GzipLevel::Fast)], &input);
+        let out = out.unwrap();
+        assert!(out.len() < input.len() / 3);
+        let mut gz = std::process::Command::new("gzip")
+            .arg("-dc")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = gz.stdin.take().unwrap();
+        let feeder = std::thread::spawn(move || stdin.write_all(&out).unwrap());
+        let got = gz.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        assert!(got.status.success());
+        assert!(got.stdout == input);
+    }
+
+    // issue 12: an external program's output is checked by undoing it.
+    #[test]
+    fn a_custom_compressor_and_encryption_are_checked_and_stored() {
+        let t = tempfile::tempdir().unwrap();
+        // A reversible "encryption": `tr` both ways, with -d meaning decrypt.
+        let enc = script(
+            t.path(),
+            "rot",
+            "if [ \"$1\" = -d ]; then exec tr 'n-za-mN-ZA-M' 'a-zA-Z'; else exec tr 'a-zA-Z' 'n-za-mN-ZA-M'; fi",
+        );
+        let input = data();
+        let stages = [
+            Stage::Gzip(GzipLevel::Best),
+            Stage::Encrypt {
+                program: enc.clone().into(),
+                decrypt_option: "-d".into(),
+            },
+        ];
+        let (out, _) = run(&stages, &input);
+        assert!(!out.unwrap().is_empty());
+        if Path::new("/usr/bin/zstd").exists() {
+            let (out, _) = run(&[Stage::CustomCompress("/usr/bin/zstd".into())], &input);
+            assert!(out.unwrap().len() < input.len() / 3);
+        }
+    }
+
+    // issue 12: each way a program can fail names it and its status, and leaves no file.
+    #[test]
+    fn bad_programs_fail_with_their_name_and_status_and_leave_no_file() {
+        let t = tempfile::tempdir().unwrap();
+        let input = data();
+        let killed = script(t.path(), "killed", "head -c 1000 >/dev/null; kill -KILL $$");
+        let garbage = script(
+            t.path(),
+            "garbage",
+            "if [ \"$1\" = -d ]; then cat; else cat >/dev/null; echo garbage; fi",
+        );
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                b"/nonexistent/zstd".to_vec(),
+                "cannot start /nonexistent/zstd",
+            ),
+            (b"/bin/false".to_vec(), "/bin/false (pid"),
+            (killed.clone(), "killed by signal 9 (SIGKILL)"),
+            (garbage.clone(), "would not restore"),
+        ];
+        for (program, want) in cases {
+            let (out, left) = run(&[Stage::CustomCompress(program.clone().into())], &input);
+            let e = out.unwrap_err();
+            assert!(
+                e.contains(want),
+                "{}: {e}",
+                String::from_utf8_lossy(&program)
+            );
+            assert!(
+                !left,
+                "{}: a file was left",
+                String::from_utf8_lossy(&program)
+            );
+        }
+        // Exit 1 names the code.
+        let (out, _) = run(&[Stage::CustomCompress("/bin/false".into())], &input);
+        let e = out.unwrap_err();
+        assert!(
+            e.contains("exit code 1") || e.contains("without reading"),
+            "{e}"
+        );
     }
 }
