@@ -584,12 +584,12 @@ fn build(
                     next: sink,
                 }),
                 Stage::CustomCompress(p) => {
+                    // A program that cannot start fails as itself, whichever chain.
                     let s = ProgramSink::start(
-                        "check of data compress",
+                        "data compress",
                         FilterCommand::uncompress(path_of(p)),
                         sink,
-                    )
-                    .map_err(StageFailure::unrestorable)?;
+                    )?;
                     pids.push(s.filter.pid());
                     Box::new(s)
                 }
@@ -598,14 +598,13 @@ fn build(
                     decrypt_option,
                 } => {
                     let s = ProgramSink::start(
-                        "check of data encrypt",
+                        "data encrypt",
                         FilterCommand::decrypt(
                             path_of(program),
                             std::ffi::OsStr::from_bytes(decrypt_option),
                         ),
                         sink,
-                    )
-                    .map_err(StageFailure::unrestorable)?;
+                    )?;
                     pids.push(s.filter.pid());
                     Box::new(s)
                 }
