@@ -44,7 +44,7 @@ use proto::frame::{DecodeError, Decoder, Event, eof_frame};
 use proto::header::{DumpHeader, HEADER_SIZE};
 use proto::mesg::{DumpOutcome, DumpStatus, DumpTracker, InfoFields};
 
-use super::stages::{Pipeline, StageFailure, Stored};
+use super::stages::{Pipeline, Stored};
 use super::{DumpReport, Progress};
 use crate::failure::{DumpFailure, Internal, LinkOp, StreamSetup};
 use crate::holding::{Chunk, HoldingError, HoldingWriter};
@@ -846,12 +846,9 @@ fn finish_store(store: Store, received: CrcValue) -> Result<Stored, DumpFailure>
             let stored = p
                 .finish()
                 .map_err(|e| DumpFailure::ServerFilter(Arc::new(e)))?;
-            match stored.check {
+            match &stored.check {
                 Some(c) if !c.gives_back(received) => {
-                    Err(DumpFailure::ServerFilter(Arc::new(StageFailure::Garbage {
-                        got: c.value(),
-                        want: received,
-                    })))
+                    Err(DumpFailure::ServerFilter(Arc::new(c.garbage(received))))
                 }
                 _ => Ok(stored),
             }

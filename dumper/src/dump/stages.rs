@@ -75,9 +75,11 @@ pub enum StageFailure {
     Unrestorable(Box<StageFailure>),
     /// Undoing the stages gave back other bytes than the DATA received.
     #[error(
-        "[the server filters' output would not restore: undoing them gives back {got}, the DATA received was {want}]"
+        "[the server filters' output would not restore: `{undo}` gives back {got}, the DATA received was {want}]"
     )]
     Garbage {
+        /// The undo pipeline.
+        undo: String,
         /// What undoing gave (without NUL padding).
         got: CrcValue,
         /// The DATA.
@@ -211,10 +213,12 @@ impl StageSink<Stored> for HoldingSink {
 /// What undoing the server stages on the stored bytes gave back: the CRC of everything up
 /// to its last non-NUL byte, and the NUL bytes after it (an encryption program may pad
 /// with NULs, as amcrypt-ossl does; tar and gzip ignore them on restore).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Check {
     prefix: Crc32c,
     nuls: u64,
+    /// The undo pipeline, for the report (`/usr/bin/zstd -d`).
+    undo: String,
 }
 
 impl Tail for Check {
@@ -240,6 +244,15 @@ impl Check {
     /// The undone bytes without their NUL padding.
     pub fn value(&self) -> CrcValue {
         self.prefix.value()
+    }
+
+    /// The failure when the undone bytes are not `received`.
+    pub fn garbage(&self, received: CrcValue) -> StageFailure {
+        StageFailure::Garbage {
+            undo: self.undo.clone(),
+            got: self.value(),
+            want: received,
+        }
     }
 }
 
@@ -371,13 +384,16 @@ impl<T: Tail> StageSink<T> for GzipSink<T> {
     }
 }
 
+/// What a program's output thread gives back: the next stage, or its failure.
+type Drained<T> = Result<Box<dyn StageSink<T>>, StageFailure>;
+
 /// An external program: we write its stdin; a thread copies its stdout into the next
 /// stage; another keeps its stderr lines.
 struct ProgramSink<T> {
     stage: &'static str,
     filter: RunningFilter,
     stdin: Option<File>,
-    drain: Option<JoinHandle<Result<Box<dyn StageSink<T>>, StageFailure>>>,
+    drain: Option<JoinHandle<Drained<T>>>,
     errs: Option<JoinHandle<Vec<StderrLine>>>,
 }
 
@@ -423,7 +439,7 @@ impl<T: Tail> ProgramSink<T> {
 
     /// Reaps the program (its input closed) and joins its threads: the next stage and
     /// the program's failure, if any (a later stage's failure wins: it made this one stop).
-    fn end(&mut self) -> (Result<Box<dyn StageSink<T>>, StageFailure>, Vec<String>) {
+    fn end(&mut self) -> (Drained<T>, Vec<String>) {
         self.stdin = None;
         let drained = match self.drain.take().map(JoinHandle::join) {
             Some(Ok(r)) => r,
@@ -515,11 +531,7 @@ impl<T> Drop for ProgramSink<T> {
 
 /// Copies a program's stdout into `next`. If `next` fails, the program's group is killed
 /// so that it cannot block on a full pipe while we block on its stdin.
-fn drain_into<T>(
-    stdout: Option<File>,
-    mut next: Box<dyn StageSink<T>>,
-    pid: u32,
-) -> Result<Box<dyn StageSink<T>>, StageFailure> {
+fn drain_into<T>(stdout: Option<File>, mut next: Box<dyn StageSink<T>>, pid: u32) -> Drained<T> {
     let Some(mut out) = stdout else {
         return Ok(next);
     };
@@ -574,7 +586,16 @@ fn build(
     // Our gzip is trusted; a program's output is checked by undoing it as a restore will.
     let external = stages.iter().any(|s| !matches!(s, Stage::Gzip(_)));
     let check = if external {
-        let mut sink: Box<dyn StageSink<Check>> = Box::new(CheckSink(Check::default()));
+        let undo = stages
+            .iter()
+            .rev()
+            .map(|s| String::from_utf8_lossy(&s.undo_command()).into_owned())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let mut sink: Box<dyn StageSink<Check>> = Box::new(CheckSink(Check {
+            undo,
+            ..Check::default()
+        }));
         // The stored bytes meet the last stage's undo first.
         for stage in stages {
             sink = match stage {
@@ -864,13 +885,10 @@ mod tests {
                 p.submit(c)?;
             }
             let stored = p.finish()?;
-            if let Some(c) = stored.check
+            if let Some(c) = &stored.check
                 && !c.gives_back(received)
             {
-                return Err(StageFailure::Garbage {
-                    got: c.value(),
-                    want: received,
-                });
+                return Err(c.garbage(received));
             }
             Ok(stored)
         })();
@@ -954,7 +972,7 @@ mod tests {
             ),
             (b"/bin/false".to_vec(), "/bin/false (pid"),
             (killed.clone(), "killed by signal 9 (SIGKILL)"),
-            (garbage.clone(), "would not restore"),
+            (garbage.clone(), "garbage -d` gives back"),
         ];
         for (program, want) in cases {
             let (out, left) = run(&[Stage::CustomCompress(program.clone().into())], &input);
