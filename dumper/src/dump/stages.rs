@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, bounded};
+use crossbeam_channel::{SendTimeoutError, Sender, bounded};
 use filters::gunzip::Gunzip;
 use filters::gzip::{GzipError, GzipPool, GzipWriter, Level};
 use filters::program::{FilterCommand, FilterError, RunningFilter};
@@ -42,7 +42,7 @@ use filters::stderr::{StderrLine, StderrLines};
 use proto::crc::{Crc32c, CrcValue};
 use proto::dataphase::{GzipLevel, Stage};
 
-use crate::holding::{Chunk, HoldingError, HoldingWriter};
+use crate::holding::{Chunk, ChunkPool, HoldingError, HoldingWriter};
 
 /// Why the server's filters failed a dump. `Display` is the report's text.
 #[derive(Debug, thiserror::Error)]
@@ -680,11 +680,8 @@ fn path_of(p: &[u8]) -> PathBuf {
 /// The server filters of one dump, on their thread (see the module header).
 pub struct Pipeline {
     tx: Option<Sender<Chunk>>,
-    free_rx: Receiver<Chunk>,
+    pool: ChunkPool,
     thread: Option<JoinHandle<Result<Stored, StageFailure>>>,
-    allocated: usize,
-    max_buffers: usize,
-    buffer_size: usize,
     stall: Duration,
     first: (&'static str, String),
     /// The programs' process groups, to unblock an aborted thread.
@@ -713,7 +710,8 @@ impl Pipeline {
         let mut sink = build(stages, &gzip, writer, &mut pids)?;
         let buffers = buffers.max(2);
         let (tx, rx) = bounded::<Chunk>(buffers.saturating_sub(2).max(1));
-        let (free_tx, free_rx) = bounded::<Chunk>(buffers);
+        let pool = ChunkPool::new(buffers, buffer_size.max(4096));
+        let free_tx = pool.returner();
         let aborted = Arc::new(AtomicBool::new(false));
         let abort_seen = aborted.clone();
         let thread = std::thread::Builder::new()
@@ -733,11 +731,8 @@ impl Pipeline {
             .map_err(|_| StageFailure::Gone)?;
         Ok(Pipeline {
             tx: Some(tx),
-            free_rx,
+            pool,
             thread: Some(thread),
-            allocated: 0,
-            max_buffers: buffers,
-            buffer_size: buffer_size.max(4096),
             stall,
             first,
             pids,
@@ -747,24 +742,13 @@ impl Pipeline {
 
     /// An empty buffer (blocks, up to the stall bound, while all are in flight).
     pub fn chunk(&mut self) -> Result<Chunk, StageFailure> {
-        if let Ok(mut c) = self.free_rx.try_recv() {
-            c.filled = 0;
+        if let Some(c) = self.pool.try_take() {
             return Ok(c);
         }
-        if self.allocated < self.max_buffers {
-            self.allocated += 1;
-            return Ok(Chunk {
-                buf: vec![0; self.buffer_size],
-                filled: 0,
-            });
-        }
-        match self.free_rx.recv_timeout(self.stall) {
-            Ok(mut c) => {
-                c.filled = 0;
-                Ok(c)
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(self.stalled()),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(self.join_error()),
+        match self.pool.wait(self.stall) {
+            Some(c) => Ok(c),
+            None if self.thread.as_ref().is_none_or(|t| t.is_finished()) => Err(self.join_error()),
+            None => Err(self.stalled()),
         }
     }
 
@@ -817,7 +801,7 @@ impl Drop for Pipeline {
     fn drop(&mut self) {
         self.aborted.store(true, Ordering::Release);
         self.tx = None;
-        while self.free_rx.try_recv().is_ok() {}
+        self.pool.drain();
         if let Some(t) = self.thread.take() {
             if !t.is_finished() {
                 // It may be blocked writing to a program that reads nothing: kill the
