@@ -634,6 +634,61 @@ mod tests {
     use proto::dle::Dle;
     use proto::mesg::InfoFields;
 
+    // issue 12: a holding file's header names the programs that undo its stages; restore
+    // runs only those a dumptype names, and undoes gzip in-process.
+    #[test]
+    fn undo_runs_only_programs_the_configuration_names() {
+        let dle = Dle {
+            program: "GNUTAR".into(),
+            disk: Some("/d".into()),
+            compress: proto::dle::Compress::ServerCustom("/bin/cat".into()),
+            ..Dle::default()
+        };
+        let h = DumpHeader::for_dump(
+            b"20260101000000",
+            b"h",
+            &dle,
+            0,
+            &InfoFields::default(),
+            None,
+        );
+        let input = || Box::new(io::Cursor::new(b"payload".to_vec())) as Box<dyn Read + Send>;
+        let e = undo(&h, input(), &TrustedPrograms::default())
+            .err()
+            .unwrap();
+        assert!(e.contains("\"/bin/cat\", which no dumptype"), "{e}");
+        // `/bin/cat -d` is not cat's undo, but it shows the trusted program runs.
+        let trusted = TrustedPrograms(vec![b"/bin/cat".to_vec()]);
+        let mut out = Vec::new();
+        let r = undo(&h, input(), &trusted).unwrap().read_to_end(&mut out);
+        assert!(r.is_err(), "cat -d fails: {out:?}");
+
+        let gz = filters::gzip::compress(
+            &filters::gzip::GzipPool::new(std::num::NonZeroUsize::new(1).unwrap()),
+            filters::gzip::Level::Fast,
+            b"payload",
+        )
+        .unwrap();
+        let dle = Dle {
+            compress: proto::dle::Compress::ServerFast,
+            ..dle
+        };
+        let h = DumpHeader::for_dump(
+            b"20260101000000",
+            b"h",
+            &dle,
+            0,
+            &InfoFields::default(),
+            None,
+        );
+        let mut out = Vec::new();
+        undo(&h, Box::new(io::Cursor::new(gz)), &trusted)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"payload");
+    }
+
     /// A configuration whose catalog holds one level-0 dump of `tar` bytes.
     fn setup(dir: &Path, tar: &[u8]) -> PathBuf {
         let conf = dir.join("amanda.conf");
