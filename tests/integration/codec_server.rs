@@ -4,7 +4,8 @@
 //! file's header says how to undo its stages (spec §11.5), `dumper restore` and Debian's
 //! `amrestore -p | tar -x` both give back the source tree, and the report's OUT-KB is the
 //! stored payload. Bad server programs (missing, exit 1, killed by a signal, writing
-//! garbage) each fail their dump with a clear error and leave nothing on the holding disk.
+//! garbage) each fail their dump with a clear error and leave nothing on the holding disk;
+//! `dumper check` names the missing one.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -346,5 +347,20 @@ fn bad_server_filter_programs_fail_their_dump_clearly_and_leave_nothing_on_holdi
     assert!(
         files.is_empty() && tmp.is_empty(),
         "nothing on holding: {files:?} {tmp:?}"
+    );
+    // `dumper check` says so before a night fails.
+    let (status, check) = conf.check(&[]);
+    assert!(!status.success(), "{check}");
+    assert!(
+        check
+            .lines()
+            .any(|l| l.contains(&format!("server filter {missing}")) && l.contains("cannot be run")),
+        "{check}"
+    );
+    assert!(
+        check
+            .lines()
+            .any(|l| l.contains("server filter /bin/false") && l.contains("is executable")),
+        "{check}"
     );
 }
