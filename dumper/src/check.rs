@@ -1,7 +1,7 @@
 //! `dumper check CONFIG`: amcheck's job.
 //!
-//! Server side: the configuration and disklist load; every holding disk exists (or can be
-//! made), is writable by us and has space; the index directory and the catalog can be
+//! Server side: the configuration and disklist load; the server filter programs can be run;
+//! every holding disk exists (or can be made), is writable by us and has space; the index directory and the catalog can be
 //! written; the changer and the volume the next night would write (or why none can be);
 //! this process can bind reserved ports; and `portpool check` of the port settings
 //! (capacity of the ranges against `inparallel`/`maxdumps`, ports lost to /etc/services,
@@ -15,6 +15,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::os::unix::ffi::OsStrExt;
+
+use proto::dataphase::{FilterChain, Stage};
 use proto::exchange::InitiatorConfig;
 use proto::selfcheck::read_reply;
 
@@ -254,6 +257,41 @@ fn finish(out: Out) -> CheckResult {
     }
 }
 
+/// The server filter programs (`server_custom_compress`, `server_encrypt`) exist and can be
+/// run by us: a missing one would fail every dump of its DLEs (issue 12).
+fn filter_checks(plan: &Plan, out: &mut Out) {
+    let mut programs: Vec<(Vec<u8>, Vec<String>)> = Vec::new();
+    for d in plan.dles.iter().filter(|d| d.unsupported.is_none()) {
+        let Ok(chain) = FilterChain::of(&d.dle.compress, &d.dle.encrypt) else {
+            continue;
+        };
+        for stage in &chain.server {
+            let p = match stage {
+                Stage::CustomCompress(p) | Stage::Encrypt { program: p, .. } => p.to_vec(),
+                Stage::Gzip(_) => continue,
+            };
+            match programs.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, dles)) => dles.push(d.label()),
+                None => programs.push((p, vec![d.label()])),
+            }
+        }
+    }
+    for (p, dles) in programs {
+        let path = Path::new(std::ffi::OsStr::from_bytes(&p));
+        let what = format!(
+            "server filter {} ({} DLE(s): {})",
+            path.display(),
+            dles.len(),
+            dles.join(", ")
+        );
+        match nix::unistd::access(path, nix::unistd::AccessFlags::X_OK) {
+            Ok(()) if path.is_file() => out.ok(&format!("{what} is executable")),
+            Ok(()) => out.err(&format!("{what} is not a file")),
+            Err(e) => out.err(&format!("{what} cannot be run: {}", e.desc())),
+        }
+    }
+}
+
 fn server_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
     let _ = writeln!(out.text, "\nServer ({}):", plan.conf_path.display());
     out.ok(&format!(
@@ -270,6 +308,7 @@ fn server_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
             out.err(&format!("{} ({}): {u}", d.label(), d.location));
         }
     }
+    filter_checks(plan, out);
     for h in &plan.holding {
         match writable_dir(&h.dir) {
             Ok(()) => {

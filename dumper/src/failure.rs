@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use proto::Auth;
 use proto::Stream;
+use proto::dataphase::ReceiveError;
 use proto::frame::DecodeError;
 use proto::header::HeaderError;
 use proto::mesg::DumpError;
 use proto::sendbackup::ReplyError;
 
-use crate::dump::liveness::DataTimeout;
+use crate::dump::stages::StageFailure;
 use crate::holding::HoldingError;
 use crate::net::exchange::{OpenError, RequestFailure, TransportError};
 use crate::net::{ConnectFailure, HopEvent, ResolveError};
@@ -102,15 +103,15 @@ pub enum DumpFailure {
         /// It closed inside a frame.
         truncated: Option<DecodeError>,
     },
-    /// `dtimeout` passed without DATA progress (final).
+    /// The data phase's own rules stopped the dump (final): `dtimeout` without DATA
+    /// progress, more DATA before `sendbackup: info end` than the bound (the receiver's
+    /// texts, `proto::dataphase`).
     #[error("{0}")]
-    DataTimeout(DataTimeout),
-    /// More DATA before `sendbackup: info end` than the bound (final).
-    #[error("[client sent more than {limit} bytes of DATA before `sendbackup: info end`]")]
-    EarlyData {
-        /// The bound, bytes.
-        limit: usize,
-    },
+    DataPhase(ReceiveError),
+    /// A server filter (compression, encryption) failed: it could not start, exited
+    /// non-zero, was killed, or stalled (final; issue 12).
+    #[error("{0}")]
+    ServerFilter(Arc<StageFailure>),
     /// The INDEX stream crossed its cap (final).
     #[error(
         "[the INDEX stream brought more than {} MiB, the limit (amanda-rs setting dumper.max_index_mib)]",
@@ -305,8 +306,8 @@ impl DumpFailure {
             | DumpFailure::Link { .. }
             | DumpFailure::Frame { .. }
             | DumpFailure::ClosedEarly { .. }
-            | DumpFailure::DataTimeout(_)
-            | DumpFailure::EarlyData { .. }
+            | DumpFailure::DataPhase(_)
+            | DumpFailure::ServerFilter(_)
             | DumpFailure::IndexCap { .. }
             | DumpFailure::Client(_)
             | DumpFailure::Both { .. }
@@ -366,8 +367,11 @@ impl DumpFailure {
                 None,
                 HopEvent::Closed,
             )),
-            DumpFailure::DataTimeout(_) => {
+            DumpFailure::DataPhase(ReceiveError::DataTimeout { .. }) => {
                 Some(data(Some(Stream::Data), None, None, HopEvent::Timeout))
+            }
+            DumpFailure::DataPhase(ReceiveError::ConnectionClosed { streams, .. }) => {
+                Some(data(streams.first().copied(), None, None, HopEvent::Closed))
             }
             DumpFailure::Both { ours, .. } => ours.hop(),
             _ => None,
@@ -562,10 +566,9 @@ mod tests {
             ),
             (
                 DumpFailure::Both {
-                    ours: Box::new(DumpFailure::DataTimeout(DataTimeout {
-                        dtimeout: Duration::from_secs(10),
+                    ours: Box::new(DumpFailure::DataPhase(ReceiveError::DataTimeout {
                         quiet: Duration::from_secs(10),
-                        mesg_kept_alive: false,
+                        mesg_cap: None,
                     })),
                     client: DumpError::MissingSize,
                 },

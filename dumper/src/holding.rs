@@ -39,6 +39,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use nix::fcntl::{Flock, FlockArg};
@@ -442,6 +443,76 @@ impl Chunk {
     }
 }
 
+/// The buffers of one producer-consumer pair: at most `max` of `size` bytes exist; the
+/// consumer gives them back over [`ChunkPool::returner`] and the producer reuses them.
+#[derive(Debug)]
+pub struct ChunkPool {
+    free_tx: Sender<Chunk>,
+    free_rx: Receiver<Chunk>,
+    allocated: usize,
+    max: usize,
+    size: usize,
+}
+
+impl ChunkPool {
+    /// A pool of at most `max` (at least 1) buffers of `size` bytes.
+    pub fn new(max: usize, size: usize) -> ChunkPool {
+        let max = max.max(1);
+        let (free_tx, free_rx) = bounded::<Chunk>(max);
+        ChunkPool {
+            free_tx,
+            free_rx,
+            allocated: 0,
+            max,
+            size,
+        }
+    }
+
+    /// Where the consumer gives buffers back.
+    pub fn returner(&self) -> Sender<Chunk> {
+        self.free_tx.clone()
+    }
+
+    /// An empty buffer: a returned one, or a new one while fewer than `max` exist; `None`
+    /// when all are in flight (then [`ChunkPool::wait`]).
+    pub fn try_take(&mut self) -> Option<Chunk> {
+        if let Ok(mut c) = self.free_rx.try_recv() {
+            c.filled = 0;
+            return Some(c);
+        }
+        if self.allocated < self.max {
+            self.allocated += 1;
+            return Some(Chunk {
+                buf: vec![0; self.size],
+                filled: 0,
+            });
+        }
+        None
+    }
+
+    /// Waits up to `timeout` for a buffer to come back (`None`: timed out).
+    pub fn wait(&self, timeout: Duration) -> Option<Chunk> {
+        let mut c = self.free_rx.recv_timeout(timeout).ok()?;
+        c.filled = 0;
+        Some(c)
+    }
+
+    /// Takes an unused buffer back.
+    pub fn recycle(&self, c: Chunk) {
+        let _ = self.free_tx.try_send(c);
+    }
+
+    /// Drops the buffers given back (so that a consumer blocked giving one back goes on).
+    pub fn drain(&self) {
+        while self.free_rx.try_recv().is_ok() {}
+    }
+
+    /// How many buffers exist.
+    pub fn allocated(&self) -> usize {
+        self.allocated
+    }
+}
+
 enum Msg {
     Data(Chunk),
     /// Overwrite the start of the file (the final header, once sizes and CRCs are known).
@@ -501,12 +572,8 @@ pub struct Committed {
 /// [`HoldingWriter::abort`] (dropping it aborts).
 pub struct HoldingWriter {
     tx: Option<Sender<Msg>>,
-    free_rx: Receiver<Chunk>,
-    free_tx: Sender<Chunk>,
+    pool: ChunkPool,
     thread: Option<JoinHandle<WriterResult>>,
-    allocated: usize,
-    max_buffers: usize,
-    buffer_size: usize,
     tmp: PathBuf,
     final_path: PathBuf,
     done: bool,
@@ -535,8 +602,8 @@ impl HoldingWriter {
         // One message can sit in the channel while the writer writes another and the
         // network side fills a third: `buffers - 2` queued keeps the total at `buffers`.
         let (tx, rx) = bounded::<Msg>(buffers.saturating_sub(2).max(1));
-        let (free_tx, free_rx) = bounded::<Chunk>(buffers);
-        let back = free_tx.clone();
+        let pool = ChunkPool::new(buffers, buffer_size.max(4096));
+        let back = pool.returner();
         let path = tmp.display().to_string();
         let thread = std::thread::Builder::new()
             .name("holding-writer".into())
@@ -544,12 +611,8 @@ impl HoldingWriter {
             .map_err(create_err)?;
         Ok(HoldingWriter {
             tx: Some(tx),
-            free_rx,
-            free_tx,
+            pool,
             thread: Some(thread),
-            allocated: 0,
-            max_buffers: buffers,
-            buffer_size: buffer_size.max(4096),
             tmp,
             final_path,
             done: false,
@@ -569,23 +632,17 @@ impl HoldingWriter {
     /// An empty buffer: a returned one, a new one while fewer than `buffers` exist, or
     /// (blocking) the next one the writer gives back.
     pub fn chunk(&mut self) -> Result<Chunk, HoldingError> {
-        if let Ok(mut c) = self.free_rx.try_recv() {
-            c.filled = 0;
+        if let Some(c) = self.pool.try_take() {
             return Ok(c);
         }
-        if self.allocated < self.max_buffers {
-            self.allocated += 1;
-            return Ok(Chunk {
-                buf: vec![0; self.buffer_size],
-                filled: 0,
-            });
-        }
-        match self.free_rx.recv() {
-            Ok(mut c) => {
-                c.filled = 0;
-                Ok(c)
+        // The writer gives every buffer back unless it stopped.
+        loop {
+            if let Some(c) = self.pool.wait(Duration::from_secs(1)) {
+                return Ok(c);
             }
-            Err(_) => Err(self.gone()),
+            if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+                return Err(self.join_error());
+            }
         }
     }
 
@@ -593,7 +650,7 @@ impl HoldingWriter {
     /// buffer is just recycled.
     pub fn submit(&mut self, chunk: Chunk) -> Result<(), HoldingError> {
         if chunk.filled == 0 {
-            let _ = self.free_tx.try_send(chunk);
+            self.pool.recycle(chunk);
             return Ok(());
         }
         let Some(tx) = &self.tx else {
@@ -699,7 +756,7 @@ impl HoldingWriter {
         self.done = true;
         self.tx = None;
         // Unblock a writer waiting to give a buffer back, then wait for it.
-        while self.free_rx.try_recv().is_ok() {}
+        self.pool.drain();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -1032,7 +1089,7 @@ mod tests {
             c.filled = n;
             w.submit(c).unwrap();
         }
-        assert!(w.allocated <= 4);
+        assert!(w.pool.allocated() <= 4);
         assert_eq!(w.commit().unwrap().written, 1000 * 8192);
     }
 }

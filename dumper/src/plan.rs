@@ -7,8 +7,9 @@
 //! disklist is its `diskfile`, relative to the config directory.
 //!
 //! What this module must not do: touch the network, or decide levels (see `levels`). A DLE
-//! the dumper cannot serve (server-side compression or encryption, `STAR`, DIRECTTCP, an auth
-//! other than bsd/bsdudp/bsdtcp) is kept with a [`DleSpec::unsupported`] reason, so that the
+//! the dumper cannot serve (`STAR`, DIRECTTCP, an auth other than bsd/bsdudp/bsdtcp, the
+//! compression and encryption combinations Amanda refuses, a server filter program that is
+//! not an absolute path) is kept with a [`DleSpec::unsupported`] reason, so that the
 //! report shows it as FAILED instead of silently skipping it.
 
 use std::path::{Path, PathBuf};
@@ -20,8 +21,10 @@ use conf::value::{Estimate as ConfEstimate, ExecuteWhere as ConfWhere, Strategy}
 use conf::{Config, DiskEntry, Disklist};
 use portpool_alloc::Services;
 use proto::Auth;
+use proto::dataphase::{FilterChain, Stage};
 use proto::dle::{
-    Application, Compress, DataPath, Dle, Estimate, ExecuteWhere, FileList, Property, Script,
+    Application, Compress, DataPath, Dle, Encrypt, Estimate, ExecuteWhere, FileList, Property,
+    Script,
 };
 
 /// One DLE as the dumper will handle it.
@@ -317,19 +320,44 @@ fn spec_of(id: usize, e: &DiskEntry, services: &Services, warn: &mut Vec<String>
         ConfCompress::ClientFast => Compress::Fast,
         ConfCompress::ClientBest => Compress::Best,
         ConfCompress::ClientCustom => Compress::Custom(dt.client_custom_compress.as_str().into()),
-        ConfCompress::ServerFast | ConfCompress::ServerBest | ConfCompress::ServerCustom => {
-            refuse(format!(
-                "dumptype {}: server-side compression is not supported by dumper (use compress client fast, client best or none)",
-                dt.name
-            ));
-            Compress::None
+        ConfCompress::ServerFast => Compress::ServerFast,
+        ConfCompress::ServerBest => Compress::ServerBest,
+        ConfCompress::ServerCustom => {
+            Compress::ServerCustom(dt.server_custom_compress.as_str().into())
         }
     };
-    if dt.encrypt != ConfEncrypt::None {
-        refuse(format!(
-            "dumptype {}: encryption is not supported by dumper",
-            dt.name
-        ));
+    // The decrypt options go with the program (Amanda's default `-d`).
+    let encrypt = match dt.encrypt {
+        ConfEncrypt::None => Encrypt::None,
+        ConfEncrypt::Client => Encrypt::Custom {
+            program: dt.client_encrypt.as_str().into(),
+            decrypt_option: Some(dt.client_decrypt_option.as_str().into()),
+        },
+        ConfEncrypt::Server => Encrypt::ServerCustom {
+            program: dt.server_encrypt.as_str().into(),
+            decrypt_option: Some(dt.server_decrypt_option.as_str().into()),
+        },
+    };
+    // The combinations and empty programs Amanda refuses (issue 12), and programs the
+    // server runs that are not absolute paths (never looked up in PATH).
+    match FilterChain::of(&compress, &encrypt) {
+        Err(e) => refuse(format!("dumptype {}: {e}", dt.name)),
+        Ok(chain) => {
+            for stage in &chain.server {
+                let program = match stage {
+                    Stage::CustomCompress(p) => p,
+                    Stage::Encrypt { program, .. } => program,
+                    Stage::Gzip(_) => continue,
+                };
+                if !program.starts_with(b"/") {
+                    refuse(format!(
+                        "dumptype {}: server filter program {:?} is not an absolute path",
+                        dt.name,
+                        String::from_utf8_lossy(program)
+                    ));
+                }
+            }
+        }
     }
     if dt.data_path == ConfDataPath::Directtcp {
         refuse(format!(
@@ -378,7 +406,7 @@ fn spec_of(id: usize, e: &DiskEntry, services: &Services, warn: &mut Vec<String>
         spindle: e.spindle,
         auth: Some(auth.name().into()),
         compress,
-        encrypt: proto::dle::Encrypt::None,
+        encrypt,
         record: dt.record,
         index: dt.index,
         kencrypt: false,
@@ -473,14 +501,56 @@ define dumptype dt {{
         assert_eq!(plan.holding.len(), 1);
     }
 
+    // issue 12: server compression and encryption are served; what Amanda refuses is
+    // refused with the dumptype named.
     #[test]
-    fn server_compression_is_refused_with_the_dumptype_named() {
+    fn server_filters_are_planned_and_amandas_refusals_kept() {
         let t = tempfile::tempdir().unwrap();
-        let conf = write_config(t.path(), "    compress server fast", "localhost /data dt\n");
+        let conf = write_config(
+            t.path(),
+            "    compress server custom\n    server_custom_compress \"/usr/bin/zstd\"\n    encrypt server\n    server_encrypt \"/usr/sbin/amcrypt-ossl\"",
+            "localhost /data dt\n",
+        );
         let plan = load(conf.to_str().unwrap()).unwrap();
-        let why = plan.dles[0].unsupported.as_deref().unwrap();
+        let d = &plan.dles[0];
+        assert!(d.unsupported.is_none(), "{:?}", d.unsupported);
+        assert_eq!(
+            d.dle.compress,
+            Compress::ServerCustom("/usr/bin/zstd".into())
+        );
+        assert_eq!(
+            d.dle.encrypt,
+            Encrypt::ServerCustom {
+                program: "/usr/sbin/amcrypt-ossl".into(),
+                decrypt_option: Some("-d".into()),
+            }
+        );
+
+        let conf = write_config(
+            t.path(),
+            "    compress server fast\n    encrypt client\n    client_encrypt \"/usr/sbin/amcrypt-ossl\"",
+            "localhost /data dt\n",
+        );
+        let why = load(conf.to_str().unwrap()).unwrap().dles[0]
+            .unsupported
+            .clone()
+            .unwrap();
         assert!(why.contains("dumptype dt"), "{why}");
-        assert!(why.contains("server-side compression"), "{why}");
+        assert!(
+            why.contains("Client encryption with server compression is not supported"),
+            "{why}"
+        );
+
+        let conf = write_config(
+            t.path(),
+            "    encrypt server\n    server_encrypt \"amcrypt-ossl\"",
+            "localhost /data dt\n",
+        );
+        let why = load(conf.to_str().unwrap()).unwrap().dles[0]
+            .unsupported
+            .clone()
+            .unwrap();
+        assert!(why.contains("not an absolute path"), "{why}");
     }
 
     #[test]

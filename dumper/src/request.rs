@@ -4,7 +4,7 @@
 //!
 //! What this module must not do: send anything, or choose levels.
 
-use proto::dle::{Dle, Level, XmlLayout, legacy};
+use proto::dle::{Compress, Dle, Encrypt, Level, XmlLayout, legacy};
 use proto::features::{Feature, Features};
 use proto::options::Options;
 use proto::request::request_body;
@@ -55,6 +55,33 @@ fn check_dle(ctx: &ReqContext<'_>, dle: &Dle) -> Result<(), RequestError> {
         return Err(RequestError(format!(
             "client {} does not support application-api (program APPLICATION needs an Amanda 3 client)",
             ctx.hostname
+        )));
+    }
+    // The client filters its features allow, with the real server's words (spec §11.7,
+    // issue 12); server filters need nothing from the client.
+    let mut needs: Vec<(Feature, &str)> = Vec::new();
+    match &dle.compress {
+        Compress::Fast => needs.push((Feature::OPTIONS_COMPRESS_FAST, "fast compression")),
+        Compress::Best => needs.push((Feature::OPTIONS_COMPRESS_BEST, "best compression")),
+        Compress::Custom(_) => {
+            needs.push((Feature::OPTIONS_COMPRESS_CUST, "client custom compression"))
+        }
+        _ => {}
+    }
+    if let Encrypt::Custom { decrypt_option, .. } = &dle.encrypt {
+        needs.push((Feature::OPTIONS_ENCRYPT_CUST, "client data encryption"));
+        if decrypt_option.is_some() {
+            needs.push((
+                Feature::OPTIONS_CLIENT_DECRYPT_OPTION,
+                "client decrypt option",
+            ));
+        }
+    }
+    if let Some((_, what)) = needs.iter().find(|(f, _)| !ctx.client.has(*f)) {
+        return Err(RequestError(format!(
+            "{}:{} does not support {what}",
+            ctx.hostname,
+            String::from_utf8_lossy(dle.disk.as_deref().unwrap_or_default())
         )));
     }
     Ok(())
@@ -137,7 +164,7 @@ pub fn sendbackup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::dle::{Compress, DataPath};
+    use proto::dle::DataPath;
 
     fn gnutar() -> Dle {
         Dle {
@@ -180,6 +207,102 @@ OPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;maxdumps=1;hostname=clie
 ";
         assert_eq!(String::from_utf8(body).unwrap(), expected);
         assert!(header.is_some());
+    }
+
+    // issue 12: the REQ says what the real server says for each compress/encrypt mode
+    // (spec §11.2), server encryption never reaches the client, and what the client's
+    // features do not allow is refused with the real server's words (spec §11.7).
+    #[test]
+    fn each_filter_mode_is_asked_for_as_the_real_server_asks() {
+        let f = Features::amanda_3_5_1();
+        let ctx = ReqContext {
+            ours: &f,
+            client: &f,
+            maxdumps: 1,
+            hostname: "c",
+            config: "D",
+            timestamp: Some("20240101020304"),
+        };
+        let enc = |p: &str| Encrypt::Custom {
+            program: p.into(),
+            decrypt_option: Some("-d".into()),
+        };
+        let srv_enc = Encrypt::ServerCustom {
+            program: "/usr/sbin/amcrypt-ossl".into(),
+            decrypt_option: Some("-d".into()),
+        };
+        let cases: Vec<(Compress, Encrypt, &str)> = vec![
+            (
+                Compress::Fast,
+                Encrypt::None,
+                "  <compress>FAST</compress>\n",
+            ),
+            (
+                Compress::Best,
+                Encrypt::None,
+                "  <compress>BEST</compress>\n",
+            ),
+            (
+                Compress::Custom("/usr/bin/zstd".into()),
+                Encrypt::None,
+                "  <compress>CUSTOM<custom-compress-program>/usr/bin/zstd</custom-compress-program>\n  </compress>\n",
+            ),
+            (
+                Compress::ServerFast,
+                Encrypt::None,
+                "  <compress>SERVER-FAST</compress>\n",
+            ),
+            (
+                Compress::ServerBest,
+                Encrypt::None,
+                "  <compress>SERVER-BEST</compress>\n",
+            ),
+            (
+                Compress::ServerCustom("/usr/bin/zstd".into()),
+                Encrypt::None,
+                "  <compress>SERVER-CUSTOM<custom-compress-program>/usr/bin/zstd</custom-compress-program>\n  </compress>\n",
+            ),
+            (
+                Compress::Fast,
+                enc("/usr/sbin/amcrypt-ossl"),
+                "  <compress>FAST</compress>\n  <encrypt>CUSTOM<custom-encrypt-program>/usr/sbin/amcrypt-ossl</custom-encrypt-program>\n    <decrypt-option>-d</decrypt-option>\n  </encrypt>\n",
+            ),
+            (
+                Compress::Fast,
+                srv_enc.clone(),
+                "  <compress>FAST</compress>\n",
+            ),
+        ];
+        for (compress, encrypt, want) in cases {
+            let mut d = gnutar();
+            d.compress = compress;
+            d.encrypt = encrypt;
+            let (body, header) = sendbackup(&ctx, &d, 0, "x").unwrap();
+            let body = String::from_utf8(body).unwrap();
+            let want = format!("  <auth>bsdtcp</auth>\n{want}  <record>YES</record>");
+            assert!(body.contains(&want), "{want}\nnot in\n{body}");
+            let header = String::from_utf8(header.unwrap()).unwrap();
+            assert_eq!(
+                header.contains("<encrypt>SERVER-CUSTOM"),
+                matches!(d.encrypt, Encrypt::ServerCustom { .. }),
+                "{header}"
+            );
+            assert!(!body.contains("SERVER-CUSTOM<custom-encrypt"), "{body}");
+        }
+
+        let mut old = Features::amanda_3_5_1();
+        old.remove(Feature::OPTIONS_COMPRESS_FAST);
+        let ctx = ReqContext {
+            client: &old,
+            ..ctx
+        };
+        assert_eq!(
+            sendbackup(&ctx, &gnutar(), 0, "x").unwrap_err().to_string(),
+            "c:/home does not support fast compression"
+        );
+        let mut d = gnutar();
+        d.compress = Compress::ServerFast;
+        assert!(sendbackup(&ctx, &d, 0, "x").is_ok());
     }
 
     #[test]

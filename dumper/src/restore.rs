@@ -14,7 +14,10 @@
 //! DIR) refuse the whole restore before anything is written. Then GNU tar extracts each
 //! dump in order with `--listed-incremental=/dev/null` (incremental semantics: what was
 //! deleted between the full and the incremental goes away), reading the file after its
-//! header (client-compressed dumps are gunzipped on the way).
+//! header, its stages undone on the way (issue 12): decryption, then uncompression (gzip
+//! in-process, a custom program with `-d`). A filter program runs only if a dumptype of the
+//! configuration names it: the header of a file on the holding disk does not decide what
+//! the restoring user runs.
 //!
 //! Restore runs with the caller's privileges (as root it restores owners; it does not switch
 //! to the dumpuser). What this module must not do: contact clients, or write anywhere but
@@ -26,6 +29,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use filters::gunzip::GunzipReader;
+use filters::program::FilterCommand;
 use proto::header::{DumpHeader, FileKind, HEADER_SIZE};
 
 use crate::catalog::{self, Catalog, ChainSelector, DumpRecord};
@@ -190,8 +195,21 @@ fn open_one(path: &Path) -> Result<(DumpHeader, BufReader<File>), RestoreError> 
 }
 
 /// Opens a dump (its holding file, or its parts one after the other) positioned after its
-/// header, decompressing if the dump was client-compressed with gzip.
-fn open_dump(src: &Source) -> Result<(DumpHeader, Box<dyn Read + Send>), RestoreError> {
+/// header, with its compression and encryption undone.
+fn open_dump(
+    src: &Source,
+    programs: &TrustedPrograms,
+) -> Result<(DumpHeader, Box<dyn Read + Send>), RestoreError> {
+    let (h, r) = open_raw(src)?;
+    let body = undo(&h, r, programs).map_err(|reason| RestoreError::BadFile {
+        path: src.display(),
+        reason,
+    })?;
+    Ok((h, body))
+}
+
+/// Opens a dump positioned after its header, as stored.
+fn open_raw(src: &Source) -> Result<(DumpHeader, Box<dyn Read + Send>), RestoreError> {
     let (h, r): (DumpHeader, Box<dyn Read + Send>) = match src {
         Source::Holding(path) => {
             let (mut h, r) = open_one(path)?;
@@ -242,28 +260,143 @@ fn open_dump(src: &Source) -> Result<(DumpHeader, Box<dyn Read + Send>), Restore
             (h, chained)
         }
     };
-    let path = src.display();
-    let bad = |reason: String| RestoreError::BadFile {
-        path: path.clone(),
-        reason,
-    };
-    let body: Box<dyn Read + Send> = match h.comp_suffix.as_deref() {
-        None | Some(b"N") => Box::new(r),
-        Some(b".gz") => Box::new(flate2::read::MultiGzDecoder::new(r)),
+    Ok((h, r))
+}
+
+/// The filter programs a restore may run: those the configuration's dumptypes name (a
+/// holding file's header is data; a program it names is run only if the configuration
+/// could have used it, issue 12).
+#[derive(Clone, Debug, Default)]
+pub struct TrustedPrograms(Vec<Vec<u8>>);
+
+impl TrustedPrograms {
+    /// Every `client_custom_compress`, `server_custom_compress`, `client_encrypt` and
+    /// `server_encrypt` of `config`'s dumptypes.
+    pub fn of(config: &conf::Config) -> TrustedPrograms {
+        let mut v = Vec::new();
+        for dt in config.dumptypes.iter() {
+            for p in [
+                &dt.client_custom_compress,
+                &dt.server_custom_compress,
+                &dt.client_encrypt,
+                &dt.server_encrypt,
+            ] {
+                if p.starts_with('/') {
+                    v.push(p.as_bytes().to_vec());
+                }
+            }
+        }
+        v.sort();
+        v.dedup();
+        TrustedPrograms(v)
+    }
+
+    fn check(&self, program: &[u8]) -> Result<PathBuf, String> {
+        if !self.0.iter().any(|p| p == program) {
+            return Err(format!(
+                "its header names the filter program {:?}, which no dumptype of the configuration names; not running it (use amrestore)",
+                String::from_utf8_lossy(program)
+            ));
+        }
+        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(program)))
+    }
+}
+
+/// The dump's payload with its stages undone in reverse (spec §11.5): decryption (the
+/// header's `server_encrypt`/`client_encrypt` with its decrypt option), then
+/// uncompression (gzip in-process, or the custom program with `-d`).
+fn undo(
+    h: &DumpHeader,
+    r: Box<dyn Read + Send>,
+    programs: &TrustedPrograms,
+) -> Result<Box<dyn Read + Send>, String> {
+    let mut body = r;
+    if h.encrypt_suffix.as_deref().is_some_and(|s| s != b"N") {
+        let (program, option) = match (&h.srv_encrypt, &h.clnt_encrypt) {
+            (Some(p), _) => (p, &h.srv_decrypt_opt),
+            (None, Some(p)) => (p, &h.clnt_decrypt_opt),
+            (None, None) => return Err("encrypted, but its header names no program".into()),
+        };
+        let option = option.as_deref().unwrap_or(b"-d");
+        let cmd = FilterCommand::decrypt(
+            programs.check(program)?,
+            std::ffi::OsStr::from_bytes(option),
+        );
+        body = Box::new(ProgramReader::start(cmd, body)?);
+    }
+    match h.comp_suffix.as_deref() {
+        None | Some(b"N") => {}
+        Some(b".gz") => body = Box::new(GunzipReader::new(body)),
+        Some(b"cust") => {
+            let program = h
+                .srvcompprog
+                .as_ref()
+                .or(h.clntcompprog.as_ref())
+                .ok_or("compressed with a custom program its header does not name")?;
+            let cmd = FilterCommand::uncompress(programs.check(program)?);
+            body = Box::new(ProgramReader::start(cmd, body)?);
+        }
         Some(other) => {
-            return Err(bad(format!(
+            return Err(format!(
                 "compressed with {:?}, which dumper restore cannot undo (use amrestore)",
                 String::from_utf8_lossy(other)
-            )));
+            ));
         }
-    };
-    Ok((h, body))
+    }
+    Ok(body)
+}
+
+/// A filter program's output as a reader: a thread feeds it `input`; its exit status is
+/// checked at the end of its output (a failure is a read error naming it).
+struct ProgramReader {
+    out: io::PipeReader,
+    run: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl ProgramReader {
+    fn start(cmd: FilterCommand, mut input: Box<dyn Read + Send>) -> Result<ProgramReader, String> {
+        let (out, mut w) = io::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let run = std::thread::Builder::new()
+            .name("restore-filter".into())
+            .spawn(move || {
+                cmd.run(&mut input, &mut w)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("thread: {e}"))?;
+        Ok(ProgramReader {
+            out,
+            run: Some(run),
+        })
+    }
+}
+
+impl Read for ProgramReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.out.read(buf)?;
+        if n == 0
+            && !buf.is_empty()
+            && let Some(t) = self.run.take()
+        {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(io::Error::other(e)),
+                Err(_) => return Err(io::Error::other("the filter thread failed")),
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// Lists and checks one archive; returns how many members it has.
-fn scan(src: &Source, scanner: &mut Scanner, into: &Path) -> Result<usize, RestoreError> {
+fn scan(
+    src: &Source,
+    programs: &TrustedPrograms,
+    scanner: &mut Scanner,
+    into: &Path,
+) -> Result<usize, RestoreError> {
     let path = src.display();
-    let (_, mut body) = open_dump(src)?;
+    let (_, mut body) = open_dump(src, programs)?;
     let before = scanner.members().len();
     let mut buf = vec![0u8; 1024 * 1024];
     let unsafe_err = |reason: String| RestoreError::Unsafe {
@@ -315,9 +448,14 @@ fn scan(src: &Source, scanner: &mut Scanner, into: &Path) -> Result<usize, Resto
 }
 
 /// Extracts one dump with GNU tar.
-fn extract(src: &Source, into: &Path, tar: &Path) -> Result<(), RestoreError> {
+fn extract(
+    src: &Source,
+    programs: &TrustedPrograms,
+    into: &Path,
+    tar: &Path,
+) -> Result<(), RestoreError> {
     let path = src.display();
-    let (_, mut body) = open_dump(src)?;
+    let (_, mut body) = open_dump(src, programs)?;
     let mut cmd = Command::new(tar);
     cmd.arg("--extract")
         .arg("--file=-")
@@ -411,6 +549,7 @@ pub fn restore(o: &RestoreOptions) -> Result<Vec<Restored>, RestoreError> {
         .collect();
     let chain = catalog::chain(&history, &sel, |p| p.exists() || taped_paths.contains(p));
     let changer = Changer::from_config(&config).ok().flatten();
+    let programs = TrustedPrograms::of(&config);
     if chain.is_empty() {
         let known: Vec<String> = catalog
             .dles()
@@ -454,7 +593,7 @@ pub fn restore(o: &RestoreOptions) -> Result<Vec<Restored>, RestoreError> {
             None => volume_source(&catalog, changer.as_ref(), r)?,
         };
         let path = src.display();
-        let (h, _) = open_dump(&src)?;
+        let (h, _) = open_raw(&src)?;
         if h.host.as_bytes() != r.host.as_bytes()
             || h.disk.as_bytes() != r.disk.as_slice()
             || h.level != r.level
@@ -472,13 +611,13 @@ pub fn restore(o: &RestoreOptions) -> Result<Vec<Restored>, RestoreError> {
                 ),
             });
         }
-        counts.push(scan(&src, &mut scanner, &o.into)?);
+        counts.push(scan(&src, &programs, &mut scanner, &o.into)?);
         sources.push(src);
     }
     // Pass 2: extract, full first.
     let mut out = Vec::new();
     for ((r, n), src) in chain.into_iter().zip(counts).zip(sources) {
-        extract(&src, &o.into, &o.tar)?;
+        extract(&src, &programs, &o.into, &o.tar)?;
         out.push(Restored {
             record: r,
             members: n,
@@ -494,6 +633,61 @@ mod tests {
     use crate::catalog::Status;
     use proto::dle::Dle;
     use proto::mesg::InfoFields;
+
+    // issue 12: a holding file's header names the programs that undo its stages; restore
+    // runs only those a dumptype names, and undoes gzip in-process.
+    #[test]
+    fn undo_runs_only_programs_the_configuration_names() {
+        let dle = Dle {
+            program: "GNUTAR".into(),
+            disk: Some("/d".into()),
+            compress: proto::dle::Compress::ServerCustom("/bin/cat".into()),
+            ..Dle::default()
+        };
+        let h = DumpHeader::for_dump(
+            b"20260101000000",
+            b"h",
+            &dle,
+            0,
+            &InfoFields::default(),
+            None,
+        );
+        let input = || Box::new(io::Cursor::new(b"payload".to_vec())) as Box<dyn Read + Send>;
+        let e = undo(&h, input(), &TrustedPrograms::default())
+            .err()
+            .unwrap();
+        assert!(e.contains("\"/bin/cat\", which no dumptype"), "{e}");
+        // `/bin/cat -d` is not cat's undo, but it shows the trusted program runs.
+        let trusted = TrustedPrograms(vec![b"/bin/cat".to_vec()]);
+        let mut out = Vec::new();
+        let r = undo(&h, input(), &trusted).unwrap().read_to_end(&mut out);
+        assert!(r.is_err(), "cat -d fails: {out:?}");
+
+        let gz = filters::gzip::compress(
+            &filters::gzip::GzipPool::new(std::num::NonZeroUsize::new(1).unwrap()),
+            filters::gzip::Level::Fast,
+            b"payload",
+        )
+        .unwrap();
+        let dle = Dle {
+            compress: proto::dle::Compress::ServerFast,
+            ..dle
+        };
+        let h = DumpHeader::for_dump(
+            b"20260101000000",
+            b"h",
+            &dle,
+            0,
+            &InfoFields::default(),
+            None,
+        );
+        let mut out = Vec::new();
+        undo(&h, Box::new(io::Cursor::new(gz)), &trusted)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"payload");
+    }
 
     /// A configuration whose catalog holds one level-0 dump of `tar` bytes.
     fn setup(dir: &Path, tar: &[u8]) -> PathBuf {

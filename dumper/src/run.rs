@@ -548,6 +548,9 @@ impl Night {
             max_index_bytes: opts.settings.dumper.max_index_bytes(),
             buffers: opts.buffers,
             buffer_size: opts.buffer_size,
+            gzip: Arc::new(filters::gzip::GzipPool::new(
+                filters::gzip::default_threads(),
+            )),
         });
         let hosts = plan
             .hosts

@@ -4,6 +4,7 @@
 mod amandad_hostile;
 mod amandad_interop;
 mod codec_client;
+mod codec_server;
 mod conf_configs;
 mod dumper_holding;
 mod dumper_hostile;

@@ -15,8 +15,8 @@
 //! What this module must not do: schedule (the driver does), or touch the catalog (the
 //! run shell does, from the [`DumpReport`]).
 
-pub mod liveness;
 mod session;
+pub mod stages;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,8 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use filters::gzip::GzipPool;
 use proto::crc::CrcValue;
-use proto::dle::{Compress, Encrypt};
+use proto::dataphase::FilterChain;
 use proto::exchange::InitiatorConfig;
 use proto::features::{Feature, Features};
 use proto::header::DumpHeader;
@@ -44,7 +45,7 @@ use crate::plan::DleSpec;
 use crate::request::{self, ReqContext};
 use proto::{Auth, Stream};
 
-pub use session::{Limits, Source};
+pub use session::{Limits, ServerFilters, Source};
 
 /// The dumper's wait for the sendbackup REP (`STARTUP_TIMEOUT`, 60 s).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,6 +63,8 @@ pub struct DumpContext {
     pub buffers: usize,
     /// Bytes per writer buffer.
     pub buffer_size: usize,
+    /// The gzip pool of `compress server fast|best` (shared by every dump of the run).
+    pub gzip: Arc<GzipPool>,
 }
 
 /// One dump to do.
@@ -209,6 +212,9 @@ fn dump(
     };
     let (req, header_dle) = request::sendbackup(&rctx, &spec.dle, job.level, &job.dumpdate)
         .map_err(DumpFailure::Request)?;
+    // Which stages run where (the plan refused the combinations Amanda refuses).
+    let chain = FilterChain::of(&spec.dle.compress, &spec.dle.encrypt)
+        .map_err(|e| DumpFailure::Request(request::RequestError(e.to_string())))?;
     let icfg = InitiatorConfig {
         rep_wait: STARTUP_TIMEOUT,
         ..link.initiator.clone()
@@ -285,14 +291,22 @@ fn dump(
         )
     };
     let mut tracker = DumpTracker::new();
-    tracker.set_client_filters(client_filters(&spec.dle));
+    tracker.set_client_filters(chain.client_filters());
     let limits = Limits {
         dtimeout: ctx.dtimeout,
         max_index_bytes: ctx.max_index_bytes,
     };
+    let filters = ServerFilters {
+        stages: chain.server,
+        gzip: ctx.gzip.clone(),
+        buffers: ctx.buffers,
+        buffer_size: ctx.buffer_size,
+        stall: ctx.dtimeout,
+    };
     let result = session::Session::new(
         sources,
         writer,
+        filters,
         index,
         tracker,
         limits,
@@ -303,15 +317,6 @@ fn dump(
     let mut report = result.into_report(started);
     report.warnings.extend(warnings);
     Ok(report)
-}
-
-/// Whether the client filters the backup program's output before DATA (then the `size`
-/// line and native-CRC describe other bytes than DATA).
-fn client_filters(dle: &proto::dle::Dle) -> bool {
-    matches!(
-        dle.compress,
-        Compress::Fast | Compress::Best | Compress::Custom(_)
-    ) || matches!(dle.encrypt, Encrypt::Custom { .. })
 }
 
 /// Opens the data connections of a sendbackup in the order DATA, MESG, INDEX, STATE.

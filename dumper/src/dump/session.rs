@@ -1,29 +1,29 @@
-//! The data phase of one dump: a small mio loop over one framed connection (bsdtcp, bsdudp)
-//! or up to four raw ones (bsd), feeding the MESG lines to `proto`'s dump tracker, the INDEX
-//! bytes to the index file and the DATA bytes (with their CRC-32C, computed in the same pass)
-//! to the holding-file writer.
+//! The data phase of one dump, the shell around `proto`'s [`Receiver`]: a small mio loop
+//! over one framed connection (bsdtcp, bsdudp) or up to four raw ones (bsd), which hands
+//! every byte to the receiver and does what it says: MESG and INDEX bytes go to it as read,
+//! DATA is stored (read straight into the holding-file writer's buffers on a raw connection)
+//! once the receiver says so, and its events say when to write the header and when the dump
+//! is over.
 //!
-//! Rules (spec §4.5, §6.7.4-§6.7.7):
-//! - DATA is consumed only after `sendbackup: info end`; framed DATA that arrives earlier is
-//!   buffered, up to [`MAX_EARLY_DATA`] bytes (more fails the dump); a raw DATA connection is
-//!   simply not read until then, so TCP holds it back.
-//! - The 32 KiB dump-file header is written when `info end` is seen; the final header (with
-//!   the sizes and CRCs) replaces it when the dump is committed.
+//! The rules of the data phase (nothing on DATA before `sendbackup: info end`, the
+//! early-DATA and INDEX bounds, `dtimeout` with MESG counting only for a bounded time, which
+//! streams are open, the CRC and size of the DATA received) are the receiver's, written
+//! once in `proto::dataphase` (its LIFECYCLE.md). What is left here is the shell's:
+//! - A raw DATA connection is not read before the receiver enables DATA, so TCP holds the
+//!   client back; framed DATA is handed to the receiver, which keeps what came early.
+//! - The 32 KiB dump-file header is written on [`ReceiverEvent::HeaderReady`]; the final
+//!   header (with the sizes and CRCs) replaces it when the dump is committed. If it cannot
+//!   be built the dump fails (a file with the first header could not be verified later).
 //! - On a framed connection each client stream ends with a zero-length frame, which we
 //!   answer with ours; the control handle of the request is answered the same way.
-//! - The dump ends when every stream ended; `dtimeout` without DATA progress fails it
-//!   (`data timeout`), MESG lines counting only for a bounded time ([`super::liveness`]); a
-//!   connection that closes while streams are open fails it.
-//! - The INDEX stream may bring at most [`Limits::max_index_bytes`]; more fails the dump.
-//! - The final header is the first one plus sizes and CRCs; if it cannot be built the dump
-//!   fails (a file with the first header could not be verified later).
 //! - After the last stream we give the client a moment to close first, so that our side does
 //!   not sit in TIME_WAIT (the port would be held back from that client); the real bsdtcp
 //!   amandad waits for us instead, and then portpool's TIME_WAIT hold applies.
 //!
-//! Memory is bounded: one read buffer, the writer's buffers, the early-DATA bound, the
-//! MESG line limit and the tracker's bounded log. What this module must not do: parse MESG
-//! lines itself (proto's `DumpTracker` does) or decide retries.
+//! Memory is bounded: one read buffer, the writer's buffers, and the receiver's bounds
+//! (early DATA, the MESG line limit, the tracker's log). What this module must not do:
+//! decide anything about the streams itself (the receiver does), parse MESG lines, or
+//! decide retries.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -32,24 +32,23 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use filters::gzip::GzipPool;
 use mio::{Events, Interest, Poll, Token};
 use portpool_alloc::Lease;
 use proto::Stream;
-use proto::crc::{Crc32c, CrcValue};
-use proto::frame::{Decoder, Event, eof_frame};
-use proto::header::{DumpHeader, HEADER_SIZE};
-use proto::mesg::{
-    DataSummary, DumpOutcome, DumpStatus, DumpTracker, InfoFields, LineSplitter, SplitLine,
+use proto::crc::CrcValue;
+use proto::dataphase::{
+    DataDisposition, ReceiveError, Received, Receiver, ReceiverConfig, ReceiverEvent, Stage,
 };
+use proto::frame::{DecodeError, Decoder, Event, eof_frame};
+use proto::header::{DumpHeader, HEADER_SIZE};
+use proto::mesg::{DumpOutcome, DumpStatus, DumpTracker, InfoFields};
 
-use super::liveness::Liveness;
+use super::stages::{Pipeline, Stored};
 use super::{DumpReport, Progress};
 use crate::failure::{DumpFailure, Internal, LinkOp, StreamSetup};
 use crate::holding::{Chunk, HoldingError, HoldingWriter};
 use crate::index::IndexWriter;
-
-/// Framed DATA accepted before `sendbackup: info end` (a correct client sends none).
-pub const MAX_EARLY_DATA: usize = 16 * 1024 * 1024;
 
 /// How long we wait for the client to close a connection after the last stream ended. The
 /// real amandad (bsdtcp) waits for the server to close first, so this is short: a client
@@ -72,14 +71,12 @@ pub struct Limits {
 }
 
 enum Kind {
-    Raw {
-        stream: Stream,
-        ended: bool,
-    },
+    /// One stream; it ends with the connection (`tcp_eof`).
+    Raw(Stream),
     Framed {
         decoder: Decoder,
-        /// (handle, stream, ended)
-        handles: Vec<(u32, Stream, bool)>,
+        /// Frame handle -> stream.
+        handles: Vec<(u32, Stream)>,
         /// The request's control handle, until the client closed it.
         control: Option<u32>,
         initial: Vec<u8>,
@@ -115,10 +112,7 @@ impl Source {
         Ok(Source {
             conn: to_mio(lease)?,
             peer,
-            kind: Kind::Raw {
-                stream,
-                ended: false,
-            },
+            kind: Kind::Raw(stream),
             tcp_eof: false,
             tls: None,
         })
@@ -148,7 +142,7 @@ impl Source {
             peer,
             kind: Kind::Framed {
                 decoder: Decoder::new(),
-                handles: handles.into_iter().map(|(h, k)| (h, k, false)).collect(),
+                handles,
                 control,
                 initial,
                 out,
@@ -180,20 +174,11 @@ impl Source {
         }
     }
 
-    fn open_streams(&self) -> Vec<Stream> {
+    /// The streams this connection carries.
+    fn streams(&self) -> Vec<Stream> {
         match &self.kind {
-            Kind::Raw { stream, ended } => {
-                if *ended {
-                    vec![]
-                } else {
-                    vec![*stream]
-                }
-            }
-            Kind::Framed { handles, .. } => handles
-                .iter()
-                .filter(|(_, _, e)| !e)
-                .map(|(_, k, _)| *k)
-                .collect(),
+            Kind::Raw(stream) => vec![*stream],
+            Kind::Framed { handles, .. } => handles.iter().map(|(_, k)| *k).collect(),
         }
     }
 
@@ -227,27 +212,20 @@ impl Source {
     }
 }
 
-/// Everything that consumes the streams.
+/// The receiver and everything that stores what it lets through.
 struct Sink<'a> {
-    writer: Option<HoldingWriter>,
+    rx: Receiver,
+    /// Where DATA goes: the holding file, from the header on through the server filters.
+    store: Option<Store>,
+    filters: ServerFilters,
     index: Option<IndexWriter>,
-    tracker: DumpTracker,
-    splitter: LineSplitter,
-    crc: Crc32c,
-    early: Vec<u8>,
     current: Option<Chunk>,
-    header: Option<Vec<u8>>,
     /// The header written first, to which the final one adds sizes and CRCs.
     header_fields: Option<DumpHeader>,
+    /// The shell's own failure (holding disk, sockets, frames); the receiver keeps its own.
     error: Option<DumpFailure>,
-    open: Vec<Stream>,
-    mesg_ended: bool,
-    stop: bool,
-    liveness: Liveness,
-    index_bytes: u64,
-    max_index_bytes: u64,
-    first_data: Option<Instant>,
-    last_data: Option<Instant>,
+    /// The connection whose loss cut streams, and whether it ended inside a frame.
+    lost: Option<(SocketAddr, Option<DecodeError>)>,
     progress: &'a Progress,
     header_base: &'a dyn Fn(&InfoFields) -> DumpHeader,
 }
@@ -257,71 +235,58 @@ impl Sink<'_> {
         if self.error.is_none() {
             self.error = Some(e);
         }
-        self.stop = true;
+    }
+
+    /// Whether reading stops: the receiver is done (complete or stopped), or we failed.
+    fn stopped(&self) -> bool {
+        self.error.is_some() || self.rx.is_over()
     }
 
     fn holding_failed(&mut self, e: HoldingError) {
         self.fail(DumpFailure::Holding(Arc::new(e)));
     }
 
-    fn data_enabled(&self) -> bool {
-        self.header.is_some()
+    /// Does what the receiver asks.
+    fn drain_events(&mut self) {
+        while let Some(ev) = self.rx.poll_event() {
+            match ev {
+                ReceiverEvent::HeaderReady => self.write_header(),
+                ReceiverEvent::EarlyData(bytes) => self.store(&bytes),
+                ReceiverEvent::Stop | ReceiverEvent::Complete => {}
+            }
+        }
     }
 
-    fn on_bytes(&mut self, kind: Stream, bytes: &[u8]) {
-        match kind {
-            Stream::Mesg => {
-                self.splitter.push(bytes);
-                let now = Instant::now();
-                while let Some(l) = self.splitter.next_line() {
-                    self.liveness.on_mesg_line(now);
-                    match l {
-                        SplitLine::Line(line) => {
-                            self.tracker.on_line(&line);
-                        }
-                        SplitLine::TooLong { len } => self.tracker.on_too_long(len),
-                    }
-                }
-                if self.tracker.retry_requested() {
-                    self.stop = true;
-                }
-                if self.header.is_none() && self.tracker.header_complete() {
-                    self.start_data();
-                }
-            }
+    /// Bytes of `stream` read from a connection (raw DATA is read by `read_raw_data`).
+    fn on_bytes(&mut self, stream: Stream, bytes: &[u8]) {
+        let now = Instant::now();
+        match stream {
+            Stream::Mesg => self.rx.on_mesg(now, bytes),
             Stream::Data => {
-                if !bytes.is_empty() {
-                    self.liveness.on_data(Instant::now());
-                }
-                if self.header.is_some() {
-                    self.push_data(bytes);
-                } else if self.early.len() + bytes.len() > MAX_EARLY_DATA {
-                    self.fail(DumpFailure::EarlyData {
-                        limit: MAX_EARLY_DATA,
-                    });
-                } else {
-                    self.early.extend_from_slice(bytes);
+                if self.rx.on_data(now, bytes) == DataDisposition::Store {
+                    self.store(bytes);
                 }
             }
             Stream::Index => {
-                self.index_bytes = self.index_bytes.saturating_add(bytes.len() as u64);
-                if self.index_bytes > self.max_index_bytes {
-                    self.fail(DumpFailure::IndexCap {
-                        limit: self.max_index_bytes,
-                    });
-                    return;
-                }
-                if let Some(ix) = &mut self.index {
+                if self.rx.on_index(bytes.len())
+                    && let Some(ix) = &mut self.index
+                {
                     ix.write(bytes);
                 }
             }
             Stream::State => {}
         }
+        self.drain_events();
     }
 
-    /// `sendbackup: info end` was seen: write the header, then the early DATA.
-    fn start_data(&mut self) {
-        let fields = (self.header_base)(self.tracker.info());
+    fn on_stream_end(&mut self, stream: Stream) {
+        self.rx.on_stream_end(stream);
+        self.drain_events();
+    }
+
+    /// `sendbackup: info end` was seen: write the header.
+    fn write_header(&mut self) {
+        let fields = (self.header_base)(self.rx.tracker().info());
         let header = match fields.build() {
             Ok(h) => h,
             Err(error) => {
@@ -333,32 +298,41 @@ impl Sink<'_> {
             }
         };
         self.header_fields = Some(fields);
-        if let Some(w) = &mut self.writer
-            && let Err(e) = w.write_all(&header)
-        {
+        let Some(Store::Direct(mut w)) = self.store.take() else {
+            return;
+        };
+        if let Err(e) = w.write_all(&header) {
             self.holding_failed(e);
             return;
         }
-        self.header = Some(header);
-        let early = std::mem::take(&mut self.early);
-        if !early.is_empty() {
-            self.push_data(&early);
+        if self.filters.stages.is_empty() {
+            self.store = Some(Store::Direct(w));
+            return;
+        }
+        // The header is the holding file's own; the filters start with the payload.
+        let f = &self.filters;
+        match Pipeline::start(
+            &f.stages,
+            f.gzip.clone(),
+            w,
+            f.buffers,
+            f.buffer_size,
+            f.stall,
+        ) {
+            Ok(p) => self.store = Some(Store::Filtered(p)),
+            Err(e) => self.fail(DumpFailure::ServerFilter(Arc::new(e))),
         }
     }
 
     fn mark_data(&mut self, n: usize) {
-        let now = Instant::now();
-        self.first_data.get_or_insert(now);
-        self.last_data = Some(now);
         self.progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// DATA bytes from a framed connection: checksum and copy into writer buffers.
-    fn push_data(&mut self, mut bytes: &[u8]) {
-        if bytes.is_empty() || self.stop {
+    /// DATA bytes the receiver consumed (framed, or early): copy into writer buffers.
+    fn store(&mut self, mut bytes: &[u8]) {
+        if bytes.is_empty() || self.error.is_some() {
             return;
         }
-        self.crc.update(bytes);
         self.mark_data(bytes.len());
         while !bytes.is_empty() {
             let Some(mut chunk) = self.take_chunk() else {
@@ -374,11 +348,16 @@ impl Sink<'_> {
         if let Some(c) = self.current.take() {
             return Some(c);
         }
-        let w = self.writer.as_mut()?;
-        match w.chunk() {
+        let r = match self.store.as_mut()? {
+            Store::Direct(w) => w.chunk().map_err(|e| DumpFailure::Holding(Arc::new(e))),
+            Store::Filtered(p) => p
+                .chunk()
+                .map_err(|e| DumpFailure::ServerFilter(Arc::new(e))),
+        };
+        match r {
             Ok(c) => Some(c),
             Err(e) => {
-                self.holding_failed(e);
+                self.fail(e);
                 None
             }
         }
@@ -390,40 +369,53 @@ impl Sink<'_> {
             self.current = Some(chunk);
             return;
         }
-        if let Some(w) = &mut self.writer
-            && let Err(e) = w.submit(chunk)
-        {
-            self.holding_failed(e);
+        self.submit(chunk);
+    }
+
+    fn submit(&mut self, chunk: Chunk) {
+        let r = match self.store.as_mut() {
+            Some(Store::Direct(w)) => w
+                .submit(chunk)
+                .map_err(|e| DumpFailure::Holding(Arc::new(e))),
+            Some(Store::Filtered(p)) => p
+                .submit(chunk)
+                .map_err(|e| DumpFailure::ServerFilter(Arc::new(e))),
+            None => Ok(()),
+        };
+        if let Err(e) = r {
+            self.fail(e);
         }
     }
 
     fn flush_current(&mut self) {
-        if let Some(c) = self.current.take()
-            && let Some(w) = &mut self.writer
-            && let Err(e) = w.submit(c)
-        {
-            self.holding_failed(e);
+        if let Some(c) = self.current.take() {
+            self.submit(c);
         }
     }
+}
 
-    fn on_eof(&mut self, kind: Stream) {
-        if let Some(i) = self.open.iter().position(|k| *k == kind) {
-            self.open.remove(i);
-        }
-        if kind == Stream::Mesg && !self.mesg_ended {
-            self.mesg_ended = true;
-            let rest = self.splitter.finish();
-            let partial = match &rest {
-                Some(Ok(p)) => Some(p.as_slice()),
-                _ => None,
-            };
-            self.tracker.on_mesg_eof(partial);
-            if self.header.is_none() {
-                // The real dumper stops here: "got no header information".
-                self.stop = true;
-            }
-        }
-    }
+/// Where a dump's DATA is stored.
+enum Store {
+    /// Straight into the holding file (no server filter; raw DATA is read into its
+    /// buffers).
+    Direct(HoldingWriter),
+    /// Through the server filters, which end in the holding file.
+    Filtered(Pipeline),
+}
+
+/// The server's filter stages of a dump and what they may use.
+#[derive(Clone)]
+pub struct ServerFilters {
+    /// The stages, in order (empty: none).
+    pub stages: Vec<Stage>,
+    /// The daemon's gzip pool.
+    pub gzip: Arc<GzipPool>,
+    /// Buffers in flight to the filters.
+    pub buffers: usize,
+    /// Bytes per buffer.
+    pub buffer_size: usize,
+    /// How long the first stage may take no input (`dtimeout`).
+    pub stall: Duration,
 }
 
 /// The data phase of one dump.
@@ -435,50 +427,45 @@ pub struct Session<'a> {
 
 /// What the data phase produced.
 pub struct SessionResult {
-    writer: Option<HoldingWriter>,
+    store: Option<Store>,
     header_fields: Option<DumpHeader>,
     index: Option<IndexWriter>,
-    tracker: DumpTracker,
-    crc: Crc32c,
+    received: Received,
     error: Option<DumpFailure>,
-    first_data: Option<Instant>,
-    last_data: Option<Instant>,
+    lost: Option<(SocketAddr, Option<DecodeError>)>,
 }
 
 impl<'a> Session<'a> {
     /// A session over `sources`, writing to `writer` and `index`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         sources: Vec<Source>,
         writer: HoldingWriter,
+        filters: ServerFilters,
         index: Option<IndexWriter>,
         tracker: DumpTracker,
         limits: Limits,
         progress: &'a Progress,
         header_base: &'a dyn Fn(&InfoFields) -> DumpHeader,
     ) -> Session<'a> {
-        let open = sources.iter().flat_map(Source::open_streams).collect();
+        let streams: Vec<Stream> = sources.iter().flat_map(Source::streams).collect();
         progress.bytes.store(0, Ordering::Relaxed);
+        let cfg = ReceiverConfig {
+            index_max: limits.max_index_bytes,
+            dtimeout: limits.dtimeout,
+            ..ReceiverConfig::default()
+        };
         Session {
             sources,
             sink: Sink {
-                writer: Some(writer),
+                rx: Receiver::new(Instant::now(), cfg, &streams, tracker),
+                store: Some(Store::Direct(writer)),
+                filters,
                 index,
-                tracker,
-                splitter: LineSplitter::default(),
-                crc: Crc32c::new(),
-                early: Vec::new(),
                 current: None,
-                header: None,
                 header_fields: None,
                 error: None,
-                open,
-                mesg_ended: false,
-                stop: false,
-                liveness: Liveness::new(Instant::now(), limits.dtimeout),
-                index_bytes: 0,
-                max_index_bytes: limits.max_index_bytes,
-                first_data: None,
-                last_data: None,
+                lost: None,
                 progress,
                 header_base,
             },
@@ -495,14 +482,12 @@ impl<'a> Session<'a> {
         self.linger();
         let s = self.sink;
         SessionResult {
-            writer: s.writer,
+            store: s.store,
             header_fields: s.header_fields,
             index: s.index,
-            tracker: s.tracker,
-            crc: s.crc,
+            received: s.rx.finish(),
             error: s.error,
-            first_data: s.first_data,
-            last_data: s.last_data,
+            lost: s.lost,
         }
     }
 
@@ -529,14 +514,14 @@ impl<'a> Session<'a> {
         for i in 0..self.sources.len() {
             let initial = match &mut self.sources[i].kind {
                 Kind::Framed { initial, .. } => std::mem::take(initial),
-                Kind::Raw { .. } => Vec::new(),
+                Kind::Raw(_) => Vec::new(),
             };
             if !initial.is_empty() {
                 self.decode(i, &initial)?;
             }
         }
         let mut events = Events::with_capacity(16);
-        let mut data_was_enabled = self.sink.data_enabled();
+        let mut data_was_enabled = self.sink.rx.data_enabled();
         // Everything is serviced once at the start (edge-triggered readiness may have fired
         // before registration).
         let mut ready: Vec<bool> = vec![true; self.sources.len()];
@@ -554,36 +539,29 @@ impl<'a> Session<'a> {
                 }
             }
             // Raw DATA becomes readable for us only now: read what TCP held back.
-            if !data_was_enabled && self.sink.data_enabled() {
+            if !data_was_enabled && self.sink.rx.data_enabled() {
                 data_was_enabled = true;
                 for (i, s) in self.sources.iter().enumerate() {
-                    if matches!(
-                        s.kind,
-                        Kind::Raw {
-                            stream: Stream::Data,
-                            ..
-                        }
-                    ) {
+                    if matches!(s.kind, Kind::Raw(Stream::Data)) {
                         ready[i] = true;
                     }
                 }
                 continue;
             }
-            if self.sink.stop || self.sink.open.is_empty() {
-                return Ok(());
-            }
             let now = Instant::now();
-            if let Some(e) = self.sink.liveness.expired(now) {
-                return Err(DumpFailure::DataTimeout(e));
+            self.sink.rx.handle_timeout(now);
+            self.sink.drain_events();
+            if self.sink.stopped() {
+                return Ok(());
             }
             // A source left readable gets its next turn after a poll that does not wait.
             let wait = if ready.iter().any(|r| *r) {
                 Duration::ZERO
             } else {
                 self.sink
-                    .liveness
-                    .deadline()
-                    .saturating_duration_since(now)
+                    .rx
+                    .poll_timeout()
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
                     .min(Duration::from_secs(60))
             };
             match poll.poll(&mut events, Some(wait)) {
@@ -604,7 +582,7 @@ impl<'a> Session<'a> {
     /// that sends without pause must not keep the loop from its timeout and other sources.
     fn service(&mut self, i: usize) -> Result<bool, DumpFailure> {
         for _ in 0..READS_PER_TURN {
-            if self.sink.stop {
+            if self.sink.stopped() {
                 return Ok(false);
             }
             let src = &mut self.sources[i];
@@ -612,21 +590,12 @@ impl<'a> Session<'a> {
                 return Ok(false);
             }
             match src.kind {
-                Kind::Raw {
-                    stream: Stream::Data,
-                    ended,
-                } => {
-                    if ended || !self.sink.data_enabled() {
-                        return Ok(false);
-                    }
-                    if !self.read_raw_data(i)? {
+                Kind::Raw(Stream::Data) => {
+                    if !self.sink.rx.data_enabled() || !self.read_raw_data(i)? {
                         return Ok(false);
                     }
                 }
-                Kind::Raw { stream, ended } => {
-                    if ended {
-                        return Ok(false);
-                    }
+                Kind::Raw(stream) => {
                     let mut buf = std::mem::take(&mut self.rbuf);
                     let r = read_some(&mut self.sources[i], &mut buf);
                     let out = match r {
@@ -696,11 +665,14 @@ impl<'a> Session<'a> {
                 Ok(false)
             }
             Ok(Some(n)) => {
-                chunk.filled += n;
-                self.sink.crc.update(&chunk.buf[start..start + n]);
-                self.sink.liveness.on_data(Instant::now());
-                self.sink.mark_data(n);
+                let now = Instant::now();
+                let read = &chunk.buf[start..start + n];
+                if self.sink.rx.on_data(now, read) == DataDisposition::Store {
+                    chunk.filled += n;
+                    self.sink.mark_data(n);
+                }
                 self.sink.put_chunk(chunk);
+                self.sink.drain_events();
                 Ok(true)
             }
             Ok(None) => {
@@ -719,10 +691,7 @@ impl<'a> Session<'a> {
         src.tcp_eof = true;
         // The client closed first: no TIME_WAIT on our side.
         src.conn.set_no_time_wait();
-        if let Kind::Raw { ended, .. } = &mut src.kind {
-            *ended = true;
-        }
-        self.sink.on_eof(stream);
+        self.sink.on_stream_end(stream);
     }
 
     fn framed_eof(&mut self, i: usize) {
@@ -730,32 +699,24 @@ impl<'a> Session<'a> {
         src.tcp_eof = true;
         src.conn.set_no_time_wait();
         let peer = src.peer;
-        let mut cut: Vec<Stream> = Vec::new();
-        let mut truncated = None;
-        if let Kind::Framed {
+        let Kind::Framed {
             decoder, handles, ..
-        } = &mut src.kind
-        {
-            if let Err(e) = decoder.finish() {
-                truncated = Some(e);
-            }
-            for (_, k, ended) in handles.iter_mut() {
-                if !*ended {
-                    *ended = true;
-                    cut.push(*k);
-                }
-            }
-        }
+        } = &src.kind
+        else {
+            return;
+        };
+        let truncated = decoder.finish().err();
+        let open = self.sink.rx.open_streams();
+        let cut: Vec<Stream> = handles
+            .iter()
+            .map(|(_, k)| *k)
+            .filter(|k| open.contains(k))
+            .collect();
         if !cut.is_empty() {
-            // MESG processing first, so the tracker sees its end; then our error wins.
-            for k in &cut {
-                self.sink.on_eof(*k);
-            }
-            self.sink.fail(DumpFailure::ClosedEarly {
-                peer,
-                open: cut,
-                truncated,
-            });
+            let detail = truncated.as_ref().map(ToString::to_string);
+            self.sink.lost.get_or_insert((peer, truncated));
+            self.sink.rx.on_connection_lost(&cut, detail);
+            self.sink.drain_events();
         }
     }
 
@@ -783,39 +744,33 @@ impl<'a> Session<'a> {
                     });
                 }
             };
+            let open = self.sink.rx.open_streams();
+            let stream_of = |handle: u32| {
+                handles
+                    .iter()
+                    .find(|(h, k)| *h == handle && open.contains(k))
+                    .map(|(_, k)| *k)
+            };
             match ev {
                 Event::Start(_) => {}
-                Event::Data { handle, chunk, .. } => {
-                    let kind = handles
-                        .iter()
-                        .find(|(h, _, ended)| *h == handle && !ended)
-                        .map(|(_, k, _)| *k);
-                    match kind {
-                        Some(k) => self.sink.on_bytes(k, chunk),
-                        None => log::debug!(
-                            "{}: {} bytes on handle {handle} went unclaimed",
-                            src.peer,
-                            chunk.len()
-                        ),
-                    }
-                }
+                Event::Data { handle, chunk, .. } => match stream_of(handle) {
+                    Some(k) => self.sink.on_bytes(k, chunk),
+                    None => log::debug!(
+                        "{}: {} bytes on handle {handle} went unclaimed",
+                        src.peer,
+                        chunk.len()
+                    ),
+                },
                 Event::Eof { handle } => {
                     if *control == Some(handle) {
                         *control = None;
                         out.extend_from_slice(&eof_frame(handle));
                         continue;
                     }
-                    let mut ended_kind = None;
-                    for (h, k, ended) in handles.iter_mut() {
-                        if *h == handle && !*ended {
-                            *ended = true;
-                            ended_kind = Some(*k);
-                        }
-                    }
-                    if let Some(k) = ended_kind {
+                    if let Some(k) = stream_of(handle) {
                         // The server answers each stream's close with its own.
                         out.extend_from_slice(&eof_frame(handle));
-                        self.sink.on_eof(k);
+                        self.sink.on_stream_end(k);
                     }
                 }
             }
@@ -826,13 +781,14 @@ impl<'a> Session<'a> {
     fn linger(&mut self) {
         let until = Instant::now() + CLOSE_WAIT;
         let mut scratch = [0u8; 4096];
+        let incomplete = !self.sink.rx.open_streams().is_empty();
         for s in &mut self.sources {
             let _ = s.flush_out();
             if s.tcp_eof {
                 continue;
             }
-            if self.sink.error.is_some() && !self.sink.open.is_empty() {
-                // A failed dump: do not wait for a client that may be stuck.
+            if incomplete {
+                // A dump that stopped early: do not wait for a client that may be stuck.
                 continue;
             }
             // Blocking reads with a timeout: the socket is still registered with a poll
@@ -897,11 +853,56 @@ fn final_header(
     })
 }
 
+/// The receiver's failure as the report names it: a lost connection with its peer (and the
+/// frame it cut), the INDEX cap with the setting that raises it.
+fn failure_of(e: ReceiveError, lost: Option<(SocketAddr, Option<DecodeError>)>) -> DumpFailure {
+    match (e, lost) {
+        (ReceiveError::ConnectionClosed { streams, .. }, Some((peer, truncated))) => {
+            DumpFailure::ClosedEarly {
+                peer,
+                open: streams,
+                truncated,
+            }
+        }
+        (ReceiveError::IndexCap { limit }, _) => DumpFailure::IndexCap { limit },
+        (e, _) => DumpFailure::DataPhase(e),
+    }
+}
+
+/// Ends the store of a dump whose DATA was all received: the holding writer with every
+/// byte handed over, the server-CRC of the stored bytes, the filters' messages.
+fn finish_store(store: Store, received: CrcValue) -> Result<Stored, DumpFailure> {
+    match store {
+        Store::Direct(writer) => Ok(Stored {
+            writer,
+            crc: received,
+            messages: Vec::new(),
+            check: None,
+        }),
+        Store::Filtered(p) => {
+            let stored = p
+                .finish()
+                .map_err(|e| DumpFailure::ServerFilter(Arc::new(e)))?;
+            match &stored.check {
+                Some(c) if !c.gives_back(received) => {
+                    Err(DumpFailure::ServerFilter(Arc::new(c.garbage(received))))
+                }
+                _ => Ok(stored),
+            }
+        }
+    }
+}
+
 impl SessionResult {
     /// The verdict, with the files committed (success) or removed (failure).
     pub fn into_report(self, started: Instant) -> DumpReport {
-        let received = self.crc.value();
-        let outcome = self.tracker.finish(DataSummary { received });
+        let Received {
+            outcome,
+            error: receive_error,
+            received,
+            data_time,
+            ..
+        } = self.received;
         let mut status = outcome.status;
         let mut failure = match (&outcome.retry, &outcome.error) {
             (Some((delay, level, message)), _) if status == DumpStatus::Retry => {
@@ -914,7 +915,11 @@ impl SessionResult {
             (_, Some(e)) if status == DumpStatus::Failed => Some(DumpFailure::Client(e.clone())),
             _ => None,
         };
-        if let Some(ours) = self.error {
+        let lost = self.lost;
+        let ours = self
+            .error
+            .or_else(|| receive_error.map(|e| failure_of(e, lost)));
+        if let Some(ours) = ours {
             status = DumpStatus::Failed;
             failure = Some(match outcome.error.clone() {
                 Some(client) if client.to_string() != ours.report_text() => DumpFailure::Both {
@@ -927,9 +932,41 @@ impl SessionResult {
         let mut warnings = Vec::new();
         let mut holding = None;
         let mut index = None;
+        let mut log: Vec<String> = outcome
+            .log
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        let mut info = outcome.info.clone();
+        // The stored bytes: DATA itself, or what the server filters made of it.
+        let mut stored = received;
+        let ok = |s: DumpStatus| matches!(s, DumpStatus::Done | DumpStatus::Strange);
+        let writer = match self.store {
+            Some(store) if ok(status) => match finish_store(store, received) {
+                Ok(s) => {
+                    stored = s.crc;
+                    if !s.messages.is_empty() && status == DumpStatus::Done {
+                        // Amanda: a server filter's stderr makes the dump STRANGE.
+                        status = DumpStatus::Strange;
+                    }
+                    log.extend(s.messages);
+                    Some(s.writer)
+                }
+                Err(e) => {
+                    status = DumpStatus::Failed;
+                    failure = Some(e);
+                    None
+                }
+            },
+            // A failed dump: dropping the store removes the file (and stops the filters).
+            _ => None,
+        };
         let final_header = match (status, self.header_fields) {
             (DumpStatus::Done | DumpStatus::Strange, Some(h)) => {
-                match final_header(h, &outcome, received) {
+                // What the file says, also for the catalog (the client's COMPRESS_SUFFIX
+                // is not what the server filters made).
+                info.compress_suffix = h.comp_suffix.clone();
+                match final_header(h, &outcome, stored) {
                     Ok(b) => Some(b),
                     Err(e) => {
                         status = DumpStatus::Failed;
@@ -945,64 +982,55 @@ impl SessionResult {
             }
             _ => None,
         };
-        if let Some(header) = final_header {
-            let expected = HEADER_SIZE as u64 + received.size.max(0) as u64;
-            match self.writer {
-                Some(w) => {
-                    let path = w.final_path().to_path_buf();
-                    match w.commit_with_header(Some(header), Some(expected)) {
-                        Ok(c) => {
-                            holding = Some(path);
-                            warnings.extend(c.dir_sync);
-                        }
-                        Err(e) => {
-                            status = DumpStatus::Failed;
-                            failure = Some(DumpFailure::Holding(Arc::new(e)));
-                        }
+        match (final_header, writer) {
+            (Some(header), Some(w)) => {
+                let expected = HEADER_SIZE as u64 + stored.size.max(0) as u64;
+                let path = w.final_path().to_path_buf();
+                match w.commit_with_header(Some(header), Some(expected)) {
+                    Ok(c) => {
+                        holding = Some(path);
+                        warnings.extend(c.dir_sync);
+                    }
+                    Err(e) => {
+                        status = DumpStatus::Failed;
+                        failure = Some(DumpFailure::Holding(Arc::new(e)));
                     }
                 }
-                None => {
+                if holding.is_some()
+                    && let Some(ix) = self.index
+                {
+                    match ix.commit() {
+                        Ok((p, dir_sync)) => {
+                            index = Some(p);
+                            warnings.extend(dir_sync);
+                        }
+                        Err(e) => warnings.push(e.to_string()),
+                    }
+                }
+            }
+            (header, w) => {
+                if header.is_some() {
                     status = DumpStatus::Failed;
                     failure = Some(DumpFailure::Internal(Internal::NoHoldingFile));
                 }
-            }
-            if holding.is_some()
-                && let Some(ix) = self.index
-            {
-                match ix.commit() {
-                    Ok((p, dir_sync)) => {
-                        index = Some(p);
-                        warnings.extend(dir_sync);
-                    }
-                    Err(e) => warnings.push(e.to_string()),
+                if let Some(w) = w {
+                    w.abort();
                 }
+                drop(self.index);
             }
-        } else {
-            if let Some(w) = self.writer {
-                w.abort();
-            }
-            drop(self.index);
         }
-        let data_time = match (self.first_data, self.last_data) {
-            (Some(a), Some(b)) => b.saturating_duration_since(a),
-            _ => Duration::ZERO,
-        };
         DumpReport {
             status,
             failure,
-            bytes: received.size.max(0) as u64,
+            bytes: stored.size.max(0) as u64,
             orig_kb: outcome.orig_kb,
-            crc: received,
+            crc: stored,
             client_crc: outcome.client_crc.into(),
             native_crc: outcome.native_crc,
             holding,
             index,
-            info: outcome.info,
-            log: outcome
-                .log
-                .iter()
-                .map(|l| String::from_utf8_lossy(l).into_owned())
-                .collect(),
+            info,
+            log,
             duration: started.elapsed(),
             data_time,
             warnings,

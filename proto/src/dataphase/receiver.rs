@@ -496,3 +496,72 @@ impl fmt::Display for Received {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn quiet_for_dtimeout_is_a_data_timeout() {
+        let t0 = Instant::now();
+        let l = Liveness::new(t0, T);
+        assert_eq!(l.expired(t0 + T - Duration::from_millis(1)), None);
+        let e = l.expired(t0 + T).unwrap();
+        assert_eq!(e.to_string(), "[data timeout]");
+        assert_eq!(
+            e,
+            ReceiveError::DataTimeout {
+                quiet: T,
+                mesg_cap: None
+            }
+        );
+    }
+
+    #[test]
+    fn data_progress_keeps_a_dump_alive_indefinitely() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, T);
+        for i in 1..1000u32 {
+            let now = t0 + Duration::from_secs(9) * i;
+            assert_eq!(l.expired(now), None);
+            l.on_data(now);
+        }
+    }
+
+    // issue 10: each MESG byte used to restart the timer, so a trickle kept a dump alive
+    // forever without data. (Moved here from the dumper, issue 12.)
+    #[test]
+    fn a_mesg_trickle_cannot_keep_a_dump_alive_past_the_grace() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, T);
+        let mut now = t0;
+        let end = loop {
+            now += Duration::from_secs(9);
+            if let Some(e) = l.expired(now) {
+                break (now, e);
+            }
+            l.on_mesg_line(now);
+            assert!(now < t0 + T * 5, "still alive at {:?}", now - t0);
+        };
+        assert!(end.0 - t0 <= T * MESG_GRACE_FACTOR + Duration::from_secs(9));
+        assert!(end.0 - t0 >= T * MESG_GRACE_FACTOR);
+        assert!(
+            matches!(
+                end.1,
+                ReceiveError::DataTimeout {
+                    mesg_cap: Some(_),
+                    ..
+                }
+            ),
+            "{}",
+            end.1
+        );
+        assert!(end.1.to_string().contains("MESG lines alone"), "{}", end.1);
+        // DATA progress gives MESG its grace again.
+        l.on_data(now);
+        l.on_mesg_line(now + Duration::from_secs(9));
+        assert_eq!(l.expired(now + Duration::from_secs(15)), None);
+    }
+}
