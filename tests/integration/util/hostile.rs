@@ -45,6 +45,29 @@ impl Daemon {
         nofile: u64,
         resolv_conf: Option<&std::path::Path>,
     ) -> Daemon {
+        Daemon::spawn(tag, settings, nofile, resolv_conf, "bsd", &[])
+    }
+
+    /// With another `-auth=` (TCP only when not bsd/bsdudp) and extra arguments (e.g.
+    /// `--client-conf` for ssl).
+    pub(crate) fn start_auth(
+        tag: &str,
+        settings: &str,
+        nofile: u64,
+        auth: &str,
+        extra: &[std::ffi::OsString],
+    ) -> Daemon {
+        Daemon::spawn(tag, settings, nofile, None, auth, extra)
+    }
+
+    fn spawn(
+        tag: &str,
+        settings: &str,
+        nofile: u64,
+        resolv_conf: Option<&std::path::Path>,
+        auth: &str,
+        extra: &[std::ffi::OsString],
+    ) -> Daemon {
         let dir = Scratch::new(tag);
         util::chown_amanda(dir.path());
         let conf = dir.join("amanda-rs.toml");
@@ -52,13 +75,16 @@ impl Daemon {
         let port = util::free_port();
         let log = dir.join("amandad.log");
         let mut cmd = Command::new(util::workspace_bin("amandad"));
-        cmd.args(["-auth=bsd", "amdump", "--log"])
+        cmd.arg(format!("-auth={auth}"))
+            .args(["amdump", "--log"])
             .arg(&log)
             .arg("--settings")
             .arg(&conf)
-            .arg("--listen")
-            .arg(format!("udp:127.0.0.1:{port}"))
-            .arg("--listen")
+            .args(extra);
+        if matches!(auth, "bsd" | "bsdudp") {
+            cmd.arg("--listen").arg(format!("udp:127.0.0.1:{port}"));
+        }
+        cmd.arg("--listen")
             .arg(format!("tcp:127.0.0.1:{port}"))
             .env_remove("AMANDA_RS_LOG")
             .stdin(Stdio::null())
