@@ -185,12 +185,22 @@ impl TlsHostile {
         }
     }
 
-    fn spawn(&mut self, port: u16, n: usize, attack: Attack, tls: Arc<ssl::rustls::ClientConfig>) {
+    /// Starts `n` connections of `attack`; returns the count of those opened.
+    fn spawn(
+        &mut self,
+        port: u16,
+        n: usize,
+        attack: Attack,
+        tls: Arc<ssl::rustls::ClientConfig>,
+    ) -> Arc<AtomicU64> {
+        let mine = Arc::new(AtomicU64::new(0));
         let (stop, opened, closed) = (self.stop.clone(), self.opened.clone(), self.closed.clone());
+        let counted = mine.clone();
         self.threads.push(std::thread::spawn(move || {
             let open = |tls: &Arc<ssl::rustls::ClientConfig>| -> Option<TcpStream> {
                 let s = connect(port)?;
                 opened.fetch_add(1, Ordering::Relaxed);
+                counted.fetch_add(1, Ordering::Relaxed);
                 let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
                 attack_on(s, attack, tls)
@@ -216,6 +226,7 @@ impl TlsHostile {
                             continue;
                         }
                         closed.fetch_add(1, Ordering::Relaxed);
+                        held[i] = None;
                     }
                     // At most 50 new connections a second per kind.
                     if fresh >= 50 {
@@ -238,6 +249,7 @@ impl TlsHostile {
                 }
             }
         }));
+        mine
     }
 
     fn stop(&mut self) {
@@ -362,7 +374,7 @@ fn ssl_amandad_holds_its_bounds_under_hostile_tls_peers_while_our_dumper_backs_u
     let mut h = TlsHostile::new();
     let started = Instant::now();
     h.spawn(d.port, 300, Attack::Silent, client_tls.clone());
-    h.spawn(d.port, 150, Attack::HalfHandshake, client_tls.clone());
+    let halves = h.spawn(d.port, 150, Attack::HalfHandshake, client_tls.clone());
     h.spawn(
         d.port,
         150,
@@ -377,6 +389,7 @@ fn ssl_amandad_holds_its_bounds_under_hostile_tls_peers_while_our_dumper_backs_u
     }
     let log_before = d.log().len();
     let load_from = Instant::now();
+    let (cpu_before, halves_before) = (cpu_secs(pid), halves.load(Ordering::Relaxed));
 
     // Probes of each kind: closed within the unauthenticated timeout (plus a summary round).
     let probe = |attack: Attack| -> Result<Duration, String> {
@@ -434,8 +447,10 @@ fn ssl_amandad_holds_its_bounds_under_hostile_tls_peers_while_our_dumper_backs_u
     let rss_peak = status_kib(pid, "VmHWM:");
     let rss_now = status_kib(pid, "VmRSS:");
     let log_after = d.log();
+    let cpu = cpu_secs(pid) - cpu_before;
+    let halves = halves.load(Ordering::Relaxed) - halves_before;
     let stats = format!(
-        "hostile connections opened {}, closed by amandad {}; peak RSS {rss_peak} KiB, RSS {rss_now} KiB; probes {probes:?}; dumper check {check_took:?}, run {run_took:?}",
+        "amandad CPU {cpu:.1} s in {load_secs} s of load ({halves} half handshakes among the rest); hostile connections opened {}, closed by amandad {}; peak RSS {rss_peak} KiB, RSS {rss_now} KiB; probes {probes:?}; dumper check {check_took:?}, run {run_took:?}",
         h.opened.load(Ordering::Relaxed),
         h.closed.load(Ordering::Relaxed),
     );
@@ -480,6 +495,20 @@ fn ssl_amandad_holds_its_bounds_under_hostile_tls_peers_while_our_dumper_backs_u
         load_secs,
         summary,
     );
+}
+
+/// CPU seconds (user and system) process `pid` used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|w| w.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / hz
 }
 
 /// The log grew by refusal summaries (and the dump's own lines) only.
