@@ -22,13 +22,13 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::require_root;
 use crate::ssl_util::{Kind, Trees, trees};
-use crate::util::hostile::{Daemon, fd_count, raise_nofile, status_kib};
+use crate::util::hostile::{Daemon, FdSampler, assert_summaries_only, raise_nofile, status_kib};
 use crate::util::{self, Dt, DumperConf, Program, Scratch};
 
 /// Everything the ssl hostile tests need, or a loud skip (a failure under CI).
@@ -98,17 +98,24 @@ fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
             return false;
         }
         let _ = s.set_read_timeout(Some(left.max(Duration::from_millis(10))));
-        match s.read(&mut b) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return true,
+        if read_ends(s, &mut b) {
+            return true;
         }
+    }
+}
+
+/// Reads (and drops) what `s` has within its read timeout; true when the peer closed or
+/// reset it.
+fn read_ends(s: &mut TcpStream, b: &mut [u8]) -> bool {
+    match s.read(b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock
+                | std::io::ErrorKind::TimedOut
+                | std::io::ErrorKind::Interrupted
+        ),
     }
 }
 
@@ -302,42 +309,6 @@ fn attack_on(
     }
 }
 
-/// Peak descriptors of `pid`, sampled every 100 ms until stopped.
-struct FdSampler {
-    peak: Arc<AtomicUsize>,
-    on: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FdSampler {
-    fn start(pid: u32) -> FdSampler {
-        let peak = Arc::new(AtomicUsize::new(0));
-        let on = Arc::new(AtomicBool::new(true));
-        let thread = {
-            let (peak, on) = (peak.clone(), on.clone());
-            std::thread::spawn(move || {
-                while on.load(Ordering::Relaxed) {
-                    peak.fetch_max(fd_count(pid), Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            })
-        };
-        FdSampler {
-            peak,
-            on,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) -> usize {
-        self.on.store(false, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
 /// A small DLE for the well-behaved server.
 fn small_dle(data: &Scratch) -> PathBuf {
     let d = data.join("ssl-hostile-dle");
@@ -509,31 +480,6 @@ fn cpu_secs(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / hz
-}
-
-/// The log grew by refusal summaries (and the dump's own lines) only.
-fn assert_summaries_only(added: &str, load_secs: u64, summary: u64) {
-    let mut summaries = 0;
-    let mut other = Vec::new();
-    for line in added.lines() {
-        if line.contains(" requests/connections from ") && line.contains(" peers in the last ") {
-            summaries += 1;
-        } else if line.contains("further refusals are summarised")
-            || (line.contains(" dump ") && line.contains(" bytes in "))
-        {
-        } else {
-            other.push(line);
-        }
-    }
-    assert!(
-        other.is_empty(),
-        "lines other than summaries under load:\n{}",
-        other.join("\n")
-    );
-    assert!(
-        summaries >= 1 && summaries as u64 <= load_secs / summary + 2,
-        "{summaries} summaries in {load_secs} s:\n{added}"
-    );
 }
 
 /// Issue 13: garbage where a ClientHello belongs (a bsdtcp frame, an HTTP request, random
@@ -729,18 +675,7 @@ fn serve_badly(
         }
     }
     // Read (and drop) whatever comes, answer nothing, until the peer or the test is done.
-    while !stop.load(Ordering::Relaxed) {
-        match s.read(&mut b) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
-        }
-    }
+    while !stop.load(Ordering::Relaxed) && !read_ends(&mut s, &mut b) {}
 }
 
 /// Issue 13: the dumper against ssl clients that never answer the handshake, answer with
