@@ -50,9 +50,23 @@ fn ssl_dir(tree: &Path) -> String {
     format!("ssl-dir \"{}\"", tree.display())
 }
 
-/// Our amandad `-auth=ssl` standalone on 127.0.0.1 with the client tree of `t` and the
-/// `[amandad]` lines `settings`.
-fn ours_ssl_standalone(tag: &str, t: &Trees, settings: &str, nofile: u64) -> Daemon {
+/// Our amandad `-auth=ssl` standalone on 127.0.0.1, and the scratch directory of its
+/// amanda-client.conf (removed after the daemon is stopped).
+struct SslDaemon {
+    d: Daemon,
+    _conf: Scratch,
+}
+
+impl std::ops::Deref for SslDaemon {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.d
+    }
+}
+
+/// Starts our amandad `-auth=ssl` with the client tree of `t` and the `[amandad]` lines
+/// `settings`.
+fn ours_ssl_standalone(tag: &str, t: &Trees, settings: &str, nofile: u64) -> SslDaemon {
     let conf_dir = Scratch::new(&format!("{tag}-conf"));
     let conf = conf_dir.join("amanda-client.conf");
     fs::write(&conf, format!("{}\n", ssl_dir(&t.client))).expect("amanda-client.conf");
@@ -65,9 +79,7 @@ fn ours_ssl_standalone(tag: &str, t: &Trees, settings: &str, nofile: u64) -> Dae
     while !d.log().contains("ssl: our certificate") && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The conf must outlive the daemon's start only (it is read once).
-    std::mem::forget(conf_dir);
-    d
+    SslDaemon { d, _conf: conf_dir }
 }
 
 /// The server's (dumper's) rustls client configuration of the main trees.
