@@ -210,12 +210,17 @@ pub struct Dumper {
     /// 1024, about ten million file names); a client that sends more fails its dump, so
     /// that it cannot fill the index directory (issue 10).
     pub max_index_mib: u64,
+    /// How long the TLS handshake of an auth ssl connection may take, seconds (default 20,
+    /// the bsdtcp connect timeout); a client that accepts the connection and then says
+    /// nothing, or too little, fails this try of `connect-tries` when it passes.
+    pub ssl_handshake_secs: u64,
 }
 
 impl Default for Dumper {
     fn default() -> Self {
         Dumper {
             max_index_mib: 1024,
+            ssl_handshake_secs: 20,
         }
     }
 }
@@ -224,6 +229,11 @@ impl Dumper {
     /// [`Dumper::max_index_mib`] in bytes.
     pub fn max_index_bytes(&self) -> u64 {
         self.max_index_mib.saturating_mul(1024 * 1024)
+    }
+
+    /// [`Dumper::ssl_handshake_secs`] as a Duration.
+    pub fn ssl_handshake(&self) -> Duration {
+        Duration::from_secs(self.ssl_handshake_secs)
     }
 }
 
@@ -456,6 +466,9 @@ impl Settings {
         if self.dumper.max_index_mib == 0 {
             return bad("dumper.max_index_mib", "must be at least 1");
         }
+        if !(1..=3600).contains(&self.dumper.ssl_handshake_secs) {
+            return bad("dumper.ssl_handshake_secs", "must be 1 to 3600");
+        }
         Ok(())
     }
 
@@ -576,6 +589,20 @@ mod tests {
         let e = Settings::load_from(None, env(&[("AMANDA_RS_DUMPER__MAX_INDEX_MIB", "0")]))
             .unwrap_err();
         assert!(e.to_string().contains("dumper.max_index_mib"), "{e}");
+    }
+
+    // issue 13: a client that accepted the connection and said nothing held an ssl try for
+    // a fixed 20 s.
+    #[test]
+    fn the_ssl_handshake_timeout_is_a_setting_with_amandas_connect_timeout_as_default() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.dumper.ssl_handshake(), Duration::from_secs(20));
+        let s = Settings::load_from(None, env(&[("AMANDA_RS_DUMPER__SSL_HANDSHAKE_SECS", "3")]))
+            .unwrap();
+        assert_eq!(s.dumper.ssl_handshake(), Duration::from_secs(3));
+        let e = Settings::load_from(None, env(&[("AMANDA_RS_DUMPER__SSL_HANDSHAKE_SECS", "0")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("dumper.ssl_handshake_secs"), "{e}");
     }
 
     #[test]

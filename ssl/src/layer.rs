@@ -17,7 +17,11 @@
 //! into full records). Amanda's own sender writes each frame in three records (length,
 //! handle, payload); one record per frame (or several, for a frame above 16 KiB) is enough.
 //!
-//! Bounds: rustls holds at most one incoming record before we read its plaintext out, and
+//! Bounds: after the handshake rustls holds at most one incoming record before we read its
+//! plaintext out; during it, up to one 64 KiB handshake message, which
+//! [`TlsLayer::handshake_held`] reports for the caller's budget. Reads use a small buffer
+//! given back after each use until the caller vouches for the peer
+//! ([`TlsLayer::set_bulk_reads`]), so a connection of an unknown peer holds no large buffer.
 //! [`TlsLayer::write`] takes plaintext only while less than [`SEND_BUFFER`] bytes wait to be
 //! written, so a peer that does not read costs a bounded buffer here too.
 //!
@@ -34,15 +38,21 @@ use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerCon
 /// Plaintext and records waiting to be written that make [`TlsLayer::write`] take no more.
 pub const SEND_BUFFER: usize = 256 << 10;
 
-/// Ciphertext read from the socket per system call once the handshake is done. rustls
-/// reads at most 4 KiB at a time; reading a large block ourselves and handing it over from
-/// memory made a 2 GiB dump over ssl 35% faster (benches/compare-ssl.sh). The buffer is
-/// read empty before the socket is read again, so it is the bound.
+/// Ciphertext read from the socket per system call once the peer is trusted
+/// ([`TlsLayer::set_bulk_reads`]). rustls reads at most 4 KiB at a time; reading a large
+/// block ourselves and handing it over from memory made a 2 GiB dump over ssl 35% faster
+/// (benches/compare-ssl.sh). The buffer is read empty before the socket is read again, so
+/// it is the bound.
 const READ_BLOCK: usize = 256 << 10;
 
-/// The same during the handshake, when the peer is not known yet: small, and given back
-/// after each use, so connections that never finish a handshake hold no large buffers.
-const HANDSHAKE_READ_BLOCK: usize = 16 << 10;
+/// The same before that (the handshake, and an acceptor's connection whose request was not
+/// accepted yet): small, and given back after each use, so connections of peers nobody
+/// vouched for hold no large buffers (issue 13: 256 such connections held 256 KiB each).
+const SMALL_READ_BLOCK: usize = 16 << 10;
+
+/// The most ciphertext rustls holds for an unfinished handshake: a 64 KiB handshake
+/// message (its bound) and a record.
+pub const MAX_HANDSHAKE_HELD: usize = (64 << 10) + (18 << 10);
 
 /// A TLS error from rustls, as an `io::Error` of kind `InvalidData` (the peer's fault) whose
 /// text is rustls's.
@@ -62,6 +72,14 @@ pub fn describe_error(e: &io::Error) -> String {
             format!("certificate verify failed: {}", o.0)
         }
         rustls::Error::InvalidCertificate(c) => format!("certificate verify failed: {c:?}"),
+        // The first bytes are not a TLS record at all (issue 13: a bsdtcp server or
+        // client, HTTP, a port scanner): say so rather than rustls's parser detail.
+        rustls::Error::InvalidMessage(
+            m @ (rustls::InvalidMessage::InvalidContentType
+            | rustls::InvalidMessage::UnknownProtocolVersion),
+        ) => format!(
+            "not TLS: the peer's bytes are no TLS record ({m:?}); does it use auth ssl on this port?"
+        ),
         rustls::Error::AlertReceived(a) => {
             format!(
                 "the peer refused the TLS handshake (alert {a:?}: its CA file does not hold the CA of our certificate, or our certificate does not fit its checks)"
@@ -82,6 +100,10 @@ pub struct TlsLayer {
     inbuf: Vec<u8>,
     in_pos: usize,
     in_len: usize,
+    /// Read in [`READ_BLOCK`]s (the peer is trusted).
+    bulk: bool,
+    /// Ciphertext rustls took while the handshake was not finished.
+    handshake_in: usize,
 }
 
 impl std::fmt::Debug for TlsLayer {
@@ -118,6 +140,27 @@ impl TlsLayer {
             inbuf: Vec::new(),
             in_pos: 0,
             in_len: 0,
+            bulk: false,
+            handshake_in: 0,
+        }
+    }
+
+    /// Reads the socket in large blocks from now on (or small ones again): for a peer that
+    /// passed every check (the dumper after its checks of the client; amandad once a
+    /// request of the connection was accepted). Until then reads are small and their
+    /// buffer is given back after each use.
+    pub fn set_bulk_reads(&mut self, on: bool) {
+        self.bulk = on;
+    }
+
+    /// An upper bound of the ciphertext rustls holds for the unfinished handshake (what
+    /// it took so far, at most [`MAX_HANDSHAKE_HELD`]); 0 once the handshake is done. For
+    /// the caller's budget of partial input.
+    pub fn handshake_held(&self) -> usize {
+        if self.conn.is_handshaking() {
+            self.handshake_in.min(MAX_HANDSHAKE_HELD)
+        } else {
+            0
         }
     }
 
@@ -180,10 +223,10 @@ impl TlsLayer {
             if self.eof {
                 return Ok(0);
             }
-            let block = if self.conn.is_handshaking() {
-                HANDSHAKE_READ_BLOCK
-            } else {
+            let block = if self.bulk && !self.conn.is_handshaking() {
                 READ_BLOCK
+            } else {
+                SMALL_READ_BLOCK
             };
             if self.inbuf.len() != block {
                 self.inbuf = vec![0; block];
@@ -204,10 +247,14 @@ impl TlsLayer {
             }
         }
         let mut rest = &self.inbuf[self.in_pos..self.in_len];
+        let handshaking = self.conn.is_handshaking();
         let n = self.conn.read_tls(&mut rest)?;
         self.in_pos += n;
-        if self.in_pos == self.in_len && self.conn.is_handshaking() {
-            // A peer not known yet holds no buffer between reads.
+        if handshaking {
+            self.handshake_in = self.handshake_in.saturating_add(n);
+        }
+        if self.in_pos == self.in_len && (handshaking || !self.bulk) {
+            // A peer not trusted yet holds no buffer between reads.
             self.inbuf = Vec::new();
             self.in_pos = 0;
             self.in_len = 0;
@@ -524,6 +571,27 @@ mod tests {
             assert!(
                 texts.contains("CA file") || texts.contains("alert"),
                 "{client_tree} vs {server_tree}: {texts}"
+            );
+        }
+    }
+
+    // issue 13: a bsdtcp frame, HTTP or random bytes where a ClientHello belongs got
+    // rustls's parser detail ("corrupt message of type InvalidContentType").
+    #[test]
+    fn bytes_that_are_no_tls_record_are_called_not_tls() {
+        let (scfg, _) = server_config(&settings("main", "server")).unwrap();
+        let bsdtcp = b"\0\0\0\x10\0\0\0\x01\0SECURITY USER x";
+        for first in [
+            &bsdtcp[..],
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"\x16\x09\x09\0\x05hello",
+        ] {
+            let mut layer = TlsLayer::server(scfg.clone()).unwrap();
+            let e = layer.read_tls(&mut &first[..]).unwrap_err();
+            let text = describe_error(&e);
+            assert!(
+                text.starts_with("not TLS: ") && text.contains("auth ssl"),
+                "{first:?}: {text}"
             );
         }
     }

@@ -15,8 +15,7 @@
 use std::fs;
 use std::io::Read;
 use std::net::{SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
@@ -24,8 +23,8 @@ use socket2::{Domain, Socket, Type};
 use crate::amandad_interop::{bsd_stream_ports, read_bsd_streams};
 use crate::require_root;
 use crate::util::hostile::{
-    Daemon, FEATURES, Hostile, fd_count, hundred_mib, noop_tcp, noop_udp, raise_nofile,
-    reserved_udp, sendbackup, status_kib, v4,
+    Daemon, FEATURES, FdSampler, Hostile, assert_summaries_only, hundred_mib, noop_tcp, noop_udp,
+    raise_nofile, reserved_udp, sendbackup, status_kib, v4,
 };
 use crate::util::{self, Scratch};
 
@@ -93,17 +92,7 @@ fn hostile_load(black_hole_dns: bool) {
     let cap = 256usize;
     let fd_reserve = 128usize;
 
-    let peak_fds = Arc::new(AtomicUsize::new(0));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, on) = (peak_fds.clone(), sampling.clone());
-        std::thread::spawn(move || {
-            while on.load(Ordering::Relaxed) {
-                peak.fetch_max(fd_count(pid), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let fds = FdSampler::start(pid);
 
     let mut hostile = Hostile::new();
     let started = Instant::now();
@@ -151,11 +140,10 @@ fn hostile_load(black_hole_dns: bool) {
         hostile.frames_cut.load(Ordering::Relaxed),
         hostile.datagrams.load(Ordering::Relaxed),
         hostile.reader_closed_after.load(Ordering::Relaxed),
-        peak_fds.load(Ordering::Relaxed),
+        fds.peak(),
     );
     hostile.stop();
-    sampling.store(false, Ordering::Relaxed);
-    let _ = sampler.join();
+    let peak = fds.stop();
     eprintln!(
         "hostile load ({}) for {:?}: {stats}\nnoop bsdtcp {tcp:?}, noop bsd {udp:?}, sendbackup {backup_took:?}: {}",
         if black_hole_dns {
@@ -205,35 +193,13 @@ fn hostile_load(black_hole_dns: bool) {
     );
     // Memory and descriptors.
     assert!(rss_peak <= 64 * 1024, "peak RSS {rss_peak} KiB: {stats}");
-    let peak = peak_fds.load(Ordering::Relaxed);
     assert!(
         peak <= cap + fd_reserve && (peak as u64) < nofile,
         "peak descriptors {peak} (cap {cap} + {fd_reserve}): {stats}"
     );
     // The log grew by summary lines only.
     let added = &log_after[log_before.min(log_after.len())..];
-    let mut summaries = 0;
-    let mut other = Vec::new();
-    for line in added.lines() {
-        if line.contains(" requests/connections from ") && line.contains(" peers in the last ") {
-            summaries += 1;
-        } else if line.contains("further refusals are summarised")
-            || (line.contains(" dump ") && line.contains(" bytes in "))
-        {
-            // The first refusal (once), the dump's own result line.
-        } else {
-            other.push(line);
-        }
-    }
-    assert!(
-        other.is_empty(),
-        "lines other than summaries under load:\n{}",
-        other.join("\n")
-    );
-    assert!(
-        summaries >= 1 && summaries as u64 <= load_secs / SUMMARY_SECS + 2,
-        "{summaries} summaries in {load_secs} s:\n{added}"
-    );
+    let summaries = assert_summaries_only(added, load_secs, SUMMARY_SECS);
     assert!(
         added.len() <= (summaries + 2) * 1024,
         "the log grew by {} bytes:\n{added}",

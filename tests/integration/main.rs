@@ -18,6 +18,7 @@ mod portpool_sockets;
 mod proto_bodies_golden;
 mod proto_golden;
 mod runtar_attacks;
+mod ssl_hostile;
 mod ssl_interop;
 mod ssl_util;
 mod taper_vtapes;

@@ -735,6 +735,10 @@ impl Server {
                 self.names.trust(ip);
                 if let Route::Tcp { conn, .. } = route {
                     self.admission.authenticated(conn);
+                    // auth ssl: a server we serve now may read in large blocks.
+                    if let Some(t) = self.conns.get_mut(&conn).and_then(|(_, c)| c.tls.as_mut()) {
+                        t.layer.set_bulk_reads(true);
+                    }
                     let max = self.cfg.limits.max_requests_per_conn;
                     if self
                         .conns
@@ -1446,6 +1450,8 @@ impl Server {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.read_buf = buf;
+                    // auth ssl: a handshake read no plaintext but may hold ciphertext.
+                    self.account_partial(id);
                     self.tls_progress(id);
                     return;
                 }
@@ -1493,7 +1499,9 @@ impl Server {
         let Some((_, c)) = self.conns.get(&id) else {
             return;
         };
-        self.budget.set(Holder::Conn(id), c.reader.buffered());
+        // auth ssl: what rustls holds of an unfinished handshake is partial input too.
+        let tls = c.tls.as_ref().map_or(0, |t| t.layer.handshake_held());
+        self.budget.set(Holder::Conn(id), c.reader.buffered() + tls);
         while self.budget.over() {
             let Some(victim) = self.budget.victim() else {
                 break;
@@ -1502,10 +1510,12 @@ impl Server {
             match victim {
                 Holder::Conn(v) => {
                     let peer = self.conns.get(&v).map(|(_, c)| c.peer);
-                    let held = self.conns.get(&v).map_or(0, |(_, c)| c.reader.buffered());
+                    let held = self.conns.get(&v).map_or(0, |(_, c)| {
+                        c.reader.buffered() + c.tls.as_ref().map_or(0, |t| t.layer.handshake_held())
+                    });
                     self.refuse(peer.map(|p| resolve::unmap(p.ip())), Reason::Budget, || {
                         format!(
-                            "closed connection {v} from {}: it holds {held} bytes of an unfinished frame, the most while all partial input passed {limit} bytes",
+                            "closed connection {v} from {}: it holds {held} bytes of an unfinished frame or TLS handshake, the most while all partial input passed {limit} bytes",
                             peer.map_or_else(|| "?".into(), |p| p.to_string())
                         )
                     });

@@ -65,6 +65,9 @@ pub type WaitSink<'a> = &'a mut dyn FnMut(WaitEvent);
 pub struct Tuning {
     /// Keepalive (`None`: off).
     pub keepalive: Option<(Duration, Duration, u32)>,
+    /// How long an ssl connection's TLS handshake may take (setting
+    /// `dumper.ssl_handshake_secs`).
+    pub ssl_handshake: Duration,
 }
 
 impl Tuning {
@@ -73,6 +76,7 @@ impl Tuning {
         let h = &s.heartbeat;
         Tuning {
             keepalive: h.enabled.then(|| (h.idle(), h.interval(), h.probes)),
+            ssl_handshake: s.dumper.ssl_handshake(),
         }
     }
 

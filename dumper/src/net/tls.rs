@@ -19,7 +19,7 @@ use ssl::{Check, Side, TlsLayer, TlsStream};
 
 use super::exchange::OpenError;
 use super::tcp::FramedConn;
-use super::{CONNECT_TIMEOUT, Ports, Tuning, WaitSink};
+use super::{Ports, Tuning, WaitSink};
 
 /// Why an ssl connection could not be opened (besides the TCP connect itself, which is an
 /// [`OpenError::Connect`] like bsdtcp's). `Display` starts with Amanda's text.
@@ -58,10 +58,21 @@ pub fn connect(
     let sock = lease.socket_mut();
     let _ = sock.set_read_timeout(Some(Duration::from_secs(1)));
     let mut stream = TlsStream::new(layer, &mut *sock);
-    stream
-        .handshake(Instant::now() + CONNECT_TIMEOUT)
-        .map_err(|e| fail(SslFailure::Handshake(ssl::layer::describe_error(&e))))?;
-    let (_, layer) = stream.into_parts();
+    // A client that accepts and then says nothing (or too little) must not hold this try
+    // longer than the setting (issue 13).
+    let limit = tuning.ssl_handshake;
+    stream.handshake(Instant::now() + limit).map_err(|e| {
+        let why = if e.kind() == io::ErrorKind::TimedOut {
+            format!(
+                "TLS handshake timed out: the client did not finish it within {} s (amanda-rs setting dumper.ssl_handshake_secs)",
+                limit.as_secs()
+            )
+        } else {
+            ssl::layer::describe_error(&e)
+        };
+        fail(SslFailure::Handshake(why))
+    })?;
+    let (_, mut layer) = stream.into_parts();
     // The fingerprint directory is named after the canonical name of the host, as Amanda's.
     let canonical = ssl::names::canonical_name(host);
     let check = Check {
@@ -84,6 +95,8 @@ pub fn connect(
             .map(|p| format!(", fingerprint matches {}", p.display()))
             .unwrap_or_default()
     );
+    // The client passed every check: its dump streams are read in large blocks.
+    layer.set_bulk_reads(true);
     Ok(FramedConn::new(lease, dest, user).with_tls(layer))
 }
 

@@ -45,6 +45,29 @@ impl Daemon {
         nofile: u64,
         resolv_conf: Option<&std::path::Path>,
     ) -> Daemon {
+        Daemon::spawn(tag, settings, nofile, resolv_conf, "bsd", &[])
+    }
+
+    /// With another `-auth=` (TCP only when not bsd/bsdudp) and extra arguments (e.g.
+    /// `--client-conf` for ssl).
+    pub(crate) fn start_auth(
+        tag: &str,
+        settings: &str,
+        nofile: u64,
+        auth: &str,
+        extra: &[std::ffi::OsString],
+    ) -> Daemon {
+        Daemon::spawn(tag, settings, nofile, None, auth, extra)
+    }
+
+    fn spawn(
+        tag: &str,
+        settings: &str,
+        nofile: u64,
+        resolv_conf: Option<&std::path::Path>,
+        auth: &str,
+        extra: &[std::ffi::OsString],
+    ) -> Daemon {
         let dir = Scratch::new(tag);
         util::chown_amanda(dir.path());
         let conf = dir.join("amanda-rs.toml");
@@ -52,13 +75,16 @@ impl Daemon {
         let port = util::free_port();
         let log = dir.join("amandad.log");
         let mut cmd = Command::new(util::workspace_bin("amandad"));
-        cmd.args(["-auth=bsd", "amdump", "--log"])
+        cmd.arg(format!("-auth={auth}"))
+            .args(["amdump", "--log"])
             .arg(&log)
             .arg("--settings")
             .arg(&conf)
-            .arg("--listen")
-            .arg(format!("udp:127.0.0.1:{port}"))
-            .arg("--listen")
+            .args(extra);
+        if matches!(auth, "bsd" | "bsdudp") {
+            cmd.arg("--listen").arg(format!("udp:127.0.0.1:{port}"));
+        }
+        cmd.arg("--listen")
             .arg(format!("tcp:127.0.0.1:{port}"))
             .env_remove("AMANDA_RS_LOG")
             .stdin(Stdio::null())
@@ -560,4 +586,73 @@ pub(crate) fn sendbackup(port: u16, dir: &std::path::Path) -> (Duration, String)
     let (status, out) = util::run_with_timeout(&mut cmd, Duration::from_secs(300));
     assert!(status.success(), "amanda-load sendbackup failed: {out}");
     (start.elapsed(), out)
+}
+
+/// Asserts that the log grew by refusal summaries (one per `summary` seconds of `load_secs`
+/// at most, and at least one), the first refusal's line and dumps' result lines only;
+/// returns the number of summaries.
+pub(crate) fn assert_summaries_only(added: &str, load_secs: u64, summary: u64) -> usize {
+    let mut summaries = 0;
+    let mut other = Vec::new();
+    for line in added.lines() {
+        if line.contains(" requests/connections from ") && line.contains(" peers in the last ") {
+            summaries += 1;
+        } else if line.contains("further refusals are summarised")
+            || (line.contains(" dump ") && line.contains(" bytes in "))
+        {
+        } else {
+            other.push(line);
+        }
+    }
+    assert!(
+        other.is_empty(),
+        "lines other than summaries under load:\n{}",
+        other.join("\n")
+    );
+    assert!(
+        summaries >= 1 && summaries as u64 <= load_secs / summary + 2,
+        "{summaries} summaries in {load_secs} s:\n{added}"
+    );
+    summaries
+}
+
+/// Peak descriptors of `pid`, sampled every 100 ms until stopped.
+pub(crate) struct FdSampler {
+    peak: Arc<AtomicUsize>,
+    on: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FdSampler {
+    pub(crate) fn start(pid: u32) -> FdSampler {
+        let peak = Arc::new(AtomicUsize::new(0));
+        let on = Arc::new(AtomicBool::new(true));
+        let thread = {
+            let (peak, on) = (peak.clone(), on.clone());
+            std::thread::spawn(move || {
+                while on.load(Ordering::Relaxed) {
+                    peak.fetch_max(fd_count(pid), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        FdSampler {
+            peak,
+            on,
+            thread: Some(thread),
+        }
+    }
+
+    /// The peak so far.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn stop(mut self) -> usize {
+        self.on.store(false, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
 }
