@@ -106,7 +106,8 @@ fn quoting(c: &mut Criterion) {
         .collect();
     let quoted: Vec<Vec<u8>> = names.iter().map(|n| quote::quote_string(n)).collect();
     let mut g = bytes_group(c, "quote", names.iter().map(Vec::len).sum());
-    let cases: [(&str, &[Vec<u8>], fn(&[u8]) -> Vec<u8>); 2] = [
+    type Codec = fn(&[u8]) -> Vec<u8>;
+    let cases: [(&str, &[Vec<u8>], Codec); 2] = [
         ("quote_string, 1000 names", &names, quote::quote_string),
         ("unquote_string, 1000 names", &quoted, quote::unquote_string),
     ];
