@@ -40,7 +40,7 @@ pub mod vtapes;
 
 pub use dumper_conf::{Dt, DumperConf};
 pub use inetd::{INETD, Inetd, start_real_amandad};
-pub use machine::ensure_amandahosts_line;
+pub use machine::{ensure_amandahosts_line, lock_amdump_machine};
 pub use net::{free_port, wait_bound_udp, wait_listening_tcp};
 pub use noise::Noise;
 pub use ours::{Launch, RuntarInstall, install_runtar, start_ours};
