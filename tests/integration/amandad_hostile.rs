@@ -32,16 +32,10 @@ use crate::util::{self, Scratch};
 /// The refusal summary interval the tests configure.
 const SUMMARY_SECS: u64 = 5;
 
-fn setup() -> std::sync::MutexGuard<'static, ()> {
-    let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    util::ensure_amandahosts_line("localhost backup amdump");
-    guard
-}
-
-/// [`setup`], then our amandad with `settings` and 1024 descriptors; the daemon stops before
-/// the machine lock is released.
+/// [`util::lock_amdump_machine`], then our amandad with `settings` and 1024 descriptors; the
+/// daemon stops before the machine lock is released.
 fn setup_daemon(tag: &str, settings: &str) -> (std::sync::MutexGuard<'static, ()>, Daemon) {
-    let guard = setup();
+    let guard = util::lock_amdump_machine();
     (guard, Daemon::start(tag, settings, 1024))
 }
 
@@ -62,7 +56,7 @@ fn a_well_behaved_server_gets_through_hostile_load_while_the_name_server_never_a
 }
 
 fn hostile_load(black_hole_dns: bool) {
-    let _guard = setup();
+    let _guard = util::lock_amdump_machine();
     raise_nofile(20_000);
     let data = Scratch::new("hostile-data");
     let tree = data.join("tree");
