@@ -487,6 +487,15 @@ mod tests {
         })
     }
 
+    /// A small cache that knows 127.0.0.1 as `server` and trusts it, and when it learnt it.
+    fn small_cache_trusting_server() -> (NameCache, Instant) {
+        let mut c = small_cache();
+        let t0 = Instant::now();
+        c.insert(t0, ip(1), name("server"));
+        c.trust(ip(1));
+        (c, t0)
+    }
+
     #[test]
     fn answers_live_for_their_ttl_and_failures_for_the_negative_ttl() {
         let mut c = small_cache();
@@ -505,10 +514,7 @@ mod tests {
     /// must only push out the least recently used entries, never a trusted server's.
     #[test]
     fn a_flood_of_new_addresses_evicts_lru_entries_not_trusted_servers() {
-        let mut c = small_cache();
-        let t0 = Instant::now();
-        c.insert(t0, ip(1), name("server"));
-        c.trust(ip(1));
+        let (mut c, t0) = small_cache_trusting_server();
         c.insert(t0, ip(2), name("recent"));
         for n in 100..10_100 {
             c.insert(
@@ -534,10 +540,7 @@ mod tests {
 
     #[test]
     fn a_trusted_entry_is_served_stale_while_it_is_refreshed() {
-        let mut c = small_cache();
-        let t0 = Instant::now();
-        c.insert(t0, ip(1), name("server"));
-        c.trust(ip(1));
+        let (mut c, t0) = small_cache_trusting_server();
         let later = t0 + Duration::from_secs(120);
         assert_eq!(c.get(later, ip(1)), Cached::Stale(name("server")));
         c.insert(later, ip(1), name("server2"));
@@ -569,23 +572,42 @@ mod tests {
         got
     }
 
-    /// A resolver whose lookups of every address but 127.0.0.1 wait on `gate` (a name
-    /// server that does not answer while the test holds it).
-    fn gated(threads: usize, queue: usize, gate: &Arc<std::sync::Mutex<()>>) -> Names {
-        let g = gate.clone();
+    /// A name server that does not answer until the test opens the gate (at the latest when
+    /// the gate is dropped, so no lookup thread outlives its test).
+    struct Gate(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+    impl Gate {
+        fn open(&self) {
+            *self.0.0.lock().unwrap() = true;
+            self.0.1.notify_all();
+        }
+    }
+
+    impl Drop for Gate {
+        fn drop(&mut self) {
+            self.open();
+        }
+    }
+
+    /// A resolver whose lookups of every address but 127.0.0.1 wait until the gate opens.
+    fn gated(threads: usize, queue: usize) -> (Gate, Names) {
+        let gate = Gate(Arc::default());
+        let g = gate.0.clone();
         let lookup: LookupFn = Arc::new(move |peer: SocketAddr| {
             if peer.ip() != ip(1) {
-                drop(g.lock().unwrap());
+                let (open, opened) = &*g;
+                let _open = opened.wait_while(open.lock().unwrap(), |o| !*o).unwrap();
             }
             name(&peer.ip().to_string())
         });
-        Names::new(
+        let names = Names::new(
             CacheConfig::default(),
             PoolConfig { threads, queue },
             lookup,
             Arc::new(|| {}),
         )
-        .unwrap()
+        .unwrap();
+        (gate, names)
     }
 
     /// Asks for 127.0.0.2 to 127.0.0.19 (from `port`) on the normal lane.
@@ -601,9 +623,7 @@ mod tests {
     /// them.
     #[test]
     fn slow_lookups_never_block_the_caller_and_the_queue_is_bounded() {
-        let gate = Arc::new(std::sync::Mutex::new(()));
-        let held = gate.lock().unwrap();
-        let mut names = gated(2, 8, &gate);
+        let (gate, mut names) = gated(2, 8);
         let t0 = Instant::now();
         let started = Instant::now();
         let mut busy = 0;
@@ -626,7 +646,7 @@ mod tests {
             names.lookup(t0, SocketAddr::new(ip(2), 701), Lane::Normal),
             Lookup::Pending
         );
-        drop(held);
+        gate.open();
         let pending = names.in_flight();
         let got = wait_results(&mut names, pending);
         assert!(!got.is_empty());
@@ -641,9 +661,7 @@ mod tests {
     /// a server on a reserved port is still answered at once.
     #[test]
     fn with_two_threads_a_stuck_normal_lane_never_delays_the_urgent_one() {
-        let gate = Arc::new(std::sync::Mutex::new(()));
-        let held = gate.lock().unwrap();
-        let mut names = gated(2, 4, &gate);
+        let (_gate, mut names) = gated(2, 4);
         let t0 = Instant::now();
         queue_normal_lookups(&mut names, t0, 40_000);
         let peer = SocketAddr::new(ip(1), 700);
@@ -651,14 +669,11 @@ mod tests {
         assert_eq!(names.lookup(t0, peer, Lane::of(peer)), Lookup::Pending);
         let got = wait_results(&mut names, 1);
         assert_eq!(got.first().map(|g| g.0), Some(ip(1)), "{got:?}");
-        drop(held);
     }
 
     #[test]
     fn urgent_lookups_overtake_the_normal_lane() {
-        let gate = Arc::new(std::sync::Mutex::new(()));
-        let held = gate.lock().unwrap();
-        let mut names = gated(1, 4, &gate);
+        let (gate, mut names) = gated(1, 4);
         let t0 = Instant::now();
         queue_normal_lookups(&mut names, t0, 700);
         // The one thread is stuck on the first normal lookup; free it, and the urgent one
@@ -667,7 +682,7 @@ mod tests {
             names.lookup(t0, SocketAddr::new(ip(1), 700), Lane::Urgent),
             Lookup::Pending
         );
-        drop(held);
+        gate.open();
         let got = wait_results(&mut names, 2);
         assert!(
             got.iter().take(2).any(|g| g.0 == ip(1)),

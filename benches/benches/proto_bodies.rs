@@ -5,9 +5,9 @@
 //! Run: `cargo bench -p amanda-benches --bench proto_bodies` (add `-- --test` for a smoke run).
 
 use std::hint::black_box;
-use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use amanda_benches::{Reads, bytes_group};
+use criterion::{Criterion, Throughput};
 use proto::dle::xml::{self, XmlLayout};
 use proto::dle::{Application, DataPath, Dle, Estimate, Level, Property};
 use proto::features::Features;
@@ -76,22 +76,20 @@ fn mesg_stream() -> Vec<u8> {
 
 fn mesg(c: &mut Criterion) {
     let stream = mesg_stream();
-    let mut g = c.benchmark_group("mesg");
-    g.throughput(Throughput::Bytes(stream.len() as u64));
-    g.bench_function("split + classify, 4 KiB reads", |b| {
-        b.iter(|| {
-            let mut splitter = LineSplitter::default();
-            let mut n = 0usize;
-            for chunk in black_box(&stream).chunks(4096) {
-                splitter.push(chunk);
-                while let Some(SplitLine::Line(line)) = splitter.next_line() {
-                    if !matches!(MesgLine::parse(&line), MesgLine::Unknown(_)) {
-                        n += 1;
-                    }
+    let mut g = bytes_group(c, "mesg", stream.len());
+    let reads = Reads::new(&stream, 4096);
+    reads.bench(&mut g, "split + classify, 4 KiB reads", |chunks| {
+        let mut splitter = LineSplitter::default();
+        let mut n = 0usize;
+        for chunk in chunks {
+            splitter.push(chunk);
+            while let Some(SplitLine::Line(line)) = splitter.next_line() {
+                if !matches!(MesgLine::parse(&line), MesgLine::Unknown(_)) {
+                    n += 1;
                 }
             }
-            n
-        })
+        }
+        n
     });
     g.finish();
 }
@@ -107,38 +105,18 @@ fn quoting(c: &mut Criterion) {
         })
         .collect();
     let quoted: Vec<Vec<u8>> = names.iter().map(|n| quote::quote_string(n)).collect();
-    let bytes: usize = names.iter().map(Vec::len).sum();
-    let mut g = c.benchmark_group("quote");
-    g.throughput(Throughput::Bytes(bytes as u64));
-    g.bench_function("quote_string, 1000 names", |b| {
-        b.iter(|| {
-            black_box(&names)
-                .iter()
-                .map(|n| quote::quote_string(n).len())
-                .sum::<usize>()
-        })
-    });
-    g.bench_function("unquote_string, 1000 names", |b| {
-        b.iter(|| {
-            black_box(&quoted)
-                .iter()
-                .map(|n| quote::unquote_string(n).len())
-                .sum::<usize>()
-        })
-    });
+    let mut g = bytes_group(c, "quote", names.iter().map(Vec::len).sum());
+    type Codec = fn(&[u8]) -> Vec<u8>;
+    let cases: [(&str, &[Vec<u8>], Codec); 2] = [
+        ("quote_string, 1000 names", &names, quote::quote_string),
+        ("unquote_string, 1000 names", &quoted, quote::unquote_string),
+    ];
+    for (name, input, f) in cases {
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(input).iter().map(|n| f(n).len()).sum::<usize>())
+        });
+    }
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .sample_size(20)
-}
-
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = dle_xml, mesg, quoting
-}
-criterion_main!(benches);
+amanda_benches::quick_main!(dle_xml, mesg, quoting);

@@ -5,9 +5,9 @@
 //! Run: `cargo bench -p amanda-benches --bench proto_codec` (add `-- --test` for a smoke run).
 
 use std::hint::black_box;
-use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use amanda_benches::{Reads, bytes_group};
+use criterion::Criterion;
 use proto::crc::Crc32c;
 use proto::frame::{self, Decoder, Event, FrameReader, NETWORK_BLOCK_BYTES};
 use proto::tcp;
@@ -47,8 +47,7 @@ fn data_stream() -> Vec<u8> {
 }
 
 fn udp(c: &mut Criterion) {
-    let mut g = c.benchmark_group("udp");
-    g.throughput(Throughput::Bytes(SELFCHECK_REQ.len() as u64));
+    let mut g = bytes_group(c, "udp", SELFCHECK_REQ.len());
     g.bench_function("parse selfcheck REQ", |b| {
         b.iter(|| Datagram::parse(black_box(SELFCHECK_REQ)).unwrap())
     });
@@ -65,42 +64,37 @@ fn udp(c: &mut Criterion) {
 
 fn frames(c: &mut Criterion) {
     let wire = data_stream();
-    let mut g = c.benchmark_group("frame");
-    g.throughput(Throughput::Bytes(wire.len() as u64));
-    g.bench_function("whole frames, 64 KiB reads", |b| {
-        b.iter(|| {
-            let mut reader = FrameReader::new();
-            let mut payload = 0usize;
-            for read in black_box(&wire).chunks(READ_SIZE) {
-                let mut input = read;
-                while let Some(f) = reader.next(&mut input).unwrap() {
-                    payload += f.payload.len();
+    let mut g = bytes_group(c, "frame", wire.len());
+    let reads = Reads::new(&wire, READ_SIZE);
+    reads.bench(&mut g, "whole frames, 64 KiB reads", |chunks| {
+        let mut reader = FrameReader::new();
+        let mut payload = 0usize;
+        for mut input in chunks {
+            while let Some(f) = reader.next(&mut input).unwrap() {
+                payload += f.payload.len();
+            }
+        }
+        payload
+    });
+    reads.bench(&mut g, "streaming, 64 KiB reads", |chunks| {
+        let mut dec = Decoder::new();
+        let mut payload = 0usize;
+        for mut input in chunks {
+            while let Some(ev) = dec.next(&mut input).unwrap() {
+                if let Event::Data { chunk, .. } = ev {
+                    payload += chunk.len();
                 }
             }
-            payload
-        })
+        }
+        payload
     });
-    g.bench_function("streaming, 64 KiB reads", |b| {
-        b.iter(|| {
-            let mut dec = Decoder::new();
-            let mut payload = 0usize;
-            for read in black_box(&wire).chunks(READ_SIZE) {
-                let mut input = read;
-                while let Some(ev) = dec.next(&mut input).unwrap() {
-                    if let Event::Data { chunk, .. } = ev {
-                        payload += chunk.len();
-                    }
-                }
-            }
-            payload
-        })
-    });
-    g.bench_function("streaming + CRC-32C of DATA, 64 KiB reads", |b| {
-        b.iter(|| {
+    reads.bench(
+        &mut g,
+        "streaming + CRC-32C of DATA, 64 KiB reads",
+        |chunks| {
             let mut dec = Decoder::new();
             let mut crc = Crc32c::new();
-            for read in black_box(&wire).chunks(READ_SIZE) {
-                let mut input = read;
+            for mut input in chunks {
                 while let Some(ev) = dec.next(&mut input).unwrap() {
                     if let Event::Data {
                         handle: 499_999,
@@ -113,8 +107,8 @@ fn frames(c: &mut Criterion) {
                 }
             }
             crc.value()
-        })
-    });
+        },
+    );
     g.finish();
 }
 
@@ -130,24 +124,11 @@ fn tcp_packets(c: &mut Criterion) {
         }
     }
     assert!(payload.len() > 100, "selfcheck REQ not found");
-    let mut g = c.benchmark_group("tcp");
-    g.throughput(Throughput::Bytes(payload.len() as u64));
+    let mut g = bytes_group(c, "tcp", payload.len());
     g.bench_function("parse selfcheck REQ payload", |b| {
         b.iter(|| tcp::Packet::parse(black_box(&payload)).unwrap())
     });
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-}
-
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = udp, frames, tcp_packets
-}
-criterion_main!(benches);
+amanda_benches::quick_main!(udp, frames, tcp_packets);

@@ -331,28 +331,44 @@ mod tests {
         for s in AMDUMP_SERVICES {
             assert_eq!(h.check("localhost", false, "backup", s), Ok(()));
         }
-        assert_eq!(
-            h.check("localhost", false, "backup", "amindexd")
-                .unwrap_err()
-                .to_string(),
-            "user backup from localhost is not allowed to execute the service amindexd: Please add the line \"localhost backup amindexd amidxtaped\" to /var/backups/.amandahosts on the server"
-        );
+        assert!(h.check("localhost", false, "backup", "amindexd").is_err());
     }
 
     #[test]
     fn refusal_text_matches_real_amandad() {
         // harness gotcha 10, spec TV-12
-        let h = hosts("");
-        assert_eq!(
-            h.check("localhost", true, "backup", "noop")
+        for (text, host, loopback, user, service, want) in [
+            (
+                "localhost backup\n",
+                "localhost",
+                false,
+                "backup",
+                "amindexd",
+                "user backup from localhost is not allowed to execute the service amindexd: Please add the line \"localhost backup amindexd amidxtaped\" to /var/backups/.amandahosts on the server",
+            ),
+            (
+                "",
+                "localhost",
+                true,
+                "backup",
+                "noop",
+                "user backup from localhost is not allowed to execute the service noop: Please add the line \"localhost backup amdump\" to /var/backups/.amandahosts on the client",
+            ),
+            (
+                "",
+                "h",
+                false,
+                "u",
+                "bogus",
+                "user u from h is not allowed to execute the service bogus: /var/backups/.amandahosts: invalid service bogus",
+            ),
+        ] {
+            let refused = hosts(text)
+                .check(host, loopback, user, service)
                 .unwrap_err()
-                .to_string(),
-            "user backup from localhost is not allowed to execute the service noop: Please add the line \"localhost backup amdump\" to /var/backups/.amandahosts on the client"
-        );
-        assert_eq!(
-            h.check("h", false, "u", "bogus").unwrap_err().to_string(),
-            "user u from h is not allowed to execute the service bogus: /var/backups/.amandahosts: invalid service bogus"
-        );
+                .to_string();
+            assert_eq!(refused, want);
+        }
     }
 
     #[test]

@@ -156,35 +156,53 @@ const INT: Kind = K::Int(Unit::None);
 const INTK: Kind = K::Int(Unit::K);
 const I64K: Kind = K::Int64(Unit::K);
 
-macro_rules! debug_defs {
-    () => {
-        [
-            d("debug_days", INT),
-            c("debug_amandad", INT, C::Debug),
-            c("debug_recovery", INT, C::Debug),
-            c("debug_amidxtaped", INT, C::Debug),
-            c("debug_amindexd", INT, C::Debug),
-            c("debug_amrecover", INT, C::Debug),
-            c("debug_auth", INT, C::Debug),
-            c("debug_event", INT, C::Debug),
-            c("debug_holding", INT, C::Debug),
-            c("debug_protocol", INT, C::Debug),
-            c("debug_planner", INT, C::Debug),
-            c("debug_driver", INT, C::Debug),
-            c("debug_dumper", INT, C::Debug),
-            c("debug_chunker", INT, C::Debug),
-            c("debug_taper", INT, C::Debug),
-            c("debug_selfcheck", INT, C::Debug),
-            c("debug_sendsize", INT, C::Debug),
-            c("debug_sendbackup", INT, C::Debug),
-        ]
-    };
+/// Parameters amanda.conf and amanda-client.conf both take: the connection retries, the
+/// debug levels and the port ranges.
+const COMMON: &[Def] = &[
+    c("connect_tries", INT, C::Positive),
+    c("rep_tries", INT, C::Positive),
+    c("req_tries", INT, C::Positive),
+    d("debug_days", INT),
+    c("debug_amandad", INT, C::Debug),
+    c("debug_recovery", INT, C::Debug),
+    c("debug_amidxtaped", INT, C::Debug),
+    c("debug_amindexd", INT, C::Debug),
+    c("debug_amrecover", INT, C::Debug),
+    c("debug_auth", INT, C::Debug),
+    c("debug_event", INT, C::Debug),
+    c("debug_holding", INT, C::Debug),
+    c("debug_protocol", INT, C::Debug),
+    c("debug_planner", INT, C::Debug),
+    c("debug_driver", INT, C::Debug),
+    c("debug_dumper", INT, C::Debug),
+    c("debug_chunker", INT, C::Debug),
+    c("debug_taper", INT, C::Debug),
+    c("debug_selfcheck", INT, C::Debug),
+    c("debug_sendsize", INT, C::Debug),
+    c("debug_sendbackup", INT, C::Debug),
+    d("reserved_udp_port", K::PortRange(PortClass::Reserved)),
+    d("reserved_tcp_port", K::PortRange(PortClass::Reserved)),
+    d("unreserved_tcp_port", K::PortRange(PortClass::Unreserved)),
+];
+
+/// `own` followed by [`COMMON`], as one table (`N` is their total length).
+const fn with_common<const N: usize>(own: &[Def]) -> [Def; N] {
+    assert!(own.len() + COMMON.len() == N);
+    let mut out = [d("", K::Str); N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < own.len() {
+            own[i]
+        } else {
+            COMMON[i - own.len()]
+        };
+        i += 1;
+    }
+    out
 }
 
-const DEBUG: [Def; 18] = debug_defs!();
-
-/// amanda.conf top-level parameters (server_var).
-pub static SERVER: &[Def] = &[
+/// amanda.conf top-level parameters (server_var) besides [`COMMON`].
+const SERVER_OWN: &[Def] = &[
     d("org", K::Str),
     d("mailto", K::Str),
     d("dumpuser", K::Str),
@@ -243,30 +261,6 @@ pub static SERVER: &[Def] = &[
     dep("amrecover_do_fsf", K::Bool),
     d("amrecover_changer", K::Str),
     dep("amrecover_check_label", K::Bool),
-    c("connect_tries", INT, C::Positive),
-    c("rep_tries", INT, C::Positive),
-    c("req_tries", INT, C::Positive),
-    DEBUG[0],
-    DEBUG[1],
-    DEBUG[2],
-    DEBUG[3],
-    DEBUG[4],
-    DEBUG[5],
-    DEBUG[6],
-    DEBUG[7],
-    DEBUG[8],
-    DEBUG[9],
-    DEBUG[10],
-    DEBUG[11],
-    DEBUG[12],
-    DEBUG[13],
-    DEBUG[14],
-    DEBUG[15],
-    DEBUG[16],
-    DEBUG[17],
-    d("reserved_udp_port", K::PortRange(PortClass::Reserved)),
-    d("reserved_tcp_port", K::PortRange(PortClass::Reserved)),
-    d("unreserved_tcp_port", K::PortRange(PortClass::Unreserved)),
     d("recovery_limit", K::HostLimit),
     d("interactivity", K::Interactivity),
     d("taperscan", K::Taperscan),
@@ -285,8 +279,8 @@ pub static SERVER: &[Def] = &[
     d("sort_index", K::Bool),
 ];
 
-/// amanda-client.conf top-level parameters (client_var).
-pub static CLIENT: &[Def] = &[
+/// amanda-client.conf top-level parameters (client_var) besides [`COMMON`].
+const CLIENT_OWN: &[Def] = &[
     d("conf", K::Str),
     d("amdump_server", K::Str),
     d("index_server", K::Str),
@@ -312,35 +306,17 @@ pub static CLIENT: &[Def] = &[
     d("mailer", K::Str),
     d("krb5keytab", K::Str),
     d("krb5principal", K::Str),
-    c("connect_tries", INT, C::Positive),
-    c("rep_tries", INT, C::Positive),
-    c("req_tries", INT, C::Positive),
-    DEBUG[0],
-    DEBUG[1],
-    DEBUG[2],
-    DEBUG[3],
-    DEBUG[4],
-    DEBUG[5],
-    DEBUG[6],
-    DEBUG[7],
-    DEBUG[8],
-    DEBUG[9],
-    DEBUG[10],
-    DEBUG[11],
-    DEBUG[12],
-    DEBUG[13],
-    DEBUG[14],
-    DEBUG[15],
-    DEBUG[16],
-    DEBUG[17],
-    d("reserved_udp_port", K::PortRange(PortClass::Reserved)),
-    d("reserved_tcp_port", K::PortRange(PortClass::Reserved)),
-    d("unreserved_tcp_port", K::PortRange(PortClass::Unreserved)),
     d("property", K::Property),
     d("application", K::Application),
     d("script", K::Scripts),
     d("hostname", K::Str),
 ];
+
+/// amanda.conf top-level parameters (server_var).
+pub static SERVER: &[Def] = &with_common::<{ SERVER_OWN.len() + COMMON.len() }>(SERVER_OWN);
+
+/// amanda-client.conf top-level parameters (client_var).
+pub static CLIENT: &[Def] = &with_common::<{ CLIENT_OWN.len() + COMMON.len() }>(CLIENT_OWN);
 
 /// `define tapetype` parameters.
 pub static TAPETYPE: &[Def] = &[

@@ -788,28 +788,15 @@ fn predefine_dumptypes(defs: &mut Defs) {
             builtin: true,
         }
     };
-    for d in [
-        one("NO-COMPRESS", "compress", Value::Compress(Compress::None)),
-        one(
-            "COMPRESS-FAST",
-            "compress",
-            Value::Compress(Compress::ClientFast),
-        ),
-        one(
-            "COMPRESS-BEST",
-            "compress",
-            Value::Compress(Compress::ClientBest),
-        ),
-        one(
-            "COMPRESS-CUST",
-            "compress",
-            Value::Compress(Compress::ClientCustom),
-        ),
-        one(
-            "SRVCOMPRESS",
-            "compress",
-            Value::Compress(Compress::ServerFast),
-        ),
+    let compress = [
+        ("NO-COMPRESS", Compress::None),
+        ("COMPRESS-FAST", Compress::ClientFast),
+        ("COMPRESS-BEST", Compress::ClientBest),
+        ("COMPRESS-CUST", Compress::ClientCustom),
+        ("SRVCOMPRESS", Compress::ServerFast),
+    ]
+    .map(|(name, c)| one(name, "compress", Value::Compress(c)));
+    for d in compress.into_iter().chain([
         one("BSD-AUTH", "auth", Value::Str("BSD".into())),
         one("BSDTCP-AUTH", "auth", Value::Str("BSDTCP".into())),
         one("NO-RECORD", "record", Value::Bool(false)),
@@ -819,7 +806,7 @@ fn predefine_dumptypes(defs: &mut Defs) {
             Value::Holding(HoldingPolicy::Never),
         ),
         one("NO-FULL", "strategy", Value::Strategy(Strategy::Nofull)),
-    ] {
+    ]) {
         let _ = defs.insert(BlockKind::Dumptype, d);
     }
 }

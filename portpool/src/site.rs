@@ -114,6 +114,32 @@ pub struct SiteDle {
     pub size: Option<u64>,
 }
 
+impl SiteDle {
+    /// `disk` of `host` backed up with `auth`, as a default dumptype has it: `maxdumps 1`, no
+    /// `client_port`, size unknown, from no particular file.
+    pub fn new(host: impl Into<String>, disk: impl Into<String>, auth: Auth) -> SiteDle {
+        SiteDle {
+            host: host.into(),
+            disk: disk.into(),
+            auth,
+            maxdumps: 1,
+            client_port: None,
+            client_port_set: false,
+            origin: Origin::Default,
+            size: None,
+        }
+    }
+
+    /// The same DLE with `client_port` set to `port`.
+    pub fn with_client_port(self, port: u16) -> SiteDle {
+        SiteDle {
+            client_port: Some(port),
+            client_port_set: true,
+            ..self
+        }
+    }
+}
+
 /// What /etc/amanda-security.conf says about ports (the real Amanda's ambind enforces it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecurityFile {
@@ -152,6 +178,16 @@ impl Privilege {
 pub struct Client {
     pub name: String,
     pub addresses: Vec<IpAddr>,
+}
+
+impl Client {
+    /// `name` at `addresses`.
+    pub fn new(name: impl Into<String>, addresses: impl IntoIterator<Item = IpAddr>) -> Client {
+        Client {
+            name: name.into(),
+            addresses: addresses.into_iter().collect(),
+        }
+    }
 }
 
 /// Everything `check`, `rules` and `--simulate CONFIG` need.

@@ -164,6 +164,45 @@ fn heredoc_delimiter(text: &[u8]) -> String {
 }
 
 impl DumpHeader {
+    /// The header of one dump file: its kind, run, host, disk and level, no program yet and
+    /// every optional field absent.
+    pub fn new(
+        kind: FileKind,
+        datestamp: impl Into<ByteString>,
+        host: impl Into<ByteString>,
+        disk: impl Into<ByteString>,
+        level: i32,
+    ) -> DumpHeader {
+        DumpHeader {
+            kind,
+            datestamp: datestamp.into(),
+            host: host.into(),
+            disk: disk.into(),
+            level,
+            comp_suffix: None,
+            program: ByteString::new(),
+            encrypt_suffix: None,
+            srvcompprog: None,
+            clntcompprog: None,
+            srv_encrypt: None,
+            clnt_encrypt: None,
+            srv_decrypt_opt: None,
+            clnt_decrypt_opt: None,
+            cont_filename: None,
+            application: None,
+            partial: false,
+            orig_size: None,
+            native_crc: None,
+            client_crc: None,
+            server_crc: None,
+            dle: None,
+            blocksize: None,
+            decrypt_cmd: None,
+            uncompress_cmd: None,
+            recover_cmd: None,
+        }
+    }
+
     /// The header the dumper writes (`finish_tapeheader`) for a dump of `dle` at `level`,
     /// given the MESG `info` fields, the client host name, the run timestamp and the DLE
     /// XML to embed. Server-side compression or encryption in `dle` add the matching
@@ -177,33 +216,21 @@ impl DumpHeader {
         info: &InfoFields,
         dle_xml: Option<&[u8]>,
     ) -> DumpHeader {
+        let disk = dle.disk.clone().unwrap_or_default();
         let mut h = DumpHeader {
-            kind: FileKind::File,
-            datestamp: timestamp.into(),
-            host: host.into(),
-            disk: dle.disk.clone().unwrap_or_default(),
-            level,
             comp_suffix: info.compress_suffix.clone().filter(|s| !s.is_empty()),
             program: info.backup.clone().unwrap_or_default(),
-            encrypt_suffix: None,
             srvcompprog: info.server_custom_compress.clone(),
             clntcompprog: info.client_custom_compress.clone(),
             srv_encrypt: info.server_encrypt.clone(),
             clnt_encrypt: info.client_encrypt.clone(),
             srv_decrypt_opt: info.server_decrypt_option.clone(),
             clnt_decrypt_opt: info.client_decrypt_option.clone(),
-            cont_filename: None,
             application: info.application.clone(),
-            partial: false,
-            orig_size: None,
-            native_crc: None,
-            client_crc: None,
-            server_crc: None,
             dle: dle_xml.map(ByteString::from),
             blocksize: Some(HEADER_SIZE as u32),
-            decrypt_cmd: None,
-            uncompress_cmd: None,
             recover_cmd: info.recover_cmd.clone(),
+            ..DumpHeader::new(FileKind::File, timestamp, host, disk, level)
         };
         let pipe = |prog: &[u8], opt: &[u8]| {
             ByteString::from([b" ".as_slice(), prog, b" ", opt, b" |"].concat())
@@ -591,32 +618,8 @@ impl DumpHeader {
             other => Some(other.into()),
         };
         let mut h = DumpHeader {
-            kind,
-            datestamp: datestamp.into(),
-            host: host.into(),
-            disk: unquote_string(&disk).into(),
-            level,
             comp_suffix,
-            program: ByteString::new(),
-            encrypt_suffix: None,
-            srvcompprog: None,
-            clntcompprog: None,
-            srv_encrypt: None,
-            clnt_encrypt: None,
-            srv_decrypt_opt: None,
-            clnt_decrypt_opt: None,
-            cont_filename: None,
-            application: None,
-            partial: false,
-            orig_size: None,
-            native_crc: None,
-            client_crc: None,
-            server_crc: None,
-            dle: None,
-            blocksize: None,
-            decrypt_cmd: None,
-            uncompress_cmd: None,
-            recover_cmd: None,
+            ..DumpHeader::new(kind, datestamp, host, unquote_string(&disk), level)
         };
         if t.next_token(b" ") == Some(b"program".as_slice()) {
             h.program = t
@@ -779,32 +782,18 @@ mod tests {
 
     fn sample() -> DumpHeader {
         DumpHeader {
-            kind: FileKind::File,
-            datestamp: "20240101020304".into(),
-            host: "client.example.com".into(),
-            disk: "/home".into(),
-            level: 0,
             comp_suffix: Some(".gz".into()),
             program: "/bin/tar".into(),
-            encrypt_suffix: None,
-            srvcompprog: None,
-            clntcompprog: None,
-            srv_encrypt: None,
-            clnt_encrypt: None,
-            srv_decrypt_opt: None,
-            clnt_decrypt_opt: None,
-            cont_filename: None,
-            application: None,
-            partial: false,
-            orig_size: None,
-            native_crc: None,
-            client_crc: None,
-            server_crc: None,
             dle: Some("<dle>\n  <program>GNUTAR</program>\n</dle>\n".into()),
             blocksize: Some(32768),
-            decrypt_cmd: None,
-            uncompress_cmd: None,
             recover_cmd: Some("/bin/gzip -dc |/bin/tar -xpGf - ...".into()),
+            ..DumpHeader::new(
+                FileKind::File,
+                "20240101020304",
+                "client.example.com",
+                "/home",
+                0,
+            )
         }
     }
 

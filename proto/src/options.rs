@@ -330,6 +330,13 @@ mod tests {
 
     const F: &str = "ffffffff9efefbfffffffffffffff3fffbf71f";
 
+    /// The parse of `value`, and the `ERROR [...]` line its first problem sends.
+    fn parse_with_error(value: &[u8]) -> (ParsedOptions, Vec<u8>) {
+        let p = Options::parse(value);
+        let line = p.diagnostics.first().expect("a problem").error_line();
+        (p, line)
+    }
+
     #[test]
     fn request_line_matches_the_trace_byte_for_byte() {
         let f = Features::amanda_3_5_1();
@@ -380,12 +387,9 @@ mod tests {
 
     #[test]
     fn unknown_key_produces_the_real_clients_error_line() {
-        let p = Options::parse(b"features=01;frobnicate=1;");
+        let (p, error) = parse_with_error(b"features=01;frobnicate=1;");
         assert_eq!(p.options.unknown, vec![ByteString::from("frobnicate=1")]);
-        assert_eq!(
-            p.diagnostics[0].error_line(),
-            b"ERROR [unknown option \"frobnicate=1\"]\n"
-        );
+        assert_eq!(error, b"ERROR [unknown option \"frobnicate=1\"]\n");
     }
 
     #[test]
@@ -403,22 +407,16 @@ mod tests {
 
     #[test]
     fn config_with_slash_is_refused() {
-        let p = Options::parse(b"config=../etc;");
+        let (p, error) = parse_with_error(b"config=../etc;");
         assert_eq!(p.options.config, None);
-        assert_eq!(
-            p.diagnostics[0].error_line(),
-            b"ERROR [invalid character in config option]\n"
-        );
+        assert_eq!(error, b"ERROR [invalid character in config option]\n");
     }
 
     #[test]
     fn bad_or_missing_features_mean_the_default_set() {
-        let p = Options::parse(b"features=zz;");
+        let (p, error) = parse_with_error(b"features=zz;");
         assert_eq!(p.options.features, None);
-        assert_eq!(
-            p.diagnostics[0].error_line(),
-            b"ERROR [bad features value \"zz\"]\n"
-        );
+        assert_eq!(error, b"ERROR [bad features value \"zz\"]\n");
         assert_eq!(p.options.effective_features(), Features::default_2_4_2p2());
         assert_eq!(
             Options::parse(b"").options.effective_features(),

@@ -31,10 +31,11 @@ use crate::util::{self, Scratch};
 /// The refusal summary interval the tests configure.
 const SUMMARY_SECS: u64 = 5;
 
-fn setup() -> std::sync::MutexGuard<'static, ()> {
-    let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    util::ensure_amandahosts_line("localhost backup amdump");
-    guard
+/// [`util::lock_amdump_machine`], then our amandad with `settings` and 1024 descriptors; the
+/// daemon stops before the machine lock is released.
+fn setup_daemon(tag: &str, settings: &str) -> (std::sync::MutexGuard<'static, ()>, Daemon) {
+    let guard = util::lock_amdump_machine();
+    (guard, Daemon::start(tag, settings, 1024))
 }
 
 /// Issue 10's acceptance: amandad under hostile load, with this host's name service.
@@ -54,7 +55,7 @@ fn a_well_behaved_server_gets_through_hostile_load_while_the_name_server_never_a
 }
 
 fn hostile_load(black_hole_dns: bool) {
-    let _guard = setup();
+    let _guard = util::lock_amdump_machine();
     raise_nofile(20_000);
     let data = Scratch::new("hostile-data");
     let tree = data.join("tree");
@@ -213,8 +214,7 @@ fn hostile_load(black_hole_dns: bool) {
 #[test]
 fn data_listeners_accept_only_the_requesting_servers_address() {
     require_root!();
-    let _guard = setup();
-    let d = Daemon::start("data-peer", "[amandad]\n", 1024);
+    let (_guard, d) = setup_daemon("data-peer", "[amandad]\n");
     let data = Scratch::new("data-peer-dle");
     let dle = data.join("dle");
     fs::create_dir_all(&dle).expect("mkdir");
@@ -312,11 +312,9 @@ fn amandad_keeps_no_supplementary_group_after_dropping_root() {
 #[test]
 fn a_connection_without_a_request_is_closed_after_the_timeout() {
     require_root!();
-    let _guard = setup();
-    let d = Daemon::start(
+    let (_guard, d) = setup_daemon(
         "unauth",
         "[amandad]\nunauth_timeout_secs = 2\nrefusal_summary_secs = 60\n",
-        1024,
     );
     let start = Instant::now();
     let mut conns: Vec<TcpStream> = (0..20)
@@ -355,12 +353,7 @@ fn a_connection_without_a_request_is_closed_after_the_timeout() {
 #[test]
 fn the_log_file_is_reopened_after_logrotate_and_bounded_by_max_bytes() {
     require_root!();
-    let _guard = setup();
-    let d = Daemon::start(
-        "logrotate",
-        "[log]\nlevel = \"debug\"\nmax_bytes = 65536\n",
-        1024,
-    );
+    let (_guard, d) = setup_daemon("logrotate", "[log]\nlevel = \"debug\"\nmax_bytes = 65536\n");
     let log = d.log_path();
     let rotated = d.dir.join("amandad.log.1");
     noop_udp(d.port, Duration::from_secs(10)).expect("noop");

@@ -15,14 +15,8 @@ use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
+use crate::amdump_machine;
 use crate::util::{self, Launch, Program, RealServer, Scratch, ServerOptions, start_ours};
-use crate::{require_root, require_tool};
-
-fn setup() -> std::sync::MutexGuard<'static, ()> {
-    let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    util::ensure_amandahosts_line("localhost backup amdump");
-    guard
-}
 
 /// Two DLEs: the tricky tree, and a directory whose own name has a space and UTF-8.
 fn make_dles(data: &Scratch) -> Vec<PathBuf> {
@@ -65,10 +59,7 @@ fn amdump_ok(server: &RealServer, ours: &util::ours::OurAmandad, what: &str) -> 
 }
 
 fn round_trip(auth: &str, launch: Launch, program: Program) {
-    require_root!();
-    require_tool!("/usr/sbin/amdump");
-    require_tool!(util::INETD);
-    let _guard = setup();
+    let _guard = amdump_machine!("/usr/sbin/amdump", util::INETD);
     let data = Scratch::new("dles");
     let dles = make_dles(&data);
     let (ours, server) = ours_and_server(auth, launch, program, &dles);
@@ -140,10 +131,7 @@ fn change_tree(root: &Path) {
 }
 
 fn level_1_on_top_of_level_0(auth: &str, program: Program) {
-    require_root!();
-    require_tool!("/usr/sbin/amdump");
-    require_tool!(util::INETD);
-    let _guard = setup();
+    let _guard = amdump_machine!("/usr/sbin/amdump", util::INETD);
     let data = Scratch::new("incr");
     let dle = data.join("tree");
     util::make_tricky_tree(&dle);
@@ -296,10 +284,7 @@ fn req(handle: &str, user: Option<&str>, service: &str) -> Vec<u8> {
 
 #[test]
 fn bad_udp_requests_get_the_same_answer_as_from_the_real_amandad() {
-    require_root!();
-    require_tool!("/usr/lib/amanda/amandad");
-    require_tool!(util::INETD);
-    let _guard = setup();
+    let _guard = amdump_machine!("/usr/lib/amanda/amandad", util::INETD);
     let (real_port, _real, ours) = real_and_ours("bsd", Launch::Standalone);
     let cases: Vec<(&str, bool, Vec<u8>)> = vec![
         ("good noop", true, req("000-00000001", Some("backup"), "noop")),
@@ -390,10 +375,7 @@ fn tcp_req(user: Option<&str>, service: &str) -> Vec<u8> {
 
 #[test]
 fn bad_bsdtcp_requests_get_the_same_answer_as_from_the_real_amandad() {
-    require_root!();
-    require_tool!("/usr/lib/amanda/amandad");
-    require_tool!(util::INETD);
-    let _guard = setup();
+    let _guard = amdump_machine!("/usr/lib/amanda/amandad", util::INETD);
     let (real_port, _real, ours) = real_and_ours("bsdtcp", Launch::Inetd);
     let cases: Vec<(&str, bool, Vec<u8>)> = vec![
         (
@@ -421,9 +403,7 @@ fn bad_bsdtcp_requests_get_the_same_answer_as_from_the_real_amandad() {
 
 #[test]
 fn oversized_and_garbage_frames_do_not_crash_or_hang_our_amandad() {
-    require_root!();
-    require_tool!(util::INETD);
-    let _guard = setup();
+    let _guard = amdump_machine!(util::INETD);
     let ours = start_ours("bsdtcp", Launch::Standalone);
     let addr = SocketAddr::from(([127, 0, 0, 1], ours.port));
     let attacks: Vec<Vec<u8>> = vec![
@@ -505,9 +485,7 @@ pub(crate) fn read_bsd_streams(ports: &[(proto::sendbackup::Stream, u16)]) -> (S
 /// ACK (the real client accepts them too), not closed: closing them loses the dump.
 #[test]
 fn data_connections_before_a_lost_ack_still_get_the_whole_dump() {
-    require_root!();
-    require_tool!(util::INETD);
-    let _guard = setup();
+    let _guard = amdump_machine!(util::INETD);
     let ours = start_ours("bsd", Launch::Standalone);
     let data = Scratch::new("lost-ack");
     let dle = data.join("dle");
@@ -557,10 +535,7 @@ fn data_connections_before_a_lost_ack_still_get_the_whole_dump() {
 /// warns about the host (portpool's check).
 #[test]
 fn amcheck_of_100_dles_over_bsd_names_what_did_not_fit_instead_of_timing_out() {
-    require_root!();
-    require_tool!("/usr/sbin/amcheck");
-    require_tool!(util::INETD);
-    let _guard = setup();
+    let _guard = amdump_machine!("/usr/sbin/amcheck", util::INETD);
     let data = Scratch::new("dles100");
     let dles: Vec<PathBuf> = (0..100)
         .map(|i| {

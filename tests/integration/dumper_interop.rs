@@ -15,14 +15,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::amdump_machine;
 use crate::util::fake_amandad::{FakeAmandad, Script};
+use crate::util::ours::OurAmandad;
 use crate::util::{self, Dt, DumperConf, Launch, Program, Scratch, start_ours, start_real_amandad};
-use crate::{require_root, require_tool};
 
-fn setup() -> std::sync::MutexGuard<'static, ()> {
-    let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    util::ensure_amandahosts_line("localhost backup amdump");
-    guard
+/// Our amandad (bsdtcp, standalone), a scratch directory `<tag>-data` and the tricky tree at
+/// `<tag>-data/<tree>`.
+fn ours_and_tricky_tree(tag: &str, tree: &str) -> (OurAmandad, Scratch, PathBuf) {
+    let ours = start_ours("bsdtcp", Launch::Standalone);
+    let data = Scratch::new(&format!("{tag}-data"));
+    let tree = data.join(tree);
+    util::make_tricky_tree(&tree);
+    (ours, data, tree)
 }
 
 /// The tricky tree (GNUTAR) and a DLE whose own name has a space and UTF-8 (amgtar).
@@ -62,29 +67,27 @@ fn round_trip(auth: &str, port: u16, tag: &str, log: impl Fn() -> String) {
         tag,
         "",
         &[
-            Dt {
-                name: "gt",
-                auth,
-                port,
-                program: Program::Gnutar,
-                extra: "",
-            },
-            Dt {
-                name: "app",
-                auth,
-                port,
-                program: Program::Amgtar,
-                extra: "",
-            },
+            Dt::new("gt", auth, port, Program::Gnutar),
+            Dt::new("app", auth, port, Program::Amgtar),
         ],
         &[("localhost", &gnutar, "gt"), ("localhost", &amgtar, "app")],
     );
-    let (status, out) = conf.run();
-    assert!(
-        status.success(),
-        "dumper run ({auth}, {tag}) failed ({status}):\n{out}\n{}",
-        log()
-    );
+    // Each night must succeed; its report, and the client's log if it did not.
+    let night = |which: &str| {
+        let (status, out) = conf.run();
+        assert!(
+            status.success(),
+            "{which} dumper run ({auth}, {tag}) failed ({status}):\n{out}\n{}",
+            log()
+        );
+        out
+    };
+    // Where a DLE is restored after the night of `level`.
+    let restored = |level: u32, dle: &Path| {
+        let name = dle.file_name().unwrap().to_string_lossy();
+        data.join(format!("restored-{level}-{name}"))
+    };
+    let out = night("first");
     let (files, tmp) = conf.holding_files();
     assert_eq!(
         files.len(),
@@ -93,22 +96,14 @@ fn round_trip(auth: &str, port: u16, tag: &str, log: impl Fn() -> String) {
     );
     assert!(tmp.is_empty(), "no .tmp left: {tmp:?}");
     for dle in [&gnutar, &amgtar] {
-        let into = data.join(format!(
-            "restored-0-{}",
-            dle.file_name().unwrap().to_string_lossy()
-        ));
+        let into = restored(0, dle);
         conf.restore("localhost", dle, &into);
         util::assert_same_tree(dle, &into, true);
     }
 
     change(&gnutar);
     change(&amgtar);
-    let (status, out) = conf.run();
-    assert!(
-        status.success(),
-        "second dumper run ({auth}, {tag}) failed ({status}):\n{out}\n{}",
-        log()
-    );
+    let out = night("second");
     let (files, _) = conf.holding_files();
     let level1: Vec<&PathBuf> = files
         .iter()
@@ -120,10 +115,7 @@ fn round_trip(auth: &str, port: u16, tag: &str, log: impl Fn() -> String) {
         "two level-1 holding files: {files:?}\n{out}"
     );
     for dle in [&gnutar, &amgtar] {
-        let into = data.join(format!(
-            "restored-1-{}",
-            dle.file_name().unwrap().to_string_lossy()
-        ));
+        let into = restored(1, dle);
         let said = conf.restore("localhost", dle, &into);
         assert!(
             said.contains("level 1"),
@@ -134,10 +126,7 @@ fn round_trip(auth: &str, port: u16, tag: &str, log: impl Fn() -> String) {
 }
 
 fn real_client(auth: &str) {
-    require_root!();
-    require_tool!("/usr/lib/amanda/amandad");
-    require_tool!(util::INETD);
-    let _guard = setup();
+    let _guard = amdump_machine!("/usr/lib/amanda/amandad", util::INETD);
     let port = util::free_port();
     let inetd = start_real_amandad(auth, port);
     let log_dir = inetd.dir.path().to_path_buf();
@@ -147,8 +136,7 @@ fn real_client(auth: &str) {
 }
 
 fn our_client(auth: &str) {
-    require_root!();
-    let _guard = setup();
+    let _guard = amdump_machine!();
     let ours = start_ours(auth, Launch::Standalone);
     round_trip(auth, ours.port, &format!("dr-ours-{auth}"), || ours.log());
 }
@@ -185,23 +173,12 @@ fn dumper_backs_up_our_amandad_over_bsdudp_gnutar_and_amgtar() {
 
 #[test]
 fn debian_amrestore_reads_our_holding_file_and_gives_our_tar_stream() {
-    require_root!();
-    require_tool!("/usr/sbin/amrestore");
-    let _guard = setup();
-    let ours = start_ours("bsdtcp", Launch::Standalone);
-    let data = Scratch::new("dr-amrestore-data");
-    let tree = data.join("tree");
-    util::make_tricky_tree(&tree);
+    let _guard = amdump_machine!("/usr/sbin/amrestore");
+    let (ours, _data, tree) = ours_and_tricky_tree("dr-amrestore", "tree");
     let conf = DumperConf::new(
         "dr-amrestore",
         "",
-        &[Dt {
-            name: "gt",
-            auth: "bsdtcp",
-            port: ours.port,
-            program: Program::Gnutar,
-            extra: "",
-        }],
+        &[Dt::new("gt", "bsdtcp", ours.port, Program::Gnutar)],
         &[("localhost", &tree, "gt")],
     );
     let (status, out) = conf.run();
@@ -232,10 +209,7 @@ fn debian_amrestore_reads_our_holding_file_and_gives_our_tar_stream() {
 
 #[test]
 fn twenty_dles_share_nine_reserved_udp_ports_all_succeed_and_the_waits_are_reported() {
-    require_root!();
-    require_tool!("/usr/lib/amanda/amandad");
-    require_tool!(util::INETD);
-    let _guard = setup();
+    let _guard = amdump_machine!("/usr/lib/amanda/amandad", util::INETD);
     // The real client: its requests take long enough (its event loop ticks in seconds)
     // that twenty concurrent dumps need more than nine ports at once.
     let port = util::free_port();
@@ -291,12 +265,8 @@ fn twenty_dles_share_nine_reserved_udp_ports_all_succeed_and_the_waits_are_repor
 
 #[test]
 fn a_client_that_dies_mid_dump_fails_only_its_dump_and_leaves_no_complete_file() {
-    require_root!();
-    let _guard = setup();
-    let ours = start_ours("bsdtcp", Launch::Standalone);
-    let data = Scratch::new("dr-dies-data");
-    let good = data.join("good");
-    util::make_tricky_tree(&good);
+    let _guard = amdump_machine!();
+    let (ours, data, good) = ours_and_tricky_tree("dr-dies", "good");
     let doomed = data.join("doomed");
     fs::create_dir_all(&doomed).expect("mkdir");
     let fake = FakeAmandad::start(HashMap::new(), Script::Dies { hang: false });
@@ -305,20 +275,8 @@ fn a_client_that_dies_mid_dump_fails_only_its_dump_and_leaves_no_complete_file()
         "dr-dies",
         "",
         &[
-            Dt {
-                name: "good",
-                auth: "bsdtcp",
-                port: ours.port,
-                program: Program::Gnutar,
-                extra: "",
-            },
-            Dt {
-                name: "dying",
-                auth: "bsdtcp",
-                port: dying_port,
-                program: Program::Gnutar,
-                extra: "",
-            },
+            Dt::new("good", "bsdtcp", ours.port, Program::Gnutar),
+            Dt::new("dying", "bsdtcp", dying_port, Program::Gnutar),
         ],
         &[
             ("127.0.0.1", &doomed, "dying"),
@@ -369,8 +327,7 @@ fn a_client_that_dies_mid_dump_fails_only_its_dump_and_leaves_no_complete_file()
 
 #[test]
 fn sigterm_stops_the_night_with_a_report_and_no_partial_file() {
-    require_root!();
-    let _guard = setup();
+    let _guard = amdump_machine!();
     let data = Scratch::new("dr-term-data");
     let disk = data.join("stuck");
     fs::create_dir_all(&disk).expect("mkdir");
@@ -379,13 +336,7 @@ fn sigterm_stops_the_night_with_a_report_and_no_partial_file() {
     let conf = DumperConf::new(
         "dr-term",
         "",
-        &[Dt {
-            name: "stuck",
-            auth: "bsdtcp",
-            port,
-            program: Program::Gnutar,
-            extra: "",
-        }],
+        &[Dt::new("stuck", "bsdtcp", port, Program::Gnutar)],
         &[("127.0.0.1", &disk, "stuck")],
     );
     let mut child = conf.spawn_run();
@@ -436,12 +387,8 @@ fn sigterm_stops_the_night_with_a_report_and_no_partial_file() {
 
 #[test]
 fn dumper_check_reports_each_host_and_fails_for_an_unreachable_client() {
-    require_root!();
-    let _guard = setup();
-    let ours = start_ours("bsdtcp", Launch::Standalone);
-    let data = Scratch::new("dr-check-data");
-    let tree = data.join("tree");
-    util::make_tricky_tree(&tree);
+    let _guard = amdump_machine!();
+    let (ours, _data, tree) = ours_and_tricky_tree("dr-check", "tree");
     // Nothing listens on this port.
     let dead = {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -451,20 +398,8 @@ fn dumper_check_reports_each_host_and_fails_for_an_unreachable_client() {
         "dr-check",
         "connect-tries 1\nreq-tries 1",
         &[
-            Dt {
-                name: "ok",
-                auth: "bsdtcp",
-                port: ours.port,
-                program: Program::Gnutar,
-                extra: "",
-            },
-            Dt {
-                name: "dead",
-                auth: "bsdtcp",
-                port: dead,
-                program: Program::Gnutar,
-                extra: "",
-            },
+            Dt::new("ok", "bsdtcp", ours.port, Program::Gnutar),
+            Dt::new("dead", "bsdtcp", dead, Program::Gnutar),
         ],
         &[("localhost", &tree, "ok"), ("127.0.0.1", &tree, "dead")],
     );

@@ -67,6 +67,13 @@ fn real(prog: &str, args: &[&str], input: &[u8]) -> (Vec<u8>, bool, String) {
     )
 }
 
+/// The output of the real `gzip args... < input`, which must succeed.
+fn gzip_ok(args: &[&str], input: &[u8]) -> Vec<u8> {
+    let (out, ok, err) = real("/bin/gzip", args, input);
+    assert!(ok, "gzip {}: {err}", args.join(" "));
+    out
+}
+
 fn gunzip_ours(data: &[u8]) -> Result<Vec<u8>, std::io::Error> {
     let mut out = Vec::new();
     GunzipReader::new(data).read_to_end(&mut out)?;
@@ -75,6 +82,17 @@ fn gunzip_ours(data: &[u8]) -> Result<Vec<u8>, std::io::Error> {
 
 fn run(cmd: FilterCommand, input: &[u8]) -> Result<(Vec<u8>, FilterReport), RunFailure> {
     cmd.run_on(input)
+}
+
+/// `cmd` run as the Amanda user, as the client runs its encryption programs.
+fn as_backup(cmd: FilterCommand) -> FilterCommand {
+    let (uid, gid, _) = crypt::backup_user();
+    cmd.user(uid, gid)
+}
+
+/// [`run`], for a filter that must succeed.
+fn run_ok(cmd: FilterCommand, input: &[u8]) -> (Vec<u8>, FilterReport) {
+    run(cmd, input).unwrap_or_else(|f| panic!("{f}"))
 }
 
 #[test]
@@ -93,12 +111,10 @@ fn our_gzip_members_read_back_with_the_real_gzip_dc() {
     // Two streams of ours, concatenated, read as one.
     let a = ours(Level::Fast, b"first stream\n");
     let b = ours(Level::Best, &data[..100_000]);
-    let (out, ok, err) = real("/bin/gzip", &["-dc"], &[a, b].concat());
-    assert!(ok, "{err}");
+    let out = gzip_ok(&["-dc"], &[a, b].concat());
     assert_eq!(out, [&b"first stream\n"[..], &data[..100_000]].concat());
     // An empty stream is a valid (empty) gzip file.
-    let (out, ok, err) = real("/bin/gzip", &["-dc"], &ours(Level::Fast, b""));
-    assert!(ok && out.is_empty(), "{err}");
+    assert!(gzip_ok(&["-dc"], &ours(Level::Fast, b"")).is_empty());
 }
 
 #[test]
@@ -106,8 +122,7 @@ fn our_fast_output_is_no_larger_than_the_real_gzip_fast() {
     // The issue allows 5% more than `gzip --fast`; libdeflate level 1 is smaller.
     require_tool!("/bin/gzip");
     let data = sample(4 << 20);
-    let (real_gz, ok, _) = real("/bin/gzip", &["--fast", "-c"], &data);
-    assert!(ok);
+    let real_gz = gzip_ok(&["--fast", "-c"], &data);
     let ours = ours(Level::Fast, &data);
     assert!(
         ours.len() as f64 <= real_gz.len() as f64 * 1.05,
@@ -121,10 +136,8 @@ fn our_fast_output_is_no_larger_than_the_real_gzip_fast() {
 fn the_real_gzips_output_reads_back_with_our_gunzip() {
     require_tool!("/bin/gzip");
     let data = sample(2 << 20);
-    let (fast, ok, _) = real("/bin/gzip", &["--fast", "-c"], &data);
-    assert!(ok);
-    let (best, ok, _) = real("/bin/gzip", &["--best", "-c"], &data[..5000]);
-    assert!(ok);
+    let fast = gzip_ok(&["--fast", "-c"], &data);
+    let best = gzip_ok(&["--best", "-c"], &data[..5000]);
     assert_eq!(gunzip_ours(&fast).expect("gzip --fast"), data);
     let both = [fast.clone(), best].concat();
     assert_eq!(
@@ -152,13 +165,12 @@ fn zstd_as_a_custom_compressor_round_trips_without_arguments() {
     let data = sample(3 << 20);
     let cmd = FilterCommand::compress("/usr/bin/zstd");
     assert!(cmd.args().is_empty());
-    let (z, r) = run(cmd, &data).unwrap_or_else(|f| panic!("{f}"));
+    let (z, r) = run_ok(cmd, &data);
     assert_eq!(&z[..4], &[0x28, 0xb5, 0x2f, 0xfd], "not zstd's magic");
     assert!(z.len() < data.len() / 2);
     assert!(r.stderr.is_empty(), "{:?}", r.stderr);
     assert_eq!(r.bytes_in, data.len() as u64);
-    let (back, _) =
-        run(FilterCommand::uncompress("/usr/bin/zstd"), &z).unwrap_or_else(|f| panic!("{f}"));
+    let (back, _) = run_ok(FilterCommand::uncompress("/usr/bin/zstd"), &z);
     assert_eq!(back, data);
 }
 
@@ -174,8 +186,7 @@ fn garbage_from_a_compressor_fails_the_real_restore_with_its_exit_status() {
     )
     .expect("write");
     std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let (garbage, _) =
-        run(FilterCommand::compress(&prog), &sample(10_000)).unwrap_or_else(|f| panic!("{f}"));
+    let (garbage, _) = run_ok(FilterCommand::compress(&prog), &sample(10_000));
     let f = run(FilterCommand::uncompress("/usr/bin/zstd"), &garbage).unwrap_err();
     match &f.error {
         FilterError::Exit { program, code, .. } => {
@@ -221,8 +232,7 @@ fn programs_chain_pipe_to_pipe_without_the_caller_in_between() {
     let (z, _) = run_with_stdin_already_set(second);
     feeder.join().expect("feeder").expect("write to zstd");
     assert_eq!(zstd.wait().expect("wait"), filters::ExitOutcome::Code(0));
-    let (back, _) =
-        run(FilterCommand::uncompress("/usr/bin/zstd"), &z).unwrap_or_else(|f| panic!("{f}"));
+    let (back, _) = run_ok(FilterCommand::uncompress("/usr/bin/zstd"), &z);
     assert_eq!(back, data);
 }
 
@@ -249,13 +259,11 @@ fn amcrypt_ossl_encrypts_without_arguments_and_decrypts_with_its_option() {
     require_tool!("/usr/sbin/amcrypt-ossl");
     require_tool!("/usr/bin/openssl");
     crypt::am_passphrase();
-    let (uid, gid, _) = crypt::backup_user();
     let data = sample(1_000_000);
-    let (enc, r) = run(
-        FilterCommand::encrypt("/usr/sbin/amcrypt-ossl").user(uid, gid),
+    let (enc, r) = run_ok(
+        as_backup(FilterCommand::encrypt("/usr/sbin/amcrypt-ossl")),
         &data,
-    )
-    .unwrap_or_else(|f| panic!("{f}"));
+    );
     assert_eq!(&enc[..8], b"Salted__");
     assert_eq!(enc.len(), ossl_len(data.len()));
     // OpenSSL 3's warnings come through as stderr lines for the daemon's messages
@@ -265,11 +273,10 @@ fn amcrypt_ossl_encrypts_without_arguments_and_decrypts_with_its_option() {
         lines.contains(&"*** WARNING : deprecated key derivation used."),
         "{lines:?}"
     );
-    let (dec, _) = run(
-        FilterCommand::decrypt("/usr/sbin/amcrypt-ossl", "-d").user(uid, gid),
+    let (dec, _) = run_ok(
+        as_backup(FilterCommand::decrypt("/usr/sbin/amcrypt-ossl", "-d")),
         &enc,
-    )
-    .unwrap_or_else(|f| panic!("{f}"));
+    );
     // The NUL padding stays, as with amrestore.
     assert_eq!(&dec[..data.len()], &data[..]);
     assert!(dec[data.len()..].iter().all(|b| *b == 0));
@@ -281,24 +288,19 @@ fn client_fast_then_amcrypt_ossl_restores_through_gunzip_despite_the_padding() {
     require_tool!("/usr/sbin/amcrypt-ossl");
     require_tool!("/bin/gzip");
     crypt::am_passphrase();
-    let (uid, gid, _) = crypt::backup_user();
     let data = sample(2_500_000);
     let gz = ours(Level::Fast, &data);
-    let (enc, _) = run(
-        FilterCommand::encrypt("/usr/sbin/amcrypt-ossl").user(uid, gid),
+    let (enc, _) = run_ok(
+        as_backup(FilterCommand::encrypt("/usr/sbin/amcrypt-ossl")),
         &gz,
-    )
-    .unwrap_or_else(|f| panic!("{f}"));
-    let (dec, _) = run(
-        FilterCommand::decrypt("/usr/sbin/amcrypt-ossl", "-d").user(uid, gid),
+    );
+    let (dec, _) = run_ok(
+        as_backup(FilterCommand::decrypt("/usr/sbin/amcrypt-ossl", "-d")),
         &enc,
-    )
-    .unwrap_or_else(|f| panic!("{f}"));
+    );
     assert!(dec.len() > gz.len(), "no padding?");
     assert_eq!(gunzip_ours(&dec).expect("our gunzip skips the NULs"), data);
-    let (out, ok, err) = real("/bin/gzip", &["-dc"], &dec);
-    assert!(ok, "gzip -dc: {err}");
-    assert_eq!(out, data);
+    assert_eq!(gzip_ok(&["-dc"], &dec), data);
 }
 
 #[test]
@@ -309,13 +311,12 @@ fn amgpgcrypt_round_trips_with_a_key_set_up_non_interactively() {
     require_tool!("/usr/bin/gpg-agent");
     crypt::amgpgcrypt_keys();
     let _gpg = GpgLock::take();
-    let (uid, gid, home) = crypt::backup_user();
+    let (_, _, home) = crypt::backup_user();
     let data = sample(1_500_000);
-    let (enc, _) = run(
-        FilterCommand::encrypt("/usr/sbin/amgpgcrypt").user(uid, gid),
+    let (enc, _) = run_ok(
+        as_backup(FilterCommand::encrypt("/usr/sbin/amgpgcrypt")),
         &data,
-    )
-    .unwrap_or_else(|f| panic!("{f}"));
+    );
     // An OpenPGP message (a public-key encrypted session key packet first), not the data.
     assert!(
         !enc.is_empty() && enc[0] & 0x80 != 0,
@@ -327,11 +328,10 @@ fn amgpgcrypt_round_trips_with_a_key_set_up_non_interactively() {
         "the data shows through"
     );
     crypt::stop_gpg_agent(&home);
-    let (dec, r) = run(
-        FilterCommand::decrypt("/usr/sbin/amgpgcrypt", "-d").user(uid, gid),
+    let (dec, r) = run_ok(
+        as_backup(FilterCommand::decrypt("/usr/sbin/amgpgcrypt", "-d")),
         &enc,
-    )
-    .unwrap_or_else(|f| panic!("{f}"));
+    );
     // amgpgcrypt exits 0 even when gpg fails, so the data is the only proof.
     assert_eq!(dec.len(), data.len(), "stderr: {:?}", r.stderr);
     assert_eq!(dec, data);

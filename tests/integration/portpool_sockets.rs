@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portpool::rules::{self, Format};
-use portpool::site::{Client, Origin, Setting, Site, SiteDle};
+use portpool::site::{Client, Setting, Site, SiteDle};
 use portpool_alloc::{LeaseError, Pool, PoolConfig};
 use proto::Auth;
 use proto::ports::{PortRange, Transport};
@@ -406,37 +406,19 @@ fn rules_site() -> Site {
     site.server_name = "backup".into();
     site.server_addresses = vec!["198.18.0.1".parse().unwrap()];
     site.server.reserved_udp = Setting::default_value(PortRange::new(850, 859).unwrap());
-    let dle = |host: &str, auth| SiteDle {
-        host: host.into(),
-        disk: "/srv".into(),
-        auth,
-        maxdumps: 1,
-        client_port: Some(10080),
-        client_port_set: true,
-        origin: Origin::Default,
-        size: None,
-    };
+    let dle = |host: &str, auth| SiteDle::new(host, "/srv", auth).with_client_port(10080);
     site.dles = vec![
         dle("alpha", Auth::Bsd),
         dle("beta", Auth::Bsdudp),
         dle("gamma", Auth::Bsdtcp),
     ];
     site.clients = vec![
-        Client {
-            name: "alpha".into(),
-            addresses: vec![
-                "198.18.0.2".parse().unwrap(),
-                "2001:db8::2".parse().unwrap(),
-            ],
-        },
-        Client {
-            name: "beta".into(),
-            addresses: vec!["198.18.0.3".parse().unwrap()],
-        },
-        Client {
-            name: "gamma".into(),
-            addresses: vec!["198.18.0.4".parse().unwrap()],
-        },
+        Client::new(
+            "alpha",
+            ["198.18.0.2", "2001:db8::2"].map(|a| a.parse().unwrap()),
+        ),
+        Client::new("beta", ["198.18.0.3".parse().unwrap()]),
+        Client::new("gamma", ["198.18.0.4".parse().unwrap()]),
     ];
     site
 }

@@ -32,24 +32,6 @@ struct Run {
     stderr: String,
 }
 
-/// Runs the helper as `user` (runuser: the user's own groups), with exactly `env`; killed
-/// after 30 s (a helper that opens a FIFO would block forever).
-fn run_as(user: &str, helper: &Path, env: &[(String, String)], args: &[OsString]) -> Run {
-    let mut cmd = Command::new("runuser");
-    cmd.args(["-u", user, "--", "/usr/bin/env", "-i"]);
-    for (k, v) in env {
-        cmd.arg(format!("{k}={v}"));
-    }
-    cmd.arg(helper).args(args).process_group(0);
-    // runuser forks: on a timeout the whole group goes, tar included.
-    let (status, stdout, stderr) = util::output_within(&mut cmd, Duration::from_secs(30));
-    Run {
-        status,
-        stdout,
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
-}
-
 /// The names in a tar archive.
 fn members(archive: &[u8]) -> Vec<String> {
     let out = util::pipe_through(
@@ -83,6 +65,17 @@ struct Lab {
     marker: PathBuf,
     /// A snapshot of the Amanda user's in the list directory, removed on drop.
     snapshot: PathBuf,
+}
+
+/// Checks what every test here needs (root, tar, runuser; returning from the test like the
+/// `require_*` macros when one is missing), then makes a fresh [`Lab`].
+macro_rules! lab {
+    () => {{
+        require_root!();
+        require_tool!(TAR);
+        require_tool!("/usr/sbin/runuser");
+        Lab::new()
+    }};
 }
 
 impl Lab {
@@ -148,6 +141,24 @@ impl Lab {
 
     fn helper(&self) -> &Path {
         self.runtar.path()
+    }
+
+    /// Runs the helper as `user` (runuser: the user's own groups), with exactly `env`; killed
+    /// after 30 s (a helper that opens a FIFO would block forever).
+    fn run_as(&self, user: &str, env: &[(String, String)], args: &[OsString]) -> Run {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", user, "--", "/usr/bin/env", "-i"]);
+        for (k, v) in env {
+            cmd.arg(format!("{k}={v}"));
+        }
+        cmd.arg(self.helper()).args(args).process_group(0);
+        // runuser forks: on a timeout the whole group goes, tar included.
+        let (status, stdout, stderr) = util::output_within(&mut cmd, Duration::from_secs(30));
+        Run {
+            status,
+            stdout,
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
     }
 
     fn p(&self, rel: &str) -> String {
@@ -716,16 +727,13 @@ fn vectors(lab: &Lab) -> Vec<Vector> {
 // `id` as root. Every vector below is run as the Amanda user against real GNU tar.
 #[test]
 fn runtar_refuses_every_attack_vector_as_the_amanda_user() {
-    require_root!();
-    require_tool!(TAR);
-    require_tool!("/usr/sbin/runuser");
-    let lab = Lab::new();
+    let lab = lab!();
     let before = lab.root_files();
     let vectors = vectors(&lab);
     assert!(vectors.len() >= 20);
     let mut failures = Vec::new();
     for v in &vectors {
-        let run = run_as(AMANDA_USER, lab.helper(), &v.env, &v.args);
+        let run = lab.run_as(AMANDA_USER, &v.env, &v.args);
         let line = run
             .stderr
             .lines()
@@ -766,14 +774,10 @@ fn runtar_refuses_every_attack_vector_as_the_amanda_user() {
 
 #[test]
 fn runtar_refuses_callers_other_than_root_and_the_amanda_user() {
-    require_root!();
-    require_tool!(TAR);
-    require_tool!("/usr/sbin/runuser");
-    let lab = Lab::new();
+    let lab = lab!();
     // nobody is not in the helper's group: it cannot even execute the 4750 helper
-    let run = run_as(
+    let run = lab.run_as(
         "nobody",
-        lab.helper(),
         &[],
         &[TAR, "--create", "--file=/dev/null", "."].map(OsString::from),
     );
@@ -792,13 +796,9 @@ fn argv(args: impl IntoIterator<Item = impl AsRef<OsStr>>) -> Vec<OsString> {
 // obeys none of them.
 #[test]
 fn runtar_list_lines_are_names_under_verbatim_files_from() {
-    require_root!();
-    require_tool!(TAR);
-    require_tool!("/usr/sbin/runuser");
-    let lab = Lab::new();
-    let run = run_as(
+    let lab = lab!();
+    let run = lab.run_as(
         AMANDA_USER,
-        lab.helper(),
         &[],
         &argv([
             "--create".to_owned(),
@@ -845,10 +845,7 @@ fn setup(lab: &Lab, form: Form) -> TarSetup {
 // file only root can read.
 #[test]
 fn runtar_runs_the_command_lines_amandad_generates() {
-    require_root!();
-    require_tool!(TAR);
-    require_tool!("/usr/sbin/runuser");
-    let lab = Lab::new();
+    let lab = lab!();
     let tmp = lab.own.join("tmp");
     fs::create_dir(&tmp).expect("mkdir tmp");
     for form in [Form::Gnutar, Form::Amgtar] {
@@ -875,7 +872,7 @@ fn runtar_runs_the_command_lines_amandad_generates() {
             let l = if with_lists { &lists } else { &no_lists };
             let args = s.args(mode, Some(&lab.snapshot), None, l, mode == Mode::Backup);
             let what = format!("{form:?} {mode:?} lists={with_lists}: {args:?}");
-            let run = run_as(AMANDA_USER, lab.helper(), &[], &argv(&args));
+            let run = lab.run_as(AMANDA_USER, &[], &argv(&args));
             assert!(run.status.success(), "{what}\n{}", run.stderr);
             assert!(
                 run.stderr.contains("Total bytes written"),
@@ -899,9 +896,8 @@ fn runtar_runs_the_command_lines_amandad_generates() {
     let closed = lab.dir.join("closed");
     fs::create_dir(&closed).expect("mkdir");
     fs::set_permissions(&closed, fs::Permissions::from_mode(0o700)).expect("chmod");
-    let run = run_as(
+    let run = lab.run_as(
         AMANDA_USER,
-        lab.helper(),
         &[],
         &argv([
             "--create".to_owned(),

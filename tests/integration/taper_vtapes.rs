@@ -18,9 +18,9 @@ use crate::{require_root, require_tool};
 
 const TAPE_BIT: i32 = 16;
 
+/// [`util::lock_amdump_machine`], with amrecover allowed to reach amindexd and amidxtaped.
 fn lock() -> std::sync::MutexGuard<'static, ()> {
-    let g = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    util::ensure_amandahosts_line("localhost backup amdump");
+    let g = util::lock_amdump_machine();
     util::ensure_amandahosts_line("localhost root amindexd amidxtaped");
     util::ensure_amandahosts_line("localhost backup amindexd amidxtaped");
     g

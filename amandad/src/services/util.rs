@@ -77,6 +77,19 @@ pub(crate) fn skip_unless_ci(why: &str) {
     eprintln!("\n*** SKIPPED: {why} ***\n");
 }
 
+/// A scratch directory under /tmp that the Amanda user can read (mode 0755), for trees a
+/// test has the real client or our services run over.
+#[cfg(test)]
+pub(crate) fn readable_tempdir(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
 /// What the real Debian client's `service` (selfcheck, sendsize...) answers to the request
 /// `req`, run as `runuser -u backup -- /usr/lib/amanda/<service> amandad bsdtcp`; `None`
 /// (a skip, or a failure under CI) without root or the real amanda-client.

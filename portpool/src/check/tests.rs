@@ -6,18 +6,12 @@ use portpool_alloc::services::Services;
 
 fn dle(host: &str, auth: Auth) -> SiteDle {
     SiteDle {
-        host: host.into(),
-        disk: "/home".into(),
-        auth,
-        maxdumps: 1,
-        client_port: Some(10080),
-        client_port_set: true,
         origin: Origin::File {
             path: "disklist".into(),
             line: 1,
             column: 1,
         },
-        size: None,
+        ..SiteDle::new(host, "/home", auth).with_client_port(10080)
     }
 }
 

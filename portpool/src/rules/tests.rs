@@ -1,7 +1,7 @@
 //! Rule generation on a hand-built site (the integration tests feed the output to nft).
 
 use super::*;
-use crate::site::{Client, Origin, Setting, SiteDle};
+use crate::site::{Client, Setting, SiteDle};
 
 /// A server 198.18.0.1 with a bsd client and a bsdtcp client.
 pub(crate) fn two_client_site() -> Site {
@@ -9,29 +9,16 @@ pub(crate) fn two_client_site() -> Site {
     site.server_name = "backup".into();
     site.server_addresses = vec!["198.18.0.1".parse().unwrap()];
     site.server.reserved_udp = Setting::default_value(PortRange::new(850, 859).unwrap());
-    let d = |host: &str, auth| SiteDle {
-        host: host.into(),
-        disk: "/".into(),
-        auth,
-        maxdumps: 1,
-        client_port: None,
-        client_port_set: false,
-        origin: Origin::Default,
-        size: None,
-    };
-    site.dles = vec![d("alpha", Auth::Bsd), d("beta", Auth::Bsdtcp)];
+    site.dles = vec![
+        SiteDle::new("alpha", "/", Auth::Bsd),
+        SiteDle::new("beta", "/", Auth::Bsdtcp),
+    ];
     site.clients = vec![
-        Client {
-            name: "alpha".into(),
-            addresses: vec![
-                "198.18.0.2".parse().unwrap(),
-                "2001:db8::2".parse().unwrap(),
-            ],
-        },
-        Client {
-            name: "beta".into(),
-            addresses: vec!["198.18.0.3".parse().unwrap()],
-        },
+        Client::new(
+            "alpha",
+            ["198.18.0.2", "2001:db8::2"].map(|a| a.parse().unwrap()),
+        ),
+        Client::new("beta", ["198.18.0.3".parse().unwrap()]),
     ];
     site
 }

@@ -66,12 +66,25 @@ fn the_smallest_range_for_portpool_is_smaller_than_for_amanda() {
     assert_eq!(old, PortRange::new(850, 871).unwrap());
 }
 
+/// `n` bsdtcp DLEs of `size` bytes on `hosts` hosts, `maxdumps` each, whose connections
+/// have only `tcp_range` to bind.
+fn bsdtcp_case(
+    tcp_range: PortRange,
+    n: usize,
+    hosts: usize,
+    size: f64,
+    maxdumps: u32,
+) -> SimParams {
+    let mut p = SimParams::seed_case();
+    p.tcp_range = tcp_range;
+    p.generate(n, hosts, size, 0.0, Auth::Bsdtcp);
+    p.maxdumps = maxdumps;
+    p
+}
+
 #[test]
 fn bsdtcp_holds_ports_in_time_wait_per_client() {
-    let mut p = SimParams::seed_case();
-    p.tcp_range = PortRange::new(600, 601).unwrap();
-    p.generate(6, 1, 1e7, 0.0, Auth::Bsdtcp);
-    p.maxdumps = 2;
+    let mut p = bsdtcp_case(PortRange::new(600, 601).unwrap(), 6, 1, 1e7, 2);
     p.record = true;
     let o = run(&p, Policy::Portpool);
     assert_eq!(o.failed, 0);
@@ -87,10 +100,7 @@ fn bsdtcp_holds_ports_in_time_wait_per_client() {
 
 #[test]
 fn amanda_35_fails_bsdtcp_connects_at_once_without_ports() {
-    let mut p = SimParams::seed_case();
-    p.tcp_range = PortRange::new(600, 600).unwrap();
-    p.generate(4, 4, 1e9, 0.0, Auth::Bsdtcp);
-    p.maxdumps = 1;
+    let p = bsdtcp_case(PortRange::new(600, 600).unwrap(), 4, 4, 1e9, 1);
     let o = run(&p, Policy::Amanda35);
     assert!(o.failed > 0, "{o:?}");
     assert!(

@@ -298,6 +298,16 @@ fn quick_pair() -> Pair {
     Pair::new(InitiatorConfig::default(), quick())
 }
 
+/// Drives `p` to the end; the initiator must have its REP and nothing else.
+fn drive_to_rep(p: &mut Pair) {
+    p.drive();
+    assert!(
+        matches!(p.terminal()[..], [InitiatorEvent::Rep(_)]),
+        "{:?}",
+        p.terminal()
+    );
+}
+
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
@@ -402,8 +412,7 @@ fn lost_client_ack_and_rep_are_recovered_by_the_dup_req_resending_the_rep() {
 fn client_that_skips_the_ack_is_still_understood() {
     // Covered by a lost ACK with a fast service: the REP arrives in the server's ACK wait.
     let mut p = quick_pair().rule(Dir::ToServer, PacketType::Ack, 0, Fate::Drop);
-    p.drive();
-    assert!(matches!(p.terminal()[..], [InitiatorEvent::Rep(_)]));
+    drive_to_rep(&mut p);
     assert_eq!(p.count(Dir::ToClient, PacketType::Req), 1);
 }
 
@@ -421,9 +430,8 @@ fn lost_rep_is_resent_by_the_client_every_ten_seconds() {
 #[test]
 fn lost_server_ack_makes_the_client_resend_five_times_then_give_up() {
     let mut p = quick_pair().rule(Dir::ToClient, PacketType::Ack, 0, Fate::Drop);
-    p.drive();
     // The server finished at the first REP and ignores the rest.
-    assert!(matches!(p.terminal()[..], [InitiatorEvent::Rep(_)]));
+    drive_to_rep(&mut p);
     assert_eq!(p.count(Dir::ToServer, PacketType::Rep), 5);
     assert_eq!(p.count(Dir::ToClient, PacketType::Ack), 1);
     let gave_up = p.client_event_times(&ResponderEvent::GaveUp);
@@ -592,8 +600,7 @@ fn connect_failures_retry_five_seconds_apart_then_fail_with_the_shells_reason() 
 #[test]
 fn connect_that_succeeds_on_the_second_try_sends_the_req() {
     let mut p = quick_pair().failing_connects(1);
-    p.drive();
-    assert!(matches!(p.terminal()[..], [InitiatorEvent::Rep(_)]));
+    drive_to_rep(&mut p);
     assert_eq!(p.sent[0].0, secs(5));
 }
 

@@ -31,6 +31,19 @@ pub struct Dt<'a> {
     pub extra: &'a str,
 }
 
+impl<'a> Dt<'a> {
+    /// A dumptype with no extra lines.
+    pub fn new(name: &'a str, auth: &'a str, port: u16, program: Program) -> Dt<'a> {
+        Dt {
+            name,
+            auth,
+            port,
+            program,
+            extra: "",
+        }
+    }
+}
+
 impl DumperConf {
     /// A configuration whose DLEs `disks` are all on the fake amandad listening at
     /// 127.0.0.1:`port` (dumptype `fake`: bsdtcp, GNUTAR, `maxdumps` at once).

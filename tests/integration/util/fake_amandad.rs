@@ -24,6 +24,8 @@ use proto::pkt::PacketType;
 use proto::security::SecurityLine;
 use proto::tcp::Packet;
 
+use super::Noise;
+
 /// What the client does once its sendbackup REP was ACKed.
 #[derive(Clone, Debug)]
 pub enum Script {
@@ -208,17 +210,10 @@ fn stopped(stop: &AtomicBool) -> io::Result<()> {
 
 /// Deterministic, not very compressible bytes.
 fn payload(n: usize, seed: &str) -> Vec<u8> {
-    let mut x: u64 = seed.bytes().fold(0x9e37_79b9_7f4a_7c15, |h, b| {
+    let seed = seed.bytes().fold(0x9e37_79b9_7f4a_7c15, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    Noise::new(seed).low_bytes(n)
 }
 
 /// A GNU tar stream of `disk` at `level` (0 or 1), its state kept in `state` under a name

@@ -7,7 +7,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::pipe_through;
+use super::{Noise, pipe_through};
 
 /// Builds the test tree: names with spaces, a tab, quotes, a backslash and UTF-8, a symlink,
 /// empty file and directory, a 0700 directory, a 0600 file owned by root, a binary file, a
@@ -30,16 +30,7 @@ pub fn make_tricky_tree(root: &Path) {
     write("back\\slash.txt", b"backslash\n");
     let numbers: String = (1..=20000).map(|i| format!("{i}\n")).collect();
     write("numbers.txt", numbers.as_bytes());
-    let mut x: u64 = 42;
-    let random: Vec<u8> = (0..65536)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    write("random.bin", &random);
+    write("random.bin", &Noise::new(42).low_bytes(65536));
     symlink("plain.txt", root.join("link-to-plain")).expect("symlink");
     fs::set_permissions(root.join("plain.txt"), fs::Permissions::from_mode(0o600)).expect("chmod");
     fs::set_permissions(root.join("sub dir"), fs::Permissions::from_mode(0o700)).expect("chmod");

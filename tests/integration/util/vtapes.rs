@@ -12,7 +12,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::util::{self, AMANDA_USER, Scratch, amquote, run_with_timeout, workspace_bin};
+use crate::util::{self, AMANDA_USER, Noise, Scratch, amquote, run_with_timeout, workspace_bin};
 
 /// The settings of a vtape configuration.
 #[derive(Clone, Debug)]
@@ -314,19 +314,14 @@ impl Drop for VtapeConf {
 /// A tree of `n` files of `size` pseudo-random (incompressible) bytes.
 pub fn random_tree(root: &Path, n: usize, size: usize, seed: u64) {
     fs::create_dir_all(root).expect("mkdir");
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        | 1;
+    let mut noise = Noise::new(
+        seed.wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+            | 1,
+    );
     for i in 0..n {
         let mut data = vec![0u8; size];
-        for b in data.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let v = x.to_le_bytes();
-            b.copy_from_slice(&v[..b.len()]);
-        }
+        noise.fill(&mut data);
         fs::write(root.join(format!("f{i}.bin")), data).expect("write");
     }
 }

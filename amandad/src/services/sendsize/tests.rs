@@ -174,12 +174,7 @@ fn real_sendsize(req: &str) -> Option<Vec<u8>> {
 }
 
 fn readable_tree() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("amandad-rs-sendsize-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = crate::services::util::readable_tempdir("amandad-rs-sendsize-");
     let data = dir.path().join("data");
     tree(&data);
     for name in [
