@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::ssl_util::{Kind, start_ours_ssl, trees};
+use crate::ssl_util::{Kind, Trees, start_ours_ssl, trees};
 use crate::util::{self, AMANDA_USER, Dt, DumperConf, Launch, Program, Scratch};
 use crate::{require_root, require_tool};
 
@@ -156,6 +156,18 @@ fn ssl_dir(tree: &Path) -> String {
     format!("ssl-dir \"{}\"", tree.display())
 }
 
+/// [`conf`] for auth ssl with the server's tree of `t`.
+fn ssl_conf(
+    tag: &str,
+    port: u16,
+    t: &Trees,
+    dles: &[PathBuf],
+    proxy: &str,
+    by_env: bool,
+) -> DumperConf {
+    conf(tag, "ssl", port, &ssl_dir(&t.server), dles, proxy, by_env)
+}
+
 #[test]
 fn outbound_ssl_through_tinyproxy_check_run_restore_identical_and_the_proxy_logs_the_connect() {
     require_proxy_tools!();
@@ -166,20 +178,19 @@ fn outbound_ssl_through_tinyproxy_check_run_restore_identical_and_the_proxy_logs
     let ours = start_ours_ssl(&ssl_dir(&t.client), "");
     let proxy = Tinyproxy::start(ours.port);
     // check through https_proxy, the night through the setting.
-    let by_env = conf(
-        "proxy-ssl-env",
-        "ssl",
-        ours.port,
-        &ssl_dir(&t.server),
-        &dles,
-        &proxy.url(),
-        true,
-    );
+    let by_env = ssl_conf("proxy-ssl-env", ours.port, &t, &dles, &proxy.url(), true);
     let (status, out) = by_env.check(&[]);
     assert!(
         status.success(),
         "dumper check through the proxy:\n{out}\n{}",
         ours.log()
+    );
+    assert!(
+        out.contains(&format!(
+            "OK      through HTTP proxy 127.0.0.1:{} (from https_proxy)",
+            proxy.port
+        )),
+        "dumper check says which way the client is reached:\n{out}"
     );
     let connect = format!("CONNECT 127.0.0.1:{} HTTP/1.1", ours.port);
     assert!(
@@ -188,15 +199,7 @@ fn outbound_ssl_through_tinyproxy_check_run_restore_identical_and_the_proxy_logs
         proxy.log()
     );
     let tunnels_after_check = proxy.log().matches(&connect).count();
-    let night = conf(
-        "proxy-ssl",
-        "ssl",
-        ours.port,
-        &ssl_dir(&t.server),
-        &dles,
-        &proxy.url(),
-        false,
-    );
+    let night = ssl_conf("proxy-ssl", ours.port, &t, &dles, &proxy.url(), false);
     let (status, report) = night.run();
     assert!(
         status.success(),
@@ -230,15 +233,7 @@ fn outbound_proxy_refusing_the_clients_port_gives_dumper_check_the_403() {
     // The proxy allows CONNECT to another port only.
     let other = util::free_port();
     let proxy = Tinyproxy::start(other);
-    let c = conf(
-        "proxy-403",
-        "ssl",
-        ours.port,
-        &ssl_dir(&t.server),
-        &dles,
-        &proxy.url(),
-        false,
-    );
+    let c = ssl_conf("proxy-403", ours.port, &t, &dles, &proxy.url(), false);
     let (status, out) = c.check(&[]);
     assert!(!status.success(), "dumper check passed:\n{out}");
     let want = format!(
