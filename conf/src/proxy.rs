@@ -363,12 +363,12 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable_or_setting_and_hide_the_password() {
-        let e = settings("", "", &[("https_proxy", "proxy.corp:3128")])
+        let e = settings("", "", &[("https_proxy", "socks5://proxy.corp:1080")])
             .policy()
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("https_proxy \"proxy.corp:3128\" must start with http://"),
+            e.starts_with("https_proxy \"socks5://proxy.corp:1080\" must be http://host:port"),
             "{e}"
         );
         let e = settings("http://u:secret@p", "", &[])

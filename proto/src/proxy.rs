@@ -63,7 +63,7 @@ impl fmt::Display for ProxyUrl {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
     /// Not `http://...` (https proxies, socks are not supported).
-    #[error("must start with http:// (found {0:?}); https:// and socks proxies are not supported")]
+    #[error("must be http://host:port (found {0:?}); https:// and socks proxies are not supported")]
     Scheme(String),
     /// Nothing where the host should be.
     #[error("has no host")]
@@ -87,13 +87,15 @@ pub enum UrlError {
 }
 
 impl ProxyUrl {
-    /// Parses `http://[user:pass@]host:port[/]`; user and password may be percent-encoded.
+    /// Parses `http://[user:pass@]host:port[/]` (the `http://` may be left out); user and
+    /// password may be percent-encoded.
     pub fn parse(text: &str) -> Result<ProxyUrl, UrlError> {
         let text = text.trim();
+        // No scheme at all (`proxy:3128`) is read as http://, as curl and most tools do.
         let rest = match text.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
             Some((scheme, _)) => return Err(UrlError::Scheme(format!("{scheme}://"))),
-            None => return Err(UrlError::Scheme(text.chars().take(16).collect())),
+            None => text,
         };
         // A single trailing slash is what many tools write; anything else is refused.
         let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -574,6 +576,10 @@ mod tests {
         assert_eq!(u.to_string(), "[2001:db8::1]:8080");
         let c = u.credentials.unwrap();
         assert_eq!((c.user.as_str(), c.password.as_str()), ("u@x", "p:s"));
+        assert_eq!(
+            ProxyUrl::parse("proxy:3128").unwrap().to_string(),
+            "proxy:3128"
+        );
         let u = ProxyUrl::parse("http://user@10.0.0.1:1").unwrap();
         assert_eq!(u.credentials.unwrap().password, "");
     }
@@ -581,7 +587,10 @@ mod tests {
     #[test]
     fn bad_urls_say_what_is_wrong() {
         let cases: &[(&str, &str)] = &[
-            ("proxy:3128", "must start with http://"),
+            (
+                "ftp://proxy:3128",
+                "must be http://host:port (found \"ftp://\")",
+            ),
             ("https://p:3128", "https:// and socks"),
             ("socks5://p:1080", "socks"),
             ("http://p", "has no port"),
