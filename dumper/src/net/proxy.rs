@@ -275,6 +275,53 @@ mod tests {
         );
     }
 
+    // issue 14: a hostile proxy that never ends its header is read only to the bound, and
+    // credentials go in Proxy-Authorization.
+    #[test]
+    fn an_endless_answer_stops_at_the_bound_and_credentials_are_sent() {
+        let (mut c, mut s) = pair();
+        let t = thread::spawn(move || {
+            let mut req = [0u8; 512];
+            let n = s.read(&mut req).unwrap();
+            let _ = s.write_all(b"HTTP/1.1 200 ok\r\n");
+            for _ in 0..4096 {
+                if s.write_all(b"X-Junk: 0123456789abcdef\r\n").is_err() {
+                    break;
+                }
+            }
+            String::from_utf8_lossy(&req[..n]).into_owned()
+        });
+        let creds = http::Credentials {
+            user: "u".into(),
+            password: "p".into(),
+        };
+        let e = tunnel(
+            &mut c,
+            "p:1",
+            "127.0.0.1".parse().unwrap(),
+            1,
+            Some(&creds),
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        drop(c);
+        let req = t.join().unwrap();
+        assert!(
+            req.contains("\r\nProxy-Authorization: Basic dTpw\r\n"),
+            "{req}"
+        );
+        assert!(
+            matches!(
+                e,
+                ProxyFailure::Answer(ProxyError::TooLarge {
+                    limit: http::MAX_ANSWER_HEADER,
+                    ..
+                })
+            ),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_proxy_that_closes_says_so() {
         let (mut c, s) = pair();
