@@ -38,6 +38,7 @@ pub mod keywords;
 mod lex;
 pub mod loader;
 pub mod model;
+pub mod proxy;
 pub mod quote;
 pub mod resolve;
 pub mod security;

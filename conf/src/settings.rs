@@ -267,6 +267,8 @@ pub struct Settings {
     pub libexec_dir: PathBuf,
     /// The server.
     pub dumper: Dumper,
+    /// The HTTP proxy of outbound connections (see [`crate::proxy`]).
+    pub proxy: crate::proxy::ProxySettings,
 }
 
 impl Default for Settings {
@@ -284,6 +286,7 @@ impl Default for Settings {
             gnutar_path: PathBuf::from("/bin/tar"),
             libexec_dir: PathBuf::from("/usr/lib/amanda"),
             dumper: Dumper::default(),
+            proxy: crate::proxy::ProxySettings::default(),
         }
     }
 }
@@ -295,6 +298,9 @@ pub enum SettingsError {
     /// or the file).
     #[error("amanda-rs settings: {0}")]
     Config(#[from] config::ConfigError),
+    /// The proxy URL or its exceptions (names the setting or the environment variable).
+    #[error("amanda-rs settings: {0}")]
+    Proxy(#[from] crate::proxy::ProxyConfigError),
     /// A value is out of range.
     #[error("amanda-rs settings: {key} {problem}")]
     Invalid {
@@ -332,8 +338,9 @@ impl Settings {
         if let Some(level) = env.remove("AMANDA_RS_LOG") {
             env.entry("AMANDA_RS_LOG__LEVEL".into()).or_insert(level);
         }
+        let proxy_env = crate::proxy::ProxyEnv::capture(&env);
         let env = Some(env);
-        let s: Settings = config::Config::builder()
+        let mut s: Settings = config::Config::builder()
             .add_source(config::Config::try_from(&Settings::default())?)
             .add_source(file)
             .add_source(
@@ -345,6 +352,7 @@ impl Settings {
             )
             .build()?
             .try_deserialize()?;
+        s.proxy.env = proxy_env;
         s.validate()?;
         Ok(s)
     }
@@ -469,6 +477,15 @@ impl Settings {
         if !(1..=3600).contains(&self.dumper.ssl_handshake_secs) {
             return bad("dumper.ssl_handshake_secs", "must be 1 to 3600");
         }
+        within(
+            "proxy.answer_timeout_secs",
+            self.proxy.answer_timeout_secs,
+            1,
+            3600,
+        )?;
+        // The proxy (setting and environment) is checked by the programs that connect
+        // through it (dumper), not here: a stray `https_proxy` in amandad's environment must
+        // not stop a daemon that makes no outbound connection.
         Ok(())
     }
 
@@ -603,6 +620,34 @@ mod tests {
         let e = Settings::load_from(None, env(&[("AMANDA_RS_DUMPER__SSL_HANDSHAKE_SECS", "0")]))
             .unwrap_err();
         assert!(e.to_string().contains("dumper.ssl_handshake_secs"), "{e}");
+    }
+
+    // issue 14: the proxy comes from [proxy] url or the conventional environment; a bad
+    // one is an error naming the setting or variable (loading alone does not check it).
+    #[test]
+    fn the_proxy_setting_and_environment_are_read_and_checked_at_load() {
+        let s = Settings::load_from(None, env(&[("https_proxy", "http://p:3128")])).unwrap();
+        let p = s.proxy.policy().unwrap();
+        assert_eq!(p.route("c", None).unwrap().0.to_string(), "p:3128");
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("https_proxy", "http://p:3128"),
+                ("AMANDA_RS_PROXY__URL", "direct"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.proxy.policy().unwrap().proxy, None);
+        let s = from_file("[proxy]\nurl = \"http://p\"\n").unwrap();
+        assert_eq!(
+            s.proxy.policy().unwrap_err().to_string(),
+            "proxy.url \"http://p\" has no port (write http://host:port)"
+        );
+        let s = Settings::load_from(None, env(&[("no_proxy", "a,b c,!d")])).unwrap();
+        let e = s.proxy.policy().unwrap_err();
+        assert!(e.to_string().contains("no_proxy: \"!d\""), "{e}");
+        let e = from_file("[proxy]\nanswer_timeout_secs = 0\n").unwrap_err();
+        assert!(e.to_string().contains("proxy.answer_timeout_secs"), "{e}");
     }
 
     #[test]

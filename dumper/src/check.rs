@@ -423,6 +423,16 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
                 continue;
             }
         };
+        // issue 14: say which way the client is reached.
+        if let Some((url, origin)) = link.tuning.proxy.route(&host, Some(dest.ip())) {
+            if auth.is_udp() {
+                out.ok(&format!(
+                    "reached directly: auth {auth}'s control is UDP, which an HTTP proxy ({url}, from {origin}) cannot carry"
+                ));
+            } else {
+                out.ok(&format!("through HTTP proxy {url} (from {origin})"));
+            }
+        }
         let mut waits = |_: WaitEvent| {};
         let ssl = ids.first().and_then(|&i| plan.dles[i].ssl.clone());
         if let Some(s) = &ssl {

@@ -382,7 +382,9 @@ impl DumpFailure {
 fn connect_ends(e: &ConnectFailure) -> (SocketAddr, Option<u16>) {
     match e {
         ConnectFailure::Lease { dest, .. } => (*dest, None),
-        ConnectFailure::Connect { dest, port, .. } => (*dest, (*port != 0).then_some(*port)),
+        ConnectFailure::Connect { dest, port, .. } | ConnectFailure::Proxy { dest, port, .. } => {
+            (*dest, (*port != 0).then_some(*port))
+        }
     }
 }
 

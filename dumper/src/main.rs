@@ -144,10 +144,11 @@ fn settings(path: Option<&PathBuf>) -> anyhow::Result<conf::Settings> {
     let env = std::env::vars()
         .filter(|(k, _)| k != "AMANDA_RS_LOG")
         .collect();
-    Ok(conf::Settings::load_from(
-        path.map(PathBuf::as_path),
-        Some(env),
-    )?)
+    let s = conf::Settings::load_from(path.map(PathBuf::as_path), Some(env))?;
+    // A bad proxy setting or variable stops the dumper here, named, rather than letting its
+    // connections go direct (conf leaves this check to the programs that use the proxy).
+    s.proxy.policy()?;
+    Ok(s)
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<i32> {

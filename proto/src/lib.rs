@@ -20,6 +20,7 @@ pub mod crc;
 pub mod dataphase;
 pub mod frame;
 pub mod pkt;
+pub mod proxy;
 pub mod security;
 pub mod tcp;
 pub mod udp;

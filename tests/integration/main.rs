@@ -17,6 +17,7 @@ mod netns;
 mod portpool_sockets;
 mod proto_bodies_golden;
 mod proto_golden;
+mod proxy_outbound;
 mod runtar_attacks;
 mod ssl_hostile;
 mod ssl_interop;

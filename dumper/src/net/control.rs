@@ -43,8 +43,12 @@ const CLOSE_HANDLE_WAIT: Duration = Duration::from_secs(5);
 
 /// The control transport towards one client (see the module docs).
 pub enum Control {
-    /// bsdtcp: one connection for every request (and, for a sendbackup, its streams).
-    Tcp(Option<FramedConn>),
+    /// bsdtcp: one connection for every request (and, for a sendbackup, its streams), to
+    /// `host` (the disklist name, which `no_proxy` may name; empty when unknown).
+    Tcp {
+        conn: Option<FramedConn>,
+        host: String,
+    },
     /// ssl: the same inside TLS, to `host` (the disklist name, which names the fingerprint
     /// file), with the dumptype's ssl settings.
     Ssl {
@@ -57,12 +61,15 @@ pub enum Control {
 }
 
 impl Control {
-    /// Not yet open, on the transport `auth` uses.
-    pub fn for_auth(auth: Auth) -> Control {
+    /// Not yet open, on the transport `auth` uses, to `host`.
+    pub fn for_auth(auth: Auth, host: &str) -> Control {
         if auth.is_udp() {
             Control::Udp(None)
         } else {
-            Control::Tcp(None)
+            Control::Tcp {
+                conn: None,
+                host: host.to_string(),
+            }
         }
     }
 
@@ -75,14 +82,14 @@ impl Control {
                 host: host.to_string(),
                 settings: s.clone(),
             },
-            _ => Control::for_auth(auth),
+            _ => Control::for_auth(auth, host),
         }
     }
 
     /// Whether an exchange opened it.
     pub fn is_open(&self) -> bool {
         match self {
-            Control::Tcp(c) | Control::Ssl { conn: c, .. } => c.is_some(),
+            Control::Tcp { conn: c, .. } | Control::Ssl { conn: c, .. } => c.is_some(),
             Control::Udp(c) => c.is_some(),
         }
     }
@@ -122,15 +129,26 @@ impl Control {
                     )
                 })
             }
-            Control::Tcp(c) => {
+            Control::Tcp { conn, host } => {
                 let Some(pool) = link.ports.tcp_reserved.as_deref() else {
                     return no_pool("reserved-tcp-port");
                 };
-                exchange::run(cfg, req, c, || {
-                    super::connect(pool, dest, "bsdtcp connection", &link.tuning, waits)
+                let mut ex = exchange::run(cfg, req, conn, || {
+                    let what = "bsdtcp connection";
+                    super::proxy::connect(pool, dest, host, what, &link.tuning, waits)
                         .map(|l| FramedConn::new(l, dest, &link.user))
                         .map_err(OpenError::from)
-                })
+                });
+                // issue 14: through a proxy amandad sees the proxy's source port.
+                if let Err(RequestFailure::Nak(body)) = &mut ex.outcome
+                    && let Some((url, _)) = link.tuning.proxy.route(host, Some(dest.ip()))
+                    && memchr::memmem::find(body, b" not secure").is_some()
+                {
+                    let end = body.trim_ascii_end().len();
+                    let hint = super::proxy::not_secure_hint(&url.to_string());
+                    body.splice(end..end, hint.into_bytes());
+                }
+                ex
             }
             Control::Udp(c) => {
                 let Some(pool) = link.ports.udp.as_deref() else {
@@ -154,7 +172,7 @@ impl Control {
     /// handle and sequence.
     pub fn next_request(&mut self) {
         match self {
-            Control::Tcp(Some(c)) | Control::Ssl { conn: Some(c), .. } => {
+            Control::Tcp { conn: Some(c), .. } | Control::Ssl { conn: Some(c), .. } => {
                 let _ = c.close_handle(Instant::now() + CLOSE_HANDLE_WAIT);
                 c.next_exchange();
             }
@@ -165,7 +183,7 @@ impl Control {
 
     /// After the last request: closes the bsdtcp handle as the real server does.
     pub fn finish(&mut self) {
-        if let Control::Tcp(Some(c)) | Control::Ssl { conn: Some(c), .. } = self {
+        if let Control::Tcp { conn: Some(c), .. } | Control::Ssl { conn: Some(c), .. } = self {
             let _ = c.close_handle(Instant::now() + CLOSE_HANDLE_WAIT);
         }
     }
@@ -174,7 +192,7 @@ impl Control {
     /// its pool here.
     pub fn into_tcp(self) -> Option<FramedConn> {
         match self {
-            Control::Tcp(c) | Control::Ssl { conn: c, .. } => c,
+            Control::Tcp { conn: c, .. } | Control::Ssl { conn: c, .. } => c,
             Control::Udp(_) => None,
         }
     }

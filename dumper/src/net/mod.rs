@@ -18,6 +18,7 @@
 
 pub mod control;
 pub mod exchange;
+pub mod proxy;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
@@ -60,23 +61,32 @@ pub enum WaitEvent {
 /// Where waits are reported.
 pub type WaitSink<'a> = &'a mut dyn FnMut(WaitEvent);
 
-/// TCP keepalive and buffer settings for every connection the dumper makes.
-#[derive(Clone, Copy, Debug)]
+/// How the dumper makes its TCP connections: keepalive, and the HTTP proxy the bsdtcp and
+/// ssl ones go through (issue 14).
+#[derive(Clone, Debug)]
 pub struct Tuning {
     /// Keepalive (`None`: off).
     pub keepalive: Option<(Duration, Duration, u32)>,
     /// How long an ssl connection's TLS handshake may take (setting
     /// `dumper.ssl_handshake_secs`).
     pub ssl_handshake: Duration,
+    /// Which clients are reached through which proxy ([`proxy::connect`]).
+    pub proxy: Arc<conf::proxy::ProxyPolicy>,
 }
 
 impl Tuning {
-    /// From amanda-rs's `heartbeat` settings.
+    /// From amanda-rs's `heartbeat` and `proxy` settings (and the proxy environment they
+    /// were loaded with; loading already refused a bad one).
     pub fn from_settings(s: &Settings) -> Tuning {
         let h = &s.heartbeat;
+        let proxy = s.proxy.policy().unwrap_or_else(|e| {
+            log::error!("{e}; connecting directly");
+            conf::proxy::ProxyPolicy::direct()
+        });
         Tuning {
             keepalive: h.enabled.then(|| (h.idle(), h.interval(), h.probes)),
             ssl_handshake: s.dumper.ssl_handshake(),
+            proxy: Arc::new(proxy),
         }
     }
 
@@ -218,6 +228,20 @@ pub enum ConnectFailure {
         /// Why.
         source: Arc<std::io::Error>,
     },
+    /// Through an HTTP proxy (issue 14): the proxy could not be reached, refused the
+    /// tunnel or stayed silent.
+    #[error(
+        "{} to {dest} through HTTP proxy {} (from {}): {}",
+        .via.what, .via.proxy, .via.origin, .via.error
+    )]
+    Proxy {
+        /// The client.
+        dest: SocketAddr,
+        /// Our source port towards the proxy (0: no connection was made).
+        port: u16,
+        /// What was connected through which proxy, and what went wrong.
+        via: Box<proxy::Via>,
+    },
 }
 
 impl ConnectFailure {
@@ -226,6 +250,7 @@ impl ConnectFailure {
         match self {
             ConnectFailure::Lease { .. } => HopEvent::NoPort,
             ConnectFailure::Connect { source, .. } => HopEvent::of_io(source),
+            ConnectFailure::Proxy { via, .. } => via.error.event(),
         }
     }
 }

@@ -52,7 +52,8 @@ pub fn connect(
         .tcp_data
         .as_deref()
         .ok_or_else(|| OpenError::Initiator("no unreserved-tcp-port pool".into()))?;
-    let mut lease = super::connect(pool, dest, "ssl connection", tuning, waits)?;
+    // Through an HTTP proxy when one applies (issue 14): TLS runs inside the tunnel.
+    let mut lease = super::proxy::connect(pool, dest, host, "ssl connection", tuning, waits)?;
     let layer =
         TlsLayer::client(cfg, host).map_err(|e| fail(SslFailure::Handshake(e.to_string())))?;
     let sock = lease.socket_mut();

@@ -8,6 +8,7 @@
 use crate::crc::{Crc32c, CrcValue};
 use crate::frame::{self, DecodeError, Decoder, Event, FrameReader};
 use crate::pkt::PacketType;
+use crate::proxy::{self, Handshake};
 use crate::security::{self, Checked, Peer, PortRule, SecurityLine};
 use crate::tcp;
 use crate::udp::{self, Datagram};
@@ -19,6 +20,7 @@ pub const TARGETS: &[super::Target] = &[
     ("tcp_packet", tcp_packet),
     ("security_intake", security_intake),
     ("crc_text", crc_text),
+    ("http_connect_answer", http_connect_answer),
 ];
 
 /// A datagram parses or not; a parsed one re-encodes (when its header fits) to bytes that
@@ -299,6 +301,52 @@ pub fn crc_text(data: &[u8]) {
     parts.update(b);
     assert_eq!(whole, parts);
     assert_eq!(whole.crc(), crc32c::crc32c(data));
+}
+
+/// An HTTP proxy's answer to CONNECT (issue 14), fed in chunks whose sizes come from the
+/// first byte: never more than the header bound is held, a verdict does not depend on the
+/// chunking, and a tunnel's bytes are exactly what followed the header.
+pub fn http_connect_answer(data: &[u8]) {
+    let Some((&step, answer)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(step % 64) + 1;
+    let whole = Handshake::new("p:1", "c:2", false).handle_bytes(answer);
+    let mut h = Handshake::new("p:1", "c:2", false);
+    let mut chunked = Ok(None);
+    let mut at = 0;
+    while at < answer.len() {
+        let end = (at + step).min(answer.len());
+        chunked = h.handle_bytes(&answer[at..end]);
+        assert!(h.received() <= proxy::MAX_ANSWER_HEADER);
+        match &mut chunked {
+            Ok(None) => at = end,
+            Ok(Some(e)) => {
+                e.rest.extend_from_slice(&answer[end..]);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    assert_eq!(whole, chunked);
+    if let Ok(Some(e)) = &whole {
+        assert!((200..300).contains(&e.status));
+        assert!(answer.ends_with(&e.rest));
+    }
+    if let Err(e) = &whole {
+        let _ = e.to_string();
+    }
+    // The URL parser too: no panic on any text.
+    if let Ok(text) = std::str::from_utf8(answer)
+        && let Ok(u) = proxy::ProxyUrl::parse(text)
+    {
+        assert!(proxy::is_host(&u.host) && u.port != 0);
+        let req = proxy::connect_request(&u.host, u.port, u.credentials.as_ref()).unwrap();
+        assert_eq!(
+            req.iter().filter(|&&b| b == b'\n').count(),
+            if u.credentials.is_some() { 4 } else { 3 }
+        );
+    }
 }
 
 #[cfg(test)]
