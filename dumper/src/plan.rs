@@ -526,30 +526,24 @@ define dumptype dt {{
             }
         );
 
-        let conf = write_config(
-            t.path(),
+        // Why the DLE of dumptype `lines` is not served.
+        let refusal = |lines: &str| {
+            let conf = write_config(t.path(), lines, "localhost /data dt\n");
+            load(conf.to_str().unwrap()).unwrap().dles[0]
+                .unsupported
+                .clone()
+                .unwrap()
+        };
+        let why = refusal(
             "    compress server fast\n    encrypt client\n    client_encrypt \"/usr/sbin/amcrypt-ossl\"",
-            "localhost /data dt\n",
         );
-        let why = load(conf.to_str().unwrap()).unwrap().dles[0]
-            .unsupported
-            .clone()
-            .unwrap();
         assert!(why.contains("dumptype dt"), "{why}");
         assert!(
             why.contains("Client encryption with server compression is not supported"),
             "{why}"
         );
 
-        let conf = write_config(
-            t.path(),
-            "    encrypt server\n    server_encrypt \"amcrypt-ossl\"",
-            "localhost /data dt\n",
-        );
-        let why = load(conf.to_str().unwrap()).unwrap().dles[0]
-            .unsupported
-            .clone()
-            .unwrap();
+        let why = refusal("    encrypt server\n    server_encrypt \"amcrypt-ossl\"");
         assert!(why.contains("not an absolute path"), "{why}");
     }
 

@@ -180,17 +180,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn sendbackup_to_a_3_5_1_client_matches_spec_tv7() {
-        let f = Features::amanda_3_5_1();
-        let ctx = ReqContext {
-            ours: &f,
-            client: &f,
+    /// The run of spec TV7 (client.example.com, DailySet1), from `ours` to `client`.
+    fn tv7<'a>(ours: &'a Features, client: &'a Features) -> ReqContext<'a> {
+        ReqContext {
+            ours,
+            client,
             maxdumps: 1,
             hostname: "client.example.com",
             config: "DailySet1",
             timestamp: Some("20240101020304"),
-        };
+        }
+    }
+
+    #[test]
+    fn sendbackup_to_a_3_5_1_client_matches_spec_tv7() {
+        let f = Features::amanda_3_5_1();
+        let ctx = tv7(&f, &f);
         let (body, header) = sendbackup(&ctx, &gnutar(), 0, "1970:1:1:0:0:0").unwrap();
         let expected = "SERVICE sendbackup
 OPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;maxdumps=1;hostname=client.example.com;config=DailySet1;timestamp=20240101020304;
@@ -216,12 +221,9 @@ OPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;maxdumps=1;hostname=clie
     fn each_filter_mode_is_asked_for_as_the_real_server_asks() {
         let f = Features::amanda_3_5_1();
         let ctx = ReqContext {
-            ours: &f,
-            client: &f,
-            maxdumps: 1,
             hostname: "c",
             config: "D",
-            timestamp: Some("20240101020304"),
+            ..tv7(&f, &f)
         };
         let enc = |p: &str| Encrypt::Custom {
             program: p.into(),
@@ -311,14 +313,7 @@ OPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;maxdumps=1;hostname=clie
         let client = Features::minimal_gnutar_client();
         let mut d = gnutar();
         d.auth = Some("bsd".into());
-        let ctx = ReqContext {
-            ours: &ours,
-            client: &client,
-            maxdumps: 1,
-            hostname: "client.example.com",
-            config: "DailySet1",
-            timestamp: Some("20240101020304"),
-        };
+        let ctx = tv7(&ours, &client);
         let (body, header) = sendbackup(&ctx, &d, 0, "1970:1:1:0:0:0").unwrap();
         let text = String::from_utf8(body).unwrap();
         assert!(
@@ -342,12 +337,10 @@ OPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;maxdumps=1;hostname=clie
             ..Default::default()
         });
         let ctx = ReqContext {
-            ours: &ours,
-            client: &client,
-            maxdumps: 1,
             hostname: "c",
             config: "x",
             timestamp: None,
+            ..tv7(&ours, &client)
         };
         let err = sendbackup(&ctx, &d, 0, "").unwrap_err();
         assert!(err.0.contains("application-api"), "{err}");

@@ -644,14 +644,17 @@ mod tests {
             compress: proto::dle::Compress::ServerCustom("/bin/cat".into()),
             ..Dle::default()
         };
-        let h = DumpHeader::for_dump(
-            b"20260101000000",
-            b"h",
-            &dle,
-            0,
-            &InfoFields::default(),
-            None,
-        );
+        let header = |dle: &Dle| {
+            DumpHeader::for_dump(
+                b"20260101000000",
+                b"h",
+                dle,
+                0,
+                &InfoFields::default(),
+                None,
+            )
+        };
+        let h = header(&dle);
         let input = || Box::new(io::Cursor::new(b"payload".to_vec())) as Box<dyn Read + Send>;
         let e = undo(&h, input(), &TrustedPrograms::default())
             .err()
@@ -673,14 +676,7 @@ mod tests {
             compress: proto::dle::Compress::ServerFast,
             ..dle
         };
-        let h = DumpHeader::for_dump(
-            b"20260101000000",
-            b"h",
-            &dle,
-            0,
-            &InfoFields::default(),
-            None,
-        );
+        let h = header(&dle);
         let mut out = Vec::new();
         undo(&h, Box::new(io::Cursor::new(gz)), &trusted)
             .unwrap()

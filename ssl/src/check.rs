@@ -200,8 +200,23 @@ mod tests {
         Ok(())
     }
 
-    fn peer() -> SocketAddr {
-        "127.0.0.1:50000".parse().unwrap()
+    /// The checks of the side that accepted a connection from 127.0.0.1.
+    fn acceptor(settings: &SslSettings) -> Check<'_> {
+        Check {
+            side: Side::Acceptor,
+            settings,
+            host: None,
+            peer: "127.0.0.1:50000".parse().unwrap(),
+        }
+    }
+
+    /// The checks of the side that connected to `host`.
+    fn initiator<'a>(settings: &'a SslSettings, host: &'a str) -> Check<'a> {
+        Check {
+            side: Side::Initiator,
+            host: Some(host),
+            ..acceptor(settings)
+        }
     }
 
     /// An ssl-dir with `remote/<name>/fingerprint` holding `line`.
@@ -224,12 +239,7 @@ mod tests {
             "127.0.0.1",
             include_str!("../testdata/main/client/fingerprint").trim(),
         );
-        let c = Check {
-            side: Side::Acceptor,
-            settings: &s,
-            host: None,
-            peer: peer(),
-        };
+        let c = acceptor(&s);
         let id = check_peer(&c, Some(&client), &ok_names).unwrap();
         assert_eq!(id.cn.as_deref(), Some("127.0.0.1"));
         assert!(id.fingerprint_file.is_some());
@@ -259,12 +269,7 @@ mod tests {
             "client.example",
             include_str!("../testdata/other/client/fingerprint").trim(),
         );
-        let c = Check {
-            side: Side::Initiator,
-            settings: &s,
-            host: Some("client.example"),
-            peer: peer(),
-        };
+        let c = initiator(&s, "client.example");
         assert!(matches!(
             check_peer(&c, Some(&client), &ok_names),
             Err(CheckFailure::NoFingerprintMatch { .. })
@@ -296,10 +301,8 @@ mod tests {
         let to: SocketAddr = "127.0.0.2:10062".parse().unwrap();
         let names = |n: &str, p: SocketAddr| Err(format!("{n} doesn't resolve to {p}"));
         let c = Check {
-            side: Side::Initiator,
-            settings: &s,
-            host: Some("127.0.0.2"),
             peer: to,
+            ..initiator(&s, "127.0.0.2")
         };
         let e = check_peer(&c, Some(&client), &names)
             .unwrap_err()
@@ -323,12 +326,7 @@ mod tests {
             fingerprint_file: "/nonexistent/fp".into(),
             ..SslSettings::default()
         };
-        let c = Check {
-            side: Side::Acceptor,
-            settings: &s,
-            host: None,
-            peer: peer(),
-        };
+        let c = acceptor(&s);
         let e = check_peer(&c, Some(&client), &ok_names).unwrap_err();
         assert!(matches!(e, CheckFailure::FingerprintOpen { .. }), "{e}");
         assert!(

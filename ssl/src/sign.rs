@@ -108,31 +108,27 @@ impl std::fmt::Debug for SmallRsaSigner {
     }
 }
 
+/// Signs `message` with `key` (blinded, fresh randomness from the OS).
+fn sign_with<S: SignatureEncoding>(
+    key: impl RandomizedSigner<S>,
+    message: &[u8],
+) -> Result<Vec<u8>, rsa::signature::Error> {
+    key.try_sign_with_rng(&mut OsRng, message)
+        .map(|s| s.to_vec())
+}
+
 impl Signer for SmallRsaSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
         use rsa::pkcs1v15::SigningKey as Pkcs1;
         use rsa::pss::BlindedSigningKey as Pss;
         let k = self.key.clone();
-        let mut rng = OsRng;
         let sig = match self.scheme {
-            SignatureScheme::RSA_PSS_SHA256 => Pss::<Sha256>::new(k)
-                .try_sign_with_rng(&mut rng, message)
-                .map(|s| s.to_vec()),
-            SignatureScheme::RSA_PSS_SHA384 => Pss::<Sha384>::new(k)
-                .try_sign_with_rng(&mut rng, message)
-                .map(|s| s.to_vec()),
-            SignatureScheme::RSA_PSS_SHA512 => Pss::<Sha512>::new(k)
-                .try_sign_with_rng(&mut rng, message)
-                .map(|s| s.to_vec()),
-            SignatureScheme::RSA_PKCS1_SHA256 => Pkcs1::<Sha256>::new(k)
-                .try_sign_with_rng(&mut rng, message)
-                .map(|s| s.to_vec()),
-            SignatureScheme::RSA_PKCS1_SHA384 => Pkcs1::<Sha384>::new(k)
-                .try_sign_with_rng(&mut rng, message)
-                .map(|s| s.to_vec()),
-            SignatureScheme::RSA_PKCS1_SHA512 => Pkcs1::<Sha512>::new(k)
-                .try_sign_with_rng(&mut rng, message)
-                .map(|s| s.to_vec()),
+            SignatureScheme::RSA_PSS_SHA256 => sign_with(Pss::<Sha256>::new(k), message),
+            SignatureScheme::RSA_PSS_SHA384 => sign_with(Pss::<Sha384>::new(k), message),
+            SignatureScheme::RSA_PSS_SHA512 => sign_with(Pss::<Sha512>::new(k), message),
+            SignatureScheme::RSA_PKCS1_SHA256 => sign_with(Pkcs1::<Sha256>::new(k), message),
+            SignatureScheme::RSA_PKCS1_SHA384 => sign_with(Pkcs1::<Sha384>::new(k), message),
+            SignatureScheme::RSA_PKCS1_SHA512 => sign_with(Pkcs1::<Sha512>::new(k), message),
             other => return Err(rustls::Error::General(format!("{other:?} not supported"))),
         };
         sig.map_err(|e| rustls::Error::General(format!("RSA signing failed: {e}")))

@@ -39,11 +39,14 @@ impl AmandaCa {
             // The key must be one we can verify the handshake signature with.
             c.public_key().map(|_| ())
         });
-        result.map_err(|e| {
-            invalid(VerifyFailure {
-                cause: e,
-                ca_file: self.ca_file.clone(),
-            })
+        result.map_err(|e| self.refused(e))
+    }
+
+    /// The handshake error for a certificate `cause` refused, naming the CA file.
+    fn refused(&self, cause: CertError) -> rustls::Error {
+        invalid(VerifyFailure {
+            cause,
+            ca_file: self.ca_file.clone(),
         })
     }
 
@@ -55,12 +58,7 @@ impl AmandaCa {
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         let key = Cert::parse(cert)
             .and_then(|c| c.public_key())
-            .map_err(|e| {
-                invalid(VerifyFailure {
-                    cause: e,
-                    ca_file: self.ca_file.clone(),
-                })
-            })?;
+            .map_err(|e| self.refused(e))?;
         key.verify(dss.scheme, message, dss.signature())
             .map(|()| HandshakeSignatureValid::assertion())
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))
@@ -79,6 +77,30 @@ fn invalid(e: VerifyFailure) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
 }
 
+/// The handshake-signature methods, the same in both verifier traits: any scheme the
+/// certificate's key supports, TLS 1.2 and 1.3 alike.
+macro_rules! handshake_signatures {
+    () => {
+        handshake_signatures!(@each verify_tls12_signature verify_tls13_signature);
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            x509::ALL_SCHEMES.to_vec()
+        }
+    };
+    (@each $($method:ident)*) => {
+        $(
+            fn $method(
+                &self,
+                message: &[u8],
+                cert: &CertificateDer<'_>,
+                dss: &DigitallySignedStruct,
+            ) -> Result<HandshakeSignatureValid, rustls::Error> {
+                self.signature(message, cert, dss)
+            }
+        )*
+    };
+}
+
 impl ServerCertVerifier for AmandaCa {
     fn verify_server_cert(
         &self,
@@ -92,27 +114,7 @@ impl ServerCertVerifier for AmandaCa {
             .map(|()| ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        x509::ALL_SCHEMES.to_vec()
-    }
+    handshake_signatures!();
 }
 
 impl ClientCertVerifier for AmandaCa {
@@ -136,25 +138,5 @@ impl ClientCertVerifier for AmandaCa {
             .map(|()| ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        x509::ALL_SCHEMES.to_vec()
-    }
+    handshake_signatures!();
 }

@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::require_root;
-use crate::ssl_util::{Kind, Trees, trees};
+use crate::ssl_util::{Kind, Trees, machine, ssl_dir, trees};
 use crate::util::hostile::{Daemon, FdSampler, assert_summaries_only, raise_nofile, status_kib};
 use crate::util::{self, Dt, DumperConf, Program, Scratch};
 
@@ -38,16 +38,6 @@ macro_rules! require_ssl_hostile_tools {
         crate::require_tool!("/usr/sbin/amssl");
         crate::require_tool!("/usr/bin/openssl");
     };
-}
-
-fn machine() -> std::sync::MutexGuard<'static, ()> {
-    let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    util::ensure_amandahosts_line("localhost backup amdump");
-    guard
-}
-
-fn ssl_dir(tree: &Path) -> String {
-    format!("ssl-dir \"{}\"", tree.display())
 }
 
 /// Our amandad `-auth=ssl` standalone on 127.0.0.1, and the scratch directory of its

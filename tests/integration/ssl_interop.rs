@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use crate::netns::{CLIENT_IP, Topology};
 use crate::ssl_util::{
-    self, Capture, Kind, RealSslAmandad, SECLEVEL1, Trees, copy_tree, fingerprint_line,
-    start_ours_ssl, trees, write_private,
+    self, Capture, Kind, RealSslAmandad, SECLEVEL1, Trees, copy_tree, fingerprint_line, machine,
+    ssl_dir, start_ours_ssl, trees, write_private,
 };
 use crate::util::{self, Dt, DumperConf, Program, RealServer, Scratch, ServerOptions};
 use crate::{require_root, require_tool};
@@ -30,12 +30,6 @@ macro_rules! require_ssl_tools {
         require_tool!("/usr/bin/tcpdump");
         require_tool!("/usr/bin/openssl");
     };
-}
-
-fn machine() -> std::sync::MutexGuard<'static, ()> {
-    let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    util::ensure_amandahosts_line("localhost backup amdump");
-    guard
 }
 
 /// Two DLEs: the tricky tree and a directory with a name easy to look for on the wire.
@@ -59,8 +53,32 @@ fn dles(data: &Scratch) -> Vec<PathBuf> {
     vec![a, b]
 }
 
-fn ssl_dir(tree: &Path) -> String {
-    format!("ssl-dir \"{}\"", tree.display())
+/// Restores each of `dles` with `restore(dle, into)` into `data` (what it returns, such
+/// as a tool's output, is not needed); each must be identical to its source.
+fn assert_restores<R>(data: &Scratch, dles: &[PathBuf], restore: impl Fn(&Path, &Path) -> R) {
+    for d in dles {
+        let into = data.join(format!(
+            "restored-{}",
+            d.file_name().unwrap().to_string_lossy()
+        ));
+        restore(d, &into);
+        util::assert_same_tree(d, &into, true);
+    }
+}
+
+/// One small DLE in `data`, for the refusals.
+fn one_dle(data: &Scratch) -> PathBuf {
+    let d = data.join("d");
+    fs::create_dir_all(&d).expect("mkdir");
+    fs::write(d.join("f"), "x").expect("write");
+    d
+}
+
+/// Asserts that `text` holds each of `needles`; `context` is printed with it otherwise.
+fn assert_mentions(text: &str, needles: &[&str], context: &str) {
+    for n in needles {
+        assert!(text.contains(n), "no {n:?} in:\n{text}\n{context}");
+    }
 }
 
 #[test]
@@ -92,14 +110,7 @@ fn ssl_real_amcheck_amdump_amfetchdump_against_our_amandad_restore_identical_and
         ours.log()
     );
     assert_eq!(log.matches("DONE taper").count(), dles.len(), "{log}");
-    for d in &dles {
-        let into = data.join(format!(
-            "restored-{}",
-            d.file_name().unwrap().to_string_lossy()
-        ));
-        server.restore(d, &into);
-        util::assert_same_tree(d, &into, true);
-    }
+    assert_restores(&data, &dles, |d, into| server.restore(d, into));
     ssl_util::assert_nothing_in_clear(&pcap, &[&dles[0], &dles[1]]);
 }
 
@@ -137,14 +148,7 @@ fn ssl_our_dumper_backs_up_the_real_amandad_restore_identical_and_encrypted() {
         "dumper run over ssl ({status}):\n{report}"
     );
     assert_eq!(report.matches("  OK").count(), dles.len(), "{report}");
-    for d in &dles {
-        let into = data.join(format!(
-            "restored-{}",
-            d.file_name().unwrap().to_string_lossy()
-        ));
-        conf.restore("127.0.0.1", d, &into);
-        util::assert_same_tree(d, &into, true);
-    }
+    assert_restores(&data, &dles, |d, into| conf.restore("127.0.0.1", d, into));
     ssl_util::assert_nothing_in_clear(&pcap, &[&dles[0], &dles[1]]);
 }
 
@@ -193,9 +197,7 @@ fn amcheck_refused(
     settings: &str,
 ) -> (String, String) {
     let data = Scratch::new("ssl-dles");
-    let d = data.join("d");
-    fs::create_dir_all(&d).expect("mkdir");
-    fs::write(d.join("f"), "x").expect("write");
+    let d = one_dle(&data);
     let ours = start_ours_ssl(client_conf, settings);
     let mut opts = ServerOptions::new("ssl", ours.port);
     opts.extra_conf = server_conf.to_string();
@@ -220,10 +222,9 @@ fn ssl_our_amandad_refuses_a_server_certificate_of_another_ca() {
     let (s, cas) = other_ca_side(&main, &work, "server");
     let ca = format!("ssl-ca-cert-file \"{}\"", cas.display());
     let (out, log) = amcheck_refused(&ssl_dir(&s), &ca, "127.0.0.1", &ssl_dir(&main.client), "");
-    assert!(
-        log.contains("certificate verify failed") && log.contains("not a CA of the CA file"),
-        "our amandad's log names the CA check:\n{log}\namcheck:\n{out}"
-    );
+    // Our amandad's log names the CA check.
+    let needles = ["certificate verify failed", "not a CA of the CA file"];
+    assert_mentions(&log, &needles, &format!("amcheck:\n{out}"));
 }
 
 #[test]
@@ -234,10 +235,9 @@ fn ssl_our_amandad_refuses_a_server_whose_fingerprint_is_not_on_file() {
     let work = Scratch::new("ssl-fp");
     let (c, fp) = wrong_fingerprint(&main, &work, "client", "localhost");
     let (out, log) = amcheck_refused(&ssl_dir(&main.server), "", "127.0.0.1", &ssl_dir(&c), "");
-    assert!(
-        log.contains("No fingerprint match") && log.contains(&fp.display().to_string()),
-        "our amandad's log names the fingerprint file:\n{log}\namcheck:\n{out}"
-    );
+    // Our amandad's log names the fingerprint file.
+    let needles = ["No fingerprint match", &fp.display().to_string()];
+    assert_mentions(&log, &needles, &format!("amcheck:\n{out}"));
 }
 
 #[test]
@@ -253,10 +253,9 @@ fn ssl_our_amandad_refuses_a_server_certificate_whose_name_is_not_the_servers() 
         &ssl_dir(&cn2.client),
         "",
     );
-    assert!(
-        log.contains("Common name of certicate (127.0.0.2) doesn't resolv to IP (127.0.0.1:"),
-        "our amandad's log has Amanda's text:\n{log}\namcheck:\n{out}"
-    );
+    // Our amandad's log has Amanda's text.
+    let needles = ["Common name of certicate (127.0.0.2) doesn't resolv to IP (127.0.0.1:"];
+    assert_mentions(&log, &needles, &format!("amcheck:\n{out}"));
 }
 
 #[test]
@@ -275,11 +274,10 @@ fn ssl_our_amandad_refuses_a_server_whose_certificate_name_is_not_in_amandahosts
         &ssl_dir(&main.client),
         &settings,
     );
-    // The certificate's CN (localhost) is the name .amandahosts is searched for.
-    assert!(
-        out.contains("user backup from localhost is not allowed to execute the service noop"),
-        "amcheck shows our NAK naming the certificate's CN:\n{out}"
-    );
+    // The certificate's CN (localhost) is the name .amandahosts is searched for: amcheck
+    // shows our NAK naming it.
+    let needles = ["user backup from localhost is not allowed to execute the service noop"];
+    assert_mentions(&out, &needles, "");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -289,9 +287,7 @@ fn ssl_our_amandad_refuses_a_server_whose_certificate_name_is_not_in_amandahosts
 /// server-side ssl lines; it must fail. Returns its output.
 fn check_refused(bind: &str, client_conf: &str, hosts: Option<&str>, server_conf: &str) -> String {
     let data = Scratch::new("ssl-dles");
-    let d = data.join("d");
-    fs::create_dir_all(&d).expect("mkdir");
-    fs::write(d.join("f"), "x").expect("write");
+    let d = one_dle(&data);
     let real = RealSslAmandad::start(bind, client_conf, hosts);
     let conf = DumperConf::new(
         "ssl-refused",
@@ -322,12 +318,13 @@ fn ssl_our_dumper_refuses_a_client_certificate_of_another_ca() {
     let (c, cas) = other_ca_side(&main, &work, "client");
     let client_conf = format!("{}\nssl-ca-cert-file \"{}\"", ssl_dir(&c), cas.display());
     let out = check_refused("127.0.0.1", &client_conf, None, &ssl_dir(&main.server));
-    assert!(
-        out.contains("SSL_connect failed: certificate verify failed")
-            && out.contains("CN=amanda-rs-other-ca")
-            && out.contains("not a CA of the CA file"),
-        "dumper check names the CA check:\n{out}"
-    );
+    // dumper check names the CA check.
+    let needles = [
+        "SSL_connect failed: certificate verify failed",
+        "CN=amanda-rs-other-ca",
+        "not a CA of the CA file",
+    ];
+    assert_mentions(&out, &needles, "");
 }
 
 #[test]
@@ -338,10 +335,9 @@ fn ssl_our_dumper_refuses_a_client_whose_fingerprint_is_not_on_file() {
     let work = Scratch::new("ssl-fp");
     let (s, fp) = wrong_fingerprint(&main, &work, "server", "127.0.0.1");
     let out = check_refused("127.0.0.1", &ssl_dir(&main.client), None, &ssl_dir(&s));
-    assert!(
-        out.contains("No fingerprint match") && out.contains(&fp.display().to_string()),
-        "dumper check names the fingerprint file:\n{out}"
-    );
+    // dumper check names the fingerprint file.
+    let needles = ["No fingerprint match", &fp.display().to_string()];
+    assert_mentions(&out, &needles, "");
 }
 
 #[test]
@@ -356,10 +352,9 @@ fn ssl_our_dumper_refuses_a_client_certificate_whose_name_is_not_the_host() {
         None,
         &ssl_dir(&main.server),
     );
-    assert!(
-        out.contains("Common name of certicate (127.0.0.1) doesn't resolv to IP (127.0.0.2:"),
-        "dumper check has Amanda's text:\n{out}"
-    );
+    // dumper check has Amanda's text.
+    let needles = ["Common name of certicate (127.0.0.1) doesn't resolv to IP (127.0.0.2:"];
+    assert_mentions(&out, &needles, "");
 }
 
 #[test]
@@ -373,10 +368,9 @@ fn ssl_our_dumper_is_refused_by_a_client_whose_amandahosts_lacks_its_name() {
         Some("otherhost backup amdump\n"),
         &ssl_dir(&main.server),
     );
-    assert!(
-        out.contains("user backup from localhost is not allowed to execute the service noop"),
-        "dumper check shows the real amandad's NAK naming our certificate's CN:\n{out}"
-    );
+    // dumper check shows the real amandad's NAK naming our certificate's CN.
+    let needles = ["user backup from localhost is not allowed to execute the service noop"];
+    assert_mentions(&out, &needles, "");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -483,13 +477,6 @@ fn ssl_passes_a_port_rewriting_nat_where_bsdtcp_is_refused_not_secure() {
         status.success(),
         "ssl through the NAT, dumper run:\n{report}\n{log}"
     );
-    for d in &dles {
-        let into = data.join(format!(
-            "restored-{}",
-            d.file_name().unwrap().to_string_lossy()
-        ));
-        ssl.restore(&host, d, &into);
-        util::assert_same_tree(d, &into, true);
-    }
+    assert_restores(&data, &dles, |d, into| ssl.restore(&host, d, into));
     drop(runtar);
 }

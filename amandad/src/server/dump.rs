@@ -24,7 +24,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::Child;
 use std::time::Instant;
 
@@ -124,6 +124,18 @@ impl Dump {
 
     fn sink(&self, stream: Stream) -> Sink {
         self.sinks[stream.index()]
+    }
+
+    /// The archive pipe's descriptor and where DATA goes (connection, frame handle), when
+    /// the pipe may have bytes and DATA has a connection.
+    fn data_source(&self) -> Option<(RawFd, u64, Option<u32>)> {
+        let pipe = self.data.as_ref().filter(|p| p.readable && !p.eof)?;
+        let (conn, handle) = match self.sink(Stream::Data) {
+            Sink::Raw(c) => (c, None),
+            Sink::Framed(c, h) => (c, Some(h)),
+            Sink::Absent | Sink::Pending => return None,
+        };
+        Some((pipe.fd.as_raw_fd(), conn, handle))
     }
 
     /// The server sent end-of-stream for `handle` on `conn`.
@@ -622,15 +634,8 @@ impl Server {
             if !d.splice_ok {
                 return self.pump_data_buffered(id);
             }
-            let Some(pipe) = d.data.as_mut() else { return };
-            if !pipe.readable || pipe.eof {
+            let Some((fd, conn, handle)) = d.data_source() else {
                 return;
-            }
-            let fd = pipe.fd.as_raw_fd();
-            let (conn, handle) = match d.sink(Stream::Data) {
-                Sink::Raw(c) => (c, None),
-                Sink::Framed(c, h) => (c, Some(h)),
-                _ => return,
             };
             let Some((_, c)) = self.conns.get(&conn) else {
                 return;
@@ -822,15 +827,8 @@ impl Server {
             let Some(d) = self.dumps.get_mut(&id) else {
                 return;
             };
-            let Some(pipe) = d.data.as_mut() else { return };
-            if !pipe.readable || pipe.eof {
+            let Some((fd, conn, handle)) = d.data_source() else {
                 return;
-            }
-            let fd = pipe.fd.as_raw_fd();
-            let (conn, handle) = match d.sink(Stream::Data) {
-                Sink::Raw(c) => (c, None),
-                Sink::Framed(c, h) => (c, Some(h)),
-                _ => return,
             };
             let crc_wanted = d.run.as_ref().is_some_and(BackupRun::crc_wanted);
             let sender = &mut d.sender;

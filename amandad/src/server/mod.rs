@@ -360,22 +360,15 @@ impl Server {
         for s in sockets.udp {
             s.set_nonblocking(true)?;
             let mut sock = UdpSocket::from_std(s);
-            let token = server.token(Source::Udp(server.udp.len()));
-            server
-                .poll
-                .registry()
-                .register(&mut sock, token, Interest::READABLE)?;
+            server.register(&mut sock, Source::Udp(server.udp.len()), Interest::READABLE)?;
             server.udp.push(sock);
             server.udp_more.push(false);
         }
         for l in sockets.listeners {
             l.set_nonblocking(true)?;
             let mut listener = TcpListener::from_std(l);
-            let token = server.token(Source::Listener(server.listeners.len()));
-            server
-                .poll
-                .registry()
-                .register(&mut listener, token, Interest::READABLE)?;
+            let source = Source::Listener(server.listeners.len());
+            server.register(&mut listener, source, Interest::READABLE)?;
             server.listeners.push(listener);
             server.accept_more.push(false);
         }
@@ -492,6 +485,18 @@ impl Server {
         self.next_token += 1;
         self.sources.insert(token, source);
         token
+    }
+
+    /// Registers `io` with the poll under a new token for `source`; returns the token.
+    fn register(
+        &mut self,
+        io: &mut impl mio::event::Source,
+        source: Source,
+        interest: Interest,
+    ) -> io::Result<Token> {
+        let token = self.token(source);
+        self.poll.registry().register(io, token, interest)?;
+        Ok(token)
     }
 
     /// The daemon's gzip pool (`compress_threads` threads, shared by every dump).
@@ -1032,10 +1037,8 @@ impl Server {
         }
         let _ = sock.set_nodelay(true);
         let id = self.new_id();
-        let token = self.token(Source::Conn(id));
-        self.poll
-            .registry()
-            .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let token = self.register(&mut sock, Source::Conn(id), interest)?;
         let mut conn = Conn::new(sock, peer, role);
         let tls = match role {
             Role::Control => self.tls_for_new_conn(),
@@ -1371,6 +1374,15 @@ impl Server {
         }
     }
 
+    /// The dumps with a stream on connection `conn`.
+    fn dumps_on(&self, conn: u64) -> Vec<u64> {
+        self.dumps
+            .iter()
+            .filter(|(_, d)| d.uses_conn(conn))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
     fn conn_in_use(&self, id: u64) -> bool {
         self.conns.get(&id).is_some_and(|(_, c)| c.exchanges > 0)
             || self.dumps.values().any(|d| d.uses_conn(id))
@@ -1410,13 +1422,7 @@ impl Server {
         if writable {
             self.flush_conn(id);
             // Room in the buffer may let a dump read more.
-            let dumps: Vec<u64> = self
-                .dumps
-                .iter()
-                .filter(|(_, d)| d.uses_conn(id))
-                .map(|(k, _)| *k)
-                .collect();
-            for d in dumps {
+            for d in self.dumps_on(id) {
                 self.pump_dump(d);
             }
         }
@@ -1566,18 +1572,7 @@ impl Server {
         let now = Instant::now();
         if payload.is_empty() {
             // End of a stream: a control handle closed by the server, or one of our streams.
-            let dumps: Vec<u64> = self
-                .dumps
-                .iter()
-                .filter(|(_, d)| d.uses_conn(conn))
-                .map(|(k, _)| *k)
-                .collect();
-            for d in dumps {
-                if let Some(dump) = self.dumps.get_mut(&d) {
-                    dump.peer_closed_stream(conn, handle);
-                }
-                self.maybe_reap_dump(d);
-            }
+            self.tell_dumps_on(conn, |dump| dump.peer_closed_stream(conn, handle));
             return;
         }
         let packet = match proto::tcp::Packet::parse(payload) {
@@ -1618,18 +1613,18 @@ impl Server {
 
     fn peer_closed(&mut self, id: u64) {
         debug!("connection {id}: peer closed");
-        let dumps: Vec<u64> = self
-            .dumps
-            .iter()
-            .filter(|(_, d)| d.uses_conn(id))
-            .map(|(k, _)| *k)
-            .collect();
-        for d in dumps {
+        self.tell_dumps_on(id, |dump| dump.peer_closed_conn(id));
+        self.maybe_close_conn(id);
+    }
+
+    /// Tells every dump with a stream on connection `conn` what happened to it (`event`),
+    /// then reaps those that are done.
+    fn tell_dumps_on(&mut self, conn: u64, mut event: impl FnMut(&mut Dump)) {
+        for d in self.dumps_on(conn) {
             if let Some(dump) = self.dumps.get_mut(&d) {
-                dump.peer_closed_conn(id);
+                event(dump);
             }
             self.maybe_reap_dump(d);
         }
-        self.maybe_close_conn(id);
     }
 }

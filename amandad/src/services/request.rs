@@ -152,26 +152,36 @@ mod tests {
             )
             .unwrap()
         };
-        let mut inner = crate::services::context::tests::test_inner(Path::new("/tmp"));
-        let ctx = ServiceContext::new(inner.clone());
-        assert_eq!(
-            filter_refusal(&ctx, &chain("/usr/bin/zstd", "/bin/sh")),
-            None
-        );
-        assert_eq!(
-            filter_refusal(&ctx, &chain("zstd", "/x")).unwrap(),
-            "client_custom_compress zstd: not an absolute path (filter programs are named by their full path)"
-        );
-        inner.filter_programs = vec!["/usr/bin/zstd".into(), "/usr/sbin/amcrypt-ossl".into()];
-        let ctx = ServiceContext::new(inner);
-        assert_eq!(
-            filter_refusal(&ctx, &chain("/usr/bin/zstd", "/usr/sbin/amcrypt-ossl")),
-            None
-        );
-        assert_eq!(
-            filter_refusal(&ctx, &chain("/usr/bin/zstd", "/bin/sh")).unwrap(),
-            "client_encrypt /bin/sh is not one of this client's amandad.filter_programs"
-        );
+        let allowed = ["/usr/bin/zstd", "/usr/sbin/amcrypt-ossl"];
+        // (amandad.filter_programs, compressor, encryptor, the refusal)
+        let cases: [(&[&str], &str, &str, Option<&str>); 4] = [
+            (&[], "/usr/bin/zstd", "/bin/sh", None),
+            (
+                &[],
+                "zstd",
+                "/x",
+                Some(
+                    "client_custom_compress zstd: not an absolute path (filter programs are named by their full path)",
+                ),
+            ),
+            (&allowed, "/usr/bin/zstd", "/usr/sbin/amcrypt-ossl", None),
+            (
+                &allowed,
+                "/usr/bin/zstd",
+                "/bin/sh",
+                Some("client_encrypt /bin/sh is not one of this client's amandad.filter_programs"),
+            ),
+        ];
+        for (programs, compress, encrypt, refusal) in cases {
+            let mut inner = crate::services::context::tests::test_inner(Path::new("/tmp"));
+            inner.filter_programs = programs.iter().map(Into::into).collect();
+            let ctx = ServiceContext::new(inner);
+            assert_eq!(
+                filter_refusal(&ctx, &chain(compress, encrypt)).as_deref(),
+                refusal,
+                "{programs:?} {compress} {encrypt}"
+            );
+        }
     }
 
     #[test]

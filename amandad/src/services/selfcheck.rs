@@ -110,6 +110,15 @@ fn build(origin: Origin, code: i32, args: &[(&str, &[u8])], errno: Option<i32>) 
     })
 }
 
+/// `m` as a warning that ends with what it means for the backup (`consequence`).
+fn warning(mut m: JsonMessage, consequence: &str) -> JsonMessage {
+    m.severity = Severity::Warning;
+    m.message = format!("{}: {consequence}", lossy(&m.message))
+        .into_bytes()
+        .into();
+    m
+}
+
 /// `get_platform_and_distro`, computed once.
 fn platform_and_distro() -> &'static (String, String) {
     static P: OnceLock<(String, String)> = OnceLock::new();
@@ -749,12 +758,8 @@ impl Check {
         match std::fs::metadata(&helper) {
             Err(e) => {
                 let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                let mut m = msg::cannot_stat_file(Origin::SELFCHECK, &bytes, errno);
-                m.severity = Severity::Warning;
-                m.message = format!("{}: {consequence}", lossy(&m.message))
-                    .into_bytes()
-                    .into();
-                self.emit(&m);
+                let m = msg::cannot_stat_file(Origin::SELFCHECK, &bytes, errno);
+                self.emit(&warning(m, &consequence));
                 return;
             }
             Ok(md) => {
@@ -766,12 +771,8 @@ impl Check {
                 } else {
                     None
                 };
-                if let Some(mut m) = problem {
-                    m.severity = Severity::Warning;
-                    m.message = format!("{}: {consequence}", lossy(&m.message))
-                        .into_bytes()
-                        .into();
-                    self.emit(&m);
+                if let Some(m) = problem {
+                    self.emit(&warning(m, &consequence));
                     return;
                 }
             }

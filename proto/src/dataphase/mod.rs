@@ -22,5 +22,16 @@ pub use receiver::{
 };
 pub use sender::{SendError, Sender, SenderConfig, SenderEvent};
 
+use crate::sendbackup::Stream;
+
+/// Streams by name, comma-separated, for the error texts.
+fn names(streams: &[Stream]) -> String {
+    streams
+        .iter()
+        .map(|s| s.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use super::names;
 use crate::crc::{Crc32c, CrcValue};
 use crate::mesg::{DataSummary, DumpOutcome, DumpTracker, LineSplitter, SplitLine};
 use crate::sendbackup::Stream;
@@ -102,14 +103,6 @@ fn data_timeout_text(quiet: Duration, cap: Option<Duration>) -> String {
         ),
         None => "[data timeout]".to_owned(),
     }
-}
-
-fn names(streams: &[Stream]) -> String {
-    streams
-        .iter()
-        .map(|s| s.name())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// What the shell must do.

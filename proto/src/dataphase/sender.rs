@@ -26,6 +26,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::names;
 use crate::crc::{Crc32c, CrcValue};
 use crate::sendbackup::Stream;
 
@@ -64,14 +65,6 @@ pub enum SendError {
     /// The client itself failed (a connection lost, a pipe error): the shell's reason.
     #[error("{0}")]
     Local(String),
-}
-
-fn names(streams: &[Stream]) -> String {
-    streams
-        .iter()
-        .map(|s| s.name())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// What the shell must do.
