@@ -30,6 +30,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use proto::quote::sanitise_filename;
 
@@ -73,7 +74,12 @@ fn owned_by(base: &Path, disk: &[u8]) -> Result<bool, ListError> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(err(&owner, e)),
         }
-        let aside = with_suffix(base, &format!(".disk.{}", std::process::id()));
+        // One aside name per attempt, not per process: amandad's workers claim chains on
+        // several threads at once, and a shared name let one thread link another's owner
+        // file and both take the chain (issue 10).
+        static ATTEMPT: AtomicU64 = AtomicU64::new(0);
+        let n = ATTEMPT.fetch_add(1, Ordering::Relaxed);
+        let aside = with_suffix(base, &format!(".disk.{}.{n}", std::process::id()));
         let _ = std::fs::remove_file(&aside);
         {
             use std::io::Write;
@@ -361,6 +367,36 @@ mod tests {
 
     /// Issue 10: `/x/a/b`, `/x/a_b` and `/x/a:b` share Amanda's chain name; each must keep
     /// its own incremental state, the first one under Amanda's name.
+    // issue 10: claims made at once on several threads of one process (amandad's workers)
+    // shared the aside file, and two disks could both take Amanda's name.
+    #[test]
+    fn claims_racing_on_threads_of_one_process_give_each_disk_its_own_chain() {
+        for _ in 0..50 {
+            let dir = tempfile::tempdir().unwrap();
+            let disks: [&[u8]; 3] = [b"/x/a/b", b"/x/a_b", b"/x/a:b"];
+            let base = chain_base(dir.path(), b"h", disks[0]);
+            let start = std::sync::Barrier::new(disks.len());
+            let chains: Vec<PathBuf> = std::thread::scope(|s| {
+                let threads: Vec<_> = disks
+                    .iter()
+                    .map(|d| {
+                        let (base, start) = (&base, &start);
+                        s.spawn(move || {
+                            start.wait();
+                            claim(base, d).unwrap()
+                        })
+                    })
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let distinct: std::collections::HashSet<_> = chains.iter().collect();
+            assert_eq!(distinct.len(), disks.len(), "{chains:?}");
+            for (d, c) in disks.iter().zip(&chains) {
+                assert_eq!(std::fs::read(with_suffix(c, ".disk")).unwrap(), *d);
+            }
+        }
+    }
+
     #[test]
     fn disks_whose_names_sanitise_alike_get_their_own_chains() {
         let dir = tempfile::tempdir().unwrap();
