@@ -11,6 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use amandad::tar::exinclude::{self, ListPlace};
@@ -125,8 +126,15 @@ impl Lab {
         fs::write(dir.join("secret.list"), b"./a.c\n").expect("write");
         fs::set_permissions(dir.join("secret.list"), fs::Permissions::from_mode(0o600))
             .expect("chmod");
-        let snapshot =
-            Path::new(LIST_DIR).join(format!("runtar-attacks-{}_0.new", std::process::id()));
+        // One name per lab: the tests of this module run at once in one process, and a
+        // shared name let one lab's drop remove another's snapshot, which the next write
+        // then made again as root.
+        static LABS: AtomicU64 = AtomicU64::new(0);
+        let snapshot = Path::new(LIST_DIR).join(format!(
+            "runtar-attacks-{}-{}_0.new",
+            std::process::id(),
+            LABS.fetch_add(1, Ordering::Relaxed)
+        ));
         fs::write(&snapshot, b"").expect("snapshot");
         chown_to(&snapshot, AMANDA_USER);
         Lab {
