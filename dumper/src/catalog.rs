@@ -254,7 +254,7 @@ impl DumpRecord {
         rec.client_crc = h.client_crc;
         rec.native_crc = h.native_crc;
         rec.holding_file = Some(file.to_path_buf());
-        rec.comp_suffix = lossy(h.comp_suffix.as_deref());
+        rec.comp_suffix = lossy(h.filters.comp_suffix.as_deref());
         rec.program = lossy(Some(&h.program[..]));
         rec
     }

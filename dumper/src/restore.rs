@@ -311,10 +311,11 @@ fn undo(
     programs: &TrustedPrograms,
 ) -> Result<Box<dyn Read + Send>, String> {
     let mut body = r;
-    if h.encrypt_suffix.as_deref().is_some_and(|s| s != b"N") {
-        let (program, option) = match (&h.srv_encrypt, &h.clnt_encrypt) {
-            (Some(p), _) => (p, &h.srv_decrypt_opt),
-            (None, Some(p)) => (p, &h.clnt_decrypt_opt),
+    let f = &h.filters;
+    if f.encrypt_suffix.as_deref().is_some_and(|s| s != b"N") {
+        let (program, option) = match (&f.server.encrypt, &f.client.encrypt) {
+            (Some(p), _) => (p, &f.server.decrypt_option),
+            (None, Some(p)) => (p, &f.client.decrypt_option),
             (None, None) => return Err("encrypted, but its header names no program".into()),
         };
         let option = option.as_deref().unwrap_or(b"-d");
@@ -324,14 +325,15 @@ fn undo(
         );
         body = Box::new(ProgramReader::start(cmd, body)?);
     }
-    match h.comp_suffix.as_deref() {
+    match f.comp_suffix.as_deref() {
         None | Some(b"N") => {}
         Some(b".gz") => body = Box::new(GunzipReader::new(body)),
         Some(b"cust") => {
-            let program = h
-                .srvcompprog
+            let program = f
+                .server
+                .custom_compress
                 .as_ref()
-                .or(h.clntcompprog.as_ref())
+                .or(f.client.custom_compress.as_ref())
                 .ok_or("compressed with a custom program its header does not name")?;
             let cmd = FilterCommand::uncompress(programs.check(program)?);
             body = Box::new(ProgramReader::start(cmd, body)?);

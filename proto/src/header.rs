@@ -63,24 +63,10 @@ pub struct DumpHeader {
     pub disk: ByteString,
     /// The dump level.
     pub level: i32,
-    /// `comp <suffix>`: `None` writes `N` (not compressed).
-    pub comp_suffix: Option<ByteString>,
     /// `program <name>`: the `BACKUP` info (e.g. `/bin/tar`, `APPLICATION`).
     pub program: ByteString,
-    /// `crypt <suffix>`: present when encrypted.
-    pub encrypt_suffix: Option<ByteString>,
-    /// `server_custom_compress <prog>`.
-    pub srvcompprog: Option<ByteString>,
-    /// `client_custom_compress <prog>`.
-    pub clntcompprog: Option<ByteString>,
-    /// `server_encrypt <prog>`.
-    pub srv_encrypt: Option<ByteString>,
-    /// `client_encrypt <prog>`.
-    pub clnt_encrypt: Option<ByteString>,
-    /// `server_decrypt_option <opt>`.
-    pub srv_decrypt_opt: Option<ByteString>,
-    /// `client_decrypt_option <opt>`.
-    pub clnt_decrypt_opt: Option<ByteString>,
+    /// What compression and encryption wrote (the same fields a `FilterChain` gives).
+    pub filters: FilterFields,
     /// `CONT_FILENAME=`: the next holding-disk chunk.
     pub cont_filename: Option<ByteString>,
     /// `APPLICATION=`.
@@ -100,13 +86,99 @@ pub struct DumpHeader {
     pub dle: Option<ByteString>,
     /// `bs=<n>k` in the restore command: the block size in bytes.
     pub blocksize: Option<u32>,
-    /// The decrypt command of the restore pipeline, as the dumper stores it (` prog -d |`).
-    pub decrypt_cmd: Option<ByteString>,
-    /// The uncompress command (` /bin/gzip -dc |`).
-    pub uncompress_cmd: Option<ByteString>,
     /// The recover command (the `RECOVER_CMD` info).
     pub recover_cmd: Option<ByteString>,
 }
+
+/// The header fields that compression and encryption set (spec §11.5): what
+/// `dataphase::FilterChain::header_fields` computes and [`DumpHeader::filters`] holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilterFields {
+    /// `comp <suffix>`: `None` writes `N` (not compressed).
+    pub comp_suffix: Option<ByteString>,
+    /// `crypt <suffix>`: present when encrypted.
+    pub encrypt_suffix: Option<ByteString>,
+    /// The `server_*` programs and option: filters the dumper ran.
+    pub server: FilterPrograms,
+    /// The `client_*` programs and option: filters the client ran.
+    pub client: FilterPrograms,
+    /// The decrypt command of the restore pipeline, as the dumper stores it (` prog -d |`).
+    pub decrypt_cmd: Option<ByteString>,
+    /// The uncompress command (` /bin/gzip -dc |` or ` <prog> -d |`).
+    pub uncompress_cmd: Option<ByteString>,
+}
+
+/// One side's custom programs (Amanda's `srvcompprog`, `srv_encrypt`, `srv_decrypt_opt` and
+/// their `clnt` twins); a valid header sets each field on one side at most.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilterPrograms {
+    /// `*_custom_compress <prog>`.
+    pub custom_compress: Option<ByteString>,
+    /// `*_encrypt <prog>`.
+    pub encrypt: Option<ByteString>,
+    /// `*_decrypt_option <opt>`.
+    pub decrypt_option: Option<ByteString>,
+}
+
+impl FilterPrograms {
+    /// The fields in [`PROGRAM_FIELDS`] order.
+    fn fields(&self) -> [&Option<ByteString>; 3] {
+        [&self.custom_compress, &self.encrypt, &self.decrypt_option]
+    }
+
+    fn fields_mut(&mut self) -> [&mut Option<ByteString>; 3] {
+        [
+            &mut self.custom_compress,
+            &mut self.encrypt,
+            &mut self.decrypt_option,
+        ]
+    }
+}
+
+impl FilterFields {
+    /// The server's and the client's programs, in that order (the order of [`ProgramField`]'s
+    /// pairs and of the first line).
+    fn sides(&self) -> [&FilterPrograms; 2] {
+        [&self.server, &self.client]
+    }
+}
+
+/// How the header names one field of [`FilterPrograms`], for the server and the client.
+struct ProgramField {
+    /// Amanda's field names (what [`HeaderError::Invalid`] says).
+    names: [&'static str; 2],
+    /// The name when both sides are set.
+    both: &'static str,
+    /// The first-line keywords.
+    keywords: [&'static str; 2],
+    /// What `parse_file_header` calls a missing value.
+    expected: [&'static str; 2],
+}
+
+/// The fields of [`FilterPrograms`], in the order they stand on the first line.
+const PROGRAM_FIELDS: [ProgramField; 3] = [
+    ProgramField {
+        names: ["srvcompprog", "clntcompprog"],
+        both: "srvcompprog/clntcompprog",
+        keywords: ["server_custom_compress", "client_custom_compress"],
+        expected: [
+            "<server custom compress param>",
+            "<client custom compress param>",
+        ],
+    },
+    ProgramField {
+        names: ["srv_encrypt", "clnt_encrypt"],
+        both: "srv_encrypt/clnt_encrypt",
+        keywords: ["server_encrypt", "client_encrypt"],
+        expected: ["<server encrypt param>", "<client encrypt param>"],
+    },
+    ProgramField {
+        names: ["srv_decrypt_opt", "clnt_decrypt_opt"],
+        both: "srv_decrypt_opt/clnt_decrypt_opt",
+        keywords: ["server_decrypt_option", "client_decrypt_option"],
+        expected: ["<server decrypt param>", "<client decrypt param>"],
+    },
+];
 
 /// A header that cannot be built or read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -179,15 +251,8 @@ impl DumpHeader {
             host: host.into(),
             disk: disk.into(),
             level,
-            comp_suffix: None,
             program: ByteString::new(),
-            encrypt_suffix: None,
-            srvcompprog: None,
-            clntcompprog: None,
-            srv_encrypt: None,
-            clnt_encrypt: None,
-            srv_decrypt_opt: None,
-            clnt_decrypt_opt: None,
+            filters: FilterFields::default(),
             cont_filename: None,
             application: None,
             partial: false,
@@ -197,8 +262,6 @@ impl DumpHeader {
             server_crc: None,
             dle: None,
             blocksize: None,
-            decrypt_cmd: None,
-            uncompress_cmd: None,
             recover_cmd: None,
         }
     }
@@ -217,38 +280,37 @@ impl DumpHeader {
         dle_xml: Option<&[u8]>,
     ) -> DumpHeader {
         let disk = dle.disk.clone().unwrap_or_default();
-        let mut h = DumpHeader {
+        let mut f = FilterFields {
             comp_suffix: info.compress_suffix.clone().filter(|s| !s.is_empty()),
-            program: info.backup.clone().unwrap_or_default(),
-            srvcompprog: info.server_custom_compress.clone(),
-            clntcompprog: info.client_custom_compress.clone(),
-            srv_encrypt: info.server_encrypt.clone(),
-            clnt_encrypt: info.client_encrypt.clone(),
-            srv_decrypt_opt: info.server_decrypt_option.clone(),
-            clnt_decrypt_opt: info.client_decrypt_option.clone(),
-            application: info.application.clone(),
-            dle: dle_xml.map(ByteString::from),
-            blocksize: Some(HEADER_SIZE as u32),
-            recover_cmd: info.recover_cmd.clone(),
-            ..DumpHeader::new(FileKind::File, timestamp, host, disk, level)
+            server: FilterPrograms {
+                custom_compress: info.server_custom_compress.clone(),
+                encrypt: info.server_encrypt.clone(),
+                decrypt_option: info.server_decrypt_option.clone(),
+            },
+            client: FilterPrograms {
+                custom_compress: info.client_custom_compress.clone(),
+                encrypt: info.client_encrypt.clone(),
+                decrypt_option: info.client_decrypt_option.clone(),
+            },
+            ..FilterFields::default()
         };
         let pipe = |prog: &[u8], opt: &[u8]| {
             ByteString::from([b" ".as_slice(), prog, b" ", opt, b" |"].concat())
         };
         match &dle.compress {
             Compress::ServerCustom(p) => {
-                h.uncompress_cmd = Some(pipe(p, b"-d"));
-                h.comp_suffix = Some("cust".into());
-                h.srvcompprog = Some(p.clone());
+                f.uncompress_cmd = Some(pipe(p, b"-d"));
+                f.comp_suffix = Some("cust".into());
+                f.server.custom_compress = Some(p.clone());
             }
             Compress::Custom(p) => {
-                h.uncompress_cmd = Some(pipe(p, b"-d"));
-                h.comp_suffix = Some("cust".into());
-                h.clntcompprog = Some(p.clone());
+                f.uncompress_cmd = Some(pipe(p, b"-d"));
+                f.comp_suffix = Some("cust".into());
+                f.client.custom_compress = Some(p.clone());
             }
             Compress::ServerFast | Compress::ServerBest => {
-                h.uncompress_cmd = Some(" /bin/gzip -dc |".into());
-                h.comp_suffix = Some(".gz".into());
+                f.uncompress_cmd = Some(" /bin/gzip -dc |".into());
+                f.comp_suffix = Some(".gz".into());
             }
             Compress::None | Compress::Fast | Compress::Best => {}
         }
@@ -257,32 +319,40 @@ impl DumpHeader {
                 program,
                 decrypt_option,
             } => {
-                h.decrypt_cmd = Some(match decrypt_option {
+                f.decrypt_cmd = Some(match decrypt_option {
                     Some(o) => pipe(program, o),
                     None => [b" ".as_slice(), program, b" |"].concat().into(),
                 });
-                h.srv_decrypt_opt = decrypt_option.clone();
-                h.encrypt_suffix = Some("enc".into());
-                h.srv_encrypt = Some(program.clone());
+                f.server.decrypt_option = decrypt_option.clone();
+                f.encrypt_suffix = Some("enc".into());
+                f.server.encrypt = Some(program.clone());
             }
             Encrypt::Custom {
                 program,
                 decrypt_option,
             } => {
                 // 3.5.1 overwrites its own choice and prints "(null)" without an option.
-                h.decrypt_cmd = Some(pipe(
+                f.decrypt_cmd = Some(pipe(
                     program,
                     decrypt_option.as_deref().unwrap_or(b"(null)"),
                 ));
                 if decrypt_option.is_some() {
-                    h.clnt_decrypt_opt = decrypt_option.clone();
+                    f.client.decrypt_option = decrypt_option.clone();
                 }
-                h.encrypt_suffix = Some("enc".into());
-                h.clnt_encrypt = Some(program.clone());
+                f.encrypt_suffix = Some("enc".into());
+                f.client.encrypt = Some(program.clone());
             }
             Encrypt::None => {}
         }
-        h
+        DumpHeader {
+            program: info.backup.clone().unwrap_or_default(),
+            filters: f,
+            application: info.application.clone(),
+            dle: dle_xml.map(ByteString::from),
+            blocksize: Some(HEADER_SIZE as u32),
+            recover_cmd: info.recover_cmd.clone(),
+            ..DumpHeader::new(FileKind::File, timestamp, host, disk, level)
+        }
     }
 
     /// The text of the header, without padding, as `build_header` makes it.
@@ -303,18 +373,27 @@ impl DumpHeader {
             !v.iter()
                 .any(|&b| matches!(b, b' ' | b'\n' | b'"' | b'\\' | 0))
         };
-        for (v, name) in [
+        let f = &self.filters;
+        // Each program field of each side, in first-line order, with its name.
+        let programs = || {
+            PROGRAM_FIELDS
+                .iter()
+                .enumerate()
+                .flat_map(move |(i, field)| {
+                    (0..2).map(move |side| (f.sides()[side].fields()[i], field.names[side]))
+                })
+        };
+        let tokens = [
             (Some(&self.host), "host"),
             (Some(&self.program), "program"),
-            (self.comp_suffix.as_ref(), "comp_suffix"),
-            (self.encrypt_suffix.as_ref(), "encrypt_suffix"),
-            (self.srvcompprog.as_ref(), "srvcompprog"),
-            (self.clntcompprog.as_ref(), "clntcompprog"),
-            (self.srv_encrypt.as_ref(), "srv_encrypt"),
-            (self.clnt_encrypt.as_ref(), "clnt_encrypt"),
-            (self.srv_decrypt_opt.as_ref(), "srv_decrypt_opt"),
-            (self.clnt_decrypt_opt.as_ref(), "clnt_decrypt_opt"),
-        ] {
+            (f.comp_suffix.as_ref(), "comp_suffix"),
+            (f.encrypt_suffix.as_ref(), "encrypt_suffix"),
+        ];
+        // This also refuses the spaces Amanda's `validate_*` refuse in the programs.
+        for (v, name) in tokens
+            .into_iter()
+            .chain(programs().map(|(v, name)| (v.as_ref(), name)))
+        {
             if v.is_some_and(|v| !token_ok(v)) {
                 return Err(invalid(
                     name,
@@ -325,8 +404,8 @@ impl DumpHeader {
         for (v, name) in [
             (&self.cont_filename, "cont_filename"),
             (&self.application, "application"),
-            (&self.decrypt_cmd, "decrypt_cmd"),
-            (&self.uncompress_cmd, "uncompress_cmd"),
+            (&f.decrypt_cmd, "decrypt_cmd"),
+            (&f.uncompress_cmd, "uncompress_cmd"),
             (&self.recover_cmd, "recover_cmd"),
         ] {
             if v.as_ref()
@@ -339,7 +418,7 @@ impl DumpHeader {
         if !(d == b"X" || ((d.len() == 8 || d.len() == 14) && d.iter().all(u8::is_ascii_digit))) {
             return Err(invalid("datestamp", "must be 8 or 14 digits, or X"));
         }
-        if let Some(s) = &self.encrypt_suffix
+        if let Some(s) = &f.encrypt_suffix
             && (s.is_empty() || s == "N")
         {
             return Err(invalid(
@@ -347,41 +426,14 @@ impl DumpHeader {
                 "must not be empty or N when encrypted",
             ));
         }
-        for (a, b, name) in [
-            (
-                &self.srvcompprog,
-                &self.clntcompprog,
-                "srvcompprog/clntcompprog",
-            ),
-            (
-                &self.srv_encrypt,
-                &self.clnt_encrypt,
-                "srv_encrypt/clnt_encrypt",
-            ),
-            (
-                &self.srv_decrypt_opt,
-                &self.clnt_decrypt_opt,
-                "srv_decrypt_opt/clnt_decrypt_opt",
-            ),
-        ] {
-            if non_empty(a) && non_empty(b) {
-                return Err(invalid(name, "cannot set both"));
+        for (i, field) in PROGRAM_FIELDS.iter().enumerate() {
+            if non_empty(f.server.fields()[i]) && non_empty(f.client.fields()[i]) {
+                return Err(invalid(field.both, "cannot set both"));
             }
         }
         for (v, name) in [
-            (&self.srvcompprog, "srvcompprog"),
-            (&self.clntcompprog, "clntcompprog"),
-            (&self.srv_encrypt, "srv_encrypt"),
-            (&self.clnt_encrypt, "clnt_encrypt"),
-            (&self.srv_decrypt_opt, "srv_decrypt_opt"),
-        ] {
-            if v.as_ref().is_some_and(|s| s.contains(&b' ')) {
-                return Err(invalid(name, "cannot contain spaces"));
-            }
-        }
-        for (v, name) in [
-            (&self.decrypt_cmd, "decrypt_cmd"),
-            (&self.uncompress_cmd, "uncompress_cmd"),
+            (&f.decrypt_cmd, "decrypt_cmd"),
+            (&f.uncompress_cmd, "uncompress_cmd"),
         ] {
             if v.as_ref()
                 .is_some_and(|s| !s.is_empty() && s.last() != Some(&b'|'))
@@ -390,7 +442,7 @@ impl DumpHeader {
             }
         }
         if !non_empty(&self.recover_cmd)
-            && (non_empty(&self.decrypt_cmd) || non_empty(&self.uncompress_cmd))
+            && (non_empty(&f.decrypt_cmd) || non_empty(&f.uncompress_cmd))
         {
             return Err(invalid(
                 "recover_cmd",
@@ -412,7 +464,7 @@ impl DumpHeader {
         out.push(b' ');
         out.extend_from_slice(split.as_bytes());
         out.extend_from_slice(format!(" lev {} comp ", self.level).as_bytes());
-        match self.comp_suffix.as_ref().filter(|s| !s.is_empty()) {
+        match f.comp_suffix.as_ref().filter(|s| !s.is_empty()) {
             Some(s) => out.extend_from_slice(s),
             None => out.push(b'N'),
         }
@@ -425,42 +477,22 @@ impl DumpHeader {
                 program
             };
         out.extend_from_slice(program);
-        if let Some(s) = &self.encrypt_suffix {
+        if let Some(s) = &f.encrypt_suffix {
             out.extend_from_slice(b" crypt ");
             out.extend_from_slice(s);
         }
-        type Pair<'a> = (
-            &'a Option<ByteString>,
-            &'a Option<ByteString>,
-            &'static [u8],
-            &'static [u8],
-        );
-        let pairs: [Pair<'_>; 3] = [
-            (
-                &self.srvcompprog,
-                &self.clntcompprog,
-                b" server_custom_compress ",
-                b" client_custom_compress ",
-            ),
-            (
-                &self.srv_encrypt,
-                &self.clnt_encrypt,
-                b" server_encrypt ",
-                b" client_encrypt ",
-            ),
-            (
-                &self.srv_decrypt_opt,
-                &self.clnt_decrypt_opt,
-                b" server_decrypt_option ",
-                b" client_decrypt_option ",
-            ),
-        ];
-        for (srv, clnt, srv_kw, clnt_kw) in pairs {
-            if let Some(v) = srv.as_ref().filter(|v| !v.is_empty()) {
-                out.extend_from_slice(srv_kw);
-                out.extend_from_slice(v);
-            } else if let Some(v) = clnt.as_ref().filter(|v| !v.is_empty()) {
-                out.extend_from_slice(clnt_kw);
+        // Per field the server's value, else the client's (validated: not both).
+        for (i, field) in PROGRAM_FIELDS.iter().enumerate() {
+            let set = (0..2).find_map(|side| {
+                f.sides()[side].fields()[i]
+                    .as_ref()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (field.keywords[side], v))
+            });
+            if let Some((keyword, v)) = set {
+                out.push(b' ');
+                out.extend_from_slice(keyword.as_bytes());
+                out.push(b' ');
                 out.extend_from_slice(v);
             }
         }
@@ -513,10 +545,7 @@ impl DumpHeader {
         }
         out.extend_from_slice(b"skip=1 | ");
         if let Some(recover) = self.recover_cmd.as_ref().filter(|r| !r.is_empty()) {
-            for cmd in [&self.decrypt_cmd, &self.uncompress_cmd]
-                .into_iter()
-                .flatten()
-            {
+            for cmd in [&f.decrypt_cmd, &f.uncompress_cmd].into_iter().flatten() {
                 if !cmd.is_empty() {
                     out.extend_from_slice(cmd);
                     out.push(b' ');
@@ -617,54 +646,29 @@ impl DumpHeader {
             b"C" => Some(".Z".into()), // pre-2.2 Amanda
             other => Some(other.into()),
         };
-        let mut h = DumpHeader {
-            comp_suffix,
-            ..DumpHeader::new(kind, datestamp, host, unquote_string(&disk), level)
-        };
+        let mut h = DumpHeader::new(kind, datestamp, host, unquote_string(&disk), level);
+        h.filters.comp_suffix = comp_suffix;
         if t.next_token(b" ") == Some(b"program".as_slice()) {
             h.program = t
                 .next_token(b" ")
                 .ok_or(malformed("<program name>"))?
                 .into();
             let mut tok = t.next_token(b" ");
-            h.encrypt_suffix = opt_field(&mut tok, b"crypt", &mut t, "<crypt param>")?
+            h.filters.encrypt_suffix = opt_field(&mut tok, b"crypt", &mut t, "<crypt param>")?
                 .filter(|s| !s.starts_with(b"N"));
-            h.srvcompprog = opt_field(
-                &mut tok,
-                b"server_custom_compress",
-                &mut t,
-                "<server custom compress param>",
-            )?;
-            h.clntcompprog = opt_field(
-                &mut tok,
-                b"client_custom_compress",
-                &mut t,
-                "<client custom compress param>",
-            )?;
-            h.srv_encrypt = opt_field(
-                &mut tok,
-                b"server_encrypt",
-                &mut t,
-                "<server encrypt param>",
-            )?;
-            h.clnt_encrypt = opt_field(
-                &mut tok,
-                b"client_encrypt",
-                &mut t,
-                "<client encrypt param>",
-            )?;
-            h.srv_decrypt_opt = opt_field(
-                &mut tok,
-                b"server_decrypt_option",
-                &mut t,
-                "<server decrypt param>",
-            )?;
-            h.clnt_decrypt_opt = opt_field(
-                &mut tok,
-                b"client_decrypt_option",
-                &mut t,
-                "<client decrypt param>",
-            )?;
+            for (i, field) in PROGRAM_FIELDS.iter().enumerate() {
+                for (side, programs) in [&mut h.filters.server, &mut h.filters.client]
+                    .into_iter()
+                    .enumerate()
+                {
+                    *programs.fields_mut()[i] = opt_field(
+                        &mut tok,
+                        field.keywords[side].as_bytes(),
+                        &mut t,
+                        field.expected[side],
+                    )?;
+                }
+            }
         }
         h.parse_lines(rest);
         Ok(h)
@@ -767,7 +771,8 @@ impl fmt::Display for DumpHeader {
             self.host,
             ByteString::from(quote_string(&self.disk)),
             self.level,
-            self.comp_suffix
+            self.filters
+                .comp_suffix
                 .as_ref()
                 .map_or_else(|| "N".to_owned(), ToString::to_string),
             self.program
@@ -781,8 +786,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample() -> DumpHeader {
-        DumpHeader {
-            comp_suffix: Some(".gz".into()),
+        let mut h = DumpHeader {
             program: "/bin/tar".into(),
             dle: Some("<dle>\n  <program>GNUTAR</program>\n</dle>\n".into()),
             blocksize: Some(32768),
@@ -794,7 +798,9 @@ mod tests {
                 "/home",
                 0,
             )
-        }
+        };
+        h.filters.comp_suffix = Some(".gz".into());
+        h
     }
 
     #[test]
@@ -846,7 +852,7 @@ mod tests {
         assert!(text.contains("\tdd if=<tape> bs=32k skip=1 |  /usr/sbin/amcrypt -d |  /bin/gzip -dc | /bin/tar -xpGf - ... \n"), "{text}");
         let back = DumpHeader::parse(text.as_bytes()).unwrap();
         assert_eq!(back.disk, "/x y");
-        assert_eq!(back.srv_encrypt.unwrap(), "/usr/sbin/amcrypt");
+        assert_eq!(back.filters.server.encrypt.unwrap(), "/usr/sbin/amcrypt");
     }
 
     /// Found by the round-trip property: Amanda's own reader collapses the two spaces.
@@ -941,7 +947,7 @@ mod tests {
             let mut h = sample();
             h.disk = disk.into();
             h.level = level;
-            h.comp_suffix = comp.filter(|c| c != "N" && c != "C").map(ByteString::from);
+            h.filters.comp_suffix = comp.filter(|c| c != "N" && c != "C").map(ByteString::from);
             h.application = app.map(ByteString::from);
             h.dle = dle.map(ByteString::from);
             h.native_crc = crc.map(|(crc, size)| CrcValue { crc, size });

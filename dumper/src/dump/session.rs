@@ -965,7 +965,7 @@ impl SessionResult {
             (DumpStatus::Done | DumpStatus::Strange, Some(h)) => {
                 // What the file says, also for the catalog (the client's COMPRESS_SUFFIX
                 // is not what the server filters made).
-                info.compress_suffix = h.comp_suffix.clone();
+                info.compress_suffix = h.filters.comp_suffix.clone();
                 match final_header(h, &outcome, stored) {
                     Ok(b) => Some(b),
                     Err(e) => {

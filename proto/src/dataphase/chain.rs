@@ -16,6 +16,7 @@
 use std::fmt;
 
 use crate::dle::{Compress, Encrypt};
+use crate::header::{FilterFields, FilterPrograms};
 use crate::quote::ByteString;
 
 /// How gzip is asked to trade speed for size (`gzip --fast` / `--best`).
@@ -184,8 +185,8 @@ impl FilterChain {
     /// The header's view of the chain (spec §11.5): the `comp` suffix, `crypt enc`, the
     /// programs and decrypt options, and the restore pipeline's decrypt and uncompress
     /// commands (each with the spaces and trailing `|` the dumper writes).
-    pub fn header_fields(&self) -> HeaderFields {
-        let mut h = HeaderFields::default();
+    pub fn header_fields(&self) -> FilterFields {
+        let mut h = FilterFields::default();
         for (server, stage) in self
             .client
             .iter()
@@ -199,11 +200,7 @@ impl FilterChain {
                 }
                 Stage::CustomCompress(p) => {
                     h.comp_suffix = Some(ByteString::from("cust"));
-                    if server {
-                        h.srvcompprog = Some(p.clone());
-                    } else {
-                        h.clntcompprog = Some(p.clone());
-                    }
+                    side(&mut h, server).custom_compress = Some(p.clone());
                     h.uncompress_cmd = Some(cat(&[b" ", p.as_bytes(), b" -d |"]));
                 }
                 Stage::Encrypt {
@@ -211,13 +208,9 @@ impl FilterChain {
                     decrypt_option,
                 } => {
                     h.encrypt_suffix = Some(ByteString::from("enc"));
-                    if server {
-                        h.srv_encrypt = Some(program.clone());
-                        h.srv_decrypt_opt = Some(decrypt_option.clone());
-                    } else {
-                        h.clnt_encrypt = Some(program.clone());
-                        h.clnt_decrypt_opt = Some(decrypt_option.clone());
-                    }
+                    let programs = side(&mut h, server);
+                    programs.encrypt = Some(program.clone());
+                    programs.decrypt_option = Some(decrypt_option.clone());
                     h.decrypt_cmd = Some(cat(&[
                         b" ",
                         program.as_bytes(),
@@ -237,29 +230,9 @@ impl FilterChain {
     }
 }
 
-/// The header fields a chain sets (see `header::DumpHeader`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeaderFields {
-    /// `comp <suffix>` (`None`: `N`).
-    pub comp_suffix: Option<ByteString>,
-    /// `crypt enc`.
-    pub encrypt_suffix: Option<ByteString>,
-    /// `server_custom_compress`.
-    pub srvcompprog: Option<ByteString>,
-    /// `client_custom_compress`.
-    pub clntcompprog: Option<ByteString>,
-    /// `server_encrypt`.
-    pub srv_encrypt: Option<ByteString>,
-    /// `client_encrypt`.
-    pub clnt_encrypt: Option<ByteString>,
-    /// `server_decrypt_option`.
-    pub srv_decrypt_opt: Option<ByteString>,
-    /// `client_decrypt_option`.
-    pub clnt_decrypt_opt: Option<ByteString>,
-    /// ` <prog> <decrypt option> |`.
-    pub decrypt_cmd: Option<ByteString>,
-    /// ` /bin/gzip -dc |` or ` <prog> -d |`.
-    pub uncompress_cmd: Option<ByteString>,
+/// The server's or the client's programs of `h`.
+fn side(h: &mut FilterFields, server: bool) -> &mut FilterPrograms {
+    if server { &mut h.server } else { &mut h.client }
 }
 
 #[cfg(test)]
@@ -289,7 +262,10 @@ mod tests {
             .unwrap()
             .header_fields();
         assert_eq!(h.comp_suffix.as_deref(), Some(b"cust".as_slice()));
-        assert_eq!(h.clntcompprog.as_deref(), Some(b"/usr/bin/zstd".as_slice()));
+        assert_eq!(
+            h.client.custom_compress.as_deref(),
+            Some(b"/usr/bin/zstd".as_slice())
+        );
         assert_eq!(
             h.uncompress_cmd.as_deref(),
             Some(b" /usr/bin/zstd -d |".as_slice())
@@ -300,7 +276,7 @@ mod tests {
         assert!(c.server.is_empty());
         let h = c.header_fields();
         assert_eq!(h.encrypt_suffix.as_deref(), Some(b"enc".as_slice()));
-        assert_eq!(h.clnt_decrypt_opt.as_deref(), Some(b"-d".as_slice()));
+        assert_eq!(h.client.decrypt_option.as_deref(), Some(b"-d".as_slice()));
         assert_eq!(
             h.decrypt_cmd.as_deref(),
             Some(b" /usr/sbin/amcrypt-ossl -d |".as_slice())
@@ -323,9 +299,12 @@ mod tests {
         .unwrap();
         assert!(!c.client_filters());
         let h = c.header_fields();
-        assert_eq!(h.srvcompprog.as_deref(), Some(b"/usr/bin/zstd".as_slice()));
         assert_eq!(
-            h.srv_encrypt.as_deref(),
+            h.server.custom_compress.as_deref(),
+            Some(b"/usr/bin/zstd".as_slice())
+        );
+        assert_eq!(
+            h.server.encrypt.as_deref(),
             Some(b"/usr/sbin/amcrypt-ossl".as_slice())
         );
     }

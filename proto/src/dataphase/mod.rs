@@ -15,7 +15,7 @@ mod chain;
 mod receiver;
 mod sender;
 
-pub use chain::{ChainError, FilterChain, GzipLevel, HeaderFields, Stage};
+pub use chain::{ChainError, FilterChain, GzipLevel, Stage};
 pub use receiver::{
     DataDisposition, Liveness, MESG_GRACE_FACTOR, ReceiveError, Received, Receiver, ReceiverConfig,
     ReceiverEvent,
