@@ -12,22 +12,15 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use crate::amdump_machine;
 use crate::util::crypt::{GpgLock, am_passphrase, amgpgcrypt_keys};
 use crate::util::real_amanda::split_quoted;
-use crate::util::{self, AMANDA_USER, Launch, RealServer, Scratch, ServerOptions, start_ours};
-use crate::{require_root, require_tool};
+use crate::util::{self, Launch, RealServer, Scratch, ServerOptions, start_ours};
 
 const OSSL: &str = "/usr/sbin/amcrypt-ossl";
 const GPG: &str = "/usr/sbin/amgpgcrypt";
 const ZSTD: &str = "/usr/bin/zstd";
-
-fn setup() -> std::sync::MutexGuard<'static, ()> {
-    let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    util::ensure_amandahosts_line("localhost backup amdump");
-    guard
-}
 
 /// One dumptype of the run: its name, its lines, and what the tape header must say.
 struct Variant {
@@ -183,19 +176,8 @@ fn crc32c_hex(data: &[u8]) -> String {
 /// which makes amfetchdump exit 1 with complete data (spec §11.6); that, and only that, is
 /// tolerated (the tree comparison checks the data).
 fn fetch(server: &RealServer, disk: &Path) -> Vec<u8> {
-    let out = Command::new("runuser")
-        .args([
-            "-u",
-            AMANDA_USER,
-            "--",
-            "amfetchdump",
-            "-a",
-            "-p",
-            &server.name,
-        ])
-        .arg(format!("={}", server.client_host))
-        .arg(format!("={}", disk.display()))
-        .current_dir("/tmp")
+    let out = server
+        .amfetchdump(disk, None)
         .output()
         .expect("amfetchdump");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -215,13 +197,7 @@ fn fetch(server: &RealServer, disk: &Path) -> Vec<u8> {
 }
 
 fn round_trip(auth: &str) {
-    require_root!();
-    require_tool!("/usr/sbin/amdump");
-    require_tool!(util::INETD);
-    require_tool!(ZSTD);
-    require_tool!(OSSL);
-    require_tool!(GPG);
-    let _guard = setup();
+    let _guard = amdump_machine!("/usr/sbin/amdump", util::INETD, ZSTD, OSSL, GPG);
     am_passphrase();
     amgpgcrypt_keys();
     let _gpg = GpgLock::take();
@@ -329,10 +305,7 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 /// error naming the program and how it ended; the others of the run are not affected.
 #[test]
 fn bad_client_filter_programs_each_fail_their_dump_clearly() {
-    require_root!();
-    require_tool!("/usr/sbin/amdump");
-    require_tool!(util::INETD);
-    let _guard = setup();
+    let _guard = amdump_machine!("/usr/sbin/amdump", util::INETD);
     let data = Scratch::new("codec-bad");
     let bin = Scratch::new("codec-bin");
     util::chown_amanda(bin.path());

@@ -12,18 +12,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::amdump_machine;
 use crate::util::crypt::am_passphrase;
 use crate::util::{self, Dt, DumperConf, Launch, Program, Scratch, start_ours, start_real_amandad};
-use crate::{require_root, require_tool};
 
 const ZSTD: &str = "/usr/bin/zstd";
 const AMCRYPT: &str = "/usr/sbin/amcrypt-ossl";
-
-fn setup() -> std::sync::MutexGuard<'static, ()> {
-    let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    util::ensure_amandahosts_line("localhost backup amdump");
-    guard
-}
 
 /// One mode: its dumptype name, the dumptype lines, and what the holding file's first
 /// header line says after `lev 0 ` (`comp`) and after the program (`tail`, spec §11.5).
@@ -228,19 +222,15 @@ fn dump_and_restore_every_mode(
     }
 }
 
-fn require_codecs() {
-    require_tool!(ZSTD);
-    require_tool!(AMCRYPT);
-    require_tool!("/usr/sbin/amrestore");
-}
-
 #[test]
 fn server_compression_and_encryption_from_the_real_client_restore_with_dumper_and_amrestore() {
-    require_root!();
-    require_tool!("/usr/lib/amanda/amandad");
-    require_tool!(util::INETD);
-    require_codecs();
-    let _guard = setup();
+    let _guard = amdump_machine!(
+        "/usr/lib/amanda/amandad",
+        util::INETD,
+        ZSTD,
+        AMCRYPT,
+        "/usr/sbin/amrestore"
+    );
     let port = util::free_port();
     let inetd = start_real_amandad("bsdtcp", port);
     let log_dir = inetd.dir.path().to_path_buf();
@@ -253,9 +243,7 @@ fn server_compression_and_encryption_from_the_real_client_restore_with_dumper_an
 
 #[test]
 fn server_compression_and_encryption_from_our_amandad_restore_with_dumper_and_amrestore() {
-    require_root!();
-    require_codecs();
-    let _guard = setup();
+    let _guard = amdump_machine!(ZSTD, AMCRYPT, "/usr/sbin/amrestore");
     let ours = start_ours("bsdtcp", Launch::Standalone);
     dump_and_restore_every_mode("cs-ours", "bsdtcp", ours.port, &server_modes(), &|| {
         ours.log()
@@ -264,8 +252,7 @@ fn server_compression_and_encryption_from_our_amandad_restore_with_dumper_and_am
 
 #[test]
 fn bad_server_filter_programs_fail_their_dump_clearly_and_leave_nothing_on_holding() {
-    require_root!();
-    let _guard = setup();
+    let _guard = amdump_machine!();
     let ours = start_ours("bsdtcp", Launch::Standalone);
     let data = Scratch::new("cs-bad-data");
     let bin = data.join("bin");

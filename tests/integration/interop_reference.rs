@@ -4,16 +4,12 @@
 
 use std::path::PathBuf;
 
+use crate::amdump_machine;
 use crate::util::{self, RealServer, Scratch, ServerOptions};
-use crate::{require_root, require_tool};
 
 #[test]
 fn real_server_backs_up_and_restores_real_client_over_bsd() {
-    require_root!();
-    require_tool!("/usr/lib/amanda/amandad");
-    require_tool!(util::INETD);
-    let _machine = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    util::ensure_amandahosts_line("localhost backup amdump");
+    let _machine = amdump_machine!("/usr/lib/amanda/amandad", util::INETD);
 
     let data = Scratch::new("ref-data");
     let dle = data.join("tree");

@@ -34,12 +34,6 @@ macro_rules! require_proxy_tools {
     };
 }
 
-fn machine() -> std::sync::MutexGuard<'static, ()> {
-    let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    util::ensure_amandahosts_line("localhost backup amdump");
-    guard
-}
-
 /// tinyproxy on 127.0.0.1 with a private configuration, in the foreground, until dropped.
 struct Tinyproxy {
     child: Child,
@@ -171,7 +165,7 @@ fn ssl_conf(
 #[test]
 fn outbound_ssl_through_tinyproxy_check_run_restore_identical_and_the_proxy_logs_the_connect() {
     require_proxy_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let t = trees(Kind::Main);
     let data = Scratch::new("proxy-dles");
     let dles = dles(&data);
@@ -225,7 +219,7 @@ fn outbound_ssl_through_tinyproxy_check_run_restore_identical_and_the_proxy_logs
 #[test]
 fn outbound_proxy_refusing_the_clients_port_gives_dumper_check_the_403() {
     require_proxy_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let t = trees(Kind::Main);
     let data = Scratch::new("proxy-403");
     let dles = dles(&data);
@@ -249,7 +243,7 @@ fn outbound_proxy_refusing_the_clients_port_gives_dumper_check_the_403() {
 #[test]
 fn outbound_bsdtcp_through_a_proxy_is_refused_not_secure_and_the_error_says_use_ssl() {
     require_proxy_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let data = Scratch::new("proxy-bsdtcp");
     let dles = dles(&data);
     let ours = util::start_ours("bsdtcp", Launch::Inetd);
@@ -277,7 +271,7 @@ fn outbound_bsdtcp_through_a_proxy_is_refused_not_secure_and_the_error_says_use_
 #[test]
 fn outbound_a_silent_proxy_ends_the_attempt_naming_the_proxy_and_the_wait() {
     require_root!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let data = Scratch::new("proxy-silent");
     let dles = dles(&data);
     // Accepts (the kernel does) and never answers.

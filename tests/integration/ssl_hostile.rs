@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::require_root;
-use crate::ssl_util::{Kind, Trees, machine, ssl_dir, trees};
+use crate::ssl_util::{Kind, Trees, ssl_dir, trees};
 use crate::util::hostile::{Daemon, FdSampler, assert_summaries_only, raise_nofile, status_kib};
 use crate::util::{self, Dt, DumperConf, Program, Scratch};
 
@@ -326,7 +326,7 @@ fn small_dle(data: &Scratch) -> PathBuf {
 #[test]
 fn ssl_amandad_holds_its_bounds_under_hostile_tls_peers_while_our_dumper_backs_up() {
     require_ssl_hostile_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     raise_nofile(20_000);
     let t = trees(Kind::Main);
     let unauth = 3u64;
@@ -489,7 +489,7 @@ fn cpu_secs(pid: u32) -> f64 {
 #[test]
 fn ssl_amandad_closes_non_tls_first_packets_at_once_with_summarised_log_lines() {
     require_ssl_hostile_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let t = trees(Kind::Main);
     let summary = 5u64;
     let d = ours_ssl_standalone(
@@ -537,7 +537,7 @@ fn ssl_amandad_closes_non_tls_first_packets_at_once_with_summarised_log_lines() 
 #[test]
 fn ssl_amandad_counts_unfinished_handshakes_against_the_partial_input_budget() {
     require_ssl_hostile_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let t = trees(Kind::Main);
     // The smallest budget amandad takes: one whole 4 MiB frame.
     let budget = (4usize << 20) + 8;
@@ -687,7 +687,7 @@ fn serve_badly(
 #[test]
 fn ssl_dumper_fails_hostile_clients_naming_host_port_and_cause_while_the_good_dle_is_dumped() {
     require_ssl_hostile_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let t = trees(Kind::Main);
     let good = ours_ssl_standalone("ssl-dh-good", &t, "[amandad]\n", 1024);
     let server_tls = client_side_tls(&t);

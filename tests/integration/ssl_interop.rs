@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use crate::netns::{CLIENT_IP, Topology};
 use crate::ssl_util::{
-    self, Capture, Kind, RealSslAmandad, SECLEVEL1, Trees, copy_tree, fingerprint_line, machine,
-    ssl_dir, start_ours_ssl, trees, write_private,
+    self, Capture, Kind, RealSslAmandad, SECLEVEL1, Trees, copy_tree, fingerprint_line, ssl_dir,
+    start_ours_ssl, trees, write_private,
 };
 use crate::util::{self, Dt, DumperConf, Program, RealServer, Scratch, ServerOptions};
 use crate::{require_root, require_tool};
@@ -84,7 +84,7 @@ fn assert_mentions(text: &str, needles: &[&str], context: &str) {
 #[test]
 fn ssl_real_amcheck_amdump_amfetchdump_against_our_amandad_restore_identical_and_encrypted() {
     require_ssl_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let t = trees(Kind::Main);
     let data = Scratch::new("ssl-dles");
     let dles = dles(&data);
@@ -117,7 +117,7 @@ fn ssl_real_amcheck_amdump_amfetchdump_against_our_amandad_restore_identical_and
 #[test]
 fn ssl_our_dumper_backs_up_the_real_amandad_restore_identical_and_encrypted() {
     require_ssl_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let t = trees(Kind::Main);
     let data = Scratch::new("ssl-dles");
     let dles = dles(&data);
@@ -215,7 +215,7 @@ fn amcheck_refused(
 #[test]
 fn ssl_our_amandad_refuses_a_server_certificate_of_another_ca() {
     require_ssl_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let main = trees(Kind::Main);
     let work = Scratch::new("ssl-otherca");
     // The server presents a certificate of another CA, and trusts both CAs itself.
@@ -230,7 +230,7 @@ fn ssl_our_amandad_refuses_a_server_certificate_of_another_ca() {
 #[test]
 fn ssl_our_amandad_refuses_a_server_whose_fingerprint_is_not_on_file() {
     require_ssl_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let main = trees(Kind::Main);
     let work = Scratch::new("ssl-fp");
     let (c, fp) = wrong_fingerprint(&main, &work, "client", "localhost");
@@ -243,7 +243,7 @@ fn ssl_our_amandad_refuses_a_server_whose_fingerprint_is_not_on_file() {
 #[test]
 fn ssl_our_amandad_refuses_a_server_certificate_whose_name_is_not_the_servers() {
     require_ssl_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     // The server's certificate says 127.0.0.2; the server connects from 127.0.0.1.
     let cn2 = trees(Kind::ServerCn2);
     let (out, log) = amcheck_refused(
@@ -261,7 +261,7 @@ fn ssl_our_amandad_refuses_a_server_certificate_whose_name_is_not_the_servers() 
 #[test]
 fn ssl_our_amandad_refuses_a_server_whose_certificate_name_is_not_in_amandahosts() {
     require_ssl_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let main = trees(Kind::Main);
     let work = Scratch::new("ssl-hosts");
     let hosts = work.join("amandahosts");
@@ -312,7 +312,7 @@ fn check_refused(bind: &str, client_conf: &str, hosts: Option<&str>, server_conf
 #[test]
 fn ssl_our_dumper_refuses_a_client_certificate_of_another_ca() {
     require_ssl_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let main = trees(Kind::Main);
     let work = Scratch::new("ssl-otherca");
     let (c, cas) = other_ca_side(&main, &work, "client");
@@ -330,7 +330,7 @@ fn ssl_our_dumper_refuses_a_client_certificate_of_another_ca() {
 #[test]
 fn ssl_our_dumper_refuses_a_client_whose_fingerprint_is_not_on_file() {
     require_ssl_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let main = trees(Kind::Main);
     let work = Scratch::new("ssl-fp");
     let (s, fp) = wrong_fingerprint(&main, &work, "server", "127.0.0.1");
@@ -343,7 +343,7 @@ fn ssl_our_dumper_refuses_a_client_whose_fingerprint_is_not_on_file() {
 #[test]
 fn ssl_our_dumper_refuses_a_client_certificate_whose_name_is_not_the_host() {
     require_ssl_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let main = trees(Kind::Main);
     // The client listens on 127.0.0.2; its certificate says 127.0.0.1.
     let out = check_refused(
@@ -360,7 +360,7 @@ fn ssl_our_dumper_refuses_a_client_certificate_whose_name_is_not_the_host() {
 #[test]
 fn ssl_our_dumper_is_refused_by_a_client_whose_amandahosts_lacks_its_name() {
     require_ssl_tools!();
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     let main = trees(Kind::Main);
     let out = check_refused(
         "127.0.0.1",
@@ -382,7 +382,7 @@ fn ssl_passes_a_port_rewriting_nat_where_bsdtcp_is_refused_not_secure() {
     let Some(net) = Topology::create() else {
         return;
     };
-    let _m = machine();
+    let _m = util::lock_amdump_machine();
     util::ensure_amandahosts_line("198.18.1.254 backup amdump");
     // The router hides the server behind its own address and new source ports.
     net.nft(

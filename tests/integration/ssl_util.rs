@@ -21,13 +21,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::{self, AMANDA_USER, Inetd, Scratch};
 
-/// The machine lock of the ssl tests, with `localhost` allowed in `.amandahosts`.
-pub fn machine() -> std::sync::MutexGuard<'static, ()> {
-    let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    util::ensure_amandahosts_line("localhost backup amdump");
-    guard
-}
-
 /// The `ssl-dir` line of a configuration for `tree`.
 pub fn ssl_dir(tree: &Path) -> String {
     format!("ssl-dir \"{}\"", tree.display())

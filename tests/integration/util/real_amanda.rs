@@ -98,6 +98,21 @@ pub fn amquote(s: &str) -> String {
 
 static CONFIG_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// `amfetchdump -a -p CONFIG =HOST =DISK` as the Amanda user in /tmp, with `19700101-29991231
+/// LEVEL` (any date) when `level` is given: it pipes the one dump the selection names to
+/// stdout. (`=`: the names are exact, not regular expressions.)
+pub fn amfetchdump(config: &str, host: &str, disk: &Path, level: Option<u32>) -> Command {
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", AMANDA_USER, "--", "amfetchdump", "-a", "-p", config])
+        .arg(format!("={host}"))
+        .arg(format!("={}", disk.display()));
+    if let Some(level) = level {
+        cmd.args(["19700101-29991231", &level.to_string()]);
+    }
+    cmd.current_dir("/tmp");
+    cmd
+}
+
 impl RealServer {
     /// Writes a fresh configuration backing up `dles` on `client_host`.
     pub fn new(client_host: &str, dles: &[PathBuf], opts: &ServerOptions) -> RealServer {
@@ -275,28 +290,16 @@ define dumptype rs {{
             .unwrap_or_default()
     }
 
+    /// [`amfetchdump`] of `disk` on this configuration's client.
+    pub fn amfetchdump(&self, disk: &Path, level: Option<u32>) -> Command {
+        amfetchdump(&self.name, &self.client_host, disk, level)
+    }
+
     /// Fetches every dump of `disk` (all levels, oldest first) as tar streams.
     pub fn fetch_all_levels(&self, disk: &Path) -> Vec<Vec<u8>> {
-        let disk = format!("={}", disk.display());
-        let host = format!("={}", self.client_host);
         let mut tars = Vec::new();
         for level in 0..10 {
-            let lvl = level.to_string();
-            // amfetchdump -p pipes exactly one dump: select it by host, disk, any date, level.
-            let mut cmd = Command::new("runuser");
-            cmd.args([
-                "-u",
-                AMANDA_USER,
-                "--",
-                "amfetchdump",
-                "-a",
-                "-p",
-                &self.name,
-                &host,
-                &disk,
-            ])
-            .args(["19700101-29991231", &lvl])
-            .current_dir("/tmp");
+            let mut cmd = self.amfetchdump(disk, Some(level));
             // Level 0 must be there; a refusal of it is retried (amdump's last helpers may
             // still hold the changer for a moment). A missing higher level ends the chain.
             let tries = if level == 0 { 5 } else { 1 };
@@ -309,7 +312,8 @@ define dumptype rs {{
                 }
                 if level == 0 {
                     eprintln!(
-                        "amfetchdump {disk} level 0, attempt {attempt}: {}\n{}",
+                        "amfetchdump {} level 0, attempt {attempt}: {}\n{}",
+                        disk.display(),
                         out.status,
                         String::from_utf8_lossy(&out.stderr)
                     );

@@ -214,20 +214,7 @@ define tapetype VT {{
 
     /// `amfetchdump -a -p` of one level of `disk` (any date): the dump's bytes.
     pub fn fetch(&self, disk: &Path, level: u32) -> Vec<u8> {
-        let out = Command::new("runuser")
-            .args([
-                "-u",
-                AMANDA_USER,
-                "--",
-                "amfetchdump",
-                "-a",
-                "-p",
-                &self.name,
-            ])
-            .arg("=localhost")
-            .arg(format!("={}", disk.display()))
-            .args(["19700101-29991231", &level.to_string()])
-            .current_dir("/tmp")
+        let out = util::real_amanda::amfetchdump(&self.name, "localhost", disk, Some(level))
             .stdin(Stdio::null())
             .output()
             .expect("amfetchdump");
