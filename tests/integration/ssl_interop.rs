@@ -32,6 +32,15 @@ macro_rules! require_ssl_tools {
     };
 }
 
+/// The start of most tests here: the tools ([`require_ssl_tools`]), then the machine lock and
+/// the certificate trees of `kind`.
+macro_rules! ssl_machine {
+    ($kind:expr) => {{
+        require_ssl_tools!();
+        (util::lock_amdump_machine(), trees($kind))
+    }};
+}
+
 /// Two DLEs: the tricky tree and a directory with a name easy to look for on the wire.
 fn dles(data: &Scratch) -> Vec<PathBuf> {
     let a = data.join("plain");
@@ -83,9 +92,7 @@ fn assert_mentions(text: &str, needles: &[&str], context: &str) {
 
 #[test]
 fn ssl_real_amcheck_amdump_amfetchdump_against_our_amandad_restore_identical_and_encrypted() {
-    require_ssl_tools!();
-    let _m = util::lock_amdump_machine();
-    let t = trees(Kind::Main);
+    let (_m, t) = ssl_machine!(Kind::Main);
     let data = Scratch::new("ssl-dles");
     let dles = dles(&data);
     let ours = start_ours_ssl(&ssl_dir(&t.client), "");
@@ -116,9 +123,7 @@ fn ssl_real_amcheck_amdump_amfetchdump_against_our_amandad_restore_identical_and
 
 #[test]
 fn ssl_our_dumper_backs_up_the_real_amandad_restore_identical_and_encrypted() {
-    require_ssl_tools!();
-    let _m = util::lock_amdump_machine();
-    let t = trees(Kind::Main);
+    let (_m, t) = ssl_machine!(Kind::Main);
     let data = Scratch::new("ssl-dles");
     let dles = dles(&data);
     let real = RealSslAmandad::start("127.0.0.1", &ssl_dir(&t.client), None);
@@ -214,9 +219,7 @@ fn amcheck_refused(
 
 #[test]
 fn ssl_our_amandad_refuses_a_server_certificate_of_another_ca() {
-    require_ssl_tools!();
-    let _m = util::lock_amdump_machine();
-    let main = trees(Kind::Main);
+    let (_m, main) = ssl_machine!(Kind::Main);
     let work = Scratch::new("ssl-otherca");
     // The server presents a certificate of another CA, and trusts both CAs itself.
     let (s, cas) = other_ca_side(&main, &work, "server");
@@ -229,9 +232,7 @@ fn ssl_our_amandad_refuses_a_server_certificate_of_another_ca() {
 
 #[test]
 fn ssl_our_amandad_refuses_a_server_whose_fingerprint_is_not_on_file() {
-    require_ssl_tools!();
-    let _m = util::lock_amdump_machine();
-    let main = trees(Kind::Main);
+    let (_m, main) = ssl_machine!(Kind::Main);
     let work = Scratch::new("ssl-fp");
     let (c, fp) = wrong_fingerprint(&main, &work, "client", "localhost");
     let (out, log) = amcheck_refused(&ssl_dir(&main.server), "", "127.0.0.1", &ssl_dir(&c), "");
@@ -242,10 +243,8 @@ fn ssl_our_amandad_refuses_a_server_whose_fingerprint_is_not_on_file() {
 
 #[test]
 fn ssl_our_amandad_refuses_a_server_certificate_whose_name_is_not_the_servers() {
-    require_ssl_tools!();
-    let _m = util::lock_amdump_machine();
     // The server's certificate says 127.0.0.2; the server connects from 127.0.0.1.
-    let cn2 = trees(Kind::ServerCn2);
+    let (_m, cn2) = ssl_machine!(Kind::ServerCn2);
     let (out, log) = amcheck_refused(
         &ssl_dir(&cn2.server),
         "",
@@ -260,9 +259,7 @@ fn ssl_our_amandad_refuses_a_server_certificate_whose_name_is_not_the_servers() 
 
 #[test]
 fn ssl_our_amandad_refuses_a_server_whose_certificate_name_is_not_in_amandahosts() {
-    require_ssl_tools!();
-    let _m = util::lock_amdump_machine();
-    let main = trees(Kind::Main);
+    let (_m, main) = ssl_machine!(Kind::Main);
     let work = Scratch::new("ssl-hosts");
     let hosts = work.join("amandahosts");
     write_private(&hosts, "otherhost backup amdump\n");
@@ -284,8 +281,14 @@ fn ssl_our_amandad_refuses_a_server_whose_certificate_name_is_not_in_amandahosts
 // Refusals by our dumper (the real amandad is the client)
 
 /// `dumper check` against the real amandad (`bind`, client conf, .amandahosts) with our
-/// server-side ssl lines; it must fail. Returns its output.
-fn check_refused(bind: &str, client_conf: &str, hosts: Option<&str>, server_conf: &str) -> String {
+/// server-side ssl lines; it must fail, and its output mention each of `needles`.
+fn check_refused(
+    bind: &str,
+    client_conf: &str,
+    hosts: Option<&str>,
+    server_conf: &str,
+    needles: &[&str],
+) {
     let data = Scratch::new("ssl-dles");
     let d = one_dle(&data);
     let real = RealSslAmandad::start(bind, client_conf, hosts);
@@ -306,71 +309,73 @@ fn check_refused(bind: &str, client_conf: &str, hosts: Option<&str>, server_conf
         !status.success(),
         "dumper check passed where it should refuse:\n{out}"
     );
-    out
+    assert_mentions(&out, needles, "");
 }
 
 #[test]
 fn ssl_our_dumper_refuses_a_client_certificate_of_another_ca() {
-    require_ssl_tools!();
-    let _m = util::lock_amdump_machine();
-    let main = trees(Kind::Main);
+    let (_m, main) = ssl_machine!(Kind::Main);
     let work = Scratch::new("ssl-otherca");
     let (c, cas) = other_ca_side(&main, &work, "client");
     let client_conf = format!("{}\nssl-ca-cert-file \"{}\"", ssl_dir(&c), cas.display());
-    let out = check_refused("127.0.0.1", &client_conf, None, &ssl_dir(&main.server));
     // dumper check names the CA check.
     let needles = [
         "SSL_connect failed: certificate verify failed",
         "CN=amanda-rs-other-ca",
         "not a CA of the CA file",
     ];
-    assert_mentions(&out, &needles, "");
+    check_refused(
+        "127.0.0.1",
+        &client_conf,
+        None,
+        &ssl_dir(&main.server),
+        &needles,
+    );
 }
 
 #[test]
 fn ssl_our_dumper_refuses_a_client_whose_fingerprint_is_not_on_file() {
-    require_ssl_tools!();
-    let _m = util::lock_amdump_machine();
-    let main = trees(Kind::Main);
+    let (_m, main) = ssl_machine!(Kind::Main);
     let work = Scratch::new("ssl-fp");
     let (s, fp) = wrong_fingerprint(&main, &work, "server", "127.0.0.1");
-    let out = check_refused("127.0.0.1", &ssl_dir(&main.client), None, &ssl_dir(&s));
     // dumper check names the fingerprint file.
     let needles = ["No fingerprint match", &fp.display().to_string()];
-    assert_mentions(&out, &needles, "");
+    check_refused(
+        "127.0.0.1",
+        &ssl_dir(&main.client),
+        None,
+        &ssl_dir(&s),
+        &needles,
+    );
 }
 
 #[test]
 fn ssl_our_dumper_refuses_a_client_certificate_whose_name_is_not_the_host() {
-    require_ssl_tools!();
-    let _m = util::lock_amdump_machine();
-    let main = trees(Kind::Main);
-    // The client listens on 127.0.0.2; its certificate says 127.0.0.1.
-    let out = check_refused(
+    let (_m, main) = ssl_machine!(Kind::Main);
+    // The client listens on 127.0.0.2; its certificate says 127.0.0.1: dumper check has
+    // Amanda's text.
+    let needles = ["Common name of certicate (127.0.0.1) doesn't resolv to IP (127.0.0.2:"];
+    check_refused(
         "127.0.0.2",
         &ssl_dir(&main.client),
         None,
         &ssl_dir(&main.server),
+        &needles,
     );
-    // dumper check has Amanda's text.
-    let needles = ["Common name of certicate (127.0.0.1) doesn't resolv to IP (127.0.0.2:"];
-    assert_mentions(&out, &needles, "");
 }
 
 #[test]
 fn ssl_our_dumper_is_refused_by_a_client_whose_amandahosts_lacks_its_name() {
-    require_ssl_tools!();
-    let _m = util::lock_amdump_machine();
-    let main = trees(Kind::Main);
-    let out = check_refused(
+    let (_m, main) = ssl_machine!(Kind::Main);
+    // dumper check shows the real amandad's NAK naming our certificate's CN.
+    let needles = ["user backup from localhost is not allowed to execute the service noop"];
+    check_refused(
         "127.0.0.1",
         &ssl_dir(&main.client),
         Some("otherhost backup amdump\n"),
         &ssl_dir(&main.server),
+        &needles,
     );
-    // dumper check shows the real amandad's NAK naming our certificate's CN.
-    let needles = ["user backup from localhost is not allowed to execute the service noop"];
-    assert_mentions(&out, &needles, "");
 }
 
 // ---------------------------------------------------------------------------------------
