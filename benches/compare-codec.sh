@@ -22,26 +22,21 @@ cd "$(dirname "$0")/.."
 
 SRC=${SRC:-/usr/share}
 ROOT=${ROOT:-/dev/shm/amanda-rs-codec-bench-$$}
-BIN=${BIN:-$PWD/target/release}
-AMUSER=backup
 BENCH=compare-codec
-die() { echo "$BENCH: $*" >&2; exit 2; }
+. benches/lib.sh
+# (not lib.sh's need_tools: this bench needs no dumper)
 [ "$(id -u)" = 0 ] || die "run as root (reserved ports, the Amanda user)"
 for f in /usr/sbin/amdump /usr/lib/amanda/amandad /usr/sbin/inetd \
     /usr/bin/zstd "$BIN/amandad" "$BIN/amandad-runtar"; do
     [ -x "$f" ] || die "$f is missing (scripts/setup; cargo build --release -p amandad --bins)"
 done
 
-pids=()
 CFG="rs-codec-$$"
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -f "/etc/amanda/$CFG"
+    bench_cleanup
     rm -rf "/var/log/amanda/server/$CFG" "/var/log/amanda/client/$CFG"
-    if [ "${KEEP:-0}" != 1 ]; then rm -rf "$ROOT"; else echo "kept $ROOT"; fi
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 mkdir -p "$ROOT"/{data,conf,holding,state/curinfo,state/index,state/log,vtapes,inetd}
 chmod 755 "$ROOT"
@@ -78,41 +73,10 @@ print((int(f[13])+int(f[14]))/os.sysconf('SC_CLK_TCK'))"
 }
 
 # ---------------------------------------------------------------- configuration
-cat > "$ROOT/conf/amanda.conf" <<EOF
-org "$CFG"
-mailto ""
-dumpuser "$AMUSER"
-inparallel 1
-netusage 10000000 Kbps
-dumpcycle 0
-runspercycle 1
-tapecycle 20 tapes
-etimeout 1200
-dtimeout 1800
-ctimeout 30
-autoflush no
-reserve 0
-define changer vtl {
-    tpchanger "chg-disk:$ROOT/vtapes"
-    property "num-slot" "4"
-    property "auto-create-slot" "yes"
-}
-tpchanger "vtl"
-tapetype "HARDDISK"
-labelstr "^$CFG-[0-9][0-9]*\$"
-tapelist "$ROOT/state/tapelist"
-infofile "$ROOT/state/curinfo"
-logdir "$ROOT/state/log"
-indexdir "$ROOT/state/index"
-define tapetype HARDDISK {
-    length 100000 mbytes
-}
-define holdingdisk hd1 {
-    directory "$ROOT/holding"
-    use 16000 mbytes
-    chunksize 0
-}
-holdingdisk "hd1"
+# lib.sh's, with a dumptype per client and compression (its own `bench` is not used).
+bench_conf "$ROOT" bsdtcp "${PORT[real]}" "inparallel 1
+tapecycle 20 tapes" > "$ROOT/conf/amanda.conf"
+cat >> "$ROOT/conf/amanda.conf" <<EOF
 define application-tool app_amgtar {
     plugin "amgtar"
     property "ATIME-PRESERVE" "no"

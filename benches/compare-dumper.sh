@@ -18,20 +18,12 @@ cd "$(dirname "$0")/.."
 BIG_MIB=${BIG_MIB:-2048}
 SMALL_FILES=${SMALL_FILES:-100000}
 ROOT=${ROOT:-/dev/shm/amanda-rs-bench-$$}
-BIN=${BIN:-$PWD/target/release}
-AMUSER=backup
 
 BENCH=compare-dumper
 . benches/lib.sh
 need_tools
 
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -n "${CFG:-}" ] && rm -f "/etc/amanda/$CFG"
-    if [ "${KEEP:-0}" != 1 ]; then rm -rf "$ROOT"; else echo "kept $ROOT"; fi
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
 mkdir -p "$ROOT"/{data,real,ours}
 chmod 755 "$ROOT"

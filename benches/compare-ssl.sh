@@ -17,21 +17,13 @@ cd "$(dirname "$0")/.."
 BIG_MIB=${BIG_MIB:-2048}
 ROUNDS=${ROUNDS:-3}
 ROOT=${ROOT:-/dev/shm/amanda-rs-bench-ssl-$$}
-BIN=${BIN:-$PWD/target/release}
-AMUSER=backup
 
 BENCH=compare-ssl
 . benches/lib.sh
 need_tools
 command -v amssl > /dev/null || die "amssl is missing (scripts/setup)"
 
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
-    [ -n "${CFG:-}" ] && rm -f "/etc/amanda/$CFG"
-    if [ "${KEEP:-0}" != 1 ]; then rm -rf "$ROOT"; else echo "kept $ROOT"; fi
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
 mkdir -p "$ROOT"/{data/big,real,ours}
 chmod 755 "$ROOT"

@@ -26,19 +26,15 @@ cd "$(dirname "$0")/.."
 BIG_MIB=${BIG_MIB:-2048}
 RUNS=${RUNS:-1}
 ROOT=${ROOT:-/dev/shm/amanda-rs-taper-bench-$$}
-BIN=${BIN:-$PWD/target/release}
-AMUSER=backup
 
 BENCH=compare-taper
 . benches/lib.sh
 need_tools
 
-pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    stop_pids
     if mountpoint -q "$ROOT/copy-vtapes" 2>/dev/null; then umount "$ROOT/copy-vtapes"; fi
-    [ -n "${CFG:-}" ] && rm -f "/etc/amanda/$CFG"
-    if [ "${KEEP:-0}" != 1 ]; then rm -rf "$ROOT"; else echo "kept $ROOT"; fi
+    bench_cleanup
 }
 trap cleanup EXIT
 

@@ -1,7 +1,12 @@
-# Shared by the compare-*.sh scripts (sourced, not run): the checks, a free port, and the
-# two bsdtcp clients side by side on loopback. The caller sets BENCH (its name), BIN (the
-# release binaries), ROOT (its scratch directory, with real/ and ours/ made), AMUSER and
-# the array pids (what cleanup kills).
+# Shared by the compare-*.sh scripts (sourced from the repository's root, not run): the
+# checks, a free port, the cleanup, the two bsdtcp clients side by side on loopback and the
+# amanda.conf. The caller sets BENCH (its name), ROOT (its scratch directory, with real/ and
+# ours/ made when it starts the clients here) and CFG (its configuration, once known), and
+# adds what cleanup kills to the array pids.
+
+BIN=${BIN:-$PWD/target/release}  # the release binaries
+AMUSER=backup
+pids=()
 
 die() { echo "$BENCH: $*" >&2; exit 2; }
 
@@ -12,6 +17,20 @@ need_tools() {
     for f in /usr/sbin/amdump /usr/lib/amanda/amandad /usr/sbin/inetd "$BIN/dumper" "$BIN/amandad" "$BIN/amandad-runtar"; do
         [ -x "$f" ] || die "$f is missing (scripts/setup; cargo build --release --workspace --bins)"
     done
+}
+
+# Kills the processes in pids (each one's process group when it leads one).
+stop_pids() {
+    local p
+    for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
+    pids=()
+}
+
+# The EXIT trap's common part: stop_pids, unlink /etc/amanda/$CFG, remove ROOT (unless KEEP=1).
+bench_cleanup() {
+    stop_pids
+    if [ -n "${CFG:-}" ]; then rm -f "/etc/amanda/$CFG"; fi
+    if [ "${KEEP:-0}" != 1 ]; then rm -rf "$ROOT"; else echo "kept $ROOT"; fi
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
