@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use crate::require_root;
 use crate::ssl_util::{Kind, Trees, ssl_dir, trees};
 use crate::util::hostile::{Daemon, FdSampler, assert_summaries_only, raise_nofile, status_kib};
+use crate::util::workers::{Workers, hold_connections};
 use crate::util::{self, Dt, DumperConf, Program, Scratch};
 
 /// Everything the ssl hostile tests need, or a loud skip (a failure under CI).
@@ -162,8 +163,7 @@ fn frame_header(len: u32) -> [u8; 8] {
 /// The hostile TLS peers, each a thread that keeps `n` connections of its kind open
 /// (reopening those amandad closed) until stopped.
 struct TlsHostile {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    workers: Workers,
     /// Connections opened, per kind.
     opened: Arc<AtomicU64>,
     /// Connections amandad closed (noticed by the peer), per kind.
@@ -187,14 +187,14 @@ enum Attack {
 impl TlsHostile {
     fn new() -> TlsHostile {
         TlsHostile {
-            stop: Arc::new(AtomicBool::new(false)),
-            threads: Vec::new(),
+            workers: Workers::new(),
             opened: Arc::new(AtomicU64::new(0)),
             closed: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// Starts `n` connections of `attack`; returns the count of those opened.
+    /// Starts `n` connections of `attack` (at most 50 new ones a second); returns the count
+    /// of those opened.
     fn spawn(
         &mut self,
         port: u16,
@@ -203,75 +203,23 @@ impl TlsHostile {
         tls: Arc<ssl::rustls::ClientConfig>,
     ) -> Arc<AtomicU64> {
         let mine = Arc::new(AtomicU64::new(0));
-        let (stop, opened, closed) = (self.stop.clone(), self.opened.clone(), self.closed.clone());
+        let (opened, closed) = (self.opened.clone(), self.closed.clone());
         let counted = mine.clone();
-        self.threads.push(std::thread::spawn(move || {
-            let open = |tls: &Arc<ssl::rustls::ClientConfig>| -> Option<TcpStream> {
+        self.workers.spawn(move |stop| {
+            hold_connections(stop, n, 50, &closed, || {
                 let s = connect(port)?;
                 opened.fetch_add(1, Ordering::Relaxed);
                 counted.fetch_add(1, Ordering::Relaxed);
                 let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                attack_on(s, attack, tls)
-            };
-            let mut held: Vec<Option<TcpStream>> = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let round = Instant::now();
-                let mut fresh = 0;
-                for i in 0..n {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if let Some(Some(s)) = held.get_mut(i) {
-                        let mut b = [0u8; 1];
-                        let _ = s.set_nonblocking(true);
-                        let gone = match s.peek(&mut b) {
-                            Ok(0) => true,
-                            Ok(_) => false,
-                            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-                        };
-                        let _ = s.set_nonblocking(false);
-                        if !gone {
-                            continue;
-                        }
-                        closed.fetch_add(1, Ordering::Relaxed);
-                        held[i] = None;
-                    }
-                    // At most 50 new connections a second per kind.
-                    if fresh >= 50 {
-                        if held.len() <= i {
-                            held.push(None);
-                        }
-                        continue;
-                    }
-                    fresh += 1;
-                    let s = open(&tls);
-                    if held.len() <= i {
-                        held.push(s);
-                    } else {
-                        held[i] = s;
-                    }
-                }
-                let spent = round.elapsed();
-                if spent < Duration::from_secs(1) {
-                    std::thread::sleep(Duration::from_secs(1) - spent);
-                }
-            }
-        }));
+                attack_on(s, attack, &tls)
+            });
+        });
         mine
     }
 
     fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for TlsHostile {
-    fn drop(&mut self) {
-        self.stop();
+        self.workers.stop();
     }
 }
 

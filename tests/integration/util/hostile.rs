@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
+use crate::util::workers::{Workers, hold_connections};
 use crate::util::{self, Scratch};
 
 /// The feature string the well-behaved server and the hostile peers send.
@@ -251,10 +252,9 @@ fn is_closed(s: &Socket) -> bool {
     }
 }
 
-/// Hostile peers share a stop flag and report counters.
+/// Hostile peers: threads that stop together, and their counters.
 pub(crate) struct Hostile {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    workers: Workers,
     pub(crate) idle_open: Arc<AtomicUsize>,
     /// Idle connections opened in all (first ones and reopened ones).
     pub(crate) idle_opened: Arc<AtomicU64>,
@@ -267,8 +267,7 @@ pub(crate) struct Hostile {
 impl Hostile {
     pub(crate) fn new() -> Hostile {
         Hostile {
-            stop: Arc::new(AtomicBool::new(false)),
-            threads: Vec::new(),
+            workers: Workers::new(),
             idle_open: Arc::new(AtomicUsize::new(0)),
             idle_opened: Arc::new(AtomicU64::new(0)),
             frames_sent: Arc::new(AtomicU64::new(0)),
@@ -280,12 +279,8 @@ impl Hostile {
 
     /// `n` idle connections from 127.0.0.2-21, reopened every 2 s when amandad closed them.
     pub(crate) fn idle_connections(&mut self, port: u16, n: usize) {
-        let (stop, open, opened) = (
-            self.stop.clone(),
-            self.idle_open.clone(),
-            self.idle_opened.clone(),
-        );
-        self.threads.push(std::thread::spawn(move || {
+        let (open, opened) = (self.idle_open.clone(), self.idle_opened.clone());
+        self.workers.spawn(move |stop| {
             let connect = |i: usize| {
                 let s = tcp_from(v4(0, 0, 2 + (i % 20) as u8), port, false);
                 if s.is_some() {
@@ -311,68 +306,38 @@ impl Hostile {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-        }));
+        });
     }
 
     /// `n` connections from 127.0.0.1 (any local user; its name is known), each sending the
     /// header of a 4 MiB frame and all but 64 KiB of its payload, then holding; one closed
     /// by amandad is reopened after a while (at most 20 a second).
     pub(crate) fn partial_frames(&mut self, port: u16, n: usize) {
-        let (stop, sent, cut) = (
-            self.stop.clone(),
-            self.frames_sent.clone(),
-            self.frames_cut.clone(),
-        );
-        self.threads.push(std::thread::spawn(move || {
+        let (sent, cut) = (self.frames_sent.clone(), self.frames_cut.clone());
+        self.workers.spawn(move |stop| {
             let len: u32 = 4 << 20;
             let mut head = Vec::new();
             head.extend_from_slice(&len.to_be_bytes());
             head.extend_from_slice(&1u32.to_be_bytes());
             let body = vec![b'A'; (len as usize) - (64 << 10)];
-            let mut held: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
-            while !stop.load(Ordering::Relaxed) {
-                let round = Instant::now();
-                let mut opened = 0;
-                for slot in held.iter_mut() {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if let Some(s) = slot {
-                        let sock = socket2::SockRef::from(&*s);
-                        if !is_closed_ref(&sock) {
-                            continue;
-                        }
-                        cut.fetch_add(1, Ordering::Relaxed);
-                        *slot = None;
-                    }
-                    if opened >= 20 {
-                        continue;
-                    }
-                    opened += 1;
-                    let Some(s) = tcp_from(v4(0, 0, 1), port, false) else {
-                        continue;
-                    };
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
-                    let mut t: TcpStream = s.into();
-                    if t.write_all(&head).and_then(|()| t.write_all(&body)).is_ok() {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                    *slot = Some(t);
+            hold_connections(stop, n, 20, &cut, || {
+                let s = tcp_from(v4(0, 0, 1), port, false)?;
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+                let mut t: TcpStream = s.into();
+                if t.write_all(&head).and_then(|()| t.write_all(&body)).is_ok() {
+                    sent.fetch_add(1, Ordering::Relaxed);
                 }
-                let spent = round.elapsed();
-                if spent < Duration::from_secs(1) {
-                    std::thread::sleep(Duration::from_secs(1) - spent);
-                }
-            }
-        }));
+                Some(t)
+            });
+        });
     }
 
     /// A peer on a reserved port of 127.0.0.1 (so its REQs are accepted) that sends noop
     /// REQs as fast as amandad reads them and never reads a byte.
     pub(crate) fn never_reads(&mut self, port: u16) {
-        let (stop, closed_after) = (self.stop.clone(), self.reader_closed_after.clone());
-        self.threads.push(std::thread::spawn(move || {
+        let closed_after = self.reader_closed_after.clone();
+        self.workers.spawn(move |stop| {
             let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
             let _ = s.set_recv_buffer_size(4096);
             let mut bound = false;
@@ -415,14 +380,14 @@ impl Hostile {
                     }
                 }
             }
-        }));
+        });
     }
 
     /// noop REQs from 127.100.0.0-127.100.39.249 (10,000 addresses), round after round,
     /// about `rate` a second, each from a fresh unreserved port.
     pub(crate) fn datagram_flood(&mut self, port: u16, rate: u64) {
-        let (stop, count) = (self.stop.clone(), self.datagrams.clone());
-        self.threads.push(std::thread::spawn(move || {
+        let count = self.datagrams.clone();
+        self.workers.spawn(move |stop| {
             let start = Instant::now();
             let mut n: u64 = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -443,33 +408,12 @@ impl Hostile {
                     std::thread::sleep(due - now);
                 }
             }
-        }));
+        });
     }
 
     pub(crate) fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.workers.stop();
     }
-}
-
-impl Drop for Hostile {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn is_closed_ref(s: &socket2::SockRef<'_>) -> bool {
-    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 64];
-    let _ = s.set_nonblocking(true);
-    let r = match s.peek(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-    };
-    let _ = s.set_nonblocking(false);
-    r
 }
 
 /// A UDP socket on a reserved port of 127.0.0.1.

@@ -11,7 +11,8 @@
 //!   as the Amanda user;
 //! - [`ours`], [`dumper_conf`]: our amandad (with its setuid helper installed) and our dumper;
 //! - [`hostile`], [`fake_amandad`], [`vtapes`]: hostile peers for amandad, a scripted fake
-//!   amandad for the dumper, the taper's vtape configurations.
+//!   amandad for the dumper, the taper's vtape configurations;
+//! - [`workers`]: the threads of hostile peers and their connection-holding rounds.
 //!
 //! The helpers the test modules use are re-exported here (`crate::util::Scratch`), so a test
 //! module does not need to know which file holds one. Everything here stays on 127.0.0.0/8 (or inside network
@@ -37,6 +38,7 @@ pub mod real_amanda;
 pub mod scratch;
 pub mod tree;
 pub mod vtapes;
+pub mod workers;
 
 pub use dumper_conf::{Dt, DumperConf};
 pub use inetd::{INETD, Inetd, start_real_amandad};
