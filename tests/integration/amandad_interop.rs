@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::amdump_machine;
-use crate::util::{self, Launch, Program, RealServer, Scratch, ServerOptions, start_ours};
+use crate::util::{
+    self, Launch, Program, RealServer, Scratch, ServerOptions, disklist, start_ours,
+};
 
 /// Two DLEs: the tricky tree, and a directory whose own name has a space and UTF-8.
 fn make_dles(data: &Scratch) -> Vec<PathBuf> {
@@ -563,20 +565,11 @@ fn amcheck_of_100_dles_over_bsd_names_what_did_not_fit_instead_of_timing_out() {
     assert!(!ok, "a cut reply is a problem amcheck counts:\n{out}");
     assert!(!out.contains("0 problems found"), "{out}");
 
-    let disklist: Vec<(&str, &Path, &str)> = dles
-        .iter()
-        .map(|d| ("localhost", d.as_path(), "rs"))
-        .collect();
+    let disklist = disklist("localhost", &dles, "rs");
     let conf = util::DumperConf::new(
         "dles100-dumper",
         "",
-        &[util::Dt {
-            name: "rs",
-            auth: "bsd",
-            port: ours.port,
-            program: Program::Amgtar,
-            extra: "",
-        }],
+        &[util::Dt::new("rs", "bsd", ours.port, Program::Amgtar)],
         &disklist,
     );
     let (_, text) = conf.check(&[]);

@@ -16,7 +16,7 @@ use proto::header::{DumpHeader, HEADER_SIZE};
 
 use crate::require_root;
 use crate::util::fake_amandad::{FakeAmandad, Script};
-use crate::util::{self, Dt, DumperConf, Program, Scratch};
+use crate::util::{self, Dt, DumperConf, Program, Scratch, disklist};
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner())
@@ -62,10 +62,7 @@ fn colliding_names_two_nights(data: &Scratch, config: &str, port: u16) {
     for (i, d) in dles.iter().enumerate() {
         fill(d, &format!("dle {i}"));
     }
-    let disklist: Vec<(&str, &Path, &str)> = dles
-        .iter()
-        .map(|d| ("127.0.0.1", d.as_path(), "gt"))
-        .collect();
+    let disklist = disklist("127.0.0.1", &dles, "gt");
     let conf = DumperConf::new(
         config,
         "inparallel 3",

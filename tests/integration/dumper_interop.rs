@@ -18,7 +18,9 @@ use std::time::Duration;
 use crate::amdump_machine;
 use crate::util::fake_amandad::{FakeAmandad, Script};
 use crate::util::ours::OurAmandad;
-use crate::util::{self, Dt, DumperConf, Launch, Program, Scratch, start_ours, start_real_amandad};
+use crate::util::{
+    self, Dt, DumperConf, Launch, Program, Scratch, disklist, start_ours, start_real_amandad,
+};
 
 /// Our amandad (bsdtcp, standalone), a scratch directory `<tag>-data` and the tricky tree at
 /// `<tag>-data/<tree>`.
@@ -224,10 +226,7 @@ fn twenty_dles_share_nine_reserved_udp_ports_all_succeed_and_the_waits_are_repor
         fs::write(d.join("small.txt"), format!("dle {i}\n")).expect("write");
         dles.push(d);
     }
-    let disklist: Vec<(&str, &Path, &str)> = dles
-        .iter()
-        .map(|d| ("localhost", d.as_path(), "bsd20"))
-        .collect();
+    let disklist = disklist("localhost", &dles, "bsd20");
     let conf = DumperConf::new(
         "dr-ports",
         "inparallel 20\nreserved-udp-port 850,859",

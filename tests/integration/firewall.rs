@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::netns::{CLIENT_IP, SERVER_IP, Topology};
-use crate::util::{self, Dt, DumperConf, Program, RealServer, Scratch, ServerOptions};
+use crate::util::{self, Dt, DumperConf, Program, RealServer, Scratch, ServerOptions, disklist};
 use crate::{require_root, require_tool};
 
 /// The client's firewall from `portpool rules CONFIG --side <client> --default-drop`.
@@ -169,10 +169,7 @@ fn small_dles(data: &Scratch, n: usize) -> Vec<PathBuf> {
 
 fn dumper_conf(tag: &str, globals: &str, auth: &str, extra: &str, dles: &[PathBuf]) -> DumperConf {
     let host = CLIENT_IP.to_string();
-    let list: Vec<(&str, &Path, &str)> = dles
-        .iter()
-        .map(|d| (host.as_str(), d.as_path(), "fw"))
-        .collect();
+    let list = disklist(host.as_str(), dles, "fw");
     DumperConf::new(
         tag,
         globals,

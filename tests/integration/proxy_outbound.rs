@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::ssl_util::{Kind, Trees, start_ours_ssl, trees};
-use crate::util::{self, AMANDA_USER, Dt, DumperConf, Launch, Program, Scratch};
+use crate::util::{self, AMANDA_USER, Dt, DumperConf, Launch, Program, Scratch, disklist};
 use crate::{require_root, require_tool};
 
 const TINYPROXY: &str = "/usr/bin/tinyproxy";
@@ -116,10 +116,7 @@ fn conf(
     proxy: &str,
     by_env: bool,
 ) -> DumperConf {
-    let list: Vec<(&str, &Path, &str)> = dles
-        .iter()
-        .map(|d| ("127.0.0.1", d.as_path(), "p"))
-        .collect();
+    let list = disklist("127.0.0.1", dles, "p");
     let mut c = DumperConf::new(
         tag,
         &format!("connect-tries 1\n{globals}"),

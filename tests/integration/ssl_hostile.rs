@@ -348,13 +348,7 @@ fn ssl_amandad_holds_its_bounds_under_hostile_tls_peers_while_our_dumper_backs_u
     let conf = DumperConf::new(
         "ssl-hostile-dumper",
         &ssl_dir(&t.server),
-        &[Dt {
-            name: "s",
-            auth: "ssl",
-            port: d.port,
-            program: Program::Gnutar,
-            extra: "",
-        }],
+        &[Dt::new("s", "ssl", d.port, Program::Gnutar)],
         &[("127.0.0.1", dle.as_path(), "s")],
     );
     let check_from = Instant::now();
@@ -655,13 +649,7 @@ fn ssl_dumper_fails_hostile_clients_naming_host_port_and_cause_while_the_good_dl
     let data = Scratch::new("ssl-dh-data");
     let dle = small_dle(&data);
     let names: Vec<String> = fakes.iter().map(|(_, how, _)| format!("{how:?}")).collect();
-    let mut dts = vec![Dt {
-        name: "good",
-        auth: "ssl",
-        port: good.port,
-        program: Program::Gnutar,
-        extra: "",
-    }];
+    let mut dts = vec![Dt::new("good", "ssl", good.port, Program::Gnutar)];
     for ((_, _, f), name) in fakes.iter().zip(&names) {
         dts.push(Dt {
             name,

@@ -17,7 +17,7 @@ use crate::ssl_util::{
     self, Capture, Kind, RealSslAmandad, SECLEVEL1, Trees, copy_tree, fingerprint_line, ssl_dir,
     start_ours_ssl, trees, write_private,
 };
-use crate::util::{self, Dt, DumperConf, Program, RealServer, Scratch, ServerOptions};
+use crate::util::{self, Dt, DumperConf, Program, RealServer, Scratch, ServerOptions, disklist};
 use crate::{require_root, require_tool};
 
 /// Everything the ssl tests need, or a loud skip (a failure under CI).
@@ -127,20 +127,11 @@ fn ssl_our_dumper_backs_up_the_real_amandad_restore_identical_and_encrypted() {
     let data = Scratch::new("ssl-dles");
     let dles = dles(&data);
     let real = RealSslAmandad::start("127.0.0.1", &ssl_dir(&t.client), None);
-    let list: Vec<(&str, &Path, &str)> = dles
-        .iter()
-        .map(|d| ("127.0.0.1", d.as_path(), "s"))
-        .collect();
+    let list = disklist("127.0.0.1", &dles, "s");
     let conf = DumperConf::new(
         "ssl-dumper",
         &ssl_dir(&t.server),
-        &[Dt {
-            name: "s",
-            auth: "ssl",
-            port: real.port,
-            program: Program::Gnutar,
-            extra: "",
-        }],
+        &[Dt::new("s", "ssl", real.port, Program::Gnutar)],
         &list,
     );
     let capture = Capture::start("lo", &format!("tcp port {}", real.port));
@@ -295,13 +286,7 @@ fn check_refused(
     let conf = DumperConf::new(
         "ssl-refused",
         server_conf,
-        &[Dt {
-            name: "s",
-            auth: "ssl",
-            port: real.port,
-            program: Program::Gnutar,
-            extra: "",
-        }],
+        &[Dt::new("s", "ssl", real.port, Program::Gnutar)],
         &[(bind, d.as_path(), "s")],
     );
     let (status, out) = conf.check(&[]);
@@ -440,10 +425,7 @@ fn ssl_passes_a_port_rewriting_nat_where_bsdtcp_is_refused_not_secure() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     let host = CLIENT_IP.to_string();
     let make = |auth: &str, port: u16, globals: &str, extra: &str| {
-        let list: Vec<(&str, &Path, &str)> = dles
-            .iter()
-            .map(|d| (host.as_str(), d.as_path(), "n"))
-            .collect();
+        let list = disklist(host.as_str(), &dles, "n");
         let mut c = DumperConf::new(
             &format!("ssl-nat-{auth}"),
             globals,

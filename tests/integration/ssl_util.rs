@@ -160,15 +160,10 @@ impl RealSslAmandad {
             conf.display()
         ));
         util::chown_amanda(dir.path());
-        let log = fs::File::create(dir.join("inetd.log")).expect("log");
-        let child = Command::new("unshare")
-            .args(["--mount", "--", "sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup"))
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("start inetd");
+        let child = util::spawn_logged(
+            Command::new("unshare").args(["--mount", "--", "sh", "-c", &script]),
+            &dir.join("inetd.log"),
+        );
         let addr: SocketAddr = format!("{bind}:{port}").parse().expect("addr");
         util::wait_listening_tcp(addr, Duration::from_secs(10));
         RealSslAmandad { child, dir, port }

@@ -44,6 +44,15 @@ impl<'a> Dt<'a> {
     }
 }
 
+/// The disklist of [`DumperConf::new`] for `dles`, all on `host` with dumptype `dt`.
+pub fn disklist<'a, P: AsRef<Path>>(
+    host: &'a str,
+    dles: &'a [P],
+    dt: &'a str,
+) -> Vec<(&'a str, &'a Path, &'a str)> {
+    dles.iter().map(|d| (host, d.as_ref(), dt)).collect()
+}
+
 impl DumperConf {
     /// A configuration whose DLEs `disks` are all on the fake amandad listening at
     /// 127.0.0.1:`port` (dumptype `fake`: bsdtcp, GNUTAR, `maxdumps` at once).
@@ -56,11 +65,7 @@ impl DumperConf {
             program: Program::Gnutar,
             extra: &extra,
         };
-        let disklist: Vec<(&str, &Path, &str)> = disks
-            .iter()
-            .map(|d| ("127.0.0.1", Path::new(d), "fake"))
-            .collect();
-        Self::new(tag, globals, &[fake], &disklist)
+        Self::new(tag, globals, &[fake], &disklist("127.0.0.1", disks, "fake"))
     }
 
     pub fn new(

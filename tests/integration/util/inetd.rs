@@ -3,11 +3,10 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use super::{AMANDA_USER, Scratch, wait_bound_udp, wait_listening_tcp};
+use super::{AMANDA_USER, Scratch, spawn_logged, wait_bound_udp, wait_listening_tcp};
 
 /// The superserver binary of Debian's openbsd-inetd.
 pub const INETD: &str = "/usr/sbin/inetd";
@@ -27,17 +26,10 @@ impl Inetd {
         let dir = Scratch::new("inetd");
         let conf = dir.join("inetd.conf");
         fs::write(&conf, format!("{line}\n")).expect("write inetd.conf");
-        let log = fs::File::create(dir.join("inetd.log")).expect("inetd.log");
-        let child = Command::new(INETD)
-            .arg("-i")
-            .args(["-R", "100000"])
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup"))
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("start inetd");
+        let child = spawn_logged(
+            Command::new(INETD).args(["-i", "-R", "100000"]).arg(&conf),
+            &dir.join("inetd.log"),
+        );
         let inetd = Inetd { child, dir };
         if line.split_whitespace().nth(1) == Some("dgram") {
             wait_bound_udp(port, Duration::from_secs(10));

@@ -40,13 +40,15 @@ pub mod tree;
 pub mod vtapes;
 pub mod workers;
 
-pub use dumper_conf::{Dt, DumperConf};
+pub use dumper_conf::{Dt, DumperConf, disklist};
 pub use inetd::{INETD, Inetd, start_real_amandad};
 pub use machine::{ensure_amandahosts_line, lock_amdump_machine};
 pub use net::{free_port, wait_bound_udp, wait_listening_tcp};
 pub use noise::Noise;
 pub use ours::{Launch, RuntarInstall, install_runtar, start_ours};
-pub use process::{output_within, pipe_through, run_ok, run_with_timeout, workspace_bin};
+pub use process::{
+    output_within, pipe_through, run_ok, run_with_timeout, spawn_logged, workspace_bin,
+};
 pub use real_amanda::{Program, RealServer, ServerOptions, amquote};
 pub use scratch::{Scratch, chown_amanda};
 pub use tree::{assert_same_tree, extract_tar, make_tricky_tree, set_mtime};

@@ -1,9 +1,11 @@
 //! Running things: the workspace's binaries (built on first use), commands that must
 //! succeed, commands with a time limit.
 
+use std::fs;
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A binary of the workspace (amandad, amandad-runtar, dumper, portpool), built for the
@@ -35,6 +37,18 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         assert!(status.success(), "cargo build --bins failed");
     });
     dir.join(name)
+}
+
+/// Starts `cmd` in a process group of its own (so that a drop can kill what it starts too),
+/// stdin from /dev/null, stdout and stderr to a new file `log`.
+pub fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
+    let log = fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup"))
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"))
 }
 
 /// Runs a command, panicking with its output if it fails.
