@@ -304,13 +304,28 @@ fn provider(s: &SslSettings) -> Result<Arc<CryptoProvider>, SetupError> {
     Ok(Arc::new(p))
 }
 
-/// The initiator's configuration (dumper, and later amservice-like client roles).
-pub fn client_config(s: &SslSettings) -> Result<(Arc<ClientConfig>, Identity), SetupError> {
+/// A builder of `S` (`ClientConfig` or `ServerConfig`) that wants the peer's verifier.
+type WantsVerifier<S> = rustls::ConfigBuilder<S, rustls::WantsVerifier>;
+
+/// What both sides' configurations start from: our identity, the Amanda CA verifier of the
+/// peer's certificate, and `builder` (`ClientConfig::builder_with_provider` or the server's)
+/// given the settings' provider, with TLS 1.3 and 1.2.
+fn start<S: rustls::ConfigSide>(
+    s: &SslSettings,
+    builder: impl FnOnce(Arc<CryptoProvider>) -> rustls::ConfigBuilder<S, rustls::WantsVersions>,
+) -> Result<(Identity, Arc<AmandaCa>, WantsVerifier<S>), SetupError> {
     let id = identity(s)?;
     let verifier = Arc::new(AmandaCa::new(id.cas.clone(), id.ca_file.to_string()));
-    let mut cfg = ClientConfig::builder_with_provider(provider(s)?)
+    let builder = builder(provider(s)?)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| SetupError::Tls(e.to_string()))?
+        .map_err(|e| SetupError::Tls(e.to_string()))?;
+    Ok((id, verifier, builder))
+}
+
+/// The initiator's configuration (dumper, and later amservice-like client roles).
+pub fn client_config(s: &SslSettings) -> Result<(Arc<ClientConfig>, Identity), SetupError> {
+    let (id, verifier, builder) = start(s, ClientConfig::builder_with_provider)?;
+    let mut cfg = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(Arc::new(Fixed(id.certified.clone())));
@@ -322,11 +337,8 @@ pub fn client_config(s: &SslSettings) -> Result<(Arc<ClientConfig>, Identity), S
 
 /// The acceptor's configuration (amandad): a client certificate is required.
 pub fn server_config(s: &SslSettings) -> Result<(Arc<ServerConfig>, Identity), SetupError> {
-    let id = identity(s)?;
-    let verifier = Arc::new(AmandaCa::new(id.cas.clone(), id.ca_file.to_string()));
-    let mut cfg = ServerConfig::builder_with_provider(provider(s)?)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| SetupError::Tls(e.to_string()))?
+    let (id, verifier, builder) = start(s, ServerConfig::builder_with_provider)?;
+    let mut cfg = builder
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(Fixed(id.certified.clone())));
     // Tickets would never be used: every Amanda connection is a full handshake.
