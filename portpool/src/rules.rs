@@ -238,20 +238,21 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
         // Restore path: amrecover on the client talks to the server's amandad.
         for &auth in &auths {
             match auth {
-                Auth::Bsdtcp => both(
-                    Dir::In,
-                    Transport::Tcp,
-                    c.reserved_tcp.value,
-                    single(crate::site::AMANDA_PORT),
-                    "restore: amrecover (bsdtcp) to the server's amindexd/amidxtaped".to_owned(),
-                ),
-                Auth::Ssl => both(
-                    Dir::In,
-                    Transport::Tcp,
-                    c.unreserved_tcp.value,
-                    single(crate::site::AMANDA_PORT),
-                    "restore: amrecover (ssl) to the server's amindexd/amidxtaped".to_owned(),
-                ),
+                Auth::Bsdtcp | Auth::Ssl => {
+                    // Like the dumper's, amrecover's source port is reserved but for ssl.
+                    let source = if auth.reserved_source_port() {
+                        c.reserved_tcp.value
+                    } else {
+                        c.unreserved_tcp.value
+                    };
+                    both(
+                        Dir::In,
+                        Transport::Tcp,
+                        source,
+                        single(crate::site::AMANDA_PORT),
+                        format!("restore: amrecover ({auth}) to the server's amindexd/amidxtaped"),
+                    );
+                }
                 Auth::Bsd | Auth::Bsdudp => {
                     both(
                         Dir::In,
