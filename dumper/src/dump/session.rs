@@ -644,20 +644,10 @@ impl<'a> Session<'a> {
         };
         let src = &mut self.sources[i];
         let start = chunk.filled;
-        let r = loop {
-            match src.conn.socket_mut().read(chunk.spare()) {
-                Ok(n) => break Ok(Some(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    break Err(DumpFailure::Link {
-                        peer: src.peer,
-                        op: LinkOp::ReadData,
-                        source: Arc::new(e),
-                    });
-                }
-            }
-        };
+        let peer = src.peer;
+        let r = read_again_on_eintr(peer, LinkOp::ReadData, || {
+            src.conn.socket_mut().read(chunk.spare())
+        });
         match r {
             Ok(Some(0)) => {
                 self.sink.put_chunk(chunk);
@@ -819,15 +809,26 @@ impl<'a> Session<'a> {
 
 /// One read. `Ok(None)`: would block.
 fn read_some(src: &mut Source, buf: &mut [u8]) -> Result<Option<usize>, DumpFailure> {
+    let peer = src.peer;
+    read_again_on_eintr(peer, LinkOp::Read, || src.read_plain(buf))
+}
+
+/// `read`, again when a signal interrupted it; its failure is `op`'s on the link to `peer`.
+/// `Ok(None)`: would block.
+fn read_again_on_eintr(
+    peer: SocketAddr,
+    op: LinkOp,
+    mut read: impl FnMut() -> io::Result<usize>,
+) -> Result<Option<usize>, DumpFailure> {
     loop {
-        match src.read_plain(buf) {
+        match read() {
             Ok(n) => return Ok(Some(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 return Err(DumpFailure::Link {
-                    peer: src.peer,
-                    op: LinkOp::Read,
+                    peer,
+                    op,
                     source: Arc::new(e),
                 });
             }
