@@ -529,13 +529,18 @@ impl DumpHeader {
             .filter(|d| d.len() < HEADER_SIZE - 2048 && !d.contains(&0))
         {
             let delim = heredoc_delimiter(dle);
-            out.extend_from_slice(b"DLE=<<");
-            out.extend_from_slice(delim.as_bytes());
-            out.push(b'\n');
-            out.extend_from_slice(dle);
-            out.push(b'\n');
-            out.extend_from_slice(delim.as_bytes());
-            out.push(b'\n');
+            let delim = delim.as_bytes();
+            for part in [
+                b"DLE=<<".as_slice(),
+                delim,
+                b"\n",
+                dle.as_bytes(),
+                b"\n",
+                delim,
+                b"\n",
+            ] {
+                out.extend_from_slice(part);
+            }
         }
         out.extend_from_slice(
             b"To restore, position tape at start of file and run:\n\tdd if=<tape> ",
