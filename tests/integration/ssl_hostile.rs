@@ -23,7 +23,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::require_root;
@@ -206,7 +205,7 @@ impl TlsHostile {
         let (opened, closed) = (self.opened.clone(), self.closed.clone());
         let counted = mine.clone();
         self.workers.spawn(move |stop| {
-            hold_connections(stop, n, 50, &closed, || {
+            hold_connections(&stop, n, 50, &closed, || {
                 let s = connect(port)?;
                 opened.fetch_add(1, Ordering::Relaxed);
                 counted.fetch_add(1, Ordering::Relaxed);
@@ -535,8 +534,8 @@ fn ssl_amandad_counts_unfinished_handshakes_against_the_partial_input_budget() {
 /// A hostile ssl "client" on 127.0.0.`last`:port, serving until dropped.
 struct FakeSslClient {
     port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// The accept loop, stopped on drop.
+    _accept: Workers,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -554,39 +553,26 @@ impl FakeSslClient {
         let listener = TcpListener::bind(SocketAddr::from((ip, 0))).expect("bind the fake client");
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut held = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok((s, _)) = listener.accept() else {
-                        std::thread::sleep(Duration::from_millis(20));
-                        continue;
-                    };
-                    let _ = s.set_nonblocking(false);
-                    let tls = tls.clone();
-                    let stop = stop.clone();
-                    held.push(std::thread::spawn(move || serve_badly(s, how, tls, &stop)));
-                }
-                for h in held {
-                    let _ = h.join();
-                }
-            })
-        };
+        let mut accept = Workers::new();
+        accept.spawn(move |stop| {
+            let mut held = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let tls = tls.clone();
+                let stop = stop.clone();
+                held.push(std::thread::spawn(move || serve_badly(s, how, tls, &stop)));
+            }
+            for h in held {
+                let _ = h.join();
+            }
+        });
         FakeSslClient {
             port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for FakeSslClient {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            _accept: accept,
         }
     }
 }

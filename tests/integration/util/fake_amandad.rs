@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+
 use std::time::{Duration, Instant};
 
 use proto::crc::Crc32c;
@@ -25,6 +25,7 @@ use proto::security::SecurityLine;
 use proto::tcp::Packet;
 
 use super::Noise;
+use super::workers::Workers;
 
 /// What the client does once its sendbackup REP was ACKed.
 #[derive(Clone, Debug)]
@@ -58,8 +59,8 @@ const INDEX: u32 = 499_997;
 /// The fake, serving until dropped.
 pub struct FakeAmandad {
     pub port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// The accept loop, stopped on drop.
+    _accept: Workers,
 }
 
 impl FakeAmandad {
@@ -68,36 +69,23 @@ impl FakeAmandad {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake amandad");
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
         let scripts = Arc::new(scripts);
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((s, _)) => {
-                            let (stop, scripts, default) =
-                                (Arc::clone(&stop), Arc::clone(&scripts), default.clone());
-                            std::thread::spawn(move || serve(s, &scripts, &default, &stop));
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        let mut accept = Workers::new();
+        accept.spawn(move |stop| {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let (stop, scripts, default) =
+                            (Arc::clone(&stop), Arc::clone(&scripts), default.clone());
+                        std::thread::spawn(move || serve(s, &scripts, &default, &stop));
                     }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
-            })
-        };
+            }
+        });
         FakeAmandad {
             port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for FakeAmandad {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            _accept: accept,
         }
     }
 }

@@ -320,7 +320,7 @@ impl Hostile {
             head.extend_from_slice(&len.to_be_bytes());
             head.extend_from_slice(&1u32.to_be_bytes());
             let body = vec![b'A'; (len as usize) - (64 << 10)];
-            hold_connections(stop, n, 20, &cut, || {
+            hold_connections(&stop, n, 20, &cut, || {
                 let s = tcp_from(v4(0, 0, 1), port, false)?;
                 let _ = s.set_nonblocking(false);
                 let _ = s.set_write_timeout(Some(Duration::from_secs(5)));

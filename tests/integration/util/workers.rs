@@ -23,10 +23,11 @@ impl Workers {
         }
     }
 
-    /// Runs `work` on a thread of its own; it returns once the flag it is given is set.
-    pub(crate) fn spawn(&mut self, work: impl FnOnce(&AtomicBool) + Send + 'static) {
+    /// Runs `work` on a thread of its own; it returns once the flag it is given is set (and
+    /// hands the flag on to the threads it starts).
+    pub(crate) fn spawn(&mut self, work: impl FnOnce(Arc<AtomicBool>) + Send + 'static) {
         let stop = self.stop.clone();
-        self.threads.push(std::thread::spawn(move || work(&stop)));
+        self.threads.push(std::thread::spawn(move || work(stop)));
     }
 
     /// Sets the flag and waits for every thread.
