@@ -743,6 +743,14 @@ fn tv3_selfcheck_request_for_a_legacy_client() {
     );
 }
 
+/// [`home`] as sendbackup gets it: with its one level, 0.
+fn sendbackup_home(auth: &str) -> Dle {
+    Dle {
+        levels: vec![Level::new(0)],
+        ..home(auth)
+    }
+}
+
 fn home(auth: &str) -> Dle {
     Dle {
         program: "GNUTAR".into(),
@@ -885,10 +893,7 @@ fn tv6_sendsize_xml_request_prep_and_rep() {
 #[test]
 fn tv7_sendbackup_xml_request_and_reply() {
     let opts = golden_options(&f(), true);
-    let dle = Dle {
-        levels: vec![Level::new(0)],
-        ..home("bsdtcp")
-    };
+    let dle = sendbackup_home("bsdtcp");
     assert_eq!(
         req(
             "sendbackup",
@@ -926,10 +931,7 @@ fn tv7_sendbackup_xml_request_and_reply() {
 fn tv8_sendbackup_legacy_request_and_reply() {
     let client = Features::minimal_gnutar_client();
     let opts = golden_options(&client, false);
-    let dle = Dle {
-        levels: vec![Level::new(0)],
-        ..home("bsd")
-    };
+    let dle = sendbackup_home("bsd");
     assert_eq!(
         req(
             "sendbackup",

@@ -23,15 +23,17 @@ use crate::{require_root, require_tool};
 
 const TINYPROXY: &str = "/usr/bin/tinyproxy";
 
-/// What every test here needs, or a loud skip (a failure under CI).
-macro_rules! require_proxy_tools {
-    () => {
+/// The start of the proxy tests: the tools they need, or a loud skip (a failure under CI);
+/// then the machine lock ([`util::lock_amdump_machine`]).
+macro_rules! proxy_machine {
+    () => {{
         require_root!();
         require_tool!(TINYPROXY);
         require_tool!(util::INETD);
         require_tool!("/usr/sbin/amssl");
         require_tool!("/usr/bin/openssl");
-    };
+        util::lock_amdump_machine()
+    }};
 }
 
 /// tinyproxy on 127.0.0.1 with a private configuration, in the foreground, until dropped.
@@ -161,8 +163,7 @@ fn ssl_conf(
 
 #[test]
 fn outbound_ssl_through_tinyproxy_check_run_restore_identical_and_the_proxy_logs_the_connect() {
-    require_proxy_tools!();
-    let _m = util::lock_amdump_machine();
+    let _m = proxy_machine!();
     let t = trees(Kind::Main);
     let data = Scratch::new("proxy-dles");
     let dles = dles(&data);
@@ -215,8 +216,7 @@ fn outbound_ssl_through_tinyproxy_check_run_restore_identical_and_the_proxy_logs
 
 #[test]
 fn outbound_proxy_refusing_the_clients_port_gives_dumper_check_the_403() {
-    require_proxy_tools!();
-    let _m = util::lock_amdump_machine();
+    let _m = proxy_machine!();
     let t = trees(Kind::Main);
     let data = Scratch::new("proxy-403");
     let dles = dles(&data);
@@ -239,8 +239,7 @@ fn outbound_proxy_refusing_the_clients_port_gives_dumper_check_the_403() {
 
 #[test]
 fn outbound_bsdtcp_through_a_proxy_is_refused_not_secure_and_the_error_says_use_ssl() {
-    require_proxy_tools!();
-    let _m = util::lock_amdump_machine();
+    let _m = proxy_machine!();
     let data = Scratch::new("proxy-bsdtcp");
     let dles = dles(&data);
     let ours = util::start_ours("bsdtcp", Launch::Inetd);
