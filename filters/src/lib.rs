@@ -34,6 +34,6 @@ pub use gzip::{
 };
 pub use program::{
     ExitOutcome, FilterCommand, FilterError, FilterIo, FilterReport, RunFailure, RunningFilter,
-    filter_environment, set_nonblocking,
+    filter_environment, read_stderr_lines, set_nonblocking,
 };
 pub use stderr::{StderrLine, StderrLines};

@@ -409,23 +409,7 @@ impl FilterCommand {
                 };
                 copy_counted(input, &mut w)
             });
-            let errs = s.spawn(move || {
-                let mut lines = StderrLines::default();
-                let mut out = Vec::new();
-                if let Some(mut r) = stderr {
-                    let mut buf = [0u8; 4096];
-                    loop {
-                        match r.read(&mut buf) {
-                            Ok(0) => break,
-                            Ok(n) => lines.push(&buf[..n], &mut out),
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(_) => break,
-                        }
-                    }
-                }
-                lines.finish(&mut out);
-                (out, lines.dropped())
-            });
+            let errs = s.spawn(move || stderr.map(read_stderr_lines).unwrap_or_default());
             let drained = match stdout {
                 Some(mut r) => copy_counted(&mut r, output),
                 None => (0, Ok(())),
@@ -480,6 +464,24 @@ impl FilterCommand {
 }
 
 /// Copies until EOF, counting what was written; stops at the first error.
+/// Reads a program's stderr to its end (or to a read error) as bounded lines
+/// ([`StderrLines::default`]): the lines, and how many more there were.
+pub fn read_stderr_lines(mut r: impl Read) -> (Vec<StderrLine>, u64) {
+    let mut lines = StderrLines::default();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => lines.push(&buf[..n], &mut out),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    lines.finish(&mut out);
+    (out, lines.dropped())
+}
+
 fn copy_counted(
     r: &mut (impl Read + ?Sized),
     w: &mut (impl Write + ?Sized),

@@ -38,7 +38,7 @@ use crossbeam_channel::{SendTimeoutError, Sender, bounded};
 use filters::gunzip::Gunzip;
 use filters::gzip::{GzipError, GzipPool, GzipWriter, Level};
 use filters::program::{FilterCommand, FilterError, RunningFilter};
-use filters::stderr::{StderrLine, StderrLines};
+use filters::stderr::StderrLine;
 use proto::crc::{Crc32c, CrcValue};
 use proto::dataphase::{GzipLevel, Stage};
 
@@ -557,22 +557,9 @@ fn drain_into<T>(stdout: Option<File>, mut next: Box<dyn StageSink<T>>, pid: u32
 }
 
 fn read_stderr(stderr: Option<File>) -> Vec<StderrLine> {
-    let mut lines = Vec::new();
-    let Some(mut f) = stderr else {
-        return lines;
-    };
-    let mut split = StderrLines::default();
-    let mut buf = [0u8; 4096];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => split.push(&buf[..n], &mut lines),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    split.finish(&mut lines);
-    lines
+    stderr
+        .map(|f| filters::read_stderr_lines(f).0)
+        .unwrap_or_default()
 }
 
 /// Builds the stages in front of `writer`, last first, and (when a stage is an external
