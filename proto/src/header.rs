@@ -109,7 +109,8 @@ pub struct FilterFields {
 }
 
 /// One side's custom programs (Amanda's `srvcompprog`, `srv_encrypt`, `srv_decrypt_opt` and
-/// their `clnt` twins); a valid header sets each field on one side at most.
+/// their `clnt` twins, also what the MESG `info` lines name, `mesg::InfoFields`); a valid
+/// header sets each field on one side at most.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FilterPrograms {
     /// `*_custom_compress <prog>`.
@@ -282,16 +283,8 @@ impl DumpHeader {
         let disk = dle.disk.clone().unwrap_or_default();
         let mut f = FilterFields {
             comp_suffix: info.compress_suffix.clone().filter(|s| !s.is_empty()),
-            server: FilterPrograms {
-                custom_compress: info.server_custom_compress.clone(),
-                encrypt: info.server_encrypt.clone(),
-                decrypt_option: info.server_decrypt_option.clone(),
-            },
-            client: FilterPrograms {
-                custom_compress: info.client_custom_compress.clone(),
-                encrypt: info.client_encrypt.clone(),
-                decrypt_option: info.client_decrypt_option.clone(),
-            },
+            server: info.server.clone(),
+            client: info.client.clone(),
             ..FilterFields::default()
         };
         let pipe = |prog: &[u8], opt: &[u8]| {

@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use crate::crc::CrcValue;
+use crate::header::FilterPrograms;
 use crate::quote::{ByteString, Strtok, parse_c_int};
 
 /// The `sendbackup: info` keys the dumper stores into the dump-file header.
@@ -398,18 +399,10 @@ pub struct InfoFields {
     pub recover_cmd: Option<ByteString>,
     /// `COMPRESS_SUFFIX`.
     pub compress_suffix: Option<ByteString>,
-    /// `SERVER_CUSTOM_COMPRESS`.
-    pub server_custom_compress: Option<ByteString>,
-    /// `CLIENT_CUSTOM_COMPRESS`.
-    pub client_custom_compress: Option<ByteString>,
-    /// `SERVER_ENCRYPT`.
-    pub server_encrypt: Option<ByteString>,
-    /// `CLIENT_ENCRYPT`.
-    pub client_encrypt: Option<ByteString>,
-    /// `SERVER_DECRYPT_OPTION`.
-    pub server_decrypt_option: Option<ByteString>,
-    /// `CLIENT_DECRYPT_OPTION`.
-    pub client_decrypt_option: Option<ByteString>,
+    /// `SERVER_CUSTOM_COMPRESS`, `SERVER_ENCRYPT`, `SERVER_DECRYPT_OPTION`.
+    pub server: FilterPrograms,
+    /// `CLIENT_CUSTOM_COMPRESS`, `CLIENT_ENCRYPT`, `CLIENT_DECRYPT_OPTION`.
+    pub client: FilterPrograms,
 }
 
 impl InfoFields {
@@ -419,12 +412,12 @@ impl InfoFields {
             b"APPLICATION" => &mut self.application,
             b"RECOVER_CMD" => &mut self.recover_cmd,
             b"COMPRESS_SUFFIX" => &mut self.compress_suffix,
-            b"SERVER_CUSTOM_COMPRESS" => &mut self.server_custom_compress,
-            b"CLIENT_CUSTOM_COMPRESS" => &mut self.client_custom_compress,
-            b"SERVER_ENCRYPT" => &mut self.server_encrypt,
-            b"CLIENT_ENCRYPT" => &mut self.client_encrypt,
-            b"SERVER_DECRYPT_OPTION" => &mut self.server_decrypt_option,
-            b"CLIENT_DECRYPT_OPTION" => &mut self.client_decrypt_option,
+            b"SERVER_CUSTOM_COMPRESS" => &mut self.server.custom_compress,
+            b"CLIENT_CUSTOM_COMPRESS" => &mut self.client.custom_compress,
+            b"SERVER_ENCRYPT" => &mut self.server.encrypt,
+            b"CLIENT_ENCRYPT" => &mut self.client.encrypt,
+            b"SERVER_DECRYPT_OPTION" => &mut self.server.decrypt_option,
+            b"CLIENT_DECRYPT_OPTION" => &mut self.client.decrypt_option,
             _ => return,
         };
         *slot = Some(value);
