@@ -49,19 +49,27 @@ pub fn load(key: &PrivateKeyDer<'_>) -> Result<Arc<dyn SigningKey>, KeyError> {
     if bits < MIN_RSA_BITS {
         return Err(KeyError::RsaTooSmall(bits));
     }
-    Ok(Arc::new(SmallRsaKey { key: rsa, bits }))
+    Ok(Arc::new(SmallRsaKey {
+        key: Secret(rsa),
+        bits,
+    }))
+}
+
+/// A private key, which `Debug` does not show.
+#[derive(Clone)]
+struct Secret(RsaPrivateKey);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(secret)")
+    }
 }
 
 /// An RSA key ring refuses for its size.
+#[derive(Debug)]
 struct SmallRsaKey {
-    key: RsaPrivateKey,
+    key: Secret,
     bits: usize,
-}
-
-impl std::fmt::Debug for SmallRsaKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SmallRsaKey({} bits)", self.bits)
-    }
 }
 
 impl SmallRsaKey {
@@ -97,15 +105,10 @@ impl SigningKey for SmallRsaKey {
     }
 }
 
+#[derive(Debug)]
 struct SmallRsaSigner {
-    key: RsaPrivateKey,
+    key: Secret,
     scheme: SignatureScheme,
-}
-
-impl std::fmt::Debug for SmallRsaSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SmallRsaSigner({:?})", self.scheme)
-    }
 }
 
 /// Signs `message` with `key` (blinded, fresh randomness from the OS).
@@ -121,7 +124,7 @@ impl Signer for SmallRsaSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
         use rsa::pkcs1v15::SigningKey as Pkcs1;
         use rsa::pss::BlindedSigningKey as Pss;
-        let k = self.key.clone();
+        let k = self.key.0.clone();
         let sig = match self.scheme {
             SignatureScheme::RSA_PSS_SHA256 => sign_with(Pss::<Sha256>::new(k), message),
             SignatureScheme::RSA_PSS_SHA384 => sign_with(Pss::<Sha384>::new(k), message),
