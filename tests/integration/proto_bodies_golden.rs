@@ -1048,42 +1048,27 @@ fn selfcheck_constructors_rebuild_a_whole_real_reply() {
     let body = read(&traces().join("bsd-error-missing-dle-amcheck/udp-006.bin"));
     let body = &body[body.iter().position(|&b| b == b'\n').unwrap() + 1..];
     let h: &[u8] = b"localhost";
+    // amgtar's access checks, as root (ruid 0) with the euid given.
+    let amgtar_access = |path: &[u8], noun, adjective, euid| {
+        msg::access(Origin::AMGTAR, path, noun, adjective, None, 0, euid)
+    };
     let amgtar_dle = |dir: &[u8], ok: bool| {
         let mut v = vec![
             msg::amgtar_disk(dir, dir, h),
             msg::amgtar_version(dir, dir, h),
             msg::amgtar_ok(dir, dir, h),
-            msg::access(
-                Origin::AMGTAR,
-                b"/bin/tar",
-                "execute",
-                "executable",
-                None,
-                0,
-                34,
-            ),
+            amgtar_access(b"/bin/tar", "execute", "executable", 34),
             msg::amgtar_gtar_version(b"1.34", dir, dir, h),
-            msg::access(
-                Origin::AMGTAR,
+            amgtar_access(
                 b"/var/lib/amanda/gnutar-lists/.",
                 "read/write",
                 "read/writable",
-                None,
-                0,
                 34,
             ),
         ];
         if ok {
             let dot = [dir, b"/."].concat();
-            v.push(msg::access(
-                Origin::AMGTAR,
-                &dot,
-                "access",
-                "accessible",
-                None,
-                0,
-                0,
-            ));
+            v.push(amgtar_access(&dot, "access", "accessible", 0));
         } else {
             v.push(msg::cannot_stat_dir(Origin::AMGTAR, dir, 2).relayed());
         }

@@ -714,6 +714,13 @@ fn frames_on(frames: &[(u32, Vec<u8>)], handle: u32) -> Vec<u8> {
         .collect()
 }
 
+/// [`check_dump`] of a dump whose DATA and MESG are frames among `frames`, on the handles
+/// the CONNECT line `ids` names.
+fn check_framed_dump(where_: &str, frames: &[(u32, Vec<u8>)], ids: &[(String, u32)]) {
+    let mesg = frames_on(frames, id_of(ids, "MESG"));
+    check_dump(where_, crc_of_frames(frames, id_of(ids, "DATA")), &mesg);
+}
+
 fn check_dump(where_: &str, data: Crc32c, mesg: &[u8]) {
     let crcs = mesg_crcs(mesg);
     let client = crcs
@@ -769,12 +776,7 @@ fn crc32c_of_every_dumps_data_matches_the_client_crc() {
             .find(|c| u32::from(port_of(&c.b)) == data_port)
             .unwrap();
         let frames = whole_frames(&conn.b2a, &[usize::MAX]);
-        let mesg = frames_on(&frames, id_of(&ids, "MESG"));
-        check_dump(
-            &format!("bsdudp-amdump {}", d.file),
-            crc_of_frames(&frames, data_port),
-            &mesg,
-        );
+        check_framed_dump(&format!("bsdudp-amdump {}", d.file), &frames, &ids);
         dumps += 1;
     }
 
@@ -790,14 +792,9 @@ fn crc32c_of_every_dumps_data_matches_the_client_crc() {
             let Some(ids) = connect_ids(&p.body).filter(|_| p.ptype == PacketType::Rep) else {
                 continue;
             };
-            let data = id_of(&ids, "DATA");
-            assert!(!tcp::is_control_handle(data));
-            let mesg = frames_on(&frames, id_of(&ids, "MESG"));
-            check_dump(
-                &format!("bsdtcp-amdump tcp{} handle {h}", conn.index),
-                crc_of_frames(&frames, data),
-                &mesg,
-            );
+            assert!(!tcp::is_control_handle(id_of(&ids, "DATA")));
+            let name = format!("bsdtcp-amdump tcp{} handle {h}", conn.index);
+            check_framed_dump(&name, &frames, &ids);
             dumps += 1;
         }
     }
