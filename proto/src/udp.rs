@@ -627,16 +627,18 @@ mod tests {
 
     #[test]
     fn errors_say_what_and_where() {
-        let e = parse(b"Amanda 3.5 ACK HANDEL h SEQ 1\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "not an Amanda packet: expected `HANDLE` at byte 15, found \"HANDEL\""
-        );
-        let e = parse(b"Amanda 3.5").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "not an Amanda packet: header ends at byte 10 before the packet type"
-        );
+        for (bytes, text) in [
+            (
+                &b"Amanda 3.5 ACK HANDEL h SEQ 1\n"[..],
+                "not an Amanda packet: expected `HANDLE` at byte 15, found \"HANDEL\"",
+            ),
+            (
+                b"Amanda 3.5",
+                "not an Amanda packet: header ends at byte 10 before the packet type",
+            ),
+        ] {
+            assert_eq!(parse(bytes).unwrap_err().to_string(), text);
+        }
     }
 
     #[test]

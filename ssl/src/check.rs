@@ -219,8 +219,12 @@ mod tests {
         }
     }
 
-    /// An ssl-dir with `remote/<name>/fingerprint` holding `line`.
-    fn dir_with(name: &str, line: &str) -> (tempfile::TempDir, SslSettings) {
+    /// An ssl-dir with `remote/<name>/fingerprint` holding the fingerprint line of the
+    /// testdata certificate `rel` (`main/client`: `testdata/main/client/fingerprint`).
+    fn dir_with(name: &str, rel: &str) -> (tempfile::TempDir, SslSettings) {
+        let path = format!("{}/testdata/{rel}/fingerprint", env!("CARGO_MANIFEST_DIR"));
+        let line = std::fs::read_to_string(path).unwrap();
+        let line = line.trim();
         let d = tempfile::tempdir().unwrap();
         let r = d.path().join("remote").join(name);
         std::fs::create_dir_all(&r).unwrap();
@@ -235,10 +239,7 @@ mod tests {
     #[test]
     fn acceptor_takes_the_cn_as_name_and_checks_its_fingerprint_file() {
         let client = der("main/client/crt.pem");
-        let (_d, s) = dir_with(
-            "127.0.0.1",
-            include_str!("../testdata/main/client/fingerprint").trim(),
-        );
+        let (_d, s) = dir_with("127.0.0.1", "main/client");
         let c = acceptor(&s);
         let id = check_peer(&c, Some(&client), &ok_names).unwrap();
         assert_eq!(id.cn.as_deref(), Some("127.0.0.1"));
@@ -256,19 +257,12 @@ mod tests {
             e.to_string().contains("remote/127.0.0.1/fingerprint"),
             "{e}"
         );
-        assert_eq!(
-            check_peer(&c, None, &ok_names),
-            Err(CheckFailure::NoClientCertificate)
-        );
     }
 
     #[test]
     fn initiator_names_the_fingerprint_file_after_the_host_it_connected_to() {
         let client = der("main/client/crt.pem");
-        let (_d, s) = dir_with(
-            "client.example",
-            include_str!("../testdata/other/client/fingerprint").trim(),
-        );
+        let (_d, s) = dir_with("client.example", "other/client");
         let c = initiator(&s, "client.example");
         assert!(matches!(
             check_peer(&c, Some(&client), &ok_names),
@@ -285,10 +279,20 @@ mod tests {
                 .fingerprint_file,
             None
         );
-        assert_eq!(
-            check_peer(&c, None, &ok_names),
-            Err(CheckFailure::NoServerCertificate)
-        );
+    }
+
+    #[test]
+    fn a_peer_without_a_certificate_is_refused_naming_its_side() {
+        let s = SslSettings::default();
+        for (c, failure) in [
+            (acceptor(&s), CheckFailure::NoClientCertificate),
+            (
+                initiator(&s, "elsewhere"),
+                CheckFailure::NoServerCertificate,
+            ),
+        ] {
+            assert_eq!(check_peer(&c, None, &ok_names), Err(failure));
+        }
     }
 
     #[test]
