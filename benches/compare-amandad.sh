@@ -50,25 +50,20 @@ settle_real() {
     local p; p=$(pgrep -f "inetd -i -R 1000000 $WORK/real-udp.conf" | head -1)
     for _ in $(seq 120); do pgrep -P "$p" >/dev/null || return 0; sleep 0.5; done
 }
+# row LABEL AUTH PORT CONCURRENCY: one run, printed; last FIELD: that field of the last run.
+row() { printf '%-28s %s\n' "$1" "$(run "$2" "$3" "$4")"; }
+last() { tail -1 "$WORK/results" | field "$1"; }
 settle_real
-printf '%-28s %s\n' "real amandad, bsd, c=1" "$(run bsd "$RU" 1)"
-R_LAT=$(tail -1 "$WORK/results" | field median)
-printf '%-28s %s\n' "ours, bsd, c=1" "$(run bsd "$OU" 1)"
-O_LAT=$(tail -1 "$WORK/results" | field median)
-printf '%-28s %s\n' "real amandad, bsdtcp, c=1" "$(run bsdtcp "$RT" 1)"
-printf '%-28s %s\n' "ours, bsdtcp, c=1" "$(run bsdtcp "$OT" 1)"
-O_TLAT=$(tail -1 "$WORK/results" | field median)
+row "real amandad, bsd, c=1" bsd "$RU" 1; R_LAT=$(last median)
+row "ours, bsd, c=1" bsd "$OU" 1; O_LAT=$(last median)
+row "real amandad, bsdtcp, c=1" bsdtcp "$RT" 1
+row "ours, bsdtcp, c=1" bsdtcp "$OT" 1; O_TLAT=$(last median)
 settle_real
-printf '%-28s %s\n' "real amandad, inetd, bsd" "$(run bsd "$RU" 16)"
-R_BSD=$(tail -1 "$WORK/results" | field rate)
-printf '%-28s %s\n' "ours, standalone, bsd" "$(run bsd "$OU" 16)"
-O_BSD=$(tail -1 "$WORK/results" | field rate)
-printf '%-28s %s\n' "ours, inetd, bsd" "$(run bsd "$IU" 16)"
-I_BSD=$(tail -1 "$WORK/results" | field rate)
-printf '%-28s %s\n' "real amandad, inetd, bsdtcp" "$(run bsdtcp "$RT" 16)"
-R_TCP=$(tail -1 "$WORK/results" | field rate)
-printf '%-28s %s\n' "ours, standalone, bsdtcp" "$(run bsdtcp "$OT" 16)"
-O_TCP=$(tail -1 "$WORK/results" | field rate)
+row "real amandad, inetd, bsd" bsd "$RU" 16; R_BSD=$(last rate)
+row "ours, standalone, bsd" bsd "$OU" 16; O_BSD=$(last rate)
+row "ours, inetd, bsd" bsd "$IU" 16; I_BSD=$(last rate)
+row "real amandad, inetd, bsdtcp" bsdtcp "$RT" 16; R_TCP=$(last rate)
+row "ours, standalone, bsdtcp" bsdtcp "$OT" 16; O_TCP=$(last rate)
 echo "ratio bsd (standalone / real):    $(ratio "$O_BSD" "$R_BSD")   (under inetd: $(ratio "$I_BSD" "$R_BSD"))   target >= 50x"
 echo "ratio bsdtcp (standalone / real): $(ratio "$O_TCP" "$R_TCP")   target >= 50x"
 echo "median latency c=1: bsd ${O_LAT} ms, bsdtcp ${O_TLAT} ms (real bsd ${R_LAT} ms)   target < 1 ms"
