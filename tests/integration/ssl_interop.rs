@@ -334,32 +334,32 @@ fn ssl_our_dumper_refuses_a_client_whose_fingerprint_is_not_on_file() {
     );
 }
 
-#[test]
-fn ssl_our_dumper_refuses_a_client_certificate_whose_name_is_not_the_host() {
-    let (_m, main) = ssl_machine!(Kind::Main);
-    // The client listens on 127.0.0.2; its certificate says 127.0.0.1: dumper check has
-    // Amanda's text.
-    let needles = ["Common name of certicate (127.0.0.1) doesn't resolv to IP (127.0.0.2:"];
-    check_refused(
-        "127.0.0.2",
-        &ssl_dir(&main.client),
-        None,
-        &ssl_dir(&main.server),
-        &needles,
-    );
+/// Refusals of our dumper by or of the real amandad with the main certificate trees as they
+/// are: `test name: (the real amandad's address, its .amandahosts, what dumper check says)`.
+macro_rules! main_trees_refusals {
+    ($($(#[$doc:meta])* $name:ident: ($bind:expr, $hosts:expr, $needle:expr);)*) => {$(
+        $(#[$doc])*
+        #[test]
+        fn $name() {
+            let (_m, main) = ssl_machine!(Kind::Main);
+            let (client, server) = (ssl_dir(&main.client), ssl_dir(&main.server));
+            check_refused($bind, &client, $hosts, &server, &[$needle]);
+        }
+    )*};
 }
 
-#[test]
-fn ssl_our_dumper_is_refused_by_a_client_whose_amandahosts_lacks_its_name() {
-    let (_m, main) = ssl_machine!(Kind::Main);
-    // dumper check shows the real amandad's NAK naming our certificate's CN.
-    let needles = ["user backup from localhost is not allowed to execute the service noop"];
-    check_refused(
+main_trees_refusals! {
+    /// The client listens on 127.0.0.2; its certificate says 127.0.0.1: Amanda's text.
+    ssl_our_dumper_refuses_a_client_certificate_whose_name_is_not_the_host: (
+        "127.0.0.2",
+        None,
+        "Common name of certicate (127.0.0.1) doesn't resolv to IP (127.0.0.2:"
+    );
+    /// The real amandad's NAK names our certificate's CN.
+    ssl_our_dumper_is_refused_by_a_client_whose_amandahosts_lacks_its_name: (
         "127.0.0.1",
-        &ssl_dir(&main.client),
         Some("otherhost backup amdump\n"),
-        &ssl_dir(&main.server),
-        &needles,
+        "user backup from localhost is not allowed to execute the service noop"
     );
 }
 
