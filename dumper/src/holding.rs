@@ -930,12 +930,18 @@ mod tests {
         );
     }
 
+    /// A writer (two 4 KiB buffers) of the holding file `name` in a new temporary directory.
+    fn new_writer(name: &str) -> (tempfile::TempDir, PathBuf, HoldingWriter) {
+        let dir = tempfile::tempdir().unwrap();
+        let fin = dir.path().join(name);
+        let w = HoldingWriter::create(fin.clone(), 2, 4096).unwrap();
+        (dir, fin, w)
+    }
+
     // issue 10: `create` truncated the `.tmp` before it took the lock.
     #[test]
     fn create_never_truncates_a_file_another_writer_holds() {
-        let dir = tempfile::tempdir().unwrap();
-        let fin = dir.path().join("run/h._d.0");
-        let mut first = HoldingWriter::create(fin.clone(), 2, 4096).unwrap();
+        let (_dir, fin, mut first) = new_writer("run/h._d.0");
         first.write_all(&[7u8; 100_000]).unwrap();
         // Until the writer thread has the bytes (the file is preallocated beyond them).
         let mut len = 0;
@@ -976,9 +982,7 @@ mod tests {
 
     #[test]
     fn commit_refuses_a_file_of_the_wrong_length() {
-        let dir = tempfile::tempdir().unwrap();
-        let fin = dir.path().join("h._d.0");
-        let mut w = HoldingWriter::create(fin.clone(), 2, 4096).unwrap();
+        let (_dir, fin, mut w) = new_writer("h._d.0");
         w.write_all(&[1u8; 5000]).unwrap();
         let err = w
             .commit_with_header(None, Some(6000))
@@ -1068,9 +1072,7 @@ mod tests {
 
     #[test]
     fn abort_and_drop_leave_nothing_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let fin = dir.path().join("host._d.1");
-        let mut w = HoldingWriter::create(fin.clone(), 2, 4096).unwrap();
+        let (_dir, fin, mut w) = new_writer("host._d.1");
         w.write_all(b"partial").unwrap();
         w.abort();
         assert!(!fin.exists() && !tmp_path(&fin).exists());
