@@ -716,6 +716,28 @@ impl Resolving<'_, '_> {
                 );
             }
         }
+        // issue 14: a host is reached one way; DLEs that disagree would have the night
+        // both connect to it and wait for it.
+        if let Some(first) = self
+            .list
+            .entries
+            .iter()
+            .find(|e| e.host.eq_ignore_ascii_case(&l.host))
+            && first.dumptype.dialin != dumptype.dialin
+        {
+            let yes_no = |b: bool| if b { "yes" } else { "no" };
+            let msg = format!(
+                "every DLE of host {} must agree on dialin: this one (dumptype {}) says {}, the one at {} (dumptype {}) says {}",
+                l.host,
+                dumptype.name,
+                yes_no(dumptype.dialin),
+                first.location,
+                first.dumptype.name,
+                yes_no(first.dumptype.dialin)
+            );
+            self.error(l.host_span, ErrorKind::Other(msg));
+            return;
+        }
         let _ = disk_lossy;
         self.disks.insert(key, l.host_span.line);
         self.hosts.insert(lower, l.host.clone());
@@ -785,6 +807,7 @@ mod tests {
                 "define dumptype comp-root {\n compress client fast\n}\n",
                 "define dumptype user-tar {\n program \"GNUTAR\"\n maxdumps 2\n}\n",
                 "define interface le0 {\n use 400 kbps\n}\n",
+                "define dumptype dial {\n comp-root\n dialin yes\n}\n",
             ),
         )
         .unwrap()
@@ -863,5 +886,20 @@ mod tests {
         ] {
             assert_eq!(list(text).unwrap_err(), [error], "{text:?}");
         }
+    }
+
+    // issue 14: how a host is reached is one setting per host; DLEs that disagree are a
+    // config error naming both lines.
+    #[test]
+    fn dialin_is_read_per_dumptype_and_every_dle_of_a_host_must_agree() {
+        let d = list("nat /a dial\nnat /b dial\nlan /a comp-root\n").unwrap();
+        assert!(d.entries[0].dumptype.dialin && d.entries[1].dumptype.dialin);
+        assert!(!d.entries[2].dumptype.dialin);
+        assert_eq!(
+            list("nat /a dial\nx /a comp-root\nNAT2 /a dial\nnat /b comp-root\n").unwrap_err(),
+            [
+                "disklist:4:1: every DLE of host nat must agree on dialin: this one (dumptype comp-root) says no, the one at disklist:1:1 (dumptype dial) says yes"
+            ]
+        );
     }
 }

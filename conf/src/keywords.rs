@@ -397,6 +397,8 @@ pub static DUMPTYPE: &[Def] = &[
     d("ssl_check_host", K::Bool),
     d("ssl_check_certificate_host", K::Bool),
     d("ssl_check_fingerprint", K::Bool),
+    // amanda-rs extension (issue 14): the host dials in (`amandad --dial-out`).
+    d("dialin", K::Bool),
 ];
 
 /// `define holdingdisk` parameters.

@@ -333,6 +333,9 @@ pub struct Dumptype {
     pub ssl: crate::ssl::SslSettings,
     /// `tag`s.
     pub tags: Vec<String>,
+    /// `dialin` (amanda-rs extension, issue 14; default no): the host is reached only over
+    /// connections it opened itself (`amandad --dial-out`), never by connecting to it.
+    pub dialin: bool,
     /// Explicit parameters (with inherited ones), with their locations.
     pub params: Params,
 }
@@ -443,6 +446,7 @@ impl Dumptype {
                 Some(Value::StrList(t)) => t.clone(),
                 _ => Vec::new(),
             },
+            dialin: g.bool("dialin", false),
             params: p.clone(),
         }
     }

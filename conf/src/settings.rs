@@ -146,6 +146,76 @@ pub struct Amandad {
     /// separated by spaces or commas (default none: any absolute path, as Amanda; the
     /// server chooses them, and amandad runs them as the Amanda user).
     pub filter_programs: String,
+    /// `amandad --dial-out`: the one connection this client keeps to the server's
+    /// `dumper listen` (issue 14).
+    pub dial_out: DialOut,
+}
+
+/// `amandad --dial-out` (issue 14): the client opens every connection of a night itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DialOut {
+    /// The server's listener, `host` or `host:port` (port default 10080; required for
+    /// `--dial-out`).
+    pub server: String,
+    /// The server's name as `.amandahosts` lists it (default: the host part of `server`);
+    /// the connections amandad opened are checked against it instead of a reverse lookup.
+    pub server_name: String,
+    /// The configuration name the server backs this host up in (required).
+    pub config: String,
+    /// This host's name as the server's disklist has it (default: the system host name).
+    pub hostname: String,
+    /// The auth of the connections (default and today the only one: bsdtcp).
+    pub auth: String,
+    /// The first wait before dialing again after a failure, seconds (default 1); each
+    /// further failure doubles it, up to `backoff_max_secs`, with random jitter.
+    pub backoff_min_secs: u64,
+    /// The longest wait between dials, seconds (default 60).
+    pub backoff_max_secs: u64,
+}
+
+impl Default for DialOut {
+    fn default() -> Self {
+        DialOut {
+            server: String::new(),
+            server_name: String::new(),
+            config: String::new(),
+            hostname: String::new(),
+            auth: "bsdtcp".into(),
+            backoff_min_secs: 1,
+            backoff_max_secs: 60,
+        }
+    }
+}
+
+impl DialOut {
+    /// `server` as host and port (10080 when none is given).
+    pub fn server_host_port(&self) -> Result<(String, u16), String> {
+        let s = self.server.trim();
+        if s.is_empty() {
+            return Err("amandad.dial_out.server is not set (host or host:port of the server's `dumper listen`)".into());
+        }
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
+                let port = p
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("amandad.dial_out.server {s:?}: bad port {p:?}"))?;
+                (h.trim_start_matches('[').trim_end_matches(']'), port)
+            }
+            _ => (s, 10080),
+        };
+        Ok((host.to_string(), port))
+    }
+
+    /// [`DialOut::server_name`], or the host part of `server`.
+    pub fn server_name(&self) -> String {
+        if !self.server_name.is_empty() {
+            return self.server_name.clone();
+        }
+        self.server_host_port().map(|(h, _)| h).unwrap_or_default()
+    }
 }
 
 impl Amandad {
@@ -189,6 +259,7 @@ impl Default for Amandad {
             extra_data_peers: String::new(),
             compress_threads: 0,
             filter_programs: String::new(),
+            dial_out: DialOut::default(),
         }
     }
 }
@@ -214,6 +285,13 @@ pub struct Dumper {
     /// the bsdtcp connect timeout); a client that accepts the connection and then says
     /// nothing, or too little, fails this try of `connect-tries` when it passes.
     pub ssl_handshake_secs: u64,
+    /// How long `dumper run` and `dumper check` wait for a `dialin yes` host's client to
+    /// hold a connection to the listener, seconds (default 300; issue 14).
+    pub dialin_wait_secs: u64,
+    /// The listener's PING interval on a dial-in client's held connection, seconds
+    /// (default 30): under the idle timeouts of NAT devices, and how fast a dead holder is
+    /// noticed (3 unanswered PINGs).
+    pub dialin_heartbeat_secs: u64,
 }
 
 impl Default for Dumper {
@@ -221,6 +299,8 @@ impl Default for Dumper {
         Dumper {
             max_index_mib: 1024,
             ssl_handshake_secs: 20,
+            dialin_wait_secs: 300,
+            dialin_heartbeat_secs: 30,
         }
     }
 }
@@ -229,6 +309,11 @@ impl Dumper {
     /// [`Dumper::max_index_mib`] in bytes.
     pub fn max_index_bytes(&self) -> u64 {
         self.max_index_mib.saturating_mul(1024 * 1024)
+    }
+
+    /// [`Dumper::dialin_wait_secs`] as a Duration.
+    pub fn dialin_wait(&self) -> Duration {
+        Duration::from_secs(self.dialin_wait_secs)
     }
 
     /// [`Dumper::ssl_handshake_secs`] as a Duration.
@@ -478,6 +563,37 @@ impl Settings {
             return bad("dumper.ssl_handshake_secs", "must be 1 to 3600");
         }
         within(
+            "dumper.dialin_wait_secs",
+            self.dumper.dialin_wait_secs,
+            1,
+            86_400,
+        )?;
+        within(
+            "dumper.dialin_heartbeat_secs",
+            self.dumper.dialin_heartbeat_secs,
+            1,
+            3600,
+        )?;
+        let d = &self.amandad.dial_out;
+        within(
+            "amandad.dial_out.backoff_min_secs",
+            d.backoff_min_secs,
+            1,
+            3600,
+        )?;
+        within(
+            "amandad.dial_out.backoff_max_secs",
+            d.backoff_max_secs,
+            d.backoff_min_secs,
+            86_400,
+        )?;
+        if !d.auth.eq_ignore_ascii_case("bsdtcp") {
+            return bad(
+                "amandad.dial_out.auth",
+                "must be bsdtcp (the only auth of dial-in connections so far)",
+            );
+        }
+        within(
             "proxy.answer_timeout_secs",
             self.proxy.answer_timeout_secs,
             1,
@@ -648,6 +764,34 @@ mod tests {
         assert!(e.to_string().contains("no_proxy: \"!d\""), "{e}");
         let e = from_file("[proxy]\nanswer_timeout_secs = 0\n").unwrap_err();
         assert!(e.to_string().contains("proxy.answer_timeout_secs"), "{e}");
+    }
+
+    // issue 14: the dial-out settings of amandad and the dial-in wait of dumper.
+    #[test]
+    fn dial_out_settings_default_and_check() {
+        let s =
+            from_file("[amandad.dial_out]\nserver = \"srv:10081\"\nconfig = \"Daily\"\n").unwrap();
+        let d = &s.amandad.dial_out;
+        assert_eq!(d.server_host_port().unwrap(), ("srv".to_string(), 10081));
+        assert_eq!(d.server_name(), "srv");
+        assert_eq!((d.backoff_min_secs, d.backoff_max_secs), (1, 60));
+        assert_eq!(s.dumper.dialin_wait(), Duration::from_secs(300));
+        let s = Settings::load_from(
+            None,
+            env(&[("AMANDA_RS_AMANDAD__DIAL_OUT__SERVER", "198.18.0.1")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.amandad.dial_out.server_host_port().unwrap(),
+            ("198.18.0.1".to_string(), 10080)
+        );
+        let e = DialOut::default().server_host_port().unwrap_err();
+        assert!(e.contains("amandad.dial_out.server is not set"), "{e}");
+        let e = from_file("[amandad.dial_out]\nbackoff_min_secs = 10\nbackoff_max_secs = 5\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("backoff_max_secs"), "{e}");
+        let e = from_file("[amandad.dial_out]\nauth = \"ssh\"\n").unwrap_err();
+        assert!(e.to_string().contains("amandad.dial_out.auth"), "{e}");
     }
 
     #[test]

@@ -187,6 +187,7 @@ pub fn site_from(
             client_port_set: !port_text.trim().is_empty(),
             origin: origin(Some(&e.location)),
             size: None,
+            dialin: e.dumptype.dialin,
         });
     }
     site.clients = site

@@ -151,7 +151,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
         }
         let mut both = |dir_server: Dir,
                         proto: Transport,
-                        sport: PortRange,
+                        sport: Option<PortRange>,
                         dport: PortRange,
                         comment: String| {
             let dir_client = if dir_server == Dir::Out {
@@ -163,7 +163,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                 dir: dir_server,
                 peers: addrs.clone(),
                 proto,
-                sport: Some(sport),
+                sport,
                 dport: Some(dport),
                 comment: format!("{comment} ({})", client.name),
             });
@@ -171,19 +171,40 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                 dir: dir_client,
                 peers: server_addrs.clone(),
                 proto,
-                sport: Some(sport),
+                sport,
                 dport: Some(dport),
                 comment,
             });
         };
-        for &port in &ports {
+        // issue 14: a `dialin yes` host opens every connection itself, to the server's
+        // `dumper listen`; nothing may (or needs to) reach it from outside.
+        let dialin = dles.iter().any(|d| d.dialin);
+        if dialin {
+            both(
+                Dir::In,
+                Transport::Tcp,
+                None,
+                single(crate::site::AMANDA_PORT),
+                "dial-in: amandad --dial-out to the server's dumper listen (held connection and sessions)"
+                    .to_owned(),
+            );
+            host.notes.push(format!(
+                "{} is dial-in: no inbound rule; with --default-drop it accepts only the replies of connections it opened",
+                client.name
+            ));
+            server.notes.push(format!(
+                "{} is dial-in: the server never connects to it; behind NAT it arrives from the router's address, so give that address with --side/--server-address or widen the rule",
+                client.name
+            ));
+        }
+        for &port in ports.iter().filter(|_| !dialin) {
             for &auth in &auths {
                 match auth {
                     Auth::Bsd | Auth::Bsdudp => {
                         both(
                             Dir::Out,
                             Transport::Udp,
-                            s.reserved_udp.value,
+                            Some(s.reserved_udp.value),
                             single(port),
                             format!("{auth} control: server reserved-udp-port to amandad"),
                         );
@@ -195,7 +216,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                         both(
                             Dir::Out,
                             Transport::Tcp,
-                            s.unreserved_tcp.value,
+                            Some(s.unreserved_tcp.value),
                             c.unreserved_tcp.value,
                             format!(
                                 "{what}: server unreserved-tcp-port to the client's unreserved-tcp-port"
@@ -206,7 +227,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                         both(
                             Dir::Out,
                             Transport::Tcp,
-                            s.reserved_tcp.value,
+                            Some(s.reserved_tcp.value),
                             single(port),
                             "bsdtcp control and data: server reserved-tcp-port to amandad"
                                 .to_owned(),
@@ -216,7 +237,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                         both(
                             Dir::Out,
                             Transport::Tcp,
-                            s.unreserved_tcp.value,
+                            Some(s.unreserved_tcp.value),
                             single(port),
                             "ssl control and data (TLS): server unreserved-tcp-port to amandad"
                                 .to_owned(),
@@ -248,7 +269,7 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                     both(
                         Dir::In,
                         Transport::Tcp,
-                        source,
+                        Some(source),
                         single(crate::site::AMANDA_PORT),
                         format!("restore: amrecover ({auth}) to the server's amindexd/amidxtaped"),
                     );
@@ -257,14 +278,14 @@ fn plan(site: &Site) -> Result<Vec<HostRules>, String> {
                     both(
                         Dir::In,
                         Transport::Udp,
-                        c.reserved_udp.value,
+                        Some(c.reserved_udp.value),
                         single(crate::site::AMANDA_PORT),
                         format!("restore: amrecover ({auth}) to the server's amandad"),
                     );
                     both(
                         Dir::In,
                         Transport::Tcp,
-                        c.unreserved_tcp.value,
+                        Some(c.unreserved_tcp.value),
                         s.unreserved_tcp.value,
                         format!("restore: {auth} data streams to the server's unreserved-tcp-port"),
                     );
@@ -398,9 +419,9 @@ fn nft_rule_lines(r: &Rule) -> Vec<String> {
             continue;
         };
         let addr = if r.dir == Dir::In { "saddr" } else { "daddr" };
-        let mut line = format!("{} {addr} {p} {}", fam.nft(), r.proto);
+        let mut line = format!("{} {addr} {p}", fam.nft());
         if let Some(s) = r.sport {
-            let _ = write!(line, " sport {}", nft_range(s));
+            let _ = write!(line, " {} sport {}", r.proto, nft_range(s));
         }
         if let Some(d) = r.dport {
             let _ = write!(line, " {} dport {}", r.proto, nft_range(d));

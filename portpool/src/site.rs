@@ -112,6 +112,9 @@ pub struct SiteDle {
     pub origin: Origin,
     /// Estimated size in bytes, when known (the simulator uses it).
     pub size: Option<u64>,
+    /// The dumptype's `dialin` (issue 14): the client connects to the server, never the
+    /// other way.
+    pub dialin: bool,
 }
 
 impl SiteDle {
@@ -127,6 +130,7 @@ impl SiteDle {
             client_port_set: false,
             origin: Origin::Default,
             size: None,
+            dialin: false,
         }
     }
 
@@ -239,9 +243,15 @@ impl Site {
         }
     }
 
-    /// The auths the DLEs use, sorted.
+    /// The auths of the connections the server opens, sorted: a `dialin` DLE's client
+    /// connects to the server's listener and takes no server port (issue 14).
     pub fn auths(&self) -> Vec<Auth> {
-        let mut auths: Vec<Auth> = self.dles.iter().map(|d| d.auth).collect();
+        let mut auths: Vec<Auth> = self
+            .dles
+            .iter()
+            .filter(|d| !d.dialin)
+            .map(|d| d.auth)
+            .collect();
         auths.sort();
         auths.dedup();
         auths

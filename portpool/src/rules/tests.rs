@@ -171,3 +171,38 @@ fn a_bsdudp_client_gets_no_conntrack_helper_and_says_why() {
     let ipt = render(&site, Format::Iptables, &Side::Client("alpha".into())).unwrap();
     assert!(!ipt.contains("*raw"), "{ipt}");
 }
+
+/// issue 14: a dial-in host is only ever the one connecting, to the server's listener.
+#[test]
+fn a_dial_in_client_gets_outbound_rules_only_and_the_server_accepts_its_listener_port() {
+    let mut site = two_client_site();
+    site.dles[1].dialin = true;
+    let client = render_with(
+        &site,
+        Format::Nft,
+        &Side::Client("beta".into()),
+        &Options { default_drop: true },
+    )
+    .unwrap();
+    assert!(
+        client.contains("ip daddr 198.18.0.1 tcp dport 10080 accept"),
+        "{client}"
+    );
+    assert!(
+        !client.contains("ip saddr 198.18.0.1 tcp sport 512-1023 tcp dport 10080 accept"),
+        "nothing inbound: {client}"
+    );
+    assert!(client.contains("policy drop"), "{client}");
+    assert!(client.contains("beta is dial-in"), "{client}");
+    let server = render(&site, Format::Nft, &Side::Server).unwrap();
+    assert!(
+        server.contains("ip saddr 198.18.0.3 tcp dport 10080 accept"),
+        "{server}"
+    );
+    assert!(
+        !server.contains("ip daddr 198.18.0.3 tcp sport 512-1023"),
+        "the server never connects to beta: {server}"
+    );
+    // The bsd client is unchanged.
+    assert!(server.contains("ip daddr 198.18.0.2 udp sport 850-859 udp dport 10080 accept"));
+}
