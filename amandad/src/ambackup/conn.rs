@@ -1,0 +1,405 @@
+//! The connection to the server's amandad (bsdtcp, spec §4.4): opened from a reserved
+//! source port as amservice does, framed, non-blocking, with one output buffer; and the
+//! blocking driver of one REQ/ACK/REP/ACK exchange around `proto`'s [`Initiator`].
+//!
+//! What this module must not do: read request or reply bodies (that is `wire`), or write
+//! to the terminal.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use portpool_alloc::{Lease, Pool, PoolConfig};
+use proto::exchange::{Initiator, InitiatorConfig, InitiatorEvent};
+use proto::frame::{self, Frame, FrameReader};
+use proto::pkt::PacketType;
+use proto::ports::{PortRange, Transport};
+use proto::tcp::{FIRST_CONTROL_HANDLE, Packet};
+
+/// The largest DATA frame we send (the real client's, spec §14.4).
+pub const MAX_DATA_FRAME: usize = 64 << 10;
+
+/// How long a connect may take (Amanda's `CONNECT_TIMEOUT`).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why the connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// No reserved port or no connection.
+    #[error("cannot connect to {dest} from a port of tcp {range}: {source}")]
+    Connect {
+        /// The server's address.
+        dest: SocketAddr,
+        /// The reserved range.
+        range: PortRange,
+        /// portpool's account.
+        source: portpool_alloc::ConnectError,
+    },
+    /// The pool could not be set up (its registry directory, ...).
+    #[error("tcp {range}: {source}")]
+    Pool {
+        /// The reserved range.
+        range: PortRange,
+        /// Why.
+        source: portpool_alloc::PoolError,
+    },
+    /// A read or write failed.
+    #[error("{peer}: {source}")]
+    Io {
+        /// The server.
+        peer: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The server's bytes are not Amanda frames.
+    #[error("{peer}: {source}")]
+    Frame {
+        /// The server.
+        peer: SocketAddr,
+        /// The decoder's verdict.
+        source: frame::DecodeError,
+    },
+    /// The server closed the connection.
+    #[error("{peer}: connection closed by the server")]
+    Closed {
+        /// The server.
+        peer: SocketAddr,
+    },
+    /// Nothing came from the server for too long.
+    #[error("{peer}: nothing from the server for {}s", .waited.as_secs())]
+    Silent {
+        /// The server.
+        peer: SocketAddr,
+        /// How long.
+        waited: Duration,
+    },
+    /// The exchange failed (NAK, timeout, a broken packet).
+    #[error("{0}")]
+    Exchange(String),
+}
+
+/// One framed connection to the server.
+pub struct Conn {
+    sock: TcpStream,
+    peer: SocketAddr,
+    // The port's lease (released, with its TIME_WAIT hold, when the connection ends).
+    _lease: Option<Lease<TcpStream>>,
+    out: Vec<u8>,
+    /// Bytes of `out` already written.
+    sent: usize,
+    reader: FrameReader,
+    frames: VecDeque<Frame<'static>>,
+    closed: bool,
+    buf: Vec<u8>,
+}
+
+/// Connects to `dest` from a port of `range` (root binds it; the host-wide registry under
+/// `run_dir` keeps two programs off the same port).
+pub fn connect_reserved(
+    dest: SocketAddr,
+    range: PortRange,
+    run_dir: Option<std::path::PathBuf>,
+) -> Result<Conn, ConnError> {
+    let mut cfg = PoolConfig::new(Transport::Tcp, range);
+    cfg.run_dir = run_dir;
+    let pool = Pool::new(cfg).map_err(|source| ConnError::Pool { range, source })?;
+    let lease = pool
+        .connect(dest, CONNECT_TIMEOUT, Instant::now() + CONNECT_TIMEOUT)
+        .map_err(|source| ConnError::Connect {
+            dest,
+            range,
+            source,
+        })?;
+    let sock = lease
+        .socket()
+        .try_clone()
+        .map_err(|source| ConnError::Io { peer: dest, source })?;
+    let _ = socket2::SockRef::from(&sock).set_keepalive(true);
+    Conn::new(sock, Some(lease))
+}
+
+impl Conn {
+    /// A connection over `sock` (already connected).
+    pub fn new(sock: TcpStream, lease: Option<Lease<TcpStream>>) -> Result<Conn, ConnError> {
+        let peer = sock
+            .peer_addr()
+            .map_err(|source| ConnError::Io {
+                peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })?;
+        sock.set_nonblocking(true)
+            .map_err(|source| ConnError::Io { peer, source })?;
+        let _ = sock.set_nodelay(true);
+        Ok(Conn {
+            sock,
+            peer,
+            _lease: lease,
+            out: Vec::new(),
+            sent: 0,
+            reader: FrameReader::new(),
+            frames: VecDeque::new(),
+            closed: false,
+            buf: vec![0; 64 << 10],
+        })
+    }
+
+    /// The server's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    /// Queues `payload` on `handle`, in frames of at most [`MAX_DATA_FRAME`] bytes.
+    pub fn queue(&mut self, handle: u32, payload: &[u8]) {
+        for chunk in payload.chunks(MAX_DATA_FRAME) {
+            // A chunk is far below the frame limit.
+            let _ = frame::encode_frame(handle, chunk, &mut self.out);
+        }
+    }
+
+    /// Queues the end of `handle` (a zero-length frame).
+    pub fn queue_eof(&mut self, handle: u32) {
+        let _ = frame::encode_frame(handle, &[], &mut self.out);
+    }
+
+    fn queue_packet(&mut self, p: &Packet<'_>) -> Result<(), ConnError> {
+        p.encode_frame(FIRST_CONTROL_HANDLE, &mut self.out)
+            .map(|_| ())
+            .map_err(|e| ConnError::Exchange(e.to_string()))
+    }
+
+    /// Writes what it can without blocking.
+    pub fn flush(&mut self) -> Result<(), ConnError> {
+        while self.sent < self.out.len() {
+            match self.sock.write(&self.out[self.sent..]) {
+                Ok(0) => return Err(ConnError::Closed { peer: self.peer }),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(ConnError::Io {
+                        peer: self.peer,
+                        source,
+                    });
+                }
+            }
+        }
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        } else if self.sent > (1 << 20) {
+            self.out.drain(..self.sent);
+            self.sent = 0;
+        }
+        Ok(())
+    }
+
+    /// Reads what is there without blocking; whole frames go to [`Conn::next_frame`].
+    pub fn read(&mut self) -> Result<(), ConnError> {
+        while !self.closed {
+            match self.sock.read(&mut self.buf) {
+                Ok(0) => {
+                    self.closed = true;
+                    self.reader
+                        .finish()
+                        .map_err(|source| ConnError::Frame {
+                            peer: self.peer,
+                            source,
+                        })?;
+                }
+                Ok(n) => {
+                    let mut input = &self.buf[..n];
+                    while let Some(f) =
+                        self.reader
+                            .next(&mut input)
+                            .map_err(|source| ConnError::Frame {
+                                peer: self.peer,
+                                source,
+                            })?
+                    {
+                        self.frames.push_back(f.into_owned());
+                    }
+                    // Read no further than a few frames ahead: the caller drains them.
+                    if self.frames.len() > 64 {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(ConnError::Io {
+                        peer: self.peer,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next whole frame read.
+    pub fn next_frame(&mut self) -> Option<Frame<'static>> {
+        self.frames.pop_front()
+    }
+
+    /// Whether the server closed the connection (and every frame was taken).
+    pub fn is_closed(&self) -> bool {
+        self.closed && self.frames.is_empty()
+    }
+
+    /// Waits until the socket (or one of `others`, for reading) is ready, or `until`.
+    /// Returns which of `others` are readable (or hung up).
+    pub fn wait(
+        &mut self,
+        others: &[BorrowedFd<'_>],
+        until: Option<Instant>,
+    ) -> Result<Vec<bool>, ConnError> {
+        let mut sock_flags = PollFlags::empty();
+        if !self.closed && self.frames.len() <= 64 {
+            sock_flags |= PollFlags::POLLIN;
+        }
+        if self.pending() > 0 {
+            sock_flags |= PollFlags::POLLOUT;
+        }
+        let mut fds = Vec::with_capacity(1 + others.len());
+        fds.push(PollFd::new(self.sock.as_fd(), sock_flags));
+        for fd in others {
+            fds.push(PollFd::new(*fd, PollFlags::POLLIN));
+        }
+        let timeout = match until {
+            None => PollTimeout::NONE,
+            Some(t) => {
+                let ms = t.saturating_duration_since(Instant::now()).as_millis();
+                PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                return Err(ConnError::Io {
+                    peer: self.peer,
+                    source: e.into(),
+                });
+            }
+        }
+        let ready = |f: &PollFd<'_>| {
+            f.revents().is_some_and(|r| {
+                r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+            })
+        };
+        let others_ready = fds[1..].iter().map(ready).collect();
+        self.flush()?;
+        self.read()?;
+        Ok(others_ready)
+    }
+
+    /// Runs one exchange on control handle 1: sends the REQ (`body` from the `SERVICE`
+    /// line, after `SECURITY USER <user>`), returns the REP body. Frames on other handles
+    /// that come meanwhile stay queued for [`Conn::next_frame`]. The ACK of the REP and the
+    /// end of handle 1 are queued; the caller flushes them.
+    pub fn exchange(
+        &mut self,
+        user: &str,
+        body: Vec<u8>,
+        rep_wait: Duration,
+    ) -> Result<Vec<u8>, ConnError> {
+        let mut ex = Initiator::new(
+            Instant::now(),
+            InitiatorConfig::with_rep_wait(rep_wait),
+            body,
+        );
+        let mut held = VecDeque::new();
+        loop {
+            while let Some(p) = ex.poll_transmit() {
+                let packet = match p.ty {
+                    PacketType::Req => Packet::request(user.as_bytes(), &p.body)
+                        .map_err(|e| ConnError::Exchange(e.to_string()))?,
+                    ty => Packet::new(ty, p.body),
+                };
+                self.queue_packet(&packet)?;
+            }
+            while let Some(ev) = ex.poll_event() {
+                match ev {
+                    InitiatorEvent::Connect => ex.handle_connected(Instant::now()),
+                    InitiatorEvent::Rep(body) => {
+                        while let Some(p) = ex.poll_transmit() {
+                            self.queue_packet(&Packet::new(p.ty, p.body))?;
+                        }
+                        self.queue_eof(FIRST_CONTROL_HANDLE);
+                        self.flush()?;
+                        held.append(&mut self.frames);
+                        self.frames = held;
+                        return Ok(body);
+                    }
+                    InitiatorEvent::Nak(body) => {
+                        return Err(ConnError::Exchange(
+                            String::from_utf8_lossy(&body).trim_end().to_string(),
+                        ));
+                    }
+                    InitiatorEvent::Failed(e) => {
+                        return Err(ConnError::Exchange(format!("{}: {e}", self.peer)));
+                    }
+                    InitiatorEvent::Acked
+                    | InitiatorEvent::Retransmit { .. }
+                    | InitiatorEvent::Prep(_) => {}
+                }
+            }
+            self.flush()?;
+            let mut fed = false;
+            while let Some(f) = self.next_frame() {
+                if f.handle != FIRST_CONTROL_HANDLE {
+                    held.push_back(f);
+                    continue;
+                }
+                if f.is_eof() {
+                    continue;
+                }
+                match Packet::parse(&f.payload) {
+                    Ok(p) => ex.handle_packet(Instant::now(), p.ptype, &p.body),
+                    Err(e) => return Err(ConnError::Exchange(format!("{}: {e}", self.peer))),
+                }
+                fed = true;
+                break;
+            }
+            if fed {
+                // Its events and transmits are handled at the top.
+                continue;
+            }
+            if self.is_closed() {
+                return Err(ConnError::Closed { peer: self.peer });
+            }
+            self.wait(&[], ex.poll_timeout())?;
+            ex.handle_timeout(Instant::now());
+        }
+    }
+
+    /// Waits (up to `limit`) for the server to end handle 1 after an exchange, as amservice
+    /// does before it closes.
+    pub fn finish_exchange(&mut self, limit: Duration) {
+        let until = Instant::now() + limit;
+        loop {
+            if self.flush().is_err() {
+                return;
+            }
+            while let Some(f) = self.next_frame() {
+                if f.handle == FIRST_CONTROL_HANDLE && f.is_eof() {
+                    return;
+                }
+            }
+            if self.is_closed() || Instant::now() >= until {
+                return;
+            }
+            if self.wait(&[], Some(until)).is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Our `ambackup` (the client side of a client-initiated backup, issue 14 point 2) against
+//! the REAL server's `ambackupd` (the real amandad with `noop ambackupd` under a private
+//! inetd on 127.0.0.1): `list`, `check`, `backup` of two DLEs over connections the client
+//! opens, then the real `amflush` and `amfetchdump` restore each DLE identical; and the
+//! server's refusal of a DLE it does not have, shown with a non-zero exit.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use crate::util::real_ambackupd::RealAmbackupd;
+use crate::util::{self, Scratch};
+use crate::{require_root, require_tool};
+
+/// Our ambackup, as root (it binds a reserved source port, as amservice does), against
+/// `ab`'s configuration.
+fn ambackup(ab: &RealAmbackupd, args: &[&str]) -> (ExitStatus, String) {
+    let mut cmd = Command::new(util::workspace_bin("ambackup"));
+    cmd.args(["--config", &ab.server.name])
+        .args(args)
+        .current_dir("/tmp");
+    util::run_with_timeout(&mut cmd, Duration::from_secs(300))
+}
+
+fn two_dles(data: &Scratch) -> Vec<PathBuf> {
+    let first = data.join("first");
+    util::make_tricky_tree(&first);
+    let second = data.join("second");
+    fs::create_dir_all(second.join("sub")).expect("mkdir");
+    for i in 1..=3 {
+        fs::write(second.join(format!("f{i}.txt")), format!("ambackup file {i}\n")).expect("write");
+    }
+    let numbers: String = (1..=20000).map(|i| format!("{i}\n")).collect();
+    fs::write(second.join("sub/numbers.txt"), numbers).expect("write");
+    fs::write(second.join("sub/name with blanks.txt"), "x\n").expect("write");
+    vec![first, second]
+}
+
+fn restore_identical(ab: &RealAmbackupd, dle: &Path, scratch: &Scratch, n: usize) {
+    let into = scratch.join(format!("restored-{n}"));
+    ab.server.restore(dle, &into);
+    util::assert_same_tree(dle, &into, false);
+}
+
+/// Issue 14, acceptance "our client against the real server's ambackupd": list, check and
+/// backup of 2 DLEs, restored identical by the real amflush + amfetchdump.
+#[test]
+fn outbound_our_ambackup_lists_checks_and_backs_up_to_the_real_ambackupd() {
+    require_root!();
+    require_tool!("/usr/lib/amanda/amandad");
+    require_tool!("/usr/lib/amanda/ambackupd");
+    require_tool!("/usr/sbin/amflush");
+    require_tool!(util::INETD);
+    let _g = util::lock_amdump_machine();
+    let data = Scratch::new("ab-client-data");
+    let dles = two_dles(&data);
+    let ab = RealAmbackupd::start(&dles);
+
+    let (status, out) = ambackup(&ab, &["list"]);
+    assert!(status.success(), "list: {status}\n{out}");
+    for d in &dles {
+        let line = format!("DLE {}", d.display());
+        assert!(out.lines().any(|l| l == line), "list lacks {line:?}:\n{out}");
+    }
+
+    let (status, out) = ambackup(&ab, &["check"]);
+    assert!(status.success(), "check: {status}\n{out}");
+    assert!(out.lines().any(|l| l == "check succeeded"), "check:\n{out}");
+
+    let (status, out) = ambackup(&ab, &["backup"]);
+    assert!(status.success(), "backup: {status}\n{out}\n{}", ab.trace_logs());
+    for d in &dles {
+        let done = format!("backup done: {}", d.display());
+        assert!(out.lines().any(|l| l == done), "no {done:?}:\n{out}");
+        let start = format!("Doing backup of {}", d.display());
+        assert!(out.lines().any(|l| l == start), "no {start:?}:\n{out}");
+    }
+    let logs = ab.trace_logs();
+    assert_eq!(
+        logs.lines()
+            .filter(|l| l.starts_with("SUCCESS dumper localhost "))
+            .count(),
+        2,
+        "ambackupd's trace logs:\n{logs}"
+    );
+
+    ab.amflush();
+    let restore = Scratch::new("ab-client-restore");
+    for (n, d) in dles.iter().enumerate() {
+        restore_identical(&ab, d, &restore, n);
+    }
+}
+
+/// Issue 14: a DLE the server does not have is refused with ambackupd's own ERROR line,
+/// and our ambackup exits non-zero (the real one exits 0).
+#[test]
+fn outbound_our_ambackup_shows_the_real_ambackupd_refusal_and_fails() {
+    require_root!();
+    require_tool!("/usr/lib/amanda/amandad");
+    require_tool!("/usr/lib/amanda/ambackupd");
+    require_tool!(util::INETD);
+    let _g = util::lock_amdump_machine();
+    let data = Scratch::new("ab-client-refused");
+    let dle = data.join("only");
+    fs::create_dir_all(&dle).expect("mkdir");
+    fs::write(dle.join("a.txt"), "a\n").expect("write");
+    let ab = RealAmbackupd::start(std::slice::from_ref(&dle));
+
+    let (status, out) = ambackup(&ab, &["backup", "/no/such/dle"]);
+    assert!(!status.success(), "backup of a DLE the server lacks exited 0:\n{out}");
+    assert!(
+        out.lines()
+            .any(|l| l == "ERROR No '/no/such/dle' dle for host 'localhost'"),
+        "no ambackupd refusal in:\n{out}"
+    );
+}
