@@ -20,7 +20,10 @@ fn ambackup(ab: &RealAmbackupd, args: &[&str]) -> (ExitStatus, String) {
     cmd.args(["--config", &ab.server.name])
         .args(args)
         .current_dir("/tmp");
-    util::run_with_timeout(&mut cmd, Duration::from_secs(300))
+    let t = std::time::Instant::now();
+    let (status, out) = util::run_with_timeout(&mut cmd, Duration::from_secs(300));
+    eprintln!("ambackup {args:?}: {status} in {:?}\n{out}", t.elapsed());
+    (status, out)
 }
 
 fn two_dles(data: &Scratch) -> Vec<PathBuf> {

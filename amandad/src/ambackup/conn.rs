@@ -318,14 +318,6 @@ impl Conn {
         );
         let mut held = VecDeque::new();
         loop {
-            while let Some(p) = ex.poll_transmit() {
-                let packet = match p.ty {
-                    PacketType::Req => Packet::request(user.as_bytes(), &p.body)
-                        .map_err(|e| ConnError::Exchange(e.to_string()))?,
-                    ty => Packet::new(ty, p.body),
-                };
-                self.queue_packet(&packet)?;
-            }
             while let Some(ev) = ex.poll_event() {
                 match ev {
                     InitiatorEvent::Connect => ex.handle_connected(Instant::now()),
@@ -351,6 +343,14 @@ impl Conn {
                     | InitiatorEvent::Retransmit { .. }
                     | InitiatorEvent::Prep(_) => {}
                 }
+            }
+            while let Some(p) = ex.poll_transmit() {
+                let packet = match p.ty {
+                    PacketType::Req => Packet::request(user.as_bytes(), &p.body)
+                        .map_err(|e| ConnError::Exchange(e.to_string()))?,
+                    ty => Packet::new(ty, p.body),
+                };
+                self.queue_packet(&packet)?;
             }
             self.flush()?;
             let mut fed = false;
