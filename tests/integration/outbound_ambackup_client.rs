@@ -32,7 +32,11 @@ fn two_dles(data: &Scratch) -> Vec<PathBuf> {
     let second = data.join("second");
     fs::create_dir_all(second.join("sub")).expect("mkdir");
     for i in 1..=3 {
-        fs::write(second.join(format!("f{i}.txt")), format!("ambackup file {i}\n")).expect("write");
+        fs::write(
+            second.join(format!("f{i}.txt")),
+            format!("ambackup file {i}\n"),
+        )
+        .expect("write");
     }
     let numbers: String = (1..=20000).map(|i| format!("{i}\n")).collect();
     fs::write(second.join("sub/numbers.txt"), numbers).expect("write");
@@ -64,7 +68,10 @@ fn outbound_our_ambackup_lists_checks_and_backs_up_to_the_real_ambackupd() {
     assert!(status.success(), "list: {status}\n{out}");
     for d in &dles {
         let line = format!("DLE {}", d.display());
-        assert!(out.lines().any(|l| l == line), "list lacks {line:?}:\n{out}");
+        assert!(
+            out.lines().any(|l| l == line),
+            "list lacks {line:?}:\n{out}"
+        );
     }
 
     let (status, out) = ambackup(&ab, &["check"]);
@@ -72,7 +79,11 @@ fn outbound_our_ambackup_lists_checks_and_backs_up_to_the_real_ambackupd() {
     assert!(out.lines().any(|l| l == "check succeeded"), "check:\n{out}");
 
     let (status, out) = ambackup(&ab, &["backup"]);
-    assert!(status.success(), "backup: {status}\n{out}\n{}", ab.trace_logs());
+    assert!(
+        status.success(),
+        "backup: {status}\n{out}\n{}",
+        ab.trace_logs()
+    );
     for d in &dles {
         let done = format!("backup done: {}", d.display());
         assert!(out.lines().any(|l| l == done), "no {done:?}:\n{out}");
@@ -111,7 +122,10 @@ fn outbound_our_ambackup_shows_the_real_ambackupd_refusal_and_fails() {
     let ab = RealAmbackupd::start(std::slice::from_ref(&dle));
 
     let (status, out) = ambackup(&ab, &["backup", "/no/such/dle"]);
-    assert!(!status.success(), "backup of a DLE the server lacks exited 0:\n{out}");
+    assert!(
+        !status.success(),
+        "backup of a DLE the server lacks exited 0:\n{out}"
+    );
     assert!(
         out.lines()
             .any(|l| l == "ERROR No '/no/such/dle' dle for host 'localhost'"),

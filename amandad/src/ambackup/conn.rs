@@ -36,7 +36,7 @@ pub enum ConnError {
         /// The reserved range.
         range: PortRange,
         /// portpool's account.
-        source: portpool_alloc::ConnectError,
+        source: Box<portpool_alloc::ConnectError>,
     },
     /// The pool could not be set up (its registry directory, ...).
     #[error("tcp {range}: {source}")]
@@ -44,7 +44,7 @@ pub enum ConnError {
         /// The reserved range.
         range: PortRange,
         /// Why.
-        source: portpool_alloc::PoolError,
+        source: Box<portpool_alloc::PoolError>,
     },
     /// A read or write failed.
     #[error("{peer}: {source}")]
@@ -105,13 +105,16 @@ pub fn connect_reserved(
 ) -> Result<Conn, ConnError> {
     let mut cfg = PoolConfig::new(Transport::Tcp, range);
     cfg.run_dir = run_dir;
-    let pool = Pool::new(cfg).map_err(|source| ConnError::Pool { range, source })?;
+    let pool = Pool::new(cfg).map_err(|source| ConnError::Pool {
+        range,
+        source: Box::new(source),
+    })?;
     let lease = pool
         .connect(dest, CONNECT_TIMEOUT, Instant::now() + CONNECT_TIMEOUT)
         .map_err(|source| ConnError::Connect {
             dest,
             range,
-            source,
+            source: Box::new(source),
         })?;
     let sock = lease
         .socket()
@@ -124,12 +127,10 @@ pub fn connect_reserved(
 impl Conn {
     /// A connection over `sock` (already connected).
     pub fn new(sock: TcpStream, lease: Option<Lease<TcpStream>>) -> Result<Conn, ConnError> {
-        let peer = sock
-            .peer_addr()
-            .map_err(|source| ConnError::Io {
-                peer: SocketAddr::from(([0, 0, 0, 0], 0)),
-                source,
-            })?;
+        let peer = sock.peer_addr().map_err(|source| ConnError::Io {
+            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
         sock.set_nonblocking(true)
             .map_err(|source| ConnError::Io { peer, source })?;
         let _ = sock.set_nodelay(true);
@@ -207,12 +208,10 @@ impl Conn {
             match self.sock.read(&mut self.buf) {
                 Ok(0) => {
                     self.closed = true;
-                    self.reader
-                        .finish()
-                        .map_err(|source| ConnError::Frame {
-                            peer: self.peer,
-                            source,
-                        })?;
+                    self.reader.finish().map_err(|source| ConnError::Frame {
+                        peer: self.peer,
+                        source,
+                    })?;
                 }
                 Ok(n) => {
                     let mut input = &self.buf[..n];

@@ -82,7 +82,9 @@ impl Args {
             } else if let Some(v) = a.strip_prefix("--settings=") {
                 settings = Some(PathBuf::from(v));
             } else if a == "--settings" {
-                settings = Some(PathBuf::from(it.next().context("--settings needs a value")?));
+                settings = Some(PathBuf::from(
+                    it.next().context("--settings needs a value")?,
+                ));
             } else if a == "--verbose" || a == "-v" {
                 verbose += 1;
             } else if a == "--" {
@@ -164,10 +166,12 @@ impl Client {
         let settings = Settings::load(args.settings.as_deref()).context("amanda-rs settings")?;
         let config = match &args.config {
             Some(c) => c.clone(),
-            None => ClientConfig::load(None)
-                .map_err(|e| anyhow::anyhow!("amanda-client.conf: {e}"))?
-                .value
-                .conf,
+            None => {
+                ClientConfig::load(None)
+                    .map_err(|e| anyhow::anyhow!("amanda-client.conf: {e}"))?
+                    .value
+                    .conf
+            }
         };
         let loaded = ClientConfig::load(Some(&config)).map_err(|e| {
             anyhow::anyhow!("Errors processing config file (amanda-client.conf for {config}): {e}")
@@ -327,14 +331,14 @@ impl Client {
 
     /// `BACKUP <disk>` and its dump; whether the server said `backup done`.
     pub fn backup(&self, disk: &str, out: &mut dyn FnMut(&str)) -> bool {
-        let (mut conn, rep) = match self.ambackupd(Command::Backup(disk.as_bytes()), BACKUP_REP_WAIT)
-        {
-            Ok(r) => r,
-            Err(e) => {
-                out(&format!("ERROR {e:#}"));
-                return false;
-            }
-        };
+        let (mut conn, rep) =
+            match self.ambackupd(Command::Backup(disk.as_bytes()), BACKUP_REP_WAIT) {
+                Ok(r) => r,
+                Err(e) => {
+                    out(&format!("ERROR {e:#}"));
+                    return false;
+                }
+            };
         let reply = match wire::parse_backup(&rep) {
             Ok(r) => r,
             Err(BackupRefused::Errors(lines)) => {

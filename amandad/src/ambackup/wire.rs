@@ -288,10 +288,7 @@ pub enum BackupRefused {
 }
 
 fn parse_connect(line: &[u8]) -> Result<Vec<(Stream, u32)>, String> {
-    let mut words = line
-        .split(|&b| b == b' ')
-        .filter(|w| !w.is_empty())
-        .skip(1);
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty()).skip(1);
     let mut streams: Vec<(Stream, u32)> = Vec::new();
     while let Some(name) = words.next() {
         let stream = Stream::ALL
@@ -305,7 +302,9 @@ fn parse_connect(line: &[u8]) -> Result<Vec<(Stream, u32)>, String> {
             .filter(|h| !proto::tcp::is_control_handle(*h))
             .ok_or_else(|| format!("stream {stream} has no valid handle in the CONNECT line"))?;
         if streams.iter().any(|(s, h)| *s == stream || *h == handle) {
-            return Err(format!("stream {stream} or its handle twice in the CONNECT line"));
+            return Err(format!(
+                "stream {stream} or its handle twice in the CONNECT line"
+            ));
         }
         streams.push((stream, handle));
     }

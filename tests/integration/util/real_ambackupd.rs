@@ -72,7 +72,10 @@ impl RealAmbackupd {
             .unwrap_or_default();
         logs.sort();
         logs.iter()
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("log.")))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("log."))
+            })
             .map(|p| fs::read_to_string(p).unwrap_or_default())
             .collect()
     }
