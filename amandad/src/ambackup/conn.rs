@@ -248,6 +248,11 @@ impl Conn {
         self.frames.pop_front()
     }
 
+    /// Frames read and not yet taken.
+    pub fn queued_frames(&self) -> usize {
+        self.frames.len()
+    }
+
     /// Whether the server closed the connection (and every frame was taken).
     pub fn is_closed(&self) -> bool {
         self.closed && self.frames.is_empty()
@@ -302,8 +307,8 @@ impl Conn {
 
     /// Runs one exchange on control handle 1: sends the REQ (`body` from the `SERVICE`
     /// line, after `SECURITY USER <user>`), returns the REP body. Frames on other handles
-    /// that come meanwhile stay queued for [`Conn::next_frame`]. The ACK of the REP and the
-    /// end of handle 1 are queued; the caller flushes them.
+    /// before the REP are dropped; those after it stay queued for [`Conn::next_frame`]. The
+    /// ACK of the REP and the end of handle 1 are queued and flushed as far as possible.
     pub fn exchange(
         &mut self,
         user: &str,
@@ -315,7 +320,6 @@ impl Conn {
             InitiatorConfig::with_rep_wait(rep_wait),
             body,
         );
-        let mut held = VecDeque::new();
         loop {
             while let Some(ev) = ex.poll_event() {
                 match ev {
@@ -326,8 +330,7 @@ impl Conn {
                         }
                         self.queue_eof(FIRST_CONTROL_HANDLE);
                         self.flush()?;
-                        held.append(&mut self.frames);
-                        self.frames = held;
+                        // Frames after the REP (a server's first stream bytes) stay queued.
                         return Ok(body);
                     }
                     InitiatorEvent::Nak(body) => {
@@ -354,11 +357,9 @@ impl Conn {
             self.flush()?;
             let mut fed = false;
             while let Some(f) = self.next_frame() {
-                if f.handle != FIRST_CONTROL_HANDLE {
-                    held.push_back(f);
-                    continue;
-                }
-                if f.is_eof() {
+                // No stream exists before the REP: anything on another handle is dropped,
+                // so a server cannot make us hold it.
+                if f.handle != FIRST_CONTROL_HANDLE || f.is_eof() {
                     continue;
                 }
                 match Packet::parse(&f.payload) {
@@ -400,5 +401,132 @@ impl Conn {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The exchange driver against hostile servers on loopback (issue 14).
+
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::thread;
+
+    use super::*;
+
+    /// A server on loopback that runs `serve` on the one connection it accepts.
+    fn with_server(
+        serve: impl FnOnce(TcpStream) + Send + 'static,
+    ) -> (Conn, thread::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let t = thread::spawn(move || {
+            let (s, _) = l.accept().expect("accept");
+            serve(s);
+        });
+        let sock = TcpStream::connect(addr).expect("connect");
+        (Conn::new(sock, None).expect("conn"), t)
+    }
+
+    fn frame(handle: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        frame::encode_frame(handle, payload, &mut out).expect("frame");
+        out
+    }
+
+    fn packet(ty: PacketType, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Packet::new(ty, body)
+            .encode_frame(FIRST_CONTROL_HANDLE, &mut out)
+            .expect("packet");
+        out
+    }
+
+    /// Reads the REQ frame (header and payload) off `s`.
+    fn read_req(s: &mut TcpStream) -> Vec<u8> {
+        let mut head = [0u8; 8];
+        s.read_exact(&mut head).expect("header");
+        let len = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).expect("body");
+        body
+    }
+
+    #[test]
+    fn text_instead_of_frames_is_named_not_a_hang() {
+        let (mut conn, t) = with_server(|mut s| {
+            let _ = read_req(&mut s);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        });
+        let e = conn
+            .exchange("backup", b"SERVICE noop\n".to_vec(), Duration::from_secs(5))
+            .expect_err("junk");
+        assert!(matches!(e, ConnError::Frame { .. }), "{e}");
+        assert!(e.to_string().contains("HTTP/1.1 400"), "{e}");
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_nak_is_the_servers_text() {
+        let (mut conn, t) = with_server(|mut s| {
+            let req = read_req(&mut s);
+            assert!(req[1..].starts_with(b"SECURITY USER backup\nSERVICE ambackupd\n"));
+            let _ = s.write_all(&packet(PacketType::Ack, b""));
+            let _ = s.write_all(&packet(
+                PacketType::Nak,
+                b"ERROR user backup from localhost is not allowed to execute the service ambackupd\n",
+            ));
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+        });
+        let e = conn
+            .exchange(
+                "backup",
+                b"SERVICE ambackupd\nLISTDLE\n".to_vec(),
+                Duration::from_secs(5),
+            )
+            .expect_err("nak");
+        assert_eq!(
+            e.to_string(),
+            "ERROR user backup from localhost is not allowed to execute the service ambackupd"
+        );
+        drop(conn);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn stream_frames_before_the_rep_are_dropped_not_held() {
+        let (mut conn, t) = with_server(|mut s| {
+            let _ = read_req(&mut s);
+            let junk = frame(499_999, &vec![7u8; 1 << 20]);
+            for _ in 0..64 {
+                if s.write_all(&junk).is_err() {
+                    return;
+                }
+            }
+            let _ = s.write_all(&packet(PacketType::Rep, b"OPTIONS features=ff;\n"));
+            let _ = s.write_all(&frame(499_998, b"start backup: /a\n"));
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+        });
+        let rep = conn
+            .exchange(
+                "backup",
+                b"SERVICE noop\n".to_vec(),
+                Duration::from_secs(30),
+            )
+            .expect("rep");
+        assert_eq!(rep, b"OPTIONS features=ff;\n");
+        let until = Instant::now() + Duration::from_secs(5);
+        while conn.queued_frames() == 0 && Instant::now() < until {
+            conn.wait(&[], Some(until)).expect("wait");
+        }
+        let f = conn.next_frame().expect("the MESG frame after the REP");
+        assert_eq!(
+            (f.handle, &f.payload[..]),
+            (499_998, &b"start backup: /a\n"[..])
+        );
+        drop(conn);
+        t.join().unwrap();
     }
 }

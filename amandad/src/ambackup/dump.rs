@@ -34,6 +34,10 @@ const DATA_READ: usize = 256 << 10;
 /// holding file and the index first).
 pub const VERDICT_WAIT: Duration = Duration::from_secs(600);
 
+/// How long a dump may make no progress at all (nothing read from tar or the server,
+/// nothing written) before it is abandoned.
+pub const STALL: Duration = Duration::from_secs(600);
+
 /// What a backup's lines are shown with.
 pub type Print<'a> = &'a mut dyn FnMut(&str);
 
@@ -234,6 +238,7 @@ fn relay(
         let _ = child.kill();
         let _ = child.wait();
     };
+    let mut progress = Instant::now();
     loop {
         while let Some(ev) = sender.poll_event() {
             match ev {
@@ -266,17 +271,33 @@ fn relay(
             streams.end_outputs(conn);
             return await_verdict(conn, streams, server, print);
         }
+        if progress.elapsed() >= STALL {
+            kill(&mut child);
+            return Err(ConnError::Silent {
+                peer: conn.peer(),
+                waited: STALL,
+            });
+        }
         let mut fds = Vec::new();
-        let want_data = !data_eof && sender.data_allowed() && conn.pending() < HIGH_WATER;
+        // A server that does not read stops both pipes (tar waits), so what we hold for it
+        // stays near HIGH_WATER.
+        let room = conn.pending() < HIGH_WATER;
+        let want_data = room && !data_eof && sender.data_allowed();
         if want_data {
             fds.push(data.as_fd());
         }
-        if !msg_eof {
+        let want_msg = room && !msg_eof;
+        if want_msg {
             fds.push(messages.as_fd());
         }
-        let ready = conn.wait(&fds, Some(Instant::now() + Duration::from_secs(60)))?;
+        let before = (conn.pending(), conn.queued_frames());
+        let ready = conn.wait(&fds, Some(Instant::now() + Duration::from_secs(10)))?;
+        if (conn.pending(), conn.queued_frames()) != before {
+            progress = Instant::now();
+        }
         let mut ready = ready.into_iter();
         if want_data && ready.next().unwrap_or(false) {
+            progress = Instant::now();
             match read_fd(&data, &mut buf) {
                 Ok(0) => data_eof = true,
                 Ok(n) => {
@@ -290,7 +311,8 @@ fn relay(
                 }
             }
         }
-        if !msg_eof && ready.next().unwrap_or(false) {
+        if want_msg && ready.next().unwrap_or(false) {
+            progress = Instant::now();
             match read_fd(&messages, &mut buf) {
                 Ok(0) => msg_eof = true,
                 Ok(n) => {
