@@ -76,6 +76,15 @@ pub enum ConnError {
         /// How long.
         waited: Duration,
     },
+    /// auth ssl: our files, the TLS handshake, or a check of the server's certificate
+    /// (Amanda's texts first).
+    #[error("{dest}: {why}")]
+    Ssl {
+        /// The server.
+        dest: SocketAddr,
+        /// What failed.
+        why: String,
+    },
     /// The exchange failed (NAK, timeout, a broken packet).
     #[error("{0}")]
     Exchange(String),
@@ -94,6 +103,8 @@ pub struct Conn {
     frames: VecDeque<Frame<'static>>,
     closed: bool,
     buf: Vec<u8>,
+    /// auth ssl: every byte goes through TLS.
+    tls: Option<ssl::TlsLayer>,
 }
 
 /// Connects to `dest` from a port of `range` (root binds it; the host-wide registry under
@@ -124,6 +135,73 @@ pub fn connect_reserved(
     Conn::new(sock, Some(lease))
 }
 
+/// How long the TLS handshake may take.
+pub const SSL_HANDSHAKE: Duration = Duration::from_secs(30);
+
+/// auth ssl (spec §13): connects to `dest` from a port of `range` (the unreserved range, as
+/// amservice), runs the TLS handshake as the client with `settings` (the client's ssl-dir),
+/// then Amanda's checks of the server's certificate for `host` (the `amdump_server` name).
+pub fn connect_ssl(
+    dest: SocketAddr,
+    range: PortRange,
+    run_dir: Option<std::path::PathBuf>,
+    settings: &conf::SslSettings,
+    host: &str,
+) -> Result<Conn, ConnError> {
+    let fail = |why: String| ConnError::Ssl { dest, why };
+    let (cfg, _) = ssl::client_config(settings).map_err(|e| fail(e.to_string()))?;
+    let mut pc = PoolConfig::new(Transport::Tcp, range);
+    pc.run_dir = run_dir;
+    let pool = Pool::new(pc).map_err(|source| ConnError::Pool {
+        range,
+        source: Box::new(source),
+    })?;
+    let mut lease = pool
+        .connect(dest, CONNECT_TIMEOUT, Instant::now() + CONNECT_TIMEOUT)
+        .map_err(|source| ConnError::Connect {
+            dest,
+            range,
+            source: Box::new(source),
+        })?;
+    let layer =
+        ssl::TlsLayer::client(cfg, host).map_err(|e| fail(format!("SSL_connect failed: {e}")))?;
+    let sock = lease.socket_mut();
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut stream = ssl::TlsStream::new(layer, &mut *sock);
+    stream
+        .handshake(Instant::now() + SSL_HANDSHAKE)
+        .map_err(|e| {
+            fail(format!(
+                "SSL_connect failed: {}",
+                ssl::layer::describe_error(&e)
+            ))
+        })?;
+    let (_, mut layer) = stream.into_parts();
+    let canonical = ssl::names::canonical_name(host);
+    let check = ssl::Check {
+        side: ssl::Side::Initiator,
+        settings,
+        host: Some(&canonical),
+        peer: dest,
+    };
+    ssl::check_peer(
+        &check,
+        layer.peer_certificate(),
+        &ssl::names::forward_confirm,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    layer.set_bulk_reads(true);
+    let _ = lease.socket().set_read_timeout(None);
+    let sock = lease
+        .socket()
+        .try_clone()
+        .map_err(|source| ConnError::Io { peer: dest, source })?;
+    let _ = socket2::SockRef::from(&sock).set_keepalive(true);
+    let mut conn = Conn::new(sock, Some(lease))?;
+    conn.tls = Some(layer);
+    Ok(conn)
+}
+
 impl Conn {
     /// A connection over `sock` (already connected).
     pub fn new(sock: TcpStream, lease: Option<Lease<TcpStream>>) -> Result<Conn, ConnError> {
@@ -144,6 +222,7 @@ impl Conn {
             frames: VecDeque::new(),
             closed: false,
             buf: vec![0; 64 << 10],
+            tls: None,
         })
     }
 
@@ -176,19 +255,40 @@ impl Conn {
             .map_err(|e| ConnError::Exchange(e.to_string()))
     }
 
+    /// Whether bytes wait to go out (queued frames, or TLS records).
+    fn wants_write(&self) -> bool {
+        self.pending() > 0 || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
     /// Writes what it can without blocking.
     pub fn flush(&mut self) -> Result<(), ConnError> {
-        while self.sent < self.out.len() {
-            match self.sock.write(&self.out[self.sent..]) {
-                Ok(0) => return Err(ConnError::Closed { peer: self.peer }),
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(ConnError::Io {
-                        peer: self.peer,
-                        source,
-                    });
+        let peer = self.peer;
+        let io = |source| ConnError::Io { peer, source };
+        if let Some(tls) = &mut self.tls {
+            loop {
+                // Whole frames go in; a record never holds bytes of two frames.
+                let mut moved = 0;
+                while self.sent < self.out.len() {
+                    let n = tls.write_frames(&self.out[self.sent..]).map_err(io)?;
+                    if n == 0 {
+                        break;
+                    }
+                    self.sent += n;
+                    moved += n;
+                }
+                let done = tls.flush(&mut self.sock).map_err(io)?;
+                if !done || moved == 0 {
+                    break;
+                }
+            }
+        } else {
+            while self.sent < self.out.len() {
+                match self.sock.write(&self.out[self.sent..]) {
+                    Ok(0) => return Err(ConnError::Closed { peer: self.peer }),
+                    Ok(n) => self.sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(source) => return Err(io(source)),
                 }
             }
         }
@@ -205,7 +305,18 @@ impl Conn {
     /// Reads what is there without blocking; whole frames go to [`Conn::next_frame`].
     pub fn read(&mut self) -> Result<(), ConnError> {
         while !self.closed {
-            match self.sock.read(&mut self.buf) {
+            let got = match &mut self.tls {
+                Some(tls) => {
+                    let r = tls.read(&mut self.sock, &mut self.buf);
+                    // Alerts and key updates the read produced.
+                    if tls.wants_write() {
+                        let _ = tls.flush(&mut self.sock);
+                    }
+                    r
+                }
+                None => self.sock.read(&mut self.buf),
+            };
+            match got {
                 Ok(0) => {
                     self.closed = true;
                     self.reader.finish().map_err(|source| ConnError::Frame {
@@ -269,7 +380,7 @@ impl Conn {
         if !self.closed && self.frames.len() <= 64 {
             sock_flags |= PollFlags::POLLIN;
         }
-        if self.pending() > 0 {
+        if self.wants_write() {
             sock_flags |= PollFlags::POLLOUT;
         }
         let mut fds = Vec::with_capacity(1 + others.len());

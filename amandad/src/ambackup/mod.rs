@@ -124,6 +124,9 @@ pub struct Client {
     pub user: String,
     pub ours: Features,
     pub reserved: proto::PortRange,
+    /// auth ssl: the source ports (amservice's unreserved range) and the client's ssl-dir.
+    pub unreserved: proto::PortRange,
+    pub ssl: conf::SslSettings,
     pub run_dir: PathBuf,
     pub ctx: ServiceContext,
     pub verbose: u32,
@@ -181,12 +184,14 @@ impl Client {
         }
         let client = loaded.value;
         let auth = match &client.auth {
-            AuthSetting::Known(a @ Auth::Bsdtcp) => *a,
+            AuthSetting::Known(a @ (Auth::Bsdtcp | Auth::Ssl)) => *a,
             AuthSetting::Known(a) => bail!(
-                "auth {} is not supported by ambackup yet (use bsdtcp)",
+                "auth {} is not supported by ambackup (use bsdtcp or ssl)",
                 a.name()
             ),
-            AuthSetting::Other(s) => bail!("auth {s:?} is not supported by ambackup (use bsdtcp)"),
+            AuthSetting::Other(s) => {
+                bail!("auth {s:?} is not supported by ambackup (use bsdtcp or ssl)")
+            }
         };
         let port = server_port(&client.client_port)?;
         let server = client.amdump_server.clone();
@@ -204,6 +209,8 @@ impl Client {
         };
         let ours = services::features::advertised();
         let reserved = client.reserved_tcp_port;
+        let unreserved = client.unreserved_tcp_port;
+        let ssl = client.ssl.clone();
         let run_dir = settings.run_dir.join("ports");
         let loaded = Loaded {
             settings,
@@ -220,6 +227,8 @@ impl Client {
             user,
             ours,
             reserved,
+            unreserved,
+            ssl,
             run_dir,
             ctx,
             verbose: args.verbose,
@@ -229,7 +238,14 @@ impl Client {
     fn connect(&self) -> Result<Conn> {
         let mut last = None;
         for addr in &self.addrs {
-            match conn::connect_reserved(*addr, self.reserved, Some(self.run_dir.clone())) {
+            let run_dir = Some(self.run_dir.clone());
+            let c = match self.auth {
+                Auth::Ssl => {
+                    conn::connect_ssl(*addr, self.unreserved, run_dir, &self.ssl, &self.server)
+                }
+                _ => conn::connect_reserved(*addr, self.reserved, run_dir),
+            };
+            match c {
                 Ok(c) => return Ok(c),
                 Err(e) => last = Some(e),
             }

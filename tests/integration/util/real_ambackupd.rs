@@ -7,27 +7,40 @@
 //! (harness README A2, A3).
 
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::inetd::INETD;
 use super::{
-    AMANDA_USER, Inetd, RealServer, ServerOptions, ensure_amandahosts_line, free_port, run_ok,
-    run_with_timeout,
+    AMANDA_USER, Inetd, RealServer, Scratch, ServerOptions, chown_amanda, ensure_amandahosts_line,
+    free_port, run_ok, run_with_timeout, wait_listening_tcp,
 };
 
 /// The host name ambackupd sees for a bsdtcp client on 127.0.0.1 (reverse DNS).
 pub const PEER_HOST: &str = "localhost";
 
+/// The host name ambackupd sees for an ssl client: its certificate's CN (the test trees'
+/// client CN).
+pub const SSL_PEER_HOST: &str = "127.0.0.1";
+
+/// The cipher list the real Amanda needs for amssl's 1024-bit keys (harness README S2).
+const SECLEVEL1: &str = "ssl-cipher-list \"DEFAULT:@SECLEVEL=1\"";
+
 /// A real ambackupd on 127.0.0.1 with its configuration; stopped and removed on drop.
 pub struct RealAmbackupd {
     pub server: RealServer,
     pub port: u16,
-    _inetd: Inetd,
+    _inetd: Option<Inetd>,
+    /// auth ssl: the inetd in its own mount namespace (process group leader).
+    ssl_inetd: Option<Child>,
+    _ssl_dir: Option<Scratch>,
     stop: Arc<AtomicBool>,
     watcher: Option<JoinHandle<()>>,
 }
@@ -39,27 +52,80 @@ impl RealAmbackupd {
     /// holds the machine lock (/etc/amandahosts is edited).
     pub fn start(dles: &[PathBuf]) -> RealAmbackupd {
         ensure_amandahosts_line(&format!("{PEER_HOST} {AMANDA_USER} ambackupd"));
-        let port = free_port();
-        let server = RealServer::new(PEER_HOST, dles, &ServerOptions::new("bsdtcp", port));
-        let client_conf = format!(
-            "conf \"{name}\"\namdump_server \"localhost\"\nindex_server \"localhost\"\ntape_server \"localhost\"\nauth \"bsdtcp\"\nclient_port \"{port}\"\n",
-            name = server.name
+        let (server, port) = configure(dles, "bsdtcp", PEER_HOST, "");
+        let line = inetd_line("bsdtcp", port);
+        let inetd = Inetd::start(&line, port);
+        RealAmbackupd::running(server, port, Some(inetd), None, None)
+    }
+
+    /// [`RealAmbackupd::start`] with auth ssl: the server-side amandad uses the certificate
+    /// tree `server_tree` (its own /etc/amanda/amanda-client.conf and `.amandahosts`, in a
+    /// private mount namespace), the client's amanda-client.conf `client_tree`; the DLEs
+    /// belong to [`SSL_PEER_HOST`].
+    pub fn start_ssl(dles: &[PathBuf], server_tree: &Path, client_tree: &Path) -> RealAmbackupd {
+        let client_extra = format!("ssl-dir \"{}\"\n{SECLEVEL1}\n", client_tree.display());
+        let (server, port) = configure(dles, "ssl", SSL_PEER_HOST, &client_extra);
+        let dir = Scratch::new("ab-real-ssl");
+        let etc = dir.join("etc");
+        fs::create_dir_all(&etc).expect("mkdir");
+        fs::write(
+            etc.join("amanda-client.conf"),
+            format!("ssl-dir \"{}\"\n{SECLEVEL1}\n", server_tree.display()),
+        )
+        .expect("amanda-client.conf");
+        // ambackupd loads the server configuration by name from /etc/amanda.
+        std::os::unix::fs::symlink(server.work.join("config"), etc.join(&server.name))
+            .expect("link the configuration");
+        let hosts = dir.join("amandahosts");
+        fs::write(
+            &hosts,
+            // noop is one of the amdump services.
+            format!("{SSL_PEER_HOST} {AMANDA_USER} amdump ambackupd\n"),
+        )
+        .expect("amandahosts");
+        let conf = dir.join("inetd.conf");
+        fs::write(&conf, format!("{}\n", inetd_line("ssl", port))).expect("inetd.conf");
+        chown_amanda(dir.path());
+        fs::set_permissions(&hosts, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let script = format!(
+            "mount --bind {} /etc/amanda\nmount --bind {} /etc/amandahosts\nexec {} -i -R 100000 {}\n",
+            etc.display(),
+            hosts.display(),
+            INETD,
+            conf.display()
         );
-        let path = server.work.join("config/amanda-client.conf");
-        fs::write(&path, client_conf).expect("write amanda-client.conf");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let log = fs::File::create(dir.join("inetd.log")).expect("log");
+        let child = Command::new("unshare")
+            .args(["--mount", "--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("start inetd");
+        wait_listening_tcp(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(10),
+        );
+        RealAmbackupd::running(server, port, None, Some(child), Some(dir))
+    }
+
+    fn running(
+        server: RealServer,
+        port: u16,
+        inetd: Option<Inetd>,
+        ssl_inetd: Option<Child>,
+        ssl_dir: Option<Scratch>,
+    ) -> RealAmbackupd {
         precreate_index_dirs(&server);
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = Some(holding_watcher(&server, stop.clone()));
-        let line = format!(
-            "127.0.0.1:{port}\tstream\ttcp\tnowait.1000\t{u}.{u}\t/usr/lib/amanda/amandad\tamandad -auth=bsdtcp noop ambackupd",
-            u = AMANDA_USER
-        );
-        let inetd = Inetd::start(&line, port);
         RealAmbackupd {
             server,
             port,
             _inetd: inetd,
+            ssl_inetd,
+            _ssl_dir: ssl_dir,
             stop,
             watcher,
         }
@@ -94,8 +160,40 @@ impl RealAmbackupd {
     }
 }
 
+/// The server configuration for `dles` of `host`, and the client's amanda-client.conf
+/// beside it (`amdump_server "localhost"`, `auth`, `client_port`, then `client_extra`).
+fn configure(dles: &[PathBuf], auth: &str, host: &str, client_extra: &str) -> (RealServer, u16) {
+    let port = free_port();
+    let server = RealServer::new(host, dles, &ServerOptions::new(auth, port));
+    let client_conf = format!(
+        "conf \"{name}\"\namdump_server \"localhost\"\nindex_server \"localhost\"\ntape_server \"localhost\"\nauth \"{auth}\"\nclient_port \"{port}\"\n{client_extra}",
+        name = server.name
+    );
+    let path = server.work.join("config/amanda-client.conf");
+    fs::write(&path, client_conf).expect("write amanda-client.conf");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+    (server, port)
+}
+
+/// The real amandad with `noop ambackupd` (ambackup asks noop first) on 127.0.0.1:`port`.
+fn inetd_line(auth: &str, port: u16) -> String {
+    format!(
+        "127.0.0.1:{port}\tstream\ttcp\tnowait.1000\t{u}.{u}\t/usr/lib/amanda/amandad\tamandad -auth={auth} noop ambackupd",
+        u = AMANDA_USER
+    )
+}
+
 impl Drop for RealAmbackupd {
     fn drop(&mut self) {
+        if let Some(c) = &mut self.ssl_inetd {
+            let pgid = c.id() as i32;
+            // SAFETY: kill has no memory preconditions; a stale group only yields ESRCH.
+            unsafe { libc::kill(-pgid, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_millis(100));
+            // SAFETY: as above.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = c.wait();
+        }
         self.stop.store(true, Ordering::Relaxed);
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
