@@ -55,7 +55,8 @@ fn restore_identical(ab: &RealAmbackupd, dle: &Path, scratch: &Scratch, n: usize
 }
 
 /// Issue 14, acceptance "our client against the real server's ambackupd": list, check and
-/// backup of 2 DLEs, restored identical by the real amflush + amfetchdump.
+/// backup of 2 DLEs, then a level 1 of one, restored identical (level 0 + level 1) by the
+/// real amflush + amfetchdump.
 #[test]
 fn outbound_our_ambackup_lists_checks_and_backs_up_to_the_real_ambackupd() {
     require_root!();
@@ -104,6 +105,26 @@ fn outbound_our_ambackup_lists_checks_and_backs_up_to_the_real_ambackupd() {
     );
 
     ab.amflush();
+
+    // A level 1 of the first DLE (ambackupd takes the level from curinfo: forced here),
+    // from our gnutar-lists state of the level 0.
+    std::thread::sleep(Duration::from_millis(1100));
+    fs::write(dles[0].join("new in level 1.txt"), "new\n").expect("write");
+    fs::remove_file(dles[0].join("empty-file")).expect("rm");
+    ab.server.force_level_1(&dles[0]);
+    let first = dles[0].display().to_string();
+    let (status, out) = ambackup(&ab, &["backup", &first]);
+    assert!(status.success(), "level 1 backup: {status}\n{out}");
+    let logs = ab.trace_logs();
+    assert!(
+        logs.lines().any(
+            |l| l.starts_with(&format!("SUCCESS dumper localhost {first} "))
+                && l.split(' ').nth(5) == Some("1")
+        ),
+        "no level 1 of {first} in:\n{logs}"
+    );
+    ab.amflush();
+
     let restore = Scratch::new("ab-client-restore");
     for (n, d) in dles.iter().enumerate() {
         restore_identical(&ab, d, &restore, n);
