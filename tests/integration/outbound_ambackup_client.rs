@@ -48,6 +48,37 @@ fn two_dles(data: &Scratch) -> Vec<PathBuf> {
     vec![first, second]
 }
 
+/// `list`, `check` and `backup` of every DLE, each checked as the real ambackup's output
+/// says it worked.
+fn list_check_backup(ab: &RealAmbackupd, dles: &[PathBuf]) {
+    let (status, out) = ambackup(ab, &["list"]);
+    assert!(status.success(), "list: {status}\n{out}");
+    for d in dles {
+        let line = format!("DLE {}", d.display());
+        assert!(
+            out.lines().any(|l| l == line),
+            "list lacks {line:?}:\n{out}"
+        );
+    }
+    let (status, out) = ambackup(ab, &["check"]);
+    assert!(status.success(), "check: {status}\n{out}");
+    assert!(out.lines().any(|l| l == "check succeeded"), "check:\n{out}");
+    let (status, out) = ambackup(ab, &["backup"]);
+    assert!(
+        status.success(),
+        "backup: {status}\n{out}\n{}",
+        ab.trace_logs()
+    );
+    for d in dles {
+        for line in [
+            format!("Doing backup of {}", d.display()),
+            format!("backup done: {}", d.display()),
+        ] {
+            assert!(out.lines().any(|l| l == line), "no {line:?}:\n{out}");
+        }
+    }
+}
+
 fn restore_identical(ab: &RealAmbackupd, dle: &Path, scratch: &Scratch, n: usize) {
     let into = scratch.join(format!("restored-{n}"));
     ab.server.restore(dle, &into);
@@ -68,33 +99,7 @@ fn outbound_our_ambackup_lists_checks_and_backs_up_to_the_real_ambackupd() {
     let data = Scratch::new("ab-client-data");
     let dles = two_dles(&data);
     let ab = RealAmbackupd::start(&dles);
-
-    let (status, out) = ambackup(&ab, &["list"]);
-    assert!(status.success(), "list: {status}\n{out}");
-    for d in &dles {
-        let line = format!("DLE {}", d.display());
-        assert!(
-            out.lines().any(|l| l == line),
-            "list lacks {line:?}:\n{out}"
-        );
-    }
-
-    let (status, out) = ambackup(&ab, &["check"]);
-    assert!(status.success(), "check: {status}\n{out}");
-    assert!(out.lines().any(|l| l == "check succeeded"), "check:\n{out}");
-
-    let (status, out) = ambackup(&ab, &["backup"]);
-    assert!(
-        status.success(),
-        "backup: {status}\n{out}\n{}",
-        ab.trace_logs()
-    );
-    for d in &dles {
-        let done = format!("backup done: {}", d.display());
-        assert!(out.lines().any(|l| l == done), "no {done:?}:\n{out}");
-        let start = format!("Doing backup of {}", d.display());
-        assert!(out.lines().any(|l| l == start), "no {start:?}:\n{out}");
-    }
+    list_check_backup(&ab, &dles);
     let logs = ab.trace_logs();
     assert_eq!(
         logs.lines()
@@ -174,28 +179,7 @@ fn outbound_our_ambackup_backs_up_to_the_real_ambackupd_over_ssl() {
     let data = Scratch::new("ab-client-ssl-data");
     let dles = two_dles(&data);
     let ab = RealAmbackupd::start_ssl(&dles, &trees.server, &trees.client);
-
-    let (status, out) = ambackup(&ab, &["list"]);
-    assert!(status.success(), "list: {status}\n{out}");
-    for d in &dles {
-        let line = format!("DLE {}", d.display());
-        assert!(
-            out.lines().any(|l| l == line),
-            "list lacks {line:?}:\n{out}"
-        );
-    }
-    let (status, out) = ambackup(&ab, &["check"]);
-    assert!(status.success(), "check: {status}\n{out}");
-    let (status, out) = ambackup(&ab, &["backup"]);
-    assert!(
-        status.success(),
-        "backup: {status}\n{out}\n{}",
-        ab.trace_logs()
-    );
-    for d in &dles {
-        let done = format!("backup done: {}", d.display());
-        assert!(out.lines().any(|l| l == done), "no {done:?}:\n{out}");
-    }
+    list_check_backup(&ab, &dles);
     ab.amflush();
     let restore = Scratch::new("ab-client-ssl-restore");
     for (n, d) in dles.iter().enumerate() {

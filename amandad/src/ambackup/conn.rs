@@ -114,25 +114,28 @@ pub fn connect_reserved(
     range: PortRange,
     run_dir: Option<std::path::PathBuf>,
 ) -> Result<Conn, ConnError> {
+    let lease = lease_connection(dest, range, run_dir)?;
+    Conn::over(lease)
+}
+
+/// A TCP connection to `dest` from a port of `range`, leased from portpool.
+fn lease_connection(
+    dest: SocketAddr,
+    range: PortRange,
+    run_dir: Option<std::path::PathBuf>,
+) -> Result<Lease<TcpStream>, ConnError> {
     let mut cfg = PoolConfig::new(Transport::Tcp, range);
     cfg.run_dir = run_dir;
     let pool = Pool::new(cfg).map_err(|source| ConnError::Pool {
         range,
         source: Box::new(source),
     })?;
-    let lease = pool
-        .connect(dest, CONNECT_TIMEOUT, Instant::now() + CONNECT_TIMEOUT)
+    pool.connect(dest, CONNECT_TIMEOUT, Instant::now() + CONNECT_TIMEOUT)
         .map_err(|source| ConnError::Connect {
             dest,
             range,
             source: Box::new(source),
-        })?;
-    let sock = lease
-        .socket()
-        .try_clone()
-        .map_err(|source| ConnError::Io { peer: dest, source })?;
-    let _ = socket2::SockRef::from(&sock).set_keepalive(true);
-    Conn::new(sock, Some(lease))
+        })
 }
 
 /// How long the TLS handshake may take.
@@ -150,19 +153,7 @@ pub fn connect_ssl(
 ) -> Result<Conn, ConnError> {
     let fail = |why: String| ConnError::Ssl { dest, why };
     let (cfg, _) = ssl::client_config(settings).map_err(|e| fail(e.to_string()))?;
-    let mut pc = PoolConfig::new(Transport::Tcp, range);
-    pc.run_dir = run_dir;
-    let pool = Pool::new(pc).map_err(|source| ConnError::Pool {
-        range,
-        source: Box::new(source),
-    })?;
-    let mut lease = pool
-        .connect(dest, CONNECT_TIMEOUT, Instant::now() + CONNECT_TIMEOUT)
-        .map_err(|source| ConnError::Connect {
-            dest,
-            range,
-            source: Box::new(source),
-        })?;
+    let mut lease = lease_connection(dest, range, run_dir)?;
     let layer =
         ssl::TlsLayer::client(cfg, host).map_err(|e| fail(format!("SSL_connect failed: {e}")))?;
     let sock = lease.socket_mut();
@@ -192,17 +183,24 @@ pub fn connect_ssl(
     .map_err(|e| fail(e.to_string()))?;
     layer.set_bulk_reads(true);
     let _ = lease.socket().set_read_timeout(None);
-    let sock = lease
-        .socket()
-        .try_clone()
-        .map_err(|source| ConnError::Io { peer: dest, source })?;
-    let _ = socket2::SockRef::from(&sock).set_keepalive(true);
-    let mut conn = Conn::new(sock, Some(lease))?;
+    let mut conn = Conn::over(lease)?;
     conn.tls = Some(layer);
     Ok(conn)
 }
 
 impl Conn {
+    /// A connection over the leased socket (keepalive on: a quiet dump must survive
+    /// firewalls' idle timeouts).
+    fn over(lease: Lease<TcpStream>) -> Result<Conn, ConnError> {
+        let peer = lease.dest().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let sock = lease
+            .socket()
+            .try_clone()
+            .map_err(|source| ConnError::Io { peer, source })?;
+        let _ = socket2::SockRef::from(&sock).set_keepalive(true);
+        Conn::new(sock, Some(lease))
+    }
+
     /// A connection over `sock` (already connected).
     pub fn new(sock: TcpStream, lease: Option<Lease<TcpStream>>) -> Result<Conn, ConnError> {
         let peer = sock.peer_addr().map_err(|source| ConnError::Io {
@@ -563,15 +561,24 @@ mod tests {
         body
     }
 
+    /// One exchange as user backup.
+    fn ask(conn: &mut Conn, body: &[u8]) -> Result<Vec<u8>, ConnError> {
+        conn.exchange("backup", body.to_vec(), Duration::from_secs(30))
+    }
+
+    /// Reads until the client closes.
+    fn drain(mut s: TcpStream) {
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+
     #[test]
     fn text_instead_of_frames_is_named_not_a_hang() {
         let (mut conn, t) = with_server(|mut s| {
             let _ = read_req(&mut s);
             let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
         });
-        let e = conn
-            .exchange("backup", b"SERVICE noop\n".to_vec(), Duration::from_secs(5))
-            .expect_err("junk");
+        let e = ask(&mut conn, b"SERVICE noop\n").expect_err("junk");
         assert!(matches!(e, ConnError::Frame { .. }), "{e}");
         assert!(e.to_string().contains("HTTP/1.1 400"), "{e}");
         t.join().unwrap();
@@ -587,16 +594,9 @@ mod tests {
                 PacketType::Nak,
                 b"ERROR user backup from localhost is not allowed to execute the service ambackupd\n",
             ));
-            let mut rest = Vec::new();
-            let _ = s.read_to_end(&mut rest);
+            drain(s);
         });
-        let e = conn
-            .exchange(
-                "backup",
-                b"SERVICE ambackupd\nLISTDLE\n".to_vec(),
-                Duration::from_secs(5),
-            )
-            .expect_err("nak");
+        let e = ask(&mut conn, b"SERVICE ambackupd\nLISTDLE\n").expect_err("nak");
         assert_eq!(
             e.to_string(),
             "ERROR user backup from localhost is not allowed to execute the service ambackupd"
@@ -617,16 +617,9 @@ mod tests {
             }
             let _ = s.write_all(&packet(PacketType::Rep, b"OPTIONS features=ff;\n"));
             let _ = s.write_all(&frame(499_998, b"start backup: /a\n"));
-            let mut rest = Vec::new();
-            let _ = s.read_to_end(&mut rest);
+            drain(s);
         });
-        let rep = conn
-            .exchange(
-                "backup",
-                b"SERVICE noop\n".to_vec(),
-                Duration::from_secs(30),
-            )
-            .expect("rep");
+        let rep = ask(&mut conn, b"SERVICE noop\n").expect("rep");
         assert_eq!(rep, b"OPTIONS features=ff;\n");
         let until = Instant::now() + Duration::from_secs(5);
         while conn.queued_frames() == 0 && Instant::now() < until {

@@ -4,6 +4,7 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -24,14 +25,36 @@ impl Inetd {
     /// `127.0.0.1:10123 dgram udp wait backup.backup /path/amandad amandad -auth=bsd amdump`,
     /// and waits until it listens on `port` (udp or tcp as the line says).
     pub fn start(line: &str, port: u16) -> Inetd {
+        Inetd::start_with_binds(line, port, &[])
+    }
+
+    /// [`Inetd::start`] in a private mount namespace where each `(file, over)` of `binds`
+    /// is bind-mounted over `over` (e.g. a private /etc/amanda or /etc/amandahosts for the
+    /// daemons it starts; nothing outside changes).
+    pub fn start_with_binds(line: &str, port: u16, binds: &[(&Path, &Path)]) -> Inetd {
         let dir = Scratch::new("inetd");
         let conf = dir.join("inetd.conf");
         fs::write(&conf, format!("{line}\n")).expect("write inetd.conf");
         let log = fs::File::create(dir.join("inetd.log")).expect("inetd.log");
-        let child = Command::new(INETD)
-            .arg("-i")
-            .args(["-R", "100000"])
-            .arg(&conf)
+        let mut cmd = if binds.is_empty() {
+            let mut c = Command::new(INETD);
+            c.arg("-i").args(["-R", "100000"]).arg(&conf);
+            c
+        } else {
+            let mut script = String::new();
+            for (file, over) in binds {
+                script.push_str(&format!(
+                    "mount --bind '{}' '{}' || exit 111\n",
+                    file.display(),
+                    over.display()
+                ));
+            }
+            script.push_str(&format!("exec {INETD} -i -R 100000 '{}'\n", conf.display()));
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--", "sh", "-c", &script]);
+            c
+        };
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)
@@ -42,10 +65,14 @@ impl Inetd {
         if line.split_whitespace().nth(1) == Some("dgram") {
             wait_bound_udp(port, Duration::from_secs(10));
         } else {
-            wait_listening_tcp(
-                SocketAddr::from(([127, 0, 0, 1], port)),
-                Duration::from_secs(10),
-            );
+            let bind = line
+                .split_whitespace()
+                .next()
+                .and_then(|a| a.rsplit_once(':'));
+            let ip = bind
+                .and_then(|(ip, _)| ip.parse().ok())
+                .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+            wait_listening_tcp(SocketAddr::new(ip, port), Duration::from_secs(10));
         }
         inetd
     }

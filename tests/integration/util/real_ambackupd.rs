@@ -7,20 +7,17 @@
 //! (harness README A2, A3).
 
 use std::fs;
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::inetd::INETD;
 use super::{
     AMANDA_USER, Inetd, RealServer, Scratch, ServerOptions, chown_amanda, ensure_amandahosts_line,
-    free_port, run_ok, run_with_timeout, wait_listening_tcp,
+    free_port, run_ok, run_with_timeout,
 };
 
 /// The host name ambackupd sees for a bsdtcp client on 127.0.0.1 (reverse DNS).
@@ -37,9 +34,8 @@ const SECLEVEL1: &str = "ssl-cipher-list \"DEFAULT:@SECLEVEL=1\"";
 pub struct RealAmbackupd {
     pub server: RealServer,
     pub port: u16,
-    _inetd: Option<Inetd>,
-    /// auth ssl: the inetd in its own mount namespace (process group leader).
-    ssl_inetd: Option<Child>,
+    _inetd: Inetd,
+    /// auth ssl: the server-side amandad's private /etc/amanda and .amandahosts.
     _ssl_dir: Option<Scratch>,
     stop: Arc<AtomicBool>,
     watcher: Option<JoinHandle<()>>,
@@ -55,7 +51,7 @@ impl RealAmbackupd {
         let (server, port) = configure(dles, "bsdtcp", PEER_HOST, "");
         let line = inetd_line("bsdtcp", port);
         let inetd = Inetd::start(&line, port);
-        RealAmbackupd::running(server, port, Some(inetd), None, None)
+        RealAmbackupd::running(server, port, inetd, None)
     }
 
     /// [`RealAmbackupd::start`] with auth ssl: the server-side amandad uses the certificate
@@ -83,38 +79,23 @@ impl RealAmbackupd {
             format!("{SSL_PEER_HOST} {AMANDA_USER} amdump ambackupd\n"),
         )
         .expect("amandahosts");
-        let conf = dir.join("inetd.conf");
-        fs::write(&conf, format!("{}\n", inetd_line("ssl", port))).expect("inetd.conf");
         chown_amanda(dir.path());
         fs::set_permissions(&hosts, fs::Permissions::from_mode(0o600)).expect("chmod");
-        let script = format!(
-            "mount --bind {} /etc/amanda\nmount --bind {} /etc/amandahosts\nexec {} -i -R 100000 {}\n",
-            etc.display(),
-            hosts.display(),
-            INETD,
-            conf.display()
+        let inetd = Inetd::start_with_binds(
+            &inetd_line("ssl", port),
+            port,
+            &[
+                (&etc, Path::new("/etc/amanda")),
+                (&hosts, Path::new("/etc/amandahosts")),
+            ],
         );
-        let log = fs::File::create(dir.join("inetd.log")).expect("log");
-        let child = Command::new("unshare")
-            .args(["--mount", "--", "sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup"))
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("start inetd");
-        wait_listening_tcp(
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_secs(10),
-        );
-        RealAmbackupd::running(server, port, None, Some(child), Some(dir))
+        RealAmbackupd::running(server, port, inetd, Some(dir))
     }
 
     fn running(
         server: RealServer,
         port: u16,
-        inetd: Option<Inetd>,
-        ssl_inetd: Option<Child>,
+        inetd: Inetd,
         ssl_dir: Option<Scratch>,
     ) -> RealAmbackupd {
         precreate_index_dirs(&server);
@@ -124,7 +105,6 @@ impl RealAmbackupd {
             server,
             port,
             _inetd: inetd,
-            ssl_inetd,
             _ssl_dir: ssl_dir,
             stop,
             watcher,
@@ -185,15 +165,6 @@ fn inetd_line(auth: &str, port: u16) -> String {
 
 impl Drop for RealAmbackupd {
     fn drop(&mut self) {
-        if let Some(c) = &mut self.ssl_inetd {
-            let pgid = c.id() as i32;
-            // SAFETY: kill has no memory preconditions; a stale group only yields ESRCH.
-            unsafe { libc::kill(-pgid, libc::SIGTERM) };
-            std::thread::sleep(Duration::from_millis(100));
-            // SAFETY: as above.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            let _ = c.wait();
-        }
         self.stop.store(true, Ordering::Relaxed);
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
