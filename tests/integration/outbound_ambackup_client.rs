@@ -79,6 +79,28 @@ fn list_check_backup(ab: &RealAmbackupd, dles: &[PathBuf]) {
     }
 }
 
+/// The first line of the Amanda header of every dump (first chunk) on a holding disk.
+fn holding_headers(holding: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for day in fs::read_dir(holding).expect("holding").flatten() {
+        for f in fs::read_dir(day.path()).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp")
+                || name
+                    .split('.')
+                    .next_back()
+                    .is_some_and(|e| e.parse::<u32>().is_err())
+            {
+                continue;
+            }
+            let bytes = fs::read(f.path()).expect("holding file");
+            let head = String::from_utf8_lossy(&bytes[..bytes.len().min(32768)]).into_owned();
+            out.push(head.lines().next().unwrap_or_default().to_string());
+        }
+    }
+    out
+}
+
 fn restore_identical(ab: &RealAmbackupd, dle: &Path, scratch: &Scratch, n: usize) {
     let into = scratch.join(format!("restored-{n}"));
     ab.server.restore(dle, &into);
@@ -165,7 +187,8 @@ fn outbound_our_ambackup_shows_the_real_ambackupd_refusal_and_fails() {
 
 /// Issue 14 over auth ssl: our ambackup is the TLS client (the client tree of amssl, CN
 /// 127.0.0.1, the name ambackupd files the DLEs under), the real amandad `-auth=ssl` runs
-/// ambackupd; list, check, backup of 2 DLEs, restored identical.
+/// ambackupd; list, check, backup of 2 DLEs with `compress client fast` (our gzip on this
+/// host), restored identical.
 #[test]
 fn outbound_our_ambackup_backs_up_to_the_real_ambackupd_over_ssl() {
     require_root!();
@@ -178,8 +201,19 @@ fn outbound_our_ambackup_backs_up_to_the_real_ambackupd_over_ssl() {
     let trees = ssl_util::trees(ssl_util::Kind::Main);
     let data = Scratch::new("ab-client-ssl-data");
     let dles = two_dles(&data);
-    let ab = RealAmbackupd::start_ssl(&dles, &trees.server, &trees.client);
+    let ab = RealAmbackupd::start_ssl(
+        &dles,
+        &trees.server,
+        &trees.client,
+        "    compress client fast",
+    );
     list_check_backup(&ab, &dles);
+    // The dumps on the holding disk are our gzip's: their headers say so.
+    let headers = holding_headers(&ab.server.work.join("holding"));
+    assert_eq!(headers.len(), 2, "{headers:?}");
+    for h in &headers {
+        assert!(h.contains(" comp .gz "), "not client-compressed: {h}");
+    }
     ab.amflush();
     let restore = Scratch::new("ab-client-ssl-restore");
     for (n, d) in dles.iter().enumerate() {

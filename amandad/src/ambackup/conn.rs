@@ -374,6 +374,16 @@ impl Conn {
         others: &[BorrowedFd<'_>],
         until: Option<Instant>,
     ) -> Result<Vec<bool>, ConnError> {
+        let others: Vec<(BorrowedFd<'_>, bool)> = others.iter().map(|fd| (*fd, false)).collect();
+        self.wait_for(&others, until)
+    }
+
+    /// [`Conn::wait`] where each of `others` says whether it is waited on for writing.
+    pub fn wait_for(
+        &mut self,
+        others: &[(BorrowedFd<'_>, bool)],
+        until: Option<Instant>,
+    ) -> Result<Vec<bool>, ConnError> {
         let mut sock_flags = PollFlags::empty();
         if !self.closed && self.frames.len() <= 64 {
             sock_flags |= PollFlags::POLLIN;
@@ -383,8 +393,13 @@ impl Conn {
         }
         let mut fds = Vec::with_capacity(1 + others.len());
         fds.push(PollFd::new(self.sock.as_fd(), sock_flags));
-        for fd in others {
-            fds.push(PollFd::new(*fd, PollFlags::POLLIN));
+        for (fd, writable) in others {
+            let flags = if *writable {
+                PollFlags::POLLOUT
+            } else {
+                PollFlags::POLLIN
+            };
+            fds.push(PollFd::new(*fd, flags));
         }
         let timeout = match until {
             None => PollTimeout::NONE,
@@ -405,7 +420,12 @@ impl Conn {
         }
         let ready = |f: &PollFd<'_>| {
             f.revents().is_some_and(|r| {
-                r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                r.intersects(
+                    PollFlags::POLLIN
+                        | PollFlags::POLLOUT
+                        | PollFlags::POLLHUP
+                        | PollFlags::POLLERR,
+                )
             })
         };
         let others_ready = fds[1..].iter().map(ready).collect();

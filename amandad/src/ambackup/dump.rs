@@ -5,7 +5,8 @@
 //!
 //! The data-phase rules (nothing on DATA before `sendbackup: info end`, the CRCs, when the
 //! streams end, the server closing DATA early) are `proto::dataphase::Sender`'s; the MESG
-//! lines and the state files are [`BackupRun`]'s, as for amandad. What stays here: the pipes,
+//! lines and the state files are [`BackupRun`]'s, and the client filters (`compress client`,
+//! `encrypt client`) amandad's `ClientChain`, as for amandad. What stays here: the pipes,
 //! the process and the bytes.
 //!
 //! What this module must not do: block on anything but `poll` (the connection's unwritten
@@ -21,8 +22,10 @@ use proto::sendbackup::Stream;
 
 use super::conn::{Conn, ConnError};
 use super::wire::{BackupReply, Outcome, ServerMesg};
+use crate::server::chain::ClientChain;
 use crate::services::backup::{BackupRun, Spawned, StreamOutput};
 use crate::services::{self, ServiceContext, Start};
+use proto::dataphase::Stage;
 
 /// Unwritten output above which the data pipe is not read.
 pub const HIGH_WATER: usize = 4 << 20;
@@ -102,13 +105,9 @@ pub fn run(
             return refuse(conn, &streams, &mut server, "unexpected job", print);
         }
     };
-    if !plan.spec.client_stages().is_empty() {
-        let text = "ambackup cannot run client compression or encryption yet: use server-side compression for this DLE";
-        print(&format!("ERROR {text}"));
-        return refuse(conn, &streams, &mut server, text, print);
-    }
+    let stages = plan.spec.client_stages().to_vec();
     match BackupRun::spawn(plan.spec) {
-        Ok(spawned) => relay(conn, &streams, spawned, &mut server, print),
+        Ok(spawned) => relay(conn, &streams, spawned, &stages, &mut server, print),
         Err(e) => {
             print(&format!("ERROR {e}"));
             conn.queue(streams.mesg, &BackupRun::spawn_failure_mesg(&e));
@@ -210,10 +209,94 @@ fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
+/// The client filters of a dump (`compress client ...`, `encrypt client`), run as amandad
+/// runs them (`crate::server::chain`), and what wakes the loop when gzip has output.
+struct Filters {
+    chain: ClientChain,
+    wake_r: OwnedFd,
+    failure: Option<String>,
+    // Keeps the gzip threads for the dump.
+    _pool: filters::GzipPool,
+}
+
+impl Filters {
+    fn start(stages: &[Stage]) -> Result<Filters, String> {
+        let (wake_r, wake_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(|e| format!("can't create pipe: {e}"))?;
+        let wake_w = std::sync::Arc::new(wake_w);
+        let waker: filters::Waker = std::sync::Arc::new(move || {
+            // A full pipe already wakes the loop.
+            let _ = nix::unistd::write(&*wake_w, &[1]);
+        });
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get().min(2))
+            .try_into()
+            .unwrap_or(std::num::NonZeroUsize::MIN);
+        let pool = filters::GzipPool::new(threads);
+        let chain = ClientChain::start(stages, &pool, Some(waker))?;
+        Ok(Filters {
+            chain,
+            wake_r,
+            failure: None,
+            _pool: pool,
+        })
+    }
+
+    /// Moves bytes through the filters and their output onto DATA while the connection
+    /// takes it; their stderr lines go to MESG as `? <filter>: <line>` (amandad's rule,
+    /// issue 12).
+    fn pump(&mut self, conn: &mut Conn, streams: &Streams, sender: &mut Sender) {
+        let mut buf = [0u8; 64];
+        while matches!(read_fd(&self.wake_r, &mut buf), Ok(n) if n > 0) {}
+        loop {
+            let mut progress = self.chain.pump().progress;
+            while conn.pending() < HIGH_WATER {
+                let n = self
+                    .chain
+                    .take_output(super::conn::MAX_DATA_FRAME, |bytes| {
+                        sender.on_sent(bytes);
+                        conn.queue(streams.data, bytes);
+                    });
+                if n == 0 {
+                    break;
+                }
+                progress = true;
+            }
+            let mut text = Vec::new();
+            for (name, line) in self.chain.take_lines() {
+                text.extend_from_slice(
+                    format!(
+                        "? {name}: {}{}\n",
+                        line.text.replace('\n', " "),
+                        if line.truncated { " [...]" } else { "" }
+                    )
+                    .as_bytes(),
+                );
+            }
+            if !text.is_empty() {
+                conn.queue(streams.mesg, &text);
+            }
+            if self.failure.is_none() {
+                self.failure = self.chain.failure().map(str::to_owned);
+            }
+            if !progress {
+                return;
+            }
+        }
+    }
+
+    /// Whether the filters are through (or failed).
+    fn over(&self) -> bool {
+        self.failure.is_some() || self.chain.is_done()
+    }
+}
+
 fn relay(
     conn: &mut Conn,
     streams: &Streams,
     spawned: Spawned,
+    stages: &[Stage],
     server: &mut ServerMesg,
     print: Print<'_>,
 ) -> Result<Outcome, ConnError> {
@@ -229,15 +312,28 @@ fn relay(
     links.extend(streams.others.iter().map(|(s, _)| (*s, true)));
     let mut sender = Sender::new(SenderConfig::default(), &links);
     sender.on_acked(Instant::now());
-    let index = streams.index();
-    let mut data_eof = false;
-    let mut msg_eof = false;
-    let mut finished = false;
-    let mut buf = vec![0u8; DATA_READ];
     let kill = |child: &mut std::process::Child| {
         let _ = child.kill();
         let _ = child.wait();
     };
+    let mut filters = None;
+    let mut filter_error = None;
+    if !stages.is_empty() {
+        match Filters::start(stages) {
+            Ok(f) => filters = Some(f),
+            Err(e) => {
+                // tar's output is drained and dropped; the dump fails with this.
+                let _ = child.kill();
+                filter_error = Some(e);
+            }
+        }
+    }
+    let index = streams.index();
+    let mut data_eof = false;
+    let mut msg_eof = false;
+    let mut finished = false;
+    let mut tar_stopped = filter_error.is_some();
+    let mut buf = vec![0u8; DATA_READ];
     let mut progress = Instant::now();
     loop {
         while let Some(ev) = sender.poll_event() {
@@ -271,6 +367,17 @@ fn relay(
             streams.end_outputs(conn);
             return await_verdict(conn, streams, server, print);
         }
+        if let Some(f) = filters.as_mut() {
+            f.pump(conn, streams, &mut sender);
+            if filter_error.is_none() {
+                filter_error = f.failure.clone();
+            }
+        }
+        if filter_error.is_some() && !tar_stopped {
+            // A filter failed: tar is stopped, its output drained so its end is seen.
+            tar_stopped = true;
+            let _ = child.kill();
+        }
         if progress.elapsed() >= STALL {
             kill(&mut child);
             return Err(ConnError::Silent {
@@ -278,32 +385,56 @@ fn relay(
                 waited: STALL,
             });
         }
+        let failed = filter_error.is_some();
         let mut fds = Vec::new();
         // A server that does not read stops both pipes (tar waits), so what we hold for it
         // stays near HIGH_WATER.
         let room = conn.pending() < HIGH_WATER;
-        let want_data = room && !data_eof && sender.data_allowed();
+        let filter_room = filters.as_ref().is_none_or(|f| f.chain.has_room());
+        let want_data = (room && filter_room || failed) && !data_eof && sender.data_allowed();
         if want_data {
-            fds.push(data.as_fd());
+            fds.push((data.as_fd(), false));
         }
-        let want_msg = room && !msg_eof;
+        let want_msg = (room || failed) && !msg_eof;
         if want_msg {
-            fds.push(messages.as_fd());
+            fds.push((messages.as_fd(), false));
+        }
+        let extra = fds.len();
+        if let Some(f) = filters.as_ref().filter(|_| !failed) {
+            fds.push((f.wake_r.as_fd(), false));
+            for (fd, writable) in f.chain.fds() {
+                // SAFETY: the chain owns these descriptors and outlives this poll.
+                fds.push((unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, writable));
+            }
         }
         let before = (conn.pending(), conn.queued_frames());
-        let ready = conn.wait(&fds, Some(Instant::now() + Duration::from_secs(10)))?;
-        if (conn.pending(), conn.queued_frames()) != before {
+        let ready = conn.wait_for(&fds, Some(Instant::now() + Duration::from_secs(10)))?;
+        if (conn.pending(), conn.queued_frames()) != before || ready[extra..].iter().any(|r| *r) {
             progress = Instant::now();
         }
         let mut ready = ready.into_iter();
         if want_data && ready.next().unwrap_or(false) {
             progress = Instant::now();
             match read_fd(&data, &mut buf) {
-                Ok(0) => data_eof = true,
-                Ok(n) => {
-                    sender.on_unfiltered(&buf[..n]);
-                    conn.queue(streams.data, &buf[..n]);
+                Ok(0) => {
+                    data_eof = true;
+                    if let Some(f) = filters.as_mut() {
+                        f.chain.input_end();
+                    }
                 }
+                Ok(n) if failed => {
+                    let _ = n;
+                }
+                Ok(n) => match filters.as_mut() {
+                    Some(f) => {
+                        sender.on_native(&buf[..n]);
+                        f.chain.push_input(&buf[..n]);
+                    }
+                    None => {
+                        sender.on_unfiltered(&buf[..n]);
+                        conn.queue(streams.data, &buf[..n]);
+                    }
+                },
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     sender.fail(format!("reading the archive: {e}"));
@@ -327,8 +458,9 @@ fn relay(
                 }
             }
         }
-        if data_eof && msg_eof && !finished {
-            // Both pipes are at EOF: tar is done (or about to be).
+        let filters_over = filters.as_ref().is_none_or(Filters::over) || failed;
+        if data_eof && msg_eof && filters_over && !finished {
+            // Both pipes are at EOF and the filters are through: tar is done.
             let status = child
                 .wait()
                 .map_err(|e| ConnError::Exchange(format!("waiting for tar: {e}")))?;
@@ -336,10 +468,11 @@ fn relay(
             run.finish(
                 status,
                 (sender.native_crc(), sender.client_crc()),
-                None,
+                filter_error.as_deref(),
                 &mut out,
             );
             write_output(conn, streams.mesg, index, &out);
+            drop(filters.take());
             sender.on_application_done();
             finished = true;
         }

@@ -48,7 +48,7 @@ impl RealAmbackupd {
     /// holds the machine lock (/etc/amandahosts is edited).
     pub fn start(dles: &[PathBuf]) -> RealAmbackupd {
         ensure_amandahosts_line(&format!("{PEER_HOST} {AMANDA_USER} ambackupd"));
-        let (server, port) = configure(dles, "bsdtcp", PEER_HOST, "");
+        let (server, port) = configure(dles, "bsdtcp", PEER_HOST, "", "");
         let line = inetd_line("bsdtcp", port);
         let inetd = Inetd::start(&line, port);
         RealAmbackupd::running(server, port, inetd, None)
@@ -58,9 +58,15 @@ impl RealAmbackupd {
     /// tree `server_tree` (its own /etc/amanda/amanda-client.conf and `.amandahosts`, in a
     /// private mount namespace), the client's amanda-client.conf `client_tree`; the DLEs
     /// belong to [`SSL_PEER_HOST`].
-    pub fn start_ssl(dles: &[PathBuf], server_tree: &Path, client_tree: &Path) -> RealAmbackupd {
+    /// `dumptype` lines go into the DLEs' dumptype (e.g. `compress client fast`).
+    pub fn start_ssl(
+        dles: &[PathBuf],
+        server_tree: &Path,
+        client_tree: &Path,
+        dumptype: &str,
+    ) -> RealAmbackupd {
         let client_extra = format!("ssl-dir \"{}\"\n{SECLEVEL1}\n", client_tree.display());
-        let (server, port) = configure(dles, "ssl", SSL_PEER_HOST, &client_extra);
+        let (server, port) = configure(dles, "ssl", SSL_PEER_HOST, &client_extra, dumptype);
         let dir = Scratch::new("ab-real-ssl");
         let etc = dir.join("etc");
         fs::create_dir_all(&etc).expect("mkdir");
@@ -140,11 +146,20 @@ impl RealAmbackupd {
     }
 }
 
-/// The server configuration for `dles` of `host`, and the client's amanda-client.conf
-/// beside it (`amdump_server "localhost"`, `auth`, `client_port`, then `client_extra`).
-fn configure(dles: &[PathBuf], auth: &str, host: &str, client_extra: &str) -> (RealServer, u16) {
+/// The server configuration for `dles` of `host` (`dumptype` lines added to their
+/// dumptype), and the client's amanda-client.conf beside it (`amdump_server "localhost"`,
+/// `auth`, `client_port`, then `client_extra`).
+fn configure(
+    dles: &[PathBuf],
+    auth: &str,
+    host: &str,
+    client_extra: &str,
+    dumptype: &str,
+) -> (RealServer, u16) {
     let port = free_port();
-    let server = RealServer::new(host, dles, &ServerOptions::new(auth, port));
+    let mut opts = ServerOptions::new(auth, port);
+    opts.extra_dumptype = dumptype.to_string();
+    let server = RealServer::new(host, dles, &opts);
     let client_conf = format!(
         "conf \"{name}\"\namdump_server \"localhost\"\nindex_server \"localhost\"\ntape_server \"localhost\"\nauth \"{auth}\"\nclient_port \"{port}\"\n{client_extra}",
         name = server.name
