@@ -99,6 +99,8 @@ pub struct Conn {
     out: Vec<u8>,
     /// Bytes of `out` already written.
     sent: usize,
+    /// The most ever queued and unwritten (what the bounds are tested on).
+    peak: usize,
     reader: FrameReader,
     frames: VecDeque<Frame<'static>>,
     closed: bool,
@@ -216,6 +218,7 @@ impl Conn {
             _lease: lease,
             out: Vec::new(),
             sent: 0,
+            peak: 0,
             reader: FrameReader::new(),
             frames: VecDeque::new(),
             closed: false,
@@ -234,12 +237,18 @@ impl Conn {
         self.out.len() - self.sent
     }
 
+    /// The most bytes ever queued and not yet written.
+    pub fn peak_pending(&self) -> usize {
+        self.peak
+    }
+
     /// Queues `payload` on `handle`, in frames of at most [`MAX_DATA_FRAME`] bytes.
     pub fn queue(&mut self, handle: u32, payload: &[u8]) {
         for chunk in payload.chunks(MAX_DATA_FRAME) {
             // A chunk is far below the frame limit.
             let _ = frame::encode_frame(handle, chunk, &mut self.out);
         }
+        self.peak = self.peak.max(self.pending());
     }
 
     /// Queues the end of `handle` (a zero-length frame).

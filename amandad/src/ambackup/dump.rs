@@ -302,19 +302,21 @@ fn relay(
 ) -> Result<Outcome, ConnError> {
     let Spawned {
         mut run,
-        mut child,
+        child,
         data,
         messages,
     } = spawned;
+    // However the relay ends (an error included), tar does not outlive it.
+    let mut child = Tar(child);
     set_nonblocking(&data);
     set_nonblocking(&messages);
     let mut links = vec![(Stream::Data, true), (Stream::Mesg, true)];
     links.extend(streams.others.iter().map(|(s, _)| (*s, true)));
     let mut sender = Sender::new(SenderConfig::default(), &links);
     sender.on_acked(Instant::now());
-    let kill = |child: &mut std::process::Child| {
-        let _ = child.kill();
-        let _ = child.wait();
+    let kill = |child: &mut Tar| {
+        let _ = child.0.kill();
+        let _ = child.0.wait();
     };
     let mut filters = None;
     let mut filter_error = None;
@@ -323,7 +325,7 @@ fn relay(
             Ok(f) => filters = Some(f),
             Err(e) => {
                 // tar's output is drained and dropped; the dump fails with this.
-                let _ = child.kill();
+                let _ = child.0.kill();
                 filter_error = Some(e);
             }
         }
@@ -376,7 +378,7 @@ fn relay(
         if filter_error.is_some() && !tar_stopped {
             // A filter failed: tar is stopped, its output drained so its end is seen.
             tar_stopped = true;
-            let _ = child.kill();
+            let _ = child.0.kill();
         }
         if progress.elapsed() >= STALL {
             kill(&mut child);
@@ -462,6 +464,7 @@ fn relay(
         if data_eof && msg_eof && filters_over && !finished {
             // Both pipes are at EOF and the filters are through: tar is done.
             let status = child
+                .0
                 .wait()
                 .map_err(|e| ConnError::Exchange(format!("waiting for tar: {e}")))?;
             let mut out = StreamOutput::default();
@@ -479,11 +482,152 @@ fn relay(
     }
 }
 
+/// tar, killed and reaped when the relay ends early.
+struct Tar(std::process::Child);
+
+impl Drop for Tar {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn write_output(conn: &mut Conn, mesg: u32, index: Option<u32>, out: &StreamOutput) {
     if !out.mesg.is_empty() {
         conn.queue(mesg, &out.mesg);
     }
     if let (Some(h), false) = (index, out.index.is_empty()) {
         conn.queue(h, &out.index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The data phase against hostile servers (issue 14): one that stops reading, one that
+    //! leaves mid-dump. Real GNU tar on a temporary tree.
+
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::services::context::tests::test_dle;
+
+    /// A tree of incompressible bytes, `mib` MiB.
+    fn noise_tree(root: &std::path::Path, mib: usize) {
+        std::fs::create_dir_all(root).unwrap();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for f in 0..mib {
+            let mut bytes = vec![0u8; 1 << 20];
+            for b in bytes.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+            }
+            std::fs::write(root.join(format!("f{f}")), bytes).unwrap();
+        }
+    }
+
+    fn reply_for(disk: &str) -> BackupReply {
+        let request = format!(
+            "OPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;maxdumps=1;hostname=localhost;config=t\n<dle>\n  <program>APPLICATION</program>\n  <backup-program>\n    <plugin>amgtar</plugin>\n  </backup-program>\n  <disk>{disk}</disk>\n  <level>0</level>\n  <record>YES</record>\n  <index>YES</index>\n</dle>\n"
+        );
+        BackupReply {
+            streams: vec![
+                (Stream::Data, 499_999),
+                (Stream::Mesg, 499_998),
+                (Stream::Index, 499_997),
+            ],
+            request: request.into_bytes(),
+        }
+    }
+
+    /// Our side of a loopback connection whose server runs `serve`.
+    fn connected(
+        serve: impl FnOnce(TcpStream) + Send + 'static,
+    ) -> (Conn, std::thread::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || serve(l.accept().unwrap().0));
+        let sock = TcpStream::connect(addr).unwrap();
+        (Conn::new(sock, None).unwrap(), t)
+    }
+
+    #[test]
+    fn a_server_that_stops_reading_costs_at_most_the_high_water_mark_and_its_leaving_ends_the_dump()
+    {
+        let (_root, ctx, _data, disk) = test_dle(|d| noise_tree(d, 48));
+        let (mut conn, t) = connected(|s| {
+            // Reads nothing, then leaves.
+            std::thread::sleep(Duration::from_secs(3));
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        });
+        let started = Instant::now();
+        let mut lines = Vec::new();
+        let r = run(&mut conn, &reply_for(&disk), &ctx, &mut |l| {
+            lines.push(l.to_string())
+        });
+        assert!(
+            !matches!(r, Ok(Outcome::Done)),
+            "a server that left cannot have taken the dump: {r:?} {lines:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60), "the dump hung");
+        let bound = HIGH_WATER + DATA_READ + 64 * 1024;
+        // It did wait on the bound (the kernel's buffers took less than the tree).
+        assert!(conn.peak_pending() >= HIGH_WATER, "peak {}", conn.peak_pending());
+        assert!(
+            conn.peak_pending() <= bound,
+            "{} bytes held for a server that does not read (bound {bound})",
+            conn.peak_pending()
+        );
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_dump_goes_through_and_the_servers_verdict_is_taken() {
+        let (_root, ctx, _data, disk) = test_dle(|d| noise_tree(d, 2));
+        let (mut conn, t) = connected(|mut s| {
+            // Reads every frame until the client's MESG shows `sendbackup: end`, then
+            // answers like ambackupd.
+            let mut reader = proto::frame::FrameReader::new();
+            let mut mesg = Vec::new();
+            let mut data = 0usize;
+            let mut buf = vec![0u8; 1 << 16];
+            while !mesg.ends_with(b"sendbackup: end\n") {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "client closed early");
+                let mut input = &buf[..n];
+                while let Some(f) = reader.next(&mut input).unwrap() {
+                    match f.handle {
+                        499_998 => mesg.extend_from_slice(&f.payload),
+                        499_999 => data += f.payload.len(),
+                        _ => {}
+                    }
+                }
+            }
+            assert!(data > 2 << 20, "DATA carried {data} bytes");
+            let mut out = Vec::new();
+            for line in [
+                &b"start backup: /d\n"[..],
+                b"backup done: /d\n",
+                b"MESG END\n",
+            ] {
+                proto::frame::encode_frame(499_998, line, &mut out).unwrap();
+            }
+            s.write_all(&out).unwrap();
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+        });
+        let mut lines = Vec::new();
+        let r = run(&mut conn, &reply_for(&disk), &ctx, &mut |l| {
+            lines.push(l.to_string())
+        });
+        assert_eq!(r.unwrap(), Outcome::Done, "{lines:?}");
+        assert_eq!(lines, vec!["start backup: /d", "backup done: /d"]);
+        drop(conn);
+        t.join().unwrap();
     }
 }
