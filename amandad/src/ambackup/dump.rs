@@ -577,7 +577,11 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(60), "the dump hung");
         let bound = HIGH_WATER + DATA_READ + 64 * 1024;
         // It did wait on the bound (the kernel's buffers took less than the tree).
-        assert!(conn.peak_pending() >= HIGH_WATER, "peak {}", conn.peak_pending());
+        assert!(
+            conn.peak_pending() >= HIGH_WATER,
+            "peak {}",
+            conn.peak_pending()
+        );
         assert!(
             conn.peak_pending() <= bound,
             "{} bytes held for a server that does not read (bound {bound})",

@@ -431,3 +431,53 @@ pub fn main(args: &Args) -> Result<i32> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args> {
+        Args::parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn the_real_ambackups_command_lines_parse() {
+        let a = parse(&["--config", "Daily", "list"]).unwrap();
+        assert_eq!(
+            (a.config.as_deref(), &a.action),
+            (Some("Daily"), &Action::List)
+        );
+        let a = parse(&["--config=Daily", "--verbose", "check"]).unwrap();
+        assert_eq!((a.verbose, &a.action), (1, &Action::Check));
+        let a = parse(&["--config", "D", "backup", "/home", "/etc"]).unwrap();
+        assert_eq!(
+            a.action,
+            Action::Backup(vec!["/home".into(), "/etc".into()])
+        );
+        let a = parse(&["backup", "--", "-odd"]).unwrap();
+        assert_eq!(a.action, Action::Backup(vec!["-odd".into()]));
+    }
+
+    #[test]
+    fn bad_command_lines_say_what_is_wrong() {
+        for (args, says) in [
+            (&["--config"][..], "--config needs a value"),
+            (&["-o", "x=y", "list"], "unknown option -o"),
+            (&["dump"], "Unknown 'dump' command."),
+            (&[], "USAGE"),
+            (&["list", "/home"], "take no disk name"),
+        ] {
+            let e = parse(args).expect_err("refused").to_string();
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn client_port_is_a_number_or_a_service_name() {
+        assert_eq!(server_port("10063").unwrap(), 10063);
+        assert!(server_port("0").is_err());
+        assert!(server_port("99999").is_err());
+        // The amanda service (10080 in /etc/services, and when it is not there).
+        assert_eq!(server_port("").unwrap(), 10080);
+    }
+}
