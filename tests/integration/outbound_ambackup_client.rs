@@ -16,8 +16,16 @@ use crate::util::{self, Scratch};
 use crate::{require_root, require_tool};
 
 /// Our ambackup, as root (it binds a reserved source port, as amservice does), against
-/// `ab`'s configuration.
+/// `ab`'s configuration; the server's `noop` must answer.
 fn ambackup(ab: &RealAmbackupd, args: &[&str]) -> (ExitStatus, String) {
+    let (status, out) = ambackup_unchecked(ab, args);
+    // ambackup asks noop first; a refusal would be a warning on stderr.
+    assert!(!out.contains("ambackup: noop:"), "noop failed:\n{out}");
+    (status, out)
+}
+
+/// [`ambackup`] without the noop check.
+fn ambackup_unchecked(ab: &RealAmbackupd, args: &[&str]) -> (ExitStatus, String) {
     let mut cmd = Command::new(util::workspace_bin("ambackup"));
     cmd.args(["--config", &ab.server.name])
         .args(args)
@@ -25,8 +33,6 @@ fn ambackup(ab: &RealAmbackupd, args: &[&str]) -> (ExitStatus, String) {
     let t = std::time::Instant::now();
     let (status, out) = util::run_with_timeout(&mut cmd, Duration::from_secs(300));
     eprintln!("ambackup {args:?}: {status} in {:?}\n{out}", t.elapsed());
-    // ambackup asks noop first; a refusal would be a warning on stderr.
-    assert!(!out.contains("ambackup: noop:"), "noop failed:\n{out}");
     (status, out)
 }
 
@@ -219,4 +225,31 @@ fn outbound_our_ambackup_backs_up_to_the_real_ambackupd_over_ssl() {
     for (n, d) in dles.iter().enumerate() {
         restore_identical(&ab, d, &restore, n);
     }
+}
+
+/// Issue 14, auth ssl: a server whose certificate is of another CA than the client's is
+/// refused in the handshake, said so, and ambackup exits non-zero.
+#[test]
+fn outbound_our_ambackup_refuses_a_server_certificate_of_another_ca() {
+    require_root!();
+    require_tool!("/usr/lib/amanda/amandad");
+    require_tool!("/usr/lib/amanda/ambackupd");
+    require_tool!("/usr/sbin/amssl");
+    require_tool!(util::INETD);
+    let _g = util::lock_amdump_machine();
+    let main = ssl_util::trees(ssl_util::Kind::Main);
+    let other = ssl_util::trees(ssl_util::Kind::OtherCa);
+    let data = Scratch::new("ab-client-ssl-ca");
+    let dle = data.join("only");
+    fs::create_dir_all(&dle).expect("mkdir");
+    fs::write(dle.join("a.txt"), "a\n").expect("write");
+    let ab = RealAmbackupd::start_ssl(std::slice::from_ref(&dle), &other.server, &main.client, "");
+
+    let (status, out) = ambackup_unchecked(&ab, &["list"]);
+    assert!(
+        !status.success(),
+        "list against a server of another CA exited 0:\n{out}"
+    );
+    assert!(out.contains("SSL_connect failed"), "{out}");
+    assert!(!out.contains("DLE "), "{out}");
 }
