@@ -263,17 +263,7 @@ impl Filters {
                 }
                 progress = true;
             }
-            let mut text = Vec::new();
-            for (name, line) in self.chain.take_lines() {
-                text.extend_from_slice(
-                    format!(
-                        "? {name}: {}{}\n",
-                        line.text.replace('\n', " "),
-                        if line.truncated { " [...]" } else { "" }
-                    )
-                    .as_bytes(),
-                );
-            }
+            let text = crate::server::chain::mesg_of_lines(self.chain.take_lines());
             if !text.is_empty() {
                 conn.queue(streams.mesg, &text);
             }
