@@ -9,6 +9,7 @@
 //! What this crate must not do: write to file descriptors 0-2 when started by a superserver
 //! (they are the socket), run its network-facing loop as root, or start a thread per request.
 
+pub mod ambackup;
 pub mod args;
 pub mod config;
 pub mod etc_services;

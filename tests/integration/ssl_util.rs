@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -126,7 +125,7 @@ pub fn both_cas(a: &Trees, b: &Trees, into: &Path) -> PathBuf {
 /// The real amandad under a private openbsd-inetd whose /etc/amanda holds only our
 /// amanda-client.conf (and whose ~backup/.amandahosts is `amandahosts`, when given).
 pub struct RealSslAmandad {
-    child: Child,
+    _inetd: Inetd,
     pub dir: Scratch,
     pub port: u16,
 }
@@ -146,39 +145,21 @@ impl RealSslAmandad {
         let line = format!(
             "{bind}:{port}\tstream\ttcp\tnowait.1000\t{AMANDA_USER}.{AMANDA_USER}\t/usr/lib/amanda/amandad\tamandad -auth=ssl amdump"
         );
-        let conf = dir.join("inetd.conf");
-        fs::write(&conf, format!("{line}\n")).expect("inetd.conf");
-        let mut script = format!("mount --bind {} /etc/amanda\n", etc.display());
-        if let Some(hosts) = amandahosts {
-            let f = dir.join("amandahosts");
-            write_private(&f, hosts);
-            script.push_str(&format!("mount --bind {} /etc/amandahosts\n", f.display()));
+        let hosts = dir.join("amandahosts");
+        if let Some(text) = amandahosts {
+            write_private(&hosts, text);
         }
-        script.push_str(&format!(
-            "exec {} -i -R 100000 {}\n",
-            util::INETD,
-            conf.display()
-        ));
         util::chown_amanda(dir.path());
-        let child = util::spawn_logged(
-            Command::new("unshare").args(["--mount", "--", "sh", "-c", &script]),
-            &dir.join("inetd.log"),
-        );
-        let addr: SocketAddr = format!("{bind}:{port}").parse().expect("addr");
-        util::wait_listening_tcp(addr, Duration::from_secs(10));
-        RealSslAmandad { child, dir, port }
-    }
-}
-
-impl Drop for RealSslAmandad {
-    fn drop(&mut self) {
-        let pgid = self.child.id() as i32;
-        // SAFETY: kill has no memory preconditions; a stale group only yields ESRCH.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        std::thread::sleep(Duration::from_millis(100));
-        // SAFETY: as above.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        let _ = self.child.wait();
+        let mut binds = vec![(etc.as_path(), Path::new("/etc/amanda"))];
+        if amandahosts.is_some() {
+            binds.push((hosts.as_path(), Path::new("/etc/amandahosts")));
+        }
+        let inetd = Inetd::start_with_binds(&line, port, &binds);
+        RealSslAmandad {
+            _inetd: inetd,
+            dir,
+            port,
+        }
     }
 }
 

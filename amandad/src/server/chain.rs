@@ -131,6 +131,25 @@ pub struct ClientChain {
     scratch: Vec<u8>,
 }
 
+/// The MESG lines of the filters' stderr lines. A filter's stderr is news for the report,
+/// not a failure of the dump (the exit status says that): `? <filter>: <line>` makes it
+/// STRANGE. 3.5.1 fails the dump on any such line, which makes every amcrypt-ossl dump fail
+/// on OpenSSL 3 (spec §11.3); issue 12.
+pub fn mesg_of_lines(lines: Vec<(String, StderrLine)>) -> Vec<u8> {
+    let mut text = Vec::new();
+    for (name, line) in lines {
+        text.extend_from_slice(
+            format!(
+                "? {name}: {}{}\n",
+                line.text.replace('\n', " "),
+                if line.truncated { " [...]" } else { "" }
+            )
+            .as_bytes(),
+        );
+    }
+    text
+}
+
 fn gzip_level(l: GzipLevel) -> Level {
     match l {
         GzipLevel::Fast => Level::Fast,

@@ -799,21 +799,7 @@ impl Server {
                 self.flush_conn(conn);
             }
             if !lines.is_empty() {
-                // A filter's stderr is news for the report, not a failure of the dump (the
-                // exit status says that): `? <filter>: <line>` makes it STRANGE. 3.5.1 fails
-                // the dump on any such line, which makes every amcrypt-ossl dump fail on
-                // OpenSSL 3 (spec §11.3); issue 12.
-                let mut text = Vec::new();
-                for (name, line) in lines {
-                    text.extend_from_slice(
-                        format!(
-                            "? {name}: {}{}\n",
-                            line.text.replace('\n', " "),
-                            if line.truncated { " [...]" } else { "" }
-                        )
-                        .as_bytes(),
-                    );
-                }
+                let text = super::chain::mesg_of_lines(lines);
                 self.write_stream(id, Stream::Mesg, &text);
             }
             if !progress {

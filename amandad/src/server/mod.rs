@@ -25,7 +25,7 @@
 //! the resolver threads; the only blocking call is reaping a tar that already closed its
 //! pipes), write to fds 0-2, or log a line per refused request above debug.
 
-mod chain;
+pub(crate) mod chain;
 mod conn;
 pub mod datapath;
 mod dump;

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -23,21 +24,47 @@ impl Inetd {
     /// `127.0.0.1:10123 dgram udp wait backup.backup /path/amandad amandad -auth=bsd amdump`,
     /// and waits until it listens on `port` (udp or tcp as the line says).
     pub fn start(line: &str, port: u16) -> Inetd {
+        Inetd::start_with_binds(line, port, &[])
+    }
+
+    /// [`Inetd::start`] in a private mount namespace where each `(file, over)` of `binds`
+    /// is bind-mounted over `over` (e.g. a private /etc/amanda or /etc/amandahosts for the
+    /// daemons it starts; nothing outside changes).
+    pub fn start_with_binds(line: &str, port: u16, binds: &[(&Path, &Path)]) -> Inetd {
         let dir = Scratch::new("inetd");
         let conf = dir.join("inetd.conf");
         fs::write(&conf, format!("{line}\n")).expect("write inetd.conf");
-        let child = spawn_logged(
-            Command::new(INETD).args(["-i", "-R", "100000"]).arg(&conf),
-            &dir.join("inetd.log"),
-        );
+        let mut cmd = if binds.is_empty() {
+            let mut c = Command::new(INETD);
+            c.arg("-i").args(["-R", "100000"]).arg(&conf);
+            c
+        } else {
+            let mut script = String::new();
+            for (file, over) in binds {
+                script.push_str(&format!(
+                    "mount --bind '{}' '{}' || exit 111\n",
+                    file.display(),
+                    over.display()
+                ));
+            }
+            script.push_str(&format!("exec {INETD} -i -R 100000 '{}'\n", conf.display()));
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--", "sh", "-c", &script]);
+            c
+        };
+        let child = spawn_logged(&mut cmd, &dir.join("inetd.log"));
         let inetd = Inetd { child, dir };
         if line.split_whitespace().nth(1) == Some("dgram") {
             wait_bound_udp(port, Duration::from_secs(10));
         } else {
-            wait_listening_tcp(
-                SocketAddr::from(([127, 0, 0, 1], port)),
-                Duration::from_secs(10),
-            );
+            let bind = line
+                .split_whitespace()
+                .next()
+                .and_then(|a| a.rsplit_once(':'));
+            let ip = bind
+                .and_then(|(ip, _)| ip.parse().ok())
+                .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+            wait_listening_tcp(SocketAddr::new(ip, port), Duration::from_secs(10));
         }
         inetd
     }

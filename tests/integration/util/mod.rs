@@ -9,6 +9,7 @@
 //! - [`inetd`]: a private openbsd-inetd, the real amandad under it;
 //! - [`real_amanda`]: the real Amanda 3.5.1 server tools (amcheck, amdump, amfetchdump) run
 //!   as the Amanda user;
+//! - [`real_ambackupd`]: the real server-side ambackupd for client-initiated backups;
 //! - [`ours`], [`dumper_conf`]: our amandad (with its setuid helper installed) and our dumper;
 //! - [`hostile`], [`fake_amandad`], [`vtapes`]: hostile peers for amandad, a scripted fake
 //!   amandad for the dumper, the taper's vtape configurations;
@@ -35,6 +36,7 @@ pub mod noise;
 pub mod ours;
 pub mod process;
 pub mod real_amanda;
+pub mod real_ambackupd;
 pub mod scratch;
 pub mod tree;
 pub mod vtapes;
