@@ -11,6 +11,7 @@
 
 pub mod args;
 pub mod config;
+pub mod dialout;
 pub mod etc_services;
 pub mod fuzz;
 pub mod intake;
