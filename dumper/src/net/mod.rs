@@ -19,6 +19,7 @@
 pub mod control;
 pub mod exchange;
 pub mod proxy;
+pub mod rendezvous;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
