@@ -396,6 +396,10 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
         ports,
         tuning: Tuning::from_settings(settings),
         initiator: icfg.clone(),
+        dialin: net::control::Dialin::of(
+            plan.dles.iter().map(|d| (d.host.as_str(), d.dialin)),
+            settings,
+        ),
     };
     // Groups (host, auth, port), in disklist order.
     let mut groups: Vec<(String, Auth, u16, Vec<usize>)> = Vec::new();
@@ -416,7 +420,13 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(&host))
             .map_or(1, |h| h.maxdumps);
-        let dest = match net::resolve(&host, port) {
+        if net::control::dials_in(&link, &host) {
+            out.ok(&format!(
+                "reached over the connection it dials in (dialin yes; waiting up to {} s for it)",
+                settings.dumper.dialin_wait_secs
+            ));
+        }
+        let dest = match net::resolve_for(&link, &host, port) {
             Ok(d) => d,
             Err(e) => {
                 out.err(&e.to_string());

@@ -396,7 +396,7 @@ fn request_ends(f: &RequestFailure) -> (Option<SocketAddr>, Option<u16>) {
                 (Some(peer), port)
             }
             OpenError::Lease { dest, .. } | OpenError::Ssl { dest, .. } => (Some(*dest), None),
-            OpenError::Initiator(_) => (None, None),
+            OpenError::Initiator(_) | OpenError::Dialin(_) => (None, None),
         },
         RequestFailure::Unanswered { hop, .. } => {
             (hop.map(|h| h.peer), hop.and_then(|h| h.source_port))

@@ -64,6 +64,8 @@ pub struct DleSpec {
     pub unsupported: Option<String>,
     /// auth ssl: the dumptype's ssl settings with the global `ssl-dir`.
     pub ssl: Option<std::sync::Arc<conf::SslSettings>>,
+    /// `dialin yes`: reached only over connections the client opens (issue 14).
+    pub dialin: bool,
 }
 
 impl DleSpec {
@@ -290,6 +292,11 @@ fn spec_of(id: usize, e: &DiskEntry, services: &Services, warn: &mut Vec<String>
             Auth::Bsdtcp
         }
     };
+    if dt.dialin && auth != Auth::Bsdtcp {
+        refuse(format!(
+            "dialin yes works with auth bsdtcp only so far (this dumptype says auth {auth})"
+        ));
+    }
     let (program, application) = match dt.program {
         Program::Gnutar => ("GNUTAR", None),
         Program::Dump => ("DUMP", None),
@@ -436,6 +443,7 @@ fn spec_of(id: usize, e: &DiskEntry, services: &Services, warn: &mut Vec<String>
         location: e.location.to_string(),
         unsupported,
         ssl: None,
+        dialin: dt.dialin,
     }
 }
 

@@ -535,6 +535,10 @@ impl Night {
             ports,
             tuning,
             initiator,
+            dialin: crate::net::control::Dialin::of(
+                plan.dles.iter().map(|d| (d.host.as_str(), d.dialin)),
+                &opts.settings,
+            ),
         };
         let ectx = Arc::new(EstimateContext {
             link: link.clone(),

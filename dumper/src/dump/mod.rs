@@ -201,7 +201,8 @@ fn dump(
 ) -> Result<DumpReport, DumpFailure> {
     let spec = &job.spec;
     let link = &ctx.link;
-    let dest = net::resolve(&spec.host, spec.client_port).map_err(DumpFailure::Resolve)?;
+    let dest =
+        net::resolve_for(link, &spec.host, spec.client_port).map_err(DumpFailure::Resolve)?;
     let rctx = ReqContext {
         ours: &link.ours,
         client: &job.client_features,
@@ -352,10 +353,12 @@ fn connect_streams(
             let control_handle = conn.handle();
             let peer_closed = conn.peer_closed(control_handle);
             let tls = conn.take_tls();
+            // A dial-in client's connection comes from where it is, not from `dest`.
+            let peer = conn.peer();
             let (lease, rest, _) = conn.into_parts();
             Source::framed(
                 lease,
-                dest,
+                peer,
                 rest,
                 map_of(None)?,
                 Some((control_handle, peer_closed)),

@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use crate::net::held::Held;
 use filters::gzip::GzipPool;
 use mio::{Events, Interest, Poll, Token};
-use portpool_alloc::Lease;
 use proto::Stream;
 use proto::crc::CrcValue;
 use proto::dataphase::{
@@ -86,7 +86,7 @@ enum Kind {
 
 /// One data connection.
 pub struct Source {
-    conn: Lease<mio::net::TcpStream>,
+    conn: Held<mio::net::TcpStream>,
     peer: SocketAddr,
     kind: Kind,
     tcp_eof: bool,
@@ -94,7 +94,7 @@ pub struct Source {
     tls: Option<ssl::TlsLayer>,
 }
 
-fn to_mio(lease: Lease<TcpStream>) -> Result<Lease<mio::net::TcpStream>, StreamSetup> {
+fn to_mio(lease: Held<TcpStream>) -> Result<Held<mio::net::TcpStream>, StreamSetup> {
     lease.try_map(|s| {
         s.set_nonblocking(true)
             .map_err(|e| StreamSetup::Nonblocking(Arc::new(e)))?;
@@ -105,12 +105,12 @@ fn to_mio(lease: Lease<TcpStream>) -> Result<Lease<mio::net::TcpStream>, StreamS
 impl Source {
     /// A raw (bsd) connection carrying one stream.
     pub fn raw(
-        lease: Lease<TcpStream>,
+        lease: impl Into<Held<TcpStream>>,
         peer: SocketAddr,
         stream: Stream,
     ) -> Result<Source, StreamSetup> {
         Ok(Source {
-            conn: to_mio(lease)?,
+            conn: to_mio(lease.into())?,
             peer,
             kind: Kind::Raw(stream),
             tcp_eof: false,
@@ -122,7 +122,7 @@ impl Source {
     /// already read from it; `control` is the request's handle and whether the client
     /// closed it already (then our zero-length frame goes out at once).
     pub fn framed(
-        lease: Lease<TcpStream>,
+        lease: impl Into<Held<TcpStream>>,
         peer: SocketAddr,
         initial: Vec<u8>,
         handles: Vec<(u32, Stream)>,
@@ -138,7 +138,7 @@ impl Source {
             None => None,
         };
         Ok(Source {
-            conn: to_mio(lease)?,
+            conn: to_mio(lease.into())?,
             peer,
             kind: Kind::Framed {
                 decoder: Decoder::new(),

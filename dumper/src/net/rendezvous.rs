@@ -116,8 +116,7 @@ impl Rendezvous {
             // Someone else's directory, or one others may write in, could hand us their
             // sockets: refuse it rather than use it.
             let m = std::fs::symlink_metadata(p).map_err(io_at(p))?;
-            if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o022 != 0
-            {
+            if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o022 != 0 {
                 return Err(io_at(p)(io::Error::new(
                     io::ErrorKind::PermissionDenied,
                     "not a directory of ours that only we may write (mode 0700 expected)",
@@ -379,7 +378,10 @@ fn ask_holder(path: &Path, token: Token) -> io::Result<Result<IpAddr, String>> {
             .map(Ok)
             .map_err(|_| io::Error::other("bad answer from the holder"));
     }
-    Ok(Err(line.strip_prefix("ERROR ").unwrap_or(&line).to_string()))
+    Ok(Err(line
+        .strip_prefix("ERROR ")
+        .unwrap_or(&line)
+        .to_string()))
 }
 
 /// The first connection passed to `session` from `client` before `until`.
@@ -444,7 +446,8 @@ mod tests {
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = tcp.local_addr().unwrap();
         let r2 = r.clone();
-        let worker = std::thread::spawn(move || obtain(&r2, "client.example", Duration::from_secs(10)));
+        let worker =
+            std::thread::spawn(move || obtain(&r2, "client.example", Duration::from_secs(10)));
         // The holder: forward, then "the client" opens the session and the listener
         // delivers it.
         let req = loop {
@@ -494,7 +497,10 @@ mod tests {
         let new = HostSocket::bind(&r, "h").unwrap();
         assert!(old.replaced());
         drop(old);
-        assert!(!new.replaced(), "the older one's drop left the newer socket");
+        assert!(
+            !new.replaced(),
+            "the older one's drop left the newer socket"
+        );
     }
 
     #[test]
