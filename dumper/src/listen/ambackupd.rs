@@ -271,10 +271,12 @@ pub fn check_reply(goptions: &[u8], dles: &[&DleSpec], client: &Features) -> Vec
 }
 
 /// The streams of a BACKUP and their handles, in CONNECT order: DATA, MESG, INDEX, and
-/// STATE when the client has `fe_sendbackup_stream_state`.
-pub fn backup_streams(client: &Features) -> Vec<(u32, Stream)> {
+/// STATE when both the client and we (`ours`, what our noop told ambackup) have
+/// `fe_sendbackup_stream_state`: ambackup gives amservice one `--stream` per stream our
+/// noop features promise, and amservice gives up on a CONNECT naming another.
+pub fn backup_streams(client: &Features, ours: &Features) -> Vec<(u32, Stream)> {
     let mut kinds = vec![Stream::Data, Stream::Mesg, Stream::Index];
-    if client.has(Feature::SENDBACKUP_STREAM_STATE) {
+    if client.has(Feature::SENDBACKUP_STREAM_STATE) && ours.has(Feature::SENDBACKUP_STREAM_STATE) {
         kinds.push(Stream::State);
     }
     StreamHandles::new().zip(kinds).collect()
@@ -402,16 +404,17 @@ localhost /tmp/amanda-harness/data/plain ambackup\nlocalhost /g ambackup-gnutar\
         );
         assert_eq!(String::from_utf8_lossy(&body), expected);
 
-        let streams = backup_streams(&f);
+        let streams = backup_streams(&f, &f);
         let body = backup_reply(&streams, &g, dles[0], 0, &f);
         let expected = format!(
             "CONNECT DATA 499999 MESG 499998 INDEX 499997 STATE 499996\nGOPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;maxdumps=1;hostname=localhost;config=ab-bsdtcp-10063-10535\n{}  <level>0</level>\n  <record>YES</record>\n  <index>YES</index>\n</dle>",
             dle("/tmp/amanda-harness/data-ambackup/second_dle", "")
         );
         assert_eq!(String::from_utf8_lossy(&body), expected);
-        // Without feature 117 there is no STATE stream.
-        let old = f.without(Feature::SENDBACKUP_STREAM_STATE);
-        assert_eq!(backup_streams(&old).len(), 3);
+        // Without feature 117 on either side there is no STATE stream.
+        let old = f.clone().without(Feature::SENDBACKUP_STREAM_STATE);
+        assert_eq!(backup_streams(&old, &f).len(), 3);
+        assert_eq!(backup_streams(&f, &old).len(), 3);
     }
 
     // issue 14: 3.5.1 cut a LISTDLE reply with non-ASCII names short (spec §14.3).

@@ -150,7 +150,7 @@ pub fn backup(
         .map_or(1, |h| h.maxdumps);
     let ours = server_features();
     let goptions = ambackupd::goptions(&ours, maxdumps, ctx.peer, &plan.config_name);
-    let streams = ambackupd::backup_streams(ctx.client);
+    let streams = ambackupd::backup_streams(ctx.client, &ours);
     let rep = ambackupd::backup_reply(&streams, &goptions, spec, level, ctx.client);
 
     let run_id = catalog
@@ -302,6 +302,11 @@ fn receive(
     .run();
     let mut sources = result.take_sources();
     let report = result.into_report(started);
+    log::debug!(
+        "{peer}: {}: data phase over: {}",
+        spec.label(),
+        report.status
+    );
     // The verdict for the client, then `MESG END` and the close of MESG.
     let mut out = Vec::new();
     for line in [verdict_line(&spec.disk, &report), b"MESG END\n".to_vec()] {
@@ -311,7 +316,8 @@ fn receive(
     if let Some(s) = sources.first_mut() {
         match s.send_frames(&out, FINAL_WRITE) {
             Ok(()) => {
-                s.await_close(CLOSE_WAIT);
+                let closed = s.await_close(CLOSE_WAIT);
+                log::debug!("{peer}: MESG END sent; the client closed: {closed}");
             }
             Err(e) => log::info!("{peer}: the last MESG lines were not sent: {e}"),
         }
