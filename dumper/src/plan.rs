@@ -151,6 +151,16 @@ pub fn load(arg: &str) -> Result<Plan, PlanError> {
     load_at(&location, &services)
 }
 
+/// The configuration `name` under `config_root` (ambackupd: a name a client sent, already
+/// checked to be a plain directory name).
+pub fn load_in(config_root: &Path, name: &str) -> Result<Plan, PlanError> {
+    let location = ConfigLocation::resolve_in(config_root, name);
+    let services =
+        portpool_alloc::pool::load_services(Path::new(portpool_alloc::services::DEFAULT_PATH))
+            .unwrap_or_else(|_| Services::empty());
+    load_at(&location, &services)
+}
+
 /// [`load`] for a resolved location and a services database.
 pub fn load_at(location: &ConfigLocation, services: &Services) -> Result<Plan, PlanError> {
     let loaded = Config::load(location).map_err(|e| PlanError::Conf(e.to_string()))?;

@@ -15,7 +15,7 @@
 //! What this module must not do: schedule (the driver does), or touch the catalog (the
 //! run shell does, from the [`DumpReport`]).
 
-mod session;
+pub(crate) mod session;
 pub mod stages;
 
 use std::net::SocketAddr;
@@ -45,7 +45,7 @@ use crate::plan::DleSpec;
 use crate::request::{self, ReqContext};
 use proto::{Auth, Stream};
 
-pub use session::{Limits, ServerFilters, Source};
+pub use session::{Limits, ServerFilters, Session, SessionResult, Source};
 
 /// The dumper's wait for the sendbackup REP (`STARTUP_TIMEOUT`, 60 s).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -296,6 +296,7 @@ fn dump(
     let limits = Limits {
         dtimeout: ctx.dtimeout,
         max_index_bytes: ctx.max_index_bytes,
+        mesg_two_way: false,
     };
     let filters = ServerFilters {
         stages: chain.server,

@@ -89,7 +89,7 @@ impl Dialin {
             .peer_addr()
             .map_err(|e| OpenError::Initiator(format!("{host}: dial-in connection: {e}")))?;
         Ok(FramedConn::new(
-            super::held::Held::Dialed(stream),
+            super::held::Held::Accepted(stream),
             peer,
             user,
         ))

@@ -1,5 +1,6 @@
 //! A connection the dumper holds: made from a port leased from `portpool`, or opened by a
-//! dial-in client (issue 14), which took no port of ours.
+//! client to our listener (a dial-in session or ambackup, issue 14), which took no port of
+//! ours.
 //!
 //! What this module must not do: open or close connections (dropping a [`Held`] closes
 //! the socket and, for a lease, gives the port back).
@@ -11,8 +12,9 @@ use portpool_alloc::Lease;
 pub enum Held<S> {
     /// We connected from a leased port.
     Leased(Lease<S>),
-    /// The client connected to our listener (`dialin yes`); no port of ours is held.
-    Dialed(S),
+    /// The client connected to our listener (`dialin yes`, ambackup); no port of ours is
+    /// held.
+    Accepted(S),
 }
 
 impl<S> From<Lease<S>> for Held<S> {
@@ -26,7 +28,7 @@ impl<S> Held<S> {
     pub fn socket(&self) -> &S {
         match self {
             Held::Leased(l) => l.socket(),
-            Held::Dialed(s) => s,
+            Held::Accepted(s) => s,
         }
     }
 
@@ -34,7 +36,7 @@ impl<S> Held<S> {
     pub fn socket_mut(&mut self) -> &mut S {
         match self {
             Held::Leased(l) => l.socket_mut(),
-            Held::Dialed(s) => s,
+            Held::Accepted(s) => s,
         }
     }
 
@@ -42,7 +44,7 @@ impl<S> Held<S> {
     pub fn leased_port(&self) -> Option<u16> {
         match self {
             Held::Leased(l) => Some(l.port()),
-            Held::Dialed(_) => None,
+            Held::Accepted(_) => None,
         }
     }
 
@@ -57,7 +59,7 @@ impl<S> Held<S> {
     pub fn try_map<T, E>(self, f: impl FnOnce(S) -> Result<T, E>) -> Result<Held<T>, E> {
         match self {
             Held::Leased(l) => l.try_map(f).map(Held::Leased),
-            Held::Dialed(s) => f(s).map(Held::Dialed),
+            Held::Accepted(s) => f(s).map(Held::Accepted),
         }
     }
 }

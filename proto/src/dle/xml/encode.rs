@@ -45,6 +45,17 @@ fn plain_open(out: &mut Vec<u8>, tag: &str, value: &[u8]) {
     }
 }
 
+/// Which option elements [`Dle::write_options`] writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Options {
+    /// A request to the client: no `SERVER-CUSTOM` encryption.
+    Request,
+    /// The dump-file header's copy: with `SERVER-CUSTOM` encryption.
+    Header,
+    /// ambackupd's replies: no `<auth>`, no `<datapath>`, no server encryption.
+    Ambackupd,
+}
+
 impl Dle {
     /// The `<dle>` element exactly as a 3.5.1 server writes it for a client with features
     /// `client`, in `layout`, including the final newline. See [`XmlLayout`].
@@ -67,7 +78,7 @@ impl Dle {
             }
         };
         match layout {
-            XmlLayout::Selfcheck | XmlLayout::Sendsize => {
+            XmlLayout::Selfcheck | XmlLayout::Sendsize | XmlLayout::AmbackupdCheck => {
                 app(&mut out);
                 write_estimate(&mut out, &self.estimates, client);
                 out.extend_from_slice(b"\n  ");
@@ -93,7 +104,31 @@ impl Dle {
                         format!("    <spindle>{}</spindle>\n", self.spindle).as_bytes(),
                     );
                 }
-                self.write_options(&mut out, client, false);
+                let options = if layout == XmlLayout::AmbackupdCheck {
+                    Options::Ambackupd
+                } else {
+                    Options::Request
+                };
+                self.write_options(&mut out, client, options);
+                out.extend_from_slice(b"</dle>\n");
+            }
+            XmlLayout::AmbackupdBackup => {
+                app(&mut out);
+                out.extend_from_slice(b"  ");
+                out.extend_from_slice(&format_tag(
+                    "disk",
+                    self.disk.as_deref().unwrap_or_default(),
+                ));
+                out.push(b'\n');
+                if let Some(device) = &self.device {
+                    out.extend_from_slice(b"  ");
+                    out.extend_from_slice(&format_tag("diskdevice", device));
+                    out.push(b'\n');
+                }
+                for level in &self.levels {
+                    out.extend_from_slice(format!("  <level>{}</level>\n", level.level).as_bytes());
+                }
+                self.write_options(&mut out, client, Options::Ambackupd);
                 out.extend_from_slice(b"</dle>\n");
             }
             XmlLayout::Sendbackup | XmlLayout::HeaderDle => {
@@ -114,7 +149,12 @@ impl Dle {
                 for level in &self.levels {
                     out.extend_from_slice(format!("  <level>{}</level>\n", level.level).as_bytes());
                 }
-                self.write_options(&mut out, client, header);
+                let options = if header {
+                    Options::Header
+                } else {
+                    Options::Request
+                };
+                self.write_options(&mut out, client, options);
                 let keep_properties =
                     header || client.has(Feature::DUMPTYPE_PROPERTY) || !self.scripts.is_empty();
                 if keep_properties {
@@ -130,9 +170,11 @@ impl Dle {
     }
 
     /// `xml_optionstr`: the option elements, each line joined by `\n`, then the scripts.
-    fn write_options(&self, out: &mut Vec<u8>, client: &Features, server_encrypt: bool) {
+    fn write_options(&self, out: &mut Vec<u8>, client: &Features, form: Options) {
+        let server_encrypt = form == Options::Header;
+        let ambackupd = form == Options::Ambackupd;
         let mut items: Vec<Vec<u8>> = Vec::new();
-        if client.has(Feature::OPTIONS_AUTH) {
+        if client.has(Feature::OPTIONS_AUTH) && !ambackupd {
             let mut v = b"  ".to_vec();
             plain_tag(&mut v, "auth", self.auth.as_deref().unwrap_or_default());
             items.push(v);
@@ -200,7 +242,7 @@ impl Dle {
         if self.kencrypt {
             items.push(b"  <kencrypt>YES</kencrypt>".to_vec());
         }
-        if client.has(Feature::XML_DATA_PATH) {
+        if client.has(Feature::XML_DATA_PATH) && !ambackupd {
             match &self.data_path {
                 None => {}
                 Some(DataPath::Amanda) => items.push(b"  <datapath>AMANDA</datapath>".to_vec()),
