@@ -3,8 +3,8 @@
 //! within the REQ timeout and its size bound, the intake's verdict (NAK texts of the real
 //! amandad), then the service.
 //!
-//! The dispatch on the service is [`dispatch`]: one arm per service (the dial-in helper adds
-//! `amdialin` there, served by `listen::dialin`).
+//! The dispatch on the service is [`dispatch`]: one arm per service (`amdialin` is served
+//! by `listen::dialin`, as are the dial-in sessions, recognised by their first frame).
 //!
 //! What this module must not do: accept connections or bound their number (the listener
 //! does), or build reply bodies (see `ambackupd`).
@@ -47,6 +47,8 @@ pub struct Shared {
     pub dns_check: bool,
     /// INDEX bytes one dump may bring.
     pub max_index_bytes: u64,
+    /// The dial-in service's rendezvous and heartbeat (issue 14).
+    pub dialin: super::dialin::DialinShared,
 }
 
 /// Serves one accepted connection. `authenticated` is called once the REQ passed the
@@ -56,6 +58,22 @@ pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: 
     let mut control = Control::new(sock, peer);
     let ip = unmap(peer.ip());
     let named = amandad::resolve::system_lookup(shared.dns_check)(SocketAddr::new(ip, peer.port()));
+    // issue 14: a dial-in session is admitted by its token, not by the name of the NAT in
+    // front of its client.
+    if named.check.is_err()
+        && super::dialin::peek_preamble(control.socket(), super::dialin::PREAMBLE_PEEK)
+    {
+        if let Ok((h, p)) = control.read_frame(
+            Instant::now() + shared.req_timeout,
+            MAX_REQ_BYTES,
+            "preamble",
+        ) && super::dialin::is_preamble(h, &p)
+        {
+            let (sock, _) = control.into_parts();
+            super::dialin::session(&shared.dialin, sock, peer, &p);
+        }
+        return;
+    }
     if let Err(text) = &named.check {
         // amandad refuses such a peer before reading anything (spec §3.4).
         log::info!("{peer}: refused: {text}");
@@ -73,6 +91,10 @@ pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: 
             return;
         }
     };
+    if super::dialin::is_preamble(handle, &payload) {
+        let (sock, _) = control.into_parts();
+        return super::dialin::session(&shared.dialin, sock, peer, &payload);
+    }
     let packet = match proto::tcp::Packet::parse(&payload) {
         Ok(p) => p,
         Err(e) => {
@@ -95,14 +117,13 @@ pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: 
         name: &named.name,
         port: peer.port(),
     };
-    match intake::judge(
-        who,
-        ip,
-        PortRule::Reserved,
-        &hosts,
-        packet.ptype,
-        &packet.body,
-    ) {
+    // A dial-in client has no reserved port (it runs as the Amanda user, often behind NAT).
+    let rule = if super::dialin::is_dialin_request(&packet.body) {
+        PortRule::Any
+    } else {
+        PortRule::Reserved
+    };
+    match intake::judge(who, ip, rule, &hosts, packet.ptype, &packet.body) {
         Verdict::Ignore(t) => log::info!("{peer}: closed: a {t} where a REQ was expected"),
         Verdict::Nak(body) => {
             log::info!(
@@ -141,6 +162,9 @@ fn dispatch(
             &proto::options::noop_reply(&server_features()),
         ),
         Service::Ambackupd => ambackupd_service(shared, peer, control, handle, args),
+        Service::Amdialin => {
+            super::dialin::hold(&shared.dialin, &shared.config_dir, control, handle, args)
+        }
     }
 }
 

@@ -69,6 +69,11 @@ impl Control {
         }
     }
 
+    /// The socket (to peek at, issue 14).
+    pub fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer

@@ -17,13 +17,15 @@ use proto::pkt::PacketType;
 use proto::security::{self, Checked, Peer, PortRule};
 
 /// The services of the listener. The dispatch on them is in `listen::conn`; a service is
-/// added here and there (the dial-in helper adds `amdialin`, issue 14).
+/// added here and there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Service {
     /// `noop`: our features (ambackup asks first, to learn them).
     Noop,
     /// `ambackupd`: LISTDLE, CHECK, BACKUP of a client's own DLEs (spec §14).
     Ambackupd,
+    /// `amdialin`: a `dialin yes` client's HOLD connection (amanda-rs, issue 14).
+    Amdialin,
 }
 
 impl Service {
@@ -32,6 +34,7 @@ impl Service {
         match name {
             b"noop" => Some(Service::Noop),
             b"ambackupd" => Some(Service::Ambackupd),
+            b"amdialin" => Some(Service::Amdialin),
             _ => None,
         }
     }
@@ -41,6 +44,7 @@ impl Service {
         match self {
             Service::Noop => "noop",
             Service::Ambackupd => "ambackupd",
+            Service::Amdialin => "amdialin",
         }
     }
 }

@@ -8,9 +8,10 @@
 //! Auth bsdtcp as the real amandad does it (spec §3, §4.1): the peer's name by
 //! forward-confirmed reverse DNS (refusal frame when it fails), the REQ from a reserved
 //! source port, `.amandahosts` of the listener's user with the service name, the real NAK
-//! texts. Services: `noop` and `ambackupd` (spec §14; [`ambackupd`], [`backup`]); any other
-//! gets amandad's "invalid service" NAK. The dispatch is in [`conn`]; the dial-in service
-//! `amdialin` goes there, in its own module (`listen::dialin`).
+//! texts. Services: `noop`, `ambackupd` (spec §14; [`ambackupd`], [`backup`]) and
+//! `amdialin` (issue 14; [`dialin`]: the HOLD and SESSION connections of `dialin yes`
+//! clients, which need no reserved source port); any other gets amandad's "invalid service"
+//! NAK. The dispatch is in [`conn`].
 //!
 //! Bounds: at most `max_connections` connections (one thread each); a connection beyond
 //! it evicts the oldest that has not made an accepted request yet (amandad's
@@ -25,6 +26,7 @@ pub mod ambackupd;
 pub mod backup;
 pub mod conn;
 pub mod control;
+pub mod dialin;
 pub mod intake;
 
 use std::collections::HashMap;
@@ -191,6 +193,7 @@ fn shared_of(opts: &ListenOptions) -> anyhow::Result<conn::Shared> {
         req_timeout: opts.req_timeout,
         dns_check: opts.settings.dns_check,
         max_index_bytes: opts.settings.dumper.max_index_bytes(),
+        dialin: dialin::DialinShared::from_settings(&opts.settings),
     })
 }
 

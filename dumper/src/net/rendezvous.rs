@@ -199,11 +199,6 @@ impl HostSocket {
         std::fs::metadata(&self.path).map_or(true, |m| (m.dev(), m.ino()) != self.ino)
     }
 
-    /// The listening socket, for a poll loop (readable: a worker is waiting).
-    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.listener.as_raw_fd()
-    }
-
     /// The next worker's request, if one is waiting (never blocks for long: a worker that
     /// connects and says nothing is dropped after [`LINE_TIMEOUT`]).
     pub fn next_request(&self) -> Option<OpenRequest> {
@@ -226,6 +221,13 @@ impl HostSocket {
                 None => log::debug!("dial-in rendezvous {}: bad request", self.path.display()),
             }
         }
+    }
+}
+
+/// The listening socket, for a poll loop (readable: a worker is waiting).
+impl std::os::fd::AsFd for HostSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.listener.as_fd()
     }
 }
 
