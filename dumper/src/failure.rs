@@ -316,6 +316,17 @@ impl DumpFailure {
         }
     }
 
+    /// Whether the network broke under the dump (the connection failed or was closed
+    /// early, on our side's account): final for a client we connect to, as in Amanda, but
+    /// retried for a `dialin yes` client, whose link is expected to come and go (issue 14).
+    pub fn broke_link(&self) -> bool {
+        match self {
+            DumpFailure::Link { .. } | DumpFailure::ClosedEarly { .. } => true,
+            DumpFailure::Both { ours, .. } => ours.broke_link(),
+            _ => false,
+        }
+    }
+
     /// The text the report's FAILURE DUMP SUMMARY and the catalog show.
     pub fn report_text(&self) -> String {
         self.to_string()

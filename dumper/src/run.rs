@@ -606,6 +606,7 @@ impl Night {
                 group: p.group,
                 priority: p.spec.priority,
                 retries: p.spec.retry_dump,
+                retry_broken_link: p.spec.dialin,
                 size_hint: p.size_hint,
                 rate_kibps: p.rate_kibps,
                 failed: p.failed.clone().or_else(|| p.skipped.clone()),

@@ -270,8 +270,10 @@ fn outbound_only_client_behind_nat_is_backed_up_full_then_incremental_with_no_in
     );
 }
 
-// issue 14: the client's link goes down for 30 s in the middle of a night; it redials, the
-// dump that was in flight is retried, every DLE ends dumped.
+// issue 14: the client's link goes down for 30 s in the middle of a night, and the router
+// forgets its NAT mappings meanwhile (as a home router that restarts): the client redials,
+// the dumps that were in flight fail on their dead connections and are retried over new
+// sessions, every DLE ends dumped.
 #[test]
 fn outbound_client_link_cut_for_30s_mid_night_redials_and_every_dle_ends_dumped() {
     require_root!();
@@ -296,8 +298,12 @@ fn outbound_client_link_cut_for_30s_mid_night_redials_and_every_dle_ends_dumped(
         .env
         .push(("AMANDA_RS_DUMPER__DIALIN_WAIT_SECS".into(), "180".into()));
     let slow = format!(
-        "{ROUTER_RULES}table inet slow {{\n  chain forward {{\n    type filter hook forward priority -10; policy accept;\n    ip saddr 198.18.1.0/24 limit rate over 2 mbytes/second drop\n  }}\n}}\n"
+        "{ROUTER_RULES}table inet slow {{\n  chain forward {{\n    type filter hook forward priority -10; policy accept;\n    ct state invalid drop\n    ip saddr 198.18.1.0/24 limit rate over 2 mbytes/second drop\n  }}\n}}\n"
     );
+    let router = lab.t.router.clone();
+    lab.t
+        .sysctl(&router, "net.netfilter.nf_conntrack_tcp_loose", "0")
+        .expect("sysctl");
     lab.t.nft(&lab.t.router, &slow).expect("slow link");
     lab.wait_holding(Duration::from_secs(30));
     let mut cmd = Command::new("ip");
@@ -320,9 +326,14 @@ fn outbound_client_link_cut_for_30s_mid_night_redials_and_every_dle_ends_dumped(
     let cut = format!(
         "{ROUTER_RULES}table inet cut {{\n  chain forward {{\n    type filter hook forward priority -10; policy drop;\n  }}\n}}\n"
     );
-    lab.t.nft(&lab.t.router, &cut).expect("cut the link");
+    let established = "net.netfilter.nf_conntrack_tcp_timeout_established";
+    lab.t.nft(&router, &cut).expect("cut the link");
+    lab.t.sysctl(&router, established, "5").expect("sysctl");
     std::thread::sleep(Duration::from_secs(30));
-    lab.t.nft(&lab.t.router, &slow).expect("restore the link");
+    lab.t
+        .sysctl(&router, established, "432000")
+        .expect("sysctl");
+    lab.t.nft(&router, &slow).expect("restore the link");
     let out = run.wait_with_output().expect("dumper run");
     let report = format!(
         "{}{}",
@@ -342,6 +353,10 @@ fn outbound_client_link_cut_for_30s_mid_night_redials_and_every_dle_ends_dumped(
             .count()
             >= 2,
         "the client redialed after the cut:\n{logs}"
+    );
+    assert!(
+        report.contains("(attempt 2)"),
+        "the dumps in flight were retried:\n{report}\n{logs}"
     );
     lab.restore_all_identical();
     assert_eq!(lab.connections_to_client(), 0, "{logs}");
