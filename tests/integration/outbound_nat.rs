@@ -361,3 +361,40 @@ fn outbound_client_link_cut_for_30s_mid_night_redials_and_every_dle_ends_dumped(
     lab.restore_all_identical();
     assert_eq!(lab.connections_to_client(), 0, "{logs}");
 }
+
+// issue 14: 1,000 connections to the listener that never speak (from the same NAT address
+// as the real client) do not keep the real client's night from running.
+#[test]
+fn outbound_1000_silent_dialins_do_not_starve_the_real_client() {
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    let Some(lab) = Lab::new("nat-flood", 3) else {
+        return;
+    };
+    lab.wait_holding(Duration::from_secs(30));
+    let flood = format!(
+        "import resource, socket, time\n\
+         resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))\n\
+         held = []\n\
+         for i in range(1000):\n\
+         \x20   try:\n\
+         \x20       s = socket.create_connection(('{SERVER_IP}', 10080), timeout=5)\n\
+         \x20       held.append(s)\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         print('connected', len(held), flush=True)\n\
+         time.sleep(600)\n"
+    );
+    lab.t.spawn(&lab.t.client, "python3", &["-c", &flood]);
+    // Let the flood get going before the night asks for its sessions.
+    std::thread::sleep(Duration::from_secs(3));
+    let report = lab.night("under a flood of silent connections");
+    assert_eq!(Lab::ok_levels(&report), vec!["0"; 3], "{report}");
+    lab.restore_all_identical();
+    let logs = lab.logs();
+    assert!(
+        logs.contains("closing the oldest that has not made a request"),
+        "the flood reached the listener's bound:\n{}",
+        &logs[..logs.len().min(20_000)]
+    );
+}
