@@ -208,6 +208,18 @@ fn ports_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
     .0;
     let clients = site.clients.clone();
     for client in &clients {
+        // issue 14: the server opens nothing towards a dial-in client.
+        if plan
+            .dles
+            .iter()
+            .any(|d| d.dialin && d.host.eq_ignore_ascii_case(&client.name))
+        {
+            out.ok(&format!(
+                "{}: dials in (dialin yes): no hop from the server to it to probe",
+                client.name
+            ));
+            continue;
+        }
         let Some(addr) = client
             .addresses
             .iter()
@@ -434,7 +446,12 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
             }
         };
         // issue 14: say which way the client is reached.
-        if let Some((url, origin)) = link.tuning.proxy.route(&host, Some(dest.ip())) {
+        if let Some((url, origin)) = link
+            .tuning
+            .proxy
+            .route(&host, Some(dest.ip()))
+            .filter(|_| !net::control::dials_in(&link, &host))
+        {
             if auth.is_udp() {
                 out.ok(&format!(
                     "reached directly: auth {auth}'s control is UDP, which an HTTP proxy ({url}, from {origin}) cannot carry"

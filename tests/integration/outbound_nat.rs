@@ -246,6 +246,12 @@ fn outbound_only_client_behind_nat_is_backed_up_full_then_incremental_with_no_in
         return;
     };
     lab.wait_holding(Duration::from_secs(30));
+    let (status, check) = lab.conf.check(&[]);
+    assert!(
+        status.success() && check.contains("reached over the connection it dials in"),
+        "dumper check ({status}):\n{check}\n{}",
+        lab.logs()
+    );
     let first = lab.night("full");
     assert_eq!(
         Lab::ok_levels(&first),

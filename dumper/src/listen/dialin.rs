@@ -340,3 +340,70 @@ fn write_line(sock: &mut TcpStream, line: Line) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(root: &std::path::Path) {
+        let dir = root.join("Daily");
+        std::fs::create_dir_all(dir.join("holding")).unwrap();
+        let conf = format!(
+            "org \"t\"\ndumpuser \"backup\"\ndefine holdingdisk hd1 {{\n    directory \"{}\"\n}}\nholdingdisk \"hd1\"\n\
+             define dumptype lan {{\n    auth \"bsdtcp\"\n    program \"GNUTAR\"\n}}\n\
+             define dumptype nat {{\n    lan\n    dialin yes\n}}\n",
+            dir.join("holding").display()
+        );
+        std::fs::write(dir.join("amanda.conf"), conf).unwrap();
+        std::fs::write(dir.join("disklist"), "natclient /a nat\nlanclient /a lan\n").unwrap();
+    }
+
+    fn req(host: &str, config: &str) -> HoldRequest {
+        HoldRequest {
+            features: String::new(),
+            hostname: host.into(),
+            config: config.into(),
+        }
+    }
+
+    // issue 14: a HOLD is refused, with a text naming why, for a configuration that does not
+    // load, a host not in the disklist, and a host not marked dial-in.
+    #[test]
+    fn hold_checks_the_config_the_disklist_and_the_dialin_mark_in_order() {
+        let t = tempfile::tempdir().unwrap();
+        config(t.path());
+        assert_eq!(
+            check_host(t.path(), &req("NATCLIENT", "Daily")),
+            Ok("natclient".to_string())
+        );
+        assert_eq!(
+            check_host(t.path(), &req("natclient", "Nope")),
+            Err("configuration errors; aborting connection".to_string())
+        );
+        assert_eq!(
+            check_host(t.path(), &req("stranger", "Daily")),
+            Err("No host 'stranger'".to_string())
+        );
+        let e = check_host(t.path(), &req("lanclient", "Daily")).unwrap_err();
+        assert!(
+            e.starts_with("lanclient is not marked dial-in in ") && e.contains("dialin yes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn only_an_amdialin_request_and_a_handle_0_preamble_are_recognised() {
+        assert!(is_dialin_request(
+            b"SECURITY USER backup\nSERVICE amdialin\nOPTIONS x;\n"
+        ));
+        assert!(!is_dialin_request(
+            b"SECURITY USER backup\nSERVICE ambackupd\n"
+        ));
+        assert!(!is_dialin_request(
+            b"SECURITY USER backup\nSERVICE amdialinx\n"
+        ));
+        assert!(is_preamble(0, b"AMDIALIN SESSION 00\n"));
+        assert!(!is_preamble(1, b"AMDIALIN SESSION 00\n"));
+        assert!(!is_preamble(0, b"SERVICE noop\n"));
+    }
+}
