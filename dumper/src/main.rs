@@ -111,8 +111,8 @@ enum Cmd {
         /// Seconds a connection may take to send its request.
         #[arg(long, default_value_t = 30)]
         req_timeout: u64,
-        /// Where the log goes: a file, `syslog` or `stderr` (default: stderr, or the
-        /// settings' `[log] file` / syslog when stderr is a socket, under inetd).
+        /// Where the log goes: a file, `syslog` or `stderr` (default: the settings'
+        /// `[log] file`, else stderr, or syslog when stderr is a socket, under inetd).
         #[arg(long, value_name = "FILE|syslog|stderr")]
         log: Option<String>,
         /// Stay root instead of switching to the settings' `user`.
@@ -215,11 +215,11 @@ fn listen(cli: Cli) -> anyhow::Result<()> {
         Some("syslog") => amandad::args::LogTarget::Syslog,
         Some("stderr") => amandad::args::LogTarget::Stderr,
         Some(path) => amandad::args::LogTarget::File(PathBuf::from(path)),
-        None if amandad::logging::fd_is_socket(2) => settings.log.file.clone().map_or(
-            amandad::args::LogTarget::Syslog,
-            amandad::args::LogTarget::File,
-        ),
-        None => amandad::args::LogTarget::Stderr,
+        None => match settings.log.file.clone() {
+            Some(f) => amandad::args::LogTarget::File(f),
+            None if amandad::logging::fd_is_socket(2) => amandad::args::LogTarget::Syslog,
+            None => amandad::args::LogTarget::Stderr,
+        },
     };
     let filter = std::env::var("AMANDA_RS_LOG")
         .ok()
