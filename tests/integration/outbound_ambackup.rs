@@ -9,6 +9,7 @@
 //!   standalone listener, whose memory stays bounded.
 
 use std::fs;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -205,6 +206,7 @@ fn outbound_ambackup_a_thousand_silent_connections_do_not_starve_a_real_list() {
         ALLOW,
         Listener::Standalone {
             max_connections: 64,
+            req_timeout: 30,
         },
     );
     let pid = lab.pid().expect("standalone");
@@ -250,4 +252,84 @@ fn outbound_ambackup_a_thousand_silent_connections_do_not_starve_a_real_list() {
         lab.log()
     );
     drop(silent);
+}
+
+/// Reads until the listener closes (or `limit`): what it sent, and how long it took.
+fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
+    let t0 = Instant::now();
+    s.set_read_timeout(Some(limit)).expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return (got, t0.elapsed()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        if t0.elapsed() > limit {
+            return (got, t0.elapsed());
+        }
+    }
+}
+
+#[test]
+fn outbound_ambackup_listener_bounds_hostile_first_frames_and_silent_peers() {
+    require_ambackup!();
+    let data = Scratch::new("outbound-ambackup-hostile");
+    let dles = two_dles(&data);
+    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
+    let lab = AmbackupLab::new(
+        "outbound-ab-hostile",
+        "localhost",
+        &refs,
+        ALLOW,
+        Listener::Standalone {
+            max_connections: 8,
+            req_timeout: 2,
+        },
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], lab.port));
+    // A REQ from an unreserved port: the real amandad's NAK.
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let port = s.local_addr().expect("addr").port();
+    let body =
+        b"\0SECURITY USER backup\nSERVICE ambackupd\nOPTIONS features=ff;config=x;\nLISTDLE\n\0";
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&1u32.to_be_bytes());
+    frame.extend_from_slice(body);
+    s.write_all(&frame).expect("write");
+    // (The listener then waits for our close of handle 1, as amandad does.)
+    let (got, _) = read_to_close(&mut s, Duration::from_secs(3));
+    let want = format!("\x04ERROR host localhost: port {port} not secure\n");
+    assert!(
+        String::from_utf8_lossy(&got).contains(&want),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // A first frame announcing 1 MiB: closed at once, nothing allocated for it.
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let mut hdr = (1u32 << 20).to_be_bytes().to_vec();
+    hdr.extend_from_slice(&1u32.to_be_bytes());
+    s.write_all(&hdr).expect("write");
+    let (got, took) = read_to_close(&mut s, Duration::from_secs(10));
+    assert!(
+        got.is_empty() && took < Duration::from_secs(2),
+        "{got:?} {took:?}"
+    );
+    // A peer that says nothing is closed after the REQ timeout (2 s here).
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let (got, took) = read_to_close(&mut s, Duration::from_secs(10));
+    assert!(got.is_empty(), "{got:?}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "closed after {took:?}"
+    );
+    // And a real client still gets its list.
+    let (st, out) = lab.ambackup(&["list"]);
+    assert!(st.success(), "{out}\n{}", lab.log());
+    let log = lab.log();
+    assert!(
+        log.contains("more than the 65536 this connection accepts"),
+        "{log}"
+    );
+    assert!(log.contains("no REQ within 2 s"), "{log}");
 }

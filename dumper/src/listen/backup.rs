@@ -230,7 +230,7 @@ fn receive(
     if let Err(e) = control.send(ctx.handle, PacketType::Rep, rep) {
         return failed(link(LinkOp::Write, e), writer);
     }
-    match control.read_packet(ctx.handle, Instant::now() + ACK_WAIT, 64 * 1024, "ACK") {
+    match control.read_packet(ctx.handle, ACK_WAIT, 64 * 1024, "ACK") {
         Ok((PacketType::Ack, _)) => {}
         Ok((t, _)) => {
             let e = std::io::Error::other(format!("a {t} instead of the REP's ACK"));

@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proto::features::Features;
 use proto::pkt::PacketType;
@@ -65,8 +65,7 @@ pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: 
         }
         return;
     }
-    let deadline = Instant::now() + shared.req_timeout;
-    let (handle, payload) = match control.read_frame(deadline, MAX_REQ_BYTES, "REQ") {
+    let (handle, payload) = match control.read_frame(shared.req_timeout, MAX_REQ_BYTES, "REQ") {
         Ok(f) => f,
         Err(e) => {
             log::info!("{peer} ({}): closed: {e}", named.name);
@@ -149,7 +148,7 @@ fn reply(mut control: Control, handle: u32, body: &[u8]) {
     if control.send(handle, PacketType::Rep, body).is_err() {
         return;
     }
-    match control.read_packet(handle, Instant::now() + REPLY_WAIT, MAX_REQ_BYTES, "ACK") {
+    match control.read_packet(handle, REPLY_WAIT, MAX_REQ_BYTES, "ACK") {
         Ok((PacketType::Ack, _)) => control.finish(handle, REPLY_WAIT),
         Ok((t, _)) => log::info!("{}: a {t} instead of the ACK", control.peer()),
         Err(e) => log::info!("{}: no ACK: {e}", control.peer()),

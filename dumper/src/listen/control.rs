@@ -74,15 +74,20 @@ impl Control {
         self.peer
     }
 
-    /// The next whole frame, by `deadline`, of at most `bound` payload bytes. `what` names
+    /// The next whole frame, within `wait`, of at most `bound` payload bytes. `what` names
     /// the wait in a timeout.
     pub fn read_frame(
         &mut self,
-        deadline: Instant,
+        wait: Duration,
         bound: usize,
         what: &'static str,
     ) -> Result<(u32, Vec<u8>), ReadError> {
         let mut buf = [0u8; 16 * 1024];
+        let deadline = Instant::now() + wait;
+        let timeout = ReadError::Timeout {
+            what,
+            secs: wait.as_secs(),
+        };
         loop {
             let mut input = &self.pending[..];
             let mut got = None;
@@ -114,16 +119,8 @@ impl Control {
                 return Ok(f);
             }
             let now = Instant::now();
-            let timeout = || ReadError::Timeout {
-                what,
-                secs: deadline
-                    .saturating_duration_since(now)
-                    .as_secs()
-                    .max(1)
-                    .min(u64::MAX),
-            };
             if now >= deadline {
-                return Err(timeout());
+                return Err(timeout);
             }
             self.sock
                 .set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))?;
@@ -136,7 +133,7 @@ impl Control {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(ReadError::Timeout { what, secs: 0 });
+                    return Err(timeout);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
@@ -149,12 +146,14 @@ impl Control {
     pub fn read_packet(
         &mut self,
         handle: u32,
-        deadline: Instant,
+        wait: Duration,
         bound: usize,
         what: &'static str,
     ) -> Result<(PacketType, Vec<u8>), ReadError> {
+        let deadline = Instant::now() + wait;
         loop {
-            let (h, payload) = self.read_frame(deadline, bound, what)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (h, payload) = self.read_frame(left, bound, what)?;
             if h != handle {
                 continue;
             }
@@ -193,7 +192,8 @@ impl Control {
     pub fn finish(mut self, handle: u32, wait: Duration) {
         let deadline = Instant::now() + wait;
         loop {
-            match self.read_frame(deadline, frame::NETWORK_BLOCK_BYTES, "close") {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_frame(left, frame::NETWORK_BLOCK_BYTES, "close") {
                 Ok((h, p)) if h == handle && p.is_empty() => {
                     let _ = self.close_handle(handle);
                     return;

@@ -29,8 +29,11 @@ pub enum Listener {
     /// Under a private openbsd-inetd, `nowait`, as the Amanda user.
     Inetd,
     /// `--listen 127.0.0.1:PORT`, started as root (it drops to the Amanda user), with
-    /// this many connections at most.
-    Standalone { max_connections: usize },
+    /// this many connections at most, each given `req_timeout` seconds for its REQ.
+    Standalone {
+        max_connections: usize,
+        req_timeout: u64,
+    },
 }
 
 /// The lab.
@@ -92,7 +95,10 @@ impl AmbackupLab {
                 );
                 (Some(Inetd::start(&line, port)), None)
             }
-            Listener::Standalone { max_connections } => {
+            Listener::Standalone {
+                max_connections,
+                req_timeout,
+            } => {
                 let child = Command::new(&bin)
                     .arg("--settings")
                     .arg(&settings)
@@ -100,6 +106,8 @@ impl AmbackupLab {
                     .arg(format!("127.0.0.1:{port}"))
                     .arg("--max-connections")
                     .arg(max_connections.to_string())
+                    .arg("--req-timeout")
+                    .arg(req_timeout.to_string())
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
