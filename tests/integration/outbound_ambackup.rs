@@ -5,6 +5,8 @@
 //!   `dumper restore` of each chain is identical to the source;
 //! - refusals with the real texts: a client that `.amandahosts` does not allow (the real
 //!   amandad's NAK), a DLE not in the disklist, a host not in the disklist;
+//! - auth ssl: the real ambackup (TLS client with its amssl certificate, CN 127.0.0.1)
+//!   backs up to our listener (TLS server), and the dump restores identical;
 //! - 1,000 connections that never speak do not keep a real `ambackup list` out of a
 //!   standalone listener, whose memory stays bounded.
 
@@ -14,7 +16,8 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::util::ambackup::{AMBACKUP, AmbackupLab, Listener};
+use crate::ssl_util::{Kind, trees};
+use crate::util::ambackup::{AMBACKUP, AmbackupLab, Listener, SslTrees};
 use crate::util::{self, Scratch};
 use crate::{require_root, require_tool};
 
@@ -332,4 +335,53 @@ fn outbound_ambackup_listener_bounds_hostile_first_frames_and_silent_peers() {
         "{log}"
     );
     assert!(log.contains("no REQ within 2 s"), "{log}");
+}
+
+#[test]
+fn outbound_ambackup_over_ssl_backs_up_and_restores_identical() {
+    require_ambackup!();
+    require_tool!("/usr/sbin/amssl");
+    require_tool!("/usr/bin/openssl");
+    let t = trees(Kind::Main);
+    let data = Scratch::new("outbound-ambackup-ssl");
+    let dles = two_dles(&data);
+    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
+    // The client is named by its certificate's CN.
+    let lab = AmbackupLab::with_auth(
+        "outbound-ab-ssl",
+        "127.0.0.1",
+        &refs,
+        "127.0.0.1 backup noop ambackupd\n",
+        Listener::Inetd,
+        Some(SslTrees {
+            server: &t.server,
+            client: &t.client,
+        }),
+    );
+    let (st, out) = lab.ambackup(&["list"]);
+    assert!(
+        st.success(),
+        "ambackup list over ssl:\n{out}\n{}",
+        lab.log()
+    );
+    let (st, out) = lab.ambackup(&["backup"]);
+    assert!(
+        st.success(),
+        "ambackup backup over ssl:\n{out}\n{}",
+        lab.log()
+    );
+    for d in &dles {
+        let want = format!("backup done: {}", d.display());
+        assert!(
+            out.lines().any(|l| l == want),
+            "no {want:?} in:\n{out}\n{}",
+            lab.log()
+        );
+        let into = lab.conf.work.join(format!(
+            "restore-{}",
+            d.file_name().unwrap().to_string_lossy()
+        ));
+        lab.conf.restore("127.0.0.1", d, &into);
+        util::assert_same_tree(d, &into, false);
+    }
 }

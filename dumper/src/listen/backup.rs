@@ -246,9 +246,9 @@ fn receive(
     if let Err(e) = control.close_handle(ctx.handle) {
         return failed(link(LinkOp::Write, e), writer);
     }
-    let (sock, initial) = control.into_parts();
+    let (sock, tls, initial) = control.into_parts();
     let source = match Source::accepted(sock, peer, initial, streams.to_vec()) {
-        Ok(s) => s,
+        Ok(s) => s.with_tls(tls),
         Err(e) => return failed(crate::failure::DumpFailure::Streams(e), writer),
     };
     let header_dle = spec.dle.to_xml(XmlLayout::HeaderDle, ctx.client);

@@ -46,9 +46,51 @@ pub enum ReadError {
     Io(#[from] io::Error),
 }
 
+/// The connection's bytes: plain (bsdtcp) or inside TLS (ssl, handshake done).
+pub enum Wire {
+    /// auth bsdtcp.
+    Plain(TcpStream),
+    /// auth ssl.
+    Tls(Box<ssl::TlsStream<TcpStream>>),
+}
+
+impl Wire {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Wire::Plain(s) => s,
+            Wire::Tls(t) => t.get_ref(),
+        }
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.read(buf),
+            Wire::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.write(buf),
+            Wire::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Wire::Plain(s) => s.flush(),
+            Wire::Tls(t) => t.flush(),
+        }
+    }
+}
+
 /// A control connection.
 pub struct Control {
-    sock: TcpStream,
+    sock: Wire,
     peer: SocketAddr,
     decoder: Decoder,
     /// Bytes read and not yet decoded.
@@ -59,7 +101,7 @@ pub struct Control {
 
 impl Control {
     /// Wraps an accepted connection.
-    pub fn new(sock: TcpStream, peer: SocketAddr) -> Control {
+    pub fn new(sock: Wire, peer: SocketAddr) -> Control {
         Control {
             sock,
             peer,
@@ -123,6 +165,7 @@ impl Control {
                 return Err(timeout);
             }
             self.sock
+                .socket()
                 .set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))?;
             match self.sock.read(&mut buf) {
                 Ok(0) => return Err(ReadError::Closed),
@@ -183,8 +226,11 @@ impl Control {
 
     /// Writes raw bytes (a refusal frame), within a bounded time.
     pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.sock.set_write_timeout(Some(Duration::from_secs(30)))?;
-        self.sock.write_all(bytes)
+        self.sock
+            .socket()
+            .set_write_timeout(Some(Duration::from_secs(30)))?;
+        self.sock.write_all(bytes)?;
+        self.sock.flush()
     }
 
     /// After a NAK or a REP without streams: the peer's close of `handle` is awaited
@@ -204,11 +250,18 @@ impl Control {
         }
     }
 
-    /// The socket and what was read but not decoded (the start of the data phase).
-    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
-        let _ = self.sock.set_read_timeout(None);
-        let _ = self.sock.set_write_timeout(None);
-        (self.sock, self.pending)
+    /// The socket, its TLS layer (ssl) and what was read but not decoded (the start of the
+    /// data phase).
+    pub fn into_parts(self) -> (TcpStream, Option<ssl::TlsLayer>, Vec<u8>) {
+        let _ = self.sock.socket().set_read_timeout(None);
+        let _ = self.sock.socket().set_write_timeout(None);
+        match self.sock {
+            Wire::Plain(s) => (s, None, self.pending),
+            Wire::Tls(t) => {
+                let (s, layer) = t.into_parts();
+                (s, Some(layer), self.pending)
+            }
+        }
     }
 
     /// Whether the decoder stopped between frames (so `into_parts` loses nothing).

@@ -47,10 +47,29 @@ pub struct AmbackupLab {
     child: Option<Child>,
 }
 
+/// auth ssl: amssl's certificate trees of the two ends.
+#[derive(Clone, Copy, Debug)]
+pub struct SslTrees<'a> {
+    pub server: &'a Path,
+    pub client: &'a Path,
+}
+
 impl AmbackupLab {
     /// A lab whose disklist has `host` with `dles` (dumptype `ambackup`: bsdtcp, amgtar),
     /// and whose `.amandahosts` is `amandahosts`.
     pub fn new(tag: &str, host: &str, dles: &[&Path], amandahosts: &str, how: Listener) -> Self {
+        Self::with_auth(tag, host, dles, amandahosts, how, None)
+    }
+
+    /// [`AmbackupLab::new`], with auth ssl when `ssl` is given.
+    pub fn with_auth(
+        tag: &str,
+        host: &str,
+        dles: &[&Path],
+        amandahosts: &str,
+        how: Listener,
+        ssl: Option<SslTrees<'_>>,
+    ) -> Self {
         let port = free_port();
         let dt = Dt::new("ambackup", "bsdtcp", port, Program::Amgtar);
         let gnutar = Dt::new("ambackup-gnutar", "bsdtcp", port, Program::Gnutar);
@@ -58,13 +77,23 @@ impl AmbackupLab {
         let conf = DumperConf::new(tag, "", &[dt, gnutar], &list);
         let cfg = format!("{tag}-{}-{port}", std::process::id());
         let w = conf.work.path();
+        let client_ssl = ssl.map_or_else(String::new, |t| {
+            format!(
+                "ssl-dir \"{}\"\nssl-cipher-list \"DEFAULT:@SECLEVEL=1\"\n",
+                t.client.display()
+            )
+        });
+        let auth = if ssl.is_some() { "ssl" } else { "bsdtcp" };
         fs::write(
             w.join("config/amanda-client.conf"),
             format!(
-                "conf \"{cfg}\"\namdump_server \"localhost\"\nindex_server \"localhost\"\ntape_server \"localhost\"\nauth \"bsdtcp\"\nclient_port \"{port}\"\n"
+                "conf \"{cfg}\"\namdump_server \"localhost\"\nindex_server \"localhost\"\ntape_server \"localhost\"\nauth \"{auth}\"\nclient_port \"{port}\"\n{client_ssl}"
             ),
         )
         .expect("amanda-client.conf");
+        let listen_ssl = ssl.map_or_else(String::new, |t| {
+            format!(" --auth ssl --ssl-dir {}", t.server.display())
+        });
         let hosts = w.join("amandahosts");
         fs::write(&hosts, amandahosts).expect("amandahosts");
         let log = w.join("listen.log");
@@ -89,7 +118,7 @@ impl AmbackupLab {
         let (inetd, child) = match how {
             Listener::Inetd => {
                 let line = format!(
-                    "127.0.0.1:{port}\tstream\ttcp\tnowait.1000\t{AMANDA_USER}.{AMANDA_USER}\t{}\tdumper --settings {} listen --inetd",
+                    "127.0.0.1:{port}\tstream\ttcp\tnowait.1000\t{AMANDA_USER}.{AMANDA_USER}\t{}\tdumper --settings {} listen --inetd{listen_ssl}",
                     bin.display(),
                     settings.display()
                 );
@@ -108,6 +137,7 @@ impl AmbackupLab {
                     .arg(max_connections.to_string())
                     .arg("--req-timeout")
                     .arg(req_timeout.to_string())
+                    .args(listen_ssl.split_whitespace())
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
