@@ -41,6 +41,12 @@ enum ProgressArg {
     Quiet,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ListenAuth {
+    Bsdtcp,
+    Ssl,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Back up every DLE of CONFIG (for cron): estimates, levels, dumps, report.
@@ -111,13 +117,21 @@ enum Cmd {
         /// Seconds a connection may take to send its request.
         #[arg(long, default_value_t = 30)]
         req_timeout: u64,
-        /// Where the log goes: a file, `syslog` or `stderr` (default: stderr, or the
-        /// settings' `[log] file` / syslog when stderr is a socket, under inetd).
+        /// Where the log goes: a file, `syslog` or `stderr` (default: the settings'
+        /// `[log] file`, else stderr, or syslog when stderr is a socket, under inetd).
         #[arg(long, value_name = "FILE|syslog|stderr")]
         log: Option<String>,
         /// Stay root instead of switching to the settings' `user`.
         #[arg(long)]
         no_drop_privileges: bool,
+        /// The auth clients use: bsdtcp or ssl (TLS with the `ssl-*` settings of
+        /// /etc/amanda/amanda-client.conf, as amandad reads them).
+        #[arg(long, value_enum, default_value = "bsdtcp")]
+        auth: ListenAuth,
+        /// auth ssl: the certificate tree (amssl's), instead of amanda-client.conf's
+        /// `ssl-dir`.
+        #[arg(long, value_name = "DIR")]
+        ssl_dir: Option<String>,
     },
     /// Extract a dump (by default the latest full plus the incrementals on top) into DIR.
     Restore {
@@ -206,6 +220,8 @@ fn listen(cli: Cli) -> anyhow::Result<()> {
         req_timeout,
         log,
         no_drop_privileges,
+        auth,
+        ssl_dir,
     } = cli.command
     else {
         anyhow::bail!("not the listen command");
@@ -215,11 +231,11 @@ fn listen(cli: Cli) -> anyhow::Result<()> {
         Some("syslog") => amandad::args::LogTarget::Syslog,
         Some("stderr") => amandad::args::LogTarget::Stderr,
         Some(path) => amandad::args::LogTarget::File(PathBuf::from(path)),
-        None if amandad::logging::fd_is_socket(2) => settings.log.file.clone().map_or(
-            amandad::args::LogTarget::Syslog,
-            amandad::args::LogTarget::File,
-        ),
-        None => amandad::args::LogTarget::Stderr,
+        None => match settings.log.file.clone() {
+            Some(f) => amandad::args::LogTarget::File(f),
+            None if amandad::logging::fd_is_socket(2) => amandad::args::LogTarget::Syslog,
+            None => amandad::args::LogTarget::Stderr,
+        },
     };
     let filter = std::env::var("AMANDA_RS_LOG")
         .ok()
@@ -228,6 +244,18 @@ fn listen(cli: Cli) -> anyhow::Result<()> {
     if let Some(note) = amandad::logging::init(Some(&target), &filter, settings.log.max_bytes) {
         log::warn!("{note}");
     }
+    let ssl = match auth {
+        ListenAuth::Bsdtcp => None,
+        ListenAuth::Ssl => {
+            let client = conf::ClientConfig::load(None)
+                .map_err(|e| anyhow::anyhow!("amanda-client.conf: {e}"))?;
+            let s = client.value.ssl;
+            Some(match ssl_dir {
+                Some(d) => s.with_dir(&d, Some("--ssl-dir".into())),
+                None => s,
+            })
+        }
+    };
     let sockets = if inetd {
         dumper::listen::Sockets::Inetd
     } else if !listen.is_empty() || port.is_some() {
@@ -251,6 +279,7 @@ fn listen(cli: Cli) -> anyhow::Result<()> {
         max_connections: max_connections.max(1),
         req_timeout: std::time::Duration::from_secs(req_timeout.max(1)),
         drop_privileges: !no_drop_privileges,
+        ssl,
     })
 }
 

@@ -14,6 +14,7 @@ mod firewall;
 mod fuzz_corpora;
 mod interop_reference;
 mod netns;
+mod outbound_ambackup;
 mod outbound_nat;
 mod portpool_sockets;
 mod proto_bodies_golden;

@@ -230,7 +230,7 @@ fn receive(
     if let Err(e) = control.send(ctx.handle, PacketType::Rep, rep) {
         return failed(link(LinkOp::Write, e), writer);
     }
-    match control.read_packet(ctx.handle, Instant::now() + ACK_WAIT, 64 * 1024, "ACK") {
+    match control.read_packet(ctx.handle, ACK_WAIT, 64 * 1024, "ACK") {
         Ok((PacketType::Ack, _)) => {}
         Ok((t, _)) => {
             let e = std::io::Error::other(format!("a {t} instead of the REP's ACK"));
@@ -246,9 +246,9 @@ fn receive(
     if let Err(e) = control.close_handle(ctx.handle) {
         return failed(link(LinkOp::Write, e), writer);
     }
-    let (sock, initial) = control.into_parts();
+    let (sock, tls, initial) = control.into_parts();
     let source = match Source::accepted(sock, peer, initial, streams.to_vec()) {
-        Ok(s) => s,
+        Ok(s) => s.with_tls(tls),
         Err(e) => return failed(crate::failure::DumpFailure::Streams(e), writer),
     };
     let header_dle = spec.dle.to_xml(XmlLayout::HeaderDle, ctx.client);

@@ -11,7 +11,8 @@
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use proto::features::Features;
 use proto::pkt::PacketType;
@@ -19,7 +20,7 @@ use proto::security::{Peer, PortRule, RefusalStyle, preread_refusal_frame};
 
 use super::ambackupd::{self, Command, Refusal};
 use super::backup::{self, BackupContext};
-use super::control::Control;
+use super::control::{Control, Wire};
 use super::intake::{self, Service, Verdict};
 use crate::features::server_features;
 
@@ -49,50 +50,118 @@ pub struct Shared {
     pub max_index_bytes: u64,
     /// The dial-in service's rendezvous and heartbeat (issue 14).
     pub dialin: super::dialin::DialinShared,
+    /// auth ssl: the TLS server setup; `None` for bsdtcp.
+    pub tls: Option<Tls>,
+}
+
+/// auth ssl (spec §13): our certificate and the settings of the checks.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    /// rustls' server setup (client certificate required, signed by the Amanda CA).
+    pub config: Arc<ssl::rustls::ServerConfig>,
+    /// `ssl-*` settings.
+    pub settings: Arc<conf::SslSettings>,
+}
+
+/// auth ssl, as amandad accepts it (spec §13.4): `ssl-check-host` (the name check), the
+/// handshake within `wait`, then the certificate checks; the CN names the peer.
+fn accept_tls(
+    tls: &Tls,
+    sock: TcpStream,
+    peer: SocketAddr,
+    named: &amandad::resolve::PeerName,
+    wait: Duration,
+) -> Result<(ssl::TlsStream<TcpStream>, String), String> {
+    if tls.settings.check_host
+        && let Err(text) = &named.check
+    {
+        return Err(format!("ssl-check-host: {text}"));
+    }
+    let layer = ssl::TlsLayer::server(Arc::clone(&tls.config)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(wait))
+        .map_err(|e| e.to_string())?;
+    let mut stream = ssl::TlsStream::new(layer, sock);
+    stream
+        .handshake(std::time::Instant::now() + wait)
+        .map_err(|e| format!("TLS: {}", ssl::layer::describe_error(&e)))?;
+    let check = ssl::Check {
+        side: ssl::Side::Acceptor,
+        settings: &tls.settings,
+        host: None,
+        peer,
+    };
+    let id = ssl::check_peer(
+        &check,
+        stream.layer().peer_certificate(),
+        &ssl::names::forward_confirm,
+    )
+    .map_err(|e| e.to_string())?;
+    let cn = id.cn.ok_or("the client certificate has no CN")?;
+    Ok((stream, cn))
 }
 
 /// Serves one accepted connection. `authenticated` is called once the REQ passed the
 /// checks (the listener stops counting the connection as one that may be evicted).
 pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: &dyn Fn()) {
     let _ = sock.set_nodelay(true);
-    let mut control = Control::new(sock, peer);
     let ip = unmap(peer.ip());
     let named = amandad::resolve::system_lookup(shared.dns_check)(SocketAddr::new(ip, peer.port()));
-    // issue 14: a dial-in session is admitted by its token, not by the name of the NAT in
-    // front of its client.
-    if named.check.is_err()
-        && super::dialin::peek_preamble(control.socket(), super::dialin::PREAMBLE_PEEK)
-    {
-        if let Ok((h, p)) = control.read_frame(
-            Instant::now() + shared.req_timeout,
-            MAX_REQ_BYTES,
-            "preamble",
-        ) && super::dialin::is_preamble(h, &p)
-        {
-            let (sock, _) = control.into_parts();
-            super::dialin::session(&shared.dialin, sock, peer, &p);
+    let (mut control, name, rule) = match &shared.tls {
+        None => {
+            let mut control = Control::new(Wire::Plain(sock), peer);
+            // issue 14: a dial-in session is admitted by its token, not by the name of the
+            // NAT in front of its client.
+            if named.check.is_err()
+                && super::dialin::peek_preamble(control.socket(), super::dialin::PREAMBLE_PEEK)
+            {
+                if let Ok((h, p)) =
+                    control.read_frame(shared.req_timeout, MAX_REQ_BYTES, "preamble")
+                    && super::dialin::is_preamble(h, &p)
+                {
+                    let (sock, _, _) = control.into_parts();
+                    super::dialin::session(&shared.dialin, sock, peer, &p);
+                }
+                return;
+            }
+            if let Err(text) = &named.check {
+                // amandad refuses such a peer before reading anything (spec §3.4).
+                log::info!("{peer}: refused: {text}");
+                let mut out = Vec::new();
+                if preread_refusal_frame(text.as_bytes(), RefusalStyle::Amanda351, &mut out).is_ok()
+                {
+                    let _ = control.write_all(&out);
+                }
+                return;
+            }
+            (control, named.name.clone(), PortRule::Reserved)
         }
-        return;
-    }
-    if let Err(text) = &named.check {
-        // amandad refuses such a peer before reading anything (spec §3.4).
-        log::info!("{peer}: refused: {text}");
-        let mut out = Vec::new();
-        if preread_refusal_frame(text.as_bytes(), RefusalStyle::Amanda351, &mut out).is_ok() {
-            let _ = control.write_all(&out);
-        }
-        return;
-    }
-    let deadline = Instant::now() + shared.req_timeout;
-    let (handle, payload) = match control.read_frame(deadline, MAX_REQ_BYTES, "REQ") {
+        // Amanda sends nothing to a refused ssl peer; the log says why.
+        Some(tls) => match accept_tls(tls, sock, peer, &named, shared.req_timeout) {
+            Ok((stream, cn)) => (
+                Control::new(Wire::Tls(Box::new(stream)), peer),
+                cn,
+                PortRule::Any,
+            ),
+            Err(why) => {
+                log::info!("{peer}: ssl connection refused: {why}");
+                return;
+            }
+        },
+    };
+    let named = amandad::resolve::PeerName {
+        name,
+        check: Ok(()),
+    };
+    let (handle, payload) = match control.read_frame(shared.req_timeout, MAX_REQ_BYTES, "REQ") {
         Ok(f) => f,
         Err(e) => {
             log::info!("{peer} ({}): closed: {e}", named.name);
             return;
         }
     };
-    if super::dialin::is_preamble(handle, &payload) {
-        let (sock, _) = control.into_parts();
+    // issue 14: dial-in sessions are bsdtcp only (their preamble comes in clear).
+    if shared.tls.is_none() && super::dialin::is_preamble(handle, &payload) {
+        let (sock, _, _) = control.into_parts();
         return super::dialin::session(&shared.dialin, sock, peer, &payload);
     }
     let packet = match proto::tcp::Packet::parse(&payload) {
@@ -121,7 +190,7 @@ pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: 
     let rule = if super::dialin::is_dialin_request(&packet.body) {
         PortRule::Any
     } else {
-        PortRule::Reserved
+        rule
     };
     match intake::judge(who, ip, rule, &hosts, packet.ptype, &packet.body) {
         Verdict::Ignore(t) => log::info!("{peer}: closed: a {t} where a REQ was expected"),
@@ -163,7 +232,15 @@ fn dispatch(
         ),
         Service::Ambackupd => ambackupd_service(shared, peer, control, handle, args),
         Service::Amdialin => {
-            super::dialin::hold(&shared.dialin, &shared.config_dir, control, handle, args)
+            let ssl = shared.tls.is_some();
+            super::dialin::hold(
+                &shared.dialin,
+                &shared.config_dir,
+                control,
+                handle,
+                args,
+                ssl,
+            )
         }
     }
 }
@@ -173,7 +250,7 @@ fn reply(mut control: Control, handle: u32, body: &[u8]) {
     if control.send(handle, PacketType::Rep, body).is_err() {
         return;
     }
-    match control.read_packet(handle, Instant::now() + REPLY_WAIT, MAX_REQ_BYTES, "ACK") {
+    match control.read_packet(handle, REPLY_WAIT, MAX_REQ_BYTES, "ACK") {
         Ok((PacketType::Ack, _)) => control.finish(handle, REPLY_WAIT),
         Ok((t, _)) => log::info!("{}: a {t} instead of the ACK", control.peer()),
         Err(e) => log::info!("{}: no ACK: {e}", control.peer()),

@@ -46,9 +46,51 @@ pub enum ReadError {
     Io(#[from] io::Error),
 }
 
+/// The connection's bytes: plain (bsdtcp) or inside TLS (ssl, handshake done).
+pub enum Wire {
+    /// auth bsdtcp.
+    Plain(TcpStream),
+    /// auth ssl.
+    Tls(Box<ssl::TlsStream<TcpStream>>),
+}
+
+impl Wire {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Wire::Plain(s) => s,
+            Wire::Tls(t) => t.get_ref(),
+        }
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.read(buf),
+            Wire::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.write(buf),
+            Wire::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Wire::Plain(s) => s.flush(),
+            Wire::Tls(t) => t.flush(),
+        }
+    }
+}
+
 /// A control connection.
 pub struct Control {
-    sock: TcpStream,
+    sock: Wire,
     peer: SocketAddr,
     decoder: Decoder,
     /// Bytes read and not yet decoded.
@@ -59,7 +101,7 @@ pub struct Control {
 
 impl Control {
     /// Wraps an accepted connection.
-    pub fn new(sock: TcpStream, peer: SocketAddr) -> Control {
+    pub fn new(sock: Wire, peer: SocketAddr) -> Control {
         Control {
             sock,
             peer,
@@ -71,7 +113,7 @@ impl Control {
 
     /// The socket (to peek at, issue 14).
     pub fn socket(&self) -> &TcpStream {
-        &self.sock
+        self.sock.socket()
     }
 
     /// The peer's address.
@@ -79,15 +121,20 @@ impl Control {
         self.peer
     }
 
-    /// The next whole frame, by `deadline`, of at most `bound` payload bytes. `what` names
+    /// The next whole frame, within `wait`, of at most `bound` payload bytes. `what` names
     /// the wait in a timeout.
     pub fn read_frame(
         &mut self,
-        deadline: Instant,
+        wait: Duration,
         bound: usize,
         what: &'static str,
     ) -> Result<(u32, Vec<u8>), ReadError> {
         let mut buf = [0u8; 16 * 1024];
+        let deadline = Instant::now() + wait;
+        let timeout = ReadError::Timeout {
+            what,
+            secs: wait.as_secs(),
+        };
         loop {
             let mut input = &self.pending[..];
             let mut got = None;
@@ -119,18 +166,11 @@ impl Control {
                 return Ok(f);
             }
             let now = Instant::now();
-            let timeout = || ReadError::Timeout {
-                what,
-                secs: deadline
-                    .saturating_duration_since(now)
-                    .as_secs()
-                    .max(1)
-                    .min(u64::MAX),
-            };
             if now >= deadline {
-                return Err(timeout());
+                return Err(timeout);
             }
             self.sock
+                .socket()
                 .set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))?;
             match self.sock.read(&mut buf) {
                 Ok(0) => return Err(ReadError::Closed),
@@ -141,7 +181,7 @@ impl Control {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(ReadError::Timeout { what, secs: 0 });
+                    return Err(timeout);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
@@ -154,12 +194,14 @@ impl Control {
     pub fn read_packet(
         &mut self,
         handle: u32,
-        deadline: Instant,
+        wait: Duration,
         bound: usize,
         what: &'static str,
     ) -> Result<(PacketType, Vec<u8>), ReadError> {
+        let deadline = Instant::now() + wait;
         loop {
-            let (h, payload) = self.read_frame(deadline, bound, what)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (h, payload) = self.read_frame(left, bound, what)?;
             if h != handle {
                 continue;
             }
@@ -189,8 +231,11 @@ impl Control {
 
     /// Writes raw bytes (a refusal frame), within a bounded time.
     pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.sock.set_write_timeout(Some(Duration::from_secs(30)))?;
-        self.sock.write_all(bytes)
+        self.sock
+            .socket()
+            .set_write_timeout(Some(Duration::from_secs(30)))?;
+        self.sock.write_all(bytes)?;
+        self.sock.flush()
     }
 
     /// After a NAK or a REP without streams: the peer's close of `handle` is awaited
@@ -198,7 +243,8 @@ impl Control {
     pub fn finish(mut self, handle: u32, wait: Duration) {
         let deadline = Instant::now() + wait;
         loop {
-            match self.read_frame(deadline, frame::NETWORK_BLOCK_BYTES, "close") {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_frame(left, frame::NETWORK_BLOCK_BYTES, "close") {
                 Ok((h, p)) if h == handle && p.is_empty() => {
                     let _ = self.close_handle(handle);
                     return;
@@ -209,11 +255,18 @@ impl Control {
         }
     }
 
-    /// The socket and what was read but not decoded (the start of the data phase).
-    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
-        let _ = self.sock.set_read_timeout(None);
-        let _ = self.sock.set_write_timeout(None);
-        (self.sock, self.pending)
+    /// The socket, its TLS layer (ssl) and what was read but not decoded (the start of the
+    /// data phase).
+    pub fn into_parts(self) -> (TcpStream, Option<ssl::TlsLayer>, Vec<u8>) {
+        let _ = self.sock.socket().set_read_timeout(None);
+        let _ = self.sock.socket().set_write_timeout(None);
+        match self.sock {
+            Wire::Plain(s) => (s, None, self.pending),
+            Wire::Tls(t) => {
+                let (s, layer) = t.into_parts();
+                (s, Some(layer), self.pending)
+            }
+        }
     }
 
     /// Whether the decoder stopped between frames (so `into_parts` loses nothing).

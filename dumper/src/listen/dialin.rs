@@ -157,6 +157,7 @@ pub fn hold(
     mut control: Control,
     handle: u32,
     args: &[u8],
+    ssl: bool,
 ) {
     let peer = control.peer();
     let refuse = |mut control: Control, text: &str| {
@@ -166,10 +167,13 @@ pub fn hold(
             .send(handle, PacketType::Rep, body.as_bytes())
             .is_ok()
         {
-            let _ = control.read_packet(handle, Instant::now() + REPLY_WAIT, 1024, "ACK");
+            let _ = control.read_packet(handle, REPLY_WAIT, 1024, "ACK");
             control.finish(handle, REPLY_WAIT);
         }
     };
+    if ssl {
+        return refuse(control, "amdialin works over auth bsdtcp only so far");
+    }
     let req = match HoldRequest::parse(args) {
         Ok(r) => r,
         Err(e) => return refuse(control, &e.to_string()),
@@ -194,8 +198,7 @@ pub fn hold(
     {
         return;
     }
-    let deadline = Instant::now() + REPLY_WAIT;
-    match control.read_packet(handle, deadline, 1024, "ACK") {
+    match control.read_packet(handle, REPLY_WAIT, 1024, "ACK") {
         Ok((PacketType::Ack, _)) => {}
         other => {
             log::info!("{peer}: amdialin: no ACK of the HOLD: {other:?}");
@@ -204,7 +207,7 @@ pub fn hold(
     }
     // The client closes handle 1 after its ACK; ours answers it.
     loop {
-        match control.read_frame(deadline, 1024, "close") {
+        match control.read_frame(REPLY_WAIT, 1024, "close") {
             Ok((h, p)) if h == handle && p.is_empty() => break,
             Ok(_) => {}
             Err(e) => {
@@ -220,7 +223,7 @@ pub fn hold(
         "{peer}: holding the dial-in connection of {host} (config {})",
         req.config
     );
-    let (sock, pending) = control.into_parts();
+    let (sock, _, pending) = control.into_parts();
     let reason = hold_loop(d, &holder, sock, peer.ip(), &pending);
     log::info!("{peer}: the dial-in connection of {host} ended: {reason}");
 }

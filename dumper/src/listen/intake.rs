@@ -49,6 +49,10 @@ impl Service {
     }
 }
 
+/// The `.amandahosts` check: (peer name, address, remote user, service) -> `Err` with the
+/// refusal text.
+pub type HostsCheck<'a> = &'a dyn Fn(&str, IpAddr, &str, &str) -> Result<(), String>;
+
 /// The verdict on a connection's packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict<'a> {
@@ -75,7 +79,7 @@ pub fn judge<'a>(
     peer: Peer<'_>,
     addr: IpAddr,
     rule: PortRule,
-    hosts: &dyn Fn(&str, IpAddr, &str, &str) -> Result<(), String>,
+    hosts: HostsCheck<'_>,
     ptype: PacketType,
     body: &'a [u8],
 ) -> Verdict<'a> {

@@ -69,6 +69,8 @@ pub struct ListenOptions {
     pub req_timeout: Duration,
     /// When root: become `settings.user` (default true).
     pub drop_privileges: bool,
+    /// auth ssl with these settings (amanda-client.conf's `ssl-*`); `None`: bsdtcp.
+    pub ssl: Option<conf::SslSettings>,
 }
 
 /// What systemd passed, if it passed anything to this process.
@@ -185,7 +187,24 @@ fn shared_of(opts: &ListenOptions) -> anyhow::Result<conn::Shared> {
         .amandahosts_path
         .clone()
         .unwrap_or_else(|| user.dir.join(".amandahosts"));
+    let tls = match &opts.ssl {
+        None => None,
+        Some(settings) => {
+            let (config, id) =
+                ssl::server_config(settings).map_err(|e| anyhow::anyhow!("auth ssl: {e}"))?;
+            log::info!(
+                "ssl: our certificate {} ({})",
+                id.cert.subject(),
+                ssl::config::file(settings, ssl::config::FileKind::Cert)
+            );
+            Some(conn::Tls {
+                config,
+                settings: Arc::new(settings.clone()),
+            })
+        }
+    };
     Ok(conn::Shared {
+        tls,
         config_dir: opts.config_dir.clone(),
         amandahosts,
         login: user.name,

@@ -11,7 +11,8 @@
 //!   as the Amanda user;
 //! - [`ours`], [`dumper_conf`]: our amandad (with its setuid helper installed) and our dumper;
 //! - [`hostile`], [`fake_amandad`], [`vtapes`]: hostile peers for amandad, a scripted fake
-//!   amandad for the dumper, the taper's vtape configurations.
+//!   amandad for the dumper, the taper's vtape configurations;
+//! - [`ambackup`]: our `dumper listen` and the real `ambackup` against it (issue 14).
 //!
 //! The helpers the test modules use are re-exported here (`crate::util::Scratch`), so a test
 //! module does not need to know which file holds one. Everything here stays on 127.0.0.0/8 (or inside network
@@ -23,6 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub mod ambackup;
 pub mod crypt;
 pub mod dumper_conf;
 pub mod fake_amandad;
