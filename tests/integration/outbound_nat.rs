@@ -50,18 +50,6 @@ const CLIENT_RULES: &str = "table inet fw {
 }
 ";
 
-fn small_dles(data: &Scratch, n: usize) -> Vec<PathBuf> {
-    (0..n)
-        .map(|i| {
-            let d = data.join(format!("dle{i:02}"));
-            std::fs::create_dir_all(d.join("sub")).expect("mkdir");
-            std::fs::write(d.join("a.txt"), format!("dle {i}\n").repeat(100)).expect("write");
-            std::fs::write(d.join("sub/b.bin"), vec![i as u8; 20_000]).expect("write");
-            d
-        })
-        .collect()
-}
-
 /// The NAT network, the listener in the server namespace and our amandad dialing out from
 /// the client namespace.
 struct Lab {
@@ -81,7 +69,7 @@ impl Lab {
         util::ensure_amandahosts_line(&format!("{SERVER_IP} backup amdump"));
         util::ensure_amandahosts_line(&format!("{NAT_IP} backup amdialin"));
         let data = Scratch::new(tag);
-        let dles = small_dles(&data, n);
+        let dles = util::small_dles(&data, n);
         let list: Vec<(&str, &Path, &str)> =
             dles.iter().map(|d| (HOST, d.as_path(), "nat")).collect();
         let mut conf = DumperConf::new(

@@ -49,7 +49,7 @@ pub use ours::{Launch, RuntarInstall, install_runtar, start_ours};
 pub use process::{output_within, pipe_through, run_ok, run_with_timeout, workspace_bin};
 pub use real_amanda::{Program, RealServer, ServerOptions, amquote};
 pub use scratch::{Scratch, chown_amanda};
-pub use tree::{assert_same_tree, extract_tar, make_tricky_tree, set_mtime};
+pub use tree::{assert_same_tree, extract_tar, make_tricky_tree, set_mtime, small_dles};
 
 /// The Amanda user of Debian's packages.
 pub const AMANDA_USER: &str = "backup";
