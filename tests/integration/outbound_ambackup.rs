@@ -108,6 +108,19 @@ fn outbound_ambackup_real_client_lists_checks_and_backs_up_then_restores_identic
         .unwrap_or_else(|e| panic!("{}: {e}", index.display()))
         .count();
     assert_eq!(indexes, 2);
+    // A report per BACKUP in logdir, as `dumper run` keeps one per night.
+    let logdir = lab.conf.work.join("state/log");
+    let reports: Vec<String> = fs::read_dir(&logdir)
+        .unwrap_or_else(|e| panic!("{}: {e}", logdir.display()))
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ambackupd."))
+        .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert_eq!(reports.len(), 2);
+    for d in &dles {
+        let disk = d.display().to_string();
+        assert!(reports.iter().any(|r| r.contains(&disk)), "{reports:?}");
+    }
 
     // A change, then the level the dumper's policy picks: 1.
     fs::write(dles[1].join("f2.txt"), "changed after the full\n").expect("write");
@@ -383,5 +396,30 @@ fn outbound_ambackup_over_ssl_backs_up_and_restores_identical() {
         ));
         lab.conf.restore("127.0.0.1", d, &into);
         util::assert_same_tree(d, &into, false);
+    }
+}
+
+#[test]
+fn outbound_ambackup_systemd_socket_serves_a_real_list() {
+    require_ambackup!();
+    let data = Scratch::new("outbound-ambackup-systemd");
+    let dles = two_dles(&data);
+    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
+    let lab = AmbackupLab::new(
+        "outbound-ab-systemd",
+        "localhost",
+        &refs,
+        ALLOW,
+        Listener::Systemd,
+    );
+    let (st, out) = lab.ambackup(&["list"]);
+    assert!(
+        st.success(),
+        "ambackup list (systemd socket):\n{out}\n{}",
+        lab.log()
+    );
+    for d in &dles {
+        let want = format!("DLE {}", d.display());
+        assert!(out.lines().any(|l| l == want), "no {want:?} in:\n{out}");
     }
 }
