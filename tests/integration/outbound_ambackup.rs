@@ -51,20 +51,38 @@ fn two_dles(data: &Scratch) -> Vec<PathBuf> {
 
 const ALLOW: &str = "localhost backup noop ambackupd\n";
 
+/// Two DLEs of host `localhost` in a lab allowed by [`ALLOW`]; the data lives as long as
+/// the returned scratch directory.
+fn localhost_lab(tag: &str, how: Listener) -> (Scratch, Vec<PathBuf>, AmbackupLab) {
+    let data = Scratch::new(&format!("{tag}-data"));
+    let dles = two_dles(&data);
+    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
+    let lab = AmbackupLab::new(tag, "localhost", &refs, ALLOW, how);
+    (data, dles, lab)
+}
+
+/// `ambackup list` succeeds and names every DLE.
+fn assert_lists(lab: &AmbackupLab, dles: &[PathBuf], what: &str) {
+    let (st, out) = lab.ambackup(&["list"]);
+    assert!(
+        st.success(),
+        "ambackup list ({what}):\n{out}\n{}",
+        lab.log()
+    );
+    for d in dles {
+        let want = format!("DLE {}", d.display());
+        assert!(
+            out.lines().any(|l| l == want),
+            "no {want:?} ({what}) in:\n{out}"
+        );
+    }
+}
+
 #[test]
 fn outbound_ambackup_real_client_lists_checks_and_backs_up_then_restores_identical() {
     require_ambackup!();
-    let data = Scratch::new("outbound-ambackup-data");
-    let dles = two_dles(&data);
-    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
-    let lab = AmbackupLab::new("outbound-ab", "localhost", &refs, ALLOW, Listener::Inetd);
-
-    let (st, out) = lab.ambackup(&["list"]);
-    assert!(st.success(), "ambackup list failed:\n{out}\n{}", lab.log());
-    for d in &dles {
-        let want = format!("DLE {}", d.display());
-        assert!(out.lines().any(|l| l == want), "no {want:?} in:\n{out}");
-    }
+    let (_data, dles, lab) = localhost_lab("outbound-ab", Listener::Inetd);
+    assert_lists(&lab, &dles, "inetd");
 
     let (st, out) = lab.ambackup(&["check"]);
     assert!(
@@ -212,19 +230,11 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn outbound_ambackup_a_thousand_silent_connections_do_not_starve_a_real_list() {
     require_ambackup!();
-    let data = Scratch::new("outbound-ambackup-flood");
-    let dles = two_dles(&data);
-    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
-    let lab = AmbackupLab::new(
-        "outbound-ab-flood",
-        "localhost",
-        &refs,
-        ALLOW,
-        Listener::Standalone {
-            max_connections: 64,
-            req_timeout: 30,
-        },
-    );
+    let how = Listener::Standalone {
+        max_connections: 64,
+        req_timeout: 30,
+    };
+    let (_data, dles, lab) = localhost_lab("outbound-ab-flood", how);
     let pid = lab.pid().expect("standalone");
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], lab.port));
     let started = Instant::now();
@@ -240,17 +250,8 @@ fn outbound_ambackup_a_thousand_silent_connections_do_not_starve_a_real_list() {
         }
     }
     // The flood is still open (the newest 64 inside the listener); a real client gets in.
-    let (st, out) = lab.ambackup(&["list"]);
+    assert_lists(&lab, &dles, "under the flood");
     peak = peak.max(rss_kib(pid));
-    assert!(
-        st.success(),
-        "ambackup list under the flood:\n{out}\n{}",
-        lab.log()
-    );
-    for d in &dles {
-        let want = format!("DLE {}", d.display());
-        assert!(out.lines().any(|l| l == want), "no {want:?} in:\n{out}");
-    }
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "took {:?}",
@@ -290,19 +291,11 @@ fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
 #[test]
 fn outbound_ambackup_listener_bounds_hostile_first_frames_and_silent_peers() {
     require_ambackup!();
-    let data = Scratch::new("outbound-ambackup-hostile");
-    let dles = two_dles(&data);
-    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
-    let lab = AmbackupLab::new(
-        "outbound-ab-hostile",
-        "localhost",
-        &refs,
-        ALLOW,
-        Listener::Standalone {
-            max_connections: 8,
-            req_timeout: 2,
-        },
-    );
+    let how = Listener::Standalone {
+        max_connections: 8,
+        req_timeout: 2,
+    };
+    let (_data, dles, lab) = localhost_lab("outbound-ab-hostile", how);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], lab.port));
     // A REQ from an unreserved port: the real amandad's NAK.
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -340,8 +333,7 @@ fn outbound_ambackup_listener_bounds_hostile_first_frames_and_silent_peers() {
         "closed after {took:?}"
     );
     // And a real client still gets its list.
-    let (st, out) = lab.ambackup(&["list"]);
-    assert!(st.success(), "{out}\n{}", lab.log());
+    assert_lists(&lab, &dles, "after the hostile peers");
     let log = lab.log();
     assert!(
         log.contains("more than the 65536 this connection accepts"),
@@ -402,24 +394,6 @@ fn outbound_ambackup_over_ssl_backs_up_and_restores_identical() {
 #[test]
 fn outbound_ambackup_systemd_socket_serves_a_real_list() {
     require_ambackup!();
-    let data = Scratch::new("outbound-ambackup-systemd");
-    let dles = two_dles(&data);
-    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
-    let lab = AmbackupLab::new(
-        "outbound-ab-systemd",
-        "localhost",
-        &refs,
-        ALLOW,
-        Listener::Systemd,
-    );
-    let (st, out) = lab.ambackup(&["list"]);
-    assert!(
-        st.success(),
-        "ambackup list (systemd socket):\n{out}\n{}",
-        lab.log()
-    );
-    for d in &dles {
-        let want = format!("DLE {}", d.display());
-        assert!(out.lines().any(|l| l == want), "no {want:?} in:\n{out}");
-    }
+    let (_data, dles, lab) = localhost_lab("outbound-ab-systemd", Listener::Systemd);
+    assert_lists(&lab, &dles, "systemd socket");
 }
