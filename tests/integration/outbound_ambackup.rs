@@ -4,7 +4,8 @@
 //! - list, check and backup of two DLEs under inetd, then a level 1 after a change;
 //!   `dumper restore` of each chain is identical to the source;
 //! - refusals with the real texts: a client that `.amandahosts` does not allow (the real
-//!   amandad's NAK), a DLE not in the disklist, a host not in the disklist;
+//!   amandad's NAK), a DLE not in the disklist, a host not in the disklist; a dump that
+//!   fails on the server reaches the client as `backup failed: <disk>: <reason>`;
 //! - auth ssl: the real ambackup (TLS client with its amssl certificate, CN 127.0.0.1)
 //!   backs up to our listener (TLS server), and the dump restores identical;
 //! - 1,000 connections that never speak do not keep a real `ambackup list` out of a
@@ -213,6 +214,22 @@ fn outbound_ambackup_refusals_carry_the_real_amandad_and_ambackupd_texts() {
     );
     let (_, out) = lab.ambackup(&["backup", &dles[0].display().to_string()]);
     assert!(out.contains("ERROR No host 'localhost'"), "{out}");
+    let (done, tmp) = lab.conf.holding_files();
+    assert!(done.is_empty() && tmp.is_empty(), "{done:?} {tmp:?}");
+    // A dump that fails on the server after the data came: the client is told why on
+    // MESG, and nothing is left on the holding disk.
+    lab.write_disklist(&format!(
+        "localhost {} ambackup-failing\n",
+        dles[0].display()
+    ));
+    let (_, out) = lab.ambackup(&["backup"]);
+    let want = format!("backup failed: {}: ", dles[0].display());
+    let line = out.lines().find(|l| l.starts_with(&want));
+    assert!(
+        line.is_some_and(|l| l.contains("/bin/false")),
+        "no {want:?} naming the filter in:\n{out}\n{}",
+        lab.log()
+    );
     let (done, tmp) = lab.conf.holding_files();
     assert!(done.is_empty() && tmp.is_empty(), "{done:?} {tmp:?}");
 }

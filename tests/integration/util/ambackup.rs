@@ -58,7 +58,8 @@ pub struct SslTrees<'a> {
 }
 
 impl AmbackupLab {
-    /// A lab whose disklist has `host` with `dles` (dumptype `ambackup`: bsdtcp, amgtar),
+    /// A lab whose disklist has `host` with `dles` (dumptype `ambackup`: bsdtcp, amgtar;
+    /// also defined: `ambackup-gnutar`, and `ambackup-failing` whose server filter fails),
     /// and whose `.amandahosts` is `amandahosts`.
     pub fn new(tag: &str, host: &str, dles: &[&Path], amandahosts: &str, how: Listener) -> Self {
         Self::with_auth(tag, host, dles, amandahosts, how, None)
@@ -76,8 +77,13 @@ impl AmbackupLab {
         let port = free_port();
         let dt = Dt::new("ambackup", "bsdtcp", port, Program::Amgtar);
         let gnutar = Dt::new("ambackup-gnutar", "bsdtcp", port, Program::Gnutar);
+        // A dump that fails on the server, after the data came: its filter exits 1.
+        let failing = Dt {
+            extra: "    compress server custom\n    server_custom_compress \"/bin/false\"",
+            ..Dt::new("ambackup-failing", "bsdtcp", port, Program::Amgtar)
+        };
         let list: Vec<(&str, &Path, &str)> = dles.iter().map(|d| (host, *d, "ambackup")).collect();
-        let conf = DumperConf::new(tag, "", &[dt, gnutar], &list);
+        let conf = DumperConf::new(tag, "", &[dt, gnutar, failing], &list);
         let cfg = format!("{tag}-{}-{port}", std::process::id());
         let w = conf.work.path();
         let client_ssl = ssl.map_or_else(String::new, |t| {
