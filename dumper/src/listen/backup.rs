@@ -72,7 +72,8 @@ fn level_of(catalog: &Catalog, spec: &DleSpec, now: i64) -> Result<LevelPlan, Re
     let lp = level_plan(spec, &history, &taped, now);
     match (&lp.level, &lp.skipped) {
         (Some(_), _) => Ok(lp),
-        (None, Some(why)) if why.contains("full") => Err(Refusal::Skipping("SKIP-FULL")),
+        // The policy skips only for these two settings (`levels::choose`).
+        (None, Some(why)) if why.starts_with("skip-full") => Err(Refusal::Skipping("SKIP-FULL")),
         (None, _) => Err(Refusal::Skipping("SKIP-INCR")),
     }
 }
