@@ -4,7 +4,8 @@
 //! - list, check and backup of two DLEs under inetd, then a level 1 after a change;
 //!   `dumper restore` of each chain is identical to the source;
 //! - refusals with the real texts: a client that `.amandahosts` does not allow (the real
-//!   amandad's NAK), a DLE not in the disklist, a host not in the disklist;
+//!   amandad's NAK), a DLE not in the disklist, a host not in the disklist; a dump that
+//!   fails on the server reaches the client as `backup failed: <disk>: <reason>`;
 //! - auth ssl: the real ambackup (TLS client with its amssl certificate, CN 127.0.0.1)
 //!   backs up to our listener (TLS server), and the dump restores identical;
 //! - 1,000 connections that never speak do not keep a real `ambackup list` out of a
@@ -51,20 +52,38 @@ fn two_dles(data: &Scratch) -> Vec<PathBuf> {
 
 const ALLOW: &str = "localhost backup noop ambackupd\n";
 
+/// Two DLEs of host `localhost` in a lab allowed by [`ALLOW`]; the data lives as long as
+/// the returned scratch directory.
+fn localhost_lab(tag: &str, how: Listener) -> (Scratch, Vec<PathBuf>, AmbackupLab) {
+    let data = Scratch::new(&format!("{tag}-data"));
+    let dles = two_dles(&data);
+    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
+    let lab = AmbackupLab::new(tag, "localhost", &refs, ALLOW, how);
+    (data, dles, lab)
+}
+
+/// `ambackup list` succeeds and names every DLE.
+fn assert_lists(lab: &AmbackupLab, dles: &[PathBuf], what: &str) {
+    let (st, out) = lab.ambackup(&["list"]);
+    assert!(
+        st.success(),
+        "ambackup list ({what}):\n{out}\n{}",
+        lab.log()
+    );
+    for d in dles {
+        let want = format!("DLE {}", d.display());
+        assert!(
+            out.lines().any(|l| l == want),
+            "no {want:?} ({what}) in:\n{out}"
+        );
+    }
+}
+
 #[test]
 fn outbound_ambackup_real_client_lists_checks_and_backs_up_then_restores_identical() {
     require_ambackup!();
-    let data = Scratch::new("outbound-ambackup-data");
-    let dles = two_dles(&data);
-    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
-    let lab = AmbackupLab::new("outbound-ab", "localhost", &refs, ALLOW, Listener::Inetd);
-
-    let (st, out) = lab.ambackup(&["list"]);
-    assert!(st.success(), "ambackup list failed:\n{out}\n{}", lab.log());
-    for d in &dles {
-        let want = format!("DLE {}", d.display());
-        assert!(out.lines().any(|l| l == want), "no {want:?} in:\n{out}");
-    }
+    let (_data, dles, lab) = localhost_lab("outbound-ab", Listener::Inetd);
+    assert_lists(&lab, &dles, "inetd");
 
     let (st, out) = lab.ambackup(&["check"]);
     assert!(
@@ -108,6 +127,19 @@ fn outbound_ambackup_real_client_lists_checks_and_backs_up_then_restores_identic
         .unwrap_or_else(|e| panic!("{}: {e}", index.display()))
         .count();
     assert_eq!(indexes, 2);
+    // A report per BACKUP in logdir, as `dumper run` keeps one per night.
+    let logdir = lab.conf.work.join("state/log");
+    let reports: Vec<String> = fs::read_dir(&logdir)
+        .unwrap_or_else(|e| panic!("{}: {e}", logdir.display()))
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ambackupd."))
+        .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert_eq!(reports.len(), 2);
+    for d in &dles {
+        let disk = d.display().to_string();
+        assert!(reports.iter().any(|r| r.contains(&disk)), "{reports:?}");
+    }
 
     // A change, then the level the dumper's policy picks: 1.
     fs::write(dles[1].join("f2.txt"), "changed after the full\n").expect("write");
@@ -184,6 +216,22 @@ fn outbound_ambackup_refusals_carry_the_real_amandad_and_ambackupd_texts() {
     assert!(out.contains("ERROR No host 'localhost'"), "{out}");
     let (done, tmp) = lab.conf.holding_files();
     assert!(done.is_empty() && tmp.is_empty(), "{done:?} {tmp:?}");
+    // A dump that fails on the server after the data came: the client is told why on
+    // MESG, and nothing is left on the holding disk.
+    lab.write_disklist(&format!(
+        "localhost {} ambackup-failing\n",
+        dles[0].display()
+    ));
+    let (_, out) = lab.ambackup(&["backup"]);
+    let want = format!("backup failed: {}: ", dles[0].display());
+    let line = out.lines().find(|l| l.starts_with(&want));
+    assert!(
+        line.is_some_and(|l| l.contains("/bin/false")),
+        "no {want:?} naming the filter in:\n{out}\n{}",
+        lab.log()
+    );
+    let (done, tmp) = lab.conf.holding_files();
+    assert!(done.is_empty() && tmp.is_empty(), "{done:?} {tmp:?}");
 }
 
 /// Resident memory of `pid` in KiB.
@@ -199,19 +247,11 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn outbound_ambackup_a_thousand_silent_connections_do_not_starve_a_real_list() {
     require_ambackup!();
-    let data = Scratch::new("outbound-ambackup-flood");
-    let dles = two_dles(&data);
-    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
-    let lab = AmbackupLab::new(
-        "outbound-ab-flood",
-        "localhost",
-        &refs,
-        ALLOW,
-        Listener::Standalone {
-            max_connections: 64,
-            req_timeout: 30,
-        },
-    );
+    let how = Listener::Standalone {
+        max_connections: 64,
+        req_timeout: 30,
+    };
+    let (_data, dles, lab) = localhost_lab("outbound-ab-flood", how);
     let pid = lab.pid().expect("standalone");
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], lab.port));
     let started = Instant::now();
@@ -227,17 +267,8 @@ fn outbound_ambackup_a_thousand_silent_connections_do_not_starve_a_real_list() {
         }
     }
     // The flood is still open (the newest 64 inside the listener); a real client gets in.
-    let (st, out) = lab.ambackup(&["list"]);
+    assert_lists(&lab, &dles, "under the flood");
     peak = peak.max(rss_kib(pid));
-    assert!(
-        st.success(),
-        "ambackup list under the flood:\n{out}\n{}",
-        lab.log()
-    );
-    for d in &dles {
-        let want = format!("DLE {}", d.display());
-        assert!(out.lines().any(|l| l == want), "no {want:?} in:\n{out}");
-    }
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "took {:?}",
@@ -277,19 +308,11 @@ fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
 #[test]
 fn outbound_ambackup_listener_bounds_hostile_first_frames_and_silent_peers() {
     require_ambackup!();
-    let data = Scratch::new("outbound-ambackup-hostile");
-    let dles = two_dles(&data);
-    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
-    let lab = AmbackupLab::new(
-        "outbound-ab-hostile",
-        "localhost",
-        &refs,
-        ALLOW,
-        Listener::Standalone {
-            max_connections: 8,
-            req_timeout: 2,
-        },
-    );
+    let how = Listener::Standalone {
+        max_connections: 8,
+        req_timeout: 2,
+    };
+    let (_data, dles, lab) = localhost_lab("outbound-ab-hostile", how);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], lab.port));
     // A REQ from an unreserved port: the real amandad's NAK.
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -327,8 +350,7 @@ fn outbound_ambackup_listener_bounds_hostile_first_frames_and_silent_peers() {
         "closed after {took:?}"
     );
     // And a real client still gets its list.
-    let (st, out) = lab.ambackup(&["list"]);
-    assert!(st.success(), "{out}\n{}", lab.log());
+    assert_lists(&lab, &dles, "after the hostile peers");
     let log = lab.log();
     assert!(
         log.contains("more than the 65536 this connection accepts"),
@@ -384,4 +406,11 @@ fn outbound_ambackup_over_ssl_backs_up_and_restores_identical() {
         lab.conf.restore("127.0.0.1", d, &into);
         util::assert_same_tree(d, &into, false);
     }
+}
+
+#[test]
+fn outbound_ambackup_systemd_socket_serves_a_real_list() {
+    require_ambackup!();
+    let (_data, dles, lab) = localhost_lab("outbound-ab-systemd", Listener::Systemd);
+    assert_lists(&lab, &dles, "systemd socket");
 }

@@ -1,7 +1,7 @@
 //! One ambackupd BACKUP (spec §14.3-§14.5): the level from the catalog, the REP with the
 //! CONNECT line, then the client's streams on the same connection into a holding file and
 //! an index, exactly as `dumper run` receives a dump (the same [`Session`], holding writer,
-//! index writer and catalog rows), with our answers on MESG: `start backup: <disk>` once
+//! index writer, catalog rows, and a report in `logdir`), with our answers on MESG: `start backup: <disk>` once
 //! the client's header is complete, `backup done: <disk>` or `backup failed: <disk>:
 //! <reason>`, then `MESG END`.
 //!
@@ -36,6 +36,7 @@ use crate::features::server_features;
 use crate::holding::{self, HoldingWriter};
 use crate::index::{self, IndexWriter};
 use crate::plan::{DleSpec, Plan};
+use crate::report::{DleLine, Summary, Verdict};
 use crate::run::{LevelPlan, level_plan};
 
 /// How long the client may take to ACK the REP.
@@ -71,7 +72,8 @@ fn level_of(catalog: &Catalog, spec: &DleSpec, now: i64) -> Result<LevelPlan, Re
     let lp = level_plan(spec, &history, &taped, now);
     match (&lp.level, &lp.skipped) {
         (Some(_), _) => Ok(lp),
-        (None, Some(why)) if why.contains("full") => Err(Refusal::Skipping("SKIP-FULL")),
+        // The policy skips only for these two settings (`levels::choose`).
+        (None, Some(why)) if why.starts_with("skip-full") => Err(Refusal::Skipping("SKIP-FULL")),
         (None, _) => Err(Refusal::Skipping("SKIP-INCR")),
     }
 }
@@ -174,7 +176,9 @@ pub fn backup(
     if let Err(e) = catalog.update_dump(&rec) {
         log::warn!("{}: catalog: {e}", spec.label());
     }
-    let exit = if report.ok() { 0 } else { 4 };
+    let summary = summary(plan, spec, &timestamp, level, &report, hd);
+    let exit = summary.exit_status();
+    write_report(plan, spec, &timestamp, &crate::report::render(&summary));
     if let Err(e) = catalog.finish_run(run_id, clock::now_unix(), exit) {
         log::warn!("{}: catalog: {e}", spec.label());
     }
@@ -199,6 +203,82 @@ pub fn backup(
         ),
     }
     Ok(())
+}
+
+/// The report of one BACKUP, as `dumper run` renders a night of one DLE.
+fn summary(
+    plan: &Plan,
+    spec: &DleSpec,
+    timestamp: &str,
+    level: i32,
+    r: &DumpReport,
+    hd: &crate::plan::Holding,
+) -> Summary {
+    let verdict = match (&r.failure, r.status) {
+        (Some(_), _) => Verdict::Failed,
+        (None, DumpStatus::Strange) => Verdict::Strange,
+        (None, _) => Verdict::Done,
+    };
+    let line = DleLine {
+        host: spec.host.clone(),
+        disk: String::from_utf8_lossy(&spec.disk).into_owned(),
+        level: Some(level),
+        verdict,
+        orig_kb: r.orig_kb,
+        out_bytes: if r.ok() { r.bytes } else { 0 },
+        duration: r.duration,
+        data_time: r.data_time,
+        waits: Vec::new(),
+        error: r
+            .failure
+            .as_ref()
+            .map(crate::failure::DumpFailure::report_text),
+        retried: Vec::new(),
+        log: if verdict == Verdict::Done {
+            Vec::new()
+        } else {
+            r.log.clone()
+        },
+        holding: r.holding.as_ref().map(|h| h.display().to_string()),
+        attempts: 1,
+        resent: 0,
+    };
+    Summary {
+        org: plan.config.org.clone(),
+        config: plan.config_name.clone(),
+        timestamp: timestamp.to_owned(),
+        hostname: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        wall: r.duration,
+        holding: r
+            .ok()
+            .then(|| (hd.dir.display().to_string(), r.bytes))
+            .into_iter()
+            .collect(),
+        dles: vec![line],
+        notes: r
+            .warnings
+            .iter()
+            .map(|w| format!("{}: {w}", spec.label()))
+            .chain(std::iter::once(format!(
+                "{}: client-initiated backup (ambackup)",
+                spec.label()
+            )))
+            .collect(),
+        ..Summary::default()
+    }
+}
+
+/// Keeps the report in `logdir` as `ambackupd.<timestamp>.<host>.<disk>.report` (best
+/// effort, like `dumper run`'s).
+fn write_report(plan: &Plan, spec: &DleSpec, timestamp: &str, text: &str) {
+    let dir = plan.config.path(&plan.config.logdir);
+    let stem = String::from_utf8_lossy(&holding::stem(&spec.host, &spec.disk)).into_owned();
+    let p = dir.join(format!("ambackupd.{timestamp}.{stem}.report"));
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&p, text)) {
+        log::warn!("{}: {e}", p.display());
+    }
 }
 
 /// The REP, then the data phase and our MESG answers; the dump's report.

@@ -174,13 +174,7 @@ pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: 
     let hosts = |host: &str, addr: IpAddr, user: &str, service: &str| {
         let h = conf::amandahosts::load(&shared.amandahosts, shared.uid, &shared.login)
             .map_err(|p| p.refusal(host, user, service).to_string())?;
-        h.check(
-            host,
-            conf::amandahosts::is_amanda_loopback(&addr),
-            user,
-            service,
-        )
-        .map_err(|r| r.to_string())
+        intake::check_hosts(&h, host, addr, user, service)
     };
     let who = Peer {
         name: &named.name,

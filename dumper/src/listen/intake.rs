@@ -53,6 +53,25 @@ impl Service {
 /// refusal text.
 pub type HostsCheck<'a> = &'a dyn Fn(&str, IpAddr, &str, &str) -> Result<(), String>;
 
+/// The `.amandahosts` check of `hosts` as amandad makes it (a `localhost` line also
+/// matches the loopback address), the refusal as its text.
+pub fn check_hosts(
+    hosts: &conf::AmandaHosts,
+    host: &str,
+    addr: IpAddr,
+    user: &str,
+    service: &str,
+) -> Result<(), String> {
+    hosts
+        .check(
+            host,
+            conf::amandahosts::is_amanda_loopback(&addr),
+            user,
+            service,
+        )
+        .map_err(|r| r.to_string())
+}
+
 /// The verdict on a connection's packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict<'a> {
@@ -121,13 +140,7 @@ mod tests {
             "backup",
         );
         let check = move |host: &str, addr: IpAddr, user: &str, service: &str| {
-            h.check(
-                host,
-                conf::amandahosts::is_amanda_loopback(&addr),
-                user,
-                service,
-            )
-            .map_err(|r| r.to_string())
+            check_hosts(&h, host, addr, user, service)
         };
         let peer = Peer {
             name: "localhost",

@@ -105,14 +105,26 @@ enum Inherited {
     Connection(TcpStream),
 }
 
-fn inherit(fd: RawFd) -> Inherited {
-    // SAFETY: the superserver gave this process the descriptor; nothing else owns it.
+/// Whether `fd` is an open socket (before this process takes ownership of it).
+fn is_socket(fd: RawFd) -> bool {
+    // SAFETY: fstat writes into `st`; a closed fd gives an error.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::fstat(fd, &raw mut st) };
+    rc == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+}
+
+fn inherit(fd: RawFd, from: &str) -> anyhow::Result<Inherited> {
+    if !is_socket(fd) {
+        anyhow::bail!("{from}: fd {fd} is not an open socket");
+    }
+    // SAFETY: the superserver gave this process the descriptor (checked open above);
+    // nothing else owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    if is_listening(fd) {
+    Ok(if is_listening(fd) {
         Inherited::Listener(TcpListener::from(owned))
     } else {
         Inherited::Connection(TcpStream::from(owned))
-    }
+    })
 }
 
 /// Runs the listener until it fails (standalone) or the one connection ended (inetd
@@ -121,7 +133,7 @@ pub fn listen(opts: ListenOptions) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     let mut single = None;
     match &opts.sockets {
-        Sockets::Inetd => match inherit(0) {
+        Sockets::Inetd => match inherit(0, "--inetd")? {
             Inherited::Listener(l) => listeners.push(l),
             Inherited::Connection(c) => single = Some(c),
         },
@@ -133,7 +145,7 @@ pub fn listen(opts: ListenOptions) -> anyhow::Result<()> {
                 );
             }
             for fd in 3..3 + RawFd::try_from(n)? {
-                match inherit(fd) {
+                match inherit(fd, "LISTEN_FDS")? {
                     Inherited::Listener(l) => listeners.push(l),
                     Inherited::Connection(c) => single = Some(c),
                 }

@@ -34,6 +34,9 @@ pub enum Listener {
         max_connections: usize,
         req_timeout: u64,
     },
+    /// A listening socket handed over as systemd does (fd 3, `LISTEN_FDS=1`,
+    /// `LISTEN_PID`), started as root.
+    Systemd,
 }
 
 /// The lab.
@@ -55,7 +58,8 @@ pub struct SslTrees<'a> {
 }
 
 impl AmbackupLab {
-    /// A lab whose disklist has `host` with `dles` (dumptype `ambackup`: bsdtcp, amgtar),
+    /// A lab whose disklist has `host` with `dles` (dumptype `ambackup`: bsdtcp, amgtar;
+    /// also defined: `ambackup-gnutar`, and `ambackup-failing` whose server filter fails),
     /// and whose `.amandahosts` is `amandahosts`.
     pub fn new(tag: &str, host: &str, dles: &[&Path], amandahosts: &str, how: Listener) -> Self {
         Self::with_auth(tag, host, dles, amandahosts, how, None)
@@ -73,8 +77,13 @@ impl AmbackupLab {
         let port = free_port();
         let dt = Dt::new("ambackup", "bsdtcp", port, Program::Amgtar);
         let gnutar = Dt::new("ambackup-gnutar", "bsdtcp", port, Program::Gnutar);
+        // A dump that fails on the server, after the data came: its filter exits 1.
+        let failing = Dt {
+            extra: "    compress server custom\n    server_custom_compress \"/bin/false\"",
+            ..Dt::new("ambackup-failing", "bsdtcp", port, Program::Amgtar)
+        };
         let list: Vec<(&str, &Path, &str)> = dles.iter().map(|d| (host, *d, "ambackup")).collect();
-        let conf = DumperConf::new(tag, "", &[dt, gnutar], &list);
+        let conf = DumperConf::new(tag, "", &[dt, gnutar, failing], &list);
         let cfg = format!("{tag}-{}-{port}", std::process::id());
         let w = conf.work.path();
         let client_ssl = ssl.map_or_else(String::new, |t| {
@@ -149,6 +158,11 @@ impl AmbackupLab {
                 );
                 (None, Some(child))
             }
+            Listener::Systemd => (None, None),
+        };
+        let (inetd, child) = match how {
+            Listener::Systemd => (None, Some(systemd_socket(&bin, &settings, port))),
+            _ => (inetd, child),
         };
         AmbackupLab {
             conf,
@@ -186,6 +200,46 @@ impl AmbackupLab {
     pub fn log(&self) -> String {
         fs::read_to_string(self.conf.work.join("listen.log")).unwrap_or_default()
     }
+}
+
+/// `dumper listen` with a listening socket on fd 3 and systemd's variables (the shell
+/// sets `LISTEN_PID` to its own pid, which `exec` keeps).
+fn systemd_socket(bin: &Path, settings: &Path, port: u16) -> Child {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    let fd = l.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" \"$@\"",
+    ])
+    .arg(bin)
+    .arg("--settings")
+    .arg(settings)
+    .arg("listen")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    // SAFETY: dup2 and fcntl are async-signal-safe; `fd` is open in the parent until after
+    // spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear it then.
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("start dumper listen (systemd socket)");
+    drop(l);
+    child
 }
 
 impl Drop for AmbackupLab {

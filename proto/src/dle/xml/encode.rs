@@ -78,10 +78,21 @@ impl Dle {
             }
         };
         match layout {
-            XmlLayout::Selfcheck | XmlLayout::Sendsize | XmlLayout::AmbackupdCheck => {
+            XmlLayout::Selfcheck
+            | XmlLayout::Sendsize
+            | XmlLayout::AmbackupdCheck
+            | XmlLayout::AmbackupdBackup => {
+                let ambackupd = matches!(
+                    layout,
+                    XmlLayout::AmbackupdCheck | XmlLayout::AmbackupdBackup
+                );
                 app(&mut out);
-                write_estimate(&mut out, &self.estimates, client);
-                out.extend_from_slice(b"\n  ");
+                if layout == XmlLayout::AmbackupdBackup {
+                    out.extend_from_slice(b"  ");
+                } else {
+                    write_estimate(&mut out, &self.estimates, client);
+                    out.extend_from_slice(b"\n  ");
+                }
                 out.extend_from_slice(&format_tag(
                     "disk",
                     self.disk.as_deref().unwrap_or_default(),
@@ -104,31 +115,19 @@ impl Dle {
                         format!("    <spindle>{}</spindle>\n", self.spindle).as_bytes(),
                     );
                 }
-                let options = if layout == XmlLayout::AmbackupdCheck {
+                if layout == XmlLayout::AmbackupdBackup {
+                    for level in &self.levels {
+                        out.extend_from_slice(
+                            format!("  <level>{}</level>\n", level.level).as_bytes(),
+                        );
+                    }
+                }
+                let options = if ambackupd {
                     Options::Ambackupd
                 } else {
                     Options::Request
                 };
                 self.write_options(&mut out, client, options);
-                out.extend_from_slice(b"</dle>\n");
-            }
-            XmlLayout::AmbackupdBackup => {
-                app(&mut out);
-                out.extend_from_slice(b"  ");
-                out.extend_from_slice(&format_tag(
-                    "disk",
-                    self.disk.as_deref().unwrap_or_default(),
-                ));
-                out.push(b'\n');
-                if let Some(device) = &self.device {
-                    out.extend_from_slice(b"  ");
-                    out.extend_from_slice(&format_tag("diskdevice", device));
-                    out.push(b'\n');
-                }
-                for level in &self.levels {
-                    out.extend_from_slice(format!("  <level>{}</level>\n", level.level).as_bytes());
-                }
-                self.write_options(&mut out, client, Options::Ambackupd);
                 out.extend_from_slice(b"</dle>\n");
             }
             XmlLayout::Sendbackup | XmlLayout::HeaderDle => {
