@@ -8,7 +8,8 @@
 //! Amanda's other services are accepted and answered as disabled). Its own options use the
 //! `--name[=value]` or `--name value` form:
 //! `--listen udp:ADDR:PORT|tcp:ADDR:PORT` (repeatable, standalone mode), `--client-conf FILE`,
-//! `--settings FILE`, `--log FILE|syslog`, `--user NAME`, `--idle-exit SECONDS`, `--help`.
+//! `--settings FILE`, `--log FILE|syslog`, `--user NAME`, `--idle-exit SECONDS`, `--help`,
+//! and `--dial-out` (keep a connection to the server's `dumper listen`, issue 14).
 //!
 //! What this module must not do: open files or sockets. A word amandad does not know is not
 //! fatal (the real amandad NAKs every request with it instead), so [`RawArgs::parse`] only
@@ -64,6 +65,7 @@ pub struct RawArgs {
     pub help: bool,
     pub services: Vec<String>,
     pub listen: Vec<Listen>,
+    pub dial_out: bool,
     pub own: OwnOptions,
 }
 
@@ -115,6 +117,8 @@ impl RawArgs {
                 raw.version = true;
             } else if word == "--help" || word == "-h" {
                 raw.help = true;
+            } else if word == "--dial-out" {
+                raw.dial_out = true;
             } else if let Some(long) = word.strip_prefix("--") {
                 let (name, inline) = match long.split_once('=') {
                     Some((n, v)) => (n.to_string(), Some(v.to_string())),
@@ -203,6 +207,9 @@ pub struct Args {
     pub no_exit: bool,
     /// Standalone listeners (from `--listen`, `-udp=`, `-tcp=`).
     pub listen: Vec<Listen>,
+    /// `--dial-out`: hold a connection to the server (settings `[amandad.dial_out]`) and
+    /// serve the sessions it asks for over connections this host opens.
+    pub dial_out: bool,
     pub own: OwnOptions,
     pub version: bool,
     pub help: bool,
@@ -254,6 +261,7 @@ impl RawArgs {
             global_error,
             no_exit: self.no_exit,
             listen,
+            dial_out: self.dial_out,
             own: self.own,
             version: self.version,
             help: self.help,
@@ -271,6 +279,8 @@ Under inetd/xinetd/systemd, use it like Amanda's amandad:
   amanda stream tcp nowait backup /usr/sbin/amandad amandad -auth=ssl amdump
 Standalone:
   amandad -auth=bsd --listen udp:0.0.0.0:10080 --listen tcp:0.0.0.0:10080
+Dial-in (the server cannot connect to this host; settings [amandad.dial_out]):
+  amandad --dial-out amdump
 
 Amanda's forms: -auth=bsd|bsdudp|bsdtcp|ssl  -no-exit  -udp=PORT  -tcp=PORT  --version
                 services: noop selfcheck sendsize sendbackup, or amdump for all four
@@ -283,6 +293,8 @@ amanda-rs's options:
                        is a socket, as under inetd)
   --user NAME          the user to run as when started as root (default backup)
   --idle-exit SECONDS  under inetd, exit after this long without work (default 30)
+  --dial-out           keep a connection to the server's `dumper listen` and serve the
+                       night over connections this host opens (no listening socket needed)
 ";
 
 #[cfg(test)]
@@ -321,6 +333,15 @@ mod tests {
             a.global_error.as_deref(),
             Some("invalid 'frobnicate' service as argument to amandad")
         );
+    }
+
+    // issue 14
+    #[test]
+    fn dial_out_is_a_flag() {
+        let a = args(&["--dial-out", "amdump"]);
+        assert!(a.dial_out);
+        assert_eq!(a.enabled, ServiceKind::ALL.to_vec());
+        assert!(!args(&["amdump"]).dial_out);
     }
 
     #[test]

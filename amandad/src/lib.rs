@@ -12,6 +12,7 @@
 pub mod ambackup;
 pub mod args;
 pub mod config;
+pub mod dialout;
 pub mod etc_services;
 pub mod fuzz;
 pub mod intake;

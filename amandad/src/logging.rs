@@ -49,7 +49,11 @@ pub fn init(target: Option<&LogTarget>, filter: &str, max_bytes: u64) -> Option<
         install_sighup();
     }
     if matches!(sink, Sink::Syslog) {
-        let ident = CString::new("amandad-rs").unwrap_or_default();
+        let ident = match program_name() {
+            "amandad" => "amandad-rs",
+            other => other,
+        };
+        let ident = CString::new(ident).unwrap_or_default();
         // openlog keeps the pointer: leak the ident for the life of the process.
         let ident = Box::leak(Box::new(ident));
         // SAFETY: ident is a valid NUL-terminated string that lives forever.
@@ -95,6 +99,19 @@ fn open_or_syslog(path: &Path, max_bytes: u64, note: &mut Option<String>) -> Sin
             Sink::Syslog
         }
     }
+}
+
+/// The program's name in log lines and as the syslog ident: `amandad`, or `dumper` when
+/// `dumper listen` uses this logger (issue 14).
+fn program_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .filter(|n| n == "dumper")
+            .unwrap_or_else(|| "amandad".to_owned())
+    })
 }
 
 /// True if `fd` is a socket.
@@ -239,8 +256,9 @@ impl Log for Logger {
                 // One write per record so concurrent amandad processes (one per inetd
                 // connection) do not interleave within a line.
                 let line = format!(
-                    "{} amandad[{}] {:5} {}\n",
+                    "{} {}[{}] {:5} {}\n",
                     timestamp(),
+                    program_name(),
                     self.pid,
                     record.level(),
                     record.args()

@@ -73,7 +73,15 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
     if let Some((e, _)) = &loaded.error {
         error!("configuration error (every request will be refused with it): {e}");
     }
-    let launched = launch::sockets(&args.listen)?;
+    // --dial-out alone needs no socket of its own: every connection is one it opens.
+    let launched = if args.dial_out && args.listen.is_empty() {
+        launch::Launch {
+            mode: Mode::Standalone,
+            sockets: Default::default(),
+        }
+    } else {
+        launch::sockets(&args.listen)?
+    };
     // Room for a burst of datagrams while the loop is busy (kernel memory, not ours); only
     // root may go past net.core.rmem_max, so this comes before dropping it.
     for s in &launched.sockets.udp {
@@ -105,6 +113,18 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
         Mode::Standalone => args.auth.unwrap_or(Auth::Bsdtcp).name(),
     };
     let features = services::features::advertised().to_hex();
+    let dial_out = if args.dial_out {
+        let d = amandad::dialout::DialOut::from_settings(
+            &loaded.settings,
+            &user,
+            features.clone(),
+            config::keepalive(&loaded.settings),
+        )
+        .map_err(|e| anyhow::anyhow!("--dial-out: {e}"))?;
+        Some(d)
+    } else {
+        None
+    };
     info!(
         "amandad (amanda-rs {}) started: {:?}, auth {auth_name}, uid {}, services {:?}",
         env!("CARGO_PKG_VERSION"),
@@ -163,7 +183,15 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
             .unwrap_or_default(),
         compress_threads: std::num::NonZeroUsize::new(loaded.settings.amandad.compress_threads)
             .unwrap_or_else(filters::default_threads),
+        dialed_server_name: loaded.settings.amandad.dial_out.server_name(),
     };
     let mut server = Server::new(cfg, launched.sockets).context("starting the event loop")?;
+    if let Some(d) = dial_out {
+        info!(
+            "dial-out: {} holds a connection to {}:{} (config {})",
+            d.request.hostname, d.host, d.port, d.request.config
+        );
+        amandad::dialout::spawn(d, server.dialed()).context("starting the dial-out thread")?;
+    }
     server.run().context("event loop")
 }

@@ -112,6 +112,7 @@ fn driver_night(c: &mut Criterion) {
             group: Some(i % 50),
             priority: 1,
             retries: 2,
+            retry_broken_link: false,
             size_hint: None,
             rate_kibps: Some(10_000),
             failed: None,

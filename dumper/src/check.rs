@@ -208,6 +208,18 @@ fn ports_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
     .0;
     let clients = site.clients.clone();
     for client in &clients {
+        // issue 14: the server opens nothing towards a dial-in client.
+        if plan
+            .dles
+            .iter()
+            .any(|d| d.dialin && d.host.eq_ignore_ascii_case(&client.name))
+        {
+            out.ok(&format!(
+                "{}: dials in (dialin yes): no hop from the server to it to probe",
+                client.name
+            ));
+            continue;
+        }
         let Some(addr) = client
             .addresses
             .iter()
@@ -396,6 +408,10 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
         ports,
         tuning: Tuning::from_settings(settings),
         initiator: icfg.clone(),
+        dialin: net::control::Dialin::of(
+            plan.dles.iter().map(|d| (d.host.as_str(), d.dialin)),
+            settings,
+        ),
     };
     // Groups (host, auth, port), in disklist order.
     let mut groups: Vec<(String, Auth, u16, Vec<usize>)> = Vec::new();
@@ -416,7 +432,13 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(&host))
             .map_or(1, |h| h.maxdumps);
-        let dest = match net::resolve(&host, port) {
+        if net::control::dials_in(&link, &host) {
+            out.ok(&format!(
+                "reached over the connection it dials in (dialin yes; waiting up to {} s for it)",
+                settings.dumper.dialin_wait_secs
+            ));
+        }
+        let dest = match net::resolve_for(&link, &host, port) {
             Ok(d) => d,
             Err(e) => {
                 out.err(&e.to_string());
@@ -424,7 +446,12 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
             }
         };
         // issue 14: say which way the client is reached.
-        if let Some((url, origin)) = link.tuning.proxy.route(&host, Some(dest.ip())) {
+        if let Some((url, origin)) = link
+            .tuning
+            .proxy
+            .route(&host, Some(dest.ip()))
+            .filter(|_| !net::control::dials_in(&link, &host))
+        {
             if auth.is_udp() {
                 out.ok(&format!(
                     "reached directly: auth {auth}'s control is UDP, which an HTTP proxy ({url}, from {origin}) cannot carry"

@@ -107,11 +107,11 @@ pub fn estimate_group(
     g: &EstimateGroup,
     waits: &mut dyn FnMut(WaitEvent),
 ) -> GroupResult {
-    let dest = match net::resolve(&g.host, g.port) {
+    let link = &ctx.link;
+    let dest = match net::resolve_for(link, &g.host, g.port) {
         Ok(d) => d,
         Err(e) => return all_failed(g, EstimateFailure::Resolve(e)),
     };
-    let link = &ctx.link;
     let mut conn = Control::for_dle(g.auth, &g.host, g.ssl.as_ref());
     let mut notes = Vec::new();
     let cfg = InitiatorConfig {

@@ -316,6 +316,17 @@ impl DumpFailure {
         }
     }
 
+    /// Whether the network broke under the dump (the connection failed or was closed
+    /// early, on our side's account): final for a client we connect to, as in Amanda, but
+    /// retried for a `dialin yes` client, whose link is expected to come and go (issue 14).
+    pub fn broke_link(&self) -> bool {
+        match self {
+            DumpFailure::Link { .. } | DumpFailure::ClosedEarly { .. } => true,
+            DumpFailure::Both { ours, .. } => ours.broke_link(),
+            _ => false,
+        }
+    }
+
     /// The text the report's FAILURE DUMP SUMMARY and the catalog show.
     pub fn report_text(&self) -> String {
         self.to_string()
@@ -396,7 +407,7 @@ fn request_ends(f: &RequestFailure) -> (Option<SocketAddr>, Option<u16>) {
                 (Some(peer), port)
             }
             OpenError::Lease { dest, .. } | OpenError::Ssl { dest, .. } => (Some(*dest), None),
-            OpenError::Initiator(_) => (None, None),
+            OpenError::Initiator(_) | OpenError::Dialin(_) => (None, None),
         },
         RequestFailure::Unanswered { hop, .. } => {
             (hop.map(|h| h.peer), hop.and_then(|h| h.source_port))

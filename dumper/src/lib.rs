@@ -8,7 +8,8 @@
 //! the night runs, and [`amcatalog`] keeps Amanda's own catalog (tapelist, trace log,
 //! curinfo) so that Amanda's restore tools find them. `dumper check` does amcheck's job,
 //! `dumper restore` extracts a level chain from the holding disk and the volumes, `dumper
-//! flush` does amflush's.
+//! flush` does amflush's. `dumper listen` is the server-side listener clients connect to
+//! ([`listen`]: ambackup's `ambackupd` service, issue 14).
 //!
 //! Layout, after quinn and sozu: the scheduler ([`driver`], with the holding disks'
 //! accounting) is a sans-IO state machine with virtual-time tests; the shells do the I/O:
@@ -36,6 +37,7 @@ pub mod holding;
 pub mod index;
 pub mod interrupt;
 pub mod levels;
+pub mod listen;
 pub mod net;
 pub mod plan;
 pub mod privs;

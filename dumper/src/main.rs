@@ -41,6 +41,12 @@ enum ProgressArg {
     Quiet,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ListenAuth {
+    Bsdtcp,
+    Ssl,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Back up every DLE of CONFIG (for cron): estimates, levels, dumps, report.
@@ -89,6 +95,44 @@ enum Cmd {
         #[arg(long)]
         no_drop_privileges: bool,
     },
+    /// The server-side listener clients connect to (ambackup's `ambackupd`, `noop`):
+    /// under inetd (--inetd), systemd (LISTEN_FDS) or standalone (--listen/--port).
+    Listen {
+        /// inetd: fd 0 is the accepted connection (`nowait`) or the listening socket
+        /// (`wait`).
+        #[arg(long, conflicts_with_all = ["listen", "port"])]
+        inetd: bool,
+        /// Listen on ADDR:PORT (repeatable).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Vec<std::net::SocketAddr>,
+        /// Listen on 0.0.0.0:N (default 10080 when neither --inetd nor LISTEN_FDS).
+        #[arg(long, value_name = "N")]
+        port: Option<u16>,
+        /// Where configurations are (the request's `config=` is a name under it).
+        #[arg(long, value_name = "DIR", default_value = "/etc/amanda")]
+        config_dir: PathBuf,
+        /// Connections at once; beyond, the oldest without a request is closed.
+        #[arg(long, default_value_t = 64)]
+        max_connections: usize,
+        /// Seconds a connection may take to send its request.
+        #[arg(long, default_value_t = 30)]
+        req_timeout: u64,
+        /// Where the log goes: a file, `syslog` or `stderr` (default: the settings'
+        /// `[log] file`, else stderr, or syslog when stderr is a socket, under inetd).
+        #[arg(long, value_name = "FILE|syslog|stderr")]
+        log: Option<String>,
+        /// Stay root instead of switching to the settings' `user`.
+        #[arg(long)]
+        no_drop_privileges: bool,
+        /// The auth clients use: bsdtcp or ssl (TLS with the `ssl-*` settings of
+        /// /etc/amanda/amanda-client.conf, as amandad reads them).
+        #[arg(long, value_enum, default_value = "bsdtcp")]
+        auth: ListenAuth,
+        /// auth ssl: the certificate tree (amssl's), instead of amanda-client.conf's
+        /// `ssl-dir`.
+        #[arg(long, value_name = "DIR")]
+        ssl_dir: Option<String>,
+    },
     /// Extract a dump (by default the latest full plus the incrementals on top) into DIR.
     Restore {
         /// amanda.conf path or configuration name.
@@ -116,6 +160,20 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Listen { .. } = cli.command {
+        // Under inetd fds 0-2 are the socket: the listener picks its own log.
+        let code = match listen(cli) {
+            Ok(()) => 0,
+            Err(e) => {
+                log::error!("dumper listen: {e:#}");
+                if !amandad::logging::fd_is_socket(2) {
+                    eprintln!("dumper listen: {e:#}");
+                }
+                1
+            }
+        };
+        return ExitCode::from(code);
+    }
     // One convention for every amanda-rs binary (issue 11): AMANDA_RS_LOG, a level or a
     // filter; the settings file's `[log]` is amandad's log file, not this terminal.
     env_logger::Builder::new()
@@ -149,6 +207,80 @@ fn settings(path: Option<&PathBuf>) -> anyhow::Result<conf::Settings> {
     // connections go direct (conf leaves this check to the programs that use the proxy).
     s.proxy.policy()?;
     Ok(s)
+}
+
+/// `dumper listen`: its logger (a file or syslog under inetd), then the listener.
+fn listen(cli: Cli) -> anyhow::Result<()> {
+    let Cmd::Listen {
+        inetd,
+        listen,
+        port,
+        config_dir,
+        max_connections,
+        req_timeout,
+        log,
+        no_drop_privileges,
+        auth,
+        ssl_dir,
+    } = cli.command
+    else {
+        anyhow::bail!("not the listen command");
+    };
+    let settings = settings(cli.settings.as_ref())?;
+    let target = match log.as_deref() {
+        Some("syslog") => amandad::args::LogTarget::Syslog,
+        Some("stderr") => amandad::args::LogTarget::Stderr,
+        Some(path) => amandad::args::LogTarget::File(PathBuf::from(path)),
+        None => match settings.log.file.clone() {
+            Some(f) => amandad::args::LogTarget::File(f),
+            None if amandad::logging::fd_is_socket(2) => amandad::args::LogTarget::Syslog,
+            None => amandad::args::LogTarget::Stderr,
+        },
+    };
+    let filter = std::env::var("AMANDA_RS_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| settings.log.level.clone());
+    if let Some(note) = amandad::logging::init(Some(&target), &filter, settings.log.max_bytes) {
+        log::warn!("{note}");
+    }
+    let ssl = match auth {
+        ListenAuth::Bsdtcp => None,
+        ListenAuth::Ssl => {
+            let client = conf::ClientConfig::load(None)
+                .map_err(|e| anyhow::anyhow!("amanda-client.conf: {e}"))?;
+            let s = client.value.ssl;
+            Some(match ssl_dir {
+                Some(d) => s.with_dir(&d, Some("--ssl-dir".into())),
+                None => s,
+            })
+        }
+    };
+    let sockets = if inetd {
+        dumper::listen::Sockets::Inetd
+    } else if !listen.is_empty() || port.is_some() {
+        let mut addrs = listen;
+        if let Some(p) = port {
+            addrs.push(std::net::SocketAddr::from(([0, 0, 0, 0], p)));
+        }
+        dumper::listen::Sockets::Listen(addrs)
+    } else if dumper::listen::systemd_fds().is_some() {
+        dumper::listen::Sockets::Systemd
+    } else {
+        dumper::listen::Sockets::Listen(vec![std::net::SocketAddr::from((
+            [0, 0, 0, 0],
+            dumper::listen::DEFAULT_PORT,
+        ))])
+    };
+    dumper::listen::listen(dumper::listen::ListenOptions {
+        sockets,
+        settings,
+        config_dir,
+        max_connections: max_connections.max(1),
+        req_timeout: std::time::Duration::from_secs(req_timeout.max(1)),
+        drop_privileges: !no_drop_privileges,
+        ssl,
+    })
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<i32> {
@@ -206,6 +338,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             print!("{}", r.text);
             Ok(r.exit_status)
         }
+        Cmd::Listen { .. } => anyhow::bail!("listen is handled in main"),
         Cmd::Restore {
             config,
             host,

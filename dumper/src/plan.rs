@@ -64,6 +64,8 @@ pub struct DleSpec {
     pub unsupported: Option<String>,
     /// auth ssl: the dumptype's ssl settings with the global `ssl-dir`.
     pub ssl: Option<std::sync::Arc<conf::SslSettings>>,
+    /// `dialin yes`: reached only over connections the client opens (issue 14).
+    pub dialin: bool,
 }
 
 impl DleSpec {
@@ -143,6 +145,16 @@ pub fn locate(arg: &str) -> ConfigLocation {
 /// Reads amanda.conf and its disklist.
 pub fn load(arg: &str) -> Result<Plan, PlanError> {
     let location = locate(arg);
+    let services =
+        portpool_alloc::pool::load_services(Path::new(portpool_alloc::services::DEFAULT_PATH))
+            .unwrap_or_else(|_| Services::empty());
+    load_at(&location, &services)
+}
+
+/// The configuration `name` under `config_root` (ambackupd: a name a client sent, already
+/// checked to be a plain directory name).
+pub fn load_in(config_root: &Path, name: &str) -> Result<Plan, PlanError> {
+    let location = ConfigLocation::resolve_in(config_root, name);
     let services =
         portpool_alloc::pool::load_services(Path::new(portpool_alloc::services::DEFAULT_PATH))
             .unwrap_or_else(|_| Services::empty());
@@ -290,6 +302,11 @@ fn spec_of(id: usize, e: &DiskEntry, services: &Services, warn: &mut Vec<String>
             Auth::Bsdtcp
         }
     };
+    if dt.dialin && auth != Auth::Bsdtcp {
+        refuse(format!(
+            "dialin yes works with auth bsdtcp only so far (this dumptype says auth {auth})"
+        ));
+    }
     let (program, application) = match dt.program {
         Program::Gnutar => ("GNUTAR", None),
         Program::Dump => ("DUMP", None),
@@ -436,6 +453,7 @@ fn spec_of(id: usize, e: &DiskEntry, services: &Services, warn: &mut Vec<String>
         location: e.location.to_string(),
         unsupported,
         ssl: None,
+        dialin: dt.dialin,
     }
 }
 

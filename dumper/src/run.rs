@@ -360,38 +360,12 @@ fn plan_levels(plan: &Plan, catalog: &Catalog, now: i64) -> anyhow::Result<Vec<P
             .position(|h| h.name.eq_ignore_ascii_case(&spec.host))
             .unwrap_or(0);
         let history = catalog.history(&spec.host, &spec.disk)?;
-        // A full counts while its holding file or its copy on volumes exists (issue 15).
-        let exists = |r: &DumpRecord| {
-            r.holding_file.as_deref().is_some_and(Path::exists) || taped.contains(&r.id)
-        };
-        let last_full = history
-            .iter()
-            .rev()
-            .find(|r| r.level == 0 && r.status.is_success() && exists(r));
-        let choice = levels::choose(&LevelInput {
-            now,
-            last_full: last_full.map(|r| r.started),
-            dumpcycle_days: spec.dumpcycle_days,
-            strategy: spec.strategy,
-            skip_full: spec.skip_full,
-            skip_incr: spec.skip_incr,
-        });
-        let (level, reason, skipped) = match choice {
-            LevelChoice::Dump { level, reason } => (Some(level), reason, None),
-            LevelChoice::Skip { reason } => (None, String::new(), Some(reason)),
-        };
-        // The legacy dumpdate: the last successful dump below this level.
-        let dumpdate = match level {
-            Some(l) if l > 0 => history
-                .iter()
-                .rev()
-                .find(|r| r.level < l && r.status.is_success())
-                .map_or_else(
-                    || proto::civil::dumpdate(0),
-                    |r| proto::civil::dumpdate(r.started),
-                ),
-            _ => proto::civil::dumpdate(0),
-        };
+        let LevelPlan {
+            level,
+            reason,
+            skipped,
+            dumpdate,
+        } = level_plan(spec, &history, &taped, now);
         let same_level = history
             .iter()
             .rev()
@@ -420,6 +394,67 @@ fn plan_levels(plan: &Plan, catalog: &Catalog, now: i64) -> anyhow::Result<Vec<P
         });
     }
     Ok(out)
+}
+
+/// The level of one DLE tonight (or why it is skipped) and its legacy dumpdate.
+pub(crate) struct LevelPlan {
+    /// The level, unless skipped.
+    pub level: Option<i32>,
+    /// Why this level (for the report).
+    pub reason: String,
+    /// Why the DLE is skipped, if it is.
+    pub skipped: Option<String>,
+    /// The last successful dump below the level, UTC `Y:M:D:h:m:s`.
+    pub dumpdate: String,
+}
+
+/// The level policy ([`levels::choose`]) applied to a DLE's catalog `history`; `taped`
+/// holds the ids of dumps with a copy on volumes. `dumper run` and ambackupd (issue 14)
+/// decide levels the same way.
+pub(crate) fn level_plan(
+    spec: &DleSpec,
+    history: &[DumpRecord],
+    taped: &HashSet<i64>,
+    now: i64,
+) -> LevelPlan {
+    // A full counts while its holding file or its copy on volumes exists (issue 15).
+    let exists = |r: &DumpRecord| {
+        r.holding_file.as_deref().is_some_and(Path::exists) || taped.contains(&r.id)
+    };
+    let last_full = history
+        .iter()
+        .rev()
+        .find(|r| r.level == 0 && r.status.is_success() && exists(r));
+    let choice = levels::choose(&LevelInput {
+        now,
+        last_full: last_full.map(|r| r.started),
+        dumpcycle_days: spec.dumpcycle_days,
+        strategy: spec.strategy,
+        skip_full: spec.skip_full,
+        skip_incr: spec.skip_incr,
+    });
+    let (level, reason, skipped) = match choice {
+        LevelChoice::Dump { level, reason } => (Some(level), reason, None),
+        LevelChoice::Skip { reason } => (None, String::new(), Some(reason)),
+    };
+    // The legacy dumpdate: the last successful dump below this level.
+    let dumpdate = match level {
+        Some(l) if l > 0 => history
+            .iter()
+            .rev()
+            .find(|r| r.level < l && r.status.is_success())
+            .map_or_else(
+                || proto::civil::dumpdate(0),
+                |r| proto::civil::dumpdate(r.started),
+            ),
+        _ => proto::civil::dumpdate(0),
+    };
+    LevelPlan {
+        level,
+        reason,
+        skipped,
+        dumpdate,
+    }
 }
 
 /// Groups the schedulable DLEs by (host, auth, port): one noop + sendsize each.
@@ -535,6 +570,10 @@ impl Night {
             ports,
             tuning,
             initiator,
+            dialin: crate::net::control::Dialin::of(
+                plan.dles.iter().map(|d| (d.host.as_str(), d.dialin)),
+                &opts.settings,
+            ),
         };
         let ectx = Arc::new(EstimateContext {
             link: link.clone(),
@@ -567,6 +606,7 @@ impl Night {
                 group: p.group,
                 priority: p.spec.priority,
                 retries: p.spec.retry_dump,
+                retry_broken_link: p.spec.dialin,
                 size_hint: p.size_hint,
                 rate_kibps: p.rate_kibps,
                 failed: p.failed.clone().or_else(|| p.skipped.clone()),

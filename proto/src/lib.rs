@@ -18,6 +18,7 @@ pub mod ports;
 
 pub mod crc;
 pub mod dataphase;
+pub mod dialin;
 pub mod frame;
 pub mod pkt;
 pub mod proxy;

@@ -754,6 +754,12 @@ impl DumpTracker {
         self.info_end
     }
 
+    /// Whether the client's `sendbackup: end` (or `sendbackup: error`) line was seen: its
+    /// last word on MESG.
+    pub fn ended(&self) -> bool {
+        self.end
+    }
+
     /// Whether the client asked for a retry (the dumper stops the dump at once).
     pub fn retry_requested(&self) -> bool {
         self.retry.is_some()

@@ -155,18 +155,6 @@ fn amandad_behind_relay(
     runtar
 }
 
-fn small_dles(data: &Scratch, n: usize) -> Vec<PathBuf> {
-    (0..n)
-        .map(|i| {
-            let d = data.join(format!("dle{i:02}"));
-            std::fs::create_dir_all(d.join("sub")).expect("mkdir");
-            std::fs::write(d.join("a.txt"), format!("dle {i}\n").repeat(100)).expect("write");
-            std::fs::write(d.join("sub/b.bin"), vec![i as u8; 20_000]).expect("write");
-            d
-        })
-        .collect()
-}
-
 fn dumper_conf(tag: &str, globals: &str, auth: &str, extra: &str, dles: &[PathBuf]) -> DumperConf {
     let host = CLIENT_IP.to_string();
     let list = disklist(host.as_str(), dles, "fw");
@@ -197,7 +185,7 @@ fn twenty_dles_through_the_generated_rules(auth: &str) {
     let Some(t) = Topology::create() else { return };
     let _machine = setup_amandahosts();
     let data = Scratch::new("fw-night");
-    let dles = small_dles(&data, 20);
+    let dles = util::small_dles(&data, 20);
     let range = if auth == "bsdtcp" {
         "reserved-tcp-port 600,609"
     } else {
@@ -279,7 +267,7 @@ fn a_removed_rule_is_named_by_check_ports_and_by_the_failed_dump() {
     let Some(t) = Topology::create() else { return };
     let _machine = setup_amandahosts();
     let data = Scratch::new("fw-hole");
-    let dles = small_dles(&data, 1);
+    let dles = util::small_dles(&data, 1);
     let mut conf = dumper_conf("fw-hole", "", "bsd", "retry_dump 1\n", &dles);
     conf.netns = Some(t.server.clone());
     let rules = client_rules(&conf.work.join("config"));
@@ -386,7 +374,7 @@ fn quiet_dump_through_an_idle_dropping_firewall(heartbeat: bool) -> (bool, Strin
     } else {
         "fw-idle-nohb"
     });
-    let dles = small_dles(&data, 1);
+    let dles = util::small_dles(&data, 1);
     let mut conf = dumper_conf(
         "fw-idle",
         "dtimeout 75\nretry_dump 0\n",
@@ -448,7 +436,7 @@ fn every_dump_survives_10_percent_loss_and_duplicated_reordered_datagrams_by_ret
     let Some(t) = Topology::create() else { return };
     let _machine = setup_amandahosts();
     let data = Scratch::new("fw-loss");
-    let dles = small_dles(&data, 5);
+    let dles = util::small_dles(&data, 5);
     let mut conf = dumper_conf("fw-loss", "inparallel 5\n", "bsd", "", &dles);
     conf.netns = Some(t.server.clone());
     t.router_loss(10).expect("10% loss in the router");

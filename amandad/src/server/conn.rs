@@ -72,6 +72,8 @@ pub struct Conn {
     pub interest_readable: bool,
     /// auth ssl: the TLS layer and how far its checks are.
     pub tls: Option<super::tls::TlsConn>,
+    /// `--dial-out`: this host opened the connection to the server (issue 14).
+    pub dialed: bool,
 }
 
 /// A run of bytes that move from a pipe to the socket without passing through user space.
@@ -103,6 +105,7 @@ impl Conn {
             exchanges: 0,
             interest_readable: true,
             tls: None,
+            dialed: false,
         }
     }
 

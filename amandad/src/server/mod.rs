@@ -190,6 +190,32 @@ pub struct ServerConfig {
     /// Threads compressing client gzip for all dumps together (settings
     /// `compress_threads`).
     pub compress_threads: std::num::NonZeroUsize,
+    /// `--dial-out` (issue 14): the server's name as `.amandahosts` lists it, for the
+    /// connections this host opened to it ([`Server::dialed`]).
+    pub dialed_server_name: String,
+}
+
+/// How many connections opened by `--dial-out` may wait to be taken by the loop.
+const DIALED_QUEUE: usize = 64;
+
+/// Hands connections this host opened to the server (`--dial-out`, issue 14) to the loop,
+/// which serves them as accepted bsdtcp connections from that server.
+#[derive(Clone)]
+pub struct Dialed {
+    tx: crossbeam_channel::Sender<std::net::TcpStream>,
+    waker: Arc<Waker>,
+}
+
+impl Dialed {
+    /// Gives `stream` to the loop; it comes back when the queue is full.
+    pub fn hand_over(
+        &self,
+        stream: std::net::TcpStream,
+    ) -> Result<(), crossbeam_channel::TrySendError<std::net::TcpStream>> {
+        self.tx.try_send(stream)?;
+        let _ = self.waker.wake();
+        Ok(())
+    }
 }
 
 /// The sockets the loop starts with.
@@ -296,6 +322,9 @@ pub struct Server {
     waker: Arc<Waker>,
     /// The gzip pool of every dump with client gzip, made at the first one.
     gzip: Option<filters::GzipPool>,
+    /// Connections `--dial-out` opened, waiting to be served.
+    dialed_rx: crossbeam_channel::Receiver<std::net::TcpStream>,
+    dialed_tx: crossbeam_channel::Sender<std::net::TcpStream>,
 }
 
 impl Server {
@@ -322,7 +351,10 @@ impl Server {
             resolve::system_lookup(cfg.dns_check),
             wake(&waker),
         )?;
+        let (dialed_tx, dialed_rx) = crossbeam_channel::bounded(DIALED_QUEUE);
         let mut server = Server {
+            dialed_tx,
+            dialed_rx,
             poll,
             workers,
             names,
@@ -383,6 +415,51 @@ impl Server {
         Ok(server)
     }
 
+    /// Where `--dial-out` hands the connections it opened.
+    pub fn dialed(&self) -> Dialed {
+        Dialed {
+            tx: self.dialed_tx.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Serves the connections `--dial-out` opened as accepted bsdtcp connections, except
+    /// that their source port is not checked (this host chose it) and their peer is the
+    /// configured server name, not what a reverse lookup of a NAT's address says.
+    fn drain_dialed(&mut self) {
+        while let Ok(stream) = self.dialed_rx.try_recv() {
+            let peer = match stream
+                .set_nonblocking(true)
+                .and_then(|()| stream.peer_addr())
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    debug!("dialed connection: {e}");
+                    continue;
+                }
+            };
+            let id = match self.add_conn(TcpStream::from_std(stream), peer, Role::Control) {
+                Ok(id) => id,
+                Err(e) => {
+                    debug!("registering dialed connection to {peer}: {e}");
+                    continue;
+                }
+            };
+            if let Some((_, c)) = self.conns.get_mut(&id) {
+                c.dialed = true;
+            }
+            match self.admission.admit(Instant::now(), id) {
+                Admit::Accept => {}
+                Admit::Evict(old) => self.close_for(old, Reason::OverCap),
+                Admit::Refuse => {
+                    self.close_conn(id);
+                    continue;
+                }
+            }
+            self.check_control_peer(id);
+        }
+    }
+
     /// Runs until the mode says to exit (never in standalone mode).
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
@@ -396,6 +473,7 @@ impl Server {
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKER {
+                    self.drain_dialed();
                     self.drain_jobs();
                     self.drain_names();
                     self.drain_tls_checks();
@@ -707,7 +785,10 @@ impl Server {
             // ssl's initiator connects from an unreserved port (spec §13.1).
             port_rule: match route {
                 Route::Tcp { conn, .. }
-                    if self.conns.get(&conn).is_some_and(|(_, c)| c.is_tls()) =>
+                    if self
+                        .conns
+                        .get(&conn)
+                        .is_some_and(|(_, c)| c.is_tls() || c.dialed) =>
                 {
                     security::PortRule::Any
                 }
@@ -1154,6 +1235,18 @@ impl Server {
         let peer = c.peer;
         if c.is_tls() && !self.tls_wants_name_check() {
             self.read_conn(id);
+            return;
+        }
+        if c.dialed {
+            // We dialed the server ourselves: its name is the configured one.
+            let name = self.cfg.dialed_server_name.clone();
+            self.control_peer_named(
+                id,
+                PeerName {
+                    name,
+                    check: Ok(()),
+                },
+            );
             return;
         }
         match self.names.lookup(Instant::now(), peer, Lane::of(peer)) {

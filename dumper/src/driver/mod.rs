@@ -101,6 +101,9 @@ pub struct DleSched {
     pub priority: i32,
     /// How many retries a retryable failure gets.
     pub retries: u32,
+    /// A broken link is retried too (`dialin yes`, issue 14; see
+    /// [`DumpFailure::broke_link`]).
+    pub retry_broken_link: bool,
     /// Size known before estimates (server estimate from the catalog), bytes.
     pub size_hint: Option<u64>,
     /// Last measured rate, KiB/s.
@@ -417,9 +420,13 @@ impl Driver {
                     let written = *result.as_ref().unwrap_or(&0);
                     self.disks.release(disk, reserved, written);
                 }
+                let broken_link_retried = self.dles.get(dle).is_some_and(|d| d.retry_broken_link);
                 t.state = match result {
                     Ok(_) => State::Done,
-                    Err(f) if f.retryable() && t.retries_left > 0 => {
+                    Err(f)
+                        if (f.retryable() || broken_link_retried && f.broke_link())
+                            && t.retries_left > 0 =>
+                    {
                         t.retries_left -= 1;
                         t.retried_errors.push(f.report_text());
                         State::RetryAt(now + self.cfg.retry_delay)

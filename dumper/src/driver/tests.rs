@@ -50,6 +50,7 @@ fn dle(host: usize, group: Option<usize>) -> DleSched {
         group,
         priority: 1,
         retries: 2,
+        retry_broken_link: false,
         size_hint: None,
         rate_kibps: None,
         failed: None,
@@ -245,6 +246,41 @@ fn retryable_failures_are_retried_after_the_delay_then_fail_for_good() {
         "{starts:?}"
     );
     assert_eq!(n.d.track(1).unwrap().state, State::Done);
+}
+
+// issue 14: a dial-in client's broken link is retried; the same failure from a client we
+// connect to is final.
+#[test]
+fn a_broken_link_is_retried_only_for_a_dialin_client() {
+    let broken = || DumpFailure::Link {
+        peer: "198.18.0.254:40000".parse().unwrap(),
+        op: crate::failure::LinkOp::ReadData,
+        source: std::sync::Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+    };
+    assert!(broken().broke_link() && !broken().retryable());
+    for (dialin, attempts) in [(false, 1), (true, 2)] {
+        let mut x = dle(0, None);
+        x.retry_broken_link = dialin;
+        let mut d = Driver::new(cfg(1), vec![host("h", 1)], vec![x]);
+        let t0 = Instant::now();
+        d.start(t0);
+        let mut now = t0;
+        let mut tries = 0;
+        for _ in 0..10 {
+            let started = std::iter::from_fn(|| d.poll_action())
+                .any(|a| matches!(a, Action::StartDump { .. }));
+            if started {
+                tries += 1;
+                let result = if tries == 1 { Err(broken()) } else { Ok(1) };
+                d.handle(now, Input::DumpFinished { dle: 0, result });
+            }
+            now += Duration::from_secs(31);
+            d.handle_timeout(now);
+        }
+        assert_eq!(tries, attempts, "dialin {dialin}");
+        let done = d.track(0).unwrap().state == State::Done;
+        assert_eq!(done, dialin, "dialin {dialin}");
+    }
 }
 
 #[test]

@@ -15,7 +15,7 @@
 //! What this module must not do: schedule (the driver does), or touch the catalog (the
 //! run shell does, from the [`DumpReport`]).
 
-mod session;
+pub(crate) mod session;
 pub mod stages;
 
 use std::net::SocketAddr;
@@ -45,7 +45,7 @@ use crate::plan::DleSpec;
 use crate::request::{self, ReqContext};
 use proto::{Auth, Stream};
 
-pub use session::{Limits, ServerFilters, Source};
+pub use session::{Limits, ServerFilters, Session, SessionResult, Source};
 
 /// The dumper's wait for the sendbackup REP (`STARTUP_TIMEOUT`, 60 s).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -201,7 +201,8 @@ fn dump(
 ) -> Result<DumpReport, DumpFailure> {
     let spec = &job.spec;
     let link = &ctx.link;
-    let dest = net::resolve(&spec.host, spec.client_port).map_err(DumpFailure::Resolve)?;
+    let dest =
+        net::resolve_for(link, &spec.host, spec.client_port).map_err(DumpFailure::Resolve)?;
     let rctx = ReqContext {
         ours: &link.ours,
         client: &job.client_features,
@@ -295,6 +296,7 @@ fn dump(
     let limits = Limits {
         dtimeout: ctx.dtimeout,
         max_index_bytes: ctx.max_index_bytes,
+        mesg_two_way: false,
     };
     let filters = ServerFilters {
         stages: chain.server,
@@ -352,10 +354,12 @@ fn connect_streams(
             let control_handle = conn.handle();
             let peer_closed = conn.peer_closed(control_handle);
             let tls = conn.take_tls();
+            // A dial-in client's connection comes from where it is, not from `dest`.
+            let peer = conn.peer();
             let (lease, rest, _) = conn.into_parts();
             Source::framed(
                 lease,
-                dest,
+                peer,
                 rest,
                 map_of(None)?,
                 Some((control_handle, peer_closed)),

@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use crate::net::held::Held;
 use filters::gzip::GzipPool;
 use mio::{Events, Interest, Poll, Token};
-use portpool_alloc::Lease;
 use proto::Stream;
 use proto::crc::CrcValue;
 use proto::dataphase::{
@@ -68,6 +68,10 @@ pub struct Limits {
     pub dtimeout: Duration,
     /// Bytes the INDEX stream may bring (amanda-rs setting `dumper.max_index_mib`).
     pub max_index_bytes: u64,
+    /// A client-initiated backup (ambackup, issue 14): MESG carries our answers too, and
+    /// the client keeps it open until our `MESG END`
+    /// ([`proto::dataphase::ReceiverConfig::mesg_two_way`]).
+    pub mesg_two_way: bool,
 }
 
 enum Kind {
@@ -86,7 +90,7 @@ enum Kind {
 
 /// One data connection.
 pub struct Source {
-    conn: Lease<mio::net::TcpStream>,
+    conn: Held<mio::net::TcpStream>,
     peer: SocketAddr,
     kind: Kind,
     tcp_eof: bool,
@@ -94,7 +98,7 @@ pub struct Source {
     tls: Option<ssl::TlsLayer>,
 }
 
-fn to_mio(lease: Lease<TcpStream>) -> Result<Lease<mio::net::TcpStream>, StreamSetup> {
+fn to_mio(lease: Held<TcpStream>) -> Result<Held<mio::net::TcpStream>, StreamSetup> {
     lease.try_map(|s| {
         s.set_nonblocking(true)
             .map_err(|e| StreamSetup::Nonblocking(Arc::new(e)))?;
@@ -105,12 +109,12 @@ fn to_mio(lease: Lease<TcpStream>) -> Result<Lease<mio::net::TcpStream>, StreamS
 impl Source {
     /// A raw (bsd) connection carrying one stream.
     pub fn raw(
-        lease: Lease<TcpStream>,
+        lease: impl Into<Held<TcpStream>>,
         peer: SocketAddr,
         stream: Stream,
     ) -> Result<Source, StreamSetup> {
         Ok(Source {
-            conn: to_mio(lease)?,
+            conn: to_mio(lease.into())?,
             peer,
             kind: Kind::Raw(stream),
             tcp_eof: false,
@@ -122,7 +126,7 @@ impl Source {
     /// already read from it; `control` is the request's handle and whether the client
     /// closed it already (then our zero-length frame goes out at once).
     pub fn framed(
-        lease: Lease<TcpStream>,
+        lease: impl Into<Held<TcpStream>>,
         peer: SocketAddr,
         initial: Vec<u8>,
         handles: Vec<(u32, Stream)>,
@@ -138,7 +142,7 @@ impl Source {
             None => None,
         };
         Ok(Source {
-            conn: to_mio(lease)?,
+            conn: to_mio(lease.into())?,
             peer,
             kind: Kind::Framed {
                 decoder: Decoder::new(),
@@ -150,6 +154,81 @@ impl Source {
             tcp_eof: false,
             tls: None,
         })
+    }
+
+    /// A framed connection the client opened to us (ambackup, issue 14): `handles` maps
+    /// the stream handles of our CONNECT line to streams; `initial` is what was already
+    /// read from it. The control handle's closes were exchanged before.
+    pub fn accepted(
+        sock: TcpStream,
+        peer: SocketAddr,
+        initial: Vec<u8>,
+        handles: Vec<(u32, Stream)>,
+    ) -> Result<Source, StreamSetup> {
+        sock.set_nonblocking(true)
+            .map_err(|e| StreamSetup::Nonblocking(Arc::new(e)))?;
+        Ok(Source {
+            conn: Held::Accepted(mio::net::TcpStream::from_std(sock)),
+            peer,
+            kind: Kind::Framed {
+                decoder: Decoder::new(),
+                handles,
+                control: None,
+                initial,
+                out: Vec::new(),
+            },
+            tcp_eof: false,
+            tls: None,
+        })
+    }
+
+    /// Sends `frames` (already encoded) and waits until they are written, at most
+    /// `timeout`: ambackupd's last MESG lines after the data phase.
+    pub fn send_frames(&mut self, frames: &[u8], timeout: Duration) -> io::Result<()> {
+        if let Kind::Framed { out, .. } = &mut self.kind {
+            out.extend_from_slice(frames);
+        }
+        let until = Instant::now() + timeout;
+        loop {
+            self.flush_out()?;
+            let pending = match &self.kind {
+                Kind::Framed { out, .. } => !out.is_empty(),
+                Kind::Raw(_) => false,
+            } || self.tls.as_ref().is_some_and(ssl::TlsLayer::wants_write);
+            if !pending {
+                return self.conn.socket_mut().flush();
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            wait_writable(self.conn.socket_mut(), until - now);
+        }
+    }
+
+    /// Waits up to `timeout` for the peer to close the connection (what it sends meanwhile
+    /// is read and dropped): `true` when it did.
+    pub fn await_close(&mut self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        let mut scratch = [0u8; 4096];
+        loop {
+            match self.read_plain(&mut scratch) {
+                Ok(0) => {
+                    self.tcp_eof = true;
+                    return true;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let now = Instant::now();
+                    if now >= until {
+                        return false;
+                    }
+                    wait_readable(self.conn.socket_mut(), until - now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
     }
 
     /// The same connection inside TLS (auth ssl; the handshake is done).
@@ -212,9 +291,46 @@ impl Source {
     }
 }
 
+/// Blocks until `sock` is writable or `timeout` passed.
+fn wait_writable(sock: &mio::net::TcpStream, timeout: Duration) {
+    wait_for(sock, libc::POLLOUT, timeout);
+}
+
+/// Blocks until `sock` is readable or `timeout` passed.
+fn wait_readable(sock: &mio::net::TcpStream, timeout: Duration) {
+    wait_for(sock, libc::POLLIN, timeout);
+}
+
+fn wait_for(sock: &mio::net::TcpStream, events: libc::c_short, timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd for the duration of the call; the descriptor is owned by
+    // `sock`, which outlives it.
+    unsafe {
+        libc::poll(&mut pfd, 1, ms);
+    }
+}
+
+/// ambackupd's answers on MESG (issue 14): `start backup: <disk>` once the header is ready.
+struct MesgAnswer {
+    /// The MESG stream's handle.
+    handle: u32,
+    /// The line sent at [`ReceiverEvent::HeaderReady`], until it is sent.
+    start_line: Option<Vec<u8>>,
+}
+
 /// The receiver and everything that stores what it lets through.
 struct Sink<'a> {
     rx: Receiver,
+    /// ambackupd: what to answer on MESG.
+    answer: Option<MesgAnswer>,
+    /// Frames for the (one) framed connection, written by the loop.
+    outgoing: Vec<u8>,
     /// Where DATA goes: the holding file, from the header on through the server filters.
     store: Option<Store>,
     filters: ServerFilters,
@@ -250,7 +366,15 @@ impl Sink<'_> {
     fn drain_events(&mut self) {
         while let Some(ev) = self.rx.poll_event() {
             match ev {
-                ReceiverEvent::HeaderReady => self.write_header(),
+                ReceiverEvent::HeaderReady => {
+                    self.write_header();
+                    if let Some(a) = &mut self.answer
+                        && let Some(line) = a.start_line.take()
+                        && proto::frame::encode_frame(a.handle, &line, &mut self.outgoing).is_err()
+                    {
+                        log::warn!("the `start backup:` line does not fit in a frame");
+                    }
+                }
                 ReceiverEvent::EarlyData(bytes) => self.store(&bytes),
                 ReceiverEvent::Stop | ReceiverEvent::Complete => {}
             }
@@ -427,6 +551,8 @@ pub struct Session<'a> {
 
 /// What the data phase produced.
 pub struct SessionResult {
+    /// The connections, still open (dropping closes them).
+    sources: Vec<Source>,
     store: Option<Store>,
     header_fields: Option<DumpHeader>,
     index: Option<IndexWriter>,
@@ -453,12 +579,15 @@ impl<'a> Session<'a> {
         let cfg = ReceiverConfig {
             index_max: limits.max_index_bytes,
             dtimeout: limits.dtimeout,
+            mesg_two_way: limits.mesg_two_way,
             ..ReceiverConfig::default()
         };
         Session {
             sources,
             sink: Sink {
                 rx: Receiver::new(Instant::now(), cfg, &streams, tracker),
+                answer: None,
+                outgoing: Vec::new(),
                 store: Some(Store::Direct(writer)),
                 filters,
                 index,
@@ -473,6 +602,16 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// ambackupd (issue 14): answer `start_line` on MESG stream `handle` (of the framed
+    /// connection) when the client's header is complete.
+    pub fn answering_mesg(mut self, handle: u32, start_line: Vec<u8>) -> Self {
+        self.sink.answer = Some(MesgAnswer {
+            handle,
+            start_line: Some(start_line),
+        });
+        self
+    }
+
     /// Runs until every stream ended, the dump failed, or `dtimeout`.
     pub fn run(mut self) -> SessionResult {
         if let Err(e) = self.run_loop() {
@@ -482,6 +621,7 @@ impl<'a> Session<'a> {
         self.linger();
         let s = self.sink;
         SessionResult {
+            sources: self.sources,
             store: s.store,
             header_fields: s.header_fields,
             index: s.index,
@@ -529,6 +669,11 @@ impl<'a> Session<'a> {
             for (i, r) in ready.iter_mut().enumerate() {
                 if *r {
                     *r = self.service(i)?;
+                }
+                if !self.sink.outgoing.is_empty()
+                    && let Kind::Framed { out, .. } = &mut self.sources[i].kind
+                {
+                    out.append(&mut self.sink.outgoing);
                 }
                 if let Err(e) = self.sources[i].flush_out() {
                     return Err(DumpFailure::Link {
@@ -895,6 +1040,12 @@ fn finish_store(store: Store, received: CrcValue) -> Result<Stored, DumpFailure>
 }
 
 impl SessionResult {
+    /// The connections, to say more on them before they close (ambackupd's last MESG
+    /// lines); the caller drops them when done.
+    pub fn take_sources(&mut self) -> Vec<Source> {
+        std::mem::take(&mut self.sources)
+    }
+
     /// The verdict, with the files committed (success) or removed (failure).
     pub fn into_report(self, started: Instant) -> DumpReport {
         let Received {

@@ -5,6 +5,10 @@
 //! next request (bsdtcp: handles 1, 2, ...; UDP: a new handle and sequence), and closed as
 //! the real server closes it.
 //!
+//! A `dialin yes` host (issue 14) is never connected to: its bsdtcp connection is one the
+//! client opened to our listener, obtained through the rendezvous ([`Dialin`]), and then
+//! used exactly like one we opened.
+//!
 //! What this module must not do: build or read request bodies (see `request`, `proto`).
 
 use std::net::SocketAddr;
@@ -36,6 +40,65 @@ pub struct Link {
     pub tuning: Tuning,
     /// `connect-tries`, `req-tries`.
     pub initiator: InitiatorConfig,
+    /// The `dialin yes` hosts and how to reach them (none: every host is connected to).
+    pub dialin: Option<Arc<Dialin>>,
+}
+
+/// How the dial-in hosts of a run are reached (issue 14).
+#[derive(Debug)]
+pub struct Dialin {
+    /// The `dialin yes` hosts, lowercase.
+    pub hosts: std::collections::HashSet<String>,
+    /// `<run_dir>/dialin`.
+    pub rendezvous: super::rendezvous::Rendezvous,
+    /// How long to wait for the client's HOLD (`dumper.dialin_wait_secs`).
+    pub wait: Duration,
+}
+
+impl Dialin {
+    /// The dial-in hosts of `dles` (`(host, dialin)` pairs), or none when there are none.
+    pub fn of<'a>(
+        dles: impl IntoIterator<Item = (&'a str, bool)>,
+        settings: &conf::Settings,
+    ) -> Option<Arc<Dialin>> {
+        let hosts: std::collections::HashSet<String> = dles
+            .into_iter()
+            .filter(|(_, d)| *d)
+            .map(|(h, _)| h.to_ascii_lowercase())
+            .collect();
+        (!hosts.is_empty()).then(|| {
+            Arc::new(Dialin {
+                hosts,
+                rendezvous: super::rendezvous::Rendezvous::new(&settings.run_dir),
+                wait: settings.dumper.dialin_wait(),
+            })
+        })
+    }
+
+    /// Whether `host` dials in.
+    pub fn serves(&self, host: &str) -> bool {
+        self.hosts.contains(&host.to_ascii_lowercase())
+    }
+
+    /// A connection from `host`, through the rendezvous.
+    pub fn open(&self, host: &str, user: &str, tuning: &Tuning) -> Result<FramedConn, OpenError> {
+        let stream = super::rendezvous::obtain(&self.rendezvous, host, self.wait)
+            .map_err(|e| OpenError::Dialin(Arc::new(e)))?;
+        tuning.apply(socket2::SockRef::from(&stream));
+        let peer = stream
+            .peer_addr()
+            .map_err(|e| OpenError::Initiator(format!("{host}: dial-in connection: {e}")))?;
+        Ok(FramedConn::new(
+            super::held::Held::Accepted(stream),
+            peer,
+            user,
+        ))
+    }
+}
+
+/// Whether `host` is a dial-in host of `link`.
+pub fn dials_in(link: &Link, host: &str) -> bool {
+    link.dialin.as_ref().is_some_and(|d| d.serves(host))
 }
 
 /// How long we wait for the client to close its control handle after an exchange.
@@ -127,6 +190,22 @@ impl Control {
                         &link.tuning,
                         waits,
                     )
+                })
+            }
+            Control::Tcp { conn, host } if dials_in(link, host) => {
+                let Some(d) = link.dialin.as_ref() else {
+                    return no_pool("dialin");
+                };
+                // Waited for once: a client that did not come within dialin_wait_secs is
+                // not waited for again by connect-tries.
+                let mut gave_up: Option<OpenError> = None;
+                exchange::run(cfg, req, conn, || {
+                    if let Some(e) = &gave_up {
+                        return Err(e.clone());
+                    }
+                    d.open(host, &link.user, &link.tuning).inspect_err(|e| {
+                        gave_up = Some(e.clone());
+                    })
                 })
             }
             Control::Tcp { conn, host } => {

@@ -100,6 +100,9 @@ pub enum OpenError {
     /// The initiator's own account, when no attempt left a failure of ours (not expected).
     #[error("{0}")]
     Initiator(String),
+    /// A `dialin yes` host: no connection came through the rendezvous (issue 14).
+    #[error("{0}")]
+    Dialin(Arc<super::rendezvous::RendezvousError>),
     /// auth ssl: our files, the TLS handshake or a check of the client's certificate.
     #[error("{error}")]
     Ssl {
@@ -183,7 +186,9 @@ impl RequestFailure {
             RequestFailure::Open { error, .. } => Some(match error {
                 OpenError::Connect(c) => c.event(),
                 OpenError::Lease { .. } => HopEvent::NoPort,
-                OpenError::Initiator(_) | OpenError::Ssl { .. } => HopEvent::Other,
+                OpenError::Initiator(_) | OpenError::Ssl { .. } | OpenError::Dialin(_) => {
+                    HopEvent::Other
+                }
             }),
             RequestFailure::Unanswered {
                 awaited: Awaited::Ack,

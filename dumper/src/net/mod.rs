@@ -18,7 +18,9 @@
 
 pub mod control;
 pub mod exchange;
+pub mod held;
 pub mod proxy;
+pub mod rendezvous;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
@@ -429,6 +431,20 @@ pub enum ResolveError {
 
 /// Resolves a client host name to an IPv4 address (Amanda 3.5.1 on Debian is built
 /// `--without-ipv6`), preferring what the name resolves to first.
+/// [`resolve`], except for a `dialin yes` host of `link`, which is never looked up (it
+/// may have no name the server can resolve): its address is learnt from the connection it
+/// opens, and this placeholder (0.0.0.0) is never connected to.
+pub fn resolve_for(
+    link: &control::Link,
+    host: &str,
+    port: u16,
+) -> Result<SocketAddr, ResolveError> {
+    if control::dials_in(link, host) {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    resolve(host, port)
+}
+
 pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, ResolveError> {
     use std::net::ToSocketAddrs;
     let addrs: Vec<SocketAddr> = (host, port)

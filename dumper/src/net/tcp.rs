@@ -19,7 +19,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portpool_alloc::Lease;
+use super::held::Held;
 use proto::exchange::Packet;
 use proto::frame::{self, FrameHeader, HEADER_LEN, MAX_FRAME_LEN};
 use proto::pkt::PacketType;
@@ -30,7 +30,7 @@ use super::exchange::{Transport, TransportError};
 
 /// A framed TCP connection to a client.
 pub struct FramedConn {
-    lease: Lease<TcpStream>,
+    lease: Held<TcpStream>,
     peer: SocketAddr,
     user: Vec<u8>,
     handles: ControlHandles,
@@ -45,12 +45,13 @@ pub struct FramedConn {
 }
 
 impl FramedConn {
-    /// Wraps a connected, leased stream to `peer`; requests carry `SECURITY USER <user>`.
-    pub fn new(lease: Lease<TcpStream>, peer: SocketAddr, user: &str) -> FramedConn {
+    /// Wraps a connected stream to `peer` (leased, or opened by a dial-in client); requests
+    /// carry `SECURITY USER <user>`.
+    pub fn new(lease: impl Into<Held<TcpStream>>, peer: SocketAddr, user: &str) -> FramedConn {
         let mut handles = ControlHandles::new();
         let handle = handles.next().unwrap_or(1);
         FramedConn {
-            lease,
+            lease: lease.into(),
             peer,
             user: user.as_bytes().to_vec(),
             handles,
@@ -89,9 +90,9 @@ impl FramedConn {
         self.peer
     }
 
-    /// The local (leased) port.
-    pub fn port(&self) -> u16 {
-        self.lease.port()
+    /// The local (leased) port; none for a connection a dial-in client opened.
+    pub fn port(&self) -> Option<u16> {
+        self.lease.leased_port()
     }
 
     /// The control handle of the current exchange.
@@ -207,7 +208,7 @@ impl FramedConn {
     }
 
     /// The connection and the bytes read but not decoded yet, for the data phase.
-    pub fn into_parts(self) -> (Lease<TcpStream>, Vec<u8>, HashSet<u32>) {
+    pub fn into_parts(self) -> (Held<TcpStream>, Vec<u8>, HashSet<u32>) {
         let rest = self.buf[self.start..self.end].to_vec();
         (self.lease, rest, self.closed_by_peer)
     }

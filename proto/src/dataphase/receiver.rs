@@ -48,6 +48,10 @@ pub struct ReceiverConfig {
     pub dtimeout: Duration,
     /// The longest MESG line kept whole.
     pub max_mesg_line: usize,
+    /// A client-initiated backup (ambackup, spec §14.4): the client keeps MESG open until
+    /// the server's `MESG END`, so the data phase is complete once the client's
+    /// `sendbackup: end` (or `error`) line came and every other stream ended.
+    pub mesg_two_way: bool,
 }
 
 impl Default for ReceiverConfig {
@@ -57,6 +61,7 @@ impl Default for ReceiverConfig {
             index_max: 1024 * 1024 * 1024,
             dtimeout: Duration::from_secs(1800),
             max_mesg_line: LineSplitter::DEFAULT_MAX_LINE,
+            mesg_two_way: false,
         }
     }
 }
@@ -320,6 +325,23 @@ impl Receiver {
                 }
             }
         }
+        self.maybe_complete();
+    }
+
+    /// Every stream ended (two-way MESG: every other stream, and the client's last line
+    /// came): the dump is complete on the wire.
+    fn maybe_complete(&mut self) {
+        if self.is_over() || self.phase == Phase::Header {
+            return;
+        }
+        let done = self.open.is_empty()
+            || (self.cfg.mesg_two_way
+                && self.tracker.ended()
+                && self.open.as_slice() == [Stream::Mesg]);
+        if done {
+            self.phase = Phase::Complete;
+            self.events.push_back(ReceiverEvent::Complete);
+        }
     }
 
     fn account(&mut self, now: Instant, bytes: &[u8]) {
@@ -387,7 +409,9 @@ impl Receiver {
         if self.open.is_empty() && !self.is_over() {
             self.phase = Phase::Complete;
             self.events.push_back(ReceiverEvent::Complete);
+            return;
         }
+        self.maybe_complete();
     }
 
     fn end_mesg(&mut self) {

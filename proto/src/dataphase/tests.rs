@@ -438,3 +438,69 @@ fn without_client_filters_one_pass_gives_both_crcs_and_the_shell_can_fail_the_ph
     s.fail("again");
     assert_eq!(s.poll_event(), None, "one abort only");
 }
+
+// issue 14: in a client-initiated backup (ambackup) the client keeps MESG open until the
+// server's `MESG END`; the data phase ends with its `sendbackup: end` line instead.
+#[test]
+fn two_way_mesg_completes_on_the_end_line_once_the_other_streams_ended() {
+    let t = Instant::now();
+    let mut tracker = DumpTracker::new();
+    tracker.set_client_filters(false);
+    let cfg = ReceiverConfig {
+        mesg_two_way: true,
+        ..ReceiverConfig::default()
+    };
+    let streams = [Stream::Data, Stream::Mesg, Stream::Index, Stream::State];
+    let mut rx = Receiver::new(t, cfg.clone(), &streams, tracker.clone());
+    rx.on_mesg(t, &mesg_head());
+    assert_eq!(rx.poll_event(), Some(ReceiverEvent::HeaderReady));
+    let data = b"tar bytes".repeat(100);
+    assert_eq!(rx.on_data(t, &data), DataDisposition::Store);
+    let mut crc = Crc32c::new();
+    crc.update(&data);
+    let c = crc.value();
+    rx.on_stream_end(Stream::Data);
+    rx.on_stream_end(Stream::Index);
+    rx.on_mesg(
+        t,
+        format!(
+            "sendbackup: size 1\nsendbackup: native-CRC {:08x}:{}\nsendbackup: client-CRC {:08x}:{}\n",
+            c.crc, c.size, c.crc, c.size
+        )
+        .as_bytes(),
+    );
+    assert!(!rx.is_over(), "STATE is still open");
+    rx.on_stream_end(Stream::State);
+    assert!(!rx.is_over(), "the end line has not come");
+    rx.on_mesg(t, b"sendbackup: end\n");
+    assert!(rx.is_over());
+    assert_eq!(rx.poll_event(), Some(ReceiverEvent::Complete));
+    assert_eq!(rx.open_streams(), [Stream::Mesg]);
+    let got = rx.finish();
+    assert_eq!(got.error, None);
+    assert!(got.complete);
+    assert_eq!(got.outcome.status, DumpStatus::Done);
+
+    // The end line before the last stream: complete when that stream ends.
+    let mut rx = Receiver::new(
+        t,
+        cfg.clone(),
+        &[Stream::Data, Stream::Mesg],
+        tracker.clone(),
+    );
+    rx.on_mesg(t, &mesg_head());
+    rx.on_mesg(t, b"sendbackup: end\n");
+    assert!(!rx.is_over(), "DATA is still open");
+    rx.on_stream_end(Stream::Data);
+    assert!(rx.is_over());
+
+    // One-way MESG (a server-initiated dump) still waits for MESG's own end.
+    let one_way = ReceiverConfig::default();
+    let mut rx = Receiver::new(t, one_way, &[Stream::Data, Stream::Mesg], tracker);
+    rx.on_mesg(t, &mesg_head());
+    rx.on_mesg(t, b"sendbackup: end\n");
+    rx.on_stream_end(Stream::Data);
+    assert!(!rx.is_over());
+    rx.on_stream_end(Stream::Mesg);
+    assert!(rx.is_over());
+}

@@ -271,6 +271,12 @@ pub enum XmlLayout {
     /// The same as [`XmlLayout::Sendbackup`] before cleaning: what the dumper stores in the
     /// dump-file header (`DLE=<<ENDDLE`).
     HeaderDle,
+    /// ambackupd's CHECK reply (spec §14.3): the selfcheck layout without `<auth>` and
+    /// `<datapath>` (ambackupd writes neither; the client's own selfcheck reads the DLE).
+    AmbackupdCheck,
+    /// ambackupd's BACKUP reply (spec §14.3): program, [backup-program], disk, [device],
+    /// levels, options without `<auth>` and `<datapath>`.
+    AmbackupdBackup,
 }
 
 /// The rest of an opening tag that carries `value` raw: ` encoding="raw" raw="BASE64">`

@@ -21,6 +21,7 @@ pub const TARGETS: &[super::Target] = &[
     ("security_intake", security_intake),
     ("crc_text", crc_text),
     ("http_connect_answer", http_connect_answer),
+    ("dialin_lines", dialin_lines),
 ];
 
 /// A datagram parses or not; a parsed one re-encodes (when its header fits) to bytes that
@@ -347,6 +348,29 @@ pub fn http_connect_answer(data: &[u8]) {
             if u.credentials.is_some() { 4 } else { 3 }
         );
     }
+}
+
+/// The dial-in protocol's inputs (issue 14): a HOLD line, a session preamble, the HOLD
+/// request's arguments and the listener's reply. Parsed ones re-encode to themselves; a
+/// host name that passes the check can name a file in one directory and nothing else.
+pub fn dialin_lines(data: &[u8]) {
+    use crate::dialin::{self, HoldRequest, Line};
+    if let Ok(l) = Line::parse(data) {
+        assert_eq!(Line::parse(&l.encode()), Ok(l));
+    }
+    if let Ok(t) = dialin::parse_session_preamble(data) {
+        let frame = dialin::session_preamble(t);
+        assert_eq!(
+            dialin::parse_session_preamble(&frame[crate::frame::HEADER_LEN..]),
+            Ok(t)
+        );
+    }
+    if let Ok(r) = HoldRequest::parse(data) {
+        assert!(dialin::is_safe_host_name(&r.hostname));
+        assert!(!r.hostname.contains('/') && !r.hostname.starts_with('.'));
+        assert!(!r.config.contains('/'));
+    }
+    let _ = dialin::parse_hold_reply(data);
 }
 
 #[cfg(test)]

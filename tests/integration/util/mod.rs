@@ -14,6 +14,7 @@
 //! - [`hostile`], [`fake_amandad`], [`vtapes`]: hostile peers for amandad, a scripted fake
 //!   amandad for the dumper, the taper's vtape configurations;
 //! - [`workers`]: the threads of hostile peers and their connection-holding rounds.
+//! - [`ambackup`]: our `dumper listen` and the real `ambackup` against it (issue 14).
 //!
 //! The helpers the test modules use are re-exported here (`crate::util::Scratch`), so a test
 //! module does not need to know which file holds one. Everything here stays on 127.0.0.0/8 (or inside network
@@ -25,6 +26,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub mod ambackup;
 pub mod crypt;
 pub mod dumper_conf;
 pub mod fake_amandad;
@@ -53,7 +55,7 @@ pub use process::{
 };
 pub use real_amanda::{Program, RealServer, ServerOptions, amquote};
 pub use scratch::{Scratch, chown_amanda};
-pub use tree::{assert_same_tree, extract_tar, make_tricky_tree, set_mtime};
+pub use tree::{assert_same_tree, extract_tar, make_tricky_tree, set_mtime, small_dles};
 
 /// The Amanda user of Debian's packages.
 pub const AMANDA_USER: &str = "backup";

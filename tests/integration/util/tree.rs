@@ -9,6 +9,20 @@ use std::process::{Command, Stdio};
 
 use super::{Noise, pipe_through};
 
+/// `n` small DLEs `dle00`, `dle01`... under `data`, readable by everyone (a text file and a
+/// binary one in a subdirectory each).
+pub fn small_dles(data: &super::Scratch, n: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let d = data.join(format!("dle{i:02}"));
+            fs::create_dir_all(d.join("sub")).expect("mkdir");
+            fs::write(d.join("a.txt"), format!("dle {i}\n").repeat(100)).expect("write");
+            fs::write(d.join("sub/b.bin"), vec![i as u8; 20_000]).expect("write");
+            d
+        })
+        .collect()
+}
+
 /// Builds the test tree: names with spaces, a tab, quotes, a backslash and UTF-8, a symlink,
 /// empty file and directory, a 0700 directory, a 0600 file owned by root, a binary file, a
 /// file with an old mtime. Deterministic.

@@ -45,6 +45,17 @@ fn plain_open(out: &mut Vec<u8>, tag: &str, value: &[u8]) {
     }
 }
 
+/// Which option elements [`Dle::write_options`] writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Options {
+    /// A request to the client: no `SERVER-CUSTOM` encryption.
+    Request,
+    /// The dump-file header's copy: with `SERVER-CUSTOM` encryption.
+    Header,
+    /// ambackupd's replies: no `<auth>`, no `<datapath>`, no server encryption.
+    Ambackupd,
+}
+
 impl Dle {
     /// The `<dle>` element exactly as a 3.5.1 server writes it for a client with features
     /// `client`, in `layout`, including the final newline. See [`XmlLayout`].
@@ -67,10 +78,21 @@ impl Dle {
             }
         };
         match layout {
-            XmlLayout::Selfcheck | XmlLayout::Sendsize => {
+            XmlLayout::Selfcheck
+            | XmlLayout::Sendsize
+            | XmlLayout::AmbackupdCheck
+            | XmlLayout::AmbackupdBackup => {
+                let ambackupd = matches!(
+                    layout,
+                    XmlLayout::AmbackupdCheck | XmlLayout::AmbackupdBackup
+                );
                 app(&mut out);
-                write_estimate(&mut out, &self.estimates, client);
-                out.extend_from_slice(b"\n  ");
+                if layout == XmlLayout::AmbackupdBackup {
+                    out.extend_from_slice(b"  ");
+                } else {
+                    write_estimate(&mut out, &self.estimates, client);
+                    out.extend_from_slice(b"\n  ");
+                }
                 out.extend_from_slice(&format_tag(
                     "disk",
                     self.disk.as_deref().unwrap_or_default(),
@@ -93,7 +115,19 @@ impl Dle {
                         format!("    <spindle>{}</spindle>\n", self.spindle).as_bytes(),
                     );
                 }
-                self.write_options(&mut out, client, false);
+                if layout == XmlLayout::AmbackupdBackup {
+                    for level in &self.levels {
+                        out.extend_from_slice(
+                            format!("  <level>{}</level>\n", level.level).as_bytes(),
+                        );
+                    }
+                }
+                let options = if ambackupd {
+                    Options::Ambackupd
+                } else {
+                    Options::Request
+                };
+                self.write_options(&mut out, client, options);
                 out.extend_from_slice(b"</dle>\n");
             }
             XmlLayout::Sendbackup | XmlLayout::HeaderDle => {
@@ -114,7 +148,12 @@ impl Dle {
                 for level in &self.levels {
                     out.extend_from_slice(format!("  <level>{}</level>\n", level.level).as_bytes());
                 }
-                self.write_options(&mut out, client, header);
+                let options = if header {
+                    Options::Header
+                } else {
+                    Options::Request
+                };
+                self.write_options(&mut out, client, options);
                 let keep_properties =
                     header || client.has(Feature::DUMPTYPE_PROPERTY) || !self.scripts.is_empty();
                 if keep_properties {
@@ -130,9 +169,11 @@ impl Dle {
     }
 
     /// `xml_optionstr`: the option elements, each line joined by `\n`, then the scripts.
-    fn write_options(&self, out: &mut Vec<u8>, client: &Features, server_encrypt: bool) {
+    fn write_options(&self, out: &mut Vec<u8>, client: &Features, form: Options) {
+        let server_encrypt = form == Options::Header;
+        let ambackupd = form == Options::Ambackupd;
         let mut items: Vec<Vec<u8>> = Vec::new();
-        if client.has(Feature::OPTIONS_AUTH) {
+        if client.has(Feature::OPTIONS_AUTH) && !ambackupd {
             let mut v = b"  ".to_vec();
             plain_tag(&mut v, "auth", self.auth.as_deref().unwrap_or_default());
             items.push(v);
@@ -200,7 +241,7 @@ impl Dle {
         if self.kencrypt {
             items.push(b"  <kencrypt>YES</kencrypt>".to_vec());
         }
-        if client.has(Feature::XML_DATA_PATH) {
+        if client.has(Feature::XML_DATA_PATH) && !ambackupd {
             match &self.data_path {
                 None => {}
                 Some(DataPath::Amanda) => items.push(b"  <datapath>AMANDA</datapath>".to_vec()),

@@ -1,0 +1,259 @@
+//! `amandad --dial-out` (issue 14): the I/O shell around [`proto::dialin::HoldClient`].
+//!
+//! One thread keeps the HOLD connection to the server's `dumper listen` (blocking socket
+//! with read timeouts taken from the machine's deadline: it sleeps when there is nothing to
+//! do, never spins). On `OPEN <token>` a short-lived thread opens the session connection,
+//! writes its preamble and hands the socket to the event loop ([`Dialed`]), which serves it
+//! like a connection the server made.
+//!
+//! What this module must not do: decide anything about the protocol (that is `HoldClient`),
+//! or serve requests itself (the loop does, with all its bounds).
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use proto::dialin::{self, HoldAction, HoldClient, HoldConfig, HoldRequest, Token};
+use proto::frame::FrameReader;
+
+use crate::server::{Dialed, Keepalive};
+
+/// Amanda's bsdtcp connect timeout, for both kinds of connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Session connections being opened at once; an OPEN beyond it is dropped (the dumper's
+/// wait for it runs out and it asks again).
+const MAX_OPENING: usize = 16;
+
+/// What the dial-out thread needs.
+#[derive(Clone, Debug)]
+pub struct DialOut {
+    /// The listener.
+    pub host: String,
+    pub port: u16,
+    /// `SECURITY USER`.
+    pub user: String,
+    /// What the HOLD asks for.
+    pub request: HoldRequest,
+    pub hold: HoldConfig,
+    pub keepalive: Option<Keepalive>,
+}
+
+impl DialOut {
+    /// From the settings' `[amandad.dial_out]`; the error names the missing setting.
+    pub fn from_settings(
+        settings: &conf::Settings,
+        user: &str,
+        features_hex: String,
+        keepalive: Option<Keepalive>,
+    ) -> Result<DialOut, String> {
+        let d = &settings.amandad.dial_out;
+        let (host, port) = d.server_host_port()?;
+        if d.config.is_empty() {
+            return Err(
+                "amandad.dial_out.config is not set (the server's configuration name)".into(),
+            );
+        }
+        let hostname = if d.hostname.is_empty() {
+            nix::unistd::gethostname()
+                .map_err(|e| format!("this host's name: {e}"))?
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            d.hostname.clone()
+        };
+        if !dialin::is_safe_host_name(&hostname) {
+            return Err(format!(
+                "amandad.dial_out.hostname {hostname:?} is not a host name"
+            ));
+        }
+        Ok(DialOut {
+            host,
+            port,
+            user: user.to_string(),
+            request: HoldRequest {
+                features: features_hex,
+                hostname,
+                config: d.config.clone(),
+            },
+            hold: HoldConfig {
+                backoff_min: Duration::from_secs(d.backoff_min_secs),
+                backoff_max: Duration::from_secs(d.backoff_max_secs),
+                ..HoldConfig::default()
+            },
+            keepalive,
+        })
+    }
+}
+
+/// Starts the dial-out thread; it runs for the life of the process.
+pub fn spawn(cfg: DialOut, dialed: Dialed) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("dial-out".into())
+        .spawn(move || run(cfg, dialed))
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        // The jitter only spreads redials; time and pid are spread enough.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32;
+    }
+    u64::from_ne_bytes(b)
+}
+
+fn connect(cfg: &DialOut) -> io::Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = (cfg.host.as_str(), cfg.port).to_socket_addrs()?.collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+            Ok(s) => {
+                let sock = socket2::SockRef::from(&s);
+                if let Some(k) = cfg.keepalive {
+                    let ka = socket2::TcpKeepalive::new()
+                        .with_time(k.idle)
+                        .with_interval(k.interval)
+                        .with_retries(k.retries);
+                    let _ = sock.set_tcp_keepalive(&ka);
+                }
+                let _ = sock.set_tcp_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn run(cfg: DialOut, dialed: Dialed) {
+    let server = format!("{}:{}", cfg.host, cfg.port);
+    let mut hc = HoldClient::new(
+        cfg.hold.clone(),
+        &cfg.user,
+        &cfg.request,
+        seed(),
+        Instant::now(),
+    );
+    let opening = Arc::new(AtomicUsize::new(0));
+    let mut conn: Option<TcpStream> = None;
+    let mut reader = FrameReader::new();
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        while let Some(action) = hc.poll_action(Instant::now()) {
+            match action {
+                HoldAction::Connect => match connect(&cfg) {
+                    Ok(s) => {
+                        debug!("dial-out: connected to {server}");
+                        conn = Some(s);
+                        reader = FrameReader::new();
+                        hc.handle_connected(Instant::now());
+                    }
+                    Err(e) => hc.handle_connect_failed(Instant::now(), format!("connect: {e}")),
+                },
+                HoldAction::Send(bytes) => {
+                    if let Some(s) = conn.as_mut()
+                        && let Err(e) = s.write_all(&bytes)
+                    {
+                        hc.handle_closed(Instant::now(), format!("write: {e}"));
+                    }
+                }
+                HoldAction::Holding { heartbeat } => info!(
+                    "dial-out: holding a connection to {server} for {} (heartbeat {} s)",
+                    cfg.request.hostname,
+                    heartbeat.as_secs()
+                ),
+                HoldAction::OpenSession(token) => open_session(&cfg, token, &dialed, &opening),
+                HoldAction::Down { reason, retry_in } => {
+                    conn = None;
+                    warn!(
+                        "dial-out: connection to {server}: {reason}; dialing again in {:.1} s",
+                        retry_in.as_secs_f64()
+                    );
+                }
+            }
+        }
+        let now = Instant::now();
+        let wait = hc
+            .poll_timeout()
+            .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
+            .max(Duration::from_millis(1));
+        let Some(s) = conn.as_mut() else {
+            std::thread::sleep(wait);
+            hc.handle_timeout(Instant::now());
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(wait));
+        match s.read(&mut buf) {
+            Ok(0) => hc.handle_closed(Instant::now(), "the server closed the connection"),
+            Ok(n) => {
+                let mut input = &buf[..n];
+                loop {
+                    match reader.next(&mut input) {
+                        Ok(Some(f)) => hc.handle_frame(Instant::now(), f.handle, &f.payload),
+                        Ok(None) => break,
+                        Err(e) => {
+                            hc.handle_closed(Instant::now(), format!("bad frame: {e}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => hc.handle_closed(Instant::now(), format!("read: {e}")),
+        }
+        hc.handle_timeout(Instant::now());
+    }
+}
+
+/// Opens one session on its own thread (a connect may take [`CONNECT_TIMEOUT`], during
+/// which the HOLD must still answer PINGs).
+fn open_session(cfg: &DialOut, token: Token, dialed: &Dialed, opening: &Arc<AtomicUsize>) {
+    if opening.fetch_add(1, Ordering::SeqCst) >= MAX_OPENING {
+        opening.fetch_sub(1, Ordering::SeqCst);
+        warn!("dial-out: {MAX_OPENING} sessions are being opened already; OPEN {token} dropped");
+        return;
+    }
+    let cfg = cfg.clone();
+    let dialed = dialed.clone();
+    let counter = opening.clone();
+    let spawned = std::thread::Builder::new()
+        .name("dial-session".into())
+        .spawn(move || {
+            let result = connect(&cfg).and_then(|mut s| {
+                s.write_all(&dialin::session_preamble(token))?;
+                Ok(s)
+            });
+            counter.fetch_sub(1, Ordering::SeqCst);
+            match result {
+                Ok(s) => {
+                    debug!("dial-out: session {token} open");
+                    if dialed.hand_over(s).is_err() {
+                        warn!("dial-out: too many sessions waiting for the loop; {token} dropped");
+                    }
+                }
+                Err(e) => warn!(
+                    "dial-out: session {token} to {}:{}: {e}",
+                    cfg.host, cfg.port
+                ),
+            }
+        });
+    if let Err(e) = spawned {
+        opening.fetch_sub(1, Ordering::SeqCst);
+        warn!("dial-out: no thread for session {token}: {e}");
+    }
+}

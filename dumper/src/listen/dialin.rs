@@ -1,0 +1,412 @@
+//! The listener's `amdialin` service (issue 14; the protocol is `proto::dialin`): the HOLD
+//! connection of a `dialin yes` client, and the SESSION connections it opens on request.
+//!
+//! HOLD: after the listener's checks (`.amandahosts` with the service `amdialin`, the
+//! source port not required to be reserved: a client behind NAT or running as the Amanda
+//! user has none), this module checks the configuration, that the host is in its disklist
+//! and marked `dialin yes`, answers `OK HOLD heartbeat=<secs>`, binds the host's
+//! rendezvous socket and then, until the client goes away or a newer HOLD for the host
+//! replaces this one: sends `PING <n>` every heartbeat (3 unanswered: closed), and forwards
+//! each worker's `OPEN <token>`. One thread per HOLD (the listener's), asleep in `poll`
+//! between events.
+//!
+//! SESSION: a connection whose first frame is `AMDIALIN SESSION <token>` on handle 0 is
+//! passed to the worker waiting for that token ([`crate::net::rendezvous::deliver`]); the
+//! token, 128 random bits used once and bound to the HOLD's address, is what admits it.
+//!
+//! What this module must not do: accept connections or run the first checks (the listener
+//! does, `listen::conn`), or speak to the client on the worker's behalf (after the
+//! rendezvous the worker's requests go over the session exactly as over a connection it
+//! opened).
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use proto::dialin::{self, HoldRequest, Line, SILENT_INTERVALS};
+use proto::frame::{self, FrameReader, HEADER_LEN};
+use proto::pkt::PacketType;
+
+use super::control::Control;
+use crate::net::rendezvous::{self, HostSocket, Rendezvous};
+
+/// How long the client may take to ACK the HOLD's REP and close handle 1.
+const REPLY_WAIT: Duration = Duration::from_secs(30);
+
+/// Bytes a holder may have sent and we not yet decoded: its lines are a few bytes.
+const MAX_PENDING: usize = 64 << 10;
+
+/// How long a peer whose name check failed is watched for a session preamble before it
+/// gets the refusal (a dial-in session needs no name: its token admits it).
+pub const PREAMBLE_PEEK: Duration = Duration::from_secs(2);
+
+/// What the service needs from the listener.
+#[derive(Clone, Debug)]
+pub struct DialinShared {
+    /// `<run_dir>/dialin`.
+    pub rendezvous: Rendezvous,
+    /// The PING interval (`dumper.dialin_heartbeat_secs`).
+    pub heartbeat: Duration,
+}
+
+impl DialinShared {
+    /// From amanda-rs's settings.
+    pub fn from_settings(s: &conf::Settings) -> DialinShared {
+        DialinShared {
+            rendezvous: Rendezvous::new(&s.run_dir),
+            heartbeat: Duration::from_secs(s.dumper.dialin_heartbeat_secs),
+        }
+    }
+}
+
+/// Whether a REQ body asks for `amdialin` (its source port is then not required to be
+/// reserved: the client dials out from wherever it is).
+pub fn is_dialin_request(body: &[u8]) -> bool {
+    body.split(|&b| b == b'\n')
+        .take(3)
+        .any(|l| l == format!("SERVICE {}", dialin::SERVICE).as_bytes())
+}
+
+/// Whether `payload` on `handle` is a session preamble.
+pub fn is_preamble(handle: u32, payload: &[u8]) -> bool {
+    handle == dialin::SESSION_HANDLE && payload.starts_with(b"AMDIALIN SESSION ")
+}
+
+/// Looks, for up to `wait`, whether the connection starts with a session preamble (without
+/// consuming anything).
+pub fn peek_preamble(sock: &TcpStream, wait: Duration) -> bool {
+    let prefix = b"AMDIALIN SESSION ";
+    let want = HEADER_LEN + prefix.len();
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 64];
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        let _ = sock.set_read_timeout(Some(deadline - now));
+        match sock.peek(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) if n >= want => {
+                let mut h = [0u8; HEADER_LEN];
+                h.copy_from_slice(&buf[..HEADER_LEN]);
+                let header = frame::FrameHeader::from_bytes(h);
+                let _ = sock.set_read_timeout(None);
+                return header.handle == dialin::SESSION_HANDLE
+                    && buf[HEADER_LEN..want] == prefix[..];
+            }
+            // Fewer bytes than a preamble's start: wait for more (peek returns at once
+            // while the bytes are there, so sleep a little between looks).
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A SESSION connection: hands it to the worker waiting for its token.
+pub fn session(d: &DialinShared, sock: TcpStream, peer: SocketAddr, payload: &[u8]) {
+    let token = match dialin::parse_session_preamble(payload) {
+        Ok(t) => t,
+        Err(e) => {
+            log::info!("{peer}: closed: {e}");
+            return;
+        }
+    };
+    match rendezvous::deliver(&d.rendezvous, token, &sock) {
+        Ok(()) => log::debug!("{peer}: dial-in session {token} passed to its worker"),
+        // Unknown, used or expired: nobody is waiting for it.
+        Err(e) => log::info!("{peer}: dial-in session {token} refused: {e}"),
+    }
+}
+
+/// The disklist checks of a HOLD, in order: the configuration, the host, its mark. The
+/// error is the REP's `ERROR` text.
+fn check_host(config_dir: &std::path::Path, req: &HoldRequest) -> Result<String, String> {
+    let plan = crate::plan::load_in(config_dir, &req.config).map_err(|e| {
+        log::warn!("amdialin: config {}: {e}", req.config);
+        "configuration errors; aborting connection".to_string()
+    })?;
+    let host = &req.hostname;
+    let dles: Vec<_> = plan
+        .dles
+        .iter()
+        .filter(|d| d.host.eq_ignore_ascii_case(host))
+        .collect();
+    if dles.is_empty() {
+        return Err(format!("No host '{host}'"));
+    }
+    if !dles.iter().any(|d| d.dialin) {
+        let disklist = plan.config.diskfile_path();
+        return Err(format!(
+            "{host} is not marked dial-in in {} / {} (dumptype parameter `dialin yes`)",
+            disklist.display(),
+            plan.conf_path.display()
+        ));
+    }
+    // The disklist's spelling names the rendezvous socket the workers look for.
+    Ok(dles[0].host.clone())
+}
+
+/// The HOLD service: checks, then holds the connection (see the module docs).
+pub fn hold(
+    d: &DialinShared,
+    config_dir: &std::path::Path,
+    mut control: Control,
+    handle: u32,
+    args: &[u8],
+    ssl: bool,
+) {
+    let peer = control.peer();
+    let refuse = |mut control: Control, text: &str| {
+        log::info!("{peer}: amdialin: ERROR {text}");
+        let body = format!("ERROR {text}\n");
+        if control
+            .send(handle, PacketType::Rep, body.as_bytes())
+            .is_ok()
+        {
+            let _ = control.read_packet(handle, REPLY_WAIT, 1024, "ACK");
+            control.finish(handle, REPLY_WAIT);
+        }
+    };
+    if ssl {
+        return refuse(control, "amdialin works over auth bsdtcp only so far");
+    }
+    let req = match HoldRequest::parse(args) {
+        Ok(r) => r,
+        Err(e) => return refuse(control, &e.to_string()),
+    };
+    let host = match check_host(config_dir, &req) {
+        Ok(h) => h,
+        Err(text) => return refuse(control, &text),
+    };
+    let holder = match HostSocket::bind(&d.rendezvous, &host) {
+        Ok(h) => h,
+        Err(e) => {
+            log::warn!("{peer}: amdialin: {e}");
+            return refuse(
+                control,
+                "the dial-in rendezvous of the server failed (see its log)",
+            );
+        }
+    };
+    if control
+        .send(handle, PacketType::Rep, &dialin::hold_ok(d.heartbeat))
+        .is_err()
+    {
+        return;
+    }
+    match control.read_packet(handle, REPLY_WAIT, 1024, "ACK") {
+        Ok((PacketType::Ack, _)) => {}
+        other => {
+            log::info!("{peer}: amdialin: no ACK of the HOLD: {other:?}");
+            return;
+        }
+    }
+    // The client closes handle 1 after its ACK; ours answers it.
+    loop {
+        match control.read_frame(REPLY_WAIT, 1024, "close") {
+            Ok((h, p)) if h == handle && p.is_empty() => break,
+            Ok(_) => {}
+            Err(e) => {
+                log::info!("{peer}: amdialin: {e}");
+                return;
+            }
+        }
+    }
+    if control.close_handle(handle).is_err() {
+        return;
+    }
+    log::info!(
+        "{peer}: holding the dial-in connection of {host} (config {})",
+        req.config
+    );
+    let (sock, _, pending) = control.into_parts();
+    let reason = hold_loop(d, &holder, sock, peer.ip(), &pending);
+    log::info!("{peer}: the dial-in connection of {host} ended: {reason}");
+}
+
+/// PINGs, PONGs and OPENs until the connection ends; returns why it ended.
+fn hold_loop(
+    d: &DialinShared,
+    holder: &HostSocket,
+    mut sock: TcpStream,
+    client: IpAddr,
+    pending: &[u8],
+) -> String {
+    let _ = sock.set_nonblocking(true);
+    let _ = sock.set_write_timeout(Some(REPLY_WAIT));
+    let mut reader = FrameReader::new();
+    let mut buf = vec![0u8; 4096];
+    let mut input: Vec<u8> = pending.to_vec();
+    let mut n: u64 = 0;
+    let mut unanswered: u32 = 0;
+    let mut next_ping = Instant::now() + d.heartbeat;
+    loop {
+        // What the client sent.
+        let mut rest = &input[..];
+        loop {
+            match reader.next(&mut rest) {
+                Ok(Some(f)) if f.handle == dialin::LINE_HANDLE => match Line::parse(&f.payload) {
+                    Ok(Line::Pong(_)) => unanswered = 0,
+                    Ok(other) => return format!("unexpected {other:?} from the client"),
+                    Err(e) => return e.to_string(),
+                },
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => return format!("bad frame: {e}"),
+            }
+        }
+        input.clear();
+        if reader.buffered() > MAX_PENDING {
+            return format!("more than {MAX_PENDING} bytes of an unfinished frame");
+        }
+        let now = Instant::now();
+        if now >= next_ping {
+            if holder.replaced() {
+                return "a newer HOLD connection of the host replaced it".into();
+            }
+            if unanswered >= SILENT_INTERVALS {
+                return format!("{unanswered} PINGs unanswered");
+            }
+            n += 1;
+            unanswered += 1;
+            if let Err(e) = write_line(&mut sock, Line::Ping(n)) {
+                return format!("write: {e}");
+            }
+            next_ping = now + d.heartbeat;
+            continue;
+        }
+        let wait = next_ping - now;
+        let (tcp_ready, unix_ready) = {
+            let mut fds = [
+                PollFd::new(sock.as_fd(), PollFlags::POLLIN),
+                PollFd::new(holder.as_fd(), PollFlags::POLLIN),
+            ];
+            let ms = u16::try_from(wait.as_millis().clamp(1, 60_000)).unwrap_or(60_000);
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return format!("poll: {e}"),
+            }
+            let ready = |f: &PollFd<'_>| {
+                f.revents().is_some_and(|r| {
+                    r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                })
+            };
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if tcp_ready {
+            match sock.read(&mut buf) {
+                Ok(0) => return "closed by the client".into(),
+                Ok(k) => input.extend_from_slice(&buf[..k]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return format!("read: {e}"),
+            }
+        }
+        if unix_ready {
+            while let Some(req) = holder.next_request() {
+                let token = req.token;
+                match write_line(&mut sock, Line::Open(token)) {
+                    Ok(()) => req.forwarded(client),
+                    Err(e) => {
+                        req.refuse("the dial-in connection broke");
+                        return format!("write: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write_line(sock: &mut TcpStream, line: Line) -> io::Result<()> {
+    let bytes = line.frame();
+    let mut at = 0;
+    let until = Instant::now() + REPLY_WAIT;
+    // The socket is non-blocking (for the poll): a full send buffer is waited out here,
+    // within the write deadline.
+    while at < bytes.len() {
+        match sock.write(&bytes[at..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => at += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(root: &std::path::Path) {
+        let dir = root.join("Daily");
+        std::fs::create_dir_all(dir.join("holding")).unwrap();
+        let conf = format!(
+            "org \"t\"\ndumpuser \"backup\"\ndefine holdingdisk hd1 {{\n    directory \"{}\"\n}}\nholdingdisk \"hd1\"\n\
+             define dumptype lan {{\n    auth \"bsdtcp\"\n    program \"GNUTAR\"\n}}\n\
+             define dumptype nat {{\n    lan\n    dialin yes\n}}\n",
+            dir.join("holding").display()
+        );
+        std::fs::write(dir.join("amanda.conf"), conf).unwrap();
+        std::fs::write(dir.join("disklist"), "natclient /a nat\nlanclient /a lan\n").unwrap();
+    }
+
+    fn req(host: &str, config: &str) -> HoldRequest {
+        HoldRequest {
+            features: String::new(),
+            hostname: host.into(),
+            config: config.into(),
+        }
+    }
+
+    // issue 14: a HOLD is refused, with a text naming why, for a configuration that does not
+    // load, a host not in the disklist, and a host not marked dial-in.
+    #[test]
+    fn hold_checks_the_config_the_disklist_and_the_dialin_mark_in_order() {
+        let t = tempfile::tempdir().unwrap();
+        config(t.path());
+        assert_eq!(
+            check_host(t.path(), &req("NATCLIENT", "Daily")),
+            Ok("natclient".to_string())
+        );
+        assert_eq!(
+            check_host(t.path(), &req("natclient", "Nope")),
+            Err("configuration errors; aborting connection".to_string())
+        );
+        assert_eq!(
+            check_host(t.path(), &req("stranger", "Daily")),
+            Err("No host 'stranger'".to_string())
+        );
+        let e = check_host(t.path(), &req("lanclient", "Daily")).unwrap_err();
+        assert!(
+            e.starts_with("lanclient is not marked dial-in in ") && e.contains("dialin yes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn only_an_amdialin_request_and_a_handle_0_preamble_are_recognised() {
+        assert!(is_dialin_request(
+            b"SECURITY USER backup\nSERVICE amdialin\nOPTIONS x;\n"
+        ));
+        assert!(!is_dialin_request(
+            b"SECURITY USER backup\nSERVICE ambackupd\n"
+        ));
+        assert!(!is_dialin_request(
+            b"SECURITY USER backup\nSERVICE amdialinx\n"
+        ));
+        assert!(is_preamble(0, b"AMDIALIN SESSION 00\n"));
+        assert!(!is_preamble(1, b"AMDIALIN SESSION 00\n"));
+        assert!(!is_preamble(0, b"SERVICE noop\n"));
+    }
+}

@@ -1,0 +1,203 @@
+//! What `dumper listen` does with the first packet of a connection (issue 14), as a pure
+//! function: accept it as a request for one of the listener's services, or answer it with
+//! the NAK the real amandad sends (spec §3.2, §3.4, §4.1).
+//!
+//! The order is amandad's: the wire checks (`proto::security::check_received`: reserved
+//! source port for bsdtcp, SERVICE and SECURITY lines), then `.amandahosts` for
+//! (peer, user, service), then the body's split, then whether the listener serves that
+//! service. So the same bad request gets the same NAK from us as from the real amandad
+//! running ambackupd on an Amanda server.
+//!
+//! What this module must not do: I/O (`.amandahosts` is consulted through the caller's
+//! closure), or know what a service does once accepted.
+
+use std::net::IpAddr;
+
+use proto::pkt::PacketType;
+use proto::security::{self, Checked, Peer, PortRule};
+
+/// The services of the listener. The dispatch on them is in `listen::conn`; a service is
+/// added here and there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    /// `noop`: our features (ambackup asks first, to learn them).
+    Noop,
+    /// `ambackupd`: LISTDLE, CHECK, BACKUP of a client's own DLEs (spec §14).
+    Ambackupd,
+    /// `amdialin`: a `dialin yes` client's HOLD connection (amanda-rs, issue 14).
+    Amdialin,
+}
+
+impl Service {
+    /// The service of a SERVICE line's name.
+    pub fn from_name(name: &[u8]) -> Option<Service> {
+        match name {
+            b"noop" => Some(Service::Noop),
+            b"ambackupd" => Some(Service::Ambackupd),
+            b"amdialin" => Some(Service::Amdialin),
+            _ => None,
+        }
+    }
+
+    /// The name on the wire and in `.amandahosts`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Noop => "noop",
+            Service::Ambackupd => "ambackupd",
+            Service::Amdialin => "amdialin",
+        }
+    }
+}
+
+/// The `.amandahosts` check: (peer name, address, remote user, service) -> `Err` with the
+/// refusal text.
+pub type HostsCheck<'a> = &'a dyn Fn(&str, IpAddr, &str, &str) -> Result<(), String>;
+
+/// The `.amandahosts` check of `hosts` as amandad makes it (a `localhost` line also
+/// matches the loopback address), the refusal as its text.
+pub fn check_hosts(
+    hosts: &conf::AmandaHosts,
+    host: &str,
+    addr: IpAddr,
+    user: &str,
+    service: &str,
+) -> Result<(), String> {
+    hosts
+        .check(
+            host,
+            conf::amandahosts::is_amanda_loopback(&addr),
+            user,
+            service,
+        )
+        .map_err(|r| r.to_string())
+}
+
+/// The verdict on a connection's packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict<'a> {
+    /// Run `service` for `user` with `args` (the body after the SERVICE line).
+    Accept {
+        /// The service.
+        service: Service,
+        /// The remote user of the SECURITY line.
+        user: String,
+        /// What follows the service name (`OPTIONS ...\n` and the command).
+        args: &'a [u8],
+    },
+    /// Answer with a NAK with this body on the packet's handle, then close.
+    Nak(Vec<u8>),
+    /// Not a REQ: amandad ignores it.
+    Ignore(PacketType),
+}
+
+/// Judges a packet. `peer` is the sender as amandad names it (reverse DNS, or the address)
+/// with its source port; `rule` whether that port must be reserved (bsdtcp: yes); `hosts`
+/// is the `.amandahosts` check for (peer name, address, user, service), `Err` carrying the
+/// refusal text.
+pub fn judge<'a>(
+    peer: Peer<'_>,
+    addr: IpAddr,
+    rule: PortRule,
+    hosts: HostsCheck<'_>,
+    ptype: PacketType,
+    body: &'a [u8],
+) -> Verdict<'a> {
+    let request = match security::check_received(ptype, peer, rule, body) {
+        Err(e) => return Verdict::Nak(e.nak_body()),
+        Ok(Checked::Other { ptype, .. }) => return Verdict::Ignore(ptype),
+        Ok(Checked::Request(r)) => r,
+    };
+    let user = String::from_utf8_lossy(request.remote_user).into_owned();
+    let service_line = String::from_utf8_lossy(request.service).into_owned();
+    if let Err(text) = hosts(peer.name, addr, &user, &service_line) {
+        return Verdict::Nak(security::nak_body(text.as_bytes()));
+    }
+    let split = match security::parse_service_request(request.body) {
+        Ok(s) => s,
+        Err(e) => return Verdict::Nak(e.nak_body()),
+    };
+    match Service::from_name(split.service) {
+        Some(service) => Verdict::Accept {
+            service,
+            user,
+            args: split.arguments,
+        },
+        None => Verdict::Nak(proto::request::nak_invalid_service(split.service)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn judged(port: u16, hosts_line: &str, body: &[u8]) -> Verdict<'static> {
+        let h = conf::amandahosts::AmandaHosts::parse(
+            "/var/backups/.amandahosts",
+            hosts_line.as_bytes(),
+            "backup",
+        );
+        let check = move |host: &str, addr: IpAddr, user: &str, service: &str| {
+            check_hosts(&h, host, addr, user, service)
+        };
+        let peer = Peer {
+            name: "localhost",
+            port,
+        };
+        let body: &'static [u8] = Box::leak(body.to_vec().into_boxed_slice());
+        judge(
+            peer,
+            LOCAL,
+            PortRule::Reserved,
+            &check,
+            PacketType::Req,
+            body,
+        )
+    }
+
+    const LIST: &[u8] = b"SECURITY USER backup\nSERVICE ambackupd\nOPTIONS features=ff;hostname=localhost;config=c;\nLISTDLE\n";
+
+    #[test]
+    fn an_allowed_request_is_accepted_with_its_arguments() {
+        let v = judged(516, "localhost backup noop ambackupd\n", LIST);
+        assert_eq!(
+            v,
+            Verdict::Accept {
+                service: Service::Ambackupd,
+                user: "backup".into(),
+                args: b"OPTIONS features=ff;hostname=localhost;config=c;\nLISTDLE\n",
+            }
+        );
+    }
+
+    // issue 14: the real amandad's texts (traces ambackup-errors/, spec §14.1).
+    #[test]
+    fn refusals_carry_the_real_amandads_nak_texts() {
+        let v = judged(516, "localhost backup\n", LIST);
+        assert_eq!(
+            v,
+            Verdict::Nak(
+                b"ERROR user backup from localhost is not allowed to execute the service ambackupd: /var/backups/.amandahosts: invalid service ambackupd\n".to_vec()
+            )
+        );
+        let v = judged(40000, "localhost backup ambackupd\n", LIST);
+        assert_eq!(
+            v,
+            Verdict::Nak(b"ERROR host localhost: port 40000 not secure\n".to_vec())
+        );
+        let v = judged(
+            516,
+            "localhost backup sendsize\n",
+            b"SECURITY USER backup\nSERVICE sendsize\nOPTIONS features=ff;\n",
+        );
+        assert_eq!(
+            v,
+            Verdict::Nak(
+                b"ERROR sendsize: invalid service, add 'sendsize' as argument to amandad\n"
+                    .to_vec()
+            )
+        );
+    }
+}

@@ -1,0 +1,416 @@
+//! Issue 14, client-initiated backups: the real Debian `ambackup` (with the real amservice,
+//! bsdtcp from a reserved port) against our `dumper listen` and its `ambackupd`.
+//!
+//! - list, check and backup of two DLEs under inetd, then a level 1 after a change;
+//!   `dumper restore` of each chain is identical to the source;
+//! - refusals with the real texts: a client that `.amandahosts` does not allow (the real
+//!   amandad's NAK), a DLE not in the disklist, a host not in the disklist; a dump that
+//!   fails on the server reaches the client as `backup failed: <disk>: <reason>`;
+//! - auth ssl: the real ambackup (TLS client with its amssl certificate, CN 127.0.0.1)
+//!   backs up to our listener (TLS server), and the dump restores identical;
+//! - 1,000 connections that never speak do not keep a real `ambackup list` out of a
+//!   standalone listener, whose memory stays bounded.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::ssl_util::{Kind, trees};
+use crate::util::ambackup::{AMBACKUP, AmbackupLab, Listener, SslTrees};
+use crate::util::{self, Scratch};
+use crate::{require_root, require_tool};
+
+/// What every test here needs, or a loud skip (a failure under CI).
+macro_rules! require_ambackup {
+    () => {
+        require_root!();
+        require_tool!(AMBACKUP);
+        require_tool!("/usr/sbin/amservice");
+        require_tool!(util::INETD);
+    };
+}
+
+/// Two DLEs: the tricky tree and a plain one (names without blanks: ambackup sends the
+/// disk unquoted and ambackupd cuts it at a blank, spec §14.2).
+fn two_dles(data: &Scratch) -> Vec<PathBuf> {
+    let a = data.join("tricky");
+    let b = data.join("second");
+    util::make_tricky_tree(&a);
+    fs::create_dir_all(b.join("sub")).expect("mkdir");
+    for i in 1..=3 {
+        fs::write(b.join(format!("f{i}.txt")), format!("ambackup file {i}\n")).expect("write");
+    }
+    fs::write(
+        b.join("sub/noise.bin"),
+        util::Noise::new(7).low_bytes(300_000),
+    )
+    .expect("write");
+    vec![a, b]
+}
+
+const ALLOW: &str = "localhost backup noop ambackupd\n";
+
+/// Two DLEs of host `localhost` in a lab allowed by [`ALLOW`]; the data lives as long as
+/// the returned scratch directory.
+fn localhost_lab(tag: &str, how: Listener) -> (Scratch, Vec<PathBuf>, AmbackupLab) {
+    let data = Scratch::new(&format!("{tag}-data"));
+    let dles = two_dles(&data);
+    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
+    let lab = AmbackupLab::new(tag, "localhost", &refs, ALLOW, how);
+    (data, dles, lab)
+}
+
+/// `ambackup list` succeeds and names every DLE.
+fn assert_lists(lab: &AmbackupLab, dles: &[PathBuf], what: &str) {
+    let (st, out) = lab.ambackup(&["list"]);
+    assert!(
+        st.success(),
+        "ambackup list ({what}):\n{out}\n{}",
+        lab.log()
+    );
+    for d in dles {
+        let want = format!("DLE {}", d.display());
+        assert!(
+            out.lines().any(|l| l == want),
+            "no {want:?} ({what}) in:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn outbound_ambackup_real_client_lists_checks_and_backs_up_then_restores_identical() {
+    require_ambackup!();
+    let (_data, dles, lab) = localhost_lab("outbound-ab", Listener::Inetd);
+    assert_lists(&lab, &dles, "inetd");
+
+    let (st, out) = lab.ambackup(&["check"]);
+    assert!(
+        st.success() && out.contains("check succeeded"),
+        "ambackup check:\n{out}\n{}",
+        lab.log()
+    );
+    assert!(!out.contains("ERROR"), "{out}");
+
+    let backup = |round: &str| {
+        let (st, out) = lab.ambackup(&["backup"]);
+        assert!(
+            st.success(),
+            "ambackup backup ({round}):\n{out}\n{}",
+            lab.log()
+        );
+        for d in &dles {
+            for want in [
+                format!("start backup: {}", d.display()),
+                format!("backup done: {}", d.display()),
+            ] {
+                assert!(
+                    out.lines().any(|l| l == want),
+                    "no {want:?} ({round}) in:\n{out}\n{}",
+                    lab.log()
+                );
+            }
+        }
+    };
+    backup("full");
+    let (done, tmp) = lab.conf.holding_files();
+    assert!(tmp.is_empty(), "partial files left: {tmp:?}");
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert!(
+        done.iter().all(|p| p.to_string_lossy().ends_with(".0")),
+        "{done:?}"
+    );
+    // The index of each DLE, in the directory ambackupd made (3.5.1 does not make it).
+    let index = lab.conf.work.join("state/index/localhost");
+    let indexes = fs::read_dir(&index)
+        .unwrap_or_else(|e| panic!("{}: {e}", index.display()))
+        .count();
+    assert_eq!(indexes, 2);
+    // A report per BACKUP in logdir, as `dumper run` keeps one per night.
+    let logdir = lab.conf.work.join("state/log");
+    let reports: Vec<String> = fs::read_dir(&logdir)
+        .unwrap_or_else(|e| panic!("{}: {e}", logdir.display()))
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ambackupd."))
+        .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert_eq!(reports.len(), 2);
+    for d in &dles {
+        let disk = d.display().to_string();
+        assert!(reports.iter().any(|r| r.contains(&disk)), "{reports:?}");
+    }
+
+    // A change, then the level the dumper's policy picks: 1.
+    fs::write(dles[1].join("f2.txt"), "changed after the full\n").expect("write");
+    fs::remove_file(dles[1].join("f3.txt")).expect("rm");
+    fs::write(dles[1].join("new.txt"), "new after the full\n").expect("write");
+    backup("incremental");
+    let (done, _) = lab.conf.holding_files();
+    assert_eq!(
+        done.iter()
+            .filter(|p| p.to_string_lossy().ends_with(".1"))
+            .count(),
+        2,
+        "{done:?}"
+    );
+
+    for (i, d) in dles.iter().enumerate() {
+        let into = lab.conf.work.join(format!("restore{i}"));
+        let said = lab.conf.restore("localhost", d, &into);
+        assert!(said.contains("level 1"), "{said}");
+        util::assert_same_tree(d, &into, false);
+    }
+}
+
+#[test]
+fn outbound_ambackup_refusals_carry_the_real_amandad_and_ambackupd_texts() {
+    require_ambackup!();
+    let data = Scratch::new("outbound-ambackup-refusals");
+    let dles = two_dles(&data);
+    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
+
+    // .amandahosts allows noop but not ambackupd: the real amandad's NAK.
+    let lab = AmbackupLab::new(
+        "outbound-ab-hosts",
+        "localhost",
+        &refs,
+        "localhost backup noop\n",
+        Listener::Inetd,
+    );
+    let (_, out) = lab.ambackup(&["list"]);
+    let hosts = lab.conf.work.join("amandahosts");
+    let want = format!(
+        "user backup from localhost is not allowed to execute the service ambackupd: {}: invalid service ambackupd",
+        hosts.display()
+    );
+    assert!(out.contains(&want), "no {want:?} in:\n{out}");
+    drop(lab);
+
+    let lab = AmbackupLab::new(
+        "outbound-ab-refuse",
+        "localhost",
+        &refs,
+        ALLOW,
+        Listener::Inetd,
+    );
+    // A DLE that is not in the disklist.
+    let (_, out) = lab.ambackup(&["backup", "/no/such/dle"]);
+    assert!(
+        out.contains("ERROR No '/no/such/dle' dle for host 'localhost'"),
+        "{out}\n{}",
+        lab.log()
+    );
+    // A host that is not in the disklist.
+    lab.write_disklist(&format!(
+        "no-such-client.invalid {} ambackup\n",
+        dles[0].display()
+    ));
+    let (_, out) = lab.ambackup(&["list"]);
+    assert!(
+        out.contains("ERROR No host 'localhost'"),
+        "{out}\n{}",
+        lab.log()
+    );
+    let (_, out) = lab.ambackup(&["backup", &dles[0].display().to_string()]);
+    assert!(out.contains("ERROR No host 'localhost'"), "{out}");
+    let (done, tmp) = lab.conf.holding_files();
+    assert!(done.is_empty() && tmp.is_empty(), "{done:?} {tmp:?}");
+    // A dump that fails on the server after the data came: the client is told why on
+    // MESG, and nothing is left on the holding disk.
+    lab.write_disklist(&format!(
+        "localhost {} ambackup-failing\n",
+        dles[0].display()
+    ));
+    let (_, out) = lab.ambackup(&["backup"]);
+    let want = format!("backup failed: {}: ", dles[0].display());
+    let line = out.lines().find(|l| l.starts_with(&want));
+    assert!(
+        line.is_some_and(|l| l.contains("/bin/false")),
+        "no {want:?} naming the filter in:\n{out}\n{}",
+        lab.log()
+    );
+    let (done, tmp) = lab.conf.holding_files();
+    assert!(done.is_empty() && tmp.is_empty(), "{done:?} {tmp:?}");
+}
+
+/// Resident memory of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn outbound_ambackup_a_thousand_silent_connections_do_not_starve_a_real_list() {
+    require_ambackup!();
+    let how = Listener::Standalone {
+        max_connections: 64,
+        req_timeout: 30,
+    };
+    let (_data, dles, lab) = localhost_lab("outbound-ab-flood", how);
+    let pid = lab.pid().expect("standalone");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], lab.port));
+    let started = Instant::now();
+    let mut silent = Vec::new();
+    let mut peak = 0;
+    for i in 0..1000 {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(s) => silent.push(s),
+            Err(e) => panic!("connection {i} of the flood: {e}"),
+        }
+        if i % 100 == 0 {
+            peak = peak.max(rss_kib(pid));
+        }
+    }
+    // The flood is still open (the newest 64 inside the listener); a real client gets in.
+    assert_lists(&lab, &dles, "under the flood");
+    peak = peak.max(rss_kib(pid));
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    eprintln!(
+        "1000 silent connections + a real list: peak RSS of the listener {peak} KiB, in {:?}",
+        started.elapsed()
+    );
+    assert!(peak > 0 && peak < 64 * 1024, "peak RSS {peak} KiB");
+    assert!(
+        lab.log()
+            .contains("closing the oldest that has not made a request"),
+        "{}",
+        lab.log()
+    );
+    drop(silent);
+}
+
+/// Reads until the listener closes (or `limit`): what it sent, and how long it took.
+fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
+    let t0 = Instant::now();
+    s.set_read_timeout(Some(limit)).expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return (got, t0.elapsed()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        if t0.elapsed() > limit {
+            return (got, t0.elapsed());
+        }
+    }
+}
+
+#[test]
+fn outbound_ambackup_listener_bounds_hostile_first_frames_and_silent_peers() {
+    require_ambackup!();
+    let how = Listener::Standalone {
+        max_connections: 8,
+        req_timeout: 2,
+    };
+    let (_data, dles, lab) = localhost_lab("outbound-ab-hostile", how);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], lab.port));
+    // A REQ from an unreserved port: the real amandad's NAK.
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let port = s.local_addr().expect("addr").port();
+    let body =
+        b"\0SECURITY USER backup\nSERVICE ambackupd\nOPTIONS features=ff;config=x;\nLISTDLE\n\0";
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&1u32.to_be_bytes());
+    frame.extend_from_slice(body);
+    s.write_all(&frame).expect("write");
+    // (The listener then waits for our close of handle 1, as amandad does.)
+    let (got, _) = read_to_close(&mut s, Duration::from_secs(3));
+    let want = format!("\x04ERROR host localhost: port {port} not secure\n");
+    assert!(
+        String::from_utf8_lossy(&got).contains(&want),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // A first frame announcing 1 MiB: closed at once, nothing allocated for it.
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let mut hdr = (1u32 << 20).to_be_bytes().to_vec();
+    hdr.extend_from_slice(&1u32.to_be_bytes());
+    s.write_all(&hdr).expect("write");
+    let (got, took) = read_to_close(&mut s, Duration::from_secs(10));
+    assert!(
+        got.is_empty() && took < Duration::from_secs(2),
+        "{got:?} {took:?}"
+    );
+    // A peer that says nothing is closed after the REQ timeout (2 s here).
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let (got, took) = read_to_close(&mut s, Duration::from_secs(10));
+    assert!(got.is_empty(), "{got:?}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "closed after {took:?}"
+    );
+    // And a real client still gets its list.
+    assert_lists(&lab, &dles, "after the hostile peers");
+    let log = lab.log();
+    assert!(
+        log.contains("more than the 65536 this connection accepts"),
+        "{log}"
+    );
+    assert!(log.contains("no REQ within 2 s"), "{log}");
+}
+
+#[test]
+fn outbound_ambackup_over_ssl_backs_up_and_restores_identical() {
+    require_ambackup!();
+    require_tool!("/usr/sbin/amssl");
+    require_tool!("/usr/bin/openssl");
+    let t = trees(Kind::Main);
+    let data = Scratch::new("outbound-ambackup-ssl");
+    let dles = two_dles(&data);
+    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
+    // The client is named by its certificate's CN.
+    let lab = AmbackupLab::with_auth(
+        "outbound-ab-ssl",
+        "127.0.0.1",
+        &refs,
+        "127.0.0.1 backup noop ambackupd\n",
+        Listener::Inetd,
+        Some(SslTrees {
+            server: &t.server,
+            client: &t.client,
+        }),
+    );
+    let (st, out) = lab.ambackup(&["list"]);
+    assert!(
+        st.success(),
+        "ambackup list over ssl:\n{out}\n{}",
+        lab.log()
+    );
+    let (st, out) = lab.ambackup(&["backup"]);
+    assert!(
+        st.success(),
+        "ambackup backup over ssl:\n{out}\n{}",
+        lab.log()
+    );
+    for d in &dles {
+        let want = format!("backup done: {}", d.display());
+        assert!(
+            out.lines().any(|l| l == want),
+            "no {want:?} in:\n{out}\n{}",
+            lab.log()
+        );
+        let into = lab.conf.work.join(format!(
+            "restore-{}",
+            d.file_name().unwrap().to_string_lossy()
+        ));
+        lab.conf.restore("127.0.0.1", d, &into);
+        util::assert_same_tree(d, &into, false);
+    }
+}
+
+#[test]
+fn outbound_ambackup_systemd_socket_serves_a_real_list() {
+    require_ambackup!();
+    let (_data, dles, lab) = localhost_lab("outbound-ab-systemd", Listener::Systemd);
+    assert_lists(&lab, &dles, "systemd socket");
+}

@@ -1,0 +1,394 @@
+//! Issue 14: a client behind NAT that accepts no connection at all, backed up on the
+//! server's schedule over connections it opens itself (`dialin yes`, `amandad --dial-out`,
+//! the listener's `amdialin` service).
+//!
+//! ```text
+//!   server ns                router ns                         client ns
+//!   198.18.0.1 (no route     masquerades 198.18.1.0/24;        198.18.1.2, input policy
+//!   to 198.18.1.0/24)        counts (and drops) new            drop except established
+//!   dumper listen, run       connections server -> client      amandad --dial-out
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::netns::{SERVER_IP, Topology};
+use crate::util::{self, Dt, DumperConf, Program, Scratch, chown_amanda};
+use crate::{require_root, require_tool};
+
+/// The client's name in the disklist: nothing resolves it, nothing needs to.
+const HOST: &str = "natclient";
+
+/// The router's address on the server's side: what the server sees of the client.
+const NAT_IP: &str = "198.18.0.254";
+
+/// Router: masquerade the client network, and count every new connection from the server's
+/// network towards it (and drop it: the client must never need one).
+const ROUTER_RULES: &str = "table ip nat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr 198.18.1.0/24 ip daddr != 198.18.1.0/24 masquerade
+  }
+}
+table inet fw {
+  counter to_client { }
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    ip saddr 198.18.0.0/24 ip daddr 198.18.1.0/24 ct state new counter name to_client drop
+  }
+}
+";
+
+/// Client: nothing comes in but the answers to what it opened.
+const CLIENT_RULES: &str = "table inet fw {
+  chain input {
+    type filter hook input priority 0; policy drop;
+    iif lo accept
+    ct state established,related accept
+  }
+}
+";
+
+/// The NAT network, the listener in the server namespace and our amandad dialing out from
+/// the client namespace.
+struct Lab {
+    t: Topology,
+    conf: DumperConf,
+    data: Scratch,
+    dles: Vec<PathBuf>,
+    _runtar: util::RuntarInstall,
+    _machine: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Lab {
+    fn new(tag: &str, n: usize) -> Option<Lab> {
+        let t = Topology::create()?;
+        let machine = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        // amandad checks the server by the name it dialed; the listener sees the NAT.
+        util::ensure_amandahosts_line(&format!("{SERVER_IP} backup amdump"));
+        util::ensure_amandahosts_line(&format!("{NAT_IP} backup amdialin"));
+        let data = Scratch::new(tag);
+        let dles = util::small_dles(&data, n);
+        let list: Vec<(&str, &Path, &str)> =
+            dles.iter().map(|d| (HOST, d.as_path(), "nat")).collect();
+        let mut conf = DumperConf::new(
+            tag,
+            "inparallel 4\n",
+            &[Dt {
+                name: "nat",
+                auth: "bsdtcp",
+                port: 10080,
+                program: Program::Gnutar,
+                extra: "    maxdumps 4\n    dialin yes\n",
+            }],
+            &list,
+        );
+        let run_dir = conf.work.join("run");
+        std::fs::create_dir_all(&run_dir).expect("mkdir run");
+        chown_amanda(&run_dir);
+        conf.netns = Some(t.server.clone());
+        conf.env = vec![
+            ("AMANDA_RS_RUN_DIR".into(), run_dir.display().to_string()),
+            ("AMANDA_RS_DUMPER__DIALIN_WAIT_SECS".into(), "120".into()),
+        ];
+        // The server cannot route to the client network at all.
+        let out = t.run(&t.server, "ip", &["route", "del", "default"]);
+        assert!(out.status.success(), "{out:?}");
+        t.nft(&t.router, ROUTER_RULES).expect("router rules");
+        t.nft(&t.client, CLIENT_RULES).expect("client rules");
+
+        let listen_log = data.join("listen.log");
+        let config_dir = conf.work.path().display().to_string();
+        let run = run_dir.display().to_string();
+        t.spawn(
+            &t.server,
+            "env",
+            &[
+                &format!("AMANDA_RS_RUN_DIR={run}"),
+                "AMANDA_RS_DNS_CHECK=false",
+                "AMANDA_RS_DUMPER__DIALIN_HEARTBEAT_SECS=2",
+                "AMANDA_RS_LOG=debug",
+                &util::workspace_bin("dumper").display().to_string(),
+                "listen",
+                "--listen",
+                &format!("{SERVER_IP}:10080"),
+                "--config-dir",
+                &config_dir,
+                "--log",
+                &listen_log.display().to_string(),
+            ],
+        );
+        let runtar = util::install_runtar();
+        let settings = runtar.settings().display().to_string();
+        let amandad_log = data.join("amandad.log");
+        t.spawn(
+            &t.client,
+            "env",
+            &[
+                &format!("AMANDA_RS_AMANDAD__DIAL_OUT__SERVER={SERVER_IP}:10080"),
+                "AMANDA_RS_AMANDAD__DIAL_OUT__CONFIG=config",
+                &format!("AMANDA_RS_AMANDAD__DIAL_OUT__HOSTNAME={HOST}"),
+                "AMANDA_RS_LOG=debug",
+                &util::workspace_bin("amandad").display().to_string(),
+                "--dial-out",
+                "amdump",
+                "--log",
+                &amandad_log.display().to_string(),
+                "--settings",
+                &settings,
+            ],
+        );
+        Some(Lab {
+            t,
+            conf,
+            data,
+            dles,
+            _runtar: runtar,
+            _machine: machine,
+        })
+    }
+
+    fn logs(&self) -> String {
+        let read = |f: &str| std::fs::read_to_string(self.data.join(f)).unwrap_or_default();
+        format!(
+            "--- listen.log ---\n{}\n--- amandad.log ---\n{}",
+            read("listen.log"),
+            read("amandad.log")
+        )
+    }
+
+    /// Waits until the listener holds the client's connection.
+    fn wait_holding(&self, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self
+                .logs()
+                .contains(&format!("holding the dial-in connection of {HOST}"))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("no HOLD connection within {limit:?}:\n{}", self.logs());
+    }
+
+    /// New connections the router saw from the server's network to the client's.
+    fn connections_to_client(&self) -> u64 {
+        let out = self.t.run(
+            &self.t.router,
+            "nft",
+            &["list", "counter", "inet", "fw", "to_client"],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no counter in {text:?}"))
+    }
+
+    /// The levels of the DLEs the report says are OK.
+    fn ok_levels(report: &str) -> Vec<String> {
+        report
+            .lines()
+            .filter(|l| l.starts_with(&format!("  {HOST} ")) && l.trim_end().ends_with("OK"))
+            .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+            .collect()
+    }
+
+    fn night(&self, level: &str) -> String {
+        let (status, report) = self.conf.run();
+        assert!(
+            status.success(),
+            "dumper run ({level}) failed ({status}):\n{report}\n{}",
+            self.logs()
+        );
+        assert_eq!(
+            report.matches("  OK").count(),
+            self.dles.len(),
+            "every DLE dumped ({level}):\n{report}\n{}",
+            self.logs()
+        );
+        report
+    }
+
+    fn restore_all_identical(&self) {
+        for d in &self.dles {
+            let into = self.data.join(format!(
+                "restored-{}",
+                d.file_name().unwrap().to_string_lossy()
+            ));
+            self.conf.restore(HOST, d, &into);
+            util::assert_same_tree(d, &into, true);
+        }
+    }
+}
+
+// issue 14: the NAT and outbound-only acceptance night.
+#[test]
+fn outbound_only_client_behind_nat_is_backed_up_full_then_incremental_with_no_inbound_connection() {
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    let Some(lab) = Lab::new("nat-night", 20) else {
+        return;
+    };
+    lab.wait_holding(Duration::from_secs(30));
+    let (status, check) = lab.conf.check(&[]);
+    assert!(
+        status.success() && check.contains("reached over the connection it dials in"),
+        "dumper check ({status}):\n{check}\n{}",
+        lab.logs()
+    );
+    let first = lab.night("full");
+    assert_eq!(
+        Lab::ok_levels(&first),
+        vec!["0"; 20],
+        "fulls first:\n{first}"
+    );
+    // Something changes on the client; the second night is level 1.
+    std::fs::write(lab.dles[3].join("new.txt"), "after the full\n").expect("write");
+    std::fs::remove_file(lab.dles[5].join("a.txt")).expect("rm");
+    let second = lab.night("level 1");
+    assert_eq!(
+        Lab::ok_levels(&second),
+        vec!["1"; 20],
+        "then level 1:\n{second}"
+    );
+    lab.restore_all_identical();
+    assert_eq!(
+        lab.connections_to_client(),
+        0,
+        "the server opened connections towards the client network:\n{}",
+        lab.logs()
+    );
+}
+
+// issue 14: the client's link goes down for 30 s in the middle of a night, and the router
+// forgets its NAT mappings meanwhile (as a home router that restarts): the client redials,
+// the dumps that were in flight fail on their dead connections and are retried over new
+// sessions, every DLE ends dumped.
+#[test]
+fn outbound_client_link_cut_for_30s_mid_night_redials_and_every_dle_ends_dumped() {
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    let Some(mut lab) = Lab::new("nat-cut", 4) else {
+        return;
+    };
+    // Dumps slow enough to be cut in the middle: 4 DLEs of 10 MB, through a router that
+    // passes 2 MB/s from the client.
+    for (i, d) in lab.dles.iter().enumerate() {
+        let mut big = Vec::with_capacity(10 << 20);
+        let mut x: u64 = 0x9e37_79b9 ^ i as u64;
+        while big.len() < 10 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            big.extend_from_slice(&x.to_le_bytes());
+        }
+        std::fs::write(d.join("big.bin"), big).expect("write");
+    }
+    lab.conf
+        .env
+        .push(("AMANDA_RS_DUMPER__DIALIN_WAIT_SECS".into(), "180".into()));
+    let slow = format!(
+        "{ROUTER_RULES}table inet slow {{\n  chain forward {{\n    type filter hook forward priority -10; policy accept;\n    ct state invalid drop\n    ip saddr 198.18.1.0/24 limit rate over 2 mbytes/second drop\n  }}\n}}\n"
+    );
+    let router = lab.t.router.clone();
+    lab.t
+        .sysctl(&router, "net.netfilter.nf_conntrack_tcp_loose", "0")
+        .expect("sysctl");
+    lab.t.nft(&lab.t.router, &slow).expect("slow link");
+    lab.wait_holding(Duration::from_secs(30));
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.t.server])
+        .arg(util::workspace_bin("dumper"))
+        .arg("run")
+        .arg(&lab.conf.conf)
+        .args(["--progress", "plain", "--retry-delay", "1"])
+        .envs(lab.conf.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let run = cmd.spawn().expect("spawn dumper run");
+    // Cut once data flows (a holding .tmp file appears), for 30 s.
+    let start = Instant::now();
+    while lab.conf.holding_files().1.is_empty() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let cut = format!(
+        "{ROUTER_RULES}table inet cut {{\n  chain forward {{\n    type filter hook forward priority -10; policy drop;\n  }}\n}}\n"
+    );
+    let established = "net.netfilter.nf_conntrack_tcp_timeout_established";
+    lab.t.nft(&router, &cut).expect("cut the link");
+    lab.t.sysctl(&router, established, "5").expect("sysctl");
+    std::thread::sleep(Duration::from_secs(30));
+    lab.t
+        .sysctl(&router, established, "432000")
+        .expect("sysctl");
+    lab.t.nft(&router, &slow).expect("restore the link");
+    let out = run.wait_with_output().expect("dumper run");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        report.matches("  OK").count(),
+        lab.dles.len(),
+        "every DLE ends dumped ({}):\n{report}\n{}",
+        out.status,
+        lab.logs()
+    );
+    let logs = lab.logs();
+    assert!(
+        logs.matches(&format!("holding the dial-in connection of {HOST}"))
+            .count()
+            >= 2,
+        "the client redialed after the cut:\n{logs}"
+    );
+    assert!(
+        report.contains("(attempt 2)"),
+        "the dumps in flight were retried:\n{report}\n{logs}"
+    );
+    lab.restore_all_identical();
+    assert_eq!(lab.connections_to_client(), 0, "{logs}");
+}
+
+// issue 14: 1,000 connections to the listener that never speak (from the same NAT address
+// as the real client) do not keep the real client's night from running.
+#[test]
+fn outbound_1000_silent_dialins_do_not_starve_the_real_client() {
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    let Some(lab) = Lab::new("nat-flood", 3) else {
+        return;
+    };
+    lab.wait_holding(Duration::from_secs(30));
+    let flood = format!(
+        "import resource, socket, time\n\
+         resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))\n\
+         held = []\n\
+         for i in range(1000):\n\
+         \x20   try:\n\
+         \x20       s = socket.create_connection(('{SERVER_IP}', 10080), timeout=5)\n\
+         \x20       held.append(s)\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         print('connected', len(held), flush=True)\n\
+         time.sleep(600)\n"
+    );
+    lab.t.spawn(&lab.t.client, "python3", &["-c", &flood]);
+    // Let the flood get going before the night asks for its sessions.
+    std::thread::sleep(Duration::from_secs(3));
+    let report = lab.night("under a flood of silent connections");
+    assert_eq!(Lab::ok_levels(&report), vec!["0"; 3], "{report}");
+    lab.restore_all_identical();
+    let logs = lab.logs();
+    assert!(
+        logs.contains("closing the oldest that has not made a request"),
+        "the flood reached the listener's bound:\n{}",
+        &logs[..logs.len().min(20_000)]
+    );
+}

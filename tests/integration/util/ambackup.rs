@@ -1,0 +1,254 @@
+//! A client-initiated backup lab (issue 14): our `dumper listen` on a free 127.0.0.1 port
+//! (under a private openbsd-inetd, or standalone), a configuration whose disklist holds this
+//! host's DLEs (amgtar), the real Debian `ambackup` run as the Amanda user against it.
+//!
+//! One directory serves both ends, as in the harness's ambackup-run.sh: the server's
+//! amanda.conf and disklist and the client's amanda-client.conf (`amdump_server`,
+//! `client_port`), linked as /etc/amanda/<cfg> because ambackup and ambackupd both find a
+//! configuration by name. The link is removed on drop. The listener reads its own
+//! `.amandahosts` (amanda-rs setting `amandahosts_path`), so no machine-wide file changes.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::{
+    AMANDA_USER, Dt, DumperConf, Inetd, Program, chown_amanda, free_port, run_with_timeout,
+    wait_listening_tcp, workspace_bin,
+};
+
+/// The real client's command.
+pub const AMBACKUP: &str = "/usr/sbin/ambackup";
+
+/// How the listener runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// Under a private openbsd-inetd, `nowait`, as the Amanda user.
+    Inetd,
+    /// `--listen 127.0.0.1:PORT`, started as root (it drops to the Amanda user), with
+    /// this many connections at most, each given `req_timeout` seconds for its REQ.
+    Standalone {
+        max_connections: usize,
+        req_timeout: u64,
+    },
+    /// A listening socket handed over as systemd does (fd 3, `LISTEN_FDS=1`,
+    /// `LISTEN_PID`), started as root.
+    Systemd,
+}
+
+/// The lab.
+pub struct AmbackupLab {
+    pub conf: DumperConf,
+    /// The configuration's name (also /etc/amanda/<cfg>).
+    pub cfg: String,
+    pub port: u16,
+    link: PathBuf,
+    _inetd: Option<Inetd>,
+    child: Option<Child>,
+}
+
+/// auth ssl: amssl's certificate trees of the two ends.
+#[derive(Clone, Copy, Debug)]
+pub struct SslTrees<'a> {
+    pub server: &'a Path,
+    pub client: &'a Path,
+}
+
+impl AmbackupLab {
+    /// A lab whose disklist has `host` with `dles` (dumptype `ambackup`: bsdtcp, amgtar;
+    /// also defined: `ambackup-gnutar`, and `ambackup-failing` whose server filter fails),
+    /// and whose `.amandahosts` is `amandahosts`.
+    pub fn new(tag: &str, host: &str, dles: &[&Path], amandahosts: &str, how: Listener) -> Self {
+        Self::with_auth(tag, host, dles, amandahosts, how, None)
+    }
+
+    /// [`AmbackupLab::new`], with auth ssl when `ssl` is given.
+    pub fn with_auth(
+        tag: &str,
+        host: &str,
+        dles: &[&Path],
+        amandahosts: &str,
+        how: Listener,
+        ssl: Option<SslTrees<'_>>,
+    ) -> Self {
+        let port = free_port();
+        let dt = Dt::new("ambackup", "bsdtcp", port, Program::Amgtar);
+        let gnutar = Dt::new("ambackup-gnutar", "bsdtcp", port, Program::Gnutar);
+        // A dump that fails on the server, after the data came: its filter exits 1.
+        let failing = Dt {
+            extra: "    compress server custom\n    server_custom_compress \"/bin/false\"",
+            ..Dt::new("ambackup-failing", "bsdtcp", port, Program::Amgtar)
+        };
+        let list: Vec<(&str, &Path, &str)> = dles.iter().map(|d| (host, *d, "ambackup")).collect();
+        let conf = DumperConf::new(tag, "", &[dt, gnutar, failing], &list);
+        let cfg = format!("{tag}-{}-{port}", std::process::id());
+        let w = conf.work.path();
+        let client_ssl = ssl.map_or_else(String::new, |t| {
+            format!(
+                "ssl-dir \"{}\"\nssl-cipher-list \"DEFAULT:@SECLEVEL=1\"\n",
+                t.client.display()
+            )
+        });
+        let auth = if ssl.is_some() { "ssl" } else { "bsdtcp" };
+        fs::write(
+            w.join("config/amanda-client.conf"),
+            format!(
+                "conf \"{cfg}\"\namdump_server \"localhost\"\nindex_server \"localhost\"\ntape_server \"localhost\"\nauth \"{auth}\"\nclient_port \"{port}\"\n{client_ssl}"
+            ),
+        )
+        .expect("amanda-client.conf");
+        let listen_ssl = ssl.map_or_else(String::new, |t| {
+            format!(" --auth ssl --ssl-dir {}", t.server.display())
+        });
+        let hosts = w.join("amandahosts");
+        fs::write(&hosts, amandahosts).expect("amandahosts");
+        let log = w.join("listen.log");
+        let settings = w.join("amanda-rs.toml");
+        fs::write(
+            &settings,
+            format!(
+                "amandahosts_path = \"{}\"\n[log]\nfile = \"{}\"\nlevel = \"debug\"\n",
+                hosts.display(),
+                log.display()
+            ),
+        )
+        .expect("settings");
+        chown_amanda(w);
+        fs::set_permissions(&hosts, fs::Permissions::from_mode(0o600)).expect("chmod");
+        fs::set_permissions(&settings, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let link = Path::new("/etc/amanda").join(&cfg);
+        fs::create_dir_all("/etc/amanda").expect("/etc/amanda");
+        let _ = fs::remove_file(&link);
+        symlink(w.join("config"), &link).expect("link /etc/amanda/<cfg>");
+        let bin = workspace_bin("dumper");
+        let (inetd, child) = match how {
+            Listener::Inetd => {
+                let line = format!(
+                    "127.0.0.1:{port}\tstream\ttcp\tnowait.1000\t{AMANDA_USER}.{AMANDA_USER}\t{}\tdumper --settings {} listen --inetd{listen_ssl}",
+                    bin.display(),
+                    settings.display()
+                );
+                (Some(Inetd::start(&line, port)), None)
+            }
+            Listener::Standalone {
+                max_connections,
+                req_timeout,
+            } => {
+                let child = Command::new(&bin)
+                    .arg("--settings")
+                    .arg(&settings)
+                    .args(["listen", "--listen"])
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--max-connections")
+                    .arg(max_connections.to_string())
+                    .arg("--req-timeout")
+                    .arg(req_timeout.to_string())
+                    .args(listen_ssl.split_whitespace())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start dumper listen");
+                wait_listening_tcp(
+                    SocketAddr::from(([127, 0, 0, 1], port)),
+                    Duration::from_secs(10),
+                );
+                (None, Some(child))
+            }
+            Listener::Systemd => (None, None),
+        };
+        let (inetd, child) = match how {
+            Listener::Systemd => (None, Some(systemd_socket(&bin, &settings, port))),
+            _ => (inetd, child),
+        };
+        AmbackupLab {
+            conf,
+            cfg,
+            port,
+            link,
+            _inetd: inetd,
+            child,
+        }
+    }
+
+    /// The standalone listener's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `ambackup --config <cfg> ARGS...` as the Amanda user: (status, output).
+    pub fn ambackup(&self, args: &[&str]) -> (ExitStatus, String) {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", AMANDA_USER, "--", AMBACKUP, "--config", &self.cfg])
+            .args(args)
+            .current_dir("/tmp")
+            .stdin(Stdio::null());
+        run_with_timeout(&mut cmd, Duration::from_secs(300))
+    }
+
+    /// Replaces the disklist.
+    pub fn write_disklist(&self, text: &str) {
+        let p = self.conf.work.join("config/disklist");
+        fs::write(&p, text).expect("disklist");
+        chown_amanda(&p);
+    }
+
+    /// The listener's log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.conf.work.join("listen.log")).unwrap_or_default()
+    }
+}
+
+/// `dumper listen` with a listening socket on fd 3 and systemd's variables (the shell
+/// sets `LISTEN_PID` to its own pid, which `exec` keeps).
+fn systemd_socket(bin: &Path, settings: &Path, port: u16) -> Child {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    let fd = l.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" \"$@\"",
+    ])
+    .arg(bin)
+    .arg("--settings")
+    .arg(settings)
+    .arg("listen")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    // SAFETY: dup2 and fcntl are async-signal-safe; `fd` is open in the parent until after
+    // spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear it then.
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("start dumper listen (systemd socket)");
+    drop(l);
+    child
+}
+
+impl Drop for AmbackupLab {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = fs::remove_file(&self.link);
+        let _ = fs::remove_dir_all(Path::new("/var/log/amanda/client").join(&self.cfg));
+    }
+}
