@@ -43,16 +43,7 @@ pub enum Listen {
     Tcp(SocketAddr),
 }
 
-/// Where log records go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LogTarget {
-    /// Append to this file.
-    File(PathBuf),
-    /// The system log (facility daemon).
-    Syslog,
-    /// Standard error; refused when it is a socket (under a superserver).
-    Stderr,
-}
+pub use daemon::logging::LogTarget;
 
 /// The words of the command line, sorted but not yet judged.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

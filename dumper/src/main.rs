@@ -166,7 +166,7 @@ fn main() -> ExitCode {
             Ok(()) => 0,
             Err(e) => {
                 log::error!("dumper listen: {e:#}");
-                if !amandad::logging::fd_is_socket(2) {
+                if !daemon::logging::fd_is_socket(2) {
                     eprintln!("dumper listen: {e:#}");
                 }
                 1
@@ -228,20 +228,20 @@ fn listen(cli: Cli) -> anyhow::Result<()> {
     };
     let settings = settings(cli.settings.as_ref())?;
     let target = match log.as_deref() {
-        Some("syslog") => amandad::args::LogTarget::Syslog,
-        Some("stderr") => amandad::args::LogTarget::Stderr,
-        Some(path) => amandad::args::LogTarget::File(PathBuf::from(path)),
+        Some("syslog") => daemon::logging::LogTarget::Syslog,
+        Some("stderr") => daemon::logging::LogTarget::Stderr,
+        Some(path) => daemon::logging::LogTarget::File(PathBuf::from(path)),
         None => match settings.log.file.clone() {
-            Some(f) => amandad::args::LogTarget::File(f),
-            None if amandad::logging::fd_is_socket(2) => amandad::args::LogTarget::Syslog,
-            None => amandad::args::LogTarget::Stderr,
+            Some(f) => daemon::logging::LogTarget::File(f),
+            None if daemon::logging::fd_is_socket(2) => daemon::logging::LogTarget::Syslog,
+            None => daemon::logging::LogTarget::Stderr,
         },
     };
     let filter = std::env::var("AMANDA_RS_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
         .unwrap_or_else(|| settings.log.level.clone());
-    if let Some(note) = amandad::logging::init(Some(&target), &filter, settings.log.max_bytes) {
+    if let Some(note) = daemon::logging::init(Some(&target), &filter, settings.log.max_bytes) {
         log::warn!("{note}");
     }
     let ssl = match auth {

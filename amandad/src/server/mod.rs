@@ -29,7 +29,7 @@ pub(crate) mod chain;
 mod conn;
 pub mod datapath;
 mod dump;
-pub mod limits;
+pub use daemon::limits;
 pub mod refusals;
 pub mod tls;
 mod workers;

@@ -69,7 +69,7 @@ fn accept_tls(
     tls: &Tls,
     sock: TcpStream,
     peer: SocketAddr,
-    named: &amandad::resolve::PeerName,
+    named: &daemon::resolve::PeerName,
     wait: Duration,
 ) -> Result<(ssl::TlsStream<TcpStream>, String), String> {
     if tls.settings.check_host
@@ -105,7 +105,7 @@ fn accept_tls(
 pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: &dyn Fn()) {
     let _ = sock.set_nodelay(true);
     let ip = unmap(peer.ip());
-    let named = amandad::resolve::system_lookup(shared.dns_check)(SocketAddr::new(ip, peer.port()));
+    let named = daemon::resolve::system_lookup(shared.dns_check)(SocketAddr::new(ip, peer.port()));
     let (mut control, name, rule) = match &shared.tls {
         None => {
             let mut control = Control::new(Wire::Plain(sock), peer);
@@ -148,7 +148,7 @@ pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: 
             }
         },
     };
-    let named = amandad::resolve::PeerName {
+    let named = daemon::resolve::PeerName {
         name,
         check: Ok(()),
     };

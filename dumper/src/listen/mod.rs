@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use amandad::server::limits::{Admission, Admit};
+use daemon::limits::{Admission, Admit};
 
 use crate::privs;
 

@@ -23,7 +23,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use crate::args::LogTarget;
+/// Where log records go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Append to this file.
+    File(PathBuf),
+    /// The system log (facility daemon).
+    Syslog,
+    /// Standard error; refused when it is a socket (under a superserver).
+    Stderr,
+}
 
 /// The default log file (the Amanda user can write /var/log/amanda/amandad on Debian).
 pub const DEFAULT_LOG_FILE: &str = "/var/log/amanda/amandad/amandad-rs.log";
