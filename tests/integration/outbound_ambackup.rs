@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::ssl_util::{Kind, trees};
-use crate::util::ambackup::{AMBACKUP, AmbackupLab, Listener, SslTrees};
+use crate::util::ambackup::{AMBACKUP, AmbackupLab, Client, Listener, SslTrees};
 use crate::util::{self, Scratch};
 use crate::{require_root, require_tool};
 
@@ -64,7 +64,12 @@ fn localhost_lab(tag: &str, how: Listener) -> (Scratch, Vec<PathBuf>, AmbackupLa
 
 /// `ambackup list` succeeds and names every DLE.
 fn assert_lists(lab: &AmbackupLab, dles: &[PathBuf], what: &str) {
-    let (st, out) = lab.ambackup(&["list"]);
+    assert_lists_by(lab, Client::Real, dles, what);
+}
+
+/// [`assert_lists`] with `client`'s ambackup.
+fn assert_lists_by(lab: &AmbackupLab, client: Client, dles: &[PathBuf], what: &str) {
+    let (st, out) = lab.client(client, &["list"]);
     assert!(
         st.success(),
         "ambackup list ({what}):\n{out}\n{}",
@@ -83,9 +88,23 @@ fn assert_lists(lab: &AmbackupLab, dles: &[PathBuf], what: &str) {
 fn outbound_ambackup_real_client_lists_checks_and_backs_up_then_restores_identical() {
     require_ambackup!();
     let (_data, dles, lab) = localhost_lab("outbound-ab", Listener::Inetd);
-    assert_lists(&lab, &dles, "inetd");
+    full_then_incremental(&lab, Client::Real, &dles);
+}
 
-    let (st, out) = lab.ambackup(&["check"]);
+/// Ours against ours: amanda-rs's `ambackup` and `dumper listen` (issue 14, deliver 2).
+#[test]
+fn outbound_ambackup_our_client_against_our_listener_backs_up_then_restores_identical() {
+    require_ambackup!();
+    let (_data, dles, lab) = localhost_lab("outbound-abo", Listener::Inetd);
+    full_then_incremental(&lab, Client::Ours, &dles);
+}
+
+/// list, check, a full backup of both DLEs, a change, a backup at the level the dumper's
+/// policy picks (1), and each chain restored identical.
+fn full_then_incremental(lab: &AmbackupLab, client: Client, dles: &[PathBuf]) {
+    assert_lists_by(lab, client, dles, "inetd");
+
+    let (st, out) = lab.client(client, &["check"]);
     assert!(
         st.success() && out.contains("check succeeded"),
         "ambackup check:\n{out}\n{}",
@@ -94,13 +113,13 @@ fn outbound_ambackup_real_client_lists_checks_and_backs_up_then_restores_identic
     assert!(!out.contains("ERROR"), "{out}");
 
     let backup = |round: &str| {
-        let (st, out) = lab.ambackup(&["backup"]);
+        let (st, out) = lab.client(client, &["backup"]);
         assert!(
             st.success(),
             "ambackup backup ({round}):\n{out}\n{}",
             lab.log()
         );
-        for d in &dles {
+        for d in dles {
             for want in [
                 format!("start backup: {}", d.display()),
                 format!("backup done: {}", d.display()),
@@ -136,7 +155,7 @@ fn outbound_ambackup_real_client_lists_checks_and_backs_up_then_restores_identic
         .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
         .collect();
     assert_eq!(reports.len(), 2);
-    for d in &dles {
+    for d in dles {
         let disk = d.display().to_string();
         assert!(reports.iter().any(|r| r.contains(&disk)), "{reports:?}");
     }

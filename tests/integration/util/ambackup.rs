@@ -23,6 +23,15 @@ use super::{
 /// The real client's command.
 pub const AMBACKUP: &str = "/usr/sbin/ambackup";
 
+/// Whose ambackup asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// Debian's /usr/sbin/ambackup (with the real amservice).
+    Real,
+    /// amanda-rs's `ambackup`.
+    Ours,
+}
+
 /// How the listener runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Listener {
@@ -181,8 +190,21 @@ impl AmbackupLab {
 
     /// `ambackup --config <cfg> ARGS...` as the Amanda user: (status, output).
     pub fn ambackup(&self, args: &[&str]) -> (ExitStatus, String) {
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", AMANDA_USER, "--", AMBACKUP, "--config", &self.cfg])
+        self.client(Client::Real, args)
+    }
+
+    /// The same with `client`'s ambackup: the real one as the Amanda user, ours as root
+    /// (it binds a reserved source port itself, where the real one has ambind).
+    pub fn client(&self, client: Client, args: &[&str]) -> (ExitStatus, String) {
+        let mut cmd = match client {
+            Client::Real => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", AMANDA_USER, "--", AMBACKUP]);
+                c
+            }
+            Client::Ours => Command::new(workspace_bin("ambackup")),
+        };
+        cmd.args(["--config", &self.cfg])
             .args(args)
             .current_dir("/tmp")
             .stdin(Stdio::null());
