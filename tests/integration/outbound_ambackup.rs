@@ -408,6 +408,13 @@ fn outbound_ambackup_over_ssl_backs_up_and_restores_identical() {
         lab.conf.restore("127.0.0.1", d, &into);
         util::assert_same_tree(d, &into, false);
     }
+    // issue 14: the real amservice spun on a TLS connection our side just dropped.
+    let left = lab.amservices_after(Duration::from_secs(10));
+    assert!(
+        left.is_empty(),
+        "amservice still running: {left:?}\n{}",
+        lab.log()
+    );
 }
 
 #[test]

@@ -45,9 +45,12 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 /// How long our last MESG lines may take to leave.
 const FINAL_WRITE: Duration = Duration::from_secs(30);
 
-/// How long we wait for the client to close after `MESG END` (the real amservice closes
-/// about 1.4 s later).
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// How long we wait for the client to close MESG after `MESG END`. The real ambackup keeps
+/// each BACKUP's amservice until it has done all its DLEs (then each closes MESG and waits
+/// for us to end the connection); ending it first makes that amservice spin (seen over
+/// ssl). So the wait is long, and TCP keepalive (settings `heartbeat`) ends it for a
+/// client that died.
+const CLOSE_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// What a BACKUP needs from the listener.
 pub struct BackupContext<'a> {
@@ -396,7 +399,7 @@ fn receive(
     if let Some(s) = sources.first_mut() {
         match s.send_frames(&out, FINAL_WRITE) {
             Ok(()) => {
-                let closed = s.await_close(CLOSE_WAIT);
+                let closed = s.await_close(mesg, CLOSE_WAIT);
                 log::debug!("{peer}: MESG END sent; the client closed: {closed}");
             }
             Err(e) => log::info!("{peer}: the last MESG lines were not sent: {e}"),
