@@ -8,6 +8,8 @@
 //!   fails on the server reaches the client as `backup failed: <disk>: <reason>`;
 //! - auth ssl: the real ambackup (TLS client with its amssl certificate, CN 127.0.0.1)
 //!   backs up to our listener (TLS server), and the dump restores identical;
+//! - our CHECK, BACKUP and error replies equal the real ambackupd's captured bodies
+//!   (tests/fixtures/ambackup);
 //! - 1,000 connections that never speak do not keep a real `ambackup list` out of a
 //!   standalone listener, whose memory stays bounded.
 
@@ -425,6 +427,13 @@ fn outbound_ambackup_over_ssl_backs_up_and_restores_identical() {
         lab.conf.restore("127.0.0.1", d, &into);
         util::assert_same_tree(d, &into, false);
     }
+    // issue 14: the real amservice spun on a TLS connection our side just dropped.
+    let left = lab.amservices_after(Duration::from_secs(10));
+    assert!(
+        left.is_empty(),
+        "amservice still running: {left:?}\n{}",
+        lab.log()
+    );
 }
 
 #[test]
@@ -432,4 +441,83 @@ fn outbound_ambackup_systemd_socket_serves_a_real_list() {
     require_ambackup!();
     let (_data, dles, lab) = localhost_lab("outbound-ab-systemd", Listener::Systemd);
     assert_lists(&lab, &dles, "systemd socket");
+}
+
+/// The real ambackupd's bodies (tests/fixtures/ambackup/README.md).
+fn fixture(name: &str) -> Vec<u8> {
+    let p = util::fixture(&format!("ambackup/{name}"));
+    fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+// issue 14: our CHECK, BACKUP and error replies are the real ambackupd's, byte for byte, for
+// the request the real ambackup sent (the harness's configuration; GOPTIONS names the
+// real server's features there).
+#[test]
+fn outbound_ambackup_replies_match_the_real_ambackupd_byte_for_byte() {
+    use dumper::listen::ambackupd::{self, Command};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    fs::write(
+        dir.path().join("amanda.conf"),
+        format!(
+            "org \"ab\"\ninfofile \"{d}/curinfo\"\nindexdir \"{d}/index\"\nlogdir \"{d}/log\"\n{}\
+define dumptype ambackup {{\n auth \"bsdtcp\"\n program \"APPLICATION\"\n application \"app_amgtar\"\n compress none\n index yes\n record yes\n}}\n\
+define dumptype ambackup-gnutar {{\n auth \"bsdtcp\"\n program \"GNUTAR\"\n compress none\n index yes\n}}\n",
+            util::holding_and_amgtar(&d, "500 mbytes")
+        ),
+    )
+    .expect("amanda.conf");
+    let plan_with = |disklist: &str| {
+        fs::write(dir.path().join("disklist"), disklist).expect("disklist");
+        dumper::plan::load(&dir.path().join("amanda.conf").display().to_string()).expect("plan")
+    };
+    let two = "localhost /tmp/amanda-harness/data-ambackup/second_dle ambackup\n\
+localhost /tmp/amanda-harness/data/plain ambackup\nlocalhost /g ambackup-gnutar\n";
+    let plan = plan_with(two);
+    let request = |name: &str| {
+        let req = fixture(name);
+        let body = req
+            .strip_prefix(b"SECURITY USER backup\n".as_slice())
+            .expect("SECURITY line");
+        let split = proto::security::parse_service_request(body).expect("REQ");
+        assert_eq!(split.service, b"ambackupd");
+        ambackupd::parse_request(split.arguments).expect("ambackupd request")
+    };
+    let real_server = proto::features::Features::parse(b"ffffffff9efefbfffffffffffffff3fffbf71f")
+        .expect("features");
+    let g = ambackupd::goptions(&real_server, 1, "localhost", "ab-bsdtcp-10063-10535");
+
+    let check = request("check-req.bin");
+    assert_eq!(check.command, Command::Check);
+    assert_eq!(check.config.as_deref(), Some("ab-bsdtcp-10063-10535"));
+    let dles = ambackupd::application_dles(&plan, "localhost").expect("dles");
+    let ours = ambackupd::check_reply(&g, &dles, &check.features);
+    assert_eq!(
+        String::from_utf8_lossy(&ours),
+        String::from_utf8_lossy(&fixture("check-rep.bin"))
+    );
+
+    let backup = request("backup-req.bin");
+    let Command::Backup(disk) = &backup.command else {
+        panic!("{:?}", backup.command)
+    };
+    let spec = ambackupd::backup_dle(&plan, "localhost", disk).expect("dle");
+    let streams = ambackupd::backup_streams(&backup.features, &real_server);
+    let ours = ambackupd::backup_reply(&streams, &g, spec, 0, &backup.features);
+    assert_eq!(
+        String::from_utf8_lossy(&ours),
+        String::from_utf8_lossy(&fixture("backup-rep.bin"))
+    );
+
+    let refused = |r: ambackupd::Refusal| ambackupd::error_reply(&r);
+    let e = ambackupd::backup_dle(&plan, "localhost", b"/no/such/dle").expect_err("no such");
+    assert_eq!(refused(e), fixture("error-no-such-dle.bin"));
+    let e = ambackupd::backup_dle(&plan, "localhost", b"/g").expect_err("gnutar");
+    assert_eq!(refused(e), fixture("error-gnutar-dle.bin"));
+    let plan = plan_with("localhost /g ambackup-gnutar\n");
+    let e = ambackupd::application_dles(&plan, "localhost").expect_err("no application");
+    assert_eq!(refused(e), fixture("error-no-application-dle.bin"));
+    let plan = plan_with("no-such-client.invalid /g ambackup\n");
+    let e = ambackupd::application_dles(&plan, "localhost").expect_err("no host");
+    assert_eq!(refused(e), fixture("error-no-host.bin"));
 }

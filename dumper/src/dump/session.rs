@@ -206,29 +206,47 @@ impl Source {
         }
     }
 
-    /// Waits up to `timeout` for the peer to close the connection (what it sends meanwhile
-    /// is read and dropped): `true` when it did.
-    pub fn await_close(&mut self, timeout: Duration) -> bool {
+    /// Waits up to `timeout` for the peer to close stream `handle` (its zero-length frame)
+    /// or the connection; what it sends meanwhile is dropped. Then ends the connection
+    /// cleanly on our side (auth ssl: a close_notify; the real amservice spins on a TLS
+    /// connection that just vanishes). `true` when the peer closed in time.
+    pub fn await_close(&mut self, handle: u32, timeout: Duration) -> bool {
         let until = Instant::now() + timeout;
         let mut scratch = [0u8; 4096];
-        loop {
+        let closed = loop {
             match self.read_plain(&mut scratch) {
                 Ok(0) => {
                     self.tcp_eof = true;
-                    return true;
+                    break true;
                 }
-                Ok(_) => {}
+                Ok(n) => {
+                    if let Kind::Framed { decoder, .. } = &mut self.kind {
+                        let mut input = &scratch[..n];
+                        let mut seen = false;
+                        while let Ok(Some(ev)) = decoder.next(&mut input) {
+                            seen |= ev == Event::Eof { handle };
+                        }
+                        if seen {
+                            break true;
+                        }
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let now = Instant::now();
                     if now >= until {
-                        return false;
+                        break false;
                     }
                     wait_readable(self.conn.socket_mut(), until - now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
+                Err(_) => break false,
             }
+        };
+        if let Some(t) = &mut self.tls {
+            t.close();
+            let _ = t.flush(self.conn.socket_mut());
         }
+        closed
     }
 
     /// The same connection inside TLS (auth ssl; the handshake is done).

@@ -15,6 +15,7 @@
 //! (see `ambackupd`), or choose levels itself (see `run::level_plan`).
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,9 +46,12 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 /// How long our last MESG lines may take to leave.
 const FINAL_WRITE: Duration = Duration::from_secs(30);
 
-/// How long we wait for the client to close after `MESG END` (the real amservice closes
-/// about 1.4 s later).
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// How long we wait for the client to close MESG after `MESG END`. The real ambackup keeps
+/// each BACKUP's amservice until it has done all its DLEs (then each closes MESG and waits
+/// for us to end the connection); ending it first makes that amservice spin (seen over
+/// ssl). So the wait is long, and TCP keepalive (settings `heartbeat`) ends it for a
+/// client that died.
+const CLOSE_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// What a BACKUP needs from the listener.
 pub struct BackupContext<'a> {
@@ -167,10 +171,10 @@ pub fn backup(
         return Err(Refusal::Server("the connection is gone".into()));
     };
     let started = Instant::now();
-    let report = receive(
+    let peer = control.peer();
+    let (mut report, sources, mesg) = receive(
         ctx, spec, control, &rep, &streams, writer, index, &chain, &timestamp, level, started,
     );
-    let mut report = report;
     report.warnings.extend(warnings);
     rec.finish(&report, Duration::ZERO, None);
     if let Err(e) = catalog.update_dump(&rec) {
@@ -202,6 +206,7 @@ pub fn backup(
             f.report_text()
         ),
     }
+    tell_client(peer, &spec.disk, &report, sources, mesg);
     Ok(())
 }
 
@@ -281,7 +286,8 @@ fn write_report(plan: &Plan, spec: &DleSpec, timestamp: &str, text: &str) {
     }
 }
 
-/// The REP, then the data phase and our MESG answers; the dump's report.
+/// The REP, then the data phase with our `start backup:` on MESG; the dump's report, and
+/// the connection and MESG handle for [`tell_client`] (none when it failed before).
 #[allow(clippy::too_many_arguments)]
 fn receive(
     ctx: &BackupContext<'_>,
@@ -295,11 +301,11 @@ fn receive(
     timestamp: &str,
     level: i32,
     started: Instant,
-) -> DumpReport {
+) -> (DumpReport, Vec<Source>, u32) {
     let peer = control.peer();
     let failed = |e: crate::failure::DumpFailure, w: HoldingWriter| {
         w.abort();
-        DumpReport::failed(e, started)
+        (DumpReport::failed(e, started), Vec::new(), 0)
     };
     let link = |op, e: std::io::Error| crate::failure::DumpFailure::Link {
         peer,
@@ -380,27 +386,38 @@ fn receive(
     )
     .answering_mesg(mesg, start_line)
     .run();
-    let mut sources = result.take_sources();
+    let sources = result.take_sources();
     let report = result.into_report(started);
     log::debug!(
         "{peer}: {}: data phase over: {}",
         spec.label(),
         report.status
     );
-    // The verdict for the client, then `MESG END` and the close of MESG.
+    (report, sources, mesg)
+}
+
+/// Tells the client the verdict, then `MESG END` and the close of MESG, and waits for its
+/// close (see [`CLOSE_WAIT`]). Called once the dump is recorded: the client may look right
+/// after `MESG END`.
+fn tell_client(
+    peer: SocketAddr,
+    disk: &[u8],
+    report: &DumpReport,
+    mut sources: Vec<Source>,
+    mesg: u32,
+) {
     let mut out = Vec::new();
-    for line in [verdict_line(&spec.disk, &report), b"MESG END\n".to_vec()] {
+    for line in [verdict_line(disk, report), b"MESG END\n".to_vec()] {
         let _ = proto::frame::encode_frame(mesg, &line, &mut out);
     }
     out.extend_from_slice(&proto::frame::eof_frame(mesg));
     if let Some(s) = sources.first_mut() {
         match s.send_frames(&out, FINAL_WRITE) {
             Ok(()) => {
-                let closed = s.await_close(CLOSE_WAIT);
+                let closed = s.await_close(mesg, CLOSE_WAIT);
                 log::debug!("{peer}: MESG END sent; the client closed: {closed}");
             }
             Err(e) => log::info!("{peer}: the last MESG lines were not sent: {e}"),
         }
     }
-    report
 }

@@ -52,6 +52,8 @@ pub struct Shared {
     pub dialin: super::dialin::DialinShared,
     /// auth ssl: the TLS server setup; `None` for bsdtcp.
     pub tls: Option<Tls>,
+    /// Keepalive of accepted connections (settings `heartbeat`).
+    pub tuning: crate::net::Tuning,
 }
 
 /// auth ssl (spec §13): our certificate and the settings of the checks.
@@ -103,7 +105,8 @@ fn accept_tls(
 /// Serves one accepted connection. `authenticated` is called once the REQ passed the
 /// checks (the listener stops counting the connection as one that may be evicted).
 pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: &dyn Fn()) {
-    let _ = sock.set_nodelay(true);
+    // Keepalive: a BACKUP's connection may wait long for its client (see `backup`).
+    shared.tuning.apply(socket2::SockRef::from(&sock));
     let ip = unmap(peer.ip());
     let named = daemon::resolve::system_lookup(shared.dns_check)(SocketAddr::new(ip, peer.port()));
     let (mut control, name, rule) = match &shared.tls {

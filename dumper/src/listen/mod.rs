@@ -217,6 +217,7 @@ fn shared_of(opts: &ListenOptions) -> anyhow::Result<conn::Shared> {
     };
     Ok(conn::Shared {
         tls,
+        tuning: crate::net::Tuning::from_settings(&opts.settings),
         config_dir: opts.config_dir.clone(),
         amandahosts,
         login: user.name,

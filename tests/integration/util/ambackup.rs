@@ -218,6 +218,44 @@ impl AmbackupLab {
         chown_amanda(&p);
     }
 
+    /// The pids of the real `amservice` processes of this lab's configuration still
+    /// running (ambackup does not wait for them).
+    pub fn amservices(&self) -> Vec<i32> {
+        let want = format!("--config\0{}\0", self.cfg);
+        fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd);
+                cmd.starts_with("/usr/sbin/amservice\0") && cmd.contains(&want)
+            })
+            .filter(|pid| {
+                // A zombie is gone already.
+                let st = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                !st.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .collect()
+    }
+
+    /// Waits up to `limit` for this lab's amservice processes to exit: those left.
+    pub fn amservices_after(&self, limit: Duration) -> Vec<i32> {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            let left = self.amservices();
+            if left.is_empty() || std::time::Instant::now() >= until {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The listener's log.
     pub fn log(&self) -> String {
         fs::read_to_string(self.conf.work.join("listen.log")).unwrap_or_default()
@@ -266,6 +304,14 @@ fn systemd_socket(bin: &Path, settings: &Path, port: u16) -> Child {
 
 impl Drop for AmbackupLab {
     fn drop(&mut self) {
+        // The real client's amservice processes of this lab, by their pids (ambackup does
+        // not wait for them; the configuration name is unique to the lab).
+        for pid in self.amservices() {
+            // SAFETY: kill has no memory preconditions.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
         if let Some(c) = &mut self.child {
             let _ = c.kill();
             let _ = c.wait();
