@@ -214,10 +214,7 @@ fn ports_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
             .iter()
             .any(|d| d.dialin && d.host.eq_ignore_ascii_case(&client.name))
         {
-            out.ok(&format!(
-                "{}: dials in (dialin yes): no hop from the server to it to probe",
-                client.name
-            ));
+            dialin_probe(&client.name, o, out);
             continue;
         }
         let Some(addr) = client
@@ -254,6 +251,34 @@ fn ports_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
         out.errors += crate::check_ports::render(&target, &results, &mut out.text);
     }
 }
+
+/// `--ports` for a dial-in client (issue 14): the path is the client's, towards the
+/// listener, so it is probed the way a night uses it: the listener process holding the
+/// client's connection is asked for a session, and the client must open one through its
+/// firewall (and proxy, if any) within [`DIALIN_PROBE`]. The session is closed unused.
+fn dialin_probe(host: &str, o: &CheckOptions, out: &mut Out) {
+    use crate::net::rendezvous::{Rendezvous, obtain};
+    let r = Rendezvous::new(&o.settings.run_dir);
+    let started = std::time::Instant::now();
+    match obtain(&r, host, DIALIN_PROBE) {
+        Ok(s) => {
+            let from = s
+                .peer_addr()
+                .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+            out.ok(&format!(
+                "{host}: dial-in path: the client holds its connection and opened a session from {from} in {} ms (dialin yes; the server opens nothing towards it)",
+                started.elapsed().as_millis()
+            ));
+        }
+        Err(e) => out.err(&format!(
+            "dial-in path: {e}; on the client, its amandad --dial-out log says why (a refusal by the listener or a proxy is logged there); `portpool rules {} --side {host}` gives the rules it needs",
+            o.config
+        )),
+    }
+}
+
+/// How long `--ports` waits for a dial-in client's holder and session.
+const DIALIN_PROBE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn finish(out: Out) -> CheckResult {
     let mut text = out.text;

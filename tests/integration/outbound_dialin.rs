@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::util::{self, Dt, DumperConf, Program, Scratch, chown_amanda};
 use crate::require_root;
+use crate::util::{self, Dt, DumperConf, Program, Scratch, chown_amanda};
 
 /// A listener on loopback with the given `.amandahosts`, and the configuration `config`
 /// with a `dialin yes` host `dialhost` and an ordinary host `plainhost`.
@@ -146,5 +146,8 @@ fn outbound_dialin_refusals_carry_the_real_texts_and_the_client_backs_off() {
     let want = "plainhost is not marked dial-in";
     let log = door.dial_until("plainhost", want, limit, Duration::from_secs(8));
     let tries = log.matches("plainhost is not marked dial-in").count();
-    assert!(tries <= 6, "{tries} refusals logged: the client must back off\n{log}");
+    assert!(
+        tries <= 6,
+        "{tries} refusals logged: the client must back off\n{log}"
+    );
 }

@@ -240,6 +240,16 @@ fn outbound_only_client_behind_nat_is_backed_up_full_then_incremental_with_no_in
         "dumper check ({status}):\n{check}\n{}",
         lab.logs()
     );
+    // --ports probes the dial-in path the way a night uses it: a session from the NAT.
+    let (status, ports) = lab.conf.check(&["--ports"]);
+    let want = format!(
+        "dial-in path: the client holds its connection and opened a session from {NAT_IP}:"
+    );
+    assert!(
+        status.success() && ports.contains(&want),
+        "dumper check --ports ({status}):\n{ports}\n{}",
+        lab.logs()
+    );
     let first = lab.night("full");
     assert_eq!(
         Lab::ok_levels(&first),
