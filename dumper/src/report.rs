@@ -282,7 +282,11 @@ pub fn render(s: &Summary) -> String {
             let _ = writeln!(o, "  {} {} lev {}  STRANGE", d.host, d.disk, level(d.level));
         }
     }
-    let waited: Vec<&DleLine> = s.dles.iter().filter(|d| !d.history.waits.is_empty()).collect();
+    let waited: Vec<&DleLine> = s
+        .dles
+        .iter()
+        .filter(|d| !d.history.waits.is_empty())
+        .collect();
     if !waited.is_empty() {
         let _ = writeln!(o, "\nWAITS (dumps that waited before they could run):");
         for d in &waited {

@@ -59,8 +59,7 @@ const ALLOW: &str = "localhost backup noop ambackupd\n";
 fn localhost_lab(tag: &str, how: Listener) -> (Scratch, Vec<PathBuf>, AmbackupLab) {
     let data = Scratch::new(&format!("{tag}-data"));
     let dles = two_dles(&data);
-    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
-    let lab = AmbackupLab::new(tag, "localhost", &refs, ALLOW, how);
+    let lab = AmbackupLab::new(tag, "localhost", &dles, ALLOW, how);
     (data, dles, lab)
 }
 
@@ -189,13 +188,12 @@ fn outbound_ambackup_refusals_carry_the_real_amandad_and_ambackupd_texts() {
     require_ambackup!();
     let data = Scratch::new("outbound-ambackup-refusals");
     let dles = two_dles(&data);
-    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
 
     // .amandahosts allows noop but not ambackupd: the real amandad's NAK.
     let lab = AmbackupLab::new(
         "outbound-ab-hosts",
         "localhost",
-        &refs,
+        &dles,
         "localhost backup noop\n",
         Listener::Inetd,
     );
@@ -211,7 +209,7 @@ fn outbound_ambackup_refusals_carry_the_real_amandad_and_ambackupd_texts() {
     let lab = AmbackupLab::new(
         "outbound-ab-refuse",
         "localhost",
-        &refs,
+        &dles,
         ALLOW,
         Listener::Inetd,
     );
@@ -388,12 +386,11 @@ fn outbound_ambackup_over_ssl_backs_up_and_restores_identical() {
     let t = trees(Kind::Main);
     let data = Scratch::new("outbound-ambackup-ssl");
     let dles = two_dles(&data);
-    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
     // The client is named by its certificate's CN.
     let lab = AmbackupLab::with_auth(
         "outbound-ab-ssl",
         "127.0.0.1",
-        &refs,
+        &dles,
         "127.0.0.1 backup noop ambackupd\n",
         Listener::Inetd,
         Some(SslTrees {

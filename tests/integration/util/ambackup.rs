@@ -70,7 +70,7 @@ impl AmbackupLab {
     /// A lab whose disklist has `host` with `dles` (dumptype `ambackup`: bsdtcp, amgtar;
     /// also defined: `ambackup-gnutar`, and `ambackup-failing` whose server filter fails),
     /// and whose `.amandahosts` is `amandahosts`.
-    pub fn new(tag: &str, host: &str, dles: &[&Path], amandahosts: &str, how: Listener) -> Self {
+    pub fn new(tag: &str, host: &str, dles: &[PathBuf], amandahosts: &str, how: Listener) -> Self {
         Self::with_auth(tag, host, dles, amandahosts, how, None)
     }
 
@@ -78,7 +78,7 @@ impl AmbackupLab {
     pub fn with_auth(
         tag: &str,
         host: &str,
-        dles: &[&Path],
+        dles: &[PathBuf],
         amandahosts: &str,
         how: Listener,
         ssl: Option<SslTrees<'_>>,
@@ -91,7 +91,10 @@ impl AmbackupLab {
             extra: "    compress server custom\n    server_custom_compress \"/bin/false\"",
             ..Dt::new("ambackup-failing", "bsdtcp", port, Program::Amgtar)
         };
-        let list: Vec<(&str, &Path, &str)> = dles.iter().map(|d| (host, *d, "ambackup")).collect();
+        let list: Vec<(&str, &Path, &str)> = dles
+            .iter()
+            .map(|d| (host, d.as_path(), "ambackup"))
+            .collect();
         let conf = DumperConf::new(tag, "", &[dt, gnutar, failing], &list);
         let cfg = format!("{tag}-{}-{port}", std::process::id());
         let w = conf.work.path();
