@@ -11,6 +11,7 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use crate::ssl_util;
+use crate::util::ambackup::assert_lines;
 use crate::util::real_ambackupd::RealAmbackupd;
 use crate::util::{self, Scratch};
 use crate::{require_root, require_tool};
@@ -70,13 +71,8 @@ fn two_dles(data: &Scratch) -> Vec<PathBuf> {
 fn list_check_backup(ab: &RealAmbackupd, dles: &[PathBuf]) {
     let (status, out) = ambackup(ab, &["list"]);
     assert!(status.success(), "list: {status}\n{out}");
-    for d in dles {
-        let line = format!("DLE {}", d.display());
-        assert!(
-            out.lines().any(|l| l == line),
-            "list lacks {line:?}:\n{out}"
-        );
-    }
+    let wanted = dles.iter().map(|d| format!("DLE {}", d.display()));
+    assert_lines(&out, wanted, "list", "");
     let (status, out) = ambackup(ab, &["check"]);
     assert!(status.success(), "check: {status}\n{out}");
     assert!(out.lines().any(|l| l == "check succeeded"), "check:\n{out}");
@@ -86,14 +82,13 @@ fn list_check_backup(ab: &RealAmbackupd, dles: &[PathBuf]) {
         "backup: {status}\n{out}\n{}",
         ab.trace_logs()
     );
-    for d in dles {
-        for line in [
+    let wanted = dles.iter().flat_map(|d| {
+        [
             format!("Doing backup of {}", d.display()),
             format!("backup done: {}", d.display()),
-        ] {
-            assert!(out.lines().any(|l| l == line), "no {line:?}:\n{out}");
-        }
-    }
+        ]
+    });
+    assert_lines(&out, wanted, "backup", "");
 }
 
 /// The first line of the Amanda header of every dump (first chunk) on a holding disk.
