@@ -172,6 +172,20 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The report of a run of `plan`'s configuration at `timestamp` on this host (its name
+    /// from the kernel), with nothing in it yet.
+    pub fn heading(plan: &crate::plan::Plan, timestamp: &str) -> Summary {
+        Summary {
+            org: plan.config.org.clone(),
+            config: plan.config_name.clone(),
+            timestamp: timestamp.to_owned(),
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            ..Summary::default()
+        }
+    }
+
     /// amdump's exit status (see the module docs).
     pub fn exit_status(&self) -> i32 {
         let mut s = 0;

@@ -147,14 +147,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
     let run_id = catalog.begin_run(&timestamp, &plan.config_name, now)?;
 
     let mut summary = Summary {
-        org: plan.config.org.clone(),
-        config: plan.config_name.clone(),
-        timestamp: timestamp.clone(),
-        hostname: nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default(),
         notes: plan.warnings.clone(),
-        ..Summary::default()
+        ..Summary::heading(&plan, &timestamp)
     };
     let indexdir = plan.config.path(&plan.config.indexdir);
     summary.notes.extend(clean_up_after_killed_runs(

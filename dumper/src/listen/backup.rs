@@ -243,12 +243,6 @@ fn summary(
         holding: r.holding.as_ref().map(|h| h.display().to_string()),
     };
     Summary {
-        org: plan.config.org.clone(),
-        config: plan.config_name.clone(),
-        timestamp: timestamp.to_owned(),
-        hostname: nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default(),
         wall: r.duration,
         holding: r
             .ok()
@@ -265,7 +259,7 @@ fn summary(
                 spec.label()
             )))
             .collect(),
-        ..Summary::default()
+        ..Summary::heading(plan, timestamp)
     }
 }
 
