@@ -15,7 +15,7 @@
 use std::net::IpAddr;
 
 use proto::pkt::PacketType;
-use proto::security::{self, Checked, Peer, PortRule};
+use proto::security::{self, Admission, Peer, PortRule};
 
 use crate::services::ServiceKind;
 
@@ -39,20 +39,10 @@ pub struct Policy<'a> {
     pub port_rule: PortRule,
 }
 
-/// The verdict on a packet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict<'a> {
-    /// Start `service` with `args` (the REQ body after the SERVICE line) for `user`.
-    Accept {
-        service: ServiceKind,
-        user: String,
-        args: &'a [u8],
-    },
-    /// Answer with a NAK with this body (`ERROR <text>\n`) on the packet's own handle.
-    Nak(Vec<u8>),
-    /// Say nothing (a packet that is not a REQ: amandad logs and forgets it).
-    Ignore(PacketType),
-}
+/// The verdict on a packet: start the service for the user with its arguments, answer with
+/// a NAK on the packet's own handle, or say nothing (a packet that is not a REQ: amandad
+/// logs and forgets it).
+pub type Verdict<'a> = Admission<'a, ServiceKind>;
 
 /// Judges one packet that matched no running exchange. `peer` is the sender as the security
 /// checks see it (resolved name and source port), `addr` its address.
@@ -75,31 +65,23 @@ pub fn judge<'a>(
         };
         return Verdict::Nak(format!("ERROR {text}").into_bytes());
     }
-    let request = match security::check_received(ptype, peer, policy.port_rule, body) {
-        Err(e) => return Verdict::Nak(e.nak_body()),
-        Ok(Checked::Other { ptype, .. }) => return Verdict::Ignore(ptype),
-        Ok(Checked::Request(r)) => r,
-    };
-    let user = String::from_utf8_lossy(request.remote_user).into_owned();
-    let service_line = String::from_utf8_lossy(request.service).into_owned();
-    if let Err(text) = policy.hosts.check(peer.name, addr, &user, &service_line) {
-        return Verdict::Nak(security::nak_body(text.as_bytes()));
-    }
-    let split = match security::parse_service_request(request.body) {
-        Ok(s) => s,
-        Err(e) => return Verdict::Nak(e.nak_body()),
-    };
-    let name = String::from_utf8_lossy(split.service);
-    match ServiceKind::from_name(&name) {
-        Some(kind) if policy.enabled.contains(&kind) => Verdict::Accept {
-            service: kind,
-            user,
-            args: split.arguments,
+    security::admit(
+        ptype,
+        peer,
+        policy.port_rule,
+        body,
+        |user, service| policy.hosts.check(peer.name, addr, user, service),
+        |name| {
+            let name = String::from_utf8_lossy(name);
+            match ServiceKind::from_name(&name) {
+                Some(kind) if policy.enabled.contains(&kind) => Ok(kind),
+                _ => Err(security::nak_body(
+                    format!("{name}: invalid service, add '{name}' as argument to amandad")
+                        .as_bytes(),
+                )),
+            }
         },
-        _ => Verdict::Nak(security::nak_body(
-            format!("{name}: invalid service, add '{name}' as argument to amandad").as_bytes(),
-        )),
-    }
+    )
 }
 
 #[cfg(test)]

@@ -67,6 +67,21 @@ pub struct DleLine {
     pub level: Option<i32>,
     /// Result.
     pub verdict: Verdict,
+    /// Sizes and times of the dump (the `DUMP SUMMARY` columns).
+    pub measured: Measured,
+    /// How it got there: waits, attempts, retries and resent requests.
+    pub history: History,
+    /// Failure text.
+    pub error: Option<String>,
+    /// MESG log lines (for failed and strange dumps).
+    pub log: Vec<String>,
+    /// The holding file.
+    pub holding: Option<String>,
+}
+
+/// The sizes and times of one dump, as the report shows and sums them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Measured {
     /// `sendbackup: size` in KiB.
     pub orig_kb: Option<i64>,
     /// DATA bytes written.
@@ -75,23 +90,20 @@ pub struct DleLine {
     pub duration: Duration,
     /// Time DATA flowed.
     pub data_time: Duration,
-    /// Waits before it started.
-    pub waits: Vec<WaitLine>,
-    /// Failure text.
-    pub error: Option<String>,
-    /// Errors of attempts that were retried.
-    pub retried: Vec<String>,
-    /// MESG log lines (for failed and strange dumps).
-    pub log: Vec<String>,
-    /// The holding file.
-    pub holding: Option<String>,
-    /// Attempts.
-    pub attempts: u32,
-    /// sendbackup REQs sent again (lost or late packets the retransmissions covered).
-    pub resent: u32,
 }
 
-impl DleLine {
+impl Measured {
+    /// What `r` measured; its bytes count only when the dump is `ok` (a failed dump's
+    /// partial bytes were thrown away).
+    pub fn of(r: &crate::dump::DumpReport, ok: bool) -> Self {
+        Measured {
+            orig_kb: r.orig_kb,
+            out_bytes: if ok { r.bytes } else { 0 },
+            duration: r.duration,
+            data_time: r.data_time,
+        }
+    }
+
     /// KiB/s of the DATA stream over the dump time.
     pub fn rate_kibps(&self) -> f64 {
         let t = self.duration.as_secs_f64();
@@ -99,6 +111,31 @@ impl DleLine {
             0.0
         } else {
             self.out_bytes as f64 / 1024.0 / t
+        }
+    }
+}
+
+/// What it took to dump one DLE, beyond the dump itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct History {
+    /// Waits before it started.
+    pub waits: Vec<WaitLine>,
+    /// Attempts.
+    pub attempts: u32,
+    /// Errors of attempts that were retried.
+    pub retried: Vec<String>,
+    /// sendbackup REQs sent again (lost or late packets the retransmissions covered).
+    pub resent: u32,
+}
+
+impl History {
+    /// One attempt, no wait, nothing resent.
+    pub fn once() -> Self {
+        History {
+            waits: Vec::new(),
+            attempts: 1,
+            retried: Vec::new(),
+            resent: 0,
         }
     }
 
@@ -135,6 +172,20 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The report of a run of `plan`'s configuration at `timestamp` on this host (its name
+    /// from the kernel), with nothing in it yet.
+    pub fn heading(plan: &crate::plan::Plan, timestamp: &str) -> Summary {
+        Summary {
+            org: plan.config.org.clone(),
+            config: plan.config_name.clone(),
+            timestamp: timestamp.to_owned(),
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            ..Summary::default()
+        }
+    }
+
     /// amdump's exit status (see the module docs).
     pub fn exit_status(&self) -> i32 {
         let mut s = 0;
@@ -228,7 +279,7 @@ pub fn render(s: &Summary) -> String {
                 format!("FAILED {}", d.error.as_deref().unwrap_or("[unknown error]"))
             };
             let _ = writeln!(o, "  {} {} lev {}  {what}", d.host, d.disk, level(d.level));
-            for r in &d.retried {
+            for r in &d.history.retried {
                 let _ = writeln!(
                     o,
                     "  {} {} lev {}  was retried after: {r}",
@@ -245,11 +296,15 @@ pub fn render(s: &Summary) -> String {
             let _ = writeln!(o, "  {} {} lev {}  STRANGE", d.host, d.disk, level(d.level));
         }
     }
-    let waited: Vec<&DleLine> = s.dles.iter().filter(|d| !d.waits.is_empty()).collect();
+    let waited: Vec<&DleLine> = s
+        .dles
+        .iter()
+        .filter(|d| !d.history.waits.is_empty())
+        .collect();
     if !waited.is_empty() {
         let _ = writeln!(o, "\nWAITS (dumps that waited before they could run):");
         for d in &waited {
-            for w in &d.waits {
+            for w in &d.history.waits {
                 let _ = writeln!(
                     o,
                     "  {} {} lev {}  waited {} for {}: {}",
@@ -263,7 +318,7 @@ pub fn render(s: &Summary) -> String {
             }
         }
     }
-    let resent: Vec<&DleLine> = s.dles.iter().filter(|d| d.resent > 0).collect();
+    let resent: Vec<&DleLine> = s.dles.iter().filter(|d| d.history.resent > 0).collect();
     if !resent.is_empty() {
         let _ = writeln!(
             o,
@@ -276,7 +331,7 @@ pub fn render(s: &Summary) -> String {
                 d.host,
                 d.disk,
                 level(d.level),
-                d.resent
+                d.history.resent
             );
         }
     }
@@ -306,10 +361,10 @@ pub fn render(s: &Summary) -> String {
         .iter()
         .filter(|d| matches!(d.verdict, Verdict::Done | Verdict::Strange))
         .collect();
-    let total: u64 = dumped.iter().map(|d| d.out_bytes).sum();
-    let orig: i64 = dumped.iter().filter_map(|d| d.orig_kb).sum();
+    let total: u64 = dumped.iter().map(|d| d.measured.out_bytes).sum();
+    let orig: i64 = dumped.iter().filter_map(|d| d.measured.orig_kb).sum();
     let full = dumped.iter().filter(|d| d.level == Some(0)).count();
-    let dump_time: Duration = dumped.iter().map(|d| d.duration).sum();
+    let dump_time: Duration = dumped.iter().map(|d| d.measured.duration).sum();
     let _ = writeln!(o, "\nSTATISTICS:");
     let _ = writeln!(o, "  Run time (hrs:min:sec)      {}", hms(s.wall));
     let _ = writeln!(o, "  Estimate time               {}", hms(s.estimate_time));
@@ -346,23 +401,24 @@ pub fn render(s: &Summary) -> String {
         "HOSTNAME", "DISK", "L", "ORIG-KB", "OUT-KB", "COMP%", "TIME", "KB/s", "WAIT"
     );
     for d in &s.dles {
-        let out_kb = d.out_bytes.div_ceil(1024);
-        let comp = match d.orig_kb {
-            Some(k) if k > 0 && d.out_bytes > 0 => {
+        let m = &d.measured;
+        let out_kb = m.out_bytes.div_ceil(1024);
+        let comp = match m.orig_kb {
+            Some(k) if k > 0 && m.out_bytes > 0 => {
                 format!("{:.1}", out_kb as f64 * 100.0 / k as f64)
             }
             _ => "--".to_owned(),
         };
         let (orig, out, time, rate) = match d.verdict {
             Verdict::Done | Verdict::Strange => (
-                d.orig_kb.map_or_else(|| "--".into(), |k| k.to_string()),
+                m.orig_kb.map_or_else(|| "--".into(), |k| k.to_string()),
                 out_kb.to_string(),
-                mmss(d.duration),
-                format!("{:.1}", d.rate_kibps()),
+                mmss(m.duration),
+                format!("{:.1}", m.rate_kibps()),
             ),
             _ => ("".into(), "".into(), "".into(), "".into()),
         };
-        let wait = d.total_wait();
+        let wait = d.history.total_wait();
         let status = match d.verdict {
             Verdict::Done => "OK",
             Verdict::Strange => "STRANGE",
@@ -461,17 +517,16 @@ mod tests {
             disk: "/data".into(),
             level: Some(0),
             verdict,
-            orig_kb: Some(100),
-            out_bytes: 102_400,
-            duration: Duration::from_secs(2),
-            data_time: Duration::from_secs(1),
-            waits: vec![],
+            measured: Measured {
+                orig_kb: Some(100),
+                out_bytes: 102_400,
+                duration: Duration::from_secs(2),
+                data_time: Duration::from_secs(1),
+            },
+            history: History::once(),
             error: (verdict == Verdict::Failed).then(|| "[data timeout]".into()),
-            retried: vec![],
             log: vec![],
             holding: None,
-            attempts: 1,
-            resent: 0,
         }
     }
 
@@ -507,7 +562,7 @@ mod tests {
     #[test]
     fn report_lists_retransmissions() {
         let mut d = line(Verdict::Done);
-        d.resent = 2;
+        d.history.resent = 2;
         let text = render_dles(vec![d]);
         assert!(text.contains("RETRANSMISSIONS"), "{text}");
         assert!(
@@ -519,7 +574,7 @@ mod tests {
     #[test]
     fn report_lists_failures_waits_and_the_summary_table() {
         let mut waited = line(Verdict::Done);
-        waited.waits.push(WaitLine {
+        waited.history.waits.push(WaitLine {
             what: "udp 850-859".into(),
             reason: "no ports: 9 usable in udp 850-859; 9 leased, 11 waiting".into(),
             waited: Duration::from_millis(1200),

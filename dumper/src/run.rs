@@ -48,7 +48,7 @@ use crate::net::{PoolNeeds, Ports, Tuning, WaitEvent};
 use crate::plan::{self, DleSpec, Plan};
 use crate::privs;
 use crate::progress::{self, View};
-use crate::report::{self, DleLine, Summary, Verdict, WaitLine};
+use crate::report::{self, DleLine, History, Measured, Summary, Verdict, WaitLine};
 
 /// How to run.
 #[derive(Clone, Debug)]
@@ -147,14 +147,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
     let run_id = catalog.begin_run(&timestamp, &plan.config_name, now)?;
 
     let mut summary = Summary {
-        org: plan.config.org.clone(),
-        config: plan.config_name.clone(),
-        timestamp: timestamp.clone(),
-        hostname: nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default(),
         notes: plan.warnings.clone(),
-        ..Summary::default()
+        ..Summary::heading(&plan, &timestamp)
     };
     let indexdir = plan.config.path(&plan.config.indexdir);
     summary.notes.extend(clean_up_after_killed_runs(
@@ -1029,24 +1023,25 @@ impl Night {
                     disk: String::from_utf8_lossy(&p.spec.disk).into_owned(),
                     level: p.level,
                     verdict,
-                    orig_kb: r.and_then(|r| r.orig_kb),
-                    out_bytes: if ok { r.map_or(0, |r| r.bytes) } else { 0 },
-                    duration: r.map_or(Duration::ZERO, |r| r.duration),
-                    data_time: r.map_or(Duration::ZERO, |r| r.data_time),
-                    waits: track
-                        .map(|t| {
-                            t.waits
-                                .iter()
-                                .map(|w| WaitLine {
-                                    what: w.what.clone(),
-                                    reason: w.reason.clone(),
-                                    waited: w.waited.unwrap_or_default(),
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
+                    measured: r.map(|r| Measured::of(r, ok)).unwrap_or_default(),
+                    history: History {
+                        waits: track
+                            .map(|t| {
+                                t.waits
+                                    .iter()
+                                    .map(|w| WaitLine {
+                                        what: w.what.clone(),
+                                        reason: w.reason.clone(),
+                                        waited: w.waited.unwrap_or_default(),
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        attempts: o.attempts,
+                        retried: track.map(|t| t.retried_errors.clone()).unwrap_or_default(),
+                        resent: o.resent,
+                    },
                     error,
-                    retried: track.map(|t| t.retried_errors.clone()).unwrap_or_default(),
                     log: if ok && verdict == Verdict::Done {
                         Vec::new()
                     } else {
@@ -1055,8 +1050,6 @@ impl Night {
                     holding: r
                         .and_then(|r| r.holding.as_ref())
                         .map(|h| h.display().to_string()),
-                    attempts: o.attempts,
-                    resent: o.resent,
                 }
             })
             .collect()

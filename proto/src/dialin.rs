@@ -145,10 +145,7 @@ impl Line {
     /// Parses one frame's payload (one line, the newline optional).
     pub fn parse(payload: &[u8]) -> Result<Line, DialinError> {
         let bad = || DialinError::BadLine(lossy(payload));
-        if payload.len() > MAX_LINE {
-            return Err(bad());
-        }
-        let line = payload.strip_suffix(b"\n").unwrap_or(payload);
+        let line = one_line(payload).ok_or_else(bad)?;
         let (word, arg) = line
             .iter()
             .position(|&b| b == b' ')
@@ -169,6 +166,12 @@ impl Line {
     }
 }
 
+/// A frame's payload as one line without its (optional) newline; `None` above
+/// [`MAX_LINE`].
+fn one_line(payload: &[u8]) -> Option<&[u8]> {
+    (payload.len() <= MAX_LINE).then(|| payload.strip_suffix(b"\n").unwrap_or(payload))
+}
+
 /// The first frame of a session connection.
 pub fn session_preamble(token: Token) -> Vec<u8> {
     let mut out = Vec::new();
@@ -180,10 +183,7 @@ pub fn session_preamble(token: Token) -> Vec<u8> {
 /// The token of a session preamble frame's payload (the frame was on [`SESSION_HANDLE`]).
 pub fn parse_session_preamble(payload: &[u8]) -> Result<Token, DialinError> {
     let bad = || DialinError::BadPreamble(lossy(payload));
-    if payload.len() > MAX_LINE {
-        return Err(bad());
-    }
-    let line = payload.strip_suffix(b"\n").unwrap_or(payload);
+    let line = one_line(payload).ok_or_else(bad)?;
     let token = line.strip_prefix(b"AMDIALIN SESSION ").ok_or_else(bad)?;
     Token::parse(token).ok_or_else(bad)
 }

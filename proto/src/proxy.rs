@@ -698,17 +698,37 @@ mod tests {
                 .contains("does not begin with \"HTTP/\" but with \\x16"),
             "{e}"
         );
-        for bad in [
-            &b"HTTP/2 200 ok\r\n\r\n"[..],
-            b"HTTP/1.1 20 ok\r\n\r\n",
-            b"HTTP/1.1 2000 ok\r\n\r\n",
-            b"HTTP/1.1 099 x\r\n\r\n",
-            b"HTTP/1.1 200 ok\r\nno colon\r\n\r\n",
-            b"HTTP/1.1 200 ok\r\n: empty name\r\n\r\n",
-            b"HTTP/1.1 200 o\x01k\r\n\r\n",
+        // Each refused for its own fault, named in the error.
+        for (bad, why) in [
+            (
+                &b"HTTP/2 200 ok\r\n\r\n"[..],
+                "bad status line \"HTTP/2 200 ok\"",
+            ),
+            (
+                b"HTTP/1.1 20 ok\r\n\r\n",
+                "bad status line \"HTTP/1.1 20 ok\"",
+            ),
+            (
+                b"HTTP/1.1 2000 ok\r\n\r\n",
+                "bad status line \"HTTP/1.1 2000 ok\"",
+            ),
+            (
+                b"HTTP/1.1 099 x\r\n\r\n",
+                "bad status line \"HTTP/1.1 099 x\"",
+            ),
+            (
+                b"HTTP/1.1 200 ok\r\nno colon\r\n\r\n",
+                "without ':' \"no colon\"",
+            ),
+            (
+                b"HTTP/1.1 200 ok\r\n: empty name\r\n\r\n",
+                "bad header field name \"\"",
+            ),
+            (b"HTTP/1.1 200 o\x01k\r\n\r\n", "\"HTTP/1.1 200 o\\x01k\""),
         ] {
             let e = hs().handle_bytes(bad).unwrap_err();
             assert!(matches!(e, ProxyError::Malformed { .. }), "{bad:?}: {e}");
+            assert!(e.to_string().ends_with(why), "{bad:?}: {e}");
         }
     }
 

@@ -16,6 +16,9 @@
 //! Every failure is a [`RequestError`] whose message is byte for byte the real amandad's, and
 //! [`RequestError::nak_body`] is the NAK body it sends (`ERROR <message>\n`).
 //!
+//! [`admit`] chains them around the caller's `.amandahosts` check and choice of service,
+//! for the intakes of amandad and of `dumper listen`.
+//!
 //! Also here: the bsdtcp refusal frame amandad writes before reading anything when the
 //! peer's name does not check out ([`preread_refusal_frame`], spec §3.4), with 3.5.1's quirk.
 //!
@@ -328,6 +331,60 @@ pub fn parse_service_request(body: &[u8]) -> Result<ServiceRequest<'_>, RequestE
         return Err(RequestError::InvalidReq);
     }
     Ok(ServiceRequest { service, arguments })
+}
+
+/// What [`admit`] makes of a packet that starts a new exchange; `S` is the caller's
+/// service type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission<'a, S> {
+    /// Run `service` for `user` with `args` (the body after the SERVICE line).
+    Accept {
+        /// The service.
+        service: S,
+        /// The remote user of the SECURITY line (lossy).
+        user: String,
+        /// What follows the service name (`OPTIONS ...\n` and the command); never empty.
+        args: &'a [u8],
+    },
+    /// Answer with a NAK with this body on the packet's own handle.
+    Nak(Vec<u8>),
+    /// Not a REQ: amandad ignores it.
+    Ignore(PacketType),
+}
+
+/// amandad's intake of a new packet, in its order: [`check_received`], then `hosts` (the
+/// caller's `.amandahosts` check of the remote user and the SERVICE line, `Err` carrying
+/// the refusal text), then [`parse_service_request`], then `serves` (the caller's choice of
+/// service by name, `Err` carrying the NAK body).
+pub fn admit<'a, S>(
+    ptype: PacketType,
+    peer: Peer<'_>,
+    rule: PortRule,
+    body: &'a [u8],
+    hosts: impl FnOnce(&str, &str) -> Result<(), String>,
+    serves: impl FnOnce(&[u8]) -> Result<S, Vec<u8>>,
+) -> Admission<'a, S> {
+    let checked = match check_received(ptype, peer, rule, body) {
+        Err(e) => return Admission::Nak(e.nak_body()),
+        Ok(Checked::Other { ptype, .. }) => return Admission::Ignore(ptype),
+        Ok(Checked::Request(r)) => r,
+    };
+    let user = String::from_utf8_lossy(checked.remote_user).into_owned();
+    if let Err(text) = hosts(&user, &String::from_utf8_lossy(checked.service)) {
+        return Admission::Nak(nak_body(text.as_bytes()));
+    }
+    let split = match parse_service_request(checked.body) {
+        Ok(split) => split,
+        Err(e) => return Admission::Nak(e.nak_body()),
+    };
+    match serves(split.service) {
+        Ok(service) => Admission::Accept {
+            service,
+            user,
+            args: split.arguments,
+        },
+        Err(nak) => Admission::Nak(nak),
+    }
 }
 
 /// A NAK body: `ERROR <message>\n` (amandad's form for security and request errors).

@@ -365,13 +365,7 @@ impl<S: Read + Write> TlsStream<S> {
                         "the peer closed the connection during the TLS handshake",
                     ));
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if only_waited(&e) => {}
                 Err(e) => {
                     // Send the alert we owe the peer, then report.
                     let _ = self.flush_all();
@@ -435,6 +429,15 @@ impl<S: Read + Write> Write for TlsStream<S> {
         self.flush_all()?;
         self.sock.flush()
     }
+}
+
+/// Whether a read on a socket with a timeout only ran out of time (or was interrupted),
+/// rather than failed: the loops that poll a blocking socket go round again.
+pub fn only_waited(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 #[cfg(test)]

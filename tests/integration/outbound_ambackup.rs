@@ -16,11 +16,11 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::ssl_util::{Kind, trees};
-use crate::util::ambackup::{AMBACKUP, AmbackupLab, Client, Listener, SslTrees};
+use crate::util::ambackup::{AMBACKUP, AmbackupLab, Client, Listener, SslTrees, assert_lines};
 use crate::util::{self, Scratch};
 use crate::{require_root, require_tool};
 
@@ -57,10 +57,21 @@ const ALLOW: &str = "localhost backup noop ambackupd\n";
 /// Two DLEs of host `localhost` in a lab allowed by [`ALLOW`]; the data lives as long as
 /// the returned scratch directory.
 fn localhost_lab(tag: &str, how: Listener) -> (Scratch, Vec<PathBuf>, AmbackupLab) {
+    two_dle_lab(tag, "localhost", ALLOW, how, None)
+}
+
+/// Two DLEs of `host` in a lab whose `.amandahosts` is `allow` (auth ssl when `ssl` is
+/// given); the data lives as long as the returned scratch directory.
+fn two_dle_lab(
+    tag: &str,
+    host: &str,
+    allow: &str,
+    how: Listener,
+    ssl: Option<SslTrees<'_>>,
+) -> (Scratch, Vec<PathBuf>, AmbackupLab) {
     let data = Scratch::new(&format!("{tag}-data"));
     let dles = two_dles(&data);
-    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
-    let lab = AmbackupLab::new(tag, "localhost", &refs, ALLOW, how);
+    let lab = AmbackupLab::with_auth(tag, host, &dles, allow, how, ssl);
     (data, dles, lab)
 }
 
@@ -77,13 +88,8 @@ fn assert_lists_by(lab: &AmbackupLab, client: Client, dles: &[PathBuf], what: &s
         "ambackup list ({what}):\n{out}\n{}",
         lab.log()
     );
-    for d in dles {
-        let want = format!("DLE {}", d.display());
-        assert!(
-            out.lines().any(|l| l == want),
-            "no {want:?} ({what}) in:\n{out}"
-        );
-    }
+    let wanted = dles.iter().map(|d| format!("DLE {}", d.display()));
+    assert_lines(&out, wanted, what, "");
 }
 
 #[test]
@@ -121,18 +127,13 @@ fn full_then_incremental(lab: &AmbackupLab, client: Client, dles: &[PathBuf]) {
             "ambackup backup ({round}):\n{out}\n{}",
             lab.log()
         );
-        for d in dles {
-            for want in [
+        let wanted = dles.iter().flat_map(|d| {
+            [
                 format!("start backup: {}", d.display()),
                 format!("backup done: {}", d.display()),
-            ] {
-                assert!(
-                    out.lines().any(|l| l == want),
-                    "no {want:?} ({round}) in:\n{out}\n{}",
-                    lab.log()
-                );
-            }
-        }
+            ]
+        });
+        assert_lines(&out, wanted, round, &lab.log());
     };
     backup("full");
     let (done, tmp) = lab.conf.holding_files();
@@ -187,17 +188,13 @@ fn full_then_incremental(lab: &AmbackupLab, client: Client, dles: &[PathBuf]) {
 #[test]
 fn outbound_ambackup_refusals_carry_the_real_amandad_and_ambackupd_texts() {
     require_ambackup!();
-    let data = Scratch::new("outbound-ambackup-refusals");
-    let dles = two_dles(&data);
-    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
-
     // .amandahosts allows noop but not ambackupd: the real amandad's NAK.
-    let lab = AmbackupLab::new(
+    let (_data, _, lab) = two_dle_lab(
         "outbound-ab-hosts",
         "localhost",
-        &refs,
         "localhost backup noop\n",
         Listener::Inetd,
+        None,
     );
     let (_, out) = lab.ambackup(&["list"]);
     let hosts = lab.conf.work.join("amandahosts");
@@ -208,13 +205,7 @@ fn outbound_ambackup_refusals_carry_the_real_amandad_and_ambackupd_texts() {
     assert!(out.contains(&want), "no {want:?} in:\n{out}");
     drop(lab);
 
-    let lab = AmbackupLab::new(
-        "outbound-ab-refuse",
-        "localhost",
-        &refs,
-        ALLOW,
-        Listener::Inetd,
-    );
+    let (_data, dles, lab) = localhost_lab("outbound-ab-refuse", Listener::Inetd);
     // A DLE that is not in the disklist.
     let (_, out) = lab.ambackup(&["backup", "/no/such/dle"]);
     assert!(
@@ -386,14 +377,10 @@ fn outbound_ambackup_over_ssl_backs_up_and_restores_identical() {
     require_tool!("/usr/sbin/amssl");
     require_tool!("/usr/bin/openssl");
     let t = trees(Kind::Main);
-    let data = Scratch::new("outbound-ambackup-ssl");
-    let dles = two_dles(&data);
-    let refs: Vec<&Path> = dles.iter().map(PathBuf::as_path).collect();
     // The client is named by its certificate's CN.
-    let lab = AmbackupLab::with_auth(
+    let (_data, dles, lab) = two_dle_lab(
         "outbound-ab-ssl",
         "127.0.0.1",
-        &refs,
         "127.0.0.1 backup noop ambackupd\n",
         Listener::Inetd,
         Some(SslTrees {

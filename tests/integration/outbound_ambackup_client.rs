@@ -11,9 +11,21 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use crate::ssl_util;
+use crate::util::ambackup::assert_lines;
 use crate::util::real_ambackupd::RealAmbackupd;
 use crate::util::{self, Scratch};
 use crate::{require_root, require_tool};
+
+/// Root, the real amandad, ambackupd, inetd, and the `extra` tools the test needs.
+macro_rules! require_real_ambackupd {
+    ($($extra:expr),*) => {
+        require_root!();
+        require_tool!("/usr/lib/amanda/amandad");
+        require_tool!("/usr/lib/amanda/ambackupd");
+        $(require_tool!($extra);)*
+        require_tool!(util::INETD);
+    };
+}
 
 /// Our ambackup, as root (it binds a reserved source port, as amservice does), against
 /// `ab`'s configuration; the server's `noop` must answer.
@@ -59,13 +71,8 @@ fn two_dles(data: &Scratch) -> Vec<PathBuf> {
 fn list_check_backup(ab: &RealAmbackupd, dles: &[PathBuf]) {
     let (status, out) = ambackup(ab, &["list"]);
     assert!(status.success(), "list: {status}\n{out}");
-    for d in dles {
-        let line = format!("DLE {}", d.display());
-        assert!(
-            out.lines().any(|l| l == line),
-            "list lacks {line:?}:\n{out}"
-        );
-    }
+    let wanted = dles.iter().map(|d| format!("DLE {}", d.display()));
+    assert_lines(&out, wanted, "list", "");
     let (status, out) = ambackup(ab, &["check"]);
     assert!(status.success(), "check: {status}\n{out}");
     assert!(out.lines().any(|l| l == "check succeeded"), "check:\n{out}");
@@ -75,14 +82,13 @@ fn list_check_backup(ab: &RealAmbackupd, dles: &[PathBuf]) {
         "backup: {status}\n{out}\n{}",
         ab.trace_logs()
     );
-    for d in dles {
-        for line in [
+    let wanted = dles.iter().flat_map(|d| {
+        [
             format!("Doing backup of {}", d.display()),
             format!("backup done: {}", d.display()),
-        ] {
-            assert!(out.lines().any(|l| l == line), "no {line:?}:\n{out}");
-        }
-    }
+        ]
+    });
+    assert_lines(&out, wanted, "backup", "");
 }
 
 /// The first line of the Amanda header of every dump (first chunk) on a holding disk.
@@ -118,11 +124,7 @@ fn restore_identical(ab: &RealAmbackupd, dle: &Path, scratch: &Scratch, n: usize
 /// real amflush + amfetchdump.
 #[test]
 fn outbound_our_ambackup_lists_checks_and_backs_up_to_the_real_ambackupd() {
-    require_root!();
-    require_tool!("/usr/lib/amanda/amandad");
-    require_tool!("/usr/lib/amanda/ambackupd");
-    require_tool!("/usr/sbin/amflush");
-    require_tool!(util::INETD);
+    require_real_ambackupd!("/usr/sbin/amflush");
     let _g = util::lock_amdump_machine();
     let data = Scratch::new("ab-client-data");
     let dles = two_dles(&data);
@@ -168,10 +170,7 @@ fn outbound_our_ambackup_lists_checks_and_backs_up_to_the_real_ambackupd() {
 /// and our ambackup exits non-zero (the real one exits 0).
 #[test]
 fn outbound_our_ambackup_shows_the_real_ambackupd_refusal_and_fails() {
-    require_root!();
-    require_tool!("/usr/lib/amanda/amandad");
-    require_tool!("/usr/lib/amanda/ambackupd");
-    require_tool!(util::INETD);
+    require_real_ambackupd!();
     let _g = util::lock_amdump_machine();
     let data = Scratch::new("ab-client-refused");
     let dle = data.join("only");
@@ -197,12 +196,7 @@ fn outbound_our_ambackup_shows_the_real_ambackupd_refusal_and_fails() {
 /// host), restored identical.
 #[test]
 fn outbound_our_ambackup_backs_up_to_the_real_ambackupd_over_ssl() {
-    require_root!();
-    require_tool!("/usr/lib/amanda/amandad");
-    require_tool!("/usr/lib/amanda/ambackupd");
-    require_tool!("/usr/sbin/amflush");
-    require_tool!("/usr/sbin/amssl");
-    require_tool!(util::INETD);
+    require_real_ambackupd!("/usr/sbin/amflush", "/usr/sbin/amssl");
     let _g = util::lock_amdump_machine();
     let trees = ssl_util::trees(ssl_util::Kind::Main);
     let data = Scratch::new("ab-client-ssl-data");
@@ -231,11 +225,7 @@ fn outbound_our_ambackup_backs_up_to_the_real_ambackupd_over_ssl() {
 /// refused in the handshake, said so, and ambackup exits non-zero.
 #[test]
 fn outbound_our_ambackup_refuses_a_server_certificate_of_another_ca() {
-    require_root!();
-    require_tool!("/usr/lib/amanda/amandad");
-    require_tool!("/usr/lib/amanda/ambackupd");
-    require_tool!("/usr/sbin/amssl");
-    require_tool!(util::INETD);
+    require_real_ambackupd!("/usr/sbin/amssl");
     let _g = util::lock_amdump_machine();
     let main = ssl_util::trees(ssl_util::Kind::Main);
     let other = ssl_util::trees(ssl_util::Kind::OtherCa);

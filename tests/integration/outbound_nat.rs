@@ -61,6 +61,19 @@ struct Lab {
     _machine: std::sync::MutexGuard<'static, ()>,
 }
 
+/// Root, nft, and a [`Lab`] of `n` DLEs; returns from the test when the namespaces cannot
+/// be made (outside CI).
+macro_rules! nat_lab {
+    ($tag:expr, $n:expr) => {{
+        require_root!();
+        require_tool!("/usr/sbin/nft");
+        match Lab::new($tag, $n) {
+            Some(lab) => lab,
+            None => return,
+        }
+    }};
+}
+
 impl Lab {
     fn new(tag: &str, n: usize) -> Option<Lab> {
         let t = Topology::create()?;
@@ -228,11 +241,7 @@ impl Lab {
 // issue 14: the NAT and outbound-only acceptance night.
 #[test]
 fn outbound_only_client_behind_nat_is_backed_up_full_then_incremental_with_no_inbound_connection() {
-    require_root!();
-    require_tool!("/usr/sbin/nft");
-    let Some(lab) = Lab::new("nat-night", 20) else {
-        return;
-    };
+    let lab = nat_lab!("nat-night", 20);
     lab.wait_holding(Duration::from_secs(30));
     let (status, check) = lab.conf.check(&[]);
     assert!(
@@ -280,11 +289,7 @@ fn outbound_only_client_behind_nat_is_backed_up_full_then_incremental_with_no_in
 // sessions, every DLE ends dumped.
 #[test]
 fn outbound_client_link_cut_for_30s_mid_night_redials_and_every_dle_ends_dumped() {
-    require_root!();
-    require_tool!("/usr/sbin/nft");
-    let Some(mut lab) = Lab::new("nat-cut", 4) else {
-        return;
-    };
+    let mut lab = nat_lab!("nat-cut", 4);
     // Dumps slow enough to be cut in the middle: 4 DLEs of 10 MB, through a router that
     // passes 2 MB/s from the client.
     for (i, d) in lab.dles.iter().enumerate() {
@@ -370,11 +375,7 @@ fn outbound_client_link_cut_for_30s_mid_night_redials_and_every_dle_ends_dumped(
 // as the real client) do not keep the real client's night from running.
 #[test]
 fn outbound_1000_silent_dialins_do_not_starve_the_real_client() {
-    require_root!();
-    require_tool!("/usr/sbin/nft");
-    let Some(lab) = Lab::new("nat-flood", 3) else {
-        return;
-    };
+    let lab = nat_lab!("nat-flood", 3);
     lab.wait_holding(Duration::from_secs(30));
     let flood = format!(
         "import resource, socket, time\n\

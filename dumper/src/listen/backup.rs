@@ -37,7 +37,7 @@ use crate::features::server_features;
 use crate::holding::{self, HoldingWriter};
 use crate::index::{self, IndexWriter};
 use crate::plan::{DleSpec, Plan};
-use crate::report::{DleLine, Summary, Verdict};
+use crate::report::{DleLine, History, Measured, Summary, Verdict};
 use crate::run::{LevelPlan, level_plan};
 
 /// How long the client may take to ACK the REP.
@@ -229,32 +229,20 @@ fn summary(
         disk: String::from_utf8_lossy(&spec.disk).into_owned(),
         level: Some(level),
         verdict,
-        orig_kb: r.orig_kb,
-        out_bytes: if r.ok() { r.bytes } else { 0 },
-        duration: r.duration,
-        data_time: r.data_time,
-        waits: Vec::new(),
+        measured: Measured::of(r, r.ok()),
+        history: History::once(),
         error: r
             .failure
             .as_ref()
             .map(crate::failure::DumpFailure::report_text),
-        retried: Vec::new(),
         log: if verdict == Verdict::Done {
             Vec::new()
         } else {
             r.log.clone()
         },
         holding: r.holding.as_ref().map(|h| h.display().to_string()),
-        attempts: 1,
-        resent: 0,
     };
     Summary {
-        org: plan.config.org.clone(),
-        config: plan.config_name.clone(),
-        timestamp: timestamp.to_owned(),
-        hostname: nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default(),
         wall: r.duration,
         holding: r
             .ok()
@@ -271,7 +259,7 @@ fn summary(
                 spec.label()
             )))
             .collect(),
-        ..Summary::default()
+        ..Summary::heading(plan, timestamp)
     }
 }
 

@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 
 use proto::pkt::PacketType;
-use proto::security::{self, Checked, Peer, PortRule};
+use proto::security::{self, Admission, Peer, PortRule};
 
 /// The services of the listener. The dispatch on them is in `listen::conn`; a service is
 /// added here and there.
@@ -72,23 +72,10 @@ pub fn check_hosts(
         .map_err(|r| r.to_string())
 }
 
-/// The verdict on a connection's packet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict<'a> {
-    /// Run `service` for `user` with `args` (the body after the SERVICE line).
-    Accept {
-        /// The service.
-        service: Service,
-        /// The remote user of the SECURITY line.
-        user: String,
-        /// What follows the service name (`OPTIONS ...\n` and the command).
-        args: &'a [u8],
-    },
-    /// Answer with a NAK with this body on the packet's handle, then close.
-    Nak(Vec<u8>),
-    /// Not a REQ: amandad ignores it.
-    Ignore(PacketType),
-}
+/// The verdict on a connection's packet: run the service for the user with its arguments,
+/// answer with a NAK on the packet's handle then close, or (not a REQ) ignore it as amandad
+/// does.
+pub type Verdict<'a> = Admission<'a, Service>;
 
 /// Judges a packet. `peer` is the sender as amandad names it (reverse DNS, or the address)
 /// with its source port; `rule` whether that port must be reserved (bsdtcp: yes); `hosts`
@@ -102,28 +89,14 @@ pub fn judge<'a>(
     ptype: PacketType,
     body: &'a [u8],
 ) -> Verdict<'a> {
-    let request = match security::check_received(ptype, peer, rule, body) {
-        Err(e) => return Verdict::Nak(e.nak_body()),
-        Ok(Checked::Other { ptype, .. }) => return Verdict::Ignore(ptype),
-        Ok(Checked::Request(r)) => r,
-    };
-    let user = String::from_utf8_lossy(request.remote_user).into_owned();
-    let service_line = String::from_utf8_lossy(request.service).into_owned();
-    if let Err(text) = hosts(peer.name, addr, &user, &service_line) {
-        return Verdict::Nak(security::nak_body(text.as_bytes()));
-    }
-    let split = match security::parse_service_request(request.body) {
-        Ok(s) => s,
-        Err(e) => return Verdict::Nak(e.nak_body()),
-    };
-    match Service::from_name(split.service) {
-        Some(service) => Verdict::Accept {
-            service,
-            user,
-            args: split.arguments,
-        },
-        None => Verdict::Nak(proto::request::nak_invalid_service(split.service)),
-    }
+    security::admit(
+        ptype,
+        peer,
+        rule,
+        body,
+        |user, service| hosts(peer.name, addr, user, service),
+        |name| Service::from_name(name).ok_or_else(|| proto::request::nak_invalid_service(name)),
+    )
 }
 
 #[cfg(test)]

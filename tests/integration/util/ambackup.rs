@@ -66,19 +66,25 @@ pub struct SslTrees<'a> {
     pub client: &'a Path,
 }
 
+/// Asserts that each of `wanted` is a whole line of `out` (ambackup's output); `what`
+/// says which step, and `log` is shown with a failure.
+pub fn assert_lines(out: &str, wanted: impl IntoIterator<Item = String>, what: &str, log: &str) {
+    for want in wanted {
+        assert!(
+            out.lines().any(|l| l == want),
+            "no {want:?} ({what}) in:\n{out}\n{log}"
+        );
+    }
+}
+
 impl AmbackupLab {
     /// A lab whose disklist has `host` with `dles` (dumptype `ambackup`: bsdtcp, amgtar;
     /// also defined: `ambackup-gnutar`, and `ambackup-failing` whose server filter fails),
-    /// and whose `.amandahosts` is `amandahosts`.
-    pub fn new(tag: &str, host: &str, dles: &[&Path], amandahosts: &str, how: Listener) -> Self {
-        Self::with_auth(tag, host, dles, amandahosts, how, None)
-    }
-
-    /// [`AmbackupLab::new`], with auth ssl when `ssl` is given.
+    /// and whose `.amandahosts` is `amandahosts`; auth ssl when `ssl` is given, else bsdtcp.
     pub fn with_auth(
         tag: &str,
         host: &str,
-        dles: &[&Path],
+        dles: &[PathBuf],
         amandahosts: &str,
         how: Listener,
         ssl: Option<SslTrees<'_>>,
@@ -91,7 +97,10 @@ impl AmbackupLab {
             extra: "    compress server custom\n    server_custom_compress \"/bin/false\"",
             ..Dt::new("ambackup-failing", "bsdtcp", port, Program::Amgtar)
         };
-        let list: Vec<(&str, &Path, &str)> = dles.iter().map(|d| (host, *d, "ambackup")).collect();
+        let list: Vec<(&str, &Path, &str)> = dles
+            .iter()
+            .map(|d| (host, d.as_path(), "ambackup"))
+            .collect();
         let conf = DumperConf::new(tag, "", &[dt, gnutar, failing], &list);
         let cfg = format!("{tag}-{}-{port}", std::process::id());
         let w = conf.work.path();

@@ -226,21 +226,36 @@ fn backup_refusals_and_broken_replies() {
             "ERROR No '/no/such/dle' dle for host 'localhost'".into()
         ]))
     );
-    for bad in [
-        &b"GOPTIONS features=ff\n<dle></dle>"[..],
-        b"CONNECT DATA 499999\n<dle></dle>",
-        b"CONNECT DATA 1 MESG 499998\nGOPTIONS x\n",
-        b"CONNECT DATA 499999 MESG 499999\nGOPTIONS x\n",
-        b"CONNECT DATA 499999 MESG\nGOPTIONS x\n",
-        b"CONNECT DATA 499999 MESG 499998 BOGUS 7\nGOPTIONS x\n",
-        b"CONNECT DATA 99999999999 MESG 499998\nGOPTIONS x\n",
-        b"CONNECT MESG 499998\nGOPTIONS x\n",
+    // Each refused for its own fault, named in the refusal.
+    for (bad, why) in [
+        (&b"GOPTIONS features=ff\n<dle></dle>"[..], "no CONNECT line"),
+        (b"CONNECT DATA 499999\n<dle></dle>", "no MESG stream"),
+        (
+            b"CONNECT DATA 1 MESG 499998\nGOPTIONS x\n",
+            "DATA has no valid handle",
+        ),
+        (
+            b"CONNECT DATA 499999 MESG 499999\nGOPTIONS x\n",
+            "MESG or its handle twice",
+        ),
+        (
+            b"CONNECT DATA 499999 MESG\nGOPTIONS x\n",
+            "MESG has no valid handle",
+        ),
+        (
+            b"CONNECT DATA 499999 MESG 499998 BOGUS 7\nGOPTIONS x\n",
+            "unknown stream \"BOGUS\"",
+        ),
+        (
+            b"CONNECT DATA 99999999999 MESG 499998\nGOPTIONS x\n",
+            "DATA has no valid handle",
+        ),
+        (b"CONNECT MESG 499998\nGOPTIONS x\n", "no DATA stream"),
     ] {
-        assert!(
-            matches!(parse_backup(bad), Err(BackupRefused::Malformed(_))),
-            "{}",
-            String::from_utf8_lossy(bad)
-        );
+        match parse_backup(bad) {
+            Err(BackupRefused::Malformed(e)) => assert!(e.contains(why), "{e:?} lacks {why:?}"),
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(bad)),
+        }
     }
 }
 
