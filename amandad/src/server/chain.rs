@@ -541,7 +541,9 @@ fn stage_step(
                     let pid = p.filter.pid();
                     o.into_result(p.filter.program(), pid)
                         .map_err(|e| e.to_string())?;
-                    if p.input_lost {
+                    // Its stdin still open means input it never saw: it exited before its
+                    // input ended, whether or not a write has hit EPIPE yet (issue 12).
+                    if p.input_lost || p.stdin.is_some() {
                         return Err(FilterError::InputNotRead {
                             program: p.filter.program().to_path_buf(),
                             pid,
