@@ -18,6 +18,7 @@ pub mod intake;
 pub mod launch;
 pub mod logging;
 pub mod privs;
+pub mod proxy;
 pub mod resolve;
 pub mod server;
 pub mod services;

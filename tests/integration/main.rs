@@ -16,6 +16,7 @@ mod interop_reference;
 mod netns;
 mod outbound_ambackup;
 mod outbound_nat;
+mod outbound_proxy;
 mod portpool_sockets;
 mod proto_bodies_golden;
 mod proto_golden;
