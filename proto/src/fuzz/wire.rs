@@ -350,29 +350,6 @@ pub fn http_connect_answer(data: &[u8]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Found by replaying the fuzz corpus in a debug build: the harness computed
-    /// `data.len() - 2` for the one-byte payload `00` (a REQ with no NUL-terminated body).
-    #[test]
-    fn tcp_packet_target_accepts_a_lone_type_byte() {
-        tcp_packet(&[0]);
-        tcp_packet(&[3, 0]);
-    }
-
-    #[test]
-    fn every_target_accepts_empty_and_tiny_inputs() {
-        for (name, entry) in TARGETS {
-            for data in [&b""[..], b"\0", b"\xff", b"Amanda", b"\0\0\0\0\0\0\0\0\0"] {
-                let run = std::panic::catch_unwind(|| entry(data));
-                assert!(run.is_ok(), "{name} panicked on {data:?}");
-            }
-        }
-    }
-}
-
 /// The dial-in protocol's inputs (issue 14): a HOLD line, a session preamble, the HOLD
 /// request's arguments and the listener's reply. Parsed ones re-encode to themselves; a
 /// host name that passes the check can name a file in one directory and nothing else.
@@ -394,4 +371,27 @@ pub fn dialin_lines(data: &[u8]) {
         assert!(!r.config.contains('/'));
     }
     let _ = dialin::parse_hold_reply(data);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by replaying the fuzz corpus in a debug build: the harness computed
+    /// `data.len() - 2` for the one-byte payload `00` (a REQ with no NUL-terminated body).
+    #[test]
+    fn tcp_packet_target_accepts_a_lone_type_byte() {
+        tcp_packet(&[0]);
+        tcp_packet(&[3, 0]);
+    }
+
+    #[test]
+    fn every_target_accepts_empty_and_tiny_inputs() {
+        for (name, entry) in TARGETS {
+            for data in [&b""[..], b"\0", b"\xff", b"Amanda", b"\0\0\0\0\0\0\0\0\0"] {
+                let run = std::panic::catch_unwind(|| entry(data));
+                assert!(run.is_ok(), "{name} panicked on {data:?}");
+            }
+        }
+    }
 }
