@@ -245,13 +245,7 @@ fn run(cfg: DialOut, dialed: Dialed) {
                     }
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if crate::proxy::only_waited(&e) => {}
             Err(e) => hc.handle_closed(Instant::now(), format!("read: {e}")),
         }
         hc.handle_timeout(Instant::now());

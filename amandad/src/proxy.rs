@@ -103,19 +103,22 @@ pub fn tunnel(
                 }
                 Err(e) => break Err(TunnelError::Answer(e)),
             },
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if only_waited(&e) => {}
             Err(e) => break Err(io(e)),
         }
     };
     let _ = sock.set_read_timeout(None);
     let _ = sock.set_write_timeout(None);
     outcome
+}
+
+/// Whether a read on a blocking socket with a timeout only ran out of time (or was
+/// interrupted), rather than failed.
+pub fn only_waited(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 #[cfg(test)]

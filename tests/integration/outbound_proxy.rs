@@ -152,7 +152,7 @@ fn lab(
     kind: Kind,
     allowed_port: u16,
     extra_amandad_env: Vec<String>,
-    listener_env: Vec<String>,
+    dumptype_extra: &str,
 ) -> Option<(DialinLab, Proxy)> {
     let t = Topology::create()?;
     t.nft(&t.router, ROUTER_RULES).expect("router rules");
@@ -169,9 +169,9 @@ fn lab(
             tag,
             dles,
             seen_from: PROXY_OUT_IP,
-            listener_env,
+            listener_env: vec![],
             amandad_env,
-            dumptype_extra: "",
+            dumptype_extra,
             conf_extra: "",
         },
     );
@@ -185,7 +185,7 @@ fn outbound_dialin_night_through_tinyproxy_restores_identical_and_the_proxy_logs
     require_root!();
     require_tool!("/usr/sbin/nft");
     require_tool!(TINYPROXY);
-    let Some((lab, proxy)) = lab("oproxy-tiny", 4, Kind::Tinyproxy, 10080, vec![], vec![]) else {
+    let Some((lab, proxy)) = lab("oproxy-tiny", 4, Kind::Tinyproxy, 10080, vec![], "") else {
         return;
     };
     lab.wait_holding(Duration::from_secs(30));
@@ -216,8 +216,7 @@ fn outbound_dialin_refused_by_the_proxy_is_named_in_amandads_log_and_dumper_chec
     require_root!();
     require_tool!("/usr/sbin/nft");
     require_tool!(TINYPROXY);
-    let Some((mut lab, proxy)) = lab("oproxy-403", 1, Kind::Tinyproxy, 10081, vec![], vec![])
-    else {
+    let Some((mut lab, proxy)) = lab("oproxy-403", 1, Kind::Tinyproxy, 10081, vec![], "") else {
         return;
     };
     let want = format!(
@@ -245,5 +244,63 @@ fn outbound_dialin_refused_by_the_proxy_is_named_in_amandads_log_and_dumper_chec
             "{HOST}: no dial-in connection from the client (is amandad --dial-out running there?)"
         )),
         "dumper check says the host holds no connection:\n{out}"
+    );
+}
+
+/// One DLE whose tar stays quiet for 60 s, dumped through squid (`read_timeout 20
+/// seconds`) with the dial-in sessions' heartbeat on both ends, or off on both ends.
+/// Whether the night passed, and its report with the logs.
+fn quiet_dump_through_squid(heartbeat: bool) -> Option<(bool, String)> {
+    let tag = if heartbeat {
+        "oproxy-squid-hb"
+    } else {
+        "oproxy-squid-nohb"
+    };
+    let tars = Scratch::new(tag);
+    let tar = util::quiet_tar(tars.path(), 60);
+    let mut amandad_env = vec![
+        format!("AMANDA_RS_GNUTAR_PATH={}", tar.display()),
+        "AMANDA_RS_AMANDAD__RUNTAR_PATH=/nonexistent".into(),
+    ];
+    if !heartbeat {
+        amandad_env.push("AMANDA_RS_AMANDAD__DIAL_OUT__SESSION_HEARTBEAT_SECS=0".into());
+    }
+    let (mut lab, proxy) = lab(tag, 1, Kind::Squid, 10080, amandad_env, "retry_dump 0\n")?;
+    lab.conf.env.push((
+        "AMANDA_RS_DUMPER__DIALIN_SESSION_HEARTBEAT_SECS".into(),
+        if heartbeat { "10" } else { "0" }.into(),
+    ));
+    lab.wait_holding(Duration::from_secs(30));
+    let (status, report) = lab.conf.run();
+    Some((
+        status.success() && report.matches("  OK").count() == 1,
+        format!("{report}\n{}\n{}", lab.logs(), proxy.logs()),
+    ))
+}
+
+// issue 14: TCP keepalive stops at the proxy; the dial-in session's own heartbeat keeps a
+// quiet dump's tunnel open through squid's read_timeout, and without it squid closes it.
+#[test]
+fn outbound_dialin_dump_quiet_for_60s_passes_squid_read_timeout_20s_with_the_heartbeat_and_fails_without()
+ {
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    require_tool!(SQUID);
+    let Some((ok, report)) = quiet_dump_through_squid(true) else {
+        return;
+    };
+    assert!(ok, "with the heartbeat the quiet dump must pass:\n{report}");
+    assert!(
+        report.contains(&format!("CONNECT {SERVER_IP}:10080")),
+        "squid's log shows the tunnels:\n{report}"
+    );
+    let (ok, report) = quiet_dump_through_squid(false).expect("the topology was made once");
+    assert!(
+        !ok,
+        "without the heartbeat squid's read_timeout closes the quiet tunnel:\n{report}"
+    );
+    assert!(
+        report.contains("FAILED") && report.contains("connection closed by the client"),
+        "the dump fails because the tunnel was closed:\n{report}"
     );
 }

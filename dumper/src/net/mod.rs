@@ -347,16 +347,7 @@ pub fn connect(
     ))
 }
 
-/// Whether a read on a socket with a timeout only ran out of time (or was interrupted),
-/// rather than failed.
-pub fn only_waited(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::WouldBlock
-            | std::io::ErrorKind::TimedOut
-            | std::io::ErrorKind::Interrupted
-    )
-}
+pub use amandad::proxy::only_waited;
 
 /// A control hop, as an unanswered request names it:
 /// `server 198.18.0.1:850/udp -> client 198.18.1.2:10080/udp`.

@@ -127,10 +127,9 @@ mod tests {
     // tested with amandad::proxy).
     #[test]
     fn a_refusal_is_refused_and_silence_is_a_timeout() {
-        let refused = ProxyFailure::Tunnel(TunnelError::Answer(ProxyError::Status {
+        let refused = ProxyFailure::Tunnel(TunnelError::Answer(ProxyError::Forbidden {
             proxy: "p:1".into(),
             target: "h:1".into(),
-            status: 403,
             status_line: "HTTP/1.0 403 no".into(),
         }));
         assert_eq!(refused.event(), HopEvent::Refused);

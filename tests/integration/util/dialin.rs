@@ -85,19 +85,16 @@ impl DialinLab {
             "AMANDA_RS_LOG=debug".into(),
         ];
         args.extend(o.listener_env);
-        args.extend(
-            [
-                super::workspace_bin("dumper").display().to_string(),
-                "listen".into(),
-                "--listen".into(),
-                format!("{SERVER_IP}:10080"),
-                "--config-dir".into(),
-                conf.work.path().display().to_string(),
-                "--log".into(),
-                listen_log.display().to_string(),
-            ]
-            .into_iter(),
-        );
+        args.extend([
+            super::workspace_bin("dumper").display().to_string(),
+            "listen".into(),
+            "--listen".into(),
+            format!("{SERVER_IP}:10080"),
+            "--config-dir".into(),
+            conf.work.path().display().to_string(),
+            "--log".into(),
+            listen_log.display().to_string(),
+        ]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         t.spawn(&t.server, "env", &args);
         let runtar = super::install_runtar();
@@ -108,18 +105,15 @@ impl DialinLab {
             "AMANDA_RS_LOG=debug".into(),
         ];
         args.extend(o.amandad_env);
-        args.extend(
-            [
-                super::workspace_bin("amandad").display().to_string(),
-                "--dial-out".into(),
-                "amdump".into(),
-                "--log".into(),
-                data.join("amandad.log").display().to_string(),
-                "--settings".into(),
-                runtar.settings().display().to_string(),
-            ]
-            .into_iter(),
-        );
+        args.extend([
+            super::workspace_bin("amandad").display().to_string(),
+            "--dial-out".into(),
+            "amdump".into(),
+            "--log".into(),
+            data.join("amandad.log").display().to_string(),
+            "--settings".into(),
+            runtar.settings().display().to_string(),
+        ]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         t.spawn(&t.client, "env", &args);
         DialinLab {
