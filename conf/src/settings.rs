@@ -822,6 +822,26 @@ mod tests {
         assert!(e.to_string().contains("amandad.dial_out.auth"), "{e}");
     }
 
+    // issue 14: the dial-in sessions' heartbeat is on by default at both ends, 0 turns it
+    // off, and an interval beyond an hour is refused.
+    #[test]
+    fn dialin_session_heartbeats_default_to_10s_and_0_is_off() {
+        let s = from_file("").unwrap();
+        assert_eq!(s.amandad.dial_out.session_heartbeat_secs, 10);
+        assert_eq!(
+            s.dumper.dialin_session_heartbeat(),
+            Some(Duration::from_secs(10))
+        );
+        let s = from_file("[dumper]\ndialin_session_heartbeat_secs = 0\n").unwrap();
+        assert_eq!(s.dumper.dialin_session_heartbeat(), None);
+        let e = from_file("[amandad.dial_out]\nsession_heartbeat_secs = 3601\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("amandad.dial_out.session_heartbeat_secs"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn amanda_rs_log_is_the_log_level() {
         let s = Settings::load_from(None, env(&[("AMANDA_RS_LOG", "warn")])).unwrap();

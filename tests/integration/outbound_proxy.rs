@@ -265,7 +265,9 @@ fn quiet_dump_through_squid(heartbeat: bool) -> Option<(bool, String)> {
     if !heartbeat {
         amandad_env.push("AMANDA_RS_AMANDAD__DIAL_OUT__SESSION_HEARTBEAT_SECS=0".into());
     }
-    let (mut lab, proxy) = lab(tag, 1, Kind::Squid, 10080, amandad_env, "retry_dump 0\n")?;
+    // A dial-in dump that broke on its link is retried (`retry_dump`): without the
+    // heartbeat every try fails the same way.
+    let (mut lab, proxy) = lab(tag, 1, Kind::Squid, 10080, amandad_env, "")?;
     lab.conf.env.push((
         "AMANDA_RS_DUMPER__DIALIN_SESSION_HEARTBEAT_SECS".into(),
         if heartbeat { "10" } else { "0" }.into(),

@@ -300,3 +300,49 @@ impl Transport for FramedConn {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    // issue 14: a dial-in session waiting for the client sends its heartbeat while quiet,
+    // and drops the client's, so that a reply after a long quiet spell still arrives.
+    #[test]
+    fn a_quiet_dialin_session_sends_heartbeats_and_drops_the_clients() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, peer) = l.accept().unwrap();
+        let mut conn = FramedConn::new(Held::Accepted(server), peer, "backup")
+            .with_heartbeat(Some(Duration::from_millis(100)));
+        let mut out = proto::dialin::session_heartbeat();
+        proto::tcp::Packet::new(PacketType::Ack, b"SECURITY USER backup\n".to_vec())
+            .encode_frame(conn.handle(), &mut out)
+            .unwrap();
+        let started = Instant::now();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(450));
+            client.write_all(&out).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let mut got = vec![0u8; 4096];
+            let n = client.read(&mut got).unwrap();
+            got.truncate(n);
+            got
+        });
+        let (ptype, _) = conn
+            .recv(started + Duration::from_secs(5))
+            .unwrap()
+            .expect("the ACK after the client's heartbeat");
+        assert_eq!(ptype, PacketType::Ack);
+        let got = t.join().unwrap();
+        let beat = proto::dialin::session_heartbeat();
+        let beats = got.chunks(beat.len()).filter(|c| *c == beat).count();
+        assert!(
+            beats >= 3 && got.len() == beats * beat.len(),
+            "{beats} heartbeats in {} bytes",
+            got.len()
+        );
+    }
+}
