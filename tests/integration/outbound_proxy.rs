@@ -167,6 +167,7 @@ fn lab(
         t,
         DialinOptions {
             tag,
+            host: HOST,
             dles,
             seen_from: PROXY_OUT_IP,
             listener_env: vec![],

@@ -1,9 +1,10 @@
 //! A dial-in lab on a [`Topology`] (issue 14): `dumper listen` in the server namespace on
 //! 198.18.0.1:10080, our `amandad --dial-out` in the client namespace holding a connection
-//! to it, and a configuration whose DLEs (`dialin yes`, bsdtcp) belong to [`HOST`]. The
+//! to it, and a configuration whose DLEs (`dialin yes`, bsdtcp) belong to one host. The
 //! caller builds the network between them (a NAT, a proxy) and says, through
 //! [`DialinOptions`], which address the listener sees and what extra settings each end
-//! gets. Everything is torn down with the topology.
+//! gets. Everything is torn down with the topology. (outbound_nat's own lab predates this
+//! one and can become a user of it.)
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,13 +12,16 @@ use std::time::{Duration, Instant};
 use super::{Dt, DumperConf, Program, RuntarInstall, Scratch, chown_amanda};
 use crate::netns::{SERVER_IP, Topology};
 
-/// The client's name in the disklist: nothing resolves it, nothing needs to.
+/// The client's name in the disklist when [`DialinOptions::host`] is left to it: nothing
+/// resolves it, nothing needs to.
 pub const HOST: &str = "dialclient";
 
 /// What differs between dial-in labs.
 pub struct DialinOptions<'a> {
     /// The scratch directories' tag.
     pub tag: &'a str,
+    /// The client's name in the disklist (and `amandad.dial_out.hostname`).
+    pub host: &'a str,
     /// How many small DLEs.
     pub dles: usize,
     /// The address the listener sees the client's connections come from (its
@@ -36,6 +40,8 @@ pub struct DialinOptions<'a> {
 /// The running lab.
 pub struct DialinLab {
     pub t: Topology,
+    /// The client's name in the disklist.
+    pub host: String,
     pub conf: DumperConf,
     pub data: Scratch,
     pub dles: Vec<PathBuf>,
@@ -55,7 +61,7 @@ impl DialinLab {
         let data = Scratch::new(o.tag);
         let dles = super::small_dles(&data, o.dles);
         let list: Vec<(&str, &Path, &str)> =
-            dles.iter().map(|d| (HOST, d.as_path(), "dial")).collect();
+            dles.iter().map(|d| (o.host, d.as_path(), "dial")).collect();
         let extra = format!("    maxdumps 4\n    dialin yes\n{}", o.dumptype_extra);
         let mut conf = DumperConf::new(
             o.tag,
@@ -101,7 +107,7 @@ impl DialinLab {
         let mut args = vec![
             format!("AMANDA_RS_AMANDAD__DIAL_OUT__SERVER={SERVER_IP}:10080"),
             "AMANDA_RS_AMANDAD__DIAL_OUT__CONFIG=config".into(),
-            format!("AMANDA_RS_AMANDAD__DIAL_OUT__HOSTNAME={HOST}"),
+            format!("AMANDA_RS_AMANDAD__DIAL_OUT__HOSTNAME={}", o.host),
             "AMANDA_RS_LOG=debug".into(),
         ];
         args.extend(o.amandad_env);
@@ -118,6 +124,7 @@ impl DialinLab {
         t.spawn(&t.client, "env", &args);
         DialinLab {
             t,
+            host: o.host.to_string(),
             conf,
             data,
             dles,
@@ -155,7 +162,10 @@ impl DialinLab {
     /// Waits until the listener holds the client's connection.
     pub fn wait_holding(&self, limit: Duration) {
         assert!(
-            self.wait_log(&format!("holding the dial-in connection of {HOST}"), limit),
+            self.wait_log(
+                &format!("holding the dial-in connection of {}", self.host),
+                limit
+            ),
             "no HOLD connection within {limit:?}:\n{}",
             self.logs()
         );
@@ -185,7 +195,7 @@ impl DialinLab {
                 "restored-{}",
                 d.file_name().unwrap().to_string_lossy()
             ));
-            self.conf.restore(HOST, d, &into);
+            self.conf.restore(&self.host, d, &into);
             super::assert_same_tree(d, &into, true);
         }
     }
