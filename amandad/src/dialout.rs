@@ -6,15 +6,21 @@
 //! writes its preamble and hands the socket to the event loop ([`Dialed`]), which serves it
 //! like a connection the server made.
 //!
+//! Both kinds of connection go through an HTTP CONNECT proxy when amanda-rs's `[proxy]`
+//! settings or `https_proxy`/`no_proxy` apply to the server (the same policy dumper
+//! follows); a refusal, garbage or silence from the proxy is a failed dial, logged with
+//! the proxy's words and retried with the usual backoff.
+//!
 //! What this module must not do: decide anything about the protocol (that is `HoldClient`),
 //! or serve requests itself (the loop does, with all its bounds).
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use conf::proxy::ProxyPolicy;
 use log::{debug, info, warn};
 use proto::dialin::{self, HoldAction, HoldClient, HoldConfig, HoldRequest, Token};
 use proto::frame::FrameReader;
@@ -40,6 +46,8 @@ pub struct DialOut {
     pub request: HoldRequest,
     pub hold: HoldConfig,
     pub keepalive: Option<Keepalive>,
+    /// Whether the listener is reached through an HTTP proxy (`[proxy]`, `https_proxy`).
+    pub proxy: Arc<ProxyPolicy>,
 }
 
 impl DialOut {
@@ -85,6 +93,7 @@ impl DialOut {
                 ..HoldConfig::default()
             },
             keepalive,
+            proxy: Arc::new(settings.proxy.policy().map_err(|e| e.to_string())?),
         })
     }
 }
@@ -111,14 +120,15 @@ fn seed() -> u64 {
     u64::from_ne_bytes(b)
 }
 
-fn connect(cfg: &DialOut) -> io::Result<TcpStream> {
-    let addrs: Vec<SocketAddr> = (cfg.host.as_str(), cfg.port).to_socket_addrs()?.collect();
+/// Opens a TCP connection to `host:port`, with the keepalive and `TCP_NODELAY` set.
+fn connect_to(host: &str, port: u16, keepalive: Option<Keepalive>) -> io::Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for a in addrs {
         match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
             Ok(s) => {
                 let sock = socket2::SockRef::from(&s);
-                if let Some(k) = cfg.keepalive {
+                if let Some(k) = keepalive {
                     let ka = socket2::TcpKeepalive::new()
                         .with_time(k.idle)
                         .with_interval(k.interval)
@@ -132,6 +142,34 @@ fn connect(cfg: &DialOut) -> io::Result<TcpStream> {
         }
     }
     Err(last)
+}
+
+/// Connects to the listener, through the HTTP proxy when the settings' `[proxy]` (or
+/// `https_proxy`, less `no_proxy`) name one for the server. The error says which hop
+/// failed and how (the proxy's status line, its silence).
+fn connect(cfg: &DialOut) -> Result<TcpStream, String> {
+    let ip = cfg.host.parse::<IpAddr>().ok();
+    let Some((url, origin)) = cfg.proxy.route(&cfg.host, ip) else {
+        return connect_to(&cfg.host, cfg.port, cfg.keepalive).map_err(|e| format!("connect: {e}"));
+    };
+    let mut s = connect_to(&url.host, url.port, cfg.keepalive)
+        .map_err(|e| format!("cannot reach HTTP proxy {url} (from {origin}): {e}"))?;
+    // The proxy resolves the server's name: a host behind a proxy often has no DNS of
+    // its own for the outside.
+    crate::proxy::tunnel(
+        &mut s,
+        &url.to_string(),
+        &cfg.host,
+        cfg.port,
+        url.credentials.as_ref(),
+        cfg.proxy.answer_timeout,
+    )
+    .map_err(|e| format!("through HTTP proxy {url} (from {origin}): {e}"))?;
+    debug!(
+        "dial-out: tunnel to {}:{} through HTTP proxy {url} ({origin})",
+        cfg.host, cfg.port
+    );
+    Ok(s)
 }
 
 fn run(cfg: DialOut, dialed: Dialed) {
@@ -157,7 +195,7 @@ fn run(cfg: DialOut, dialed: Dialed) {
                         reader = FrameReader::new();
                         hc.handle_connected(Instant::now());
                     }
-                    Err(e) => hc.handle_connect_failed(Instant::now(), format!("connect: {e}")),
+                    Err(e) => hc.handle_connect_failed(Instant::now(), e),
                 },
                 HoldAction::Send(bytes) => {
                     if let Some(s) = conn.as_mut()
@@ -229,7 +267,8 @@ fn open_session(cfg: &DialOut, token: Token, dialed: &Dialed, opening: &Arc<Atom
         .name("dial-session".into())
         .spawn(move || {
             let result = connect(&cfg).and_then(|mut s| {
-                s.write_all(&dialin::session_preamble(token))?;
+                s.write_all(&dialin::session_preamble(token))
+                    .map_err(|e| format!("write: {e}"))?;
                 Ok(s)
             });
             counter.fetch_sub(1, Ordering::SeqCst);

@@ -19,6 +19,7 @@ pub mod intake;
 pub mod launch;
 pub use daemon::logging;
 pub mod privs;
+pub use daemon::proxy;
 pub use daemon::resolve;
 pub mod server;
 pub mod services;

@@ -184,6 +184,10 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
         compress_threads: std::num::NonZeroUsize::new(loaded.settings.amandad.compress_threads)
             .unwrap_or_else(filters::default_threads),
         dialed_server_name: loaded.settings.amandad.dial_out.server_name(),
+        session_heartbeat: match loaded.settings.amandad.dial_out.session_heartbeat_secs {
+            0 => None,
+            n => Some(std::time::Duration::from_secs(n)),
+        },
     };
     let mut server = Server::new(cfg, launched.sockets).context("starting the event loop")?;
     if let Some(d) = dial_out {

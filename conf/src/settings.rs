@@ -172,6 +172,10 @@ pub struct DialOut {
     pub backoff_min_secs: u64,
     /// The longest wait between dials, seconds (default 60).
     pub backoff_max_secs: u64,
+    /// A session's heartbeat, seconds (default 10; 0: off): while this side of a session
+    /// sent nothing for this long it sends a frame the server drops, because TCP keepalive
+    /// stops at an HTTP proxy and proxies close quiet tunnels (issue 14).
+    pub session_heartbeat_secs: u64,
 }
 
 impl Default for DialOut {
@@ -184,6 +188,7 @@ impl Default for DialOut {
             auth: "bsdtcp".into(),
             backoff_min_secs: 1,
             backoff_max_secs: 60,
+            session_heartbeat_secs: 10,
         }
     }
 }
@@ -292,6 +297,10 @@ pub struct Dumper {
     /// (default 30): under the idle timeouts of NAT devices, and how fast a dead holder is
     /// noticed (3 unanswered PINGs).
     pub dialin_heartbeat_secs: u64,
+    /// A dial-in session's heartbeat, seconds (default 10; 0: off): while the server's side
+    /// of a session sent nothing for this long it sends a frame the client drops, because
+    /// TCP keepalive stops at an HTTP proxy and proxies close quiet tunnels (issue 14).
+    pub dialin_session_heartbeat_secs: u64,
 }
 
 impl Default for Dumper {
@@ -301,6 +310,7 @@ impl Default for Dumper {
             ssl_handshake_secs: 20,
             dialin_wait_secs: 300,
             dialin_heartbeat_secs: 30,
+            dialin_session_heartbeat_secs: 10,
         }
     }
 }
@@ -309,6 +319,12 @@ impl Dumper {
     /// [`Dumper::max_index_mib`] in bytes.
     pub fn max_index_bytes(&self) -> u64 {
         self.max_index_mib.saturating_mul(1024 * 1024)
+    }
+
+    /// [`Dumper::dialin_session_heartbeat_secs`] as a Duration (`None`: off).
+    pub fn dialin_session_heartbeat(&self) -> Option<Duration> {
+        (self.dialin_session_heartbeat_secs > 0)
+            .then(|| Duration::from_secs(self.dialin_session_heartbeat_secs))
     }
 
     /// [`Dumper::dialin_wait_secs`] as a Duration.
@@ -574,7 +590,19 @@ impl Settings {
             1,
             3600,
         )?;
+        within(
+            "dumper.dialin_session_heartbeat_secs",
+            self.dumper.dialin_session_heartbeat_secs,
+            0,
+            3600,
+        )?;
         let d = &self.amandad.dial_out;
+        within(
+            "amandad.dial_out.session_heartbeat_secs",
+            d.session_heartbeat_secs,
+            0,
+            3600,
+        )?;
         within(
             "amandad.dial_out.backoff_min_secs",
             d.backoff_min_secs,
@@ -792,6 +820,26 @@ mod tests {
         assert!(e.to_string().contains("backoff_max_secs"), "{e}");
         let e = from_file("[amandad.dial_out]\nauth = \"ssh\"\n").unwrap_err();
         assert!(e.to_string().contains("amandad.dial_out.auth"), "{e}");
+    }
+
+    // issue 14: the dial-in sessions' heartbeat is on by default at both ends, 0 turns it
+    // off, and an interval beyond an hour is refused.
+    #[test]
+    fn dialin_session_heartbeats_default_to_10s_and_0_is_off() {
+        let s = from_file("").unwrap();
+        assert_eq!(s.amandad.dial_out.session_heartbeat_secs, 10);
+        assert_eq!(
+            s.dumper.dialin_session_heartbeat(),
+            Some(Duration::from_secs(10))
+        );
+        let s = from_file("[dumper]\ndialin_session_heartbeat_secs = 0\n").unwrap();
+        assert_eq!(s.dumper.dialin_session_heartbeat(), None);
+        let e = from_file("[amandad.dial_out]\nsession_heartbeat_secs = 3601\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("amandad.dial_out.session_heartbeat_secs"),
+            "{e}"
+        );
     }
 
     #[test]

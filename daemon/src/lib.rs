@@ -5,10 +5,13 @@
 //! - [`logging`]: records to a file or syslog (under inetd fds 0-2 are the socket);
 //! - [`resolve`]: the peer's name and amandad's forward-confirmed reverse DNS check, off the
 //!   event loop;
-//! - [`limits`]: admission of unauthenticated connections and the input budget.
+//! - [`limits`]: admission of unauthenticated connections and the input budget;
+//! - [`proxy`]: the blocking CONNECT handshake with an HTTP proxy, for every outbound
+//!   connection of either daemon (issue 14).
 //!
 //! What this crate must not do: know about Amanda services, dumps or either daemon's loop.
 
 pub mod limits;
 pub mod logging;
+pub mod proxy;
 pub mod resolve;

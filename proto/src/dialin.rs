@@ -8,7 +8,8 @@
 //! from the listener, answered `PONG <n>`, and `OPEN <token>`, on which the client opens a
 //! **SESSION** connection whose first frame (handle [`SESSION_HANDLE`]) is
 //! `AMDIALIN SESSION <token>\n`. After that frame the session is an ordinary bsdtcp
-//! connection on which the server sends its requests.
+//! connection on which the server sends its requests, plus a heartbeat
+//! ([`session_heartbeat`]) each end sends on [`LINE_HANDLE`] while the session is quiet.
 //!
 //! Here: the codecs of those messages, the file-name checks of host names and tokens (they
 //! name Unix sockets on the server), and [`HoldClient`], the client's state machine (dial,
@@ -170,6 +171,21 @@ impl Line {
 /// [`MAX_LINE`].
 fn one_line(payload: &[u8]) -> Option<&[u8]> {
     (payload.len() <= MAX_LINE).then(|| payload.strip_suffix(b"\n").unwrap_or(payload))
+}
+
+/// The heartbeat of a SESSION connection (issue 14): while a session carries nothing for a
+/// while, each end sends `PING 0` on [`LINE_HANDLE`], a handle no Amanda stream or control
+/// exchange uses, so that a proxy that closes quiet tunnels (TCP keepalive stops at the
+/// proxy) sees traffic both ways. The other end drops it ([`is_session_heartbeat`]) without
+/// answering and without counting it as data.
+pub fn session_heartbeat() -> Vec<u8> {
+    Line::Ping(0).frame()
+}
+
+/// Whether a frame on a SESSION connection is a heartbeat to drop: anything on
+/// [`LINE_HANDLE`] (a session has no other use for it).
+pub fn is_session_heartbeat(handle: u32) -> bool {
+    handle == LINE_HANDLE
 }
 
 /// The first frame of a session connection.

@@ -352,20 +352,6 @@ fn a_removed_rule_is_named_by_check_ports_and_by_the_failed_dump() {
     );
 }
 
-/// A GNU tar that stays quiet for `secs` before a real archive (the estimate and --version
-/// calls go straight through).
-fn quiet_tar(dir: &Path, secs: u32) -> PathBuf {
-    let path = dir.join("quiet-tar");
-    std::fs::write(
-        &path,
-        format!("#!/bin/sh\ncase \"$*\" in *\"--file=-\"*) sleep {secs};; esac\nexec /usr/bin/tar \"$@\"\n"),
-    )
-    .expect("write quiet-tar");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    path
-}
-
 fn quiet_dump_through_an_idle_dropping_firewall(heartbeat: bool) -> (bool, String) {
     let t = Topology::create().expect("topology");
     let _machine = setup_amandahosts();
@@ -385,7 +371,7 @@ fn quiet_dump_through_an_idle_dropping_firewall(heartbeat: bool) -> (bool, Strin
     conf.netns = Some(t.server.clone());
     t.router_idle_timeout(20)
         .expect("router forgets connections idle for 20 s");
-    let tar = quiet_tar(data.path(), 60);
+    let tar = util::quiet_tar(data.path(), 60);
     let log = data.join("amandad.log");
     let gnutar = format!("AMANDA_RS_GNUTAR_PATH={}", tar.display());
     let mut env = vec![

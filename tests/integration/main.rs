@@ -18,6 +18,7 @@ mod outbound_ambackup;
 mod outbound_ambackup_client;
 mod outbound_dialin;
 mod outbound_nat;
+mod outbound_proxy;
 mod portpool_sockets;
 mod proto_bodies_golden;
 mod proto_golden;

@@ -66,6 +66,8 @@ pub struct Conn {
     pub paused: bool,
     /// Last time output was written (or there was none to write).
     pub last_progress: Instant,
+    /// Last time bytes went out (or the connection was made): the dial-in heartbeat.
+    pub last_sent: Instant,
     /// Exchanges running on this connection.
     pub exchanges: usize,
     /// Whether the socket is registered for readable events (it follows [`Conn::reading`]).
@@ -102,6 +104,7 @@ impl Conn {
             name_pending: false,
             paused: false,
             last_progress: Instant::now(),
+            last_sent: Instant::now(),
             exchanges: 0,
             interest_readable: true,
             tls: None,
@@ -243,6 +246,7 @@ impl Conn {
                     Ok(n) => {
                         self.pos += n;
                         self.last_progress = Instant::now();
+                        self.last_sent = self.last_progress;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -283,6 +287,7 @@ impl Conn {
             }
             sp.left -= n as usize;
             self.last_progress = Instant::now();
+            self.last_sent = self.last_progress;
             if sp.left == 0 {
                 self.splice = None;
                 std::mem::swap(&mut self.out, &mut self.held);
@@ -310,6 +315,7 @@ impl Conn {
                 }
                 self.pos += n;
                 self.last_progress = Instant::now();
+                self.last_sent = self.last_progress;
             }
             if self.pos == self.out.len() {
                 self.out.clear();

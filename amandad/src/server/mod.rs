@@ -193,6 +193,10 @@ pub struct ServerConfig {
     /// `--dial-out` (issue 14): the server's name as `.amandahosts` lists it, for the
     /// connections this host opened to it ([`Server::dialed`]).
     pub dialed_server_name: String,
+    /// `--dial-out` (issue 14): a session sends [`proto::dialin::session_heartbeat`] when
+    /// it sent nothing for this long (`amandad.dial_out.session_heartbeat_secs`; `None`:
+    /// off), for proxies that close quiet tunnels.
+    pub session_heartbeat: Option<Duration>,
 }
 
 /// How many connections opened by `--dial-out` may wait to be taken by the loop.
@@ -325,6 +329,8 @@ pub struct Server {
     /// Connections `--dial-out` opened, waiting to be served.
     dialed_rx: crossbeam_channel::Receiver<std::net::TcpStream>,
     dialed_tx: crossbeam_channel::Sender<std::net::TcpStream>,
+    /// The connections `--dial-out` opened (their heartbeats), pruned as they close.
+    dialed_conns: std::collections::BTreeSet<u64>,
 }
 
 impl Server {
@@ -355,6 +361,7 @@ impl Server {
         let mut server = Server {
             dialed_tx,
             dialed_rx,
+            dialed_conns: std::collections::BTreeSet::new(),
             poll,
             workers,
             names,
@@ -447,6 +454,7 @@ impl Server {
             };
             if let Some((_, c)) = self.conns.get_mut(&id) {
                 c.dialed = true;
+                self.dialed_conns.insert(id);
             }
             match self.admission.admit(Instant::now(), id) {
                 Admit::Accept => {}
@@ -549,6 +557,7 @@ impl Server {
         at(self.admission.deadline());
         at(self.refusals.deadline());
         at(self.stall_deadline());
+        at(self.heartbeat_deadline());
         if !self.to_resume.is_empty() || self.udp_more.iter().any(|m| *m) {
             at(Some(now));
         }
@@ -1099,6 +1108,7 @@ impl Server {
             self.close_conn(id);
         }
         self.close_stalled(now);
+        self.send_heartbeats(now);
         if let Some(line) = self.refusals.poll(now) {
             warn!("{line}");
         }
@@ -1406,6 +1416,46 @@ impl Server {
         reading
     }
 
+    /// When the next dial-in session's heartbeat is due.
+    fn heartbeat_deadline(&self) -> Option<Instant> {
+        let every = self.cfg.session_heartbeat?;
+        self.dialed_conns
+            .iter()
+            .filter_map(|id| self.conns.get(id))
+            .map(|(_, c)| c.last_sent + every)
+            .min()
+    }
+
+    /// Queues a heartbeat on each dial-in session that sent nothing for the interval and
+    /// has nothing queued (one that does not take its output gets no more); forgets closed
+    /// ones.
+    fn send_heartbeats(&mut self, now: Instant) {
+        let Some(every) = self.cfg.session_heartbeat else {
+            return;
+        };
+        self.dialed_conns.retain(|id| self.conns.contains_key(id));
+        let due: Vec<u64> = self
+            .dialed_conns
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.conns.get(id).is_some_and(|(_, c)| {
+                    c.last_sent + every <= now && !c.write_closed && !c.close_when_flushed
+                })
+            })
+            .collect();
+        for id in due {
+            if let Some((_, c)) = self.conns.get_mut(&id) {
+                if c.pending() == 0 {
+                    c.push(&proto::dialin::session_heartbeat());
+                }
+                // Written or not, the next one is an interval away.
+                c.last_sent = now;
+            }
+            self.flush_conn(id);
+        }
+    }
+
     /// When the next paused connection may be closed for taking no output.
     fn stall_deadline(&self) -> Option<Instant> {
         let stall = self.cfg.limits.stalled_output;
@@ -1663,6 +1713,13 @@ impl Server {
 
     fn frame(&mut self, conn: u64, handle: u32, payload: &[u8]) {
         let now = Instant::now();
+        if !payload.is_empty()
+            && proto::dialin::is_session_heartbeat(handle)
+            && self.dialed_conns.contains(&conn)
+        {
+            // The server's heartbeat on a dial-in session: nothing to answer.
+            return;
+        }
         if payload.is_empty() {
             // End of a stream: a control handle closed by the server, or one of our streams.
             self.tell_dumps_on(conn, |dump| dump.peer_closed_stream(conn, handle));

@@ -356,6 +356,7 @@ fn connect_streams(
             let tls = conn.take_tls();
             // A dial-in client's connection comes from where it is, not from `dest`.
             let peer = conn.peer();
+            let heartbeat = conn.heartbeat();
             let (lease, rest, _) = conn.into_parts();
             Source::framed(
                 lease,
@@ -364,7 +365,7 @@ fn connect_streams(
                 map_of(None)?,
                 Some((control_handle, peer_closed)),
             )
-            .map(|s| vec![s.with_tls(tls)])
+            .map(|s| vec![s.with_tls(tls).with_heartbeat(heartbeat)])
         }
         Auth::Bsdudp => {
             let pool = link.ports.tcp_data.as_deref().ok_or(StreamSetup::NoPool)?;

@@ -96,6 +96,11 @@ pub struct Source {
     tcp_eof: bool,
     /// auth ssl: everything passes this TLS layer.
     tls: Option<ssl::TlsLayer>,
+    /// A dial-in session (issue 14): a heartbeat frame goes out when nothing was sent for
+    /// this long, so that a proxy between us sees traffic from our side too.
+    heartbeat: Option<Duration>,
+    /// When bytes last went out (or the source was made).
+    last_sent: Instant,
 }
 
 fn to_mio(lease: Held<TcpStream>) -> Result<Held<mio::net::TcpStream>, StreamSetup> {
@@ -119,6 +124,8 @@ impl Source {
             kind: Kind::Raw(stream),
             tcp_eof: false,
             tls: None,
+            heartbeat: None,
+            last_sent: Instant::now(),
         })
     }
 
@@ -153,6 +160,8 @@ impl Source {
             },
             tcp_eof: false,
             tls: None,
+            heartbeat: None,
+            last_sent: Instant::now(),
         })
     }
 
@@ -179,6 +188,8 @@ impl Source {
             },
             tcp_eof: false,
             tls: None,
+            heartbeat: None,
+            last_sent: Instant::now(),
         })
     }
 
@@ -255,6 +266,34 @@ impl Source {
         self
     }
 
+    /// Sends [`proto::dialin::session_heartbeat`] on a framed connection whenever nothing
+    /// was sent for `every` (`None`: never).
+    pub fn with_heartbeat(mut self, every: Option<Duration>) -> Source {
+        self.heartbeat = every;
+        self
+    }
+
+    /// When the next heartbeat is due, if this source sends them.
+    fn heartbeat_due(&self) -> Option<Instant> {
+        match self.kind {
+            Kind::Framed { .. } => self.heartbeat.map(|every| self.last_sent + every),
+            Kind::Raw(_) => None,
+        }
+    }
+
+    /// Queues a heartbeat when one is due and nothing else is waiting to go out.
+    fn beat(&mut self, now: Instant) {
+        if self.heartbeat_due().is_some_and(|due| now >= due)
+            && let Kind::Framed { out, .. } = &mut self.kind
+            && out.is_empty()
+        {
+            out.extend_from_slice(&proto::dialin::session_heartbeat());
+            // Written or not, the next one is an interval away (a peer that takes nothing
+            // must not make the queue grow).
+            self.last_sent = now;
+        }
+    }
+
     /// One read of plaintext: from TLS when there is a layer, else from the socket.
     fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let sock = self.conn.socket_mut();
@@ -286,6 +325,7 @@ impl Source {
                 if !out.is_empty() {
                     let n = t.write_frames(out)?;
                     out.drain(..n);
+                    self.last_sent = Instant::now();
                 }
                 if !t.flush(sock)? || out.is_empty() {
                     return Ok(());
@@ -298,6 +338,7 @@ impl Source {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => {
                         out.drain(..n);
+                        self.last_sent = Instant::now();
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -693,6 +734,7 @@ impl<'a> Session<'a> {
                 {
                     out.append(&mut self.sink.outgoing);
                 }
+                self.sources[i].beat(Instant::now());
                 if let Err(e) = self.sources[i].flush_out() {
                     return Err(DumpFailure::Link {
                         peer: self.sources[i].peer,
@@ -726,6 +768,13 @@ impl<'a> Session<'a> {
                     .poll_timeout()
                     .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
                     .min(Duration::from_secs(60))
+                    .min(
+                        self.sources
+                            .iter()
+                            .filter_map(Source::heartbeat_due)
+                            .min()
+                            .map_or(Duration::MAX, |t| t.saturating_duration_since(now)),
+                    )
             };
             match poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}
@@ -906,6 +955,9 @@ impl<'a> Session<'a> {
             };
             match ev {
                 Event::Start(_) => {}
+                // The client's heartbeat on a dial-in session: not data, nothing to answer.
+                Event::Data { handle, .. }
+                    if src.heartbeat.is_some() && proto::dialin::is_session_heartbeat(handle) => {}
                 Event::Data { handle, chunk, .. } => match stream_of(handle) {
                     Some(k) => self.sink.on_bytes(k, chunk),
                     None => log::debug!(

@@ -53,6 +53,8 @@ pub struct Dialin {
     pub rendezvous: super::rendezvous::Rendezvous,
     /// How long to wait for the client's HOLD (`dumper.dialin_wait_secs`).
     pub wait: Duration,
+    /// The sessions' heartbeat (`dumper.dialin_session_heartbeat_secs`; `None`: off).
+    pub heartbeat: Option<Duration>,
 }
 
 impl Dialin {
@@ -71,6 +73,7 @@ impl Dialin {
                 hosts,
                 rendezvous: super::rendezvous::Rendezvous::new(&settings.run_dir),
                 wait: settings.dumper.dialin_wait(),
+                heartbeat: settings.dumper.dialin_session_heartbeat(),
             })
         })
     }
@@ -88,11 +91,10 @@ impl Dialin {
         let peer = stream
             .peer_addr()
             .map_err(|e| OpenError::Initiator(format!("{host}: dial-in connection: {e}")))?;
-        Ok(FramedConn::new(
-            super::held::Held::Accepted(stream),
-            peer,
-            user,
-        ))
+        Ok(
+            FramedConn::new(super::held::Held::Accepted(stream), peer, user)
+                .with_heartbeat(self.heartbeat),
+        )
     }
 }
 

@@ -42,6 +42,11 @@ pub struct FramedConn {
     eof: bool,
     /// auth ssl: the frames go through this TLS layer.
     tls: Option<Box<ssl::TlsLayer>>,
+    /// A dial-in session (issue 14): a heartbeat frame goes out when nothing was sent for
+    /// this long (`dumper.dialin_session_heartbeat_secs`).
+    heartbeat: Option<Duration>,
+    /// When we last wrote to the client.
+    last_sent: Instant,
 }
 
 impl FramedConn {
@@ -62,7 +67,21 @@ impl FramedConn {
             closed_by_peer: HashSet::new(),
             eof: false,
             tls: None,
+            heartbeat: None,
+            last_sent: Instant::now(),
         }
+    }
+
+    /// Sends [`proto::dialin::session_heartbeat`] whenever nothing was sent for `every`
+    /// while waiting for the client (a dial-in session through a proxy, issue 14).
+    pub fn with_heartbeat(mut self, every: Option<Duration>) -> FramedConn {
+        self.heartbeat = every;
+        self
+    }
+
+    /// The heartbeat interval, for the data phase that follows on this connection.
+    pub fn heartbeat(&self) -> Option<Duration> {
+        self.heartbeat
     }
 
     /// The same over TLS (auth ssl): `layer` has finished its handshake on the lease's
@@ -78,6 +97,7 @@ impl FramedConn {
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.last_sent = Instant::now();
         let sock = self.lease.socket_mut();
         match &mut self.tls {
             Some(t) => super::tls::write_all(t, sock, bytes),
@@ -154,11 +174,23 @@ impl FramedConn {
             if self.end == self.buf.len() || self.start == self.end {
                 self.compact();
             }
-            let now = Instant::now();
+            let mut now = Instant::now();
             if now >= until {
                 return Ok(None);
             }
-            let wait = (until - now).max(Duration::from_millis(1));
+            if let Some(every) = self.heartbeat
+                && now >= self.last_sent + every
+            {
+                self.write_all(&proto::dialin::session_heartbeat())
+                    .map_err(|e| self.io_error(e))?;
+                now = Instant::now();
+            }
+            let beat = self
+                .heartbeat
+                .map_or(until, |every| until.min(self.last_sent + every));
+            let wait = beat
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
             let end = self.end;
             let sock = self.lease.socket_mut();
             let _ = sock.set_read_timeout(Some(wait));
@@ -236,6 +268,9 @@ impl Transport for FramedConn {
                 self.closed_by_peer.insert(handle);
                 continue;
             }
+            if self.heartbeat.is_some() && proto::dialin::is_session_heartbeat(handle) {
+                continue;
+            }
             if handle != self.handle {
                 log::debug!(
                     "{}: {} bytes on handle {handle} went unclaimed",
@@ -263,5 +298,51 @@ impl Transport for FramedConn {
 
     fn send_errors_are_fatal(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    // issue 14: a dial-in session waiting for the client sends its heartbeat while quiet,
+    // and drops the client's, so that a reply after a long quiet spell still arrives.
+    #[test]
+    fn a_quiet_dialin_session_sends_heartbeats_and_drops_the_clients() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, peer) = l.accept().unwrap();
+        let mut conn = FramedConn::new(Held::Accepted(server), peer, "backup")
+            .with_heartbeat(Some(Duration::from_millis(100)));
+        let mut out = proto::dialin::session_heartbeat();
+        proto::tcp::Packet::new(PacketType::Ack, b"SECURITY USER backup\n".to_vec())
+            .encode_frame(conn.handle(), &mut out)
+            .unwrap();
+        let started = Instant::now();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(450));
+            client.write_all(&out).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let mut got = vec![0u8; 4096];
+            let n = client.read(&mut got).unwrap();
+            got.truncate(n);
+            got
+        });
+        let (ptype, _) = conn
+            .recv(started + Duration::from_secs(5))
+            .unwrap()
+            .expect("the ACK after the client's heartbeat");
+        assert_eq!(ptype, PacketType::Ack);
+        let got = t.join().unwrap();
+        let beat = proto::dialin::session_heartbeat();
+        let beats = got.chunks(beat.len()).filter(|c| *c == beat).count();
+        assert!(
+            beats >= 3 && got.len() == beats * beat.len(),
+            "{beats} heartbeats in {} bytes",
+            got.len()
+        );
     }
 }

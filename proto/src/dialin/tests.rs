@@ -296,3 +296,15 @@ fn hold_requests_parse_and_unsafe_names_are_refused() {
         Err("a; b".to_string())
     );
 }
+
+// issue 14: the session heartbeat is one frame on the line handle, and nothing else is.
+#[test]
+fn the_session_heartbeat_is_a_ping_frame_on_the_line_handle() {
+    let f = frames(&session_heartbeat());
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].0, LINE_HANDLE);
+    assert_eq!(Line::parse(&f[0].1), Ok(Line::Ping(0)));
+    assert!(is_session_heartbeat(LINE_HANDLE));
+    assert!(!is_session_heartbeat(1));
+    assert!(!is_session_heartbeat(LINE_HANDLE - 1));
+}

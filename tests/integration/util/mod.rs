@@ -13,8 +13,9 @@
 //! - [`ours`], [`dumper_conf`]: our amandad (with its setuid helper installed) and our dumper;
 //! - [`hostile`], [`fake_amandad`], [`vtapes`]: hostile peers for amandad, a scripted fake
 //!   amandad for the dumper, the taper's vtape configurations;
-//! - [`workers`]: the threads of hostile peers and their connection-holding rounds.
-//! - [`ambackup`]: our `dumper listen` and the real `ambackup` against it (issue 14).
+//! - [`workers`]: the threads of hostile peers and their connection-holding rounds;
+//! - [`ambackup`]: our `dumper listen` and the real `ambackup` against it (issue 14);
+//! - [`dialin`]: `dumper listen` and `amandad --dial-out` in network namespaces (issue 14).
 //!
 //! The helpers the test modules use are re-exported here (`crate::util::Scratch`), so a test
 //! module does not need to know which file holds one. Everything here stays on 127.0.0.0/8 (or inside network
@@ -28,6 +29,7 @@ use std::sync::Mutex;
 
 pub mod ambackup;
 pub mod crypt;
+pub mod dialin;
 pub mod dumper_conf;
 pub mod fake_amandad;
 pub mod hostile;
@@ -55,7 +57,7 @@ pub use process::{
 };
 pub use real_amanda::{Program, RealServer, ServerOptions, amquote};
 pub use scratch::{Scratch, chown_amanda};
-pub use tree::{assert_same_tree, extract_tar, make_tricky_tree, set_mtime, small_dles};
+pub use tree::{assert_same_tree, extract_tar, make_tricky_tree, quiet_tar, set_mtime, small_dles};
 
 /// The Amanda user of Debian's packages.
 pub const AMANDA_USER: &str = "backup";

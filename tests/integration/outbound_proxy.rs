@@ -1,0 +1,309 @@
+//! Issue 14: a dial-in client that reaches the outside only through an HTTP CONNECT proxy
+//! (`amandad --dial-out` with `https_proxy` or `[proxy] url`), against Debian's real
+//! tinyproxy and squid run privately in the middle namespace.
+//!
+//! ```text
+//!   server ns                  router ns (the proxy)              client ns
+//!   198.18.0.1:10080           198.18.1.254:3128, CONNECT to      198.18.1.2, may reach
+//!   dumper listen, run         198.18.0.1:10080 only; forwards    198.18.1.254:3128 only
+//!                              nothing
+//! ```
+//!
+//! - tinyproxy: a night of a few DLEs over the tunnels, `dumper restore` identical, the
+//!   proxy's log shows the CONNECTs;
+//! - squid with `read_timeout 20 seconds`: a dump quiet for 60 s passes with the dial-in
+//!   heartbeat and fails without it;
+//! - a proxy whose rules allow another port only: amandad's log names the proxy's 403 and
+//!   redials with backoff; `dumper check` says the host holds no connection.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use crate::netns::{SERVER_IP, Topology};
+use crate::util::dialin::{DialinLab, DialinOptions, HOST};
+use crate::util::{self, AMANDA_USER, Scratch};
+use crate::{require_root, require_tool};
+
+const TINYPROXY: &str = "/usr/bin/tinyproxy";
+const SQUID: &str = "/usr/sbin/squid";
+
+/// The proxy's address, on the client's side of the middle namespace.
+const PROXY_IP: &str = "198.18.1.254";
+/// The proxy's port.
+const PROXY_PORT: u16 = 3128;
+/// Where the proxy's connections to the server come from.
+const PROXY_OUT_IP: &str = "198.18.0.254";
+
+/// The middle namespace forwards nothing: the proxy is the only way through.
+const ROUTER_RULES: &str = "table inet fw {
+  chain forward {
+    type filter hook forward priority 0; policy drop;
+  }
+}
+";
+
+/// The client may open connections to the proxy's port only.
+fn client_rules() -> String {
+    format!(
+        "table inet fw {{
+  chain input {{
+    type filter hook input priority 0; policy drop;
+    iif lo accept
+    ct state established,related accept
+  }}
+  chain output {{
+    type filter hook output priority 0; policy drop;
+    oif lo accept
+    ct state established,related accept
+    ip daddr {PROXY_IP} tcp dport {PROXY_PORT} accept
+  }}
+}}
+"
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Tinyproxy,
+    Squid,
+}
+
+/// A private proxy in the middle namespace (killed with the topology).
+struct Proxy {
+    kind: Kind,
+    dir: Scratch,
+}
+
+impl Proxy {
+    /// Starts `kind` on [`PROXY_IP`]:[`PROXY_PORT`], allowing CONNECT to `SERVER_IP:port`
+    /// only.
+    fn start(t: &Topology, kind: Kind, port: u16) -> Proxy {
+        let dir = Scratch::new(match kind {
+            Kind::Tinyproxy => "oproxy-tiny",
+            Kind::Squid => "oproxy-squid",
+        });
+        let conf = dir.join("proxy.conf");
+        let d = dir.path().display();
+        let text = match kind {
+            Kind::Tinyproxy => format!(
+                "User {AMANDA_USER}\nGroup {AMANDA_USER}\nPort {PROXY_PORT}\nListen {PROXY_IP}\n\
+                 Timeout 600\nLogFile \"{d}/access.log\"\nLogLevel Info\nPidFile \"{d}/proxy.pid\"\n\
+                 MaxClients 50\nAllow 198.18.1.0/24\nDisableViaHeader Yes\nConnectPort {port}\n"
+            ),
+            Kind::Squid => format!(
+                "http_port {PROXY_IP}:{PROXY_PORT}\n\
+                 acl clients src 198.18.1.0/24\nacl server dst {SERVER_IP}\n\
+                 acl listener port {port}\nacl CONNECT method CONNECT\n\
+                 http_access allow CONNECT clients server listener\nhttp_access deny all\n\
+                 read_timeout 20 seconds\n\
+                 cache deny all\ncache_mem 8 MB\n\
+                 access_log stdio:{d}/access.log squid\ncache_log {d}/cache.log\n\
+                 pid_filename {d}/proxy.pid\ncoredump_dir {d}\n\
+                 cache_effective_user {AMANDA_USER}\ncache_effective_group {AMANDA_USER}\n\
+                 shutdown_lifetime 1 seconds\nlogfile_rotate 0\n"
+            ),
+        };
+        fs::write(&conf, text).expect("proxy.conf");
+        util::chown_amanda(dir.path());
+        let conf = conf.display().to_string();
+        match kind {
+            Kind::Tinyproxy => t.spawn(&t.router, TINYPROXY, &["-d", "-c", &conf]),
+            Kind::Squid => t.spawn(&t.router, SQUID, &["-N", "-f", &conf]),
+        };
+        let p = Proxy { kind, dir };
+        let start = Instant::now();
+        loop {
+            let out = t.run(&t.router, "ss", &["-ltnH"]);
+            if String::from_utf8_lossy(&out.stdout).contains(&format!("{PROXY_IP}:{PROXY_PORT}")) {
+                return p;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{kind:?} did not listen on {PROXY_IP}:{PROXY_PORT}:\n{}",
+                p.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{PROXY_IP}:{PROXY_PORT}")
+    }
+
+    fn access_log(&self) -> String {
+        fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "--- {:?} access.log ---\n{}\n--- cache.log ---\n{}",
+            self.kind,
+            self.access_log(),
+            fs::read_to_string(self.dir.join("cache.log")).unwrap_or_default()
+        )
+    }
+}
+
+/// The network, the proxy, the listener and the dialing client. The client finds the
+/// proxy through `https_proxy` (tinyproxy) or `[proxy] url` (squid).
+fn lab(
+    tag: &str,
+    dles: usize,
+    kind: Kind,
+    allowed_port: u16,
+    extra_amandad_env: Vec<String>,
+    dumptype_extra: &str,
+) -> Option<(DialinLab, Proxy)> {
+    let t = Topology::create()?;
+    t.nft(&t.router, ROUTER_RULES).expect("router rules");
+    t.nft(&t.client, &client_rules()).expect("client rules");
+    let proxy = Proxy::start(&t, kind, allowed_port);
+    let mut amandad_env = vec![match kind {
+        Kind::Tinyproxy => format!("https_proxy={}", proxy.url()),
+        Kind::Squid => format!("AMANDA_RS_PROXY__URL={}", proxy.url()),
+    }];
+    amandad_env.extend(extra_amandad_env);
+    let lab = DialinLab::start(
+        t,
+        DialinOptions {
+            tag,
+            host: HOST,
+            dles,
+            seen_from: PROXY_OUT_IP,
+            listener_env: vec![],
+            amandad_env,
+            dumptype_extra,
+            conf_extra: "",
+        },
+    );
+    Some((lab, proxy))
+}
+
+// issue 14: a dial-in night through tinyproxy, restored identical; the proxy saw the HOLD and
+// the sessions as CONNECT tunnels.
+#[test]
+fn outbound_dialin_night_through_tinyproxy_restores_identical_and_the_proxy_logs_the_tunnels() {
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    require_tool!(TINYPROXY);
+    let Some((lab, proxy)) = lab("oproxy-tiny", 4, Kind::Tinyproxy, 10080, vec![], "") else {
+        return;
+    };
+    lab.wait_holding(Duration::from_secs(30));
+    assert!(
+        lab.amandad_log().contains(&format!(
+            "through HTTP proxy {PROXY_IP}:{PROXY_PORT} (https_proxy)"
+        )),
+        "amandad says it went through the proxy:\n{}",
+        lab.logs()
+    );
+    lab.night("full");
+    lab.restore_all_identical();
+    let connect = format!("CONNECT {SERVER_IP}:10080 HTTP/1.1");
+    let tunnels = proxy.access_log().matches(&connect).count();
+    // The HOLD plus at least one session per DLE (estimates and dumps).
+    assert!(
+        tunnels > lab.dles.len(),
+        "tinyproxy's log shows {tunnels} tunnels ({connect:?}):\n{}",
+        proxy.logs()
+    );
+}
+
+// issue 14: a proxy that refuses the listener's port: the client names the proxy's 403 and
+// redials with backoff; the server can only say that the host holds no connection.
+#[test]
+fn outbound_dialin_refused_by_the_proxy_is_named_in_amandads_log_and_dumper_check_says_no_connection()
+ {
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    require_tool!(TINYPROXY);
+    let Some((mut lab, proxy)) = lab("oproxy-403", 1, Kind::Tinyproxy, 10081, vec![], "") else {
+        return;
+    };
+    let want = format!(
+        "through HTTP proxy {PROXY_IP}:{PROXY_PORT} (from https_proxy): HTTP proxy {PROXY_IP}:{PROXY_PORT} refused the tunnel to {SERVER_IP}:10080: \"HTTP/1.1 403 Access violation\""
+    );
+    let start = Instant::now();
+    while lab.amandad_log().matches(&want).count() < 2 && start.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = lab.amandad_log();
+    assert!(
+        log.matches(&want).count() >= 2 && log.contains("dialing again in"),
+        "amandad's log names the proxy's 403 and retries:\nwanted: {want}\n{}\n{}",
+        lab.logs(),
+        proxy.logs()
+    );
+    lab.conf
+        .env
+        .push(("AMANDA_RS_DUMPER__DIALIN_WAIT_SECS".into(), "3".into()));
+    let (status, out) = lab.conf.check(&[]);
+    assert!(!status.success(), "dumper check passed:\n{out}");
+    assert!(
+        out.contains(&format!(
+            "{HOST}: no dial-in connection from the client (is amandad --dial-out running there?)"
+        )),
+        "dumper check says the host holds no connection:\n{out}"
+    );
+}
+
+/// One DLE whose tar stays quiet for 60 s, dumped through squid (`read_timeout 20
+/// seconds`) with the dial-in sessions' heartbeat on both ends, or off on both ends.
+/// Whether the night passed, and its report with the logs.
+fn quiet_dump_through_squid(heartbeat: bool) -> Option<(bool, String)> {
+    let tag = if heartbeat {
+        "oproxy-squid-hb"
+    } else {
+        "oproxy-squid-nohb"
+    };
+    let tars = Scratch::new(tag);
+    let tar = util::quiet_tar(tars.path(), 60);
+    let mut amandad_env = vec![
+        format!("AMANDA_RS_GNUTAR_PATH={}", tar.display()),
+        "AMANDA_RS_AMANDAD__RUNTAR_PATH=/nonexistent".into(),
+    ];
+    if !heartbeat {
+        amandad_env.push("AMANDA_RS_AMANDAD__DIAL_OUT__SESSION_HEARTBEAT_SECS=0".into());
+    }
+    // A dial-in dump that broke on its link is retried (`retry_dump`): without the
+    // heartbeat every try fails the same way.
+    let (mut lab, proxy) = lab(tag, 1, Kind::Squid, 10080, amandad_env, "")?;
+    lab.conf.env.push((
+        "AMANDA_RS_DUMPER__DIALIN_SESSION_HEARTBEAT_SECS".into(),
+        if heartbeat { "10" } else { "0" }.into(),
+    ));
+    lab.wait_holding(Duration::from_secs(30));
+    let (status, report) = lab.conf.run();
+    Some((
+        status.success() && report.matches("  OK").count() == 1,
+        format!("{report}\n{}\n{}", lab.logs(), proxy.logs()),
+    ))
+}
+
+// issue 14: TCP keepalive stops at the proxy; the dial-in session's own heartbeat keeps a
+// quiet dump's tunnel open through squid's read_timeout, and without it squid closes it.
+#[test]
+fn outbound_dialin_dump_quiet_for_60s_passes_squid_read_timeout_20s_with_the_heartbeat_and_fails_without()
+ {
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    require_tool!(SQUID);
+    let Some((ok, report)) = quiet_dump_through_squid(true) else {
+        return;
+    };
+    assert!(ok, "with the heartbeat the quiet dump must pass:\n{report}");
+    assert!(
+        report.contains(&format!("CONNECT {SERVER_IP}:10080")),
+        "squid's log shows the tunnels:\n{report}"
+    );
+    let (ok, report) = quiet_dump_through_squid(false).expect("the topology was made once");
+    assert!(
+        !ok,
+        "without the heartbeat squid's read_timeout closes the quiet tunnel:\n{report}"
+    );
+    assert!(
+        report.contains("FAILED") && report.contains("connection closed by the client"),
+        "the dump fails because the tunnel was closed:\n{report}"
+    );
+}

@@ -1,0 +1,202 @@
+//! A dial-in lab on a [`Topology`] (issue 14): `dumper listen` in the server namespace on
+//! 198.18.0.1:10080, our `amandad --dial-out` in the client namespace holding a connection
+//! to it, and a configuration whose DLEs (`dialin yes`, bsdtcp) belong to one host. The
+//! caller builds the network between them (a NAT, a proxy) and says, through
+//! [`DialinOptions`], which address the listener sees and what extra settings each end
+//! gets. Everything is torn down with the topology. (outbound_nat's own lab predates this
+//! one and can become a user of it.)
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{Dt, DumperConf, Program, RuntarInstall, Scratch, chown_amanda};
+use crate::netns::{SERVER_IP, Topology};
+
+/// The client's name in the disklist when [`DialinOptions::host`] is left to it: nothing
+/// resolves it, nothing needs to.
+pub const HOST: &str = "dialclient";
+
+/// What differs between dial-in labs.
+pub struct DialinOptions<'a> {
+    /// The scratch directories' tag.
+    pub tag: &'a str,
+    /// The client's name in the disklist (and `amandad.dial_out.hostname`).
+    pub host: &'a str,
+    /// How many small DLEs.
+    pub dles: usize,
+    /// The address the listener sees the client's connections come from (its
+    /// `.amandahosts` line for `amdialin`).
+    pub seen_from: &'a str,
+    /// `KEY=VALUE` settings for the listener (`AMANDA_RS_...`).
+    pub listener_env: Vec<String>,
+    /// `KEY=VALUE` settings for `amandad --dial-out`.
+    pub amandad_env: Vec<String>,
+    /// More dumptype lines (after `dialin yes`).
+    pub dumptype_extra: &'a str,
+    /// More amanda.conf lines.
+    pub conf_extra: &'a str,
+}
+
+/// The running lab.
+pub struct DialinLab {
+    pub t: Topology,
+    /// The client's name in the disklist.
+    pub host: String,
+    pub conf: DumperConf,
+    pub data: Scratch,
+    pub dles: Vec<PathBuf>,
+    _runtar: RuntarInstall,
+    _machine: std::sync::MutexGuard<'static, ()>,
+}
+
+impl DialinLab {
+    /// Starts the listener and the dialing client on `t`.
+    pub fn start(t: Topology, o: DialinOptions<'_>) -> DialinLab {
+        let machine = super::MACHINE_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // amandad checks the server by the name it dialed; the listener sees `seen_from`.
+        super::ensure_amandahosts_line(&format!("{SERVER_IP} backup amdump"));
+        super::ensure_amandahosts_line(&format!("{} backup amdialin", o.seen_from));
+        let data = Scratch::new(o.tag);
+        let dles = super::small_dles(&data, o.dles);
+        let list: Vec<(&str, &Path, &str)> =
+            dles.iter().map(|d| (o.host, d.as_path(), "dial")).collect();
+        let extra = format!("    maxdumps 4\n    dialin yes\n{}", o.dumptype_extra);
+        let mut conf = DumperConf::new(
+            o.tag,
+            &format!("inparallel 4\n{}", o.conf_extra),
+            &[Dt {
+                name: "dial",
+                auth: "bsdtcp",
+                port: 10080,
+                program: Program::Gnutar,
+                extra: &extra,
+            }],
+            &list,
+        );
+        let run_dir = conf.work.join("run");
+        std::fs::create_dir_all(&run_dir).expect("mkdir run");
+        chown_amanda(&run_dir);
+        conf.netns = Some(t.server.clone());
+        conf.env = vec![
+            ("AMANDA_RS_RUN_DIR".into(), run_dir.display().to_string()),
+            ("AMANDA_RS_DUMPER__DIALIN_WAIT_SECS".into(), "120".into()),
+        ];
+        let listen_log = data.join("listen.log");
+        let mut args = vec![
+            format!("AMANDA_RS_RUN_DIR={}", run_dir.display()),
+            "AMANDA_RS_DNS_CHECK=false".into(),
+            "AMANDA_RS_DUMPER__DIALIN_HEARTBEAT_SECS=2".into(),
+            "AMANDA_RS_LOG=debug".into(),
+        ];
+        args.extend(o.listener_env);
+        args.extend([
+            super::workspace_bin("dumper").display().to_string(),
+            "listen".into(),
+            "--listen".into(),
+            format!("{SERVER_IP}:10080"),
+            "--config-dir".into(),
+            conf.work.path().display().to_string(),
+            "--log".into(),
+            listen_log.display().to_string(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        t.spawn(&t.server, "env", &args);
+        let runtar = super::install_runtar();
+        let mut args = vec![
+            format!("AMANDA_RS_AMANDAD__DIAL_OUT__SERVER={SERVER_IP}:10080"),
+            "AMANDA_RS_AMANDAD__DIAL_OUT__CONFIG=config".into(),
+            format!("AMANDA_RS_AMANDAD__DIAL_OUT__HOSTNAME={}", o.host),
+            "AMANDA_RS_LOG=debug".into(),
+        ];
+        args.extend(o.amandad_env);
+        args.extend([
+            super::workspace_bin("amandad").display().to_string(),
+            "--dial-out".into(),
+            "amdump".into(),
+            "--log".into(),
+            data.join("amandad.log").display().to_string(),
+            "--settings".into(),
+            runtar.settings().display().to_string(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        t.spawn(&t.client, "env", &args);
+        DialinLab {
+            t,
+            host: o.host.to_string(),
+            conf,
+            data,
+            dles,
+            _runtar: runtar,
+            _machine: machine,
+        }
+    }
+
+    /// The client's log.
+    pub fn amandad_log(&self) -> String {
+        std::fs::read_to_string(self.data.join("amandad.log")).unwrap_or_default()
+    }
+
+    /// Both ends' logs, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- listen.log ---\n{}\n--- amandad.log ---\n{}",
+            std::fs::read_to_string(self.data.join("listen.log")).unwrap_or_default(),
+            self.amandad_log()
+        )
+    }
+
+    /// Waits until one of the logs contains `what`; false after `limit`.
+    pub fn wait_log(&self, what: &str, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.logs().contains(what) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+
+    /// Waits until the listener holds the client's connection.
+    pub fn wait_holding(&self, limit: Duration) {
+        assert!(
+            self.wait_log(
+                &format!("holding the dial-in connection of {}", self.host),
+                limit
+            ),
+            "no HOLD connection within {limit:?}:\n{}",
+            self.logs()
+        );
+    }
+
+    /// A night in which every DLE ends OK; its report.
+    pub fn night(&self, what: &str) -> String {
+        let (status, report) = self.conf.run();
+        assert!(
+            status.success(),
+            "dumper run ({what}) failed ({status}):\n{report}\n{}",
+            self.logs()
+        );
+        assert_eq!(
+            report.matches("  OK").count(),
+            self.dles.len(),
+            "every DLE dumped ({what}):\n{report}\n{}",
+            self.logs()
+        );
+        report
+    }
+
+    /// `dumper restore` of every DLE, each identical to its source.
+    pub fn restore_all_identical(&self) {
+        for d in &self.dles {
+            let into = self.data.join(format!(
+                "restored-{}",
+                d.file_name().unwrap().to_string_lossy()
+            ));
+            self.conf.restore(&self.host, d, &into);
+            super::assert_same_tree(d, &into, true);
+        }
+    }
+}
