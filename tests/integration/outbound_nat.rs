@@ -9,12 +9,12 @@
 //!   dumper listen, run       connections server -> client      amandad --dial-out
 //! ```
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::netns::{SERVER_IP, Topology};
-use crate::util::{self, Dt, DumperConf, Program, Scratch, chown_amanda};
+use crate::util;
+use crate::util::dialin::{DialinLab, DialinOptions};
 use crate::{require_root, require_tool};
 
 /// The client's name in the disklist: nothing resolves it, nothing needs to.
@@ -50,192 +50,63 @@ const CLIENT_RULES: &str = "table inet fw {
 }
 ";
 
-/// The NAT network, the listener in the server namespace and our amandad dialing out from
-/// the client namespace.
-struct Lab {
-    t: Topology,
-    conf: DumperConf,
-    data: Scratch,
-    dles: Vec<PathBuf>,
-    _runtar: util::RuntarInstall,
-    _machine: std::sync::MutexGuard<'static, ()>,
-}
-
-/// Root, nft, and a [`Lab`] of `n` DLEs; returns from the test when the namespaces cannot
-/// be made (outside CI).
+/// Root, nft, and a NAT lab of `n` DLEs: the network above, then [`DialinLab`] (the
+/// listener in the server namespace, our amandad dialing out from the client namespace,
+/// seen from [`NAT_IP`]); returns from the test when the namespaces cannot be made (outside
+/// CI).
 macro_rules! nat_lab {
     ($tag:expr, $n:expr) => {{
         require_root!();
         require_tool!("/usr/sbin/nft");
-        match Lab::new($tag, $n) {
+        match nat_lab($tag, $n) {
             Some(lab) => lab,
             None => return,
         }
     }};
 }
 
-impl Lab {
-    fn new(tag: &str, n: usize) -> Option<Lab> {
-        let t = Topology::create()?;
-        let machine = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        // amandad checks the server by the name it dialed; the listener sees the NAT.
-        util::ensure_amandahosts_line(&format!("{SERVER_IP} backup amdump"));
-        util::ensure_amandahosts_line(&format!("{NAT_IP} backup amdialin"));
-        let data = Scratch::new(tag);
-        let dles = util::small_dles(&data, n);
-        let list: Vec<(&str, &Path, &str)> =
-            dles.iter().map(|d| (HOST, d.as_path(), "nat")).collect();
-        let mut conf = DumperConf::new(
-            tag,
-            "inparallel 4\n",
-            &[Dt {
-                name: "nat",
-                auth: "bsdtcp",
-                port: 10080,
-                program: Program::Gnutar,
-                extra: "    maxdumps 4\n    dialin yes\n",
-            }],
-            &list,
-        );
-        let run_dir = conf.work.join("run");
-        std::fs::create_dir_all(&run_dir).expect("mkdir run");
-        chown_amanda(&run_dir);
-        conf.netns = Some(t.server.clone());
-        conf.env = vec![
-            ("AMANDA_RS_RUN_DIR".into(), run_dir.display().to_string()),
-            ("AMANDA_RS_DUMPER__DIALIN_WAIT_SECS".into(), "120".into()),
-        ];
-        // The server cannot route to the client network at all.
-        let out = t.run(&t.server, "ip", &["route", "del", "default"]);
-        assert!(out.status.success(), "{out:?}");
-        t.nft(&t.router, ROUTER_RULES).expect("router rules");
-        t.nft(&t.client, CLIENT_RULES).expect("client rules");
+fn nat_lab(tag: &str, n: usize) -> Option<DialinLab> {
+    let t = Topology::create()?;
+    // The server cannot route to the client network at all.
+    let out = t.run(&t.server, "ip", &["route", "del", "default"]);
+    assert!(out.status.success(), "{out:?}");
+    t.nft(&t.router, ROUTER_RULES).expect("router rules");
+    t.nft(&t.client, CLIENT_RULES).expect("client rules");
+    let options = DialinOptions {
+        tag,
+        host: HOST,
+        dles: n,
+        seen_from: NAT_IP,
+        listener_env: Vec::new(),
+        amandad_env: Vec::new(),
+        dumptype_extra: "",
+        conf_extra: "",
+    };
+    Some(DialinLab::start(t, options))
+}
 
-        let listen_log = data.join("listen.log");
-        let config_dir = conf.work.path().display().to_string();
-        let run = run_dir.display().to_string();
-        t.spawn(
-            &t.server,
-            "env",
-            &[
-                &format!("AMANDA_RS_RUN_DIR={run}"),
-                "AMANDA_RS_DNS_CHECK=false",
-                "AMANDA_RS_DUMPER__DIALIN_HEARTBEAT_SECS=2",
-                "AMANDA_RS_LOG=debug",
-                &util::workspace_bin("dumper").display().to_string(),
-                "listen",
-                "--listen",
-                &format!("{SERVER_IP}:10080"),
-                "--config-dir",
-                &config_dir,
-                "--log",
-                &listen_log.display().to_string(),
-            ],
-        );
-        let runtar = util::install_runtar();
-        let settings = runtar.settings().display().to_string();
-        let amandad_log = data.join("amandad.log");
-        t.spawn(
-            &t.client,
-            "env",
-            &[
-                &format!("AMANDA_RS_AMANDAD__DIAL_OUT__SERVER={SERVER_IP}:10080"),
-                "AMANDA_RS_AMANDAD__DIAL_OUT__CONFIG=config",
-                &format!("AMANDA_RS_AMANDAD__DIAL_OUT__HOSTNAME={HOST}"),
-                "AMANDA_RS_LOG=debug",
-                &util::workspace_bin("amandad").display().to_string(),
-                "--dial-out",
-                "amdump",
-                "--log",
-                &amandad_log.display().to_string(),
-                "--settings",
-                &settings,
-            ],
-        );
-        Some(Lab {
-            t,
-            conf,
-            data,
-            dles,
-            _runtar: runtar,
-            _machine: machine,
-        })
-    }
+/// New connections the router saw from the server's network to the client's.
+fn connections_to_client(lab: &DialinLab) -> u64 {
+    let out = lab.t.run(
+        &lab.t.router,
+        "nft",
+        &["list", "counter", "inet", "fw", "to_client"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {text:?}"))
+}
 
-    fn logs(&self) -> String {
-        let read = |f: &str| std::fs::read_to_string(self.data.join(f)).unwrap_or_default();
-        format!(
-            "--- listen.log ---\n{}\n--- amandad.log ---\n{}",
-            read("listen.log"),
-            read("amandad.log")
-        )
-    }
-
-    /// Waits until the listener holds the client's connection.
-    fn wait_holding(&self, limit: Duration) {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if self
-                .logs()
-                .contains(&format!("holding the dial-in connection of {HOST}"))
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("no HOLD connection within {limit:?}:\n{}", self.logs());
-    }
-
-    /// New connections the router saw from the server's network to the client's.
-    fn connections_to_client(&self) -> u64 {
-        let out = self.t.run(
-            &self.t.router,
-            "nft",
-            &["list", "counter", "inet", "fw", "to_client"],
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.split_whitespace()
-            .skip_while(|w| *w != "packets")
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no counter in {text:?}"))
-    }
-
-    /// The levels of the DLEs the report says are OK.
-    fn ok_levels(report: &str) -> Vec<String> {
-        report
-            .lines()
-            .filter(|l| l.starts_with(&format!("  {HOST} ")) && l.trim_end().ends_with("OK"))
-            .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
-            .collect()
-    }
-
-    fn night(&self, level: &str) -> String {
-        let (status, report) = self.conf.run();
-        assert!(
-            status.success(),
-            "dumper run ({level}) failed ({status}):\n{report}\n{}",
-            self.logs()
-        );
-        assert_eq!(
-            report.matches("  OK").count(),
-            self.dles.len(),
-            "every DLE dumped ({level}):\n{report}\n{}",
-            self.logs()
-        );
-        report
-    }
-
-    fn restore_all_identical(&self) {
-        for d in &self.dles {
-            let into = self.data.join(format!(
-                "restored-{}",
-                d.file_name().unwrap().to_string_lossy()
-            ));
-            self.conf.restore(HOST, d, &into);
-            util::assert_same_tree(d, &into, true);
-        }
-    }
+/// The levels of the DLEs the report says are OK.
+fn ok_levels(report: &str) -> Vec<String> {
+    report
+        .lines()
+        .filter(|l| l.starts_with(&format!("  {HOST} ")) && l.trim_end().ends_with("OK"))
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect()
 }
 
 // issue 14: the NAT and outbound-only acceptance night.
@@ -260,23 +131,15 @@ fn outbound_only_client_behind_nat_is_backed_up_full_then_incremental_with_no_in
         lab.logs()
     );
     let first = lab.night("full");
-    assert_eq!(
-        Lab::ok_levels(&first),
-        vec!["0"; 20],
-        "fulls first:\n{first}"
-    );
+    assert_eq!(ok_levels(&first), vec!["0"; 20], "fulls first:\n{first}");
     // Something changes on the client; the second night is level 1.
     std::fs::write(lab.dles[3].join("new.txt"), "after the full\n").expect("write");
     std::fs::remove_file(lab.dles[5].join("a.txt")).expect("rm");
     let second = lab.night("level 1");
-    assert_eq!(
-        Lab::ok_levels(&second),
-        vec!["1"; 20],
-        "then level 1:\n{second}"
-    );
+    assert_eq!(ok_levels(&second), vec!["1"; 20], "then level 1:\n{second}");
     lab.restore_all_identical();
     assert_eq!(
-        lab.connections_to_client(),
+        connections_to_client(&lab),
         0,
         "the server opened connections towards the client network:\n{}",
         lab.logs()
@@ -368,7 +231,7 @@ fn outbound_client_link_cut_for_30s_mid_night_redials_and_every_dle_ends_dumped(
         "the dumps in flight were retried:\n{report}\n{logs}"
     );
     lab.restore_all_identical();
-    assert_eq!(lab.connections_to_client(), 0, "{logs}");
+    assert_eq!(connections_to_client(&lab), 0, "{logs}");
 }
 
 // issue 14: 1,000 connections to the listener that never speak (from the same NAT address
@@ -394,7 +257,7 @@ fn outbound_1000_silent_dialins_do_not_starve_the_real_client() {
     // Let the flood get going before the night asks for its sessions.
     std::thread::sleep(Duration::from_secs(3));
     let report = lab.night("under a flood of silent connections");
-    assert_eq!(Lab::ok_levels(&report), vec!["0"; 3], "{report}");
+    assert_eq!(ok_levels(&report), vec!["0"; 3], "{report}");
     lab.restore_all_identical();
     let logs = lab.logs();
     assert!(

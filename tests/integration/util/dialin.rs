@@ -3,8 +3,8 @@
 //! to it, and a configuration whose DLEs (`dialin yes`, bsdtcp) belong to one host. The
 //! caller builds the network between them (a NAT, a proxy) and says, through
 //! [`DialinOptions`], which address the listener sees and what extra settings each end
-//! gets. Everything is torn down with the topology. (outbound_nat's own lab predates this
-//! one and can become a user of it.)
+//! gets. Everything is torn down with the topology. outbound_nat and outbound_proxy build
+//! their labs with it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
