@@ -201,9 +201,9 @@ fn open_dump(
     programs: &TrustedPrograms,
 ) -> Result<(DumpHeader, Box<dyn Read + Send>), RestoreError> {
     let (h, r) = open_raw(src)?;
-    let body = undo(&h, r, programs).map_err(|reason| RestoreError::BadFile {
+    let body = undo(&h, r, programs).map_err(|e| RestoreError::BadFile {
         path: src.display(),
-        reason,
+        reason: e.to_string(),
     })?;
     Ok((h, body))
 }
@@ -291,15 +291,34 @@ impl TrustedPrograms {
         TrustedPrograms(v)
     }
 
-    fn check(&self, program: &[u8]) -> Result<PathBuf, String> {
+    fn check(&self, program: &[u8]) -> Result<PathBuf, UndoError> {
         if !self.0.iter().any(|p| p == program) {
-            return Err(format!(
-                "its header names the filter program {:?}, which no dumptype of the configuration names; not running it (use amrestore)",
-                String::from_utf8_lossy(program)
+            return Err(UndoError::Untrusted(
+                String::from_utf8_lossy(program).into_owned(),
             ));
         }
         Ok(PathBuf::from(std::ffi::OsStr::from_bytes(program)))
     }
+}
+
+/// Why a dump's filter stages cannot be undone (the reason of a [`RestoreError::BadFile`]).
+#[derive(Debug, thiserror::Error)]
+enum UndoError {
+    /// The header names a program no dumptype names: a client-written header must not
+    /// choose what the server runs.
+    #[error(
+        "its header names the filter program {0:?}, which no dumptype of the configuration names; not running it (use amrestore)"
+    )]
+    Untrusted(String),
+    #[error("encrypted, but its header names no program")]
+    NoDecryptProgram,
+    #[error("compressed with a custom program its header does not name")]
+    NoUncompressProgram,
+    #[error("compressed with {0:?}, which dumper restore cannot undo (use amrestore)")]
+    UnknownCompression(String),
+    /// The pipe or the thread feeding the program.
+    #[error("{0}: {1}")]
+    Start(&'static str, io::Error),
 }
 
 /// The dump's payload with its stages undone in reverse (spec §11.5): decryption (the
@@ -309,14 +328,14 @@ fn undo(
     h: &DumpHeader,
     r: Box<dyn Read + Send>,
     programs: &TrustedPrograms,
-) -> Result<Box<dyn Read + Send>, String> {
+) -> Result<Box<dyn Read + Send>, UndoError> {
     let mut body = r;
     let f = &h.filters;
     if f.encrypt_suffix.as_deref().is_some_and(|s| s != b"N") {
         let (program, option) = match (&f.server.encrypt, &f.client.encrypt) {
             (Some(p), _) => (p, &f.server.decrypt_option),
             (None, Some(p)) => (p, &f.client.decrypt_option),
-            (None, None) => return Err("encrypted, but its header names no program".into()),
+            (None, None) => return Err(UndoError::NoDecryptProgram),
         };
         let option = option.as_deref().unwrap_or(b"-d");
         let cmd = FilterCommand::decrypt(
@@ -334,14 +353,13 @@ fn undo(
                 .custom_compress
                 .as_ref()
                 .or(f.client.custom_compress.as_ref())
-                .ok_or("compressed with a custom program its header does not name")?;
+                .ok_or(UndoError::NoUncompressProgram)?;
             let cmd = FilterCommand::uncompress(programs.check(program)?);
             body = Box::new(ProgramReader::start(cmd, body)?);
         }
         Some(other) => {
-            return Err(format!(
-                "compressed with {:?}, which dumper restore cannot undo (use amrestore)",
-                String::from_utf8_lossy(other)
+            return Err(UndoError::UnknownCompression(
+                String::from_utf8_lossy(other).into_owned(),
             ));
         }
     }
@@ -352,20 +370,23 @@ fn undo(
 /// checked at the end of its output (a failure is a read error naming it).
 struct ProgramReader {
     out: io::PipeReader,
-    run: Option<std::thread::JoinHandle<Result<(), String>>>,
+    run: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
 
 impl ProgramReader {
-    fn start(cmd: FilterCommand, mut input: Box<dyn Read + Send>) -> Result<ProgramReader, String> {
-        let (out, mut w) = io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    fn start(
+        cmd: FilterCommand,
+        mut input: Box<dyn Read + Send>,
+    ) -> Result<ProgramReader, UndoError> {
+        let (out, mut w) = io::pipe().map_err(|e| UndoError::Start("pipe", e))?;
         let run = std::thread::Builder::new()
             .name("restore-filter".into())
             .spawn(move || {
                 cmd.run(&mut input, &mut w)
                     .map(|_| ())
-                    .map_err(|e| e.to_string())
+                    .map_err(io::Error::other)
             })
-            .map_err(|e| format!("thread: {e}"))?;
+            .map_err(|e| UndoError::Start("thread", e))?;
         Ok(ProgramReader {
             out,
             run: Some(run),
@@ -382,7 +403,7 @@ impl Read for ProgramReader {
         {
             match t.join() {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(io::Error::other(e)),
+                Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(io::Error::other("the filter thread failed")),
             }
         }
@@ -660,7 +681,8 @@ mod tests {
         let input = || Box::new(io::Cursor::new(b"payload".to_vec())) as Box<dyn Read + Send>;
         let e = undo(&h, input(), &TrustedPrograms::default())
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("\"/bin/cat\", which no dumptype"), "{e}");
         // `/bin/cat -d` is not cat's undo, but it shows the trusted program runs.
         let trusted = TrustedPrograms(vec![b"/bin/cat".to_vec()]);

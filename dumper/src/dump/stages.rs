@@ -836,7 +836,7 @@ mod tests {
 
     /// Runs `stages` over `input`: the stored payload and the check's verdict, or the
     /// failure; the holding file is committed only on success.
-    fn run(stages: &[Stage], input: &[u8]) -> (Result<Vec<u8>, String>, bool) {
+    fn run(stages: &[Stage], input: &[u8]) -> (Result<Vec<u8>, StageFailure>, bool) {
         let t = tempfile::tempdir().unwrap();
         let path = t.path().join("f");
         let mut w = HoldingWriter::create(path.clone(), 4, 64 * 1024).unwrap();
@@ -872,7 +872,7 @@ mod tests {
                 assert_eq!(stored.crc.size as usize, v.len() - 6);
                 Ok(v[6..].to_vec())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         let left = std::fs::read_dir(t.path()).unwrap().count() > 0;
         (out, left)
@@ -947,7 +947,7 @@ mod tests {
         ];
         for (program, want) in cases {
             let (out, left) = run(&[Stage::CustomCompress(program.clone().into())], &input);
-            let e = out.unwrap_err();
+            let e = out.unwrap_err().to_string();
             assert!(
                 e.contains(want),
                 "{}: {e}",
@@ -961,7 +961,7 @@ mod tests {
         }
         // Exit 1 names the code.
         let (out, _) = run(&[Stage::CustomCompress("/bin/false".into())], &input);
-        let e = out.unwrap_err();
+        let e = out.unwrap_err().to_string();
         assert!(
             e.contains("exit code 1") || e.contains("without reading"),
             "{e}"

@@ -176,7 +176,7 @@ pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: 
     };
     let hosts = |host: &str, addr: IpAddr, user: &str, service: &str| {
         let h = conf::amandahosts::load(&shared.amandahosts, shared.uid, &shared.login)
-            .map_err(|p| p.refusal(host, user, service).to_string())?;
+            .map_err(|p| p.refusal(host, user, service))?;
         intake::check_hosts(&h, host, addr, user, service)
     };
     let who = Peer {

@@ -11,6 +11,7 @@
 //! What this module must not do: I/O (`.amandahosts` is consulted through the caller's
 //! closure), or know what a service does once accepted.
 
+use conf::amandahosts::Refusal;
 use std::net::IpAddr;
 
 use proto::pkt::PacketType;
@@ -50,8 +51,8 @@ impl Service {
 }
 
 /// The `.amandahosts` check: (peer name, address, remote user, service) -> `Err` with the
-/// refusal text.
-pub type HostsCheck<'a> = &'a dyn Fn(&str, IpAddr, &str, &str) -> Result<(), String>;
+/// refusal (its text is the NAK amandad sends).
+pub type HostsCheck<'a> = &'a dyn Fn(&str, IpAddr, &str, &str) -> Result<(), Refusal>;
 
 /// The `.amandahosts` check of `hosts` as amandad makes it (a `localhost` line also
 /// matches the loopback address), the refusal as its text.
@@ -61,15 +62,13 @@ pub fn check_hosts(
     addr: IpAddr,
     user: &str,
     service: &str,
-) -> Result<(), String> {
-    hosts
-        .check(
-            host,
-            conf::amandahosts::is_amanda_loopback(&addr),
-            user,
-            service,
-        )
-        .map_err(|r| r.to_string())
+) -> Result<(), Refusal> {
+    hosts.check(
+        host,
+        conf::amandahosts::is_amanda_loopback(&addr),
+        user,
+        service,
+    )
 }
 
 /// The verdict on a connection's packet: run the service for the user with its arguments,
@@ -94,7 +93,7 @@ pub fn judge<'a>(
         peer,
         rule,
         body,
-        |user, service| hosts(peer.name, addr, user, service),
+        |user, service| hosts(peer.name, addr, user, service).map_err(|r| r.to_string()),
         |name| Service::from_name(name).ok_or_else(|| proto::request::nak_invalid_service(name)),
     )
 }
