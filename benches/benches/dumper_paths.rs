@@ -53,28 +53,8 @@ fn holding_writer(c: &mut Criterion) {
 fn archive(n: usize) -> Vec<u8> {
     let mut a = Vec::with_capacity(n * 4608 + 1024);
     for i in 0..n {
-        let mut h = vec![0u8; 512];
         let name = format!("./dir{:03}/file{i:06}", i / 1000);
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        h[100..108].copy_from_slice(b"0000644\0");
-        h[108..116].copy_from_slice(b"0000000\0");
-        h[116..124].copy_from_slice(b"0000000\0");
-        h[124..136].copy_from_slice(b"00000010000\0");
-        h[136..148].copy_from_slice(b"00000000000\0");
-        h[156] = b'0';
-        h[257..265].copy_from_slice(b"ustar  \0");
-        let sum: u32 = h
-            .iter()
-            .enumerate()
-            .map(|(j, &x)| {
-                if (148..156).contains(&j) {
-                    32
-                } else {
-                    u32::from(x)
-                }
-            })
-            .sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let h = testkit::tar_header(name.as_bytes(), b'0', 4096, b"");
         a.extend_from_slice(&h);
         a.resize(a.len() + 4096, (i % 251) as u8);
     }

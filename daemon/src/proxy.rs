@@ -116,18 +116,10 @@ pub fn tunnel(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
     use std::thread;
 
-    fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (s, _) = l.accept().unwrap();
-        (c, s)
-    }
-
     fn proxy_answers(answer: &'static [u8]) -> Result<(), TunnelError> {
-        let (mut c, mut s) = pair();
+        let (mut c, mut s) = testkit::tcp_pair();
         let t = thread::spawn(move || {
             let mut req = [0u8; 512];
             let n = s.read(&mut req).unwrap();
@@ -167,7 +159,7 @@ mod tests {
     // issue 14: a silent proxy ends the attempt, naming the proxy and the wait.
     #[test]
     fn a_silent_proxy_ends_the_attempt_with_how_long_it_was_waited_for() {
-        let (mut c, _s) = pair();
+        let (mut c, _s) = testkit::tcp_pair();
         let started = Instant::now();
         let e = tunnel(
             &mut c,
@@ -189,7 +181,7 @@ mod tests {
     // credentials go in Proxy-Authorization.
     #[test]
     fn an_endless_answer_stops_at_the_bound_and_credentials_are_sent() {
-        let (mut c, mut s) = pair();
+        let (mut c, mut s) = testkit::tcp_pair();
         let t = thread::spawn(move || {
             let mut req = [0u8; 512];
             let n = s.read(&mut req).unwrap();
@@ -234,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_proxy_that_closes_says_so() {
-        let (mut c, s) = pair();
+        let (mut c, s) = testkit::tcp_pair();
         drop(s);
         let e = tunnel(&mut c, "p:1", "127.0.0.1", 1, None, Duration::from_secs(5)).unwrap_err();
         assert!(

@@ -99,15 +99,7 @@ fn make_tree(root: &Path) -> anyhow::Result<()> {
     )?;
     let numbers: String = (1..=50_000).map(|i| format!("{i}\n")).collect();
     fs::write(root.join("numbers.txt"), numbers)?;
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let random: Vec<u8> = (0..4 * 1024 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let random = testkit::Noise::new(testkit::Noise::SEED).low_bytes(4 * 1024 * 1024);
     fs::write(root.join("random.bin"), random)?;
     symlink("README.txt", root.join("link-to-readme"))?;
     // World-readable: the client reads as the Amanda user unless its tar helper is installed

@@ -506,30 +506,7 @@ mod tests {
 
     /// A GNU-style header block.
     fn header(name: &[u8], kind: u8, size: u64, link: &[u8]) -> Vec<u8> {
-        let mut b = vec![0u8; BLOCK];
-        b[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
-        b[100..108].copy_from_slice(b"0000644\0");
-        b[108..116].copy_from_slice(b"0000000\0");
-        b[116..124].copy_from_slice(b"0000000\0");
-        let s = format!("{size:011o}\0");
-        b[124..136].copy_from_slice(s.as_bytes());
-        b[136..148].copy_from_slice(b"00000000000\0");
-        b[156] = kind;
-        b[157..157 + link.len().min(100)].copy_from_slice(&link[..link.len().min(100)]);
-        b[257..265].copy_from_slice(b"ustar  \0");
-        let sum: u64 = b
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    u64::from(x)
-                }
-            })
-            .sum();
-        b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        b
+        testkit::tar_header(name, kind, size, link).to_vec()
     }
 
     /// (name, type, data, link target)

@@ -830,9 +830,7 @@ mod tests {
     /// A script in a fresh directory (the directory lives as long as the returned guard).
     fn script(body: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("prog");
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = testkit::script(dir.path(), "prog", body);
         (dir, p)
     }
 

@@ -445,16 +445,8 @@ mod tests {
     use super::*;
     use crate::config::tests::settings;
     use crate::config::{client_config, server_config};
-    use std::net::{TcpListener, TcpStream};
+    use std::net::TcpStream;
     use std::time::Duration;
-
-    /// A connected pair of TCP sockets on loopback.
-    fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (s, _) = l.accept().unwrap();
-        (c, s)
-    }
 
     #[test]
     fn amssl_certificates_shake_hands_both_ways_and_carry_frames() {
@@ -490,7 +482,7 @@ mod tests {
         client_tree: &str,
         server_tree: &str,
     ) -> (TlsStream<TcpStream>, TlsStream<TcpStream>, Instant) {
-        let (c, s) = pair();
+        let (c, s) = testkit::tcp_pair();
         let (ccfg, _) = client_config(&settings(client_tree, "client")).unwrap();
         let (scfg, _) = server_config(&settings(server_tree, "server")).unwrap();
         let client = TlsStream::new(TlsLayer::client(ccfg, "127.0.0.1").unwrap(), c);

@@ -218,13 +218,8 @@ fn sigkill_at_random_points_never_leaves_a_false_complete_file_and_the_next_run_
                 | 1
         });
     eprintln!("kill test: seed {seed} (AMANDA_RS_KILL_SEED={seed} replays it)");
-    let mut x = seed;
-    let mut rand = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
+    let mut noise = util::Noise::new(seed);
+    let mut rand = move |n: u64| noise.below(n);
     // A slow client (1 MiB in 32 frames, 15 ms apart) widens the window of each dump.
     let fake = FakeAmandad::start(
         HashMap::new(),

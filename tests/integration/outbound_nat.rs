@@ -156,14 +156,7 @@ fn outbound_client_link_cut_for_30s_mid_night_redials_and_every_dle_ends_dumped(
     // Dumps slow enough to be cut in the middle: 4 DLEs of 10 MB, through a router that
     // passes 2 MB/s from the client.
     for (i, d) in lab.dles.iter().enumerate() {
-        let mut big = Vec::with_capacity(10 << 20);
-        let mut x: u64 = 0x9e37_79b9 ^ i as u64;
-        while big.len() < 10 << 20 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            big.extend_from_slice(&x.to_le_bytes());
-        }
+        let big = util::Noise::new(0x9e37_79b9 ^ i as u64).bytes(10 << 20);
         std::fs::write(d.join("big.bin"), big).expect("write");
     }
     lab.conf

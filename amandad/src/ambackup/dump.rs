@@ -507,18 +507,9 @@ mod tests {
 
     /// A tree of incompressible bytes, `mib` MiB.
     fn noise_tree(root: &std::path::Path, mib: usize) {
-        std::fs::create_dir_all(root).unwrap();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for f in 0..mib {
-            let mut bytes = vec![0u8; 1 << 20];
-            for b in bytes.chunks_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
-            }
-            std::fs::write(root.join(format!("f{f}")), bytes).unwrap();
-        }
+        testkit::Noise::new(testkit::Noise::SEED)
+            .write_files(root, "f", mib, 1)
+            .unwrap();
     }
 
     fn reply_for(disk: &str) -> BackupReply {

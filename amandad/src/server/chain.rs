@@ -606,10 +606,7 @@ mod tests {
     }
 
     fn script(dir: &std::path::Path, name: &str, body: &str) -> Stage {
-        use std::os::unix::fs::PermissionsExt;
-        let p = dir.join(name);
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = testkit::script(dir, name, body);
         Stage::CustomCompress(p.display().to_string().into())
     }
 
@@ -668,15 +665,7 @@ mod tests {
         let mut chain =
             ClientChain::start(&[Stage::Gzip(GzipLevel::Fast), s], &pool, None).unwrap();
         // Incompressible, so that gzip's output is as large as its input.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let chunk: Vec<u8> = (0..256 << 10)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let chunk = testkit::Noise::new(testkit::Noise::SEED).low_bytes(256 << 10);
         let mut fed = 0usize;
         let t0 = std::time::Instant::now();
         while t0.elapsed().as_secs() < 5 {

@@ -813,7 +813,6 @@ mod tests {
     use super::*;
     use std::io::Read;
     use std::num::NonZeroUsize;
-    use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
     fn pool() -> Arc<GzipPool> {
@@ -828,10 +827,10 @@ mod tests {
     }
 
     fn script(dir: &Path, name: &str, body: &str) -> Vec<u8> {
-        let p = dir.join(name);
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        p.as_os_str().as_bytes().to_vec()
+        testkit::script(dir, name, body)
+            .as_os_str()
+            .as_bytes()
+            .to_vec()
     }
 
     /// Runs `stages` over `input`: the stored payload and the check's verdict, or the

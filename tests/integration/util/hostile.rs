@@ -496,22 +496,9 @@ pub(crate) fn noop_tcp(port: u16, limit: Duration) -> Result<Duration, String> {
 
 /// A 100 MiB tree that tar cannot shrink (no runs of zeros for --sparse).
 pub(crate) fn hundred_mib(dir: &std::path::Path) -> u64 {
-    fs::create_dir_all(dir).expect("mkdir");
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut block = vec![0u8; 1 << 20];
-    for f in 0..4 {
-        let mut file = fs::File::create(dir.join(format!("part{f}"))).expect("create");
-        for _ in 0..25 {
-            for b in block.chunks_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
-            }
-            file.write_all(&block).expect("write");
-        }
-    }
-    100 << 20
+    super::Noise::new(super::Noise::SEED)
+        .write_files(dir, "part", 4, 25)
+        .expect("write the tree")
 }
 
 /// Runs `amanda-load sendbackup` (amgtar level 0 over bsdtcp, data counted and dropped).

@@ -4,7 +4,6 @@
 //! - [`scratch`]: scratch directories, files handed to the Amanda user;
 //! - [`net`]: free loopback ports, waiting for a listener;
 //! - [`tree`]: the tricky test tree, its comparison, extracting a tar stream;
-//! - [`noise`]: deterministic, incompressible test bytes;
 //! - [`machine`]: machine-wide Amanda files (/etc/amandahosts);
 //! - [`inetd`]: a private openbsd-inetd, the real amandad under it;
 //! - [`real_amanda`]: the real Amanda 3.5.1 server tools (amcheck, amdump, amfetchdump) run
@@ -36,7 +35,6 @@ pub mod hostile;
 pub mod inetd;
 pub mod machine;
 pub mod net;
-pub mod noise;
 pub mod ours;
 pub mod process;
 pub mod real_amanda;
@@ -50,13 +48,13 @@ pub use dumper_conf::{Dt, DumperConf, disklist};
 pub use inetd::{INETD, Inetd, start_real_amandad};
 pub use machine::{ensure_amandahosts_line, lock_amdump_machine};
 pub use net::{free_port, wait_bound_udp, wait_listening_tcp};
-pub use noise::Noise;
 pub use ours::{Launch, RuntarInstall, install_runtar, start_ours};
 pub use process::{
     output_within, pipe_through, run_ok, run_with_timeout, spawn_logged, workspace_bin,
 };
 pub use real_amanda::{Program, RealServer, ServerOptions, amquote};
 pub use scratch::{Scratch, chown_amanda};
+pub use testkit::Noise;
 pub use tree::{assert_same_tree, extract_tar, make_tricky_tree, quiet_tar, set_mtime, small_dles};
 
 /// The Amanda user of Debian's packages.
