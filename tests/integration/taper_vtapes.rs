@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::util::ours::OurAmandad;
 use crate::util::vtapes::{VtOpts, VtapeConf, random_tree};
 use crate::util::{self, Inetd, Launch, Scratch, start_ours};
 use crate::{require_root, require_tool};
@@ -24,6 +25,14 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     util::ensure_amandahosts_line("localhost root amindexd amidxtaped");
     util::ensure_amandahosts_line("localhost backup amindexd amidxtaped");
     g
+}
+
+/// The start of the night tests: the machine lock, our amandad (bsdtcp, under inetd), and
+/// a scratch directory `tp-<tag>-data` for the DLEs.
+fn night(tag: &str) -> (std::sync::MutexGuard<'static, ()>, OurAmandad, Scratch) {
+    let g = lock();
+    let ours = start_ours("bsdtcp", Launch::Inetd);
+    (g, ours, Scratch::new(&format!("tp-{tag}-data")))
 }
 
 /// The real amandad under inetd with the server-side restore services too (amrecover
@@ -175,9 +184,7 @@ fn two_nights_on_vtapes_are_found_and_restored_by_the_real_amanda_tools() {
 #[test]
 fn tapecycle_3_over_6_nights_reuses_the_oldest_volume_but_never_the_only_full() {
     require_root!();
-    let _g = lock();
-    let ours = start_ours("bsdtcp", Launch::Inetd);
-    let data = Scratch::new("tp-cycle-data");
+    let (_g, ours, data) = night("cycle");
     let (a, b) = (data.join("a"), data.join("b"));
     random_tree(&a, 3, 20_000, 1);
     random_tree(&b, 3, 20_000, 2);
@@ -245,9 +252,7 @@ fn tapecycle_3_over_6_nights_reuses_the_oldest_volume_but_never_the_only_full() 
 #[test]
 fn a_small_holding_disk_and_a_slow_taper_lose_nothing_and_flush_finishes_the_job() {
     require_root!();
-    let _g = lock();
-    let ours = start_ours("bsdtcp", Launch::Inetd);
-    let data = Scratch::new("tp-small-data");
+    let (_g, ours, data) = night("small");
     let dles: Vec<PathBuf> = (0..4).map(|i| data.join(format!("d{i}"))).collect();
     for (i, d) in dles.iter().enumerate() {
         random_tree(d, 1, 1024 * 1024, 10 + i as u64);
@@ -306,9 +311,7 @@ fn a_small_holding_disk_and_a_slow_taper_lose_nothing_and_flush_finishes_the_job
 #[test]
 fn bad_volumes_keep_the_dumps_on_holding_say_why_and_set_the_tape_bit() {
     require_root!();
-    let _g = lock();
-    let ours = start_ours("bsdtcp", Launch::Inetd);
-    let data = Scratch::new("tp-bad-data");
+    let (_g, ours, data) = night("bad");
     let dle = data.join("d");
     random_tree(&dle, 2, 30_000, 7);
     let mut o = VtOpts::new("bsdtcp", ours.port, &[&dle]);
@@ -401,9 +404,7 @@ fn bad_volumes_keep_the_dumps_on_holding_say_why_and_set_the_tape_bit() {
 #[test]
 fn a_single_file_device_takes_the_night_and_is_reused_after_tapecycle() {
     require_root!();
-    let _g = lock();
-    let ours = start_ours("bsdtcp", Launch::Inetd);
-    let data = Scratch::new("tp-single-data");
+    let (_g, ours, data) = night("single");
     let dle = data.join("d");
     random_tree(&dle, 2, 40_000, 3);
     let mut o = VtOpts::new("bsdtcp", ours.port, &[&dle]);
@@ -443,9 +444,7 @@ fn a_single_file_device_takes_the_night_and_is_reused_after_tapecycle() {
 fn a_dump_split_in_parts_across_volumes_is_restored_by_the_real_amfetchdump() {
     require_root!();
     require_tool!("/usr/sbin/amfetchdump");
-    let _g = lock();
-    let ours = start_ours("bsdtcp", Launch::Inetd);
-    let data = Scratch::new("tp-parts-data");
+    let (_g, ours, data) = night("parts");
     let dle = data.join("d");
     random_tree(&dle, 3, 100_000, 5);
     let mut o = VtOpts::new("bsdtcp", ours.port, &[&dle]);

@@ -688,11 +688,8 @@ mod tests {
     #[test]
     fn endless_stderr_costs_a_bounded_number_of_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let s = script(
-            dir.path(),
-            "noisy",
-            "head -c 3000000 /dev/urandom | od -An >&2; cat",
-        );
+        let noisy = "head -c 3000000 /dev/urandom | od -An >&2; cat";
+        let s = script(dir.path(), "noisy", noisy);
         let (out, lines) = run(&[s], b"abc");
         assert_eq!(out.unwrap(), b"abc");
         assert!(

@@ -1419,10 +1419,18 @@ impl Server {
     /// When the next dial-in session's heartbeat is due.
     fn heartbeat_deadline(&self) -> Option<Instant> {
         let every = self.cfg.session_heartbeat?;
-        self.dialed_conns
-            .iter()
+        self.earliest(&self.dialed_conns, |c| c.last_sent + every)
+    }
+
+    /// The earliest `at` of the connections `ids` names that are still open.
+    fn earliest<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a u64>,
+        at: impl Fn(&Conn) -> Instant,
+    ) -> Option<Instant> {
+        ids.into_iter()
             .filter_map(|id| self.conns.get(id))
-            .map(|(_, c)| c.last_sent + every)
+            .map(|(_, c)| at(c))
             .min()
     }
 
@@ -1459,11 +1467,7 @@ impl Server {
     /// When the next paused connection may be closed for taking no output.
     fn stall_deadline(&self) -> Option<Instant> {
         let stall = self.cfg.limits.stalled_output;
-        self.paused
-            .iter()
-            .filter_map(|id| self.conns.get(id))
-            .map(|(_, c)| c.last_progress + stall)
-            .min()
+        self.earliest(&self.paused, |c| c.last_progress + stall)
     }
 
     /// Closes paused connections whose peer took nothing for `stalled_output`, unless they

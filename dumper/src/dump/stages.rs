@@ -898,16 +898,14 @@ mod tests {
         assert!(got.stdout == input);
     }
 
+    /// A reversible "encryption": `tr` both ways, with -d meaning decrypt.
+    const ROT13: &str = "if [ \"$1\" = -d ]; then exec tr 'n-za-mN-ZA-M' 'a-zA-Z'; else exec tr 'a-zA-Z' 'n-za-mN-ZA-M'; fi";
+
     // issue 12: an external program's output is checked by undoing it.
     #[test]
     fn a_custom_compressor_and_encryption_are_checked_and_stored() {
         let t = tempfile::tempdir().unwrap();
-        // A reversible "encryption": `tr` both ways, with -d meaning decrypt.
-        let enc = script(
-            t.path(),
-            "rot",
-            "if [ \"$1\" = -d ]; then exec tr 'n-za-mN-ZA-M' 'a-zA-Z'; else exec tr 'a-zA-Z' 'n-za-mN-ZA-M'; fi",
-        );
+        let enc = script(t.path(), "rot", ROT13);
         let input = data();
         let stages = [
             Stage::Gzip(GzipLevel::Best),
