@@ -197,19 +197,11 @@ mod tests {
         let f = Features::amanda_3_5_1();
         let ctx = tv7(&f, &f);
         let (body, header) = sendbackup(&ctx, &gnutar(), 0, "1970:1:1:0:0:0").unwrap();
-        let expected = "SERVICE sendbackup
-OPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;maxdumps=1;hostname=client.example.com;config=DailySet1;timestamp=20240101020304;
-<dle>
-  <program>GNUTAR</program>
-  <disk>/home</disk>
-  <level>0</level>
-  <auth>bsdtcp</auth>
-  <compress>FAST</compress>
-  <record>YES</record>
-  <index>YES</index>
-  <datapath>AMANDA</datapath>
-</dle>
-";
+        let expected = concat!(
+            "SERVICE sendbackup\n",
+            "OPTIONS features=ffffffff9efefbfffffffffffffff3fffbf71f;maxdumps=1;hostname=client.example.com;config=DailySet1;timestamp=20240101020304;\n",
+            include_str!("../../tests/fixtures/spec/dle-tv7.xml"),
+        );
         assert_eq!(String::from_utf8(body).unwrap(), expected);
         assert!(header.is_some());
     }

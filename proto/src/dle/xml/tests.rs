@@ -11,44 +11,10 @@ fn f() -> Features {
     Features::amanda_3_5_1()
 }
 
-const TV4: &str = "<dle>
-  <program>GNUTAR</program>
-  <estimate>CLIENT </estimate>
-  <disk>/home</disk>
-  <auth>bsdtcp</auth>
-  <compress>FAST</compress>
-  <record>YES</record>
-  <index>YES</index>
-  <datapath>AMANDA</datapath>
-</dle>
-";
-
-const TV6: &str = "<dle>
-  <program>GNUTAR</program>
-  <estimate>CLIENT </estimate>
-  <disk>/home</disk>
-  <level>0</level>
-  <level>1</level>
-    <spindle>-1</spindle>
-  <auth>bsdtcp</auth>
-  <compress>FAST</compress>
-  <record>YES</record>
-  <index>YES</index>
-  <datapath>AMANDA</datapath>
-</dle>
-";
-
-const TV7: &str = "<dle>
-  <program>GNUTAR</program>
-  <disk>/home</disk>
-  <level>0</level>
-  <auth>bsdtcp</auth>
-  <compress>FAST</compress>
-  <record>YES</record>
-  <index>YES</index>
-  <datapath>AMANDA</datapath>
-</dle>
-";
+// The DLEs of the spec's test vectors 4, 6 and 7 (also read by dumper's request tests).
+const TV4: &str = include_str!("../../../../tests/fixtures/spec/dle-tv4.xml");
+const TV6: &str = include_str!("../../../../tests/fixtures/spec/dle-tv6.xml");
+const TV7: &str = include_str!("../../../../tests/fixtures/spec/dle-tv7.xml");
 
 fn home() -> Dle {
     Dle {
