@@ -32,7 +32,8 @@ pub struct Topology {
     children: Mutex<Vec<Child>>,
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+/// Runs `ip ARGS...`: `Err` with its stderr when it fails.
+pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -48,6 +49,29 @@ fn succeeded(out: &Output, what: impl FnOnce() -> String) -> Result<(), String> 
         let stderr = String::from_utf8_lossy(&out.stderr);
         Err(format!("{}: {}", what(), stderr.trim()))
     }
+}
+
+/// Replaces the nftables ruleset of namespace `ns` with `rules` (nft syntax).
+pub(crate) fn nft_in(ns: &str, rules: &str) -> Result<(), String> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft in {ns}: {e}"))?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().ok_or("nft stdin")?;
+        stdin
+            .write_all(b"flush ruleset\n")
+            .map_err(|e| e.to_string())?;
+        stdin
+            .write_all(rules.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    succeeded(&out, || format!("nft -f in {ns}"))
 }
 
 impl Topology {
@@ -171,27 +195,7 @@ impl Topology {
 
     /// Replaces the nftables ruleset of `ns` with `rules` (nft syntax).
     pub fn nft(&self, ns: &str, rules: &str) -> Result<(), String> {
-        let mut child = self
-            .cmd(ns, "nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("nft in {ns}: {e}"))?;
-        let flush = "flush ruleset\n";
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().ok_or("nft stdin")?;
-            stdin
-                .write_all(flush.as_bytes())
-                .map_err(|e| e.to_string())?;
-            stdin
-                .write_all(rules.as_bytes())
-                .map_err(|e| e.to_string())?;
-        }
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        succeeded(&out, || format!("nft -f in {ns}"))
+        nft_in(ns, rules)
     }
 
     /// The router drops TCP connections idle for more than `secs` (conntrack forgets them and

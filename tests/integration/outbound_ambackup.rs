@@ -2,12 +2,16 @@
 //! bsdtcp from a reserved port) against our `dumper listen` and its `ambackupd`.
 //!
 //! - list, check and backup of two DLEs under inetd, then a level 1 after a change;
-//!   `dumper restore` of each chain is identical to the source;
+//!   `dumper restore` of each chain is identical to the source: the real client in a client
+//!   network namespace, our listener in a server namespace behind a firewall that lets in
+//!   only its port, the client accepting nothing but answers (util::netpair); ours against
+//!   ours on loopback;
 //! - refusals with the real texts: a client that `.amandahosts` does not allow (the real
 //!   amandad's NAK), a DLE not in the disklist, a host not in the disklist; a dump that
 //!   fails on the server reaches the client as `backup failed: <disk>: <reason>`;
-//! - auth ssl: the real ambackup (TLS client with its amssl certificate, CN 127.0.0.1)
-//!   backs up to our listener (TLS server), and the dump restores identical;
+//! - auth ssl, on the same two namespaces: the real ambackup (TLS client with its amssl
+//!   certificate, CN amb-client) backs up to our listener (TLS server, CN amb-server), and
+//!   the dump restores identical;
 //! - our CHECK, BACKUP and error replies equal the real ambackupd's captured bodies
 //!   (tests/fixtures/ambackup);
 //! - 1,000 connections that never speak do not keep a real `ambackup list` out of a
@@ -92,11 +96,25 @@ fn assert_lists_by(lab: &AmbackupLab, client: Client, dles: &[PathBuf], what: &s
     assert_lines(&out, wanted, what, "");
 }
 
+/// Two DLEs of the client namespace's host in a lab on two namespaces
+/// ([`AmbackupLab::in_netpair`]); the data lives as long as the returned scratch directory.
+fn netpair_lab(tag: &str, ssl: Option<SslTrees<'_>>) -> (Scratch, Vec<PathBuf>, AmbackupLab) {
+    let data = Scratch::new(&format!("{tag}-data"));
+    let dles = two_dles(&data);
+    let lab = AmbackupLab::in_netpair(tag, &dles, ssl);
+    (data, dles, lab)
+}
+
+// issue 14, acceptance "the real ambackup (Debian) against our server": on two hosts, the
+// client reaching the listener only by its address, through firewalls that let nothing
+// into the client.
 #[test]
 fn outbound_ambackup_real_client_lists_checks_and_backs_up_then_restores_identical() {
     require_ambackup!();
-    let (_data, dles, lab) = localhost_lab("outbound-ab", Listener::Inetd);
+    require_tool!("/usr/sbin/nft");
+    let (_data, dles, lab) = netpair_lab("outbound-ab", None);
     full_then_incremental(&lab, Client::Real, &dles);
+    lab.net().expect("two namespaces").assert_used();
 }
 
 /// Ours against ours: amanda-rs's `ambackup` and `dumper listen` (issue 14, deliver 2).
@@ -144,7 +162,7 @@ fn full_then_incremental(lab: &AmbackupLab, client: Client, dles: &[PathBuf]) {
         "{done:?}"
     );
     // The index of each DLE, in the directory ambackupd made (3.5.1 does not make it).
-    let index = lab.conf.work.join("state/index/localhost");
+    let index = lab.conf.work.join("state/index").join(&lab.host);
     let indexes = fs::read_dir(&index)
         .unwrap_or_else(|e| panic!("{}: {e}", index.display()))
         .count();
@@ -179,7 +197,7 @@ fn full_then_incremental(lab: &AmbackupLab, client: Client, dles: &[PathBuf]) {
 
     for (i, d) in dles.iter().enumerate() {
         let into = lab.conf.work.join(format!("restore{i}"));
-        let said = lab.conf.restore("localhost", d, &into);
+        let said = lab.conf.restore(&lab.host, d, &into);
         assert!(said.contains("level 1"), "{said}");
         util::assert_same_tree(d, &into, false);
     }
@@ -371,23 +389,20 @@ fn outbound_ambackup_listener_bounds_hostile_first_frames_and_silent_peers() {
     assert!(log.contains("no REQ within 2 s"), "{log}");
 }
 
+// issue 14: the same over auth ssl, on two namespaces; the client is named by its
+// certificate's CN, which is its host name there.
 #[test]
 fn outbound_ambackup_over_ssl_backs_up_and_restores_identical() {
     require_ambackup!();
     require_tool!("/usr/sbin/amssl");
     require_tool!("/usr/bin/openssl");
-    let t = trees(Kind::Main);
-    // The client is named by its certificate's CN.
-    let (_data, dles, lab) = two_dle_lab(
-        "outbound-ab-ssl",
-        "127.0.0.1",
-        "127.0.0.1 backup noop ambackupd\n",
-        Listener::Inetd,
-        Some(SslTrees {
-            server: &t.server,
-            client: &t.client,
-        }),
-    );
+    require_tool!("/usr/sbin/nft");
+    let t = trees(Kind::Netpair);
+    let ssl = SslTrees {
+        server: &t.server,
+        client: &t.client,
+    };
+    let (_data, dles, lab) = netpair_lab("outbound-ab-ssl", Some(ssl));
     let (st, out) = lab.ambackup(&["list"]);
     assert!(
         st.success(),
@@ -411,7 +426,7 @@ fn outbound_ambackup_over_ssl_backs_up_and_restores_identical() {
             "restore-{}",
             d.file_name().unwrap().to_string_lossy()
         ));
-        lab.conf.restore("127.0.0.1", d, &into);
+        lab.conf.restore(&lab.host, d, &into);
         util::assert_same_tree(d, &into, false);
     }
     // issue 14: the real amservice spun on a TLS connection our side just dropped.
@@ -421,6 +436,7 @@ fn outbound_ambackup_over_ssl_backs_up_and_restores_identical() {
         "amservice still running: {left:?}\n{}",
         lab.log()
     );
+    lab.net().expect("two namespaces").assert_used();
 }
 
 #[test]
