@@ -20,7 +20,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::ssl_util::{Kind, trees};
@@ -523,4 +523,84 @@ localhost /tmp/amanda-harness/data/plain ambackup\nlocalhost /g ambackup-gnutar\
     let plan = plan_with("no-such-client.invalid /g ambackup\n");
     let e = ambackupd::application_dles(&plan, "localhost").expect_err("no host");
     assert_eq!(refused(e), fixture("error-no-host.bin"));
+}
+
+/// Whether a TCP connection to `addr` from inside namespace `ns` opens within 1 s.
+fn connects_from(ns: &str, addr: std::net::SocketAddr) -> bool {
+    util::netpair::in_netns(ns, move || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+    })
+}
+
+/// A listener on `addr`, made inside namespace `ns` (a socket stays in the namespace it was
+/// made in).
+fn listen_in(ns: &str, addr: std::net::SocketAddr) -> std::net::TcpListener {
+    util::netpair::in_netns(ns, move || {
+        std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+    })
+}
+
+// issue 14: the two hosts the ambackup tests run on: each resolves the other by name, the
+// server's firewall lets in only the listener's port, nothing opens a connection into the
+// client, and the namespaces and their /etc/netns files are gone after, also after a panic.
+#[test]
+fn outbound_ambackup_netpair_lets_in_only_the_listener_and_nothing_into_the_client() {
+    use util::netpair::{CLIENT_ADDR, CLIENT_NAME, NetPair, SERVER_ADDR, SERVER_NAME};
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    let mut net = NetPair::create();
+    net.firewall(10080);
+    let resolve = |ns: &str, what: &str| {
+        let out = net.cmd(ns, "getent").args(["hosts", what]).output();
+        String::from_utf8_lossy(&out.expect("getent").stdout).into_owned()
+    };
+    let server_ip = SERVER_ADDR.to_string();
+    let client_ip = CLIENT_ADDR.to_string();
+    assert!(resolve(&net.client, SERVER_NAME).starts_with(&server_ip));
+    assert!(resolve(&net.server, &client_ip).contains(CLIENT_NAME));
+    assert!(resolve(&net.server, CLIENT_NAME).starts_with(&client_ip));
+    // The machine's own /etc/hosts does not know them.
+    let machine = fs::read_to_string("/etc/hosts").unwrap_or_default();
+    assert!(!machine.contains(SERVER_NAME) && !machine.contains(CLIENT_NAME));
+
+    let to = |ip: std::net::Ipv4Addr, port| std::net::SocketAddr::from((ip, port));
+    let _listener = listen_in(&net.server, to(SERVER_ADDR, 10080));
+    let _other = listen_in(&net.server, to(SERVER_ADDR, 10081));
+    let _on_client = listen_in(&net.client, to(CLIENT_ADDR, 10080));
+    assert!(connects_from(&net.client, to(SERVER_ADDR, 10080)));
+    assert!(!connects_from(&net.client, to(SERVER_ADDR, 10081)));
+    assert!(!connects_from(&net.server, to(CLIENT_ADDR, 10080)));
+    net.assert_used();
+
+    let names = [net.server.clone(), net.client.clone()];
+    drop(net);
+    eprintln!("(the panic below is this test's own: a pair must go also when a test fails)");
+    let failed = std::panic::catch_unwind(|| {
+        let net = NetPair::create();
+        let names = [net.server.clone(), net.client.clone()];
+        panic!("{names:?}");
+    });
+    let message = failed.expect_err("panicked");
+    let panicked = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    let list = util::run_ok(std::process::Command::new("ip").args(["netns", "list"]));
+    let list = String::from_utf8_lossy(&list.stdout);
+    for ns in names
+        .iter()
+        .map(String::as_str)
+        .chain(panicked.split('"').filter(|w| w.starts_with("amb-")))
+    {
+        assert!(
+            !list
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(ns)),
+            "{ns} left behind"
+        );
+        assert!(
+            !Path::new("/etc/netns").join(ns).exists(),
+            "/etc/netns/{ns} left behind"
+        );
+    }
 }
