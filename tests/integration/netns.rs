@@ -32,6 +32,16 @@ pub struct Topology {
     children: Mutex<Vec<Child>>,
 }
 
+/// `<pid>-<n>`, unique to this process and call: namespaces and interfaces made with it do
+/// not collide with another test's (the 15-byte interface names have room for it).
+pub(crate) fn unique_tag() -> String {
+    format!(
+        "{}-{}",
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// Runs `ip ARGS...`: `Err` with its stderr when it fails.
 pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -74,6 +84,22 @@ pub(crate) fn nft_in(ns: &str, rules: &str) -> Result<(), String> {
     succeeded(&out, || format!("nft -f in {ns}"))
 }
 
+/// The packets nftables counter `name` (table `inet fw`) of namespace `ns` counted.
+pub(crate) fn nft_counter(ns: &str, name: &str) -> u64 {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nft", "list", "counter", "inet", "fw", name,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("nft list counter in {ns}: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name} in {ns}: {text:?}"))
+}
+
 impl Topology {
     /// Builds the network. `None` (with a loud message) when not root or `ip` is missing.
     pub fn create() -> Option<Topology> {
@@ -90,11 +116,7 @@ impl Topology {
             eprintln!("\n*** SKIPPED: the two-host tests need root and iproute2 ***\n");
             return None;
         }
-        let tag = format!(
-            "{}-{}",
-            std::process::id() % 100_000,
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let tag = unique_tag();
         let t = Topology {
             server: format!("ars-s{tag}"),
             router: format!("ars-r{tag}"),

@@ -61,21 +61,20 @@ const ALLOW: &str = "localhost backup noop ambackupd\n";
 /// Two DLEs of host `localhost` in a lab allowed by [`ALLOW`]; the data lives as long as
 /// the returned scratch directory.
 fn localhost_lab(tag: &str, how: Listener) -> (Scratch, Vec<PathBuf>, AmbackupLab) {
-    two_dle_lab(tag, "localhost", ALLOW, how, None)
+    two_dle_lab(tag, "localhost", ALLOW, how)
 }
 
-/// Two DLEs of `host` in a lab whose `.amandahosts` is `allow` (auth ssl when `ssl` is
-/// given); the data lives as long as the returned scratch directory.
+/// Two DLEs of `host` in a loopback lab whose `.amandahosts` is `allow`; the data lives as
+/// long as the returned scratch directory.
 fn two_dle_lab(
     tag: &str,
     host: &str,
     allow: &str,
     how: Listener,
-    ssl: Option<SslTrees<'_>>,
 ) -> (Scratch, Vec<PathBuf>, AmbackupLab) {
     let data = Scratch::new(&format!("{tag}-data"));
     let dles = two_dles(&data);
-    let lab = AmbackupLab::with_auth(tag, host, &dles, allow, how, ssl);
+    let lab = AmbackupLab::loopback(tag, host, &dles, allow, how);
     (data, dles, lab)
 }
 
@@ -212,7 +211,6 @@ fn outbound_ambackup_refusals_carry_the_real_amandad_and_ambackupd_texts() {
         "localhost",
         "localhost backup noop\n",
         Listener::Inetd,
-        None,
     );
     let (_, out) = lab.ambackup(&["list"]);
     let hosts = lab.conf.work.join("amandahosts");

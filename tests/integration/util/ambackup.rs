@@ -87,24 +87,18 @@ pub fn assert_lines(out: &str, wanted: impl IntoIterator<Item = String>, what: &
 }
 
 impl AmbackupLab {
-    /// A lab whose disklist has `host` with `dles` (dumptype `ambackup`: bsdtcp, amgtar;
-    /// also defined: `ambackup-gnutar`, and `ambackup-failing` whose server filter fails),
-    /// and whose `.amandahosts` is `amandahosts`; auth ssl when `ssl` is given, else bsdtcp.
-    pub fn with_auth(
-        tag: &str,
-        host: &str,
-        dles: &[PathBuf],
-        amandahosts: &str,
-        how: Listener,
-        ssl: Option<SslTrees<'_>>,
-    ) -> Self {
-        AmbackupLab::build(tag, host, dles, amandahosts, how, ssl, None)
+    /// A lab on loopback whose disklist has `host` with `dles` (dumptype `ambackup`:
+    /// bsdtcp, amgtar; also defined: `ambackup-gnutar`, and `ambackup-failing` whose server
+    /// filter fails), and whose `.amandahosts` is `amandahosts`.
+    pub fn loopback(tag: &str, host: &str, dles: &[PathBuf], allow: &str, how: Listener) -> Self {
+        AmbackupLab::build(tag, host, dles, allow, how, None, None)
     }
 
     /// The lab on two hosts (issue 14): `dles` of [`CLIENT_NAME`] (the client
     /// namespace's address, by reverse DNS in the server namespace, or its certificate's
     /// CN with ssl), the listener under inetd on [`SERVER_ADDR`]:10080 in the server
-    /// namespace behind [`NetPair::firewall`], the client asking [`SERVER_NAME`].
+    /// namespace behind [`NetPair::firewall`], the client asking [`SERVER_NAME`]; auth ssl
+    /// when `ssl` is given, else bsdtcp.
     pub fn in_netpair(tag: &str, dles: &[PathBuf], ssl: Option<SslTrees<'_>>) -> Self {
         let mut net = NetPair::create();
         net.firewall(10080);

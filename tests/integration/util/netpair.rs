@@ -25,10 +25,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::netns::{ip, nft_in};
+use crate::netns::{ip, nft_counter, nft_in, unique_tag};
 
 /// The server's address, inside the pair only.
 pub const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 254, 14, 1);
@@ -38,8 +37,6 @@ pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 254, 14, 2);
 pub const SERVER_NAME: &str = "amb-server";
 /// The client's name in both namespaces' /etc/hosts (what a server finds by reverse DNS).
 pub const CLIENT_NAME: &str = "amb-client";
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// The two namespaces; deleted on drop.
 pub struct NetPair {
@@ -52,11 +49,7 @@ pub struct NetPair {
 impl NetPair {
     /// Builds the pair (the caller checked for root); panics with what failed.
     pub fn create() -> NetPair {
-        let tag = format!(
-            "{}-{}",
-            std::process::id() % 100_000,
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let tag = unique_tag();
         let pair = NetPair {
             server: format!("amb-s{tag}"),
             client: format!("amb-c{tag}"),
@@ -124,17 +117,7 @@ impl NetPair {
 
     /// Packets the server's firewall let through to the listener (0 before any came).
     pub fn accepted_to_listener(&self) -> u64 {
-        let out = self
-            .cmd(&self.server, "nft")
-            .args(["list", "counter", "inet", "fw", "to_listener"])
-            .output()
-            .expect("nft list counter");
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.split_whitespace()
-            .skip_while(|w| *w != "packets")
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no counter in {text:?}"))
+        nft_counter(&self.server, "to_listener")
     }
 
     /// Asserts that traffic reached the server's listener through the firewall (the client
