@@ -32,7 +32,18 @@ pub struct Topology {
     children: Mutex<Vec<Child>>,
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+/// `<pid>-<n>`, unique to this process and call: namespaces and interfaces made with it do
+/// not collide with another test's (the 15-byte interface names have room for it).
+pub(crate) fn unique_tag() -> String {
+    format!(
+        "{}-{}",
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `ip ARGS...`: `Err` with its stderr when it fails.
+pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -48,6 +59,45 @@ fn succeeded(out: &Output, what: impl FnOnce() -> String) -> Result<(), String> 
         let stderr = String::from_utf8_lossy(&out.stderr);
         Err(format!("{}: {}", what(), stderr.trim()))
     }
+}
+
+/// Replaces the nftables ruleset of namespace `ns` with `rules` (nft syntax).
+pub(crate) fn nft_in(ns: &str, rules: &str) -> Result<(), String> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft in {ns}: {e}"))?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().ok_or("nft stdin")?;
+        stdin
+            .write_all(b"flush ruleset\n")
+            .map_err(|e| e.to_string())?;
+        stdin
+            .write_all(rules.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    succeeded(&out, || format!("nft -f in {ns}"))
+}
+
+/// The packets nftables counter `name` (table `inet fw`) of namespace `ns` counted.
+pub(crate) fn nft_counter(ns: &str, name: &str) -> u64 {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nft", "list", "counter", "inet", "fw", name,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("nft list counter in {ns}: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name} in {ns}: {text:?}"))
 }
 
 impl Topology {
@@ -66,11 +116,7 @@ impl Topology {
             eprintln!("\n*** SKIPPED: the two-host tests need root and iproute2 ***\n");
             return None;
         }
-        let tag = format!(
-            "{}-{}",
-            std::process::id() % 100_000,
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let tag = unique_tag();
         let t = Topology {
             server: format!("ars-s{tag}"),
             router: format!("ars-r{tag}"),
@@ -171,27 +217,7 @@ impl Topology {
 
     /// Replaces the nftables ruleset of `ns` with `rules` (nft syntax).
     pub fn nft(&self, ns: &str, rules: &str) -> Result<(), String> {
-        let mut child = self
-            .cmd(ns, "nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("nft in {ns}: {e}"))?;
-        let flush = "flush ruleset\n";
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().ok_or("nft stdin")?;
-            stdin
-                .write_all(flush.as_bytes())
-                .map_err(|e| e.to_string())?;
-            stdin
-                .write_all(rules.as_bytes())
-                .map_err(|e| e.to_string())?;
-        }
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        succeeded(&out, || format!("nft -f in {ns}"))
+        nft_in(ns, rules)
     }
 
     /// The router drops TCP connections idle for more than `secs` (conntrack forgets them and

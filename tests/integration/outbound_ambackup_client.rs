@@ -1,13 +1,16 @@
 //! Our `ambackup` (the client side of a client-initiated backup, issue 14 point 2) against
 //! the REAL server's `ambackupd` (the real amandad with `noop ambackupd` under a private
-//! inetd on 127.0.0.1): `list`, `check`, `backup` of two DLEs over connections the client
-//! opens, then the real `amflush` and `amfetchdump` restore each DLE identical; and the
-//! server's refusal of a DLE it does not have, shown with a non-zero exit; the same backup
-//! over auth ssl (TLS, certificates of the real `amssl`).
+//! inetd): `list`, `check`, `backup` of two DLEs over connections the client opens, then
+//! the real `amflush` and `amfetchdump` restore each DLE identical, the same backup over
+//! auth ssl (TLS, certificates of the real `amssl`) — both on two hosts: the amandad in a
+//! server network namespace behind a firewall that lets in only its port, our ambackup in
+//! a client namespace that accepts nothing but answers (util::netpair). On loopback: the
+//! server's refusal of a DLE it does not have, shown with a non-zero exit, and a server
+//! certificate of another CA.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::ssl_util;
@@ -38,7 +41,7 @@ fn ambackup(ab: &RealAmbackupd, args: &[&str]) -> (ExitStatus, String) {
 
 /// [`ambackup`] without the noop check.
 fn ambackup_unchecked(ab: &RealAmbackupd, args: &[&str]) -> (ExitStatus, String) {
-    let mut cmd = Command::new(util::workspace_bin("ambackup"));
+    let mut cmd = ab.client_cmd(util::workspace_bin("ambackup"));
     cmd.args(["--config", &ab.server.name])
         .args(args)
         .current_dir("/tmp");
@@ -121,19 +124,21 @@ fn restore_identical(ab: &RealAmbackupd, dle: &Path, scratch: &Scratch, n: usize
 
 /// Issue 14, acceptance "our client against the real server's ambackupd": list, check and
 /// backup of 2 DLEs, then a level 1 of one, restored identical (level 0 + level 1) by the
-/// real amflush + amfetchdump.
+/// real amflush + amfetchdump; the client in its own network namespace reaching the
+/// server's only by its address.
 #[test]
 fn outbound_our_ambackup_lists_checks_and_backs_up_to_the_real_ambackupd() {
-    require_real_ambackupd!("/usr/sbin/amflush");
+    require_real_ambackupd!("/usr/sbin/amflush", "/usr/sbin/nft");
     let _g = util::lock_amdump_machine();
     let data = Scratch::new("ab-client-data");
     let dles = two_dles(&data);
-    let ab = RealAmbackupd::start(&dles);
+    let ab = RealAmbackupd::start_netpair(&dles);
+    let host = ab.server.client_host.clone();
     list_check_backup(&ab, &dles);
     let logs = ab.trace_logs();
     assert_eq!(
         logs.lines()
-            .filter(|l| l.starts_with("SUCCESS dumper localhost "))
+            .filter(|l| l.starts_with(&format!("SUCCESS dumper {host} ")))
             .count(),
         2,
         "ambackupd's trace logs:\n{logs}"
@@ -153,7 +158,7 @@ fn outbound_our_ambackup_lists_checks_and_backs_up_to_the_real_ambackupd() {
     let logs = ab.trace_logs();
     assert!(
         logs.lines().any(
-            |l| l.starts_with(&format!("SUCCESS dumper localhost {first} "))
+            |l| l.starts_with(&format!("SUCCESS dumper {host} {first} "))
                 && l.split(' ').nth(5) == Some("1")
         ),
         "no level 1 of {first} in:\n{logs}"
@@ -164,6 +169,7 @@ fn outbound_our_ambackup_lists_checks_and_backs_up_to_the_real_ambackupd() {
     for (n, d) in dles.iter().enumerate() {
         restore_identical(&ab, d, &restore, n);
     }
+    ab.net().expect("two namespaces").assert_used();
 }
 
 /// Issue 14: a DLE the server does not have is refused with ambackupd's own ERROR line,
@@ -190,18 +196,18 @@ fn outbound_our_ambackup_shows_the_real_ambackupd_refusal_and_fails() {
     );
 }
 
-/// Issue 14 over auth ssl: our ambackup is the TLS client (the client tree of amssl, CN
-/// 127.0.0.1, the name ambackupd files the DLEs under), the real amandad `-auth=ssl` runs
-/// ambackupd; list, check, backup of 2 DLEs with `compress client fast` (our gzip on this
-/// host), restored identical.
+/// Issue 14 over auth ssl, on two namespaces: our ambackup is the TLS client (the client
+/// tree of amssl, CN amb-client, its host name and the name ambackupd files the DLEs
+/// under), the real amandad `-auth=ssl` runs ambackupd (CN amb-server); list, check,
+/// backup of 2 DLEs with `compress client fast` (our gzip on this host), restored identical.
 #[test]
 fn outbound_our_ambackup_backs_up_to_the_real_ambackupd_over_ssl() {
-    require_real_ambackupd!("/usr/sbin/amflush", "/usr/sbin/amssl");
+    require_real_ambackupd!("/usr/sbin/amflush", "/usr/sbin/amssl", "/usr/sbin/nft");
     let _g = util::lock_amdump_machine();
-    let trees = ssl_util::trees(ssl_util::Kind::Main);
+    let trees = ssl_util::trees(ssl_util::Kind::Netpair);
     let data = Scratch::new("ab-client-ssl-data");
     let dles = two_dles(&data);
-    let ab = RealAmbackupd::start_ssl(
+    let ab = RealAmbackupd::start_ssl_netpair(
         &dles,
         &trees.server,
         &trees.client,
@@ -219,6 +225,7 @@ fn outbound_our_ambackup_backs_up_to_the_real_ambackupd_over_ssl() {
     for (n, d) in dles.iter().enumerate() {
         restore_identical(&ab, d, &restore, n);
     }
+    ab.net().expect("two namespaces").assert_used();
 }
 
 /// Issue 14, auth ssl: a server whose certificate is of another CA than the client's is

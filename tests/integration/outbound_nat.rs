@@ -12,7 +12,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::netns::{SERVER_IP, Topology};
+use crate::netns::{SERVER_IP, Topology, nft_counter};
 use crate::util;
 use crate::util::dialin::{DialinLab, DialinOptions};
 use crate::{require_root, require_tool};
@@ -87,17 +87,7 @@ fn nat_lab(tag: &str, n: usize) -> Option<DialinLab> {
 
 /// New connections the router saw from the server's network to the client's.
 fn connections_to_client(lab: &DialinLab) -> u64 {
-    let out = lab.t.run(
-        &lab.t.router,
-        "nft",
-        &["list", "counter", "inet", "fw", "to_client"],
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|w| *w != "packets")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no counter in {text:?}"))
+    nft_counter(&lab.t.router, "to_client")
 }
 
 /// The levels of the DLEs the report says are OK.

@@ -37,6 +37,9 @@ pub enum Kind {
     OtherCa,
     /// Server CN 127.0.0.2 (a name the server's address does not have).
     ServerCn2,
+    /// The host names of a [`crate::util::netpair::NetPair`]: client CN amb-client, server
+    /// CN amb-server.
+    Netpair,
 }
 
 /// A server tree and a client tree made by amssl.
@@ -58,9 +61,25 @@ pub fn trees(kind: Kind) -> Arc<Trees> {
         Kind::Main => ("127.0.0.1", "localhost", "amanda-rs-ca"),
         Kind::OtherCa => ("127.0.0.1", "localhost", "amanda-rs-other-ca"),
         Kind::ServerCn2 => ("127.0.0.1", "127.0.0.2", "amanda-rs-ca"),
+        Kind::Netpair => (
+            util::netpair::CLIENT_NAME,
+            util::netpair::SERVER_NAME,
+            "amanda-rs-ca",
+        ),
     };
     let dir = Scratch::new(&format!("ssl-trees-{kind:?}"));
-    let out = Command::new("bash")
+    // The enrolment's client dials the server by name (on the script's own 169.254.77.1):
+    // the netpair's name, which the machine does not know, gets it in a private /etc/hosts.
+    let hosts = dir.join("hosts");
+    let mut text = fs::read_to_string("/etc/hosts").unwrap_or_default();
+    if kind == Kind::Netpair {
+        text = format!("{}\n169.254.77.1 {server}\n", text.trim_end());
+    }
+    fs::write(&hosts, text).expect("hosts");
+    let out = Command::new("unshare")
+        .args(["--mount", "--", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/hosts && exec bash \"$@\"")
+        .arg(&hosts)
         .arg(util::fixture("ssl/amssl-trees.sh"))
         .arg(dir.path())
         .args([client, server, ca])

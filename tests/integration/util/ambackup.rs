@@ -7,6 +7,10 @@
 //! `client_port`), linked as /etc/amanda/<cfg> because ambackup and ambackupd both find a
 //! configuration by name. The link is removed on drop. The listener reads its own
 //! `.amandahosts` (amanda-rs setting `amandahosts_path`), so no machine-wide file changes.
+//!
+//! [`AmbackupLab::in_netpair`] puts the two ends on two hosts instead ([`NetPair`]): the
+//! listener under inetd in the server namespace on 10.254.14.1:10080 behind a firewall that
+//! lets in only that port, the client in the client namespace reaching it by its name.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -15,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use super::netpair::{CLIENT_NAME, NetPair, SERVER_ADDR, SERVER_NAME, netns_cmd};
 use super::{
     AMANDA_USER, Dt, DumperConf, Inetd, Program, chown_amanda, free_port, run_with_timeout,
     wait_listening_tcp, workspace_bin,
@@ -54,9 +59,13 @@ pub struct AmbackupLab {
     /// The configuration's name (also /etc/amanda/<cfg>).
     pub cfg: String,
     pub port: u16,
+    /// The DLEs' host: the name the listener finds for the client.
+    pub host: String,
     link: PathBuf,
     _inetd: Option<Inetd>,
     child: Option<Child>,
+    /// Last, so the namespaces go after the processes in them.
+    net: Option<NetPair>,
 }
 
 /// auth ssl: amssl's certificate trees of the two ends.
@@ -78,18 +87,41 @@ pub fn assert_lines(out: &str, wanted: impl IntoIterator<Item = String>, what: &
 }
 
 impl AmbackupLab {
-    /// A lab whose disklist has `host` with `dles` (dumptype `ambackup`: bsdtcp, amgtar;
-    /// also defined: `ambackup-gnutar`, and `ambackup-failing` whose server filter fails),
-    /// and whose `.amandahosts` is `amandahosts`; auth ssl when `ssl` is given, else bsdtcp.
-    pub fn with_auth(
+    /// A lab on loopback whose disklist has `host` with `dles` (dumptype `ambackup`:
+    /// bsdtcp, amgtar; also defined: `ambackup-gnutar`, and `ambackup-failing` whose server
+    /// filter fails), and whose `.amandahosts` is `amandahosts`.
+    pub fn loopback(tag: &str, host: &str, dles: &[PathBuf], allow: &str, how: Listener) -> Self {
+        AmbackupLab::build(tag, host, dles, allow, how, None, None)
+    }
+
+    /// The lab on two hosts (issue 14): `dles` of [`CLIENT_NAME`] (the client
+    /// namespace's address, by reverse DNS in the server namespace, or its certificate's
+    /// CN with ssl), the listener under inetd on [`SERVER_ADDR`]:10080 in the server
+    /// namespace behind [`NetPair::firewall`], the client asking [`SERVER_NAME`]; auth ssl
+    /// when `ssl` is given, else bsdtcp.
+    pub fn in_netpair(tag: &str, dles: &[PathBuf], ssl: Option<SslTrees<'_>>) -> Self {
+        let mut net = NetPair::create();
+        net.firewall(10080);
+        let allow = format!("{CLIENT_NAME} {AMANDA_USER} noop ambackupd\n");
+        let how = Listener::Inetd;
+        AmbackupLab::build(tag, CLIENT_NAME, dles, &allow, how, ssl, Some(net))
+    }
+
+    fn build(
         tag: &str,
         host: &str,
         dles: &[PathBuf],
         amandahosts: &str,
         how: Listener,
         ssl: Option<SslTrees<'_>>,
+        net: Option<NetPair>,
     ) -> Self {
-        let port = free_port();
+        // A namespace of our own has every port free.
+        let port = if net.is_some() { 10080 } else { free_port() };
+        let (server_name, bind) = match net {
+            Some(_) => (SERVER_NAME, SERVER_ADDR.to_string()),
+            None => ("localhost", "127.0.0.1".to_string()),
+        };
         let dt = Dt::new("ambackup", "bsdtcp", port, Program::Amgtar);
         let gnutar = Dt::new("ambackup-gnutar", "bsdtcp", port, Program::Gnutar);
         // A dump that fails on the server, after the data came: its filter exits 1.
@@ -114,7 +146,7 @@ impl AmbackupLab {
         fs::write(
             w.join("config/amanda-client.conf"),
             format!(
-                "conf \"{cfg}\"\namdump_server \"localhost\"\nindex_server \"localhost\"\ntape_server \"localhost\"\nauth \"{auth}\"\nclient_port \"{port}\"\n{client_ssl}"
+                "conf \"{cfg}\"\namdump_server \"{server_name}\"\nindex_server \"{server_name}\"\ntape_server \"{server_name}\"\nauth \"{auth}\"\nclient_port \"{port}\"\n{client_ssl}"
             ),
         )
         .expect("amanda-client.conf");
@@ -145,11 +177,12 @@ impl AmbackupLab {
         let (inetd, child) = match how {
             Listener::Inetd => {
                 let line = format!(
-                    "127.0.0.1:{port}\tstream\ttcp\tnowait.1000\t{AMANDA_USER}.{AMANDA_USER}\t{}\tdumper --settings {} listen --inetd{listen_ssl}",
+                    "{bind}:{port}\tstream\ttcp\tnowait.1000\t{AMANDA_USER}.{AMANDA_USER}\t{}\tdumper --settings {} listen --inetd{listen_ssl}",
                     bin.display(),
                     settings.display()
                 );
-                (Some(Inetd::start(&line, port)), None)
+                let ns = net.as_ref().map(|n| n.server.as_str());
+                (Some(Inetd::start_in(ns, &line, port, &[])), None)
             }
             Listener::Standalone {
                 max_connections,
@@ -186,10 +219,17 @@ impl AmbackupLab {
             conf,
             cfg,
             port,
+            host: host.to_string(),
             link,
             _inetd: inetd,
             child,
+            net,
         }
+    }
+
+    /// The namespaces of a lab made by [`AmbackupLab::in_netpair`].
+    pub fn net(&self) -> Option<&NetPair> {
+        self.net.as_ref()
     }
 
     /// The standalone listener's pid.
@@ -204,15 +244,19 @@ impl AmbackupLab {
 
     /// The same with `client`'s ambackup: the real one as the Amanda user, ours as root
     /// (it binds a reserved source port itself, where the real one has ambind).
+    /// In the client namespace when the lab has one.
     pub fn client(&self, client: Client, args: &[&str]) -> (ExitStatus, String) {
-        let mut cmd = match client {
-            Client::Real => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", AMANDA_USER, "--", AMBACKUP]);
-                c
-            }
-            Client::Ours => Command::new(workspace_bin("ambackup")),
+        let program = match client {
+            Client::Real => PathBuf::from("runuser"),
+            Client::Ours => workspace_bin("ambackup"),
         };
+        let mut cmd = match &self.net {
+            Some(n) => netns_cmd(&n.client, &program),
+            None => Command::new(&program),
+        };
+        if client == Client::Real {
+            cmd.args(["-u", AMANDA_USER, "--", AMBACKUP]);
+        }
         cmd.args(["--config", &self.cfg])
             .args(args)
             .current_dir("/tmp")

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use super::netpair::{netns_cmd, wait_listening_in};
 use super::{AMANDA_USER, Scratch, spawn_logged, wait_bound_udp, wait_listening_tcp};
 
 /// The superserver binary of Debian's openbsd-inetd.
@@ -31,11 +32,18 @@ impl Inetd {
     /// is bind-mounted over `over` (e.g. a private /etc/amanda or /etc/amandahosts for the
     /// daemons it starts; nothing outside changes).
     pub fn start_with_binds(line: &str, port: u16, binds: &[(&Path, &Path)]) -> Inetd {
+        Inetd::start_in(None, line, port, binds)
+    }
+
+    /// [`Inetd::start_with_binds`] inside network namespace `netns` when given (started
+    /// through `ip netns exec`, so it and its daemons see that namespace's /etc/hosts); the
+    /// line's address is then one of that namespace's, and it is waited for there.
+    pub fn start_in(netns: Option<&str>, line: &str, port: u16, binds: &[(&Path, &Path)]) -> Inetd {
         let dir = Scratch::new("inetd");
         let conf = dir.join("inetd.conf");
         fs::write(&conf, format!("{line}\n")).expect("write inetd.conf");
         let mut cmd = if binds.is_empty() {
-            let mut c = Command::new(INETD);
+            let mut c = in_ns(netns, INETD);
             c.arg("-i").args(["-R", "100000"]).arg(&conf);
             c
         } else {
@@ -48,7 +56,7 @@ impl Inetd {
                 ));
             }
             script.push_str(&format!("exec {INETD} -i -R 100000 '{}'\n", conf.display()));
-            let mut c = Command::new("unshare");
+            let mut c = in_ns(netns, "unshare");
             c.args(["--mount", "--", "sh", "-c", &script]);
             c
         };
@@ -64,9 +72,21 @@ impl Inetd {
             let ip = bind
                 .and_then(|(ip, _)| ip.parse().ok())
                 .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-            wait_listening_tcp(SocketAddr::new(ip, port), Duration::from_secs(10));
+            let addr = SocketAddr::new(ip, port);
+            match netns {
+                Some(ns) => wait_listening_in(ns, addr, Duration::from_secs(10)),
+                None => wait_listening_tcp(addr, Duration::from_secs(10)),
+            }
         }
         inetd
+    }
+}
+
+/// `program`, inside `netns` when given.
+fn in_ns(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        Some(ns) => netns_cmd(ns, program),
+        None => Command::new(program),
     }
 }
 

@@ -14,7 +14,9 @@
 //!   amandad for the dumper, the taper's vtape configurations;
 //! - [`workers`]: the threads of hostile peers and their connection-holding rounds;
 //! - [`ambackup`]: our `dumper listen` and the real `ambackup` against it (issue 14);
-//! - [`dialin`]: `dumper listen` and `amandad --dial-out` in network namespaces (issue 14).
+//! - [`dialin`]: `dumper listen` and `amandad --dial-out` in network namespaces (issue 14);
+//! - [`netpair`]: a server and a client namespace joined by one veth pair, with their own
+//!   /etc/hosts and an optional firewall (issue 14's ambackup tests).
 //!
 //! The helpers the test modules use are re-exported here (`crate::util::Scratch`), so a test
 //! module does not need to know which file holds one. Everything here stays on 127.0.0.0/8 (or inside network
@@ -35,6 +37,7 @@ pub mod hostile;
 pub mod inetd;
 pub mod machine;
 pub mod net;
+pub mod netpair;
 pub mod ours;
 pub mod process;
 pub mod real_amanda;
