@@ -9,7 +9,11 @@
 //! - auth bsdtcp through the proxy: amandad sees the proxy's source port and refuses it
 //!   (`port N not secure`), and the error tells the admin to use auth ssl;
 //! - a proxy that accepts and never answers: the attempt ends after
-//!   `proxy.answer_timeout_secs`, naming the proxy and the wait.
+//!   `proxy.answer_timeout_secs`, naming the proxy and the wait;
+//! - squid with `read_timeout 20 seconds`: an ssl dump quiet for 60 s passes with the
+//!   heartbeat our amandad grants on the noop (`dumper.proxy_heartbeat_secs`) and fails
+//!   without it; the real amandad through the same squid takes the ask on its noop, grants
+//!   nothing, never gets a heartbeat, and check, run and restore pass.
 
 use std::fs;
 use std::net::TcpListener;
@@ -17,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::ssl_util::{Kind, Trees, start_ours_ssl, trees};
+use crate::ssl_util::{Kind, RealSslAmandad, Trees, start_ours_ssl, trees};
+use crate::util::squid::{LocalSquid, SQUID};
 use crate::util::{self, AMANDA_USER, Dt, DumperConf, Launch, Program, Scratch, disklist};
 use crate::{require_root, require_tool};
 
@@ -117,6 +122,7 @@ fn conf(
     dles: &[PathBuf],
     proxy: &str,
     by_env: bool,
+    dumptype_extra: &str,
 ) -> DumperConf {
     let list = disklist("127.0.0.1", dles, "p");
     let mut c = DumperConf::new(
@@ -127,7 +133,7 @@ fn conf(
             auth,
             port,
             program: Program::Gnutar,
-            extra: "",
+            extra: dumptype_extra,
         }],
         &list,
     );
@@ -158,7 +164,7 @@ fn ssl_conf(
     proxy: &str,
     by_env: bool,
 ) -> DumperConf {
-    conf(tag, "ssl", port, &ssl_dir(&t.server), dles, proxy, by_env)
+    conf(tag, "ssl", port, &ssl_dir(&t.server), dles, proxy, by_env, "")
 }
 
 #[test]
@@ -252,6 +258,7 @@ fn outbound_bsdtcp_through_a_proxy_is_refused_not_secure_and_the_error_says_use_
         &dles,
         &proxy.url(),
         false,
+        "",
     );
     let (status, out) = c.check(&[]);
     assert!(!status.success(), "dumper check passed:\n{out}");
@@ -281,6 +288,7 @@ fn outbound_a_silent_proxy_ends_the_attempt_naming_the_proxy_and_the_wait() {
         &dles,
         &format!("http://{addr}"),
         false,
+        "",
     );
     c.env
         .push(("AMANDA_RS_PROXY__ANSWER_TIMEOUT_SECS".into(), "2".into()));
@@ -301,4 +309,134 @@ fn outbound_a_silent_proxy_ends_the_attempt_naming_the_proxy_and_the_wait() {
         started.elapsed()
     );
     drop(silent);
+}
+
+/// The dumper's debug lines about the proxied connections' heartbeat.
+const HEARTBEAT_LOG: (&str, &str) = ("AMANDA_RS_LOG", "warn,dumper::net::control=debug");
+
+/// One ssl DLE whose client-side filter says nothing for 60 s, dumped by our amandad
+/// through squid (`read_timeout 20 seconds`) with `dumper.proxy_heartbeat_secs` 10 or 0.
+/// Whether the night passed, and its report with the logs.
+fn quiet_ssl_dump_through_squid(t: &Trees, heartbeat: bool) -> (bool, String) {
+    let tag = if heartbeat {
+        "proxy-squid-hb"
+    } else {
+        "proxy-squid-nohb"
+    };
+    let data = Scratch::new(tag);
+    let dle = data.join("quiet");
+    fs::create_dir_all(&dle).expect("mkdir");
+    fs::write(dle.join("notes.txt"), "quiet through squid\n".repeat(500)).expect("write");
+    // The client's "compression": silent for 60 s, then the bytes as they are.
+    let filter = data.join("quiet-filter");
+    fs::write(&filter, "#!/bin/sh\nsleep 60\nexec /bin/cat\n").expect("write filter");
+    fs::set_permissions(&filter, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod filter");
+    util::chown_amanda(data.path());
+    let ours = start_ours_ssl(&ssl_dir(&t.client), "");
+    let squid = LocalSquid::start(&format!("{tag}-squid"), ours.port);
+    let extra = format!(
+        "    compress client custom\n    client_custom_compress \"{}\"\n",
+        filter.display()
+    );
+    let mut c = conf(
+        tag,
+        "ssl",
+        ours.port,
+        &ssl_dir(&t.server),
+        &[dle],
+        &squid.url(),
+        false,
+        &extra,
+    );
+    c.env.push((
+        "AMANDA_RS_DUMPER__PROXY_HEARTBEAT_SECS".into(),
+        if heartbeat { "10" } else { "0" }.into(),
+    ));
+    c.env.push((HEARTBEAT_LOG.0.into(), HEARTBEAT_LOG.1.into()));
+    let (status, report) = c.run();
+    (
+        status.success() && report.matches("  OK").count() == 1,
+        format!("{report}\n{}\n{}", ours.log(), squid.logs()),
+    )
+}
+
+// issue 14: TCP keepalive stops at the proxy; the heartbeat our amandad grants on the
+// noop keeps a quiet dump's tunnel open through squid's read_timeout, and without it
+// squid closes the tunnel.
+#[test]
+fn outbound_ssl_dump_quiet_for_60s_through_squid_read_timeout_20s_passes_with_the_heartbeat_and_fails_without()
+ {
+    let _m = proxy_machine!();
+    require_tool!(SQUID);
+    let t = trees(Kind::Main);
+    let (ok, report) = quiet_ssl_dump_through_squid(&t, true);
+    assert!(ok, "with the heartbeat the quiet dump must pass:\n{report}");
+    assert!(
+        report.contains("session heartbeat every 10 s through the proxy"),
+        "our amandad granted the heartbeat:\n{report}"
+    );
+    assert!(
+        report.contains("CONNECT 127.0.0.1:"),
+        "squid's log shows the tunnels:\n{report}"
+    );
+    let (ok, report) = quiet_ssl_dump_through_squid(&t, false);
+    assert!(
+        !ok,
+        "without the heartbeat squid's read_timeout closes the quiet tunnel:\n{report}"
+    );
+    assert!(
+        report.contains("FAILED"),
+        "the dump fails because the tunnel was closed:\n{report}"
+    );
+}
+
+// issue 14: the real Amanda 3.5.1 amandad through the same squid: its noop takes the
+// heartbeat ask (`heartbeat=10;` in OPTIONS) and answers as always, so the dumper sends it
+// no heartbeat; check, run and restore pass.
+#[test]
+fn outbound_real_amandad_through_squid_ignores_the_heartbeat_ask_and_check_run_restore_pass() {
+    let _m = proxy_machine!();
+    require_tool!(SQUID);
+    require_tool!("/usr/lib/amanda/amandad");
+    let t = trees(Kind::Main);
+    let data = Scratch::new("proxy-real");
+    let dles = dles(&data);
+    let real = RealSslAmandad::start("127.0.0.1", &ssl_dir(&t.client), None);
+    let squid = LocalSquid::start("proxy-real-squid", real.port);
+    let mut c = ssl_conf("proxy-real", real.port, &t, &dles, &squid.url(), false);
+    c.env.push((HEARTBEAT_LOG.0.into(), HEARTBEAT_LOG.1.into()));
+    let asked = "no session heartbeat through the proxy (asked 10 s; the client's noop did not grant it)";
+    let (status, out) = c.check(&[]);
+    assert!(
+        status.success() && out.contains(asked),
+        "dumper check through squid asked and the real noop granted nothing:\n{out}\n{}",
+        squid.logs()
+    );
+    let (status, report) = c.run();
+    assert!(
+        status.success() && report.contains(asked),
+        "dumper run through squid ({status}):\n{report}\n{}",
+        squid.logs()
+    );
+    assert_eq!(report.matches("  OK").count(), dles.len(), "{report}");
+    assert!(
+        !report.contains("session heartbeat every"),
+        "the real amandad got no heartbeat:\n{report}"
+    );
+    assert!(
+        squid
+            .access_log()
+            .contains(&format!("CONNECT 127.0.0.1:{}", real.port)),
+        "squid's log shows the tunnels:\n{}",
+        squid.logs()
+    );
+    for d in &dles {
+        let into = data.join(format!(
+            "restored-{}",
+            d.file_name().unwrap().to_string_lossy()
+        ));
+        c.restore("127.0.0.1", d, &into);
+        util::assert_same_tree(d, &into, true);
+    }
 }

@@ -265,17 +265,27 @@ impl Control {
             None => crate::request::noop(&link.ours),
         };
         let ex = self.exchange(link, dest, cfg, req, waits);
-        if ask.is_some()
-            && let Ok(body) = &ex.outcome
-            && let Some(every) = proto::heartbeat::granted(body)
-            && let Control::Tcp { conn: Some(c), .. } | Control::Ssl { conn: Some(c), .. } = self
-        {
-            log::debug!(
-                "{}: session heartbeat every {} s through the proxy",
-                c.peer(),
-                every.as_secs()
-            );
-            c.set_heartbeat(Some(every));
+        let (Some(asked), Ok(body)) = (ask, &ex.outcome) else {
+            return ex;
+        };
+        match proto::heartbeat::granted(body) {
+            Some(every) => {
+                if let Control::Tcp { conn: Some(c), .. } | Control::Ssl { conn: Some(c), .. } =
+                    self
+                {
+                    log::debug!(
+                        "{dest}: session heartbeat every {} s through the proxy (asked {} s)",
+                        every.as_secs(),
+                        asked.as_secs()
+                    );
+                    c.set_heartbeat(Some(every));
+                }
+            }
+            // The real amandad: it never gets a heartbeat.
+            None => log::debug!(
+                "{dest}: no session heartbeat through the proxy (asked {} s; the client's noop did not grant it)",
+                asked.as_secs()
+            ),
         }
         ex
     }

@@ -14,7 +14,8 @@
 //!   amandad for the dumper, the taper's vtape configurations;
 //! - [`workers`]: the threads of hostile peers and their connection-holding rounds;
 //! - [`ambackup`]: our `dumper listen` and the real `ambackup` against it (issue 14);
-//! - [`dialin`]: `dumper listen` and `amandad --dial-out` in network namespaces (issue 14).
+//! - [`dialin`]: `dumper listen` and `amandad --dial-out` in network namespaces (issue 14);
+//! - [`squid`]: Debian's squid as a private CONNECT proxy (issue 14).
 //!
 //! The helpers the test modules use are re-exported here (`crate::util::Scratch`), so a test
 //! module does not need to know which file holds one. Everything here stays on 127.0.0.0/8 (or inside network
@@ -40,6 +41,7 @@ pub mod process;
 pub mod real_amanda;
 pub mod real_ambackupd;
 pub mod scratch;
+pub mod squid;
 pub mod tree;
 pub mod vtapes;
 pub mod workers;
