@@ -164,7 +164,16 @@ fn ssl_conf(
     proxy: &str,
     by_env: bool,
 ) -> DumperConf {
-    conf(tag, "ssl", port, &ssl_dir(&t.server), dles, proxy, by_env, "")
+    conf(
+        tag,
+        "ssl",
+        port,
+        &ssl_dir(&t.server),
+        dles,
+        proxy,
+        by_env,
+        "",
+    )
 }
 
 #[test]
@@ -316,8 +325,9 @@ const HEARTBEAT_LOG: (&str, &str) = ("AMANDA_RS_LOG", "warn,dumper::net::control
 
 /// One ssl DLE whose client-side filter says nothing for 60 s, dumped by our amandad
 /// through squid (`read_timeout 20 seconds`) with `dumper.proxy_heartbeat_secs` 10 or 0.
-/// Whether the night passed, and its report with the logs.
-fn quiet_ssl_dump_through_squid(t: &Trees, heartbeat: bool) -> (bool, String) {
+/// Whether the night passed, its report with the logs, and how long squid's longest tunnel
+/// lasted.
+fn quiet_ssl_dump_through_squid(t: &Trees, heartbeat: bool) -> (bool, String, Duration) {
     let tag = if heartbeat {
         "proxy-squid-hb"
     } else {
@@ -355,9 +365,18 @@ fn quiet_ssl_dump_through_squid(t: &Trees, heartbeat: bool) -> (bool, String) {
     ));
     c.env.push((HEARTBEAT_LOG.0.into(), HEARTBEAT_LOG.1.into()));
     let (status, report) = c.run();
+    // squid's access log: `<end time> <elapsed ms> <client> TCP_TUNNEL/200 ...`.
+    let longest = squid
+        .access_log()
+        .lines()
+        .filter(|l| l.contains("TCP_TUNNEL"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .max()
+        .map_or(Duration::ZERO, Duration::from_millis);
     (
         status.success() && report.matches("  OK").count() == 1,
         format!("{report}\n{}\n{}", ours.log(), squid.logs()),
+        longest,
     )
 }
 
@@ -370,8 +389,12 @@ fn outbound_ssl_dump_quiet_for_60s_through_squid_read_timeout_20s_passes_with_th
     let _m = proxy_machine!();
     require_tool!(SQUID);
     let t = trees(Kind::Main);
-    let (ok, report) = quiet_ssl_dump_through_squid(&t, true);
+    let (ok, report, longest) = quiet_ssl_dump_through_squid(&t, true);
     assert!(ok, "with the heartbeat the quiet dump must pass:\n{report}");
+    assert!(
+        longest >= Duration::from_secs(60),
+        "the dump's tunnel lasted {longest:?}, through the 60 s of quiet:\n{report}"
+    );
     assert!(
         report.contains("session heartbeat every 10 s through the proxy"),
         "our amandad granted the heartbeat:\n{report}"
@@ -380,14 +403,19 @@ fn outbound_ssl_dump_quiet_for_60s_through_squid_read_timeout_20s_passes_with_th
         report.contains("CONNECT 127.0.0.1:"),
         "squid's log shows the tunnels:\n{report}"
     );
-    let (ok, report) = quiet_ssl_dump_through_squid(&t, false);
+    let (ok, report, longest) = quiet_ssl_dump_through_squid(&t, false);
     assert!(
         !ok,
         "without the heartbeat squid's read_timeout closes the quiet tunnel:\n{report}"
     );
     assert!(
-        report.contains("FAILED"),
+        report.contains("FAILED") && report.contains("connection closed by the client"),
         "the dump fails because the tunnel was closed:\n{report}"
+    );
+    assert!(
+        longest < Duration::from_secs(60)
+            && longest >= util::squid::READ_TIMEOUT - Duration::from_secs(2),
+        "squid closed the quiet tunnel after its read_timeout, not {longest:?}:\n{report}"
     );
 }
 
@@ -406,7 +434,8 @@ fn outbound_real_amandad_through_squid_ignores_the_heartbeat_ask_and_check_run_r
     let squid = LocalSquid::start("proxy-real-squid", real.port);
     let mut c = ssl_conf("proxy-real", real.port, &t, &dles, &squid.url(), false);
     c.env.push((HEARTBEAT_LOG.0.into(), HEARTBEAT_LOG.1.into()));
-    let asked = "no session heartbeat through the proxy (asked 10 s; the client's noop did not grant it)";
+    let asked =
+        "no session heartbeat through the proxy (asked 10 s; the client's noop did not grant it)";
     let (status, out) = c.check(&[]);
     assert!(
         status.success() && out.contains(asked),

@@ -21,6 +21,11 @@
 //! and handle), which stream goes where, when to stop reading a pipe (the connection's
 //! output buffer is the backpressure), and when the process may exit.
 //!
+//! The session heartbeat (issue 14): on the connections `--dial-out` opened, and on those
+//! whose noop asked for it ([`proto::heartbeat`]: our dumper behind an HTTP proxy), a
+//! `PING 0` frame goes out while the connection sent nothing for the interval, and the
+//! server's are dropped. Other connections never see one.
+//!
 //! What this module must not do: block (file-system work goes to the pool, name lookups to
 //! the resolver threads; the only blocking call is reaping a tar that already closed its
 //! pipes), write to fds 0-2, or log a line per refused request above debug.

@@ -9,6 +9,10 @@
 //! client opened to our listener, obtained through the rendezvous ([`Dialin`]), and then
 //! used exactly like one we opened.
 //!
+//! Through an HTTP proxy, the noop that opens a transport asks the client for the session
+//! heartbeat ([`proto::heartbeat`], issue 14); the connection sends and drops heartbeats
+//! only once the client granted it, so the real amandad never gets one.
+//!
 //! What this module must not do: build or read request bodies (see `request`, `proto`).
 
 use std::net::SocketAddr;
