@@ -111,32 +111,24 @@ fn dles(data: &Scratch) -> Vec<PathBuf> {
     vec![a, b]
 }
 
-/// A dumper configuration for `dles` on 127.0.0.1:`port` with `auth`, one connect try,
+/// The dumptype `p` of [`conf`]: gnutar with `auth` to 127.0.0.1:`port`.
+fn dt(auth: &str, port: u16) -> Dt<'_> {
+    Dt::new("p", auth, port, Program::Gnutar)
+}
+
+/// A dumper configuration for `dles` with the dumptype `dt` (named `p`), one connect try,
 /// going through `proxy_url` (`AMANDA_RS_PROXY__URL`; empty: `https_proxy` is set instead),
 /// with exceptions the environment cannot widen.
 fn conf(
     tag: &str,
-    auth: &str,
-    port: u16,
+    dt: Dt<'_>,
     globals: &str,
     dles: &[PathBuf],
     proxy: &str,
     by_env: bool,
-    dumptype_extra: &str,
 ) -> DumperConf {
-    let list = disklist("127.0.0.1", dles, "p");
-    let mut c = DumperConf::new(
-        tag,
-        &format!("connect-tries 1\n{globals}"),
-        &[Dt {
-            name: "p",
-            auth,
-            port,
-            program: Program::Gnutar,
-            extra: dumptype_extra,
-        }],
-        &list,
-    );
+    let list = disklist("127.0.0.1", dles, dt.name);
+    let mut c = DumperConf::new(tag, &format!("connect-tries 1\n{globals}"), &[dt], &list);
     let var = if by_env {
         "https_proxy"
     } else {
@@ -166,13 +158,11 @@ fn ssl_conf(
 ) -> DumperConf {
     conf(
         tag,
-        "ssl",
-        port,
+        dt("ssl", port),
         &ssl_dir(&t.server),
         dles,
         proxy,
         by_env,
-        "",
     )
 }
 
@@ -261,13 +251,11 @@ fn outbound_bsdtcp_through_a_proxy_is_refused_not_secure_and_the_error_says_use_
     let proxy = Tinyproxy::start(ours.port);
     let c = conf(
         "proxy-bsdtcp",
-        "bsdtcp",
-        ours.port,
+        dt("bsdtcp", ours.port),
         "",
         &dles,
         &proxy.url(),
         false,
-        "",
     );
     let (status, out) = c.check(&[]);
     assert!(!status.success(), "dumper check passed:\n{out}");
@@ -291,13 +279,11 @@ fn outbound_a_silent_proxy_ends_the_attempt_naming_the_proxy_and_the_wait() {
     let addr = silent.local_addr().expect("addr");
     let mut c = conf(
         "proxy-silent",
-        "bsdtcp",
-        util::free_port(),
+        dt("bsdtcp", util::free_port()),
         "",
         &dles,
         &format!("http://{addr}"),
         false,
-        "",
     );
     c.env
         .push(("AMANDA_RS_PROXY__ANSWER_TIMEOUT_SECS".into(), "2".into()));
@@ -351,13 +337,14 @@ fn quiet_ssl_dump_through_squid(t: &Trees, heartbeat: bool) -> (bool, String, Du
     );
     let mut c = conf(
         tag,
-        "ssl",
-        ours.port,
+        Dt {
+            extra: &extra,
+            ..dt("ssl", ours.port)
+        },
         &ssl_dir(&t.server),
         &[dle],
         &squid.url(),
         false,
-        &extra,
     );
     c.env.push((
         "AMANDA_RS_DUMPER__PROXY_HEARTBEAT_SECS".into(),
