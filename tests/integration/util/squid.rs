@@ -38,6 +38,19 @@ pub fn conf(dir: &Path, listen: &str, clients: &str, dst: &str, port: u16) -> St
     )
 }
 
+/// The failed night of a dump that stayed quiet through [`READ_TIMEOUT`] without a
+/// heartbeat: `ok` false, and the report names the tunnel closed under the dump.
+pub fn assert_cut_by_read_timeout(ok: bool, report: &str) {
+    assert!(
+        !ok,
+        "without the heartbeat squid's read_timeout closes the quiet tunnel:\n{report}"
+    );
+    assert!(
+        report.contains("FAILED") && report.contains("connection closed by the client"),
+        "the dump fails because the tunnel was closed:\n{report}"
+    );
+}
+
 /// A private squid on a free 127.0.0.1 port allowing CONNECT to 127.0.0.1:`connect_port`
 /// only, in the foreground, until dropped.
 pub struct LocalSquid {
