@@ -13,7 +13,9 @@
 //! - squid with `read_timeout 20 seconds`: an ssl dump quiet for 60 s passes with the
 //!   heartbeat our amandad grants on the noop (`dumper.proxy_heartbeat_secs`) and fails
 //!   without it; the real amandad through the same squid takes the ask on its noop, grants
-//!   nothing, never gets a heartbeat, and check, run and restore pass.
+//!   nothing, never gets a heartbeat, and check, run and restore pass;
+//! - a scripted client behind tinyproxy that holds its selfcheck reply: it gets heartbeat
+//!   frames only when its noop reply granted them.
 
 use std::fs;
 use std::net::TcpListener;
@@ -446,4 +448,136 @@ fn outbound_real_amandad_through_squid_ignores_the_heartbeat_ask_and_check_run_r
         squid.logs()
     );
     restore_all_identical(&c, &data, &dles);
+}
+
+/// What a [`scripted_client`] got: the noop's body, and the handle of every frame that came
+/// while it held its second reply.
+struct Got {
+    noop: String,
+    held_frames: Vec<u32>,
+}
+
+/// A bsdtcp client on a free 127.0.0.1 port for one connection: it answers the noop as the
+/// real amandad does (granting the heartbeat in its reply when `grant`), then holds the
+/// next request's reply for `hold`, recording every frame that comes meanwhile.
+fn scripted_client(grant: bool, hold: Duration) -> (u16, std::thread::JoinHandle<Got>) {
+    use proto::frame::FrameReader;
+    use proto::pkt::PacketType;
+    use proto::security::SecurityLine;
+    use proto::tcp::Packet;
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let send = |s: &mut std::net::TcpStream, handle: u32, p: Packet<'_>| {
+        let mut out = Vec::new();
+        p.encode_frame(handle, &mut out).expect("encode");
+        let _ = s.write_all(&out);
+    };
+    let thread = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+        let features = proto::features::Features::amanda_3_5_1().to_hex();
+        let mut got = Got {
+            noop: String::new(),
+            held_frames: Vec::new(),
+        };
+        let mut reader = FrameReader::new();
+        let mut buf = vec![0u8; 65536];
+        let mut held_since: Option<std::time::Instant> = None;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if held_since.is_some_and(|t| t.elapsed() >= hold) {
+                break;
+            }
+            let n = match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(_) => continue,
+            };
+            let mut input = &buf[..n];
+            while let Ok(Some(f)) = reader.next(&mut input) {
+                if held_since.is_some() {
+                    got.held_frames.push(f.handle);
+                    continue;
+                }
+                let Ok(p) = Packet::parse(&f.payload) else {
+                    continue;
+                };
+                match p.ptype {
+                    PacketType::Req => {
+                        let body = String::from_utf8_lossy(p.body_without_security()).into_owned();
+                        send(&mut s, f.handle, Packet::ack());
+                        if !body.starts_with("SERVICE noop") {
+                            held_since = Some(std::time::Instant::now());
+                            continue;
+                        }
+                        let mut rep = format!("OPTIONS features={features};\n").into_bytes();
+                        if grant && let Some(every) = proto::heartbeat::asked(body.as_bytes()) {
+                            rep = proto::heartbeat::grant(rep, every);
+                        }
+                        got.noop = body;
+                        send(&mut s, f.handle, Packet::new(PacketType::Rep, rep));
+                    }
+                    // The noop's REP was ACKed: its handle is closed.
+                    PacketType::Ack => {
+                        let mut out = Vec::new();
+                        let _ = proto::frame::encode_frame(f.handle, &[], &mut out);
+                        let _ = s.write_all(&out);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        got
+    });
+    (port, thread)
+}
+
+/// `dumper check` of one bsdtcp DLE through tinyproxy to a [`scripted_client`] that holds
+/// its selfcheck reply for 5 s, with `dumper.proxy_heartbeat_secs` 1.
+fn check_against_scripted_client(grant: bool) -> Got {
+    let data = Scratch::new("proxy-scripted");
+    let dles = dles(&data);
+    let (port, client) = scripted_client(grant, Duration::from_secs(5));
+    let proxy = Tinyproxy::start(port);
+    let mut c = conf(
+        "proxy-scripted",
+        dt("bsdtcp", port),
+        "",
+        &dles[..1],
+        &proxy.url(),
+        false,
+    );
+    c.env
+        .push(("AMANDA_RS_DUMPER__PROXY_HEARTBEAT_SECS".into(), "1".into()));
+    // The verdict does not matter (the client's selfcheck reply never comes); its frames do.
+    let _ = c.check(&[]);
+    client.join().expect("the scripted client")
+}
+
+// issue 14: a client that does not grant the heartbeat on its noop (as the real amandad
+// never does) gets no heartbeat frame however long the dumper waits; one that grants it gets
+// one about every interval.
+#[test]
+fn outbound_heartbeat_frames_reach_only_a_client_whose_noop_granted_them() {
+    let _m = proxy_machine!();
+    let beat = proto::dialin::LINE_HANDLE;
+    let got = check_against_scripted_client(false);
+    assert!(
+        got.noop.contains(";heartbeat=1;"),
+        "the noop through the proxy asked for the heartbeat: {:?}",
+        got.noop
+    );
+    assert!(
+        !got.held_frames.contains(&beat),
+        "a client that granted nothing got heartbeat frames: {:?}",
+        got.held_frames
+    );
+    let got = check_against_scripted_client(true);
+    let beats = got.held_frames.iter().filter(|&&h| h == beat).count();
+    assert!(
+        (3..=7).contains(&beats),
+        "a client that granted a 1 s heartbeat got {beats} in 5 s: {:?}",
+        got.held_frames
+    );
 }
