@@ -465,14 +465,10 @@ fn scripted_client(grant: bool, hold: Duration) -> (u16, std::thread::JoinHandle
     use proto::pkt::PacketType;
     use proto::security::SecurityLine;
     use proto::tcp::Packet;
-    use std::io::{Read, Write};
+    use std::io::Read;
+    use util::fake_amandad::{frame, send_packet};
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let send = |s: &mut std::net::TcpStream, handle: u32, p: Packet<'_>| {
-        let mut out = Vec::new();
-        p.encode_frame(handle, &mut out).expect("encode");
-        let _ = s.write_all(&out);
-    };
     let thread = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");
         let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
@@ -506,7 +502,7 @@ fn scripted_client(grant: bool, hold: Duration) -> (u16, std::thread::JoinHandle
                 match p.ptype {
                     PacketType::Req => {
                         let body = String::from_utf8_lossy(p.body_without_security()).into_owned();
-                        send(&mut s, f.handle, Packet::ack());
+                        let _ = send_packet(&mut s, f.handle, Packet::ack());
                         if !body.starts_with("SERVICE noop") {
                             held_since = Some(std::time::Instant::now());
                             continue;
@@ -516,13 +512,11 @@ fn scripted_client(grant: bool, hold: Duration) -> (u16, std::thread::JoinHandle
                             rep = proto::heartbeat::grant(rep, every);
                         }
                         got.noop = body;
-                        send(&mut s, f.handle, Packet::new(PacketType::Rep, rep));
+                        let _ = send_packet(&mut s, f.handle, Packet::new(PacketType::Rep, rep));
                     }
                     // The noop's REP was ACKed: its handle is closed.
                     PacketType::Ack => {
-                        let mut out = Vec::new();
-                        let _ = proto::frame::encode_frame(f.handle, &[], &mut out);
-                        let _ = s.write_all(&out);
+                        let _ = frame(&mut s, f.handle, &[]);
                     }
                     _ => {}
                 }
