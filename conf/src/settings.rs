@@ -301,6 +301,11 @@ pub struct Dumper {
     /// of a session sent nothing for this long it sends a frame the client drops, because
     /// TCP keepalive stops at an HTTP proxy and proxies close quiet tunnels (issue 14).
     pub dialin_session_heartbeat_secs: u64,
+    /// The heartbeat of connections `dumper` opens to a client through an HTTP proxy,
+    /// seconds (default 10; 0: off): asked for on the noop that opens the connection and
+    /// sent only when the client's amandad grants it (ours does, the real one ignores the
+    /// ask), because proxies close quiet tunnels (issue 14).
+    pub proxy_heartbeat_secs: u64,
 }
 
 impl Default for Dumper {
@@ -311,6 +316,7 @@ impl Default for Dumper {
             dialin_wait_secs: 300,
             dialin_heartbeat_secs: 30,
             dialin_session_heartbeat_secs: 10,
+            proxy_heartbeat_secs: 10,
         }
     }
 }
@@ -325,6 +331,11 @@ impl Dumper {
     pub fn dialin_session_heartbeat(&self) -> Option<Duration> {
         (self.dialin_session_heartbeat_secs > 0)
             .then(|| Duration::from_secs(self.dialin_session_heartbeat_secs))
+    }
+
+    /// [`Dumper::proxy_heartbeat_secs`] as a Duration (`None`: off).
+    pub fn proxy_heartbeat(&self) -> Option<Duration> {
+        (self.proxy_heartbeat_secs > 0).then(|| Duration::from_secs(self.proxy_heartbeat_secs))
     }
 
     /// [`Dumper::dialin_wait_secs`] as a Duration.
@@ -596,6 +607,12 @@ impl Settings {
             0,
             3600,
         )?;
+        within(
+            "dumper.proxy_heartbeat_secs",
+            self.dumper.proxy_heartbeat_secs,
+            0,
+            3600,
+        )?;
         let d = &self.amandad.dial_out;
         within(
             "amandad.dial_out.session_heartbeat_secs",
@@ -834,6 +851,12 @@ mod tests {
         );
         let s = from_file("[dumper]\ndialin_session_heartbeat_secs = 0\n").unwrap();
         assert_eq!(s.dumper.dialin_session_heartbeat(), None);
+        // The same for connections through a proxy.
+        assert_eq!(s.dumper.proxy_heartbeat(), Some(Duration::from_secs(10)));
+        let s = from_file("[dumper]\nproxy_heartbeat_secs = 0\n").unwrap();
+        assert_eq!(s.dumper.proxy_heartbeat(), None);
+        let e = from_file("[dumper]\nproxy_heartbeat_secs = 3601\n").unwrap_err();
+        assert!(e.to_string().contains("dumper.proxy_heartbeat_secs"), "{e}");
         let e = from_file("[amandad.dial_out]\nsession_heartbeat_secs = 3601\n").unwrap_err();
         assert!(
             e.to_string()

@@ -502,15 +502,7 @@ fn client_checks(plan: &Plan, ports: Ports, settings: &conf::Settings, out: &mut
             }
         }
         let mut conn = Control::for_dle(auth, &host, ssl.as_ref());
-        let noop = conn
-            .exchange(
-                &link,
-                dest,
-                icfg.clone(),
-                request::noop(&link.ours),
-                &mut waits,
-            )
-            .outcome;
+        let noop = conn.noop(&link, dest, icfg.clone(), &mut waits).outcome;
         let selfcheck = match &noop {
             Ok(body) if conn.is_open() => {
                 conn.next_request();

@@ -118,7 +118,7 @@ pub fn estimate_group(
         rep_wait: ctx.ctimeout,
         ..link.initiator.clone()
     };
-    let noop = conn.exchange(link, dest, cfg, request::noop(&link.ours), waits);
+    let noop = conn.noop(link, dest, cfg, waits);
     let mut resent = noop.resent;
     let features = match noop.outcome {
         Ok(body) => match noop_features(&body) {

@@ -20,6 +20,7 @@ pub mod crc;
 pub mod dataphase;
 pub mod dialin;
 pub mod frame;
+pub mod heartbeat;
 pub mod pkt;
 pub mod proxy;
 pub mod security;

@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use crate::netns::{SERVER_IP, Topology};
 use crate::util::dialin::{DialinLab, DialinOptions, HOST};
+use crate::util::squid::SQUID;
 use crate::util::{self, AMANDA_USER, Scratch};
 use crate::{require_root, require_tool};
 
 const TINYPROXY: &str = "/usr/bin/tinyproxy";
-const SQUID: &str = "/usr/sbin/squid";
 
 /// The proxy's address, on the client's side of the middle namespace.
 const PROXY_IP: &str = "198.18.1.254";
@@ -90,17 +90,12 @@ impl Proxy {
                  Timeout 600\nLogFile \"{d}/access.log\"\nLogLevel Info\nPidFile \"{d}/proxy.pid\"\n\
                  MaxClients 50\nAllow 198.18.1.0/24\nDisableViaHeader Yes\nConnectPort {port}\n"
             ),
-            Kind::Squid => format!(
-                "http_port {PROXY_IP}:{PROXY_PORT}\n\
-                 acl clients src 198.18.1.0/24\nacl server dst {SERVER_IP}\n\
-                 acl listener port {port}\nacl CONNECT method CONNECT\n\
-                 http_access allow CONNECT clients server listener\nhttp_access deny all\n\
-                 read_timeout 20 seconds\n\
-                 cache deny all\ncache_mem 8 MB\n\
-                 access_log stdio:{d}/access.log squid\ncache_log {d}/cache.log\n\
-                 pid_filename {d}/proxy.pid\ncoredump_dir {d}\n\
-                 cache_effective_user {AMANDA_USER}\ncache_effective_group {AMANDA_USER}\n\
-                 shutdown_lifetime 1 seconds\nlogfile_rotate 0\n"
+            Kind::Squid => util::squid::conf(
+                dir.path(),
+                &format!("{PROXY_IP}:{PROXY_PORT}"),
+                "198.18.1.0/24",
+                &SERVER_IP.to_string(),
+                port,
             ),
         };
         fs::write(&conf, text).expect("proxy.conf");
@@ -298,12 +293,5 @@ fn outbound_dialin_dump_quiet_for_60s_passes_squid_read_timeout_20s_with_the_hea
         "squid's log shows the tunnels:\n{report}"
     );
     let (ok, report) = quiet_dump_through_squid(false).expect("the topology was made once");
-    assert!(
-        !ok,
-        "without the heartbeat squid's read_timeout closes the quiet tunnel:\n{report}"
-    );
-    assert!(
-        report.contains("FAILED") && report.contains("connection closed by the client"),
-        "the dump fails because the tunnel was closed:\n{report}"
-    );
+    util::squid::assert_cut_by_read_timeout(ok, &report);
 }

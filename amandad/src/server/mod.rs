@@ -21,6 +21,11 @@
 //! and handle), which stream goes where, when to stop reading a pipe (the connection's
 //! output buffer is the backpressure), and when the process may exit.
 //!
+//! The session heartbeat (issue 14): on the connections `--dial-out` opened, and on those
+//! whose noop asked for it ([`proto::heartbeat`]: our dumper behind an HTTP proxy), a
+//! `PING 0` frame goes out while the connection sent nothing for the interval, and the
+//! server's are dropped. Other connections never see one.
+//!
 //! What this module must not do: block (file-system work goes to the pool, name lookups to
 //! the resolver threads; the only blocking call is reaping a tar that already closed its
 //! pipes), write to fds 0-2, or log a line per refused request above debug.
@@ -329,8 +334,11 @@ pub struct Server {
     /// Connections `--dial-out` opened, waiting to be served.
     dialed_rx: crossbeam_channel::Receiver<std::net::TcpStream>,
     dialed_tx: crossbeam_channel::Sender<std::net::TcpStream>,
-    /// The connections `--dial-out` opened (their heartbeats), pruned as they close.
-    dialed_conns: std::collections::BTreeSet<u64>,
+    /// The connections whose server speaks the session heartbeat (issue 14): those
+    /// `--dial-out` opened, and those whose noop asked for it (a dumper behind an HTTP
+    /// proxy, [`proto::heartbeat`]); with the interval we send at (`None`: we only drop
+    /// the server's). Pruned as they close.
+    beating: std::collections::BTreeMap<u64, Option<Duration>>,
 }
 
 impl Server {
@@ -361,7 +369,7 @@ impl Server {
         let mut server = Server {
             dialed_tx,
             dialed_rx,
-            dialed_conns: std::collections::BTreeSet::new(),
+            beating: std::collections::BTreeMap::new(),
             poll,
             workers,
             names,
@@ -454,7 +462,7 @@ impl Server {
             };
             if let Some((_, c)) = self.conns.get_mut(&id) {
                 c.dialed = true;
-                self.dialed_conns.insert(id);
+                self.beating.insert(id, self.cfg.session_heartbeat);
             }
             match self.admission.admit(Instant::now(), id) {
                 Admit::Accept => {}
@@ -881,6 +889,7 @@ impl Server {
         let now = Instant::now();
         let id = self.new_id();
         let partial_ok = service == ServiceKind::Sendsize && dump::server_wants_partial(&args);
+        let beat = self.heartbeat_asked(&route, service, &args);
         let responder = Responder::new(now, self.cfg.responder.clone());
         match &route {
             Route::Udp { .. } => {
@@ -916,10 +925,40 @@ impl Server {
             Route::Tcp { .. } => &self.cfg.services_tcp,
         };
         match services::start(context, service, &ex.args) {
-            Start::Reply(body) => self.reply(id, body),
+            Start::Reply(body) => {
+                let body = match beat {
+                    Some(every) => proto::heartbeat::grant(body, every),
+                    None => body,
+                };
+                self.reply(id, body)
+            }
             Start::Job(job) => self.workers.submit(id, job),
             Start::Backup(plan) => self.start_backup(id, plan),
         }
+    }
+
+    /// A noop on a TCP connection that asks for the session heartbeat (our dumper behind an
+    /// HTTP proxy, issue 14): the connection sends and drops it from now on, at the interval
+    /// asked for. A dialed connection keeps the one its settings give.
+    fn heartbeat_asked(
+        &mut self,
+        route: &Route,
+        service: ServiceKind,
+        args: &[u8],
+    ) -> Option<Duration> {
+        let Route::Tcp { conn, .. } = *route else {
+            return None;
+        };
+        if service != ServiceKind::Noop || self.conns.get(&conn).is_none_or(|(_, c)| c.dialed) {
+            return None;
+        }
+        let every = proto::heartbeat::asked(args)?;
+        debug!(
+            "connection {conn}: session heartbeat every {} s (asked by the server's noop)",
+            every.as_secs()
+        );
+        self.beating.insert(conn, Some(every));
+        Some(every)
     }
 
     fn reply(&mut self, id: u64, body: Vec<u8>) {
@@ -1416,10 +1455,12 @@ impl Server {
         reading
     }
 
-    /// When the next dial-in session's heartbeat is due.
+    /// When the next session heartbeat is due.
     fn heartbeat_deadline(&self) -> Option<Instant> {
-        let every = self.cfg.session_heartbeat?;
-        self.earliest(&self.dialed_conns, |c| c.last_sent + every)
+        self.beating
+            .iter()
+            .filter_map(|(id, every)| Some(self.conns.get(id)?.1.last_sent + (*every)?))
+            .min()
     }
 
     /// The earliest `at` of the connections `ids` names that are still open.
@@ -1438,19 +1479,18 @@ impl Server {
     /// has nothing queued (one that does not take its output gets no more); forgets closed
     /// ones.
     fn send_heartbeats(&mut self, now: Instant) {
-        let Some(every) = self.cfg.session_heartbeat else {
-            return;
-        };
-        self.dialed_conns.retain(|id| self.conns.contains_key(id));
+        self.beating.retain(|id, _| self.conns.contains_key(id));
         let due: Vec<u64> = self
-            .dialed_conns
+            .beating
             .iter()
-            .copied()
-            .filter(|id| {
-                self.conns.get(id).is_some_and(|(_, c)| {
-                    c.last_sent + every <= now && !c.write_closed && !c.close_when_flushed
+            .filter(|&(id, every)| {
+                every.is_some_and(|every| {
+                    self.conns.get(id).is_some_and(|(_, c)| {
+                        c.last_sent + every <= now && !c.write_closed && !c.close_when_flushed
+                    })
                 })
             })
+            .map(|(&id, _)| id)
             .collect();
         for id in due {
             if let Some((_, c)) = self.conns.get_mut(&id) {
@@ -1719,9 +1759,9 @@ impl Server {
         let now = Instant::now();
         if !payload.is_empty()
             && proto::dialin::is_session_heartbeat(handle)
-            && self.dialed_conns.contains(&conn)
+            && self.beating.contains_key(&conn)
         {
-            // The server's heartbeat on a dial-in session: nothing to answer.
+            // The server's session heartbeat: nothing to answer.
             return;
         }
         if payload.is_empty() {

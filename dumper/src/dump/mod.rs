@@ -224,7 +224,20 @@ fn dump(
     // The request, on the auth's control transport. The UDP port goes back to its pool
     // when the exchange is over: the data flows over TCP.
     let mut control = Control::for_dle(spec.auth, &spec.host, spec.ssl.as_ref());
-    let ex = control.exchange(link, dest, icfg, req, waits);
+    // issue 14: through a proxy, a noop first asks for the heartbeat that keeps the
+    // tunnel open while the dump is quiet.
+    let noop = control
+        .proxy_heartbeat(link, dest)
+        .map(|_| control.noop(link, dest, icfg.clone(), waits));
+    let ex = match noop {
+        Some(n) if n.outcome.is_err() => n,
+        Some(n) => {
+            *resent += n.resent;
+            control.next_request();
+            control.exchange(link, dest, icfg, req, waits)
+        }
+        None => control.exchange(link, dest, icfg, req, waits),
+    };
     *resent += ex.resent;
     let rep = ex.outcome.map_err(|failure| match failure {
         RequestFailure::NoPool(pool) => DumpFailure::Internal(Internal::NoPool(pool)),

@@ -9,6 +9,10 @@
 //! client opened to our listener, obtained through the rendezvous ([`Dialin`]), and then
 //! used exactly like one we opened.
 //!
+//! Through an HTTP proxy, the noop that opens a transport asks the client for the session
+//! heartbeat ([`proto::heartbeat`], issue 14); the connection sends and drops heartbeats
+//! only once the client granted it, so the real amandad never gets one.
+//!
 //! What this module must not do: build or read request bodies (see `request`, `proto`).
 
 use std::net::SocketAddr;
@@ -248,6 +252,64 @@ impl Control {
         }
     }
 
+    /// The `noop` that opens a transport (estimates, checks, and a sendbackup through a
+    /// proxy). Through an HTTP proxy it asks for the session heartbeat
+    /// ([`proto::heartbeat`], issue 14) and turns it on when the client's amandad grants it
+    /// (ours does; the real one answers as always and never gets a heartbeat).
+    pub fn noop(
+        &mut self,
+        link: &Link,
+        dest: SocketAddr,
+        cfg: InitiatorConfig,
+        waits: &mut dyn FnMut(WaitEvent),
+    ) -> Exchanged {
+        let ask = self.proxy_heartbeat(link, dest);
+        let req = match ask {
+            Some(every) => proto::heartbeat::noop_request_asking(&link.ours, every),
+            None => crate::request::noop(&link.ours),
+        };
+        let ex = self.exchange(link, dest, cfg, req, waits);
+        let (Some(asked), Ok(body)) = (ask, &ex.outcome) else {
+            return ex;
+        };
+        match proto::heartbeat::granted(body) {
+            Some(every) => {
+                if let Control::Tcp { conn: Some(c), .. } | Control::Ssl { conn: Some(c), .. } =
+                    self
+                {
+                    log::debug!(
+                        "{dest}: session heartbeat every {} s through the proxy (asked {} s)",
+                        every.as_secs(),
+                        asked.as_secs()
+                    );
+                    c.set_heartbeat(Some(every));
+                }
+            }
+            // The real amandad: it never gets a heartbeat.
+            None => log::debug!(
+                "{dest}: no session heartbeat through the proxy (asked {} s; the client's noop did not grant it)",
+                asked.as_secs()
+            ),
+        }
+        ex
+    }
+
+    /// The heartbeat [`Control::noop`] asks for: on a TCP transport we open through an
+    /// HTTP proxy, when `dumper.proxy_heartbeat_secs` is not 0 (a dial-in host's sessions
+    /// have their own).
+    pub fn proxy_heartbeat(&self, link: &Link, dest: SocketAddr) -> Option<std::time::Duration> {
+        let every = link.tuning.proxy_heartbeat?;
+        let host = match self {
+            Control::Ssl { host, .. } => host,
+            Control::Tcp { host, .. } if !dials_in(link, host) => host,
+            _ => return None,
+        };
+        link.tuning
+            .proxy
+            .route(host, Some(dest.ip()))
+            .map(|_| every)
+    }
+
     /// Prepares the next request on the same transport: on bsdtcp the client's close of
     /// the last handle is awaited and answered, and the next handle taken; on UDP a new
     /// handle and sequence.
@@ -276,5 +338,51 @@ impl Control {
             Control::Tcp { conn: c, .. } | Control::Ssl { conn: c, .. } => c,
             Control::Udp(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(proxy_url: &str, heartbeat_secs: u64) -> Link {
+        let mut s = conf::Settings::default();
+        s.proxy.url = proxy_url.into();
+        s.proxy.no_proxy = "direct.example".into();
+        s.dumper.proxy_heartbeat_secs = heartbeat_secs;
+        Link {
+            ours: crate::features::server_features(),
+            config_name: "c".into(),
+            user: "backup".into(),
+            ports: super::super::Ports::default(),
+            tuning: Tuning::from_settings(&s),
+            initiator: InitiatorConfig::default(),
+            dialin: None,
+        }
+    }
+
+    // issue 14: the noop asks for the heartbeat only on a TCP transport that goes through a
+    // proxy, and only while the setting is on; a real amandad reached directly never sees
+    // the option.
+    #[test]
+    fn the_heartbeat_is_asked_for_only_through_a_proxy_and_only_when_on() {
+        let dest: SocketAddr = "192.0.2.7:10080".parse().unwrap();
+        let ssl = Arc::new(conf::SslSettings::default());
+        let ten = Some(Duration::from_secs(10));
+        let via = link("http://192.0.2.1:3128", 10);
+        let c = Control::for_dle(Auth::Ssl, "client.example", Some(&ssl));
+        assert_eq!(c.proxy_heartbeat(&via, dest), ten);
+        let c = Control::for_dle(Auth::Bsdtcp, "client.example", None);
+        assert_eq!(c.proxy_heartbeat(&via, dest), ten);
+        // Exempt from the proxy, or UDP, or the setting at 0: no ask.
+        let c = Control::for_dle(Auth::Ssl, "direct.example", Some(&ssl));
+        assert_eq!(c.proxy_heartbeat(&via, dest), None);
+        let c = Control::for_dle(Auth::Bsdudp, "client.example", None);
+        assert_eq!(c.proxy_heartbeat(&via, dest), None);
+        let off = link("http://192.0.2.1:3128", 0);
+        let c = Control::for_dle(Auth::Ssl, "client.example", Some(&ssl));
+        assert_eq!(c.proxy_heartbeat(&off, dest), None);
+        let direct = link("direct", 10);
+        assert_eq!(c.proxy_heartbeat(&direct, dest), None);
     }
 }

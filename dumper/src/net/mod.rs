@@ -74,6 +74,9 @@ pub struct Tuning {
     pub ssl_handshake: Duration,
     /// Which clients are reached through which proxy ([`proxy::connect`]).
     pub proxy: Arc<conf::proxy::ProxyPolicy>,
+    /// The heartbeat asked for on connections through a proxy (setting
+    /// `dumper.proxy_heartbeat_secs`; `None`: off; issue 14).
+    pub proxy_heartbeat: Option<Duration>,
 }
 
 impl Tuning {
@@ -89,6 +92,7 @@ impl Tuning {
             keepalive: h.enabled.then(|| (h.idle(), h.interval(), h.probes)),
             ssl_handshake: s.dumper.ssl_handshake(),
             proxy: Arc::new(proxy),
+            proxy_heartbeat: s.dumper.proxy_heartbeat(),
         }
     }
 

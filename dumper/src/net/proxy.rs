@@ -12,6 +12,9 @@
 //! peer's name then apply to the proxy. Only auth ssl, which authenticates by
 //! certificate, works through a proxy; [`not_secure_hint`] says so in bsdtcp's refusal.
 //!
+//! TCP keepalive stops at the proxy: the heartbeat that keeps a quiet tunnel open is asked
+//! for on the connection's noop ([`super::control::Control::noop`], [`proto::heartbeat`]).
+//!
 //! What this module must not do: speak HTTP itself (that is `proto::proxy`), run the
 //! CONNECT handshake (that is `daemon::proxy`, shared with `amandad --dial-out`) or decide
 //! which host goes through which proxy (that is `conf::proxy`).

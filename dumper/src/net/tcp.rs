@@ -79,6 +79,12 @@ impl FramedConn {
         self
     }
 
+    /// Turns the heartbeat on (or off) once the connection is open: a client reached
+    /// through a proxy granted it on the noop (issue 14).
+    pub fn set_heartbeat(&mut self, every: Option<Duration>) {
+        self.heartbeat = every;
+    }
+
     /// The heartbeat interval, for the data phase that follows on this connection.
     pub fn heartbeat(&self) -> Option<Duration> {
         self.heartbeat

@@ -110,7 +110,8 @@ fn disks(body: &str) -> Vec<String> {
     elements(body, "disk")
 }
 
-fn send_packet(s: &mut TcpStream, handle: u32, p: Packet<'_>) -> io::Result<()> {
+/// Writes `p` as one frame on `handle`.
+pub fn send_packet(s: &mut TcpStream, handle: u32, p: Packet<'_>) -> io::Result<()> {
     let mut out = Vec::new();
     p.encode_frame(handle, &mut out).map_err(io::Error::other)?;
     s.write_all(&out)
@@ -182,7 +183,8 @@ fn serve(mut s: TcpStream, scripts: &HashMap<String, Script>, default: &Script, 
     }
 }
 
-fn frame(s: &mut TcpStream, handle: u32, payload: &[u8]) -> io::Result<()> {
+/// Writes one frame (`payload` empty: the end of `handle`).
+pub fn frame(s: &mut TcpStream, handle: u32, payload: &[u8]) -> io::Result<()> {
     let mut out = Vec::with_capacity(payload.len() + 8);
     encode_frame(handle, payload, &mut out).map_err(io::Error::other)?;
     s.write_all(&out)

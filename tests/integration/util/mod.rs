@@ -17,6 +17,7 @@
 //! - [`dialin`]: `dumper listen` and `amandad --dial-out` in network namespaces (issue 14);
 //! - [`netpair`]: a server and a client namespace joined by one veth pair, with their own
 //!   /etc/hosts and an optional firewall (issue 14's ambackup tests).
+//! - [`squid`]: Debian's squid as a private CONNECT proxy (issue 14).
 //!
 //! The helpers the test modules use are re-exported here (`crate::util::Scratch`), so a test
 //! module does not need to know which file holds one. Everything here stays on 127.0.0.0/8 (or inside network
@@ -43,6 +44,7 @@ pub mod process;
 pub mod real_amanda;
 pub mod real_ambackupd;
 pub mod scratch;
+pub mod squid;
 pub mod tree;
 pub mod vtapes;
 pub mod workers;
