@@ -7,7 +7,8 @@
 //! and marked `dialin yes`, answers `OK HOLD heartbeat=<secs>`, binds the host's
 //! rendezvous socket and then, until the client goes away or a newer HOLD for the host
 //! replaces this one: sends `PING <n>` every heartbeat (3 unanswered: closed), and forwards
-//! each worker's `OPEN <token>`. One thread per HOLD (the listener's), asleep in `poll`
+//! each worker's `OPEN <token>` (and the client's `FAILED <token> <why>` back to that
+//! worker, so that a session refused by the client's proxy is named, not waited out). One thread per HOLD (the listener's), asleep in `poll`
 //! between events.
 //!
 //! SESSION: a connection whose first frame is `AMDIALIN SESSION <token>` on handle 0 is
@@ -37,6 +38,10 @@ const REPLY_WAIT: Duration = Duration::from_secs(30);
 
 /// Bytes a holder may have sent and we not yet decoded: its lines are a few bytes.
 const MAX_PENDING: usize = 64 << 10;
+
+/// Forwarded OPENs remembered for the client's `FAILED` (the oldest is forgotten first;
+/// its worker then waits out the token's lifetime, as before issue 14's FAILED).
+const MAX_FORWARDED: usize = 64;
 
 /// How long a peer whose name check failed is watched for a session preamble before it
 /// gets the refusal (a dial-in session needs no name: its token admits it).
@@ -244,6 +249,8 @@ fn hold_loop(
     let mut n: u64 = 0;
     let mut unanswered: u32 = 0;
     let mut next_ping = Instant::now() + d.heartbeat;
+    // issue 14: the OPENs whose worker waits, so the client's FAILED reaches it.
+    let mut forwarded: std::collections::VecDeque<rendezvous::Forwarded> = Default::default();
     loop {
         // What the client sent.
         let mut rest = &input[..];
@@ -251,6 +258,14 @@ fn hold_loop(
             match reader.next(&mut rest) {
                 Ok(Some(f)) if f.handle == dialin::LINE_HANDLE => match Line::parse(&f.payload) {
                     Ok(Line::Pong(_)) => unanswered = 0,
+                    Ok(Line::Failed(token, text)) => {
+                        log::info!("dial-in session {token}: the client could not open it: {text}");
+                        if let Some(i) = forwarded.iter().position(|f| f.token == token)
+                            && let Some(f) = forwarded.remove(i)
+                        {
+                            f.failed(&text);
+                        }
+                    }
                     Ok(other) => return format!("unexpected {other:?} from the client"),
                     Err(e) => return e.to_string(),
                 },
@@ -313,7 +328,14 @@ fn hold_loop(
             while let Some(req) = holder.next_request() {
                 let token = req.token;
                 match write_line(&mut sock, Line::Open(token)) {
-                    Ok(()) => req.forwarded(client),
+                    Ok(()) => {
+                        let now = Instant::now();
+                        forwarded.retain(|f| !f.expired(now));
+                        if forwarded.len() >= MAX_FORWARDED {
+                            forwarded.pop_front();
+                        }
+                        forwarded.push_back(req.forwarded(client));
+                    }
                     Err(e) => {
                         req.refuse("the dial-in connection broke");
                         return format!("write: {e}");
