@@ -42,6 +42,7 @@ pub mod process;
 pub mod real_amanda;
 pub mod real_ambackupd;
 pub mod scratch;
+pub mod tinyproxy;
 pub mod tree;
 pub mod vtapes;
 pub mod workers;
