@@ -197,10 +197,8 @@ fn run(cfg: DialOut, dialed: Dialed) {
                     Ok(s) => {
                         debug!("dial-out: connected to {server}");
                         // A server that stops reading must not hold the lock forever.
-                        *lock(&writer) = s
-                            .try_clone()
-                            .ok()
-                            .filter(|w| w.set_write_timeout(Some(CONNECT_TIMEOUT)).is_ok());
+                        let _ = s.set_write_timeout(Some(CONNECT_TIMEOUT));
+                        *lock(&writer) = s.try_clone().ok();
                         conn = Some(s);
                         reader = FrameReader::new();
                         hc.handle_connected(Instant::now());
@@ -208,7 +206,9 @@ fn run(cfg: DialOut, dialed: Dialed) {
                     Err(e) => hc.handle_connect_failed(Instant::now(), e),
                 },
                 HoldAction::Send(bytes) => {
-                    if let Some(s) = lock(&writer).as_mut()
+                    // Without a clone (no descriptor left) the hold thread alone writes.
+                    let mut shared = lock(&writer);
+                    if let Some(s) = shared.as_mut().or(conn.as_mut())
                         && let Err(e) = s.write_all(&bytes)
                     {
                         hc.handle_closed(Instant::now(), format!("write: {e}"));
