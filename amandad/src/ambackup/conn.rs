@@ -149,28 +149,6 @@ fn lease_connection(
 /// How long the TLS handshake may take.
 pub const SSL_HANDSHAKE: Duration = Duration::from_secs(30);
 
-/// auth ssl (spec §13): connects to `dest` from a port of `range` (the unreserved range, as
-/// amservice), runs the TLS handshake as the client with `settings` (the client's ssl-dir),
-/// then Amanda's checks of the server's certificate for `host` (the `amdump_server` name).
-pub fn connect_ssl(
-    dest: SocketAddr,
-    range: PortRange,
-    run_dir: Option<std::path::PathBuf>,
-    settings: &conf::SslSettings,
-    host: &str,
-) -> Result<Conn, ConnError> {
-    let (cfg, _) = ssl::client_config(settings).map_err(|e| ConnError::Ssl {
-        dest,
-        why: e.to_string(),
-    })?;
-    let mut lease = lease_connection(dest, range, run_dir)?;
-    let layer = tls_over(lease.socket_mut(), cfg, dest, settings, host)?;
-    let _ = lease.socket().set_read_timeout(None);
-    let mut conn = Conn::over(lease)?;
-    conn.tls = Some(layer);
-    Ok(conn)
-}
-
 /// An HTTP CONNECT proxy on the way to the server (issue 14).
 pub struct Via<'a> {
     /// The proxy.
@@ -181,12 +159,16 @@ pub struct Via<'a> {
     pub answer_timeout: Duration,
 }
 
-/// auth ssl through `via` (issue 14): a TCP connection to the proxy (any source port: the
-/// server sees the proxy's, and ssl needs no reserved one), the CONNECT to `dest`, then TLS
-/// and Amanda's certificate checks inside the tunnel as in [`connect_ssl`].
-pub fn connect_ssl_via(
+/// auth ssl (spec §13): connects to `dest` from a port of `range` (the unreserved range, as
+/// amservice), or through the proxy `via` (issue 14: any source port, the server sees the
+/// proxy's; the CONNECT asks for `dest`), runs the TLS handshake as the client with
+/// `settings` (the client's ssl-dir), then Amanda's checks of the server's certificate for
+/// `host` (the `amdump_server` name).
+pub fn connect_ssl(
     dest: SocketAddr,
-    via: &Via<'_>,
+    via: Option<&Via<'_>>,
+    range: PortRange,
+    run_dir: Option<std::path::PathBuf>,
     settings: &conf::SslSettings,
     host: &str,
 ) -> Result<Conn, ConnError> {
@@ -194,6 +176,27 @@ pub fn connect_ssl_via(
         dest,
         why: e.to_string(),
     })?;
+    let (mut sock, lease) = match via {
+        Some(via) => (tunnel(dest, via)?, None),
+        None => {
+            let lease = lease_connection(dest, range, run_dir)?;
+            let sock = lease
+                .socket()
+                .try_clone()
+                .map_err(|source| ConnError::Io { peer: dest, source })?;
+            (sock, Some(lease))
+        }
+    };
+    let layer = tls_over(&mut sock, cfg, dest, settings, host)?;
+    let _ = sock.set_read_timeout(None);
+    let _ = socket2::SockRef::from(&sock).set_keepalive(true);
+    let mut conn = Conn::new(sock, lease)?;
+    conn.tls = Some(layer);
+    Ok(conn)
+}
+
+/// A TCP connection to the proxy of `via` and a tunnel through it to `dest`.
+fn tunnel(dest: SocketAddr, via: &Via<'_>) -> Result<TcpStream, ConnError> {
     let proxy = format!("{} (from {})", via.url, via.origin);
     let mut sock = (via.url.host.as_str(), via.url.port)
         .to_socket_addrs()
@@ -209,12 +212,7 @@ pub fn connect_ssl_via(
         via.answer_timeout,
     )
     .map_err(|e| ConnError::Proxy(format!("through HTTP proxy {proxy}: {e}")))?;
-    let layer = tls_over(&mut sock, cfg, dest, settings, host)?;
-    let _ = sock.set_read_timeout(None);
-    let _ = socket2::SockRef::from(&sock).set_keepalive(true);
-    let mut conn = Conn::new(sock, None)?;
-    conn.tls = Some(layer);
-    Ok(conn)
+    Ok(sock)
 }
 
 /// The TLS handshake as the client on `sock` (connected to `dest`, or a tunnel to it) and

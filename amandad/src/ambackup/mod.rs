@@ -265,12 +265,14 @@ impl Client {
                     answer_timeout: self.proxy.answer_timeout,
                 });
             let c = match (self.auth, via) {
-                (Auth::Ssl, Some(via)) => {
-                    conn::connect_ssl_via(*addr, &via, &self.ssl, &self.server)
-                }
-                (Auth::Ssl, None) => {
-                    conn::connect_ssl(*addr, self.unreserved, run_dir, &self.ssl, &self.server)
-                }
+                (Auth::Ssl, via) => conn::connect_ssl(
+                    *addr,
+                    via.as_ref(),
+                    self.unreserved,
+                    run_dir,
+                    &self.ssl,
+                    &self.server,
+                ),
                 (_, Some(via)) => bail!(bsdtcp_through_proxy(&via)),
                 _ => conn::connect_reserved(*addr, self.reserved, run_dir),
             };
