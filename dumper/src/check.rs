@@ -255,7 +255,9 @@ fn ports_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
 /// `--ports` for a dial-in client (issue 14): the path is the client's, towards the
 /// listener, so it is probed the way a night uses it: the listener process holding the
 /// client's connection is asked for a session, and the client must open one through its
-/// firewall (and proxy, if any) within [`DIALIN_PROBE`]. The session is closed unused.
+/// firewall (and proxy, if any) within [`DIALIN_PROBE`]. The session is closed unused. A
+/// client that cannot open it (its proxy refuses the CONNECT) says why over its held
+/// connection, and that is the line.
 fn dialin_probe(host: &str, o: &CheckOptions, out: &mut Out) {
     use crate::net::rendezvous::{Rendezvous, RendezvousError, obtain};
     let r = Rendezvous::new(&o.settings.run_dir);

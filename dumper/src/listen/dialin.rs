@@ -8,8 +8,8 @@
 //! rendezvous socket and then, until the client goes away or a newer HOLD for the host
 //! replaces this one: sends `PING <n>` every heartbeat (3 unanswered: closed), and forwards
 //! each worker's `OPEN <token>` (and the client's `FAILED <token> <why>` back to that
-//! worker, so that a session refused by the client's proxy is named, not waited out). One thread per HOLD (the listener's), asleep in `poll`
-//! between events.
+//! worker, so that a session refused by the client's proxy is named, not waited out). One
+//! thread per HOLD (the listener's), asleep in `poll` between events.
 //!
 //! SESSION: a connection whose first frame is `AMDIALIN SESSION <token>` on handle 0 is
 //! passed to the worker waiting for that token ([`crate::net::rendezvous::deliver`]); the
@@ -258,12 +258,20 @@ fn hold_loop(
             match reader.next(&mut rest) {
                 Ok(Some(f)) if f.handle == dialin::LINE_HANDLE => match Line::parse(&f.payload) {
                     Ok(Line::Pong(_)) => unanswered = 0,
+                    // Logged only for a token we forwarded: the client cannot fill the log.
                     Ok(Line::Failed(token, text)) => {
-                        log::info!("dial-in session {token}: the client could not open it: {text}");
-                        if let Some(i) = forwarded.iter().position(|f| f.token == token)
-                            && let Some(f) = forwarded.remove(i)
+                        match forwarded
+                            .iter()
+                            .position(|f| f.token == token)
+                            .and_then(|i| forwarded.remove(i))
                         {
-                            f.failed(&text);
+                            Some(f) => {
+                                log::info!(
+                                    "dial-in session {token}: the client could not open it: {text}"
+                                );
+                                f.failed(&text);
+                            }
+                            None => log::debug!("FAILED for unknown session {token}"),
                         }
                     }
                     Ok(other) => return format!("unexpected {other:?} from the client"),
