@@ -439,4 +439,54 @@ mod tests {
         assert!(!is_preamble(1, b"AMDIALIN SESSION 00\n"));
         assert!(!is_preamble(0, b"SERVICE noop\n"));
     }
+
+    // issue 14: the client's FAILED for a session it was asked for ends that worker's wait
+    // with the client's words; FAILED lines for tokens nobody asked for (a hostile or
+    // confused client) change nothing and keep the HOLD up.
+    #[test]
+    fn a_failed_session_reaches_its_worker_and_unknown_ones_are_dropped() {
+        let t = tempfile::tempdir().unwrap();
+        let d = DialinShared {
+            rendezvous: Rendezvous::new(t.path()),
+            heartbeat: Duration::from_secs(60),
+        };
+        let holder = HostSocket::bind(&d.rendezvous, "natclient").unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (sock, peer) = l.accept().unwrap();
+        let r = d.rendezvous.clone();
+        let hold = std::thread::spawn(move || hold_loop(&d, &holder, sock, peer.ip(), &[]));
+        for i in 0..1000 {
+            let stray = Line::Failed(dialin::Token([i as u8; 16]), "x".repeat(600));
+            client.write_all(&stray.frame()).unwrap();
+        }
+        let worker = std::thread::spawn(move || {
+            rendezvous::obtain(&r, "natclient", Duration::from_secs(20))
+        });
+        // The OPEN, then our FAILED for it.
+        let mut reader = FrameReader::new();
+        let mut buf = [0u8; 256];
+        let token = loop {
+            let n = client.read(&mut buf).unwrap();
+            assert!(n > 0, "the HOLD ended");
+            let mut input = &buf[..n];
+            if let Some(f) = reader.next(&mut input).unwrap() {
+                match Line::parse(&f.payload).unwrap() {
+                    Line::Open(t) => break t,
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let why = "through HTTP proxy p:3128: \"HTTP/1.1 403 Forbidden\"";
+        client
+            .write_all(&Line::Failed(token, why.into()).frame())
+            .unwrap();
+        let e = worker.join().unwrap().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("natclient: the client could not open the dial-in session: {why}")
+        );
+        drop(client);
+        assert_eq!(hold.join().unwrap(), "closed by the client");
+    }
 }
