@@ -9,15 +9,17 @@
 //! Both kinds of connection go through an HTTP CONNECT proxy when amanda-rs's `[proxy]`
 //! settings or `https_proxy`/`no_proxy` apply to the server (the same policy dumper
 //! follows); a refusal, garbage or silence from the proxy is a failed dial, logged with
-//! the proxy's words and retried with the usual backoff.
+//! the proxy's words and retried with the usual backoff. A session that cannot be opened
+//! is also reported on the HOLD connection (`FAILED <token> <why>`), so the server's
+//! worker names the refusal instead of waiting out the token.
 //!
 //! What this module must not do: decide anything about the protocol (that is `HoldClient`),
 //! or serve requests itself (the loop does, with all its bounds).
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use conf::proxy::ProxyPolicy;
@@ -183,6 +185,9 @@ fn run(cfg: DialOut, dialed: Dialed) {
     );
     let opening = Arc::new(AtomicUsize::new(0));
     let mut conn: Option<TcpStream> = None;
+    // The HOLD connection's writing end, shared with the session threads (their FAILED
+    // lines); one frame at a time.
+    let writer: Writer = Arc::new(Mutex::new(None));
     let mut reader = FrameReader::new();
     let mut buf = vec![0u8; 16 << 10];
     loop {
@@ -191,6 +196,9 @@ fn run(cfg: DialOut, dialed: Dialed) {
                 HoldAction::Connect => match connect(&cfg) {
                     Ok(s) => {
                         debug!("dial-out: connected to {server}");
+                        // A server that stops reading must not hold the lock forever.
+                        let _ = s.set_write_timeout(Some(CONNECT_TIMEOUT));
+                        *lock(&writer) = s.try_clone().ok();
                         conn = Some(s);
                         reader = FrameReader::new();
                         hc.handle_connected(Instant::now());
@@ -198,7 +206,9 @@ fn run(cfg: DialOut, dialed: Dialed) {
                     Err(e) => hc.handle_connect_failed(Instant::now(), e),
                 },
                 HoldAction::Send(bytes) => {
-                    if let Some(s) = conn.as_mut()
+                    // Without a clone (no descriptor left) the hold thread alone writes.
+                    let mut shared = lock(&writer);
+                    if let Some(s) = shared.as_mut().or(conn.as_mut())
                         && let Err(e) = s.write_all(&bytes)
                     {
                         hc.handle_closed(Instant::now(), format!("write: {e}"));
@@ -209,9 +219,12 @@ fn run(cfg: DialOut, dialed: Dialed) {
                     cfg.request.hostname,
                     heartbeat.as_secs()
                 ),
-                HoldAction::OpenSession(token) => open_session(&cfg, token, &dialed, &opening),
+                HoldAction::OpenSession(token) => {
+                    open_session(&cfg, token, &dialed, &opening, &writer)
+                }
                 HoldAction::Down { reason, retry_in } => {
                     conn = None;
+                    *lock(&writer) = None;
                     warn!(
                         "dial-out: connection to {server}: {reason}; dialing again in {:.1} s",
                         retry_in.as_secs_f64()
@@ -252,9 +265,22 @@ fn run(cfg: DialOut, dialed: Dialed) {
     }
 }
 
+/// The HOLD connection's writing end (`None` while it is down).
+type Writer = Arc<Mutex<Option<TcpStream>>>;
+
+fn lock(w: &Writer) -> std::sync::MutexGuard<'_, Option<TcpStream>> {
+    w.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Opens one session on its own thread (a connect may take [`CONNECT_TIMEOUT`], during
-/// which the HOLD must still answer PINGs).
-fn open_session(cfg: &DialOut, token: Token, dialed: &Dialed, opening: &Arc<AtomicUsize>) {
+/// which the HOLD must still answer PINGs); a failure is also told to the server.
+fn open_session(
+    cfg: &DialOut,
+    token: Token,
+    dialed: &Dialed,
+    opening: &Arc<AtomicUsize>,
+    writer: &Writer,
+) {
     if opening.fetch_add(1, Ordering::SeqCst) >= MAX_OPENING {
         opening.fetch_sub(1, Ordering::SeqCst);
         warn!("dial-out: {MAX_OPENING} sessions are being opened already; OPEN {token} dropped");
@@ -263,6 +289,7 @@ fn open_session(cfg: &DialOut, token: Token, dialed: &Dialed, opening: &Arc<Atom
     let cfg = cfg.clone();
     let dialed = dialed.clone();
     let counter = opening.clone();
+    let writer = writer.clone();
     let spawned = std::thread::Builder::new()
         .name("dial-session".into())
         .spawn(move || {
@@ -279,10 +306,16 @@ fn open_session(cfg: &DialOut, token: Token, dialed: &Dialed, opening: &Arc<Atom
                         warn!("dial-out: too many sessions waiting for the loop; {token} dropped");
                     }
                 }
-                Err(e) => warn!(
-                    "dial-out: session {token} to {}:{}: {e}",
-                    cfg.host, cfg.port
-                ),
+                Err(e) => {
+                    warn!(
+                        "dial-out: session {token} to {}:{}: {e}",
+                        cfg.host, cfg.port
+                    );
+                    // Best effort: a HOLD that broke meanwhile has its own error.
+                    if let Some(s) = lock(&writer).as_mut() {
+                        let _ = s.write_all(&dialin::Line::Failed(token, e).frame());
+                    }
+                }
             }
         });
     if let Err(e) = spawned {

@@ -255,9 +255,11 @@ fn ports_checks(plan: &Plan, o: &CheckOptions, out: &mut Out) {
 /// `--ports` for a dial-in client (issue 14): the path is the client's, towards the
 /// listener, so it is probed the way a night uses it: the listener process holding the
 /// client's connection is asked for a session, and the client must open one through its
-/// firewall (and proxy, if any) within [`DIALIN_PROBE`]. The session is closed unused.
+/// firewall (and proxy, if any) within [`DIALIN_PROBE`]. The session is closed unused. A
+/// client that cannot open it (its proxy refuses the CONNECT) says why over its held
+/// connection, and that is the line.
 fn dialin_probe(host: &str, o: &CheckOptions, out: &mut Out) {
-    use crate::net::rendezvous::{Rendezvous, obtain};
+    use crate::net::rendezvous::{Rendezvous, RendezvousError, obtain};
     let r = Rendezvous::new(&o.settings.run_dir);
     let started = std::time::Instant::now();
     match obtain(&r, host, DIALIN_PROBE) {
@@ -270,6 +272,11 @@ fn dialin_probe(host: &str, o: &CheckOptions, out: &mut Out) {
                 started.elapsed().as_millis()
             ));
         }
+        // issue 14: the client reported why (its proxy's refusal): the same dial is its
+        // redial, so it would not come back after its held connection drops.
+        Err(e @ RendezvousError::SessionFailed { .. }) => out.err(&format!(
+            "dial-in path: {e}; the client holds its connection, but could not reconnect either once it drops"
+        )),
         Err(e) => out.err(&format!(
             "dial-in path: {e}; on the client, its amandad --dial-out log says why (a refusal by the listener or a proxy is logged there); `portpool rules {} --side {host}` gives the rules it needs",
             o.config

@@ -96,7 +96,7 @@ pub fn is_safe_host_name(name: &str) -> bool {
 }
 
 /// One line on [`LINE_HANDLE`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Line {
     /// Listener → client: are you there?
     Ping(u64),
@@ -104,6 +104,36 @@ pub enum Line {
     Pong(u64),
     /// Listener → client: open a session with this token.
     Open(Token),
+    /// Client → listener (issue 14): the session of this token could not be opened, and
+    /// why (the proxy's refusal, a connect error); the listener tells the waiting worker,
+    /// which would otherwise only see no session come. The text is [`failure_text`]'s.
+    Failed(Token, String),
+}
+
+/// The longest `FAILED` line either end accepts (its text is cut to fit).
+pub const MAX_FAILED_LINE: usize = 640;
+
+/// The longest text of a `FAILED` line, in bytes.
+const MAX_FAILED_TEXT: usize = MAX_FAILED_LINE - 64;
+
+/// `text` as a `FAILED` line carries it, and as the server prints it: one line of
+/// printable characters (control characters become `?`), at most [`MAX_FAILED_TEXT`]
+/// bytes (cut at a character, with `...`). The client's words are shown on the server.
+pub fn failure_text(text: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&text[..text.len().min(MAX_FAILED_LINE * 4)]);
+    let clean: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if clean.len() <= MAX_FAILED_TEXT {
+        return clean;
+    }
+    let mut end = MAX_FAILED_TEXT - 3;
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &clean[..end])
 }
 
 /// Why bytes are not what the dial-in protocol expects.
@@ -131,6 +161,7 @@ impl Line {
             Line::Ping(n) => format!("PING {n}\n"),
             Line::Pong(n) => format!("PONG {n}\n"),
             Line::Open(t) => format!("OPEN {t}\n"),
+            Line::Failed(t, text) => format!("FAILED {t} {}\n", failure_text(text.as_bytes())),
         }
         .into_bytes()
     }
@@ -162,15 +193,26 @@ impl Line {
             b"PING" => number().map(Line::Ping).ok_or_else(bad),
             b"PONG" => number().map(Line::Pong).ok_or_else(bad),
             b"OPEN" => Token::parse(arg).map(Line::Open).ok_or_else(bad),
+            b"FAILED" => {
+                let (token, text) =
+                    arg.split_at(arg.iter().position(|&b| b == b' ').ok_or_else(bad)?);
+                let token = Token::parse(token).ok_or_else(bad)?;
+                Ok(Line::Failed(token, failure_text(text)))
+            }
             _ => Err(bad()),
         }
     }
 }
 
 /// A frame's payload as one line without its (optional) newline; `None` above
-/// [`MAX_LINE`].
+/// [`MAX_LINE`] ([`MAX_FAILED_LINE`] for a `FAILED` line).
 fn one_line(payload: &[u8]) -> Option<&[u8]> {
-    (payload.len() <= MAX_LINE).then(|| payload.strip_suffix(b"\n").unwrap_or(payload))
+    let max = if payload.starts_with(b"FAILED ") {
+        MAX_FAILED_LINE
+    } else {
+        MAX_LINE
+    };
+    (payload.len() <= max).then(|| payload.strip_suffix(b"\n").unwrap_or(payload))
 }
 
 /// The heartbeat of a SESSION connection (issue 14): while a session carries nothing for a
@@ -511,7 +553,8 @@ impl HoldClient {
                             .push_back(HoldAction::Send(Line::Pong(n).frame()));
                     }
                     Ok(Line::Open(t)) => self.actions.push_back(HoldAction::OpenSession(t)),
-                    Ok(Line::Pong(_)) => {}
+                    // Lines only the client sends.
+                    Ok(Line::Pong(_) | Line::Failed(..)) => {}
                     Err(e) => return self.down(now, e.to_string()),
                 }
                 self.state = State::Holding {

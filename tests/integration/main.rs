@@ -16,6 +16,7 @@ mod interop_reference;
 mod netns;
 mod outbound_ambackup;
 mod outbound_ambackup_client;
+mod outbound_ambackup_proxy;
 mod outbound_dialin;
 mod outbound_nat;
 mod outbound_proxy;

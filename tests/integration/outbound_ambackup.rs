@@ -74,7 +74,7 @@ fn two_dle_lab(
 ) -> (Scratch, Vec<PathBuf>, AmbackupLab) {
     let data = Scratch::new(&format!("{tag}-data"));
     let dles = two_dles(&data);
-    let lab = AmbackupLab::loopback(tag, host, &dles, allow, how);
+    let lab = AmbackupLab::loopback(tag, host, &dles, allow, how, None);
     (data, dles, lab)
 }
 

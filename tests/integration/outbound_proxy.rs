@@ -14,7 +14,9 @@
 //! - squid with `read_timeout 20 seconds`: a dump quiet for 60 s passes with the dial-in
 //!   heartbeat and fails without it;
 //! - a proxy whose rules allow another port only: amandad's log names the proxy's 403 and
-//!   redials with backoff; `dumper check` says the host holds no connection.
+//!   redials with backoff; `dumper check` says the host holds no connection;
+//! - squid's rule tightened (`-k reconfigure`) after a night while the HOLD tunnel stays up:
+//!   `dumper check --ports` names the proxy's 403, which the client reports on the HOLD.
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -83,22 +85,7 @@ impl Proxy {
             Kind::Squid => "oproxy-squid",
         });
         let conf = dir.join("proxy.conf");
-        let d = dir.path().display();
-        let text = match kind {
-            Kind::Tinyproxy => format!(
-                "User {AMANDA_USER}\nGroup {AMANDA_USER}\nPort {PROXY_PORT}\nListen {PROXY_IP}\n\
-                 Timeout 600\nLogFile \"{d}/access.log\"\nLogLevel Info\nPidFile \"{d}/proxy.pid\"\n\
-                 MaxClients 50\nAllow 198.18.1.0/24\nDisableViaHeader Yes\nConnectPort {port}\n"
-            ),
-            Kind::Squid => util::squid::conf(
-                dir.path(),
-                &format!("{PROXY_IP}:{PROXY_PORT}"),
-                "198.18.1.0/24",
-                &SERVER_IP.to_string(),
-                port,
-            ),
-        };
-        fs::write(&conf, text).expect("proxy.conf");
+        fs::write(&conf, Proxy::conf_text(kind, &dir, port)).expect("proxy.conf");
         util::chown_amanda(dir.path());
         let conf = conf.display().to_string();
         match kind {
@@ -116,6 +103,53 @@ impl Proxy {
                 start.elapsed() < Duration::from_secs(20),
                 "{kind:?} did not listen on {PROXY_IP}:{PROXY_PORT}:\n{}",
                 p.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The configuration allowing CONNECT to `SERVER_IP:port` only.
+    fn conf_text(kind: Kind, dir: &Scratch, port: u16) -> String {
+        let d = dir.path().display();
+        match kind {
+            Kind::Tinyproxy => format!(
+                "User {AMANDA_USER}\nGroup {AMANDA_USER}\nPort {PROXY_PORT}\nListen {PROXY_IP}\n\
+                 Timeout 600\nLogFile \"{d}/access.log\"\nLogLevel Info\nPidFile \"{d}/proxy.pid\"\n\
+                 MaxClients 50\nAllow 198.18.1.0/24\nDisableViaHeader Yes\nConnectPort {port}\n"
+            ),
+            Kind::Squid => util::squid::conf(
+                dir.path(),
+                &format!("{PROXY_IP}:{PROXY_PORT}"),
+                "198.18.1.0/24",
+                &SERVER_IP.to_string(),
+                port,
+            ),
+        }
+    }
+
+    /// Allows CONNECT to `port` only from now on (issue 14): `squid -k reconfigure`
+    /// re-reads the rules and keeps the tunnels it relays (tinyproxy 1.11 run with `-d`
+    /// dies on SIGHUP instead). Returns when squid listens again.
+    fn allow_only(&self, t: &Topology, port: u16) {
+        assert_eq!(self.kind, Kind::Squid, "only squid is reconfigured");
+        let conf = self.dir.join("proxy.conf");
+        fs::write(&conf, Proxy::conf_text(self.kind, &self.dir, port)).expect("proxy.conf");
+        let listening = || {
+            fs::read_to_string(self.dir.join("cache.log"))
+                .unwrap_or_default()
+                .matches("Accepting HTTP Socket connections")
+                .count()
+        };
+        let before = listening();
+        let conf = conf.display().to_string();
+        let out = t.run(&t.router, SQUID, &["-k", "reconfigure", "-f", &conf]);
+        assert!(out.status.success(), "squid -k reconfigure: {out:?}");
+        let start = Instant::now();
+        while listening() <= before {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "squid did not come back from its reconfigure:\n{}",
+                self.logs()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -241,6 +275,55 @@ fn outbound_dialin_refused_by_the_proxy_is_named_in_amandads_log_and_dumper_chec
         )),
         "dumper check says the host holds no connection:\n{out}"
     );
+}
+
+// issue 14: squid's rule tightened after a night, while the client's HOLD tunnel stays
+// up: the session `dumper check --ports` asks for is refused by the proxy, the client
+// reports that on the HOLD, and the check names the proxy and its 403 (instead of waiting
+// out the session and pointing at the client's log).
+#[test]
+fn outbound_dialin_proxy_rule_tightened_while_held_dumper_check_ports_names_the_proxys_403() {
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    require_tool!(SQUID);
+    let Some((lab, proxy)) = lab("oproxy-tight", 1, Kind::Squid, 10080, vec![], "") else {
+        return;
+    };
+    lab.wait_holding(Duration::from_secs(30));
+    lab.night("full");
+    let holds = |log: &str| log.matches("dial-out: holding a connection").count();
+    let held = holds(&lab.amandad_log());
+    proxy.allow_only(&lab.t, 10081);
+    let started = Instant::now();
+    let (status, out) = lab.conf.check(&["--ports"]);
+    let took = started.elapsed();
+    let log = lab.amandad_log();
+    assert!(!status.success(), "dumper check passed:\n{out}");
+    let want = format!(
+        "{HOST}: the client could not open the dial-in session: through HTTP proxy {PROXY_IP}:{PROXY_PORT} (from proxy.url): HTTP proxy {PROXY_IP}:{PROXY_PORT} refused the tunnel to {SERVER_IP}:10080: \"HTTP/1.1 403 Forbidden\""
+    );
+    let line = out
+        .lines()
+        .find(|l| l.contains("dial-in path:"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("  ERROR   dial-in path: ") && line.contains(&want),
+        "dumper check --ports names the proxy's 403 on the dial-in path line:\nwanted: {want}\n{out}\n{}\n{}",
+        lab.logs(),
+        proxy.logs()
+    );
+    // Named, not waited out (the session wait is 60 s).
+    assert!(
+        took < Duration::from_secs(50),
+        "check took {took:?}:\n{out}"
+    );
+    // The held tunnel stayed up all along: the refusal came over it.
+    assert_eq!(
+        holds(&log),
+        held,
+        "the HOLD connection was not redialed:\n{log}"
+    );
+    assert!(!log.contains("dialing again"), "{log}");
 }
 
 /// One DLE whose tar stays quiet for 60 s, dumped through squid (`read_timeout 20

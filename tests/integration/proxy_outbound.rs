@@ -20,15 +20,14 @@
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::ssl_util::{Kind, RealSslAmandad, Trees, start_ours_ssl, trees};
 use crate::util::squid::{LocalSquid, SQUID};
-use crate::util::{self, AMANDA_USER, Dt, DumperConf, Launch, Program, Scratch, disklist};
+use crate::util::{self, Dt, DumperConf, Launch, Program, Scratch, disklist};
 use crate::{require_root, require_tool};
 
-const TINYPROXY: &str = "/usr/bin/tinyproxy";
+use crate::util::tinyproxy::{TINYPROXY, Tinyproxy};
 
 /// The start of the proxy tests: the tools they need, or a loud skip (a failure under CI);
 /// then the machine lock ([`util::lock_amdump_machine`]).
@@ -41,66 +40,6 @@ macro_rules! proxy_machine {
         require_tool!("/usr/bin/openssl");
         util::lock_amdump_machine()
     }};
-}
-
-/// tinyproxy on 127.0.0.1 with a private configuration, in the foreground, until dropped.
-struct Tinyproxy {
-    child: Child,
-    dir: Scratch,
-    port: u16,
-}
-
-impl Tinyproxy {
-    /// Allows CONNECT only to `connect_port` (tinyproxy's `ConnectPort`).
-    fn start(connect_port: u16) -> Tinyproxy {
-        let dir = Scratch::new("tinyproxy");
-        let port = util::free_port();
-        let conf = dir.join("tinyproxy.conf");
-        fs::write(
-            &conf,
-            format!(
-                "User {AMANDA_USER}\nGroup {AMANDA_USER}\nPort {port}\nListen 127.0.0.1\nTimeout 600\n\
-                 LogFile \"{log}\"\nLogLevel Info\nPidFile \"{pid}\"\nMaxClients 20\n\
-                 Allow 127.0.0.1\nDisableViaHeader Yes\nConnectPort {connect_port}\n",
-                log = dir.join("tinyproxy.log").display(),
-                pid = dir.join("tinyproxy.pid").display(),
-            ),
-        )
-        .expect("tinyproxy.conf");
-        util::chown_amanda(dir.path());
-        let child = Command::new(TINYPROXY)
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tinyproxy");
-        util::wait_listening_tcp(
-            format!("127.0.0.1:{port}").parse().expect("addr"),
-            Duration::from_secs(10),
-        );
-        Tinyproxy { child, dir, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("tinyproxy.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Tinyproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- tinyproxy's log ---\n{}", self.log());
-        }
-    }
 }
 
 /// Two DLEs: the tricky tree and a plain directory.

@@ -1,13 +1,15 @@
 //! The connection to the server's amandad (bsdtcp, spec §4.4): opened from a reserved
 //! source port as amservice does, framed, non-blocking, with one output buffer; and the
 //! blocking driver of one REQ/ACK/REP/ACK exchange around `proto`'s [`Initiator`].
+//! auth ssl may go through an HTTP CONNECT proxy ([`Via`], issue 14): TLS runs inside the
+//! tunnel. bsdtcp cannot: the server would see the proxy's source port, never reserved.
 //!
 //! What this module must not do: read request or reply bodies (that is `wire`), or write
 //! to the terminal.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
@@ -46,6 +48,10 @@ pub enum ConnError {
         /// Why.
         source: Box<portpool_alloc::PoolError>,
     },
+    /// The HTTP proxy gave no tunnel (its refusal, garbage, silence), or could not be
+    /// reached; the text names the proxy.
+    #[error("{0}")]
+    Proxy(String),
     /// A read or write failed.
     #[error("{peer}: {source}")]
     Io {
@@ -143,22 +149,84 @@ fn lease_connection(
 /// How long the TLS handshake may take.
 pub const SSL_HANDSHAKE: Duration = Duration::from_secs(30);
 
+/// An HTTP CONNECT proxy on the way to the server (issue 14).
+pub struct Via<'a> {
+    /// The proxy.
+    pub url: &'a proto::proxy::ProxyUrl,
+    /// Where it was set (`proxy.url`, `https_proxy`).
+    pub origin: conf::proxy::Origin,
+    /// How long its answer may take (`proxy.answer_timeout_secs`).
+    pub answer_timeout: Duration,
+}
+
 /// auth ssl (spec §13): connects to `dest` from a port of `range` (the unreserved range, as
-/// amservice), runs the TLS handshake as the client with `settings` (the client's ssl-dir),
-/// then Amanda's checks of the server's certificate for `host` (the `amdump_server` name).
+/// amservice), or through the proxy `via` (issue 14: any source port, the server sees the
+/// proxy's; the CONNECT asks for `dest`), runs the TLS handshake as the client with
+/// `settings` (the client's ssl-dir), then Amanda's checks of the server's certificate for
+/// `host` (the `amdump_server` name).
 pub fn connect_ssl(
     dest: SocketAddr,
+    via: Option<&Via<'_>>,
     range: PortRange,
     run_dir: Option<std::path::PathBuf>,
     settings: &conf::SslSettings,
     host: &str,
 ) -> Result<Conn, ConnError> {
+    let (cfg, _) = ssl::client_config(settings).map_err(|e| ConnError::Ssl {
+        dest,
+        why: e.to_string(),
+    })?;
+    let (mut sock, lease) = match via {
+        Some(via) => (tunnel(dest, via)?, None),
+        None => {
+            let lease = lease_connection(dest, range, run_dir)?;
+            let sock = lease
+                .socket()
+                .try_clone()
+                .map_err(|source| ConnError::Io { peer: dest, source })?;
+            (sock, Some(lease))
+        }
+    };
+    let layer = tls_over(&mut sock, cfg, dest, settings, host)?;
+    let _ = sock.set_read_timeout(None);
+    let _ = socket2::SockRef::from(&sock).set_keepalive(true);
+    let mut conn = Conn::new(sock, lease)?;
+    conn.tls = Some(layer);
+    Ok(conn)
+}
+
+/// A TCP connection to the proxy of `via` and a tunnel through it to `dest`.
+fn tunnel(dest: SocketAddr, via: &Via<'_>) -> Result<TcpStream, ConnError> {
+    let proxy = format!("{} (from {})", via.url, via.origin);
+    let mut sock = (via.url.host.as_str(), via.url.port)
+        .to_socket_addrs()
+        .and_then(|mut a| a.next().ok_or_else(|| io::Error::other("no address")))
+        .and_then(|a| TcpStream::connect_timeout(&a, CONNECT_TIMEOUT))
+        .map_err(|e| ConnError::Proxy(format!("cannot reach HTTP proxy {proxy}: {e}")))?;
+    crate::proxy::tunnel(
+        &mut sock,
+        &via.url.to_string(),
+        &dest.ip().to_string(),
+        dest.port(),
+        via.url.credentials.as_ref(),
+        via.answer_timeout,
+    )
+    .map_err(|e| ConnError::Proxy(format!("through HTTP proxy {proxy}: {e}")))?;
+    Ok(sock)
+}
+
+/// The TLS handshake as the client on `sock` (connected to `dest`, or a tunnel to it) and
+/// Amanda's checks of the server's certificate for `host`.
+fn tls_over(
+    sock: &mut TcpStream,
+    cfg: std::sync::Arc<ssl::rustls::ClientConfig>,
+    dest: SocketAddr,
+    settings: &conf::SslSettings,
+    host: &str,
+) -> Result<ssl::TlsLayer, ConnError> {
     let fail = |why: String| ConnError::Ssl { dest, why };
-    let (cfg, _) = ssl::client_config(settings).map_err(|e| fail(e.to_string()))?;
-    let mut lease = lease_connection(dest, range, run_dir)?;
     let layer =
         ssl::TlsLayer::client(cfg, host).map_err(|e| fail(format!("SSL_connect failed: {e}")))?;
-    let sock = lease.socket_mut();
     let _ = sock.set_read_timeout(Some(Duration::from_secs(1)));
     let mut stream = ssl::TlsStream::new(layer, &mut *sock);
     stream
@@ -184,10 +252,7 @@ pub fn connect_ssl(
     )
     .map_err(|e| fail(e.to_string()))?;
     layer.set_bulk_reads(true);
-    let _ = lease.socket().set_read_timeout(None);
-    let mut conn = Conn::over(lease)?;
-    conn.tls = Some(layer);
-    Ok(conn)
+    Ok(layer)
 }
 
 impl Conn {

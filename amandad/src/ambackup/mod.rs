@@ -128,8 +128,20 @@ pub struct Client {
     pub unreserved: proto::PortRange,
     pub ssl: conf::SslSettings,
     pub run_dir: PathBuf,
+    /// Whether the server is reached through an HTTP proxy (`[proxy]`, `https_proxy`,
+    /// `no_proxy`; issue 14), as `amandad --dial-out` and dumper decide it.
+    pub proxy: conf::proxy::ProxyPolicy,
     pub ctx: ServiceContext,
     pub verbose: u32,
+}
+
+/// Why ambackup does not even try auth bsdtcp through a proxy (issue 14): the server's
+/// amandad requires a reserved source port and would see the proxy's.
+fn bsdtcp_through_proxy(via: &conn::Via<'_>) -> String {
+    format!(
+        "auth bsdtcp cannot go through HTTP proxy {} (from {}): the server would see the proxy's address and source port, never a reserved port of this host, and refuse the connection (\"not secure\"); use auth \"ssl\" in amanda-client.conf, which authenticates by certificate, or reach the server directly (proxy.no_proxy / no_proxy)",
+        via.url, via.origin
+    )
 }
 
 fn server_port(client_port: &str) -> Result<u16> {
@@ -212,6 +224,10 @@ impl Client {
         let unreserved = client.unreserved_tcp_port;
         let ssl = client.ssl.clone();
         let run_dir = settings.run_dir.join("ports");
+        let proxy = settings
+            .proxy
+            .policy()
+            .map_err(|e| anyhow::anyhow!("amanda-rs settings: {e}"))?;
         let loaded = Loaded {
             settings,
             client,
@@ -230,6 +246,7 @@ impl Client {
             unreserved,
             ssl,
             run_dir,
+            proxy,
             ctx,
             verbose: args.verbose,
         })
@@ -239,10 +256,24 @@ impl Client {
         let mut last = None;
         for addr in &self.addrs {
             let run_dir = Some(self.run_dir.clone());
-            let c = match self.auth {
-                Auth::Ssl => {
-                    conn::connect_ssl(*addr, self.unreserved, run_dir, &self.ssl, &self.server)
-                }
+            let via = self
+                .proxy
+                .route(&self.server, Some(addr.ip()))
+                .map(|(url, origin)| conn::Via {
+                    url,
+                    origin,
+                    answer_timeout: self.proxy.answer_timeout,
+                });
+            let c = match (self.auth, via) {
+                (Auth::Ssl, via) => conn::connect_ssl(
+                    *addr,
+                    via.as_ref(),
+                    self.unreserved,
+                    run_dir,
+                    &self.ssl,
+                    &self.server,
+                ),
+                (_, Some(via)) => bail!(bsdtcp_through_proxy(&via)),
                 _ => conn::connect_reserved(*addr, self.reserved, run_dir),
             };
             match c {

@@ -7,8 +7,9 @@
 //! and marked `dialin yes`, answers `OK HOLD heartbeat=<secs>`, binds the host's
 //! rendezvous socket and then, until the client goes away or a newer HOLD for the host
 //! replaces this one: sends `PING <n>` every heartbeat (3 unanswered: closed), and forwards
-//! each worker's `OPEN <token>`. One thread per HOLD (the listener's), asleep in `poll`
-//! between events.
+//! each worker's `OPEN <token>` (and the client's `FAILED <token> <why>` back to that
+//! worker, so that a session refused by the client's proxy is named, not waited out). One
+//! thread per HOLD (the listener's), asleep in `poll` between events.
 //!
 //! SESSION: a connection whose first frame is `AMDIALIN SESSION <token>` on handle 0 is
 //! passed to the worker waiting for that token ([`crate::net::rendezvous::deliver`]); the
@@ -37,6 +38,10 @@ const REPLY_WAIT: Duration = Duration::from_secs(30);
 
 /// Bytes a holder may have sent and we not yet decoded: its lines are a few bytes.
 const MAX_PENDING: usize = 64 << 10;
+
+/// Forwarded OPENs remembered for the client's `FAILED` (the oldest is forgotten first;
+/// its worker then waits out the token's lifetime, as before issue 14's FAILED).
+const MAX_FORWARDED: usize = 64;
 
 /// How long a peer whose name check failed is watched for a session preamble before it
 /// gets the refusal (a dial-in session needs no name: its token admits it).
@@ -244,6 +249,8 @@ fn hold_loop(
     let mut n: u64 = 0;
     let mut unanswered: u32 = 0;
     let mut next_ping = Instant::now() + d.heartbeat;
+    // issue 14: the OPENs whose worker waits, so the client's FAILED reaches it.
+    let mut forwarded: std::collections::VecDeque<rendezvous::Forwarded> = Default::default();
     loop {
         // What the client sent.
         let mut rest = &input[..];
@@ -251,6 +258,22 @@ fn hold_loop(
             match reader.next(&mut rest) {
                 Ok(Some(f)) if f.handle == dialin::LINE_HANDLE => match Line::parse(&f.payload) {
                     Ok(Line::Pong(_)) => unanswered = 0,
+                    // Logged only for a token we forwarded: the client cannot fill the log.
+                    Ok(Line::Failed(token, text)) => {
+                        match forwarded
+                            .iter()
+                            .position(|f| f.token == token)
+                            .and_then(|i| forwarded.remove(i))
+                        {
+                            Some(f) => {
+                                log::info!(
+                                    "dial-in session {token}: the client could not open it: {text}"
+                                );
+                                f.failed(&text);
+                            }
+                            None => log::debug!("FAILED for unknown session {token}"),
+                        }
+                    }
                     Ok(other) => return format!("unexpected {other:?} from the client"),
                     Err(e) => return e.to_string(),
                 },
@@ -313,7 +336,14 @@ fn hold_loop(
             while let Some(req) = holder.next_request() {
                 let token = req.token;
                 match write_line(&mut sock, Line::Open(token)) {
-                    Ok(()) => req.forwarded(client),
+                    Ok(()) => {
+                        let now = Instant::now();
+                        forwarded.retain(|f| !f.expired(now));
+                        if forwarded.len() >= MAX_FORWARDED {
+                            forwarded.pop_front();
+                        }
+                        forwarded.push_back(req.forwarded(client));
+                    }
                     Err(e) => {
                         req.refuse("the dial-in connection broke");
                         return format!("write: {e}");
@@ -408,5 +438,55 @@ mod tests {
         assert!(is_preamble(0, b"AMDIALIN SESSION 00\n"));
         assert!(!is_preamble(1, b"AMDIALIN SESSION 00\n"));
         assert!(!is_preamble(0, b"SERVICE noop\n"));
+    }
+
+    // issue 14: the client's FAILED for a session it was asked for ends that worker's wait
+    // with the client's words; FAILED lines for tokens nobody asked for (a hostile or
+    // confused client) change nothing and keep the HOLD up.
+    #[test]
+    fn a_failed_session_reaches_its_worker_and_unknown_ones_are_dropped() {
+        let t = tempfile::tempdir().unwrap();
+        let d = DialinShared {
+            rendezvous: Rendezvous::new(t.path()),
+            heartbeat: Duration::from_secs(60),
+        };
+        let holder = HostSocket::bind(&d.rendezvous, "natclient").unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (sock, peer) = l.accept().unwrap();
+        let r = d.rendezvous.clone();
+        let hold = std::thread::spawn(move || hold_loop(&d, &holder, sock, peer.ip(), &[]));
+        for i in 0..1000 {
+            let stray = Line::Failed(dialin::Token([i as u8; 16]), "x".repeat(600));
+            client.write_all(&stray.frame()).unwrap();
+        }
+        let worker = std::thread::spawn(move || {
+            rendezvous::obtain(&r, "natclient", Duration::from_secs(20))
+        });
+        // The OPEN, then our FAILED for it.
+        let mut reader = FrameReader::new();
+        let mut buf = [0u8; 256];
+        let token = loop {
+            let n = client.read(&mut buf).unwrap();
+            assert!(n > 0, "the HOLD ended");
+            let mut input = &buf[..n];
+            if let Some(f) = reader.next(&mut input).unwrap() {
+                match Line::parse(&f.payload).unwrap() {
+                    Line::Open(t) => break t,
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let why = "through HTTP proxy p:3128: \"HTTP/1.1 403 Forbidden\"";
+        client
+            .write_all(&Line::Failed(token, why.into()).frame())
+            .unwrap();
+        let e = worker.join().unwrap().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("natclient: the client could not open the dial-in session: {why}")
+        );
+        drop(client);
+        assert_eq!(hold.join().unwrap(), "closed by the client");
     }
 }

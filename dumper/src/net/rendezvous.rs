@@ -5,7 +5,9 @@
 //! Unix sockets under `<run_dir>/dialin/` (mode 0700, the dumpuser's):
 //! - `hosts/<host>.sock`, bound by the holder ([`HostSocket`]). A worker connects and
 //!   writes `OPEN <token>\n`; the holder forwards it on the HOLD connection and answers
-//!   `OK <client address>\n` (or `ERROR <text>\n`).
+//!   `OK <client address>\n` (or `ERROR <text>\n`). When the client then reports on the
+//!   HOLD that it could not open the session (`FAILED`, e.g. its proxy refused), the holder
+//!   writes `FAILED <text>\n` on the same socket and the worker stops waiting (issue 14).
 //! - `sessions/<token>.sock`, bound by the waiting worker ([`obtain`]). The listener
 //!   process that receives `AMDIALIN SESSION <token>` connects to it and passes the TCP
 //!   socket with SCM_RIGHTS ([`deliver`]), then closes its copy.
@@ -62,6 +64,15 @@ pub enum RendezvousError {
         host: String,
         /// How long we waited.
         waited: Duration,
+    },
+    /// The client could not open the session (its words, as the holder passed them on:
+    /// a proxy's refusal, a connect error).
+    #[error("{host}: the client could not open the dial-in session: {text}")]
+    SessionFailed {
+        /// The disklist's name.
+        host: String,
+        /// The client's reason.
+        text: String,
     },
     /// The holder refused (its text).
     #[error("{host}: the dial-in listener refused: {text}")]
@@ -166,14 +177,43 @@ pub struct OpenRequest {
 }
 
 impl OpenRequest {
-    /// Tells the worker the OPEN went out and from which address the session must come.
-    pub fn forwarded(mut self, client: IpAddr) {
+    /// Tells the worker the OPEN went out and from which address the session must come;
+    /// the worker still listens, for [`Forwarded::failed`].
+    pub fn forwarded(mut self, client: IpAddr) -> Forwarded {
         let _ = self.stream.write_all(format!("OK {client}\n").as_bytes());
+        Forwarded {
+            token: self.token,
+            stream: self.stream,
+            at: Instant::now(),
+        }
     }
 
     /// Tells the worker why not.
     pub fn refuse(mut self, text: &str) {
         let _ = self.stream.write_all(format!("ERROR {text}\n").as_bytes());
+    }
+}
+
+/// An OPEN the holder forwarded, whose worker may still be told that the client could
+/// not open the session.
+pub struct Forwarded {
+    /// The session's token.
+    pub token: Token,
+    stream: UnixStream,
+    /// When it was forwarded (the worker waits [`TOKEN_LIFETIME`] at most).
+    pub at: Instant,
+}
+
+impl Forwarded {
+    /// Tells the worker the client's reason (already one sanitized line).
+    pub fn failed(mut self, text: &str) {
+        let text = dialin::failure_text(text.as_bytes());
+        let _ = self.stream.write_all(format!("FAILED {text}\n").as_bytes());
+    }
+
+    /// Whether the worker can no longer be waiting for it.
+    pub fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.at) > TOKEN_LIFETIME
     }
 }
 
@@ -211,7 +251,7 @@ impl HostSocket {
             let _ = stream.set_nonblocking(false);
             let _ = stream.set_read_timeout(Some(LINE_TIMEOUT));
             let _ = stream.set_write_timeout(Some(LINE_TIMEOUT));
-            let line = read_line(&stream);
+            let line = read_line(&stream, dialin::MAX_LINE);
             let token = line
                 .as_deref()
                 .and_then(|l| l.strip_prefix("OPEN "))
@@ -240,11 +280,11 @@ impl Drop for HostSocket {
     }
 }
 
-/// One line of at most [`dialin::MAX_LINE`] bytes, without its newline.
-fn read_line(mut s: &UnixStream) -> Option<String> {
+/// One line of at most `max` bytes, without its newline.
+fn read_line(mut s: &UnixStream, max: usize) -> Option<String> {
     let mut line = Vec::new();
     let mut b = [0u8; 1];
-    while line.len() <= dialin::MAX_LINE {
+    while line.len() <= max {
         match s.read(&mut b) {
             Ok(1) if b[0] == b'\n' => return String::from_utf8(line).ok(),
             Ok(1) => line.push(b[0]),
@@ -327,9 +367,9 @@ pub fn obtain(r: &Rendezvous, host: &str, wait: Duration) -> Result<TcpStream, R
             path,
         };
         // Ask the holder (waiting for one to appear).
-        let client = loop {
+        let (client, holder) = loop {
             match ask_holder(&host_path, token) {
-                Ok(Ok(addr)) => break addr,
+                Ok(Ok(answer)) => break answer,
                 Ok(Err(text)) => {
                     return Err(RendezvousError::Refused {
                         host: host.to_string(),
@@ -348,15 +388,21 @@ pub fn obtain(r: &Rendezvous, host: &str, wait: Duration) -> Result<TcpStream, R
             }
         };
         let asked = Instant::now();
-        match wait_session(&session, client, asked + TOKEN_LIFETIME) {
-            Some(s) => return Ok(s),
-            None if Instant::now() < deadline => {
+        match wait_session(&session, client, holder, asked + TOKEN_LIFETIME) {
+            Waited::Session(s) => return Ok(s),
+            Waited::Failed(text) => {
+                return Err(RendezvousError::SessionFailed {
+                    host: host.to_string(),
+                    text,
+                });
+            }
+            Waited::Nothing if Instant::now() < deadline => {
                 log::warn!(
                     "{host}: the dial-in client did not open session {token} within {} s; asking again",
                     TOKEN_LIFETIME.as_secs()
                 );
             }
-            None => {
+            Waited::Nothing => {
                 return Err(RendezvousError::NoSession {
                     host: host.to_string(),
                     waited: asked.elapsed(),
@@ -366,18 +412,19 @@ pub fn obtain(r: &Rendezvous, host: &str, wait: Duration) -> Result<TcpStream, R
     }
 }
 
-/// `Ok(Ok(client address))` when the holder forwarded the OPEN, `Ok(Err(text))` when it
-/// refused, `Err` when there is no holder.
-fn ask_holder(path: &Path, token: Token) -> io::Result<Result<IpAddr, String>> {
+/// `Ok(Ok((client address, the holder's socket)))` when the holder forwarded the OPEN,
+/// `Ok(Err(text))` when it refused, `Err` when there is no holder.
+fn ask_holder(path: &Path, token: Token) -> io::Result<Result<(IpAddr, UnixStream), String>> {
     let mut s = UnixStream::connect(path)?;
     s.set_read_timeout(Some(LINE_TIMEOUT))?;
     s.set_write_timeout(Some(LINE_TIMEOUT))?;
     s.write_all(format!("OPEN {token}\n").as_bytes())?;
-    let line = read_line(&s).ok_or_else(|| io::Error::other("no answer from the holder"))?;
+    let line = read_line(&s, dialin::MAX_LINE)
+        .ok_or_else(|| io::Error::other("no answer from the holder"))?;
     if let Some(addr) = line.strip_prefix("OK ") {
         return addr
             .parse()
-            .map(Ok)
+            .map(|a| Ok((a, s)))
             .map_err(|_| io::Error::other("bad answer from the holder"));
     }
     Ok(Err(line
@@ -386,20 +433,56 @@ fn ask_holder(path: &Path, token: Token) -> io::Result<Result<IpAddr, String>> {
         .to_string()))
 }
 
-/// The first connection passed to `session` from `client` before `until`.
-fn wait_session(session: &SessionSocket, client: IpAddr, until: Instant) -> Option<TcpStream> {
+/// What came while a worker waited for its session.
+enum Waited {
+    Session(TcpStream),
+    /// The holder passed on the client's `FAILED` (its text).
+    Failed(String),
+    Nothing,
+}
+
+/// The first connection passed to `session` from `client` before `until`, unless the
+/// holder says first (on `holder`, the socket the OPEN went out on) that the client could
+/// not open it.
+fn wait_session(
+    session: &SessionSocket,
+    client: IpAddr,
+    holder: UnixStream,
+    until: Instant,
+) -> Waited {
     let _ = session.listener.set_nonblocking(true);
+    // Listened to until it says something or closes (a holder that ends says nothing).
+    let mut holder = Some(holder);
     loop {
         let now = Instant::now();
         if now >= until {
-            return None;
+            return Waited::Nothing;
         }
-        let mut fds = [nix::poll::PollFd::new(
-            std::os::fd::AsFd::as_fd(&session.listener),
-            nix::poll::PollFlags::POLLIN,
-        )];
         let ms = (until - now).as_millis().min(1000) as u16;
-        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+        let holder_said = {
+            let mut fds = vec![nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&session.listener),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            if let Some(h) = &holder {
+                fds.push(nix::poll::PollFd::new(
+                    std::os::fd::AsFd::as_fd(h),
+                    nix::poll::PollFlags::POLLIN,
+                ));
+            }
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+            fds.get(1)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        if holder_said {
+            let line = holder
+                .take()
+                .and_then(|h| read_line(&h, dialin::MAX_FAILED_LINE + 16));
+            if let Some(text) = line.as_deref().and_then(|l| l.strip_prefix("FAILED ")) {
+                return Waited::Failed(dialin::failure_text(text.as_bytes()));
+            }
+        }
         let Ok((unix, _)) = session.listener.accept() else {
             continue;
         };
@@ -410,7 +493,7 @@ fn wait_session(session: &SessionSocket, client: IpAddr, until: Instant) -> Opti
                 let from = s.peer_addr().map(|a| unmap(a.ip()));
                 if from.as_ref().is_ok_and(|ip| *ip == unmap(client)) {
                     let _ = s.set_nonblocking(false);
-                    return Some(s);
+                    return Waited::Session(s);
                 }
                 log::warn!(
                     "dial-in session from {from:?} refused: its HOLD connection came from {client}"
@@ -473,6 +556,32 @@ mod tests {
         assert!(deliver(&r, token, &got).is_err());
     }
 
+    // issue 14: the client's FAILED, passed on by the holder, ends the worker's wait at
+    // once with the client's words (one sanitized line).
+    #[test]
+    fn a_session_the_client_could_not_open_is_named_not_waited_out() {
+        let (_d, r) = rendezvous();
+        let holder = HostSocket::bind(&r, "client.example").unwrap();
+        let r2 = r.clone();
+        let started = Instant::now();
+        let worker =
+            std::thread::spawn(move || obtain(&r2, "client.example", Duration::from_secs(30)));
+        let req = loop {
+            if let Some(q) = holder.next_request() {
+                break q;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let f = req.forwarded("127.0.0.1".parse().unwrap());
+        f.failed("through HTTP proxy p:3128: \"HTTP/1.1 403 Forbidden\"\n\x1b[2J");
+        let e = worker.join().unwrap().unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(
+            e.to_string(),
+            "client.example: the client could not open the dial-in session: through HTTP proxy p:3128: \"HTTP/1.1 403 Forbidden\"??[2J"
+        );
+    }
+
     #[test]
     fn no_holder_is_named_with_the_hint_and_the_setting() {
         let (_d, r) = rendezvous();
@@ -521,12 +630,16 @@ mod tests {
             let _c = TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
             let (s, _) = tcp.accept().unwrap();
             deliver(&r2, token, &s).unwrap();
-            wait_session(
-                &session,
-                "192.0.2.1".parse().unwrap(),
-                Instant::now() + Duration::from_millis(500),
+            let (quiet, _keep) = UnixStream::pair().unwrap();
+            matches!(
+                wait_session(
+                    &session,
+                    "192.0.2.1".parse().unwrap(),
+                    quiet,
+                    Instant::now() + Duration::from_millis(500),
+                ),
+                Waited::Nothing
             )
-            .is_none()
         });
         assert!(worker.join().unwrap());
         drop(holder);

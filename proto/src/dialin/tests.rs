@@ -308,3 +308,41 @@ fn the_session_heartbeat_is_a_ping_frame_on_the_line_handle() {
     assert!(!is_session_heartbeat(1));
     assert!(!is_session_heartbeat(LINE_HANDLE - 1));
 }
+
+// issue 14: a session the client could not open is reported on the HOLD with its reason;
+// the reason is the client's text, shown on the server: one bounded printable line.
+#[test]
+fn a_failed_line_round_trips_and_its_text_is_one_bounded_printable_line() {
+    let t = Token([7; 16]);
+    let l = Line::Failed(
+        t,
+        "through HTTP proxy p:3128: \"HTTP/1.1 403 Forbidden\"".into(),
+    );
+    assert_eq!(Line::parse(&l.encode()), Ok(l));
+    let hostile = format!("\x1b[2J\r\nFAKE {}", "x".repeat(100_000));
+    let l = Line::Failed(t, hostile);
+    let bytes = l.encode();
+    assert!(bytes.len() <= MAX_FAILED_LINE, "{}", bytes.len());
+    assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1);
+    let Ok(Line::Failed(got, text)) = Line::parse(&bytes) else {
+        panic!("{bytes:?}")
+    };
+    assert_eq!(got, t);
+    assert!(
+        text.starts_with("?[2J??FAKE xxx") && text.ends_with("..."),
+        "{text}"
+    );
+    assert!(!text.chars().any(char::is_control));
+    // Too long on the wire, or without a token: refused.
+    let mut long = format!("FAILED {t} ").into_bytes();
+    long.resize(MAX_FAILED_LINE + 1, b'x');
+    assert!(Line::parse(&long).is_err());
+    assert!(Line::parse(b"FAILED nottoken why").is_err());
+    assert!(Line::parse(format!("FAILED {t}").as_bytes()).is_err());
+    // Multibyte text is cut at a character.
+    let l = Line::Failed(t, "é".repeat(1000));
+    let Ok(Line::Failed(_, text)) = Line::parse(&l.encode()) else {
+        panic!()
+    };
+    assert!(text.ends_with("é...") && text.len() < MAX_FAILED_LINE);
+}

@@ -90,8 +90,15 @@ impl AmbackupLab {
     /// A lab on loopback whose disklist has `host` with `dles` (dumptype `ambackup`:
     /// bsdtcp, amgtar; also defined: `ambackup-gnutar`, and `ambackup-failing` whose server
     /// filter fails), and whose `.amandahosts` is `amandahosts`.
-    pub fn loopback(tag: &str, host: &str, dles: &[PathBuf], allow: &str, how: Listener) -> Self {
-        AmbackupLab::build(tag, host, dles, allow, how, None, None)
+    pub fn loopback(
+        tag: &str,
+        host: &str,
+        dles: &[PathBuf],
+        allow: &str,
+        how: Listener,
+        ssl: Option<SslTrees<'_>>,
+    ) -> Self {
+        AmbackupLab::build(tag, host, dles, allow, how, ssl, None)
     }
 
     /// The lab on two hosts (issue 14): `dles` of [`CLIENT_NAME`] (the client

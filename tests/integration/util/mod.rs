@@ -45,6 +45,7 @@ pub mod real_amanda;
 pub mod real_ambackupd;
 pub mod scratch;
 pub mod squid;
+pub mod tinyproxy;
 pub mod tree;
 pub mod vtapes;
 pub mod workers;
