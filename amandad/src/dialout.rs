@@ -6,6 +6,10 @@
 //! writes its preamble and hands the socket to the event loop ([`Dialed`]), which serves it
 //! like a connection the server made.
 //!
+//! auth ssl (`amandad.dial_out.auth = "ssl"`): the held connection is inside TLS with this
+//! host as its client; a session's preamble goes in clear, then the loop is its TLS server
+//! as for a connection it accepted (the server's dumper is the TLS client).
+//!
 //! Both kinds of connection go through an HTTP CONNECT proxy when amanda-rs's `[proxy]`
 //! settings or `https_proxy`/`no_proxy` apply to the server (the same policy dumper
 //! follows); a refusal, garbage or silence from the proxy is a failed dial, logged with
@@ -48,6 +52,11 @@ pub struct DialOut {
     pub keepalive: Option<Keepalive>,
     /// Whether the listener is reached through an HTTP proxy (`[proxy]`, `https_proxy`).
     pub proxy: Arc<ProxyPolicy>,
+    /// auth ssl (`amandad.dial_out.auth`): amanda-client.conf's `ssl-*` settings; the held
+    /// connection is then inside TLS, this host its client.
+    pub ssl: Option<Arc<conf::SslSettings>>,
+    /// The server's name (`amandad.dial_out.server_name`): the CN its certificate has.
+    pub server_name: String,
 }
 
 impl DialOut {
@@ -94,8 +103,87 @@ impl DialOut {
             },
             keepalive,
             proxy: Arc::new(settings.proxy.policy().map_err(|e| e.to_string())?),
+            ssl: None,
+            server_name: d.server_name(),
         })
     }
+
+    /// auth ssl with amanda-client.conf's `ssl-*` settings (`client`) when
+    /// `amandad.dial_out.auth` says ssl; the error is our own certificate's problem.
+    pub fn with_ssl(
+        mut self,
+        settings: &conf::Settings,
+        client: &conf::SslSettings,
+    ) -> Result<DialOut, String> {
+        if settings.amandad.dial_out.ssl() == Some(true) {
+            // Loaded now, so a missing key or certificate stops the start, not each dial.
+            ssl::client_config(client).map_err(|e| format!("auth ssl: {e}"))?;
+            self.ssl = Some(Arc::new(client.clone()));
+        }
+        Ok(self)
+    }
+}
+
+/// The held connection: plain (bsdtcp) or inside TLS (ssl).
+trait HoldStream: Read + Write + Send {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl HoldStream for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl HoldStream for ssl::TlsStream<TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref()
+    }
+}
+
+/// auth ssl on the held connection (issue 14): we are the TLS client, and check the
+/// server's certificate as Amanda's initiator does (its fingerprint file under
+/// `remote/<server>/`; with `ssl-check-certificate-host`, its CN is the configured server
+/// name or resolves to the peer, see [`crate::server::tls::dialed_name_check`]).
+fn hold_tls(
+    cfg: &DialOut,
+    settings: &conf::SslSettings,
+    sock: TcpStream,
+) -> Result<ssl::TlsStream<TcpStream>, String> {
+    let (client, _) = ssl::client_config(settings).map_err(|e| format!("auth ssl: {e}"))?;
+    let layer = ssl::TlsLayer::client(client, &cfg.host).map_err(|e| e.to_string())?;
+    let peer = sock.peer_addr().map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(1)))
+        .map_err(|e| e.to_string())?;
+    let mut stream = ssl::TlsStream::new(layer, sock);
+    stream
+        .handshake(Instant::now() + CONNECT_TIMEOUT)
+        .map_err(|e| format!("SSL_connect failed: {}", ssl::layer::describe_error(&e)))?;
+    let canonical = ssl::names::canonical_name(&cfg.host);
+    let check = ssl::Check {
+        side: ssl::Side::Initiator,
+        settings,
+        host: Some(&canonical),
+        peer,
+    };
+    let names = |cn: &str, peer| crate::server::tls::dialed_name_check(&cfg.server_name, cn, peer);
+    let id = ssl::check_peer(&check, stream.layer().peer_certificate(), &names)
+        .map_err(|e| e.to_string())?;
+    debug!(
+        "dial-out: ssl to {peer}: {}; server {}",
+        stream.layer().describe(),
+        id.subject
+    );
+    Ok(stream)
+}
+
+/// The held connection: [`connect`], then TLS for auth ssl.
+fn connect_hold(cfg: &DialOut) -> Result<Box<dyn HoldStream>, String> {
+    let sock = connect(cfg)?;
+    Ok(match &cfg.ssl {
+        None => Box::new(sock),
+        Some(settings) => Box::new(hold_tls(cfg, settings, sock)?),
+    })
 }
 
 /// Starts the dial-out thread; it runs for the life of the process.
@@ -182,13 +270,13 @@ fn run(cfg: DialOut, dialed: Dialed) {
         Instant::now(),
     );
     let opening = Arc::new(AtomicUsize::new(0));
-    let mut conn: Option<TcpStream> = None;
+    let mut conn: Option<Box<dyn HoldStream>> = None;
     let mut reader = FrameReader::new();
     let mut buf = vec![0u8; 16 << 10];
     loop {
         while let Some(action) = hc.poll_action(Instant::now()) {
             match action {
-                HoldAction::Connect => match connect(&cfg) {
+                HoldAction::Connect => match connect_hold(&cfg) {
                     Ok(s) => {
                         debug!("dial-out: connected to {server}");
                         conn = Some(s);
@@ -229,7 +317,7 @@ fn run(cfg: DialOut, dialed: Dialed) {
             hc.handle_timeout(Instant::now());
             continue;
         };
-        let _ = s.set_read_timeout(Some(wait));
+        let _ = s.socket().set_read_timeout(Some(wait));
         match s.read(&mut buf) {
             Ok(0) => hc.handle_closed(Instant::now(), "the server closed the connection"),
             Ok(n) => {
