@@ -37,6 +37,11 @@ pub enum Kind {
     OtherCa,
     /// Server CN 127.0.0.2 (a name the server's address does not have).
     ServerCn2,
+    /// Dial-in over NAT (issue 14): client CN natclient (its disklist name, which resolves
+    /// nowhere), server CN 198.18.0.1 (the lab's server address).
+    DialinNat,
+    /// The same server with a client certificate for another host, impostor.
+    DialinImpostor,
 }
 
 /// A server tree and a client tree made by amssl.
@@ -58,6 +63,8 @@ pub fn trees(kind: Kind) -> Arc<Trees> {
         Kind::Main => ("127.0.0.1", "localhost", "amanda-rs-ca"),
         Kind::OtherCa => ("127.0.0.1", "localhost", "amanda-rs-other-ca"),
         Kind::ServerCn2 => ("127.0.0.1", "127.0.0.2", "amanda-rs-ca"),
+        Kind::DialinNat => ("natclient", "198.18.0.1", "amanda-rs-dialin-ca"),
+        Kind::DialinImpostor => ("impostor", "198.18.0.1", "amanda-rs-dialin-ca"),
     };
     let dir = Scratch::new(&format!("ssl-trees-{kind:?}"));
     let out = Command::new("bash")
