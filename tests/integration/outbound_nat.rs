@@ -182,6 +182,12 @@ fn outbound_dialin_over_ssl_behind_nat_full_then_level_1_restores_identical() {
     };
     let lab = nat_lab!("nat-ssl", 4, Some(ssl));
     lab.wait_holding(Duration::from_secs(60));
+    let (status, check) = lab.conf.check(&[]);
+    assert!(
+        status.success() && check.contains("reached over the connection it dials in"),
+        "dumper check ({status}):\n{check}\n{}",
+        lab.logs()
+    );
     let logs = lab.logs();
     assert!(
         logs.contains("dial-out: ssl to 198.18.0.1:10080"),

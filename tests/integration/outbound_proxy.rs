@@ -20,7 +20,8 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use crate::netns::{SERVER_IP, Topology};
-use crate::util::dialin::{DialinLab, DialinOptions, HOST};
+use crate::ssl_util;
+use crate::util::dialin::{DialinLab, DialinOptions, DialinSsl, HOST};
 use crate::util::{self, AMANDA_USER, Scratch};
 use crate::{require_root, require_tool};
 
@@ -154,6 +155,27 @@ fn lab(
     extra_amandad_env: Vec<String>,
     dumptype_extra: &str,
 ) -> Option<(DialinLab, Proxy)> {
+    lab_with(
+        tag,
+        dles,
+        kind,
+        allowed_port,
+        extra_amandad_env,
+        dumptype_extra,
+        None,
+    )
+}
+
+/// [`lab`], over auth ssl when `ssl` is given.
+fn lab_with(
+    tag: &str,
+    dles: usize,
+    kind: Kind,
+    allowed_port: u16,
+    extra_amandad_env: Vec<String>,
+    dumptype_extra: &str,
+    ssl: Option<DialinSsl<'_>>,
+) -> Option<(DialinLab, Proxy)> {
     let t = Topology::create()?;
     t.nft(&t.router, ROUTER_RULES).expect("router rules");
     t.nft(&t.client, &client_rules()).expect("client rules");
@@ -163,7 +185,7 @@ fn lab(
         Kind::Squid => format!("AMANDA_RS_PROXY__URL={}", proxy.url()),
     }];
     amandad_env.extend(extra_amandad_env);
-    let lab = DialinLab::start(
+    let lab = DialinLab::start_with(
         t,
         DialinOptions {
             tag,
@@ -175,6 +197,7 @@ fn lab(
             dumptype_extra,
             conf_extra: "",
         },
+        ssl,
     );
     Some((lab, proxy))
 }
@@ -305,5 +328,51 @@ fn outbound_dialin_dump_quiet_for_60s_passes_squid_read_timeout_20s_with_the_hea
     assert!(
         report.contains("FAILED") && report.contains("connection closed by the client"),
         "the dump fails because the tunnel was closed:\n{report}"
+    );
+}
+
+// issue 14: the dial-in night over auth ssl through tinyproxy: TLS runs inside the tunnels
+// (the held connection's and each session's, after its preamble), and amandad knows the
+// server by its certificate's CN, the configured server name, though every connection has
+// the proxy's address.
+#[test]
+fn outbound_dialin_over_ssl_through_tinyproxy_restores_identical() {
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    require_tool!(TINYPROXY);
+    require_tool!("/usr/sbin/amssl");
+    require_tool!("/usr/bin/openssl");
+    let trees = ssl_util::trees(ssl_util::Kind::DialinProxy);
+    let ssl = DialinSsl {
+        server: &trees.server,
+        client: &trees.client,
+        cn: HOST,
+    };
+    let Some((lab, proxy)) = lab_with(
+        "oproxy-ssl",
+        3,
+        Kind::Tinyproxy,
+        10080,
+        vec![],
+        "",
+        Some(ssl),
+    ) else {
+        return;
+    };
+    lab.wait_holding(Duration::from_secs(60));
+    assert!(
+        lab.amandad_log()
+            .contains(&format!("dial-out: ssl to {PROXY_IP}:{PROXY_PORT}")),
+        "the held connection is TLS inside the tunnel:\n{}",
+        lab.logs()
+    );
+    lab.night("full over ssl");
+    lab.restore_all_identical();
+    let connect = format!("CONNECT {SERVER_IP}:10080 HTTP/1.1");
+    let tunnels = proxy.access_log().matches(&connect).count();
+    assert!(
+        tunnels > lab.dles.len(),
+        "tinyproxy's log shows {tunnels} tunnels ({connect:?}):\n{}",
+        proxy.logs()
     );
 }

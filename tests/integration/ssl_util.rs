@@ -42,6 +42,8 @@ pub enum Kind {
     DialinNat,
     /// The same server with a client certificate for another host, impostor.
     DialinImpostor,
+    /// Dial-in through a proxy: client CN dialclient (util::dialin::HOST).
+    DialinProxy,
 }
 
 /// A server tree and a client tree made by amssl.
@@ -65,6 +67,7 @@ pub fn trees(kind: Kind) -> Arc<Trees> {
         Kind::ServerCn2 => ("127.0.0.1", "127.0.0.2", "amanda-rs-ca"),
         Kind::DialinNat => ("natclient", "198.18.0.1", "amanda-rs-dialin-ca"),
         Kind::DialinImpostor => ("impostor", "198.18.0.1", "amanda-rs-dialin-ca"),
+        Kind::DialinProxy => ("dialclient", "198.18.0.1", "amanda-rs-dialin-ca"),
     };
     let dir = Scratch::new(&format!("ssl-trees-{kind:?}"));
     let out = Command::new("bash")
