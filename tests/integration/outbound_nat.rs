@@ -118,12 +118,7 @@ fn ok_levels(report: &str) -> Vec<String> {
 fn outbound_only_client_behind_nat_is_backed_up_full_then_incremental_with_no_inbound_connection() {
     let lab = nat_lab!("nat-night", 20);
     lab.wait_holding(Duration::from_secs(30));
-    let (status, check) = lab.conf.check(&[]);
-    assert!(
-        status.success() && check.contains("reached over the connection it dials in"),
-        "dumper check ({status}):\n{check}\n{}",
-        lab.logs()
-    );
+    check_reaches_it(&lab);
     // --ports probes the dial-in path the way a night uses it: a session from the NAT.
     let (status, ports) = lab.conf.check(&["--ports"]);
     let want = format!(
@@ -135,6 +130,16 @@ fn outbound_only_client_behind_nat_is_backed_up_full_then_incremental_with_no_in
         lab.logs()
     );
     full_then_level_1_restored(&lab);
+}
+
+/// `dumper check` passes and says the host is reached over its dial-in connection.
+fn check_reaches_it(lab: &DialinLab) {
+    let (status, check) = lab.conf.check(&[]);
+    assert!(
+        status.success() && check.contains("reached over the connection it dials in"),
+        "dumper check ({status}):\n{check}\n{}",
+        lab.logs()
+    );
 }
 
 /// A full night, a change on the client, a level-1 night, every DLE restored identical,
@@ -175,19 +180,9 @@ macro_rules! ssl_tools {
 fn outbound_dialin_over_ssl_behind_nat_full_then_level_1_restores_identical() {
     ssl_tools!();
     let trees = ssl_util::trees(Kind::DialinNat);
-    let ssl = DialinSsl {
-        server: &trees.server,
-        client: &trees.client,
-        cn: HOST,
-    };
-    let lab = nat_lab!("nat-ssl", 4, Some(ssl));
+    let lab = nat_lab!("nat-ssl", 4, Some(DialinSsl::of(&trees, HOST)));
     lab.wait_holding(Duration::from_secs(60));
-    let (status, check) = lab.conf.check(&[]);
-    assert!(
-        status.success() && check.contains("reached over the connection it dials in"),
-        "dumper check ({status}):\n{check}\n{}",
-        lab.logs()
-    );
+    check_reaches_it(&lab);
     let logs = lab.logs();
     assert!(
         logs.contains("dial-out: ssl to 198.18.0.1:10080"),
@@ -208,12 +203,11 @@ fn outbound_dialin_over_ssl_behind_nat_full_then_level_1_restores_identical() {
 fn outbound_dialin_over_ssl_refuses_a_certificate_of_another_host() {
     ssl_tools!();
     let trees = ssl_util::trees(Kind::DialinImpostor);
-    let ssl = DialinSsl {
-        server: &trees.server,
-        client: &trees.client,
-        cn: "impostor",
-    };
-    let lab = nat_lab!("nat-ssl-impostor", 1, Some(ssl));
+    let lab = nat_lab!(
+        "nat-ssl-impostor",
+        1,
+        Some(DialinSsl::of(&trees, "impostor"))
+    );
     let text =
         format!("ERROR the certificate of impostor may not hold the dial-in connection of {HOST}");
     assert!(

@@ -145,29 +145,10 @@ impl Proxy {
     }
 }
 
-/// The network, the proxy, the listener and the dialing client. The client finds the
-/// proxy through `https_proxy` (tinyproxy) or `[proxy] url` (squid).
+/// The network, the proxy, the listener and the dialing client, over auth ssl when `ssl` is
+/// given. The client finds the proxy through `https_proxy` (tinyproxy) or `[proxy] url`
+/// (squid).
 fn lab(
-    tag: &str,
-    dles: usize,
-    kind: Kind,
-    allowed_port: u16,
-    extra_amandad_env: Vec<String>,
-    dumptype_extra: &str,
-) -> Option<(DialinLab, Proxy)> {
-    lab_with(
-        tag,
-        dles,
-        kind,
-        allowed_port,
-        extra_amandad_env,
-        dumptype_extra,
-        None,
-    )
-}
-
-/// [`lab`], over auth ssl when `ssl` is given.
-fn lab_with(
     tag: &str,
     dles: usize,
     kind: Kind,
@@ -209,7 +190,7 @@ fn outbound_dialin_night_through_tinyproxy_restores_identical_and_the_proxy_logs
     require_root!();
     require_tool!("/usr/sbin/nft");
     require_tool!(TINYPROXY);
-    let Some((lab, proxy)) = lab("oproxy-tiny", 4, Kind::Tinyproxy, 10080, vec![], "") else {
+    let Some((lab, proxy)) = lab("oproxy-tiny", 4, Kind::Tinyproxy, 10080, vec![], "", None) else {
         return;
     };
     lab.wait_holding(Duration::from_secs(30));
@@ -222,9 +203,14 @@ fn outbound_dialin_night_through_tinyproxy_restores_identical_and_the_proxy_logs
     );
     lab.night("full");
     lab.restore_all_identical();
+    assert_tunnels(&lab, &proxy);
+}
+
+/// The proxy's log shows the HOLD plus at least one session per DLE (estimates and dumps)
+/// as tunnels to the listener.
+fn assert_tunnels(lab: &DialinLab, proxy: &Proxy) {
     let connect = format!("CONNECT {SERVER_IP}:10080 HTTP/1.1");
     let tunnels = proxy.access_log().matches(&connect).count();
-    // The HOLD plus at least one session per DLE (estimates and dumps).
     assert!(
         tunnels > lab.dles.len(),
         "tinyproxy's log shows {tunnels} tunnels ({connect:?}):\n{}",
@@ -240,7 +226,8 @@ fn outbound_dialin_refused_by_the_proxy_is_named_in_amandads_log_and_dumper_chec
     require_root!();
     require_tool!("/usr/sbin/nft");
     require_tool!(TINYPROXY);
-    let Some((mut lab, proxy)) = lab("oproxy-403", 1, Kind::Tinyproxy, 10081, vec![], "") else {
+    let Some((mut lab, proxy)) = lab("oproxy-403", 1, Kind::Tinyproxy, 10081, vec![], "", None)
+    else {
         return;
     };
     let want = format!(
@@ -291,7 +278,7 @@ fn quiet_dump_through_squid(heartbeat: bool) -> Option<(bool, String)> {
     }
     // A dial-in dump that broke on its link is retried (`retry_dump`): without the
     // heartbeat every try fails the same way.
-    let (mut lab, proxy) = lab(tag, 1, Kind::Squid, 10080, amandad_env, "")?;
+    let (mut lab, proxy) = lab(tag, 1, Kind::Squid, 10080, amandad_env, "", None)?;
     lab.conf.env.push((
         "AMANDA_RS_DUMPER__DIALIN_SESSION_HEARTBEAT_SECS".into(),
         if heartbeat { "10" } else { "0" }.into(),
@@ -343,12 +330,8 @@ fn outbound_dialin_over_ssl_through_tinyproxy_restores_identical() {
     require_tool!("/usr/sbin/amssl");
     require_tool!("/usr/bin/openssl");
     let trees = ssl_util::trees(ssl_util::Kind::DialinProxy);
-    let ssl = DialinSsl {
-        server: &trees.server,
-        client: &trees.client,
-        cn: HOST,
-    };
-    let Some((lab, proxy)) = lab_with(
+    let ssl = DialinSsl::of(&trees, HOST);
+    let Some((lab, proxy)) = lab(
         "oproxy-ssl",
         3,
         Kind::Tinyproxy,
@@ -368,11 +351,5 @@ fn outbound_dialin_over_ssl_through_tinyproxy_restores_identical() {
     );
     lab.night("full over ssl");
     lab.restore_all_identical();
-    let connect = format!("CONNECT {SERVER_IP}:10080 HTTP/1.1");
-    let tunnels = proxy.access_log().matches(&connect).count();
-    assert!(
-        tunnels > lab.dles.len(),
-        "tinyproxy's log shows {tunnels} tunnels ({connect:?}):\n{}",
-        proxy.logs()
-    );
+    assert_tunnels(&lab, &proxy);
 }

@@ -278,6 +278,8 @@ fn hold_loop(
     let mut n: u64 = 0;
     let mut unanswered: u32 = 0;
     let mut next_ping = Instant::now() + d.heartbeat;
+    // TLS may hold plaintext already (read with the HOLD's close): read before any poll.
+    let mut drain = wire.tls.is_some();
     loop {
         // What the client sent.
         let mut rest = &input[..];
@@ -319,7 +321,11 @@ fn hold_loop(
                 PollFd::new(wire.sock.as_fd(), PollFlags::POLLIN),
                 PollFd::new(holder.as_fd(), PollFlags::POLLIN),
             ];
-            let ms = u16::try_from(wait.as_millis().clamp(1, 60_000)).unwrap_or(60_000);
+            let ms = if drain {
+                0
+            } else {
+                u16::try_from(wait.as_millis().clamp(1, 60_000)).unwrap_or(60_000)
+            };
             match poll(&mut fds, PollTimeout::from(ms)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return format!("poll: {e}"),
@@ -331,7 +337,7 @@ fn hold_loop(
             };
             (ready(&fds[0]), ready(&fds[1]))
         };
-        if tcp_ready {
+        if tcp_ready || std::mem::take(&mut drain) {
             // Until the socket has no more: TLS may hold plaintext the poll cannot see.
             loop {
                 match wire.read(&mut buf) {

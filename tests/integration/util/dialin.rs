@@ -48,6 +48,17 @@ pub struct DialinSsl<'a> {
     pub cn: &'a str,
 }
 
+impl<'a> DialinSsl<'a> {
+    /// amssl's `trees`, whose client certificate's CN is `cn`.
+    pub fn of(trees: &'a crate::ssl_util::Trees, cn: &'a str) -> DialinSsl<'a> {
+        DialinSsl {
+            server: &trees.server,
+            client: &trees.client,
+            cn,
+        }
+    }
+}
+
 /// The running lab.
 pub struct DialinLab {
     pub t: Topology,
