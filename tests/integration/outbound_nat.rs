@@ -183,6 +183,12 @@ fn outbound_dialin_over_ssl_behind_nat_full_then_level_1_restores_identical() {
     let lab = nat_lab!("nat-ssl", 4, Some(DialinSsl::of(&trees, HOST)));
     lab.wait_holding(Duration::from_secs(60));
     check_reaches_it(&lab);
+    let (status, ports) = lab.conf.check(&["--ports"]);
+    assert!(
+        status.success() && ports.contains(&format!("opened a session from {NAT_IP}:")),
+        "dumper check --ports probes the path over ssl too ({status}):\n{ports}\n{}",
+        lab.logs()
+    );
     let logs = lab.logs();
     assert!(
         logs.contains("dial-out: ssl to 198.18.0.1:10080"),

@@ -203,4 +203,50 @@ mod tests {
         );
         assert!(check_dialin_cn(None, "natclient").is_err());
     }
+
+    /// The ssl crate's test certificates of `side` (main tree: client CN 127.0.0.1, server
+    /// CN localhost, one CA).
+    fn settings(side: &str) -> SslSettings {
+        let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../ssl/testdata/main");
+        SslSettings {
+            cert_file: format!("{base}/{side}/crt.pem"),
+            key_file: format!("{base}/{side}/key.pem"),
+            ca_cert_file: format!("{base}/ca.pem"),
+            ..SslSettings::default()
+        }
+    }
+
+    /// A dial-in session as the worker gets it: a connected socket whose other end is a TLS
+    /// server with the client's certificate (amandad's role). The worker's result.
+    fn session_for(host: &str) -> Result<(), SslFailure> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (sock, _) = l.accept().unwrap();
+            let (cfg, _) = ssl::server_config(&settings("client")).unwrap();
+            let _ = sock.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut s = TlsStream::new(TlsLayer::server(cfg).unwrap(), sock);
+            // The worker may refuse it after the handshake: either is fine here.
+            let _ = s.handshake(Instant::now() + Duration::from_secs(10));
+        });
+        let mut sock = TcpStream::connect(addr).unwrap();
+        let tuning = Tuning::from_settings(&conf::Settings::default());
+        let r = over_dialin(&mut sock, host, &settings("server"), &tuning).map(|_| ());
+        drop(sock);
+        server.join().unwrap();
+        r
+    }
+
+    // issue 14: over a real handshake, the worker takes a session whose certificate names
+    // the host it asked for (not resolved: it is a NAT's address) and refuses another's.
+    #[test]
+    fn the_worker_refuses_a_dialin_session_whose_certificate_names_another_host() {
+        session_for("127.0.0.1").unwrap();
+        match session_for("natclient") {
+            Err(SslFailure::WrongHost { cn, host }) => {
+                assert_eq!((cn.as_str(), host.as_str()), ("127.0.0.1", "natclient"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
