@@ -218,13 +218,10 @@ impl DialOut {
 
     /// Whether [`DialOut::auth`] is ssl (`Some(true)`), bsdtcp (`Some(false)`) or neither.
     pub fn ssl(&self) -> Option<bool> {
-        let a = self.auth.trim();
-        if a.eq_ignore_ascii_case("ssl") {
-            Some(true)
-        } else if a.eq_ignore_ascii_case("bsdtcp") {
-            Some(false)
-        } else {
-            None
+        match self.auth.trim().to_ascii_lowercase().as_str() {
+            "ssl" => Some(true),
+            "bsdtcp" => Some(false),
+            _ => None,
         }
     }
 
