@@ -6,6 +6,10 @@
 //! writes its preamble and hands the socket to the event loop ([`Dialed`]), which serves it
 //! like a connection the server made.
 //!
+//! auth ssl (`amandad.dial_out.auth = "ssl"`): the held connection is inside TLS with this
+//! host as its client; a session's preamble goes in clear, then the loop is its TLS server
+//! as for a connection it accepted (the server's dumper is the TLS client).
+//!
 //! Both kinds of connection go through an HTTP CONNECT proxy when amanda-rs's `[proxy]`
 //! settings or `https_proxy`/`no_proxy` apply to the server (the same policy dumper
 //! follows); a refusal, garbage or silence from the proxy is a failed dial, logged with
@@ -19,7 +23,7 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use conf::proxy::ProxyPolicy;
@@ -50,6 +54,11 @@ pub struct DialOut {
     pub keepalive: Option<Keepalive>,
     /// Whether the listener is reached through an HTTP proxy (`[proxy]`, `https_proxy`).
     pub proxy: Arc<ProxyPolicy>,
+    /// auth ssl (`amandad.dial_out.auth`): amanda-client.conf's `ssl-*` settings; the held
+    /// connection is then inside TLS, this host its client.
+    pub ssl: Option<Arc<conf::SslSettings>>,
+    /// The server's name (`amandad.dial_out.server_name`): the CN its certificate has.
+    pub server_name: String,
 }
 
 impl DialOut {
@@ -96,8 +105,87 @@ impl DialOut {
             },
             keepalive,
             proxy: Arc::new(settings.proxy.policy().map_err(|e| e.to_string())?),
+            ssl: None,
+            server_name: d.server_name(),
         })
     }
+
+    /// auth ssl with amanda-client.conf's `ssl-*` settings (`client`) when
+    /// `amandad.dial_out.auth` says ssl; the error is our own certificate's problem.
+    pub fn with_ssl(
+        mut self,
+        settings: &conf::Settings,
+        client: &conf::SslSettings,
+    ) -> Result<DialOut, String> {
+        if settings.amandad.dial_out.ssl() == Some(true) {
+            // Loaded now, so a missing key or certificate stops the start, not each dial.
+            ssl::client_config(client).map_err(|e| format!("auth ssl: {e}"))?;
+            self.ssl = Some(Arc::new(client.clone()));
+        }
+        Ok(self)
+    }
+}
+
+/// The held connection: plain (bsdtcp) or inside TLS (ssl).
+trait HoldStream: Read + Write + Send {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl HoldStream for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl HoldStream for ssl::TlsStream<TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref()
+    }
+}
+
+/// auth ssl on the held connection (issue 14): we are the TLS client, and check the
+/// server's certificate as Amanda's initiator does (its fingerprint file under
+/// `remote/<server>/`; with `ssl-check-certificate-host`, its CN is the configured server
+/// name or resolves to the peer, see [`crate::server::tls::dialed_name_check`]).
+fn hold_tls(
+    cfg: &DialOut,
+    settings: &conf::SslSettings,
+    sock: TcpStream,
+) -> Result<ssl::TlsStream<TcpStream>, String> {
+    let (client, _) = ssl::client_config(settings).map_err(|e| format!("auth ssl: {e}"))?;
+    let layer = ssl::TlsLayer::client(client, &cfg.host).map_err(|e| e.to_string())?;
+    let peer = sock.peer_addr().map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(1)))
+        .map_err(|e| e.to_string())?;
+    let mut stream = ssl::TlsStream::new(layer, sock);
+    stream
+        .handshake(Instant::now() + CONNECT_TIMEOUT)
+        .map_err(|e| format!("SSL_connect failed: {}", ssl::layer::describe_error(&e)))?;
+    let canonical = ssl::names::canonical_name(&cfg.host);
+    let check = ssl::Check {
+        side: ssl::Side::Initiator,
+        settings,
+        host: Some(&canonical),
+        peer,
+    };
+    let names = |cn: &str, peer| crate::server::tls::dialed_name_check(&cfg.server_name, cn, peer);
+    let id = ssl::check_peer(&check, stream.layer().peer_certificate(), &names)
+        .map_err(|e| e.to_string())?;
+    debug!(
+        "dial-out: ssl to {peer}: {}; server {}",
+        stream.layer().describe(),
+        id.subject
+    );
+    Ok(stream)
+}
+
+/// The held connection: [`connect`], then TLS for auth ssl.
+fn connect_hold(cfg: &DialOut) -> Result<Box<dyn HoldStream>, String> {
+    let sock = connect(cfg)?;
+    Ok(match &cfg.ssl {
+        None => Box::new(sock),
+        Some(settings) => Box::new(hold_tls(cfg, settings, sock)?),
+    })
 }
 
 /// Starts the dial-out thread; it runs for the life of the process.
@@ -184,21 +272,20 @@ fn run(cfg: DialOut, dialed: Dialed) {
         Instant::now(),
     );
     let opening = Arc::new(AtomicUsize::new(0));
-    let mut conn: Option<TcpStream> = None;
-    // The HOLD connection's writing end, shared with the session threads (their FAILED
-    // lines); one frame at a time.
-    let writer: Writer = Arc::new(Mutex::new(None));
+    let mut conn: Option<Box<dyn HoldStream>> = None;
+    // The FAILED lines of session threads: this thread writes them, as it is the HOLD's
+    // only writer (a TLS stream has one).
+    let (failed_tx, failed_rx) = mpsc::sync_channel::<Vec<u8>>(MAX_OPENING);
     let mut reader = FrameReader::new();
     let mut buf = vec![0u8; 16 << 10];
     loop {
         while let Some(action) = hc.poll_action(Instant::now()) {
             match action {
-                HoldAction::Connect => match connect(&cfg) {
+                HoldAction::Connect => match connect_hold(&cfg) {
                     Ok(s) => {
                         debug!("dial-out: connected to {server}");
-                        // A server that stops reading must not hold the lock forever.
-                        let _ = s.set_write_timeout(Some(CONNECT_TIMEOUT));
-                        *lock(&writer) = s.try_clone().ok();
+                        // A server that stops reading must not stop the heartbeat forever.
+                        let _ = s.socket().set_write_timeout(Some(CONNECT_TIMEOUT));
                         conn = Some(s);
                         reader = FrameReader::new();
                         hc.handle_connected(Instant::now());
@@ -206,9 +293,7 @@ fn run(cfg: DialOut, dialed: Dialed) {
                     Err(e) => hc.handle_connect_failed(Instant::now(), e),
                 },
                 HoldAction::Send(bytes) => {
-                    // Without a clone (no descriptor left) the hold thread alone writes.
-                    let mut shared = lock(&writer);
-                    if let Some(s) = shared.as_mut().or(conn.as_mut())
+                    if let Some(s) = conn.as_mut()
                         && let Err(e) = s.write_all(&bytes)
                     {
                         hc.handle_closed(Instant::now(), format!("write: {e}"));
@@ -220,11 +305,10 @@ fn run(cfg: DialOut, dialed: Dialed) {
                     heartbeat.as_secs()
                 ),
                 HoldAction::OpenSession(token) => {
-                    open_session(&cfg, token, &dialed, &opening, &writer)
+                    open_session(&cfg, token, &dialed, &opening, &failed_tx)
                 }
                 HoldAction::Down { reason, retry_in } => {
                     conn = None;
-                    *lock(&writer) = None;
                     warn!(
                         "dial-out: connection to {server}: {reason}; dialing again in {:.1} s",
                         retry_in.as_secs_f64()
@@ -232,17 +316,26 @@ fn run(cfg: DialOut, dialed: Dialed) {
                 }
             }
         }
+        // Best effort: a HOLD that broke meanwhile has its own error.
+        while let Ok(line) = failed_rx.try_recv() {
+            if let Some(s) = conn.as_mut()
+                && let Err(e) = s.write_all(&line)
+            {
+                hc.handle_closed(Instant::now(), format!("write: {e}"));
+            }
+        }
         let now = Instant::now();
+        // At least once a second, for the session threads' FAILED lines.
         let wait = hc
             .poll_timeout()
-            .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
-            .max(Duration::from_millis(1));
+            .map_or(FAILED_LATENCY, |t| t.saturating_duration_since(now))
+            .clamp(Duration::from_millis(1), FAILED_LATENCY);
         let Some(s) = conn.as_mut() else {
             std::thread::sleep(wait);
             hc.handle_timeout(Instant::now());
             continue;
         };
-        let _ = s.set_read_timeout(Some(wait));
+        let _ = s.socket().set_read_timeout(Some(wait));
         match s.read(&mut buf) {
             Ok(0) => hc.handle_closed(Instant::now(), "the server closed the connection"),
             Ok(n) => {
@@ -265,12 +358,8 @@ fn run(cfg: DialOut, dialed: Dialed) {
     }
 }
 
-/// The HOLD connection's writing end (`None` while it is down).
-type Writer = Arc<Mutex<Option<TcpStream>>>;
-
-fn lock(w: &Writer) -> std::sync::MutexGuard<'_, Option<TcpStream>> {
-    w.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// How long a session thread's FAILED line may wait for the hold thread to write it.
+const FAILED_LATENCY: Duration = Duration::from_secs(1);
 
 /// Opens one session on its own thread (a connect may take [`CONNECT_TIMEOUT`], during
 /// which the HOLD must still answer PINGs); a failure is also told to the server.
@@ -279,7 +368,7 @@ fn open_session(
     token: Token,
     dialed: &Dialed,
     opening: &Arc<AtomicUsize>,
-    writer: &Writer,
+    failed: &mpsc::SyncSender<Vec<u8>>,
 ) {
     if opening.fetch_add(1, Ordering::SeqCst) >= MAX_OPENING {
         opening.fetch_sub(1, Ordering::SeqCst);
@@ -289,7 +378,7 @@ fn open_session(
     let cfg = cfg.clone();
     let dialed = dialed.clone();
     let counter = opening.clone();
-    let writer = writer.clone();
+    let failed = failed.clone();
     let spawned = std::thread::Builder::new()
         .name("dial-session".into())
         .spawn(move || {
@@ -311,10 +400,9 @@ fn open_session(
                         "dial-out: session {token} to {}:{}: {e}",
                         cfg.host, cfg.port
                     );
-                    // Best effort: a HOLD that broke meanwhile has its own error.
-                    if let Some(s) = lock(&writer).as_mut() {
-                        let _ = s.write_all(&dialin::Line::Failed(token, e).frame());
-                    }
+                    // Full only if MAX_OPENING lines wait already; the server's token then
+                    // expires on its own.
+                    let _ = failed.try_send(dialin::Line::Failed(token, e).frame());
                 }
             }
         });

@@ -102,9 +102,12 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
         }
         _ => Auth::Bsd,
     };
-    // The auth of TCP connections: ssl when -auth=ssl, else bsdtcp.
+    // The auth of TCP connections: ssl when -auth=ssl (or --dial-out with auth ssl: its
+    // sessions are served as connections the loop accepted), else bsdtcp.
+    let dial_out_ssl = args.dial_out && loaded.settings.amandad.dial_out.ssl() == Some(true);
     let tcp_auth = match args.auth {
         Some(Auth::Ssl) => Auth::Ssl,
+        _ if dial_out_ssl => Auth::Ssl,
         _ => Auth::Bsdtcp,
     };
     let auth_name = match launched.mode {
@@ -120,6 +123,7 @@ fn run(args: args::Args, loaded: config::Loaded) -> anyhow::Result<()> {
             features.clone(),
             config::keepalive(&loaded.settings),
         )
+        .and_then(|d| d.with_ssl(&loaded.settings, &loaded.client.ssl))
         .map_err(|e| anyhow::anyhow!("--dial-out: {e}"))?;
         Some(d)
     } else {

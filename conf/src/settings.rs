@@ -165,7 +165,9 @@ pub struct DialOut {
     pub config: String,
     /// This host's name as the server's disklist has it (default: the system host name).
     pub hostname: String,
-    /// The auth of the connections (default and today the only one: bsdtcp).
+    /// The auth of the connections: bsdtcp (default) or ssl (TLS with amanda-client.conf's
+    /// `ssl-*` settings; this host is the TLS client of its held connection and the TLS
+    /// server of the sessions, as amandad is).
     pub auth: String,
     /// The first wait before dialing again after a failure, seconds (default 1); each
     /// further failure doubles it, up to `backoff_max_secs`, with random jitter.
@@ -212,6 +214,15 @@ impl DialOut {
             _ => (s, 10080),
         };
         Ok((host.to_string(), port))
+    }
+
+    /// Whether [`DialOut::auth`] is ssl (`Some(true)`), bsdtcp (`Some(false)`) or neither.
+    pub fn ssl(&self) -> Option<bool> {
+        match self.auth.trim().to_ascii_lowercase().as_str() {
+            "ssl" => Some(true),
+            "bsdtcp" => Some(false),
+            _ => None,
+        }
     }
 
     /// [`DialOut::server_name`], or the host part of `server`.
@@ -632,11 +643,8 @@ impl Settings {
             d.backoff_min_secs,
             86_400,
         )?;
-        if !d.auth.eq_ignore_ascii_case("bsdtcp") {
-            return bad(
-                "amandad.dial_out.auth",
-                "must be bsdtcp (the only auth of dial-in connections so far)",
-            );
+        if d.ssl().is_none() {
+            return bad("amandad.dial_out.auth", "must be bsdtcp or ssl");
         }
         within(
             "proxy.answer_timeout_secs",
@@ -837,6 +845,9 @@ mod tests {
         assert!(e.to_string().contains("backoff_max_secs"), "{e}");
         let e = from_file("[amandad.dial_out]\nauth = \"ssh\"\n").unwrap_err();
         assert!(e.to_string().contains("amandad.dial_out.auth"), "{e}");
+        assert_eq!(s.amandad.dial_out.ssl(), Some(false));
+        let s = from_file("[amandad.dial_out]\nauth = \"SSL\"\n").unwrap();
+        assert_eq!(s.amandad.dial_out.ssl(), Some(true));
     }
 
     // issue 14: the dial-in sessions' heartbeat is on by default at both ends, 0 turns it

@@ -302,9 +302,9 @@ fn spec_of(id: usize, e: &DiskEntry, services: &Services, warn: &mut Vec<String>
             Auth::Bsdtcp
         }
     };
-    if dt.dialin && auth != Auth::Bsdtcp {
+    if dt.dialin && !matches!(auth, Auth::Bsdtcp | Auth::Ssl) {
         refuse(format!(
-            "dialin yes works with auth bsdtcp only so far (this dumptype says auth {auth})"
+            "dialin yes works with auth bsdtcp or ssl (this dumptype says auth {auth})"
         ));
     }
     let (program, application) = match dt.program {

@@ -10,6 +10,9 @@
 //! `AMDIALIN SESSION <token>\n`. After that frame the session is an ordinary bsdtcp
 //! connection on which the server sends its requests, plus a heartbeat
 //! ([`session_heartbeat`]) each end sends on [`LINE_HANDLE`] while the session is quiet.
+//! Over auth ssl the same frames run inside TLS: the HOLD's from its first byte (the client
+//! is the TLS client), a session's after its preamble, which stays in clear (the server's
+//! dumper is then the TLS client).
 //!
 //! Here: the codecs of those messages, the file-name checks of host names and tokens (they
 //! name Unix sockets on the server), and [`HoldClient`], the client's state machine (dial,

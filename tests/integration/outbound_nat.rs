@@ -13,8 +13,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::netns::{SERVER_IP, Topology, nft_counter};
+use crate::ssl_util::{self, Kind};
 use crate::util;
-use crate::util::dialin::{DialinLab, DialinOptions};
+use crate::util::dialin::{DialinLab, DialinOptions, DialinSsl};
 use crate::{require_root, require_tool};
 
 /// The client's name in the disklist: nothing resolves it, nothing needs to.
@@ -55,17 +56,20 @@ const CLIENT_RULES: &str = "table inet fw {
 /// seen from [`NAT_IP`]); returns from the test when the namespaces cannot be made (outside
 /// CI).
 macro_rules! nat_lab {
-    ($tag:expr, $n:expr) => {{
+    ($tag:expr, $n:expr) => {
+        nat_lab!($tag, $n, None)
+    };
+    ($tag:expr, $n:expr, $ssl:expr) => {{
         require_root!();
         require_tool!("/usr/sbin/nft");
-        match nat_lab($tag, $n) {
+        match nat_lab($tag, $n, $ssl) {
             Some(lab) => lab,
             None => return,
         }
     }};
 }
 
-fn nat_lab(tag: &str, n: usize) -> Option<DialinLab> {
+fn nat_lab(tag: &str, n: usize, ssl: Option<DialinSsl<'_>>) -> Option<DialinLab> {
     let t = Topology::create()?;
     // The server cannot route to the client network at all.
     let out = t.run(&t.server, "ip", &["route", "del", "default"]);
@@ -82,7 +86,7 @@ fn nat_lab(tag: &str, n: usize) -> Option<DialinLab> {
         dumptype_extra: "",
         conf_extra: "",
     };
-    Some(DialinLab::start(t, options))
+    Some(DialinLab::start_with(t, options, ssl))
 }
 
 /// New connections the router saw from the server's network to the client's.
@@ -104,12 +108,7 @@ fn ok_levels(report: &str) -> Vec<String> {
 fn outbound_only_client_behind_nat_is_backed_up_full_then_incremental_with_no_inbound_connection() {
     let lab = nat_lab!("nat-night", 20);
     lab.wait_holding(Duration::from_secs(30));
-    let (status, check) = lab.conf.check(&[]);
-    assert!(
-        status.success() && check.contains("reached over the connection it dials in"),
-        "dumper check ({status}):\n{check}\n{}",
-        lab.logs()
-    );
+    check_reaches_it(&lab);
     // --ports probes the dial-in path the way a night uses it: a session from the NAT.
     let (status, ports) = lab.conf.check(&["--ports"]);
     let want = format!(
@@ -120,18 +119,109 @@ fn outbound_only_client_behind_nat_is_backed_up_full_then_incremental_with_no_in
         "dumper check --ports ({status}):\n{ports}\n{}",
         lab.logs()
     );
+    full_then_level_1_restored(&lab);
+}
+
+/// `dumper check` passes and says the host is reached over its dial-in connection.
+fn check_reaches_it(lab: &DialinLab) {
+    let (status, check) = lab.conf.check(&[]);
+    assert!(
+        status.success() && check.contains("reached over the connection it dials in"),
+        "dumper check ({status}):\n{check}\n{}",
+        lab.logs()
+    );
+}
+
+/// A full night, a change on the client, a level-1 night, every DLE restored identical,
+/// and not one connection from the server towards the client network.
+fn full_then_level_1_restored(lab: &DialinLab) {
+    let n = lab.dles.len();
     let first = lab.night("full");
-    assert_eq!(ok_levels(&first), vec!["0"; 20], "fulls first:\n{first}");
+    assert_eq!(ok_levels(&first), vec!["0"; n], "fulls first:\n{first}");
     // Something changes on the client; the second night is level 1.
-    std::fs::write(lab.dles[3].join("new.txt"), "after the full\n").expect("write");
-    std::fs::remove_file(lab.dles[5].join("a.txt")).expect("rm");
+    std::fs::write(lab.dles[1].join("new.txt"), "after the full\n").expect("write");
+    std::fs::remove_file(lab.dles[2].join("a.txt")).expect("rm");
     let second = lab.night("level 1");
-    assert_eq!(ok_levels(&second), vec!["1"; 20], "then level 1:\n{second}");
+    assert_eq!(ok_levels(&second), vec!["1"; n], "then level 1:\n{second}");
     lab.restore_all_identical();
     assert_eq!(
-        connections_to_client(&lab),
+        connections_to_client(lab),
         0,
         "the server opened connections towards the client network:\n{}",
+        lab.logs()
+    );
+}
+
+/// The start of the ssl dial-in tests: amssl and openssl (to make the trees), or a loud
+/// skip (a failure under CI).
+macro_rules! ssl_tools {
+    () => {
+        require_root!();
+        require_tool!("/usr/sbin/amssl");
+        require_tool!("/usr/bin/openssl");
+    };
+}
+
+// issue 14: the NAT night over auth ssl. The held connection is TLS (amandad the client,
+// the listener the server), each session's preamble goes in clear and then the dumper is
+// its TLS client; nobody's address says who it is (the NAT's is all the server sees), the
+// certificates do: the client's CN is its disklist name, the server's its address.
+#[test]
+fn outbound_dialin_over_ssl_behind_nat_full_then_level_1_restores_identical() {
+    ssl_tools!();
+    let trees = ssl_util::trees(Kind::DialinNat);
+    let lab = nat_lab!("nat-ssl", 4, Some(DialinSsl::of(&trees, HOST)));
+    lab.wait_holding(Duration::from_secs(60));
+    check_reaches_it(&lab);
+    let (status, ports) = lab.conf.check(&["--ports"]);
+    assert!(
+        status.success() && ports.contains(&format!("opened a session from {NAT_IP}:")),
+        "dumper check --ports probes the path over ssl too ({status}):\n{ports}\n{}",
+        lab.logs()
+    );
+    let logs = lab.logs();
+    assert!(
+        logs.contains("dial-out: ssl to 198.18.0.1:10080"),
+        "the held connection is TLS:\n{logs}"
+    );
+    full_then_level_1_restored(&lab);
+    let logs = lab.logs();
+    assert!(
+        logs.contains("passed to its worker") && !logs.contains("ssl connection refused"),
+        "{logs}"
+    );
+}
+
+// issue 14: over auth ssl the host a client holds for is its certificate's: a client with
+// a valid certificate for another host (impostor) that says hostname=natclient is refused
+// with a text naming both, and no night can reach it as natclient.
+#[test]
+fn outbound_dialin_over_ssl_refuses_a_certificate_of_another_host() {
+    ssl_tools!();
+    let trees = ssl_util::trees(Kind::DialinImpostor);
+    let lab = nat_lab!(
+        "nat-ssl-impostor",
+        1,
+        Some(DialinSsl::of(&trees, "impostor"))
+    );
+    let text =
+        format!("ERROR the certificate of impostor may not hold the dial-in connection of {HOST}");
+    assert!(
+        lab.wait_log(&text, Duration::from_secs(60)),
+        "no refusal:\n{}",
+        lab.logs()
+    );
+    let amandad = lab.amandad_log();
+    assert!(
+        amandad.contains(&format!(
+            "the certificate of impostor may not hold the dial-in connection of {HOST}"
+        )),
+        "the client's log names the refusal:\n{amandad}"
+    );
+    assert!(
+        !lab.logs()
+            .contains(&format!("holding the dial-in connection of {HOST}")),
+        "{}",
         lab.logs()
     );
 }

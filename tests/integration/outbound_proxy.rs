@@ -22,7 +22,8 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use crate::netns::{SERVER_IP, Topology};
-use crate::util::dialin::{DialinLab, DialinOptions, HOST};
+use crate::ssl_util;
+use crate::util::dialin::{DialinLab, DialinOptions, DialinSsl, HOST};
 use crate::util::squid::SQUID;
 use crate::util::{self, AMANDA_USER, Scratch};
 use crate::{require_root, require_tool};
@@ -173,8 +174,9 @@ impl Proxy {
     }
 }
 
-/// The network, the proxy, the listener and the dialing client. The client finds the
-/// proxy through `https_proxy` (tinyproxy) or `[proxy] url` (squid).
+/// The network, the proxy, the listener and the dialing client, over auth ssl when `ssl` is
+/// given. The client finds the proxy through `https_proxy` (tinyproxy) or `[proxy] url`
+/// (squid).
 fn lab(
     tag: &str,
     dles: usize,
@@ -182,6 +184,7 @@ fn lab(
     allowed_port: u16,
     extra_amandad_env: Vec<String>,
     dumptype_extra: &str,
+    ssl: Option<DialinSsl<'_>>,
 ) -> Option<(DialinLab, Proxy)> {
     let t = Topology::create()?;
     t.nft(&t.router, ROUTER_RULES).expect("router rules");
@@ -192,7 +195,7 @@ fn lab(
         Kind::Squid => format!("AMANDA_RS_PROXY__URL={}", proxy.url()),
     }];
     amandad_env.extend(extra_amandad_env);
-    let lab = DialinLab::start(
+    let lab = DialinLab::start_with(
         t,
         DialinOptions {
             tag,
@@ -204,6 +207,7 @@ fn lab(
             dumptype_extra,
             conf_extra: "",
         },
+        ssl,
     );
     Some((lab, proxy))
 }
@@ -215,7 +219,7 @@ fn outbound_dialin_night_through_tinyproxy_restores_identical_and_the_proxy_logs
     require_root!();
     require_tool!("/usr/sbin/nft");
     require_tool!(TINYPROXY);
-    let Some((lab, proxy)) = lab("oproxy-tiny", 4, Kind::Tinyproxy, 10080, vec![], "") else {
+    let Some((lab, proxy)) = lab("oproxy-tiny", 4, Kind::Tinyproxy, 10080, vec![], "", None) else {
         return;
     };
     lab.wait_holding(Duration::from_secs(30));
@@ -228,9 +232,14 @@ fn outbound_dialin_night_through_tinyproxy_restores_identical_and_the_proxy_logs
     );
     lab.night("full");
     lab.restore_all_identical();
+    assert_tunnels(&lab, &proxy);
+}
+
+/// The proxy's log shows the HOLD plus at least one session per DLE (estimates and dumps)
+/// as tunnels to the listener.
+fn assert_tunnels(lab: &DialinLab, proxy: &Proxy) {
     let connect = format!("CONNECT {SERVER_IP}:10080 HTTP/1.1");
     let tunnels = proxy.access_log().matches(&connect).count();
-    // The HOLD plus at least one session per DLE (estimates and dumps).
     assert!(
         tunnels > lab.dles.len(),
         "tinyproxy's log shows {tunnels} tunnels ({connect:?}):\n{}",
@@ -246,7 +255,8 @@ fn outbound_dialin_refused_by_the_proxy_is_named_in_amandads_log_and_dumper_chec
     require_root!();
     require_tool!("/usr/sbin/nft");
     require_tool!(TINYPROXY);
-    let Some((mut lab, proxy)) = lab("oproxy-403", 1, Kind::Tinyproxy, 10081, vec![], "") else {
+    let Some((mut lab, proxy)) = lab("oproxy-403", 1, Kind::Tinyproxy, 10081, vec![], "", None)
+    else {
         return;
     };
     let want = format!(
@@ -286,7 +296,7 @@ fn outbound_dialin_proxy_rule_tightened_while_held_dumper_check_ports_names_the_
     require_root!();
     require_tool!("/usr/sbin/nft");
     require_tool!(SQUID);
-    let Some((lab, proxy)) = lab("oproxy-tight", 1, Kind::Squid, 10080, vec![], "") else {
+    let Some((lab, proxy)) = lab("oproxy-tight", 1, Kind::Squid, 10080, vec![], "", None) else {
         return;
     };
     lab.wait_holding(Duration::from_secs(30));
@@ -346,7 +356,7 @@ fn quiet_dump_through_squid(heartbeat: bool) -> Option<(bool, String)> {
     }
     // A dial-in dump that broke on its link is retried (`retry_dump`): without the
     // heartbeat every try fails the same way.
-    let (mut lab, proxy) = lab(tag, 1, Kind::Squid, 10080, amandad_env, "")?;
+    let (mut lab, proxy) = lab(tag, 1, Kind::Squid, 10080, amandad_env, "", None)?;
     lab.conf.env.push((
         "AMANDA_RS_DUMPER__DIALIN_SESSION_HEARTBEAT_SECS".into(),
         if heartbeat { "10" } else { "0" }.into(),
@@ -377,4 +387,40 @@ fn outbound_dialin_dump_quiet_for_60s_passes_squid_read_timeout_20s_with_the_hea
     );
     let (ok, report) = quiet_dump_through_squid(false).expect("the topology was made once");
     util::squid::assert_cut_by_read_timeout(ok, &report);
+}
+
+// issue 14: the dial-in night over auth ssl through tinyproxy: TLS runs inside the tunnels
+// (the held connection's and each session's, after its preamble), and amandad knows the
+// server by its certificate's CN, the configured server name, though every connection has
+// the proxy's address.
+#[test]
+fn outbound_dialin_over_ssl_through_tinyproxy_restores_identical() {
+    require_root!();
+    require_tool!("/usr/sbin/nft");
+    require_tool!(TINYPROXY);
+    require_tool!("/usr/sbin/amssl");
+    require_tool!("/usr/bin/openssl");
+    let trees = ssl_util::trees(ssl_util::Kind::DialinProxy);
+    let ssl = DialinSsl::of(&trees, HOST);
+    let Some((lab, proxy)) = lab(
+        "oproxy-ssl",
+        3,
+        Kind::Tinyproxy,
+        10080,
+        vec![],
+        "",
+        Some(ssl),
+    ) else {
+        return;
+    };
+    lab.wait_holding(Duration::from_secs(60));
+    assert!(
+        lab.amandad_log()
+            .contains(&format!("dial-out: ssl to {PROXY_IP}:{PROXY_PORT}")),
+        "the held connection is TLS inside the tunnel:\n{}",
+        lab.logs()
+    );
+    lab.night("full over ssl");
+    lab.restore_all_identical();
+    assert_tunnels(&lab, &proxy);
 }

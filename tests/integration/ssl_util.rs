@@ -40,6 +40,13 @@ pub enum Kind {
     /// The host names of a [`crate::util::netpair::NetPair`]: client CN amb-client, server
     /// CN amb-server.
     Netpair,
+    /// Dial-in over NAT (issue 14): client CN natclient (its disklist name, which resolves
+    /// nowhere), server CN 198.18.0.1 (the lab's server address).
+    DialinNat,
+    /// The same server with a client certificate for another host, impostor.
+    DialinImpostor,
+    /// Dial-in through a proxy: client CN dialclient (util::dialin::HOST).
+    DialinProxy,
 }
 
 /// A server tree and a client tree made by amssl.
@@ -66,6 +73,9 @@ pub fn trees(kind: Kind) -> Arc<Trees> {
             util::netpair::SERVER_NAME,
             "amanda-rs-ca",
         ),
+        Kind::DialinNat => ("natclient", "198.18.0.1", "amanda-rs-dialin-ca"),
+        Kind::DialinImpostor => ("impostor", "198.18.0.1", "amanda-rs-dialin-ca"),
+        Kind::DialinProxy => ("dialclient", "198.18.0.1", "amanda-rs-dialin-ca"),
     };
     let dir = Scratch::new(&format!("ssl-trees-{kind:?}"));
     // The enrolment's client dials the server by name (on the script's own 169.254.77.1):

@@ -11,6 +11,10 @@
 //! 4. then the connection is read like a bsdtcp one, with the CN as the peer's name for
 //!    `.amandahosts` and no reserved-port rule.
 //!
+//! A session this host dialed (`--dial-out` with `auth = "ssl"`, issue 14) is the same,
+//! except that step 1 is skipped (we dialed the server's name) and in step 3 a CN that is
+//! the configured server name needs no resolution ([`dialed_name_check`]).
+//!
 //! Amanda logs these refusals and sends nothing; so do we, but we close the connection at
 //! once instead of leaving it open until an idle exit (spec §13.5 S-2), so the server sees
 //! the refusal now. The log line names the check and the file to fix.
@@ -76,7 +80,9 @@ pub struct TlsConn {
     pub checked: bool,
 }
 
-type Job = (u64, Vec<u8>, SocketAddr);
+/// A connection's id, the peer's certificate and address, and for a connection this host
+/// dialed (issue 14) the server's configured name.
+type Job = (u64, Vec<u8>, SocketAddr, Option<String>);
 type Outcome = (u64, Result<PeerIdentity, CheckFailure>);
 
 /// The thread that runs the certificate checks.
@@ -96,14 +102,20 @@ impl CertChecks {
         std::thread::Builder::new()
             .name("amandad-ssl-checks".into())
             .spawn(move || {
-                while let Ok((id, der, peer)) = job_rx.recv() {
+                while let Ok((id, der, peer, dialed)) = job_rx.recv() {
                     let check = Check {
                         side: Side::Acceptor,
                         settings: &settings,
                         host: None,
                         peer,
                     };
-                    let r = ssl::check_peer(&check, Some(&der), &ssl::names::forward_confirm);
+                    let r = match &dialed {
+                        None => ssl::check_peer(&check, Some(&der), &ssl::names::forward_confirm),
+                        Some(server) => {
+                            let names = |cn: &str, peer| dialed_name_check(server, cn, peer);
+                            ssl::check_peer(&check, Some(&der), &names)
+                        }
+                    };
                     if out.send((id, r)).is_err() {
                         return;
                     }
@@ -112,6 +124,18 @@ impl CertChecks {
             })?;
         Ok(CertChecks { jobs, results })
     }
+}
+
+/// `ssl-check-certificate-host` for a connection this host dialed to the server (issue 14:
+/// the dial-out's held connection and its sessions): a CN that is the server's configured
+/// name (`amandad.dial_out.server_name`, else the host of `server`) is the server, whatever
+/// address the connection has (a proxy's, when it goes through one); any other CN must
+/// resolve to the peer as usual.
+pub fn dialed_name_check(server: &str, cn: &str, peer: SocketAddr) -> Result<(), String> {
+    if !server.is_empty() && cn.eq_ignore_ascii_case(server) {
+        return Ok(());
+    }
+    ssl::names::forward_confirm(cn, peer)
 }
 
 impl Server {
@@ -143,6 +167,7 @@ impl Server {
             return;
         };
         let peer = c.peer;
+        let dialed = c.dialed.then(|| self.cfg.dialed_server_name.clone());
         let Some(t) = c.tls.as_mut() else { return };
         let due = !t.layer.is_handshaking() && !t.check_started;
         let der = if due {
@@ -172,7 +197,7 @@ impl Server {
         let Some(checks) = self.tls_checks.as_ref() else {
             return;
         };
-        match checks.jobs.try_send((id, der, peer)) {
+        match checks.jobs.try_send((id, der, peer, dialed)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.refuse(Some(ip), Reason::ResolverBusy, || {
@@ -251,5 +276,26 @@ impl Conn {
     /// auth ssl: the connection is TLS.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // issue 14: a connection this host dialed is the server's when the certificate names
+    // the configured server, whatever address (a proxy's) it has; another CN must resolve
+    // to the peer as usual.
+    #[test]
+    fn a_dialed_connection_takes_the_configured_server_name_as_the_certificates_name() {
+        let proxy: SocketAddr = "198.18.1.254:3128".parse().unwrap();
+        assert_eq!(
+            dialed_name_check("backup.example", "BACKUP.example", proxy),
+            Ok(())
+        );
+        let e = dialed_name_check("backup.example", "other.invalid", proxy).unwrap_err();
+        assert!(e.contains("other.invalid"), "{e}");
+        // No configured name: only the usual resolution.
+        assert!(dialed_name_check("", "", proxy).is_err());
     }
 }

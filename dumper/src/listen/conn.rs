@@ -65,6 +65,17 @@ pub struct Tls {
     pub settings: Arc<conf::SslSettings>,
 }
 
+/// An ssl peer that passed the handshake and the certificate checks.
+struct TlsPeer {
+    stream: ssl::TlsStream<TcpStream>,
+    /// The certificate's CN: the peer's name.
+    cn: String,
+    /// `ssl-check-certificate-host`: whether the CN resolves to the peer's address. Its
+    /// failure refuses every service but `amdialin`, whose client's address is its NAT's
+    /// or proxy's and whose CN is bound to the host it claims instead (issue 14).
+    cn_resolves: Result<(), String>,
+}
+
 /// auth ssl, as amandad accepts it (spec §13.4): `ssl-check-host` (the name check), the
 /// handshake within `wait`, then the certificate checks; the CN names the peer.
 fn accept_tls(
@@ -73,7 +84,7 @@ fn accept_tls(
     peer: SocketAddr,
     named: &daemon::resolve::PeerName,
     wait: Duration,
-) -> Result<(ssl::TlsStream<TcpStream>, String), String> {
+) -> Result<TlsPeer, String> {
     if tls.settings.check_host
         && let Err(text) = &named.check
     {
@@ -86,9 +97,14 @@ fn accept_tls(
     stream
         .handshake(std::time::Instant::now() + wait)
         .map_err(|e| format!("TLS: {}", ssl::layer::describe_error(&e)))?;
+    // The CN's resolution is judged once the service is known (above).
+    let settings = conf::SslSettings {
+        check_certificate_host: false,
+        ..(*tls.settings).clone()
+    };
     let check = ssl::Check {
         side: ssl::Side::Acceptor,
-        settings: &tls.settings,
+        settings: &settings,
         host: None,
         peer,
     };
@@ -99,7 +115,23 @@ fn accept_tls(
     )
     .map_err(|e| e.to_string())?;
     let cn = id.cn.ok_or("the client certificate has no CN")?;
-    Ok((stream, cn))
+    let cn_resolves = if tls.settings.check_certificate_host {
+        ssl::names::forward_confirm(&cn, peer).map_err(|reason| {
+            ssl::CheckFailure::CnDoesNotResolve {
+                cn: cn.clone(),
+                peer,
+                reason,
+            }
+            .to_string()
+        })
+    } else {
+        Ok(())
+    };
+    Ok(TlsPeer {
+        stream,
+        cn,
+        cn_resolves,
+    })
 }
 
 /// Serves one accepted connection. `authenticated` is called once the REQ passed the
@@ -109,6 +141,7 @@ pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: 
     shared.tuning.apply(socket2::SockRef::from(&sock));
     let ip = unmap(peer.ip());
     let named = daemon::resolve::system_lookup(shared.dns_check)(SocketAddr::new(ip, peer.port()));
+    let mut cn_resolves = Ok(());
     let (mut control, name, rule) = match &shared.tls {
         None => {
             let mut control = Control::new(Wire::Plain(sock), peer);
@@ -138,18 +171,36 @@ pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: 
             }
             (control, named.name.clone(), PortRule::Reserved)
         }
-        // Amanda sends nothing to a refused ssl peer; the log says why.
-        Some(tls) => match accept_tls(tls, sock, peer, &named, shared.req_timeout) {
-            Ok((stream, cn)) => (
-                Control::new(Wire::Tls(Box::new(stream)), peer),
-                cn,
-                PortRule::Any,
-            ),
-            Err(why) => {
-                log::info!("{peer}: ssl connection refused: {why}");
+        Some(tls) => {
+            // issue 14: a dial-in session's preamble comes in clear, before its TLS (whose
+            // client is then the dumper worker the listener hands it to).
+            if super::dialin::peek_preamble(&sock, super::dialin::PREAMBLE_PEEK) {
+                let mut control = Control::new(Wire::Plain(sock), peer);
+                if let Ok((h, p)) =
+                    control.read_frame(shared.req_timeout, MAX_REQ_BYTES, "preamble")
+                    && super::dialin::is_preamble(h, &p)
+                {
+                    let (sock, _, _) = control.into_parts();
+                    super::dialin::session(&shared.dialin, sock, peer, &p);
+                }
                 return;
             }
-        },
+            // Amanda sends nothing to a refused ssl peer; the log says why.
+            match accept_tls(tls, sock, peer, &named, shared.req_timeout) {
+                Ok(t) => {
+                    cn_resolves = t.cn_resolves;
+                    (
+                        Control::new(Wire::Tls(Box::new(t.stream)), peer),
+                        t.cn,
+                        PortRule::Any,
+                    )
+                }
+                Err(why) => {
+                    log::info!("{peer}: ssl connection refused: {why}");
+                    return;
+                }
+            }
+        }
     };
     let named = daemon::resolve::PeerName {
         name,
@@ -162,7 +213,7 @@ pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: 
             return;
         }
     };
-    // issue 14: dial-in sessions are bsdtcp only (their preamble comes in clear).
+    // issue 14: a dial-in session (for ssl, recognised before the handshake above).
     if shared.tls.is_none() && super::dialin::is_preamble(handle, &payload) {
         let (sock, _, _) = control.into_parts();
         return super::dialin::session(&shared.dialin, sock, peer, &payload);
@@ -184,11 +235,12 @@ pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: 
         port: peer.port(),
     };
     // A dial-in client has no reserved port (it runs as the Amanda user, often behind NAT).
-    let rule = if super::dialin::is_dialin_request(&packet.body) {
-        PortRule::Any
-    } else {
-        rule
-    };
+    let dialin = super::dialin::is_dialin_request(&packet.body);
+    let rule = if dialin { PortRule::Any } else { rule };
+    if !dialin && let Err(why) = cn_resolves {
+        log::info!("{peer}: ssl connection refused: {why}");
+        return;
+    }
     match intake::judge(who, ip, rule, &hosts, packet.ptype, &packet.body) {
         Verdict::Ignore(t) => log::info!("{peer}: closed: a {t} where a REQ was expected"),
         Verdict::Nak(body) => {
@@ -229,14 +281,16 @@ fn dispatch(
         ),
         Service::Ambackupd => ambackupd_service(shared, peer, control, handle, args),
         Service::Amdialin => {
-            let ssl = shared.tls.is_some();
+            // auth ssl: the certificate's CN is the peer's name, and the only host it may
+            // hold for.
+            let cn = shared.tls.is_some().then_some(peer);
             super::dialin::hold(
                 &shared.dialin,
                 &shared.config_dir,
                 control,
                 handle,
                 args,
-                ssl,
+                cn,
             )
         }
     }

@@ -11,6 +11,10 @@
 //! worker, so that a session refused by the client's proxy is named, not waited out). One
 //! thread per HOLD (the listener's), asleep in `poll` between events.
 //!
+//! auth ssl: the HOLD runs inside TLS (the listener's server end, its certificate checks),
+//! and the host it claims must be its certificate's CN ([`check_claim`]); a SESSION's
+//! preamble comes in clear before its TLS, whose client is the worker.
+//!
 //! SESSION: a connection whose first frame is `AMDIALIN SESSION <token>` on handle 0 is
 //! passed to the worker waiting for that token ([`crate::net::rendezvous::deliver`]); the
 //! token, 128 random bits used once and bound to the HOLD's address, is what admits it.
@@ -27,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use proto::dialin::{self, HoldRequest, Line, SILENT_INTERVALS};
-use proto::frame::{self, FrameReader, HEADER_LEN};
+use proto::frame::{FrameReader, HEADER_LEN};
 use proto::pkt::PacketType;
 
 use super::control::Control;
@@ -80,10 +84,9 @@ pub fn is_preamble(handle: u32, payload: &[u8]) -> bool {
 }
 
 /// Looks, for up to `wait`, whether the connection starts with a session preamble (without
-/// consuming anything).
+/// consuming anything). Answers as soon as the first bytes cannot start one (a TLS
+/// ClientHello, a REQ on handle 1), so only a peer that sends too little waits it out.
 pub fn peek_preamble(sock: &TcpStream, wait: Duration) -> bool {
-    let prefix = b"AMDIALIN SESSION ";
-    let want = HEADER_LEN + prefix.len();
     let deadline = Instant::now() + wait;
     let mut buf = [0u8; 64];
     loop {
@@ -94,21 +97,39 @@ pub fn peek_preamble(sock: &TcpStream, wait: Duration) -> bool {
         let _ = sock.set_read_timeout(Some(deadline - now));
         match sock.peek(&mut buf) {
             Ok(0) => return false,
-            Ok(n) if n >= want => {
-                let mut h = [0u8; HEADER_LEN];
-                h.copy_from_slice(&buf[..HEADER_LEN]);
-                let header = frame::FrameHeader::from_bytes(h);
-                let _ = sock.set_read_timeout(None);
-                return header.handle == dialin::SESSION_HANDLE
-                    && buf[HEADER_LEN..want] == prefix[..];
-            }
-            // Fewer bytes than a preamble's start: wait for more (peek returns at once
-            // while the bytes are there, so sleep a little between looks).
-            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(n) => match preamble_prefix(&buf[..n]) {
+                Some(verdict) => {
+                    let _ = sock.set_read_timeout(None);
+                    return verdict;
+                }
+                // Fewer bytes than a preamble's start: wait for more (peek returns at once
+                // while the bytes are there, so sleep a little between looks).
+                None => std::thread::sleep(Duration::from_millis(20)),
+            },
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return false,
         }
     }
+}
+
+/// Whether `bytes`, the start of a connection, is a session preamble's start: `None` while
+/// they are too few to tell.
+fn preamble_prefix(bytes: &[u8]) -> Option<bool> {
+    const PREFIX: &[u8] = b"AMDIALIN SESSION ";
+    let handle = dialin::SESSION_HANDLE.to_be_bytes();
+    // The frame's length (4 bytes) says nothing; its handle and text do.
+    let have = bytes.len().min(HEADER_LEN + PREFIX.len());
+    for (i, &b) in bytes[..have].iter().enumerate().skip(4) {
+        let want = if i < HEADER_LEN {
+            handle[i - 4]
+        } else {
+            PREFIX[i - HEADER_LEN]
+        };
+        if b != want {
+            return Some(false);
+        }
+    }
+    (have == HEADER_LEN + PREFIX.len()).then_some(true)
 }
 
 /// A SESSION connection: hands it to the worker waiting for its token.
@@ -124,6 +145,19 @@ pub fn session(d: &DialinShared, sock: TcpStream, peer: SocketAddr, payload: &[u
         Ok(()) => log::debug!("{peer}: dial-in session {token} passed to its worker"),
         // Unknown, used or expired: nobody is waiting for it.
         Err(e) => log::info!("{peer}: dial-in session {token} refused: {e}"),
+    }
+}
+
+/// auth ssl (issue 14): a client may hold only for the host its certificate names (`cn`, the
+/// CN the ssl checks accepted), so a valid certificate of one host cannot take over
+/// another's nights. The error is the REP's `ERROR` text. bsdtcp (`None`) has no such
+/// binding: its claim is checked against `.amandahosts` of the peer's address only.
+fn check_claim(cn: Option<&str>, claimed: &str) -> Result<(), String> {
+    match cn {
+        Some(cn) if !cn.eq_ignore_ascii_case(claimed) => Err(format!(
+            "the certificate of {cn} may not hold the dial-in connection of {claimed} (auth ssl: the certificate's CN must be the host name the client gives as hostname=)"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -162,7 +196,7 @@ pub fn hold(
     mut control: Control,
     handle: u32,
     args: &[u8],
-    ssl: bool,
+    cn: Option<&str>,
 ) {
     let peer = control.peer();
     let refuse = |mut control: Control, text: &str| {
@@ -176,13 +210,13 @@ pub fn hold(
             control.finish(handle, REPLY_WAIT);
         }
     };
-    if ssl {
-        return refuse(control, "amdialin works over auth bsdtcp only so far");
-    }
     let req = match HoldRequest::parse(args) {
         Ok(r) => r,
         Err(e) => return refuse(control, &e.to_string()),
     };
+    if let Err(text) = check_claim(cn, &req.hostname) {
+        return refuse(control, &text);
+    }
     let host = match check_host(config_dir, &req) {
         Ok(h) => h,
         Err(text) => return refuse(control, &text),
@@ -228,8 +262,9 @@ pub fn hold(
         "{peer}: holding the dial-in connection of {host} (config {})",
         req.config
     );
-    let (sock, _, pending) = control.into_parts();
-    let reason = hold_loop(d, &holder, sock, peer.ip(), &pending);
+    let (sock, tls, pending) = control.into_parts();
+    let wire = HoldWire { sock, tls };
+    let reason = hold_loop(d, &holder, wire, peer.ip(), &pending);
     log::info!("{peer}: the dial-in connection of {host} ended: {reason}");
 }
 
@@ -237,12 +272,11 @@ pub fn hold(
 fn hold_loop(
     d: &DialinShared,
     holder: &HostSocket,
-    mut sock: TcpStream,
+    mut wire: HoldWire,
     client: IpAddr,
     pending: &[u8],
 ) -> String {
-    let _ = sock.set_nonblocking(true);
-    let _ = sock.set_write_timeout(Some(REPLY_WAIT));
+    let _ = wire.sock.set_nonblocking(true);
     let mut reader = FrameReader::new();
     let mut buf = vec![0u8; 4096];
     let mut input: Vec<u8> = pending.to_vec();
@@ -251,6 +285,8 @@ fn hold_loop(
     let mut next_ping = Instant::now() + d.heartbeat;
     // issue 14: the OPENs whose worker waits, so the client's FAILED reaches it.
     let mut forwarded: std::collections::VecDeque<rendezvous::Forwarded> = Default::default();
+    // TLS may hold plaintext already (read with the HOLD's close): read before any poll.
+    let mut drain = wire.tls.is_some();
     loop {
         // What the client sent.
         let mut rest = &input[..];
@@ -296,7 +332,7 @@ fn hold_loop(
             }
             n += 1;
             unanswered += 1;
-            if let Err(e) = write_line(&mut sock, Line::Ping(n)) {
+            if let Err(e) = wire.write_line(Line::Ping(n)) {
                 return format!("write: {e}");
             }
             next_ping = now + d.heartbeat;
@@ -305,10 +341,14 @@ fn hold_loop(
         let wait = next_ping - now;
         let (tcp_ready, unix_ready) = {
             let mut fds = [
-                PollFd::new(sock.as_fd(), PollFlags::POLLIN),
+                PollFd::new(wire.sock.as_fd(), PollFlags::POLLIN),
                 PollFd::new(holder.as_fd(), PollFlags::POLLIN),
             ];
-            let ms = u16::try_from(wait.as_millis().clamp(1, 60_000)).unwrap_or(60_000);
+            let ms = if drain {
+                0
+            } else {
+                u16::try_from(wait.as_millis().clamp(1, 60_000)).unwrap_or(60_000)
+            };
             match poll(&mut fds, PollTimeout::from(ms)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return format!("poll: {e}"),
@@ -320,22 +360,25 @@ fn hold_loop(
             };
             (ready(&fds[0]), ready(&fds[1]))
         };
-        if tcp_ready {
-            match sock.read(&mut buf) {
-                Ok(0) => return "closed by the client".into(),
-                Ok(k) => input.extend_from_slice(&buf[..k]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => return format!("read: {e}"),
+        if tcp_ready || std::mem::take(&mut drain) {
+            // Until the socket has no more: TLS may hold plaintext the poll cannot see.
+            loop {
+                match wire.read(&mut buf) {
+                    Ok(0) => return "closed by the client".into(),
+                    Ok(k) => input.extend_from_slice(&buf[..k]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return format!("read: {e}"),
+                }
+                if input.len() > MAX_PENDING {
+                    break;
+                }
             }
         }
         if unix_ready {
             while let Some(req) = holder.next_request() {
                 let token = req.token;
-                match write_line(&mut sock, Line::Open(token)) {
+                match wire.write_line(Line::Open(token)) {
                     Ok(()) => {
                         let now = Instant::now();
                         forwarded.retain(|f| !f.expired(now));
@@ -354,24 +397,71 @@ fn hold_loop(
     }
 }
 
-fn write_line(sock: &mut TcpStream, line: Line) -> io::Result<()> {
-    let bytes = line.frame();
-    let mut at = 0;
-    let until = Instant::now() + REPLY_WAIT;
-    // The socket is non-blocking (for the poll): a full send buffer is waited out here,
-    // within the write deadline.
-    while at < bytes.len() {
-        match sock.write(&bytes[at..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(k) => at += k,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < until => {
-                std::thread::sleep(Duration::from_millis(10));
+/// The held connection: its non-blocking socket, and its TLS layer for auth ssl.
+struct HoldWire {
+    sock: TcpStream,
+    tls: Option<ssl::TlsLayer>,
+}
+
+impl HoldWire {
+    /// Plaintext from the client; `WouldBlock` when there is no more now.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            None => self.sock.read(buf),
+            Some(t) => {
+                let r = t.read(&mut self.sock, buf);
+                if t.wants_write() {
+                    let _ = t.flush(&mut self.sock);
+                }
+                r
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
         }
     }
-    Ok(())
+
+    fn write_line(&mut self, line: Line) -> io::Result<()> {
+        let bytes = line.frame();
+        let until = Instant::now() + REPLY_WAIT;
+        // The socket is non-blocking (for the poll): a full send buffer is waited out here,
+        // within the write deadline.
+        let wait = |e: io::Error| {
+            if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+                Ok(())
+            } else if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        };
+        let mut at = 0;
+        while at < bytes.len() {
+            let wrote = match &mut self.tls {
+                None => self.sock.write(&bytes[at..]),
+                Some(t) => t.write_frames(&bytes[at..]),
+            };
+            match wrote {
+                Ok(0) if self.tls.is_none() => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(k) => at += k,
+                Err(e) => wait(e)?,
+            }
+            self.flush(&wait)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the TLS layer holds.
+    fn flush(&mut self, wait: &dyn Fn(io::Error) -> io::Result<()>) -> io::Result<()> {
+        let Some(t) = &mut self.tls else {
+            return Ok(());
+        };
+        loop {
+            match t.flush(&mut self.sock) {
+                Ok(true) => return Ok(()),
+                Ok(false) => wait(io::ErrorKind::WouldBlock.into())?,
+                Err(e) => wait(e)?,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -424,6 +514,43 @@ mod tests {
         );
     }
 
+    // issue 14: over auth ssl a certificate holds only for the host it names; bsdtcp has no
+    // certificate to bind the claim to.
+    #[test]
+    fn an_ssl_hold_for_another_host_than_the_certificates_is_refused() {
+        assert_eq!(check_claim(Some("natclient"), "NatClient"), Ok(()));
+        let e = check_claim(Some("otherclient"), "natclient").unwrap_err();
+        assert!(
+            e.starts_with(
+                "the certificate of otherclient may not hold the dial-in connection of natclient"
+            ),
+            "{e}"
+        );
+        assert_eq!(check_claim(None, "natclient"), Ok(()));
+    }
+
+    // issue 14: the listener tells a session preamble from a TLS ClientHello or a REQ by the
+    // first bytes, without waiting for more than it needs.
+    #[test]
+    fn a_preamble_is_told_from_tls_and_requests_by_its_first_bytes() {
+        let token = dialin::Token([7; 16]);
+        let pre = dialin::session_preamble(token);
+        assert_eq!(preamble_prefix(&pre), Some(true));
+        assert_eq!(preamble_prefix(&pre[..HEADER_LEN + 3]), None);
+        assert_eq!(preamble_prefix(&pre[..3]), None);
+        // A ClientHello: a handshake record whose bytes 4.. are no handle 0.
+        assert_eq!(
+            preamble_prefix(&[0x16, 3, 1, 0, 0xc8, 1, 0, 0, 0xc4]),
+            Some(false)
+        );
+        let mut req = Vec::new();
+        proto::frame::encode_frame(1, b"SECURITY USER backup\n", &mut req).unwrap();
+        assert_eq!(preamble_prefix(&req), Some(false));
+        let mut other = Vec::new();
+        proto::frame::encode_frame(0, b"AMDIALIN HOLD x", &mut other).unwrap();
+        assert_eq!(preamble_prefix(&other), Some(false));
+    }
+
     #[test]
     fn only_an_amdialin_request_and_a_handle_0_preamble_are_recognised() {
         assert!(is_dialin_request(
@@ -455,7 +582,9 @@ mod tests {
         let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (sock, peer) = l.accept().unwrap();
         let r = d.rendezvous.clone();
-        let hold = std::thread::spawn(move || hold_loop(&d, &holder, sock, peer.ip(), &[]));
+        let hold = std::thread::spawn(move || {
+            hold_loop(&d, &holder, HoldWire { sock, tls: None }, peer.ip(), &[])
+        });
         for i in 0..1000 {
             let stray = Line::Failed(dialin::Token([i as u8; 16]), "x".repeat(600));
             client.write_all(&stray.frame()).unwrap();

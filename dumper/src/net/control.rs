@@ -5,9 +5,10 @@
 //! next request (bsdtcp: handles 1, 2, ...; UDP: a new handle and sequence), and closed as
 //! the real server closes it.
 //!
-//! A `dialin yes` host (issue 14) is never connected to: its bsdtcp connection is one the
-//! client opened to our listener, obtained through the rendezvous ([`Dialin`]), and then
-//! used exactly like one we opened.
+//! A `dialin yes` host (issue 14) is never connected to: its bsdtcp or ssl connection is one
+//! the client opened to our listener, obtained through the rendezvous ([`Dialin`]), and then
+//! used exactly like one we opened (for ssl we are its TLS client, and its certificate must
+//! name the host).
 //!
 //! Through an HTTP proxy, the noop that opens a transport asks the client for the session
 //! heartbeat ([`proto::heartbeat`], issue 14); the connection sends and drops heartbeats
@@ -87,24 +88,70 @@ impl Dialin {
         self.hosts.contains(&host.to_ascii_lowercase())
     }
 
-    /// A connection from `host`, through the rendezvous.
-    pub fn open(&self, host: &str, user: &str, tuning: &Tuning) -> Result<FramedConn, OpenError> {
-        let stream = super::rendezvous::obtain(&self.rendezvous, host, self.wait)
+    /// A connection from `host`, through the rendezvous; for auth ssl (`ssl`: the
+    /// dumptype's settings) we then are its TLS client and check that its certificate
+    /// names `host`.
+    pub fn open(
+        &self,
+        host: &str,
+        user: &str,
+        tuning: &Tuning,
+        ssl: Option<&conf::SslSettings>,
+    ) -> Result<FramedConn, OpenError> {
+        let mut stream = super::rendezvous::obtain(&self.rendezvous, host, self.wait)
             .map_err(|e| OpenError::Dialin(Arc::new(e)))?;
         tuning.apply(socket2::SockRef::from(&stream));
         let peer = stream
             .peer_addr()
             .map_err(|e| OpenError::Initiator(format!("{host}: dial-in connection: {e}")))?;
-        Ok(
-            FramedConn::new(super::held::Held::Accepted(stream), peer, user)
-                .with_heartbeat(self.heartbeat),
-        )
+        let layer = match ssl {
+            Some(s) => Some(
+                super::tls::over_dialin(&mut stream, host, s, tuning)
+                    .map_err(|error| OpenError::Ssl { dest: peer, error })?,
+            ),
+            None => None,
+        };
+        let conn = FramedConn::new(super::held::Held::Accepted(stream), peer, user)
+            .with_heartbeat(self.heartbeat);
+        Ok(match layer {
+            Some(l) => conn.with_tls(l),
+            None => conn,
+        })
     }
 }
 
 /// Whether `host` is a dial-in host of `link`.
 pub fn dials_in(link: &Link, host: &str) -> bool {
     link.dialin.as_ref().is_some_and(|d| d.serves(host))
+}
+
+/// One exchange with a dial-in host (issue 14), over a session through the rendezvous.
+fn dialin_exchange(
+    link: &Link,
+    host: &str,
+    ssl: Option<&Arc<conf::SslSettings>>,
+    cfg: InitiatorConfig,
+    req: Vec<u8>,
+    conn: &mut Option<FramedConn>,
+) -> Exchanged {
+    let Some(d) = link.dialin.as_ref() else {
+        return Exchanged {
+            outcome: Err(RequestFailure::NoPool("dialin")),
+            resent: 0,
+        };
+    };
+    // Waited for once: a client that did not come within dialin_wait_secs is not waited
+    // for again by connect-tries.
+    let mut gave_up: Option<OpenError> = None;
+    exchange::run(cfg, req, conn, || {
+        if let Some(e) = &gave_up {
+            return Err(e.clone());
+        }
+        d.open(host, &link.user, &link.tuning, ssl.map(|s| &**s))
+            .inspect_err(|e| {
+                gave_up = Some(e.clone());
+            })
+    })
 }
 
 /// How long we wait for the client to close its control handle after an exchange.
@@ -182,6 +229,13 @@ impl Control {
                 conn,
                 host,
                 settings,
+            } if dials_in(link, host) => {
+                dialin_exchange(link, host, Some(settings), cfg, req, conn)
+            }
+            Control::Ssl {
+                conn,
+                host,
+                settings,
             } => {
                 if link.ports.tcp_data.is_none() {
                     return no_pool("unreserved-tcp-port");
@@ -199,20 +253,7 @@ impl Control {
                 })
             }
             Control::Tcp { conn, host } if dials_in(link, host) => {
-                let Some(d) = link.dialin.as_ref() else {
-                    return no_pool("dialin");
-                };
-                // Waited for once: a client that did not come within dialin_wait_secs is
-                // not waited for again by connect-tries.
-                let mut gave_up: Option<OpenError> = None;
-                exchange::run(cfg, req, conn, || {
-                    if let Some(e) = &gave_up {
-                        return Err(e.clone());
-                    }
-                    d.open(host, &link.user, &link.tuning).inspect_err(|e| {
-                        gave_up = Some(e.clone());
-                    })
-                })
+                dialin_exchange(link, host, None, cfg, req, conn)
             }
             Control::Tcp { conn, host } => {
                 let Some(pool) = link.ports.tcp_reserved.as_deref() else {

@@ -3,7 +3,7 @@
 //! to it, and a configuration whose DLEs (`dialin yes`, bsdtcp) belong to one host. The
 //! caller builds the network between them (a NAT, a proxy) and says, through
 //! [`DialinOptions`], which address the listener sees and what extra settings each end
-//! gets. Everything is torn down with the topology. outbound_nat and outbound_proxy build
+//! gets, and through [`DialinSsl`] whether the lab runs over auth ssl. Everything is torn down with the topology. outbound_nat and outbound_proxy build
 //! their labs with it.
 
 use std::path::{Path, PathBuf};
@@ -37,6 +37,28 @@ pub struct DialinOptions<'a> {
     pub conf_extra: &'a str,
 }
 
+/// auth ssl for a lab (issue 14): amssl's trees of the two ends.
+#[derive(Clone, Copy)]
+pub struct DialinSsl<'a> {
+    /// The server's tree (the listener's `--ssl-dir`, amanda.conf's `ssl-dir`).
+    pub server: &'a Path,
+    /// The client's tree (amanda-client.conf's `ssl-dir` of `amandad --dial-out`).
+    pub client: &'a Path,
+    /// The CN of the client's certificate: its name to the listener's `.amandahosts`.
+    pub cn: &'a str,
+}
+
+impl<'a> DialinSsl<'a> {
+    /// amssl's `trees`, whose client certificate's CN is `cn`.
+    pub fn of(trees: &'a crate::ssl_util::Trees, cn: &'a str) -> DialinSsl<'a> {
+        DialinSsl {
+            server: &trees.server,
+            client: &trees.client,
+            cn,
+        }
+    }
+}
+
 /// The running lab.
 pub struct DialinLab {
     pub t: Topology,
@@ -50,8 +72,17 @@ pub struct DialinLab {
 }
 
 impl DialinLab {
-    /// Starts the listener and the dialing client on `t`.
+    /// Starts the listener and the dialing client on `t` (auth bsdtcp).
     pub fn start(t: Topology, o: DialinOptions<'_>) -> DialinLab {
+        DialinLab::start_with(t, o, None)
+    }
+
+    /// [`DialinLab::start`], over auth ssl when `ssl` is given.
+    pub fn start_with(
+        t: Topology,
+        mut o: DialinOptions<'_>,
+        ssl: Option<DialinSsl<'_>>,
+    ) -> DialinLab {
         let machine = super::MACHINE_LOCK
             .lock()
             .unwrap_or_else(|e| e.into_inner());
@@ -59,16 +90,42 @@ impl DialinLab {
         super::ensure_amandahosts_line(&format!("{SERVER_IP} backup amdump"));
         super::ensure_amandahosts_line(&format!("{} backup amdialin", o.seen_from));
         let data = Scratch::new(o.tag);
+        let mut auth = "bsdtcp";
+        let mut conf_extra = o.conf_extra.to_string();
+        // Arguments after each program's own (the env lists go before them).
+        let (mut listen_args, mut amandad_args) = (Vec::<String>::new(), Vec::<String>::new());
+        if let Some(ssl) = ssl {
+            auth = "ssl";
+            // The listener knows an ssl client by its certificate's CN.
+            super::ensure_amandahosts_line(&format!("{} backup amdialin", ssl.cn));
+            conf_extra.push_str(&format!("ssl-dir \"{}\"\n", ssl.server.display()));
+            listen_args.extend([
+                "--auth".into(),
+                "ssl".into(),
+                "--ssl-dir".into(),
+                ssl.server.display().to_string(),
+            ]);
+            let client_conf = data.join("amanda-client.conf");
+            std::fs::write(
+                &client_conf,
+                format!("ssl-dir \"{}\"\n", ssl.client.display()),
+            )
+            .expect("amanda-client.conf");
+            chown_amanda(&client_conf);
+            o.amandad_env
+                .push("AMANDA_RS_AMANDAD__DIAL_OUT__AUTH=ssl".into());
+            amandad_args.extend(["--client-conf".into(), client_conf.display().to_string()]);
+        }
         let dles = super::small_dles(&data, o.dles);
         let list: Vec<(&str, &Path, &str)> =
             dles.iter().map(|d| (o.host, d.as_path(), "dial")).collect();
         let extra = format!("    maxdumps 4\n    dialin yes\n{}", o.dumptype_extra);
         let mut conf = DumperConf::new(
             o.tag,
-            &format!("inparallel 4\n{}", o.conf_extra),
+            &format!("inparallel 4\n{conf_extra}"),
             &[Dt {
                 name: "dial",
-                auth: "bsdtcp",
+                auth,
                 port: 10080,
                 program: Program::Gnutar,
                 extra: &extra,
@@ -101,6 +158,7 @@ impl DialinLab {
             "--log".into(),
             listen_log.display().to_string(),
         ]);
+        args.extend(listen_args);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         t.spawn(&t.server, "env", &args);
         let runtar = super::install_runtar();
@@ -120,6 +178,7 @@ impl DialinLab {
             "--settings".into(),
             runtar.settings().display().to_string(),
         ]);
+        args.extend(amandad_args);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         t.spawn(&t.client, "env", &args);
         DialinLab {
