@@ -9,6 +9,7 @@
 //! What this module must not do: accept connections or bound their number (the listener
 //! does), or build reply bodies (see `ambackupd`).
 
+use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,7 +74,23 @@ struct TlsPeer {
     /// `ssl-check-certificate-host`: whether the CN resolves to the peer's address. Its
     /// failure refuses every service but `amdialin`, whose client's address is its NAT's
     /// or proxy's and whose CN is bound to the host it claims instead (issue 14).
-    cn_resolves: Result<(), String>,
+    cn_resolves: Result<(), ssl::CheckFailure>,
+}
+
+/// Why an ssl connection is refused before its request (logged; Amanda sends nothing).
+#[derive(Debug, thiserror::Error)]
+enum TlsRefusal {
+    /// `ssl-check-host`: the peer's address has no forward-confirmed name.
+    #[error("ssl-check-host: {0}")]
+    CheckHost(String),
+    #[error("TLS setup: {0}")]
+    Setup(io::Error),
+    #[error("TLS: {0}")]
+    Handshake(String),
+    #[error("{0}")]
+    Certificate(#[from] ssl::CheckFailure),
+    #[error("the client certificate has no CN")]
+    NoCn,
 }
 
 /// auth ssl, as amandad accepts it (spec §13.4): `ssl-check-host` (the name check), the
@@ -84,19 +101,19 @@ fn accept_tls(
     peer: SocketAddr,
     named: &daemon::resolve::PeerName,
     wait: Duration,
-) -> Result<TlsPeer, String> {
+) -> Result<TlsPeer, TlsRefusal> {
     if tls.settings.check_host
         && let Err(text) = &named.check
     {
-        return Err(format!("ssl-check-host: {text}"));
+        return Err(TlsRefusal::CheckHost(text.clone()));
     }
-    let layer = ssl::TlsLayer::server(Arc::clone(&tls.config)).map_err(|e| e.to_string())?;
+    let layer = ssl::TlsLayer::server(Arc::clone(&tls.config)).map_err(TlsRefusal::Setup)?;
     sock.set_read_timeout(Some(wait))
-        .map_err(|e| e.to_string())?;
+        .map_err(TlsRefusal::Setup)?;
     let mut stream = ssl::TlsStream::new(layer, sock);
     stream
         .handshake(std::time::Instant::now() + wait)
-        .map_err(|e| format!("TLS: {}", ssl::layer::describe_error(&e)))?;
+        .map_err(|e| TlsRefusal::Handshake(ssl::layer::describe_error(&e)))?;
     // The CN's resolution is judged once the service is known (above).
     let settings = conf::SslSettings {
         check_certificate_host: false,
@@ -112,9 +129,8 @@ fn accept_tls(
         &check,
         stream.layer().peer_certificate(),
         &ssl::names::forward_confirm,
-    )
-    .map_err(|e| e.to_string())?;
-    let cn = id.cn.ok_or("the client certificate has no CN")?;
+    )?;
+    let cn = id.cn.ok_or(TlsRefusal::NoCn)?;
     let cn_resolves = if tls.settings.check_certificate_host {
         ssl::names::forward_confirm(&cn, peer).map_err(|reason| {
             ssl::CheckFailure::CnDoesNotResolve {
@@ -122,7 +138,6 @@ fn accept_tls(
                 peer,
                 reason,
             }
-            .to_string()
         })
     } else {
         Ok(())

@@ -148,25 +148,51 @@ pub fn session(d: &DialinShared, sock: TcpStream, peer: SocketAddr, payload: &[u
     }
 }
 
+/// Why a HOLD is refused: its text is the REP's `ERROR` line.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum HoldRefusal {
+    /// auth ssl: the certificate names another host than `hostname=`.
+    #[error(
+        "the certificate of {cn} may not hold the dial-in connection of {claimed} (auth ssl: the certificate's CN must be the host name the client gives as hostname=)"
+    )]
+    NotItsCertificate { cn: String, claimed: String },
+    /// The configuration does not load (the details go to the log only, as amandad's).
+    #[error("configuration errors; aborting connection")]
+    Config,
+    /// The host is not in the disklist (ambackupd's text).
+    #[error("No host '{0}'")]
+    NoHost(String),
+    /// None of the host's DLEs is `dialin yes`.
+    #[error(
+        "{host} is not marked dial-in in {disklist} / {conf} (dumptype parameter `dialin yes`)"
+    )]
+    NotDialin {
+        host: String,
+        disklist: String,
+        conf: String,
+    },
+}
+
 /// auth ssl (issue 14): a client may hold only for the host its certificate names (`cn`, the
 /// CN the ssl checks accepted), so a valid certificate of one host cannot take over
-/// another's nights. The error is the REP's `ERROR` text. bsdtcp (`None`) has no such
-/// binding: its claim is checked against `.amandahosts` of the peer's address only.
-fn check_claim(cn: Option<&str>, claimed: &str) -> Result<(), String> {
+/// another's nights. bsdtcp (`None`) has no such binding: its claim is checked against
+/// `.amandahosts` of the peer's address only.
+fn check_claim(cn: Option<&str>, claimed: &str) -> Result<(), HoldRefusal> {
     match cn {
-        Some(cn) if !cn.eq_ignore_ascii_case(claimed) => Err(format!(
-            "the certificate of {cn} may not hold the dial-in connection of {claimed} (auth ssl: the certificate's CN must be the host name the client gives as hostname=)"
-        )),
+        Some(cn) if !cn.eq_ignore_ascii_case(claimed) => Err(HoldRefusal::NotItsCertificate {
+            cn: cn.to_string(),
+            claimed: claimed.to_string(),
+        }),
         _ => Ok(()),
     }
 }
 
-/// The disklist checks of a HOLD, in order: the configuration, the host, its mark. The
-/// error is the REP's `ERROR` text.
-fn check_host(config_dir: &std::path::Path, req: &HoldRequest) -> Result<String, String> {
+/// The disklist checks of a HOLD, in order: the configuration, the host, its mark; the
+/// host as the disklist spells it.
+fn check_host(config_dir: &std::path::Path, req: &HoldRequest) -> Result<String, HoldRefusal> {
     let plan = crate::plan::load_in(config_dir, &req.config).map_err(|e| {
         log::warn!("amdialin: config {}: {e}", req.config);
-        "configuration errors; aborting connection".to_string()
+        HoldRefusal::Config
     })?;
     let host = &req.hostname;
     let dles: Vec<_> = plan
@@ -175,15 +201,14 @@ fn check_host(config_dir: &std::path::Path, req: &HoldRequest) -> Result<String,
         .filter(|d| d.host.eq_ignore_ascii_case(host))
         .collect();
     if dles.is_empty() {
-        return Err(format!("No host '{host}'"));
+        return Err(HoldRefusal::NoHost(host.clone()));
     }
     if !dles.iter().any(|d| d.dialin) {
-        let disklist = plan.config.diskfile_path();
-        return Err(format!(
-            "{host} is not marked dial-in in {} / {} (dumptype parameter `dialin yes`)",
-            disklist.display(),
-            plan.conf_path.display()
-        ));
+        return Err(HoldRefusal::NotDialin {
+            host: host.clone(),
+            disklist: plan.config.diskfile_path().display().to_string(),
+            conf: plan.conf_path.display().to_string(),
+        });
     }
     // The disklist's spelling names the rendezvous socket the workers look for.
     Ok(dles[0].host.clone())
@@ -214,12 +239,12 @@ pub fn hold(
         Ok(r) => r,
         Err(e) => return refuse(control, &e.to_string()),
     };
-    if let Err(text) = check_claim(cn, &req.hostname) {
-        return refuse(control, &text);
+    if let Err(r) = check_claim(cn, &req.hostname) {
+        return refuse(control, &r.to_string());
     }
     let host = match check_host(config_dir, &req) {
         Ok(h) => h,
-        Err(text) => return refuse(control, &text),
+        Err(r) => return refuse(control, &r.to_string()),
     };
     let holder = match HostSocket::bind(&d.rendezvous, &host) {
         Ok(h) => h,
@@ -499,15 +524,17 @@ mod tests {
             check_host(t.path(), &req("NATCLIENT", "Daily")),
             Ok("natclient".to_string())
         );
+        let text = |host, config| {
+            check_host(t.path(), &req(host, config))
+                .unwrap_err()
+                .to_string()
+        };
         assert_eq!(
-            check_host(t.path(), &req("natclient", "Nope")),
-            Err("configuration errors; aborting connection".to_string())
+            text("natclient", "Nope"),
+            "configuration errors; aborting connection"
         );
-        assert_eq!(
-            check_host(t.path(), &req("stranger", "Daily")),
-            Err("No host 'stranger'".to_string())
-        );
-        let e = check_host(t.path(), &req("lanclient", "Daily")).unwrap_err();
+        assert_eq!(text("stranger", "Daily"), "No host 'stranger'");
+        let e = text("lanclient", "Daily");
         assert!(
             e.starts_with("lanclient is not marked dial-in in ") && e.contains("dialin yes"),
             "{e}"
@@ -519,7 +546,9 @@ mod tests {
     #[test]
     fn an_ssl_hold_for_another_host_than_the_certificates_is_refused() {
         assert_eq!(check_claim(Some("natclient"), "NatClient"), Ok(()));
-        let e = check_claim(Some("otherclient"), "natclient").unwrap_err();
+        let e = check_claim(Some("otherclient"), "natclient")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with(
                 "the certificate of otherclient may not hold the dial-in connection of natclient"

@@ -369,8 +369,8 @@ pub fn obtain(r: &Rendezvous, host: &str, wait: Duration) -> Result<TcpStream, R
         // Ask the holder (waiting for one to appear).
         let (client, holder) = loop {
             match ask_holder(&host_path, token) {
-                Ok(Ok(answer)) => break answer,
-                Ok(Err(text)) => {
+                Ok(HolderAnswer::Forwarded(client, holder)) => break (client, holder),
+                Ok(HolderAnswer::Refused(text)) => {
                     return Err(RendezvousError::Refused {
                         host: host.to_string(),
                         text,
@@ -412,9 +412,16 @@ pub fn obtain(r: &Rendezvous, host: &str, wait: Duration) -> Result<TcpStream, R
     }
 }
 
-/// `Ok(Ok((client address, the holder's socket)))` when the holder forwarded the OPEN,
-/// `Ok(Err(text))` when it refused, `Err` when there is no holder.
-fn ask_holder(path: &Path, token: Token) -> io::Result<Result<(IpAddr, UnixStream), String>> {
+/// What the holder of a host said to an `OPEN`.
+enum HolderAnswer {
+    /// Forwarded to the client at this address; the socket carries a later `FAILED`.
+    Forwarded(IpAddr, UnixStream),
+    /// Refused, with its text.
+    Refused(String),
+}
+
+/// The holder's answer to `OPEN token`; `Err` when there is no holder.
+fn ask_holder(path: &Path, token: Token) -> io::Result<HolderAnswer> {
     let mut s = UnixStream::connect(path)?;
     s.set_read_timeout(Some(LINE_TIMEOUT))?;
     s.set_write_timeout(Some(LINE_TIMEOUT))?;
@@ -424,13 +431,12 @@ fn ask_holder(path: &Path, token: Token) -> io::Result<Result<(IpAddr, UnixStrea
     if let Some(addr) = line.strip_prefix("OK ") {
         return addr
             .parse()
-            .map(|a| Ok((a, s)))
+            .map(|a| HolderAnswer::Forwarded(a, s))
             .map_err(|_| io::Error::other("bad answer from the holder"));
     }
-    Ok(Err(line
-        .strip_prefix("ERROR ")
-        .unwrap_or(&line)
-        .to_string()))
+    Ok(HolderAnswer::Refused(
+        line.strip_prefix("ERROR ").unwrap_or(&line).to_string(),
+    ))
 }
 
 /// What came while a worker waited for its session.
