@@ -21,18 +21,7 @@ use std::time::Duration;
 
 use proto::Auth;
 
-use crate::services::ServiceKind;
-
-/// Services the real amandad knows but amanda-rs does not implement: accepted on the command
-/// line (inetd.conf lines name them), answered as not enabled.
-const OTHER_AMANDA_SERVICES: &[&str] = &[
-    "amindexd",
-    "amidxtaped",
-    "amdumpd",
-    "senddiscover",
-    "restore",
-    "ambackupd",
-];
+use crate::services::{IMPLEMENTED, Service, implemented};
 
 /// A listening socket of standalone mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,7 +179,7 @@ pub struct Args {
     /// no `-auth=` is served as bsd.
     pub auth: Option<Auth>,
     /// Services enabled by the command line.
-    pub enabled: Vec<ServiceKind>,
+    pub enabled: Vec<Service>,
     /// A problem every request is answered with, as amandad's rule 1 (spec §3.2): an unknown
     /// service word or auth on the command line. The text is the NAK message.
     pub global_error: Option<String>,
@@ -221,23 +210,25 @@ impl RawArgs {
             },
         };
         let mut enabled = Vec::new();
-        let mut enable = |k: ServiceKind| {
+        let mut enable = |k: Service| {
             if !enabled.contains(&k) {
                 enabled.push(k);
             }
         };
         for word in &self.services {
             if word == "amdump" {
-                ServiceKind::ALL.into_iter().for_each(&mut enable);
-            } else if let Some(k) = ServiceKind::from_name(word) {
+                IMPLEMENTED.into_iter().for_each(&mut enable);
+            } else if let Some(k) = implemented(word.as_bytes()) {
                 enable(k);
-            } else if !OTHER_AMANDA_SERVICES.contains(&word.as_str()) && global_error.is_none() {
+            } else if !Service::from_name(word.as_bytes()).is_some_and(Service::is_amandas)
+                && global_error.is_none()
+            {
                 global_error = Some(format!("invalid '{word}' service as argument to amandad"));
             }
         }
         if self.services.is_empty() {
             // With no service words, amandad enables its defaults; ours are the four we have.
-            enabled = ServiceKind::ALL.to_vec();
+            enabled = IMPLEMENTED.to_vec();
         }
         let mut listen = self.listen;
         if let Some(p) = self.udp_port {
@@ -300,7 +291,7 @@ mod tests {
     fn inetd_line_for_bsd_enables_the_amdump_services() {
         let a = args(&["-auth=bsd", "amdump"]);
         assert_eq!(a.auth, Some(Auth::Bsd));
-        assert_eq!(a.enabled, ServiceKind::ALL.to_vec());
+        assert_eq!(a.enabled, IMPLEMENTED.to_vec());
         assert_eq!(a.global_error, None);
     }
 
@@ -331,14 +322,14 @@ mod tests {
     fn dial_out_is_a_flag() {
         let a = args(&["--dial-out", "amdump"]);
         assert!(a.dial_out);
-        assert_eq!(a.enabled, ServiceKind::ALL.to_vec());
+        assert_eq!(a.enabled, IMPLEMENTED.to_vec());
         assert!(!args(&["amdump"]).dial_out);
     }
 
     #[test]
     fn a_single_service_word_disables_the_others() {
         let a = args(&["noop"]);
-        assert_eq!(a.enabled, vec![ServiceKind::Noop]);
+        assert_eq!(a.enabled, vec![Service::Noop]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use proto::pkt::PacketType;
 use proto::security::{self, Admission, Peer, PortRule};
 
-use crate::services::ServiceKind;
+use crate::services::{Service, implemented};
 
 /// The `.amandahosts` check: `Ok` when `user` on `host` (address `addr`) may run `service`,
 /// else the refusal text (amandad's, it becomes the NAK).
@@ -32,7 +32,7 @@ pub struct Policy<'a> {
     /// Rule 2: the first amanda-client.conf error, and whether there were more.
     pub conf_error: Option<(&'a str, bool)>,
     /// The services the command line enabled.
-    pub enabled: &'a [ServiceKind],
+    pub enabled: &'a [Service],
     /// The `.amandahosts` check.
     pub hosts: &'a dyn HostsCheck,
     /// Whether the source port must be reserved (every auth but ssl).
@@ -42,7 +42,7 @@ pub struct Policy<'a> {
 /// The verdict on a packet: start the service for the user with its arguments, answer with
 /// a NAK on the packet's own handle, or say nothing (a packet that is not a REQ: amandad
 /// logs and forgets it).
-pub type Verdict<'a> = Admission<'a, ServiceKind>;
+pub type Verdict<'a> = Admission<'a, Service>;
 
 /// Judges one packet that matched no running exchange. `peer` is the sender as the security
 /// checks see it (resolved name and source port), `addr` its address.
@@ -73,7 +73,7 @@ pub fn judge<'a>(
         |user, service| policy.hosts.check(peer.name, addr, user, service),
         |name| {
             let name = String::from_utf8_lossy(name);
-            match ServiceKind::from_name(&name) {
+            match implemented(name.as_bytes()) {
                 Some(kind) if policy.enabled.contains(&kind) => Ok(kind),
                 _ => Err(security::nak_body(
                     format!("{name}: invalid service, add '{name}' as argument to amandad")
@@ -87,6 +87,7 @@ pub fn judge<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::services::IMPLEMENTED;
 
     struct Allow(bool);
 
@@ -106,7 +107,7 @@ mod tests {
 
     fn judge_with<'a>(
         allow: bool,
-        enabled: &[ServiceKind],
+        enabled: &[Service],
         port: u16,
         ptype: PacketType,
         body: &'a [u8],
@@ -135,11 +136,11 @@ mod tests {
 
     #[test]
     fn a_good_noop_is_accepted_with_its_arguments() {
-        let v = judge_with(true, &ServiceKind::ALL, 850, PacketType::Req, NOOP);
+        let v = judge_with(true, &IMPLEMENTED, 850, PacketType::Req, NOOP);
         assert_eq!(
             v,
             Verdict::Accept {
-                service: ServiceKind::Noop,
+                service: Service::Noop,
                 user: "backup".into(),
                 args: b"OPTIONS features=ff;\n"
             }
@@ -148,13 +149,13 @@ mod tests {
 
     #[test]
     fn unreserved_port_gets_the_real_nak() {
-        let v = judge_with(true, &ServiceKind::ALL, 40000, PacketType::Req, NOOP);
+        let v = judge_with(true, &IMPLEMENTED, 40000, PacketType::Req, NOOP);
         assert_eq!(nak(v), "ERROR host localhost: port 40000 not secure\n");
     }
 
     #[test]
     fn amandahosts_refusal_gets_the_real_nak() {
-        let v = judge_with(false, &ServiceKind::ALL, 850, PacketType::Req, NOOP);
+        let v = judge_with(false, &IMPLEMENTED, 850, PacketType::Req, NOOP);
         assert_eq!(
             nak(v),
             "ERROR user backup from localhost is not allowed to execute the service noop: Please add the line \"localhost backup amdump\" to /var/backups/.amandahosts on the client\n"
@@ -164,7 +165,7 @@ mod tests {
     #[test]
     fn unknown_service_gets_the_real_nak() {
         let body = b"SECURITY USER backup\nSERVICE frobnicate\nOPTIONS features=ff;\n";
-        let v = judge_with(true, &ServiceKind::ALL, 850, PacketType::Req, body);
+        let v = judge_with(true, &IMPLEMENTED, 850, PacketType::Req, body);
         assert_eq!(
             nak(v),
             "ERROR frobnicate: invalid service, add 'frobnicate' as argument to amandad\n"
@@ -173,7 +174,7 @@ mod tests {
 
     #[test]
     fn disabled_service_gets_the_same_nak() {
-        let v = judge_with(true, &[ServiceKind::Sendsize], 850, PacketType::Req, NOOP);
+        let v = judge_with(true, &[Service::Sendsize], 850, PacketType::Req, NOOP);
         assert_eq!(
             nak(v),
             "ERROR noop: invalid service, add 'noop' as argument to amandad\n"
@@ -184,7 +185,7 @@ mod tests {
     fn missing_security_line_gets_the_real_nak() {
         let v = judge_with(
             true,
-            &ServiceKind::ALL,
+            &IMPLEMENTED,
             850,
             PacketType::Req,
             b"SERVICE noop\nOPTIONS x;\n",
@@ -196,7 +197,7 @@ mod tests {
     fn a_req_with_nothing_after_the_service_is_invalid() {
         let v = judge_with(
             true,
-            &ServiceKind::ALL,
+            &IMPLEMENTED,
             850,
             PacketType::Req,
             b"SECURITY USER backup\nSERVICE noop\n",
@@ -206,7 +207,7 @@ mod tests {
 
     #[test]
     fn stray_acks_are_ignored() {
-        let v = judge_with(true, &ServiceKind::ALL, 850, PacketType::Ack, b"");
+        let v = judge_with(true, &IMPLEMENTED, 850, PacketType::Ack, b"");
         assert_eq!(v, Verdict::Ignore(PacketType::Ack));
     }
 
@@ -221,7 +222,7 @@ mod tests {
         let policy = Policy {
             global_error: Some("invalid 'frob' service as argument to amandad"),
             conf_error: Some(("amanda-client.conf:3: bad", true)),
-            enabled: &ServiceKind::ALL,
+            enabled: &IMPLEMENTED,
             hosts: &hosts,
             port_rule: PortRule::Reserved,
         };

@@ -19,7 +19,8 @@ use crate::options::{Options, ParsedOptions};
 use crate::pkt::PacketType;
 use crate::quote::{ByteString, Strtok, until_nul};
 
-/// The services amandad knows (spec §3.5).
+/// The services amandad knows (spec §3.5), and amanda-rs's own `amdialin`: one vocabulary
+/// for amandad, `dumper listen` and the tools (each serves a subset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Service {
     /// `noop`: answers with the client's features.
@@ -42,11 +43,14 @@ pub enum Service {
     Restore,
     /// `ambackupd`.
     Ambackupd,
+    /// `amdialin`: a `dialin yes` client's HOLD connection to `dumper listen` (amanda-rs
+    /// only; the real amandad refuses it as an invalid service).
+    Amdialin,
 }
 
 impl Service {
-    /// Every service, in amandad's table order.
-    pub const ALL: [Service; 10] = [
+    /// Every service: amandad's table order, then amanda-rs's.
+    pub const ALL: [Service; 11] = [
         Service::Noop,
         Service::Sendsize,
         Service::Sendbackup,
@@ -57,6 +61,7 @@ impl Service {
         Service::Senddiscover,
         Service::Restore,
         Service::Ambackupd,
+        Service::Amdialin,
     ];
 
     /// The name on the wire and of the program in amlibexecdir.
@@ -72,7 +77,13 @@ impl Service {
             Service::Senddiscover => "senddiscover",
             Service::Restore => "restore",
             Service::Ambackupd => "ambackupd",
+            Service::Amdialin => "amdialin",
         }
+    }
+
+    /// Whether the real Amanda 3.5.1 knows the service (`amdialin` is amanda-rs's).
+    pub const fn is_amandas(self) -> bool {
+        !matches!(self, Service::Amdialin)
     }
 
     /// Looks a service up by its exact (case-sensitive) name.

@@ -59,7 +59,7 @@ use workers::{JobOutput, Workers};
 
 use crate::intake::{self, HostsCheck, Policy, Verdict};
 use crate::resolve::{self, CacheConfig, Lane, Lookup, Names, PeerName, PoolConfig};
-use crate::services::{self, ServiceContext, ServiceKind, Start};
+use crate::services::{self, Service, ServiceContext, Start};
 use limits::{Admission, Admit, Holder, InputBudget};
 use proto::Auth;
 use refusals::{Reason, RefusalLog};
@@ -167,7 +167,7 @@ pub struct ServerConfig {
     pub mode: Mode,
     /// The auth of UDP sockets (bsd or bsdudp).
     pub udp_auth: Auth,
-    pub enabled: Vec<ServiceKind>,
+    pub enabled: Vec<Service>,
     pub global_error: Option<String>,
     pub conf_error: Option<(String, bool)>,
     /// Exit after this long without work (inetd UDP mode); `None` never (`-no-exit`).
@@ -281,7 +281,7 @@ enum Work {
 struct Exchange {
     route: Route,
     responder: Responder,
-    service: ServiceKind,
+    service: Service,
     args: Vec<u8>,
     partial_ok: bool,
     work: Work,
@@ -885,10 +885,10 @@ impl Server {
         }
     }
 
-    fn start_exchange(&mut self, route: Route, service: ServiceKind, args: Vec<u8>) {
+    fn start_exchange(&mut self, route: Route, service: Service, args: Vec<u8>) {
         let now = Instant::now();
         let id = self.new_id();
-        let partial_ok = service == ServiceKind::Sendsize && dump::server_wants_partial(&args);
+        let partial_ok = service == Service::Sendsize && dump::server_wants_partial(&args);
         let beat = self.heartbeat_asked(&route, service, &args);
         let responder = Responder::new(now, self.cfg.responder.clone());
         match &route {
@@ -943,13 +943,13 @@ impl Server {
     fn heartbeat_asked(
         &mut self,
         route: &Route,
-        service: ServiceKind,
+        service: Service,
         args: &[u8],
     ) -> Option<Duration> {
         let Route::Tcp { conn, .. } = *route else {
             return None;
         };
-        if service != ServiceKind::Noop || self.conns.get(&conn).is_none_or(|(_, c)| c.dialed) {
+        if service != Service::Noop || self.conns.get(&conn).is_none_or(|(_, c)| c.dialed) {
             return None;
         }
         let every = proto::heartbeat::asked(args)?;
@@ -1049,7 +1049,7 @@ impl Server {
                     if self
                         .exchanges
                         .get(&id)
-                        .is_some_and(|ex| ex.service == ServiceKind::Sendbackup)
+                        .is_some_and(|ex| ex.service == Service::Sendbackup)
                     {
                         warn!("exchange {id}: the server never ACKed the REP; giving up");
                     } else {

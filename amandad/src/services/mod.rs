@@ -20,7 +20,7 @@ pub mod context;
 pub mod types;
 
 pub use context::ServiceContext;
-pub use types::{Job, Partial, ServiceKind, Start};
+pub use types::{IMPLEMENTED, Job, Partial, Service, Start, implemented};
 
 // The services.
 pub mod backup;
@@ -44,11 +44,13 @@ pub fn warm_up(ctx: &ServiceContext) {
 /// Dispatches a request that passed every security check. `args` is the REQ body after the
 /// `SERVICE` line. Never panics and never blocks: errors in the request become `ERROR ...`
 /// lines in a [`Start::Reply`], as the real services print them.
-pub fn start(ctx: &ServiceContext, kind: ServiceKind, args: &[u8]) -> Start {
+pub fn start(ctx: &ServiceContext, kind: Service, args: &[u8]) -> Start {
     match kind {
-        ServiceKind::Noop => Start::Reply(noop::reply(ctx)),
-        ServiceKind::Selfcheck => selfcheck::start(ctx, args),
-        ServiceKind::Sendsize => sendsize::start(ctx, args),
-        ServiceKind::Sendbackup => backup::start(ctx, args),
+        Service::Noop => Start::Reply(noop::reply(ctx)),
+        Service::Selfcheck => selfcheck::start(ctx, args),
+        Service::Sendsize => sendsize::start(ctx, args),
+        Service::Sendbackup => backup::start(ctx, args),
+        // The intake admits only what `types::implemented` names.
+        other => Start::Reply(format!("ERROR amandad does not serve {other}\n").into_bytes()),
     }
 }

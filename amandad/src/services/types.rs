@@ -1,43 +1,24 @@
 //! The types a service and the event loop share: which service a REQ names
-//! ([`ServiceKind`]) and what it turns into ([`Start`]: a reply, a job for the worker pool,
+//! ([`Service`], proto's, and the subset amandad implements) and what it turns into ([`Start`]: a reply, a job for the worker pool,
 //! or a backup). The dispatch itself is `super::start`.
 //!
 //! What this module must not do: hold behaviour (parsing, I/O); it only names things.
 
 use super::backup::BackupPlan;
 
-/// A service name amandad knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ServiceKind {
-    Noop,
-    Selfcheck,
-    Sendsize,
-    Sendbackup,
-}
+pub use proto::request::Service;
 
-impl ServiceKind {
-    /// Every service amandad implements, in the order `amdump` enables them.
-    pub const ALL: [ServiceKind; 4] = [
-        ServiceKind::Noop,
-        ServiceKind::Selfcheck,
-        ServiceKind::Sendsize,
-        ServiceKind::Sendbackup,
-    ];
+/// The services amandad implements, in the order `amdump` enables them.
+pub const IMPLEMENTED: [Service; 4] = [
+    Service::Noop,
+    Service::Selfcheck,
+    Service::Sendsize,
+    Service::Sendbackup,
+];
 
-    /// The wire name (`SERVICE <name>`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            ServiceKind::Noop => "noop",
-            ServiceKind::Selfcheck => "selfcheck",
-            ServiceKind::Sendsize => "sendsize",
-            ServiceKind::Sendbackup => "sendbackup",
-        }
-    }
-
-    /// Looks a wire name up.
-    pub fn from_name(name: &str) -> Option<ServiceKind> {
-        ServiceKind::ALL.into_iter().find(|s| s.name() == name)
-    }
+/// The service a wire name names, if amandad implements it.
+pub fn implemented(name: &[u8]) -> Option<Service> {
+    Service::from_name(name).filter(|s| IMPLEMENTED.contains(s))
 }
 
 /// Cumulative partial output of a job: every call passes everything produced so far.

@@ -308,6 +308,8 @@ fn dispatch(
                 cn,
             )
         }
+        // `intake::served` admits no other.
+        other => log::warn!("{peer}: {other} is not served here"),
     }
 }
 

@@ -17,37 +17,15 @@ use std::net::IpAddr;
 use proto::pkt::PacketType;
 use proto::security::{self, Admission, Peer, PortRule};
 
-/// The services of the listener. The dispatch on them is in `listen::conn`; a service is
-/// added here and there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Service {
-    /// `noop`: our features (ambackup asks first, to learn them).
-    Noop,
-    /// `ambackupd`: LISTDLE, CHECK, BACKUP of a client's own DLEs (spec §14).
-    Ambackupd,
-    /// `amdialin`: a `dialin yes` client's HOLD connection (amanda-rs, issue 14).
-    Amdialin,
-}
+pub use proto::request::Service;
 
-impl Service {
-    /// The service of a SERVICE line's name.
-    pub fn from_name(name: &[u8]) -> Option<Service> {
-        match name {
-            b"noop" => Some(Service::Noop),
-            b"ambackupd" => Some(Service::Ambackupd),
-            b"amdialin" => Some(Service::Amdialin),
-            _ => None,
-        }
-    }
+/// The services the listener serves (of proto's vocabulary); the dispatch on them is in
+/// `listen::conn`.
+pub const SERVED: [Service; 3] = [Service::Noop, Service::Ambackupd, Service::Amdialin];
 
-    /// The name on the wire and in `.amandahosts`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Noop => "noop",
-            Service::Ambackupd => "ambackupd",
-            Service::Amdialin => "amdialin",
-        }
-    }
+/// The service a SERVICE line names, if the listener serves it.
+pub fn served(name: &[u8]) -> Option<Service> {
+    Service::from_name(name).filter(|s| SERVED.contains(s))
 }
 
 /// The `.amandahosts` check: (peer name, address, remote user, service) -> `Err` with the
@@ -94,7 +72,7 @@ pub fn judge<'a>(
         rule,
         body,
         |user, service| hosts(peer.name, addr, user, service).map_err(|r| r.to_string()),
-        |name| Service::from_name(name).ok_or_else(|| proto::request::nak_invalid_service(name)),
+        |name| served(name).ok_or_else(|| proto::request::nak_invalid_service(name)),
     )
 }
 
