@@ -402,10 +402,9 @@ struct Got {
 fn scripted_client(grant: bool, hold: Duration) -> (u16, std::thread::JoinHandle<Got>) {
     use proto::frame::FrameReader;
     use proto::pkt::PacketType;
-    use proto::security::SecurityLine;
     use proto::tcp::Packet;
     use std::io::Read;
-    use util::fake_amandad::{frame, send_packet};
+    use util::fake_amandad::{frame, send_packet, take_packet};
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let thread = std::thread::spawn(move || {
@@ -435,13 +434,11 @@ fn scripted_client(grant: bool, hold: Duration) -> (u16, std::thread::JoinHandle
                     got.held_frames.push(f.handle);
                     continue;
                 }
-                let Ok(p) = Packet::parse(&f.payload) else {
+                let Some((ptype, body)) = take_packet(&mut s, &f) else {
                     continue;
                 };
-                match p.ptype {
+                match ptype {
                     PacketType::Req => {
-                        let body = String::from_utf8_lossy(p.body_without_security()).into_owned();
-                        let _ = send_packet(&mut s, f.handle, Packet::ack());
                         if !body.starts_with("SERVICE noop") {
                             held_since = Some(std::time::Instant::now());
                             continue;

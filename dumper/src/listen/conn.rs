@@ -149,6 +149,18 @@ fn accept_tls(
     })
 }
 
+/// A connection that starts with a dial-in session's preamble (in clear, also on an ssl
+/// listener): reads it and passes the socket to the worker waiting for its token.
+fn hand_over_session(shared: &Shared, mut control: Control) {
+    let peer = control.peer();
+    if let Ok((h, p)) = control.read_frame(shared.req_timeout, MAX_REQ_BYTES, "preamble")
+        && super::dialin::is_preamble(h, &p)
+    {
+        let (sock, _, _) = control.into_parts();
+        super::dialin::session(&shared.dialin, sock, peer, &p);
+    }
+}
+
 /// Serves one accepted connection. `authenticated` is called once the REQ passed the
 /// checks (the listener stops counting the connection as one that may be evicted).
 pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: &dyn Fn()) {
@@ -165,14 +177,7 @@ pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: 
             if named.check.is_err()
                 && super::dialin::peek_preamble(control.socket(), super::dialin::PREAMBLE_PEEK)
             {
-                if let Ok((h, p)) =
-                    control.read_frame(shared.req_timeout, MAX_REQ_BYTES, "preamble")
-                    && super::dialin::is_preamble(h, &p)
-                {
-                    let (sock, _, _) = control.into_parts();
-                    super::dialin::session(&shared.dialin, sock, peer, &p);
-                }
-                return;
+                return hand_over_session(shared, control);
             }
             if let Err(text) = &named.check {
                 // amandad refuses such a peer before reading anything (spec §3.4).
@@ -190,15 +195,7 @@ pub fn serve(shared: &Shared, sock: TcpStream, peer: SocketAddr, authenticated: 
             // issue 14: a dial-in session's preamble comes in clear, before its TLS (whose
             // client is then the dumper worker the listener hands it to).
             if super::dialin::peek_preamble(&sock, super::dialin::PREAMBLE_PEEK) {
-                let mut control = Control::new(Wire::Plain(sock), peer);
-                if let Ok((h, p)) =
-                    control.read_frame(shared.req_timeout, MAX_REQ_BYTES, "preamble")
-                    && super::dialin::is_preamble(h, &p)
-                {
-                    let (sock, _, _) = control.into_parts();
-                    super::dialin::session(&shared.dialin, sock, peer, &p);
-                }
-                return;
+                return hand_over_session(shared, Control::new(Wire::Plain(sock), peer));
             }
             // Amanda sends nothing to a refused ssl peer; the log says why.
             match accept_tls(tls, sock, peer, &named, shared.req_timeout) {

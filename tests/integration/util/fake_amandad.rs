@@ -117,6 +117,17 @@ pub fn send_packet(s: &mut TcpStream, handle: u32, p: Packet<'_>) -> io::Result<
     s.write_all(&out)
 }
 
+/// A frame's packet as a fake client takes it: its type and body (without the SECURITY
+/// line), a REQ already ACKed; `None` when the payload is no packet.
+pub fn take_packet(s: &mut TcpStream, f: &proto::frame::Frame<'_>) -> Option<(PacketType, String)> {
+    let p = Packet::parse(&f.payload).ok()?;
+    let body = String::from_utf8_lossy(p.body_without_security()).into_owned();
+    if p.ptype == PacketType::Req {
+        let _ = send_packet(s, f.handle, Packet::ack());
+    }
+    Some((p.ptype, body))
+}
+
 fn serve(mut s: TcpStream, scripts: &HashMap<String, Script>, default: &Script, stop: &AtomicBool) {
     let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
@@ -134,13 +145,11 @@ fn serve(mut s: TcpStream, scripts: &HashMap<String, Script>, default: &Script, 
             if f.is_eof() {
                 continue;
             }
-            let Ok(p) = Packet::parse(&f.payload) else {
+            let Some((ptype, body)) = take_packet(&mut s, &f) else {
                 continue;
             };
-            match p.ptype {
+            match ptype {
                 PacketType::Req => {
-                    let body = String::from_utf8_lossy(p.body_without_security()).into_owned();
-                    let _ = send_packet(&mut s, f.handle, Packet::ack());
                     let rep = if body.starts_with("SERVICE noop") {
                         format!("OPTIONS features={features};\n")
                     } else if body.starts_with("SERVICE sendsize") {
