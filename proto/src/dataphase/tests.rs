@@ -28,7 +28,7 @@ impl Rng {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Transport {
+enum Wire {
     /// bsd: one connection per stream, delivered independently.
     Raw,
     /// bsdudp/bsdtcp: one connection, streams in the order they were written.
@@ -74,12 +74,12 @@ sendbackup: client-CRC {client}\nsendbackup: end\n",
 
 /// Runs a whole dump through `transport`, cutting pieces with `rng`; returns the
 /// receiver's verdict and the sender's client-CRC.
-fn run_pair(transport: Transport, seed: u64, data_len: usize) -> (Received, crate::crc::CrcValue) {
+fn run_pair(transport: Wire, seed: u64, data_len: usize) -> (Received, crate::crc::CrcValue) {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let t0 = Instant::now();
     let mut now = t0;
     let streams = [Stream::Data, Stream::Mesg, Stream::Index];
-    let connected_at_once = transport == Transport::Mux && rng.below(2) == 0;
+    let connected_at_once = transport == Wire::Mux && rng.below(2) == 0;
     let mut client = Client {
         sender: Sender::new(
             SenderConfig::default(),
@@ -168,8 +168,8 @@ fn run_pair(transport: Transport, seed: u64, data_len: usize) -> (Received, crat
     }
     let mut delivery: Vec<Piece> = Vec::new();
     match transport {
-        Transport::Mux => delivery = split,
-        Transport::Raw => {
+        Wire::Mux => delivery = split,
+        Wire::Raw => {
             for p in split {
                 let s = match &p {
                     Piece::Bytes(s, _) | Piece::End(s) => *s,
@@ -219,7 +219,7 @@ fn deliver(rx: &mut Receiver, now: &mut Instant, rng: &mut Rng, p: Piece) {
 #[test]
 fn every_cut_and_interleaving_of_a_dump_gives_the_same_bytes_crc_and_verdict() {
     for seed in 0..60 {
-        for transport in [Transport::Raw, Transport::Mux] {
+        for transport in [Wire::Raw, Wire::Mux] {
             let len = 10240 * (1 + (seed as usize * 7) % 40);
             let (got, sent) = run_pair(transport, seed, len);
             assert!(

@@ -31,7 +31,7 @@ type Rule = (Dir, PacketType, usize, Fate);
 
 /// How the client's service behaves.
 #[derive(Clone, Debug)]
-enum Service {
+enum Behaviour {
     /// Replies with `REP` after the given time.
     ReplyAfter(Duration),
     /// Sends cumulative partial output every second for n seconds, then replies.
@@ -50,7 +50,7 @@ struct Pair {
     connect_failures: u32,
     client: Option<(Responder, Instant)>,
     client_events: Vec<(Duration, ResponderEvent)>,
-    service: Service,
+    service: Behaviour,
     service_starts: u32,
     in_flight: Vec<(Instant, Dir, Packet)>,
     sent: Vec<(Duration, Dir, PacketType)>,
@@ -59,7 +59,7 @@ struct Pair {
 }
 
 impl Pair {
-    fn new(config: InitiatorConfig, service: Service) -> Pair {
+    fn new(config: InitiatorConfig, service: Behaviour) -> Pair {
         let start = Instant::now();
         Pair {
             now: start,
@@ -151,12 +151,12 @@ impl Pair {
             return None;
         }
         match self.service {
-            Service::ReplyAfter(d) => Some(started + d),
-            Service::Partial(n) => {
+            Behaviour::ReplyAfter(d) => Some(started + d),
+            Behaviour::Partial(n) => {
                 let done = (self.now - started).as_secs() as u32;
                 (done <= n).then(|| started + Duration::from_secs(u64::from(done) + 1))
             }
-            Service::Nak | Service::Hang => None,
+            Behaviour::Nak | Behaviour::Hang => None,
         }
     }
 
@@ -184,8 +184,8 @@ impl Pair {
             r.handle_timeout(now);
             if r.awaiting_reply() {
                 match service {
-                    Service::ReplyAfter(d) if now >= *started + d => r.reply(now, REP.to_vec()),
-                    Service::Partial(n) => {
+                    Behaviour::ReplyAfter(d) if now >= *started + d => r.reply(now, REP.to_vec()),
+                    Behaviour::Partial(n) => {
                         let secs = (now - *started).as_secs() as u32;
                         if secs > n {
                             r.reply(now, REP.to_vec());
@@ -206,7 +206,7 @@ impl Pair {
             Some((r, _)) if !r.is_done() => r.handle_packet(now, p.ty, &p.body),
             // amandad treats a REQ with no running exchange as a brand new request.
             _ if p.ty == PacketType::Req => {
-                if let Service::Nak = self.service {
+                if let Behaviour::Nak = self.service {
                     self.send(
                         Dir::ToServer,
                         Packet::new(PacketType::Nak, b"ERROR refused\n".to_vec()),
@@ -289,8 +289,8 @@ impl Pair {
     }
 }
 
-fn quick() -> Service {
-    Service::ReplyAfter(Duration::from_millis(20))
+fn quick() -> Behaviour {
+    Behaviour::ReplyAfter(Duration::from_millis(20))
 }
 
 /// A pair whose server asks with the default settings and whose client answers at once.
@@ -367,7 +367,7 @@ fn req_lost_three_times_fails_with_ack_timeout_after_thirty_seconds() {
 
 #[test]
 fn lost_client_ack_while_service_runs_is_answered_with_another_ack() {
-    let mut p = Pair::new(InitiatorConfig::default(), Service::ReplyAfter(secs(20))).rule(
+    let mut p = Pair::new(InitiatorConfig::default(), Behaviour::ReplyAfter(secs(20))).rule(
         Dir::ToServer,
         PacketType::Ack,
         0,
@@ -389,7 +389,7 @@ fn lost_client_ack_while_service_runs_is_answered_with_another_ack() {
 
 #[test]
 fn lost_client_ack_and_rep_are_recovered_by_the_dup_req_resending_the_rep() {
-    let mut p = Pair::new(InitiatorConfig::default(), Service::ReplyAfter(secs(1)))
+    let mut p = Pair::new(InitiatorConfig::default(), Behaviour::ReplyAfter(secs(1)))
         .rule(Dir::ToServer, PacketType::Ack, 0, Fate::Drop)
         .rule(Dir::ToServer, PacketType::Rep, 0, Fate::Drop);
     p.drive();
@@ -456,7 +456,7 @@ fn late_duplicate_req_after_the_service_finished_runs_the_service_again() {
 #[test]
 fn rep_timeout_restarts_the_req_twice_then_fails() {
     let config = InitiatorConfig::with_rep_wait(secs(30));
-    let mut p = Pair::new(config, Service::Hang);
+    let mut p = Pair::new(config, Behaviour::Hang);
     p.drive();
     // Three REQ cycles (first + RESET_TRIES), each ACKed, then "timeout waiting for REP".
     assert_eq!(p.count(Dir::ToClient, PacketType::Req), 3);
@@ -476,7 +476,7 @@ fn rep_timeout_does_not_restart_after_the_drop_dead_time() {
         rep_wait: secs(2000),
         ..InitiatorConfig::default()
     };
-    let mut p = Pair::new(config, Service::Hang);
+    let mut p = Pair::new(config, Behaviour::Hang);
     p.drive();
     // 2000 s: restart (not yet an hour old); 4000 s: older than 3600 s, give up.
     assert_eq!(p.count(Dir::ToClient, PacketType::Req), 2);
@@ -489,7 +489,7 @@ fn rep_timeout_does_not_restart_after_the_drop_dead_time() {
 #[test]
 fn service_that_never_replies_is_naked_after_six_hours() {
     let config = InitiatorConfig::with_rep_wait(secs(7 * 3600));
-    let mut p = Pair::new(config, Service::Hang);
+    let mut p = Pair::new(config, Behaviour::Hang);
     p.drive();
     let nak_at = p
         .sent
@@ -510,7 +510,7 @@ fn service_that_never_replies_is_naked_after_six_hours() {
 
 #[test]
 fn partial_replies_reach_the_server_about_two_seconds_apart_and_are_not_acked() {
-    let mut p = Pair::new(InitiatorConfig::default(), Service::Partial(6));
+    let mut p = Pair::new(InitiatorConfig::default(), Behaviour::Partial(6));
     p.drive();
     let preps: Vec<_> = p
         .server_events
@@ -536,7 +536,7 @@ fn partial_replies_reach_the_server_about_two_seconds_apart_and_are_not_acked() 
 #[test]
 fn prep_does_not_extend_the_rep_deadline_past_rep_wait_after_the_req() {
     let config = InitiatorConfig::with_rep_wait(secs(3));
-    let mut p = Pair::new(config, Service::Partial(100));
+    let mut p = Pair::new(config, Behaviour::Partial(100));
     p.drive();
     let first_resend = p
         .sent
@@ -551,7 +551,7 @@ fn prep_does_not_extend_the_rep_deadline_past_rep_wait_after_the_req() {
 
 #[test]
 fn nak_ends_the_exchange_with_the_body() {
-    let mut p = Pair::new(InitiatorConfig::default(), Service::Nak);
+    let mut p = Pair::new(InitiatorConfig::default(), Behaviour::Nak);
     p.drive();
     assert_eq!(
         p.terminal(),
@@ -562,7 +562,7 @@ fn nak_ends_the_exchange_with_the_body() {
 
 #[test]
 fn every_packet_duplicated_still_completes_once() {
-    let mut p = Pair::new(InitiatorConfig::default(), Service::ReplyAfter(secs(1)));
+    let mut p = Pair::new(InitiatorConfig::default(), Behaviour::ReplyAfter(secs(1)));
     for (dir, ty) in [
         (Dir::ToClient, PacketType::Req),
         (Dir::ToServer, PacketType::Ack),
@@ -655,7 +655,7 @@ fn random_loss_and_duplication_always_settle_with_exactly_one_outcome() {
         let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut p = Pair::new(
             InitiatorConfig::with_rep_wait(secs(30)),
-            Service::ReplyAfter(Duration::from_millis(rng.next() % 15_000)),
+            Behaviour::ReplyAfter(Duration::from_millis(rng.next() % 15_000)),
         );
         for dir in [Dir::ToClient, Dir::ToServer] {
             for ty in PacketType::ALL {
