@@ -171,41 +171,10 @@ mod tests {
         );
     }
 
+    /// The attacks are the corpus's `issue10_*` entries
+    /// (`named_runtar_corpus_entries_are_judged_as_named`); these are what amandad sends.
     #[test]
-    fn the_verdict_catches_every_attack_and_passes_amandads_argv() {
-        for bad in [
-            &[
-                "I",
-                "id > OUT; cat >/dev/null",
-                "--create",
-                "--file",
-                "/dev/null",
-                "--directory",
-                "/etc",
-                "hostname",
-            ][..],
-            &["--create", "--file=/dev/null", "-Itouch x", "."],
-            &["--create", "--file=-", "--to-com=sh", "."],
-            &["--create", "--file=-", "--checkpoint-action=exec=sh", "."],
-            &["--create", "--file=host:/x", "--rsh-command=/bin/sh", "."],
-            &["--create", "--file=/tmp/new", "."],
-            &["--create", "--file=-", "--index-file=/tmp/x", "."],
-            &["--create", "--file=-", "--transform=s/a/b/e", "."],
-            &["--create", "--file=-", "--files-from=/tmp/l"],
-            &[
-                "--create",
-                "--file=-",
-                "--files-from=/tmp/l",
-                "--verbatim-files-from",
-            ],
-            &["--create", "--file=-", "--newer=/etc/shadow", "."],
-            &["--create", "--file=-", "--exclude-tag=../../dev/st0", "."],
-            &["--create", "--file=-", ".", "--to-command=sh"],
-            &["--create", "--file=-", "--file=/tmp/x", "."],
-            &["--create", "--atime-preserve", "-Ish", "--file=-"],
-        ] {
-            assert!(verdict(bad).is_err(), "{bad:?}");
-        }
+    fn the_verdict_passes_amandads_argv() {
         for good in [
             runtar::tests::GOOD,
             &[
@@ -399,6 +368,6 @@ mod tests {
                 assert_eq!(tar_model::verdict(&tar_args), Ok(()), "{name}");
             }
         }
-        assert!(seen.0 >= 15 && seen.1 >= 4, "{seen:?}");
+        assert!(seen.0 >= 18 && seen.1 >= 4, "{seen:?}");
     }
 }

@@ -106,28 +106,3 @@ pub fn conf_client(data: &[u8]) {
         .map(|l| l.value.auth.to_string())
         .map_err(|e| e.to_string());
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Hostile inputs that must not panic, beyond the committed corpora (which the
-    /// integration test `fuzz_corpora` replays).
-    #[test]
-    fn hostile_inputs_do_not_panic_any_target() {
-        for (_, f) in TARGETS {
-            for data in [
-                &b""[..],
-                b"\0",
-                b"{\n}\n}",
-                b"define dumptype x {\n",
-                b"\"unterminated",
-                b"includefile \"inc.conf\"\0includefile \"inc.conf\"\n",
-                b"h /d {\n  x {\n   y {\n",
-                &[0xff, 0xfe, b'\n', b'-', b'9'],
-            ] {
-                f(data);
-            }
-        }
-    }
-}
