@@ -17,13 +17,9 @@
 # printed. Needs root, scripts/setup and release binaries (cargo build --release -p amandad
 # --bins). Usage: sudo benches/compare-codec.sh   (env: SRC=/usr/share, ROOT, KEEP=1,
 # ONLY="ours-fast real-fast" for some rows)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
-SRC=${SRC:-/usr/share}
-ROOT=${ROOT:-/dev/shm/amanda-rs-codec-bench-$$}
 BENCH=compare-codec
-. benches/lib.sh
+SRC=${SRC:-/usr/share}
+. "$(dirname "$0")/lib.sh"
 # (not lib.sh's need_tools: this bench needs no dumper)
 [ "$(id -u)" = 0 ] || die "run as root (reserved ports, the Amanda user)"
 for f in /usr/sbin/amdump /usr/lib/amanda/amandad /usr/sbin/inetd \

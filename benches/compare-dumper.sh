@@ -12,24 +12,16 @@
 #
 # Needs root, `scripts/setup` and the release binaries (cargo build --release --workspace
 # --bins). Usage: sudo benches/compare-dumper.sh   (env: BIG_MIB, SMALL_FILES, ROOT, KEEP=1)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
-BIG_MIB=${BIG_MIB:-2048}
-SMALL_FILES=${SMALL_FILES:-100000}
-ROOT=${ROOT:-/dev/shm/amanda-rs-bench-$$}
-
 BENCH=compare-dumper
-. benches/lib.sh
+SMALL_FILES=${SMALL_FILES:-100000}
+. "$(dirname "$0")/lib.sh"
 need_tools
 
 trap bench_cleanup EXIT
 
-mkdir -p "$ROOT"/{data,real,ours}
-chmod 755 "$ROOT"
-echo "== generating data in $ROOT/data (tmpfs)"
-mkdir -p "$ROOT/data/big" "$ROOT/data/small"
-head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom > "$ROOT/data/big/big.bin"
+make_big_data
+echo "== $SMALL_FILES small files in $ROOT/data/small"
+mkdir -p "$ROOT/data/small"
 python3 - "$ROOT/data/small" "$SMALL_FILES" <<'EOF'
 import os, sys
 root, n = sys.argv[1], int(sys.argv[2])

@@ -11,24 +11,15 @@
 #
 # Needs root, `scripts/setup` and the release binaries (cargo build --release --workspace
 # --bins). Usage: sudo benches/compare-ssl.sh   (env: BIG_MIB, ROUNDS, ROOT, KEEP=1)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
-BIG_MIB=${BIG_MIB:-2048}
-ROUNDS=${ROUNDS:-3}
-ROOT=${ROOT:-/dev/shm/amanda-rs-bench-ssl-$$}
-
 BENCH=compare-ssl
-. benches/lib.sh
+ROUNDS=${ROUNDS:-3}
+. "$(dirname "$0")/lib.sh"
 need_tools
 command -v amssl > /dev/null || die "amssl is missing (scripts/setup)"
 
 trap bench_cleanup EXIT
 
-mkdir -p "$ROOT"/{data/big,real,ours}
-chmod 755 "$ROOT"
-echo "== $BIG_MIB MiB of random data in $ROOT/data (tmpfs)"
-head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom > "$ROOT/data/big/big.bin"
+make_big_data
 bytes=$(du -sb "$ROOT/data/big" | cut -f1)
 
 echo "== certificates with the real amssl"

@@ -20,15 +20,9 @@
 # Needs root, `scripts/setup` and the release binaries (cargo build --release --workspace
 # --bins), and about 3 x BIG_MIB MiB free on /dev/shm. Usage: sudo benches/compare-taper.sh
 # (env: BIG_MIB, RUNS (default 1: runs per server; the best wall time counts), ROOT, KEEP=1)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
-BIG_MIB=${BIG_MIB:-2048}
-RUNS=${RUNS:-1}
-ROOT=${ROOT:-/dev/shm/amanda-rs-taper-bench-$$}
-
 BENCH=compare-taper
-. benches/lib.sh
+RUNS=${RUNS:-1}
+. "$(dirname "$0")/lib.sh"
 need_tools
 
 cleanup() {
@@ -38,10 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$ROOT"/{data/big,real,ours}
-chmod 755 "$ROOT"
-echo "== generating $BIG_MIB MiB in $ROOT/data (tmpfs)"
-head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom > "$ROOT/data/big/big.bin"
+make_big_data
 bytes=$(du -sb "$ROOT/data/big" | cut -f1)
 
 # ---------------------------------------------------------------- clients

@@ -1,8 +1,14 @@
-# Shared by the compare-*.sh scripts (sourced from the repository's root, not run): the
-# checks, a free port, the cleanup, the two bsdtcp clients side by side on loopback and the
-# amanda.conf. The caller sets BENCH (its name), ROOT (its scratch directory, with real/ and
-# ours/ made when it starts the clients here) and CFG (its configuration, once known), and
-# adds what cleanup kills to the array pids.
+# Shared by the compare-*.sh scripts (sourced first, not run): strict mode, the repository's
+# root as the working directory, the defaults of ROOT and BIG_MIB, the checks, a free port, the
+# cleanup, the two bsdtcp clients side by side on loopback and the amanda.conf. The caller sets
+# BENCH (its name) before sourcing, and CFG (its configuration, once known) after; ROOT is its
+# scratch directory (real/ and ours/ are made when it starts the clients here); it adds what
+# cleanup kills to the array pids.
+
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=${ROOT:-/dev/shm/amanda-rs-$BENCH-$$}
+BIG_MIB=${BIG_MIB:-2048}
 
 BIN=${BIN:-$PWD/target/release}  # the release binaries
 AMUSER=backup
@@ -31,6 +37,15 @@ bench_cleanup() {
     stop_pids
     if [ -n "${CFG:-}" ]; then rm -f "/etc/amanda/$CFG"; fi
     if [ "${KEEP:-0}" != 1 ]; then rm -rf "$ROOT"; else echo "kept $ROOT"; fi
+}
+
+# ROOT (world-readable, with real/ and ours/) and data/big/big.bin: BIG_MIB MiB of random
+# bytes, which no codec shrinks.
+make_big_data() {
+    mkdir -p "$ROOT"/{data/big,real,ours}
+    chmod 755 "$ROOT"
+    echo "== $BIG_MIB MiB of random data in $ROOT/data/big (tmpfs)"
+    head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom > "$ROOT/data/big/big.bin"
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

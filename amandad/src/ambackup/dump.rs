@@ -93,100 +93,100 @@ pub fn run(
     let Some(streams) = Streams::of(reply) else {
         return Ok(Outcome::Failed("no DATA or MESG stream".into()));
     };
-    let mut server = ServerMesg::new();
+    let mut server = Server {
+        streams,
+        mesg: ServerMesg::new(),
+        print,
+    };
     let plan = match services::backup::start(ctx, &reply.request) {
         Start::Backup(plan) => plan,
         Start::Reply(rep) => {
             let text = String::from_utf8_lossy(&rep).trim_end().to_string();
-            print(&text);
-            return refuse(conn, &streams, &mut server, &text, print);
+            (server.print)(&text);
+            return server.refuse(conn, &text);
         }
-        Start::Job(_) => {
-            return refuse(conn, &streams, &mut server, "unexpected job", print);
-        }
+        Start::Job(_) => return server.refuse(conn, "unexpected job"),
     };
     let stages = plan.spec.client_stages().to_vec();
     match BackupRun::spawn(plan.spec) {
-        Ok(spawned) => relay(conn, &streams, spawned, &stages, &mut server, print),
+        Ok(spawned) => relay(conn, spawned, &stages, &mut server),
         Err(e) => {
-            print(&format!("ERROR {e}"));
-            conn.queue(streams.mesg, &BackupRun::spawn_failure_mesg(&e));
-            streams.end_outputs(conn);
-            await_verdict(conn, &streams, &mut server, print)
+            (server.print)(&format!("ERROR {e}"));
+            conn.queue(server.streams.mesg, &BackupRun::spawn_failure_mesg(&e));
+            server.streams.end_outputs(conn);
+            server.await_verdict(conn)
         }
     }
 }
 
-/// The dump cannot start: tell the server on MESG, end the streams, take its verdict.
-fn refuse(
-    conn: &mut Conn,
-    streams: &Streams,
-    server: &mut ServerMesg,
-    why: &str,
-    print: Print<'_>,
-) -> Result<Outcome, ConnError> {
-    conn.queue(
-        streams.mesg,
-        &MesgLine::error(why.trim_start_matches("ERROR ").as_bytes()).encode(),
-    );
-    conn.queue(streams.mesg, &MesgLine::End.encode());
-    streams.end_outputs(conn);
-    await_verdict(conn, streams, server, print)
+/// The server as one dump sees it: its stream handles, the MESG lines it sent (which
+/// carry its verdict), and where those lines are shown.
+struct Server<'p> {
+    streams: Streams,
+    mesg: ServerMesg,
+    print: Print<'p>,
 }
 
-/// Takes the server's frames: MESG lines are printed; returns whether the server ended
-/// DATA.
-fn take_frames(
-    conn: &mut Conn,
-    streams: &Streams,
-    server: &mut ServerMesg,
-    print: Print<'_>,
-) -> Result<bool, ConnError> {
-    let mut data_closed = false;
-    while let Some(f) = conn.next_frame() {
-        if f.handle == streams.mesg && !f.is_eof() {
-            let lines = server
-                .push(&f.payload)
-                .map_err(|e| ConnError::Exchange(e.to_string()))?;
-            for l in lines {
-                print(&l);
+impl Server<'_> {
+    /// The dump cannot start: tell the server on MESG, end the streams, take its verdict.
+    fn refuse(&mut self, conn: &mut Conn, why: &str) -> Result<Outcome, ConnError> {
+        let mesg = self.streams.mesg;
+        conn.queue(
+            mesg,
+            &MesgLine::error(why.trim_start_matches("ERROR ").as_bytes()).encode(),
+        );
+        conn.queue(mesg, &MesgLine::End.encode());
+        self.streams.end_outputs(conn);
+        self.await_verdict(conn)
+    }
+
+    /// Takes the server's frames: MESG lines are printed; returns whether the server ended
+    /// DATA.
+    fn take_frames(&mut self, conn: &mut Conn) -> Result<bool, ConnError> {
+        let mut data_closed = false;
+        while let Some(f) = conn.next_frame() {
+            if f.handle == self.streams.mesg && !f.is_eof() {
+                let lines = self
+                    .mesg
+                    .push(&f.payload)
+                    .map_err(|e| ConnError::Exchange(e.to_string()))?;
+                for l in lines {
+                    (self.print)(&l);
+                }
+            } else if f.handle == self.streams.data && f.is_eof() {
+                data_closed = true;
             }
-        } else if f.handle == streams.data && f.is_eof() {
-            data_closed = true;
+            // Anything else (the server's ends of INDEX/STATE, stray control frames) is
+            // noise.
         }
-        // Anything else (the server's ends of INDEX/STATE, stray control frames) is noise.
+        Ok(data_closed)
     }
-    Ok(data_closed)
-}
 
-/// Everything is sent: waits for `MESG END` (or the end of the connection), then ends MESG.
-fn await_verdict(
-    conn: &mut Conn,
-    streams: &Streams,
-    server: &mut ServerMesg,
-    print: Print<'_>,
-) -> Result<Outcome, ConnError> {
-    let mut until = Instant::now() + VERDICT_WAIT;
-    loop {
-        take_frames(conn, streams, server, print)?;
-        if server.ended() || conn.is_closed() {
-            break;
+    /// Everything is sent: waits for `MESG END` (or the end of the connection), then ends
+    /// MESG.
+    fn await_verdict(&mut self, conn: &mut Conn) -> Result<Outcome, ConnError> {
+        let mut until = Instant::now() + VERDICT_WAIT;
+        loop {
+            self.take_frames(conn)?;
+            if self.mesg.ended() || conn.is_closed() {
+                break;
+            }
+            let before = conn.pending();
+            conn.wait(&[], Some(until))?;
+            if conn.pending() < before {
+                until = Instant::now() + VERDICT_WAIT;
+            }
+            if Instant::now() >= until {
+                return Err(ConnError::Silent {
+                    peer: conn.peer(),
+                    waited: VERDICT_WAIT,
+                });
+            }
         }
-        let before = conn.pending();
-        conn.wait(&[], Some(until))?;
-        if conn.pending() < before {
-            until = Instant::now() + VERDICT_WAIT;
-        }
-        if Instant::now() >= until {
-            return Err(ConnError::Silent {
-                peer: conn.peer(),
-                waited: VERDICT_WAIT,
-            });
-        }
+        conn.queue_eof(self.streams.mesg);
+        let _ = conn.flush();
+        Ok(self.mesg.outcome())
     }
-    conn.queue_eof(streams.mesg);
-    let _ = conn.flush();
-    Ok(server.outcome())
 }
 
 fn set_nonblocking(fd: &OwnedFd) {
@@ -284,11 +284,9 @@ impl Filters {
 
 fn relay(
     conn: &mut Conn,
-    streams: &Streams,
     spawned: Spawned,
     stages: &[Stage],
-    server: &mut ServerMesg,
-    print: Print<'_>,
+    server: &mut Server<'_>,
 ) -> Result<Outcome, ConnError> {
     let Spawned {
         mut run,
@@ -301,7 +299,7 @@ fn relay(
     set_nonblocking(&data);
     set_nonblocking(&messages);
     let mut links = vec![(Stream::Data, true), (Stream::Mesg, true)];
-    links.extend(streams.others.iter().map(|(s, _)| (*s, true)));
+    links.extend(server.streams.others.iter().map(|(s, _)| (*s, true)));
     let mut sender = Sender::new(SenderConfig::default(), &links);
     sender.on_acked(Instant::now());
     let kill = |child: &mut Tar| {
@@ -320,7 +318,7 @@ fn relay(
             }
         }
     }
-    let index = streams.index();
+    let index = server.streams.index();
     let mut data_eof = false;
     let mut msg_eof = false;
     let mut finished = false;
@@ -331,36 +329,36 @@ fn relay(
         while let Some(ev) = sender.poll_event() {
             match ev {
                 SenderEvent::Start => {
-                    conn.queue(streams.mesg, run.mesg_header());
+                    conn.queue(server.streams.mesg, run.mesg_header());
                     sender.header_sent();
                 }
-                SenderEvent::Close => streams.end_outputs(conn),
+                SenderEvent::Close => server.streams.end_outputs(conn),
                 SenderEvent::Abort(e) => {
                     kill(&mut child);
-                    print(&format!("ERROR {e}"));
-                    streams.end_outputs(conn);
-                    return await_verdict(conn, streams, server, print);
+                    (server.print)(&format!("ERROR {e}"));
+                    server.streams.end_outputs(conn);
+                    return server.await_verdict(conn);
                 }
             }
         }
         if finished {
-            return await_verdict(conn, streams, server, print);
+            return server.await_verdict(conn);
         }
-        if take_frames(conn, streams, server, print)? {
+        if server.take_frames(conn)? {
             sender.on_peer_closed(Stream::Data);
             continue;
         }
-        if server.ended() || conn.is_closed() {
+        if server.mesg.ended() || conn.is_closed() {
             // The server gave up on this dump (or the connection is gone): stop tar.
             kill(&mut child);
             if conn.is_closed() {
-                return Ok(server.outcome());
+                return Ok(server.mesg.outcome());
             }
-            streams.end_outputs(conn);
-            return await_verdict(conn, streams, server, print);
+            server.streams.end_outputs(conn);
+            return server.await_verdict(conn);
         }
         if let Some(f) = filters.as_mut() {
-            f.pump(conn, streams, &mut sender);
+            f.pump(conn, &server.streams, &mut sender);
             if filter_error.is_none() {
                 filter_error = f.failure.clone();
             }
@@ -424,7 +422,7 @@ fn relay(
                     }
                     None => {
                         sender.on_unfiltered(&buf[..n]);
-                        conn.queue(streams.data, &buf[..n]);
+                        conn.queue(server.streams.data, &buf[..n]);
                     }
                 },
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -441,7 +439,7 @@ fn relay(
                 Ok(n) => {
                     let mut out = StreamOutput::default();
                     run.on_messages(&buf[..n], &mut out);
-                    write_output(conn, streams.mesg, index, &out);
+                    write_output(conn, server.streams.mesg, index, &out);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => {
@@ -464,7 +462,7 @@ fn relay(
                 filter_error.as_deref(),
                 &mut out,
             );
-            write_output(conn, streams.mesg, index, &out);
+            write_output(conn, server.streams.mesg, index, &out);
             drop(filters.take());
             sender.on_application_done();
             finished = true;
