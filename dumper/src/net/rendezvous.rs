@@ -528,6 +528,16 @@ mod tests {
         (d, r)
     }
 
+    /// What the hold thread's loop does: polls until a worker's request comes.
+    fn first_request(holder: &HostSocket) -> OpenRequest {
+        loop {
+            if let Some(q) = holder.next_request() {
+                return q;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     // issue 14: a worker's OPEN reaches the holder, and the session the listener receives
     // reaches the worker as a working TCP socket.
     #[test]
@@ -541,12 +551,7 @@ mod tests {
             std::thread::spawn(move || obtain(&r2, "client.example", Duration::from_secs(10)));
         // The holder: forward, then "the client" opens the session and the listener
         // delivers it.
-        let req = loop {
-            if let Some(q) = holder.next_request() {
-                break q;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let req = first_request(&holder);
         let token = req.token;
         req.forwarded("127.0.0.1".parse().unwrap());
         let mut client_side = TcpStream::connect(addr).unwrap();
@@ -572,12 +577,7 @@ mod tests {
         let started = Instant::now();
         let worker =
             std::thread::spawn(move || obtain(&r2, "client.example", Duration::from_secs(30)));
-        let req = loop {
-            if let Some(q) = holder.next_request() {
-                break q;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let req = first_request(&holder);
         let f = req.forwarded("127.0.0.1".parse().unwrap());
         f.failed("through HTTP proxy p:3128: \"HTTP/1.1 403 Forbidden\"\n\x1b[2J");
         let e = worker.join().unwrap().unwrap_err();
