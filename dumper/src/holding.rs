@@ -33,16 +33,17 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use nix::fcntl::{Flock, FlockArg};
+use portpool_alloc::registry::{LockError, lock_by_name, open_for_lock};
 use proto::crc::{Crc32c, CrcValue};
 use proto::header::{DumpHeader, FileKind, HEADER_SIZE};
 use proto::quote::sanitise_filename;
@@ -192,37 +193,28 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Opens `path` for writing, creating it, with an exclusive `flock` taken **before** the
 /// file is truncated: a file another writer holds is refused (`WouldBlock`), never cut.
-/// Retries when the name was swept away between the open and the lock.
+/// A name swept away between the open and the lock is opened again
+/// ([`portpool_alloc::registry::lock_by_name`]).
 pub fn open_locked(path: &Path, mode: u32) -> io::Result<Flock<File>> {
-    for _ in 0..8 {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(mode)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(path)?;
-        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-            io::Error::new(
-                io::Error::from(e).kind(),
-                format!(
-                    "{} is being written by another dumper ({e})",
-                    path.display()
-                ),
-            )
-        })?;
-        // A sweeper may have removed the name between our open and our lock: then the
-        // lock is on an orphaned inode, and the name must be opened again.
-        let (ours, named) = (file.metadata()?, fs::symlink_metadata(path));
-        if named.is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino()) {
+    match lock_by_name(path, |p| open_for_lock(p, mode)) {
+        Ok(file) => {
             file.set_len(0)?;
-            return Ok(file);
+            Ok(file)
         }
+        Err(LockError::Held(_)) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "{} is being written by another dumper ({})",
+                path.display(),
+                nix::errno::Errno::EWOULDBLOCK
+            ),
+        )),
+        Err(LockError::Io(e)) => Err(e),
+        Err(LockError::Raced) => Err(io::Error::other(format!(
+            "{}: removed by someone else each time it was created",
+            path.display()
+        ))),
     }
-    Err(io::Error::other(format!(
-        "{}: removed by someone else each time it was created",
-        path.display()
-    )))
 }
 
 /// The in-progress name of a holding file.

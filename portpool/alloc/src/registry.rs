@@ -89,56 +89,92 @@ impl Registry {
             path: path.clone(),
             source,
         };
-        // A bounded number of attempts: each retry means the file was unlinked between
-        // our open and our lock, which only a release racing with us does.
-        for _ in 0..16 {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o644)
-                // The directory is shared (mode 1777): never follow a symlink planted there.
-                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-                .open(&path)
-                .or_else(|e| {
-                    // A lock file left by another user: a read-only fd can be flocked.
-                    if e.kind() == io::ErrorKind::PermissionDenied {
-                        OpenOptions::new()
-                            .read(true)
-                            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-                            .open(&path)
-                    } else {
-                        Err(e)
-                    }
+        let open = |p: &Path| {
+            // The directory is shared (mode 1777); a lock file left by another user is
+            // opened read-only: a read-only fd can be flocked.
+            open_for_lock(p, 0o644).or_else(|e| {
+                if e.kind() == io::ErrorKind::PermissionDenied {
+                    OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                        .open(p)
+                } else {
+                    Err(e)
+                }
+            })
+        };
+        match lock_by_name(&path, open) {
+            Ok(mut lock) => {
+                // Best effort: a read-only fd cannot record the pid.
+                let _ = write_pid(&mut lock);
+                Ok(HostLock {
+                    lock: Some(lock),
+                    path,
                 })
-                .map_err(io_err)?;
-            let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => lock,
-                Err((mut file, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
-                    return Err(ClaimError::Held {
-                        pid: read_pid(&mut file),
-                    });
-                }
-                Err((_, errno)) => return Err(io_err(io::Error::from(errno))),
-            };
-            let ours = lock.metadata().map_err(io_err)?;
-            match fs::metadata(&path) {
-                Ok(at_path) if at_path.ino() == ours.ino() && at_path.dev() == ours.dev() => {
-                    // Best effort: a read-only fd cannot record the pid.
-                    let _ = write_pid(&mut lock);
-                    return Ok(HostLock {
-                        lock: Some(lock),
-                        path,
-                    });
-                }
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err(e)),
             }
+            Err(LockError::Held(mut file)) => Err(ClaimError::Held {
+                pid: read_pid(&mut file),
+            }),
+            // Unlinked under us on every attempt: only releases racing with us do that.
+            Err(LockError::Raced) => Err(ClaimError::Held { pid: None }),
+            Err(LockError::Io(e)) => Err(io_err(e)),
         }
-        Err(ClaimError::Held { pid: None })
     }
+}
+
+/// Why [`lock_by_name`] did not take its lock.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another open file holds it; the file is handed back (to read a pid from, say).
+    #[error("held by another open file")]
+    Held(File),
+    #[error("{0}")]
+    Io(io::Error),
+    /// The name was removed or replaced between the open and the lock, every time.
+    #[error("removed or replaced each time it was locked")]
+    Raced,
+}
+
+/// Opens `path` to be locked: read-write, created with `mode` if missing, never truncated
+/// (the lock comes first), never through a symlink, not inherited by children.
+pub fn open_for_lock(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// An exclusive, non-blocking `flock` on the file named `path`, opened by `open`, that is
+/// still the file of that name once locked: a remover may unlink the name between our open
+/// and our lock, leaving the lock on an orphaned inode, so the name is checked (same device
+/// and inode) and the open retried a bounded number of times. Shared by this registry and
+/// dumper's holding and index files.
+pub fn lock_by_name(
+    path: &Path,
+    open: impl Fn(&Path) -> io::Result<File>,
+) -> Result<Flock<File>, LockError> {
+    for _ in 0..16 {
+        let lock = match Flock::lock(
+            open(path).map_err(LockError::Io)?,
+            FlockArg::LockExclusiveNonblock,
+        ) {
+            Ok(lock) => lock,
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => return Err(LockError::Held(file)),
+            Err((_, errno)) => return Err(LockError::Io(errno.into())),
+        };
+        let ours = lock.metadata().map_err(LockError::Io)?;
+        match fs::symlink_metadata(path) {
+            Ok(named) if named.dev() == ours.dev() && named.ino() == ours.ino() => return Ok(lock),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(LockError::Io(e)),
+        }
+    }
+    Err(LockError::Raced)
 }
 
 fn write_pid(file: &mut File) -> io::Result<()> {
