@@ -839,7 +839,7 @@ mod tests {
         assert_eq!(inline.spindle, 2);
         assert_eq!(inline.dumptype.compress, Compress::ServerFast);
         assert_eq!(inline.dumptype.maxdumps, 2);
-        assert_eq!(inline.dumptype.exclude.list_files, [".exclude"]);
+        assert_eq!(inline.dumptype.exclude.lists, [&b".exclude"[..]]);
         assert_eq!(inline.dumptype.name, "custom(slowsrv:/usr).1");
         assert_eq!(d.entries[3].disk, b"/dle with space");
         assert_eq!(d.entries[4].disk, b"/a/b");

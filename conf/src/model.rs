@@ -14,7 +14,7 @@ use crate::defaults as D;
 use crate::resolve::{BlockKind, DumptypeBase, NamedVec, Params, RawDef, Scope};
 use crate::source::Location;
 use crate::value::{
-    Compress, DataPath, Encrypt, Estimate, ExInclude, ExecuteWhere, HoldingPolicy, PartCacheType,
+    Compress, DataPath, Encrypt, Estimate, ExecuteWhere, FileList, HoldingPolicy, PartCacheType,
     Properties, Strategy, Value,
 };
 
@@ -270,9 +270,9 @@ pub struct Dumptype {
     /// `estimate` methods in order (default client).
     pub estimate: Vec<Estimate>,
     /// `exclude`.
-    pub exclude: ExInclude,
+    pub exclude: FileList,
     /// `include`.
-    pub include: ExInclude,
+    pub include: FileList,
     /// `index` (default yes).
     pub index: bool,
     /// `record` (default yes).
@@ -361,7 +361,7 @@ impl Dumptype {
         scripts.sort_by_key(|s| s.order);
         let exinc = |k| match p.raw(k) {
             Some(Value::ExInclude(e)) => e.clone(),
-            _ => ExInclude::default(),
+            _ => FileList::default(),
         };
         Dumptype {
             name: raw.name.clone(),

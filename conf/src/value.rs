@@ -8,6 +8,10 @@
 //! What this module must not do: know where a parameter is allowed (see
 //! [`crate::keywords`]) or apply inheritance (see [`crate::resolve`]).
 
+/// The wire model's: a dumptype's `estimate`, a script's `execute_where`, and `exclude` /
+/// `include` (`exclude "pat"` or `exclude file "pat"` are [`FileList::files`], `exclude list
+/// "file"` its [`FileList::lists`]) mean what the DLE the server sends says.
+pub use proto::dle::{Estimate, ExecuteWhere, FileList};
 use proto::ports::PortRange;
 use std::collections::BTreeMap;
 
@@ -45,15 +49,6 @@ pub enum HoldingPolicy {
     Never,
     Auto,
     Required,
-}
-
-/// One `estimate` method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub enum Estimate {
-    Client,
-    Server,
-    Calcsize,
 }
 
 /// `strategy`.
@@ -98,14 +93,6 @@ pub enum DataPath {
     Directtcp,
 }
 
-/// `execute_where`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub enum ExecuteWhere {
-    Client,
-    Server,
-}
-
 /// `part_cache_type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -122,24 +109,6 @@ pub enum NoYesAll {
     No,
     Yes,
     All,
-}
-
-/// `exclude` / `include` of a dumptype.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ExInclude {
-    /// Patterns (`exclude "pat"` or `exclude file "pat"`); gnutar `--exclude`.
-    pub patterns: Vec<String>,
-    /// Files on the client holding patterns (`exclude list "file"`).
-    pub list_files: Vec<String>,
-    /// `optional`: a missing list file is not an error.
-    pub optional: bool,
-}
-
-impl ExInclude {
-    /// No pattern and no list file.
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty() && self.list_files.is_empty()
-    }
 }
 
 /// One `property "name" "value" ...`.
@@ -271,7 +240,7 @@ pub enum Value {
     Priority(i32),
     /// Full and incremental compression rates.
     Rate(f64, f64),
-    ExInclude(ExInclude),
+    ExInclude(FileList),
     Properties(Properties),
     /// An application name ("" = none).
     Application(String),
@@ -789,7 +758,7 @@ pub(crate) fn read(
         Kind::ExInclude => {
             let mut v = match current {
                 Some(Value::ExInclude(e)) => e.clone(),
-                _ => ExInclude::default(),
+                _ => FileList::default(),
             };
             let list = if args.next_word_if("list") {
                 true
@@ -799,11 +768,7 @@ pub(crate) fn read(
             };
             v.optional = args.next_word_if("optional");
             let append = args.next_word_if("append");
-            let target = if list {
-                &mut v.list_files
-            } else {
-                &mut v.patterns
-            };
+            let target = if list { &mut v.lists } else { &mut v.files };
             if !append {
                 target.clear();
             }
@@ -811,7 +776,7 @@ pub(crate) fn read(
                 tok: Tok::Str(s), ..
             }) = args.peek()
             {
-                target.push(s.clone());
+                target.push(s.as_str().into());
                 args.next();
             }
             Value::ExInclude(v)
@@ -1357,8 +1322,8 @@ mod tests {
         let v2 = read_one(Kind::ExInclude, r#"append "p""#, Some(&v)).unwrap();
         let v3 = read_one(Kind::ExInclude, r#"list optional append "c""#, Some(&v2)).unwrap();
         let Value::ExInclude(e) = v3 else { panic!() };
-        assert_eq!(e.list_files, ["a", "b", "c"]);
-        assert_eq!(e.patterns, ["p"]);
+        assert_eq!(e.lists, [&b"a"[..], b"b", b"c"]);
+        assert_eq!(e.files, [&b"p"[..]]);
         assert!(e.optional);
     }
 

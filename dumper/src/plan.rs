@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use conf::loader::ConfigLocation;
 use conf::model::{AuthSetting, Program};
+use conf::value::Strategy;
 use conf::value::{Compress as ConfCompress, DataPath as ConfDataPath, Encrypt as ConfEncrypt};
-use conf::value::{Estimate as ConfEstimate, ExecuteWhere as ConfWhere, Strategy};
 use conf::{Config, DiskEntry, Disklist};
 use portpool_alloc::Services;
 use proto::Auth;
@@ -276,12 +276,10 @@ fn properties(p: &conf::value::Properties) -> Vec<Property> {
         .collect()
 }
 
-fn file_list(e: &conf::value::ExInclude) -> Option<FileList> {
-    (!e.is_empty()).then(|| FileList {
-        files: e.patterns.iter().map(|s| s.as_str().into()).collect(),
-        lists: e.list_files.iter().map(|s| s.as_str().into()).collect(),
-        optional: e.optional,
-    })
+/// The DLE's `<exclude>`/`<include>`: absent, as Amanda writes it, when there is no pattern
+/// and no list file (`optional` alone says nothing).
+fn file_list(e: &FileList) -> Option<FileList> {
+    (!(e.files.is_empty() && e.lists.is_empty())).then(|| e.clone())
 }
 
 /// Builds the DLE of a disklist entry.
@@ -382,20 +380,12 @@ fn spec_of(id: usize, e: &DiskEntry, services: &Services, warn: &mut Vec<String>
             dt.name
         ));
     }
-    let estimates: Vec<Estimate> = dt
-        .estimate
-        .iter()
-        .map(|e| match e {
-            ConfEstimate::Client => Estimate::Client,
-            ConfEstimate::Server => Estimate::Server,
-            ConfEstimate::Calcsize => Estimate::Calcsize,
-        })
-        .collect();
+    let estimates = dt.estimate.clone();
     let scripts: Vec<Script> = dt
         .scripts
         .iter()
         .filter(|s| {
-            if s.execute_where == ConfWhere::Server {
+            if s.execute_where == ExecuteWhere::Server {
                 warn.push(format!(
                     "{}: script {} runs on the server, which dumper does not do; ignored",
                     e.location, s.name

@@ -109,11 +109,11 @@ fn debian_example_amanda_conf_parses_and_resolves_its_definitions() {
     assert_eq!(slow.spindle, 2);
     assert_eq!(slow.interface.name, "le0");
     assert_eq!(slow.dumptype.compress, conf::value::Compress::ServerFast);
-    assert_eq!(slow.dumptype.exclude.list_files, [".exclude"]);
+    assert_eq!(slow.dumptype.exclude.lists, [&b".exclude"[..]]);
     let big = dl.entries.iter().find(|e| e.disk == b"/diskA/ag").unwrap();
     assert_eq!(big.device.as_deref(), Some(&b"/diskA"[..]));
-    assert_eq!(big.dumptype.exclude.patterns, ["./big1", "./big2"]);
-    assert_eq!(big.dumptype.include.patterns, ["./[a-g]*"]);
+    assert_eq!(big.dumptype.exclude.files, [&b"./big1"[..], b"./big2"]);
+    assert_eq!(big.dumptype.include.files, [&b"./[a-g]*"[..]]);
     let master = dl.entries.iter().find(|e| e.host == "master").unwrap();
     assert_eq!(
         (master.spindle, master.interface.name.as_str()),
@@ -149,7 +149,7 @@ fn debian_quick_example_with_absolute_includes_parses() {
     let lev = c.dumptype("lev-medium").unwrap();
     assert_eq!(lev.auth, AuthSetting::Other("ssh".into()));
     assert_eq!(lev.maxpromoteday, 6);
-    assert_eq!(lev.exclude.list_files, [".amanda-exclude.list"]);
+    assert_eq!(lev.exclude.lists, [&b".amanda-exclude.list"[..]]);
     assert!(lev.exclude.optional);
     assert_eq!(
         lev.application
