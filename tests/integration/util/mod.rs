@@ -63,7 +63,10 @@ pub use process::{
 pub use real_amanda::{Program, RealServer, ServerOptions, amquote};
 pub use scratch::{Scratch, chown_amanda};
 pub use testkit::Noise;
-pub use tree::{assert_same_tree, extract_tar, make_tricky_tree, quiet_tar, set_mtime, small_dles};
+pub use tree::{
+    assert_same_tree, dirs_named, extract_tar, make_compressible_tree, make_tricky_tree, quiet_tar,
+    set_mtime, small_dles,
+};
 
 /// The Amanda user of Debian's packages.
 pub const AMANDA_USER: &str = "backup";
