@@ -116,10 +116,17 @@ fn holding_headers(holding: &Path) -> Vec<String> {
     out
 }
 
-fn restore_identical(ab: &RealAmbackupd, dle: &Path, scratch: &Scratch, n: usize) {
-    let into = scratch.join(format!("restored-{n}"));
-    ab.server.restore(dle, &into);
-    util::assert_same_tree(dle, &into, false);
+/// The real amflush, then each of `dles` restored identical by amfetchdump (into a scratch
+/// directory `tag`); and the traffic went through the server namespace's firewall.
+fn flush_restore_identical(ab: &RealAmbackupd, dles: &[PathBuf], tag: &str) {
+    ab.amflush();
+    let restore = Scratch::new(tag);
+    for (n, dle) in dles.iter().enumerate() {
+        let into = restore.join(format!("restored-{n}"));
+        ab.server.restore(dle, &into);
+        util::assert_same_tree(dle, &into, false);
+    }
+    ab.net().expect("two namespaces").assert_used();
 }
 
 /// Issue 14, acceptance "our client against the real server's ambackupd": list, check and
@@ -163,13 +170,7 @@ fn outbound_our_ambackup_lists_checks_and_backs_up_to_the_real_ambackupd() {
         ),
         "no level 1 of {first} in:\n{logs}"
     );
-    ab.amflush();
-
-    let restore = Scratch::new("ab-client-restore");
-    for (n, d) in dles.iter().enumerate() {
-        restore_identical(&ab, d, &restore, n);
-    }
-    ab.net().expect("two namespaces").assert_used();
+    flush_restore_identical(&ab, &dles, "ab-client-restore");
 }
 
 /// Issue 14: a DLE the server does not have is refused with ambackupd's own ERROR line,
@@ -220,12 +221,7 @@ fn outbound_our_ambackup_backs_up_to_the_real_ambackupd_over_ssl() {
     for h in &headers {
         assert!(h.contains(" comp .gz "), "not client-compressed: {h}");
     }
-    ab.amflush();
-    let restore = Scratch::new("ab-client-ssl-restore");
-    for (n, d) in dles.iter().enumerate() {
-        restore_identical(&ab, d, &restore, n);
-    }
-    ab.net().expect("two namespaces").assert_used();
+    flush_restore_identical(&ab, &dles, "ab-client-ssl-restore");
 }
 
 /// Issue 14, auth ssl: a server whose certificate is of another CA than the client's is
