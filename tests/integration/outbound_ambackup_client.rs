@@ -14,7 +14,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::ssl_util;
-use crate::util::ambackup::assert_lines;
+use crate::util::ambackup::assert_dle_lines;
 use crate::util::real_ambackupd::RealAmbackupd;
 use crate::util::{self, Scratch};
 use crate::{require_root, require_tool};
@@ -74,8 +74,7 @@ fn two_dles(data: &Scratch) -> Vec<PathBuf> {
 fn list_check_backup(ab: &RealAmbackupd, dles: &[PathBuf]) {
     let (status, out) = ambackup(ab, &["list"]);
     assert!(status.success(), "list: {status}\n{out}");
-    let wanted = dles.iter().map(|d| format!("DLE {}", d.display()));
-    assert_lines(&out, wanted, "list", "");
+    assert_dle_lines(&out, dles, &["DLE "], "list", "");
     let (status, out) = ambackup(ab, &["check"]);
     assert!(status.success(), "check: {status}\n{out}");
     assert!(out.lines().any(|l| l == "check succeeded"), "check:\n{out}");
@@ -85,13 +84,8 @@ fn list_check_backup(ab: &RealAmbackupd, dles: &[PathBuf]) {
         "backup: {status}\n{out}\n{}",
         ab.trace_logs()
     );
-    let wanted = dles.iter().flat_map(|d| {
-        [
-            format!("Doing backup of {}", d.display()),
-            format!("backup done: {}", d.display()),
-        ]
-    });
-    assert_lines(&out, wanted, "backup", "");
+    let lines = ["Doing backup of ", "backup done: "];
+    assert_dle_lines(&out, dles, &lines, "backup", "");
 }
 
 /// The first line of the Amanda header of every dump (first chunk) on a holding disk.

@@ -76,14 +76,18 @@ pub struct SslTrees<'a> {
     pub client: &'a Path,
 }
 
-/// Asserts that each of `wanted` is a whole line of `out` (ambackup's output); `what`
-/// says which step, and `log` is shown with a failure.
-pub fn assert_lines(out: &str, wanted: impl IntoIterator<Item = String>, what: &str, log: &str) {
-    for want in wanted {
-        assert!(
-            out.lines().any(|l| l == want),
-            "no {want:?} ({what}) in:\n{out}\n{log}"
-        );
+/// Asserts that for each of `dles` and each of `prefixes` the line `<prefix><dle>` is a
+/// whole line of `out` (ambackup's output); `what` says which step, and `log` is shown with
+/// a failure.
+pub fn assert_dle_lines(out: &str, dles: &[PathBuf], prefixes: &[&str], what: &str, log: &str) {
+    for d in dles {
+        for prefix in prefixes {
+            let want = format!("{prefix}{}", d.display());
+            assert!(
+                out.lines().any(|l| l == want),
+                "no {want:?} ({what}) in:\n{out}\n{log}"
+            );
+        }
     }
 }
 
