@@ -87,24 +87,27 @@ fn variants() -> Vec<Variant> {
 
 /// A tree worth compressing (several gzip members) with the tricky names.
 fn make_dle(root: &Path) {
-    util::make_tricky_tree(root);
-    let text: String = (0..200_000)
-        .map(|i| format!("line {i} of a compressible file\n"))
-        .collect();
-    fs::write(root.join("big.txt"), text).expect("write");
+    util::make_compressible_tree(root, 200_000);
 }
 
-/// Defines one dumptype per variant (on top of the test's `rs`) and gives each DLE its own.
-fn assign_dumptypes(server: &RealServer, dles: &[(PathBuf, &str)], defs: &str) {
+/// Adds `defs` (the variants' dumptypes, see [`define`]) to the configuration and gives each
+/// of `dles` the dumptype `rs-<name>` of its name in `names`.
+fn assign_dumptypes<'a>(
+    server: &RealServer,
+    dles: &[PathBuf],
+    names: impl IntoIterator<Item = &'a str>,
+    defs: &str,
+) {
     let conf = server.work.join("config/amanda.conf");
     let mut text = fs::read_to_string(&conf).expect("amanda.conf");
     text.push_str(defs);
     fs::write(&conf, text).expect("amanda.conf");
     let disklist: String = dles
         .iter()
-        .map(|(d, dt)| {
+        .zip(names)
+        .map(|(d, name)| {
             format!(
-                "{} {} {dt}\n",
+                "{} {} rs-{name}\n",
                 server.client_host,
                 util::amquote(&d.display().to_string())
             )
@@ -203,28 +206,16 @@ fn round_trip(auth: &str) {
     let _gpg = GpgLock::take();
     let data = Scratch::new("codec");
     let variants = variants();
-    let dles: Vec<(PathBuf, &str)> = variants
-        .iter()
-        .map(|v| {
-            let d = data.join(v.name);
-            make_dle(&d);
-            (d, v.name)
-        })
-        .collect();
+    let names = || variants.iter().map(|v| v.name);
+    let dles = util::dirs_named(&data, names(), make_dle);
     let ours = start_ours(auth, Launch::Inetd);
     let opts = ServerOptions::new(auth, ours.port);
-    let paths: Vec<PathBuf> = dles.iter().map(|(d, _)| d.clone()).collect();
-    let server = RealServer::new("localhost", &paths, &opts);
+    let server = RealServer::new("localhost", &dles, &opts);
     let defs: String = variants
         .iter()
         .map(|v| define(v.name, &v.lines, &opts))
         .collect();
-    let typed: Vec<(PathBuf, String)> = dles
-        .iter()
-        .map(|(d, n)| (d.clone(), format!("rs-{n}")))
-        .collect();
-    let typed: Vec<(PathBuf, &str)> = typed.iter().map(|(d, n)| (d.clone(), n.as_str())).collect();
-    assign_dumptypes(&server, &typed, &defs);
+    assign_dumptypes(&server, &dles, names(), &defs);
 
     let (ok, out) = server.amcheck();
     assert!(
@@ -233,7 +224,7 @@ fn round_trip(auth: &str) {
         ours.log()
     );
     let (_status, out, log) = server.amdump();
-    for (v, (dle, _)) in variants.iter().zip(&dles) {
+    for (v, dle) in variants.iter().zip(&dles) {
         let disk = dle.display().to_string();
         assert!(
             log.lines()
@@ -353,14 +344,7 @@ fn bad_client_filter_programs_each_fail_their_dump_clearly() {
             "without reading all its input".into(),
         ),
     ];
-    let dles: Vec<PathBuf> = cases
-        .iter()
-        .map(|(n, _, _)| {
-            let d = data.join(n);
-            make_dle(&d);
-            d
-        })
-        .collect();
+    let dles = util::dirs_named(&data, cases.iter().map(|c| c.0), make_dle);
     let good = data.join("good");
     make_dle(&good);
     let ours = start_ours("bsdtcp", Launch::Inetd);
@@ -370,14 +354,8 @@ fn bad_client_filter_programs_each_fail_their_dump_clearly() {
     let server = RealServer::new("localhost", &all, &opts);
     let mut defs: String = cases.iter().map(|(n, l, _)| define(n, l, &opts)).collect();
     defs.push_str(&define("good", "    compress client fast\n", &opts));
-    let mut typed: Vec<(PathBuf, String)> = cases
-        .iter()
-        .zip(&dles)
-        .map(|((n, _, _), d)| (d.clone(), format!("rs-{n}")))
-        .collect();
-    typed.push((good.clone(), "rs-good".into()));
-    let typed: Vec<(PathBuf, &str)> = typed.iter().map(|(d, n)| (d.clone(), n.as_str())).collect();
-    assign_dumptypes(&server, &typed, &defs);
+    let names = cases.iter().map(|c| c.0).chain(["good"]);
+    assign_dumptypes(&server, &all, names, &defs);
 
     let (status, out, log) = server.amdump();
     assert!(

@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::amdump_machine;
@@ -76,11 +76,7 @@ fn client_fast_server_encrypt() -> Mode {
 
 /// A tree worth compressing: the tricky tree plus a text file.
 fn make_tree(root: &Path) {
-    util::make_tricky_tree(root);
-    let text: String = (0..20_000)
-        .map(|i| format!("line {i} of a file that compresses well\n"))
-        .collect();
-    fs::write(root.join("compressible.txt"), text).expect("write");
+    util::make_compressible_tree(root, 20_000);
 }
 
 /// The report line of `disk`: (ORIG-KB, OUT-KB, COMP%, STATUS).
@@ -112,14 +108,7 @@ fn dump_and_restore_every_mode(
 ) {
     am_passphrase();
     let data = Scratch::new(&format!("{tag}-data"));
-    let dles: Vec<PathBuf> = modes
-        .iter()
-        .map(|m| {
-            let p = data.join(m.name);
-            make_tree(&p);
-            p
-        })
-        .collect();
+    let dles = util::dirs_named(&data, modes.iter().map(|m| m.name), make_tree);
     let dts: Vec<Dt<'_>> = modes
         .iter()
         .map(|m| Dt {
@@ -284,14 +273,7 @@ fn bad_server_filter_programs_fail_their_dump_clearly_and_leave_nothing_on_holdi
         .iter()
         .map(|(_, p, _)| format!("    compress server custom\n    server_custom_compress \"{p}\""))
         .collect();
-    let dles: Vec<PathBuf> = cases
-        .iter()
-        .map(|(n, _, _)| {
-            let p = data.join(n);
-            make_tree(&p);
-            p
-        })
-        .collect();
+    let dles = util::dirs_named(&data, cases.iter().map(|c| c.0), make_tree);
     util::chown_amanda(data.path());
     let dts: Vec<Dt<'_>> = cases
         .iter()

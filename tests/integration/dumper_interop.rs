@@ -32,6 +32,17 @@ fn ours_and_tricky_tree(tag: &str, tree: &str) -> (OurAmandad, Scratch, PathBuf)
     (ours, data, tree)
 }
 
+/// An empty DLE `dir` under `data` and its client, a fake amandad on 127.0.0.1 that dies in
+/// the middle of the dump (`hang`: first it goes quiet until dropped).
+fn dying_client(data: &Scratch, dir: &str, hang: bool) -> (PathBuf, FakeAmandad) {
+    let disk = data.join(dir);
+    fs::create_dir_all(&disk).expect("mkdir");
+    (
+        disk,
+        FakeAmandad::start(HashMap::new(), Script::Dies { hang }),
+    )
+}
+
 /// The tricky tree (GNUTAR) and a DLE whose own name has a space and UTF-8 (amgtar).
 fn make_dles(data: &Scratch) -> (PathBuf, PathBuf) {
     let a = data.join("plain");
@@ -266,16 +277,13 @@ fn twenty_dles_share_nine_reserved_udp_ports_all_succeed_and_the_waits_are_repor
 fn a_client_that_dies_mid_dump_fails_only_its_dump_and_leaves_no_complete_file() {
     let _guard = amdump_machine!();
     let (ours, data, good) = ours_and_tricky_tree("dr-dies", "good");
-    let doomed = data.join("doomed");
-    fs::create_dir_all(&doomed).expect("mkdir");
-    let fake = FakeAmandad::start(HashMap::new(), Script::Dies { hang: false });
-    let dying_port = fake.port;
+    let (doomed, fake) = dying_client(&data, "doomed", false);
     let conf = DumperConf::new(
         "dr-dies",
         "",
         &[
             Dt::new("good", "bsdtcp", ours.port, Program::Gnutar),
-            Dt::new("dying", "bsdtcp", dying_port, Program::Gnutar),
+            Dt::new("dying", "bsdtcp", fake.port, Program::Gnutar),
         ],
         &[
             ("127.0.0.1", &doomed, "dying"),
@@ -328,14 +336,11 @@ fn a_client_that_dies_mid_dump_fails_only_its_dump_and_leaves_no_complete_file()
 fn sigterm_stops_the_night_with_a_report_and_no_partial_file() {
     let _guard = amdump_machine!();
     let data = Scratch::new("dr-term-data");
-    let disk = data.join("stuck");
-    fs::create_dir_all(&disk).expect("mkdir");
-    let fake = FakeAmandad::start(HashMap::new(), Script::Dies { hang: true });
-    let port = fake.port;
+    let (disk, fake) = dying_client(&data, "stuck", true);
     let conf = DumperConf::new(
         "dr-term",
         "",
-        &[Dt::new("stuck", "bsdtcp", port, Program::Gnutar)],
+        &[Dt::new("stuck", "bsdtcp", fake.port, Program::Gnutar)],
         &[("127.0.0.1", &disk, "stuck")],
     );
     let mut child = conf.spawn_run();

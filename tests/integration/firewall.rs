@@ -155,63 +155,102 @@ fn amandad_behind_relay(
     runtar
 }
 
-fn dumper_conf(tag: &str, globals: &str, auth: &str, extra: &str, dles: &[PathBuf]) -> DumperConf {
-    let host = CLIENT_IP.to_string();
-    let list = disklist(host.as_str(), dles, "fw");
-    DumperConf::new(
-        tag,
-        globals,
-        &[Dt {
+/// The start of a dumper night across the two hosts: the machine lock (with the server in
+/// .amandahosts), `n` small DLEs in a scratch directory named after `scratch`, and the dumper
+/// configuration `tag` for them (dumptype `fw`: `auth` to the client's port 10080, gnutar,
+/// `extra`), run from the server namespace. Fields drop in this order, the hosts last.
+struct FwNight {
+    conf: DumperConf,
+    dles: Vec<PathBuf>,
+    data: Scratch,
+    _machine: std::sync::MutexGuard<'static, ()>,
+    t: Topology,
+}
+
+/// The start of a test across the firewall: root and nft, or a loud skip (a failure under
+/// CI); then [`FwNight::start`] with the arguments given.
+macro_rules! fw_night {
+    ($($arg:expr),+ $(,)?) => {{
+        require_root!();
+        require_tool!("/usr/sbin/nft");
+        match FwNight::start($($arg),+) {
+            Some(night) => night,
+            None => return,
+        }
+    }};
+}
+
+impl FwNight {
+    /// `None` (after a loud skip) where the hosts cannot be built.
+    fn start(
+        scratch: &str,
+        n: usize,
+        tag: &str,
+        globals: &str,
+        auth: &str,
+        extra: &str,
+    ) -> Option<FwNight> {
+        let t = Topology::create()?;
+        let machine = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        util::ensure_amandahosts_line(&format!("{SERVER_IP} backup amdump"));
+        util::ensure_amandahosts_line("localhost backup amdump");
+        let data = Scratch::new(scratch);
+        let dles = util::small_dles(&data, n);
+        let host = CLIENT_IP.to_string();
+        let list = disklist(host.as_str(), &dles, "fw");
+        let dt = Dt {
             name: "fw",
             auth,
             port: 10080,
             program: Program::Gnutar,
             extra,
-        }],
-        &list,
-    )
-}
-
-fn setup_amandahosts() -> std::sync::MutexGuard<'static, ()> {
-    let guard = util::MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    util::ensure_amandahosts_line(&format!("{SERVER_IP} backup amdump"));
-    util::ensure_amandahosts_line("localhost backup amdump");
-    guard
+        };
+        let mut conf = DumperConf::new(tag, globals, &[dt], &list);
+        conf.netns = Some(t.server.clone());
+        Some(FwNight {
+            conf,
+            dles,
+            data,
+            _machine: machine,
+            t,
+        })
+    }
 }
 
 fn twenty_dles_through_the_generated_rules(auth: &str) {
-    require_root!();
-    require_tool!("/usr/sbin/nft");
-    let Some(t) = Topology::create() else { return };
-    let _machine = setup_amandahosts();
-    let data = Scratch::new("fw-night");
-    let dles = util::small_dles(&data, 20);
     let range = if auth == "bsdtcp" {
         "reserved-tcp-port 600,609"
     } else {
         "reserved-udp-port 850,859"
     };
-    let mut conf = dumper_conf(
+    let night = fw_night!(
+        "fw-night",
+        20,
         &format!("fw-{auth}"),
         &format!("inparallel 20\n{range}\n"),
         auth,
         // All 20 at once on the one client, so that 20 dumps contend for 10 ports.
         "maxdumps 20\n",
-        &dles,
     );
-    conf.netns = Some(t.server.clone());
+    let FwNight {
+        conf,
+        dles,
+        data,
+        t,
+        ..
+    } = &night;
     let rules = client_rules(&conf.work.join("config"));
     t.nft(&t.client, &rules).expect("load the client's rules");
     let log = data.join("amandad.log");
     let _runtar = if auth == "bsdtcp" {
-        start_amandad_env(&t, auth, &format!("tcp:{CLIENT_IP}:10080"), &log, &[])
+        start_amandad_env(t, auth, &format!("tcp:{CLIENT_IP}:10080"), &log, &[])
     } else {
         // On loopback-fast links our amandad answers a control exchange in well under a
         // millisecond and a reserved UDP port is free again before the next dump asks. A
         // real network has latency: the relay (this kernel has no netem) holds every control
         // datagram 300 ms, so exchanges overlap and 20 dumps contend for the 10 ports.
         amandad_behind_relay(
-            &t,
+            t,
             auth,
             &log,
             &["--dup", "0", "--reorder", "100", "--hold-ms", "300"],
@@ -262,17 +301,11 @@ fn dumper_backs_up_20_dles_through_generated_rules_with_10_ports_bsdtcp() {
 
 #[test]
 fn a_removed_rule_is_named_by_check_ports_and_by_the_failed_dump() {
-    require_root!();
-    require_tool!("/usr/sbin/nft");
-    let Some(t) = Topology::create() else { return };
-    let _machine = setup_amandahosts();
-    let data = Scratch::new("fw-hole");
-    let dles = util::small_dles(&data, 1);
-    let mut conf = dumper_conf("fw-hole", "", "bsd", "retry_dump 1\n", &dles);
-    conf.netns = Some(t.server.clone());
+    let night = fw_night!("fw-hole", 1, "fw-hole", "", "bsd", "retry_dump 1\n");
+    let FwNight { conf, data, t, .. } = &night;
     let rules = client_rules(&conf.work.join("config"));
     let log = data.join("amandad.log");
-    let _runtar = start_amandad_env(&t, "bsd", &format!("udp:{CLIENT_IP}:10080"), &log, &[]);
+    let _runtar = start_amandad_env(t, "bsd", &format!("udp:{CLIENT_IP}:10080"), &log, &[]);
     let server_addr = SERVER_IP.to_string();
     let check = |conf: &DumperConf| {
         conf.check(&[
@@ -283,34 +316,41 @@ fn a_removed_rule_is_named_by_check_ports_and_by_the_failed_dump() {
             "2",
         ])
     };
-
-    let without = |needle: &str| -> String {
-        rules
+    // Loads the rules without the lines naming `needle`; the preflight must then fail and
+    // print each wanted line (with what that line proves).
+    let check_fails_without = |needle: &str, wanted: &[(String, &str)]| {
+        let without = rules
             .lines()
             .filter(|l| !l.contains(needle))
             .collect::<Vec<_>>()
             .join("\n")
-            + "\n"
+            + "\n";
+        t.nft(&t.client, &without)
+            .unwrap_or_else(|e| panic!("rules without {needle}: {e:?}"));
+        let (status, out) = check(conf);
+        assert!(!status.success(), "{out}");
+        for (line, what) in wanted {
+            assert!(out.contains(line.as_str()), "{what}:\n{out}");
+        }
     };
 
     // Without the control rule (loaded first, so no conntrack entry from an earlier probe
     // lets the control datagrams in as ESTABLISHED): the control hop, from the server to
     // the client's udp 10080, is named by the preflight and by the failed dump.
-    t.nft(&t.client, &without("bsd control"))
-        .expect("rules without control");
-    let (status, out) = check(&conf);
-    assert!(!status.success(), "{out}");
-    assert!(
-        out.contains(&format!(
-            "server {SERVER_IP}:840-860/udp -> client {CLIENT_IP}:10080/udp: no answer (dropped)"
-        )),
-        "the blocked control hop and its direction:\n{out}"
-    );
-    assert!(
-        out.contains(&format!(
-            "client: ip saddr {SERVER_IP} udp sport 840-860 udp dport 10080 accept"
-        )),
-        "the rule to add:\n{out}"
+    check_fails_without(
+        "bsd control",
+        &[
+            (
+                format!(
+                    "server {SERVER_IP}:840-860/udp -> client {CLIENT_IP}:10080/udp: no answer (dropped)"
+                ),
+                "the blocked control hop and its direction",
+            ),
+            (
+                format!("client: ip saddr {SERVER_IP} udp sport 840-860 udp dport 10080 accept"),
+                "the rule to add",
+            ),
+        ],
     );
     let (status, report) = conf.run();
     assert!(!status.success(), "{report}");
@@ -324,26 +364,25 @@ fn a_removed_rule_is_named_by_check_ports_and_by_the_failed_dump() {
     // helper expects) name the data hop. The night itself may still pass when the kernel's
     // amanda helper admits the announced ports as RELATED; the generated rules do not rely
     // on it, as iptables setups often lack the helper.
-    t.nft(&t.client, &without("bsd data streams"))
-        .expect("rules without data");
-    let (status, out) = check(&conf);
-    assert!(!status.success(), "{out}");
-    assert!(
-        out.contains(&format!(
-            "-> client {CLIENT_IP}:50000-50100/tcp: no answer (dropped)"
-        )),
-        "the blocked data hop:\n{out}"
-    );
-    assert!(
-        out.contains(&format!(
-            "OK      server {SERVER_IP}:840-860/udp -> client {CLIENT_IP}:10080/udp: open"
-        )),
-        "the control hop is open again:\n{out}"
+    check_fails_without(
+        "bsd data streams",
+        &[
+            (
+                format!("-> client {CLIENT_IP}:50000-50100/tcp: no answer (dropped)"),
+                "the blocked data hop",
+            ),
+            (
+                format!(
+                    "OK      server {SERVER_IP}:840-860/udp -> client {CLIENT_IP}:10080/udp: open"
+                ),
+                "the control hop is open again",
+            ),
+        ],
     );
 
     // All rules back: every hop is open and the dump goes through.
     t.nft(&t.client, &rules).expect("rules");
-    let (status, out) = check(&conf);
+    let (status, out) = check(conf);
     assert!(status.success(), "all hops open:\n{out}");
     let (status, report) = conf.run();
     assert!(
@@ -353,22 +392,21 @@ fn a_removed_rule_is_named_by_check_ports_and_by_the_failed_dump() {
 }
 
 fn quiet_dump_through_an_idle_dropping_firewall(heartbeat: bool) -> (bool, String) {
-    let t = Topology::create().expect("topology");
-    let _machine = setup_amandahosts();
-    let data = Scratch::new(if heartbeat {
+    let scratch = if heartbeat {
         "fw-idle-hb"
     } else {
         "fw-idle-nohb"
-    });
-    let dles = util::small_dles(&data, 1);
-    let mut conf = dumper_conf(
+    };
+    let mut night = FwNight::start(
+        scratch,
+        1,
         "fw-idle",
         "dtimeout 75\nretry_dump 0\n",
         "bsdtcp",
         "",
-        &dles,
-    );
-    conf.netns = Some(t.server.clone());
+    )
+    .expect("topology");
+    let FwNight { conf, data, t, .. } = &mut night;
     t.router_idle_timeout(20)
         .expect("router forgets connections idle for 20 s");
     let tar = util::quiet_tar(data.path(), 60);
@@ -383,7 +421,7 @@ fn quiet_dump_through_an_idle_dropping_firewall(heartbeat: bool) -> (bool, Strin
         conf.env
             .push(("AMANDA_RS_HEARTBEAT__ENABLED".into(), "false".into()));
     }
-    let _runtar = start_amandad_env(&t, "bsdtcp", &format!("tcp:{CLIENT_IP}:10080"), &log, &env);
+    let _runtar = start_amandad_env(t, "bsdtcp", &format!("tcp:{CLIENT_IP}:10080"), &log, &env);
     let (status, report) = conf.run();
     (
         status.success(),
@@ -417,14 +455,8 @@ fn a_dump_quiet_for_60s_survives_a_20s_idle_firewall_with_the_default_heartbeat_
 
 #[test]
 fn every_dump_survives_10_percent_loss_and_duplicated_reordered_datagrams_by_retransmission() {
-    require_root!();
-    require_tool!("/usr/sbin/nft");
-    let Some(t) = Topology::create() else { return };
-    let _machine = setup_amandahosts();
-    let data = Scratch::new("fw-loss");
-    let dles = util::small_dles(&data, 5);
-    let mut conf = dumper_conf("fw-loss", "inparallel 5\n", "bsd", "", &dles);
-    conf.netns = Some(t.server.clone());
+    let night = fw_night!("fw-loss", 5, "fw-loss", "inparallel 5\n", "bsd", "");
+    let FwNight { conf, data, t, .. } = &night;
     t.router_loss(10).expect("10% loss in the router");
     // amandad on the client's loopback; the relay takes the client's address and mangles the
     // control datagrams on their way (the data connections go straight to amandad).
@@ -432,7 +464,7 @@ fn every_dump_survives_10_percent_loss_and_duplicated_reordered_datagrams_by_ret
     let stats = data.join("relay.stats");
     let stats_arg = stats.display().to_string();
     let _runtar = amandad_behind_relay(
-        &t,
+        t,
         "bsd",
         &log,
         &[

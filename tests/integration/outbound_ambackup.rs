@@ -19,12 +19,12 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::ssl_util::{Kind, trees};
-use crate::util::ambackup::{AMBACKUP, AmbackupLab, Client, Listener, SslTrees, assert_lines};
+use crate::util::ambackup::{AMBACKUP, AmbackupLab, Client, Listener, SslTrees, assert_dle_lines};
 use crate::util::{self, Scratch};
 use crate::{require_root, require_tool};
 
@@ -64,6 +64,22 @@ fn localhost_lab(tag: &str, how: Listener) -> (Scratch, Vec<PathBuf>, AmbackupLa
     two_dle_lab(tag, "localhost", ALLOW, how)
 }
 
+/// [`localhost_lab`] with a standalone listener (at most `max_connections`, each given
+/// `req_timeout` seconds for its REQ), and the listener's address.
+fn standalone_lab(
+    tag: &str,
+    max_connections: usize,
+    req_timeout: u64,
+) -> (Scratch, Vec<PathBuf>, AmbackupLab, SocketAddr) {
+    let how = Listener::Standalone {
+        max_connections,
+        req_timeout,
+    };
+    let (data, dles, lab) = localhost_lab(tag, how);
+    let addr = SocketAddr::from(([127, 0, 0, 1], lab.port));
+    (data, dles, lab, addr)
+}
+
 /// Two DLEs of `host` in a loopback lab whose `.amandahosts` is `allow`; the data lives as
 /// long as the returned scratch directory.
 fn two_dle_lab(
@@ -91,8 +107,7 @@ fn assert_lists_by(lab: &AmbackupLab, client: Client, dles: &[PathBuf], what: &s
         "ambackup list ({what}):\n{out}\n{}",
         lab.log()
     );
-    let wanted = dles.iter().map(|d| format!("DLE {}", d.display()));
-    assert_lines(&out, wanted, what, "");
+    assert_dle_lines(&out, dles, &["DLE "], what, "");
 }
 
 /// Two DLEs of the client namespace's host in a lab on two namespaces
@@ -144,13 +159,8 @@ fn full_then_incremental(lab: &AmbackupLab, client: Client, dles: &[PathBuf]) {
             "ambackup backup ({round}):\n{out}\n{}",
             lab.log()
         );
-        let wanted = dles.iter().flat_map(|d| {
-            [
-                format!("start backup: {}", d.display()),
-                format!("backup done: {}", d.display()),
-            ]
-        });
-        assert_lines(&out, wanted, round, &lab.log());
+        let lines = ["start backup: ", "backup done: "];
+        assert_dle_lines(&out, dles, &lines, round, &lab.log());
     };
     backup("full");
     let (done, tmp) = lab.conf.holding_files();
@@ -275,13 +285,8 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn outbound_ambackup_a_thousand_silent_connections_do_not_starve_a_real_list() {
     require_ambackup!();
-    let how = Listener::Standalone {
-        max_connections: 64,
-        req_timeout: 30,
-    };
-    let (_data, dles, lab) = localhost_lab("outbound-ab-flood", how);
+    let (_data, dles, lab, addr) = standalone_lab("outbound-ab-flood", 64, 30);
     let pid = lab.pid().expect("standalone");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], lab.port));
     let started = Instant::now();
     let mut silent = Vec::new();
     let mut peak = 0;
@@ -336,12 +341,7 @@ fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
 #[test]
 fn outbound_ambackup_listener_bounds_hostile_first_frames_and_silent_peers() {
     require_ambackup!();
-    let how = Listener::Standalone {
-        max_connections: 8,
-        req_timeout: 2,
-    };
-    let (_data, dles, lab) = localhost_lab("outbound-ab-hostile", how);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], lab.port));
+    let (_data, dles, lab, addr) = standalone_lab("outbound-ab-hostile", 8, 2);
     // A REQ from an unreserved port: the real amandad's NAK.
     let mut s = TcpStream::connect(addr).expect("connect");
     let port = s.local_addr().expect("addr").port();

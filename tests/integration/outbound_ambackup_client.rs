@@ -14,7 +14,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::ssl_util;
-use crate::util::ambackup::assert_lines;
+use crate::util::ambackup::assert_dle_lines;
 use crate::util::real_ambackupd::RealAmbackupd;
 use crate::util::{self, Scratch};
 use crate::{require_root, require_tool};
@@ -74,8 +74,7 @@ fn two_dles(data: &Scratch) -> Vec<PathBuf> {
 fn list_check_backup(ab: &RealAmbackupd, dles: &[PathBuf]) {
     let (status, out) = ambackup(ab, &["list"]);
     assert!(status.success(), "list: {status}\n{out}");
-    let wanted = dles.iter().map(|d| format!("DLE {}", d.display()));
-    assert_lines(&out, wanted, "list", "");
+    assert_dle_lines(&out, dles, &["DLE "], "list", "");
     let (status, out) = ambackup(ab, &["check"]);
     assert!(status.success(), "check: {status}\n{out}");
     assert!(out.lines().any(|l| l == "check succeeded"), "check:\n{out}");
@@ -85,13 +84,8 @@ fn list_check_backup(ab: &RealAmbackupd, dles: &[PathBuf]) {
         "backup: {status}\n{out}\n{}",
         ab.trace_logs()
     );
-    let wanted = dles.iter().flat_map(|d| {
-        [
-            format!("Doing backup of {}", d.display()),
-            format!("backup done: {}", d.display()),
-        ]
-    });
-    assert_lines(&out, wanted, "backup", "");
+    let lines = ["Doing backup of ", "backup done: "];
+    assert_dle_lines(&out, dles, &lines, "backup", "");
 }
 
 /// The first line of the Amanda header of every dump (first chunk) on a holding disk.
@@ -116,10 +110,17 @@ fn holding_headers(holding: &Path) -> Vec<String> {
     out
 }
 
-fn restore_identical(ab: &RealAmbackupd, dle: &Path, scratch: &Scratch, n: usize) {
-    let into = scratch.join(format!("restored-{n}"));
-    ab.server.restore(dle, &into);
-    util::assert_same_tree(dle, &into, false);
+/// The real amflush, then each of `dles` restored identical by amfetchdump (into a scratch
+/// directory `tag`); and the traffic went through the server namespace's firewall.
+fn flush_restore_identical(ab: &RealAmbackupd, dles: &[PathBuf], tag: &str) {
+    ab.amflush();
+    let restore = Scratch::new(tag);
+    for (n, dle) in dles.iter().enumerate() {
+        let into = restore.join(format!("restored-{n}"));
+        ab.server.restore(dle, &into);
+        util::assert_same_tree(dle, &into, false);
+    }
+    ab.net().expect("two namespaces").assert_used();
 }
 
 /// Issue 14, acceptance "our client against the real server's ambackupd": list, check and
@@ -163,13 +164,7 @@ fn outbound_our_ambackup_lists_checks_and_backs_up_to_the_real_ambackupd() {
         ),
         "no level 1 of {first} in:\n{logs}"
     );
-    ab.amflush();
-
-    let restore = Scratch::new("ab-client-restore");
-    for (n, d) in dles.iter().enumerate() {
-        restore_identical(&ab, d, &restore, n);
-    }
-    ab.net().expect("two namespaces").assert_used();
+    flush_restore_identical(&ab, &dles, "ab-client-restore");
 }
 
 /// Issue 14: a DLE the server does not have is refused with ambackupd's own ERROR line,
@@ -220,12 +215,7 @@ fn outbound_our_ambackup_backs_up_to_the_real_ambackupd_over_ssl() {
     for h in &headers {
         assert!(h.contains(" comp .gz "), "not client-compressed: {h}");
     }
-    ab.amflush();
-    let restore = Scratch::new("ab-client-ssl-restore");
-    for (n, d) in dles.iter().enumerate() {
-        restore_identical(&ab, d, &restore, n);
-    }
-    ab.net().expect("two namespaces").assert_used();
+    flush_restore_identical(&ab, &dles, "ab-client-ssl-restore");
 }
 
 /// Issue 14, auth ssl: a server whose certificate is of another CA than the client's is

@@ -72,6 +72,16 @@ enum Kind {
     Squid,
 }
 
+impl Kind {
+    /// The proxy's program.
+    fn program(self) -> &'static str {
+        match self {
+            Kind::Tinyproxy => TINYPROXY,
+            Kind::Squid => SQUID,
+        }
+    }
+}
+
 /// A private proxy in the middle namespace (killed with the topology).
 struct Proxy {
     kind: Kind,
@@ -90,10 +100,11 @@ impl Proxy {
         fs::write(&conf, Proxy::conf_text(kind, &dir, port)).expect("proxy.conf");
         util::chown_amanda(dir.path());
         let conf = conf.display().to_string();
-        match kind {
-            Kind::Tinyproxy => t.spawn(&t.router, TINYPROXY, &["-d", "-c", &conf]),
-            Kind::Squid => t.spawn(&t.router, SQUID, &["-N", "-f", &conf]),
+        let args = match kind {
+            Kind::Tinyproxy => ["-d", "-c", &conf],
+            Kind::Squid => ["-N", "-f", &conf],
         };
+        t.spawn(&t.router, kind.program(), &args);
         let p = Proxy { kind, dir };
         let start = Instant::now();
         loop {
@@ -175,6 +186,20 @@ impl Proxy {
     }
 }
 
+/// The start of a test through the proxy `kind`: root, nft and the proxy's program, or a
+/// loud skip (a failure under CI); then [`lab`] (without a topology: the skip as well).
+macro_rules! proxy_lab {
+    ($tag:expr, $dles:expr, $kind:expr, $($rest:expr),+ $(,)?) => {{
+        require_root!();
+        require_tool!("/usr/sbin/nft");
+        require_tool!($kind.program());
+        match lab($tag, $dles, $kind, $($rest),+) {
+            Some(lab_and_proxy) => lab_and_proxy,
+            None => return,
+        }
+    }};
+}
+
 /// The network, the proxy, the listener and the dialing client, over auth ssl when `ssl` is
 /// given. The client finds the proxy through `https_proxy` (tinyproxy) or `[proxy] url`
 /// (squid).
@@ -184,7 +209,6 @@ fn lab(
     kind: Kind,
     allowed_port: u16,
     extra_amandad_env: Vec<String>,
-    dumptype_extra: &str,
     ssl: Option<DialinSsl<'_>>,
 ) -> Option<(DialinLab, Proxy)> {
     let t = Topology::create()?;
@@ -205,7 +229,7 @@ fn lab(
             seen_from: PROXY_OUT_IP,
             listener_env: vec![],
             amandad_env,
-            dumptype_extra,
+            dumptype_extra: "",
             conf_extra: "",
         },
         ssl,
@@ -217,12 +241,7 @@ fn lab(
 // the sessions as CONNECT tunnels.
 #[test]
 fn outbound_dialin_night_through_tinyproxy_restores_identical_and_the_proxy_logs_the_tunnels() {
-    require_root!();
-    require_tool!("/usr/sbin/nft");
-    require_tool!(TINYPROXY);
-    let Some((lab, proxy)) = lab("oproxy-tiny", 4, Kind::Tinyproxy, 10080, vec![], "", None) else {
-        return;
-    };
+    let (lab, proxy) = proxy_lab!("oproxy-tiny", 4, Kind::Tinyproxy, 10080, vec![], None);
     lab.wait_holding(Duration::from_secs(30));
     assert!(
         lab.amandad_log().contains(&format!(
@@ -253,13 +272,7 @@ fn assert_tunnels(lab: &DialinLab, proxy: &Proxy) {
 #[test]
 fn outbound_dialin_refused_by_the_proxy_is_named_in_amandads_log_and_dumper_check_says_no_connection()
  {
-    require_root!();
-    require_tool!("/usr/sbin/nft");
-    require_tool!(TINYPROXY);
-    let Some((mut lab, proxy)) = lab("oproxy-403", 1, Kind::Tinyproxy, 10081, vec![], "", None)
-    else {
-        return;
-    };
+    let (mut lab, proxy) = proxy_lab!("oproxy-403", 1, Kind::Tinyproxy, 10081, vec![], None);
     let want = format!(
         "through HTTP proxy {PROXY_IP}:{PROXY_PORT} (from https_proxy): HTTP proxy {PROXY_IP}:{PROXY_PORT} refused the tunnel to {SERVER_IP}:10080: \"HTTP/1.1 403 Access violation\""
     );
@@ -294,12 +307,7 @@ fn outbound_dialin_refused_by_the_proxy_is_named_in_amandads_log_and_dumper_chec
 // out the session and pointing at the client's log).
 #[test]
 fn outbound_dialin_proxy_rule_tightened_while_held_dumper_check_ports_names_the_proxys_403() {
-    require_root!();
-    require_tool!("/usr/sbin/nft");
-    require_tool!(SQUID);
-    let Some((lab, proxy)) = lab("oproxy-tight", 1, Kind::Squid, 10080, vec![], "", None) else {
-        return;
-    };
+    let (lab, proxy) = proxy_lab!("oproxy-tight", 1, Kind::Squid, 10080, vec![], None);
     lab.wait_holding(Duration::from_secs(30));
     // The night through squid first: restored identical, its log shows the tunnels.
     lab.night("full");
@@ -360,7 +368,7 @@ fn quiet_dump_through_squid(heartbeat: bool) -> Option<(bool, String)> {
     }
     // A dial-in dump that broke on its link is retried (`retry_dump`): without the
     // heartbeat every try fails the same way.
-    let (mut lab, proxy) = lab(tag, 1, Kind::Squid, 10080, amandad_env, "", None)?;
+    let (mut lab, proxy) = lab(tag, 1, Kind::Squid, 10080, amandad_env, None)?;
     lab.conf.env.push((
         "AMANDA_RS_DUMPER__DIALIN_SESSION_HEARTBEAT_SECS".into(),
         if heartbeat { "10" } else { "0" }.into(),
@@ -400,23 +408,11 @@ fn outbound_dialin_dump_quiet_for_60s_passes_squid_read_timeout_20s_with_the_hea
 #[test]
 fn outbound_dialin_over_ssl_through_tinyproxy_restores_identical() {
     require_root!();
-    require_tool!("/usr/sbin/nft");
-    require_tool!(TINYPROXY);
     require_tool!("/usr/sbin/amssl");
     require_tool!("/usr/bin/openssl");
     let trees = ssl_util::trees(ssl_util::Kind::DialinProxy);
     let ssl = DialinSsl::of(&trees, HOST);
-    let Some((lab, proxy)) = lab(
-        "oproxy-ssl",
-        3,
-        Kind::Tinyproxy,
-        10080,
-        vec![],
-        "",
-        Some(ssl),
-    ) else {
-        return;
-    };
+    let (lab, proxy) = proxy_lab!("oproxy-ssl", 3, Kind::Tinyproxy, 10080, vec![], Some(ssl));
     lab.wait_holding(Duration::from_secs(60));
     assert!(
         lab.amandad_log()

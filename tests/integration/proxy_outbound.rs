@@ -20,9 +20,10 @@
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ssl_util::{Kind, RealSslAmandad, Trees, start_ours_ssl, trees};
+use crate::ssl_util::{Kind, OursSsl, RealSslAmandad, Trees, start_ours_ssl, trees};
 use crate::util::squid::{LocalSquid, SQUID};
 use crate::util::{self, Dt, DumperConf, Launch, Program, Scratch, disklist};
 use crate::{require_root, require_tool};
@@ -100,6 +101,19 @@ fn ssl_dir(tree: &Path) -> String {
     format!("ssl-dir \"{}\"", tree.display())
 }
 
+/// The main certificate trees, and [`dles`] in a scratch directory named after `tag`.
+fn trees_and_dles(tag: &str) -> (Arc<Trees>, Scratch, Vec<PathBuf>) {
+    let t = trees(Kind::Main);
+    let data = Scratch::new(tag);
+    let dles = dles(&data);
+    (t, data, dles)
+}
+
+/// Our amandad over auth ssl with the client's tree of `t`.
+fn ours_ssl(t: &Trees) -> OursSsl {
+    start_ours_ssl(&ssl_dir(&t.client), "")
+}
+
 /// [`conf`] for auth ssl with the server's tree of `t`.
 fn ssl_conf(
     tag: &str,
@@ -122,10 +136,8 @@ fn ssl_conf(
 #[test]
 fn outbound_ssl_through_tinyproxy_check_run_restore_identical_and_the_proxy_logs_the_connect() {
     let _m = proxy_machine!();
-    let t = trees(Kind::Main);
-    let data = Scratch::new("proxy-dles");
-    let dles = dles(&data);
-    let ours = start_ours_ssl(&ssl_dir(&t.client), "");
+    let (t, data, dles) = trees_and_dles("proxy-dles");
+    let ours = ours_ssl(&t);
     let proxy = Tinyproxy::start(ours.port);
     // check through https_proxy, the night through the setting.
     let by_env = ssl_conf("proxy-ssl-env", ours.port, &t, &dles, &proxy.url(), true);
@@ -168,10 +180,8 @@ fn outbound_ssl_through_tinyproxy_check_run_restore_identical_and_the_proxy_logs
 #[test]
 fn outbound_proxy_refusing_the_clients_port_gives_dumper_check_the_403() {
     let _m = proxy_machine!();
-    let t = trees(Kind::Main);
-    let data = Scratch::new("proxy-403");
-    let dles = dles(&data);
-    let ours = start_ours_ssl(&ssl_dir(&t.client), "");
+    let (t, _data, dles) = trees_and_dles("proxy-403");
+    let ours = ours_ssl(&t);
     // The proxy allows CONNECT to another port only.
     let other = util::free_port();
     let proxy = Tinyproxy::start(other);
@@ -275,7 +285,7 @@ fn quiet_ssl_dump_through_squid(t: &Trees, heartbeat: bool) -> (bool, String, Du
     fs::set_permissions(&filter, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod filter");
     util::chown_amanda(data.path());
-    let ours = start_ours_ssl(&ssl_dir(&t.client), "");
+    let ours = ours_ssl(t);
     let squid = LocalSquid::start(&format!("{tag}-squid"), ours.port);
     let extra = format!(
         "    compress client custom\n    client_custom_compress \"{}\"\n",
@@ -353,9 +363,7 @@ fn outbound_real_amandad_through_squid_ignores_the_heartbeat_ask_and_check_run_r
     let _m = proxy_machine!();
     require_tool!(SQUID);
     require_tool!("/usr/lib/amanda/amandad");
-    let t = trees(Kind::Main);
-    let data = Scratch::new("proxy-real");
-    let dles = dles(&data);
+    let (t, data, dles) = trees_and_dles("proxy-real");
     let real = RealSslAmandad::start("127.0.0.1", &ssl_dir(&t.client), None);
     let squid = LocalSquid::start("proxy-real-squid", real.port);
     let mut c = ssl_conf("proxy-real", real.port, &t, &dles, &squid.url(), false);

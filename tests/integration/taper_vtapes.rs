@@ -10,6 +10,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use crate::util::ours::OurAmandad;
@@ -20,7 +21,7 @@ use crate::{require_root, require_tool};
 const TAPE_BIT: i32 = 16;
 
 /// [`util::lock_amdump_machine`], with amrecover allowed to reach amindexd and amidxtaped.
-fn lock() -> std::sync::MutexGuard<'static, ()> {
+fn lock() -> MutexGuard<'static, ()> {
     let g = util::lock_amdump_machine();
     util::ensure_amandahosts_line("localhost root amindexd amidxtaped");
     util::ensure_amandahosts_line("localhost backup amindexd amidxtaped");
@@ -29,10 +30,31 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 
 /// The start of the night tests: the machine lock, our amandad (bsdtcp, under inetd), and
 /// a scratch directory `tp-<tag>-data` for the DLEs.
-fn night(tag: &str) -> (std::sync::MutexGuard<'static, ()>, OurAmandad, Scratch) {
+fn night(tag: &str) -> (MutexGuard<'static, ()>, OurAmandad, Scratch) {
     let g = lock();
     let ours = start_ours("bsdtcp", Launch::Inetd);
     (g, ours, Scratch::new(&format!("tp-{tag}-data")))
+}
+
+/// [`night`] with one DLE `d`, a [`random_tree`] of `files` files of `size` bytes from
+/// `seed`, and the options of a changer for it.
+fn one_dle_night(
+    tag: &str,
+    files: usize,
+    size: usize,
+    seed: u64,
+) -> (
+    MutexGuard<'static, ()>,
+    OurAmandad,
+    Scratch,
+    PathBuf,
+    VtOpts,
+) {
+    let (g, ours, data) = night(tag);
+    let dle = data.join("d");
+    random_tree(&dle, files, size, seed);
+    let o = VtOpts::new("bsdtcp", ours.port, &[&dle]);
+    (g, ours, data, dle, o)
 }
 
 /// The real amandad under inetd with the server-side restore services too (amrecover
@@ -311,10 +333,7 @@ fn a_small_holding_disk_and_a_slow_taper_lose_nothing_and_flush_finishes_the_job
 #[test]
 fn bad_volumes_keep_the_dumps_on_holding_say_why_and_set_the_tape_bit() {
     require_root!();
-    let (_g, ours, data) = night("bad");
-    let dle = data.join("d");
-    random_tree(&dle, 2, 30_000, 7);
-    let mut o = VtOpts::new("bsdtcp", ours.port, &[&dle]);
+    let (_g, ours, data, dle, mut o) = one_dle_night("bad", 2, 30_000, 7);
     o.slots = 1;
     let c = VtapeConf::new("tp-bad", &o, false);
     let slot1 = c.work.join("vtapes/slot1");
@@ -404,10 +423,7 @@ fn bad_volumes_keep_the_dumps_on_holding_say_why_and_set_the_tape_bit() {
 #[test]
 fn a_single_file_device_takes_the_night_and_is_reused_after_tapecycle() {
     require_root!();
-    let (_g, ours, data) = night("single");
-    let dle = data.join("d");
-    random_tree(&dle, 2, 40_000, 3);
-    let mut o = VtOpts::new("bsdtcp", ours.port, &[&dle]);
+    let (_g, ours, data, dle, mut o) = one_dle_night("single", 2, 40_000, 3);
     o.single = true;
     o.tapecycle = 1;
     o.dumptypes = "define dumptype vt-full {\n    vt\n    dumpcycle 0\n}\n".into();
@@ -444,10 +460,7 @@ fn a_single_file_device_takes_the_night_and_is_reused_after_tapecycle() {
 fn a_dump_split_in_parts_across_volumes_is_restored_by_the_real_amfetchdump() {
     require_root!();
     require_tool!("/usr/sbin/amfetchdump");
-    let (_g, ours, data) = night("parts");
-    let dle = data.join("d");
-    random_tree(&dle, 3, 100_000, 5);
-    let mut o = VtOpts::new("bsdtcp", ours.port, &[&dle]);
+    let (_g, ours, data, dle, mut o) = one_dle_night("parts", 3, 100_000, 5);
     o.part_size_kb = 64;
     o.length_kb = 256;
     o.runtapes = 3;

@@ -16,13 +16,14 @@ use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use super::child::{Spawned, spawn_listening};
 use super::netpair::{CLIENT_NAME, NetPair, SERVER_ADDR, SERVER_NAME, netns_cmd};
 use super::{
     AMANDA_USER, Dt, DumperConf, Inetd, Program, chown_amanda, free_port, run_with_timeout,
-    wait_listening_tcp, workspace_bin,
+    workspace_bin,
 };
 
 /// The real client's command.
@@ -63,7 +64,7 @@ pub struct AmbackupLab {
     pub host: String,
     link: PathBuf,
     _inetd: Option<Inetd>,
-    child: Option<Child>,
+    child: Option<Spawned>,
     /// Last, so the namespaces go after the processes in them.
     net: Option<NetPair>,
 }
@@ -75,14 +76,18 @@ pub struct SslTrees<'a> {
     pub client: &'a Path,
 }
 
-/// Asserts that each of `wanted` is a whole line of `out` (ambackup's output); `what`
-/// says which step, and `log` is shown with a failure.
-pub fn assert_lines(out: &str, wanted: impl IntoIterator<Item = String>, what: &str, log: &str) {
-    for want in wanted {
-        assert!(
-            out.lines().any(|l| l == want),
-            "no {want:?} ({what}) in:\n{out}\n{log}"
-        );
+/// Asserts that for each of `dles` and each of `prefixes` the line `<prefix><dle>` is a
+/// whole line of `out` (ambackup's output); `what` says which step, and `log` is shown with
+/// a failure.
+pub fn assert_dle_lines(out: &str, dles: &[PathBuf], prefixes: &[&str], what: &str, log: &str) {
+    for d in dles {
+        for prefix in prefixes {
+            let want = format!("{prefix}{}", d.display());
+            assert!(
+                out.lines().any(|l| l == want),
+                "no {want:?} ({what}) in:\n{out}\n{log}"
+            );
+        }
     }
 }
 
@@ -195,24 +200,21 @@ impl AmbackupLab {
                 max_connections,
                 req_timeout,
             } => {
-                let child = Command::new(&bin)
-                    .arg("--settings")
-                    .arg(&settings)
-                    .args(["listen", "--listen"])
-                    .arg(format!("127.0.0.1:{port}"))
-                    .arg("--max-connections")
-                    .arg(max_connections.to_string())
-                    .arg("--req-timeout")
-                    .arg(req_timeout.to_string())
-                    .args(listen_ssl.split_whitespace())
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start dumper listen");
-                wait_listening_tcp(
+                let child = spawn_listening(
+                    Command::new(&bin)
+                        .arg("--settings")
+                        .arg(&settings)
+                        .args(["listen", "--listen"])
+                        .arg(format!("127.0.0.1:{port}"))
+                        .arg("--max-connections")
+                        .arg(max_connections.to_string())
+                        .arg("--req-timeout")
+                        .arg(req_timeout.to_string())
+                        .args(listen_ssl.split_whitespace()),
+                    "dumper listen",
                     SocketAddr::from(([127, 0, 0, 1], port)),
                     Duration::from_secs(10),
+                    String::new,
                 );
                 (None, Some(child))
             }
@@ -241,7 +243,7 @@ impl AmbackupLab {
 
     /// The standalone listener's pid.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(Spawned::id)
     }
 
     /// `ambackup --config <cfg> ARGS...` as the Amanda user: (status, output).
@@ -324,7 +326,7 @@ impl AmbackupLab {
 
 /// `dumper listen` with a listening socket on fd 3 and systemd's variables (the shell
 /// sets `LISTEN_PID` to its own pid, which `exec` keeps).
-fn systemd_socket(bin: &Path, settings: &Path, port: u16) -> Child {
+fn systemd_socket(bin: &Path, settings: &Path, port: u16) -> Spawned {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let l = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
@@ -359,7 +361,7 @@ fn systemd_socket(bin: &Path, settings: &Path, port: u16) -> Child {
     }
     let child = cmd.spawn().expect("start dumper listen (systemd socket)");
     drop(l);
-    child
+    Spawned::new(child, String::new)
 }
 
 impl Drop for AmbackupLab {
@@ -372,10 +374,8 @@ impl Drop for AmbackupLab {
                 libc::kill(pid, libc::SIGKILL);
             }
         }
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // The listener next, before its configuration goes.
+        drop(self.child.take());
         let _ = fs::remove_file(&self.link);
         let _ = fs::remove_dir_all(Path::new("/var/log/amanda/client").join(&self.cfg));
     }

@@ -140,47 +140,43 @@ impl DialinLab {
             ("AMANDA_RS_RUN_DIR".into(), run_dir.display().to_string()),
             ("AMANDA_RS_DUMPER__DIALIN_WAIT_SECS".into(), "120".into()),
         ];
-        let listen_log = data.join("listen.log");
-        let mut args = vec![
+        let mut env = vec![
             format!("AMANDA_RS_RUN_DIR={}", run_dir.display()),
             "AMANDA_RS_DNS_CHECK=false".into(),
             "AMANDA_RS_DUMPER__DIALIN_HEARTBEAT_SECS=2".into(),
-            "AMANDA_RS_LOG=debug".into(),
         ];
-        args.extend(o.listener_env);
-        args.extend([
-            super::workspace_bin("dumper").display().to_string(),
-            "listen".into(),
-            "--listen".into(),
-            format!("{SERVER_IP}:10080"),
-            "--config-dir".into(),
-            conf.work.path().display().to_string(),
-            "--log".into(),
-            listen_log.display().to_string(),
-        ]);
-        args.extend(listen_args);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        t.spawn(&t.server, "env", &args);
+        env.extend(o.listener_env);
+        let listen = format!("{SERVER_IP}:10080");
+        let work = conf.work.path().display().to_string();
+        let log = data.join("listen.log").display().to_string();
+        let args = [
+            "listen",
+            "--listen",
+            &listen,
+            "--config-dir",
+            &work,
+            "--log",
+            &log,
+        ];
+        spawn_debug(&t, &t.server, &env, "dumper", &args, &listen_args);
         let runtar = super::install_runtar();
-        let mut args = vec![
+        let mut env = vec![
             format!("AMANDA_RS_AMANDAD__DIAL_OUT__SERVER={SERVER_IP}:10080"),
             "AMANDA_RS_AMANDAD__DIAL_OUT__CONFIG=config".into(),
             format!("AMANDA_RS_AMANDAD__DIAL_OUT__HOSTNAME={}", o.host),
-            "AMANDA_RS_LOG=debug".into(),
         ];
-        args.extend(o.amandad_env);
-        args.extend([
-            super::workspace_bin("amandad").display().to_string(),
-            "--dial-out".into(),
-            "amdump".into(),
-            "--log".into(),
-            data.join("amandad.log").display().to_string(),
-            "--settings".into(),
-            runtar.settings().display().to_string(),
-        ]);
-        args.extend(amandad_args);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        t.spawn(&t.client, "env", &args);
+        env.extend(o.amandad_env);
+        let log = data.join("amandad.log").display().to_string();
+        let settings = runtar.settings().display().to_string();
+        let args = [
+            "--dial-out",
+            "amdump",
+            "--log",
+            &log,
+            "--settings",
+            &settings,
+        ];
+        spawn_debug(&t, &t.client, &env, "amandad", &args, &amandad_args);
         DialinLab {
             t,
             host: o.host.to_string(),
@@ -258,4 +254,17 @@ impl DialinLab {
             super::assert_same_tree(d, &into, true);
         }
     }
+}
+
+/// Starts the workspace's `bin` with `args` and then `more` in the namespace `ns`, through
+/// `env` with `AMANDA_RS_LOG=debug` and then `vars` (so that a lab's own settings may
+/// override the level).
+fn spawn_debug(t: &Topology, ns: &str, vars: &[String], bin: &str, args: &[&str], more: &[String]) {
+    let bin = super::workspace_bin(bin).display().to_string();
+    let mut argv = vec!["AMANDA_RS_LOG=debug"];
+    argv.extend(vars.iter().map(String::as_str));
+    argv.push(&bin);
+    argv.extend(args);
+    argv.extend(more.iter().map(String::as_str));
+    t.spawn(ns, "env", &argv);
 }

@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests, one file per concern:
 //!
 //! - [`process`]: the workspace's binaries, running commands with a time limit;
+//! - [`child`]: a daemon started until it listens, killed on drop, its log shown on a panic;
 //! - [`scratch`]: scratch directories, files handed to the Amanda user;
 //! - [`net`]: free loopback ports, waiting for a listener;
 //! - [`tree`]: the tricky test tree, its comparison, extracting a tar stream;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub mod ambackup;
+pub mod child;
 pub mod crypt;
 pub mod dialin;
 pub mod dumper_conf;
@@ -61,7 +63,10 @@ pub use process::{
 pub use real_amanda::{Program, RealServer, ServerOptions, amquote};
 pub use scratch::{Scratch, chown_amanda};
 pub use testkit::Noise;
-pub use tree::{assert_same_tree, extract_tar, make_tricky_tree, quiet_tar, set_mtime, small_dles};
+pub use tree::{
+    assert_same_tree, dirs_named, extract_tar, make_compressible_tree, make_tricky_tree, quiet_tar,
+    set_mtime, small_dles,
+};
 
 /// The Amanda user of Debian's packages.
 pub const AMANDA_USER: &str = "backup";

@@ -6,10 +6,11 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use super::{AMANDA_USER, Scratch, chown_amanda, free_port, wait_listening_tcp};
+use super::child::{Spawned, spawn_listening};
+use super::{AMANDA_USER, Scratch, chown_amanda, free_port};
 
 /// Debian's squid.
 pub const SQUID: &str = "/usr/sbin/squid";
@@ -54,7 +55,8 @@ pub fn assert_cut_by_read_timeout(ok: bool, report: &str) {
 /// A private squid on a free 127.0.0.1 port allowing CONNECT to 127.0.0.1:`connect_port`
 /// only, in the foreground, until dropped.
 pub struct LocalSquid {
-    child: Child,
+    // Dropped first: killed (its logs printed on a panic) before the directory goes.
+    _child: Spawned,
     dir: Scratch,
     pub port: u16,
 }
@@ -73,25 +75,26 @@ impl LocalSquid {
         );
         fs::write(&path, text).expect("squid.conf");
         chown_amanda(dir.path());
+        let logs_dir = dir.path().to_path_buf();
         // Its own service name: squid names its shared memory after it, and another
         // test's squid may be running.
-        let child = Command::new(SQUID)
-            .arg("-N")
-            .arg("-n")
-            .arg(format!("amrs{port}"))
-            .arg("-f")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start squid");
-        let squid = LocalSquid { child, dir, port };
-        wait_listening_tcp(
+        let child = spawn_listening(
+            Command::new(SQUID)
+                .arg("-N")
+                .arg("-n")
+                .arg(format!("amrs{port}"))
+                .arg("-f")
+                .arg(&path),
+            "squid",
             format!("127.0.0.1:{port}").parse().expect("addr"),
             Duration::from_secs(20),
+            move || logs(&logs_dir),
         );
-        squid
+        LocalSquid {
+            _child: child,
+            dir,
+            port,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -104,20 +107,16 @@ impl LocalSquid {
 
     /// Both logs, for a failure's message.
     pub fn logs(&self) -> String {
-        format!(
-            "--- squid access.log ---\n{}\n--- squid cache.log ---\n{}",
-            self.access_log(),
-            fs::read_to_string(self.dir.join("cache.log")).unwrap_or_default()
-        )
+        logs(self.dir.path())
     }
 }
 
-impl Drop for LocalSquid {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-    }
+/// squid's access and cache logs in `dir`, for a failure's message.
+fn logs(dir: &Path) -> String {
+    let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap_or_default();
+    format!(
+        "--- squid access.log ---\n{}\n--- squid cache.log ---\n{}",
+        read("access.log"),
+        read("cache.log")
+    )
 }

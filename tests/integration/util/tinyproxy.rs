@@ -3,17 +3,20 @@
 //! the system service. Used by the proxy tests of dumper and of our `ambackup`.
 
 use std::fs;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use super::{AMANDA_USER, Scratch, chown_amanda, free_port, wait_listening_tcp};
+use super::child::{Spawned, spawn_listening};
+use super::{AMANDA_USER, Scratch, chown_amanda, free_port};
 
 /// Debian's tinyproxy.
 pub const TINYPROXY: &str = "/usr/bin/tinyproxy";
 
 /// tinyproxy on 127.0.0.1 with a private configuration, in the foreground, until dropped.
 pub struct Tinyproxy {
-    child: Child,
+    // Dropped first: killed (its log printed on a panic) before the directory goes.
+    _child: Spawned,
     dir: Scratch,
     /// Its port on 127.0.0.1.
     pub port: u16,
@@ -37,20 +40,19 @@ impl Tinyproxy {
         )
         .expect("tinyproxy.conf");
         chown_amanda(dir.path());
-        let child = Command::new(TINYPROXY)
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tinyproxy");
-        wait_listening_tcp(
+        let log = dir.join("tinyproxy.log");
+        let child = spawn_listening(
+            Command::new(TINYPROXY).arg("-d").arg("-c").arg(&conf),
+            "tinyproxy",
             format!("127.0.0.1:{port}").parse().expect("addr"),
             Duration::from_secs(10),
+            move || format!("--- tinyproxy's log ---\n{}", read_log(&log)),
         );
-        Tinyproxy { child, dir, port }
+        Tinyproxy {
+            _child: child,
+            dir,
+            port,
+        }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -60,16 +62,10 @@ impl Tinyproxy {
 
     /// Its log (the CONNECTs, at `LogLevel Info`).
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("tinyproxy.log")).unwrap_or_default()
+        read_log(&self.dir.join("tinyproxy.log"))
     }
 }
 
-impl Drop for Tinyproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- tinyproxy's log ---\n{}", self.log());
-        }
-    }
+fn read_log(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_default()
 }

@@ -23,6 +23,32 @@ pub fn small_dles(data: &super::Scratch, n: usize) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A directory under `data` named after each of `names`, in order, filled by `fill`.
+pub fn dirs_named<'a>(
+    data: &super::Scratch,
+    names: impl IntoIterator<Item = &'a str>,
+    fill: impl Fn(&Path),
+) -> Vec<PathBuf> {
+    names
+        .into_iter()
+        .map(|n| {
+            let d = data.join(n);
+            fill(&d);
+            d
+        })
+        .collect()
+}
+
+/// The tricky tree (see [`make_tricky_tree`]) plus `compressible.txt`, `lines` numbered
+/// lines of text: a tree worth compressing.
+pub fn make_compressible_tree(root: &Path, lines: usize) {
+    make_tricky_tree(root);
+    let text: String = (0..lines)
+        .map(|i| format!("line {i} of a file that compresses well\n"))
+        .collect();
+    fs::write(root.join("compressible.txt"), text).expect("write");
+}
+
 /// Builds the test tree: names with spaces, a tab, quotes, a backslash and UTF-8, a symlink,
 /// empty file and directory, a 0700 directory, a 0600 file owned by root, a binary file, a
 /// file with an old mtime. Deterministic.
