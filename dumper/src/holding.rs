@@ -36,7 +36,6 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::Duration;

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 
 use conf::loader::ConfigLocation;
 use conf::model::{AuthSetting, Program};
-use conf::value::Strategy;
-use conf::value::{Compress as ConfCompress, DataPath as ConfDataPath, Encrypt as ConfEncrypt};
+use conf::value::{
+    Compress as ConfCompress, DataPath as ConfDataPath, Encrypt as ConfEncrypt, Strategy,
+};
 use conf::{Config, DiskEntry, Disklist};
 use portpool_alloc::Services;
 use proto::Auth;

@@ -158,10 +158,8 @@ pub fn lock_by_name(
     open: impl Fn(&Path) -> io::Result<File>,
 ) -> Result<Flock<File>, LockError> {
     for _ in 0..16 {
-        let lock = match Flock::lock(
-            open(path).map_err(LockError::Io)?,
-            FlockArg::LockExclusiveNonblock,
-        ) {
+        let file = open(path).map_err(LockError::Io)?;
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((file, nix::errno::Errno::EWOULDBLOCK)) => return Err(LockError::Held(file)),
             Err((_, errno)) => return Err(LockError::Io(errno.into())),

@@ -102,7 +102,7 @@ impl LocalSquid {
     }
 
     pub fn access_log(&self) -> String {
-        fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+        read_log(self.dir.path(), "access.log")
     }
 
     /// Both logs, for a failure's message.
@@ -113,10 +113,14 @@ impl LocalSquid {
 
 /// squid's access and cache logs in `dir`, for a failure's message.
 fn logs(dir: &Path) -> String {
-    let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap_or_default();
     format!(
         "--- squid access.log ---\n{}\n--- squid cache.log ---\n{}",
-        read("access.log"),
-        read("cache.log")
+        read_log(dir, "access.log"),
+        read_log(dir, "cache.log")
     )
+}
+
+/// One of squid's logs in `dir` (empty until squid writes it).
+fn read_log(dir: &Path, name: &str) -> String {
+    fs::read_to_string(dir.join(name)).unwrap_or_default()
 }
