@@ -19,6 +19,7 @@ use crate::intake::HostsCheck;
 use crate::resolve::{CacheConfig, PoolConfig};
 use crate::server::{Keepalive, Limits};
 use crate::services::context::{ContextInner, ServiceContext};
+use crate::tar::TarPaths;
 
 /// Settings and amanda-client.conf, with the first problem found in either.
 pub struct Loaded {
@@ -117,11 +118,13 @@ pub fn service_context(
         auth: auth.to_string(),
         peer_name: String::new(),
         features_hex,
-        gnutar_path: settings.gnutar_path.clone(),
-        runtar_path,
-        gnutar_list_dir: PathBuf::from(&loaded.client.gnutar_list_dir),
-        amandates: PathBuf::from(&loaded.client.amandates),
-        tmp_dir,
+        tar: TarPaths {
+            gnutar_path: settings.gnutar_path.clone(),
+            runtar_path,
+            gnutar_list_dir: PathBuf::from(&loaded.client.gnutar_list_dir),
+            amandates: PathBuf::from(&loaded.client.amandates),
+            tmp_dir,
+        },
         config_name: Some(loaded.client.conf.clone()).filter(|c| !c.is_empty()),
         filter_programs: settings.amandad.filter_programs(),
     })

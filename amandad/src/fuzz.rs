@@ -88,10 +88,10 @@ fn fuzz_context() -> &'static crate::services::ServiceContext {
     CTX.get_or_init(|| {
         let mut inner = crate::services::context::ContextInner::debian_defaults("bsdtcp");
         let dir = std::env::temp_dir().join("amandad-rs-fuzz");
-        inner.gnutar_list_dir = dir.join("lists");
-        inner.amandates = dir.join("amandates");
-        inner.tmp_dir = dir.join("tmp");
-        inner.runtar_path = None;
+        inner.tar.gnutar_list_dir = dir.join("lists");
+        inner.tar.amandates = dir.join("amandates");
+        inner.tar.tmp_dir = dir.join("tmp");
+        inner.tar.runtar_path = None;
         crate::services::ServiceContext::new(inner)
     })
 }

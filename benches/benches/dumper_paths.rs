@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dumper::driver::{Action, DleSched, Driver, DriverConfig, HostSched, Input, Order};
+use dumper::driver::{Action, DleSched, Driver, DriverConfig, HostSched, Input, Order, Retry};
 use dumper::holding::HoldingWriter;
 use dumper::tarscan::Scanner;
 
@@ -91,8 +91,10 @@ fn driver_night(c: &mut Criterion) {
             host: i % 50,
             group: Some(i % 50),
             priority: 1,
-            retries: 2,
-            retry_broken_link: false,
+            retry: Retry {
+                times: 2,
+                broken_link: false,
+            },
             size_hint: None,
             rate_kibps: Some(10_000),
             failed: None,

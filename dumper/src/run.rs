@@ -34,7 +34,8 @@ use proto::mesg::DumpStatus;
 use crate::catalog::{Catalog, DumpRecord};
 use crate::clock;
 use crate::driver::{
-    Action, DleSched, Driver, DriverConfig, HoldingDisk, HostSched, Input, Order, State, Taper,
+    Action, DleSched, Driver, DriverConfig, HoldingDisk, HostSched, Input, Order, Retry, State,
+    Taper,
 };
 use crate::dump::{self, DumpContext, DumpJob, DumpReport, Progress};
 use crate::estimate::{self, EstimateContext, EstimateDle, EstimateGroup, GroupResult};
@@ -599,8 +600,10 @@ impl Night {
                 host: p.host,
                 group: p.group,
                 priority: p.spec.priority,
-                retries: p.spec.retry_dump,
-                retry_broken_link: p.spec.dialin,
+                retry: Retry {
+                    times: p.spec.retry_dump,
+                    broken_link: p.spec.dialin,
+                },
                 size_hint: p.size_hint,
                 rate_kibps: p.rate_kibps,
                 failed: p.failed.clone().or_else(|| p.skipped.clone()),

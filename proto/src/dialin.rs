@@ -38,12 +38,6 @@ pub const LINE_HANDLE: u32 = 500_000;
 /// The frame handle of a SESSION connection's first frame.
 pub const SESSION_HANDLE: u32 = 0;
 
-/// The longest line (PING, PONG, OPEN, the session preamble) either end accepts.
-pub const MAX_LINE: usize = 128;
-
-/// Longest host name accepted (it becomes a file name on the server).
-pub const MAX_HOST_LEN: usize = 253;
-
 /// The client closes and redials after this many heartbeat intervals without a line.
 pub const SILENT_INTERVALS: u32 = 3;
 
@@ -85,6 +79,9 @@ impl fmt::Debug for Token {
     }
 }
 
+/// Longest host name accepted (it becomes a file name on the server).
+pub const MAX_HOST_LEN: usize = 253;
+
 /// Whether `name` may name a host's rendezvous socket: a DNS-like name, no `/`, not `.` or
 /// `..`, no control bytes, at most [`MAX_HOST_LEN`] bytes.
 pub fn is_safe_host_name(name: &str) -> bool {
@@ -112,6 +109,9 @@ pub enum Line {
     /// which would otherwise only see no session come. The text is [`failure_text`]'s.
     Failed(Token, String),
 }
+
+/// The longest line (PING, PONG, OPEN, the session preamble) either end accepts.
+pub const MAX_LINE: usize = 128;
 
 /// The longest `FAILED` line either end accepts (its text is cut to fit).
 pub const MAX_FAILED_LINE: usize = 640;

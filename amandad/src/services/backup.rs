@@ -283,7 +283,7 @@ fn header_lines(spec: &BackupSpec) -> Vec<u8> {
                 spec.level,
             )));
             // The legacy program always runs the configured tar.
-            let tar = spec.ctx.gnutar_path.as_os_str().as_encoded_bytes();
+            let tar = spec.ctx.tar.gnutar_path.as_os_str().as_encoded_bytes();
             h.extend(info("BACKUP", tar));
             let mut recover = gunzip.as_bytes().to_vec();
             recover.extend_from_slice(tar);
@@ -400,12 +400,12 @@ impl BackupRun {
                 (Some(s), None)
             }
             None => {
-                let a = amandates::load(&ctx.amandates).map_err(|e| {
+                let a = amandates::load(&ctx.tar.amandates).map_err(|e| {
                     failure(
                         &early,
                         format!(
                             "error [opening {}: {}]",
-                            ctx.amandates.display(),
+                            ctx.tar.amandates.display(),
                             crate::services::util::strerror(&e)
                         ),
                     )
@@ -419,7 +419,7 @@ impl BackupRun {
             }
         };
         let place = ListPlace {
-            tmp_dir: &ctx.tmp_dir,
+            tmp_dir: &ctx.tar.tmp_dir,
             prog: match form {
                 Form::Amgtar => "amgtar",
                 Form::Gnutar => "sendbackup",
@@ -487,7 +487,7 @@ impl BackupRun {
             disk: setup.disk.clone(),
             level: spec.level,
             dump_time,
-            amandates: ctx.amandates.clone(),
+            amandates: ctx.tar.amandates.clone(),
             use_amandates_for_gnutar: setup.list_base.is_none(),
             exit_good: setup.props.exit_good.clone(),
         };

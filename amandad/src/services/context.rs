@@ -21,18 +21,8 @@ pub struct ContextInner {
     /// The feature string amandad advertises, lowercase hex (what services put in their
     /// `OPTIONS features=` lines).
     pub features_hex: String,
-    /// GNU tar.
-    pub gnutar_path: PathBuf,
-    /// The privileged helper that runs tar as root (`amandad-runtar`), when installed; tar runs
-    /// as the Amanda user otherwise.
-    pub runtar_path: Option<PathBuf>,
-    /// Where the `--listed-incremental` state files live (amanda-client.conf
-    /// `gnutar_list_dir`; Debian: /var/lib/amanda/gnutar-lists).
-    pub gnutar_list_dir: PathBuf,
-    /// The amandates file (amanda-client.conf `amandates`; Debian: /var/lib/amanda/amandates).
-    pub amandates: PathBuf,
-    /// A private directory for temporary files (exclude/include lists).
-    pub tmp_dir: PathBuf,
+    /// Where tar and its helper are, and where its state and temporary files go.
+    pub tar: crate::tar::TarPaths,
     /// The client configuration name (amanda-client.conf `conf`), if any.
     pub config_name: Option<String>,
     /// The compression and encryption programs a DLE may name (settings
@@ -57,11 +47,7 @@ impl ContextInner {
             auth: auth.to_owned(),
             peer_name: String::new(),
             features_hex: crate::services::features::advertised_hex(),
-            gnutar_path: PathBuf::from(crate::tar::runtar::DEFAULT_GNUTAR),
-            runtar_path: Some(PathBuf::from(crate::tar::runtar::INSTALLED_PATH)),
-            gnutar_list_dir: PathBuf::from(conf::defaults::GNUTAR_LIST_DIR),
-            amandates: PathBuf::from(conf::defaults::AMANDATES),
-            tmp_dir: PathBuf::from("/tmp/amanda"),
+            tar: crate::tar::TarPaths::debian(),
             config_name: None,
             filter_programs: Vec::new(),
         }
@@ -79,12 +65,6 @@ impl ContextInner {
         nix::unistd::gethostname()
             .map(|h| h.as_encoded_bytes().to_vec())
             .unwrap_or_else(|_| b"localhost".to_vec())
-    }
-
-    /// `gnutar_list_dir`, or `None` when it is not configured (empty), in which case the
-    /// legacy GNUTAR program falls back to amandates and `--incremental --newer`.
-    pub fn list_dir(&self) -> Option<&std::path::Path> {
-        (!self.gnutar_list_dir.as_os_str().is_empty()).then_some(self.gnutar_list_dir.as_path())
     }
 }
 
@@ -117,11 +97,11 @@ pub(crate) mod tests {
     /// A context rooted at `root` (gnutar-lists, amandates, tmp below it).
     pub(crate) fn test_inner(root: &std::path::Path) -> ContextInner {
         let mut c = ContextInner::debian_defaults("bsdtcp");
-        c.gnutar_list_dir = root.join("gnutar-lists");
-        c.amandates = root.join("amandates");
-        c.tmp_dir = root.join("tmp");
-        c.runtar_path = None;
-        for d in [&c.gnutar_list_dir, &c.tmp_dir] {
+        c.tar.gnutar_list_dir = root.join("gnutar-lists");
+        c.tar.amandates = root.join("amandates");
+        c.tar.tmp_dir = root.join("tmp");
+        c.tar.runtar_path = None;
+        for d in [&c.tar.gnutar_list_dir, &c.tar.tmp_dir] {
             let _ = std::fs::create_dir_all(d);
         }
         c

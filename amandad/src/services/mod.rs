@@ -38,7 +38,7 @@ pub mod util;
 /// Work worth doing once at start-up, off the event loop (it runs `tar --version` and caches
 /// the answer that amgtar's SPARSE rule, the native estimate and selfcheck need).
 pub fn warm_up(ctx: &ServiceContext) {
-    let _ = crate::tar::gnutar::version_line(&ctx.gnutar_path);
+    let _ = crate::tar::gnutar::version_line(&ctx.tar.gnutar_path);
 }
 
 /// Dispatches a request that passed every security check. `args` is the REQ body after the

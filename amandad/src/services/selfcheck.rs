@@ -358,7 +358,7 @@ impl Check {
             } else {
                 let dir = gnutar::amname_to_dirname(&device);
                 let place = ListPlace {
-                    tmp_dir: &self.ctx.tmp_dir,
+                    tmp_dir: &self.ctx.tar.tmp_dir,
                     prog: "selfcheck",
                     disk: &disk,
                     dir: &dir,
@@ -552,7 +552,7 @@ impl Check {
         relayed.push(msg::amgtar_disk(&disk, &device, &host));
         relayed.push(msg::amgtar_version(&disk, &device, &host));
         let place = ListPlace {
-            tmp_dir: &self.ctx.tmp_dir,
+            tmp_dir: &self.ctx.tar.tmp_dir,
             prog: "amgtar",
             disk: &disk,
             dir: &setup.directory,
@@ -650,7 +650,7 @@ impl Check {
         let mut directory = std::ffi::OsString::from("--directory=");
         directory.push(dir);
         let ok = std::process::Command::new(&helper)
-            .arg(&self.ctx.gnutar_path)
+            .arg(&self.ctx.tar.gnutar_path)
             .args(["--create", "--file=/dev/null", "--no-recursion"])
             .arg(directory)
             .arg(".")
@@ -701,15 +701,15 @@ impl Check {
             self.check_helper();
         }
         if self.needs.gnutar {
-            let tar = self.ctx.gnutar_path.clone();
+            let tar = self.ctx.tar.gnutar_path.clone();
             self.emit(&file_message(Origin::SELFCHECK, &tar, libc::X_OK));
-            match self.ctx.list_dir().map(Path::to_path_buf) {
+            match self.ctx.tar.list_dir().map(Path::to_path_buf) {
                 Some(d) => self.emit(&dir_message(Origin::SELFCHECK, &d, libc::R_OK | libc::W_OK)),
                 None => self.needs.amandates = true,
             }
         }
         if self.needs.amandates {
-            let a = self.ctx.amandates.clone();
+            let a = self.ctx.tar.amandates.clone();
             self.emit(&file_message(
                 Origin::SELFCHECK,
                 &a,
@@ -723,7 +723,7 @@ impl Check {
                 libc::R_OK | libc::W_OK,
             ));
             let host = self.hostname.clone();
-            let mut dirs: Vec<PathBuf> = vec![self.ctx.tmp_dir.clone()];
+            let mut dirs: Vec<PathBuf> = vec![self.ctx.tar.tmp_dir.clone()];
             dirs.extend(SPACE_CHECK_DIRS.iter().skip(1).map(PathBuf::from));
             for d in dirs {
                 let avail = match nix::sys::statvfs::statvfs(&d) {
@@ -743,7 +743,7 @@ impl Check {
     fn check_helper(&mut self) {
         let user = crate::tar::runtar::AMANDA_USER;
         let consequence = format!("tar runs as {user} and backs up only what {user} can read");
-        let Some(helper) = self.ctx.runtar_path.clone() else {
+        let Some(helper) = self.ctx.tar.runtar_path.clone() else {
             self.emit(&custom(
                 Origin::SELFCHECK,
                 3_600_060,
@@ -779,16 +779,16 @@ impl Check {
         }
         let conf = gnutar::load_security(&self.ctx).unwrap_or_default();
         let policy = crate::tar::runtar::Policy::from_security_conf(&conf);
-        if let Err(e) = crate::tar::runtar::check_tar(&self.ctx.gnutar_path, &policy) {
+        if let Err(e) = crate::tar::runtar::check_tar(&self.ctx.tar.gnutar_path, &policy) {
             self.emit(&custom(
                 Origin::SELFCHECK,
                 3_600_092,
                 Severity::Error,
                 "selfcheck.c",
-                &[("filename", self.ctx.gnutar_path.as_os_str().as_bytes())],
+                &[("filename", self.ctx.tar.gnutar_path.as_os_str().as_bytes())],
                 format!(
                     "amandad-runtar will not run {}: {e}",
-                    self.ctx.gnutar_path.display()
+                    self.ctx.tar.gnutar_path.display()
                 ),
             ));
         }

@@ -335,7 +335,7 @@ impl Job {
     ) -> (i64, Option<String>) {
         let ctx = &self.ctx;
         let place = ListPlace {
-            tmp_dir: &ctx.tmp_dir,
+            tmp_dir: &ctx.tar.tmp_dir,
             prog,
             disk: &setup.disk,
             dir: &setup.directory,
@@ -362,7 +362,7 @@ impl Job {
                 }
             },
             None => {
-                let since = amandates::load(&ctx.amandates)
+                let since = amandates::load(&ctx.tar.amandates)
                     .map(|a| a.dump_since(&setup.disk, level))
                     .unwrap_or(0);
                 (None, Some(proto::civil::tar_newer_date(since)))

@@ -561,10 +561,10 @@ impl TarSetup {
         let no_list = FileList::default();
         match form {
             Form::Gnutar => {
-                let list_dir = ctx.list_dir().map(Path::to_path_buf);
+                let list_dir = ctx.tar.list_dir().map(Path::to_path_buf);
                 Ok(TarSetup {
                     form,
-                    tar: ctx.gnutar_path.clone(),
+                    tar: ctx.tar.gnutar_path.clone(),
                     directory: amname_to_dirname(&device),
                     list_base: list_dir
                         .as_deref()
@@ -589,7 +589,7 @@ impl TarSetup {
                     .target
                     .clone()
                     .unwrap_or_else(|| PathBuf::from(OsStr::from_bytes(&device)));
-                let mut tar = ctx.gnutar_path.clone();
+                let mut tar = ctx.tar.gnutar_path.clone();
                 let security = load_security(ctx);
                 if let Some(p) = props.gnutar_path.clone() {
                     let real = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
@@ -605,7 +605,7 @@ impl TarSetup {
                         )));
                     }
                 }
-                let mut list_dir = ctx.list_dir().map(Path::to_path_buf);
+                let mut list_dir = ctx.tar.list_dir().map(Path::to_path_buf);
                 if let Some(d) = props.gnutar_listdir.clone() {
                     let allowed_extra = security.as_ref().is_some_and(|c| {
                         c.program_paths.iter().any(|e| {
@@ -836,7 +836,7 @@ pub fn helper_problem(path: &Path) -> Option<String> {
 
 /// The launch to use now.
 pub fn launch(ctx: &ServiceContext) -> Launch {
-    match &ctx.runtar_path {
+    match &ctx.tar.runtar_path {
         Some(p) if helper_problem(p).is_none() => Launch::Helper(p.clone()),
         _ => Launch::Direct,
     }

@@ -22,6 +22,45 @@ pub mod listed;
 pub mod regex;
 pub mod runtar;
 
+use std::path::{Path, PathBuf};
+
+/// Where the tar machinery finds its programs and keeps its state on this host, resolved once
+/// at start-up (amanda-client.conf and amanda-rs's settings; Debian's paths by default).
+#[derive(Clone, Debug)]
+pub struct TarPaths {
+    /// GNU tar.
+    pub gnutar_path: PathBuf,
+    /// The privileged helper that runs tar as root (`amandad-runtar`), when installed; tar runs
+    /// as the Amanda user otherwise.
+    pub runtar_path: Option<PathBuf>,
+    /// Where the `--listed-incremental` state files live (amanda-client.conf
+    /// `gnutar_list_dir`; Debian: /var/lib/amanda/gnutar-lists).
+    pub gnutar_list_dir: PathBuf,
+    /// The amandates file (amanda-client.conf `amandates`; Debian: /var/lib/amanda/amandates).
+    pub amandates: PathBuf,
+    /// A private directory for temporary files (exclude/include lists).
+    pub tmp_dir: PathBuf,
+}
+
+impl TarPaths {
+    /// Debian's paths, with the installed helper.
+    pub fn debian() -> TarPaths {
+        TarPaths {
+            gnutar_path: PathBuf::from(runtar::DEFAULT_GNUTAR),
+            runtar_path: Some(PathBuf::from(runtar::INSTALLED_PATH)),
+            gnutar_list_dir: PathBuf::from(conf::defaults::GNUTAR_LIST_DIR),
+            amandates: PathBuf::from(conf::defaults::AMANDATES),
+            tmp_dir: PathBuf::from("/tmp/amanda"),
+        }
+    }
+
+    /// `gnutar_list_dir`, or `None` when it is not configured (empty), in which case the
+    /// legacy GNUTAR program falls back to amandates and `--incremental --newer`.
+    pub fn list_dir(&self) -> Option<&Path> {
+        (!self.gnutar_list_dir.as_os_str().is_empty()).then_some(self.gnutar_list_dir.as_path())
+    }
+}
+
 /// Helpers the tests of the tar machinery and of the services share.
 #[cfg(test)]
 pub(crate) mod tests {

@@ -99,17 +99,30 @@ pub struct DleSched {
     pub group: Option<usize>,
     /// `priority` (higher first).
     pub priority: i32,
-    /// How many retries a retryable failure gets.
-    pub retries: u32,
-    /// A broken link is retried too (`dialin yes`, issue 14; see
-    /// [`DumpFailure::broke_link`]).
-    pub retry_broken_link: bool,
+    /// Which failures are retried, and how often.
+    pub retry: Retry,
     /// Size known before estimates (server estimate from the catalog), bytes.
     pub size_hint: Option<u64>,
     /// Last measured rate, KiB/s.
     pub rate_kibps: Option<u64>,
     /// Already failed (unsupported, level skip...): never scheduled.
     pub failed: Option<String>,
+}
+
+/// A DLE's retry policy: how many times (`retry_dump`), and for which failures.
+#[derive(Clone, Copy, Debug)]
+pub struct Retry {
+    /// How many retries a DLE gets.
+    pub times: u32,
+    /// A broken link is retried too (`dialin yes`, issue 14; see [`DumpFailure::broke_link`]).
+    pub broken_link: bool,
+}
+
+impl Retry {
+    /// Whether `f` earns a retry under this policy (the count aside).
+    pub fn covers(&self, f: &DumpFailure) -> bool {
+        f.retryable() || self.broken_link && f.broke_link()
+    }
 }
 
 /// What happened to an estimate of one DLE: its size in bytes (`None`: unknown), or why
@@ -310,7 +323,7 @@ impl Driver {
                     state,
                     estimate: d.size_hint,
                     attempts: 0,
-                    retries_left: d.retries,
+                    retries_left: d.retry.times,
                     waits: Vec::new(),
                     retried_errors: Vec::new(),
                     blocked: None,
@@ -420,13 +433,10 @@ impl Driver {
                     let written = *result.as_ref().unwrap_or(&0);
                     self.disks.release(disk, reserved, written);
                 }
-                let broken_link_retried = self.dles.get(dle).is_some_and(|d| d.retry_broken_link);
+                let retry = self.dles.get(dle).map(|d| d.retry);
                 t.state = match result {
                     Ok(_) => State::Done,
-                    Err(f)
-                        if (f.retryable() || broken_link_retried && f.broke_link())
-                            && t.retries_left > 0 =>
-                    {
+                    Err(f) if retry.is_some_and(|r| r.covers(&f)) && t.retries_left > 0 => {
                         t.retries_left -= 1;
                         t.retried_errors.push(f.report_text());
                         State::RetryAt(now + self.cfg.retry_delay)

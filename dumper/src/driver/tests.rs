@@ -49,8 +49,10 @@ fn dle(host: usize, group: Option<usize>) -> DleSched {
         host,
         group,
         priority: 1,
-        retries: 2,
-        retry_broken_link: false,
+        retry: Retry {
+            times: 2,
+            broken_link: false,
+        },
         size_hint: None,
         rate_kibps: None,
         failed: None,
@@ -232,7 +234,7 @@ fn netusage_admits_dumps_by_their_expected_rate_but_never_blocks_a_lone_dump() {
 fn retryable_failures_are_retried_after_the_delay_then_fail_for_good() {
     let hosts = vec![host("h", 1)];
     let mut d = dle(0, None);
-    d.retries = 2;
+    d.retry.times = 2;
     let mut n = Night::new(cfg(2), hosts, vec![d, dle(0, None)]);
     n.run(&[], |dle, _| (Duration::from_secs(1), dle == 1, dle == 0));
     let t = n.d.track(0).unwrap();
@@ -260,7 +262,7 @@ fn a_broken_link_is_retried_only_for_a_dialin_client() {
     assert!(broken().broke_link() && !broken().retryable());
     for (dialin, attempts) in [(false, 1), (true, 2)] {
         let mut x = dle(0, None);
-        x.retry_broken_link = dialin;
+        x.retry.broken_link = dialin;
         let mut d = Driver::new(cfg(1), vec![host("h", 1)], vec![x]);
         let t0 = Instant::now();
         d.start(t0);

@@ -233,13 +233,13 @@ fn gnutar_dump_produces_the_real_mesg_index_crc_and_state_chain() {
     assert!(listed.contains("./sub dir/notes"), "{listed}");
     // The chain: <list dir>/<host><sanitised disk>_0 exists, no .new left.
     let base = crate::tar::listed::chain_base(
-        &ctx.gnutar_list_dir,
+        &ctx.tar.gnutar_list_dir,
         b"client.example.com",
         disk.as_bytes(),
     );
     assert!(crate::tar::listed::level_file(&base, 0).exists());
     assert!(!crate::tar::listed::new_file(&base, 0).exists());
-    let dates = amandates::load(&ctx.amandates).unwrap();
+    let dates = amandates::load(&ctx.tar.amandates).unwrap();
     assert!(dates.date(disk.as_bytes(), 0) > 0, "amandates updated");
 
     // A level 1 after a change holds only the change.
@@ -293,7 +293,7 @@ fn amgtar_dump_produces_the_application_header_and_honours_properties() {
     assert!(!listed.contains("skip.o"), "{listed}");
     assert!(String::from_utf8(index).unwrap().starts_with("/\n"));
     // No temporary exclude file is left behind.
-    assert_eq!(std::fs::read_dir(&ctx.tmp_dir).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(&ctx.tar.tmp_dir).unwrap().count(), 0);
 }
 
 #[test]
@@ -313,14 +313,14 @@ fn a_failing_tar_is_reported_and_the_chain_is_untouched() {
     assert!(text.contains("sendbackup: error [dump ("), "{text}");
     assert!(text.contains("/usr/bin/tar returned 2]"), "{text}");
     assert!(!text.contains("sendbackup: end"), "{text}");
-    assert_eq!(crate::tar::listed::state_files(&ctx.gnutar_list_dir), 0);
+    assert_eq!(crate::tar::listed::state_files(&ctx.tar.gnutar_list_dir), 0);
 }
 
 #[test]
 fn spawn_failures_still_tell_the_dumper_why() {
     let root = tempfile::tempdir().unwrap();
     let mut inner = test_inner(root.path());
-    inner.gnutar_list_dir = root.path().join("no-such-list-dir");
+    inner.tar.gnutar_list_dir = root.path().join("no-such-list-dir");
     let ctx = ServiceContext::new(inner);
     let (_, mesg, _) = run_dump(plan_of(&ctx, &amgtar_xml("/tmp", 0, "")));
     let text = String::from_utf8_lossy(&mesg);

@@ -78,8 +78,8 @@ fn normalized(body: &[u8]) -> Vec<String> {
 
 fn real_like_context() -> ServiceContext {
     let mut inner = ContextInner::debian_defaults("bsdtcp");
-    inner.gnutar_path = PathBuf::from("/bin/tar");
-    inner.runtar_path = Some(PathBuf::from("/usr/lib/amanda/runtar"));
+    inner.tar.gnutar_path = PathBuf::from("/bin/tar");
+    inner.tar.runtar_path = Some(PathBuf::from("/usr/lib/amanda/runtar"));
     ServiceContext::new(inner)
 }
 

@@ -123,7 +123,7 @@ fn estimates_equal_real_tar_for_level_0_and_1_and_are_published_line_by_line() {
     assert_eq!(partials.first().map(|p| lines(p).len()), Some(1));
     assert_eq!(partials.last(), Some(&body));
     // No state file is left behind by an estimate.
-    assert_eq!(crate::tar::listed::state_files(&ctx.gnutar_list_dir), 0);
+    assert_eq!(crate::tar::listed::state_files(&ctx.tar.gnutar_list_dir), 0);
 }
 
 #[test]
@@ -293,7 +293,7 @@ fn the_real_client_continues_our_incremental_chain() {
     let host = format!("amandad-rs-chain-{}", std::process::id());
     let lists = Path::new("/var/lib/amanda/gnutar-lists");
     let mut inner = test_inner(dir.path());
-    inner.gnutar_list_dir = lists.to_path_buf();
+    inner.tar.gnutar_list_dir = lists.to_path_buf();
     let ctx = ServiceContext::new(inner);
     let base = crate::tar::listed::chain_base(lists, host.as_bytes(), data.as_bytes());
     let level0 = crate::tar::listed::level_file(&base, 0);
