@@ -351,9 +351,12 @@ fn client_filters_are_checked_for_their_programs() {
             String::from_utf8_lossy(&body).into_owned(),
         )
     };
+    // The space checks of Debian's directories depend on the machine (/var/log/amanda exists
+    // once Amanda is installed); this test is about the filters' checks.
     let (msgs, body) = with("<compress>FAST</compress>");
     assert!(
-        !msgs.iter().any(|m| m.severity == Severity::Error),
+        !msgs.iter().any(|m| m.severity == Severity::Error
+            && !m.message.starts_with(b"cannot get filesystem usage")),
         "{body}"
     );
 
