@@ -87,11 +87,7 @@ fn fuzz_context() -> &'static crate::services::ServiceContext {
     static CTX: std::sync::OnceLock<crate::services::ServiceContext> = std::sync::OnceLock::new();
     CTX.get_or_init(|| {
         let mut inner = crate::services::context::ContextInner::debian_defaults("bsdtcp");
-        let dir = std::env::temp_dir().join("amandad-rs-fuzz");
-        inner.tar.gnutar_list_dir = dir.join("lists");
-        inner.tar.amandates = dir.join("amandates");
-        inner.tar.tmp_dir = dir.join("tmp");
-        inner.tar.runtar_path = None;
+        inner.tar = crate::tar::TarPaths::below(&std::env::temp_dir().join("amandad-rs-fuzz"));
         crate::services::ServiceContext::new(inner)
     })
 }

@@ -97,10 +97,7 @@ pub(crate) mod tests {
     /// A context rooted at `root` (gnutar-lists, amandates, tmp below it).
     pub(crate) fn test_inner(root: &std::path::Path) -> ContextInner {
         let mut c = ContextInner::debian_defaults("bsdtcp");
-        c.tar.gnutar_list_dir = root.join("gnutar-lists");
-        c.tar.amandates = root.join("amandates");
-        c.tar.tmp_dir = root.join("tmp");
-        c.tar.runtar_path = None;
+        c.tar = crate::tar::TarPaths::below(root);
         for d in [&c.tar.gnutar_list_dir, &c.tar.tmp_dir] {
             let _ = std::fs::create_dir_all(d);
         }

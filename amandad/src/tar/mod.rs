@@ -54,6 +54,19 @@ impl TarPaths {
         }
     }
 
+    /// Debian's tar, run without the helper, with its state and temporary files below `root`
+    /// (`gnutar-lists`, `amandates`, `tmp`): for tests and fuzz targets, which must not touch
+    /// /var/lib/amanda.
+    pub fn below(root: &Path) -> TarPaths {
+        TarPaths {
+            runtar_path: None,
+            gnutar_list_dir: root.join("gnutar-lists"),
+            amandates: root.join("amandates"),
+            tmp_dir: root.join("tmp"),
+            ..TarPaths::debian()
+        }
+    }
+
     /// `gnutar_list_dir`, or `None` when it is not configured (empty), in which case the
     /// legacy GNUTAR program falls back to amandates and `--incremental --newer`.
     pub fn list_dir(&self) -> Option<&Path> {
